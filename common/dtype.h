@@ -1,0 +1,21 @@
+// Element types shared by safetensors files and the wire protocol (no LibTorch here).
+#ifndef LENSGRID_COMMON_DTYPE_H_
+#define LENSGRID_COMMON_DTYPE_H_
+
+#include <cstddef>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+
+namespace lensgrid {
+
+enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
+
+// Safetensors spelling: "F32", "BF16", "I64", "BOOL", ...
+absl::string_view DTypeName(DType dtype);
+absl::StatusOr<DType> ParseDType(absl::string_view name);
+size_t DTypeSize(DType dtype);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_COMMON_DTYPE_H_

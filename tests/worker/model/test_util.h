@@ -1,0 +1,58 @@
+// Helpers shared by the model tests: temp dirs, the Python reference, tensor
+// comparison with a useful failure message.
+#ifndef LENSGRID_TESTS_WORKER_MODEL_TEST_UTIL_H_
+#define LENSGRID_TESTS_WORKER_MODEL_TEST_UTIL_H_
+
+#include <cstdlib>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace lensgrid::testing {
+
+inline std::string SourceDir() {
+  const char* d = std::getenv("LENSGRID_SOURCE_DIR");
+  return d != nullptr ? d : ".";
+}
+
+inline std::string Python() {
+  const char* p = std::getenv("LENSGRID_PYTHON");
+  return p != nullptr ? p : "/usr/bin/python3";
+}
+
+// A fresh directory under the test's temp dir.
+inline std::string MakeTempDir(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "/lensgrid_" + name;
+  std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
+  return dir;
+}
+
+// Runs the independent Python reference (tests/reference/hf_gpt2.py).
+inline void RunReference(const std::string& out_dir, const std::string& args) {
+  std::string cmd = absl::StrCat(Python(), " ", SourceDir(), "/tests/reference/hf_gpt2.py --out '",
+                                 out_dir, "' ", args, " > '", out_dir, "/reference.log' 2>&1");
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "reference failed: " << cmd;
+}
+
+inline ::testing::AssertionResult AllClose(const torch::Tensor& actual,
+                                           const torch::Tensor& expected, double atol,
+                                           const std::string& what) {
+  if (actual.sizes() != expected.sizes()) {
+    return ::testing::AssertionFailure()
+           << what << ": shape " << actual.sizes() << " vs expected " << expected.sizes();
+  }
+  torch::Tensor diff = (actual.to(torch::kFloat64) - expected.to(torch::kFloat64)).abs();
+  double max_diff = diff.numel() == 0 ? 0.0 : diff.max().item<double>();
+  if (max_diff > atol || std::isnan(max_diff)) {
+    return ::testing::AssertionFailure()
+           << what << ": max |diff| " << max_diff << " > " << atol;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace lensgrid::testing
+
+#endif  // LENSGRID_TESTS_WORKER_MODEL_TEST_UTIL_H_

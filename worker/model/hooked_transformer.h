@@ -1,0 +1,145 @@
+// A TransformerLens-style hooked GPT-2: every intermediate activation can be
+// cached, read and replaced by its TransformerLens name.
+//
+//   LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained("models/tiny"));
+//   ModelInput in;
+//   in.tokens = tokens;                           // int64 [batch, pos]
+//   CacheOptions cache_opts;
+//   cache_opts.names = {"pattern0", "blocks.1.hook_resid_post"};
+//   ActivationCache cache;
+//   LG_ASSIGN_OR_RETURN(RunOutput out, model->RunWithCache(in, {}, cache_opts, &cache));
+//
+// All runs are const and keep their hooks in a per-run context: one model can
+// serve concurrent runs. No exception crosses this API.
+#ifndef LENSGRID_WORKER_MODEL_HOOKED_TRANSFORMER_H_
+#define LENSGRID_WORKER_MODEL_HOOKED_TRANSFORMER_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/model/activation_cache.h"
+#include "worker/model/processing.h"
+#include "worker/model/transformer_block.h"
+
+namespace lensgrid {
+
+enum class ReturnType { kLogits, kLoss, kBoth, kNone };
+
+struct ModelInput {
+  at::Tensor tokens;          // int64 [batch, pos]; needed unless start_at_layer
+  at::Tensor attention_mask;  // optional [batch, pos]; nonzero = real token
+  at::Tensor residual;        // [batch, pos, d_model], with start_at_layer
+};
+
+struct RunOptions {
+  ReturnType return_type = ReturnType::kLogits;  // Default: logits
+  bool per_token_loss = false;        // loss [batch, pos - 1] instead of the mean
+  std::optional<int> start_at_layer;  // residual enters blocks.N.hook_resid_pre
+  std::optional<int> stop_at_layer;   // run blocks [start, N); negative counts from the end
+  bool enable_grad = false;           // Default: inference without autograd
+  std::function<bool()> is_cancelled; // polled between blocks
+};
+
+struct RunOutput {
+  at::Tensor logits;    // [batch, pos, d_vocab]
+  at::Tensor loss;      // [] or [batch, pos - 1]
+  at::Tensor residual;  // with stop_at_layer: that layer's resid_pre
+};
+
+// A half-open slice of positions, Python-style (negative from the end).
+struct PosSlice {
+  std::optional<int64_t> start, stop;
+};
+
+struct CacheOptions {
+  // Which activations to record. Names may be exact or TransformerLens
+  // shorthand ("pattern0", "k6"); regexes match full names; the predicate sees
+  // full names. All empty: cache everything, as TransformerLens.
+  std::vector<std::string> names;
+  std::vector<std::string> regexes;
+  std::function<bool(const std::string&)> predicate;
+  std::optional<PosSlice> positions;  // applied to the pos (query_pos) axis
+  bool remove_batch_dim = false;      // REQUIRES batch == 1
+  bool detach = true;                 // false keeps the autograd graph
+};
+
+struct NamedHook {
+  std::string name;  // exact or shorthand
+  HookFn fn;
+};
+
+struct LoadOptions {
+  ProcessingOptions processing;  // Default: TransformerLens's from_pretrained
+  std::string device = "cpu";    // "cpu" | "cuda" | "cuda:N"
+  // Optional hook points (see ModelConfig).
+  bool use_attn_result = false;
+  bool use_split_qkv_input = false;
+  bool use_attn_in = false;
+  bool use_hook_mlp_in = false;
+};
+
+class HookedTransformer : public torch::nn::Module {
+ public:
+  // Reads DIR/config.json and DIR/model.safetensors, processes, moves to device.
+  static absl::StatusOr<std::shared_ptr<HookedTransformer>> FromPretrained(
+      const std::string& model_dir, const LoadOptions& options = {});
+  // Builds from weights already in memory (already processed or not).
+  static absl::StatusOr<std::shared_ptr<HookedTransformer>> FromWeights(
+      const ModelConfig& cfg, const GPT2Weights& weights, const std::string& device = "cpu");
+
+  const ModelConfig& cfg() const { return cfg_; }
+  const LoadReport& load_report() const { return load_report_; }
+  bool processed() const { return processed_; }
+  torch::Device device() const { return device_; }
+
+  // Every hook point, in forward order.
+  const std::vector<std::string>& hook_names() const { return hook_names_; }
+  // Exact name or shorthand -> id. NOT_FOUND with suggestions.
+  absl::StatusOr<int> HookId(absl::string_view name) const;
+  absl::StatusOr<std::string> ResolveHookName(absl::string_view name) const;
+  absl::StatusOr<std::vector<std::string>> SelectHookNames(const CacheOptions& options) const;
+
+  absl::StatusOr<RunOutput> Run(const ModelInput& input, const RunOptions& options,
+                                const std::vector<NamedHook>& hooks = {}) const;
+  // Like Run, recording the selected activations into *cache.
+  absl::StatusOr<RunOutput> RunWithCache(const ModelInput& input, const RunOptions& options,
+                                         const CacheOptions& cache_options,
+                                         ActivationCache* cache,
+                                         const std::vector<NamedHook>& hooks = {}) const;
+
+  // The current weights in TransformerLens layout (on CPU).
+  GPT2Weights ExportWeights() const;
+
+ private:
+  HookedTransformer(const ModelConfig& cfg, const GPT2Weights& weights);
+  void BindHookPoints();
+  absl::Status ValidateInput(const ModelInput& input, const RunOptions& options,
+                             int* start, int* stop) const;
+  RunOutput Forward(const ModelInput& input, const RunOptions& options, int start,
+                    int stop, const RunContext& ctx) const;
+  at::Tensor Loss(const at::Tensor& logits, const ModelInput& input, bool per_token) const;
+
+  ModelConfig cfg_;
+  LoadReport load_report_;
+  bool processed_ = false;
+  torch::Device device_ = torch::kCPU;
+  at::Tensor W_E_, W_pos_, W_U_, b_U_;
+  HookPoint hook_embed_, hook_pos_embed_;
+  torch::nn::ModuleList blocks_;  // for named_modules(): "blocks.N...."
+  std::vector<TransformerBlock> block_modules_;  // the same blocks, typed
+  LayerNorm ln_final_{nullptr};
+  std::vector<std::string> hook_names_;
+  std::vector<HookPointImpl*> hook_points_;
+};
+
+// Parses "cpu", "cuda", "cuda:N". A CUDA device from a LibTorch built without
+// CUDA (or with no such GPU) is FAILED_PRECONDITION.
+absl::StatusOr<torch::Device> ParseDevice(const std::string& device);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_WORKER_MODEL_HOOKED_TRANSFORMER_H_

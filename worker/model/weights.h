@@ -1,0 +1,69 @@
+// GPT-2 weights in TransformerLens's layout, and the Hugging Face loader.
+//
+//   LG_ASSIGN_OR_RETURN(ModelConfig cfg, LoadModelConfig(dir));
+//   LoadReport report;
+//   LG_ASSIGN_OR_RETURN(GPT2Weights w, LoadHfWeights(dir + "/model.safetensors", cfg, &report));
+//
+// Shapes (TransformerLens names): W_Q/W_K/W_V [head, d_model, d_head],
+// b_Q/b_K/b_V [head, d_head], W_O [head, d_head, d_model], b_O [d_model],
+// W_in [d_model, d_mlp], W_out [d_mlp, d_model], W_E [d_vocab, d_model],
+// W_pos [n_ctx, d_model], W_U [d_model, d_vocab], b_U [d_vocab].
+#ifndef LENSGRID_WORKER_MODEL_WEIGHTS_H_
+#define LENSGRID_WORKER_MODEL_WEIGHTS_H_
+
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "worker/model/config.h"
+
+namespace lensgrid {
+
+// Undefined tensors mean "folded away" (LayerNormPre).
+struct LayerNormWeights {
+  at::Tensor w;  // [d_model]
+  at::Tensor b;  // [d_model]
+  bool folded() const { return !w.defined(); }
+};
+
+struct BlockWeights {
+  LayerNormWeights ln1, ln2;
+  at::Tensor W_Q, W_K, W_V, b_Q, b_K, b_V, W_O, b_O;
+  at::Tensor W_in, b_in, W_out, b_out;  // undefined for attention-only blocks
+};
+
+struct GPT2Weights {
+  at::Tensor W_E, W_pos;
+  std::vector<BlockWeights> blocks;
+  LayerNormWeights ln_final;
+  at::Tensor W_U, b_U;
+};
+
+struct LoadReport {
+  std::vector<std::string> unknown_tensors;  // present in the file, not used
+  bool lm_head_tied = false;                 // lm_head.weight absent: W_U = W_E^T
+  std::string weights_sha256;                // of the safetensors file
+};
+
+// Reads a Hugging Face GPT-2 model.safetensors (keys with or without the
+// "transformer." prefix; Conv1D weights [in, out]; F32/F16/BF16 upcast to
+// F32). attn.bias / attn.masked_bias buffers are ignored. A missing or
+// mis-shaped tensor is INVALID_ARGUMENT naming the tensor and both shapes.
+absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
+                                          const ModelConfig& cfg,
+                                          LoadReport* report);
+
+// Random weights in the distribution GPT-2 is initialised with (std 0.02,
+// LayerNorm 1/0). Deterministic for a seed.
+GPT2Weights RandomWeights(const ModelConfig& cfg, uint64_t seed);
+
+// Writes weights (unprocessed) as a Hugging Face checkpoint dir: config.json
+// and model.safetensors with "transformer."-prefixed names, in F32 or F16.
+absl::Status SaveHfCheckpoint(const GPT2Weights& weights, const ModelConfig& cfg,
+                              const std::string& dir, bool f16);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_WORKER_MODEL_WEIGHTS_H_
