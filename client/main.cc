@@ -1,0 +1,35 @@
+// The `lensgrid` command line: one subcommand per verb.
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "client/init_command.h"
+#include "client/run_command.h"
+#include "client/tokenize_command.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: lensgrid <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  run       one forward pass with cache: --model DIR (--prompt TEXT | --tokens IDS)\n"
+    "  tokenize  GPT-2 token ids of text (or --decode ids): (--model DIR | --tokenizer DIR)\n"
+    "  init      write a random GPT-2-family checkpoint: --out DIR\n"
+    "\n"
+    "`lensgrid <command> --help` shows a command's flags.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    (argc < 2 ? std::cerr : std::cout) << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  if (command == "run") return lensgrid::RunRunCommand(argc - 1, argv + 1, std::cout, std::cerr);
+  if (command == "tokenize") return lensgrid::RunTokenizeCommand(argc - 1, argv + 1);
+  if (command == "init") return lensgrid::RunInitCommand(argc - 1, argv + 1, std::cout, std::cerr);
+  std::cerr << "lensgrid: unknown command \"" << command << "\"\n\n" << kUsage;
+  return 2;
+}

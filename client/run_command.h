@@ -1,0 +1,34 @@
+// `lensgrid run`: one forward pass of a model dir in this process.
+//
+//   lensgrid run --model DIR (--prompt TEXT | --tokens 5,17,300) [--no-processing]
+//                [--cache REGEX]... [--stop-at-layer N] [--output FILE.safetensors]
+//                [--no-bos] [--device cpu|cuda:N]
+//
+// Prints the loss, the top-5 next tokens at the last position (with their
+// strings when a tokenizer is available) and the cached names with shapes.
+// --prompt prepends BOS (as TransformerLens's to_tokens) unless --no-bos;
+// --tokens are taken as given. --output writes `logits` [batch, pos, vocab]
+// F32 and each cached activation under its hook name as safetensors.
+#ifndef LENSGRID_CLIENT_RUN_COMMAND_H_
+#define LENSGRID_CLIENT_RUN_COMMAND_H_
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace lensgrid {
+
+int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err);
+
+// "5,17,300" (spaces allowed) -> ids. INVALID_ARGUMENT naming the bad item.
+absl::StatusOr<std::vector<int64_t>> ParseTokenList(const std::string& text);
+
+// A token's text for display: quoted, with control characters escaped.
+std::string QuoteTokenText(const std::string& text);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_CLIENT_RUN_COMMAND_H_
