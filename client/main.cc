@@ -6,6 +6,7 @@
 #include "client/init_command.h"
 #include "client/run_command.h"
 #include "client/tokenize_command.h"
+#include "common/openblas_env.h"
 
 namespace {
 
@@ -22,6 +23,7 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
+  lensgrid::EnsureOpenBlasCoreType(argv);
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     (argc < 2 ? std::cerr : std::cout) << kUsage;
     return argc < 2 ? 2 : 0;
