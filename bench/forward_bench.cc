@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "common/openblas_env.h"
+#include "worker/model/cpu_threads.h"
 #include "worker/model/hooked_transformer.h"
 
 namespace lensgrid {
@@ -72,7 +73,7 @@ int Main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--iters") == 0) iters = std::stoi(argv[++i]);
     else if (std::strcmp(argv[i], "--threads") == 0) threads = std::stoi(argv[++i]);
   }
-  torch::set_num_threads(threads);
+  ConfigureCpuThreads(threads);
   ModelConfig cfg = ModelConfigPreset("gpt2").value();
   GPT2Weights w = RandomWeights(cfg, 0);
   ProcessWeights(ProcessingOptions{}, cfg, &w);
@@ -80,8 +81,8 @@ int Main(int argc, char** argv) {
 
   double peak = GemmPeakFlops(iters);
   std::printf("lensgrid forward benchmark: GPT-2 small dims (12 layers, d_model 768, vocab 50257),"
-              " random weights, %d threads, median of %d\n",
-              threads, iters);
+              " random weights, %d BLAS threads + 1 LibTorch thread, median of %d\n",
+              BlasThreads(), iters);
   std::printf("OpenBLAS kernels: %s\n", BlasCoreName().c_str());
   std::printf("fp32 GEMM peak (torch::mm, best of 4 shapes): %.1f GFLOP/s\n\n", peak / 1e9);
   std::printf("%-8s %-12s %10s %12s %10s %10s %12s\n", "shape", "mode", "ms", "tokens/s",

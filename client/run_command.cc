@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
+#include "worker/model/cpu_threads.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tensor_io.h"
 #include "worker/model/tokenizer/tokenizer.h"
@@ -29,11 +30,13 @@ struct RunFlags {
   std::optional<int> stop_at_layer;
   std::string output;
   std::string device = "cpu";
+  int threads = 0;
 };
 
 std::string ShapeString(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
 absl::Status Execute(const RunFlags& flags, std::ostream& out) {
+  ConfigureCpuThreads(flags.threads);
   LoadOptions load;
   if (flags.no_processing) load.processing = ProcessingOptions::None();
   load.device = flags.device;
@@ -181,6 +184,7 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--stop-at-layer", flags.stop_at_layer, "run blocks [0, N) only");
   app.add_option("--output", flags.output, "write logits and cached activations (.safetensors)");
   app.add_option("--device", flags.device, "cpu | cuda | cuda:N");
+  app.add_option("--threads", flags.threads, "CPU threads for matmuls (default: all)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

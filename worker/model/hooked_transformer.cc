@@ -316,7 +316,8 @@ RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& 
   }
   resid = ln_final_->forward(resid, ctx);
   if (options.return_type == ReturnType::kNone) return out;
-  torch::Tensor logits = torch::matmul(resid, W_U_) + b_U_;  // [batch, pos, d_vocab]
+  torch::Tensor logits = torch::addmm(b_U_, resid.reshape({-1, cfg_.d_model}), W_U_)
+                             .view({resid.size(0), resid.size(1), cfg_.d_vocab});  // [batch, pos, d_vocab]
   if (options.return_type != ReturnType::kLogits) {
     out.loss = Loss(logits, input, options.per_token_loss);
   }

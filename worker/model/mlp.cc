@@ -14,7 +14,13 @@ MLPImpl::MLPImpl(const BlockWeights& w, Activation act) : act_(act) {
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x, const RunContext& ctx) const {
-  torch::Tensor pre = hook_pre_->forward(torch::matmul(x, W_in_) + b_in_, ctx);
+  // [batch * pos, d] GEMMs with the bias fused (addmm), viewed back as [batch, pos, -1].
+  auto linear = [](const torch::Tensor& in, const torch::Tensor& W, const torch::Tensor& b) {
+    std::vector<int64_t> shape(in.sizes().begin(), in.sizes().end());
+    shape.back() = W.size(1);
+    return torch::addmm(b, in.reshape({-1, in.size(-1)}), W).view(shape);
+  };
+  torch::Tensor pre = hook_pre_->forward(linear(x, W_in_, b_in_), ctx);  // [batch, pos, d_mlp]
   torch::Tensor post;
   switch (act_) {
     case Activation::kGeluNew: post = torch::gelu(pre, "tanh"); break;
@@ -22,7 +28,7 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& x, const RunContext& ctx) co
     case Activation::kRelu: post = torch::relu(pre); break;
   }
   post = hook_post_->forward(post, ctx);  // [batch, pos, d_mlp]
-  return torch::matmul(post, W_out_) + b_out_;
+  return linear(post, W_out_, b_out_);
 }
 
 void MLPImpl::ExportWeights(BlockWeights* out) const {
