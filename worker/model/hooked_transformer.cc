@@ -244,10 +244,25 @@ absl::Status HookedTransformer::ValidateInput(const ModelInput& input,
   if (batch == 0 || pos == 0) {
     return absl::InvalidArgumentError("empty input: batch and pos must be at least 1");
   }
+  if (pos < 2 && (options.return_type == ReturnType::kLoss ||
+                  options.return_type == ReturnType::kBoth)) {
+    return absl::InvalidArgumentError("a loss needs at least 2 tokens");
+  }
   if (pos > cfg_.n_ctx) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sequence of ", pos, " tokens is longer than the model's n_positions (", cfg_.n_ctx,
         ")"));
+  }
+  if (options.logit_positions.defined()) {
+    const auto& lp = options.logit_positions;
+    if (options.return_type == ReturnType::kLoss || options.return_type == ReturnType::kBoth) {
+      return absl::InvalidArgumentError("logit_positions cannot be combined with a loss");
+    }
+    if (lp.dim() != 1 || lp.size(0) != batch ||
+        ((lp < 0) | (lp >= pos)).any().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "logit_positions must be [", batch, "] positions in [0, ", pos, ")"));
+    }
   }
   if (input.attention_mask.defined() &&
       input.attention_mask.sizes() != at::IntArrayRef({batch, pos})) {
@@ -316,6 +331,13 @@ RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& 
   }
   resid = ln_final_->forward(resid, ctx);
   if (options.return_type == ReturnType::kNone) return out;
+  if (options.logit_positions.defined()) {
+    // Metrics that read one position per sequence need only that row unembedded.
+    torch::Tensor index = options.logit_positions.to(device_, torch::kInt64)
+                              .view({-1, 1, 1})
+                              .expand({resid.size(0), 1, resid.size(2)});
+    resid = resid.gather(1, index);  // [batch, 1, d_model]
+  }
   torch::Tensor logits = torch::addmm(b_U_, resid.reshape({-1, cfg_.d_model}), W_U_)
                              .view({resid.size(0), resid.size(1), cfg_.d_vocab});  // [batch, pos, d_vocab]
   if (options.return_type != ReturnType::kLogits) {
@@ -380,6 +402,10 @@ absl::StatusOr<RunOutput> HookedTransformer::RunWithCache(
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("run failed: ", e.what()));
   }
+}
+
+const at::Tensor& HookedTransformer::W_O(int layer) const {
+  return block_modules_.at(layer)->attn()->W_O();
 }
 
 GPT2Weights HookedTransformer::ExportWeights() const {

@@ -40,6 +40,9 @@ struct RunOptions {
   bool per_token_loss = false;        // loss [batch, pos - 1] instead of the mean
   std::optional<int> start_at_layer;  // residual enters blocks.N.hook_resid_pre
   std::optional<int> stop_at_layer;   // run blocks [start, N); negative counts from the end
+  // Optional int64 [batch]: unembed only this position of each sequence;
+  // logits are then [batch, 1, d_vocab]. Not with a loss.
+  at::Tensor logit_positions;
   bool enable_grad = false;           // Default: inference without autograd
   std::function<bool()> is_cancelled; // polled between blocks
 };
@@ -113,6 +116,10 @@ class HookedTransformer : public torch::nn::Module {
 
   // The current weights in TransformerLens layout (on CPU).
   GPT2Weights ExportWeights() const;
+  // Views of the live parameters (no copy), for analyses.
+  const at::Tensor& W_U() const { return W_U_; }                  // [d_model, d_vocab]
+  const at::Tensor& W_O(int layer) const;                         // [head, d_head, d_model]
+  LayerNormWeights ln_final_weights() const { return ln_final_->weights(); }
 
  private:
   HookedTransformer(const ModelConfig& cfg, const GPT2Weights& weights);

@@ -21,6 +21,7 @@ class TransformerBlockImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& resid_pre, const AttentionMask& mask,
                         const RunContext& ctx) const;
   BlockWeights ExportWeights() const;
+  const Attention& attn() const { return attn_; }
 
  private:
   ModelConfig cfg_;

@@ -1,0 +1,419 @@
+#include "worker/model/analysis/search.h"
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/model/analysis/attribution.h"
+#include "worker/model/analysis/prompt_batch.h"
+
+namespace lensgrid {
+namespace {
+
+const std::vector<std::pair<std::string, Method>>& MethodNames() {
+  static const auto* names = new std::vector<std::pair<std::string, Method>>{
+      {"ablate-heads", Method::kAblateHeads},   {"ablate-layers", Method::kAblateLayers},
+      {"patch-resid", Method::kPatchResid},     {"patch-attn-out", Method::kPatchAttnOut},
+      {"patch-mlp-out", Method::kPatchMlpOut},  {"patch-heads", Method::kPatchHeads},
+      {"patch-heads-by-pos", Method::kPatchHeadsByPos},
+      {"patch-pattern", Method::kPatchPattern}, {"detect-heads", Method::kDetectHeads},
+      {"dla", Method::kDla}};
+  return *names;
+}
+
+// One intervention: overwrite `region` of a hook's activation with the same
+// region of `source` (undefined source = zeros).
+struct Edit {
+  int layer;
+  std::string hook;                                       // full hook name
+  std::function<torch::Tensor(const torch::Tensor&)> region;  // narrows dims >= 1
+  torch::Tensor source;  // [n or 1, ...] activation-shaped
+};
+
+void ApplyEdit(const Edit& e, torch::Tensor block) {
+  torch::Tensor target = e.region(block);
+  if (e.source.defined()) {
+    target.copy_(e.region(e.source).expand_as(target));
+  } else {
+    target.zero_();
+  }
+}
+
+std::string HookAt(int layer, const char* suffix) { return absl::StrCat("blocks.", layer, ".", suffix); }
+
+// The activations an edit reads from another run (or their dataset mean).
+struct Sources {
+  std::map<std::string, torch::Tensor> by_hook;  // full hook name -> tensor
+};
+
+// Masked mean over prompts at each position: [1, pos, ...]. Positions where
+// no prompt has a real token get zeros.
+torch::Tensor MaskedMean(const torch::Tensor& act, const torch::Tensor& mask) {
+  torch::Tensor m = mask.to(act.dtype());
+  std::vector<int64_t> shape(act.dim(), 1);
+  shape[0] = m.size(0);
+  shape[1] = m.size(1);
+  m = m.view(shape);
+  return (act * m).sum(0, true) / m.sum(0, true).clamp_min(1);
+}
+
+// The hook suffix each method intervenes on.
+const char* MethodHook(Method m, int kind) {
+  switch (m) {
+    case Method::kAblateHeads:
+    case Method::kPatchHeads:
+    case Method::kPatchHeadsByPos: return "attn.hook_z";
+    case Method::kAblateLayers: return kind == 0 ? "hook_attn_out" : "hook_mlp_out";
+    case Method::kPatchResid: return "hook_resid_pre";
+    case Method::kPatchAttnOut: return "hook_attn_out";
+    case Method::kPatchMlpOut: return "hook_mlp_out";
+    case Method::kPatchPattern: return "attn.hook_pattern";
+    default: return "";
+  }
+}
+
+Edit MakeEdit(Method m, const ModelConfig& cfg, int64_t n_pos, int64_t c) {
+  const int64_t L = cfg.n_layers, H = cfg.n_heads;
+  auto narrow = [](int64_t dim, int64_t i) {
+    return [dim, i](const torch::Tensor& t) { return t.narrow(dim, i, 1); };
+  };
+  auto whole = [](const torch::Tensor& t) { return t; };
+  switch (m) {
+    case Method::kAblateHeads:
+    case Method::kPatchHeads:
+      return {static_cast<int>(c / H), HookAt(c / H, MethodHook(m, 0)), narrow(2, c % H), {}};
+    case Method::kPatchPattern:
+      return {static_cast<int>(c / H), HookAt(c / H, MethodHook(m, 0)), narrow(1, c % H), {}};
+    case Method::kAblateLayers: {
+      int kind = static_cast<int>(c / L);
+      return {static_cast<int>(c % L), HookAt(c % L, MethodHook(m, kind)), whole, {}};
+    }
+    case Method::kPatchHeadsByPos: {
+      int64_t l = c / (n_pos * H), p = (c / H) % n_pos, h = c % H;
+      return {static_cast<int>(l), HookAt(l, MethodHook(m, 0)),
+              [p, h](const torch::Tensor& t) { return t.narrow(1, p, 1).narrow(2, h, 1); }, {}};
+    }
+    default:  // resid / attn_out / mlp_out by (layer, pos)
+      return {static_cast<int>(c / n_pos), HookAt(c / n_pos, MethodHook(m, 0)),
+              narrow(1, c % n_pos), {}};
+  }
+}
+
+class SearchRun {
+ public:
+  SearchRun(const HookedTransformer& model, const Dataset& dataset, const SearchSpec& spec,
+            const SearchOptions& options)
+      : model_(model), cfg_(model.cfg()), dataset_(dataset), spec_(spec), options_(options) {}
+
+  absl::StatusOr<SearchResult> Run();
+
+ private:
+  absl::Status Validate() const;
+  absl::StatusOr<RunOutput> RunModel(const ModelInput& in, const RunOptions& opts,
+                                     const CacheOptions* cache_opts, ActivationCache* cache,
+                                     const std::vector<NamedHook>& hooks = {}) const {
+    RunOptions o = opts;
+    o.is_cancelled = options_.is_cancelled;
+    if (cache_opts == nullptr) return model_.Run(in, o, hooks);
+    return model_.RunWithCache(in, o, *cache_opts, cache, hooks);
+  }
+  absl::Status BaseRuns();
+  absl::Status Interventions(SearchOutput* out);
+  absl::StatusOr<torch::Tensor> EvaluateNaive(const Edit& e);
+  absl::StatusOr<torch::Tensor> EvaluatePacked(const std::vector<Edit>& edits);
+  std::vector<std::string> SourceHooks() const;
+
+  const HookedTransformer& model_;
+  const ModelConfig& cfg_;
+  const Dataset& dataset_;
+  SearchSpec spec_;
+  SearchOptions options_;
+  int64_t p_begin_ = 0, p_end_ = 0, c_begin_ = 0, c_end_ = 0;
+  PromptBatch batch_;
+  const ModelInput* base_ = nullptr;       // the unintervened input
+  std::vector<torch::Tensor> base_resid_;  // resid_pre of each layer of the base run
+  Sources sources_;
+  std::vector<int64_t> group_components_;  // component index of each pending edit
+  SearchResult result_;
+};
+
+std::vector<std::string> SearchRun::SourceHooks() const {
+  std::vector<std::string> hooks;
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    if (spec_.method == Method::kAblateLayers) {
+      hooks.push_back(HookAt(l, "hook_attn_out"));
+      if (!cfg_.attn_only) hooks.push_back(HookAt(l, "hook_mlp_out"));
+    } else {
+      hooks.push_back(HookAt(l, MethodHook(spec_.method, 0)));
+    }
+  }
+  return hooks;
+}
+
+absl::Status SearchRun::Validate() const {
+  if (spec_.method == Method::kPatchMlpOut && cfg_.attn_only) {
+    return absl::InvalidArgumentError("patch-mlp-out: this model has no MLPs (attention-only)");
+  }
+  if (spec_.metric == MetricKind::kLoss && dataset_.max_length() < 2) {
+    return absl::InvalidArgumentError("the loss metric needs prompts of at least 2 tokens");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SearchRun::BaseRuns() {
+  const bool patching = IsPatching(spec_.method);
+  const bool need_corrupted = patching || spec_.ablation == Ablation::kResample;
+  LG_ASSIGN_OR_RETURN(batch_, MakePromptBatch(dataset_, p_begin_, p_end_, need_corrupted,
+                                              cfg_.d_vocab, cfg_.bos_token_id));
+  base_ = patching ? &batch_.corrupted : &batch_.clean;
+  const std::vector<std::string> source_hooks = SourceHooks();
+
+  // The clean run: metric reference, KL target, and the patching sources.
+  CacheOptions clean_cache;
+  clean_cache.predicate = [&](const std::string& n) {
+    if (patching) return std::find(source_hooks.begin(), source_hooks.end(), n) != source_hooks.end();
+    return n.size() > 14 && n.compare(n.size() - 14, 14, "hook_resid_pre") == 0;
+  };
+  ActivationCache cache;
+  LG_ASSIGN_OR_RETURN(RunOutput clean, RunModel(batch_.clean, {}, &clean_cache, &cache));
+  batch_.targets.clean_log_probs = torch::log_softmax(clean.logits.select(1, -1), -1);
+  torch::Tensor clean_metric = ComputeMetric(spec_.metric, clean.logits, batch_.targets);
+  if (patching) {
+    for (const auto& h : source_hooks) sources_.by_hook[h] = cache.Get(h).value();
+    ActivationCache corrupted_cache;
+    CacheOptions resid_only;
+    resid_only.regexes = {"hook_resid_pre$"};
+    LG_ASSIGN_OR_RETURN(RunOutput corrupted,
+                        RunModel(batch_.corrupted, {}, &resid_only, &corrupted_cache));
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      base_resid_.push_back(corrupted_cache.Get(HookAt(l, "hook_resid_pre")).value());
+    }
+    result_.baseline = ComputeMetric(spec_.metric, corrupted.logits, batch_.targets);
+    result_.reference = clean_metric;
+    return absl::OkStatus();
+  }
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    base_resid_.push_back(cache.Get(HookAt(l, "hook_resid_pre")).value());
+  }
+  result_.baseline = clean_metric;
+  if (spec_.ablation == Ablation::kZero) return absl::OkStatus();
+  CacheOptions source_cache;
+  source_cache.predicate = [&](const std::string& n) {
+    return std::find(source_hooks.begin(), source_hooks.end(), n) != source_hooks.end();
+  };
+  if (spec_.ablation == Ablation::kResample) {
+    ActivationCache c;
+    LG_RETURN_IF_ERROR(RunModel(batch_.corrupted, {}, &source_cache, &c).status());
+    for (const auto& h : source_hooks) sources_.by_hook[h] = c.Get(h).value();
+    return absl::OkStatus();
+  }
+  // Mean ablation: the mean over the whole dataset, whatever this shard's prompts.
+  LG_ASSIGN_OR_RETURN(PromptBatch all, MakePromptBatch(dataset_, 0, dataset_.prompts.size(),
+                                                       false, cfg_.d_vocab, cfg_.bos_token_id));
+  RunOptions none;
+  none.return_type = ReturnType::kNone;
+  ActivationCache c;
+  LG_RETURN_IF_ERROR(RunModel(all.clean, none, &source_cache, &c).status());
+  for (const auto& h : source_hooks) {
+    sources_.by_hook[h] = MaskedMean(c.Get(h).value(), all.clean.attention_mask);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<torch::Tensor> SearchRun::EvaluateNaive(const Edit& e) {
+  RunOptions opts;  // full forward from the tokens, every position unembedded
+  NamedHook hook{e.hook, [&e](const torch::Tensor& act, const HookPointImpl&) {
+                   torch::Tensor out = act.clone();
+                   ApplyEdit(e, out);
+                   return std::optional<torch::Tensor>(out);
+                 }};
+  LG_ASSIGN_OR_RETURN(RunOutput out, RunModel(*base_, opts, nullptr, nullptr, {hook}));
+  return ComputeMetric(spec_.metric, out.logits, batch_.targets);  // [n]
+}
+
+absl::StatusOr<torch::Tensor> SearchRun::EvaluatePacked(const std::vector<Edit>& edits) {
+  const int64_t k = static_cast<int64_t>(edits.size()), n = batch_.pos > 0 ? batch_.prompts.size() : 0;
+  const int layer = edits.front().layer;
+  ModelInput in;
+  in.residual = base_resid_[layer].repeat({k, 1, 1});
+  in.attention_mask = base_->attention_mask.repeat({k, 1});
+  RunOptions opts;
+  opts.start_at_layer = layer;
+  if (MetricNeedsAllPositions(spec_.metric)) {
+    in.tokens = base_->tokens.repeat({k, 1});
+  } else {
+    opts.logit_positions = torch::full({k * n}, batch_.pos - 1, torch::kInt64);
+  }
+  NamedHook hook{edits.front().hook, [&edits, n](const torch::Tensor& act, const HookPointImpl&) {
+                   torch::Tensor out = act.clone();
+                   for (size_t i = 0; i < edits.size(); ++i) {
+                     ApplyEdit(edits[i], out.narrow(0, i * n, n));
+                   }
+                   return std::optional<torch::Tensor>(out);
+                 }};
+  LG_ASSIGN_OR_RETURN(RunOutput out, RunModel(in, opts, nullptr, nullptr, {hook}));
+  return ComputeMetric(spec_.metric, out.logits, batch_.targets).view({k, n});
+}
+
+absl::Status SearchRun::Interventions(SearchOutput* out) {
+  const int64_t n = static_cast<int64_t>(batch_.prompts.size());
+  out->per_prompt = torch::zeros({n, c_end_ - c_begin_});
+  std::vector<Edit> group;
+  auto flush = [&]() -> absl::Status {
+    if (group.empty()) return absl::OkStatus();
+    LG_ASSIGN_OR_RETURN(torch::Tensor metric, EvaluatePacked(group));  // [k, n]
+    for (size_t i = 0; i < group.size(); ++i) {
+      out->per_prompt.select(1, group_components_[i] - c_begin_) =
+          metric[i] - result_.baseline;
+    }
+    group.clear();
+    group_components_.clear();
+    return absl::OkStatus();
+  };
+  const int64_t max_k = std::max<int64_t>(1, options_.max_batch_tokens / (n * batch_.pos));
+  for (int64_t c = c_begin_; c < c_end_; ++c) {
+    Edit e = MakeEdit(spec_.method, cfg_, batch_.pos, c);
+    if (spec_.method != Method::kAblateHeads && spec_.method != Method::kAblateLayers) {
+      e.source = sources_.by_hook.at(e.hook);
+    } else if (spec_.ablation != Ablation::kZero) {
+      e.source = sources_.by_hook.at(e.hook);
+    }
+    if (options_.naive) {
+      LG_ASSIGN_OR_RETURN(torch::Tensor metric, EvaluateNaive(e));
+      out->per_prompt.select(1, c - c_begin_) = metric - result_.baseline;
+      continue;
+    }
+    if (!group.empty() && (group.front().hook != e.hook ||
+                           static_cast<int64_t>(group.size()) >= max_k)) {
+      LG_RETURN_IF_ERROR(flush());
+    }
+    group.push_back(std::move(e));
+    group_components_.push_back(c);
+  }
+  return flush();
+}
+
+absl::StatusOr<SearchResult> SearchRun::Run() {
+  LG_RETURN_IF_ERROR(Validate());
+  const int64_t n_prompts = static_cast<int64_t>(dataset_.prompts.size());
+  p_begin_ = options_.prompt_begin;
+  p_end_ = options_.prompt_end < 0 ? n_prompts : options_.prompt_end;
+  if (p_begin_ < 0 || p_begin_ >= p_end_ || p_end_ > n_prompts) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt range [", p_begin_, ", ", p_end_,
+                                                   ") is not within [0, ", n_prompts, ")"));
+  }
+  result_.spec = spec_;
+  result_.outputs = SearchOutputs(spec_, cfg_, dataset_.max_length());
+  int64_t n_components = 1;
+  for (int64_t d : result_.outputs.front().shape) n_components *= d;
+  const bool whole_grid = spec_.method == Method::kDetectHeads || spec_.method == Method::kDla;
+  c_begin_ = options_.component_begin;
+  c_end_ = options_.component_end < 0 ? n_components : options_.component_end;
+  if (c_begin_ < 0 || c_begin_ >= c_end_ || c_end_ > n_components ||
+      (whole_grid && (c_begin_ != 0 || c_end_ != n_components))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "component range [", c_begin_, ", ", c_end_, ") is not within [0, ", n_components, ")",
+        whole_grid ? " (this method shards by prompts only)" : ""));
+  }
+  result_.prompt_begin = p_begin_;
+  result_.component_begin = c_begin_;
+  try {
+    torch::NoGradGuard no_grad;
+    if (whole_grid) {
+      LG_ASSIGN_OR_RETURN(batch_, MakePromptBatch(dataset_, p_begin_, p_end_, false,
+                                                  cfg_.d_vocab, cfg_.bos_token_id));
+      LG_RETURN_IF_ERROR(spec_.method == Method::kDetectHeads
+                             ? DetectHeads(model_, batch_, spec_.metric, &result_)
+                             : DirectLogitAttribution(model_, batch_, spec_.metric, &result_));
+    } else {
+      LG_RETURN_IF_ERROR(BaseRuns());
+      LG_RETURN_IF_ERROR(Interventions(&result_.outputs.front()));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("search: ", e.what_without_backtrace()));
+  }
+  return result_;
+}
+
+}  // namespace
+
+absl::StatusOr<Method> ParseMethod(const std::string& name) {
+  for (const auto& [n, m] : MethodNames()) {
+    if (n == name) return m;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown method \"", name,
+      "\" (ablate-heads, ablate-layers, patch-resid, patch-attn-out, patch-mlp-out, "
+      "patch-heads, patch-heads-by-pos, patch-pattern, detect-heads, dla)"));
+}
+
+std::string MethodName(Method method) {
+  for (const auto& [n, m] : MethodNames()) {
+    if (m == method) return n;
+  }
+  return "?";
+}
+
+absl::StatusOr<Ablation> ParseAblation(const std::string& name) {
+  if (name == "zero") return Ablation::kZero;
+  if (name == "mean") return Ablation::kMean;
+  if (name == "resample") return Ablation::kResample;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown ablation \"", name, "\" (zero, mean, resample)"));
+}
+
+std::string AblationName(Ablation a) {
+  return a == Ablation::kZero ? "zero" : a == Ablation::kMean ? "mean" : "resample";
+}
+
+bool IsPatching(Method m) {
+  return m == Method::kPatchResid || m == Method::kPatchAttnOut || m == Method::kPatchMlpOut ||
+         m == Method::kPatchHeads || m == Method::kPatchHeadsByPos || m == Method::kPatchPattern;
+}
+
+std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const ModelConfig& cfg,
+                                        int64_t n_pos) {
+  const int64_t L = cfg.n_layers, H = cfg.n_heads;
+  auto one = [](std::string name, std::vector<std::string> axes, std::vector<int64_t> shape) {
+    SearchOutput o;
+    o.name = std::move(name);
+    o.axes = std::move(axes);
+    o.shape = std::move(shape);
+    return o;
+  };
+  switch (spec.method) {
+    case Method::kAblateHeads:
+    case Method::kPatchHeads:
+    case Method::kPatchPattern: return {one("delta", {"layer", "head"}, {L, H})};
+    case Method::kAblateLayers:
+      return {one("delta", {"kind(attn,mlp)", "layer"}, {cfg.attn_only ? 1 : 2, L})};
+    case Method::kPatchHeadsByPos: return {one("delta", {"layer", "pos", "head"}, {L, n_pos, H})};
+    case Method::kDetectHeads:
+      return {one("previous_token", {"layer", "head"}, {L, H}),
+              one("duplicate_token", {"layer", "head"}, {L, H}),
+              one("induction", {"layer", "head"}, {L, H})};
+    case Method::kDla:
+      return {one("heads", {"layer", "head"}, {L, H}),
+              one("layers", {"kind(attn,mlp)", "layer"}, {cfg.attn_only ? 1 : 2, L})};
+    default: return {one("delta", {"layer", "pos"}, {L, n_pos})};
+  }
+}
+
+absl::StatusOr<SearchResult> RunSearch(const HookedTransformer& model, const Dataset& dataset,
+                                       const SearchSpec& spec, const SearchOptions& options) {
+  SearchRun run(model, dataset, spec, options);
+  LG_ASSIGN_OR_RETURN(SearchResult r, run.Run());
+  const bool whole = r.prompt_begin == 0 &&
+                     r.outputs.front().per_prompt.size(0) ==
+                         static_cast<int64_t>(dataset.prompts.size());
+  for (auto& o : r.outputs) {
+    int64_t n = 1;
+    for (int64_t d : o.shape) n *= d;
+    if (whole && r.component_begin == 0 && o.per_prompt.size(1) == n) {
+      o.mean = o.per_prompt.mean(0).view(o.shape);
+    }
+  }
+  return r;
+}
+
+}  // namespace lensgrid

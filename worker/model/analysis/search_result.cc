@@ -1,0 +1,106 @@
+// Merging shards and naming components (the parts of search.h that need no model).
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "worker/model/analysis/search.h"
+
+namespace lensgrid {
+
+namespace {
+
+absl::StatusOr<SearchResult> Merge(const std::vector<SearchResult>& shards, int64_t n_prompts,
+                                   const ModelConfig& cfg, int64_t n_pos) {
+  SearchResult whole;
+  whole.spec = shards.front().spec;
+  whole.outputs = SearchOutputs(whole.spec, cfg, n_pos);
+  whole.baseline = torch::full({n_prompts}, std::nan(""));
+  const bool patching = IsPatching(whole.spec.method);
+  if (patching) whole.reference = torch::full({n_prompts}, std::nan(""));
+  std::vector<torch::Tensor> covered;
+  for (auto& o : whole.outputs) {
+    int64_t c = 1;
+    for (int64_t d : o.shape) c *= d;
+    o.per_prompt = torch::zeros({n_prompts, c});
+    covered.push_back(torch::zeros({n_prompts, c}, torch::kInt32));
+  }
+  for (const SearchResult& s : shards) {
+    if (s.spec.method != whole.spec.method || s.outputs.size() != whole.outputs.size()) {
+      return absl::InvalidArgumentError("shards come from different searches");
+    }
+    const int64_t n = s.outputs.front().per_prompt.size(0);
+    if (s.prompt_begin < 0 || s.prompt_begin + n > n_prompts) {
+      return absl::InvalidArgumentError(absl::StrCat("shard prompts [", s.prompt_begin, ", ",
+                                                     s.prompt_begin + n, ") out of range"));
+    }
+    whole.baseline.slice(0, s.prompt_begin, s.prompt_begin + n) = s.baseline;
+    if (patching) whole.reference.slice(0, s.prompt_begin, s.prompt_begin + n) = s.reference;
+    for (size_t k = 0; k < s.outputs.size(); ++k) {
+      const torch::Tensor& part = s.outputs[k].per_prompt;
+      const int64_t c0 = s.component_begin, c1 = c0 + part.size(1);
+      if (c1 > whole.outputs[k].per_prompt.size(1)) {
+        return absl::InvalidArgumentError("shard components out of range");
+      }
+      whole.outputs[k].per_prompt.slice(0, s.prompt_begin, s.prompt_begin + n).slice(1, c0, c1) =
+          part;
+      covered[k].slice(0, s.prompt_begin, s.prompt_begin + n).slice(1, c0, c1) += 1;
+    }
+  }
+  for (size_t k = 0; k < covered.size(); ++k) {
+    if (!covered[k].eq(1).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "shards do not cover every (prompt, component) of \"", whole.outputs[k].name,
+          "\" exactly once"));
+    }
+    whole.outputs[k].mean = whole.outputs[k].per_prompt.mean(0).view(whole.outputs[k].shape);
+  }
+  return whole;
+}
+
+}  // namespace
+
+absl::StatusOr<SearchResult> MergeSearchShards(const std::vector<SearchResult>& shards,
+                                               int64_t n_prompts, const ModelConfig& cfg,
+                                               int64_t n_pos) {
+  if (shards.empty()) return absl::InvalidArgumentError("no shards to merge");
+  try {
+    return Merge(shards, n_prompts, cfg, n_pos);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shards do not fit together: ", e.what_without_backtrace()));
+  }
+}
+
+std::vector<std::pair<int64_t, double>> RankComponents(const SearchOutput& output, int64_t k) {
+  torch::Tensor flat = output.mean.reshape({-1}).to(torch::kFloat64);
+  auto order = flat.abs().argsort(0, /*descending=*/true);
+  std::vector<std::pair<int64_t, double>> out;
+  for (int64_t i = 0; i < std::min<int64_t>(k, flat.size(0)); ++i) {
+    int64_t idx = order[i].item<int64_t>();
+    out.emplace_back(idx, flat[idx].item<double>());
+  }
+  return out;
+}
+
+std::string ComponentName(const SearchOutput& output, int64_t flat_index) {
+  std::vector<int64_t> coords(output.shape.size());
+  for (int64_t d = static_cast<int64_t>(output.shape.size()) - 1; d >= 0; --d) {
+    coords[d] = flat_index % output.shape[d];
+    flat_index /= output.shape[d];
+  }
+  std::string name;
+  for (size_t d = 0; d < coords.size(); ++d) {
+    const std::string& axis = output.axes[d];
+    if (axis == "layer") {
+      absl::StrAppend(&name, name.empty() ? "" : " ", "L", coords[d]);
+    } else if (axis == "head") {
+      absl::StrAppend(&name, "H", coords[d]);
+    } else if (axis == "pos") {
+      absl::StrAppend(&name, " pos ", coords[d]);
+    } else {
+      absl::StrAppend(&name, coords[d] == 0 ? "attn" : "mlp");
+    }
+  }
+  return name;
+}
+
+}  // namespace lensgrid
