@@ -5,6 +5,7 @@
 
 #include "client/init_command.h"
 #include "client/run_command.h"
+#include "client/search_command.h"
 #include "client/tokenize_command.h"
 #include "common/openblas_env.h"
 
@@ -15,6 +16,7 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  run       one forward pass with cache: --model DIR (--prompt TEXT | --tokens IDS)\n"
+    "  search    a circuit search: --model DIR --dataset NAME --method M --in-process\n"
     "  tokenize  GPT-2 token ids of text (or --decode ids): (--model DIR | --tokenizer DIR)\n"
     "  init      write a random GPT-2-family checkpoint: --out DIR\n"
     "\n"
@@ -30,6 +32,9 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   if (command == "run") return lensgrid::RunRunCommand(argc - 1, argv + 1, std::cout, std::cerr);
+  if (command == "search") {
+    return lensgrid::RunSearchCommand(argc - 1, argv + 1, std::cout, std::cerr);
+  }
   if (command == "tokenize") return lensgrid::RunTokenizeCommand(argc - 1, argv + 1);
   if (command == "init") return lensgrid::RunInitCommand(argc - 1, argv + 1, std::cout, std::cerr);
   std::cerr << "lensgrid: unknown command \"" << command << "\"\n\n" << kUsage;
