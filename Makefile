@@ -23,6 +23,8 @@ test: build
 
 bench: build
 	@$(BUILD_DIR)/bench/forward_bench
+	@$(BUILD_DIR)/bench/ablation_bench
+	@$(BUILD_DIR)/bench/tokenizer_bench
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -1,0 +1,113 @@
+// The exact head zero-ablation sweep (144 heads x 16 prompts x 16 tokens, GPT-2
+// small dims, random weights): lensgrid's fast path, lensgrid's naive loop (one
+// full forward per head), and eager PyTorch with forward hooks
+// (bench/ablation_sweep_torch.py, Debian's python3-torch), in one run.
+//
+//   build/bench/ablation_bench [--prompts 16] [--pos 16] [--skip-naive]
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "common/openblas_env.h"
+#include "worker/model/analysis/search.h"
+#include "worker/model/cpu_threads.h"
+
+#ifndef LENSGRID_SOURCE_DIR
+#define LENSGRID_SOURCE_DIR "."
+#endif
+
+namespace lensgrid {
+namespace {
+
+double Seconds(const std::function<void()>& f) {
+  auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Runs the PyTorch baseline and returns its seconds (or -1).
+double TorchSeconds(const ModelConfig& cfg, int64_t prompts, int64_t pos) {
+  std::string cmd = std::string("/usr/bin/python3 ") + LENSGRID_SOURCE_DIR +
+                    "/bench/ablation_sweep_torch.py --layers " + std::to_string(cfg.n_layers) +
+                    " --heads " + std::to_string(cfg.n_heads) + " --d-model " +
+                    std::to_string(cfg.d_model) + " --vocab " + std::to_string(cfg.d_vocab) +
+                    " --batch " + std::to_string(prompts) + " --pos " + std::to_string(pos);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  double seconds = -1;
+  char line[256];
+  while (fgets(line, sizeof(line), pipe) != nullptr) std::sscanf(line, "seconds=%lf", &seconds);
+  pclose(pipe);
+  return seconds;
+}
+
+int Main(int argc, char** argv) {
+  int64_t prompts = 16, pos = 16;
+  bool skip_naive = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--prompts") == 0 && i + 1 < argc) prompts = std::stoll(argv[++i]);
+    else if (std::strcmp(argv[i], "--pos") == 0 && i + 1 < argc) pos = std::stoll(argv[++i]);
+    else if (std::strcmp(argv[i], "--skip-naive") == 0) skip_naive = true;
+  }
+  ConfigureCpuThreads(0);
+  ModelConfig cfg = ModelConfigPreset("gpt2").value();
+  GPT2Weights w = RandomWeights(cfg, 0);
+  ProcessWeights(ProcessingOptions{}, cfg, &w);
+  auto model = HookedTransformer::FromWeights(cfg, w).value();
+  std::mt19937_64 rng(0);
+  Dataset ds{"random", {}};
+  for (int64_t i = 0; i < prompts; ++i) {
+    Prompt p;
+    p.tokens = {cfg.bos_token_id};
+    while (static_cast<int64_t>(p.tokens.size()) < pos) p.tokens.push_back(rng() % 50000);
+    p.answers = {static_cast<int64_t>(rng() % 50000)};
+    p.wrongs = {static_cast<int64_t>(rng() % 50000)};
+    ds.prompts.push_back(p);
+  }
+  SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, Ablation::kZero};
+  const double work = static_cast<double>(cfg.n_layers * cfg.n_heads * prompts);
+  std::printf("head zero-ablation sweep: %lld heads x %lld prompts x %lld tokens, GPT-2 small "
+              "dims, random weights, %d BLAS threads\n\n",
+              static_cast<long long>(cfg.n_layers * cfg.n_heads), static_cast<long long>(prompts),
+              static_cast<long long>(pos), BlasThreads());
+  RunSearch(*model, ds, spec).value();  // warm-up
+  SearchResult fast_result;
+  double fast = Seconds([&] { fast_result = RunSearch(*model, ds, spec).value(); });
+  double naive = -1;
+  if (!skip_naive) {
+    SearchOptions o;
+    o.naive = true;
+    SearchResult naive_result;
+    naive = Seconds([&] { naive_result = RunSearch(*model, ds, spec, o).value(); });
+    double diff = (fast_result.outputs[0].mean - naive_result.outputs[0].mean).abs().max().item<double>();
+    std::printf("fast vs naive: max |diff| of the [12, 12] result = %.2e (max |delta| %.2e)\n",
+                diff, fast_result.outputs[0].mean.abs().max().item<double>());
+  }
+  double torch_s = TorchSeconds(cfg, prompts, pos);
+  std::printf("\n%-36s %10s %22s %14s\n", "implementation", "seconds", "head x prompt / s",
+              "vs PyTorch");
+  auto row = [&](const char* name, double s) {
+    if (s <= 0) {
+      std::printf("%-36s %10s\n", name, "n/a");
+      return;
+    }
+    std::printf("%-36s %10.2f %22.1f %13.2fx\n", name, s, work / s,
+                torch_s > 0 ? torch_s / s : 0.0);
+  };
+  row("PyTorch eager + forward hooks", torch_s);
+  row("lensgrid naive (1 forward / head)", naive);
+  row("lensgrid fast (resume + pack)", fast);
+  return 0;
+}
+
+}  // namespace
+}  // namespace lensgrid
+
+int main(int argc, char** argv) {
+  lensgrid::EnsureOpenBlasCoreType(argv);
+  return lensgrid::Main(argc, argv);
+}
