@@ -312,6 +312,27 @@ absl::StatusOr<int64_t> SingleTokenField(const nlohmann::json& j, const char* ke
   return *id;
 }
 
+// "answer": one token (text or id), or "answers": a non-empty array of them.
+absl::StatusOr<std::vector<int64_t>> TokenSetField(const nlohmann::json& j, const char* one,
+                                                   const char* many, const ModelConfig& cfg,
+                                                   const Tokenizer* tok) {
+  auto it = j.find(many);
+  if (it == j.end()) {
+    LG_ASSIGN_OR_RETURN(int64_t id, SingleTokenField(j, one, cfg, tok));
+    return std::vector<int64_t>{id};
+  }
+  if (!it->is_array() || it->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", many, "\" must be a non-empty array"));
+  }
+  std::vector<int64_t> ids;
+  for (const auto& v : *it) {
+    nlohmann::json wrapper = {{one, v}};
+    LG_ASSIGN_OR_RETURN(int64_t id, SingleTokenField(wrapper, one, cfg, tok));
+    ids.push_back(id);
+  }
+  return ids;
+}
+
 absl::StatusOr<Prompt> ParseJsonlPrompt(const std::string& line, const ModelConfig& cfg,
                                         const Tokenizer* tok) {
   nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
@@ -324,10 +345,16 @@ absl::StatusOr<Prompt> ParseJsonlPrompt(const std::string& line, const ModelConf
   if (!present) return absl::InvalidArgumentError("needs \"prompt\" (text) or \"tokens\" (ids)");
   LG_ASSIGN_OR_RETURN(p.corrupted_tokens,
                       TokensField(j, "corrupted", "corrupted_tokens", cfg, tok, &present));
-  LG_ASSIGN_OR_RETURN(int64_t answer, SingleTokenField(j, "answer", cfg, tok));
-  LG_ASSIGN_OR_RETURN(int64_t wrong, SingleTokenField(j, "wrong", cfg, tok));
-  p.answers = {answer};
-  p.wrongs = {wrong};
+  LG_ASSIGN_OR_RETURN(p.answers, TokenSetField(j, "answer", "answers", cfg, tok));
+  LG_ASSIGN_OR_RETURN(p.wrongs, TokenSetField(j, "wrong", "wrongs", cfg, tok));
+  if (auto it = j.find("loss_start"); it != j.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 ||
+        it->get<int64_t>() >= static_cast<int64_t>(p.tokens.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "\"loss_start\" must be an integer in [1, ", p.tokens.size(), ")"));
+    }
+    p.loss_start = it->get<int64_t>();
+  }
   if (auto it = j.find("prompt"); it != j.end() && it->is_string()) p.text = it->get<std::string>();
   return p;
 }

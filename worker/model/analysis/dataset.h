@@ -14,7 +14,8 @@
 //   greater-than  "The {noun} lasted from the year 17YY to the year 17" (Hanna et al.
 //                 2023); answers = years > YY, wrong = years <= YY; corrupted YY = 01
 // User JSONL, one object a line: {"prompt": text | "tokens": [ids], "answer": text|id,
-//   "wrong": text|id, "corrupted": text | "corrupted_tokens": [ids]}.
+//   "wrong": text|id, "corrupted": text | "corrupted_tokens": [ids]}; "answers" / "wrongs"
+//   (arrays) give answer sets, "loss_start" the first token the loss metric scores.
 #ifndef LENSGRID_WORKER_MODEL_ANALYSIS_DATASET_H_
 #define LENSGRID_WORKER_MODEL_ANALYSIS_DATASET_H_
 

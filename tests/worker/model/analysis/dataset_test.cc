@@ -113,6 +113,12 @@ TEST(JsonlDatasetTest, ParsesIdsAndNamesBadLines) {
   ASSERT_EQ(ok->prompts.size(), 2u);
   EXPECT_EQ(ok->prompts[1].origin, "d.jsonl:3");
   EXPECT_FALSE(ok->has_corrupted());
+  auto sets = ParseJsonlDataset(
+      "{\"tokens\": [50256, 1, 2], \"answers\": [5, 7], \"wrongs\": [6], \"loss_start\": 2}\n",
+      "d.jsonl", cfg, nullptr);
+  ASSERT_TRUE(sets.ok()) << sets.status();
+  EXPECT_EQ(sets->prompts[0].answers, (std::vector<int64_t>{5, 7}));
+  EXPECT_EQ(sets->prompts[0].loss_start, 2);
 
   auto err = [&](const std::string& line) {
     return ParseJsonlDataset("{\"tokens\": [1, 2], \"answer\": 1, \"wrong\": 2}\n" + line,
@@ -124,6 +130,10 @@ TEST(JsonlDatasetTest, ParsesIdsAndNamesBadLines) {
               HasSubstr("d.jsonl:2: needs \"prompt\" (text) or \"tokens\""));
   EXPECT_THAT(err("{\"tokens\": [1, 99999], \"answer\": 1, \"wrong\": 2}").message(),
               HasSubstr("d.jsonl:2: \"tokens\" has 99999, not a token id"));
+  EXPECT_THAT(err("{\"tokens\": [1, 2], \"answers\": [], \"wrong\": 2}").message(),
+              HasSubstr("d.jsonl:2: \"answers\" must be a non-empty array"));
+  EXPECT_THAT(err("{\"tokens\": [1, 2], \"answer\": 1, \"wrong\": 2, \"loss_start\": 5}").message(),
+              HasSubstr("\"loss_start\" must be an integer in [1, 2)"));
   EXPECT_THAT(err("{\"tokens\": [1], \"wrong\": 2}").message(),
               HasSubstr("d.jsonl:2: missing \"answer\""));
   EXPECT_THAT(err("{\"prompt\": \"hi\", \"answer\": 1, \"wrong\": 2}").message(),
