@@ -24,16 +24,9 @@ std::string Shape(const std::vector<int64_t>& s) {
   return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
 }
 
-absl::StatusOr<torch::ScalarType> TorchType(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return torch::kFloat32;
-    case DType::kF16: return torch::kFloat16;
-    case DType::kBF16: return torch::kBFloat16;
-    case DType::kF64: return torch::kFloat64;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("dtype ", DTypeName(dtype), " is not a floating type"));
-  }
+bool IsFloating(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 ||
+         dtype == DType::kF64;
 }
 
 // Reads HF tensors by name, tracking which were used, and converts to F32.
@@ -60,10 +53,10 @@ class HfTensorReader {
           file_.path(), ": tensor \"", e->name, "\" has shape ", Shape(e->shape),
           ", expected ", Shape(expected), " for this config"));
     }
-    auto type = TorchType(e->dtype);
-    if (!type.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file_.path(), ": tensor \"", e->name, "\": ", type.status().message()));
+    if (!IsFloating(e->dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": tensor \"", e->name,
+                                                     "\": dtype ", DTypeName(e->dtype),
+                                                     " is not a floating type"));
     }
     used_.insert(e->name);
     LG_ASSIGN_OR_RETURN(torch::Tensor t, TensorFromEntry(file_, *e));

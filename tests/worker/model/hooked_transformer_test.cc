@@ -15,16 +15,7 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 
 ModelConfig SmallConfig() {
-  ModelConfig cfg;
-  cfg.n_layers = 2;
-  cfg.n_heads = 4;
-  cfg.d_model = 32;
-  cfg.d_head = 8;
-  cfg.d_mlp = 128;
-  cfg.n_ctx = 16;
-  cfg.d_vocab = 50;
-  cfg.bos_token_id = cfg.eos_token_id = 49;
-  return cfg;
+  return ::lensgrid::testing::TestConfig(2, 4, 32, 128, 16, 50);
 }
 
 // Random weights with non-trivial LayerNorms and biases, so that processing

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "worker/model/config.h"
 
 namespace lensgrid::testing {
 
@@ -35,6 +36,21 @@ inline void RunReference(const std::string& out_dir, const std::string& args) {
   std::string cmd = absl::StrCat(Python(), " ", SourceDir(), "/tests/reference/hf_gpt2.py --out '",
                                  out_dir, "' ", args, " > '", out_dir, "/reference.log' 2>&1");
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "reference failed: " << cmd;
+}
+
+// A small GPT-2-family config; BOS/EOS are the last token.
+inline ModelConfig TestConfig(int64_t layers, int64_t heads, int64_t d_model, int64_t d_mlp,
+                              int64_t n_ctx, int64_t vocab) {
+  ModelConfig cfg;
+  cfg.n_layers = layers;
+  cfg.n_heads = heads;
+  cfg.d_model = d_model;
+  cfg.d_head = d_model / heads;
+  cfg.d_mlp = d_mlp;
+  cfg.n_ctx = n_ctx;
+  cfg.d_vocab = vocab;
+  cfg.bos_token_id = cfg.eos_token_id = vocab - 1;
+  return cfg;
 }
 
 inline ::testing::AssertionResult AllClose(const torch::Tensor& actual,

@@ -17,16 +17,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 ModelConfig TinyConfig() {
-  ModelConfig cfg;
-  cfg.n_layers = 2;
-  cfg.n_heads = 2;
-  cfg.d_model = 16;
-  cfg.d_head = 8;
-  cfg.d_mlp = 64;
-  cfg.n_ctx = 8;
-  cfg.d_vocab = 30;
-  cfg.bos_token_id = cfg.eos_token_id = 29;
-  return cfg;
+  return ::lensgrid::testing::TestConfig(2, 2, 16, 64, 8, 30);
 }
 
 class WeightsTest : public ::testing::Test {

@@ -15,15 +15,7 @@ using ::lensgrid::testing::AllClose;
 using ::testing::HasSubstr;
 
 ModelConfig Config(bool attn_only = false) {
-  ModelConfig cfg;
-  cfg.n_layers = 3;
-  cfg.n_heads = 4;
-  cfg.d_model = 32;
-  cfg.d_head = 8;
-  cfg.d_mlp = 64;
-  cfg.n_ctx = 24;
-  cfg.d_vocab = 40;
-  cfg.bos_token_id = cfg.eos_token_id = 39;
+  ModelConfig cfg = ::lensgrid::testing::TestConfig(3, 4, 32, 64, 24, 40);
   cfg.attn_only = attn_only;
   return cfg;
 }

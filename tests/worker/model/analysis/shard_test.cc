@@ -10,15 +10,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::shared_ptr<HookedTransformer> TinyModel() {
-  ModelConfig cfg;
-  cfg.n_layers = 2;
-  cfg.n_heads = 2;
-  cfg.d_model = 16;
-  cfg.d_head = 8;
-  cfg.d_mlp = 32;
-  cfg.n_ctx = 16;
-  cfg.d_vocab = 20;
-  cfg.bos_token_id = cfg.eos_token_id = 19;
+  ModelConfig cfg = ::lensgrid::testing::TestConfig(2, 2, 16, 32, 16, 20);
   return HookedTransformer::FromWeights(cfg, RandomWeights(cfg, 1)).value();
 }
 
