@@ -2,6 +2,7 @@
 // shapes, hooks, caching options, padding, start/stop layers, gradients,
 // processing invariance and bad input.
 #include "worker/model/hooked_transformer.h"
+#include "worker/model/token_batch.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -239,6 +240,26 @@ TEST(HookedTransformerTest, LeftAndRightPaddingMatchUnpaddedRuns) {
   only_b.attention_mask = left.attention_mask.slice(0, 1, 2);
   EXPECT_TRUE(AllClose(model->Run(only_b, mean_loss).value().loss,
                        model->Run(In(Tokens({b})), mean_loss).value().loss, 1e-5, "mean loss"));
+}
+
+TEST(HookedTransformerTest, TokenBatchPadsAndPrependsBos) {
+  BatchOptions opts;
+  opts.prepend_bos = true;
+  opts.bos_token_id = 49;
+  opts.pad_token_id = 0;
+  opts.padding = Padding::kLeft;
+  ModelInput left = MakeTokenBatch({{3, 1, 4}, {2}}, opts);
+  EXPECT_TRUE(torch::equal(left.tokens, Tokens({{49, 3, 1, 4}, {0, 0, 49, 2}})));
+  EXPECT_TRUE(torch::equal(left.attention_mask, Tokens({{1, 1, 1, 1}, {0, 0, 1, 1}})));
+  opts.padding = Padding::kRight;
+  ModelInput right = MakeTokenBatch({{3, 1, 4}, {2}}, opts);
+  EXPECT_TRUE(torch::equal(right.tokens, Tokens({{49, 3, 1, 4}, {49, 2, 0, 0}})));
+  auto model = MakeModel(SmallConfig(), true);
+  auto l = model->Run(left, {}).value().logits;
+  auto r = model->Run(right, {}).value().logits;
+  EXPECT_TRUE(AllClose(l[1].slice(0, 2, 4), r[1].slice(0, 0, 2), 1e-4, "left vs right"));
+  // Equal lengths: no mask needed.
+  EXPECT_FALSE(MakeTokenBatch({{1, 2}, {3, 4}}, BatchOptions{}).attention_mask.defined());
 }
 
 TEST(HookedTransformerTest, StopAndStartAtLayer) {

@@ -3,26 +3,9 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "worker/model/token_batch.h"
 
 namespace lensgrid {
-namespace {
-
-ModelInput LeftPad(const std::vector<std::vector<int64_t>>& rows, int64_t pos, int64_t pad_id) {
-  const int64_t n = static_cast<int64_t>(rows.size());
-  torch::Tensor tokens = torch::full({n, pos}, pad_id, torch::kInt64);
-  torch::Tensor mask = torch::zeros({n, pos}, torch::kInt64);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t len = static_cast<int64_t>(rows[i].size());
-    tokens[i].slice(0, pos - len) = torch::tensor(rows[i], torch::kInt64);
-    mask[i].slice(0, pos - len) = 1;
-  }
-  ModelInput in;
-  in.tokens = tokens;
-  in.attention_mask = mask;
-  return in;
-}
-
-}  // namespace
 
 absl::StatusOr<PromptBatch> MakePromptBatch(const Dataset& dataset, int64_t begin, int64_t end,
                                             bool need_corrupted, int64_t d_vocab,
@@ -43,8 +26,18 @@ absl::StatusOr<PromptBatch> MakePromptBatch(const Dataset& dataset, int64_t begi
     clean.push_back(p.tokens);
     if (need_corrupted) corrupted.push_back(p.corrupted_tokens);
   }
-  b.clean = LeftPad(clean, b.pos, pad_id);
-  if (need_corrupted) b.corrupted = LeftPad(corrupted, b.pos, pad_id);
+  BatchOptions opts;
+  opts.padding = Padding::kLeft;
+  opts.pad_token_id = pad_id;
+  opts.length = b.pos;
+  b.clean = MakeTokenBatch(clean, opts);
+  if (need_corrupted) b.corrupted = MakeTokenBatch(corrupted, opts);
+  // Searches always carry a mask (all ones when nothing is padded).
+  for (ModelInput* in : {&b.clean, &b.corrupted}) {
+    if (in->tokens.defined() && !in->attention_mask.defined()) {
+      in->attention_mask = torch::ones_like(in->tokens);
+    }
+  }
   b.targets = MakeMetricTargets(b.prompts, b.pos, d_vocab, b.clean.tokens, b.clean.attention_mask);
   return b;
 }
