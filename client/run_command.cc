@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/run_remote.h"
 #include "common/status_macros.h"
 #include "worker/model/cpu_threads.h"
 #include "worker/model/hooked_transformer.h"
@@ -31,11 +32,12 @@ struct RunFlags {
   std::string output;
   std::string device = "cpu";
   int threads = 0;
+  std::string worker;  // HOST:PORT: run there instead of in this process
 };
 
 std::string ShapeString(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
-absl::Status Execute(const RunFlags& flags, std::ostream& out) {
+absl::StatusOr<RunData> RunLocal(const RunFlags& flags, std::ostream& out) {
   ConfigureCpuThreads(flags.threads);
   LoadOptions load;
   if (flags.no_processing) load.processing = ProcessingOptions::None();
@@ -46,8 +48,9 @@ absl::Status Execute(const RunFlags& flags, std::ostream& out) {
   }
 
   // A tokenizer is needed for text, and only nice-to-have for ids.
-  auto tokenizer = LoadTokenizerForModel(flags.model_dir);
-  std::vector<int64_t> ids;
+  absl::StatusOr<std::shared_ptr<Tokenizer>> tokenizer = LoadTokenizerForModel(flags.model_dir);
+  RunData data;
+  std::vector<int64_t>& ids = data.ids;
   if (!flags.prompt.empty()) {
     if (!tokenizer.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -75,59 +78,103 @@ absl::Status Execute(const RunFlags& flags, std::ostream& out) {
   } else {
     LG_ASSIGN_OR_RETURN(result, model->RunWithCache(input, options, cache_options, &cache));
   }
-
-  out << "model: " << flags.model_dir << " (" << model->cfg().n_layers << " layers, "
-      << model->cfg().n_heads << " heads, d_model " << model->cfg().d_model
-      << (model->processed() ? ", processed" : ", unprocessed") << ")\n";
-  out << "tokens (" << ids.size() << "): " << absl::StrJoin(ids, ",") << "\n";
+  data.model_dir = flags.model_dir;
+  data.weights_sha256 = model->load_report().weights_sha256;
+  data.processed = model->processed();
+  data.n_layers = model->cfg().n_layers;
+  data.n_heads = model->cfg().n_heads;
+  data.d_model = model->cfg().d_model;
+  if (result.logits.defined()) data.logits = result.logits.to(torch::kFloat32);
+  data.loss = result.loss;
+  for (const auto& [name, t] : cache.entries()) data.cache.emplace_back(name, t);
   if (tokenizer.ok()) {
-    LG_ASSIGN_OR_RETURN(auto strs, (*tokenizer)->ToStrTokens(ids));
+    std::shared_ptr<Tokenizer> tok = *tokenizer;
+    data.str_tokens = [tok](const std::vector<int64_t>& ids) { return tok->ToStrTokens(ids); };
+  }
+  return data;
+}
+
+absl::Status Report(const RunFlags& flags, const RunData& data, std::ostream& out) {
+  const std::vector<int64_t>& ids = data.ids;
+  out << "model: " << data.model_dir << " (" << data.n_layers << " layers, " << data.n_heads
+      << " heads, d_model " << data.d_model
+      << (data.processed ? ", processed" : ", unprocessed") << ")\n";
+  if (!flags.worker.empty()) out << "worker: " << flags.worker << "\n";
+  out << "tokens (" << ids.size() << "): " << absl::StrJoin(ids, ",") << "\n";
+  if (data.str_tokens) {
+    LG_ASSIGN_OR_RETURN(auto strs, data.str_tokens(ids));
     std::vector<std::string> quoted;
     for (const auto& s : strs) quoted.push_back(QuoteTokenText(s));
     out << "str_tokens: " << absl::StrJoin(quoted, " ") << "\n";
   }
-  if (result.loss.defined()) {
-    out << "loss: " << std::fixed << std::setprecision(4) << result.loss.item<double>() << "\n";
-  } else if (!result.logits.defined()) {
+  if (data.loss.defined()) {
+    out << "loss: " << std::fixed << std::setprecision(4) << data.loss.item<double>() << "\n";
+  } else if (!data.logits.defined()) {
     out << "stopped before layer " << *flags.stop_at_layer << ": no logits or loss\n";
   } else {
     out << "loss: n/a (needs at least 2 tokens)\n";
   }
-  if (result.logits.defined()) {
-    torch::Tensor last = result.logits[0][-1].to(torch::kCPU);
+  if (data.logits.defined()) {
+    torch::Tensor last = data.logits[0][-1].to(torch::kCPU);
     torch::Tensor probs = torch::softmax(last.to(torch::kFloat64), -1);
     auto top = probs.topk(std::min<int64_t>(5, probs.size(0)));
-    out << "top-5 next tokens:\n";
+    std::vector<int64_t> top_ids;
     for (int64_t i = 0; i < std::get<1>(top).size(0); ++i) {
-      int64_t id = std::get<1>(top)[i].item<int64_t>();
+      top_ids.push_back(std::get<1>(top)[i].item<int64_t>());
+    }
+    absl::StatusOr<std::vector<std::string>> top_strs =
+        data.str_tokens ? data.str_tokens(top_ids)
+                        : absl::StatusOr<std::vector<std::string>>(absl::UnavailableError(""));
+    out << "top-5 next tokens:\n";
+    for (size_t i = 0; i < top_ids.size(); ++i) {
+      int64_t id = top_ids[i];
       out << "  " << std::setw(6) << id << "  p=" << std::setprecision(4)
           << std::get<0>(top)[i].item<double>() << "  logit=" << last[id].item<double>();
-      if (tokenizer.ok()) {
-        auto text = (*tokenizer)->Decode({id});
-        if (text.ok()) out << "  " << QuoteTokenText(*text);
-      }
+      if (top_strs.ok()) out << "  " << QuoteTokenText((*top_strs)[i]);
       out << "\n";
     }
   }
   if (!flags.cache_regexes.empty()) {
-    out << "cached (" << cache.size() << "):\n";
-    for (const auto& [name, t] : cache.entries()) {
+    out << "cached (" << data.cache.size() << "):\n";
+    for (const auto& [name, t] : data.cache) {
       out << "  " << name << " " << ShapeString(t.sizes()) << "\n";
     }
   }
   if (!flags.output.empty()) {
     NamedTensors tensors;
-    if (result.logits.defined()) tensors.emplace_back("logits", result.logits.to(torch::kFloat32));
-    for (const auto& [name, t] : cache.entries()) tensors.emplace_back(name, t);
+    if (data.logits.defined()) tensors.emplace_back("logits", data.logits);
+    for (const auto& [name, t] : data.cache) tensors.emplace_back(name, t);
     LG_RETURN_IF_ERROR(WriteTensorFile(
         flags.output, tensors,
-        {{"model_dir", flags.model_dir},
-         {"weights_sha256", model->load_report().weights_sha256},
-         {"processed", model->processed() ? "true" : "false"},
+        {{"model_dir", data.model_dir},
+         {"weights_sha256", data.weights_sha256},
+         {"processed", data.processed ? "true" : "false"},
          {"tokens", absl::StrJoin(ids, ",")}}));
     out << "wrote " << flags.output << " (" << tensors.size() << " tensors)\n";
   }
   return absl::OkStatus();
+}
+
+absl::Status Execute(const RunFlags& flags, std::ostream& out) {
+  absl::StatusOr<RunData> data;
+  if (flags.worker.empty()) {
+    data = RunLocal(flags, out);
+  } else {
+    RemoteRunRequest request;
+    request.worker = flags.worker;
+    request.model_dir = flags.model_dir;
+    request.prompt = flags.prompt;
+    if (flags.prompt.empty()) {
+      LG_ASSIGN_OR_RETURN(request.tokens, ParseTokenList(flags.tokens));
+    }
+    request.no_bos = flags.no_bos;
+    request.no_processing = flags.no_processing;
+    request.cache_regexes = flags.cache_regexes;
+    request.stop_at_layer = flags.stop_at_layer;
+    data = RunRemote(request);
+  }
+  LG_RETURN_IF_ERROR(data.status());
+  return Report(flags, *data, out);
 }
 
 }  // namespace
@@ -172,8 +219,10 @@ std::string QuoteTokenText(const std::string& text) {
 int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"Run a model dir once, in this process", "lensgrid run"};
   RunFlags flags;
-  app.add_option("--model", flags.model_dir, "model dir (config.json, model.safetensors)")
-      ->required();
+  auto* model = app.add_option("--model", flags.model_dir,
+                               "model dir (config.json, model.safetensors); with --worker, "
+                               "optional: checked against the worker's weights");
+  app.add_option("--worker", flags.worker, "run on the worker at HOST:PORT");
   auto* prompt = app.add_option("--prompt", flags.prompt, "text (BOS is prepended)");
   auto* tokens = app.add_option("--tokens", flags.tokens, "ids, e.g. 5,17,300 (taken as given)");
   prompt->excludes(tokens);
@@ -189,6 +238,10 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err);
+  }
+  if (flags.worker.empty() && model->count() == 0) {
+    err << "lensgrid run: give --model DIR (or --worker HOST:PORT)\n";
+    return 2;
   }
   if (flags.prompt.empty() && flags.tokens.empty()) {
     err << "lensgrid run: give --prompt TEXT or --tokens IDS\n";

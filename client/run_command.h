@@ -2,12 +2,13 @@
 //
 //   lensgrid run --model DIR (--prompt TEXT | --tokens 5,17,300) [--no-processing]
 //                [--cache REGEX]... [--stop-at-layer N] [--output FILE.safetensors]
-//                [--no-bos] [--device cpu|cuda:N]
+//                [--no-bos] [--device cpu|cuda:N] [--worker HOST:PORT]
 //
 // Prints the loss, the top-5 next tokens at the last position (with their
 // strings when a tokenizer is available) and the cached names with shapes.
 // --prompt prepends BOS (as TransformerLens's to_tokens) unless --no-bos;
-// --tokens are taken as given. --output writes `logits` [batch, pos, vocab]
+// --tokens are taken as given. --worker HOST:PORT runs it on a lensgrid-worker
+// instead (the same output, bit-equal). --output writes `logits` [batch, pos, vocab]
 // F32 and each cached activation under its hook name as safetensors.
 #ifndef LENSGRID_CLIENT_RUN_COMMAND_H_
 #define LENSGRID_CLIENT_RUN_COMMAND_H_

@@ -1,0 +1,295 @@
+"""The Worker client: TransformerLens-style calls against a lensgrid worker."""
+import re
+import time
+
+import grpc
+import numpy as np
+
+from lensgrid import _wire
+from lensgrid.v1 import tensor_pb2, worker_pb2, worker_pb2_grpc
+
+_RETURN_TYPES = {"logits": worker_pb2.RETURN_LOGITS, "loss": worker_pb2.RETURN_LOSS,
+                 "both": worker_pb2.RETURN_BOTH, None: worker_pb2.RETURN_NONE,
+                 "none": worker_pb2.RETURN_NONE}
+_DTYPES = {None: tensor_pb2.DTYPE_UNSPECIFIED, "float32": tensor_pb2.F32,
+           "float16": tensor_pb2.F16, "bfloat16": tensor_pb2.BF16}
+_OPS = {name.lower(): value for name, value in worker_pb2.Intervention.Op.items()
+        if value != worker_pb2.Intervention.OP_UNSPECIFIED}
+_METRICS = {name.lower(): value for name, value in worker_pb2.Metric.Kind.items()}
+
+# TransformerLens's get_act_name, for the names a GPT-2 has.
+_BLOCK_ACTS = {
+    "resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "q": "attn.hook_q", "k": "attn.hook_k",
+    "v": "attn.hook_v", "z": "attn.hook_z", "pattern": "attn.hook_pattern",
+    "attn": "attn.hook_pattern", "attn_scores": "attn.hook_attn_scores",
+    "scores": "attn.hook_attn_scores", "result": "attn.hook_result", "pre": "mlp.hook_pre",
+    "post": "mlp.hook_post", "attn_in": "hook_attn_in", "mlp_in": "hook_mlp_in",
+}
+
+
+def act_name(name, layer=None, layer_type=None):
+    """("pattern", 0) -> "blocks.0.attn.hook_pattern", as TransformerLens's get_act_name."""
+    m = re.fullmatch(r"([a-z_]+?)(\d+)([a-z_0-9]*)", name)
+    if layer is None and m and m.group(1) in _BLOCK_ACTS:
+        name, layer, layer_type = m.group(1), int(m.group(2)), m.group(3) or None
+    if name in ("scale", "normalized") and layer is not None:
+        return f"blocks.{layer}.{layer_type or 'ln1'}.hook_{name}"
+    if name in _BLOCK_ACTS and layer is not None:
+        return f"blocks.{layer}.{_BLOCK_ACTS[name]}"
+    return name
+
+
+class WorkerError(Exception):
+    """A worker's error status: .code (grpc.StatusCode) and .details (the message)."""
+
+    def __init__(self, code, details):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class RunResult(dict):
+    """Cached activations keyed by hook name (numpy), plus .logits, .loss, .metric,
+    .tokens and .attention_mask. result["pattern", 0] works as in TransformerLens."""
+
+    def __init__(self):
+        super().__init__()
+        self.logits = self.loss = self.metric = self.attention_mask = None
+        self.tokens = None
+        self.weights_sha256 = ""
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            key = act_name(*key)
+        elif isinstance(key, str) and key not in self:
+            key = act_name(key)
+        return super().__getitem__(key)
+
+
+def _input(value, prepend_bos=True, padding_side="right", attention_mask=None):
+    msg = worker_pb2.ModelInput(no_bos=not prepend_bos)
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if padding_side == "left":
+        msg.padding_side = worker_pb2.ModelInput.PADDING_LEFT
+    if isinstance(value, str):
+        msg.texts.append(value)
+    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        msg.texts.extend(value)
+    else:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"input must be text, a list of texts, or integer token ids; got {arr.dtype}")
+        msg.tokens.CopyFrom(_wire.to_tensor(arr.astype(np.int64), "tokens"))
+    if attention_mask is not None:
+        msg.attention_mask.CopyFrom(_wire.to_tensor(np.asarray(attention_mask), "attention_mask"))
+    return msg
+
+
+def _options(return_type, per_token_loss, stop_at_layer, logits_dtype):
+    if return_type not in _RETURN_TYPES:
+        raise ValueError(f"return_type must be one of 'logits', 'loss', 'both', None; got {return_type!r}")
+    opts = worker_pb2.RunOptions(return_type=_RETURN_TYPES[return_type],
+                                 per_token_loss=per_token_loss, logits_dtype=_DTYPES[logits_dtype])
+    if stop_at_layer is not None:
+        opts.stop_at_layer = stop_at_layer
+    return opts
+
+
+def _cache_spec(names, names_regex, positions, remove_batch_dim, dtype):
+    if isinstance(names, str):
+        names = [names]
+    if isinstance(names_regex, str):
+        names_regex = [names_regex]
+    spec = worker_pb2.CacheSpec(names=list(names or []), regexes=list(names_regex or []),
+                                remove_batch_dim=remove_batch_dim, dtype=_DTYPES[dtype])
+    if positions is not None:
+        if not isinstance(positions, slice) or positions.step not in (None, 1):
+            raise ValueError("positions must be a slice with step 1, e.g. slice(-3, None)")
+        spec.positions.SetInParent()
+        if positions.start is not None:
+            spec.positions.start = positions.start
+        if positions.stop is not None:
+            spec.positions.stop = positions.stop
+    return spec
+
+
+def _intervention(item):
+    if isinstance(item, worker_pb2.Intervention):
+        return item
+    item = dict(item)
+    op = item.pop("op")
+    msg = worker_pb2.Intervention(hook=act_name(*item.pop("hook")) if isinstance(item.get("hook"), tuple)
+                                  else item.pop("hook"), op=_OPS[op.lower()])
+    if item.get("head") is not None:
+        msg.head = item.pop("head")
+    item.pop("head", None)
+    if item.get("positions") is not None:
+        msg.positions.extend(int(p) for p in np.atleast_1d(item.pop("positions")))
+    item.pop("positions", None)
+    if item.get("value") is not None:
+        msg.value.CopyFrom(_wire.to_tensor(item.pop("value"), "value"))
+    item.pop("value", None)
+    if "scale" in item:
+        msg.scale = float(item.pop("scale"))
+    if item:
+        raise ValueError(f"unknown intervention fields {sorted(item)}")
+    return msg
+
+
+def _metric(spec):
+    if spec is None:
+        return None
+    spec = dict(spec)
+    msg = worker_pb2.Metric(kind=_METRICS[spec.pop("kind").lower()],
+                            per_prompt=bool(spec.pop("per_prompt", False)))
+    msg.answer_tokens.extend(int(t) for t in np.atleast_1d(spec.pop("answer")))
+    if spec.get("wrong") is not None:
+        msg.wrong_tokens.extend(int(t) for t in np.atleast_1d(spec.pop("wrong")))
+    spec.pop("wrong", None)
+    if spec.get("position") is not None:
+        msg.position = int(spec.pop("position"))
+    spec.pop("position", None)
+    if spec:
+        raise ValueError(f"unknown metric fields {sorted(spec)}")
+    return msg
+
+
+class Worker:
+    """A connection to one lensgrid worker.
+
+    Every call raises WorkerError with the worker's status code and message on failure.
+    """
+
+    def __init__(self, address, timeout=None):
+        self.address = address
+        self.timeout = timeout  # seconds per call; None: no deadline
+        self._channel = grpc.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", 16 << 20)])
+        self._stub = worker_pb2_grpc.WorkerStub(self._channel)
+        self._info = None
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, fn, request, timeout):
+        try:
+            return fn(request, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as e:
+            raise WorkerError(e.code(), e.details()) from None
+
+    def wait_ready(self, timeout=30.0):
+        """Blocks until the worker has loaded its weights; returns its model info."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                return self.model_info(refresh=True, timeout=max(0.1, min(5.0, end - time.monotonic())))
+            except WorkerError as e:
+                if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
+                        or time.monotonic() > end:
+                    raise
+                time.sleep(0.05)
+
+    def model_info(self, refresh=False, timeout=None):
+        """The worker's ModelInfo message (config, weights_sha256, hooks with shapes, limits)."""
+        if self._info is None or refresh:
+            self._info = self._call(self._stub.GetModelInfo, worker_pb2.GetModelInfoRequest(), timeout)
+        return self._info
+
+    @property
+    def hook_names(self):
+        return [h.name for h in self.model_info().hooks]
+
+    def tokenize(self, text, prepend_bos=True):
+        """Token ids of a text (a list), or of each text in a list (a list of lists)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        resp = self._call(self._stub.Tokenize,
+                          worker_pb2.TokenizeRequest(texts=texts, prepend_bos=prepend_bos), None)
+        ids = [list(t.ids) for t in resp.tokens]
+        return ids[0] if isinstance(text, str) else ids
+
+    def to_str_tokens(self, text, prepend_bos=True):
+        texts = [text] if isinstance(text, str) else list(text)
+        resp = self._call(self._stub.Tokenize,
+                          worker_pb2.TokenizeRequest(texts=texts, prepend_bos=prepend_bos), None)
+        strs = [list(t.str_tokens) for t in resp.tokens]
+        return strs[0] if isinstance(text, str) else strs
+
+    def detokenize(self, ids):
+        resp = self._call(self._stub.Detokenize, worker_pb2.DetokenizeRequest(ids=list(map(int, ids))), None)
+        return resp.text
+
+    def _stream(self, fn, request, timeout):
+        result = RunResult()
+        assembler = _wire.Assembler()
+        header = None
+        call = fn(request, timeout=timeout if timeout is not None else self.timeout)
+        self.last_call = call  # call.cancel() from another thread cancels the run
+        try:
+            for response in call:
+                if response.HasField("header"):
+                    header = response.header
+                else:
+                    assembler.add(response.chunk)
+        except grpc.RpcError as e:
+            raise WorkerError(e.code(), e.details()) from None
+        if header is None:
+            raise RuntimeError("stream: the reply had no header")
+        tensors = assembler.finish([t.name for t in header.tensors])
+        result.tokens = _wire.from_tensor(header.tokens)
+        if header.HasField("attention_mask"):
+            result.attention_mask = _wire.from_tensor(header.attention_mask)
+        result.weights_sha256 = header.weights_sha256
+        for name, arr in tensors.items():
+            if name in ("logits", "loss", "metric"):
+                setattr(result, name, arr)
+            else:
+                dict.__setitem__(result, name, arr)
+        return result
+
+    def run_with_cache(self, input, names=None, names_regex=None, positions=None,
+                       stop_at_layer=None, return_type="logits", per_token_loss=False,
+                       remove_batch_dim=False, dtype=None, logits_dtype=None, prepend_bos=True,
+                       padding_side="right", attention_mask=None, expected_weights_sha256="",
+                       timeout=None):
+        """Runs text(s) or token ids and returns a RunResult: activations by hook name
+        (all of them when neither names nor names_regex is given), .logits, .loss."""
+        request = worker_pb2.RunWithCacheRequest(
+            input=_input(input, prepend_bos, padding_side, attention_mask),
+            options=_options(return_type, per_token_loss, stop_at_layer, logits_dtype),
+            cache=_cache_spec(names, names_regex, positions, remove_batch_dim, dtype),
+            expected_weights_sha256=expected_weights_sha256)
+        return self._stream(self._stub.RunWithCache, request, timeout)
+
+    def run_with_interventions(self, input, interventions=(), patch_input=None, metric=None,
+                               names=None, names_regex=None, cache=False, return_type="logits",
+                               per_token_loss=False, stop_at_layer=None, logits_dtype=None,
+                               prepend_bos=True, padding_side="right", attention_mask=None,
+                               expected_weights_sha256="", timeout=None):
+        """Runs with declarative interventions, e.g.
+        [{"hook": "blocks.0.attn.hook_z", "head": 3, "op": "zero"},
+         {"hook": ("resid_pre", 1), "positions": [-1], "op": "patch"}]
+        (ops: zero, mean, set, add, scale, patch; value= for set/add/mean, scale= for scale),
+        patching from patch_input; metric={"kind": "logit_diff", "answer": id(s),
+        "wrong": id(s), "per_prompt": True} gives result.metric. Caches names/names_regex
+        (or everything with cache=True)."""
+        request = worker_pb2.RunWithInterventionsRequest(
+            input=_input(input, prepend_bos, padding_side, attention_mask),
+            options=_options(return_type, per_token_loss, stop_at_layer, logits_dtype),
+            interventions=[_intervention(i) for i in interventions],
+            expected_weights_sha256=expected_weights_sha256)
+        if patch_input is not None:
+            request.patch_input.CopyFrom(_input(patch_input, prepend_bos, padding_side))
+        m = _metric(metric)
+        if m is not None:
+            request.metric.CopyFrom(m)
+        if cache or names or names_regex:
+            request.cache.CopyFrom(_cache_spec(names, names_regex, None, False, None))
+        return self._stream(self._stub.RunWithInterventions, request, timeout)

@@ -1,0 +1,152 @@
+#include "client/run_remote.h"
+
+#include <torch/torch.h>
+
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "client/worker_client.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+
+namespace lensgrid {
+namespace {
+
+absl::StatusOr<at::Tensor> ToTorch(const WireTensor& t) {
+  c10::ScalarType type;
+  switch (t.dtype) {
+    case DType::kF32:
+      type = torch::kFloat32;
+      break;
+    case DType::kF16:
+      type = torch::kFloat16;
+      break;
+    case DType::kBF16:
+      type = torch::kBFloat16;
+      break;
+    case DType::kI64:
+      type = torch::kInt64;
+      break;
+    case DType::kI32:
+      type = torch::kInt32;
+      break;
+    case DType::kBool:
+      type = torch::kBool;
+      break;
+    default:
+      return absl::InternalError(
+          absl::StrCat("tensor ", t.name, ": unexpected dtype"));
+  }
+  at::Tensor out = torch::empty(t.shape, torch::TensorOptions().dtype(type));
+  if (!t.data.empty())
+    std::memcpy(out.data_ptr(), t.data.data(), t.data.size());
+  return out;
+}
+
+v1::Tensor TokensProto(const std::vector<int64_t>& ids) {
+  v1::Tensor t;
+  t.set_dtype(v1::I64);
+  t.add_shape(1);
+  t.add_shape(static_cast<int64_t>(ids.size()));
+  t.set_data(reinterpret_cast<const char*>(ids.data()),
+             ids.size() * sizeof(int64_t));
+  return t;
+}
+
+}  // namespace
+
+absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
+  LG_ASSIGN_OR_RETURN(std::shared_ptr<WorkerClient> worker,
+                      WorkerClient::Connect(request.worker));
+  LG_RETURN_IF_ERROR(worker->WaitUntilReady(absl::Seconds(30)));
+  LG_ASSIGN_OR_RETURN(v1::ModelInfo info, worker->GetModelInfo());
+  if (info.processed() == request.no_processing) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the worker at ", request.worker, " serves ",
+        info.processed() ? "processed" : "unprocessed", " weights; ",
+        request.no_processing ? "drop --no-processing" : "add --no-processing",
+        " or start the worker ", info.processed() ? "with" : "without",
+        " --no-processing"));
+  }
+  std::string expected_sha;
+  if (!request.model_dir.empty() &&
+      std::filesystem::exists(request.model_dir + "/model.safetensors")) {
+    LG_ASSIGN_OR_RETURN(
+        expected_sha, Sha256FileHex(request.model_dir + "/model.safetensors"));
+  }
+
+  // Tokenized on the worker, then run as ids: the same ids as in-process.
+  std::vector<int64_t> ids = request.tokens;
+  if (!request.prompt.empty()) {
+    v1::TokenizeRequest tokenize;
+    tokenize.add_texts(request.prompt);
+    tokenize.set_prepend_bos(!request.no_bos);
+    LG_ASSIGN_OR_RETURN(v1::TokenizeResponse tokens,
+                        worker->Tokenize(tokenize));
+    ids.assign(tokens.tokens(0).ids().begin(), tokens.tokens(0).ids().end());
+  }
+  v1::ModelInput input;
+  *input.mutable_tokens() = TokensProto(ids);
+  v1::RunOptions options;
+  options.set_return_type(ids.size() >= 2 ? v1::RETURN_BOTH
+                                          : v1::RETURN_LOGITS);
+  if (request.stop_at_layer.has_value())
+    options.set_stop_at_layer(*request.stop_at_layer);
+
+  absl::StatusOr<RunReply> reply;
+  if (request.cache_regexes.empty()) {
+    v1::RunWithInterventionsRequest run;
+    *run.mutable_input() = input;
+    *run.mutable_options() = options;
+    run.set_expected_weights_sha256(expected_sha);
+    reply = worker->RunWithInterventions(run);
+  } else {
+    v1::RunWithCacheRequest run;
+    *run.mutable_input() = input;
+    *run.mutable_options() = options;
+    for (const auto& r : request.cache_regexes)
+      run.mutable_cache()->add_regexes(r);
+    run.set_expected_weights_sha256(expected_sha);
+    reply = worker->RunWithCache(run);
+  }
+  LG_RETURN_IF_ERROR(reply.status());
+
+  RunData data;
+  data.model_dir =
+      request.model_dir.empty() ? info.model_dir() : request.model_dir;
+  data.weights_sha256 = reply->header.weights_sha256();
+  data.processed = info.processed();
+  data.n_layers = info.config().n_layers();
+  data.n_heads = info.config().n_heads();
+  data.d_model = info.config().d_model();
+  const std::string& token_bytes = reply->header.tokens().data();
+  data.ids.resize(token_bytes.size() / sizeof(int64_t));
+  std::memcpy(data.ids.data(), token_bytes.data(),
+              data.ids.size() * sizeof(int64_t));
+  for (const WireTensor& t : reply->tensors) {
+    LG_ASSIGN_OR_RETURN(at::Tensor value, ToTorch(t));
+    if (t.name == "logits") {
+      data.logits = value;
+    } else if (t.name == "loss") {
+      data.loss = value;
+    } else {
+      data.cache.emplace_back(t.name, value);
+    }
+  }
+  if (info.has_tokenizer()) {
+    data.str_tokens = [worker](const std::vector<int64_t>& ids)
+        -> absl::StatusOr<std::vector<std::string>> {
+      v1::DetokenizeRequest detok;
+      detok.mutable_ids()->Add(ids.begin(), ids.end());
+      LG_ASSIGN_OR_RETURN(v1::DetokenizeResponse response,
+                          worker->Detokenize(detok));
+      return std::vector<std::string>(response.str_tokens().begin(),
+                                      response.str_tokens().end());
+    };
+  }
+  return data;
+}
+
+}  // namespace lensgrid

@@ -1,0 +1,248 @@
+#include "common/tensor_chunks.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+
+namespace lensgrid {
+namespace {
+
+std::string ShapeString(absl::Span<const int64_t> shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+}  // namespace
+
+int64_t WireTensor::NumElements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+absl::StatusOr<DType> FromProtoDType(v1::DType dtype, absl::string_view what) {
+  switch (dtype) {
+    case v1::F32:
+      return DType::kF32;
+    case v1::F16:
+      return DType::kF16;
+    case v1::BF16:
+      return DType::kBF16;
+    case v1::I64:
+      return DType::kI64;
+    case v1::I32:
+      return DType::kI32;
+    case v1::BOOL:
+      return DType::kBool;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": dtype ",
+                       v1::DType_Name(dtype).empty() ? absl::StrCat(dtype)
+                                                     : v1::DType_Name(dtype),
+                       " is not one of F32, F16, BF16, I64, I32, BOOL"));
+  }
+}
+
+absl::StatusOr<v1::DType> ToProtoDType(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return v1::F32;
+    case DType::kF16:
+      return v1::F16;
+    case DType::kBF16:
+      return v1::BF16;
+    case DType::kI64:
+      return v1::I64;
+    case DType::kI32:
+      return v1::I32;
+    case DType::kBool:
+      return v1::BOOL;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dtype ", DTypeName(dtype), " has no wire representation"));
+  }
+}
+
+absl::StatusOr<uint64_t> ExpectedByteSize(DType dtype,
+                                          absl::Span<const int64_t> shape,
+                                          absl::string_view what) {
+  uint64_t n = DTypeSize(dtype);
+  constexpr uint64_t kMax = uint64_t{1} << 62;
+  for (int64_t d : shape) {
+    if (d < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": shape ", ShapeString(shape), " has a negative dimension"));
+    }
+    if (d != 0 && n > kMax / static_cast<uint64_t>(d)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": shape ", ShapeString(shape), " is too large"));
+    }
+    n *= static_cast<uint64_t>(d);
+  }
+  return n;
+}
+
+absl::Status ValidateTensor(const v1::Tensor& tensor, absl::string_view what) {
+  LG_ASSIGN_OR_RETURN(DType dtype, FromProtoDType(tensor.dtype(), what));
+  std::vector<int64_t> shape(tensor.shape().begin(), tensor.shape().end());
+  LG_ASSIGN_OR_RETURN(uint64_t expected, ExpectedByteSize(dtype, shape, what));
+  if (tensor.data().size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": ", DTypeName(dtype), " ", ShapeString(shape), " needs ",
+        expected, " bytes of data, got ", tensor.data().size()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WireTensor> FromProtoTensor(const v1::Tensor& tensor,
+                                           absl::string_view what) {
+  LG_RETURN_IF_ERROR(ValidateTensor(tensor, what));
+  WireTensor out;
+  out.name = tensor.name();
+  out.dtype = FromProtoDType(tensor.dtype(), what).value();
+  out.shape.assign(tensor.shape().begin(), tensor.shape().end());
+  out.data = tensor.data();
+  return out;
+}
+
+v1::Tensor ToProtoTensor(const WireTensor& tensor) {
+  v1::Tensor out;
+  out.set_name(tensor.name);
+  out.set_dtype(ToProtoDType(tensor.dtype).value_or(v1::DTYPE_UNSPECIFIED));
+  for (int64_t d : tensor.shape) out.add_shape(d);
+  out.set_data(tensor.data);
+  return out;
+}
+
+ChunkCursor::ChunkCursor(std::vector<TensorBytes> tensors, size_t chunk_bytes)
+    : tensors_(std::move(tensors)),
+      chunk_bytes_(std::max<size_t>(chunk_bytes, 1)) {}
+
+std::vector<v1::TensorMeta> ChunkCursor::Metas() const {
+  std::vector<v1::TensorMeta> metas;
+  for (const TensorBytes& t : tensors_) {
+    v1::TensorMeta meta;
+    meta.set_name(t.name);
+    meta.set_dtype(ToProtoDType(t.dtype).value_or(v1::DTYPE_UNSPECIFIED));
+    for (int64_t d : t.shape) meta.add_shape(d);
+    meta.set_num_bytes(t.bytes.size());
+    metas.push_back(std::move(meta));
+  }
+  return metas;
+}
+
+uint64_t ChunkCursor::total_bytes() const {
+  uint64_t total = 0;
+  for (const TensorBytes& t : tensors_) total += t.bytes.size();
+  return total;
+}
+
+bool ChunkCursor::Next(v1::TensorChunk* chunk) {
+  if (tensor_ >= tensors_.size()) return false;
+  const TensorBytes& t = tensors_[tensor_];
+  chunk->Clear();
+  chunk->set_name(t.name);
+  chunk->set_offset(offset_);
+  if (offset_ == 0) {
+    chunk->set_dtype(ToProtoDType(t.dtype).value_or(v1::DTYPE_UNSPECIFIED));
+    for (int64_t d : t.shape) chunk->add_shape(d);
+    chunk->set_total_bytes(t.bytes.size());
+  }
+  const size_t n = std::min<uint64_t>(chunk_bytes_, t.bytes.size() - offset_);
+  chunk->set_data(reinterpret_cast<const char*>(t.bytes.data() + offset_), n);
+  offset_ += n;
+  if (offset_ >= t.bytes.size()) {
+    tensors_[tensor_] = TensorBytes();  // frees what only this tensor held
+    ++tensor_;
+    offset_ = 0;
+  }
+  return true;
+}
+
+absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
+  if (!in_progress_) {
+    if (chunk.offset() != 0) {
+      return absl::InternalError(absl::StrCat("stream: tensor \"", chunk.name(),
+                                              "\" starts at offset ",
+                                              chunk.offset(), ", expected 0"));
+    }
+    LG_ASSIGN_OR_RETURN(
+        DType dtype,
+        FromProtoDType(chunk.dtype(),
+                       absl::StrCat("chunk of \"", chunk.name(), "\"")));
+    std::vector<int64_t> shape(chunk.shape().begin(), chunk.shape().end());
+    LG_ASSIGN_OR_RETURN(uint64_t expected,
+                        ExpectedByteSize(dtype, shape, chunk.name()));
+    if (expected != chunk.total_bytes()) {
+      return absl::InternalError(absl::StrCat(
+          "stream: tensor \"", chunk.name(), "\" ", ShapeString(shape),
+          " announces ", chunk.total_bytes(), " bytes, expected ", expected));
+    }
+    current_ = WireTensor();
+    current_.name = chunk.name();
+    current_.dtype = dtype;
+    current_.shape = std::move(shape);
+    current_.data.reserve(expected);
+    current_total_ = expected;
+    in_progress_ = true;
+  } else if (chunk.name() != current_.name ||
+             chunk.offset() != current_.data.size()) {
+    return absl::InternalError(
+        absl::StrCat("stream: got a chunk of \"", chunk.name(), "\" at offset ",
+                     chunk.offset(), " while \"", current_.name,
+                     "\" expected offset ", current_.data.size()));
+  }
+  if (current_.data.size() + chunk.data().size() > current_total_) {
+    return absl::InternalError(absl::StrCat("stream: tensor \"", current_.name,
+                                            "\" got more than its ",
+                                            current_total_, " bytes"));
+  }
+  const size_t n = chunk.data().size();
+  if (current_.data.empty()) {
+    current_.data.swap(
+        *chunk.mutable_data());  // no copy for a single-chunk tensor
+    current_.data.reserve(current_total_);
+  } else {
+    current_.data.append(chunk.data());
+  }
+  bytes_received_ += n;
+  if (current_.data.size() == current_total_) {
+    done_.push_back(std::move(current_));
+    current_ = WireTensor();
+    in_progress_ = false;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TensorAssembler::CheckComplete() const {
+  if (in_progress_) {
+    return absl::InternalError(
+        absl::StrCat("stream ended inside tensor \"", current_.name, "\" (",
+                     current_.data.size(), " of ", current_total_, " bytes)"));
+  }
+  if (expected_.empty()) return absl::OkStatus();
+  if (expected_.size() != done_.size()) {
+    return absl::InternalError(absl::StrCat("stream: header announced ",
+                                            expected_.size(), " tensors, got ",
+                                            done_.size()));
+  }
+  for (size_t i = 0; i < done_.size(); ++i) {
+    if (expected_[i].name() != done_[i].name ||
+        expected_[i].num_bytes() != done_[i].data.size()) {
+      return absl::InternalError(
+          absl::StrCat("stream: tensor ", i, " is \"", done_[i].name,
+                       "\", header announced \"", expected_[i].name(), "\""));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<WireTensor>> TensorAssembler::Finish() {
+  LG_RETURN_IF_ERROR(CheckComplete());
+  return std::move(done_);
+}
+
+}  // namespace lensgrid

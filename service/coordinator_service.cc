@@ -1,0 +1,431 @@
+#include "service/coordinator_service.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/tensor_chunks.h"
+
+namespace lensgrid::service {
+
+namespace {
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx,
+                               const absl::Status& status) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(ToGrpcStatus(status));
+  return r;
+}
+
+}  // namespace
+
+// Streams a job's events from a sequence number; parks when it has sent them
+// all and the job is still running, until the pump pokes it.
+class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
+ public:
+  WatchReactor(CoordinatorService* service, std::string job_id,
+               int64_t after_seq)
+      : service_(service), job_id_(std::move(job_id)), last_seq_(after_seq) {}
+
+  // Writes the next event or finishes; a no-op while a write is in flight.
+  void Poke() {
+    enum { kNothing, kWrite, kFinish } action = kNothing;
+    grpc::Status finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      if (cancelled_) {
+        finished_ = true;
+        action = kFinish;
+        finish = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      } else {
+        if (pending_.empty()) {
+          bool final = false;
+          auto events =
+              service_->scheduler()->EventsAfter(job_id_, last_seq_, &final);
+          if (!events.ok()) {
+            finished_ = true;
+            action = kFinish;
+            finish = ToGrpcStatus(events.status());
+          } else {
+            pending_.assign(events->begin(), events->end());
+            final_ = final;
+          }
+        }
+        if (action == kNothing && !pending_.empty()) {
+          current_ = std::move(pending_.front());
+          pending_.pop_front();
+          last_seq_ = current_.seq();
+          writing_ = true;
+          action = kWrite;
+        } else if (action == kNothing && final_) {
+          finished_ = true;
+          action = kFinish;
+        }
+      }
+    }
+    if (action == kWrite) StartWrite(&current_);
+    if (action == kFinish) Finish(finish);
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) cancelled_ = true;
+    }
+    Poke();
+  }
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+    }
+    Poke();
+  }
+  // May run inline inside Finish() on the pump thread, which holds the
+  // service's lock: only mark; the pump deletes done watchers.
+  void OnDone() override { done_ = true; }
+  bool done() const { return done_; }
+
+ private:
+  CoordinatorService* service_;
+  const std::string job_id_;
+  absl::Mutex mu_;
+  int64_t last_seq_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::JobEvent> pending_ ABSL_GUARDED_BY(mu_);
+  v1::JobEvent current_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool final_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> done_{false};
+};
+
+// Sends a finished job's header, then its tensors in <= 1 MiB chunks.
+class ResultReactor : public grpc::ServerWriteReactor<v1::GetResultResponse> {
+ public:
+  explicit ResultReactor(absl::StatusOr<Scheduler::Result> result) {
+    if (!result.ok()) {
+      Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    v1::ResultHeader* header = msg_.mutable_header();
+    *header->mutable_job() = result->job;
+    for (const Grid& g : result->grids) {
+      v1::ResultGrid* rg = header->add_grids();
+      rg->set_name(g.name);
+      for (const auto& a : g.axes) rg->add_axes(a);
+      for (int64_t d : g.shape) rg->add_shape(d);
+    }
+    auto owner =
+        std::make_shared<std::vector<Array>>(std::move(result->tensors));
+    std::vector<TensorBytes> tensors;
+    for (const Array& a : *owner) {
+      tensors.push_back(
+          TensorBytes{a.name, DType::kF32, a.shape,
+                      absl::Span<const uint8_t>(
+                          reinterpret_cast<const uint8_t*>(a.values.data()),
+                          a.values.size() * sizeof(float)),
+                      owner});
+    }
+    cursor_ = std::make_unique<ChunkCursor>(std::move(tensors));
+    StartWrite(&msg_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    msg_.Clear();
+    if (cursor_->Next(msg_.mutable_chunk())) {
+      StartWrite(&msg_);
+    } else {
+      Finish(grpc::Status::OK);
+    }
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  v1::GetResultResponse msg_;
+  std::unique_ptr<ChunkCursor> cursor_;
+};
+
+// No shard's result comes near this (a whole GPT-2 small patch-resid grid
+// over 1,000 prompts of 1,024 tokens is ~50 MB); more is a broken worker.
+constexpr uint64_t kMaxResultBytes = uint64_t{256} << 20;
+
+// Receives a shard's header and result chunks, then hands them to the
+// scheduler.
+class CompleteReactor
+    : public grpc::ServerReadReactor<v1::CompleteShardRequest> {
+ public:
+  CompleteReactor(Scheduler* scheduler, v1::CompleteShardResponse* resp)
+      : scheduler_(scheduler), resp_(resp) {
+    StartRead(&req_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return Complete();
+    if (!have_header_) {
+      if (!req_.has_header() || req_.header().lease_id().empty()) {
+        return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   "the first CompleteShard message must be a "
+                                   "header with a lease_id"));
+      }
+      header_ = req_.header();
+      have_header_ = true;
+    } else if (req_.has_chunk()) {
+      absl::Status s = assembler_.Add(std::move(*req_.mutable_chunk()));
+      if (!s.ok()) return Malformed(s);
+      if (assembler_.bytes_received() > kMaxResultBytes) {
+        return Malformed(absl::ResourceExhaustedError(
+            absl::StrCat("result over ", kMaxResultBytes, " bytes")));
+      }
+    } else {
+      return Malformed(absl::InvalidArgumentError("a second header"));
+    }
+    StartRead(&req_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Malformed(const absl::Status& why) {
+    const std::string msg =
+        absl::StrCat("malformed result stream: ", why.message());
+    if (have_header_) {
+      (void)scheduler_->Fail(header_.worker_id(), header_.lease_id(),
+                             absl::InternalError(msg));
+    }
+    Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg));
+  }
+  void Complete() {
+    if (!have_header_) {
+      return Finish(
+          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no header"));
+    }
+    auto tensors = assembler_.Finish();
+    if (!tensors.ok()) return Malformed(tensors.status());
+    std::vector<Array> arrays;
+    for (WireTensor& t : *tensors) {
+      if (t.dtype != DType::kF32) {
+        return Malformed(absl::InvalidArgumentError(
+            absl::StrCat("tensor \"", t.name, "\" is not F32")));
+      }
+      Array a{t.name, t.shape,
+              std::vector<float>(t.data.size() / sizeof(float))};
+      std::memcpy(a.values.data(), t.data.data(),
+                  a.values.size() * sizeof(float));
+      arrays.push_back(std::move(a));
+    }
+    auto accepted = scheduler_->Complete(header_.worker_id(),
+                                         header_.lease_id(), std::move(arrays));
+    if (!accepted.ok()) return Finish(ToGrpcStatus(accepted.status()));
+    resp_->set_accepted(*accepted);
+    if (!*accepted)
+      resp_->set_message(
+          "dropped: the shard was already done or its job is over");
+    Finish(grpc::Status::OK);
+  }
+
+  Scheduler* scheduler_;
+  v1::CompleteShardResponse* resp_;
+  v1::CompleteShardRequest req_;
+  v1::CompleteShardHeader header_;
+  bool have_header_ = false;
+  TensorAssembler assembler_;
+};
+
+void CoordinatorService::Start() {
+  stop_ = false;
+  pump_ = std::thread([this] { Pump(); });
+}
+
+void CoordinatorService::Stop() {
+  if (stop_.exchange(true)) return;
+  if (pump_.joinable()) pump_.join();
+  ServeParked(/*all=*/true);
+}
+
+CoordinatorService::~CoordinatorService() {
+  Stop();
+  // The server has shut down (it is destroyed first): every watcher is done.
+  absl::MutexLock lock(&mu_);
+  for (WatchReactor* w : watchers_) delete w;
+}
+
+void CoordinatorService::Pump() {
+  uint64_t version = scheduler_->version();
+  int64_t last_tick = 0;
+  while (!stop_) {
+    scheduler_->WaitForChange(&version, 20);
+    const int64_t now = clock_.NowMs();
+    if (now - last_tick >= 50) {
+      scheduler_->Tick();
+      last_tick = now;
+    }
+    ServeParked(/*all=*/false);
+    absl::MutexLock lock(&mu_);
+    for (auto it = watchers_.begin(); it != watchers_.end();) {
+      if ((*it)->done()) {
+        delete *it;
+        it = watchers_.erase(it);
+      } else {
+        (*it)->Poke();
+        ++it;
+      }
+    }
+  }
+}
+
+void CoordinatorService::ServeParked(bool all) {
+  std::vector<std::pair<ParkedLease, grpc::Status>> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    const int64_t now = clock_.NowMs();
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      grpc::Status status;
+      bool done = all || now >= it->deadline_ms || it->ctx->IsCancelled();
+      if (!done) {
+        auto lease = scheduler_->Lease(it->worker_id);
+        if (!lease.ok()) {
+          status = ToGrpcStatus(lease.status());
+          done = true;
+        } else if (lease->has_value()) {
+          it->resp->set_has_shard(true);
+          *it->resp->mutable_lease() = std::move(**lease);
+          done = true;
+        }
+      }
+      if (done) {
+        finish.emplace_back(*it, status);
+        it = parked_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [p, status] : finish) p.reactor->Finish(status);
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(
+    grpc::CallbackServerContext* ctx, const v1::SubmitJobRequest* req,
+    v1::SubmitJobResponse* resp) {
+  auto id = scheduler_->Submit(req->spec());
+  if (!id.ok()) return Done(ctx, id.status());
+  resp->set_job_id(*id);
+  resp->set_shards_total(scheduler_->GetJob(*id)->shards_total());
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* CoordinatorService::WatchJob(
+    grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* req) {
+  auto* w = new WatchReactor(this, req->job_id(), req->after_seq());
+  {
+    absl::MutexLock lock(&mu_);
+    watchers_.push_back(w);
+  }
+  w->Poke();
+  return w;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetJob(
+    grpc::CallbackServerContext* ctx, const v1::GetJobRequest* req,
+    v1::JobStatus* resp) {
+  auto s = scheduler_->GetJob(req->job_id());
+  if (s.ok()) *resp = *s;
+  return Done(ctx, s.status());
+}
+
+grpc::ServerWriteReactor<v1::GetResultResponse>* CoordinatorService::GetResult(
+    grpc::CallbackServerContext* ctx, const v1::GetResultRequest* req) {
+  return new ResultReactor(scheduler_->GetResult(req->job_id()));
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::CancelJob(
+    grpc::CallbackServerContext* ctx, const v1::CancelJobRequest* req,
+    v1::JobStatus* resp) {
+  auto s = scheduler_->Cancel(req->job_id());
+  if (s.ok()) *resp = *s;
+  return Done(ctx, s.status());
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::ListJobs(
+    grpc::CallbackServerContext* ctx, const v1::ListJobsRequest* req,
+    v1::ListJobsResponse* resp) {
+  for (auto& j : scheduler_->ListJobs()) *resp->add_jobs() = std::move(j);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(
+    grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* req,
+    v1::ListWorkersResponse* resp) {
+  for (auto& w : scheduler_->ListWorkers()) *resp->add_workers() = std::move(w);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Register(
+    grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
+    v1::RegisterResponse* resp) {
+  if (req->model_id().empty() || req->weights_sha256().empty()) {
+    return Done(ctx, absl::InvalidArgumentError(
+                         "model_id and weights_sha256 are required"));
+  }
+  resp->set_worker_id(scheduler_->RegisterWorker(*req));
+  resp->set_heartbeat_interval_ms(scheduler_->heartbeat_interval_ms());
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(
+    grpc::CallbackServerContext* ctx, const v1::LeaseShardRequest* req,
+    v1::LeaseShardResponse* resp) {
+  auto lease = scheduler_->Lease(req->worker_id());
+  if (!lease.ok()) return Done(ctx, lease.status());
+  if (lease->has_value()) {
+    resp->set_has_shard(true);
+    *resp->mutable_lease() = std::move(**lease);
+    return Done(ctx, absl::OkStatus());
+  }
+  if (req->wait_ms() <= 0 || stop_) return Done(ctx, absl::OkStatus());
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  absl::MutexLock lock(&mu_);
+  parked_.push_back({r, ctx, req->worker_id(), resp,
+                     clock_.NowMs() + std::min(req->wait_ms(), kMaxWaitMs)});
+  return r;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(
+    grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
+    v1::HeartbeatResponse* resp) {
+  auto cancelled = scheduler_->Heartbeat(
+      req->worker_id(), std::vector<std::string>(req->lease_ids().begin(),
+                                                 req->lease_ids().end()));
+  if (!cancelled.ok()) return Done(ctx, cancelled.status());
+  for (auto& id : *cancelled) resp->add_cancelled_lease_ids(std::move(id));
+  resp->set_lease_ms(scheduler_->heartbeat_interval_ms() * 3);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerReadReactor<v1::CompleteShardRequest>*
+CoordinatorService::CompleteShard(grpc::CallbackServerContext* ctx,
+                                  v1::CompleteShardResponse* resp) {
+  return new CompleteReactor(scheduler_, resp);
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::FailShard(
+    grpc::CallbackServerContext* ctx, const v1::FailShardRequest* req,
+    v1::FailShardResponse* resp) {
+  if (req->code() <= 0 || req->code() > 16) {
+    return Done(ctx, absl::InvalidArgumentError(
+                         "code must be a google.rpc.Code other than OK"));
+  }
+  return Done(ctx, scheduler_->Fail(
+                       req->worker_id(), req->lease_id(),
+                       absl::Status(static_cast<absl::StatusCode>(req->code()),
+                                    req->message())));
+}
+
+}  // namespace lensgrid::service

@@ -1,0 +1,136 @@
+// lensgrid-coordinator: hands circuit-search shards to workers and merges
+// their results; serves lensgrid.v1.Coordinator, grpc.health.v1 and reflection.
+//
+//   lensgrid-coordinator --listen 0.0.0.0:7070 --state-dir /var/lib/lensgrid
+//
+// --listen HOST:0 picks a free port; the chosen address is printed as
+// "listening on HOST:PORT". State (jobs, completed shards, events) lives in
+// --state-dir; a restart on the same dir resumes every unfinished job.
+// Test knobs: --initial-lease-ms, --min-lease-ms, --worker-timeout-ms.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "service/coordinator_service.h"
+#include "service/state_store.h"
+
+namespace {
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr,
+               "lensgrid-coordinator: %s\nusage: lensgrid-coordinator --listen "
+               "HOST:PORT "
+               "--state-dir DIR [--initial-lease-ms N] [--min-lease-ms N] "
+               "[--worker-timeout-ms N] [--max-attempts N]\n",
+               why.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      Usage("help");
+      return 0;
+    }
+    if (arg.rfind("--", 0) != 0) return Usage("unexpected argument " + arg);
+    const size_t eq = arg.find('=');
+    if (eq != std::string::npos) {
+      flags[arg.substr(2, eq - 2)] = arg.substr(eq + 1);
+    } else if (i + 1 < argc) {
+      flags[arg.substr(2)] = argv[++i];
+    } else {
+      return Usage(arg + " needs a value");
+    }
+  }
+  lensgrid::service::SchedulerOptions options;
+  const std::map<std::string, int64_t*> ints = {
+      {"initial-lease-ms", &options.initial_lease_ms},
+      {"min-lease-ms", &options.min_lease_ms},
+      {"worker-timeout-ms", &options.worker_timeout_ms}};
+  for (const auto& [name, value] : flags) {
+    if (name == "listen" || name == "state-dir") continue;
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(value, &v) || v <= 0)
+      return Usage("--" + name + " needs a positive number");
+    if (name == "max-attempts") {
+      options.max_attempts = static_cast<int>(v);
+    } else if (auto it = ints.find(name); it != ints.end()) {
+      *it->second = v;
+    } else {
+      return Usage("unknown flag --" + name);
+    }
+  }
+  if (!flags.count("listen")) return Usage("--listen HOST:PORT is required");
+  if (!flags.count("state-dir")) return Usage("--state-dir DIR is required");
+
+  auto store = lensgrid::service::StateStore::Open(flags["state-dir"]);
+  if (!store.ok()) {
+    std::fprintf(stderr, "lensgrid-coordinator: %s\n",
+                 store.status().ToString().c_str());
+    return 1;
+  }
+  auto jobs = (*store)->Load();
+  if (!jobs.ok()) {
+    std::fprintf(stderr, "lensgrid-coordinator: %s\n",
+                 jobs.status().ToString().c_str());
+    return 1;
+  }
+  lensgrid::service::RealClock clock;
+  lensgrid::service::Scheduler scheduler(&clock, options, store->get());
+  for (auto& job : *jobs) {
+    const std::string id = job.job_id;
+    absl::Status s = scheduler.Restore(std::move(job));
+    if (!s.ok())
+      std::fprintf(stderr, "lensgrid-coordinator: job %s not restored: %s\n",
+                   id.c_str(), s.ToString().c_str());
+  }
+
+  // Signals go to a waiting thread (this one), not to gRPC's threads.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  lensgrid::service::CoordinatorService service(&scheduler);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(flags["listen"], grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(8 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n",
+                 flags["listen"].c_str());
+    return 1;
+  }
+  service.Start();
+  server->GetHealthCheckService()->SetServingStatus(true);
+  const std::string host =
+      flags["listen"].substr(0, flags["listen"].rfind(':'));
+  std::printf("listening on %s:%d (%zu jobs restored)\n", host.c_str(), port,
+              jobs->size());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "lensgrid-coordinator: signal %d, shutting down\n", sig);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  service.Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}

@@ -1,0 +1,599 @@
+#include "service/scheduler.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+
+namespace lensgrid::service {
+
+namespace {
+
+bool JobFailsOn(absl::StatusCode code) {
+  return code == absl::StatusCode::kInvalidArgument ||
+         code == absl::StatusCode::kFailedPrecondition;
+}
+
+v1::JobEvent::Kind FinalKind(v1::JobState state) {
+  return state == v1::JOB_SUCCEEDED ? v1::JobEvent::JOB_SUCCEEDED
+         : state == v1::JOB_FAILED  ? v1::JobEvent::JOB_FAILED
+                                    : v1::JobEvent::JOB_CANCELLED;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(const Clock* clock, SchedulerOptions options,
+                     Journal* journal)
+    : clock_(clock), options_(std::move(options)), journal_(journal) {}
+
+void Scheduler::Log(absl::Status status) {
+  // The journal failing (disk full) must not kill the server; say so loudly.
+  if (!status.ok())
+    std::fprintf(stderr, "coordinator: state store: %s\n",
+                 status.ToString().c_str());
+}
+
+absl::StatusOr<Scheduler::Job*> Scheduler::MakeJob(const std::string& id,
+                                                   const v1::JobSpec& spec,
+                                                   int64_t created_ms) {
+  LG_ASSIGN_OR_RETURN(JobPlan plan, PlanJob(spec, options_.planner));
+  auto job = std::make_unique<Job>();
+  job->id = id;
+  job->spec = spec;
+  job->plan = std::move(plan);
+  job->created_ms = created_ms;
+  job->max_attempts =
+      spec.max_attempts() > 0 ? spec.max_attempts() : options_.max_attempts;
+  job->shards.resize(job->plan.shards.size());
+  job->results.resize(job->plan.shards.size());
+  for (size_t i = 0; i < job->shards.size(); ++i)
+    job->shards[i].range = job->plan.shards[i];
+  Job* raw = job.get();
+  jobs_[id] = std::move(job);
+  return raw;
+}
+
+absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_->NowMs();
+  std::string id;
+  do {
+    id = absl::StrCat("job-", now, "-", ++next_id_);
+  } while (jobs_.count(id));
+  LG_ASSIGN_OR_RETURN(Job * job, MakeJob(id, spec, now));
+  // Pin the planned shard sizes into the stored spec, so a restart re-plans
+  // the same shards even if the planner's defaults changed meanwhile.
+  job->spec.set_prompts_per_shard(job->plan.shards.front().num_prompts());
+  job->spec.set_components_per_shard(job->plan.shards.front().num_components());
+  if (journal_ != nullptr) {
+    absl::Status s = journal_->AddJob(id, job->spec, now);
+    if (!s.ok()) {
+      jobs_.erase(id);
+      return absl::UnavailableError(
+          absl::StrCat("cannot store the job: ", s.message()));
+    }
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(job->shards.size()); ++i)
+    job->ready.push_back(i);
+  active_.push_back(job);
+  Emit(job, v1::JobEvent::SUBMITTED, -1, "",
+       absl::StrCat(job->plan.method, " over ", job->plan.n_prompts,
+                    " prompts in ", job->shards.size(), " shards"));
+  return id;
+}
+
+absl::Status Scheduler::Restore(StoredJob stored) {
+  absl::MutexLock lock(&mu_);
+  LG_ASSIGN_OR_RETURN(Job * job,
+                      MakeJob(stored.job_id, stored.spec, stored.created_ms));
+  job->state = stored.state;
+  job->error_code = stored.error_code;
+  job->error = stored.error;
+  job->events = std::move(stored.events);
+  for (auto& [shard, tensors] : stored.results) {
+    if (shard < 0 || shard >= static_cast<int64_t>(job->shards.size())) {
+      return absl::DataLossError(absl::StrCat(
+          "job ", job->id, ": stored shard ", shard, " is not in its plan"));
+    }
+    if (!CheckShardResult(job->plan, job->shards[shard].range, tensors).ok()) {
+      continue;  // does not fit the plan: computed again
+    }
+    job->shards[shard].state = Shard::State::kDone;
+    job->results[shard] = std::move(tensors);
+    ++job->done;
+  }
+  if (Final(*job)) {
+    if (job->state == v1::JOB_SUCCEEDED) {
+      std::vector<ShardResult> parts;
+      for (size_t i = 0; i < job->shards.size(); ++i)
+        parts.push_back({job->shards[i].range, job->results[i]});
+      auto merged = MergeShards(job->plan, parts);
+      if (!merged.ok()) return merged.status();
+      job->merged = std::move(*merged);
+    }
+    return absl::OkStatus();
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(job->shards.size()); ++i) {
+    if (job->shards[i].state != Shard::State::kDone) job->ready.push_back(i);
+  }
+  active_.push_back(job);
+  if (job->done == static_cast<int64_t>(job->shards.size())) {
+    Finish(job, v1::JOB_SUCCEEDED, absl::OkStatus());
+  }
+  return absl::OkStatus();
+}
+
+void Scheduler::Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard,
+                     const std::string& worker, const std::string& message) {
+  v1::JobEvent e;
+  e.set_seq(static_cast<int64_t>(job->events.size()) + 1);
+  e.set_kind(kind);
+  e.set_shards_done(job->done);
+  e.set_shards_total(static_cast<int64_t>(job->shards.size()));
+  const double rate = Rate(*job);
+  e.set_shards_per_s(rate);
+  if (rate > 0)
+    e.set_eta_s(static_cast<double>(e.shards_total() - e.shards_done()) / rate);
+  e.set_shard_id(shard);
+  e.set_worker_id(worker);
+  e.set_message(message);
+  e.set_unix_ms(clock_->NowMs());
+  if (journal_ != nullptr) Log(journal_->AddEvent(job->id, e));
+  job->events.push_back(std::move(e));
+  ++version_;
+}
+
+double Scheduler::Rate(const Job& job) const {
+  if (job.first_lease_ms == 0 || job.done_here == 0) return 0;
+  const int64_t elapsed =
+      std::max<int64_t>(1, clock_->NowMs() - job.first_lease_ms);
+  return 1000.0 * static_cast<double>(job.done_here) /
+         static_cast<double>(elapsed);
+}
+
+int64_t Scheduler::LeaseMs(const Job& job) const {
+  if (job.shard_ms <= 0)
+    return std::max(options_.initial_lease_ms, options_.min_lease_ms);
+  return std::max<int64_t>(
+      options_.min_lease_ms,
+      static_cast<int64_t>(options_.lease_multiple * job.shard_ms));
+}
+
+void Scheduler::Touch(Worker* w, int64_t now) {
+  w->last_seen_ms = now;
+  w->info.set_last_seen_unix_ms(now);
+  w->info.set_alive(true);
+}
+
+absl::StatusOr<Scheduler::Worker*> Scheduler::FindWorker(
+    const std::string& worker_id) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || !it->second.info.alive()) {
+    return absl::NotFoundError(absl::StrCat(
+        "unknown worker \"", worker_id,
+        "\" (the coordinator restarted or lost it): register again"));
+  }
+  Touch(&it->second, clock_->NowMs());
+  return &it->second;
+}
+
+std::optional<Scheduler::LeaseRef> Scheduler::FindLease(
+    const std::string& lease_id) {
+  // lease id = <job id>/<shard>/<attempt>
+  std::vector<std::string> parts = absl::StrSplit(lease_id, '/');
+  int64_t shard = 0;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &shard))
+    return std::nullopt;
+  auto it = jobs_.find(parts[0]);
+  if (it == jobs_.end() || shard < 0 ||
+      shard >= static_cast<int64_t>(it->second->shards.size())) {
+    return std::nullopt;
+  }
+  return LeaseRef{it->second.get(), shard};
+}
+
+std::string Scheduler::RegisterWorker(const v1::RegisterRequest& request) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_->NowMs();
+  const std::string id = absl::StrCat("worker-", now, "-", ++next_id_);
+  Worker& w = workers_[id];
+  w.info.set_worker_id(id);
+  w.info.set_name(request.name());
+  w.info.set_model_id(request.model_id());
+  w.info.set_weights_sha256(request.weights_sha256());
+  w.info.set_device(request.device());
+  w.info.set_capacity(std::max(1, request.capacity()));
+  w.info.set_address(request.address());
+  Touch(&w, now);
+  for (Job* job : active_) {
+    if (job->spec.model_id() == request.model_id() &&
+        job->spec.weights_sha256() == request.weights_sha256()) {
+      Emit(job, v1::JobEvent::WORKER_JOINED, -1, id, request.name());
+    }
+  }
+  return id;
+}
+
+void Scheduler::PromoteDue(Job* job, int64_t now) {
+  auto& d = job->delayed;
+  for (size_t i = 0; i < d.size();) {
+    if (job->shards[d[i]].ready_at_ms <= now) {
+      job->ready.push_back(d[i]);
+      d[i] = d.back();
+      d.pop_back();
+    } else {
+      ++i;
+    }
+  }
+}
+
+std::optional<int64_t> Scheduler::TakeShard(Job* job,
+                                            const std::string& worker_id) {
+  // Prefer shards that have not failed on this worker; give one anyway when
+  // every live worker for the job has failed it.
+  const size_t n = job->ready.size();
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t s = job->ready.front();
+    job->ready.pop_front();
+    Shard& shard = job->shards[s];
+    if (shard.state != Shard::State::kPending) continue;  // stale entry
+    if (!shard.failed_on.count(worker_id)) return s;
+    size_t others = 0;
+    for (const auto& [id, w] : workers_) {
+      if (w.info.alive() && id != worker_id && !shard.failed_on.count(id) &&
+          w.info.model_id() == job->spec.model_id() &&
+          w.info.weights_sha256() == job->spec.weights_sha256()) {
+        ++others;
+      }
+    }
+    if (others == 0) return s;
+    job->ready.push_back(s);
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(
+    const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  LG_ASSIGN_OR_RETURN(Worker * w, FindWorker(worker_id));
+  const int64_t now = clock_->NowMs();
+  for (Job* job : active_) {
+    if (job->spec.model_id() != w->info.model_id() ||
+        job->spec.weights_sha256() != w->info.weights_sha256()) {
+      continue;
+    }
+    PromoteDue(job, now);
+    std::optional<int64_t> s = TakeShard(job, worker_id);
+    if (!s) continue;
+    Shard& shard = job->shards[*s];
+    shard.state = Shard::State::kLeased;
+    ++shard.leases;
+    shard.lease_id = absl::StrCat(job->id, "/", *s, "/", shard.leases);
+    shard.worker_id = worker_id;
+    shard.lease_start_ms = now;
+    shard.deadline_ms = now + LeaseMs(*job);
+    job->leased.insert(*s);
+    w->leases.insert(shard.lease_id);
+    w->info.set_leases(static_cast<int32_t>(w->leases.size()));
+    if (job->state == v1::JOB_QUEUED) {
+      job->state = v1::JOB_RUNNING;
+      job->first_lease_ms = now;
+      if (journal_ != nullptr)
+        Log(journal_->SetJobState(job->id, job->state, 0, ""));
+    }
+    if (job->first_lease_ms == 0)
+      job->first_lease_ms = now;  // restored running job
+    v1::ShardLease lease;
+    lease.set_lease_id(shard.lease_id);
+    lease.set_job_id(job->id);
+    lease.set_shard_id(*s);
+    lease.set_attempt(shard.leases);
+    lease.set_spec_json(ShardSpecJson(job->plan, shard.range));
+    lease.set_lease_ms(LeaseMs(*job));
+    return std::optional<v1::ShardLease>(std::move(lease));
+  }
+  return std::optional<v1::ShardLease>();
+}
+
+absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
+    const std::string& worker_id, const std::vector<std::string>& lease_ids) {
+  absl::MutexLock lock(&mu_);
+  LG_ASSIGN_OR_RETURN(Worker * w, FindWorker(worker_id));
+  (void)w;
+  const int64_t now = clock_->NowMs();
+  std::vector<std::string> cancelled;
+  for (const std::string& id : lease_ids) {
+    std::optional<LeaseRef> ref = FindLease(id);
+    if (!ref || Final(*ref->job) ||
+        ref->job->shards[ref->shard].lease_id != id ||
+        ref->job->shards[ref->shard].state != Shard::State::kLeased) {
+      cancelled.push_back(id);
+      continue;
+    }
+    ref->job->shards[ref->shard].deadline_ms = now + LeaseMs(*ref->job);
+  }
+  return cancelled;
+}
+
+void Scheduler::ReleaseLease(Job* job, int64_t s) {
+  Shard& shard = job->shards[s];
+  job->leased.erase(s);
+  auto it = workers_.find(shard.worker_id);
+  if (it != workers_.end()) {
+    it->second.leases.erase(shard.lease_id);
+    it->second.info.set_leases(static_cast<int32_t>(it->second.leases.size()));
+  }
+}
+
+void Scheduler::Requeue(Job* job, int64_t s, const std::string& reason) {
+  Shard& shard = job->shards[s];
+  ReleaseLease(job, s);
+  const std::string worker = shard.worker_id;
+  shard.failed_on.insert(worker);
+  ++shard.failures;
+  if (shard.failures >= job->max_attempts) {
+    Finish(
+        job, v1::JOB_FAILED,
+        absl::AbortedError(absl::StrCat("shard ", s, " failed ", shard.failures,
+                                        " times; last: ", reason)));
+    return;
+  }
+  shard.state = Shard::State::kPending;
+  const int64_t backoff =
+      std::min(options_.backoff_max_ms,
+               options_.backoff_base_ms << std::min(shard.failures - 1, 20));
+  shard.ready_at_ms = clock_->NowMs() + backoff;
+  job->delayed.push_back(s);
+  Emit(job, v1::JobEvent::SHARD_RETRIED, s, worker, reason);
+}
+
+absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
+                                         const std::string& lease_id,
+                                         std::vector<Array> tensors) {
+  absl::MutexLock lock(&mu_);
+  if (auto w = workers_.find(worker_id); w != workers_.end())
+    Touch(&w->second, clock_->NowMs());
+  std::optional<LeaseRef> ref = FindLease(lease_id);
+  if (!ref)
+    return absl::NotFoundError(
+        absl::StrCat("unknown lease \"", lease_id, "\""));
+  Job* job = ref->job;
+  Shard& shard = job->shards[ref->shard];
+  if (Final(*job) || shard.state == Shard::State::kDone) return false;
+  const bool current =
+      shard.state == Shard::State::kLeased && shard.lease_id == lease_id;
+  absl::Status check = CheckShardResult(job->plan, shard.range, tensors);
+  if (!check.ok()) {
+    const std::string reason = absl::StrCat("malformed result from worker ",
+                                            worker_id, ": ", check.message());
+    if (current) Requeue(job, ref->shard, reason);
+    return absl::InvalidArgumentError(reason);
+  }
+  if (journal_ != nullptr) {
+    absl::Status s = journal_->AddShardResult(job->id, ref->shard, tensors);
+    if (!s.ok())
+      return absl::UnavailableError(
+          absl::StrCat("cannot store the result: ", s.message()));
+  }
+  const int64_t now = clock_->NowMs();
+  if (current) {
+    const double ms =
+        static_cast<double>(std::max<int64_t>(1, now - shard.lease_start_ms));
+    job->shard_ms = job->shard_ms <= 0 ? ms : 0.8 * job->shard_ms + 0.2 * ms;
+  }
+  if (shard.state == Shard::State::kLeased) ReleaseLease(job, ref->shard);
+  shard.state = Shard::State::kDone;
+  job->results[ref->shard] = std::move(tensors);
+  ++job->done;
+  ++job->done_here;
+  if (auto w = workers_.find(worker_id); w != workers_.end()) {
+    w->second.info.set_shards_done(w->second.info.shards_done() + 1);
+  }
+  Emit(job, v1::JobEvent::SHARD_DONE, ref->shard, worker_id, "");
+  if (job->done == static_cast<int64_t>(job->shards.size())) {
+    Finish(job, v1::JOB_SUCCEEDED, absl::OkStatus());
+  }
+  return true;
+}
+
+absl::Status Scheduler::Fail(const std::string& worker_id,
+                             const std::string& lease_id,
+                             const absl::Status& error) {
+  absl::MutexLock lock(&mu_);
+  if (auto w = workers_.find(worker_id); w != workers_.end())
+    Touch(&w->second, clock_->NowMs());
+  std::optional<LeaseRef> ref = FindLease(lease_id);
+  if (!ref)
+    return absl::NotFoundError(
+        absl::StrCat("unknown lease \"", lease_id, "\""));
+  Job* job = ref->job;
+  Shard& shard = job->shards[ref->shard];
+  if (Final(*job) || shard.state != Shard::State::kLeased ||
+      shard.lease_id != lease_id) {
+    return absl::OkStatus();  // stale: nothing to do
+  }
+  if (JobFailsOn(error.code())) {
+    ReleaseLease(job, ref->shard);
+    Finish(job, v1::JOB_FAILED,
+           absl::Status(error.code(),
+                        absl::StrCat("shard ", ref->shard, " on worker ",
+                                     worker_id, ": ", error.message())));
+    return absl::OkStatus();
+  }
+  Requeue(job, ref->shard,
+          absl::StrCat("worker ", worker_id, ": ", error.ToString()));
+  return absl::OkStatus();
+}
+
+void Scheduler::Finish(Job* job, v1::JobState state, absl::Status error) {
+  if (state == v1::JOB_SUCCEEDED) {
+    std::vector<ShardResult> parts;
+    for (size_t i = 0; i < job->shards.size(); ++i)
+      parts.push_back({job->shards[i].range, job->results[i]});
+    auto merged = MergeShards(job->plan, parts);
+    if (merged.ok()) {
+      job->merged = std::move(*merged);
+    } else {
+      state = v1::JOB_FAILED;
+      error = absl::InternalError(
+          absl::StrCat("merge: ", merged.status().message()));
+    }
+  }
+  for (int64_t s :
+       std::vector<int64_t>(job->leased.begin(), job->leased.end())) {
+    ReleaseLease(job, s);  // their workers hear it on the next heartbeat
+  }
+  job->state = state;
+  job->error_code = static_cast<int>(error.code());
+  job->error = std::string(error.message());
+  active_.erase(std::remove(active_.begin(), active_.end(), job),
+                active_.end());
+  if (journal_ != nullptr)
+    Log(journal_->SetJobState(job->id, state, job->error_code, job->error));
+  Emit(job, FinalKind(state), -1, "", job->error);
+}
+
+void Scheduler::Tick() {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_->NowMs();
+  for (auto& [id, w] : workers_) {
+    if (!w.info.alive() || now - w.last_seen_ms <= options_.worker_timeout_ms)
+      continue;
+    w.info.set_alive(false);
+    for (const std::string& lease : std::set<std::string>(w.leases)) {
+      std::optional<LeaseRef> ref = FindLease(lease);
+      if (!ref || Final(*ref->job)) continue;
+      Emit(ref->job, v1::JobEvent::WORKER_LOST, ref->shard, id, "no heartbeat");
+      if (ref->job->shards[ref->shard].lease_id == lease &&
+          ref->job->shards[ref->shard].state == Shard::State::kLeased) {
+        Requeue(ref->job, ref->shard, absl::StrCat("worker ", id, " lost"));
+      }
+    }
+  }
+  for (Job* job : std::vector<Job*>(active_)) {
+    for (int64_t s :
+         std::vector<int64_t>(job->leased.begin(), job->leased.end())) {
+      if (Final(*job)) break;
+      const Shard& shard = job->shards[s];
+      if (shard.deadline_ms < now) {
+        Requeue(job, s,
+                absl::StrCat("lease ", shard.lease_id, " on worker ",
+                             shard.worker_id, " expired"));
+      }
+    }
+    if (!Final(*job)) {
+      const size_t before = job->ready.size();
+      PromoteDue(job, now);
+      if (job->ready.size() != before) ++version_;
+    }
+  }
+}
+
+absl::StatusOr<v1::JobStatus> Scheduler::Cancel(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end())
+    return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+  if (!Final(*it->second))
+    Finish(it->second.get(), v1::JOB_CANCELLED,
+           absl::CancelledError("cancelled"));
+  return StatusOf(*it->second);
+}
+
+v1::JobStatus Scheduler::StatusOf(const Job& job) const {
+  v1::JobStatus s;
+  s.set_job_id(job.id);
+  s.set_state(job.state);
+  s.set_shards_done(job.done);
+  s.set_shards_total(static_cast<int64_t>(job.shards.size()));
+  s.set_error(job.error);
+  s.set_error_code(job.error_code);
+  s.set_method(job.spec.method());
+  s.set_model_id(job.spec.model_id());
+  s.set_label(job.spec.label());
+  s.set_created_unix_ms(job.created_ms);
+  const double rate = Rate(job);
+  s.set_shards_per_s(rate);
+  if (rate > 0)
+    s.set_eta_s(static_cast<double>(s.shards_total() - s.shards_done()) / rate);
+  s.set_last_event_seq(static_cast<int64_t>(job.events.size()));
+  return s;
+}
+
+absl::StatusOr<v1::JobStatus> Scheduler::GetJob(
+    const std::string& job_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end())
+    return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+  return StatusOf(*it->second);
+}
+
+std::vector<v1::JobStatus> Scheduler::ListJobs() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<v1::JobStatus> out;
+  for (const auto& [id, job] : jobs_) out.push_back(StatusOf(*job));
+  return out;
+}
+
+std::vector<v1::WorkerInfo> Scheduler::ListWorkers() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<v1::WorkerInfo> out;
+  for (const auto& [id, w] : workers_) out.push_back(w.info);
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(
+    const std::string& job_id, int64_t after_seq, bool* final) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end())
+    return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+  const Job& job = *it->second;
+  if (after_seq < 0)
+    return absl::InvalidArgumentError("after_seq must not be negative");
+  std::vector<v1::JobEvent> out;
+  for (size_t i =
+           static_cast<size_t>(std::min<int64_t>(after_seq, job.events.size()));
+       i < job.events.size(); ++i) {
+    out.push_back(job.events[i]);
+  }
+  *final = Final(job);
+  return out;
+}
+
+absl::StatusOr<Scheduler::Result> Scheduler::GetResult(
+    const std::string& job_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end())
+    return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+  const Job& job = *it->second;
+  if (job.state != v1::JOB_SUCCEEDED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is ", v1::JobState_Name(job.state),
+                     job.error.empty() ? "" : ": ", job.error));
+  }
+  return Result{StatusOf(job), job.plan.grids, job.merged};
+}
+
+uint64_t Scheduler::version() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return version_;
+}
+
+void Scheduler::WaitForChange(uint64_t* version, int64_t timeout_ms) const {
+  absl::ReaderMutexLock lock(&mu_);
+  const uint64_t seen = *version;
+  auto changed = [this, seen]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return version_ != seen;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&changed),
+                       absl::Milliseconds(timeout_ms));
+  *version = version_;
+}
+
+}  // namespace lensgrid::service

@@ -1,0 +1,183 @@
+// The scheduler: jobs, their shards and leases, and the workers that pull them.
+// All decisions, no I/O: time comes from a Clock, persistence goes to a
+// Journal, and the gRPC adapter calls it. Thread-safe.
+//
+//   FakeClock clock;
+//   Scheduler s(&clock, SchedulerOptions{}, /*journal=*/nullptr);
+//   std::string job = s.Submit(spec).value();
+//   std::string w = s.RegisterWorker(register_request);
+//   std::optional<v1::ShardLease> lease = s.Lease(w).value();
+//   s.Complete(w, lease->lease_id(), tensors);         // first completion wins
+//   s.Tick();                                          // expire leases, lose
+//   workers
+//
+// Rules: only workers whose model id and weights sha256 equal a job's get its
+// shards; a lease lasts lease_ms (a multiple of the job's observed shard time,
+// at least min_lease_ms), extended by heartbeats; an expired lease, a retriable
+// failure or a malformed result re-queues the shard after a backoff, preferring
+// another worker, until max_attempts failures fail the job; INVALID_ARGUMENT /
+// FAILED_PRECONDITION from a worker fail the job with its message.
+#ifndef LENSGRID_SERVICE_SCHEDULER_H_
+#define LENSGRID_SERVICE_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "lensgrid/v1/coordinator.pb.h"
+#include "service/clock.h"
+#include "service/journal.h"
+#include "service/merger.h"
+#include "service/planner.h"
+
+namespace lensgrid::service {
+
+struct SchedulerOptions {
+  int64_t initial_lease_ms =
+      30000;  // before any shard time was observed. Default: 30 s
+  int64_t min_lease_ms = 5000;  // Default: 5 s
+  double lease_multiple =
+      4;  // lease = multiple x observed shard time. Default: 4
+  int64_t backoff_base_ms =
+      100;  // doubles per failure of a shard. Default: 100 ms
+  int64_t backoff_max_ms = 5000;  // Default: 5 s
+  int64_t worker_timeout_ms =
+      15000;  // silent this long -> lost, leases re-queued. Default: 15 s
+  int max_attempts =
+      4;  // failures of one shard before the job fails. Default: 4
+  PlannerOptions planner;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const Clock* clock, SchedulerOptions options, Journal* journal);
+
+  // Client side.
+  absl::StatusOr<std::string> Submit(const v1::JobSpec& spec);
+  // Brings back a stored job (at startup, before serving).
+  absl::Status Restore(StoredJob stored);
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id) const;
+  absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
+  std::vector<v1::JobStatus> ListJobs() const;
+  std::vector<v1::WorkerInfo> ListWorkers() const;
+  // Events with seq > after_seq; *final = the job will have no more.
+  absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(
+      const std::string& job_id, int64_t after_seq, bool* final) const;
+  struct Result {
+    v1::JobStatus job;
+    std::vector<Grid> grids;
+    std::vector<Array> tensors;
+  };
+  // FAILED_PRECONDITION unless the job succeeded.
+  absl::StatusOr<Result> GetResult(const std::string& job_id) const;
+
+  // Worker side. NOT_FOUND for an unknown worker id: register again.
+  std::string RegisterWorker(const v1::RegisterRequest& request);
+  absl::StatusOr<std::optional<v1::ShardLease>> Lease(
+      const std::string& worker_id);
+  // Returns the leases to abandon.
+  absl::StatusOr<std::vector<std::string>> Heartbeat(
+      const std::string& worker_id, const std::vector<std::string>& lease_ids);
+  // true: accepted; false: a late duplicate or the job is over (dropped).
+  // INVALID_ARGUMENT for a malformed result (the shard is re-queued).
+  absl::StatusOr<bool> Complete(const std::string& worker_id,
+                                const std::string& lease_id,
+                                std::vector<Array> tensors);
+  absl::Status Fail(const std::string& worker_id, const std::string& lease_id,
+                    const absl::Status& error);
+  // Expires leases, promotes backed-off shards, marks silent workers lost.
+  void Tick();
+
+  int64_t heartbeat_interval_ms() const { return options_.min_lease_ms / 3; }
+  // Blocks until something changed since `*version` (or timeout); updates it.
+  // For long polls: new shards, new events, finished jobs.
+  void WaitForChange(uint64_t* version, int64_t timeout_ms) const;
+  uint64_t version() const;
+
+ private:
+  struct Shard {
+    ShardRange range;
+    enum class State { kPending, kLeased, kDone } state = State::kPending;
+    int leases = 0, failures = 0;
+    int64_t ready_at_ms = 0;
+    std::string lease_id, worker_id;
+    int64_t lease_start_ms = 0, deadline_ms = 0;
+    std::set<std::string> failed_on;
+  };
+  struct Job {
+    std::string id;
+    v1::JobSpec spec;
+    JobPlan plan;
+    v1::JobState state = v1::JOB_QUEUED;
+    int error_code = 0;
+    std::string error;
+    int64_t created_ms = 0, first_lease_ms = 0;
+    int max_attempts = 4;
+    std::vector<Shard> shards;
+    std::deque<int64_t> ready;     // pending shards, in order
+    std::vector<int64_t> delayed;  // pending shards waiting out a backoff
+    std::set<int64_t> leased;
+    std::vector<std::vector<Array>> results;
+    int64_t done = 0, done_here = 0;  // done_here: since this process started
+    double shard_ms = 0;              // moving average of completed attempts
+    std::vector<v1::JobEvent> events;
+    std::vector<Array> merged;
+  };
+  struct Worker {
+    v1::WorkerInfo info;
+    int64_t last_seen_ms = 0;
+    std::set<std::string> leases;
+  };
+  struct LeaseRef {
+    Job* job;
+    int64_t shard;
+  };
+
+  bool Final(const Job& job) const { return job.state >= v1::JOB_SUCCEEDED; }
+  int64_t LeaseMs(const Job& job) const;
+  void Touch(Worker* w, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Worker*> FindWorker(const std::string& worker_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<LeaseRef> FindLease(const std::string& lease_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PromoteDue(Job* job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<int64_t> TakeShard(Job* job, const std::string& worker_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseLease(Job* job, int64_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Requeue(Job* job, int64_t shard, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Finish(Job* job, v1::JobState state, absl::Status error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard,
+            const std::string& worker, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::JobStatus StatusOf(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  double Rate(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void Log(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Job*> MakeJob(const std::string& id, const v1::JobSpec& spec,
+                               int64_t created_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Clock* clock_;
+  const SchedulerOptions options_;
+  Journal* journal_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<Job*> active_
+      ABSL_GUARDED_BY(mu_);  // queued or running, oldest first
+  std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
+  int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace lensgrid::service
+
+#endif  // LENSGRID_SERVICE_SCHEDULER_H_

@@ -1,0 +1,94 @@
+"""Starts real lensgrid-worker processes on loopback for tests and benchmarks.
+
+    with WorkerProcess(binary, model_dir, "--max-queue", "8") as w:
+        client = lensgrid.Worker(w.address)
+"""
+import os
+import re
+import subprocess
+import threading
+import time
+
+
+class WorkerProcess:
+    def __init__(self, binary, model_dir, *args, wait_serving=True, timeout=120):
+        self.log = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen([binary, "--model", model_dir, "--listen", "127.0.0.1:0", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.address = None
+        end = time.monotonic() + timeout
+        while self.address is None:
+            m = self._find(r"listening on (\S+)")
+            if m:
+                self.address = m.group(1)
+            elif self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise RuntimeError("worker did not start:\n" + self.log_text())
+            else:
+                time.sleep(0.005)
+        if wait_serving:
+            self.wait_for_log(r"serving ", timeout)
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self._lock:
+                self.log.append(line.rstrip("\n"))
+
+    def _find(self, pattern):
+        with self._lock:
+            for line in self.log:
+                m = re.search(pattern, line)
+                if m:
+                    return m
+        return None
+
+    def log_text(self):
+        with self._lock:
+            return "\n".join(self.log)
+
+    def wait_for_log(self, pattern, timeout=60):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            m = self._find(pattern)
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                raise RuntimeError("worker exited:\n" + self.log_text())
+            time.sleep(0.01)
+        raise TimeoutError(f"no log line matching {pattern!r}:\n" + self.log_text())
+
+    def rss_bytes(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def make_model(lensgrid_binary, out_dir, layers=2, heads=4, d_model=64, vocab=50257, n_ctx=256,
+               seed=0):
+    subprocess.run([lensgrid_binary, "init", "--out", out_dir, "--layers", str(layers), "--heads",
+                    str(heads), "--d-model", str(d_model), "--vocab", str(vocab), "--n-ctx",
+                    str(n_ctx), "--seed", str(seed)], check=True, capture_output=True)
+    return out_dir

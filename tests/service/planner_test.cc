@@ -1,0 +1,136 @@
+// Planner: table-driven, no network.
+#include "service/planner.h"
+
+#include <set>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace lensgrid::service {
+namespace {
+
+v1::JobSpec Spec(const std::string& method, int n_prompts, int len) {
+  v1::JobSpec s;
+  s.set_model_id("m");
+  s.set_weights_sha256("abc");
+  s.set_method(method);
+  s.set_n_layers(2);
+  s.set_n_heads(4);
+  for (int i = 0; i < n_prompts; ++i) {
+    v1::InlinePrompt* p = s.add_prompts();
+    for (int t = 0; t < len + (i % 2); ++t) p->add_tokens(t + i);
+    p->add_answers(1);
+    p->add_wrongs(2);
+  }
+  return s;
+}
+
+// Every (prompt, component) exactly once.
+void ExpectExactCover(const JobPlan& plan) {
+  std::vector<int> cov(plan.n_prompts * plan.n_components, 0);
+  for (const ShardRange& r : plan.shards) {
+    for (int64_t p = r.prompt_begin; p < r.prompt_end; ++p)
+      for (int64_t c = r.component_begin; c < r.component_end; ++c)
+        ++cov[p * plan.n_components + c];
+  }
+  for (int v : cov) ASSERT_EQ(v, 1);
+}
+
+TEST(PlannerTest, CoversEveryCellOnceForEachShardSize) {
+  struct Case {
+    std::string method;
+    int n_prompts, len, prompts_per, components_per;
+    size_t want_shards;
+  };
+  const std::vector<Case> cases = {
+      {"ablate-heads", 10, 5, 3, 3,
+       4 * 3},                             // 8 components / 3 -> 3, 10 / 3 -> 4
+      {"ablate-heads", 1, 5, 0, 1, 8},     // one per head
+      {"ablate-layers", 7, 5, 7, 0, 1},    // cost model: all 4 components fit
+      {"patch-resid", 4, 6, 2, 5, 2 * 3},  // [2, 7] = 14 components / 5 -> 3
+      {"patch-heads-by-pos", 3, 3, 1, 100,
+       3},                              // components capped at 2*4*4 = 32
+      {"detect-heads", 9, 4, 4, 1, 3},  // prompts only, components ignored
+      {"dla", 5, 4, 0, 0, 1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.method);
+    v1::JobSpec spec = Spec(c.method, c.n_prompts, c.len);
+    spec.set_prompts_per_shard(c.prompts_per);
+    spec.set_components_per_shard(c.components_per);
+    auto plan = PlanJob(spec);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_EQ(plan->shards.size(), c.want_shards);
+    ExpectExactCover(*plan);
+  }
+}
+
+TEST(PlannerTest, CostModelSizesShards) {
+  v1::JobSpec spec = Spec("ablate-heads", 64, 100);
+  PlannerOptions opts;
+  opts.batch_tokens = 1600;  // 16 prompts of ~101 tokens
+  opts.shard_cost = 16 * 101 * 2;
+  auto plan = PlanJob(spec, opts);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->shards.front().num_prompts(), 15);
+  EXPECT_EQ(plan->shards.front().num_components(), 2);
+  ExpectExactCover(*plan);
+}
+
+TEST(PlannerTest, RejectsBadSpecs) {
+  struct Case {
+    std::function<void(v1::JobSpec*)> edit;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {[](v1::JobSpec* s) { s->set_method("ablate-everything"); },
+       "unknown method"},
+      {[](v1::JobSpec* s) { s->set_metric("accuracy"); }, "unknown metric"},
+      {[](v1::JobSpec* s) { s->set_ablation("noise"); }, "unknown ablation"},
+      {[](v1::JobSpec* s) { s->clear_prompts(); }, "no prompts"},
+      {[](v1::JobSpec* s) { s->set_n_heads(0); }, "positive"},
+      {[](v1::JobSpec* s) { s->clear_weights_sha256(); }, "weights_sha256"},
+      {[](v1::JobSpec* s) { s->mutable_prompts(0)->add_corrupted_tokens(1); },
+       "corrupted_tokens"},
+      {[](v1::JobSpec* s) { s->set_prompts_per_shard(-1); }, "negative"},
+  };
+  for (const Case& c : cases) {
+    v1::JobSpec spec = Spec("ablate-heads", 3, 4);
+    c.edit(&spec);
+    auto plan = PlanJob(spec);
+    ASSERT_FALSE(plan.ok()) << c.needle;
+    EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(plan.status().message().find(c.needle), std::string::npos)
+        << plan.status();
+  }
+}
+
+TEST(PlannerTest, ShardSpecJsonIsTheWorkersFormat) {
+  v1::JobSpec spec = Spec("patch-resid", 2, 3);
+  spec.mutable_prompts(0)->add_corrupted_tokens(7);
+  spec.mutable_prompts(0)->add_corrupted_tokens(8);
+  spec.mutable_prompts(0)->add_corrupted_tokens(9);
+  spec.mutable_prompts(1)->set_loss_start(2);
+  spec.set_metric("prob");
+  auto plan = PlanJob(spec);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto j = nlohmann::json::parse(ShardSpecJson(*plan, {1, 2, 3, 5}));
+  EXPECT_EQ(j["method"], "patch-resid");
+  EXPECT_EQ(j["metric"], "prob");
+  EXPECT_EQ(j["ablation"], "zero");
+  EXPECT_EQ(j["prompt_begin"], 1);
+  EXPECT_EQ(j["prompt_end"], 2);
+  EXPECT_EQ(j["component_begin"], 3);
+  EXPECT_EQ(j["component_end"], 5);
+  ASSERT_EQ(j["dataset"]["prompts"].size(), 2u);
+  EXPECT_EQ(j["dataset"]["prompts"][0]["corrupted_tokens"],
+            nlohmann::json({7, 8, 9}));
+  EXPECT_EQ(j["dataset"]["prompts"][1]["tokens"], nlohmann::json({1, 2, 3, 4}));
+  EXPECT_EQ(j["dataset"]["prompts"][1]["loss_start"], 2);
+  EXPECT_EQ(j["dataset"]["prompts"][1]["answers"], nlohmann::json({1}));
+  EXPECT_EQ(j["dataset"]["prompts"][1]["wrongs"], nlohmann::json({2}));
+  EXPECT_EQ(plan->n_pos, 4);
+}
+
+}  // namespace
+}  // namespace lensgrid::service

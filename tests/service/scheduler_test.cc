@@ -1,0 +1,245 @@
+// Scheduler on a fake clock: leases, expiry, retries, duplicates, failures,
+// model matching, cancel, events. No network.
+#include "service/scheduler.h"
+
+#include "gtest/gtest.h"
+#include "tests/service/test_jobs.h"
+
+namespace lensgrid::service {
+namespace {
+
+using testing::ResultFor;
+using testing::SmallJob;
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  SchedulerTest() : scheduler_(&clock_, Options(), nullptr) {}
+  static SchedulerOptions Options() {
+    SchedulerOptions o;
+    o.initial_lease_ms = 10000;
+    o.min_lease_ms = 1000;
+    o.backoff_base_ms = 100;
+    o.worker_timeout_ms = 60000;
+    o.max_attempts = 3;
+    return o;
+  }
+  std::string Worker(const std::string& model = "m",
+                     const std::string& sha = "sha") {
+    v1::RegisterRequest r;
+    r.set_model_id(model);
+    r.set_weights_sha256(sha);
+    r.set_name("w");
+    return scheduler_.RegisterWorker(r);
+  }
+  std::optional<v1::ShardLease> Lease(const std::string& w) {
+    auto l = scheduler_.Lease(w);
+    EXPECT_TRUE(l.ok()) << l.status();
+    return l.ok() ? *l : std::nullopt;
+  }
+  v1::JobState State(const std::string& job) {
+    return scheduler_.GetJob(job)->state();
+  }
+  std::vector<v1::JobEvent::Kind> Kinds(const std::string& job) {
+    bool final = false;
+    std::vector<v1::JobEvent::Kind> kinds;
+    for (const auto& e : *scheduler_.EventsAfter(job, 0, &final))
+      kinds.push_back(e.kind());
+    return kinds;
+  }
+
+  FakeClock clock_;
+  Scheduler scheduler_;
+};
+
+TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
+  const std::string job = scheduler_.Submit(SmallJob()).value();
+  const std::string w = Worker();
+  int n = 0;
+  while (auto lease = Lease(w)) {
+    ASSERT_TRUE(*scheduler_.Complete(w, lease->lease_id(),
+                                     ResultFor(lease->spec_json())));
+    ++n;
+  }
+  EXPECT_EQ(n, 8);  // 2 prompts x 4 heads
+  EXPECT_EQ(State(job), v1::JOB_SUCCEEDED);
+  auto result = scheduler_.GetResult(job);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const Array& mean = result->tensors.back();
+  EXPECT_EQ(mean.name, "delta");
+  EXPECT_EQ(mean.values,
+            (std::vector<float>{5, 6, 7, 8}));  // mean of 10p + c over p = 0, 1
+  EXPECT_EQ(Kinds(job).back(), v1::JobEvent::JOB_SUCCEEDED);
+}
+
+TEST_F(SchedulerTest, OnlyMatchingWorkersGetShards) {
+  scheduler_.Submit(SmallJob()).value();
+  EXPECT_FALSE(Lease(Worker("other")).has_value());
+  EXPECT_FALSE(Lease(Worker("m", "different-sha")).has_value());
+  EXPECT_TRUE(Lease(Worker("m", "sha")).has_value());
+}
+
+TEST_F(SchedulerTest, UnknownWorkerMustRegisterAgain) {
+  EXPECT_EQ(scheduler_.Lease("nobody").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_.Heartbeat("nobody", {}).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest,
+       ExpiredLeaseIsRequeuedAfterBackoffAndFirstCompletionWins) {
+  const std::string job = scheduler_.Submit(SmallJob(1)).value();
+  const std::string a = Worker(), b = Worker();
+  std::vector<v1::ShardLease> held;
+  while (auto l = Lease(a)) held.push_back(*l);
+  ASSERT_EQ(held.size(), 4u);
+  clock_.Advance(10001);
+  scheduler_.Tick();                   // every lease expired
+  EXPECT_FALSE(Lease(b).has_value());  // still backing off
+  clock_.Advance(100);
+  scheduler_.Tick();
+  auto again = Lease(b);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->shard_id(), held[0].shard_id());
+  EXPECT_EQ(again->attempt(), 2);
+  // The late first attempt completes first: it wins; the second is dropped.
+  EXPECT_TRUE(*scheduler_.Complete(a, held[0].lease_id(),
+                                   ResultFor(held[0].spec_json())));
+  EXPECT_FALSE(*scheduler_.Complete(b, again->lease_id(),
+                                    ResultFor(again->spec_json())));
+  // And b is told to drop it.
+  EXPECT_EQ(scheduler_.Heartbeat(b, {again->lease_id()})->size(), 1u);
+  EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 1);
+}
+
+TEST_F(SchedulerTest, HeartbeatsExtendLeases) {
+  scheduler_.Submit(SmallJob(1)).value();
+  const std::string w = Worker();
+  auto lease = Lease(w);
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(6000);
+    EXPECT_TRUE(scheduler_.Heartbeat(w, {lease->lease_id()})->empty());
+    scheduler_.Tick();
+  }
+  EXPECT_TRUE(*scheduler_.Complete(w, lease->lease_id(),
+                                   ResultFor(lease->spec_json())));
+}
+
+TEST_F(SchedulerTest, LeaseLengthFollowsObservedShardTime) {
+  scheduler_.Submit(SmallJob(2)).value();
+  const std::string w = Worker();
+  auto first = Lease(w);
+  EXPECT_EQ(first->lease_ms(), 10000);  // nothing observed yet
+  clock_.Advance(2000);
+  ASSERT_TRUE(*scheduler_.Complete(w, first->lease_id(),
+                                   ResultFor(first->spec_json())));
+  EXPECT_EQ(Lease(w)->lease_ms(), 8000);  // 4 x 2 s
+}
+
+TEST_F(SchedulerTest, MalformedResultIsRetriedOnAnotherWorker) {
+  const std::string job = scheduler_.Submit(SmallJob(1)).value();
+  const std::string bad = Worker(), good = Worker();
+  auto lease = Lease(bad);
+  std::vector<Array> wrong = ResultFor(lease->spec_json());
+  wrong.back().shape = {7};
+  auto r = scheduler_.Complete(bad, lease->lease_id(), wrong);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  clock_.Advance(1000);
+  scheduler_.Tick();
+  // The bad worker gets other shards first; the failed one goes to `good`.
+  while (auto l = Lease(bad)) EXPECT_NE(l->shard_id(), lease->shard_id());
+  auto retry = Lease(good);
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(retry->shard_id(), lease->shard_id());
+  auto kinds = Kinds(job);
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), v1::JobEvent::SHARD_RETRIED),
+            kinds.end());
+}
+
+TEST_F(SchedulerTest, TooManyFailuresFailTheJob) {
+  v1::JobSpec spec = SmallJob(1);
+  spec.set_components_per_shard(4);  // one shard
+  const std::string job = scheduler_.Submit(spec).value();
+  const std::string w = Worker();
+  for (int i = 0; i < 3; ++i) {
+    clock_.Advance(10000);
+    scheduler_.Tick();
+    auto lease = Lease(w);
+    ASSERT_TRUE(lease.has_value());
+    ASSERT_TRUE(
+        scheduler_.Fail(w, lease->lease_id(), absl::UnavailableError("busy"))
+            .ok());
+  }
+  auto status = scheduler_.GetJob(job);
+  EXPECT_EQ(status->state(), v1::JOB_FAILED);
+  EXPECT_NE(status->error().find("failed 3 times"), std::string::npos)
+      << status->error();
+}
+
+TEST_F(SchedulerTest, InvalidArgumentFromAWorkerFailsTheJobWithItsMessage) {
+  for (auto code : {absl::StatusCode::kInvalidArgument,
+                    absl::StatusCode::kFailedPrecondition}) {
+    const std::string job = scheduler_.Submit(SmallJob(1)).value();
+    const std::string w = Worker();
+    auto lease = Lease(w);
+    ASSERT_TRUE(scheduler_
+                    .Fail(w, lease->lease_id(),
+                          absl::Status(code, "token id 99999 >= d_vocab"))
+                    .ok());
+    auto status = scheduler_.GetJob(job);
+    EXPECT_EQ(status->state(), v1::JOB_FAILED);
+    EXPECT_EQ(status->error_code(), static_cast<int>(code));
+    EXPECT_NE(status->error().find("token id 99999"), std::string::npos);
+    EXPECT_FALSE(Lease(w).has_value());
+  }
+}
+
+TEST_F(SchedulerTest, CancelStopsLeasesAndTellsWorkers) {
+  const std::string job = scheduler_.Submit(SmallJob(2)).value();
+  const std::string w = Worker();
+  auto lease = Lease(w);
+  EXPECT_EQ(scheduler_.Cancel(job)->state(), v1::JOB_CANCELLED);
+  EXPECT_FALSE(Lease(w).has_value());
+  EXPECT_EQ(*scheduler_.Heartbeat(w, {lease->lease_id()}),
+            std::vector<std::string>{lease->lease_id()});
+  EXPECT_FALSE(*scheduler_.Complete(w, lease->lease_id(),
+                                    ResultFor(lease->spec_json())));
+  EXPECT_EQ(scheduler_.GetResult(job).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler_.Cancel("no-such-job").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, LostWorkerLeasesAreRequeued) {
+  const std::string job = scheduler_.Submit(SmallJob(1)).value();
+  const std::string dead = Worker();
+  auto lease = Lease(dead);
+  clock_.Advance(30000);
+  const std::string alive = Worker();
+  clock_.Advance(30001);
+  ASSERT_TRUE(scheduler_.Heartbeat(alive, {}).ok());
+  scheduler_.Tick();
+  EXPECT_EQ(scheduler_.Lease(dead).status().code(),
+            absl::StatusCode::kNotFound);
+  auto kinds = Kinds(job);
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), v1::JobEvent::WORKER_LOST),
+            kinds.end());
+}
+
+TEST_F(SchedulerTest, EventsAreNumberedAndResumable) {
+  const std::string job = scheduler_.Submit(SmallJob(1)).value();
+  const std::string w = Worker();
+  while (auto l = Lease(w))
+    scheduler_.Complete(w, l->lease_id(), ResultFor(l->spec_json())).value();
+  bool final = false;
+  auto all = *scheduler_.EventsAfter(job, 0, &final);
+  EXPECT_TRUE(final);
+  for (size_t i = 0; i < all.size(); ++i)
+    EXPECT_EQ(all[i].seq(), static_cast<int64_t>(i) + 1);
+  auto rest = *scheduler_.EventsAfter(job, 3, &final);
+  ASSERT_EQ(rest.size(), all.size() - 3);
+  EXPECT_EQ(rest.front().seq(), 4);
+  EXPECT_EQ(all.back().shards_done(), 4);
+}
+
+}  // namespace
+}  // namespace lensgrid::service

@@ -1,0 +1,186 @@
+// The gRPC adapter over a fake backend, through an in-process channel (no
+// sockets): readiness, chunked replies, status pass-through, a full queue and
+// cancellation.
+#include "worker/worker_service.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "client/worker_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace lensgrid {
+namespace {
+
+class FakeBackend : public WorkerBackend {
+ public:
+  FakeBackend() { info_.set_weights_sha256("abc"); }
+  const v1::ModelInfo& Info() const override { return info_; }
+  absl::StatusOr<v1::TokenizeResponse> Tokenize(
+      const v1::TokenizeRequest& r) const override {
+    if (r.texts_size() == 0) return absl::InvalidArgumentError("no texts");
+    v1::TokenizeResponse out;
+    out.add_tokens()->add_ids(static_cast<int64_t>(r.texts(0).size()));
+    return out;
+  }
+  absl::StatusOr<v1::DetokenizeResponse> Detokenize(
+      const v1::DetokenizeRequest&) const override {
+    return absl::UnimplementedError("fake");
+  }
+  // input.texts[0]: "block" waits for `release` or cancellation; "fail" fails;
+  // otherwise a reply of one tensor of `n` floats, n = the text's length *
+  // 1000.
+  absl::StatusOr<RunResult> RunWithCache(
+      const v1::RunWithCacheRequest& r,
+      const CancelCheck& cancelled) const override {
+    const std::string& text = r.input().texts(0);
+    if (text == "fail") return absl::NotFoundError("unknown hook name \"x\"");
+    if (text == "block") {
+      started.Notify();
+      while (!release.HasBeenNotified()) {
+        if (cancelled()) {
+          saw_cancel = true;
+          return absl::CancelledError("run cancelled");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+    auto data = std::make_shared<std::vector<float>>(text.size() * 1000);
+    for (size_t i = 0; i < data->size(); ++i)
+      (*data)[i] = static_cast<float>(i);
+    RunResult result;
+    TensorBytes t{
+        "x",
+        DType::kF32,
+        {static_cast<int64_t>(data->size())},
+        {reinterpret_cast<const uint8_t*>(data->data()), data->size() * 4},
+        data};
+    result.tensors.push_back(t);
+    ChunkCursor cursor(result.tensors);
+    for (auto& m : cursor.Metas()) *result.header.add_tensors() = m;
+    return result;
+  }
+  absl::StatusOr<RunResult> RunWithInterventions(
+      const v1::RunWithInterventionsRequest&,
+      const CancelCheck&) const override {
+    return absl::UnimplementedError("fake");
+  }
+  absl::StatusOr<RunResult> RunShard(const v1::RunShardRequest&,
+                                     const CancelCheck&) const override {
+    return absl::UnimplementedError("fake");
+  }
+
+  mutable absl::Notification started, release;
+  mutable std::atomic<bool> saw_cancel{false};
+
+ private:
+  v1::ModelInfo info_;
+};
+
+class WorkerServiceTest : public ::testing::Test {
+ protected:
+  void Start(int max_pending) {
+    executor_ = std::make_unique<Executor>(
+        Executor::Options{.threads = 1, .max_pending = max_pending});
+    service_ = std::make_unique<WorkerService>(
+        executor_.get(),
+        WorkerService::Options{.chunk_bytes = 1000, .log_requests = false});
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    client_ = std::make_unique<WorkerClient>(
+        server_->InProcessChannel(grpc::ChannelArguments()),
+        WorkerClient::Options());
+  }
+  void TearDown() override {
+    backend_->release.Notify();
+    server_->Shutdown();
+    executor_.reset();
+  }
+  static v1::RunWithCacheRequest Text(const std::string& text) {
+    v1::RunWithCacheRequest r;
+    r.mutable_input()->add_texts(text);
+    return r;
+  }
+
+  std::shared_ptr<FakeBackend> backend_ = std::make_shared<FakeBackend>();
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<WorkerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<WorkerClient> client_;
+};
+
+TEST_F(WorkerServiceTest, UnavailableUntilTheBackendIsSet) {
+  Start(4);
+  EXPECT_EQ(client_->GetModelInfo().status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(client_->RunWithCache(Text("a")).status().code(),
+            absl::StatusCode::kUnavailable);
+  service_->SetBackend(backend_);
+  EXPECT_EQ(client_->GetModelInfo()->weights_sha256(), "abc");
+}
+
+TEST_F(WorkerServiceTest, StreamsChunksThatReassemble) {
+  Start(4);
+  service_->SetBackend(backend_);
+  auto reply = client_->RunWithCache(
+      Text("abcdefg"));  // 7000 floats in 1000-byte chunks
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  const WireTensor* x = reply->Find("x");
+  ASSERT_NE(x, nullptr);
+  ASSERT_EQ(x->data.size(), 28000u);
+  const float* f = reinterpret_cast<const float*>(x->data.data());
+  for (int i = 0; i < 7000; ++i) ASSERT_EQ(f[i], static_cast<float>(i));
+}
+
+TEST_F(WorkerServiceTest, BackendStatusReachesTheClient) {
+  Start(4);
+  service_->SetBackend(backend_);
+  auto reply = client_->RunWithCache(Text("fail"));
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(reply.status().message(),
+              ::testing::HasSubstr("unknown hook name"));
+  EXPECT_EQ(client_->Tokenize(v1::TokenizeRequest()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(WorkerServiceTest, FullQueueIsUnavailableAndCancelFreesIt) {
+  Start(1);
+  service_->SetBackend(backend_);
+  grpc::ClientContext ctx;
+  auto stub =
+      v1::Worker::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  auto reader = stub->RunWithCache(&ctx, Text("block"));
+  backend_->started.WaitForNotification();
+  auto busy = client_->RunWithCache(Text("a"));
+  EXPECT_EQ(busy.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(busy.status().message(), ::testing::HasSubstr("--max-queue 1"));
+  ctx.TryCancel();
+  v1::RunResponse response;
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // The slot frees once the cancelled run returns.
+  absl::StatusOr<RunReply> after;
+  for (int i = 0; i < 1000; ++i) {
+    after = client_->RunWithCache(Text("a"));
+    if (after.status().code() != absl::StatusCode::kUnavailable) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(backend_->saw_cancel);  // it stopped, not released
+}
+
+TEST(RequestLogLineTest, NamesMethodTokensBytesMsAndStatus) {
+  EXPECT_EQ(RequestLogLine("RunWithCache", 12, 4096, 3.26, absl::OkStatus()),
+            "RunWithCache tokens=12 bytes=4096 ms=3.3 status=OK");
+  EXPECT_EQ(RequestLogLine("Tokenize", 0, 0, 0, absl::UnavailableError("busy")),
+            "Tokenize tokens=0 bytes=0 ms=0.0 status=UNAVAILABLE: busy");
+}
+
+}  // namespace
+}  // namespace lensgrid

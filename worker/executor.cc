@@ -1,0 +1,65 @@
+#include "worker/executor.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace lensgrid {
+
+Executor::Executor(Options options) : options_(options) {
+  for (int i = 0; i < std::max(1, options_.threads); ++i)
+    threads_.emplace_back([this] { Loop(); });
+}
+
+Executor::~Executor() {
+  Shutdown();
+  for (auto& t : threads_) t.join();
+}
+
+absl::Status Executor::Submit(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the worker is shutting down");
+  if (pending_ >= options_.max_pending) {
+    return absl::UnavailableError(absl::StrCat(
+        "the worker is busy: ", pending_,
+        " requests queued or running (--max-queue ", options_.max_pending,
+        "); retry later or on another worker"));
+  }
+  ++pending_;
+  queue_.push_back(std::move(task));
+  return absl::OkStatus();
+}
+
+void Executor::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+}
+
+int Executor::pending() const {
+  absl::MutexLock lock(&mu_);
+  return pending_;
+}
+
+void Executor::Loop() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Executor* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
+            return !e->queue_.empty() || e->stopping_;
+          },
+          this));
+      if (queue_.empty()) return;  // stopping, and nothing left to run
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    task();
+    task = nullptr;  // release captures before the slot frees
+    absl::MutexLock lock(&mu_);
+    --pending_;
+  }
+}
+
+}  // namespace lensgrid

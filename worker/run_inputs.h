@@ -1,0 +1,48 @@
+// Request protos -> model inputs and options, with the worker's per-request
+// limits checked before any model work.
+//
+//   LG_ASSIGN_OR_RETURN(ModelInput in,
+//                       PrepareInput(request.input(), tokenizer, model.cfg(),
+//                       options, "input"));
+//   LG_ASSIGN_OR_RETURN(RunOptions run, ToRunOptions(request.options()));
+#ifndef LENSGRID_WORKER_RUN_INPUTS_H_
+#define LENSGRID_WORKER_RUN_INPUTS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "lensgrid/v1/worker.pb.h"
+#include "worker/hook_shapes.h"
+#include "worker/model/hooked_transformer.h"
+#include "worker/model/tokenizer/tokenizer.h"
+#include "worker/worker_core.h"
+
+namespace lensgrid {
+
+// Texts (tokenized, BOS unless no_bos, padded and masked when lengths differ)
+// or ids. INVALID_ARGUMENT for bad input, FAILED_PRECONDITION for text without
+// a tokenizer, RESOURCE_EXHAUSTED over --max-batch / --max-tokens. `what`
+// names the field in errors.
+absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& input,
+                                        const Tokenizer* tokenizer,
+                                        const ModelConfig& cfg,
+                                        const WorkerOptions& limits,
+                                        absl::string_view what);
+
+absl::StatusOr<RunOptions> ToRunOptions(const v1::RunOptions& options);
+
+CacheOptions ToCacheOptions(const v1::CacheSpec& spec);
+
+// Bytes of the logits (when returned) plus the cache `names` will hold;
+// RESOURCE_EXHAUSTED over --max-response-bytes.
+absl::Status CheckResponseBytes(
+    const HookedTransformer& model, const std::vector<HookShape>& hook_shapes,
+    const std::vector<std::string>& names, const ModelInput& input,
+    const RunOptions& run, size_t logits_elem_bytes, const v1::CacheSpec* cache,
+    size_t cache_elem_bytes, int64_t max_response_bytes);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_WORKER_RUN_INPUTS_H_

@@ -1,0 +1,53 @@
+// What the worker's gRPC service serves: a model behind request/response
+// protos, with no gRPC or LibTorch in sight. WorkerCore is the real one (a
+// hooked GPT-2); tests use fakes.
+//
+//   RunResult result = backend.RunWithCache(request, cancel).value();
+//   ChunkCursor cursor(std::move(result.tensors), chunk_bytes);
+#ifndef LENSGRID_WORKER_WORKER_BACKEND_H_
+#define LENSGRID_WORKER_WORKER_BACKEND_H_
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/tensor_chunks.h"
+#include "lensgrid/v1/worker.pb.h"
+
+namespace lensgrid {
+
+// True once the caller has gone away or its deadline has passed; polled
+// between layers.
+using CancelCheck = std::function<bool()>;
+
+// A streamed reply: the header, then `tensors` (the ones header.tensors lists).
+struct RunResult {
+  v1::RunHeader header;
+  std::vector<TensorBytes> tensors;
+  int64_t tokens = 0;  // batch * pos run, for the request log
+};
+
+class WorkerBackend {
+ public:
+  virtual ~WorkerBackend() = default;
+
+  virtual const v1::ModelInfo& Info() const = 0;
+  virtual absl::StatusOr<v1::TokenizeResponse> Tokenize(
+      const v1::TokenizeRequest& request) const = 0;
+  virtual absl::StatusOr<v1::DetokenizeResponse> Detokenize(
+      const v1::DetokenizeRequest& request) const = 0;
+  virtual absl::StatusOr<RunResult> RunWithCache(
+      const v1::RunWithCacheRequest& request,
+      const CancelCheck& cancelled) const = 0;
+  virtual absl::StatusOr<RunResult> RunWithInterventions(
+      const v1::RunWithInterventionsRequest& request,
+      const CancelCheck& cancelled) const = 0;
+  virtual absl::StatusOr<RunResult> RunShard(
+      const v1::RunShardRequest& request,
+      const CancelCheck& cancelled) const = 0;
+};
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_WORKER_WORKER_BACKEND_H_

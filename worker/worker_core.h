@@ -1,0 +1,83 @@
+// The worker's core: one loaded hooked GPT-2 (and its tokenizer) behind the
+// WorkerBackend protos. It turns requests into model calls (worker/model) and
+// results into wire tensors; the gRPC service adapter stays thin.
+//
+//   WorkerOptions options;
+//   options.model_dir = "models/tiny";
+//   LG_ASSIGN_OR_RETURN(std::unique_ptr<WorkerCore> core,
+//   WorkerCore::Load(options)); LG_ASSIGN_OR_RETURN(RunResult result,
+//   core->RunWithCache(request, [] { return false; }));
+//
+// Thread-safe: every method is const and may run concurrently. No LibTorch
+// exception leaves this class (they become INTERNAL).
+#ifndef LENSGRID_WORKER_WORKER_CORE_H_
+#define LENSGRID_WORKER_WORKER_CORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/worker_backend.h"
+
+namespace lensgrid {
+
+class HookedTransformer;
+class Tokenizer;
+struct HookShape;
+
+struct WorkerOptions {
+  std::string model_dir;
+  std::string device = "cpu";  // "cpu" | "cuda" | "cuda:N"
+  bool no_processing = false;  // Default: processed as from_pretrained
+  int64_t max_batch = 64;
+  int64_t max_tokens = 16384;                     // batch * pos of one run
+  int64_t max_response_bytes = int64_t{4} << 30;  // logits + activations
+  int64_t chunk_bytes = 1 << 20;
+  int64_t max_queue = 64;  // reported in ModelInfo only
+};
+
+class WorkerCore : public WorkerBackend {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkerCore>> Load(
+      const WorkerOptions& options);
+  ~WorkerCore() override;
+
+  const v1::ModelInfo& Info() const override { return info_; }
+  absl::StatusOr<v1::TokenizeResponse> Tokenize(
+      const v1::TokenizeRequest& request) const override;
+  absl::StatusOr<v1::DetokenizeResponse> Detokenize(
+      const v1::DetokenizeRequest& request) const override;
+  absl::StatusOr<RunResult> RunWithCache(
+      const v1::RunWithCacheRequest& request,
+      const CancelCheck& cancelled) const override;
+  absl::StatusOr<RunResult> RunWithInterventions(
+      const v1::RunWithInterventionsRequest& request,
+      const CancelCheck& cancelled) const override;
+  // In worker/shard_handler.cc (with the circuit-search library) or
+  // worker/shard_unavailable.cc.
+  absl::StatusOr<RunResult> RunShard(
+      const v1::RunShardRequest& request,
+      const CancelCheck& cancelled) const override;
+
+ private:
+  WorkerCore() = default;
+  absl::StatusOr<RunResult> RunWithCacheImpl(
+      const v1::RunWithCacheRequest& request,
+      const CancelCheck& cancelled) const;
+  absl::StatusOr<RunResult> RunWithInterventionsImpl(
+      const v1::RunWithInterventionsRequest& request,
+      const CancelCheck& cancelled) const;
+  absl::Status CheckWeights(const std::string& expected_sha256) const;
+
+  WorkerOptions options_;
+  std::shared_ptr<HookedTransformer> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;  // null when the model dir has none
+  std::vector<HookShape> hook_shapes_;    // by hook id
+  v1::ModelInfo info_;
+};
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_WORKER_WORKER_CORE_H_

@@ -1,0 +1,276 @@
+#include "worker/worker_service.h"
+
+#include <malloc.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/grpc_status.h"
+#include "common/tensor_chunks.h"
+
+namespace lensgrid {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kTrimAfterBytes = 16 << 20;
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start)
+      .count();
+}
+
+absl::Status NotReady() {
+  return absl::UnavailableError(
+      "the worker is still loading its weights; retry shortly");
+}
+
+void Log(bool enabled, absl::string_view method, int64_t tokens, uint64_t bytes,
+         double ms, const absl::Status& status) {
+  if (!enabled) return;
+  std::string line = RequestLogLine(method, tokens, bytes, ms, status) + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+bool DeadlinePassed(const grpc::CallbackServerContext* ctx) {
+  return std::chrono::system_clock::now() > ctx->deadline();
+}
+
+// One streamed reply: the work runs on the executor, then the header and the
+// chunks are written one at a time from gRPC's threads.
+class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
+ public:
+  using Work = std::function<absl::StatusOr<RunResult>(const CancelCheck&)>;
+
+  RunStreamReactor(const char* method, grpc::CallbackServerContext* ctx,
+                   size_t chunk_bytes, bool log, int64_t tokens)
+      : method_(method),
+        ctx_(ctx),
+        chunk_bytes_(chunk_bytes),
+        log_(log),
+        start_(Clock::now()),
+        tokens_(tokens) {}
+
+  void Start(Executor* executor, Work work) {
+    absl::Status submitted = executor->Submit([this, work = std::move(work)] {
+      CancelCheck cancelled = [this] {
+        return cancelled_.load() || ctx_->IsCancelled() || DeadlinePassed(ctx_);
+      };
+      absl::StatusOr<RunResult> result;
+      if (cancelled()) {
+        result = absl::CancelledError("cancelled before it started");
+      } else {
+        result = work(cancelled);
+      }
+      Deliver(std::move(result));
+    });
+    if (!submitted.ok()) End(submitted);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      End(absl::CancelledError("the client went away during the reply"));
+      return;
+    }
+    WriteNext();
+  }
+  void OnCancel() override { cancelled_ = true; }
+  void OnDone() override { delete this; }
+
+ private:
+  void Deliver(absl::StatusOr<RunResult> result) {
+    if (!result.ok()) {
+      absl::Status s = result.status();
+      if (s.code() == absl::StatusCode::kCancelled && DeadlinePassed(ctx_)) {
+        s = absl::DeadlineExceededError("the deadline passed during the run");
+      }
+      End(s);
+      return;
+    }
+    if (result->tokens > 0) tokens_ = result->tokens;
+    cursor_.emplace(std::move(result->tensors), chunk_bytes_);
+    *response_.mutable_header() = std::move(result->header);
+    StartWrite(&response_);
+  }
+
+  void WriteNext() {
+    if (!cursor_->Next(response_.mutable_chunk())) {
+      End(absl::OkStatus());
+      return;
+    }
+    bytes_ += response_.chunk().data().size();
+    StartWrite(&response_);
+  }
+
+  void End(const absl::Status& status) {
+    if (cursor_.has_value())
+      cursor_->Clear();  // free the results before the call ends
+    // Hand large replies' pages back to the OS: the worker's memory returns to
+    // its baseline between requests.
+    if (bytes_ >= kTrimAfterBytes) malloc_trim(0);
+    Log(log_, method_, tokens_, bytes_, MsSince(start_), status);
+    Finish(ToGrpcStatus(status));
+  }
+
+  const char* method_;
+  grpc::CallbackServerContext* ctx_;
+  size_t chunk_bytes_;
+  bool log_;
+  Clock::time_point start_;
+  std::atomic<bool> cancelled_{false};
+  std::optional<ChunkCursor> cursor_;
+  v1::RunResponse response_;
+  int64_t tokens_ = 0;
+  uint64_t bytes_ = 0;
+};
+
+// batch * pos of ids sent as a tensor (texts: known only after tokenizing).
+int64_t InputTokens(const v1::ModelInput& input) {
+  if (!input.has_tokens()) return 0;
+  int64_t n = 1;
+  for (int64_t d : input.tokens().shape()) n *= std::max<int64_t>(d, 0);
+  return n;
+}
+
+}  // namespace
+
+std::string RequestLogLine(absl::string_view method, int64_t tokens,
+                           uint64_t bytes, double ms,
+                           const absl::Status& status) {
+  std::string line =
+      absl::StrFormat("%s tokens=%d bytes=%d ms=%.1f status=%s", method, tokens,
+                      bytes, ms, absl::StatusCodeToString(status.code()));
+  if (!status.ok()) {
+    absl::string_view msg = status.message();
+    absl::StrAppend(&line, ": ", msg.substr(0, 200));
+  }
+  return line;
+}
+
+WorkerService::WorkerService(Executor* executor, Options options)
+    : executor_(executor), options_(options) {}
+
+void WorkerService::SetBackend(std::shared_ptr<const WorkerBackend> backend) {
+  absl::MutexLock lock(&mu_);
+  backend_ = std::move(backend);
+}
+
+std::shared_ptr<const WorkerBackend> WorkerService::backend() const {
+  absl::MutexLock lock(&mu_);
+  return backend_;
+}
+
+template <typename Response, typename Fn>
+grpc::ServerUnaryReactor* WorkerService::Unary(const char* method,
+                                               grpc::CallbackServerContext* ctx,
+                                               Response* response, Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const Clock::time_point start = Clock::now();
+  std::shared_ptr<const WorkerBackend> backend = this->backend();
+  if (backend == nullptr) {
+    Log(options_.log_requests, method, 0, 0, MsSince(start), NotReady());
+    reactor->Finish(ToGrpcStatus(NotReady()));
+    return reactor;
+  }
+  const bool log = options_.log_requests;
+  absl::Status submitted = executor_->Submit([=] {
+    absl::Status status;
+    if (ctx->IsCancelled()) {
+      status = absl::CancelledError("cancelled before it started");
+    } else {
+      auto result = fn(*backend);
+      status = result.status();
+      if (result.ok()) *response = std::move(*result);
+    }
+    Log(log, method, 0, response->ByteSizeLong(), MsSince(start), status);
+    reactor->Finish(ToGrpcStatus(status));
+  });
+  if (!submitted.ok()) {
+    Log(log, method, 0, 0, MsSince(start), submitted);
+    reactor->Finish(ToGrpcStatus(submitted));
+  }
+  return reactor;
+}
+
+template <typename Fn>
+grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::Stream(
+    const char* method, grpc::CallbackServerContext* ctx, int64_t tokens,
+    Fn fn) {
+  auto* reactor = new RunStreamReactor(method, ctx, options_.chunk_bytes,
+                                       options_.log_requests, tokens);
+  std::shared_ptr<const WorkerBackend> backend = this->backend();
+  if (backend == nullptr) {
+    reactor->Start(executor_,
+                   [](const CancelCheck&) -> absl::StatusOr<RunResult> {
+                     return NotReady();
+                   });
+    return reactor;
+  }
+  reactor->Start(executor_, [backend, fn](const CancelCheck& cancelled) {
+    return fn(*backend, cancelled);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerService::GetModelInfo(
+    grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest* request,
+    v1::ModelInfo* response) {
+  // Answered on the callback thread: a copy of a message made at load time.
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::shared_ptr<const WorkerBackend> backend = this->backend();
+  if (backend == nullptr) {
+    reactor->Finish(ToGrpcStatus(NotReady()));
+    return reactor;
+  }
+  *response = backend->Info();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerService::Tokenize(
+    grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* request,
+    v1::TokenizeResponse* response) {
+  return Unary("Tokenize", ctx, response, [request](const WorkerBackend& b) {
+    return b.Tokenize(*request);
+  });
+}
+
+grpc::ServerUnaryReactor* WorkerService::Detokenize(
+    grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* request,
+    v1::DetokenizeResponse* response) {
+  return Unary("Detokenize", ctx, response, [request](const WorkerBackend& b) {
+    return b.Detokenize(*request);
+  });
+}
+
+grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithCache(
+    grpc::CallbackServerContext* ctx, const v1::RunWithCacheRequest* request) {
+  return Stream("RunWithCache", ctx, InputTokens(request->input()),
+                [request](const WorkerBackend& b, const CancelCheck& c) {
+                  return b.RunWithCache(*request, c);
+                });
+}
+
+grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithInterventions(
+    grpc::CallbackServerContext* ctx,
+    const v1::RunWithInterventionsRequest* request) {
+  return Stream("RunWithInterventions", ctx, InputTokens(request->input()),
+                [request](const WorkerBackend& b, const CancelCheck& c) {
+                  return b.RunWithInterventions(*request, c);
+                });
+}
+
+grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunShard(
+    grpc::CallbackServerContext* ctx, const v1::RunShardRequest* request) {
+  return Stream("RunShard", ctx, 0,
+                [request](const WorkerBackend& b, const CancelCheck& c) {
+                  return b.RunShard(*request, c);
+                });
+}
+
+}  // namespace lensgrid

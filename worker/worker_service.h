@@ -1,0 +1,84 @@
+// The Worker gRPC service: a thin adapter (unpack, hand to the executor, call
+// the backend, pack, finish) over a WorkerBackend. gRPC callback threads never
+// run model work; streamed replies are written chunk by chunk, one write in
+// flight, from the results the executor produced.
+//
+//   Executor executor({.threads = 1, .max_pending = 64});
+//   WorkerService service(&executor, {});
+//   builder.RegisterService(&service);
+//   ... server starts ...
+//   service.SetBackend(std::move(core));  // until then: UNAVAILABLE
+//
+// A cancelled or expired call stops its run between layers (CANCELLED /
+// DEADLINE_EXCEEDED). Every call logs one line: method, tokens, bytes, ms,
+// status.
+#ifndef LENSGRID_WORKER_WORKER_SERVICE_H_
+#define LENSGRID_WORKER_WORKER_SERVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "lensgrid/v1/worker.grpc.pb.h"
+#include "worker/executor.h"
+#include "worker/worker_backend.h"
+
+namespace lensgrid {
+
+class WorkerService final : public v1::Worker::CallbackService {
+ public:
+  struct Options {
+    size_t chunk_bytes = 1 << 20;
+    bool log_requests = true;  // one line per request on stderr
+  };
+  WorkerService(Executor* executor, Options options);
+
+  void SetBackend(std::shared_ptr<const WorkerBackend> backend);
+
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(
+      grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* request,
+      v1::DetokenizeResponse* response) override;
+  grpc::ServerWriteReactor<v1::RunResponse>* RunWithCache(
+      grpc::CallbackServerContext* ctx,
+      const v1::RunWithCacheRequest* request) override;
+  grpc::ServerWriteReactor<v1::RunResponse>* RunWithInterventions(
+      grpc::CallbackServerContext* ctx,
+      const v1::RunWithInterventionsRequest* request) override;
+  grpc::ServerWriteReactor<v1::RunResponse>* RunShard(
+      grpc::CallbackServerContext* ctx,
+      const v1::RunShardRequest* request) override;
+
+ private:
+  std::shared_ptr<const WorkerBackend> backend() const;
+  template <typename Response, typename Fn>
+  grpc::ServerUnaryReactor* Unary(const char* method,
+                                  grpc::CallbackServerContext* ctx,
+                                  Response* response, Fn fn);
+  template <typename Fn>
+  grpc::ServerWriteReactor<v1::RunResponse>* Stream(
+      const char* method, grpc::CallbackServerContext* ctx, int64_t tokens,
+      Fn fn);
+
+  Executor* executor_;
+  Options options_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const WorkerBackend> backend_ ABSL_GUARDED_BY(mu_);
+};
+
+// "method tokens=N bytes=B ms=T status=CODE[: message]" (the request log line).
+std::string RequestLogLine(absl::string_view method, int64_t tokens,
+                           uint64_t bytes, double ms,
+                           const absl::Status& status);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_WORKER_WORKER_SERVICE_H_
