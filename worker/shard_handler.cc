@@ -22,7 +22,7 @@ absl::StatusOr<RunResult> WorkerCore::RunShard(
   try {
     LG_ASSIGN_OR_RETURN(
         NamedTensors tensors,
-        RunSearchShard(*model_, tokenizer_.get(), request.spec_json()));
+        RunSearchShard(*model_, tokenizer_.get(), request.spec_json(), cancelled));
     RunResult result;
     result.header.set_weights_sha256(info_.weights_sha256());
     for (const auto& [name, t] : tensors) {

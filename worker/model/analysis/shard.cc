@@ -81,8 +81,10 @@ absl::StatusOr<Dataset> MakeRequestDataset(const SearchRequest& request, const M
 
 absl::StatusOr<NamedTensors> RunSearchShard(const HookedTransformer& model,
                                             const Tokenizer* tokenizer,
-                                            const std::string& spec_json) {
+                                            const std::string& spec_json,
+                                            std::function<bool()> is_cancelled) {
   LG_ASSIGN_OR_RETURN(SearchRequest request, ParseSearchRequest(spec_json));
+  request.options.is_cancelled = std::move(is_cancelled);
   LG_ASSIGN_OR_RETURN(Dataset dataset, MakeRequestDataset(request, model.cfg(), tokenizer));
   LG_ASSIGN_OR_RETURN(SearchResult result,
                       RunSearch(model, dataset, request.spec, request.options));

@@ -33,9 +33,11 @@ absl::StatusOr<Dataset> MakeRequestDataset(const SearchRequest& request, const M
                                            const Tokenizer* tokenizer);
 
 // REQUIRES: tokenizer may be null when the dataset needs no text.
+// `is_cancelled` (optional) is polled between blocks: CANCELLED when it says so.
 absl::StatusOr<NamedTensors> RunSearchShard(const HookedTransformer& model,
                                             const Tokenizer* tokenizer,
-                                            const std::string& spec_json);
+                                            const std::string& spec_json,
+                                            std::function<bool()> is_cancelled = nullptr);
 
 }  // namespace lensgrid
 
