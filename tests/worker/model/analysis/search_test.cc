@@ -162,7 +162,9 @@ TEST(SearchTest, PatchingRunsCleanIntoCorrupted) {
     // BOS is the same token in clean and corrupted: patching it is a no-op.
     EXPECT_NEAR(delta[i][0][pos - len].item<double>(), 0.0, 1e-5);
     // Padding positions: no-ops too.
-    if (pos > len) EXPECT_NEAR(delta[i][1][0].item<double>(), 0.0, 1e-5);
+    if (pos > len) {
+      EXPECT_NEAR(delta[i][1][0].item<double>(), 0.0, 1e-5);
+    }
   }
 }
 
