@@ -1,4 +1,5 @@
 #include "client/run_command.h"
+#include "client/command_status.h"
 
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
@@ -247,13 +248,7 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
     err << "lensgrid run: give --prompt TEXT or --tokens IDS\n";
     return 2;
   }
-  absl::Status status = Execute(flags, out);
-  if (!status.ok()) {
-    err << "lensgrid run: " << absl::StatusCodeToString(status.code()) << ": "
-        << status.message() << "\n";
-    return 1;
-  }
-  return 0;
+  return ReportCommandStatus("run", Execute(flags, out), err);
 }
 
 }  // namespace lensgrid

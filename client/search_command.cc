@@ -1,4 +1,5 @@
 #include "client/search_command.h"
+#include "client/command_status.h"
 
 #include <sys/stat.h>
 
@@ -180,13 +181,7 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
     err << "lensgrid search: say where to run: --in-process\n";
     return 2;
   }
-  absl::Status status = Execute(f, out);
-  if (!status.ok()) {
-    err << "lensgrid search: " << absl::StatusCodeToString(status.code()) << ": "
-        << status.message() << "\n";
-    return 1;
-  }
-  return 0;
+  return ReportCommandStatus("search", Execute(f, out), err);
 }
 
 }  // namespace lensgrid

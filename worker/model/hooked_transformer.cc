@@ -350,7 +350,7 @@ RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& 
 absl::StatusOr<RunOutput> HookedTransformer::Run(const ModelInput& input,
                                                  const RunOptions& options,
                                                  const std::vector<NamedHook>& hooks) const {
-  return RunWithCache(input, options, CacheOptions{.names = {}, .regexes = {"$^"}}, nullptr,
+  return RunWithCache(input, options, CacheOptions{}, nullptr,
                       hooks);
 }
 

@@ -104,7 +104,6 @@ absl::Status DirectLogitAttribution(const HookedTransformer& model, const Prompt
               .cpu();
     }
   }
-  (void)out;
   result->outputs[0].per_prompt = heads.view({n, L * H});
   result->outputs[1].per_prompt = layers.view({n, -1});
   // The baseline is the logit difference itself, for comparison.

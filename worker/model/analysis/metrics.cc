@@ -42,8 +42,7 @@ std::string MetricName(MetricKind metric) {
 }
 
 MetricTargets MakeMetricTargets(const std::vector<const Prompt*>& prompts, int64_t pos,
-                                int64_t d_vocab, const at::Tensor& tokens,
-                                const at::Tensor& mask) {
+                                int64_t d_vocab, const at::Tensor& tokens) {
   const int64_t n = static_cast<int64_t>(prompts.size());
   MetricTargets t;
   t.answers = torch::zeros({n, d_vocab});
@@ -60,7 +59,6 @@ MetricTargets MakeMetricTargets(const std::vector<const Prompt*>& prompts, int64
     }
   }
   t.tokens = tokens;
-  (void)mask;
   return t;
 }
 

@@ -34,8 +34,7 @@ struct MetricTargets {
 
 // Builds targets for `prompts` left-padded to `pos` tokens.
 MetricTargets MakeMetricTargets(const std::vector<const Prompt*>& prompts, int64_t pos,
-                                int64_t d_vocab, const at::Tensor& tokens,
-                                const at::Tensor& mask);
+                                int64_t d_vocab, const at::Tensor& tokens);
 
 // logits: [rows, 1, d_vocab] (final position only) or [rows, pos, d_vocab].
 // Returns [rows] with rows a multiple of n.

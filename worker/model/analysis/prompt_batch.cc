@@ -38,7 +38,7 @@ absl::StatusOr<PromptBatch> MakePromptBatch(const Dataset& dataset, int64_t begi
       in->attention_mask = torch::ones_like(in->tokens);
     }
   }
-  b.targets = MakeMetricTargets(b.prompts, b.pos, d_vocab, b.clean.tokens, b.clean.attention_mask);
+  b.targets = MakeMetricTargets(b.prompts, b.pos, d_vocab, b.clean.tokens);
   return b;
 }
 

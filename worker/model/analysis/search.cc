@@ -232,7 +232,8 @@ absl::StatusOr<torch::Tensor> SearchRun::EvaluateNaive(const Edit& e) {
 }
 
 absl::StatusOr<torch::Tensor> SearchRun::EvaluatePacked(const std::vector<Edit>& edits) {
-  const int64_t k = static_cast<int64_t>(edits.size()), n = batch_.pos > 0 ? batch_.prompts.size() : 0;
+  const int64_t k = static_cast<int64_t>(edits.size());
+  const int64_t n = static_cast<int64_t>(batch_.prompts.size());
   const int layer = edits.front().layer;
   ModelInput in;
   in.residual = base_resid_[layer].repeat({k, 1, 1});
