@@ -4,9 +4,11 @@
 #include <string>
 
 #include "client/init_command.h"
+#include "client/jobs_command.h"
 #include "client/run_command.h"
 #include "client/search_command.h"
 #include "client/tokenize_command.h"
+#include "client/train_command.h"
 #include "common/openblas_env.h"
 
 namespace {
@@ -16,9 +18,15 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  run       one forward pass with cache: --model DIR (--prompt TEXT | --tokens IDS)\n"
-    "  search    a circuit search: --model DIR --dataset NAME --method M --in-process\n"
+    "  search    a circuit search: --model DIR --dataset NAME --method M\n"
+    "            (--in-process | --local N | --coordinator ADDR) [--output DIR]\n"
+    "  jobs      a coordinator's jobs: --coordinator ADDR\n"
+    "  workers   a coordinator's workers: --coordinator ADDR\n"
+    "  cancel    cancel a job: JOB --coordinator ADDR\n"
+    "  result    write a finished job's output: JOB --coordinator ADDR --output DIR\n"
     "  tokenize  GPT-2 token ids of text (or --decode ids): (--model DIR | --tokenizer DIR)\n"
     "  init      write a random GPT-2-family checkpoint: --out DIR\n"
+    "  train     train a small model with real circuits: --out DIR --seed S\n"
     "\n"
     "`lensgrid <command> --help` shows a command's flags.\n";
 
@@ -35,8 +43,12 @@ int main(int argc, char** argv) {
   if (command == "search") {
     return lensgrid::RunSearchCommand(argc - 1, argv + 1, std::cout, std::cerr);
   }
+  if (command == "jobs" || command == "workers" || command == "cancel" || command == "result") {
+    return lensgrid::RunJobsCommand(argc - 1, argv + 1, std::cout, std::cerr);
+  }
   if (command == "tokenize") return lensgrid::RunTokenizeCommand(argc - 1, argv + 1);
   if (command == "init") return lensgrid::RunInitCommand(argc - 1, argv + 1, std::cout, std::cerr);
+  if (command == "train") return lensgrid::RunTrainCommand(argc - 1, argv + 1, std::cout, std::cerr);
   std::cerr << "lensgrid: unknown command \"" << command << "\"\n\n" << kUsage;
   return 2;
 }

@@ -7,43 +7,13 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "client/wire_torch.h"
 #include "client/worker_client.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
 namespace {
-
-absl::StatusOr<at::Tensor> ToTorch(const WireTensor& t) {
-  c10::ScalarType type;
-  switch (t.dtype) {
-    case DType::kF32:
-      type = torch::kFloat32;
-      break;
-    case DType::kF16:
-      type = torch::kFloat16;
-      break;
-    case DType::kBF16:
-      type = torch::kBFloat16;
-      break;
-    case DType::kI64:
-      type = torch::kInt64;
-      break;
-    case DType::kI32:
-      type = torch::kInt32;
-      break;
-    case DType::kBool:
-      type = torch::kBool;
-      break;
-    default:
-      return absl::InternalError(
-          absl::StrCat("tensor ", t.name, ": unexpected dtype"));
-  }
-  at::Tensor out = torch::empty(t.shape, torch::TensorOptions().dtype(type));
-  if (!t.data.empty())
-    std::memcpy(out.data_ptr(), t.data.data(), t.data.size());
-  return out;
-}
 
 v1::Tensor TokensProto(const std::vector<int64_t>& ids) {
   v1::Tensor t;
@@ -126,7 +96,7 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
   std::memcpy(data.ids.data(), token_bytes.data(),
               data.ids.size() * sizeof(int64_t));
   for (const WireTensor& t : reply->tensors) {
-    LG_ASSIGN_OR_RETURN(at::Tensor value, ToTorch(t));
+    LG_ASSIGN_OR_RETURN(at::Tensor value, WireToTorch(t));
     if (t.name == "logits") {
       data.logits = value;
     } else if (t.name == "loss") {

@@ -1,22 +1,24 @@
 #include "client/search_command.h"
 #include "client/command_status.h"
 
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
 #include <chrono>
-#include <fstream>
-#include <iomanip>
+#include <memory>
 #include <ostream>
 
 #include "absl/strings/str_cat.h"
+#include "client/local_cluster.h"
+#include "client/search_output.h"
+#include "client/search_remote.h"
+#include "common/model_id.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
-#include "nlohmann/json.hpp"
 #include "worker/model/analysis/search.h"
 #include "worker/model/cpu_threads.h"
-#include "worker/model/tensor_io.h"
 
 namespace lensgrid {
 namespace {
@@ -27,17 +29,10 @@ struct SearchFlags {
   uint64_t seed = 0;
   bool normalize = false, naive = false, in_process = false, no_processing = false;
   int64_t local = 0;
-  std::string coordinator;
+  std::string coordinator, model_id;
+  int64_t prompts_per_shard = 0, components_per_shard = 0;
   int threads = 0;
 };
-
-// A tensor as nested JSON lists.
-nlohmann::json Nested(const torch::Tensor& t) {
-  if (t.dim() == 0) return t.item<double>();
-  nlohmann::json arr = nlohmann::json::array();
-  for (int64_t i = 0; i < t.size(0); ++i) arr.push_back(Nested(t[i]));
-  return arr;
-}
 
 // The metric a method reads when none is given: what the dataset is about.
 std::string DefaultMetric(const std::string& dataset) {
@@ -46,99 +41,99 @@ std::string DefaultMetric(const std::string& dataset) {
   return "logit-diff";
 }
 
-absl::Status Execute(const SearchFlags& flags, std::ostream& out) {
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The search spec and the context of its output, from the flags and the model.
+absl::StatusOr<SearchContext> MakeContext(const SearchFlags& flags, const ModelConfig& cfg,
+                                          const std::string& weights_sha256,
+                                          const Dataset& dataset) {
+  SearchContext ctx;
+  ctx.method = flags.method;
+  ctx.metric = flags.metric.empty() ? DefaultMetric(flags.dataset) : flags.metric;
+  ctx.ablation = flags.ablation;
+  ctx.normalize = flags.normalize;
+  ctx.model_dir = flags.model_dir;
+  ctx.weights_sha256 = weights_sha256;
+  ctx.processed = !flags.no_processing;
+  ctx.n_layers = cfg.n_layers;
+  ctx.n_heads = cfg.n_heads;
+  ctx.dataset = dataset.name;
+  ctx.n_prompts = static_cast<int64_t>(dataset.prompts.size());
+  ctx.seed = flags.seed;
+  ctx.positions = dataset.max_length();
+  LG_RETURN_IF_ERROR(SpecOfContext(ctx).status());  // names checked before any work
+  return ctx;
+}
+
+absl::Status ExecuteInProcess(const SearchFlags& flags, std::ostream& out) {
   ConfigureCpuThreads(flags.threads);
   LoadOptions load;
   if (flags.no_processing) load.processing = ProcessingOptions::None();
   LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained(flags.model_dir, load));
   auto tokenizer = LoadTokenizerForModel(flags.model_dir);
-  SearchSpec spec;
-  LG_ASSIGN_OR_RETURN(spec.method, ParseMethod(flags.method));
-  std::string metric_name = flags.metric.empty() ? DefaultMetric(flags.dataset) : flags.metric;
-  LG_ASSIGN_OR_RETURN(spec.metric, ParseMetric(metric_name));
-  LG_ASSIGN_OR_RETURN(spec.ablation, ParseAblation(flags.ablation));
   DatasetSpec ds_spec{flags.dataset, flags.n_prompts, flags.seed, flags.seq_len};
   LG_ASSIGN_OR_RETURN(Dataset dataset, MakeDataset(ds_spec, model->cfg(),
                                                    tokenizer.ok() ? tokenizer->get() : nullptr));
+  LG_ASSIGN_OR_RETURN(SearchContext ctx, MakeContext(flags, model->cfg(),
+                                                     model->load_report().weights_sha256,
+                                                     dataset));
+  LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(ctx));
   SearchOptions options;
   options.naive = flags.naive;
   auto start = std::chrono::steady_clock::now();
   LG_ASSIGN_OR_RETURN(SearchResult result, RunSearch(*model, dataset, spec, options));
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ctx.seconds = SecondsSince(start);
+  ctx.run = {{"where", "in-process"}};
+  return WriteSearchOutput(result, ctx, flags.output, out);
+}
 
-  const bool patching = IsPatching(spec.method);
-  const double baseline = result.baseline.mean().item<double>();
-  out << "search: " << MethodName(spec.method) << " on " << dataset.name << " ("
-      << dataset.prompts.size() << " prompts), metric " << MetricName(spec.metric);
-  if (spec.method == Method::kAblateHeads || spec.method == Method::kAblateLayers) {
-    out << ", " << AblationName(spec.ablation) << " ablation";
-  }
-  out << ", " << std::fixed << std::setprecision(2) << seconds << " s\n";
-  out << (patching ? "corrupted" : "clean") << " " << MetricName(spec.metric) << ": "
-      << std::setprecision(4) << baseline << "\n";
-  double reference = 0;
-  if (patching) {
-    reference = result.reference.mean().item<double>();
-    out << "clean " << MetricName(spec.metric) << ": " << reference << "\n";
-  }
+// --coordinator ADDR or --local N: the client builds the dataset (it needs the
+// config and tokenizer, not the weights) and sends every prompt inline.
+absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ostream& err) {
+  LG_ASSIGN_OR_RETURN(ModelConfig cfg, LoadModelConfig(flags.model_dir));
+  LG_ASSIGN_OR_RETURN(std::string sha256,
+                      Sha256FileHex(flags.model_dir + "/model.safetensors"));
+  auto tokenizer = LoadTokenizerForModel(flags.model_dir);
+  DatasetSpec ds_spec{flags.dataset, flags.n_prompts, flags.seed, flags.seq_len};
+  LG_ASSIGN_OR_RETURN(Dataset dataset,
+                      MakeDataset(ds_spec, cfg, tokenizer.ok() ? tokenizer->get() : nullptr));
+  LG_ASSIGN_OR_RETURN(SearchContext ctx, MakeContext(flags, cfg, sha256, dataset));
+  LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(ctx));
+  const std::string model_id =
+      flags.model_id.empty() ? DefaultModelId(!flags.no_processing) : flags.model_id;
 
-  nlohmann::ordered_json j;
-  j["method"] = MethodName(spec.method);
-  j["metric"] = MetricName(spec.metric);
-  j["ablation"] = AblationName(spec.ablation);
-  j["delta"] = patching ? "metric(patched) - metric(corrupted)"
-                        : "metric(intervened) - metric(clean)";
-  j["model"] = {{"dir", flags.model_dir},
-                {"weights_sha256", model->load_report().weights_sha256},
-                {"processed", model->processed()},
-                {"n_layers", model->cfg().n_layers},
-                {"n_heads", model->cfg().n_heads}};
-  j["dataset"] = {{"name", dataset.name}, {"n_prompts", dataset.prompts.size()},
-                  {"seed", flags.seed}, {"positions", dataset.max_length()}};
-  j["baseline"] = baseline;
-  if (patching) j["clean"] = reference;
-  NamedTensors tensors;
-  for (const SearchOutput& o : result.outputs) {
-    nlohmann::ordered_json oj;
-    oj["name"] = o.name;
-    oj["axes"] = o.axes;
-    oj["shape"] = o.shape;
-    oj["values"] = Nested(o.mean);
-    if (patching && flags.normalize) {
-      // (patched - corrupted) / (clean - corrupted), on means over prompts.
-      oj["normalized"] = Nested(o.mean / (reference - baseline));
-    }
-    nlohmann::json ranked = nlohmann::json::array();
-    for (auto [idx, value] : RankComponents(o, 1 << 30)) {
-      ranked.push_back({{"component", ComponentName(o, idx)}, {"value", value}});
-    }
-    oj["ranked"] = ranked;
-    j["outputs"].push_back(oj);
-    out << "top components of " << o.name << " (by |value|):\n";
-    for (auto [idx, value] : RankComponents(o, 10)) {
-      out << "  " << std::setw(16) << std::left << ComponentName(o, idx) << std::right
-          << std::showpos << std::defaultfloat << std::setprecision(4) << value << std::noshowpos
-          << std::fixed << "\n";
-    }
-    tensors.emplace_back(o.name, o.mean.to(torch::kFloat32));
-    std::vector<int64_t> pp_shape = {o.per_prompt.size(0)};
-    pp_shape.insert(pp_shape.end(), o.shape.begin(), o.shape.end());
-    tensors.emplace_back(o.name + ".per_prompt", o.per_prompt.view(pp_shape).to(torch::kFloat32));
+  std::unique_ptr<LocalCluster> cluster;
+  std::string address = flags.coordinator;
+  RemoteSearchOptions options;
+  options.tty = ::isatty(STDERR_FILENO) == 1;
+  options.progress = &err;
+  if (flags.local > 0) {
+    LG_ASSIGN_OR_RETURN(cluster, LocalCluster::Start({.model_dir = flags.model_dir,
+                                                      .workers = static_cast<int>(flags.local),
+                                                      .threads_per_worker = flags.threads,
+                                                      .no_processing = flags.no_processing,
+                                                      .model_id = flags.model_id}));
+    address = cluster->address();
+    ctx.run = {{"where", "local"}, {"workers", flags.local}};
+    options.health = [&cluster] { return cluster->Health(); };
   }
-  tensors.emplace_back("baseline", result.baseline.to(torch::kFloat32));
-  if (patching) tensors.emplace_back("clean", result.reference.to(torch::kFloat32));
-
-  if (!flags.output.empty()) {
-    ::mkdir(flags.output.c_str(), 0755);
-    std::ofstream json_out(flags.output + "/result.json");
-    json_out << j.dump(1) << "\n";
-    if (!json_out) return absl::PermissionDeniedError("cannot write " + flags.output + "/result.json");
-    LG_RETURN_IF_ERROR(WriteTensorFile(flags.output + "/result.safetensors", tensors,
-                                       {{"method", MethodName(spec.method)},
-                                        {"metric", MetricName(spec.metric)}}));
-    out << "wrote " << flags.output << "/result.json and result.safetensors\n";
+  std::string job_id;
+  options.job_id = &job_id;
+  auto start = std::chrono::steady_clock::now();
+  v1::JobSpec job_spec = MakeJobSpec(dataset, ctx, model_id, cfg.attn_only);
+  job_spec.set_prompts_per_shard(flags.prompts_per_shard);
+  job_spec.set_components_per_shard(flags.components_per_shard);
+  absl::StatusOr<SearchResult> result = RunOnCoordinator(address, job_spec, spec, options);
+  if (!result.ok()) {
+    if (cluster != nullptr) cluster->KeepLogs();
+    return result.status();
   }
-  return absl::OkStatus();
+  ctx.seconds = SecondsSince(start);
+  if (flags.local == 0) ctx.run = {{"where", "coordinator"}, {"address", address}};
+  ctx.run["job_id"] = job_id;
+  return WriteSearchOutput(*result, ctx, flags.output, out);
 }
 
 }  // namespace
@@ -166,22 +161,35 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   app.add_option("--local", f.local, "run on N local workers (with the coordinator)");
   app.add_option("--coordinator", f.coordinator, "submit to a coordinator at ADDR");
   app.add_option("--output", f.output, "write result.json and result.safetensors here");
-  app.add_option("--threads", f.threads, "CPU threads for matmuls (default: all)");
+  app.add_option("--threads", f.threads,
+                 "CPU threads for matmuls (default: all; --local: per worker, cores / N)");
+  app.add_option("--prompts-per-shard", f.prompts_per_shard,
+                 "--local/--coordinator: prompts in one shard (default: the planner's cost estimate)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--components-per-shard", f.components_per_shard,
+                 "--local/--coordinator: heads/layers/positions in one shard (default: the "
+                 "planner's)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--model-id", f.model_id,
+                 "--coordinator: the model id workers registered with (default: gpt2, or "
+                 "gpt2+no-processing)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err);
   }
-  if (f.local > 0 || !f.coordinator.empty()) {
-    err << "lensgrid search: --local and --coordinator need the coordinator, which this build "
-           "does not have yet; use --in-process\n";
+  const int where = (f.in_process ? 1 : 0) + (f.local > 0 ? 1 : 0) + (f.coordinator.empty() ? 0 : 1);
+  if (where != 1) {
+    err << "lensgrid search: say where to run, once: --in-process, --local N (N >= 1) or "
+           "--coordinator HOST:PORT\n";
     return 2;
   }
-  if (!f.in_process) {
-    err << "lensgrid search: say where to run: --in-process\n";
+  if (f.naive && !f.in_process) {
+    err << "lensgrid search: --naive is for --in-process (workers always run the fast path)\n";
     return 2;
   }
-  return ReportCommandStatus("search", Execute(f, out), err);
+  if (f.in_process) return ReportCommandStatus("search", ExecuteInProcess(f, out), err);
+  return ReportCommandStatus("search", ExecuteRemote(f, out, err), err);
 }
 
 }  // namespace lensgrid

@@ -422,6 +422,9 @@ grpc::ServerUnaryReactor* CoordinatorService::FailShard(
     return Done(ctx, absl::InvalidArgumentError(
                          "code must be a google.rpc.Code other than OK"));
   }
+  if (req->handed_back()) {
+    return Done(ctx, scheduler_->HandBack(req->worker_id(), req->lease_id()));
+  }
   return Done(ctx, scheduler_->Fail(
                        req->worker_id(), req->lease_id(),
                        absl::Status(static_cast<absl::StatusCode>(req->code()),

@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(flags["listen"], grpc::InsecureServerCredentials(),
                            &port);
   builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(8 << 20);
+  builder.SetMaxReceiveMessageSize(256 << 20);  // job specs carry their prompts
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n",

@@ -428,6 +428,27 @@ absl::Status Scheduler::Fail(const std::string& worker_id,
   return absl::OkStatus();
 }
 
+absl::Status Scheduler::HandBack(const std::string& worker_id,
+                                 const std::string& lease_id) {
+  absl::MutexLock lock(&mu_);
+  std::optional<LeaseRef> ref = FindLease(lease_id);
+  if (!ref)
+    return absl::NotFoundError(
+        absl::StrCat("unknown lease \"", lease_id, "\""));
+  Job* job = ref->job;
+  Shard& shard = job->shards[ref->shard];
+  if (Final(*job) || shard.state != Shard::State::kLeased ||
+      shard.lease_id != lease_id) {
+    return absl::OkStatus();  // stale: nothing to do
+  }
+  ReleaseLease(job, ref->shard);
+  shard.state = Shard::State::kPending;
+  job->ready.push_front(ref->shard);
+  Emit(job, v1::JobEvent::SHARD_RETRIED, ref->shard, worker_id,
+       absl::StrCat("worker ", worker_id, " handed the shard back (shutting down)"));
+  return absl::OkStatus();
+}
+
 void Scheduler::Finish(Job* job, v1::JobState state, absl::Status error) {
   if (state == v1::JOB_SUCCEEDED) {
     std::vector<ShardResult> parts;
@@ -463,10 +484,18 @@ void Scheduler::Tick() {
     if (!w.info.alive() || now - w.last_seen_ms <= options_.worker_timeout_ms)
       continue;
     w.info.set_alive(false);
+    // Every job it could have served hears of it, as of its joining.
+    for (Job* job : active_) {
+      if (job->spec.model_id() == w.info.model_id() &&
+          job->spec.weights_sha256() == w.info.weights_sha256()) {
+        Emit(job, v1::JobEvent::WORKER_LOST, -1, id,
+             absl::StrCat(w.info.name(), ": no heartbeat for ",
+                          now - w.last_seen_ms, " ms"));
+      }
+    }
     for (const std::string& lease : std::set<std::string>(w.leases)) {
       std::optional<LeaseRef> ref = FindLease(lease);
       if (!ref || Final(*ref->job)) continue;
-      Emit(ref->job, v1::JobEvent::WORKER_LOST, ref->shard, id, "no heartbeat");
       if (ref->job->shards[ref->shard].lease_id == lease &&
           ref->job->shards[ref->shard].state == Shard::State::kLeased) {
         Requeue(ref->job, ref->shard, absl::StrCat("worker ", id, " lost"));
@@ -514,6 +543,7 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   s.set_method(job.spec.method());
   s.set_model_id(job.spec.model_id());
   s.set_label(job.spec.label());
+  s.set_client_json(job.spec.client_json());
   s.set_created_unix_ms(job.created_ms);
   const double rate = Rate(job);
   s.set_shards_per_s(rate);

@@ -20,6 +20,7 @@
 #ifndef LENSGRID_SERVICE_SCHEDULER_H_
 #define LENSGRID_SERVICE_SCHEDULER_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -53,6 +54,9 @@ struct SchedulerOptions {
       15000;  // silent this long -> lost, leases re-queued. Default: 15 s
   int max_attempts =
       4;  // failures of one shard before the job fails. Default: 4
+  // How often workers report their leases (and learn of cancellations).
+  // Capped at min_lease_ms / 3. Default: 200 ms
+  int64_t heartbeat_interval_ms = 200;
   PlannerOptions planner;
 };
 
@@ -96,7 +100,15 @@ class Scheduler {
   // Expires leases, promotes backed-off shards, marks silent workers lost.
   void Tick();
 
-  int64_t heartbeat_interval_ms() const { return options_.min_lease_ms / 3; }
+  // A worker that shuts down gives its lease back: the shard is re-queued at
+  // once, without counting a failure.
+  absl::Status HandBack(const std::string& worker_id,
+                        const std::string& lease_id);
+
+  int64_t heartbeat_interval_ms() const {
+    return std::max<int64_t>(
+        1, std::min(options_.heartbeat_interval_ms, options_.min_lease_ms / 3));
+  }
   // Blocks until something changed since `*version` (or timeout); updates it.
   // For long polls: new shards, new events, finished jobs.
   void WaitForChange(uint64_t* version, int64_t timeout_ms) const;

@@ -1,22 +1,28 @@
 // lensgrid-worker: serves one hooked GPT-2 over gRPC (lensgrid.v1.Worker, plus
 // grpc.health.v1 and reflection).
 //
-//   lensgrid-worker --model DIR --listen HOST:PORT [--device cpu|cuda:N]
-//   [--threads N]
+//   lensgrid-worker --model DIR --listen HOST:PORT [--coordinator ADDR]
+//                   [--device cpu|cuda:N] [--threads N]
 //                   [--max-queue N] [--max-batch N] [--max-tokens N]
 //                   [--max-response-bytes N] [--chunk-bytes N]
-//                   [--no-processing]
+//                   [--no-processing] [--model-id ID] [--capacity N]
 //
 // It listens first (health NOT_SERVING), then loads the weights (SERVING).
 // Port 0 picks a free port; the "listening on HOST:PORT" line names it.
-// SIGINT/SIGTERM: NOT_SERVING, then a graceful shutdown of at most 5 s.
+// With --coordinator it also pulls circuit-search shards from there
+// (worker/coordinator_link.h).
+// SIGINT/SIGTERM: NOT_SERVING; running shards are handed back to the
+// coordinator; then a graceful shutdown of at most 5 s.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -24,7 +30,10 @@
 #include <string>
 #include <thread>
 
+#include "absl/synchronization/mutex.h"
+#include "common/model_id.h"
 #include "common/openblas_env.h"
+#include "worker/coordinator_link.h"
 #include "worker/executor.h"
 #include "worker/model/cpu_threads.h"
 #include "worker/worker_core.h"
@@ -40,7 +49,47 @@ struct Flags {
   int threads = 0;
   int executor_threads = 1;
   int64_t max_request_bytes = 64 << 20;
+  std::string coordinator;
+  std::string model_id;
+  std::string name;
+  int capacity = 1;
 };
+
+// The pull loop, started once the weights are loaded and stopped first on a
+// signal (so that its shards are handed back while the coordinator listens).
+class LinkSlot {
+ public:
+  void Start(std::unique_ptr<lensgrid::CoordinatorLink> link) {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    link_ = std::move(link);
+    link_->Start();
+  }
+  void Stop() {
+    absl::MutexLock lock(&mu_);
+    stopped_ = true;
+    if (link_ != nullptr) link_->Stop();
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool stopped_ = false;
+  std::unique_ptr<lensgrid::CoordinatorLink> link_;
+};
+
+int signal_pipe[2] = {-1, -1};
+
+void OnSignal(int sig) {
+  const int saved = errno;
+  (void)!::write(signal_pipe[1], &sig, sizeof(sig));
+  errno = saved;
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "";
+  return buf;
+}
 
 void SetServing(grpc::Server* server, bool serving) {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
@@ -94,15 +143,31 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{4} << 20, int64_t{1} << 30));
   app.add_flag("--no-processing", w.no_processing,
                "Hugging Face weights as they are (no fold_ln / centering)");
+  app.add_option("--coordinator", flags.coordinator,
+                 "HOST:PORT of a lensgrid-coordinator to pull shards from");
+  app.add_option("--model-id", flags.model_id,
+                 "model id to register with (default: gpt2, or "
+                 "gpt2+no-processing)");
+  app.add_option("--capacity", flags.capacity,
+                 "shards run at once for the coordinator")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--name", flags.name,
+                 "name shown by `lensgrid workers` (default: host name)");
   CLI11_PARSE(app, argc, argv);
 
-  // Signals go to one thread that shuts the server down; block them before
-  // gRPC starts its threads.
-  static sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGINT/SIGTERM write to a pipe that one thread reads and then shuts down.
+  // (Blocking them is not enough: OpenBLAS starts its threads when the
+  // library loads, before main, with the signals unblocked.)
+  if (::pipe2(signal_pipe, O_CLOEXEC) != 0) {
+    std::perror("lensgrid-worker: pipe");
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 
   lensgrid::ConfigureCpuThreads(flags.threads);
   lensgrid::Executor executor({.threads = flags.executor_threads,
@@ -131,12 +196,15 @@ int main(int argc, char** argv) {
             << " (NOT_SERVING until "
             << "the weights are loaded)" << std::endl;
 
-  std::thread([server = server.get()] {
+  LinkSlot link;
+  std::thread([server = server.get(), &link] {
     int sig = 0;
-    sigwait(&signals, &sig);
+    while (::read(signal_pipe[0], &sig, sizeof(sig)) < 0 && errno == EINTR) {
+    }
     std::cerr << "lensgrid-worker: signal " << sig << ", shutting down"
               << std::endl;
     SetServing(server, false);
+    link.Stop();
     server->Shutdown(std::chrono::system_clock::now() +
                      std::chrono::seconds(5));
   }).detach();
@@ -156,9 +224,27 @@ int main(int argc, char** argv) {
     std::cerr << "lensgrid-worker: warning: no tokenizer files; requests must "
                  "send token ids\n";
   }
-  service.SetBackend(
-      std::shared_ptr<const lensgrid::WorkerBackend>(std::move(*core)));
+  auto backend =
+      std::shared_ptr<const lensgrid::WorkerBackend>(std::move(*core));
+  service.SetBackend(backend);
   SetServing(server.get(), true);
+  if (!flags.coordinator.empty()) {
+    lensgrid::CoordinatorLinkOptions options;
+    options.name = flags.name.empty() ? HostName() : flags.name;
+    options.model_id = flags.model_id.empty()
+                           ? lensgrid::DefaultModelId(!w.no_processing)
+                           : flags.model_id;
+    options.address = host + ":" + std::to_string(port);
+    options.capacity = flags.capacity;
+    options.chunk_bytes = static_cast<size_t>(w.chunk_bytes);
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(static_cast<int>(flags.max_request_bytes));
+    link.Start(std::make_unique<lensgrid::CoordinatorLink>(
+        backend,
+        grpc::CreateCustomChannel(flags.coordinator,
+                                  grpc::InsecureChannelCredentials(), args),
+        options));
+  }
   std::cerr << "lensgrid-worker: serving " << w.model_dir << " ("
             << info.config().n_layers() << " layers, sha256 "
             << info.weights_sha256().substr(0, 12) << ", " << info.device()
@@ -168,6 +254,7 @@ int main(int argc, char** argv) {
                    .count()
             << " ms" << std::endl;
   server->Wait();
+  link.Stop();
   executor.Shutdown();
   return 0;
 }

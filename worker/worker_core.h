@@ -55,8 +55,7 @@ class WorkerCore : public WorkerBackend {
   absl::StatusOr<RunResult> RunWithInterventions(
       const v1::RunWithInterventionsRequest& request,
       const CancelCheck& cancelled) const override;
-  // In worker/shard_handler.cc (with the circuit-search library) or
-  // worker/shard_unavailable.cc.
+  // In worker/shard_handler.cc (the circuit-search library).
   absl::StatusOr<RunResult> RunShard(
       const v1::RunShardRequest& request,
       const CancelCheck& cancelled) const override;

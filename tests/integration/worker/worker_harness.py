@@ -49,6 +49,20 @@ class WorkerProcess:
         with self._lock:
             return "\n".join(self.log)
 
+    def log_lines(self):
+        with self._lock:
+            return list(self.log)
+
+    def shards_done_log(self):
+        """Shards this worker ran for a coordinator and delivered (its log says so)."""
+        return sum(1 for line in self.log_lines() if re.search(r"shard \S+ attempt \d+ done", line))
+
+    @staticmethod
+    def weights_sha256(model_dir):
+        import hashlib
+        with open(os.path.join(model_dir, "model.safetensors"), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
     def wait_for_log(self, pattern, timeout=60):
         end = time.monotonic() + timeout
         while time.monotonic() < end:

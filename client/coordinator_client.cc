@@ -1,0 +1,173 @@
+#include "client/coordinator_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+
+namespace lensgrid {
+
+const WireTensor* JobResult::Find(const std::string& name) const {
+  for (const WireTensor& t : tensors) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+std::string JobStateName(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_QUEUED: return "queued";
+    case v1::JOB_RUNNING: return "running";
+    case v1::JOB_SUCCEEDED: return "succeeded";
+    case v1::JOB_FAILED: return "failed";
+    case v1::JOB_CANCELLED: return "cancelled";
+    default: return "unknown";
+  }
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
+    const std::string& address, Options options) {
+  if (address.empty() || address.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("coordinator address \"", address, "\" is not HOST:PORT"));
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  args.SetMaxSendMessageSize(256 << 20);  // a job spec holds its prompts
+  return std::make_unique<CoordinatorClient>(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args),
+      options);
+}
+
+CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel,
+                                     Options options)
+    : stub_(v1::Coordinator::NewStub(std::move(channel))), options_(options) {}
+
+void CoordinatorClient::Prepare(grpc::ClientContext* ctx) const {
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+}
+
+absl::StatusOr<v1::SubmitJobResponse> CoordinatorClient::Submit(const v1::JobSpec& spec) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = spec;
+  v1::SubmitJobResponse response;
+  LG_RETURN_IF_ERROR(FromGrpcStatus(stub_->SubmitJob(&ctx, request, &response)));
+  return response;
+}
+
+absl::StatusOr<v1::JobStatus> CoordinatorClient::GetJob(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::GetJobRequest request;
+  request.set_job_id(job_id);
+  v1::JobStatus status;
+  LG_RETURN_IF_ERROR(FromGrpcStatus(stub_->GetJob(&ctx, request, &status)));
+  return status;
+}
+
+absl::StatusOr<v1::JobStatus> CoordinatorClient::Cancel(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::CancelJobRequest request;
+  request.set_job_id(job_id);
+  v1::JobStatus status;
+  LG_RETURN_IF_ERROR(FromGrpcStatus(stub_->CancelJob(&ctx, request, &status)));
+  return status;
+}
+
+absl::StatusOr<std::vector<v1::JobStatus>> CoordinatorClient::ListJobs() {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::ListJobsResponse response;
+  LG_RETURN_IF_ERROR(
+      FromGrpcStatus(stub_->ListJobs(&ctx, v1::ListJobsRequest(), &response)));
+  return std::vector<v1::JobStatus>(response.jobs().begin(), response.jobs().end());
+}
+
+absl::StatusOr<std::vector<v1::WorkerInfo>> CoordinatorClient::ListWorkers() {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::ListWorkersResponse response;
+  LG_RETURN_IF_ERROR(
+      FromGrpcStatus(stub_->ListWorkers(&ctx, v1::ListWorkersRequest(), &response)));
+  return std::vector<v1::WorkerInfo>(response.workers().begin(), response.workers().end());
+}
+
+absl::StatusOr<JobResult> CoordinatorClient::GetResult(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::GetResultRequest request;
+  request.set_job_id(job_id);
+  std::unique_ptr<grpc::ClientReader<v1::GetResultResponse>> reader =
+      stub_->GetResult(&ctx, request);
+  JobResult result;
+  TensorAssembler assembler;
+  v1::GetResultResponse part;
+  bool have_header = false;
+  absl::Status bad;
+  while (reader->Read(&part)) {
+    if (part.has_header()) {
+      result.header = std::move(*part.mutable_header());
+      have_header = true;
+    } else if (part.has_chunk() && bad.ok()) {
+      bad = assembler.Add(std::move(*part.mutable_chunk()));
+    }
+  }
+  LG_RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
+  LG_RETURN_IF_ERROR(bad);
+  if (!have_header) return absl::InternalError("GetResult sent no header");
+  LG_ASSIGN_OR_RETURN(result.tensors, assembler.Finish());
+  return result;
+}
+
+absl::StatusOr<v1::JobStatus> CoordinatorClient::Watch(
+    const std::string& job_id, const std::function<void(const v1::JobEvent&)>& on_event,
+    int64_t after_seq, const std::function<void(const absl::Status&)>& on_reconnect) {
+  absl::Time unreachable_since = absl::InfiniteFuture();
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (true) {
+    grpc::ClientContext ctx;
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    request.set_after_seq(after_seq);
+    std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = stub_->WatchJob(&ctx, request);
+    v1::JobEvent event;
+    bool progressed = false;
+    while (reader->Read(&event)) {
+      if (event.seq() <= after_seq) continue;  // never twice
+      after_seq = event.seq();
+      progressed = true;
+      on_event(event);
+    }
+    absl::Status status = FromGrpcStatus(reader->Finish());
+    if (status.ok()) return GetJob(job_id);  // the stream ends when the job is final
+    if (status.code() != absl::StatusCode::kUnavailable &&
+        status.code() != absl::StatusCode::kDeadlineExceeded &&
+        status.code() != absl::StatusCode::kInternal) {
+      return status;
+    }
+    const absl::Time now = absl::Now();
+    if (progressed || unreachable_since == absl::InfiniteFuture()) {
+      unreachable_since = now;
+      backoff = absl::Milliseconds(100);
+    }
+    if (now - unreachable_since > options_.reconnect_for) {
+      return absl::Status(status.code(),
+                          absl::StrCat("lost the coordinator for more than ",
+                                       absl::FormatDuration(options_.reconnect_for), ": ",
+                                       status.message()));
+    }
+    if (on_reconnect) on_reconnect(status);
+    std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+}  // namespace lensgrid

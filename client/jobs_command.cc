@@ -1,0 +1,117 @@
+#include "client/jobs_command.h"
+
+#include <CLI/CLI.hpp>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <iomanip>
+#include <ostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/command_status.h"
+#include "client/coordinator_client.h"
+#include "client/progress.h"
+#include "client/search_output.h"
+#include "client/search_remote.h"
+#include "common/status_macros.h"
+
+namespace lensgrid {
+namespace {
+
+std::string Age(int64_t unix_ms) {
+  const double s = static_cast<double>(std::time(nullptr)) - static_cast<double>(unix_ms) / 1000;
+  return FormatDuration(s);
+}
+
+absl::Status ListJobs(CoordinatorClient& c, std::ostream& out) {
+  LG_ASSIGN_OR_RETURN(std::vector<v1::JobStatus> jobs, c.ListJobs());
+  std::sort(jobs.begin(), jobs.end(), [](const v1::JobStatus& a, const v1::JobStatus& b) {
+    return a.created_unix_ms() < b.created_unix_ms();
+  });
+  out << absl::StrFormat("%-12s %-10s %-13s %-8s %s\n", "JOB", "STATE", "SHARDS", "AGE", "LABEL");
+  for (const v1::JobStatus& j : jobs) {
+    out << absl::StrFormat("%-12s %-10s %-13s %-8s %s\n", j.job_id(), JobStateName(j.state()),
+                           absl::StrCat(j.shards_done(), "/", j.shards_total()),
+                           Age(j.created_unix_ms()), j.label());
+    if (!j.error().empty()) out << "    error: " << j.error() << "\n";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ListWorkers(CoordinatorClient& c, std::ostream& out) {
+  LG_ASSIGN_OR_RETURN(std::vector<v1::WorkerInfo> workers, c.ListWorkers());
+  out << absl::StrFormat("%-10s %-6s %-16s %-20s %-14s %-7s %-6s %s\n", "WORKER", "ALIVE",
+                         "NAME", "MODEL", "WEIGHTS", "DEVICE", "DONE", "ADDRESS");
+  for (const v1::WorkerInfo& w : workers) {
+    out << absl::StrFormat("%-10s %-6s %-16s %-20s %-14s %-7s %-6d %s\n", w.worker_id(),
+                           w.alive() ? "yes" : "no", w.name(), w.model_id(),
+                           w.weights_sha256().substr(0, 12), w.device(), w.shards_done(),
+                           w.address());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Cancel(CoordinatorClient& c, const std::string& job, std::ostream& out) {
+  LG_ASSIGN_OR_RETURN(v1::JobStatus s, c.Cancel(job));
+  out << "job " << s.job_id() << ": " << JobStateName(s.state()) << " (" << s.shards_done()
+      << "/" << s.shards_total() << " shards done)\n";
+  return absl::OkStatus();
+}
+
+absl::Status Result(CoordinatorClient& c, const std::string& job, const std::string& address,
+                    const std::string& output, std::ostream& out) {
+  LG_ASSIGN_OR_RETURN(v1::JobStatus status, c.GetJob(job));
+  if (status.state() != v1::JOB_SUCCEEDED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job, " is ", JobStateName(status.state()),
+                     status.error().empty() ? "" : absl::StrCat(": ", status.error()),
+                     status.state() == v1::JOB_RUNNING || status.state() == v1::JOB_QUEUED
+                         ? absl::StrCat(" (", status.shards_done(), "/", status.shards_total(),
+                                        " shards done); try again when it has succeeded")
+                         : ""));
+  }
+  LG_ASSIGN_OR_RETURN(SearchContext ctx, ContextFromJson(status.client_json()));
+  LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(ctx));
+  LG_ASSIGN_OR_RETURN(JobResult job_result, c.GetResult(job));
+  LG_ASSIGN_OR_RETURN(SearchResult result, ResultFromJob(job_result, spec));
+  ctx.run = {{"where", "coordinator"}, {"address", address}, {"job_id", job}};
+  return WriteSearchOutput(result, ctx, output, out);
+}
+
+}  // namespace
+
+int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
+  const std::string verb = argv[0];
+  CLI::App app{"Jobs on a coordinator", "lensgrid " + verb};
+  std::string address, job, output;
+  if (const char* env = std::getenv("LENSGRID_COORDINATOR_ADDR")) address = env;
+  app.add_option("--coordinator", address, "HOST:PORT (default: $LENSGRID_COORDINATOR_ADDR)");
+  if (verb == "cancel" || verb == "result") {
+    app.add_option("job", job, "job id (see `lensgrid jobs`)")->required();
+  }
+  if (verb == "result") {
+    app.add_option("--output", output, "write result.json and result.safetensors here")
+        ->required();
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, out, err);
+  }
+  if (address.empty()) {
+    err << "lensgrid " << verb << ": say which coordinator: --coordinator HOST:PORT\n";
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> client = CoordinatorClient::Connect(address);
+  if (!client.ok()) return ReportCommandStatus(verb.c_str(), client.status(), err);
+  absl::Status status;
+  if (verb == "jobs") status = ListJobs(**client, out);
+  if (verb == "workers") status = ListWorkers(**client, out);
+  if (verb == "cancel") status = Cancel(**client, job, out);
+  if (verb == "result") status = Result(**client, job, address, output, out);
+  return ReportCommandStatus(verb.c_str(), status, err);
+}
+
+}  // namespace lensgrid

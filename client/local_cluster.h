@@ -1,0 +1,71 @@
+// `lensgrid search --local N`: a coordinator and N workers as child processes
+// on loopback, for one job, stopped when this object goes away.
+//
+//   LocalClusterOptions options{.model_dir = "models/x", .workers = 2};
+//   LG_ASSIGN_OR_RETURN(auto cluster, LocalCluster::Start(options));
+//   ... submit to cluster->address() ...
+//   LG_RETURN_IF_ERROR(cluster->Health());   // a child died?
+//
+// The binaries are found next to this executable (build tree or install
+// dir), or named by $LENSGRID_COORDINATOR / $LENSGRID_WORKER, or on PATH.
+// Each child's stdout and stderr go to a log file in a temporary dir, which is
+// removed at the end unless something failed (then its path is printed).
+// No LibTorch here.
+#ifndef LENSGRID_CLIENT_LOCAL_CLUSTER_H_
+#define LENSGRID_CLIENT_LOCAL_CLUSTER_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace lensgrid {
+
+struct LocalClusterOptions {
+  std::string model_dir;
+  int workers = 1;
+  int threads_per_worker = 0;  // 0: the machine's cores / workers
+  bool no_processing = false;
+  std::string model_id;        // empty: the default
+};
+
+class LocalCluster {
+ public:
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(
+      const LocalClusterOptions& options);
+  ~LocalCluster();  // SIGTERM to every child, SIGKILL after 10 s
+
+  const std::string& address() const { return address_; }
+  const std::string& log_dir() const { return dir_; }
+  // FAILED_PRECONDITION naming the child (and its log's last lines) if the
+  // coordinator or every worker has exited.
+  absl::Status Health();
+  // Keep the logs (something failed).
+  void KeepLogs() { keep_logs_ = true; }
+
+ private:
+  struct Child {
+    std::string name, log;
+    pid_t pid = -1;
+    int exit_status = -1;  // once reaped
+  };
+  LocalCluster() = default;
+  absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv);
+  bool Reap(Child* child);  // true once exited
+  void StopGroup(const std::vector<Child*>& group);  // SIGTERM, then SIGKILL
+
+  std::string dir_, address_;
+  Child coordinator_;
+  std::vector<Child> workers_;
+  bool keep_logs_ = false;
+};
+
+// The last `lines` lines of a file ("" if unreadable).
+std::string TailOfFile(const std::string& path, int lines);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_CLIENT_LOCAL_CLUSTER_H_

@@ -1,0 +1,177 @@
+#include "client/search_output.h"
+
+#include <sys/stat.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <iomanip>
+#include <ostream>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/model/tensor_io.h"
+
+namespace lensgrid {
+namespace {
+
+// A tensor as nested JSON lists.
+nlohmann::json Nested(const torch::Tensor& t) {
+  if (t.dim() == 0) return t.item<double>();
+  nlohmann::json arr = nlohmann::json::array();
+  for (int64_t i = 0; i < t.size(0); ++i) arr.push_back(Nested(t[i]));
+  return arr;
+}
+
+template <typename T>
+absl::Status Read(const nlohmann::json& j, const char* key, T* out) {
+  if (!j.contains(key)) {
+    return absl::InvalidArgumentError(absl::StrCat("job description: no \"", key, "\""));
+  }
+  try {
+    *out = j.at(key).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job description: \"", key, "\": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+nlohmann::ordered_json ContextToJson(const SearchContext& c) {
+  nlohmann::ordered_json j;
+  j["method"] = c.method;
+  j["metric"] = c.metric;
+  j["ablation"] = c.ablation;
+  j["normalize"] = c.normalize;
+  j["model"] = {{"dir", c.model_dir},
+                {"weights_sha256", c.weights_sha256},
+                {"processed", c.processed},
+                {"n_layers", c.n_layers},
+                {"n_heads", c.n_heads}};
+  j["dataset"] = {{"name", c.dataset},
+                  {"n_prompts", c.n_prompts},
+                  {"seed", c.seed},
+                  {"positions", c.positions}};
+  j["run"] = c.run;
+  return j;
+}
+
+absl::StatusOr<SearchContext> ContextFromJson(const std::string& text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(
+        "the job carries no lensgrid search description (was it submitted by `lensgrid "
+        "search`?)");
+  }
+  SearchContext c;
+  LG_RETURN_IF_ERROR(Read(j, "method", &c.method));
+  LG_RETURN_IF_ERROR(Read(j, "metric", &c.metric));
+  LG_RETURN_IF_ERROR(Read(j, "ablation", &c.ablation));
+  LG_RETURN_IF_ERROR(Read(j, "normalize", &c.normalize));
+  nlohmann::json model, dataset;
+  LG_RETURN_IF_ERROR(Read(j, "model", &model));
+  LG_RETURN_IF_ERROR(Read(model, "dir", &c.model_dir));
+  LG_RETURN_IF_ERROR(Read(model, "weights_sha256", &c.weights_sha256));
+  LG_RETURN_IF_ERROR(Read(model, "processed", &c.processed));
+  LG_RETURN_IF_ERROR(Read(model, "n_layers", &c.n_layers));
+  LG_RETURN_IF_ERROR(Read(model, "n_heads", &c.n_heads));
+  LG_RETURN_IF_ERROR(Read(j, "dataset", &dataset));
+  LG_RETURN_IF_ERROR(Read(dataset, "name", &c.dataset));
+  LG_RETURN_IF_ERROR(Read(dataset, "n_prompts", &c.n_prompts));
+  LG_RETURN_IF_ERROR(Read(dataset, "seed", &c.seed));
+  LG_RETURN_IF_ERROR(Read(dataset, "positions", &c.positions));
+  if (j.contains("run") && j["run"].is_object()) c.run = j["run"];
+  return c;
+}
+
+absl::StatusOr<SearchSpec> SpecOfContext(const SearchContext& ctx) {
+  SearchSpec spec;
+  LG_ASSIGN_OR_RETURN(spec.method, ParseMethod(ctx.method));
+  LG_ASSIGN_OR_RETURN(spec.metric, ParseMetric(ctx.metric));
+  LG_ASSIGN_OR_RETURN(spec.ablation, ParseAblation(ctx.ablation));
+  return spec;
+}
+
+absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& ctx,
+                               const std::string& output_dir, std::ostream& out) {
+  const SearchSpec& spec = result.spec;
+  const bool patching = IsPatching(spec.method);
+  const double baseline = result.baseline.mean().item<double>();
+  out << "search: " << MethodName(spec.method) << " on " << ctx.dataset << " (" << ctx.n_prompts
+      << " prompts), metric " << MetricName(spec.metric);
+  if (spec.method == Method::kAblateHeads || spec.method == Method::kAblateLayers) {
+    out << ", " << AblationName(spec.ablation) << " ablation";
+  }
+  out << ", " << std::fixed << std::setprecision(2) << ctx.seconds << " s\n";
+  out << (patching ? "corrupted" : "clean") << " " << MetricName(spec.metric) << ": "
+      << std::setprecision(4) << baseline << "\n";
+  double reference = 0;
+  if (patching) {
+    reference = result.reference.mean().item<double>();
+    out << "clean " << MetricName(spec.metric) << ": " << reference << "\n";
+  }
+
+  nlohmann::ordered_json j;
+  j["method"] = MethodName(spec.method);
+  j["metric"] = MetricName(spec.metric);
+  j["ablation"] = AblationName(spec.ablation);
+  j["delta"] = patching ? "metric(patched) - metric(corrupted)"
+                        : "metric(intervened) - metric(clean)";
+  j["model"] = {{"dir", ctx.model_dir},
+                {"weights_sha256", ctx.weights_sha256},
+                {"processed", ctx.processed},
+                {"n_layers", ctx.n_layers},
+                {"n_heads", ctx.n_heads}};
+  j["dataset"] = {{"name", ctx.dataset},
+                  {"n_prompts", ctx.n_prompts},
+                  {"seed", ctx.seed},
+                  {"positions", ctx.positions}};
+  j["run"] = ctx.run;
+  j["baseline"] = baseline;
+  if (patching) j["clean"] = reference;
+  NamedTensors tensors;
+  for (const SearchOutput& o : result.outputs) {
+    nlohmann::ordered_json oj;
+    oj["name"] = o.name;
+    oj["axes"] = o.axes;
+    oj["shape"] = o.shape;
+    oj["values"] = Nested(o.mean);
+    if (patching && ctx.normalize) {
+      // (patched - corrupted) / (clean - corrupted), on means over prompts.
+      oj["normalized"] = Nested(o.mean / (reference - baseline));
+    }
+    nlohmann::json ranked = nlohmann::json::array();
+    for (auto [idx, value] : RankComponents(o, 1 << 30)) {
+      ranked.push_back({{"component", ComponentName(o, idx)}, {"value", value}});
+    }
+    oj["ranked"] = ranked;
+    j["outputs"].push_back(oj);
+    out << "top components of " << o.name << " (by |value|):\n";
+    for (auto [idx, value] : RankComponents(o, 10)) {
+      out << "  " << std::setw(16) << std::left << ComponentName(o, idx) << std::right
+          << std::showpos << std::defaultfloat << std::setprecision(4) << value << std::noshowpos
+          << std::fixed << "\n";
+    }
+    tensors.emplace_back(o.name, o.mean.to(torch::kFloat32));
+    std::vector<int64_t> pp_shape = {o.per_prompt.size(0)};
+    pp_shape.insert(pp_shape.end(), o.shape.begin(), o.shape.end());
+    tensors.emplace_back(o.name + ".per_prompt",
+                         o.per_prompt.reshape(pp_shape).to(torch::kFloat32));
+  }
+  tensors.emplace_back("baseline", result.baseline.to(torch::kFloat32));
+  if (patching) tensors.emplace_back("clean", result.reference.to(torch::kFloat32));
+
+  if (output_dir.empty()) return absl::OkStatus();
+  ::mkdir(output_dir.c_str(), 0755);
+  std::ofstream json_out(output_dir + "/result.json");
+  json_out << j.dump(1) << "\n";
+  if (!json_out) return absl::PermissionDeniedError("cannot write " + output_dir + "/result.json");
+  LG_RETURN_IF_ERROR(WriteTensorFile(output_dir + "/result.safetensors", tensors,
+                                     {{"method", MethodName(spec.method)},
+                                      {"metric", MetricName(spec.metric)}}));
+  out << "wrote " << output_dir << "/result.json and result.safetensors\n";
+  return absl::OkStatus();
+}
+
+}  // namespace lensgrid

@@ -1,0 +1,176 @@
+#include "client/search_remote.h"
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/progress.h"
+#include "client/wire_torch.h"
+#include "common/status_macros.h"
+
+namespace lensgrid {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<at::Tensor> Take(const JobResult& job, const std::string& name,
+                                const std::vector<int64_t>& shape) {
+  const WireTensor* t = job.Find(name);
+  if (t == nullptr) {
+    return absl::InternalError(absl::StrCat("the job's result has no tensor \"", name, "\""));
+  }
+  LG_ASSIGN_OR_RETURN(at::Tensor out, WireToTorch(*t));
+  if (out.numel() != c10::multiply_integers(shape)) {
+    return absl::InternalError(absl::StrCat("the job's tensor \"", name, "\" has ", out.numel(),
+                                            " values, expected ",
+                                            c10::multiply_integers(shape)));
+  }
+  return out.reshape(shape).to(torch::kFloat64);
+}
+
+}  // namespace
+
+v1::JobSpec MakeJobSpec(const Dataset& dataset, const SearchContext& ctx,
+                        const std::string& model_id, bool attn_only) {
+  v1::JobSpec spec;
+  spec.set_model_id(model_id);
+  spec.set_weights_sha256(ctx.weights_sha256);
+  spec.set_method(ctx.method);
+  spec.set_metric(ctx.metric);
+  spec.set_ablation(ctx.ablation);
+  spec.set_n_layers(ctx.n_layers);
+  spec.set_n_heads(ctx.n_heads);
+  spec.set_attn_only(attn_only);
+  spec.set_label(absl::StrCat(ctx.dataset, " ", ctx.method, " (", dataset.prompts.size(),
+                              " prompts)"));
+  spec.set_client_json(ContextToJson(ctx).dump());
+  for (const Prompt& p : dataset.prompts) {
+    v1::InlinePrompt* q = spec.add_prompts();
+    q->mutable_tokens()->Add(p.tokens.begin(), p.tokens.end());
+    q->mutable_corrupted_tokens()->Add(p.corrupted_tokens.begin(), p.corrupted_tokens.end());
+    q->mutable_answers()->Add(p.answers.begin(), p.answers.end());
+    q->mutable_wrongs()->Add(p.wrongs.begin(), p.wrongs.end());
+    q->set_loss_start(p.loss_start);
+  }
+  return spec;
+}
+
+absl::StatusOr<SearchResult> ResultFromJob(const JobResult& job, const SearchSpec& spec) {
+  SearchResult result;
+  result.spec = spec;
+  const WireTensor* baseline = job.Find("baseline");
+  if (baseline == nullptr || baseline->shape.size() != 1) {
+    return absl::InternalError("the job's result has no 1-D tensor \"baseline\"");
+  }
+  const int64_t n = baseline->shape[0];
+  LG_ASSIGN_OR_RETURN(result.baseline, Take(job, "baseline", {n}));
+  if (IsPatching(spec.method)) {
+    LG_ASSIGN_OR_RETURN(result.reference, Take(job, "reference", {n}));
+  }
+  for (const v1::ResultGrid& g : job.header.grids()) {
+    SearchOutput o;
+    o.name = g.name();
+    o.axes.assign(g.axes().begin(), g.axes().end());
+    o.shape.assign(g.shape().begin(), g.shape().end());
+    const int64_t c = c10::multiply_integers(o.shape);
+    LG_ASSIGN_OR_RETURN(o.per_prompt, Take(job, o.name + ".per_prompt", {n, c}));
+    LG_ASSIGN_OR_RETURN(o.mean, Take(job, o.name, o.shape));
+    result.outputs.push_back(std::move(o));
+  }
+  if (result.outputs.empty()) return absl::InternalError("the job's result has no grids");
+  return result;
+}
+
+absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
+                                              const v1::JobSpec& job_spec,
+                                              const SearchSpec& spec,
+                                              const RemoteSearchOptions& options) {
+  std::ostream& progress = options.progress != nullptr ? *options.progress : std::cerr;
+  std::mutex write_mu;
+  ProgressPrinter printer(options.tty, [&](const std::string& s) {
+    std::lock_guard<std::mutex> lock(write_mu);
+    progress << s << std::flush;
+  });
+  LG_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
+                      CoordinatorClient::Connect(address));
+  LG_ASSIGN_OR_RETURN(v1::SubmitJobResponse submitted, client->Submit(job_spec));
+  const std::string job_id = submitted.job_id();
+  if (options.job_id != nullptr) *options.job_id = job_id;
+  printer.Note(absl::StrCat("job ", job_id, " at ", address, ": ", submitted.shards_total(),
+                            " shards"));
+  if (absl::StatusOr<std::vector<v1::WorkerInfo>> workers = client->ListWorkers(); workers.ok()) {
+    int matching = 0;
+    for (const v1::WorkerInfo& w : *workers) {
+      matching += w.alive() && w.model_id() == job_spec.model_id() &&
+                  w.weights_sha256() == job_spec.weights_sha256();
+    }
+    if (matching == 0 && !options.health) {
+      printer.Note(absl::StrCat("no worker with model ", job_spec.model_id(), " and weights ",
+                                job_spec.weights_sha256().substr(0, 12),
+                                " is registered yet; the job waits for one"));
+    }
+  }
+
+  // The health check runs beside the watch; a failure cancels the job.
+  std::atomic<bool> watching{true};
+  absl::Status health_error;
+  std::mutex health_mu;
+  std::thread monitor;
+  if (options.health) {
+    monitor = std::thread([&] {
+      while (watching.load()) {
+        absl::Status h = options.health();
+        if (!h.ok()) {
+          {
+            std::lock_guard<std::mutex> lock(health_mu);
+            health_error = h;
+          }
+          (void)client->Cancel(job_id);
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    });
+  }
+  absl::StatusOr<v1::JobStatus> final_status = client->Watch(
+      job_id, [&](const v1::JobEvent& e) { printer.OnEvent(e, NowMs()); }, 0,
+      [&](const absl::Status& why) {
+        printer.Note(absl::StrCat("lost the coordinator (", why.message(), "); reconnecting"));
+      });
+  watching.store(false);
+  if (monitor.joinable()) monitor.join();
+  printer.Finish();
+  {
+    std::lock_guard<std::mutex> lock(health_mu);
+    if (!health_error.ok()) return health_error;
+  }
+  LG_RETURN_IF_ERROR(final_status.status());
+  switch (final_status->state()) {
+    case v1::JOB_SUCCEEDED:
+      break;
+    case v1::JOB_FAILED:
+      return absl::Status(
+          final_status->error_code() > 0 && final_status->error_code() <= 16
+              ? static_cast<absl::StatusCode>(final_status->error_code())
+              : absl::StatusCode::kAborted,
+          absl::StrCat("job ", job_id, " failed: ", final_status->error()));
+    case v1::JOB_CANCELLED:
+      return absl::CancelledError(absl::StrCat("job ", job_id, " was cancelled"));
+    default:
+      return absl::InternalError(absl::StrCat("job ", job_id, " ended in state ",
+                                              JobStateName(final_status->state())));
+  }
+  LG_ASSIGN_OR_RETURN(JobResult job, client->GetResult(job_id));
+  return ResultFromJob(job, spec);
+}
+
+}  // namespace lensgrid

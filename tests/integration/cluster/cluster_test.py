@@ -1,0 +1,334 @@
+#!/usr/bin/python3
+"""A coordinator and real workers on loopback (issue 6's evidence): a sharded search equals the
+in-process one, a worker or the coordinator killed with SIGKILL mid-job loses nothing and
+recomputes nothing, a malformed result is retried elsewhere, a worker's INVALID_ARGUMENT fails
+the job with its message, a cancel stops the workers within a second, a watch resumes without
+a gap, and SIGTERM makes a worker hand its shard back.
+
+usage: cluster_test.py COORDINATOR WORKER LENSGRID PYTHONPATH
+"""
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import numpy as np
+
+COORDINATOR_BIN, WORKER_BIN, LENSGRID_BIN, PY_DIR = sys.argv[1:5]
+del sys.argv[1:5]
+sys.path.insert(0, PY_DIR)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "worker"))
+
+import grpc  # noqa: E402
+from lensgrid.v1 import coordinator_pb2 as cpb  # noqa: E402
+from cluster_harness import (CoordinatorProcess, completed_shards, f32_tensor_chunk,  # noqa: E402
+                             job_status, only_job, wait_for)
+from worker_harness import WorkerProcess, make_model  # noqa: E402
+
+# Short leases and timeouts so that a dead worker is noticed within seconds.
+FAST = ["--min-lease-ms", "1000", "--worker-timeout-ms", "2000"]
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    header.pop("__metadata__", None)
+    return {name: np.frombuffer(raw[8 + n + i["data_offsets"][0]:8 + n + i["data_offsets"][1]],
+                                dtype=np.float32).reshape(i["shape"])
+            for name, i in header.items()}
+
+
+class ClusterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.model = make_model(LENSGRID_BIN, os.path.join(cls.tmp.name, "model"), layers=2,
+                               heads=4, d_model=64, n_ctx=128, seed=5)
+        cls.reference = {}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(dir=self.tmp.name)
+        self.procs = []
+
+    def tearDown(self):
+        for p in reversed(self.procs):
+            p.stop()
+
+    # --- helpers -------------------------------------------------------------------------
+    def coordinator(self, *args):
+        c = CoordinatorProcess(COORDINATOR_BIN, os.path.join(self.dir, "state"), *FAST, *args)
+        self.procs.append(c)
+        return c
+
+    def worker(self, coordinator, *args, name=None):
+        w = WorkerProcess(WORKER_BIN, self.model, "--coordinator", coordinator.address,
+                          "--threads", "1", "--name", name or f"w{len(self.procs)}", *args)
+        self.procs.append(w)
+        return w
+
+    def search_args(self, dataset, method, n_prompts, *extra):
+        return ["search", "--model", self.model, "--dataset", dataset, "--method", method,
+                "--n-prompts", str(n_prompts), "--threads", "1", *extra]
+
+    def in_process(self, dataset, method, n_prompts, *extra):
+        key = (dataset, method, n_prompts, extra)
+        if key not in self.reference:
+            out = os.path.join(self.tmp.name, f"ref-{len(self.reference)}")
+            proc = subprocess.run([LENSGRID_BIN, *self.search_args(dataset, method, n_prompts,
+                                                                   *extra),
+                                   "--in-process", "--output", out],
+                                  capture_output=True, text=True)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.reference[key] = out
+        return self.reference[key]
+
+    def start_search(self, address, dataset, method, n_prompts, *extra, out=None):
+        out = out or os.path.join(self.dir, "out")
+        proc = subprocess.Popen([LENSGRID_BIN, *self.search_args(dataset, method, n_prompts,
+                                                                 *extra),
+                                 "--coordinator", address, "--output", out],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return proc, out
+
+    def finish(self, proc, timeout=240):
+        stdout, stderr = proc.communicate(timeout=timeout)
+        self.assertEqual(proc.returncode, 0, f"stdout:\n{stdout}\nstderr:\n{stderr}")
+        return stdout, stderr
+
+    def assert_same_result(self, out, ref):
+        got, want = read_safetensors(os.path.join(out, "result.safetensors")), \
+            read_safetensors(os.path.join(ref, "result.safetensors"))
+        self.assertEqual(sorted(got), sorted(want))
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-5, err_msg=name)
+        with open(os.path.join(out, "result.json")) as f:
+            got_json = json.load(f)
+        with open(os.path.join(ref, "result.json")) as f:
+            want_json = json.load(f)
+        for key in ("method", "metric", "ablation", "model", "dataset"):
+            if key == "model":
+                got_json[key].pop("dir"), want_json[key].pop("dir")
+            self.assertEqual(got_json[key], want_json[key], key)
+        self.assertEqual([c["component"] for c in got_json["outputs"][0]["ranked"][:3]],
+                         [c["component"] for c in want_json["outputs"][0]["ranked"][:3]])
+
+    # --- tests ---------------------------------------------------------------------------
+    def test_three_workers_give_the_in_process_result(self):
+        c = self.coordinator()
+        workers = [self.worker(c) for _ in range(3)]
+        cases = [("ioi", "ablate-heads", 12, ("--ablation", "mean")),
+                 ("ioi", "patch-resid", 6, ()),
+                 ("induction", "detect-heads", 4, ()),
+                 ("ioi", "dla", 6, ())]
+        for dataset, method, n, extra in cases:
+            with self.subTest(method=method):
+                proc, out = self.start_search(c.address, dataset, method, n, *extra,
+                                              "--prompts-per-shard", "2",
+                                              "--components-per-shard", "3",
+                                              out=os.path.join(self.dir, method))
+                _, stderr = self.finish(proc)
+                self.assertRegex(stderr, r"\d+/\d+ shards")  # plain progress lines (no tty)
+                self.assert_same_result(out, self.in_process(dataset, method, n, *extra))
+        done = [w.shards_done for w in c.stub().ListWorkers(cpb.ListWorkersRequest()).workers]
+        self.assertEqual(len(done), 3)
+        self.assertGreater(sum(1 for d in done if d > 0), 1, f"one worker did all: {done}")
+        self.assertTrue(all(w.alive() for w in workers))
+
+    def test_local_starts_and_stops_its_own_cluster(self):
+        tmpdir = os.path.join(self.dir, "tmp")
+        os.mkdir(tmpdir)
+        out = os.path.join(self.dir, "local")
+        proc = subprocess.run([LENSGRID_BIN, *self.search_args("ioi", "ablate-heads", 8),
+                               "--local", "2", "--prompts-per-shard", "2", "--output", out],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "TMPDIR": tmpdir})
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 8))
+        self.assertEqual(os.listdir(tmpdir), [], "the local cluster's dir was left behind")
+        with open(os.path.join(out, "result.json")) as f:
+            self.assertEqual(json.load(f)["run"]["where"], "local")
+
+    def test_worker_killed_mid_job(self):
+        c = self.coordinator("--worker-timeout-ms", "1000")
+        victim = self.worker(c, name="victim")
+        self.worker(c)
+        stub = c.stub()
+        proc, out = self.start_search(c.address, "ioi", "ablate-heads", 48,
+                                      "--prompts-per-shard", "1", "--components-per-shard", "1")
+        wait_for(lambda: victim.shards_done_log() >= 2, 120, "the victim to finish 2 shards")
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait()
+        killed_at = only_job(stub)
+        self.finish(proc)
+        self.assertLess(killed_at.shards_done, killed_at.shards_total / 2, "killed too late")
+        self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 48))
+        job = only_job(stub)
+        self.assertEqual(job.shards_done, job.shards_total)
+        events = list(stub.WatchJob(cpb.WatchJobRequest(job_id=job.job_id), timeout=30))
+        self.assertTrue(any(e.kind == cpb.JobEvent.WORKER_LOST for e in events),
+                        "no WORKER_LOST event")
+
+    def test_coordinator_killed_and_restarted_recomputes_nothing(self):
+        c = self.coordinator()
+        workers = [self.worker(c), self.worker(c)]
+        stub = c.stub()
+        proc, out = self.start_search(c.address, "ioi", "ablate-heads", 24,
+                                      "--prompts-per-shard", "1", "--components-per-shard", "1")
+        wait_for(lambda: (only_job(stub) or cpb.JobStatus()).shards_done >= 10, 120,
+                 "10 shards done")
+        c.kill9()
+        before = set()
+        for w in workers:
+            before |= completed_shards(w.log_lines())
+        marks = [len(w.log_lines()) for w in workers]
+        time.sleep(1.0)  # the workers and the client notice
+        c.restart()
+        self.finish(proc)
+        after = set()
+        for w, mark in zip(workers, marks):
+            after |= completed_shards(w.log_lines()[mark:])
+        job = only_job(c.stub())
+        self.assertEqual(job.state, cpb.JOB_SUCCEEDED)
+        self.assertFalse(before & after, f"recomputed after the restart: {sorted(before & after)}")
+        self.assertEqual(len(before) + len(after), job.shards_total)
+        self.assertGreaterEqual(len(before), 10)
+        self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 24))
+        for w in workers:
+            self.assertRegex(w.log_text(), "registering again")
+
+    def test_malformed_result_is_retried_elsewhere(self):
+        c = self.coordinator()
+        stub = c.stub()
+        sha = WorkerProcess.weights_sha256(self.model)
+        fake = stub.Register(cpb.RegisterRequest(name="malformed", model_id="gpt2",
+                                                 weights_sha256=sha, capacity=1)).worker_id
+        proc, out = self.start_search(c.address, "ioi", "ablate-heads", 6,
+                                      "--prompts-per-shard", "2", "--components-per-shard", "4")
+        lease = wait_for(lambda: (lambda r: r.lease if r.has_shard else None)(
+            stub.LeaseShard(cpb.LeaseShardRequest(worker_id=fake, wait_ms=200))), 60, "a lease")
+        # A baseline of the wrong length, and no delta at all.
+        messages = [cpb.CompleteShardRequest(header=cpb.CompleteShardHeader(
+                        worker_id=fake, lease_id=lease.lease_id)),
+                    cpb.CompleteShardRequest(chunk=f32_tensor_chunk("baseline", [5], [0] * 5))]
+        with self.assertRaises(grpc.RpcError) as err:
+            stub.CompleteShard(iter(messages), timeout=10)
+        self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.worker(c)
+        self.finish(proc)
+        self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 6))
+        job = only_job(stub)
+        retried = [e for e in stub.WatchJob(cpb.WatchJobRequest(job_id=job.job_id), timeout=30)
+                   if e.kind == cpb.JobEvent.SHARD_RETRIED]
+        self.assertEqual(len(retried), 1)
+        self.assertEqual(retried[0].shard_id, lease.shard_id)
+        self.assertIn("malformed", retried[0].message)
+
+    def test_invalid_argument_from_a_worker_fails_the_job_with_its_message(self):
+        c = self.coordinator()
+        self.worker(c)
+        stub = c.stub()
+        sha = WorkerProcess.weights_sha256(self.model)
+        spec = cpb.JobSpec(model_id="gpt2", weights_sha256=sha, method="ablate-heads",
+                           n_layers=2, n_heads=4,
+                           prompts=[cpb.InlinePrompt(tokens=[50256, 99999999], answers=[1],
+                                                     wrongs=[2])])
+        job_id = stub.SubmitJob(cpb.SubmitJobRequest(spec=spec)).job_id
+        status = wait_for(lambda: (lambda s: s if s.state >= cpb.JOB_SUCCEEDED else None)(
+            job_status(stub, job_id)), 60, "the job to end")
+        self.assertEqual(status.state, cpb.JOB_FAILED)
+        self.assertEqual(status.error_code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertIn("99999999", status.error)
+
+    def test_cancel_stops_the_workers_within_a_second(self):
+        big = make_model(LENSGRID_BIN, os.path.join(self.dir, "big"), layers=4, heads=8,
+                         d_model=256, n_ctx=512, seed=1)
+        c = self.coordinator()
+        w = WorkerProcess(WORKER_BIN, big, "--coordinator", c.address, "--threads", "1")
+        self.procs.append(w)
+        stub = c.stub()
+        proc = subprocess.Popen([LENSGRID_BIN, "search", "--model", big, "--dataset", "induction",
+                                 "--seq-len", "200", "--method", "ablate-heads", "--n-prompts",
+                                 "32", "--prompts-per-shard", "32", "--components-per-shard",
+                                 "32", "--coordinator", c.address],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: any(x.leases for x in
+                             stub.ListWorkers(cpb.ListWorkersRequest()).workers), 60, "a lease")
+        time.sleep(1.0)  # well inside the shard
+        job_id = only_job(stub).job_id
+        t0 = time.monotonic()
+        status = stub.CancelJob(cpb.CancelJobRequest(job_id=job_id), timeout=10)
+        self.assertEqual(status.state, cpb.JOB_CANCELLED)
+        w.wait_for_log(r"abandoned: the coordinator cancelled", timeout=10)
+        elapsed = time.monotonic() - t0
+        self.assertLess(elapsed, 1.0, f"the worker stopped {elapsed:.2f} s after the cancel")
+        _, stderr = proc.communicate(timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("cancelled", stderr)
+
+    def test_watch_resumes_without_a_gap(self):
+        c = self.coordinator()
+        self.worker(c)
+        stub = c.stub()
+        proc, _ = self.start_search(c.address, "ioi", "ablate-heads", 8,
+                                    "--prompts-per-shard", "1", "--components-per-shard", "2")
+        job_id = wait_for(lambda: only_job(stub), 30, "the job").job_id
+        seen = []
+        stream = stub.WatchJob(cpb.WatchJobRequest(job_id=job_id))
+        for e in stream:
+            seen.append(e.seq)
+            if len(seen) == 5:
+                stream.cancel()  # the client goes away mid-job
+                break
+        time.sleep(0.5)
+        for e in stub.WatchJob(cpb.WatchJobRequest(job_id=job_id, after_seq=seen[-1]),
+                               timeout=120):
+            seen.append(e.seq)
+        self.finish(proc)
+        self.assertEqual(seen, list(range(1, len(seen) + 1)))
+        final = job_status(stub, job_id)
+        self.assertEqual(final.last_event_seq, len(seen))
+
+    def test_sigterm_hands_the_shard_back(self):
+        big = make_model(LENSGRID_BIN, os.path.join(self.dir, "big"), layers=4, heads=8,
+                         d_model=256, n_ctx=512, seed=1)
+        c = self.coordinator()
+        leaving = WorkerProcess(WORKER_BIN, big, "--coordinator", c.address, "--threads", "1")
+        self.procs.append(leaving)
+        stub = c.stub()
+        proc = subprocess.Popen([LENSGRID_BIN, "search", "--model", big, "--dataset", "induction",
+                                 "--seq-len", "100", "--method", "ablate-heads", "--n-prompts",
+                                 "8", "--prompts-per-shard", "8", "--components-per-shard",
+                                 "16", "--coordinator", c.address, "--output",
+                                 os.path.join(self.dir, "out")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: any(x.leases for x in
+                             stub.ListWorkers(cpb.ListWorkersRequest()).workers), 60, "a lease")
+        leaving.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(leaving.proc.wait(timeout=10), 0)
+        self.assertIn("handed back", leaving.log_text())
+        stayer = WorkerProcess(WORKER_BIN, big, "--coordinator", c.address, "--threads", "2")
+        self.procs.append(stayer)
+        self.finish(proc, timeout=300)
+        job = only_job(stub)
+        self.assertEqual((job.state, job.shards_done), (cpb.JOB_SUCCEEDED, job.shards_total))
+        retried = [e for e in stub.WatchJob(cpb.WatchJobRequest(job_id=job.job_id), timeout=30)
+                   if e.kind == cpb.JobEvent.SHARD_RETRIED]
+        self.assertTrue(retried and "handed the shard back" in retried[0].message, retried)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
