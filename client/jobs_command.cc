@@ -13,6 +13,7 @@
 #include "client/command_status.h"
 #include "client/coordinator_client.h"
 #include "client/progress.h"
+#include "client/report_views.h"
 #include "client/search_output.h"
 #include "client/search_remote.h"
 #include "common/status_macros.h"
@@ -77,7 +78,13 @@ absl::Status Result(CoordinatorClient& c, const std::string& job, const std::str
   LG_ASSIGN_OR_RETURN(JobResult job_result, c.GetResult(job));
   LG_ASSIGN_OR_RETURN(SearchResult result, ResultFromJob(job_result, spec));
   ctx.run = {{"where", "coordinator"}, {"address", address}, {"job_id", job}};
-  return WriteSearchOutput(result, ctx, output, out);
+  // The attention viewer needs the model; without it the report has the rest.
+  absl::StatusOr<std::vector<AttentionView>> views = ViewsFromModelDir(ctx, result);
+  if (!views.ok()) {
+    out << "note: report.html has no attention patterns (" << views.status().message() << ")\n";
+  }
+  return WriteSearchOutput(result, ctx, views.ok() ? *views : std::vector<AttentionView>(),
+                           output, out);
 }
 
 }  // namespace

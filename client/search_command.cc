@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/local_cluster.h"
+#include "client/report_views.h"
 #include "client/search_output.h"
 #include "client/search_remote.h"
 #include "common/model_id.h"
@@ -62,6 +63,7 @@ absl::StatusOr<SearchContext> MakeContext(const SearchFlags& flags, const ModelC
   ctx.dataset = dataset.name;
   ctx.n_prompts = static_cast<int64_t>(dataset.prompts.size());
   ctx.seed = flags.seed;
+  ctx.seq_len = flags.seq_len;
   ctx.positions = dataset.max_length();
   LG_RETURN_IF_ERROR(SpecOfContext(ctx).status());  // names checked before any work
   return ctx;
@@ -86,7 +88,12 @@ absl::Status ExecuteInProcess(const SearchFlags& flags, std::ostream& out) {
   LG_ASSIGN_OR_RETURN(SearchResult result, RunSearch(*model, dataset, spec, options));
   ctx.seconds = SecondsSince(start);
   ctx.run = {{"where", "in-process"}};
-  return WriteSearchOutput(result, ctx, flags.output, out);
+  std::vector<AttentionView> views;
+  if (!flags.output.empty()) {
+    LG_ASSIGN_OR_RETURN(views, TopHeadViews(*model, tokenizer.ok() ? tokenizer->get() : nullptr,
+                                            dataset.prompts.front(), result));
+  }
+  return WriteSearchOutput(result, ctx, views, flags.output, out);
 }
 
 // --coordinator ADDR or --local N: the client builds the dataset (it needs the
@@ -133,7 +140,11 @@ absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ost
   ctx.seconds = SecondsSince(start);
   if (flags.local == 0) ctx.run = {{"where", "coordinator"}, {"address", address}};
   ctx.run["job_id"] = job_id;
-  return WriteSearchOutput(*result, ctx, flags.output, out);
+  std::vector<AttentionView> views;
+  if (!flags.output.empty()) {
+    LG_ASSIGN_OR_RETURN(views, ViewsFromModelDir(ctx, *result));
+  }
+  return WriteSearchOutput(*result, ctx, views, flags.output, out);
 }
 
 }  // namespace

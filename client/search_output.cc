@@ -52,6 +52,7 @@ nlohmann::ordered_json ContextToJson(const SearchContext& c) {
   j["dataset"] = {{"name", c.dataset},
                   {"n_prompts", c.n_prompts},
                   {"seed", c.seed},
+                  {"seq_len", c.seq_len},
                   {"positions", c.positions}};
   j["run"] = c.run;
   return j;
@@ -81,6 +82,7 @@ absl::StatusOr<SearchContext> ContextFromJson(const std::string& text) {
   LG_RETURN_IF_ERROR(Read(dataset, "n_prompts", &c.n_prompts));
   LG_RETURN_IF_ERROR(Read(dataset, "seed", &c.seed));
   LG_RETURN_IF_ERROR(Read(dataset, "positions", &c.positions));
+  LG_RETURN_IF_ERROR(Read(dataset, "seq_len", &c.seq_len));
   if (j.contains("run") && j["run"].is_object()) c.run = j["run"];
   return c;
 }
@@ -94,6 +96,7 @@ absl::StatusOr<SearchSpec> SpecOfContext(const SearchContext& ctx) {
 }
 
 absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& ctx,
+                               const std::vector<AttentionView>& attention,
                                const std::string& output_dir, std::ostream& out) {
   const SearchSpec& spec = result.spec;
   const bool patching = IsPatching(spec.method);
@@ -170,7 +173,10 @@ absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& 
   LG_RETURN_IF_ERROR(WriteTensorFile(output_dir + "/result.safetensors", tensors,
                                      {{"method", MethodName(spec.method)},
                                       {"metric", MetricName(spec.metric)}}));
-  out << "wrote " << output_dir << "/result.json and result.safetensors\n";
+  std::ofstream html(output_dir + "/report.html");
+  html << RenderReportHtml({j, attention, ""});
+  if (!html) return absl::PermissionDeniedError("cannot write " + output_dir + "/report.html");
+  out << "wrote " << output_dir << "/result.json, result.safetensors and report.html\n";
   return absl::OkStatus();
 }
 

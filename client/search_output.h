@@ -1,9 +1,9 @@
 // What a finished search writes, wherever it ran (in this process, on local
-// workers, through a coordinator): the summary on stdout, DIR/result.json and
-// DIR/result.safetensors.
+// workers, through a coordinator): the summary on stdout, DIR/result.json,
+// DIR/result.safetensors and DIR/report.html.
 //
 //   SearchContext ctx = ...;                 // model identity, dataset, flags
-//   LG_RETURN_IF_ERROR(WriteSearchOutput(result, ctx, "out/ioi", std::cout));
+//   LG_RETURN_IF_ERROR(WriteSearchOutput(result, ctx, views, "out/ioi", std::cout));
 //
 // SearchContext travels with a coordinator job (JobSpec.client_json), so that
 // `lensgrid result JOB` writes the same output as the search that submitted it.
@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "client/report.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/analysis/search.h"
 
@@ -31,6 +32,7 @@ struct SearchContext {
   std::string dataset;
   int64_t n_prompts = 0, positions = 0;
   uint64_t seed = 0;
+  int64_t seq_len = 0;  // induction: random tokens per half
   // Where it ran: {"where": "in-process"} or {"where": "coordinator", ...}.
   nlohmann::ordered_json run = nlohmann::ordered_json::object();
   double seconds = 0;
@@ -44,8 +46,10 @@ absl::StatusOr<SearchContext> ContextFromJson(const std::string& text);
 absl::StatusOr<SearchSpec> SpecOfContext(const SearchContext& ctx);
 
 // Prints the summary and the top components to `out`; with a non-empty
-// `output_dir`, also writes result.json and result.safetensors there.
+// `output_dir`, also writes result.json, result.safetensors and report.html
+// (with `attention`'s patterns) there.
 absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& ctx,
+                               const std::vector<AttentionView>& attention,
                                const std::string& output_dir, std::ostream& out);
 
 }  // namespace lensgrid

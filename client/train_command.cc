@@ -58,6 +58,9 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
                       const absl::StatusOr<IoiScore>& ioi_dataset) {
   const TrainDataOptions& d = data.options();
   const TrainOptions& t = f.train;
+  const double total = d.repeats_fraction + d.chain_fraction + d.triggers_fraction +
+                       (data.has_ioi() ? d.ioi_fraction : 0.0);
+  auto percent = [total](double fraction) { return Fixed(100 * fraction / total, 0) + "%"; };
   std::ostringstream m;
   m << "# " << f.out_dir << ": a small GPT-2-family model with real circuits\n\n"
     << "Trained by `lensgrid train` (worker/model/training/) on data the project generates, "
@@ -69,24 +72,39 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
     << " is BOS), LayerNorms, gelu_new, tied unembedding. Weights: F16, Hugging Face layout, "
        "unprocessed (load with default processing).\n\n"
     << "## Reproduce\n\n```\n" << command << "\n```\n\n"
-    << "Deterministic for a seed on one machine; " << r.seconds / 60 << " minutes here ("
+    << "Deterministic for a seed on one machine; " << Fixed(r.seconds / 60, 1) << " minutes here ("
     << BlasThreads() << " BLAS threads).\n\n"
     << "## Data (seed " << d.seed << ", rows of " << d.seq_len << " tokens, each starting with "
     << "<|endoftext|>)\n\n"
-    << "- " << Fixed(100 * d.repeats_fraction, 0) << "% *repeats*: filler from a noisy second-order "
+    << "- " << percent(d.repeats_fraction) << " *repeats*: filler from a noisy second-order "
        "chain over " << d.chain_alphabet << " tokens (x[t+1] = PERM[x[t-1]] with probability "
     << Fixed(1 - d.chain_noise, 2) << "), which rewards a previous-token head first; into it, "
        "spans of uniform random tokens (" << d.min_span << "-" << d.max_span
-    << " tokens) each repeated once after a gap of 0-" << d.max_gap
-    << " tokens, at varying offsets (no positional shortcut).\n"
-    << "- " << Fixed(100 * d.chain_fraction, 0) << "% *chain*: the filler alone.\n"
-    << "- " << Fixed(100 * d.ioi_fraction, 0) << "% *ioi*: packed templated sentences (\"When Mary "
+    << " tokens) each copied 1-" << d.max_copies << " more times, each copy after a gap of 0-"
+    << d.max_gap << " filler tokens, at varying offsets (no positional shortcut)"
+    << (d.half_repeat_batches > 0
+            ? absl::StrCat("; curriculum: for the first ", d.half_repeat_batches,
+                           " steps these rows are BOS + x + x with |x| = ", (d.seq_len - 1) / 2,
+                           " instead (one fixed offset: a head learns to copy through a "
+                           "positional shortcut first)")
+            : std::string())
+    << ".\n"
+    << "- " << percent(d.chain_fraction) << " *chain*: the filler alone.\n";
+  if (d.triggers_fraction > 0) {
+    m << "- " << percent(d.triggers_fraction) << " *triggers*: the filler, with 1-"
+      << d.max_triggers << " random trigger tokens per row, each followed by its own random "
+         "token every time it occurs (a position starts a pair with probability "
+      << d.trigger_rate << ").\n";
+  }
+  if (data.has_ioi()) {
+    m << "- " << percent(d.ioi_fraction) << " *ioi*: packed templated sentences (\"When Mary "
        "and John went to the store, John gave a drink to Mary.\"), BABA and ABBA; "
     << data.train_templates().size() << " templates and " << data.train_names().size()
     << " names for training, " << data.held_out_templates().size() << " templates and "
     << data.held_out_names().size() << " names (" << absl::StrJoin(data.held_out_names(), ",")
-    << ") held out.\n\n"
-    << "## Training\n\n"
+    << ") held out.\n";
+  }
+  m << "\n## Training\n\n"
     << t.steps << " steps x " << t.batch << " rows (" << t.steps * t.batch * d.seq_len / 1000000.0
     << " M tokens); AdamW (betas " << t.beta1 << ", " << t.beta2 << "; weight decay "
     << t.weight_decay << " on matrices), lr " << t.lr << " with " << t.warmup_steps
@@ -95,12 +113,13 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
     << ".\n\n"
     << "| | loss (nats/token) |\n|---|---|\n"
     << "| final training (mean of the last " << t.log_every << " steps) | " << Fixed(r.final_loss, 4)
-    << " |\n| held-out stream (held-out IOI templates/names, other rows' seed) | "
+    << " |\n| held-out stream (rows from another seed"
+    << (data.has_ioi() ? "; held-out IOI templates and names" : "") << ") | "
     << Fixed(r.held_out_loss, 4) << " |\n\n"
     << "## Facts (measured by `lensgrid train` on the saved F16 weights)\n\n"
-    << "On " << f.ioi_eval_prompts / 5 << "+ prompts of repeated random tokens (the `induction` "
-       "dataset, BOS + x + x with " << facts.induction.size(0) << "x" << facts.induction.size(1)
-    << " heads):\n\n"
+    << "On " << FactsOptions{}.n_prompts << " prompts of repeated random tokens (the `induction` "
+       "dataset, seed " << FactsOptions{}.seed << ": BOS + x + x with " << FactsOptions{}.seq_len
+    << " uniform random tokens in x):\n\n"
     << "- top induction head **" << facts.top_induction.name() << "**: attention stripe "
     << Fixed(facts.top_induction.score, 3) << " (mean attention from each repeated token to the "
        "token after its first copy), TransformerLens detect_head (\"mul\") score "
@@ -118,8 +137,16 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
     << "\ndetect_head previous-token (\"mul\"):\n\n" << HeadTableMarkdown(facts.previous_token)
     << "\nLoss increase when zero-ablating each head (repeated half):\n\n"
     << HeadTableMarkdown(facts.ablation_delta) << "\n"
-    << "## IOI-like behaviour\n\n"
-    << "| prompts | n | accuracy (logit IO > logit S) | mean logit diff |\n|---|---|---|---|\n"
+    << "## IOI-like behaviour\n\n";
+  if (!data.has_ioi()) {
+    m << "Not trained: no IOI sentences in the data (`--ioi 0`"
+      << (f.merges < 1500 ? "; with " + std::to_string(f.merges) +
+                                " merges the names are not single tokens"
+                          : std::string())
+      << "), so the model has no IOI-like behaviour and the demo does not run the IOI search.\n";
+    return m.str();
+  }
+  m << "| prompts | n | accuracy (logit IO > logit S) | mean logit diff |\n|---|---|---|---|\n"
     << "| held-out templates and names | " << ioi_held_out.n << " | "
     << Fixed(100 * ioi_held_out.accuracy, 1) << "% | " << Fixed(ioi_held_out.mean_logit_diff, 3)
     << " |\n| training templates and names | " << ioi_train.n << " | "
@@ -200,8 +227,11 @@ absl::Status Execute(const TrainFlags& flags, const std::string& command, std::o
       << Fixed(facts.top_induction.score, 3) << " (ablation +"
       << Fixed(facts.top_induction_ablation_delta, 3) << " nats), previous-token head "
       << facts.top_previous.name() << " stripe " << Fixed(facts.top_previous.score, 3) << "\n"
-      << "IOI held-out accuracy " << Fixed(100 * ioi_held_out.accuracy, 1) << "%, logit diff "
-      << Fixed(ioi_held_out.mean_logit_diff, 3) << "\n"
+      << (data.has_ioi() ? absl::StrCat("IOI held-out accuracy ",
+                                        Fixed(100 * ioi_held_out.accuracy, 1), "%, logit diff ",
+                                        Fixed(ioi_held_out.mean_logit_diff, 3))
+                         : std::string("IOI not trained (--ioi 0)"))
+      << "\n"
       << "wrote " << flags.out_dir << "/{config.json, model.safetensors, vocab.json, merges.txt, "
       << "MODEL_CARD.md}\n";
   return absl::OkStatus();
@@ -235,10 +265,16 @@ int RunTrainCommand(int argc, char** argv, std::ostream& out, std::ostream& err)
   app.add_option("--repeats", d.repeats_fraction, "fraction of rows with repeated spans");
   app.add_option("--chain", d.chain_fraction, "fraction of rows of chain filler only");
   app.add_option("--ioi", d.ioi_fraction, "fraction of rows of IOI-like sentences");
+  app.add_option("--triggers", d.triggers_fraction, "fraction of rows with trigger pairs");
+  app.add_option("--max-triggers", d.max_triggers, "trigger tokens per row (at most)");
+  app.add_option("--trigger-rate", d.trigger_rate, "probability a position starts a pair");
   app.add_option("--chain-alphabet", d.chain_alphabet, "tokens of the chain filler");
   app.add_option("--chain-noise", d.chain_noise, "probability of a random filler token");
   app.add_option("--max-span", d.max_span, "longest repeated span");
   app.add_option("--max-gap", d.max_gap, "longest gap before a span's copy");
+  app.add_option("--max-copies", d.max_copies, "copies of each span (at most)");
+  app.add_option("--half-repeat-steps", d.half_repeat_batches,
+                 "curriculum: repeats rows are BOS + x + x for the first N steps");
   app.add_option("--log-every", t.log_every, "progress line period (steps)");
   app.add_option("--eval-every", t.eval_every, "held-out loss period (steps)");
   app.add_option("--threads", f.threads, "CPU threads (0: all)");

@@ -6,7 +6,9 @@
 // --listen HOST:0 picks a free port; the chosen address is printed as
 // "listening on HOST:PORT". State (jobs, completed shards, events) lives in
 // --state-dir; a restart on the same dir resumes every unfinished job.
-// Test knobs: --initial-lease-ms, --min-lease-ms, --worker-timeout-ms.
+// --metrics-listen HOST:PORT serves Prometheus metrics at /metrics
+// (deploy/README.md). Test knobs: --initial-lease-ms, --min-lease-ms,
+// --worker-timeout-ms, --max-attempts, --heartbeat-ms.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -18,17 +20,45 @@
 #include <string>
 
 #include "absl/strings/numbers.h"
+#include "common/metrics.h"
 #include "service/coordinator_service.h"
 #include "service/state_store.h"
 
 namespace {
+
+std::vector<prometheus::MetricFamily> SchedulerFamilies(
+    const lensgrid::service::SchedulerCounters& c) {
+  using lensgrid::CounterFamily;
+  std::map<std::string, double> jobs;
+  const std::map<lensgrid::v1::JobState, std::string> names = {
+      {lensgrid::v1::JOB_QUEUED, "queued"},
+      {lensgrid::v1::JOB_RUNNING, "running"},
+      {lensgrid::v1::JOB_SUCCEEDED, "succeeded"},
+      {lensgrid::v1::JOB_FAILED, "failed"},
+      {lensgrid::v1::JOB_CANCELLED, "cancelled"}};
+  for (const auto& [state, n] : c.jobs) {
+    if (auto it = names.find(state); it != names.end()) jobs[it->second] = n;
+  }
+  return {CounterFamily("lensgrid_shards_leased_total", "leases granted", c.shards_leased),
+          CounterFamily("lensgrid_shards_completed_total",
+                        "shards completed (first accepted result)", c.shards_completed),
+          CounterFamily("lensgrid_shards_failed_total", "FailShard calls with an error",
+                        c.shards_failed),
+          CounterFamily("lensgrid_shards_handed_back_total",
+                        "shards handed back by workers shutting down", c.shards_handed_back),
+          CounterFamily("lensgrid_shards_retried_total", "shards re-queued", c.shards_retried),
+          lensgrid::LabeledGaugeFamily("lensgrid_jobs", "jobs now in each state", "state", jobs),
+          lensgrid::GaugeFamily("lensgrid_workers", "registered workers now alive",
+                                c.workers_alive)};
+}
 
 int Usage(const std::string& why) {
   std::fprintf(stderr,
                "lensgrid-coordinator: %s\nusage: lensgrid-coordinator --listen "
                "HOST:PORT "
                "--state-dir DIR [--initial-lease-ms N] [--min-lease-ms N] "
-               "[--worker-timeout-ms N] [--max-attempts N]\n",
+               "[--worker-timeout-ms N] [--max-attempts N] [--heartbeat-ms N] "
+               "[--metrics-listen HOST:PORT]\n",
                why.c_str());
   return 2;
 }
@@ -57,9 +87,10 @@ int main(int argc, char** argv) {
   const std::map<std::string, int64_t*> ints = {
       {"initial-lease-ms", &options.initial_lease_ms},
       {"min-lease-ms", &options.min_lease_ms},
-      {"worker-timeout-ms", &options.worker_timeout_ms}};
+      {"worker-timeout-ms", &options.worker_timeout_ms},
+      {"heartbeat-ms", &options.heartbeat_interval_ms}};
   for (const auto& [name, value] : flags) {
-    if (name == "listen" || name == "state-dir") continue;
+    if (name == "listen" || name == "state-dir" || name == "metrics-listen") continue;
     int64_t v = 0;
     if (!absl::SimpleAtoi(value, &v) || v <= 0)
       return Usage("--" + name + " needs a positive number");
@@ -107,6 +138,19 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   lensgrid::service::CoordinatorService service(&scheduler);
   grpc::ServerBuilder builder;
+  std::unique_ptr<lensgrid::MetricsServer> metrics;
+  if (flags.count("metrics-listen")) {
+    auto started = lensgrid::MetricsServer::Start(flags["metrics-listen"]);
+    if (!started.ok()) {
+      std::fprintf(stderr, "lensgrid-coordinator: %s\n", started.status().ToString().c_str());
+      return 1;
+    }
+    metrics = std::move(*started);
+    builder.experimental().SetInterceptorCreators(lensgrid::RpcMetricsInterceptors(*metrics));
+    metrics->AddCollector([&scheduler] { return SchedulerFamilies(scheduler.Counters()); });
+    std::fprintf(stderr, "lensgrid-coordinator: metrics on http://%s/metrics\n",
+                 metrics->address().c_str());
+  }
   int port = 0;
   builder.AddListeningPort(flags["listen"], grpc::InsecureServerCredentials(),
                            &port);

@@ -272,6 +272,7 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(
     shard.state = Shard::State::kLeased;
     ++shard.leases;
     shard.lease_id = absl::StrCat(job->id, "/", *s, "/", shard.leases);
+    ++counters_.shards_leased;
     shard.worker_id = worker_id;
     shard.lease_start_ms = now;
     shard.deadline_ms = now + LeaseMs(*job);
@@ -341,6 +342,7 @@ void Scheduler::Requeue(Job* job, int64_t s, const std::string& reason) {
                                         " times; last: ", reason)));
     return;
   }
+  ++counters_.shards_retried;
   shard.state = Shard::State::kPending;
   const int64_t backoff =
       std::min(options_.backoff_max_ms,
@@ -389,6 +391,7 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
   job->results[ref->shard] = std::move(tensors);
   ++job->done;
   ++job->done_here;
+  ++counters_.shards_completed;
   if (auto w = workers_.find(worker_id); w != workers_.end()) {
     w->second.info.set_shards_done(w->second.info.shards_done() + 1);
   }
@@ -415,6 +418,7 @@ absl::Status Scheduler::Fail(const std::string& worker_id,
       shard.lease_id != lease_id) {
     return absl::OkStatus();  // stale: nothing to do
   }
+  ++counters_.shards_failed;
   if (JobFailsOn(error.code())) {
     ReleaseLease(job, ref->shard);
     Finish(job, v1::JOB_FAILED,
@@ -444,6 +448,8 @@ absl::Status Scheduler::HandBack(const std::string& worker_id,
   ReleaseLease(job, ref->shard);
   shard.state = Shard::State::kPending;
   job->ready.push_front(ref->shard);
+  ++counters_.shards_handed_back;
+  ++counters_.shards_retried;
   Emit(job, v1::JobEvent::SHARD_RETRIED, ref->shard, worker_id,
        absl::StrCat("worker ", worker_id, " handed the shard back (shutting down)"));
   return absl::OkStatus();
@@ -624,6 +630,18 @@ void Scheduler::WaitForChange(uint64_t* version, int64_t timeout_ms) const {
   mu_.AwaitWithTimeout(absl::Condition(&changed),
                        absl::Milliseconds(timeout_ms));
   *version = version_;
+}
+
+SchedulerCounters Scheduler::Counters() const {
+  absl::ReaderMutexLock lock(&mu_);
+  SchedulerCounters c = counters_;
+  for (v1::JobState state : {v1::JOB_QUEUED, v1::JOB_RUNNING, v1::JOB_SUCCEEDED,
+                             v1::JOB_FAILED, v1::JOB_CANCELLED}) {
+    c.jobs[state] = 0;
+  }
+  for (const auto& [id, job] : jobs_) ++c.jobs[job->state];
+  for (const auto& [id, w] : workers_) c.workers_alive += w.info.alive() ? 1 : 0;
+  return c;
 }
 
 }  // namespace lensgrid::service

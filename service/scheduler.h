@@ -60,6 +60,14 @@ struct SchedulerOptions {
   PlannerOptions planner;
 };
 
+// Totals since this process started, for /metrics (deploy/README.md).
+struct SchedulerCounters {
+  int64_t shards_leased = 0, shards_completed = 0, shards_failed = 0,
+          shards_handed_back = 0, shards_retried = 0;
+  std::map<v1::JobState, int64_t> jobs;  // now, by state
+  int64_t workers_alive = 0;
+};
+
 class Scheduler {
  public:
   Scheduler(const Clock* clock, SchedulerOptions options, Journal* journal);
@@ -104,6 +112,8 @@ class Scheduler {
   // once, without counting a failure.
   absl::Status HandBack(const std::string& worker_id,
                         const std::string& lease_id);
+
+  SchedulerCounters Counters() const;
 
   int64_t heartbeat_interval_ms() const {
     return std::max<int64_t>(
@@ -188,6 +198,7 @@ class Scheduler {
   std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read
 };
 
 }  // namespace lensgrid::service

@@ -194,6 +194,7 @@ void CoordinatorLink::RunLease(const std::string& worker_id,
   {
     absl::MutexLock lock(&mu_);
     running_[lease.lease_id()] = running;
+    ++stats_.shards_running;
   }
   v1::RunShardRequest request;
   request.set_spec_json(lease.spec_json());
@@ -211,6 +212,8 @@ void CoordinatorLink::RunLease(const std::string& worker_id,
   {
     absl::MutexLock lock(&mu_);
     running_.erase(lease.lease_id());
+    --stats_.shards_running;
+    stats_.busy_seconds += static_cast<double>(run_ms) / 1000;
   }
   if (running->cancelled.load()) {
     Count(&CoordinatorLinkStats::shards_abandoned);
@@ -254,6 +257,10 @@ absl::Status CoordinatorLink::SendResult(const std::string& worker_id,
   ChunkCursor cursor(std::move(result.tensors), options_.chunk_bytes);
   v1::CompleteShardRequest message;
   while (ok && cursor.Next(message.mutable_chunk())) {
+    {
+      absl::MutexLock lock(&mu_);
+      stats_.bytes_sent += message.chunk().data().size();
+    }
     ok = writer->Write(message);
     message.Clear();
   }

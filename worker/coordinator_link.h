@@ -52,6 +52,9 @@ struct CoordinatorLinkStats {
   int64_t shards_failed = 0;     // FailShard sent (handed back included)
   int64_t shards_abandoned = 0;  // cancelled by the coordinator
   int64_t shards_handed_back = 0;
+  int64_t shards_running = 0;    // now
+  uint64_t bytes_sent = 0;       // result tensor bytes streamed
+  double busy_seconds = 0;       // running shards
 };
 
 class CoordinatorLink {

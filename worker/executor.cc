@@ -1,6 +1,7 @@
 #include "worker/executor.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -41,6 +42,11 @@ int Executor::pending() const {
   return pending_;
 }
 
+double Executor::busy_seconds() const {
+  absl::MutexLock lock(&mu_);
+  return busy_seconds_;
+}
+
 void Executor::Loop() {
   for (;;) {
     std::function<void()> task;
@@ -55,10 +61,14 @@ void Executor::Loop() {
       task = std::move(queue_.front());
       queue_.pop_front();
     }
+    const auto start = std::chrono::steady_clock::now();
     task();
     task = nullptr;  // release captures before the slot frees
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     absl::MutexLock lock(&mu_);
     --pending_;
+    busy_seconds_ += seconds;
   }
 }
 

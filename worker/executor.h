@@ -37,6 +37,8 @@ class Executor {
   // Stops accepting tasks; those accepted still run.
   void Shutdown();
   int pending() const;
+  // Time spent running tasks, summed over the threads (for /metrics).
+  double busy_seconds() const;
 
  private:
   void Loop();
@@ -45,6 +47,7 @@ class Executor {
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  double busy_seconds_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> threads_;
 };
 

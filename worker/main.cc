@@ -6,11 +6,13 @@
 //                   [--max-queue N] [--max-batch N] [--max-tokens N]
 //                   [--max-response-bytes N] [--chunk-bytes N]
 //                   [--no-processing] [--model-id ID] [--capacity N]
+//                   [--metrics-listen HOST:PORT]
 //
 // It listens first (health NOT_SERVING), then loads the weights (SERVING).
 // Port 0 picks a free port; the "listening on HOST:PORT" line names it.
 // With --coordinator it also pulls circuit-search shards from there
-// (worker/coordinator_link.h).
+// (worker/coordinator_link.h). --metrics-listen serves Prometheus metrics at
+// /metrics (deploy/README.md).
 // SIGINT/SIGTERM: NOT_SERVING; running shards are handed back to the
 // coordinator; then a graceful shutdown of at most 5 s.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -31,6 +33,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
 #include "common/model_id.h"
 #include "common/openblas_env.h"
 #include "worker/coordinator_link.h"
@@ -52,6 +55,7 @@ struct Flags {
   std::string coordinator;
   std::string model_id;
   std::string name;
+  std::string metrics_listen;
   int capacity = 1;
 };
 
@@ -69,6 +73,10 @@ class LinkSlot {
     absl::MutexLock lock(&mu_);
     stopped_ = true;
     if (link_ != nullptr) link_->Stop();
+  }
+  lensgrid::CoordinatorLinkStats stats() {
+    absl::MutexLock lock(&mu_);
+    return link_ != nullptr ? link_->stats() : lensgrid::CoordinatorLinkStats();
   }
 
  private:
@@ -152,9 +160,21 @@ int main(int argc, char** argv) {
                  "shards run at once for the coordinator")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  app.add_option("--metrics-listen", flags.metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on (GET /metrics)");
   app.add_option("--name", flags.name,
                  "name shown by `lensgrid workers` (default: host name)");
   CLI11_PARSE(app, argc, argv);
+
+  std::unique_ptr<lensgrid::MetricsServer> metrics;
+  if (!flags.metrics_listen.empty()) {
+    auto started = lensgrid::MetricsServer::Start(flags.metrics_listen);
+    if (!started.ok()) {
+      std::cerr << "lensgrid-worker: " << started.status().message() << "\n";
+      return 1;
+    }
+    metrics = std::move(*started);
+  }
 
   // SIGINT/SIGTERM write to a pipe that one thread reads and then shuts down.
   // (Blocking them is not enough: OpenBLAS starts its threads when the
@@ -178,6 +198,31 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  LinkSlot link;
+  if (metrics != nullptr) {
+    builder.experimental().SetInterceptorCreators(lensgrid::RpcMetricsInterceptors(*metrics));
+    metrics->AddCollector([&executor, &service, &link] {
+      const lensgrid::CoordinatorLinkStats s = link.stats();
+      return std::vector<prometheus::MetricFamily>{
+          lensgrid::GaugeFamily("lensgrid_executor_queue_depth",
+                                "requests and shards queued or running",
+                                executor.pending() + s.shards_running),
+          lensgrid::CounterFamily("lensgrid_executor_busy_seconds_total",
+                                  "time spent running requests and shards",
+                                  executor.busy_seconds() + s.busy_seconds),
+          lensgrid::CounterFamily("lensgrid_cache_bytes_sent_total",
+                                  "tensor bytes streamed out (replies and shard results)",
+                                  static_cast<double>(service.bytes_sent() + s.bytes_sent)),
+          lensgrid::GaugeFamily("lensgrid_worker_shards_running", "shards running now",
+                                s.shards_running),
+          lensgrid::CounterFamily("lensgrid_worker_shards_completed_total",
+                                  "shard results the coordinator accepted", s.shards_completed),
+          lensgrid::CounterFamily("lensgrid_worker_shards_handed_back_total",
+                                  "shards handed back (shutdown)", s.shards_handed_back)};
+    });
+    std::cerr << "lensgrid-worker: metrics on http://" << metrics->address() << "/metrics"
+              << std::endl;
+  }
   int port = 0;
   builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(),
                            &port);
@@ -196,7 +241,6 @@ int main(int argc, char** argv) {
             << " (NOT_SERVING until "
             << "the weights are loaded)" << std::endl;
 
-  LinkSlot link;
   std::thread([server = server.get(), &link] {
     int sig = 0;
     while (::read(signal_pipe[0], &sig, sizeof(sig)) < 0 && errno == EINTR) {
@@ -217,6 +261,7 @@ int main(int argc, char** argv) {
               << absl::StatusCodeToString(core.status().code()) << ": "
               << core.status().message() << "\n";
     server->Shutdown(std::chrono::system_clock::now());
+    metrics.reset();
     return 1;
   }
   const lensgrid::v1::ModelInfo& info = (*core)->Info();
@@ -254,6 +299,7 @@ int main(int argc, char** argv) {
                    .count()
             << " ms" << std::endl;
   server->Wait();
+  metrics.reset();  // its collector reads the objects below
   link.Stop();
   executor.Shutdown();
   return 0;

@@ -48,9 +48,11 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
   using Work = std::function<absl::StatusOr<RunResult>(const CancelCheck&)>;
 
   RunStreamReactor(const char* method, grpc::CallbackServerContext* ctx,
-                   size_t chunk_bytes, bool log, int64_t tokens)
+                   size_t chunk_bytes, bool log, int64_t tokens,
+                   std::atomic<uint64_t>* bytes_sent)
       : method_(method),
         ctx_(ctx),
+        bytes_sent_(bytes_sent),
         chunk_bytes_(chunk_bytes),
         log_(log),
         start_(Clock::now()),
@@ -104,6 +106,7 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
       return;
     }
     bytes_ += response_.chunk().data().size();
+    bytes_sent_->fetch_add(response_.chunk().data().size());
     StartWrite(&response_);
   }
 
@@ -119,6 +122,7 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
 
   const char* method_;
   grpc::CallbackServerContext* ctx_;
+  std::atomic<uint64_t>* bytes_sent_;
   size_t chunk_bytes_;
   bool log_;
   Clock::time_point start_;
@@ -202,7 +206,7 @@ grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::Stream(
     const char* method, grpc::CallbackServerContext* ctx, int64_t tokens,
     Fn fn) {
   auto* reactor = new RunStreamReactor(method, ctx, options_.chunk_bytes,
-                                       options_.log_requests, tokens);
+                                       options_.log_requests, tokens, &bytes_sent_);
   std::shared_ptr<const WorkerBackend> backend = this->backend();
   if (backend == nullptr) {
     reactor->Start(executor_,

@@ -15,6 +15,7 @@
 #ifndef LENSGRID_WORKER_WORKER_SERVICE_H_
 #define LENSGRID_WORKER_WORKER_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,6 +38,8 @@ class WorkerService final : public v1::Worker::CallbackService {
   WorkerService(Executor* executor, Options options);
 
   void SetBackend(std::shared_ptr<const WorkerBackend> backend);
+  // Tensor bytes streamed out so far (for /metrics).
+  uint64_t bytes_sent() const { return bytes_sent_.load(); }
 
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
                                          const v1::GetModelInfoRequest* request,
@@ -72,6 +75,7 @@ class WorkerService final : public v1::Worker::CallbackService {
   Options options_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const WorkerBackend> backend_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> bytes_sent_{0};
 };
 
 // "method tokens=N bytes=B ms=T status=CODE[: message]" (the request log line).

@@ -127,11 +127,18 @@ class CliSearchTest(unittest.TestCase):
                 proc = self.search(*args)
                 self.assertNotEqual(proc.returncode, 0, proc.stdout)
                 self.assertIn(message, proc.stderr)
+        for where in (["--local", "2", "--coordinator", "127.0.0.1:1"], ["--local", "0"], []):
+            with self.subTest(where=where):
+                proc = subprocess.run([LENSGRID, "search", "--model", self.model, "--dataset",
+                                       "ioi", "--method", "ablate-heads", *where],
+                                      capture_output=True, text=True)
+                self.assertEqual(proc.returncode, 2)
+                self.assertIn("say where to run, once", proc.stderr)
         proc = subprocess.run([LENSGRID, "search", "--model", self.model, "--dataset", "ioi",
-                               "--method", "ablate-heads", "--local", "2"],
+                               "--method", "ablate-heads", "--coordinator", "nonsense"],
                               capture_output=True, text=True)
-        self.assertNotEqual(proc.returncode, 0)
-        self.assertIn("--in-process", proc.stderr)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("is not HOST:PORT", proc.stderr)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ absl::StatusOr<TrainData> TrainData::Create(const TrainDataOptions& options, int
         absl::StrCat("chain alphabet ", o.chain_alphabet, " must be in [2, ", d_vocab, ")"));
   }
   if (o.repeats_fraction < 0 || o.chain_fraction < 0 || o.ioi_fraction < 0 ||
-      o.repeats_fraction + o.chain_fraction + o.ioi_fraction <= 0) {
+      o.triggers_fraction < 0 || o.max_triggers < 1 ||
+      o.repeats_fraction + o.chain_fraction + o.ioi_fraction + o.triggers_fraction <= 0) {
     return absl::InvalidArgumentError("row fractions must be >= 0 with a positive sum");
   }
   TrainData data;
@@ -189,12 +190,44 @@ std::vector<int64_t> TrainData::RepeatsRow(Rng& rng) const {
   int64_t at = Uniform(rng, 1, 8);
   while (true) {
     const int64_t len = Uniform(rng, o.min_span, o.max_span);
-    const int64_t gap = Uniform(rng, 0, o.max_gap);
+    int64_t gap = Uniform(rng, 0, o.max_gap);
     if (at + 2 * len + gap > o.seq_len) break;
-    for (int64_t i = 0; i < len; ++i) {
-      row[at + i] = row[at + len + gap + i] = Uniform(rng, 0, d_vocab_ - 2);
+    std::vector<int64_t> span(len);
+    for (int64_t& t : span) t = Uniform(rng, 0, d_vocab_ - 2);
+    std::copy(span.begin(), span.end(), row.begin() + at);
+    at += len;
+    const int64_t copies = Uniform(rng, 1, std::max<int64_t>(1, o.max_copies));
+    for (int64_t c = 0; c < copies && at + gap + len <= o.seq_len; ++c) {
+      std::copy(span.begin(), span.end(), row.begin() + at + gap);
+      at += gap + len;
+      gap = Uniform(rng, 0, o.max_gap);
     }
-    at += 2 * len + gap + Uniform(rng, 0, 8);
+    at += Uniform(rng, 0, 8);
+  }
+  return row;
+}
+
+std::vector<int64_t> TrainData::HalfRepeatRow(Rng& rng) const {
+  const int64_t half = (options_.seq_len - 1) / 2;
+  std::vector<int64_t> row = ChainRow(rng);  // fills an odd last position
+  for (int64_t i = 0; i < half; ++i) row[1 + i] = row[1 + half + i] = Uniform(rng, 0, d_vocab_ - 2);
+  return row;
+}
+
+std::vector<int64_t> TrainData::TriggersRow(Rng& rng) const {
+  std::vector<int64_t> row = ChainRow(rng);
+  const int64_t n = Uniform(rng, 1, options_.max_triggers);
+  std::vector<int64_t> trigger(n), output(n);
+  for (int64_t i = 0; i < n; ++i) {
+    trigger[i] = Uniform(rng, 0, d_vocab_ - 2);
+    output[i] = Uniform(rng, 0, d_vocab_ - 2);
+  }
+  for (int64_t t = 1; t + 1 < options_.seq_len; ++t) {
+    if (Unit(rng) >= options_.trigger_rate) continue;
+    const int64_t k = Uniform(rng, 0, n - 1);
+    row[t] = trigger[k];
+    row[t + 1] = output[k];
+    ++t;
   }
   return row;
 }
@@ -243,7 +276,7 @@ std::vector<Prompt> TrainData::IoiPrompts(int64_t n, uint64_t seed, bool held_ou
 std::vector<int64_t> TrainData::Rows(int64_t batch, int64_t index, uint64_t stream) const {
   const TrainDataOptions& o = options_;
   const double ioi = has_ioi() ? o.ioi_fraction : 0.0;
-  const double total = o.repeats_fraction + o.chain_fraction + ioi;
+  const double total = o.repeats_fraction + o.chain_fraction + ioi + o.triggers_fraction;
   std::vector<int64_t> out;
   out.reserve(batch * o.seq_len);
   for (int64_t r = 0; r < batch; ++r) {
@@ -252,10 +285,16 @@ std::vector<int64_t> TrainData::Rows(int64_t batch, int64_t index, uint64_t stre
                       static_cast<uint64_t>(r)};
     Rng rng(seq);
     const double u = Unit(rng) * total;
-    std::vector<int64_t> row = u < o.repeats_fraction ? RepeatsRow(rng)
-                               : u < o.repeats_fraction + o.chain_fraction
-                                   ? ChainRow(rng)
-                                   : IoiRow(rng, /*held_out=*/stream != 0);
+    std::vector<int64_t> row;
+    if (u < o.repeats_fraction) {
+      row = stream == 0 && index < o.half_repeat_batches ? HalfRepeatRow(rng) : RepeatsRow(rng);
+    } else if (u < o.repeats_fraction + o.chain_fraction) {
+      row = ChainRow(rng);
+    } else if (u < o.repeats_fraction + o.chain_fraction + o.triggers_fraction) {
+      row = TriggersRow(rng);
+    } else {
+      row = IoiRow(rng, /*held_out=*/stream != 0);
+    }
     out.insert(out.end(), row.begin(), row.end());
   }
   return out;

@@ -10,10 +10,15 @@
 //   repeats  filler from a noisy second-order chain over a small alphabet
 //            (x[t+1] = PERM[x[t-1]] with probability 1 - chain_noise), which a
 //            previous-token head predicts; into it, spans of uniform random tokens
-//            (lengths in [min_span, max_span]) each copied once more after a gap
-//            of [0, max_gap] tokens, at varying offsets: only an induction head
+//            (lengths in [min_span, max_span]) each copied 1..max_copies more times,
+//            each copy after a gap of [0, max_gap] filler tokens, at varying
+//            offsets: only an induction head
 //            predicts a copy, and no position shortcut does.
 //   chain    the filler alone.
+//   triggers the filler, with a few random "trigger" tokens that are each
+//            followed by their own random token every time they occur (several
+//            times a row, as Bietti et al. 2023): an induction head predicts
+//            every occurrence after the first.
 //   ioi      templated sentences, each "<|endoftext|>When Mary and John went to the
 //            store, John gave a drink to Mary.", packed; BABA and ABBA orders.
 // Templates and names are split: the held-out ones never appear in training
@@ -39,9 +44,18 @@ struct TrainDataOptions {
   double repeats_fraction = 0.6;  // of rows; the rest after chain and ioi
   double chain_fraction = 0.1;
   double ioi_fraction = 0.3;      // 0 (or no tokenizer): no ioi rows
+  double triggers_fraction = 0.0;
+  int64_t max_triggers = 4;       // trigger tokens per row: 1..max_triggers
+  double trigger_rate = 0.12;     // probability a position starts a trigger pair
   int64_t chain_alphabet = 128;   // filler tokens (a fixed random subset of the vocab)
   double chain_noise = 0.1;       // probability a filler token is drawn at random
   int64_t min_span = 4, max_span = 24, max_gap = 32;
+  int64_t max_copies = 1;         // each span is copied 1..max_copies more times
+  // Curriculum: in the first `half_repeat_batches` batches, repeats rows are
+  // BOS + x + x with |x| = (seq_len - 1) / 2 instead. At that one offset a head
+  // learns to copy (OV) through a positional shortcut within a few hundred
+  // steps; the varying offsets that follow make it find the copy by content.
+  int64_t half_repeat_batches = 0;
 };
 
 // A sentence with the answer cut off, for evaluation.
@@ -67,6 +81,8 @@ class TrainData {
   // One row of each kind, from `rng`.
   std::vector<int64_t> RepeatsRow(std::mt19937_64& rng) const;
   std::vector<int64_t> ChainRow(std::mt19937_64& rng) const;
+  std::vector<int64_t> TriggersRow(std::mt19937_64& rng) const;
+  std::vector<int64_t> HalfRepeatRow(std::mt19937_64& rng) const;  // BOS + x + x
   std::vector<int64_t> IoiRow(std::mt19937_64& rng, bool held_out) const;
 
   // IOI prompts (BOS + sentence without its final name; answer = IO, wrong =

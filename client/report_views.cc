@@ -1,0 +1,97 @@
+#include "client/report_views.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace lensgrid {
+
+std::vector<std::pair<int, int>> HeadsToShow(const SearchResult& result, int n_heads,
+                                             int max_heads) {
+  std::vector<std::pair<int, int>> heads;
+  if (result.outputs.empty()) return heads;
+  const SearchOutput& o = result.outputs.front();
+  const bool by_head = o.axes.size() >= 2 && o.axes[0] == "layer" && o.axes[1] == "head";
+  std::set<std::pair<int, int>> seen;
+  for (auto [flat, value] : RankComponents(o, 1 << 30)) {
+    if (static_cast<int>(heads.size()) >= max_heads) break;
+    if (by_head) {
+      const int64_t per_layer = c10::multiply_integers(o.shape.begin() + 1, o.shape.end());
+      const int layer = static_cast<int>(flat / per_layer);
+      const int head = static_cast<int>((flat % per_layer) / (per_layer / o.shape[1]));
+      if (seen.insert({layer, head}).second) heads.push_back({layer, head});
+    } else {
+      // A layer-level output: every head of its most important layer.
+      const auto layer_axis = std::find(o.axes.begin(), o.axes.end(), "layer");
+      if (layer_axis == o.axes.end()) break;
+      const size_t a = static_cast<size_t>(layer_axis - o.axes.begin());
+      int64_t stride = 1;
+      for (size_t i = a + 1; i < o.shape.size(); ++i) stride *= o.shape[i];
+      const int layer = static_cast<int>((flat / stride) % o.shape[a]);
+      for (int h = 0; h < n_heads && static_cast<int>(heads.size()) < max_heads; ++h) {
+        if (seen.insert({layer, h}).second) heads.push_back({layer, h});
+      }
+    }
+  }
+  return heads;
+}
+
+absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer& model,
+                                                        const Tokenizer* tokenizer,
+                                                        const Prompt& prompt,
+                                                        const SearchResult& result,
+                                                        int max_heads) {
+  std::vector<std::pair<int, int>> heads = HeadsToShow(result, model.cfg().n_heads, max_heads);
+  std::vector<AttentionView> views;
+  if (heads.empty() || prompt.tokens.empty()) return views;
+  const size_t n = std::min(prompt.tokens.size(), kMaxAttentionTokens);
+  std::vector<int64_t> ids(prompt.tokens.begin(), prompt.tokens.begin() + n);
+  std::vector<std::string> tokens;
+  if (tokenizer != nullptr) {
+    LG_ASSIGN_OR_RETURN(tokens, tokenizer->ToStrTokens(ids));
+  } else {
+    for (int64_t id : ids) tokens.push_back(absl::StrCat("#", id));
+  }
+  ModelInput in;
+  in.tokens = torch::tensor(ids, torch::kInt64).unsqueeze(0);
+  CacheOptions cache_opts;
+  for (auto [layer, head] : heads) cache_opts.names.push_back(absl::StrCat("pattern", layer));
+  cache_opts.remove_batch_dim = true;
+  ActivationCache cache;
+  RunOptions run;
+  run.return_type = ReturnType::kNone;
+  LG_RETURN_IF_ERROR(model.RunWithCache(in, run, cache_opts, &cache).status());
+  for (auto [layer, head] : heads) {
+    const std::string hook = absl::StrCat("blocks.", layer, ".attn.hook_pattern");
+    LG_ASSIGN_OR_RETURN(at::Tensor pattern, cache.Get(hook));
+    at::Tensor p = pattern[head].to(torch::kFloat32).contiguous();  // [q, k]
+    AttentionView v{hook, layer, head, tokens, {}};
+    v.pattern.assign(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+    views.push_back(std::move(v));
+  }
+  return views;
+}
+
+absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext& ctx,
+                                                             const SearchResult& result,
+                                                             int max_heads) {
+  LoadOptions load;
+  if (!ctx.processed) load.processing = ProcessingOptions::None();
+  LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained(ctx.model_dir, load));
+  if (model->load_report().weights_sha256 != ctx.weights_sha256) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(ctx.model_dir, " holds other weights than the job's"));
+  }
+  auto tokenizer = LoadTokenizerForModel(ctx.model_dir);
+  const Tokenizer* tok = tokenizer.ok() ? tokenizer->get() : nullptr;
+  LG_ASSIGN_OR_RETURN(Dataset dataset,
+                      MakeDataset({ctx.dataset, 1, ctx.seed, ctx.seq_len}, model->cfg(), tok));
+  if (dataset.prompts.empty()) return std::vector<AttentionView>();
+  return TopHeadViews(*model, tok, dataset.prompts.front(), result, max_heads);
+}
+
+}  // namespace lensgrid

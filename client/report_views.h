@@ -1,0 +1,41 @@
+// The attention patterns a search report shows: the top heads of the search's
+// first output (or, for layer-level outputs, every head of its top layer) on
+// one prompt, as TransformerLens's cache["pattern", layer][head].
+//
+//   std::vector<AttentionView> views =
+//       TopHeadViews(*model, tokenizer, dataset.prompts[0], result, /*max_heads=*/4);
+#ifndef LENSGRID_CLIENT_REPORT_VIEWS_H_
+#define LENSGRID_CLIENT_REPORT_VIEWS_H_
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/report.h"
+#include "client/search_output.h"
+#include "worker/model/analysis/dataset.h"
+#include "worker/model/analysis/search.h"
+#include "worker/model/hooked_transformer.h"
+
+namespace lensgrid {
+
+// The heads worth looking at: [(layer, head)], most important first.
+std::vector<std::pair<int, int>> HeadsToShow(const SearchResult& result, int n_heads,
+                                             int max_heads);
+
+// REQUIRES: tokenizer may be null (tokens are then shown as ids).
+absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer& model,
+                                                        const Tokenizer* tokenizer,
+                                                        const Prompt& prompt,
+                                                        const SearchResult& result,
+                                                        int max_heads = 4);
+
+// For a search that ran elsewhere: loads the model of ctx.model_dir (its
+// weights hash must be ctx.weights_sha256), rebuilds the dataset from ctx and
+// shows its first prompt.
+absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext& ctx,
+                                                             const SearchResult& result,
+                                                             int max_heads = 4);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_CLIENT_REPORT_VIEWS_H_

@@ -1,0 +1,339 @@
+#!/usr/bin/python3
+"""The Kubernetes manifests, started for real on loopback (issue 8's evidence).
+
+Renders deploy/k8s/overlays/batch (overlays/cpu plus the search Job) with `kubectl kustomize` and
+runs what it declares with k8s_loopback.py: the coordinator StatefulSet, the worker Deployment
+(its declared replicas) and the search Job -- command, args, env, ports exactly as declared, with
+host names, ports, volume paths and the image's model dir rewritten for loopback (printed). Then:
+  - every declared startup/readiness/liveness probe passes (grpc.health.v1, the probe's service);
+  - the Job's `lensgrid search --coordinator ...` completes and writes a well-formed result, while
+    one worker gets SIGTERM in the middle of a shard: it exits within its grace period, hands
+    the shard back, and no shard is lost;
+  - the Prometheus endpoints (prometheus.io/* annotations) are scraped and their counters match
+    the work done (the metric names are the contract in deploy/README.md).
+
+usage: manifests_test.py    (ctest runs it: tests/deploy/CMakeLists.txt)
+env:   LENSGRID_BINARY_DIR  build tree with client/lensgrid, worker/lensgrid-worker,
+                            service/lensgrid-coordinator (default: build/); or each one as
+                            LENSGRID_BIN_LENSGRID, LENSGRID_BIN_LENSGRID_WORKER, ..._COORDINATOR
+       KUBECTL              kubectl with kustomize (default: kubectl)
+Exits 77 (ctest: skipped) when kubectl is missing or the binaries lack the flags the manifests
+use; set LENSGRID_DEPLOY_TEST_REQUIRED=1 to fail instead.
+"""
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import grpc
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from k8s_loopback import Cluster, health  # noqa: E402
+
+SOURCE_DIR = os.environ.get("LENSGRID_SOURCE_DIR",
+                            os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+BINARY_DIR = os.environ.get("LENSGRID_BINARY_DIR", os.path.join(SOURCE_DIR, "build"))
+KUBECTL = os.environ.get("KUBECTL", "kubectl")
+# The image's executables by name; LENSGRID_BIN_<NAME> (e.g. LENSGRID_BIN_LENSGRID_WORKER) overrides.
+BINARIES = {name: os.environ.get("LENSGRID_BIN_" + name.upper().replace("-", "_"),
+                                 os.path.join(BINARY_DIR, subdir, name))
+            for name, subdir in [("lensgrid", "client"), ("lensgrid-worker", "worker"),
+                                 ("lensgrid-coordinator", "service")]}
+# The image's install prefix (deploy/docker): the embedded model lives under it.
+IMAGE_PREFIX = "/opt/lensgrid"
+# The test's stand-in for the embedded model: GPT-2's vocabulary (the client tokenizes the ioi
+# prompts with it) and 6 x 12 heads, so that the Job's search cuts into ~10 shards; narrow, so
+# that it runs in about a minute on two cores.
+TEST_MODEL = ["--layers", "6", "--heads", "12", "--d-model", "48", "--n-ctx", "64", "--seed", "8"]
+
+COORDINATOR, WORKER, JOB = "lensgrid-coordinator", "lensgrid-worker", "lensgrid-search-ioi"
+
+# The metric names of deploy/README.md's contract (histograms by their _count series).
+RPC_METRICS = ["lensgrid_rpc_requests_total", "lensgrid_rpc_latency_seconds_count"]
+COORDINATOR_METRICS = RPC_METRICS + [
+    "lensgrid_shards_leased_total", "lensgrid_shards_completed_total", "lensgrid_shards_failed_total",
+    "lensgrid_shards_handed_back_total", "lensgrid_shards_retried_total", "lensgrid_jobs",
+    "lensgrid_workers"]
+WORKER_METRICS = RPC_METRICS + [
+    "lensgrid_executor_queue_depth", "lensgrid_executor_busy_seconds_total",
+    "lensgrid_cache_bytes_sent_total", "lensgrid_worker_shards_running",
+    "lensgrid_worker_shards_completed_total", "lensgrid_worker_shards_handed_back_total"]
+
+
+def render(overlay):
+    out = subprocess.run([KUBECTL, "kustomize", os.path.join(SOURCE_DIR, "deploy", "k8s", overlay)],
+                         capture_output=True, text=True, check=True)
+    return [o for o in yaml.safe_load_all(out.stdout) if o]
+
+
+def missing_prerequisites():
+    """Why this test cannot run here, or None."""
+    if shutil.which(KUBECTL) is None:
+        return f"{KUBECTL} not found (kubectl with kustomize renders the manifests)"
+    for name, path in BINARIES.items():
+        if not os.access(path, os.X_OK):
+            return f"{path} not built"
+    needs = {"lensgrid-coordinator": ["--metrics-listen"],
+             "lensgrid-worker": ["--coordinator", "--metrics-listen"]}
+    for name, flags in needs.items():
+        helped = subprocess.run([BINARIES[name], "--help"], capture_output=True, text=True)
+        for flag in flags:
+            if flag not in helped.stdout + helped.stderr:
+                return f"{name} has no {flag} flag yet"
+    helped = subprocess.run([BINARIES["lensgrid"], "search", "--help"], capture_output=True, text=True)
+    if "--coordinator" not in helped.stdout + helped.stderr:
+        return "lensgrid search has no --coordinator flag"
+    return None
+
+
+# ---- the coordinator's ListJobs, decoded by hand (no Python stubs for coordinator.proto) ----
+
+def _varint(data, i):
+    value = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
+def _fields(data):
+    """Top-level fields of a protobuf message: [(number, value)], value an int or bytes."""
+    out, i = [], 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(data, i)
+        elif wire == 2:
+            n, i = _varint(data, i)
+            value, i = data[i:i + n], i + n
+        elif wire == 1:
+            value, i = data[i:i + 8], i + 8
+        elif wire == 5:
+            value, i = data[i:i + 4], i + 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        out.append((number, value))
+    return out
+
+
+JOB_STATES = {1: "QUEUED", 2: "RUNNING", 3: "SUCCEEDED", 4: "FAILED", 5: "CANCELLED"}
+
+
+def list_jobs(address):
+    """[{job_id, state, shards_done, shards_total}] from lensgrid.v1.Coordinator/ListJobs."""
+    with grpc.insecure_channel(address) as channel:
+        reply = channel.unary_unary("/lensgrid.v1.Coordinator/ListJobs")(b"", timeout=10)
+    jobs = []
+    for number, value in _fields(reply):
+        if number != 1:
+            continue
+        f = dict(_fields(value))
+        jobs.append({"job_id": f.get(1, b"").decode(), "state": JOB_STATES.get(f.get(2, 0), "?"),
+                     "shards_done": f.get(3, 0), "shards_total": f.get(4, 0)})
+    return jobs
+
+
+def wait_for(what, predicate, timeout, interval=0.1):
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class ManifestsOnLoopbackTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="lensgrid-k8s-")
+        cls.objects = render("overlays/batch")
+        cls.cpu_objects = render("overlays/cpu")
+        image_root = os.path.join(cls.tmp.name, "image")
+        config = next(o for o in cls.objects if o["kind"] == "ConfigMap")["data"]
+        embedded = config["EMBEDDED_MODEL_DIR"]
+        assert embedded.startswith(IMAGE_PREFIX + "/"), embedded
+        # As in the image (deploy/docker): `default` links to models/DEFAULT_MODEL.
+        with open(os.path.join(SOURCE_DIR, "deploy", "docker", "Dockerfile.cpu")) as f:
+            default_model = re.search(r"ARG DEFAULT_MODEL=(\S+)", f.read()).group(1)
+        model_dir = os.path.join(os.path.dirname(image_root + embedded), default_model)
+        os.makedirs(os.path.dirname(model_dir))  # `lensgrid init` makes only the last folder
+        subprocess.run([BINARIES["lensgrid"], "init", "--out", model_dir, *TEST_MODEL],
+                       check=True, capture_output=True)
+        if model_dir != image_root + embedded:
+            os.symlink(default_model, image_root + embedded)
+        cls.cluster = Cluster(cls.objects, BINARIES, {IMAGE_PREFIX: image_root + IMAGE_PREFIX},
+                              os.path.join(cls.tmp.name, "cluster"))
+        try:
+            [cls.coordinator] = cls.cluster.start("StatefulSet", COORDINATOR)
+            cls.coordinator.wait_probes(timeout=60)
+            cls.workers = cls.cluster.start("Deployment", WORKER)
+            for w in cls.workers:
+                w.wait_probes(timeout=120)
+        except BaseException:
+            cls.dump_logs()
+            cls.cluster.stop_all()
+            raise
+        for pod in cls.cluster.pods:
+            for container, declared, ran in pod.rewrites:
+                print(f"{pod.name}/{container}: {declared!r} -> {ran!r}", file=sys.stderr)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.stop_all()
+        cls.tmp.cleanup()
+
+    @classmethod
+    def dump_logs(cls):
+        for pod in cls.cluster.pods:
+            for p in pod.processes.values():
+                print(f"---- {p.name}: {' '.join(p.argv)}\n{p.log()}", file=sys.stderr)
+
+    def run(self, result=None):
+        problems = len(result.failures) + len(result.errors) if result is not None else 0
+        outcome = super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > problems:
+            self.dump_logs()  # the processes' output, for this test's failure
+        return outcome
+
+    def test_batch_overlay_is_the_cpu_overlay_plus_the_job(self):
+        extra = [o for o in self.objects if o not in self.cpu_objects]
+        self.assertEqual(sorted((o["kind"], o["metadata"]["name"]) for o in extra),
+                         [("Job", JOB), ("PersistentVolumeClaim", "lensgrid-results")])
+        self.assertEqual(len(self.objects), len(self.cpu_objects) + 2)
+
+    def test_probes_and_services(self):
+        # Declared replicas, each ready; the Services resolve to them.
+        deployment = self.cluster.get("Deployment", WORKER)
+        self.assertEqual(len(self.workers), deployment["spec"]["replicas"])
+        self.assertGreaterEqual(len(self.workers), 2)
+        for w in self.workers:
+            c = w.spec["containers"][0]
+            self.assertEqual(health(w.address(c["name"], c["readinessProbe"]["grpc"]["port"]),
+                                    c["readinessProbe"]["grpc"].get("service", "")), "SERVING")
+        self.assertEqual(health(self.cluster.service_address(COORDINATOR, 7070)), "SERVING")
+        # Every rewrite is one the harness documents: loopback hosts/ports or mapped paths.
+        for pod in self.cluster.pods:
+            for container, declared, ran in pod.rewrites:
+                self.assertTrue(ran.startswith("127.0.0.1:") or self.tmp.name in ran,
+                                (pod.name, container, declared, ran))
+
+    def test_search_job_survives_a_worker_sigterm_and_metrics_match(self):
+        [job] = self.cluster.start("Job", JOB)
+        for container, declared, ran in job.rewrites:
+            print(f"{job.name}/{container}: {declared!r} -> {ran!r}", file=sys.stderr)
+        search = job.process()
+        coordinator_address = self.cluster.service_address(COORDINATOR, 7070)
+        victim, survivor = self.workers[0], self.workers[1:]
+        # One Worker API call on each worker, for its RPC metrics.
+        for w in self.workers:
+            with grpc.insecure_channel(w.address("worker", "grpc")) as channel:
+                channel.unary_unary("/lensgrid.v1.Worker/GetModelInfo")(b"", timeout=30)
+
+        # The job is planned; the victim is in the middle of a shard.
+        def submitted():
+            if not search.alive():
+                raise AssertionError(f"the search exited {search.proc.returncode}:\n{search.log()}")
+            return list_jobs(coordinator_address)
+        jobs = wait_for("the job to be submitted", submitted, 120)
+        self.assertEqual(len(jobs), 1, jobs)
+        shards_total = jobs[0]["shards_total"]
+        self.assertGreaterEqual(shards_total, 3, "the search is too small to interrupt")
+
+        def victim_busy():
+            if not search.alive():
+                raise AssertionError("the search ended before a worker could be interrupted:\n"
+                                     + search.log())
+            m = victim.scrape()
+            return m if m.get("lensgrid_worker_shards_running") >= 1 else None
+        before = wait_for("a shard running on the victim (lensgrid_worker_shards_running >= 1)",
+                          victim_busy, 180, interval=0.05)
+        codes = victim.terminate()
+        self.assertEqual(list(codes.values()), [0],
+                         f"worker did not exit cleanly within {victim.grace_seconds()} s: {codes}\n"
+                         + victim.process().log())
+
+        # The Job completes, with every shard done once.
+        rc = search.wait(timeout=600)
+        self.assertEqual(rc, 0, search.log())
+        [status] = list_jobs(coordinator_address)
+        self.assertEqual(status["state"], "SUCCEEDED", status)
+        self.assertEqual(status["shards_done"], shards_total, status)
+
+        # The result, where the Job's --output put it (on the results claim).
+        args = job.spec["containers"][0]["args"]
+        output = args[args.index("--output") + 1]
+        self.assertTrue(output.startswith("/results/"), output)
+        out_dir = os.path.join(job.volume_dirs["results"], output[len("/results/"):])
+        with open(os.path.join(out_dir, "result.json")) as f:
+            result = json.load(f)
+        self.assertEqual(result["method"], args[args.index("--method") + 1])
+        self.assertEqual(result["dataset"]["n_prompts"], int(args[args.index("--n-prompts") + 1]))
+        self.assertEqual(len(result["model"]["weights_sha256"]), 64)
+        grid = result["outputs"][0]
+        self.assertEqual(grid["axes"], ["layer", "head"])
+        n_layers, n_heads = int(TEST_MODEL[1]), int(TEST_MODEL[3])
+        self.assertEqual([len(grid["values"])] + sorted({len(r) for r in grid["values"]}),
+                         [n_layers, n_heads])
+        self.assertTrue(all(math.isfinite(v) for row in grid["values"] for v in row))
+        self.assertGreater(os.path.getsize(os.path.join(out_dir, "result.safetensors")), 0)
+
+        # The coordinator's counters: every lease ends in a first completion or a re-queue.
+        m = self.coordinator.scrape()
+        self.assertEqual([n for n in COORDINATOR_METRICS if not m.has(n)], [], "not exported")
+        completed = m.get("lensgrid_shards_completed_total")
+        retried = m.get("lensgrid_shards_retried_total")
+        handed_back = m.get("lensgrid_shards_handed_back_total")
+        self.assertEqual(completed, shards_total)
+        self.assertGreaterEqual(handed_back, 1, "the victim's shard was not handed back")
+        self.assertGreaterEqual(retried, handed_back)
+        self.assertEqual(m.get("lensgrid_shards_failed_total"), 0)
+        self.assertEqual(m.get("lensgrid_shards_leased_total"), completed + retried)
+        self.assertEqual(m.get("lensgrid_jobs", state="succeeded"), 1)
+        for state in ("queued", "running", "failed", "cancelled"):
+            self.assertEqual(m.get("lensgrid_jobs", state=state), 0, state)
+        self.assertEqual(m.get("lensgrid_rpc_requests_total", method="SubmitJob", code="OK"), 1)
+        self.assertEqual(m.get("lensgrid_rpc_latency_seconds_count", method="SubmitJob"), 1)
+        self.assertGreaterEqual(m.get("lensgrid_rpc_requests_total", method="CompleteShard", code="OK"),
+                                completed)
+        self.assertGreaterEqual(m.get("lensgrid_rpc_requests_total", method="FailShard", code="OK"),
+                                handed_back)
+
+        # The workers' counters add up to the coordinator's. The victim's last scrape was
+        # taken just before SIGTERM, with a shard running that it then handed back.
+        done = [w.scrape() for w in survivor]
+        for scraped in [before] + done:
+            self.assertEqual([n for n in WORKER_METRICS if not scraped.has(n)], [], "not exported")
+        by_survivors = sum(s.get("lensgrid_worker_shards_completed_total") for s in done)
+        by_victim = before.get("lensgrid_worker_shards_completed_total")
+        self.assertGreaterEqual(by_survivors, 1)
+        self.assertLessEqual(by_survivors + by_victim, completed)
+        self.assertGreaterEqual(by_survivors + by_victim + 1, completed)
+        for s in done:
+            self.assertEqual(s.get("lensgrid_rpc_requests_total", method="GetModelInfo", code="OK"), 1)
+            self.assertEqual(s.get("lensgrid_rpc_latency_seconds_count", method="GetModelInfo"), 1)
+            self.assertEqual(s.get("lensgrid_worker_shards_running"), 0)
+            self.assertEqual(s.get("lensgrid_executor_queue_depth"), 0)
+            if s.get("lensgrid_worker_shards_completed_total") > 0:
+                self.assertGreater(s.get("lensgrid_executor_busy_seconds_total"), 0)
+                self.assertGreater(s.get("lensgrid_cache_bytes_sent_total"), 0)
+
+
+if __name__ == "__main__":
+    why = missing_prerequisites()
+    if why:
+        print(f"skipped: {why}", file=sys.stderr)
+        sys.exit(1 if os.environ.get("LENSGRID_DEPLOY_TEST_REQUIRED") == "1" else 77)
+    unittest.main()
