@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <ostream>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,7 @@ struct SearchFlags {
   int64_t n_prompts = 16, seq_len = 16;
   uint64_t seed = 0;
   bool normalize = false, naive = false, in_process = false, no_processing = false;
+  bool detectors = false;
   int64_t local = 0;
   std::string coordinator, model_id;
   int64_t prompts_per_shard = 0, components_per_shard = 0;
@@ -86,6 +88,12 @@ absl::Status ExecuteInProcess(const SearchFlags& flags, std::ostream& out) {
   options.naive = flags.naive;
   auto start = std::chrono::steady_clock::now();
   LG_ASSIGN_OR_RETURN(SearchResult result, RunSearch(*model, dataset, spec, options));
+  std::optional<SearchResult> detectors;
+  if (flags.detectors) {
+    SearchSpec detect = spec;
+    detect.method = Method::kDetectHeads;
+    LG_ASSIGN_OR_RETURN(detectors, RunSearch(*model, dataset, detect, options));
+  }
   ctx.seconds = SecondsSince(start);
   ctx.run = {{"where", "in-process"}};
   std::vector<AttentionView> views;
@@ -93,7 +101,8 @@ absl::Status ExecuteInProcess(const SearchFlags& flags, std::ostream& out) {
     LG_ASSIGN_OR_RETURN(views, TopHeadViews(*model, tokenizer.ok() ? tokenizer->get() : nullptr,
                                             dataset.prompts.front(), result));
   }
-  return WriteSearchOutput(result, ctx, views, flags.output, out);
+  return WriteSearchOutput(result, ctx, views, flags.output, out,
+                           detectors ? &*detectors : nullptr);
 }
 
 // --coordinator ADDR or --local N: the client builds the dataset (it needs the
@@ -113,6 +122,7 @@ absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ost
 
   std::unique_ptr<LocalCluster> cluster;
   std::string address = flags.coordinator;
+  ctx.run = {{"where", "coordinator"}, {"address", address}};
   RemoteSearchOptions options;
   options.tty = ::isatty(STDERR_FILENO) == 1;
   options.progress = &err;
@@ -133,18 +143,35 @@ absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ost
   job_spec.set_prompts_per_shard(flags.prompts_per_shard);
   job_spec.set_components_per_shard(flags.components_per_shard);
   absl::StatusOr<SearchResult> result = RunOnCoordinator(address, job_spec, spec, options);
+  std::optional<SearchResult> detectors;
+  if (result.ok() && flags.detectors) {
+    SearchContext detect_ctx = ctx;
+    detect_ctx.method = "detect-heads";
+    LG_ASSIGN_OR_RETURN(SearchSpec detect, SpecOfContext(detect_ctx));
+    v1::JobSpec detect_job = MakeJobSpec(dataset, detect_ctx, model_id, cfg.attn_only);
+    detect_job.set_prompts_per_shard(flags.prompts_per_shard);
+    std::string detect_job_id;
+    options.job_id = &detect_job_id;
+    absl::StatusOr<SearchResult> d = RunOnCoordinator(address, detect_job, detect, options);
+    ctx.run["detectors_job_id"] = detect_job_id;
+    if (d.ok()) {
+      detectors = std::move(*d);
+    } else {
+      result = d.status();
+    }
+  }
   if (!result.ok()) {
     if (cluster != nullptr) cluster->KeepLogs();
     return result.status();
   }
   ctx.seconds = SecondsSince(start);
-  if (flags.local == 0) ctx.run = {{"where", "coordinator"}, {"address", address}};
   ctx.run["job_id"] = job_id;
   std::vector<AttentionView> views;
   if (!flags.output.empty()) {
     LG_ASSIGN_OR_RETURN(views, ViewsFromModelDir(ctx, *result));
   }
-  return WriteSearchOutput(*result, ctx, views, flags.output, out);
+  return WriteSearchOutput(*result, ctx, views, flags.output, out,
+                           detectors ? &*detectors : nullptr);
 }
 
 }  // namespace
@@ -166,6 +193,9 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   app.add_option("--seed", f.seed, "dataset seed");
   app.add_option("--seq-len", f.seq_len, "induction: random tokens per half");
   app.add_flag("--normalize", f.normalize, "patching: also (patched - corrupted) / (clean - corrupted)");
+  app.add_flag("--detectors", f.detectors,
+               "also score every head with the detectors (previous-token, induction, "
+               "duplicate-token) on the same prompts");
   app.add_flag("--naive", f.naive, "one full forward per intervention (the reference path)");
   app.add_flag("--no-processing", f.no_processing, "Hugging Face weights as they are");
   app.add_flag("--in-process", f.in_process, "run in this process");

@@ -97,7 +97,8 @@ absl::StatusOr<SearchSpec> SpecOfContext(const SearchContext& ctx) {
 
 absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& ctx,
                                const std::vector<AttentionView>& attention,
-                               const std::string& output_dir, std::ostream& out) {
+                               const std::string& output_dir, std::ostream& out,
+                               const SearchResult* detectors) {
   const SearchSpec& spec = result.spec;
   const bool patching = IsPatching(spec.method);
   const double baseline = result.baseline.mean().item<double>();
@@ -161,6 +162,17 @@ absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& 
     pp_shape.insert(pp_shape.end(), o.shape.begin(), o.shape.end());
     tensors.emplace_back(o.name + ".per_prompt",
                          o.per_prompt.reshape(pp_shape).to(torch::kFloat32));
+  }
+  if (detectors != nullptr) {
+    for (const SearchOutput& o : detectors->outputs) {
+      j["detectors"][o.name] = Nested(o.mean);
+      tensors.emplace_back("detectors." + o.name, o.mean.to(torch::kFloat32));
+      out << "top heads by " << o.name << " score:";
+      for (auto [idx, value] : RankComponents(o, 3)) {
+        out << "  " << ComponentName(o, idx) << " " << std::setprecision(3) << value;
+      }
+      out << "\n";
+    }
   }
   tensors.emplace_back("baseline", result.baseline.to(torch::kFloat32));
   if (patching) tensors.emplace_back("clean", result.reference.to(torch::kFloat32));

@@ -48,9 +48,12 @@ absl::StatusOr<SearchSpec> SpecOfContext(const SearchContext& ctx);
 // Prints the summary and the top components to `out`; with a non-empty
 // `output_dir`, also writes result.json, result.safetensors and report.html
 // (with `attention`'s patterns) there.
+// `detectors` (optional): a detect-heads result on the same dataset, written
+// beside the main result (result.json "detectors", tensors "detectors.NAME").
 absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& ctx,
                                const std::vector<AttentionView>& attention,
-                               const std::string& output_dir, std::ostream& out);
+                               const std::string& output_dir, std::ostream& out,
+                               const SearchResult* detectors = nullptr);
 
 }  // namespace lensgrid
 

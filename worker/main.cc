@@ -56,6 +56,7 @@ struct Flags {
   std::string model_id;
   std::string name;
   std::string metrics_listen;
+  std::string advertise;
   int capacity = 1;
 };
 
@@ -160,6 +161,9 @@ int main(int argc, char** argv) {
                  "shards run at once for the coordinator")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  app.add_option("--advertise", flags.advertise,
+                 "HOST:PORT the coordinator shows for this worker's own API (default: "
+                 "the --listen address; on Kubernetes: $(POD_IP):PORT)");
   app.add_option("--metrics-listen", flags.metrics_listen,
                  "HOST:PORT to serve Prometheus metrics on (GET /metrics)");
   app.add_option("--name", flags.name,
@@ -279,7 +283,8 @@ int main(int argc, char** argv) {
     options.model_id = flags.model_id.empty()
                            ? lensgrid::DefaultModelId(!w.no_processing)
                            : flags.model_id;
-    options.address = host + ":" + std::to_string(port);
+    options.address =
+        flags.advertise.empty() ? host + ":" + std::to_string(port) : flags.advertise;
     options.capacity = flags.capacity;
     options.chunk_bytes = static_cast<size_t>(w.chunk_bytes);
     grpc::ChannelArguments args;

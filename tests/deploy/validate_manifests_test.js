@@ -57,7 +57,7 @@ const BROKEN = [
    /container worker: startupProbe port 7999 is not a declared containerPort/],
   ["an undefined $(VAR)", (w) => { w.args.push("$(NOPE)"); },
    /container worker: "\$\(NOPE\)" uses \$\(NOPE\), which is not in env/],
-  ["a config map key that does not exist", (w) => { w.env[0].valueFrom.configMapKeyRef.key = "NOPE"; },
+  ["a config map key that does not exist", (w) => { w.env.find((e) => e.name === "MODEL_DIR").valueFrom.configMapKeyRef.key = "NOPE"; },
    /env MODEL_DIR refers to ConfigMap lensgrid-config-\w+ key NOPE/],
   ["no resource requests", (w) => { delete w.resources.requests; },
    /container worker: no cpu\/memory requests/],

@@ -102,6 +102,25 @@ TEST(TrainDataTest, ChainRowsFollowASecondOrderRule) {
   }
 }
 
+TEST(TrainDataTest, CurriculumStartsWithHalfRepeatsAtOneOffset) {
+  TrainDataOptions o;
+  o.half_repeat_batches = 10;
+  o.ioi_fraction = 0;
+  o.chain_fraction = 0;  // all rows are repeats rows
+  TrainData data = Data(o);
+  auto is_half_repeat = [](const std::vector<int64_t>& ids, int64_t r) {
+    auto row = ids.begin() + r * 128;
+    return std::equal(row + 1, row + 64, row + 64);
+  };
+  std::vector<int64_t> early = data.Batch(4, 9), late = data.Batch(4, 10),
+                       held_out = data.HeldOutBatch(4, 0);
+  for (int64_t r = 0; r < 4; ++r) {
+    EXPECT_TRUE(is_half_repeat(early, r)) << r;
+    EXPECT_FALSE(is_half_repeat(late, r)) << r;
+    EXPECT_FALSE(is_half_repeat(held_out, r)) << r;
+  }
+}
+
 TEST(TrainDataTest, TriggerRowsRepeatTheirPairs) {
   TrainData data = Data();
   int rows_with_repeated_pairs = 0;
