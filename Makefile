@@ -25,6 +25,8 @@ bench: build
 	@$(BUILD_DIR)/bench/forward_bench
 	@$(BUILD_DIR)/bench/ablation_bench
 	@$(BUILD_DIR)/bench/tokenizer_bench
+	@$(BUILD_DIR)/bench/coordinator_bench
+	@/usr/bin/python3 bench/coordinator_share.py $(BUILD_DIR)
 
 clean:
 	rm -rf $(BUILD_DIR)
