@@ -122,16 +122,8 @@ absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& 
   j["ablation"] = AblationName(spec.ablation);
   j["delta"] = patching ? "metric(patched) - metric(corrupted)"
                         : "metric(intervened) - metric(clean)";
-  j["model"] = {{"dir", ctx.model_dir},
-                {"weights_sha256", ctx.weights_sha256},
-                {"processed", ctx.processed},
-                {"n_layers", ctx.n_layers},
-                {"n_heads", ctx.n_heads}};
-  j["dataset"] = {{"name", ctx.dataset},
-                  {"n_prompts", ctx.n_prompts},
-                  {"seed", ctx.seed},
-                  {"positions", ctx.positions}};
-  j["run"] = ctx.run;
+  const nlohmann::ordered_json context = ContextToJson(ctx);
+  for (const char* key : {"model", "dataset", "run"}) j[key] = context[key];
   j["baseline"] = baseline;
   if (patching) j["clean"] = reference;
   NamedTensors tensors;

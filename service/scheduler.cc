@@ -402,32 +402,42 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
   return true;
 }
 
+absl::StatusOr<std::optional<Scheduler::LeaseRef>> Scheduler::FindLiveLease(
+    const std::string& lease_id) {
+  std::optional<LeaseRef> ref = FindLease(lease_id);
+  if (!ref)
+    return absl::NotFoundError(
+        absl::StrCat("unknown lease \"", lease_id, "\""));
+  const Shard& shard = ref->job->shards[ref->shard];
+  if (Final(*ref->job) || shard.state != Shard::State::kLeased ||
+      shard.lease_id != lease_id) {
+    return std::optional<LeaseRef>();
+  }
+  return ref;
+}
+
 absl::Status Scheduler::Fail(const std::string& worker_id,
                              const std::string& lease_id,
                              const absl::Status& error) {
   absl::MutexLock lock(&mu_);
   if (auto w = workers_.find(worker_id); w != workers_.end())
     Touch(&w->second, clock_->NowMs());
-  std::optional<LeaseRef> ref = FindLease(lease_id);
-  if (!ref)
-    return absl::NotFoundError(
-        absl::StrCat("unknown lease \"", lease_id, "\""));
-  Job* job = ref->job;
-  Shard& shard = job->shards[ref->shard];
-  if (Final(*job) || shard.state != Shard::State::kLeased ||
-      shard.lease_id != lease_id) {
-    return absl::OkStatus();  // stale: nothing to do
-  }
+  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
+  if (!live.ok()) return live.status();
+  if (!live->has_value()) return absl::OkStatus();  // stale: nothing to do
+  const LeaseRef ref = **live;
+  Job* job = ref.job;
+  Shard& shard = job->shards[ref.shard];
   ++counters_.shards_failed;
   if (JobFailsOn(error.code())) {
-    ReleaseLease(job, ref->shard);
+    ReleaseLease(job, ref.shard);
     Finish(job, v1::JOB_FAILED,
            absl::Status(error.code(),
-                        absl::StrCat("shard ", ref->shard, " on worker ",
+                        absl::StrCat("shard ", ref.shard, " on worker ",
                                      worker_id, ": ", error.message())));
     return absl::OkStatus();
   }
-  Requeue(job, ref->shard,
+  Requeue(job, ref.shard,
           absl::StrCat("worker ", worker_id, ": ", error.ToString()));
   return absl::OkStatus();
 }
@@ -435,22 +445,18 @@ absl::Status Scheduler::Fail(const std::string& worker_id,
 absl::Status Scheduler::HandBack(const std::string& worker_id,
                                  const std::string& lease_id) {
   absl::MutexLock lock(&mu_);
-  std::optional<LeaseRef> ref = FindLease(lease_id);
-  if (!ref)
-    return absl::NotFoundError(
-        absl::StrCat("unknown lease \"", lease_id, "\""));
-  Job* job = ref->job;
-  Shard& shard = job->shards[ref->shard];
-  if (Final(*job) || shard.state != Shard::State::kLeased ||
-      shard.lease_id != lease_id) {
-    return absl::OkStatus();  // stale: nothing to do
-  }
-  ReleaseLease(job, ref->shard);
+  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
+  if (!live.ok()) return live.status();
+  if (!live->has_value()) return absl::OkStatus();  // stale: nothing to do
+  const LeaseRef ref = **live;
+  Job* job = ref.job;
+  Shard& shard = job->shards[ref.shard];
+  ReleaseLease(job, ref.shard);
   shard.state = Shard::State::kPending;
-  job->ready.push_front(ref->shard);
+  job->ready.push_front(ref.shard);
   ++counters_.shards_handed_back;
   ++counters_.shards_retried;
-  Emit(job, v1::JobEvent::SHARD_RETRIED, ref->shard, worker_id,
+  Emit(job, v1::JobEvent::SHARD_RETRIED, ref.shard, worker_id,
        absl::StrCat("worker ", worker_id, " handed the shard back (shutting down)"));
   return absl::OkStatus();
 }

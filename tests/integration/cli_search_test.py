@@ -6,7 +6,6 @@ usage: cli_search_test.py LENSGRID_BINARY
 """
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -14,18 +13,9 @@ import unittest
 
 import numpy as np
 
+from safetensors_np import read_safetensors
+
 LENSGRID = None
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    header.pop("__metadata__", None)
-    return {name: np.frombuffer(raw[8 + n + i["data_offsets"][0]:8 + n + i["data_offsets"][1]],
-                                dtype=np.float32).reshape(i["shape"])
-            for name, i in header.items()}
 
 
 class CliSearchTest(unittest.TestCase):

@@ -9,9 +9,7 @@ usage: cluster_test.py COORDINATOR WORKER LENSGRID PYTHONPATH
 """
 import json
 import os
-import re
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -26,26 +24,17 @@ sys.path.insert(0, PY_DIR)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "worker"))
+sys.path.insert(0, os.path.join(HERE, ".."))
 
 import grpc  # noqa: E402
 from lensgrid.v1 import coordinator_pb2 as cpb  # noqa: E402
 from cluster_harness import (CoordinatorProcess, completed_shards, f32_tensor_chunk,  # noqa: E402
                              job_status, only_job, wait_for)
+from safetensors_np import read_safetensors  # noqa: E402
 from worker_harness import WorkerProcess, make_model  # noqa: E402
 
 # Short leases and timeouts so that a dead worker is noticed within seconds.
 FAST = ["--min-lease-ms", "1000", "--worker-timeout-ms", "2000"]
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    header.pop("__metadata__", None)
-    return {name: np.frombuffer(raw[8 + n + i["data_offsets"][0]:8 + n + i["data_offsets"][1]],
-                                dtype=np.float32).reshape(i["shape"])
-            for name, i in header.items()}
 
 
 class ClusterTest(unittest.TestCase):

@@ -1,6 +1,7 @@
 // Facts about the embedded default model, models/lensgrid-tiny, read from its
 // committed weights (nothing is trained here). See its MODEL_CARD.md.
 #include <fstream>
+#include <iterator>
 
 #include "gtest/gtest.h"
 #include "tests/worker/model/test_util.h"
@@ -11,11 +12,6 @@
 
 namespace lensgrid {
 namespace {
-
-// What is true of the shipped model's IOI-like behaviour (its MODEL_CARD.md
-// reports the measured values).
-constexpr double kIoiAccuracyAtLeast = 0.0;
-constexpr double kIoiLogitDiffAtLeast = -100.0;
 
 std::string ModelDir() { return ::lensgrid::testing::SourceDir() + "/models/lensgrid-tiny"; }
 
@@ -74,14 +70,17 @@ TEST_F(ShippedModelTest, AblatingTheInductionHeadCostsOverANat) {
   EXPECT_GE(facts_->top_induction_ablation_delta, 1.0) << facts_->top_induction.name();
 }
 
-TEST_F(ShippedModelTest, IoiBehaviourOnHeldOutPrompts) {
+TEST_F(ShippedModelTest, HasNoIoiBehaviourToSearch) {
+  // Trained without IOI sentences: with GPT-2's first 50 merges no name is one
+  // token, so the IOI data cannot be built and the demo skips the IOI search.
   auto tok = LoadTokenizerForModel(ModelDir()).value();
   auto data = TrainData::Create(TrainDataOptions{}, (*model_)->cfg().d_vocab, tok.get());
-  ASSERT_TRUE(data.ok()) << data.status();
-  auto score = ScoreIoi(**model_, data->IoiPrompts(200, 1, /*held_out=*/true));
-  ASSERT_TRUE(score.ok()) << score.status();
-  EXPECT_GE(score->accuracy, kIoiAccuracyAtLeast);
-  EXPECT_GE(score->mean_logit_diff, kIoiLogitDiffAtLeast);
+  EXPECT_EQ(data.status().code(), absl::StatusCode::kFailedPrecondition) << data.status();
+  auto ioi = MakeDataset({"ioi", 8, 0, 16}, (*model_)->cfg(), tok.get());
+  EXPECT_EQ(ioi.status().code(), absl::StatusCode::kFailedPrecondition) << ioi.status();
+  std::ifstream card(ModelDir() + "/MODEL_CARD.md");
+  std::string text((std::istreambuf_iterator<char>(card)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("## IOI-like behaviour\n\nNot trained"), std::string::npos);
 }
 
 }  // namespace
