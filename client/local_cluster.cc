@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -90,7 +91,8 @@ absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
   if (pid == 0) {
     ::dup2(fd, STDOUT_FILENO);
     ::dup2(fd, STDERR_FILENO);
-    ::setpgid(0, 0);  // a Ctrl-C at the terminal reaches us, not them
+    ::setpgid(0, 0);  // a Ctrl-C at the terminal reaches us, not them...
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // ...and when we die, they stop
     ::execv(args[0], args.data());
     std::fprintf(stderr, "cannot execute %s\n", args[0]);
     ::_exit(127);
