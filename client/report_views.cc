@@ -78,6 +78,7 @@ absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer&
 
 absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext& ctx,
                                                              const SearchResult& result,
+                                                             const Prompt* prompt,
                                                              int max_heads) {
   LoadOptions load;
   if (!ctx.processed) load.processing = ProcessingOptions::None();
@@ -88,6 +89,7 @@ absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext
   }
   auto tokenizer = LoadTokenizerForModel(ctx.model_dir);
   const Tokenizer* tok = tokenizer.ok() ? tokenizer->get() : nullptr;
+  if (prompt != nullptr) return TopHeadViews(*model, tok, *prompt, result, max_heads);
   LG_ASSIGN_OR_RETURN(Dataset dataset,
                       MakeDataset({ctx.dataset, 1, ctx.seed, ctx.seq_len}, model->cfg(), tok));
   if (dataset.prompts.empty()) return std::vector<AttentionView>();

@@ -30,10 +30,11 @@ absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer&
                                                         int max_heads = 4);
 
 // For a search that ran elsewhere: loads the model of ctx.model_dir (its
-// weights hash must be ctx.weights_sha256), rebuilds the dataset from ctx and
-// shows its first prompt.
+// weights hash must be ctx.weights_sha256) and shows `prompt`, or (null) the
+// first prompt of the dataset rebuilt from ctx.
 absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext& ctx,
                                                              const SearchResult& result,
+                                                             const Prompt* prompt = nullptr,
                                                              int max_heads = 4);
 
 }  // namespace lensgrid

@@ -168,7 +168,15 @@ absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ost
   ctx.run["job_id"] = job_id;
   std::vector<AttentionView> views;
   if (!flags.output.empty()) {
-    LG_ASSIGN_OR_RETURN(views, ViewsFromModelDir(ctx, *result));
+    // The job's numbers are in; a report without the viewer beats no output.
+    absl::StatusOr<std::vector<AttentionView>> v =
+        ViewsFromModelDir(ctx, *result, &dataset.prompts.front());
+    if (v.ok()) {
+      views = std::move(*v);
+    } else {
+      err << "lensgrid search: note: report.html has no attention patterns ("
+          << v.status().message() << ")\n";
+    }
   }
   return WriteSearchOutput(*result, ctx, views, flags.output, out,
                            detectors ? &*detectors : nullptr);
