@@ -193,7 +193,12 @@ class ClusterTest(unittest.TestCase):
         job = only_job(c.stub())
         self.assertEqual(job.state, cpb.JOB_SUCCEEDED)
         self.assertFalse(before & after, f"recomputed after the restart: {sorted(before & after)}")
-        self.assertEqual(len(before) + len(after), job.shards_total)
+        # A result the coordinator stored just before the kill, but never acknowledged, is in
+        # neither set (it is not recomputed either): only those may be missing.
+        in_flight = sum(1 for w in workers for line in w.log_lines()
+                        if "result not delivered" in line)
+        self.assertLessEqual(len(before) + len(after), job.shards_total)
+        self.assertGreaterEqual(len(before) + len(after), job.shards_total - in_flight)
         self.assertGreaterEqual(len(before), 10)
         self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 24))
         for w in workers:
