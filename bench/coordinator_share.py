@@ -14,7 +14,6 @@ usage: coordinator_share.py BUILD_DIR [--prompts N] [--heads-per-shard K]
 """
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile

@@ -5,7 +5,8 @@
         ...
         c.kill9(); c.restart()   # same port, same state dir
 
-Needs sys.path to hold the build's Python package (lensgrid.v1 stubs) first.
+Needs sys.path to hold the build's Python package (lensgrid.v1 stubs) and
+tests/integration/worker (worker_harness) first.
 """
 import re
 import socket
@@ -15,6 +16,7 @@ import time
 
 import grpc
 from lensgrid.v1 import coordinator_pb2, coordinator_pb2_grpc, tensor_pb2
+from worker_harness import stop_process
 
 SHARD_DONE_RE = re.compile(
     r"shard (\S+)/(\d+) attempt (\d+) done in (\d+) ms, result sent in (\d+) ms(.*)")
@@ -72,13 +74,7 @@ class CoordinatorProcess:
         self.start()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def __enter__(self):
         return self

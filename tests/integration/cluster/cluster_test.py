@@ -115,6 +115,23 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual([c["component"] for c in got_json["outputs"][0]["ranked"][:3]],
                          [c["component"] for c in want_json["outputs"][0]["ranked"][:3]])
 
+    def long_shard_job(self, *search_args):
+        """A coordinator, one worker (1 thread) on a bigger model, and an induction
+        head-ablation search whose shards take seconds; returns once a shard is leased."""
+        big = make_model(LENSGRID_BIN, os.path.join(self.dir, "big"), layers=4, heads=8,
+                         d_model=256, n_ctx=512, seed=1)
+        c = self.coordinator()
+        w = WorkerProcess(WORKER_BIN, big, "--coordinator", c.address, "--threads", "1")
+        self.procs.append(w)
+        stub = c.stub()
+        proc = subprocess.Popen([LENSGRID_BIN, "search", "--model", big, "--dataset", "induction",
+                                 "--method", "ablate-heads", *search_args,
+                                 "--coordinator", c.address],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: any(x.leases for x in
+                             stub.ListWorkers(cpb.ListWorkersRequest()).workers), 60, "a lease")
+        return c, w, stub, proc
+
     # --- tests ---------------------------------------------------------------------------
     def test_three_workers_give_the_in_process_result(self):
         c = self.coordinator()
@@ -248,19 +265,9 @@ class ClusterTest(unittest.TestCase):
         self.assertIn("99999999", status.error)
 
     def test_cancel_stops_the_workers_within_a_second(self):
-        big = make_model(LENSGRID_BIN, os.path.join(self.dir, "big"), layers=4, heads=8,
-                         d_model=256, n_ctx=512, seed=1)
-        c = self.coordinator()
-        w = WorkerProcess(WORKER_BIN, big, "--coordinator", c.address, "--threads", "1")
-        self.procs.append(w)
-        stub = c.stub()
-        proc = subprocess.Popen([LENSGRID_BIN, "search", "--model", big, "--dataset", "induction",
-                                 "--seq-len", "200", "--method", "ablate-heads", "--n-prompts",
-                                 "32", "--prompts-per-shard", "32", "--components-per-shard",
-                                 "32", "--coordinator", c.address],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: any(x.leases for x in
-                             stub.ListWorkers(cpb.ListWorkersRequest()).workers), 60, "a lease")
+        c, w, stub, proc = self.long_shard_job("--seq-len", "200", "--n-prompts", "32",
+                                               "--prompts-per-shard", "32",
+                                               "--components-per-shard", "32")
         time.sleep(1.0)  # well inside the shard
         job_id = only_job(stub).job_id
         t0 = time.monotonic()
@@ -297,20 +304,10 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(final.last_event_seq, len(seen))
 
     def test_sigterm_hands_the_shard_back(self):
-        big = make_model(LENSGRID_BIN, os.path.join(self.dir, "big"), layers=4, heads=8,
-                         d_model=256, n_ctx=512, seed=1)
-        c = self.coordinator()
-        leaving = WorkerProcess(WORKER_BIN, big, "--coordinator", c.address, "--threads", "1")
-        self.procs.append(leaving)
-        stub = c.stub()
-        proc = subprocess.Popen([LENSGRID_BIN, "search", "--model", big, "--dataset", "induction",
-                                 "--seq-len", "100", "--method", "ablate-heads", "--n-prompts",
-                                 "8", "--prompts-per-shard", "8", "--components-per-shard",
-                                 "16", "--coordinator", c.address, "--output",
-                                 os.path.join(self.dir, "out")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: any(x.leases for x in
-                             stub.ListWorkers(cpb.ListWorkersRequest()).workers), 60, "a lease")
+        c, leaving, stub, proc = self.long_shard_job(
+            "--seq-len", "100", "--n-prompts", "8", "--prompts-per-shard", "8",
+            "--components-per-shard", "16", "--output", os.path.join(self.dir, "out"))
+        big = os.path.join(self.dir, "big")
         leaving.proc.send_signal(signal.SIGTERM)
         self.assertEqual(leaving.proc.wait(timeout=10), 0)
         self.assertIn("handed back", leaving.log_text())
