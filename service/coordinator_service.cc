@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "common/echo.h"
 #include "common/grpc_status.h"
 #include "common/tensor_chunks.h"
 
@@ -213,7 +214,7 @@ class CompleteReactor
     for (WireTensor& t : *tensors) {
       if (t.dtype != DType::kF32) {
         return Malformed(absl::InvalidArgumentError(
-            absl::StrCat("tensor \"", t.name, "\" is not F32")));
+            absl::StrCat("tensor ", Echo(t.name), " is not F32")));
       }
       Array a{t.name, t.shape,
               std::vector<float>(t.data.size() / sizeof(float))};
@@ -221,13 +222,14 @@ class CompleteReactor
                   a.values.size() * sizeof(float));
       arrays.push_back(std::move(a));
     }
-    auto accepted = scheduler_->Complete(header_.worker_id(),
-                                         header_.lease_id(), std::move(arrays));
+    std::string note;
+    auto accepted = scheduler_->Complete(
+        header_.worker_id(), header_.lease_id(), std::move(arrays), &note);
     if (!accepted.ok()) return Finish(ToGrpcStatus(accepted.status()));
     resp_->set_accepted(*accepted);
-    if (!*accepted)
-      resp_->set_message(
-          "dropped: the shard was already done or its job is over");
+    resp_->set_message(*accepted ? note
+                                 : "dropped: the shard was already done or "
+                                   "its job is over");
     Finish(grpc::Status::OK);
   }
 
@@ -317,7 +319,8 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(
   auto id = scheduler_->Submit(req->spec());
   if (!id.ok()) return Done(ctx, id.status());
   resp->set_job_id(*id);
-  resp->set_shards_total(scheduler_->GetJob(*id)->shards_total());
+  auto status = scheduler_->GetJob(*id);
+  if (status.ok()) resp->set_shards_total(status->shards_total());
   return Done(ctx, absl::OkStatus());
 }
 
@@ -356,14 +359,20 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelJob(
 grpc::ServerUnaryReactor* CoordinatorService::ListJobs(
     grpc::CallbackServerContext* ctx, const v1::ListJobsRequest* req,
     v1::ListJobsResponse* resp) {
-  for (auto& j : scheduler_->ListJobs()) *resp->add_jobs() = std::move(j);
+  auto jobs = scheduler_->ListJobs({req->page_size(), req->page_token()},
+                                   resp->mutable_next_page_token());
+  if (!jobs.ok()) return Done(ctx, jobs.status());
+  for (auto& j : *jobs) *resp->add_jobs() = std::move(j);
   return Done(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(
     grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* req,
     v1::ListWorkersResponse* resp) {
-  for (auto& w : scheduler_->ListWorkers()) *resp->add_workers() = std::move(w);
+  auto workers = scheduler_->ListWorkers({req->page_size(), req->page_token()},
+                                         resp->mutable_next_page_token());
+  if (!workers.ok()) return Done(ctx, workers.status());
+  for (auto& w : *workers) *resp->add_workers() = std::move(w);
   return Done(ctx, absl::OkStatus());
 }
 
@@ -374,7 +383,9 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(
     return Done(ctx, absl::InvalidArgumentError(
                          "model_id and weights_sha256 are required"));
   }
-  resp->set_worker_id(scheduler_->RegisterWorker(*req));
+  auto id = scheduler_->RegisterWorker(*req);
+  if (!id.ok()) return Done(ctx, id.status());
+  resp->set_worker_id(*id);
   resp->set_heartbeat_interval_ms(scheduler_->heartbeat_interval_ms());
   return Done(ctx, absl::OkStatus());
 }

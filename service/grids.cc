@@ -4,6 +4,7 @@
 #include <array>
 
 #include "absl/strings/str_cat.h"
+#include "common/echo.h"
 
 namespace lensgrid::service {
 
@@ -33,8 +34,8 @@ absl::StatusOr<std::vector<Grid>> MethodGrids(const std::string& method,
         return method == m;
       }) == kMethods.end()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown method \"", method,
-        "\" (ablate-heads, ablate-layers, patch-resid, patch-attn-out, "
+        "unknown method ", Echo(method),
+        " (ablate-heads, ablate-layers, patch-resid, patch-attn-out, "
         "patch-mlp-out, "
         "patch-heads, patch-heads-by-pos, patch-pattern, detect-heads, dla)"));
   }
@@ -80,14 +81,14 @@ absl::Status ValidateMetric(const std::string& metric) {
   if (OneOf(metric, {"logit-diff", "prob", "prob-diff", "loss", "kl"}))
     return absl::OkStatus();
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown metric \"", metric,
-                   "\" (logit-diff, prob, prob-diff, loss, kl)"));
+      absl::StrCat("unknown metric ", Echo(metric),
+                   " (logit-diff, prob, prob-diff, loss, kl)"));
 }
 
 absl::Status ValidateAblation(const std::string& ablation) {
   if (OneOf(ablation, {"zero", "mean", "resample"})) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown ablation \"", ablation, "\" (zero, mean, resample)"));
+      "unknown ablation ", Echo(ablation), " (zero, mean, resample)"));
 }
 
 }  // namespace lensgrid::service

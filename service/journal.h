@@ -1,11 +1,18 @@
 // What the scheduler persists, and what it restores from after a restart.
-// StateStore (SQLite) implements Journal; tests may pass none.
+// StateStore (SQLite) implements Journal; tests may pass none, or a fake that
+// fails on demand.
+//
+// Each Write is one state change of one job, committed atomically: a new job
+// with its first event, or shard results with the events and job state that go
+// with them. A failed Write leaves the stored job as it was (events stay a
+// prefix without gaps), and the scheduler writes the same change again later.
 #ifndef LENSGRID_SERVICE_JOURNAL_H_
 #define LENSGRID_SERVICE_JOURNAL_H_
 
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,23 +31,35 @@ struct StoredJob {
   int error_code = 0;
   std::string error;
   std::map<int64_t, std::vector<Array>> results;  // by shard id
-  std::vector<v1::JobEvent> events;               // by seq
+  std::vector<v1::JobEvent> events;               // by seq, 1, 2, ... no gaps
+  // Non-empty: part of the stored job is unreadable (why, naming the part).
+  // A job whose spec or a finished job whose result is damaged is reported,
+  // not run or served; an unfinished job recomputes damaged shards.
+  std::string damage;
+  std::vector<int64_t> damaged_shards;  // results that failed their checksum
+  std::string notes;  // repairs made while loading (unreadable events dropped)
+};
+
+// One atomic change of one job's stored state.
+struct JobWrite {
+  std::string job_id;
+  const v1::JobSpec* new_spec = nullptr;  // set: the job is new
+  int64_t created_ms = 0;                 // with new_spec
+  std::vector<std::pair<int64_t, const std::vector<Array>*>> results;
+  bool set_state = false;
+  v1::JobState state = v1::JOB_QUEUED;
+  int error_code = 0;
+  std::string error;
+  // Consecutive seqs following the stored ones; stored events after the last
+  // of these (left by an older, damaged write) are dropped.
+  std::vector<const v1::JobEvent*> events;
 };
 
 class Journal {
  public:
   virtual ~Journal() = default;
-  virtual absl::Status AddJob(const std::string& job_id,
-                              const v1::JobSpec& spec, int64_t created_ms) = 0;
-  // Durable before the worker hears "accepted".
-  virtual absl::Status AddShardResult(const std::string& job_id,
-                                      int64_t shard_id,
-                                      const std::vector<Array>& tensors) = 0;
-  virtual absl::Status SetJobState(const std::string& job_id,
-                                   v1::JobState state, int error_code,
-                                   const std::string& error) = 0;
-  virtual absl::Status AddEvent(const std::string& job_id,
-                                const v1::JobEvent& event) = 0;
+  // All of `write` or nothing. Durable before it returns OK.
+  virtual absl::Status Write(const JobWrite& write) = 0;
 };
 
 }  // namespace lensgrid::service

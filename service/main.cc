@@ -9,11 +9,20 @@
 // --metrics-listen HOST:PORT serves Prometheus metrics at /metrics
 // (deploy/README.md). Test knobs: --initial-lease-ms, --min-lease-ms,
 // --worker-timeout-ms, --max-attempts, --heartbeat-ms.
+//
+// Limits (defaults in service/planner.h and service/scheduler.h):
+// --max-shards, --max-lease-bytes, --max-result-bytes,
+// --max-client-json-bytes, --max-workers, --forget-worker-ms,
+// --store-retry-ms. --fresh-state starts an empty store where the state dir's
+// marker says a database should be. --testing-max-db-pages-file FILE: SQLite's
+// max_page_count is read from FILE before each write (a real "disk full").
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -58,7 +67,10 @@ int Usage(const std::string& why) {
                "HOST:PORT "
                "--state-dir DIR [--initial-lease-ms N] [--min-lease-ms N] "
                "[--worker-timeout-ms N] [--max-attempts N] [--heartbeat-ms N] "
-               "[--metrics-listen HOST:PORT]\n",
+               "[--metrics-listen HOST:PORT] [--max-shards N] "
+               "[--max-lease-bytes N] [--max-result-bytes N] "
+               "[--max-client-json-bytes N] [--max-workers N] "
+               "[--forget-worker-ms N] [--store-retry-ms N] [--fresh-state]\n",
                why.c_str());
   return 2;
 }
@@ -74,6 +86,10 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (arg.rfind("--", 0) != 0) return Usage("unexpected argument " + arg);
+    if (arg == "--fresh-state") {
+      flags["fresh-state"] = "1";
+      continue;
+    }
     const size_t eq = arg.find('=');
     if (eq != std::string::npos) {
       flags[arg.substr(2, eq - 2)] = arg.substr(eq + 1);
@@ -88,9 +104,19 @@ int main(int argc, char** argv) {
       {"initial-lease-ms", &options.initial_lease_ms},
       {"min-lease-ms", &options.min_lease_ms},
       {"worker-timeout-ms", &options.worker_timeout_ms},
-      {"heartbeat-ms", &options.heartbeat_interval_ms}};
+      {"heartbeat-ms", &options.heartbeat_interval_ms},
+      {"max-shards", &options.planner.max_shards},
+      {"max-lease-bytes", &options.planner.max_shard_spec_bytes},
+      {"max-result-bytes", &options.planner.max_result_bytes},
+      {"max-client-json-bytes", &options.planner.max_client_json_bytes},
+      {"max-workers", &options.max_workers},
+      {"forget-worker-ms", &options.forget_worker_ms},
+      {"store-retry-ms", &options.store_retry_ms}};
   for (const auto& [name, value] : flags) {
-    if (name == "listen" || name == "state-dir" || name == "metrics-listen") continue;
+    if (name == "listen" || name == "state-dir" || name == "metrics-listen" ||
+        name == "fresh-state" || name == "testing-max-db-pages-file") {
+      continue;
+    }
     int64_t v = 0;
     if (!absl::SimpleAtoi(value, &v) || v <= 0)
       return Usage("--" + name + " needs a positive number");
@@ -105,7 +131,11 @@ int main(int argc, char** argv) {
   if (!flags.count("listen")) return Usage("--listen HOST:PORT is required");
   if (!flags.count("state-dir")) return Usage("--state-dir DIR is required");
 
-  auto store = lensgrid::service::StateStore::Open(flags["state-dir"]);
+  lensgrid::service::StateStoreOptions store_options;
+  store_options.start_fresh = flags.count("fresh-state") > 0;
+  store_options.max_page_count_file = flags["testing-max-db-pages-file"];
+  auto store =
+      lensgrid::service::StateStore::Open(flags["state-dir"], store_options);
   if (!store.ok()) {
     std::fprintf(stderr, "lensgrid-coordinator: %s\n",
                  store.status().ToString().c_str());
@@ -119,12 +149,21 @@ int main(int argc, char** argv) {
   }
   lensgrid::service::RealClock clock;
   lensgrid::service::Scheduler scheduler(&clock, options, store->get());
+  // A damaged job is reported (and listed as FAILED with DATA_LOSS); the
+  // others are served.
+  int damaged = 0;
   for (auto& job : *jobs) {
     const std::string id = job.job_id;
+    if (!job.notes.empty()) {
+      std::fprintf(stderr, "lensgrid-coordinator: job %s: %s\n", id.c_str(),
+                   job.notes.c_str());
+    }
     absl::Status s = scheduler.Restore(std::move(job));
-    if (!s.ok())
+    if (!s.ok()) {
+      ++damaged;
       std::fprintf(stderr, "lensgrid-coordinator: job %s not restored: %s\n",
                    id.c_str(), s.ToString().c_str());
+    }
   }
 
   // Signals go to a waiting thread (this one), not to gRPC's threads.
@@ -155,7 +194,10 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(flags["listen"], grpc::InsecureServerCredentials(),
                            &port);
   builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(256 << 20);  // job specs carry their prompts
+  // Job specs carry their prompts; the planner's limits apply after parsing
+  // (a spec's proto is no larger than its shard JSON plus its metadata).
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
+      INT32_MAX, 2 * options.planner.max_shard_spec_bytes + (int64_t{4} << 20))));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n",
@@ -166,8 +208,8 @@ int main(int argc, char** argv) {
   server->GetHealthCheckService()->SetServingStatus(true);
   const std::string host =
       flags["listen"].substr(0, flags["listen"].rfind(':'));
-  std::printf("listening on %s:%d (%zu jobs restored)\n", host.c_str(), port,
-              jobs->size());
+  std::printf("listening on %s:%d (%zu jobs restored, %d damaged)\n",
+              host.c_str(), port, jobs->size() - damaged, damaged);
   std::fflush(stdout);
 
   int sig = 0;

@@ -1,25 +1,159 @@
 #include "service/planner.h"
 
 #include <algorithm>
+#include <charconv>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/echo.h"
 #include "common/status_macros.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace lensgrid::service {
 
 namespace {
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int64_t kFloatBytes = 4;
+// The shard spec's JSON around the dataset: method, metric and ablation (known
+// names, validated) and four ranges; and the lease message around the spec.
+constexpr int64_t kShardSpecOverhead = 256;
 
-absl::Status ValidatePrompts(const v1::JobSpec& spec) {
+// a * b, or nullopt when it overflows.
+std::optional<int64_t> Mul(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) return std::nullopt;
+  return r;
+}
+
+// REQUIRES: a >= 0, b > 0. Never overflows.
+int64_t CeilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
+
+absl::Status CheckName(const char* field, const std::string& value,
+                       const PlannerOptions& o, bool required) {
+  if (required && value.empty())
+    return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
+  if (static_cast<int64_t>(value.size()) > o.max_name_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " ", Echo(value), " is over the ",
+                     o.max_name_bytes, "-byte limit"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckBytes(const char* field, const std::string& value,
+                        int64_t limit) {
+  if (static_cast<int64_t>(value.size()) <= limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat(field, " is ", value.size(), " bytes, over the ", limit,
+                   "-byte limit"));
+}
+
+absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
+  LG_RETURN_IF_ERROR(CheckName("model_id", spec.model_id(), o, true));
+  LG_RETURN_IF_ERROR(
+      CheckName("weights_sha256", spec.weights_sha256(), o, true));
+  LG_RETURN_IF_ERROR(CheckName("method", spec.method(), o, false));
+  LG_RETURN_IF_ERROR(CheckName("metric", spec.metric(), o, false));
+  LG_RETURN_IF_ERROR(CheckName("ablation", spec.ablation(), o, false));
+  LG_RETURN_IF_ERROR(CheckBytes("label", spec.label(), o.max_label_bytes));
+  LG_RETURN_IF_ERROR(
+      CheckBytes("client_json", spec.client_json(), o.max_client_json_bytes));
+  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"n_layers",
+                                                                spec.n_layers()},
+                                {"n_heads", spec.n_heads()}}) {
+    if (v <= 0 || v > o.max_model_dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " is ", v, "; it must be in [1, ",
+                       o.max_model_dim, "]"));
+    }
+  }
+  if (spec.prompts_per_shard() < 0 || spec.components_per_shard() < 0)
+    return absl::InvalidArgumentError("shard sizes must not be negative");
+  if (spec.max_attempts() < 0 || spec.max_attempts() > o.max_attempts_limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_attempts is ", spec.max_attempts(),
+                     "; it must be in [0, ", o.max_attempts_limit, "]"));
+  }
   if (spec.prompts_size() == 0)
     return absl::InvalidArgumentError("the job has no prompts");
+  if (spec.prompts_size() > o.max_prompts) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the job has ", spec.prompts_size(),
+                     " prompts, over the limit of ", o.max_prompts));
+  }
+  return absl::OkStatus();
+}
+
+// Writes the dataset's JSON, or only counts its bytes when `out` is null, so
+// that a spec too large for a lease is refused before it is built.
+class JsonSink {
+ public:
+  explicit JsonSink(std::string* out) : out_(out) {}
+  void Put(absl::string_view s) {
+    bytes_ += static_cast<int64_t>(s.size());
+    if (out_ != nullptr) out_->append(s.data(), s.size());
+  }
+  void Int(int64_t v) {
+    char buf[24];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+    Put(absl::string_view(buf, static_cast<size_t>(end - buf)));
+  }
+  template <typename IdList>
+  void Ids(absl::string_view key, const IdList& ids) {
+    Put(key);
+    Put("[");
+    bool first = true;
+    for (int64_t id : ids) {
+      if (!first) Put(",");
+      first = false;
+      Int(id);
+    }
+    Put("]");
+  }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  std::string* out_;
+  int64_t bytes_ = 0;
+};
+
+// {"prompts":[{"tokens":[...],"corrupted_tokens":[...],"answers":[...],
+// "wrongs":[...],"loss_start":N},...]}: the inline dataset of shard.h.
+void WriteDataset(const v1::JobSpec& spec, JsonSink* out) {
+  out->Put("{\"prompts\":[");
+  for (int i = 0; i < spec.prompts_size(); ++i) {
+    const v1::InlinePrompt& p = spec.prompts(i);
+    if (i > 0) out->Put(",");
+    out->Ids("{\"tokens\":", p.tokens());
+    if (p.corrupted_tokens_size() > 0)
+      out->Ids(",\"corrupted_tokens\":", p.corrupted_tokens());
+    if (p.answers_size() > 0) out->Ids(",\"answers\":", p.answers());
+    if (p.wrongs_size() > 0) out->Ids(",\"wrongs\":", p.wrongs());
+    if (p.loss_start() > 0) {
+      out->Put(",\"loss_start\":");
+      out->Int(p.loss_start());
+    }
+    out->Put("}");
+  }
+  out->Put("]}");
+}
+
+absl::Status ValidatePrompts(const v1::JobSpec& spec,
+                             const PlannerOptions& o) {
   for (int i = 0; i < spec.prompts_size(); ++i) {
     const v1::InlinePrompt& p = spec.prompts(i);
     if (p.tokens_size() == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("prompt ", i, " has no tokens"));
+    }
+    const int64_t longest = std::max(
+        {p.tokens_size(), p.answers_size(), p.wrongs_size()});
+    if (longest > o.max_prompt_tokens) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("prompt ", i, " has a list of ", longest,
+                       " tokens, over the limit of ", o.max_prompt_tokens));
     }
     if (p.corrupted_tokens_size() != 0 &&
         p.corrupted_tokens_size() != p.tokens_size()) {
@@ -33,39 +167,44 @@ absl::Status ValidatePrompts(const v1::JobSpec& spec) {
             "prompt ", i, ": loss_start ", p.loss_start(), " is out of range"));
       }
     }
+    for (const auto* ids : {&p.tokens(), &p.corrupted_tokens(), &p.answers(),
+                            &p.wrongs()}) {
+      for (int64_t id : *ids) {
+        if (id < 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("prompt ", i, " has a negative token id ", id));
+        }
+      }
+    }
   }
   return absl::OkStatus();
 }
 
-std::string DatasetJson(const v1::JobSpec& spec) {
-  nlohmann::json prompts = nlohmann::json::array();
-  for (const v1::InlinePrompt& p : spec.prompts()) {
-    nlohmann::json j;
-    j["tokens"] = std::vector<int64_t>(p.tokens().begin(), p.tokens().end());
-    if (p.corrupted_tokens_size() > 0) {
-      j["corrupted_tokens"] = std::vector<int64_t>(p.corrupted_tokens().begin(),
-                                                   p.corrupted_tokens().end());
+// Values in the merged result: per prompt and mean of each grid, baseline and
+// reference. nullopt on overflow.
+std::optional<int64_t> ResultValues(const std::vector<Grid>& grids,
+                                    int64_t n_prompts) {
+  int64_t values = 2 * n_prompts;
+  for (const Grid& g : grids) {
+    int64_t n = 1;
+    for (int64_t d : g.shape) {
+      std::optional<int64_t> m = Mul(n, d);
+      if (!m) return std::nullopt;
+      n = *m;
     }
-    if (p.answers_size() > 0)
-      j["answers"] =
-          std::vector<int64_t>(p.answers().begin(), p.answers().end());
-    if (p.wrongs_size() > 0)
-      j["wrongs"] = std::vector<int64_t>(p.wrongs().begin(), p.wrongs().end());
-    if (p.loss_start() > 0) j["loss_start"] = p.loss_start();
-    prompts.push_back(std::move(j));
+    std::optional<int64_t> per_prompt = Mul(n, n_prompts + 1);
+    if (!per_prompt || __builtin_add_overflow(values, *per_prompt, &values))
+      return std::nullopt;
   }
-  return nlohmann::json{{"prompts", std::move(prompts)}}.dump();
+  return values;
 }
 
 }  // namespace
 
 absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
                                 const PlannerOptions& options) {
-  if (spec.model_id().empty())
-    return absl::InvalidArgumentError("model_id is empty");
-  if (spec.weights_sha256().empty())
-    return absl::InvalidArgumentError("weights_sha256 is empty");
-  LG_RETURN_IF_ERROR(ValidatePrompts(spec));
+  LG_RETURN_IF_ERROR(ValidateFields(spec, options));
+  LG_RETURN_IF_ERROR(ValidatePrompts(spec, options));
   JobPlan plan;
   plan.method = spec.method();
   plan.metric = spec.metric().empty() ? "logit-diff" : spec.metric();
@@ -73,20 +212,41 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
   LG_RETURN_IF_ERROR(ValidateMetric(plan.metric));
   LG_RETURN_IF_ERROR(ValidateAblation(plan.ablation));
   plan.n_prompts = spec.prompts_size();
-  int64_t total_tokens = 0;
+  int64_t total_tokens = 0;  // <= max_prompts x max_prompt_tokens: no overflow
   for (const v1::InlinePrompt& p : spec.prompts()) {
     plan.n_pos = std::max<int64_t>(plan.n_pos, p.tokens_size());
     total_tokens += p.tokens_size();
   }
+
+  // Every lease carries every prompt: refuse what no worker could receive.
+  JsonSink counter(nullptr);
+  WriteDataset(spec, &counter);
+  const int64_t spec_bytes = counter.bytes() + kShardSpecOverhead;
+  if (spec_bytes > options.max_shard_spec_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the job's prompts make each shard's spec ", spec_bytes,
+        " bytes, over the ", options.max_shard_spec_bytes,
+        "-byte limit of a lease that workers can receive: split the prompts "
+        "over several jobs"));
+  }
+
   LG_ASSIGN_OR_RETURN(plan.grids, MethodGrids(plan.method,
                                               {spec.n_layers(), spec.n_heads(),
                                                spec.attn_only()},
                                               plan.n_pos));
   plan.patching = IsPatchingMethod(plan.method);
-  plan.n_components = plan.grids.front().NumComponents();
-  if (spec.prompts_per_shard() < 0 || spec.components_per_shard() < 0) {
-    return absl::InvalidArgumentError("shard sizes must not be negative");
+  std::optional<int64_t> values = ResultValues(plan.grids, plan.n_prompts);
+  std::optional<int64_t> result_bytes =
+      values ? Mul(*values, kFloatBytes) : std::nullopt;
+  if (!result_bytes || *result_bytes > options.max_result_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the job's result would be ",
+        result_bytes ? absl::StrCat(*result_bytes) : "more than 2^63",
+        " bytes, over the ", options.max_result_bytes, "-byte limit"));
   }
+  plan.result_bytes = *result_bytes;
+  // Fits: the first grid's components are fewer than the result's values.
+  plan.n_components = plan.grids.front().NumComponents();
 
   // Cost model: one (prompt, component) costs about the prompt's length in
   // token-forwards; a shard also pays a fixed base run over its prompts.
@@ -97,7 +257,8 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
     prompts_per = std::max<int64_t>(1, options.batch_tokens / avg_len);
   prompts_per = std::min(prompts_per, plan.n_prompts);
   int64_t components_per = spec.components_per_shard();
-  if (ShardsByPromptsOnly(plan.method)) {
+  const bool prompts_only = ShardsByPromptsOnly(plan.method);
+  if (prompts_only) {
     components_per = plan.n_components;
   } else if (components_per == 0) {
     components_per =
@@ -105,13 +266,42 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
   }
   components_per = std::min(components_per, plan.n_components);
 
+  // At most max_shards: sizes the planner chose grow to fit.
+  const int64_t max_shards = std::max<int64_t>(1, options.max_shards);
+  int64_t prompt_batches = CeilDiv(plan.n_prompts, prompts_per);
+  if (prompt_batches > max_shards && spec.prompts_per_shard() == 0) {
+    prompts_per = CeilDiv(plan.n_prompts, max_shards);
+    prompt_batches = CeilDiv(plan.n_prompts, prompts_per);
+  }
+  int64_t component_batches = CeilDiv(plan.n_components, components_per);
+  std::optional<int64_t> n_shards = Mul(prompt_batches, component_batches);
+  if ((!n_shards || *n_shards > max_shards) &&
+      spec.components_per_shard() == 0 && prompt_batches <= max_shards) {
+    components_per =
+        CeilDiv(plan.n_components, std::max<int64_t>(1, max_shards /
+                                                            prompt_batches));
+    component_batches = CeilDiv(plan.n_components, components_per);
+    n_shards = Mul(prompt_batches, component_batches);
+  }
+  if (!n_shards || *n_shards > max_shards) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the job would have ", prompt_batches, " x ", component_batches,
+        " shards, over the limit of ", max_shards,
+        " per job: use larger prompts_per_shard / components_per_shard"));
+  }
+  if (*n_shards <= 0)
+    return absl::InvalidArgumentError("the job plans to no shards");
+
+  plan.shards.reserve(static_cast<size_t>(*n_shards));
   for (int64_t c = 0; c < plan.n_components; c += components_per) {
     for (int64_t p = 0; p < plan.n_prompts; p += prompts_per) {
       plan.shards.push_back({p, std::min(p + prompts_per, plan.n_prompts), c,
                              std::min(c + components_per, plan.n_components)});
     }
   }
-  plan.dataset_json = DatasetJson(spec);
+  plan.dataset_json.reserve(static_cast<size_t>(counter.bytes()));
+  JsonSink writer(&plan.dataset_json);
+  WriteDataset(spec, &writer);
   return plan;
 }
 

@@ -31,12 +31,38 @@ struct ShardRange {
   }
 };
 
+// Limits are checked before anything is allocated for the job: a spec over
+// one gets RESOURCE_EXHAUSTED (a size) or INVALID_ARGUMENT (a dimension),
+// naming the value and the limit.
 struct PlannerOptions {
   int64_t batch_tokens =
       4096;  // prompt tokens in one shard's batch. Default: 4096
   // token-forwards per shard (GPT-2 small: ~20 s on 2 CPU cores, well under a
   // second on a GPU). Default: 16384
   int64_t shard_cost = 1 << 14;
+
+  // Largest n_layers and n_heads (GPT-2 XL: 48 x 25). Default: 4096
+  int64_t max_model_dim = 4096;
+  // Longest prompt, in tokens (also bounds answers and wrongs). Default: 65536
+  int64_t max_prompt_tokens = 1 << 16;
+  // Prompts in one job. Default: 1048576
+  int64_t max_prompts = 1 << 20;
+  // Shards in one job. Planner-chosen shard sizes grow to fit; sizes given in
+  // the spec that exceed it are refused. Default: 100000
+  int64_t max_shards = 100000;
+  // Bytes of one shard's spec (every prompt travels with each lease, as JSON):
+  // what a worker must receive. Well under the worker's 64 MiB receive limit.
+  // Default: 32 MiB
+  int64_t max_shard_spec_bytes = int64_t{32} << 20;
+  // Bytes of the job's merged result (4 per value per prompt); also bounds
+  // every shard's result, which must fit the coordinator's 256 MiB limit on a
+  // CompleteShard stream. Default: 256 MiB
+  int64_t max_result_bytes = int64_t{256} << 20;
+  // model_id, weights_sha256, method, metric, ablation. Default: 256
+  int64_t max_name_bytes = 256;
+  int64_t max_label_bytes = 1024;             // JobSpec.label. Default: 1 KiB
+  int64_t max_client_json_bytes = 64 << 10;   // JobSpec.client_json. Default: 64 KiB
+  int max_attempts_limit = 100;  // largest JobSpec.max_attempts. Default: 100
 };
 
 struct JobPlan {
@@ -47,12 +73,15 @@ struct JobPlan {
   std::vector<Grid> grids;
   int64_t n_components = 0;  // of the first grid (the one component ranges cut)
   std::vector<ShardRange> shards;
+  int64_t result_bytes = 0;  // of the merged result, as estimated
   std::string dataset_json;  // {"prompts":[...]} shared by every shard's spec
 };
 
-// Checks the spec (INVALID_ARGUMENT naming the field) and cuts it into shards
-// covering every (prompt, component) exactly once. Defaults: metric
-// logit-diff, ablation zero.
+// Checks the spec (INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED for a
+// size over a limit of `options`) and cuts it into shards covering every
+// (prompt, component) exactly once; a plan always has at least one shard.
+// Defaults: metric logit-diff, ablation zero. Pure: safe to call without any
+// lock; sizes are computed with overflow checks before anything is allocated.
 absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
                                 const PlannerOptions& options = {});
 

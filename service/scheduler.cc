@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/echo.h"
 #include "common/status_macros.h"
 
 namespace lensgrid::service {
@@ -36,13 +37,15 @@ void Scheduler::Log(absl::Status status) {
                  status.ToString().c_str());
 }
 
-absl::StatusOr<Scheduler::Job*> Scheduler::MakeJob(const std::string& id,
-                                                   const v1::JobSpec& spec,
-                                                   int64_t created_ms) {
-  LG_ASSIGN_OR_RETURN(JobPlan plan, PlanJob(spec, options_.planner));
+std::unique_ptr<Scheduler::Job> Scheduler::BuildJob(const std::string& id,
+                                                    const v1::JobSpec& spec,
+                                                    JobPlan plan,
+                                                    int64_t created_ms) const {
   auto job = std::make_unique<Job>();
   job->id = id;
   job->spec = spec;
+  // The plan's dataset JSON is the one copy of the prompts kept in memory.
+  job->spec.clear_prompts();
   job->plan = std::move(plan);
   job->created_ms = created_ms;
   job->max_attempts =
@@ -51,79 +54,219 @@ absl::StatusOr<Scheduler::Job*> Scheduler::MakeJob(const std::string& id,
   job->results.resize(job->plan.shards.size());
   for (size_t i = 0; i < job->shards.size(); ++i)
     job->shards[i].range = job->plan.shards[i];
-  Job* raw = job.get();
-  jobs_[id] = std::move(job);
-  return raw;
+  return job;
 }
 
 absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
-  absl::MutexLock lock(&mu_);
+  // Plan and store before taking the lock that every other call needs: a big
+  // (or hostile) spec costs its own caller's time only. The planner checks
+  // every size before allocating.
+  LG_ASSIGN_OR_RETURN(JobPlan plan, PlanJob(spec, options_.planner));
+  if (plan.shards.empty())
+    return absl::InvalidArgumentError("the job plans to no shards");
   const int64_t now = clock_->NowMs();
   std::string id;
-  do {
-    id = absl::StrCat("job-", now, "-", ++next_id_);
-  } while (jobs_.count(id));
-  LG_ASSIGN_OR_RETURN(Job * job, MakeJob(id, spec, now));
+  {
+    absl::MutexLock lock(&mu_);
+    do {
+      id = absl::StrCat("job-", now, "-", ++next_id_);
+    } while (jobs_.count(id));
+  }
   // Pin the planned shard sizes into the stored spec, so a restart re-plans
   // the same shards even if the planner's defaults changed meanwhile.
-  job->spec.set_prompts_per_shard(job->plan.shards.front().num_prompts());
-  job->spec.set_components_per_shard(job->plan.shards.front().num_components());
+  v1::JobSpec stored = spec;
+  stored.set_prompts_per_shard(plan.shards.front().num_prompts());
+  stored.set_components_per_shard(plan.shards.front().num_components());
+  const int64_t n_shards = static_cast<int64_t>(plan.shards.size());
+  v1::JobEvent submitted;
+  submitted.set_seq(1);
+  submitted.set_kind(v1::JobEvent::SUBMITTED);
+  submitted.set_shards_total(n_shards);
+  submitted.set_shard_id(-1);
+  submitted.set_message(absl::StrCat(plan.method, " over ", plan.n_prompts,
+                                     " prompts in ", n_shards, " shards"));
+  submitted.set_unix_ms(now);
   if (journal_ != nullptr) {
-    absl::Status s = journal_->AddJob(id, job->spec, now);
+    JobWrite write;
+    write.job_id = id;
+    write.new_spec = &stored;
+    write.created_ms = now;
+    write.events.push_back(&submitted);
+    absl::Status s = journal_->Write(write);
     if (!s.ok()) {
-      jobs_.erase(id);
       return absl::UnavailableError(
           absl::StrCat("cannot store the job: ", s.message()));
     }
   }
-  for (int64_t i = 0; i < static_cast<int64_t>(job->shards.size()); ++i)
-    job->ready.push_back(i);
-  active_.push_back(job);
-  Emit(job, v1::JobEvent::SUBMITTED, -1, "",
-       absl::StrCat(job->plan.method, " over ", job->plan.n_prompts,
-                    " prompts in ", job->shards.size(), " shards"));
+  std::unique_ptr<Job> job = BuildJob(id, stored, std::move(plan), now);
+  job->events.push_back(std::move(submitted));
+  job->saved_events = 1;
+  absl::MutexLock lock(&mu_);
+  Job* raw = job.get();
+  jobs_[id] = std::move(job);
+  for (int64_t i = 0; i < n_shards; ++i) raw->ready.push_back(i);
+  active_.push_back(raw);
+  ++version_;
   return id;
 }
 
+void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
+  auto job = std::make_unique<Job>();
+  job->id = stored.job_id;
+  job->spec = stored.spec;
+  job->spec.clear_prompts();
+  job->created_ms = stored.created_ms;
+  job->state = v1::JOB_FAILED;
+  job->error_code = static_cast<int>(absl::StatusCode::kDataLoss);
+  job->error = absl::StrCat("the stored job is damaged: ", why);
+  job->events = stored.events;
+  job->saved_events = static_cast<int64_t>(job->events.size());
+  job->damaged = true;
+  jobs_[job->id] = std::move(job);
+  ++version_;
+}
+
 absl::Status Scheduler::Restore(StoredJob stored) {
-  absl::MutexLock lock(&mu_);
-  LG_ASSIGN_OR_RETURN(Job * job,
-                      MakeJob(stored.job_id, stored.spec, stored.created_ms));
+  absl::StatusOr<JobPlan> plan =
+      stored.damage.empty()
+          ? PlanJob(stored.spec, options_.planner)
+          : absl::StatusOr<JobPlan>(absl::DataLossError(stored.damage));
+  if (!plan.ok()) {
+    const std::string why =
+        stored.damage.empty()
+            ? absl::StrCat("its spec cannot be planned: ", plan.status().message())
+            : stored.damage;
+    absl::MutexLock lock(&mu_);
+    AddDamagedJob(stored, why);
+    return absl::DataLossError(
+        absl::StrCat("job ", stored.job_id, " is damaged: ", why));
+  }
+  std::unique_ptr<Job> job =
+      BuildJob(stored.job_id, stored.spec, std::move(*plan), stored.created_ms);
   job->state = stored.state;
   job->error_code = stored.error_code;
   job->error = stored.error;
   job->events = std::move(stored.events);
+  job->saved_events = static_cast<int64_t>(job->events.size());
+  std::string damage;
+  for (int64_t shard : stored.damaged_shards) {
+    damage = absl::StrCat("the stored result of shard ", shard,
+                          " is corrupt (checksum mismatch)");
+  }
   for (auto& [shard, tensors] : stored.results) {
-    if (shard < 0 || shard >= static_cast<int64_t>(job->shards.size())) {
-      return absl::DataLossError(absl::StrCat(
-          "job ", job->id, ": stored shard ", shard, " is not in its plan"));
-    }
-    if (!CheckShardResult(job->plan, job->shards[shard].range, tensors).ok()) {
-      continue;  // does not fit the plan: computed again
+    if (shard < 0 || shard >= static_cast<int64_t>(job->shards.size()) ||
+        !CheckShardResult(job->plan, job->shards[shard].range, tensors).ok()) {
+      damage = absl::StrCat("the stored result of shard ", shard,
+                            " does not fit the job's plan");
+      continue;
     }
     job->shards[shard].state = Shard::State::kDone;
     job->results[shard] = std::move(tensors);
     ++job->done;
   }
-  if (Final(*job)) {
-    if (job->state == v1::JOB_SUCCEEDED) {
-      std::vector<ShardResult> parts;
-      for (size_t i = 0; i < job->shards.size(); ++i)
-        parts.push_back({job->shards[i].range, job->results[i]});
-      auto merged = MergeShards(job->plan, parts);
-      if (!merged.ok()) return merged.status();
+  if (job->state == v1::JOB_SUCCEEDED && damage.empty()) {
+    std::vector<ShardResult> parts;
+    for (size_t i = 0; i < job->shards.size(); ++i)
+      parts.push_back({job->shards[i].range, job->results[i]});
+    auto merged = MergeShards(job->plan, parts);
+    if (merged.ok()) {
       job->merged = std::move(*merged);
+    } else {
+      damage = absl::StrCat("its stored results do not merge: ",
+                            merged.status().message());
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (!damage.empty() && job->state == v1::JOB_SUCCEEDED) {
+    // Never serve a result that is not the one computed.
+    job->state = v1::JOB_FAILED;
+    job->error_code = static_cast<int>(absl::StatusCode::kDataLoss);
+    job->error = absl::StrCat("the stored job is damaged: ", damage);
+    job->damaged = true;
+    job->results.clear();
+  }
+  Job* raw = job.get();
+  jobs_[raw->id] = std::move(job);
+  ++version_;
+  if (raw->damaged) {
+    return absl::DataLossError(
+        absl::StrCat("job ", raw->id, " is damaged: ", damage));
+  }
+  if (!damage.empty()) {
+    Log(absl::DataLossError(absl::StrCat("job ", raw->id, ": ", damage,
+                                         "; that shard is computed again")));
+  }
+  if (Final(*raw)) return absl::OkStatus();
+  for (int64_t i = 0; i < static_cast<int64_t>(raw->shards.size()); ++i) {
+    if (raw->shards[i].state != Shard::State::kDone) raw->ready.push_back(i);
+  }
+  active_.push_back(raw);
+  if (raw->done == static_cast<int64_t>(raw->shards.size())) {
+    Finish(raw, v1::JOB_SUCCEEDED, absl::OkStatus());
+    SaveAll();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Save(Job* job) {
+  if (journal_ == nullptr || !Unsaved(*job)) {
+    unsaved_.erase(job);
+    return absl::OkStatus();
+  }
+  JobWrite write;
+  write.job_id = job->id;
+  for (int64_t shard : job->unsaved_results)
+    write.results.push_back({shard, &job->results[shard]});
+  if (job->state_unsaved) {
+    write.set_state = true;
+    write.state = job->state;
+    write.error_code = job->error_code;
+    write.error = job->error;
+  }
+  for (size_t i = static_cast<size_t>(job->saved_events);
+       i < job->events.size(); ++i) {
+    write.events.push_back(&job->events[i]);
+  }
+  const int64_t n_events = static_cast<int64_t>(job->events.size());
+  absl::Status s = journal_->Write(write);
+  if (s.ok()) {
+    job->saved_events = n_events;
+    job->unsaved_results.clear();
+    job->state_unsaved = false;
+    unsaved_.erase(job);
+    if (!job->store_error.empty()) {
+      job->store_error.clear();
+      Emit(job, v1::JobEvent::STORE_RECOVERED, -1, "",
+           "the state store accepts writes again: the job resumes");
+      return Save(job);
     }
     return absl::OkStatus();
   }
-  for (int64_t i = 0; i < static_cast<int64_t>(job->shards.size()); ++i) {
-    if (job->shards[i].state != Shard::State::kDone) job->ready.push_back(i);
+  job->store_retry_ms = clock_->NowMs() + options_.store_retry_ms;
+  if (job->store_error.empty()) {
+    job->store_error = absl::StrCat("state store: ", s.message());
+    Log(absl::Status(s.code(), absl::StrCat("job ", job->id, " paused: ",
+                                            s.message())));
+    Emit(job, v1::JobEvent::STORE_FAILED, -1, "",
+         absl::StrCat(job->store_error,
+                      "; the job is paused (no new leases, results held in "
+                      "memory) until the store accepts writes"));
   }
-  active_.push_back(job);
-  if (job->done == static_cast<int64_t>(job->shards.size())) {
-    Finish(job, v1::JOB_SUCCEEDED, absl::OkStatus());
+  ++version_;
+  return s;
+}
+
+void Scheduler::SaveAll() {
+  const int64_t now = clock_->NowMs();
+  for (Job* job : std::vector<Job*>(unsaved_.begin(), unsaved_.end())) {
+    if (job->store_error.empty() || job->store_retry_ms <= now)
+      (void)Save(job);
   }
-  return absl::OkStatus();
+}
+
+std::string Scheduler::WorkerMessage(absl::string_view message) const {
+  return Echo(message, static_cast<size_t>(std::max<int64_t>(
+                           16, options_.max_worker_message_bytes)));
 }
 
 void Scheduler::Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard,
@@ -141,8 +284,8 @@ void Scheduler::Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard,
   e.set_worker_id(worker);
   e.set_message(message);
   e.set_unix_ms(clock_->NowMs());
-  if (journal_ != nullptr) Log(journal_->AddEvent(job->id, e));
   job->events.push_back(std::move(e));
+  unsaved_.insert(job);
   ++version_;
 }
 
@@ -173,8 +316,8 @@ absl::StatusOr<Scheduler::Worker*> Scheduler::FindWorker(
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || !it->second.info.alive()) {
     return absl::NotFoundError(absl::StrCat(
-        "unknown worker \"", worker_id,
-        "\" (the coordinator restarted or lost it): register again"));
+        "unknown worker ", Echo(worker_id),
+        " (the coordinator restarted or lost it): register again"));
   }
   Touch(&it->second, clock_->NowMs());
   return &it->second;
@@ -195,8 +338,38 @@ std::optional<Scheduler::LeaseRef> Scheduler::FindLease(
   return LeaseRef{it->second.get(), shard};
 }
 
-std::string Scheduler::RegisterWorker(const v1::RegisterRequest& request) {
+absl::StatusOr<std::string> Scheduler::RegisterWorker(
+    const v1::RegisterRequest& request) {
+  for (const auto& [field, value] :
+       {std::pair<const char*, const std::string*>{"name", &request.name()},
+        {"model_id", &request.model_id()},
+        {"weights_sha256", &request.weights_sha256()},
+        {"device", &request.device()},
+        {"address", &request.address()}}) {
+    if (static_cast<int64_t>(value->size()) > options_.max_worker_field_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, " ", Echo(*value), " is over the ",
+          options_.max_worker_field_bytes, "-byte limit"));
+    }
+  }
   absl::MutexLock lock(&mu_);
+  if (static_cast<int64_t>(workers_.size()) >= options_.max_workers) {
+    // Make room by forgetting the longest-lost worker, if any is lost.
+    auto oldest = workers_.end();
+    for (auto it = workers_.begin(); it != workers_.end(); ++it) {
+      if (!it->second.info.alive() &&
+          (oldest == workers_.end() ||
+           it->second.last_seen_ms < oldest->second.last_seen_ms)) {
+        oldest = it;
+      }
+    }
+    if (oldest == workers_.end()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(workers_.size(), " workers are registered and alive, "
+                       "the limit of this coordinator"));
+    }
+    workers_.erase(oldest);
+  }
   const int64_t now = clock_->NowMs();
   const std::string id = absl::StrCat("worker-", now, "-", ++next_id_);
   Worker& w = workers_[id];
@@ -214,6 +387,7 @@ std::string Scheduler::RegisterWorker(const v1::RegisterRequest& request) {
       Emit(job, v1::JobEvent::WORKER_JOINED, -1, id, request.name());
     }
   }
+  SaveAll();
   return id;
 }
 
@@ -262,7 +436,8 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(
   const int64_t now = clock_->NowMs();
   for (Job* job : active_) {
     if (job->spec.model_id() != w->info.model_id() ||
-        job->spec.weights_sha256() != w->info.weights_sha256()) {
+        job->spec.weights_sha256() != w->info.weights_sha256() ||
+        !job->store_error.empty()) {  // paused: its results cannot be stored
       continue;
     }
     PromoteDue(job, now);
@@ -282,8 +457,8 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(
     if (job->state == v1::JOB_QUEUED) {
       job->state = v1::JOB_RUNNING;
       job->first_lease_ms = now;
-      if (journal_ != nullptr)
-        Log(journal_->SetJobState(job->id, job->state, 0, ""));
+      job->state_unsaved = true;
+      unsaved_.insert(job);
     }
     if (job->first_lease_ms == 0)
       job->first_lease_ms = now;  // restored running job
@@ -294,6 +469,7 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(
     lease.set_attempt(shard.leases);
     lease.set_spec_json(ShardSpecJson(job->plan, shard.range));
     lease.set_lease_ms(LeaseMs(*job));
+    SaveAll();
     return std::optional<v1::ShardLease>(std::move(lease));
   }
   return std::optional<v1::ShardLease>();
@@ -354,14 +530,14 @@ void Scheduler::Requeue(Job* job, int64_t s, const std::string& reason) {
 
 absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
                                          const std::string& lease_id,
-                                         std::vector<Array> tensors) {
+                                         std::vector<Array> tensors,
+                                         std::string* note) {
   absl::MutexLock lock(&mu_);
   if (auto w = workers_.find(worker_id); w != workers_.end())
     Touch(&w->second, clock_->NowMs());
   std::optional<LeaseRef> ref = FindLease(lease_id);
   if (!ref)
-    return absl::NotFoundError(
-        absl::StrCat("unknown lease \"", lease_id, "\""));
+    return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
   Job* job = ref->job;
   Shard& shard = job->shards[ref->shard];
   if (Final(*job) || shard.state == Shard::State::kDone) return false;
@@ -369,16 +545,12 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
       shard.state == Shard::State::kLeased && shard.lease_id == lease_id;
   absl::Status check = CheckShardResult(job->plan, shard.range, tensors);
   if (!check.ok()) {
-    const std::string reason = absl::StrCat("malformed result from worker ",
-                                            worker_id, ": ", check.message());
+    const std::string reason =
+        absl::StrCat("malformed result from worker ", Echo(worker_id), ": ",
+                     WorkerMessage(check.message()));
     if (current) Requeue(job, ref->shard, reason);
+    SaveAll();
     return absl::InvalidArgumentError(reason);
-  }
-  if (journal_ != nullptr) {
-    absl::Status s = journal_->AddShardResult(job->id, ref->shard, tensors);
-    if (!s.ok())
-      return absl::UnavailableError(
-          absl::StrCat("cannot store the result: ", s.message()));
   }
   const int64_t now = clock_->NowMs();
   if (current) {
@@ -389,6 +561,7 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
   if (shard.state == Shard::State::kLeased) ReleaseLease(job, ref->shard);
   shard.state = Shard::State::kDone;
   job->results[ref->shard] = std::move(tensors);
+  job->unsaved_results.push_back(ref->shard);
   ++job->done;
   ++job->done_here;
   ++counters_.shards_completed;
@@ -399,6 +572,13 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
   if (job->done == static_cast<int64_t>(job->shards.size())) {
     Finish(job, v1::JOB_SUCCEEDED, absl::OkStatus());
   }
+  // The result, its event and the job's state in one write; if the store
+  // fails, the result is held in memory (the shard is not computed again) and
+  // written when the store recovers.
+  if (!Save(job).ok() && note != nullptr) {
+    *note = absl::StrCat("held in memory, not yet stored: ", job->store_error);
+  }
+  SaveAll();
   return true;
 }
 
@@ -406,8 +586,7 @@ absl::StatusOr<std::optional<Scheduler::LeaseRef>> Scheduler::FindLiveLease(
     const std::string& lease_id) {
   std::optional<LeaseRef> ref = FindLease(lease_id);
   if (!ref)
-    return absl::NotFoundError(
-        absl::StrCat("unknown lease \"", lease_id, "\""));
+    return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
   const Shard& shard = ref->job->shards[ref->shard];
   if (Final(*ref->job) || shard.state != Shard::State::kLeased ||
       shard.lease_id != lease_id) {
@@ -434,11 +613,16 @@ absl::Status Scheduler::Fail(const std::string& worker_id,
     Finish(job, v1::JOB_FAILED,
            absl::Status(error.code(),
                         absl::StrCat("shard ", ref.shard, " on worker ",
-                                     worker_id, ": ", error.message())));
+                                     Echo(worker_id), ": ",
+                                     WorkerMessage(error.message()))));
+    SaveAll();
     return absl::OkStatus();
   }
   Requeue(job, ref.shard,
-          absl::StrCat("worker ", worker_id, ": ", error.ToString()));
+          absl::StrCat("worker ", Echo(worker_id), ": ",
+                       absl::StatusCodeToString(error.code()), ": ",
+                       WorkerMessage(error.message())));
+  SaveAll();
   return absl::OkStatus();
 }
 
@@ -457,7 +641,9 @@ absl::Status Scheduler::HandBack(const std::string& worker_id,
   ++counters_.shards_handed_back;
   ++counters_.shards_retried;
   Emit(job, v1::JobEvent::SHARD_RETRIED, ref.shard, worker_id,
-       absl::StrCat("worker ", worker_id, " handed the shard back (shutting down)"));
+       absl::StrCat("worker ", Echo(worker_id),
+                    " handed the shard back (shutting down)"));
+  SaveAll();
   return absl::OkStatus();
 }
 
@@ -484,8 +670,7 @@ void Scheduler::Finish(Job* job, v1::JobState state, absl::Status error) {
   job->error = std::string(error.message());
   active_.erase(std::remove(active_.begin(), active_.end(), job),
                 active_.end());
-  if (journal_ != nullptr)
-    Log(journal_->SetJobState(job->id, state, job->error_code, job->error));
+  job->state_unsaved = true;
   Emit(job, FinalKind(state), -1, "", job->error);
 }
 
@@ -514,6 +699,14 @@ void Scheduler::Tick() {
       }
     }
   }
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (!it->second.info.alive() &&
+        now - it->second.last_seen_ms > options_.forget_worker_ms) {
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   for (Job* job : std::vector<Job*>(active_)) {
     for (int64_t s :
          std::vector<int64_t>(job->leased.begin(), job->leased.end())) {
@@ -531,16 +724,19 @@ void Scheduler::Tick() {
       if (job->ready.size() != before) ++version_;
     }
   }
+  SaveAll();
 }
 
 absl::StatusOr<v1::JobStatus> Scheduler::Cancel(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
-  if (!Final(*it->second))
+    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
+  if (!Final(*it->second)) {
     Finish(it->second.get(), v1::JOB_CANCELLED,
            absl::CancelledError("cancelled"));
+    SaveAll();
+  }
   return StatusOf(*it->second);
 }
 
@@ -562,6 +758,7 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   if (rate > 0)
     s.set_eta_s(static_cast<double>(s.shards_total() - s.shards_done()) / rate);
   s.set_last_event_seq(static_cast<int64_t>(job.events.size()));
+  s.set_store_error(job.store_error);
   return s;
 }
 
@@ -570,22 +767,65 @@ absl::StatusOr<v1::JobStatus> Scheduler::GetJob(
   absl::ReaderMutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
   return StatusOf(*it->second);
 }
 
-std::vector<v1::JobStatus> Scheduler::ListJobs() const {
-  absl::ReaderMutexLock lock(&mu_);
-  std::vector<v1::JobStatus> out;
-  for (const auto& [id, job] : jobs_) out.push_back(StatusOf(*job));
+namespace {
+
+// One page of `items` (a map by id) after `page.page_token`, within a count
+// and a byte budget; at least one item when any is left.
+template <typename Map, typename ToProto>
+auto Paginate(const Map& items, const PageRequest& page,
+              const SchedulerOptions& o, ToProto to_proto,
+              std::string* next_page_token)
+    -> absl::StatusOr<std::vector<decltype(to_proto(items.begin()->second))>> {
+  using Item = decltype(to_proto(items.begin()->second));
+  if (page.page_size < 0)
+    return absl::InvalidArgumentError("page_size must not be negative");
+  if (page.page_token.size() > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_token ", Echo(page.page_token),
+                     " is not one this coordinator gave"));
+  }
+  const size_t size = static_cast<size_t>(
+      page.page_size == 0 ? o.page_size
+                          : std::min(page.page_size, o.max_page_size));
+  std::vector<Item> out;
+  int64_t bytes = 0;
+  auto it = page.page_token.empty() ? items.begin()
+                                    : items.upper_bound(page.page_token);
+  std::string last;
+  for (; it != items.end() && out.size() < std::max<size_t>(1, size); ++it) {
+    Item item = to_proto(it->second);
+    bytes += static_cast<int64_t>(item.ByteSizeLong()) + 8;
+    if (!out.empty() && bytes > o.max_page_bytes) break;
+    last = it->first;
+    out.push_back(std::move(item));
+  }
+  next_page_token->clear();
+  if (it != items.end()) *next_page_token = last;
   return out;
 }
 
-std::vector<v1::WorkerInfo> Scheduler::ListWorkers() const {
+}  // namespace
+
+absl::StatusOr<std::vector<v1::JobStatus>> Scheduler::ListJobs(
+    const PageRequest& page, std::string* next_page_token) const {
   absl::ReaderMutexLock lock(&mu_);
-  std::vector<v1::WorkerInfo> out;
-  for (const auto& [id, w] : workers_) out.push_back(w.info);
-  return out;
+  return Paginate(
+      jobs_, page, options_,
+      [this](const std::unique_ptr<Job>& job)
+          ABSL_NO_THREAD_SAFETY_ANALYSIS { return StatusOf(*job); },
+      next_page_token);
+}
+
+absl::StatusOr<std::vector<v1::WorkerInfo>> Scheduler::ListWorkers(
+    const PageRequest& page, std::string* next_page_token) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return Paginate(
+      workers_, page, options_, [](const Worker& w) { return w.info; },
+      next_page_token);
 }
 
 absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(
@@ -593,7 +833,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(
   absl::ReaderMutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
   const Job& job = *it->second;
   if (after_seq < 0)
     return absl::InvalidArgumentError("after_seq must not be negative");
@@ -612,8 +852,11 @@ absl::StatusOr<Scheduler::Result> Scheduler::GetResult(
   absl::ReaderMutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("no job \"", job_id, "\""));
+    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
   const Job& job = *it->second;
+  if (job.damaged) {
+    return absl::DataLossError(absl::StrCat("job ", job_id, ": ", job.error));
+  }
   if (job.state != v1::JOB_SUCCEEDED) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " is ", v1::JobState_Name(job.state),

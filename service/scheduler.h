@@ -17,6 +17,17 @@
 // failure or a malformed result re-queues the shard after a backoff, preferring
 // another worker, until max_attempts failures fail the job; INVALID_ARGUMENT /
 // FAILED_PRECONDITION from a worker fail the job with its message.
+//
+// Limits: a job is planned (PlannerOptions' limits) before the scheduler's
+// lock is taken, so a large or hostile spec never stalls other calls; workers,
+// listings and echoed messages are bounded by SchedulerOptions.
+//
+// Storage: each state change of a job is one Journal::Write. When it fails
+// (disk full), the change stays in memory and the job is paused: its status
+// says why (JobStatus.store_error, a STORE_FAILED event), it gets no new
+// leases, results of shards already leased are held in memory rather than
+// recomputed, and nothing counts as a shard failure. Tick() writes again every
+// store_retry_ms; once a write succeeds the job resumes (STORE_RECOVERED).
 #ifndef LENSGRID_SERVICE_SCHEDULER_H_
 #define LENSGRID_SERVICE_SCHEDULER_H_
 
@@ -57,7 +68,35 @@ struct SchedulerOptions {
   // How often workers report their leases (and learn of cancellations).
   // Capped at min_lease_ms / 3. Default: 200 ms
   int64_t heartbeat_interval_ms = 200;
+  // A job paused by a failing state store writes again this often.
+  // Default: 1 s
+  int64_t store_retry_ms = 1000;
+  // Lost workers are forgotten (gone from ListWorkers) this long after they
+  // were last seen. Default: 10 min
+  int64_t forget_worker_ms = 600000;
+  // Registered workers, alive or lost; Register beyond it is
+  // RESOURCE_EXHAUSTED. Default: 10000
+  int64_t max_workers = 10000;
+  // RegisterRequest's name, model_id, weights_sha256, device, address.
+  // Default: 256 bytes
+  int64_t max_worker_field_bytes = 256;
+  // ListJobs / ListWorkers: items per page when the request says 0, the most
+  // a request may ask for, and the most bytes of items in one page (a client
+  // receives 4 MiB by default). Defaults: 100, 1000, 3 MiB
+  int page_size = 100;
+  int max_page_size = 1000;
+  int64_t max_page_bytes = int64_t{3} << 20;
+  // A worker's failure message, as kept in job errors and events.
+  // Default: 1 KiB
+  int64_t max_worker_message_bytes = 1024;
   PlannerOptions planner;
+};
+
+// A page of a listing (AIP-158): page_size 0 = the default; page_token is the
+// previous page's next_page_token, empty for the first page.
+struct PageRequest {
+  int page_size = 0;
+  std::string page_token;
 };
 
 // Totals since this process started, for /metrics (deploy/README.md).
@@ -78,8 +117,12 @@ class Scheduler {
   absl::Status Restore(StoredJob stored);
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id) const;
   absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
-  std::vector<v1::JobStatus> ListJobs() const;
-  std::vector<v1::WorkerInfo> ListWorkers() const;
+  // By job id; *next_page_token is empty after the last page. INVALID_ARGUMENT
+  // for a negative page_size or a malformed page_token.
+  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs(
+      const PageRequest& page, std::string* next_page_token) const;
+  absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers(
+      const PageRequest& page, std::string* next_page_token) const;
   // Events with seq > after_seq; *final = the job will have no more.
   absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(
       const std::string& job_id, int64_t after_seq, bool* final) const;
@@ -88,11 +131,14 @@ class Scheduler {
     std::vector<Grid> grids;
     std::vector<Array> tensors;
   };
-  // FAILED_PRECONDITION unless the job succeeded.
+  // FAILED_PRECONDITION unless the job succeeded; DATA_LOSS for a job whose
+  // stored result was damaged.
   absl::StatusOr<Result> GetResult(const std::string& job_id) const;
 
   // Worker side. NOT_FOUND for an unknown worker id: register again.
-  std::string RegisterWorker(const v1::RegisterRequest& request);
+  // INVALID_ARGUMENT for over-long fields, RESOURCE_EXHAUSTED when
+  // max_workers are registered.
+  absl::StatusOr<std::string> RegisterWorker(const v1::RegisterRequest& request);
   absl::StatusOr<std::optional<v1::ShardLease>> Lease(
       const std::string& worker_id);
   // Returns the leases to abandon.
@@ -100,12 +146,16 @@ class Scheduler {
       const std::string& worker_id, const std::vector<std::string>& lease_ids);
   // true: accepted; false: a late duplicate or the job is over (dropped).
   // INVALID_ARGUMENT for a malformed result (the shard is re-queued).
+  // *note (optional) says when an accepted result is held in memory because
+  // the state store is failing.
   absl::StatusOr<bool> Complete(const std::string& worker_id,
                                 const std::string& lease_id,
-                                std::vector<Array> tensors);
+                                std::vector<Array> tensors,
+                                std::string* note = nullptr);
   absl::Status Fail(const std::string& worker_id, const std::string& lease_id,
                     const absl::Status& error);
-  // Expires leases, promotes backed-off shards, marks silent workers lost.
+  // Expires leases, promotes backed-off shards, marks silent workers lost,
+  // forgets long-lost ones, writes what a failing store could not.
   void Tick();
 
   // A worker that shuts down gives its lease back: the shard is re-queued at
@@ -152,6 +202,13 @@ class Scheduler {
     double shard_ms = 0;              // moving average of completed attempts
     std::vector<v1::JobEvent> events;
     std::vector<Array> merged;
+    // Persistence: what the store has not got yet.
+    int64_t saved_events = 0;
+    std::vector<int64_t> unsaved_results;
+    bool state_unsaved = false;
+    std::string store_error;  // non-empty: paused, the last write failed
+    int64_t store_retry_ms = 0;
+    bool damaged = false;  // restored from a damaged row: reported, not run
   };
   struct Worker {
     v1::WorkerInfo info;
@@ -188,9 +245,23 @@ class Scheduler {
   v1::JobStatus StatusOf(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   double Rate(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void Log(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<Job*> MakeJob(const std::string& id, const v1::JobSpec& spec,
-                               int64_t created_ms)
+  // Needs no lock: the job is not visible yet.
+  std::unique_ptr<Job> BuildJob(const std::string& id, const v1::JobSpec& spec,
+                                JobPlan plan, int64_t created_ms) const;
+  // A job restored from a damaged row: FAILED with DATA_LOSS, kept only to be
+  // reported.
+  void AddDamagedJob(const StoredJob& stored, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Unsaved(const Job& job) const { return job.saved_events <
+      static_cast<int64_t>(job.events.size()) || !job.unsaved_results.empty() ||
+      job.state_unsaved; }
+  // Writes what the store lacks of `job` in one Journal::Write; on failure
+  // pauses the job (once) and schedules a retry.
+  absl::Status Save(Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Saves every job with unsaved changes (paused ones only when their retry
+  // is due).
+  void SaveAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string WorkerMessage(absl::string_view message) const;
 
   const Clock* clock_;
   const SchedulerOptions options_;
@@ -200,6 +271,7 @@ class Scheduler {
   std::vector<Job*> active_
       ABSL_GUARDED_BY(mu_);  // queued or running, oldest first
   std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
+  std::set<Job*> unsaved_ ABSL_GUARDED_BY(mu_);  // jobs with unsaved changes
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read

@@ -2,10 +2,17 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/echo.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace lensgrid::service {
@@ -112,38 +119,133 @@ absl::StatusOr<std::vector<Array>> DecodeArrays(const std::string& in) {
   return out;
 }
 
+namespace {
+
+constexpr const char* kSchema =
+    "CREATE TABLE jobs(job_id TEXT PRIMARY KEY, spec BLOB NOT NULL,"
+    " created_ms INTEGER NOT NULL, state INTEGER NOT NULL,"
+    " error_code INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
+    " spec_sha256 TEXT);"
+    "CREATE TABLE results(job_id TEXT NOT NULL, shard INTEGER NOT NULL,"
+    " data BLOB NOT NULL, sha256 TEXT, PRIMARY KEY(job_id, shard));"
+    "CREATE TABLE events(job_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " data BLOB NOT NULL, PRIMARY KEY(job_id, seq));";
+
+// Checksum columns added to a store created before they existed (its rows
+// keep a NULL checksum: not verified).
+struct Migration {
+  const char* table;
+  const char* column;
+};
+constexpr Migration kMigrations[] = {{"jobs", "spec_sha256"},
+                                     {"results", "sha256"}};
+
+int64_t FileSize(const std::filesystem::path& p) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(p, ec);
+  return ec ? -1 : static_cast<int64_t>(size);
+}
+
+// A checksum column: NULL (a row from before checksums) verifies.
+bool ChecksumMatches(sqlite3_stmt* s, int column, const std::string& bytes) {
+  if (sqlite3_column_type(s, column) == SQLITE_NULL) return true;
+  const char* want =
+      reinterpret_cast<const char*>(sqlite3_column_text(s, column));
+  return want != nullptr && Sha256Hex(bytes) == want;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
-    const std::string& dir) {
+    const std::string& dir, const StateStoreOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
     return absl::UnavailableError(
         absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  const std::string path =
-      (std::filesystem::path(dir) / "coordinator.db").string();
+  const std::filesystem::path path = std::filesystem::path(dir) / "coordinator.db";
+  const std::filesystem::path marker = std::filesystem::path(dir) / kMarker;
+  const bool have_marker = std::filesystem::exists(marker, ec);
+  const int64_t db_bytes = FileSize(path);
+  const bool fresh = db_bytes <= 0;
+  if (fresh && have_marker) {
+    if (!options.start_fresh) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path.string(), " is ", db_bytes < 0 ? "missing" : "empty", ", but ",
+          marker.string(),
+          " says that this directory holds a coordinator's state: refusing to "
+          "start without its jobs. Restore the database, or start with "
+          "--fresh-state to begin an empty store"));
+    }
+    std::fprintf(stderr,
+                 "coordinator: state store: %s is %s; starting an EMPTY store "
+                 "as asked (--fresh-state): earlier jobs are gone\n",
+                 path.string().c_str(), db_bytes < 0 ? "missing" : "empty");
+  }
   sqlite3* db = nullptr;
-  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) {
+  if (sqlite3_open(path.string().c_str(), &db) != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     return absl::UnavailableError(
-        absl::StrCat("cannot open ", path, ": ", msg));
+        absl::StrCat("cannot open ", path.string(), ": ", msg));
   }
-  std::unique_ptr<StateStore> store(new StateStore(db));
+  std::unique_ptr<StateStore> store(new StateStore(db, options));
   sqlite3_busy_timeout(db, 5000);
   // WAL + synchronous=NORMAL: a commit survives the process being killed.
   LG_RETURN_IF_ERROR(
-      store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                  "CREATE TABLE IF NOT EXISTS jobs(job_id TEXT PRIMARY KEY, "
-                  "spec BLOB NOT NULL,"
-                  " created_ms INTEGER NOT NULL, state INTEGER NOT NULL, "
-                  "error_code INTEGER NOT NULL DEFAULT 0,"
-                  " error TEXT NOT NULL DEFAULT '');"
-                  "CREATE TABLE IF NOT EXISTS results(job_id TEXT NOT NULL, "
-                  "shard INTEGER NOT NULL,"
-                  " data BLOB NOT NULL, PRIMARY KEY(job_id, shard));"
-                  "CREATE TABLE IF NOT EXISTS events(job_id TEXT NOT NULL, seq "
-                  "INTEGER NOT NULL,"
-                  " data BLOB NOT NULL, PRIMARY KEY(job_id, seq));"));
+      store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
+  if (fresh) {
+    LG_RETURN_IF_ERROR(store->Exec(
+        absl::StrCat("BEGIN IMMEDIATE;", kSchema, "COMMIT;")));
+  } else {
+    {
+      Stmt check(db, "PRAGMA quick_check");
+      LG_RETURN_IF_ERROR(check.status());
+      if (sqlite3_step(check.get()) != SQLITE_ROW ||
+          check.ColumnBytes(0) != "ok") {
+        return absl::DataLossError(
+            absl::StrCat(path.string(), " is damaged (quick_check: ",
+                         Echo(check.ColumnBytes(0), 400),
+                         "): restore it from a backup"));
+      }
+    }
+    for (const char* table : {"jobs", "results", "events"}) {
+      Stmt s(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                 "AND name = ?");
+      s.Text(1, table);
+      LG_RETURN_IF_ERROR(s.status());
+      if (sqlite3_step(s.get()) != SQLITE_ROW ||
+          sqlite3_column_int(s.get(), 0) != 1) {
+        return absl::DataLossError(absl::StrCat(
+            path.string(), " has no table \"", table,
+            "\": its schema is damaged, and it is not recreated (that would "
+            "hide lost jobs). Restore the database from a backup"));
+      }
+    }
+    for (const Migration& m : kMigrations) {
+      Stmt s(db, "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?");
+      s.Text(1, m.table);
+      s.Text(2, m.column);
+      LG_RETURN_IF_ERROR(s.status());
+      if (sqlite3_step(s.get()) == SQLITE_ROW &&
+          sqlite3_column_int(s.get(), 0) == 0) {
+        LG_RETURN_IF_ERROR(store->Exec(absl::StrCat(
+            "ALTER TABLE ", m.table, " ADD COLUMN ", m.column, " TEXT")));
+      }
+    }
+  }
+  if (!have_marker || fresh) {
+    std::ofstream out(marker, std::ios::trunc);
+    out << "lensgrid coordinator state store (coordinator.db); created "
+        << std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count()
+        << " (unix s). Its database must not be missing or empty.\n";
+    if (!out.flush()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot write ", marker.string()));
+    }
+  }
   return store;
 }
 
@@ -160,54 +262,73 @@ absl::Status StateStore::Exec(const std::string& sql) {
   return absl::OkStatus();
 }
 
-absl::Status StateStore::AddJob(const std::string& job_id,
-                                const v1::JobSpec& spec, int64_t created_ms) {
-  absl::MutexLock lock(&mu_);
-  Stmt s(
-      db_,
-      "INSERT INTO jobs(job_id, spec, created_ms, state) VALUES(?, ?, ?, ?)");
-  s.Text(1, job_id);
-  s.Blob(2, spec.SerializeAsString());
-  s.Int(3, created_ms);
-  s.Int(4, v1::JOB_QUEUED);
-  return s.Run();
+void StateStore::ApplyTestingPageLimit() {
+  if (options_.max_page_count_file.empty()) return;
+  std::ifstream in(options_.max_page_count_file);
+  int64_t pages = 0;
+  if (!(in >> pages)) pages = 1 << 30;  // no file: no limit
+  (void)Exec(absl::StrCat("PRAGMA max_page_count = ", pages));
 }
 
-absl::Status StateStore::AddShardResult(const std::string& job_id,
-                                        int64_t shard_id,
-                                        const std::vector<Array>& tensors) {
+absl::Status StateStore::Write(const JobWrite& w) {
   absl::MutexLock lock(&mu_);
-  Stmt s(db_,
-         "INSERT OR REPLACE INTO results(job_id, shard, data) VALUES(?, ?, ?)");
-  s.Text(1, job_id);
-  s.Int(2, shard_id);
-  s.Blob(3, EncodeArrays(tensors));
-  return s.Run();
+  ApplyTestingPageLimit();
+  LG_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s = WriteLocked(w);
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) (void)Exec("ROLLBACK");  // may already be rolled back
+  return s;
 }
 
-absl::Status StateStore::SetJobState(const std::string& job_id,
-                                     v1::JobState state, int error_code,
-                                     const std::string& error) {
-  absl::MutexLock lock(&mu_);
-  Stmt s(
-      db_,
-      "UPDATE jobs SET state = ?, error_code = ?, error = ? WHERE job_id = ?");
-  s.Int(1, state);
-  s.Int(2, error_code);
-  s.Text(3, error);
-  s.Text(4, job_id);
-  return s.Run();
-}
-
-absl::Status StateStore::AddEvent(const std::string& job_id,
-                                  const v1::JobEvent& event) {
-  absl::MutexLock lock(&mu_);
-  Stmt s(db_,
-         "INSERT OR REPLACE INTO events(job_id, seq, data) VALUES(?, ?, ?)");
-  s.Text(1, job_id);
-  s.Int(2, event.seq());
-  s.Blob(3, event.SerializeAsString());
-  return s.Run();
+absl::Status StateStore::WriteLocked(const JobWrite& w) {
+  if (w.new_spec != nullptr) {
+    const std::string spec = w.new_spec->SerializeAsString();
+    Stmt s(db_,
+           "INSERT INTO jobs(job_id, spec, created_ms, state, spec_sha256) "
+           "VALUES(?, ?, ?, ?, ?)");
+    s.Text(1, w.job_id);
+    s.Blob(2, spec);
+    s.Int(3, w.created_ms);
+    s.Int(4, v1::JOB_QUEUED);
+    s.Text(5, Sha256Hex(spec));
+    LG_RETURN_IF_ERROR(s.Run());
+  }
+  for (const auto& [shard, tensors] : w.results) {
+    const std::string data = EncodeArrays(*tensors);
+    Stmt s(db_,
+           "INSERT OR REPLACE INTO results(job_id, shard, data, sha256) "
+           "VALUES(?, ?, ?, ?)");
+    s.Text(1, w.job_id);
+    s.Int(2, shard);
+    s.Blob(3, data);
+    s.Text(4, Sha256Hex(data));
+    LG_RETURN_IF_ERROR(s.Run());
+  }
+  if (w.set_state) {
+    Stmt s(db_,
+           "UPDATE jobs SET state = ?, error_code = ?, error = ? WHERE "
+           "job_id = ?");
+    s.Int(1, w.state);
+    s.Int(2, w.error_code);
+    s.Text(3, w.error);
+    s.Text(4, w.job_id);
+    LG_RETURN_IF_ERROR(s.Run());
+  }
+  for (const v1::JobEvent* e : w.events) {
+    Stmt s(db_,
+           "INSERT OR REPLACE INTO events(job_id, seq, data) VALUES(?, ?, ?)");
+    s.Text(1, w.job_id);
+    s.Int(2, e->seq());
+    s.Blob(3, e->SerializeAsString());
+    LG_RETURN_IF_ERROR(s.Run());
+  }
+  if (!w.events.empty()) {
+    Stmt s(db_, "DELETE FROM events WHERE job_id = ? AND seq > ?");
+    s.Text(1, w.job_id);
+    s.Int(2, w.events.back()->seq());
+    LG_RETURN_IF_ERROR(s.Run());
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
@@ -216,15 +337,17 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
   std::map<std::string, size_t> index;
   {
     Stmt s(db_,
-           "SELECT job_id, spec, created_ms, state, error_code, error FROM "
-           "jobs ORDER BY rowid");
+           "SELECT job_id, spec, created_ms, state, error_code, error, "
+           "spec_sha256 FROM jobs ORDER BY rowid");
     LG_RETURN_IF_ERROR(s.status());
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       StoredJob job;
       job.job_id = s.ColumnBytes(0);
-      if (!job.spec.ParseFromString(s.ColumnBytes(1))) {
-        return absl::DataLossError(
-            absl::StrCat("job ", job.job_id, ": stored spec is corrupt"));
+      const std::string spec = s.ColumnBytes(1);
+      if (!ChecksumMatches(s.get(), 6, spec) ||
+          !job.spec.ParseFromString(spec)) {
+        job.damage = "its stored spec is corrupt (checksum mismatch)";
+        job.spec.Clear();
       }
       job.created_ms = sqlite3_column_int64(s.get(), 2);
       job.state = static_cast<v1::JobState>(sqlite3_column_int(s.get(), 3));
@@ -235,32 +358,47 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
     }
   }
   {
-    Stmt s(db_, "SELECT job_id, shard, data FROM results");
+    Stmt s(db_, "SELECT job_id, shard, data, sha256 FROM results");
     LG_RETURN_IF_ERROR(s.status());
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       auto it = index.find(s.ColumnBytes(0));
       if (it == index.end()) continue;
-      LG_ASSIGN_OR_RETURN(std::vector<Array> arrays,
-                          DecodeArrays(s.ColumnBytes(2)));
-      jobs[it->second].results[sqlite3_column_int64(s.get(), 1)] =
-          std::move(arrays);
+      StoredJob& job = jobs[it->second];
+      const int64_t shard = sqlite3_column_int64(s.get(), 1);
+      const std::string data = s.ColumnBytes(2);
+      absl::StatusOr<std::vector<Array>> arrays =
+          ChecksumMatches(s.get(), 3, data)
+              ? DecodeArrays(data)
+              : absl::DataLossError("checksum mismatch");
+      if (!arrays.ok()) {
+        job.damaged_shards.push_back(shard);
+        continue;
+      }
+      job.results[shard] = std::move(*arrays);
     }
   }
   {
     Stmt s(db_, "SELECT job_id, seq, data FROM events ORDER BY job_id, seq");
     LG_RETURN_IF_ERROR(s.status());
+    std::set<std::string> cut;  // jobs whose events stopped at a bad one
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
-      auto it = index.find(s.ColumnBytes(0));
-      if (it == index.end()) continue;
+      const std::string id = s.ColumnBytes(0);
+      auto it = index.find(id);
+      if (it == index.end() || cut.count(id)) continue;
+      StoredJob& job = jobs[it->second];
       v1::JobEvent e;
-      if (!e.ParseFromString(s.ColumnBytes(2)))
-        return absl::DataLossError("stored event is corrupt");
-      auto& events = jobs[it->second].events;
-      if (e.seq() != static_cast<int64_t>(events.size()) + 1) {
-        return absl::DataLossError(absl::StrCat("job ", it->first, ": event ",
-                                                e.seq(), " out of order"));
+      const int64_t seq = sqlite3_column_int64(s.get(), 1);
+      if (!e.ParseFromString(s.ColumnBytes(2)) ||
+          seq != static_cast<int64_t>(job.events.size()) + 1 ||
+          e.seq() != seq) {
+        // Events are progress notes: keep the readable prefix, say so.
+        job.notes = absl::StrCat("events from seq ", job.events.size() + 1,
+                                 " on were unreadable or out of order and "
+                                 "are dropped");
+        cut.insert(id);
+        continue;
       }
-      events.push_back(std::move(e));
+      job.events.push_back(std::move(e));
     }
   }
   return jobs;

@@ -1,12 +1,19 @@
 // The coordinator's state on disk: job specs, job states, completed shard
-// results and events, in SQLite (DIR/coordinator.db, WAL mode). Every write
-// commits before it returns, so a coordinator killed with SIGKILL and
-// restarted on the same dir resumes without recomputing completed shards.
+// results and events, in SQLite (DIR/coordinator.db, WAL mode). Every Write is
+// one transaction that commits before it returns, so a coordinator killed with
+// SIGKILL, or one whose disk filled up mid-job, restarts on the same dir
+// without gaps and without recomputing stored shards.
+//
+// Integrity: specs and results carry a SHA-256 checked on Load (a flipped bit
+// makes that job damaged, never served); DIR/lensgrid-state, written when the
+// store is created, makes a missing or empty database an error instead of a
+// silent fresh start; a database whose tables are missing or whose pages fail
+// SQLite's quick_check is reported, never recreated.
 //
 //   LG_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> store,
-//   StateStore::Open(dir)); LG_ASSIGN_OR_RETURN(std::vector<StoredJob> jobs,
-//   store->Load()); for (auto& job : jobs)
-//   LG_RETURN_IF_ERROR(scheduler.Restore(std::move(job)));
+//                       StateStore::Open(dir));
+//   LG_ASSIGN_OR_RETURN(std::vector<StoredJob> jobs, store->Load());
+//   for (auto& job : jobs) scheduler.Restore(std::move(job));
 #ifndef LENSGRID_SERVICE_STATE_STORE_H_
 #define LENSGRID_SERVICE_STATE_STORE_H_
 
@@ -22,31 +29,46 @@ struct sqlite3;
 
 namespace lensgrid::service {
 
+struct StateStoreOptions {
+  // Start with an empty store even though DIR's marker says that it held one
+  // whose database is now missing or empty (its jobs are lost).
+  // Default: false (refuse with FAILED_PRECONDITION)
+  bool start_fresh = false;
+  // Testing: before each write, PRAGMA max_page_count is set to the number in
+  // this file while it exists (a real SQLITE_FULL without a small filesystem;
+  // a number below the database's size means "full now"). Default: none
+  std::string max_page_count_file;
+};
+
 class StateStore : public Journal {
  public:
-  // Creates DIR if needed. UNAVAILABLE if the database cannot be opened.
+  // The marker file's name in DIR.
+  static constexpr const char* kMarker = "lensgrid-state";
+
+  // Creates DIR if needed. UNAVAILABLE if the database cannot be opened;
+  // FAILED_PRECONDITION if the marker is there but the database is missing or
+  // empty (unless options.start_fresh); DATA_LOSS for a damaged database.
   static absl::StatusOr<std::unique_ptr<StateStore>> Open(
-      const std::string& dir);
+      const std::string& dir, const StateStoreOptions& options = {});
   ~StateStore() override;
 
-  // Every job with its results and events, oldest first. DATA_LOSS for
-  // unreadable rows.
+  // Every job with its results and events, oldest first. A damaged row marks
+  // its job (StoredJob::damage / damaged_shards / notes) and never hides the
+  // other jobs; DATA_LOSS only when a whole table cannot be read.
   absl::StatusOr<std::vector<StoredJob>> Load();
 
-  absl::Status AddJob(const std::string& job_id, const v1::JobSpec& spec,
-                      int64_t created_ms) override;
-  absl::Status AddShardResult(const std::string& job_id, int64_t shard_id,
-                              const std::vector<Array>& tensors) override;
-  absl::Status SetJobState(const std::string& job_id, v1::JobState state,
-                           int error_code, const std::string& error) override;
-  absl::Status AddEvent(const std::string& job_id,
-                        const v1::JobEvent& event) override;
+  absl::Status Write(const JobWrite& write) override;
 
  private:
-  explicit StateStore(sqlite3* db) : db_(db) {}
+  StateStore(sqlite3* db, StateStoreOptions options)
+      : db_(db), options_(std::move(options)) {}
   absl::Status Exec(const std::string& sql);
+  absl::Status WriteLocked(const JobWrite& write)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyTestingPageLimit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   sqlite3* db_;
+  const StateStoreOptions options_;
 };
 
 // The byte format of a shard's result in the store (exposed for tests).

@@ -1,6 +1,7 @@
 // Planner: table-driven, no network.
 #include "service/planner.h"
 
+#include <functional>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -88,7 +89,7 @@ TEST(PlannerTest, RejectsBadSpecs) {
       {[](v1::JobSpec* s) { s->set_metric("accuracy"); }, "unknown metric"},
       {[](v1::JobSpec* s) { s->set_ablation("noise"); }, "unknown ablation"},
       {[](v1::JobSpec* s) { s->clear_prompts(); }, "no prompts"},
-      {[](v1::JobSpec* s) { s->set_n_heads(0); }, "positive"},
+      {[](v1::JobSpec* s) { s->set_n_heads(0); }, "n_heads is 0"},
       {[](v1::JobSpec* s) { s->clear_weights_sha256(); }, "weights_sha256"},
       {[](v1::JobSpec* s) { s->mutable_prompts(0)->add_corrupted_tokens(1); },
        "corrupted_tokens"},
@@ -103,6 +104,123 @@ TEST(PlannerTest, RejectsBadSpecs) {
     EXPECT_NE(plan.status().message().find(c.needle), std::string::npos)
         << plan.status();
   }
+}
+
+// The probe's crashes and stalls: dimensions whose products overflow, shard
+// counts that would take gigabytes, specs no worker can receive. Each is
+// refused before anything is allocated, with the value and the limit named.
+TEST(PlannerTest, RefusesOverflowingAndOversizedJobs) {
+  struct Case {
+    std::string name;
+    std::function<void(v1::JobSpec*)> edit;
+    absl::StatusCode code;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {"2^62 layers", [](v1::JobSpec* s) { s->set_n_layers(int64_t{1} << 62); },
+       absl::StatusCode::kInvalidArgument, "n_layers is 4611686018427387904"},
+      {"2^32 x 2^31",
+       [](v1::JobSpec* s) {
+         s->set_n_layers(int64_t{1} << 32);
+         s->set_n_heads(int64_t{1} << 31);
+       },
+       absl::StatusCode::kInvalidArgument, "n_layers"},
+      {"negative heads", [](v1::JobSpec* s) { s->set_n_heads(-4); },
+       absl::StatusCode::kInvalidArgument, "n_heads is -4"},
+      {"10^6 x 10^6 heads, one per shard",
+       [](v1::JobSpec* s) {
+         s->set_n_layers(1000000);
+         s->set_n_heads(1000000);
+         s->set_components_per_shard(1);
+       },
+       absl::StatusCode::kInvalidArgument, "n_layers is 1000000"},
+      {"2048 x 2048 heads, one per shard",
+       [](v1::JobSpec* s) {
+         s->set_n_layers(2048);
+         s->set_n_heads(2048);
+         s->set_components_per_shard(1);
+       },
+       absl::StatusCode::kResourceExhausted, "over the limit of 100000"},
+      {"client_json of 1 MiB",
+       [](v1::JobSpec* s) { s->set_client_json(std::string(1 << 20, 'x')); },
+       absl::StatusCode::kResourceExhausted, "client_json is 1048576 bytes"},
+      {"label of 1 MB",
+       [](v1::JobSpec* s) { s->set_label(std::string(1000000, 'x')); },
+       absl::StatusCode::kResourceExhausted, "label is 1000000 bytes"},
+      {"model id of 1 MB (echoed cut)",
+       [](v1::JobSpec* s) { s->set_model_id(std::string(1000000, 'm')); },
+       absl::StatusCode::kInvalidArgument, "(1000000 bytes)"},
+      {"unknown 1 MB method (echoed cut)",
+       [](v1::JobSpec* s) { s->set_method(std::string(200, 'z')); },
+       absl::StatusCode::kInvalidArgument, "(200 bytes)"},
+      {"max_attempts 2^31-1",
+       [](v1::JobSpec* s) { s->set_max_attempts(2147483647); },
+       absl::StatusCode::kInvalidArgument, "max_attempts"},
+      {"negative token",
+       [](v1::JobSpec* s) { s->mutable_prompts(1)->set_tokens(0, -5); },
+       absl::StatusCode::kInvalidArgument, "negative token id -5"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::JobSpec spec = Spec("ablate-heads", 3, 4);
+    c.edit(&spec);
+    auto plan = PlanJob(spec);
+    ASSERT_FALSE(plan.ok());
+    EXPECT_EQ(plan.status().code(), c.code) << plan.status();
+    EXPECT_NE(plan.status().message().find(c.needle), std::string::npos)
+        << plan.status();
+    EXPECT_LT(plan.status().message().size(), 600u) << "echoes its input";
+  }
+}
+
+TEST(PlannerTest, RefusesASpecThatNoLeaseCanCarry) {
+  v1::JobSpec spec = Spec("ablate-heads", 1, 1);
+  spec.mutable_prompts(0)->mutable_tokens()->Resize(400000, 50000);
+  PlannerOptions opts;
+  opts.max_shard_spec_bytes = 1 << 20;  // 400k x "50000," is ~2.4 MB
+  opts.max_prompt_tokens = 1 << 20;
+  auto plan = PlanJob(spec, opts);
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted)
+      << plan.status();
+  EXPECT_NE(plan.status().message().find("over the 1048576-byte limit"),
+            std::string::npos)
+      << plan.status();
+  opts.max_shard_spec_bytes = 4 << 20;
+  plan = PlanJob(spec, opts);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  // The estimate is the size: every lease's spec fits the limit.
+  EXPECT_LE(static_cast<int64_t>(ShardSpecJson(*plan, plan->shards[0]).size()),
+            opts.max_shard_spec_bytes);
+}
+
+TEST(PlannerTest, PlannerChosenShardSizesGrowToTheShardLimit) {
+  v1::JobSpec spec = Spec("patch-heads-by-pos", 50, 40);
+  spec.set_n_layers(48);
+  spec.set_n_heads(25);  // 48 x 41 x 25 = 49200 components
+  PlannerOptions opts;
+  opts.shard_cost = 1;  // the cost model alone would make 1 per shard
+  opts.batch_tokens = 1;
+  opts.max_shards = 1000;
+  auto plan = PlanJob(spec, opts);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_LE(plan->shards.size(), 1000u);
+  EXPECT_GE(plan->shards.size(), 500u);
+  ExpectExactCover(*plan);
+  // Sizes the client chose are not changed: refused instead.
+  spec.set_components_per_shard(1);
+  EXPECT_EQ(PlanJob(spec, opts).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST(PlannerTest, RefusesAResultOverItsByteLimit) {
+  v1::JobSpec spec = Spec("patch-resid", 1000, 1000);
+  spec.set_n_layers(100);
+  PlannerOptions opts;
+  opts.max_result_bytes = 100 << 20;  // 1000 prompts x 100 x 1001 x 4 = 400 MB
+  auto plan = PlanJob(spec, opts);
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(plan.status().message().find("result would be"), std::string::npos)
+      << plan.status();
 }
 
 TEST(PlannerTest, ShardSpecJsonIsTheWorkersFormat) {

@@ -29,7 +29,7 @@ class SchedulerTest : public ::testing::Test {
     r.set_model_id(model);
     r.set_weights_sha256(sha);
     r.set_name("w");
-    return scheduler_.RegisterWorker(r);
+    return scheduler_.RegisterWorker(r).value();
   }
   std::optional<v1::ShardLease> Lease(const std::string& w) {
     auto l = scheduler_.Lease(w);

@@ -46,7 +46,7 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
     v1::RegisterRequest r;
     r.set_model_id("m");
     r.set_weights_sha256("sha");
-    const std::string w = s.RegisterWorker(r);
+    const std::string w = s.RegisterWorker(r).value();
     for (int i = 0; i < 5; ++i) {  // 5 of 8 shards done, a sixth leased
       auto l = s.Lease(w).value();
       ASSERT_TRUE(
@@ -70,7 +70,7 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
   v1::RegisterRequest r;
   r.set_model_id("m");
   r.set_weights_sha256("sha");
-  const std::string w = s.RegisterWorker(r);
+  const std::string w = s.RegisterWorker(r).value();
   int recomputed = 0;
   while (auto l = s.Lease(w).value()) {
     ASSERT_TRUE(
