@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/json_limits.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -120,9 +121,15 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
         file_bytes.size(), " bytes): truncated or not a safetensors file"));
   }
   const char* json_begin = reinterpret_cast<const char*>(file_bytes.data() + 8);
-  nlohmann::json header = nlohmann::json::parse(
-      json_begin, json_begin + header_len, nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) {
+  auto parsed =
+      ParseJsonBounded(absl::string_view(json_begin, header_len), "header");
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": header is not a JSON object (corrupt ",
+                     "safetensors file): ", parsed.status().message()));
+  }
+  nlohmann::json header = *std::move(parsed);
+  if (!header.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(
         source, ": header is not a JSON object (corrupt safetensors file)"));
   }

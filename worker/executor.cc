@@ -7,6 +7,15 @@
 #include "absl/strings/str_cat.h"
 
 namespace lensgrid {
+namespace {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
 
 Executor::Executor(Options options) : options_(options) {
   for (int i = 0; i < std::max(1, options_.threads); ++i)
@@ -47,6 +56,16 @@ double Executor::busy_seconds() const {
   return busy_seconds_;
 }
 
+void Executor::MarkProgress() { last_progress_ns_.store(NowNs()); }
+
+int64_t Executor::StalledMs() const {
+  {
+    absl::MutexLock lock(&mu_);
+    if (running_ == 0) return 0;
+  }
+  return std::max<int64_t>(0, (NowNs() - last_progress_ns_.load()) / 1000000);
+}
+
 void Executor::Loop() {
   for (;;) {
     std::function<void()> task;
@@ -60,13 +79,17 @@ void Executor::Loop() {
       if (queue_.empty()) return;  // stopping, and nothing left to run
       task = std::move(queue_.front());
       queue_.pop_front();
+      ++running_;
     }
+    MarkProgress();
     const auto start = std::chrono::steady_clock::now();
     task();
     task = nullptr;  // release captures before the slot frees
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    MarkProgress();
     absl::MutexLock lock(&mu_);
+    --running_;
     --pending_;
     busy_seconds_ += seconds;
   }

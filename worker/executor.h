@@ -9,6 +9,8 @@
 #ifndef LENSGRID_WORKER_EXECUTOR_H_
 #define LENSGRID_WORKER_EXECUTOR_H_
 
+#include <atomic>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <thread>
@@ -39,6 +41,13 @@ class Executor {
   int pending() const;
   // Time spent running tasks, summed over the threads (for /metrics).
   double busy_seconds() const;
+  // Says that a running task is making progress (a run polls its cancel check
+  // between blocks and calls this). Thread-safe, cheap.
+  void MarkProgress();
+  // How long tasks have been running without a start, an end or a
+  // MarkProgress; 0 when none runs. A wedged executor (a task stuck in a loop
+  // that never polls) shows here: the liveness check turns health NOT_SERVING.
+  int64_t StalledMs() const;
 
  private:
   void Loop();
@@ -48,6 +57,8 @@ class Executor {
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   double busy_seconds_ ABSL_GUARDED_BY(mu_) = 0;
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<int64_t> last_progress_ns_{0};  // steady clock
   std::vector<std::thread> threads_;
 };
 

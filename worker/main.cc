@@ -14,7 +14,9 @@
 // (worker/coordinator_link.h). --metrics-listen serves Prometheus metrics at
 // /metrics (deploy/README.md).
 // SIGINT/SIGTERM: NOT_SERVING; running shards are handed back to the
-// coordinator; then a graceful shutdown of at most 5 s.
+// coordinator; then a graceful shutdown of at most 5 s, and an exit after
+// --shutdown-grace-ms even if a request is stuck. Health also turns
+// NOT_SERVING while a running request makes no progress for --stall-ms.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -24,6 +26,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -58,6 +62,8 @@ struct Flags {
   std::string metrics_listen;
   std::string advertise;
   int capacity = 1;
+  int64_t shutdown_grace_ms = 10000;
+  int64_t stall_ms = 60000;
 };
 
 // The pull loop, started once the weights are loaded and stopped first on a
@@ -142,6 +148,33 @@ int main(int argc, char** argv) {
                  "logits + activations of one reply")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-reply-memory", w.max_reply_memory,
+                 "bytes all replies in flight may hold together; more: "
+                 "RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-text-bytes", w.max_text_bytes,
+                 "bytes of text in one request")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-tokenize-texts", w.max_tokenize_texts,
+                 "texts in one Tokenize request")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-dataset-prompts", w.max_dataset_prompts,
+                 "prompts in one shard's dataset")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--shutdown-grace-ms", flags.shutdown_grace_ms,
+                 "after SIGTERM, exit after this long even if a request is "
+                 "still running")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
+  app.add_option("--stall-ms", flags.stall_ms,
+                 "health says NOT_SERVING while a running request has made no "
+                 "progress for this long")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
   app.add_option("--chunk-bytes", w.chunk_bytes,
                  "bytes per streamed TensorChunk")
       ->capture_default_str()
@@ -245,12 +278,24 @@ int main(int argc, char** argv) {
             << " (NOT_SERVING until "
             << "the weights are loaded)" << std::endl;
 
-  std::thread([server = server.get(), &link] {
+  std::atomic<bool> stopping{false};
+  std::thread([server = server.get(), &link, &stopping,
+               grace_ms = flags.shutdown_grace_ms] {
     int sig = 0;
     while (::read(signal_pipe[0], &sig, sizeof(sig)) < 0 && errno == EINTR) {
     }
     std::cerr << "lensgrid-worker: signal " << sig << ", shutting down"
               << std::endl;
+    stopping = true;
+    // A request stuck where it cannot see the shutdown must not keep the
+    // process alive past its grace period.
+    std::thread([grace_ms] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(grace_ms));
+      std::cerr << "lensgrid-worker: still running " << grace_ms
+                << " ms after the signal (a request did not stop); exiting"
+                << std::endl;
+      std::_Exit(0);
+    }).detach();
     SetServing(server, false);
     link.Stop();
     server->Shutdown(std::chrono::system_clock::now() +
@@ -277,6 +322,30 @@ int main(int argc, char** argv) {
       std::shared_ptr<const lensgrid::WorkerBackend>(std::move(*core));
   service.SetBackend(backend);
   SetServing(server.get(), true);
+  // Liveness: a request running without progress (it polls its cancel check
+  // between blocks) for --stall-ms means the executor is wedged.
+  std::thread liveness([server = server.get(), &executor, &stopping,
+                        stall_ms = flags.stall_ms] {
+    bool stalled = false;
+    while (!stopping) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(
+          std::clamp<int64_t>(stall_ms / 4, 25, 1000)));
+      if (stopping) break;
+      const int64_t quiet = executor.StalledMs();
+      if (!stalled && quiet >= stall_ms) {
+        stalled = true;
+        std::cerr << "lensgrid-worker: NOT_SERVING: a request has made no "
+                  << "progress for " << quiet << " ms (executor stalled)"
+                  << std::endl;
+        SetServing(server, false);
+      } else if (stalled && quiet < stall_ms) {
+        stalled = false;
+        std::cerr << "lensgrid-worker: SERVING again: the executor made "
+                  << "progress" << std::endl;
+        SetServing(server, true);
+      }
+    }
+  });
   if (!flags.coordinator.empty()) {
     lensgrid::CoordinatorLinkOptions options;
     options.name = flags.name.empty() ? HostName() : flags.name;
@@ -304,6 +373,8 @@ int main(int argc, char** argv) {
                    .count()
             << " ms" << std::endl;
   server->Wait();
+  stopping = true;
+  liveness.join();
   metrics.reset();  // its collector reads the objects below
   link.Stop();
   executor.Shutdown();

@@ -30,6 +30,24 @@ absl::Status CheckBatchLimits(int64_t batch, int64_t pos,
   return absl::OkStatus();
 }
 
+}  // namespace
+
+absl::Status CheckTextBytes(
+    const google::protobuf::RepeatedPtrField<std::string>& texts,
+    const WorkerOptions& limits, absl::string_view what) {
+  int64_t bytes = 0;
+  for (const std::string& t : texts) bytes += static_cast<int64_t>(t.size());
+  if (bytes > limits.max_text_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, ": ", bytes, " bytes of text is over this worker's ",
+        "--max-text-bytes (", limits.max_text_bytes,
+        "); send less text per request"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
 absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in,
                                      const Tokenizer* tokenizer,
                                      const ModelConfig& cfg,
@@ -49,6 +67,7 @@ absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in,
   }
   const int64_t batch = in.texts_size();
   LG_RETURN_IF_ERROR(CheckBatchLimits(batch, 1, limits, what));
+  LG_RETURN_IF_ERROR(CheckTextBytes(in.texts(), limits, what));
   std::vector<std::vector<int64_t>> rows;
   int64_t pos = 0;
   for (int64_t i = 0; i < batch; ++i) {
@@ -172,7 +191,7 @@ CacheOptions ToCacheOptions(const v1::CacheSpec& spec) {
   return out;
 }
 
-absl::Status CheckResponseBytes(
+absl::StatusOr<int64_t> CheckResponseBytes(
     const HookedTransformer& model, const std::vector<HookShape>& hook_shapes,
     const std::vector<std::string>& names, const ModelInput& input,
     const RunOptions& run, size_t logits_elem_bytes, const v1::CacheSpec* cache,
@@ -222,7 +241,7 @@ absl::Status CheckResponseBytes(
                      "); cache fewer names or positions, use cache.dtype F16, "
                      "or send a smaller batch"));
   }
-  return absl::OkStatus();
+  return static_cast<int64_t>(bytes);
 }
 
 }  // namespace lensgrid

@@ -35,9 +35,14 @@ absl::StatusOr<RunOptions> ToRunOptions(const v1::RunOptions& options);
 
 CacheOptions ToCacheOptions(const v1::CacheSpec& spec);
 
+// RESOURCE_EXHAUSTED when the texts hold more than --max-text-bytes.
+absl::Status CheckTextBytes(
+    const google::protobuf::RepeatedPtrField<std::string>& texts,
+    const WorkerOptions& limits, absl::string_view what);
+
 // Bytes of the logits (when returned) plus the cache `names` will hold;
 // RESOURCE_EXHAUSTED over --max-response-bytes.
-absl::Status CheckResponseBytes(
+absl::StatusOr<int64_t> CheckResponseBytes(
     const HookedTransformer& model, const std::vector<HookShape>& hook_shapes,
     const std::vector<std::string>& names, const ModelInput& input,
     const RunOptions& run, size_t logits_elem_bytes, const v1::CacheSpec* cache,

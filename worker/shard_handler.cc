@@ -19,11 +19,20 @@ absl::StatusOr<RunResult> WorkerCore::RunShard(
   LG_RETURN_IF_ERROR(CheckWeights(request.weights_sha256()));
   if (request.spec_json().empty())
     return absl::InvalidArgumentError("RunShard: spec_json is empty");
+  ShardLimits limits;
+  limits.max_dataset_prompts = options_.max_dataset_prompts;
+  limits.max_prompt_tokens = options_.max_tokens;
+  limits.max_result_bytes = options_.max_response_bytes;
   try {
-    LG_ASSIGN_OR_RETURN(
-        NamedTensors tensors,
-        RunSearchShard(*model_, tokenizer_.get(), request.spec_json(), cancelled));
+    LG_ASSIGN_OR_RETURN(PreparedShard shard,
+                        PrepareSearchShard(model_->cfg(), tokenizer_.get(),
+                                           request.spec_json(), limits));
+    LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold,
+                        ReserveReply(shard.result_bytes, "RunShard"));
+    LG_ASSIGN_OR_RETURN(NamedTensors tensors,
+                        RunPreparedShard(*model_, shard, cancelled));
     RunResult result;
+    result.hold = std::move(hold);
     result.header.set_weights_sha256(info_.weights_sha256());
     for (const auto& [name, t] : tensors) {
       LG_ASSIGN_OR_RETURN(TensorBytes bytes, ToTensorBytes(name, t));

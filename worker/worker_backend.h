@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -26,6 +27,9 @@ struct RunResult {
   v1::RunHeader header;
   std::vector<TensorBytes> tensors;
   int64_t tokens = 0;  // batch * pos run, for the request log
+  // The reply's share of the worker's ReplyBudget: keep it until the last
+  // chunk is written (or the call ends), then drop it with the tensors.
+  std::shared_ptr<const void> hold;
 };
 
 class WorkerBackend {
@@ -34,7 +38,8 @@ class WorkerBackend {
 
   virtual const v1::ModelInfo& Info() const = 0;
   virtual absl::StatusOr<v1::TokenizeResponse> Tokenize(
-      const v1::TokenizeRequest& request) const = 0;
+      const v1::TokenizeRequest& request,
+      const CancelCheck& cancelled) const = 0;
   virtual absl::StatusOr<v1::DetokenizeResponse> Detokenize(
       const v1::DetokenizeRequest& request) const = 0;
   virtual absl::StatusOr<RunResult> RunWithCache(

@@ -121,6 +121,8 @@ absl::StatusOr<std::unique_ptr<WorkerCore>> WorkerCore::Load(
       [&]() -> absl::StatusOr<std::unique_ptr<WorkerCore>> {
         std::unique_ptr<WorkerCore> core(new WorkerCore());
         core->options_ = options;
+        core->reply_budget_ =
+            std::make_unique<ReplyBudget>(options.max_reply_memory);
         LoadOptions load;
         if (options.no_processing) load.processing = ProcessingOptions::None();
         load.device = options.device;
@@ -166,15 +168,24 @@ absl::Status WorkerCore::CheckWeights(const std::string& expected) const {
 }
 
 absl::StatusOr<v1::TokenizeResponse> WorkerCore::Tokenize(
-    const v1::TokenizeRequest& request) const {
+    const v1::TokenizeRequest& request, const CancelCheck& cancelled) const {
   return Guarded("Tokenize", [&]() -> absl::StatusOr<v1::TokenizeResponse> {
     if (tokenizer_ == nullptr) {
       return absl::FailedPreconditionError(
           "the worker's model dir has no tokenizer files (vocab.json + "
           "merges.txt)");
     }
+    if (request.texts_size() > options_.max_tokenize_texts) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "Tokenize: ", request.texts_size(),
+          " texts is over this worker's limit of ",
+          options_.max_tokenize_texts, " per request; split the request"));
+    }
+    LG_RETURN_IF_ERROR(CheckTextBytes(request.texts(), options_, "Tokenize"));
     v1::TokenizeResponse response;
+    int64_t reply_bytes = 0;
     for (const std::string& text : request.texts()) {
+      if (cancelled()) return absl::CancelledError("Tokenize cancelled");
       std::vector<int64_t> ids;
       if (request.prepend_bos()) ids.push_back(model_->cfg().bos_token_id);
       tokenizer_->EncodeTo(text, &ids);
@@ -183,6 +194,15 @@ absl::StatusOr<v1::TokenizeResponse> WorkerCore::Tokenize(
       v1::TokenList* list = response.add_tokens();
       list->mutable_ids()->Add(ids.begin(), ids.end());
       for (auto& s : strs) list->add_str_tokens(std::move(s));
+      reply_bytes += static_cast<int64_t>(list->ByteSizeLong()) + 8;
+      if (reply_bytes > options_.max_unary_reply_bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "Tokenize: the reply would be over ",
+            options_.max_unary_reply_bytes, " bytes (at text ",
+            response.tokens_size() - 1,
+            "), more than a gRPC client receives by default; send fewer or "
+            "shorter texts per request"));
+      }
     }
     return response;
   });
@@ -196,12 +216,25 @@ absl::StatusOr<v1::DetokenizeResponse> WorkerCore::Detokenize(
           "the worker's model dir has no tokenizer files (vocab.json + "
           "merges.txt)");
     }
+    if (request.ids_size() > options_.max_detokenize_ids) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "Detokenize: ", request.ids_size(),
+          " ids is over this worker's limit of ", options_.max_detokenize_ids,
+          " per request; split the request"));
+    }
     std::vector<int64_t> ids(request.ids().begin(), request.ids().end());
     v1::DetokenizeResponse response;
     LG_ASSIGN_OR_RETURN(*response.mutable_text(), tokenizer_->Decode(ids));
     LG_ASSIGN_OR_RETURN(std::vector<std::string> strs,
                         tokenizer_->ToStrTokens(ids));
     for (auto& s : strs) response.add_str_tokens(std::move(s));
+    if (static_cast<int64_t>(response.ByteSizeLong()) >
+        options_.max_unary_reply_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "Detokenize: the reply would be ", response.ByteSizeLong(),
+          " bytes, over ", options_.max_unary_reply_bytes,
+          " (more than a gRPC client receives by default); send fewer ids"));
+    }
     return response;
   });
 }
@@ -239,15 +272,23 @@ absl::StatusOr<RunResult> WorkerCore::RunWithCacheImpl(
   CacheOptions cache_options = ToCacheOptions(request.cache());
   LG_ASSIGN_OR_RETURN(std::vector<std::string> names,
                       model_->SelectHookNames(cache_options));
-  LG_RETURN_IF_ERROR(CheckResponseBytes(
-      *model_, hook_shapes_, names, input, run, c10::elementSize(logits_type),
-      &request.cache(), c10::elementSize(cache_type),
-      options_.max_response_bytes));
+  LG_ASSIGN_OR_RETURN(
+      int64_t reply_bytes,
+      CheckResponseBytes(*model_, hook_shapes_, names, input, run,
+                         c10::elementSize(logits_type), &request.cache(),
+                         c10::elementSize(cache_type),
+                         options_.max_response_bytes));
+  LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold,
+                      ReserveReply(reply_bytes, "RunWithCache"));
   ActivationCache cache;
   LG_ASSIGN_OR_RETURN(RunOutput out,
                       model_->RunWithCache(input, run, cache_options, &cache));
-  return Pack(input, out, /*keep_logits=*/true, logits_type, at::Tensor(),
-              &cache, cache_type, info_.weights_sha256());
+  LG_ASSIGN_OR_RETURN(
+      RunResult result,
+      Pack(input, out, /*keep_logits=*/true, logits_type, at::Tensor(), &cache,
+           cache_type, info_.weights_sha256()));
+  result.hold = std::move(hold);
+  return result;
 }
 
 absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
@@ -323,11 +364,15 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
   }
   RunOptions counted = run;
   if (!keep_logits) counted.return_type = ReturnType::kLoss;
-  LG_RETURN_IF_ERROR(CheckResponseBytes(
-      *model_, hook_shapes_, names, input, counted,
-      c10::elementSize(logits_type),
-      request.has_cache() ? &request.cache() : nullptr,
-      c10::elementSize(cache_type), options_.max_response_bytes));
+  LG_ASSIGN_OR_RETURN(
+      int64_t reply_bytes,
+      CheckResponseBytes(*model_, hook_shapes_, names, input, counted,
+                         c10::elementSize(logits_type),
+                         request.has_cache() ? &request.cache() : nullptr,
+                         c10::elementSize(cache_type),
+                         options_.max_response_bytes));
+  LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold,
+                      ReserveReply(reply_bytes, "RunWithInterventions"));
 
   std::vector<NamedHook> hooks = MakeHooks(plan, &patch_cache);
   ActivationCache cache;
@@ -343,9 +388,13 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
     LG_ASSIGN_OR_RETURN(metric, ComputeMetric(request.metric(), out.logits,
                                               input, model_->cfg()));
   }
-  return Pack(input, out, keep_logits, logits_type, metric,
-              request.has_cache() ? &cache : nullptr, cache_type,
-              info_.weights_sha256());
+  LG_ASSIGN_OR_RETURN(
+      RunResult result,
+      Pack(input, out, keep_logits, logits_type, metric,
+           request.has_cache() ? &cache : nullptr, cache_type,
+           info_.weights_sha256()));
+  result.hold = std::move(hold);
+  return result;
 }
 
 }  // namespace lensgrid

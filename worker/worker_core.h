@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/reply_budget.h"
 #include "worker/worker_backend.h"
 
 namespace lensgrid {
@@ -34,6 +35,20 @@ struct WorkerOptions {
   int64_t max_batch = 64;
   int64_t max_tokens = 16384;                     // batch * pos of one run
   int64_t max_response_bytes = int64_t{4} << 30;  // logits + activations
+  // Bytes that all replies in flight may hold together (ReplyBudget).
+  // Default: 4 GiB
+  int64_t max_reply_memory = int64_t{4} << 30;
+  // Text of one request (Tokenize, or texts to run). Default: 4 MiB
+  int64_t max_text_bytes = int64_t{4} << 20;
+  // Texts of one Tokenize / ids of one Detokenize. Default: 4096 / 1M
+  int64_t max_tokenize_texts = 4096;
+  int64_t max_detokenize_ids = int64_t{1} << 20;
+  // A unary reply (Tokenize, Detokenize): gRPC clients refuse more than
+  // 4 MiB unless raised, so a bigger one would never arrive. Default: 4 MiB
+  int64_t max_unary_reply_bytes = int64_t{4} << 20;
+  // Prompts of a shard's dataset (built-in n_prompts or inline prompts).
+  // Default: 1M
+  int64_t max_dataset_prompts = int64_t{1} << 20;
   int64_t chunk_bytes = 1 << 20;
   int64_t max_queue = 64;  // reported in ModelInfo only
 };
@@ -46,7 +61,8 @@ class WorkerCore : public WorkerBackend {
 
   const v1::ModelInfo& Info() const override { return info_; }
   absl::StatusOr<v1::TokenizeResponse> Tokenize(
-      const v1::TokenizeRequest& request) const override;
+      const v1::TokenizeRequest& request,
+      const CancelCheck& cancelled) const override;
   absl::StatusOr<v1::DetokenizeResponse> Detokenize(
       const v1::DetokenizeRequest& request) const override;
   absl::StatusOr<RunResult> RunWithCache(
@@ -69,12 +85,18 @@ class WorkerCore : public WorkerBackend {
       const v1::RunWithInterventionsRequest& request,
       const CancelCheck& cancelled) const;
   absl::Status CheckWeights(const std::string& expected_sha256) const;
+  // The reply's share of the budget, or RESOURCE_EXHAUSTED.
+  absl::StatusOr<ReplyBudget::Hold> ReserveReply(int64_t bytes,
+                                                 absl::string_view what) const {
+    return reply_budget_->Reserve(bytes, what);
+  }
 
   WorkerOptions options_;
   std::shared_ptr<HookedTransformer> model_;
   std::unique_ptr<Tokenizer> tokenizer_;  // null when the model dir has none
   std::vector<HookShape> hook_shapes_;    // by hook id
   v1::ModelInfo info_;
+  std::unique_ptr<ReplyBudget> reply_budget_;
 };
 
 }  // namespace lensgrid

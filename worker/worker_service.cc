@@ -59,8 +59,10 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
         tokens_(tokens) {}
 
   void Start(Executor* executor, Work work) {
-    absl::Status submitted = executor->Submit([this, work = std::move(work)] {
-      CancelCheck cancelled = [this] {
+    absl::Status submitted = executor->Submit([this, executor,
+                                               work = std::move(work)] {
+      CancelCheck cancelled = [this, executor] {
+        executor->MarkProgress();  // runs poll this between blocks
         return cancelled_.load() || ctx_->IsCancelled() || DeadlinePassed(ctx_);
       };
       absl::StatusOr<RunResult> result;
@@ -95,6 +97,7 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
       return;
     }
     if (result->tokens > 0) tokens_ = result->tokens;
+    hold_ = std::move(result->hold);
     cursor_.emplace(std::move(result->tensors), chunk_bytes_);
     *response_.mutable_header() = std::move(result->header);
     StartWrite(&response_);
@@ -113,6 +116,7 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
   void End(const absl::Status& status) {
     if (cursor_.has_value())
       cursor_->Clear();  // free the results before the call ends
+    hold_.reset();       // and give their bytes back to the reply budget
     // Hand large replies' pages back to the OS: the worker's memory returns to
     // its baseline between requests.
     if (bytes_ >= kTrimAfterBytes) malloc_trim(0);
@@ -128,6 +132,7 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
   Clock::time_point start_;
   std::atomic<bool> cancelled_{false};
   std::optional<ChunkCursor> cursor_;
+  std::shared_ptr<const void> hold_;  // the reply's ReplyBudget share
   v1::RunResponse response_;
   int64_t tokens_ = 0;
   uint64_t bytes_ = 0;
@@ -172,6 +177,7 @@ std::shared_ptr<const WorkerBackend> WorkerService::backend() const {
 template <typename Response, typename Fn>
 grpc::ServerUnaryReactor* WorkerService::Unary(const char* method,
                                                grpc::CallbackServerContext* ctx,
+                                               size_t request_bytes,
                                                Response* response, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point start = Clock::now();
@@ -182,15 +188,27 @@ grpc::ServerUnaryReactor* WorkerService::Unary(const char* method,
     return reactor;
   }
   const bool log = options_.log_requests;
+  Executor* executor = executor_;
   absl::Status submitted = executor_->Submit([=] {
     absl::Status status;
-    if (ctx->IsCancelled()) {
+    CancelCheck cancelled = [ctx, executor] {
+      executor->MarkProgress();
+      return ctx->IsCancelled() || DeadlinePassed(ctx);
+    };
+    if (cancelled()) {
       status = absl::CancelledError("cancelled before it started");
     } else {
-      auto result = fn(*backend);
+      auto result = fn(*backend, cancelled);
       status = result.status();
       if (result.ok()) *response = std::move(*result);
+      if (status.code() == absl::StatusCode::kCancelled &&
+          DeadlinePassed(ctx)) {
+        status = absl::DeadlineExceededError("the deadline passed");
+      }
     }
+    // A large request leaves its working memory in the allocator's free
+    // lists: hand it back to the OS (the reply itself is at most a few MiB).
+    if (request_bytes >= kTrimAfterBytes) malloc_trim(0);
     Log(log, method, 0, response->ByteSizeLong(), MsSince(start), status);
     reactor->Finish(ToGrpcStatus(status));
   });
@@ -239,17 +257,19 @@ grpc::ServerUnaryReactor* WorkerService::GetModelInfo(
 grpc::ServerUnaryReactor* WorkerService::Tokenize(
     grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* request,
     v1::TokenizeResponse* response) {
-  return Unary("Tokenize", ctx, response, [request](const WorkerBackend& b) {
-    return b.Tokenize(*request);
-  });
+  return Unary("Tokenize", ctx, request->ByteSizeLong(), response,
+               [request](const WorkerBackend& b, const CancelCheck& c) {
+                 return b.Tokenize(*request, c);
+               });
 }
 
 grpc::ServerUnaryReactor* WorkerService::Detokenize(
     grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* request,
     v1::DetokenizeResponse* response) {
-  return Unary("Detokenize", ctx, response, [request](const WorkerBackend& b) {
-    return b.Detokenize(*request);
-  });
+  return Unary("Detokenize", ctx, request->ByteSizeLong(), response,
+               [request](const WorkerBackend& b, const CancelCheck&) {
+                 return b.Detokenize(*request);
+               });
 }
 
 grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithCache(

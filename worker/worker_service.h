@@ -65,7 +65,8 @@ class WorkerService final : public v1::Worker::CallbackService {
   template <typename Response, typename Fn>
   grpc::ServerUnaryReactor* Unary(const char* method,
                                   grpc::CallbackServerContext* ctx,
-                                  Response* response, Fn fn);
+                                  size_t request_bytes, Response* response,
+                                  Fn fn);
   template <typename Fn>
   grpc::ServerWriteReactor<v1::RunResponse>* Stream(
       const char* method, grpc::CallbackServerContext* ctx, int64_t tokens,

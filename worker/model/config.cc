@@ -4,6 +4,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace lensgrid {
@@ -43,8 +45,8 @@ absl::string_view ActivationName(Activation act) {
 
 absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text,
                                           absl::string_view source) {
-  nlohmann::json j = nlohmann::json::parse(json_text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  LG_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonBounded(json_text, source));
+  if (!j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
   }
   if (auto it = j.find("model_type"); it != j.end() && it->is_string() &&

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/echo.h"
 
 namespace lensgrid {
 namespace {
@@ -96,6 +97,10 @@ std::vector<std::string> ClosestNames(absl::string_view unknown,
                                       const std::vector<std::string>& known,
                                       size_t max) {
   std::vector<std::pair<size_t, std::string>> scored;
+  // No hook name is this long: a longer "name" has no plausible neighbour,
+  // and its edit distances would cost len x known x name length.
+  constexpr size_t kMaxSuggestFrom = 256;
+  if (unknown.size() > kMaxSuggestFrom) return {};
   for (const auto& k : known) scored.emplace_back(EditDistance(unknown, k), k);
   std::stable_sort(scored.begin(), scored.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -112,7 +117,7 @@ std::vector<std::string> ClosestNames(absl::string_view unknown,
 std::string UnknownHookMessage(absl::string_view unknown,
                                const std::vector<std::string>& known) {
   std::vector<std::string> close = ClosestNames(unknown, known);
-  std::string msg = absl::StrCat("unknown hook name \"", unknown, "\"");
+  std::string msg = absl::StrCat("unknown hook name ", Echo(unknown));
   if (!close.empty()) {
     absl::StrAppend(&msg, "; did you mean ",
                     absl::StrJoin(close, ", ", [](std::string* out, const std::string& s) {

@@ -1,13 +1,13 @@
 #include "worker/model/hooked_transformer.h"
 
-#include <regex>
-
 #include <torch/torch.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/bounded_regex.h"
+#include "common/echo.h"
 #include "common/status_macros.h"
 #include "worker/model/hook_names.h"
 
@@ -160,20 +160,15 @@ absl::StatusOr<std::vector<std::string>> HookedTransformer::SelectHookNames(
     selected[id] = true;
   }
   for (const auto& pattern : options.regexes) {
-    std::regex re;
-    try {
-      re = std::regex(pattern, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad names regex \"", pattern, "\": ", e.what()));
-    }
+    LG_ASSIGN_OR_RETURN(BoundedRegex re, BoundedRegex::Compile(pattern));
     bool any = false;
     for (size_t i = 0; i < hook_names_.size(); ++i) {
-      if (std::regex_search(hook_names_[i], re)) selected[i] = any = true;
+      LG_ASSIGN_OR_RETURN(bool hit, re.Search(hook_names_[i]));
+      if (hit) selected[i] = any = true;
     }
     if (!any) {
       return absl::NotFoundError(absl::StrCat(
-          "names regex \"", pattern, "\" matches no hook point; ",
+          "names regex ", Echo(pattern), " matches no hook point; ",
           UnknownHookMessage(pattern, hook_names_)));
     }
   }

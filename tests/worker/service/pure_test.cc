@@ -1,11 +1,14 @@
 // Executor and hook-shape arithmetic: pure pieces of the worker.
 #include <atomic>
+#include <chrono>
+#include <thread>
 
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/executor.h"
 #include "worker/hook_shapes.h"
+#include "worker/reply_budget.h"
 
 namespace lensgrid {
 namespace {
@@ -45,6 +48,49 @@ TEST(ExecutorTest, RefusesAfterShutdown) {
   Executor executor({});
   executor.Shutdown();
   EXPECT_EQ(executor.Submit([] {}).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(ExecutorTest, StallShowsOnlyWhileATaskRunsWithoutProgress) {
+  Executor executor({.threads = 1, .max_pending = 4});
+  EXPECT_EQ(executor.StalledMs(), 0);  // idle is never stalled
+  absl::Notification started, release;
+  ASSERT_TRUE(executor
+                  .Submit([&] {
+                    started.Notify();
+                    release.WaitForNotification();
+                  })
+                  .ok());
+  started.WaitForNotification();
+  // The task makes no progress: the stall grows (deadline only against hangs).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (executor.StalledMs() < 20 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_GE(executor.StalledMs(), 20);
+  release.Notify();
+  while (executor.pending() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(executor.StalledMs(), 0);  // nothing runs any more
+}
+
+TEST(ReplyBudgetTest, HoldsUntilReleasedAndRefusesOverTheBudget) {
+  ReplyBudget budget(100);
+  auto a = budget.Reserve(60, "A");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(budget.held_bytes(), 60);
+  auto b = budget.Reserve(50, "B");
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(b.status().message(), ::testing::HasSubstr("--max-reply-memory (100)"));
+  EXPECT_THAT(b.status().message(), ::testing::HasSubstr("already hold 60"));
+  {
+    ReplyBudget::Hold copy = *a;  // copies share one reservation
+    a->reset();
+    EXPECT_EQ(budget.held_bytes(), 60);
+  }
+  EXPECT_EQ(budget.held_bytes(), 0);
+  EXPECT_TRUE(budget.Reserve(100, "C").ok());  // released at once: a temporary
+  EXPECT_EQ(budget.held_bytes(), 0);
 }
 
 TEST(HookShapesTest, InfersAxesFromTwoProbes) {

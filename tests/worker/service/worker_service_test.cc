@@ -21,7 +21,7 @@ class FakeBackend : public WorkerBackend {
   FakeBackend() { info_.set_weights_sha256("abc"); }
   const v1::ModelInfo& Info() const override { return info_; }
   absl::StatusOr<v1::TokenizeResponse> Tokenize(
-      const v1::TokenizeRequest& r) const override {
+      const v1::TokenizeRequest& r, const CancelCheck&) const override {
     if (r.texts_size() == 0) return absl::InvalidArgumentError("no texts");
     v1::TokenizeResponse out;
     out.add_tokens()->add_ids(static_cast<int64_t>(r.texts(0).size()));

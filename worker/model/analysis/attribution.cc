@@ -71,7 +71,8 @@ absl::Status DirectLogitAttribution(const HookedTransformer& model, const Prompt
   const int64_t n = static_cast<int64_t>(batch.prompts.size()), L = cfg.n_layers,
                 H = cfg.n_heads;
   CacheOptions opts;
-  opts.regexes = {"attn.hook_z$", "hook_attn_out$", "hook_mlp_out$", "^ln_final.hook_scale$"};
+  opts.regexes = {"attn.hook_z$", "hook_attn_out$", "^ln_final.hook_scale$"};
+  if (!cfg.attn_only) opts.regexes.push_back("hook_mlp_out$");  // none to match otherwise
   opts.positions = PosSlice{-1, std::nullopt};  // final position only
   ActivationCache cache;
   LG_ASSIGN_OR_RETURN(RunOutput out, model.RunWithCache(batch.clean, {}, opts, &cache));

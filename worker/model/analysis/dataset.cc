@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "common/json_limits.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -335,8 +336,8 @@ absl::StatusOr<std::vector<int64_t>> TokenSetField(const nlohmann::json& j, cons
 
 absl::StatusOr<Prompt> ParseJsonlPrompt(const std::string& line, const ModelConfig& cfg,
                                         const Tokenizer* tok) {
-  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  LG_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonBounded(line, "prompt"));
+  if (!j.is_object()) {
     return absl::InvalidArgumentError("not a JSON object");
   }
   Prompt p;

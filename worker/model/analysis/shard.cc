@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_limits.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -34,8 +35,8 @@ absl::StatusOr<std::string> StringField(const nlohmann::json& j, const char* key
 }  // namespace
 
 absl::StatusOr<SearchRequest> ParseSearchRequest(const std::string& spec_json) {
-  nlohmann::json j = nlohmann::json::parse(spec_json, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  LG_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonBounded(spec_json, "search spec"));
+  if (!j.is_object()) {
     return absl::InvalidArgumentError("search spec is not a JSON object");
   }
   SearchRequest r;
@@ -79,15 +80,80 @@ absl::StatusOr<Dataset> MakeRequestDataset(const SearchRequest& request, const M
   return ds;
 }
 
+absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg,
+                                                 const Tokenizer* tokenizer,
+                                                 const std::string& spec_json,
+                                                 const ShardLimits& limits) {
+  PreparedShard shard;
+  LG_ASSIGN_OR_RETURN(shard.request, ParseSearchRequest(spec_json));
+  const DatasetSpec& ds = shard.request.dataset;
+  if (ds.n_prompts < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the shard's dataset has ", ds.n_prompts, " prompts"));
+  }
+  if (ds.n_prompts > limits.max_dataset_prompts) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the shard's dataset has ", ds.n_prompts, " prompts, over this worker's limit of ",
+        limits.max_dataset_prompts));
+  }
+  if (ds.name != "inline" && (ds.seq_len < 1 || ds.seq_len > cfg.n_ctx)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset seq_len ", ds.seq_len, " is not within [1, ", cfg.n_ctx,
+        "] (the model's n_ctx)"));
+  }
+  const SearchOptions& range = shard.request.options;
+  const int64_t p_end = range.prompt_end < 0 ? ds.n_prompts : range.prompt_end;
+  if (range.prompt_begin < 0 || range.prompt_begin >= p_end || p_end > ds.n_prompts) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt range [", range.prompt_begin, ", ",
+                                                   p_end, ") is not within [0, ", ds.n_prompts,
+                                                   ")"));
+  }
+  const int64_t n_prompts = p_end - range.prompt_begin;
+  auto too_many_tokens = [&](int64_t n_pos) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the shard runs ", n_prompts, " prompts x ", n_pos, " positions = ", n_prompts * n_pos,
+        " tokens, over this worker's limit of ", limits.max_prompt_tokens,
+        " (--max-tokens); use smaller shards (--prompts-per-shard)"));
+  };
+  // Every prompt has a token: refuse before building a huge dataset.
+  if (n_prompts > limits.max_prompt_tokens) return too_many_tokens(1);
+  LG_ASSIGN_OR_RETURN(shard.dataset, MakeRequestDataset(shard.request, cfg, tokenizer));
+  const int64_t n_pos = shard.dataset.max_length();
+  if (n_prompts * n_pos > limits.max_prompt_tokens) return too_many_tokens(n_pos);
+  double bytes = 2.0 * n_prompts * sizeof(float);  // baseline, reference
+  for (const SearchOutput& o : SearchOutputs(shard.request.spec, cfg, n_pos)) {
+    double n = 1;
+    for (int64_t d : o.shape) n *= d;
+    if (range.component_end >= 0) n = std::min<double>(n, range.component_end);
+    n -= std::min<double>(n, std::max<int64_t>(0, range.component_begin));
+    bytes += n * n_prompts * sizeof(float);
+  }
+  if (bytes > static_cast<double>(limits.max_result_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the shard's result would hold ", static_cast<int64_t>(bytes), " bytes, over ",
+        limits.max_result_bytes, " (--max-response-bytes); use smaller shards"));
+  }
+  shard.result_bytes = static_cast<int64_t>(bytes);
+  return shard;
+}
+
 absl::StatusOr<NamedTensors> RunSearchShard(const HookedTransformer& model,
                                             const Tokenizer* tokenizer,
                                             const std::string& spec_json,
-                                            std::function<bool()> is_cancelled) {
-  LG_ASSIGN_OR_RETURN(SearchRequest request, ParseSearchRequest(spec_json));
-  request.options.is_cancelled = std::move(is_cancelled);
-  LG_ASSIGN_OR_RETURN(Dataset dataset, MakeRequestDataset(request, model.cfg(), tokenizer));
+                                            std::function<bool()> is_cancelled,
+                                            const ShardLimits& limits) {
+  LG_ASSIGN_OR_RETURN(PreparedShard shard,
+                      PrepareSearchShard(model.cfg(), tokenizer, spec_json, limits));
+  return RunPreparedShard(model, shard, std::move(is_cancelled));
+}
+
+absl::StatusOr<NamedTensors> RunPreparedShard(const HookedTransformer& model,
+                                              const PreparedShard& shard,
+                                              std::function<bool()> is_cancelled) {
+  SearchOptions options = shard.request.options;
+  options.is_cancelled = std::move(is_cancelled);
   LG_ASSIGN_OR_RETURN(SearchResult result,
-                      RunSearch(model, dataset, request.spec, request.options));
+                      RunSearch(model, shard.dataset, shard.request.spec, options));
   NamedTensors out;
   out.emplace_back("baseline", result.baseline.to(torch::kFloat32).cpu());
   if (result.reference.defined()) {

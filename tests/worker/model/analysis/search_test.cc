@@ -245,8 +245,9 @@ TEST(SearchTest, DetectorsFollowTransformerLensDefinition) {
 }
 
 TEST(SearchTest, DirectLogitAttributionAddsUp) {
-  for (bool process : {true, false}) {
-    auto model = Model(false, process);
+  // Attention-only models too: they have no hook_mlp_out to cache.
+  for (auto [attn_only, process] : {std::pair{false, true}, {false, false}, {true, true}}) {
+    auto model = Model(attn_only, process);
     Dataset ds = MakeData(5);
     for (auto& p : ds.prompts) p.answers.resize(1);
     auto r = RunSearch(*model, ds, {Method::kDla, MetricKind::kLogitDiff}).value();
@@ -270,7 +271,8 @@ TEST(SearchTest, DirectLogitAttributionAddsUp) {
       double bias = (w.b_U[p.answers[0]] - w.b_U[p.wrongs[0]]).item<double>();
       if (!w.ln_final.folded()) bias += ((w.ln_final.b) * (w.W_U.select(1, p.answers[0]) - w.W_U.select(1, p.wrongs[0]))).sum().item<double>();
       double layers = r.outputs[1].per_prompt[i].sum().item<double>();
-      EXPECT_NEAR(embed_part + layers + bias, logit_diff, 1e-3) << "processed=" << process;
+      EXPECT_NEAR(embed_part + layers + bias, logit_diff, 1e-3)
+          << "processed=" << process << " attn_only=" << attn_only;
       EXPECT_NEAR(r.baseline[i].item<double>(), logit_diff, 1e-4);
       // Heads of a layer add up to the layer, less the output bias b_O.
       for (int l = 0; l < 3; ++l) {
