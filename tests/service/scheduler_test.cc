@@ -2,6 +2,9 @@
 // model matching, cancel, events. No network.
 #include "service/scheduler.h"
 
+#include <map>
+#include <set>
+
 #include "gtest/gtest.h"
 #include "tests/service/test_jobs.h"
 
@@ -239,6 +242,183 @@ TEST_F(SchedulerTest, EventsAreNumberedAndResumable) {
   ASSERT_EQ(rest.size(), all.size() - 3);
   EXPECT_EQ(rest.front().seq(), 4);
   EXPECT_EQ(all.back().shards_done(), 4);
+}
+
+// A journal that fails on demand ("disk full") and checks what a store
+// needs: each job's events arrive as consecutive seqs, never with a gap.
+class FlakyJournal : public Journal {
+ public:
+  absl::Status Write(const JobWrite& w) override {
+    if (full) return absl::ResourceExhaustedError("database or disk is full");
+    std::vector<int64_t>& seqs = events[w.job_id];
+    for (const v1::JobEvent* e : w.events) {
+      EXPECT_EQ(e->seq(), static_cast<int64_t>(seqs.size()) + 1) << w.job_id;
+      seqs.push_back(e->seq());
+      kinds.push_back(e->kind());
+    }
+    for (const auto& [shard, tensors] : w.results) results[w.job_id].insert(shard);
+    if (w.set_state) states[w.job_id] = w.state;
+    return absl::OkStatus();
+  }
+  bool full = false;
+  std::map<std::string, std::vector<int64_t>> events;
+  std::map<std::string, std::set<int64_t>> results;
+  std::map<std::string, v1::JobState> states;
+  std::vector<v1::JobEvent::Kind> kinds;
+};
+
+TEST(SchedulerStoreTest, AFailingStorePausesTheJobAndItResumesWithoutRecomputing) {
+  FakeClock clock;
+  FlakyJournal journal;
+  SchedulerOptions o;
+  o.store_retry_ms = 1000;
+  Scheduler s(&clock, o, &journal);
+  const std::string job = s.Submit(SmallJob(2)).value();  // 8 shards
+  v1::RegisterRequest r;
+  r.set_model_id("m");
+  r.set_weights_sha256("sha");
+  const std::string w = s.RegisterWorker(r).value();
+  auto a = s.Lease(w).value();
+  auto b = s.Lease(w).value();
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(*s.Complete(w, a->lease_id(), ResultFor(a->spec_json())));
+
+  journal.full = true;
+  std::string note;
+  // The result is kept (not computed again) and the worker is told so.
+  ASSERT_TRUE(*s.Complete(w, b->lease_id(), ResultFor(b->spec_json()), &note));
+  EXPECT_NE(note.find("database or disk is full"), std::string::npos) << note;
+  v1::JobStatus status = s.GetJob(job).value();
+  EXPECT_NE(status.store_error().find("database or disk is full"),
+            std::string::npos);
+  EXPECT_EQ(status.state(), v1::JOB_RUNNING);
+  EXPECT_EQ(status.shards_done(), 2);
+  // Paused: no new leases, however long the store stays full; no failures.
+  for (int i = 0; i < 5; ++i) {
+    clock.Advance(1500);
+    (void)s.Heartbeat(w, {});
+    s.Tick();
+    EXPECT_FALSE(s.Lease(w).value().has_value());
+  }
+  EXPECT_EQ(s.Counters().shards_retried, 0);
+  EXPECT_EQ(s.Submit(SmallJob(1)).status().code(),
+            absl::StatusCode::kUnavailable);
+
+  journal.full = false;
+  clock.Advance(1500);
+  s.Tick();
+  status = s.GetJob(job).value();
+  EXPECT_EQ(status.store_error(), "");
+  EXPECT_EQ(journal.results[job], (std::set<int64_t>{a->shard_id(), b->shard_id()}));
+  int leased = 0;
+  while (auto l = s.Lease(w).value()) {
+    ASSERT_TRUE(*s.Complete(w, l->lease_id(), ResultFor(l->spec_json())));
+    ++leased;
+  }
+  EXPECT_EQ(leased, 6);  // the 2 done before the fault are not run again
+  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(journal.states[job], v1::JOB_SUCCEEDED);
+  EXPECT_EQ(journal.results[job].size(), 8u);
+  bool final = false;
+  EXPECT_EQ(static_cast<size_t>(s.EventsAfter(job, 0, &final)->size()),
+            journal.events[job].size());  // every event stored, no gap
+  EXPECT_NE(std::find(journal.kinds.begin(), journal.kinds.end(),
+                      v1::JobEvent::STORE_FAILED),
+            journal.kinds.end());
+  EXPECT_NE(std::find(journal.kinds.begin(), journal.kinds.end(),
+                      v1::JobEvent::STORE_RECOVERED),
+            journal.kinds.end());
+}
+
+TEST_F(SchedulerTest, OverflowingJobsAreRefusedNotPlanned) {
+  v1::JobSpec spec = SmallJob(1);
+  spec.set_n_layers(int64_t{1} << 62);
+  spec.set_n_heads(4);
+  EXPECT_EQ(scheduler_.Submit(spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  spec.set_n_layers(int64_t{1} << 32);
+  spec.set_n_heads(int64_t{1} << 31);
+  EXPECT_EQ(scheduler_.Submit(spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::string next;
+  EXPECT_TRUE(scheduler_.ListJobs({}, &next)->empty());
+  // The scheduler still serves.
+  EXPECT_TRUE(scheduler_.Submit(SmallJob(1)).ok());
+}
+
+TEST_F(SchedulerTest, ListingsArePagedAndBounded) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 25; ++i) {
+    v1::JobSpec spec = SmallJob(1);
+    spec.set_client_json(std::string(60000, 'j'));  // near the 64 KiB cap
+    ids.insert(scheduler_.Submit(spec).value());
+  }
+  std::set<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    std::string next;
+    auto page = scheduler_.ListJobs({10, token}, &next);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_LE(page->size(), 10u);
+    for (const auto& j : *page) EXPECT_TRUE(seen.insert(j.job_id()).second);
+    token = next;
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(seen, ids);
+  EXPECT_EQ(pages, 3);
+  // A page stays within its byte budget whatever page_size asks for.
+  std::string next;
+  auto big = scheduler_.ListJobs({1000, ""}, &next);
+  ASSERT_TRUE(big.ok());
+  size_t bytes = 0;
+  for (const auto& j : *big) bytes += j.ByteSizeLong();
+  EXPECT_LE(bytes, size_t{3} << 20);
+  EXPECT_EQ(scheduler_.ListJobs({-1, ""}, &next).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      scheduler_.ListJobs({0, std::string(100000, 't')}, &next).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SchedulerWorkersTest, LostWorkersAreForgottenAndRegistrationIsBounded) {
+  FakeClock clock;
+  SchedulerOptions o;
+  o.worker_timeout_ms = 1000;
+  o.forget_worker_ms = 5000;
+  o.max_workers = 3;
+  Scheduler s(&clock, o, nullptr);
+  v1::RegisterRequest r;
+  r.set_model_id("m");
+  r.set_weights_sha256("sha");
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(s.RegisterWorker(r).ok());
+  EXPECT_EQ(s.RegisterWorker(r).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  clock.Advance(2000);
+  s.Tick();  // all lost, still listed
+  std::string next;
+  ASSERT_EQ(s.ListWorkers({}, &next)->size(), 3u);
+  EXPECT_FALSE(s.ListWorkers({}, &next)->front().alive());
+  ASSERT_TRUE(s.RegisterWorker(r).ok());  // room made from a lost one
+  clock.Advance(4000);
+  s.Tick();  // the first ones are forgotten; the new one is lost, listed
+  EXPECT_EQ(s.ListWorkers({}, &next)->size(), 1u);
+  r.set_name(std::string(1 << 20, 'n'));
+  absl::Status big = s.RegisterWorker(r).status();
+  EXPECT_EQ(big.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(big.message().size(), 300u);
+}
+
+TEST_F(SchedulerTest, ErrorsQuoteClientInputCut) {
+  const std::string id(1 << 20, 'x');
+  for (const absl::Status& s :
+       {scheduler_.GetJob(id).status(), scheduler_.Cancel(id).status(),
+        scheduler_.GetResult(id).status(),
+        scheduler_.Lease(id).status(),
+        scheduler_.Complete(Worker(), id, {}).status()}) {
+    EXPECT_FALSE(s.ok());
+    EXPECT_LT(s.message().size(), 300u) << s.message().substr(0, 100);
+  }
 }
 
 }  // namespace

@@ -2,7 +2,10 @@
 // scheduler restored from it resumes without redoing completed shards.
 #include "service/state_store.h"
 
+#include <sqlite3.h>
+
 #include <filesystem>
+#include <fstream>
 
 #include "gtest/gtest.h"
 #include "service/scheduler.h"
@@ -10,6 +13,8 @@
 
 namespace lensgrid::service {
 namespace {
+
+using testing::ResultFor;
 
 std::string TempDir(const std::string& name) {
   auto dir =
@@ -101,6 +106,222 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
 TEST(StateStoreTest, UnopenableDirIsUnavailable) {
   EXPECT_EQ(StateStore::Open("/proc/no/such/dir").status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+void RunSql(const std::string& dir, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir + "/coordinator.db").c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
+      << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+// Flips the low bit of byte `offset` of a stored result, as a bad disk would.
+void FlipResultByte(const std::string& dir, const std::string& job,
+                    int64_t shard, int offset) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir + "/coordinator.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* read = nullptr;
+  sqlite3_prepare_v2(db, "SELECT data FROM results WHERE job_id = ? AND shard = ?",
+                     -1, &read, nullptr);
+  sqlite3_bind_text(read, 1, job.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(read, 2, shard);
+  ASSERT_EQ(sqlite3_step(read), SQLITE_ROW);
+  std::string data(static_cast<const char*>(sqlite3_column_blob(read, 0)),
+                   sqlite3_column_bytes(read, 0));
+  sqlite3_finalize(read);
+  ASSERT_LT(offset, static_cast<int>(data.size()));
+  data[offset] ^= 1;
+  sqlite3_stmt* write = nullptr;
+  sqlite3_prepare_v2(db, "UPDATE results SET data = ? WHERE job_id = ? AND shard = ?",
+                     -1, &write, nullptr);
+  sqlite3_bind_blob(write, 1, data.data(), static_cast<int>(data.size()),
+                    SQLITE_TRANSIENT);
+  sqlite3_bind_text(write, 2, job.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(write, 3, shard);
+  EXPECT_EQ(sqlite3_step(write), SQLITE_DONE);
+  sqlite3_finalize(write);
+  sqlite3_close(db);
+}
+
+v1::RegisterRequest Matching() {
+  v1::RegisterRequest r;
+  r.set_model_id("m");
+  r.set_weights_sha256("sha");
+  return r;
+}
+
+// Runs `shards` shards of `job` (all if -1).
+void RunShards(Scheduler* s, const std::string& w, int shards = -1) {
+  for (int i = 0; shards < 0 || i < shards; ++i) {
+    auto l = s->Lease(w).value();
+    if (!l) break;
+    ASSERT_TRUE(*s->Complete(w, l->lease_id(), ResultFor(l->spec_json())));
+  }
+}
+
+// A real SQLITE_FULL (max_page_count) in the middle of a job, then a kill:
+// the store reloads with no gap, the finished job is served, the running one
+// resumes. The fault left no half-written change behind.
+TEST(StateStoreTest, DiskFullMidJobLeavesAConsistentStore) {
+  const std::string dir = TempDir("lensgrid-full");
+  const std::string pages = dir + "-pages";
+  StateStoreOptions options;
+  options.max_page_count_file = pages;
+  FakeClock clock;
+  std::string done_job, running_job;
+  int64_t stored = 0;
+  {
+    auto store = StateStore::Open(dir, options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    Scheduler s(&clock, {}, store->get());
+    const std::string w = s.RegisterWorker(Matching()).value();
+    done_job = s.Submit(testing::SmallJob(2)).value();
+    RunShards(&s, w);
+    ASSERT_EQ(s.GetJob(done_job)->state(), v1::JOB_SUCCEEDED);
+    v1::JobSpec big = testing::SmallJob(100);  // 400 shards
+    running_job = s.Submit(big).value();
+    RunShards(&s, w, 3);
+    std::ofstream(pages) << 1;  // no new page from now on
+    std::string note;
+    while (note.empty()) {  // until a write needs a new page
+      auto l = s.Lease(w).value();
+      ASSERT_TRUE(l.has_value());
+      ASSERT_TRUE(
+          *s.Complete(w, l->lease_id(), ResultFor(l->spec_json()), &note));
+    }
+    stored = s.GetJob(running_job)->shards_done() - 1;
+    EXPECT_NE(note.find("database or disk is full"), std::string::npos) << note;
+    EXPECT_NE(s.GetJob(running_job)->store_error().find("full"),
+              std::string::npos);
+    EXPECT_FALSE(s.Lease(w).value().has_value());  // paused
+    for (int i = 0; i < 3; ++i) {
+      clock.Advance(2000);
+      s.Tick();
+    }
+    EXPECT_EQ(s.GetJob(running_job)->state(), v1::JOB_RUNNING);
+  }  // killed while the disk is full
+  std::filesystem::remove(pages);
+  auto store = StateStore::Open(dir, options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto jobs = (*store)->Load();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 2u);
+  Scheduler s(&clock, {}, store->get());
+  for (auto& j : *jobs) {
+    EXPECT_EQ(j.damage, "");
+    EXPECT_EQ(j.notes, "");
+    ASSERT_TRUE(s.Restore(std::move(j)).ok());
+  }
+  EXPECT_TRUE(s.GetResult(done_job).ok());
+  // The result held in memory at the kill is lost, and only it.
+  EXPECT_EQ(s.GetJob(running_job)->shards_done(), stored);
+  RunShards(&s, s.RegisterWorker(Matching()).value());
+  EXPECT_EQ(s.GetJob(running_job)->state(), v1::JOB_SUCCEEDED);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StateStoreTest, AFlippedByteInAResultIsDataLossForThatJobOnly) {
+  const std::string dir = TempDir("lensgrid-flip");
+  FakeClock clock;
+  std::string a, b;
+  {
+    auto store = StateStore::Open(dir);
+    ASSERT_TRUE(store.ok()) << store.status();
+    Scheduler s(&clock, {}, store->get());
+    const std::string w = s.RegisterWorker(Matching()).value();
+    a = s.Submit(testing::SmallJob(2)).value();
+    RunShards(&s, w);
+    b = s.Submit(testing::SmallJob(2)).value();
+    RunShards(&s, w);
+  }
+  // Flip one byte in the middle of one of a's stored results.
+  FlipResultByte(dir, a, 3, 30);
+  auto store = StateStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto jobs = (*store)->Load();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  Scheduler s(&clock, {}, store->get());
+  for (auto& j : *jobs) {
+    if (j.job_id == a) EXPECT_EQ(j.damaged_shards, std::vector<int64_t>{3});
+    (void)s.Restore(std::move(j));
+  }
+  absl::Status result = s.GetResult(a).status();
+  EXPECT_EQ(result.code(), absl::StatusCode::kDataLoss) << result;
+  EXPECT_NE(result.message().find("shard 3"), std::string::npos) << result;
+  EXPECT_EQ(s.GetJob(a)->error_code(),
+            static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_TRUE(s.GetResult(b).ok());  // the other job is served
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StateStoreTest, AnEmptyOrMissingDatabaseUnderAMarkerRefusesToStart) {
+  const std::string dir = TempDir("lensgrid-marker");
+  {
+    auto store = StateStore::Open(dir);
+    ASSERT_TRUE(store.ok()) << store.status();
+    FakeClock clock;
+    Scheduler s(&clock, {}, store->get());
+    s.Submit(testing::SmallJob(1)).value();
+  }
+  ASSERT_TRUE(std::filesystem::exists(dir + "/" + StateStore::kMarker));
+  std::filesystem::remove(dir + "/coordinator.db-wal");
+  std::filesystem::remove(dir + "/coordinator.db-shm");
+  std::filesystem::resize_file(dir + "/coordinator.db", 0);
+  absl::Status s = StateStore::Open(dir).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("empty"), std::string::npos) << s;
+  std::filesystem::remove(dir + "/coordinator.db");
+  s = StateStore::Open(dir).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("--fresh-state"), std::string::npos) << s;
+  StateStoreOptions fresh;
+  fresh.start_fresh = true;
+  auto store = StateStore::Open(dir, fresh);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->Load()->empty());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StateStoreTest, ADroppedTableIsReportedNotRecreated) {
+  const std::string dir = TempDir("lensgrid-schema");
+  ASSERT_TRUE(StateStore::Open(dir).ok());
+  RunSql(dir, "DROP TABLE results");
+  absl::Status s = StateStore::Open(dir).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("\"results\""), std::string::npos) << s;
+  RunSql(dir, "SELECT 1");  // still no table: it was not recreated
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StateStoreTest, EventsAfterAGapAreDroppedAndReportedNotFatal) {
+  const std::string dir = TempDir("lensgrid-gap");
+  FakeClock clock;
+  std::string job;
+  {
+    auto store = StateStore::Open(dir);
+    ASSERT_TRUE(store.ok());
+    Scheduler s(&clock, {}, store->get());
+    job = s.Submit(testing::SmallJob(2)).value();
+    RunShards(&s, s.RegisterWorker(Matching()).value(), 4);
+  }
+  RunSql(dir, "DELETE FROM events WHERE seq = 3");  // an old store's gap
+  auto store = StateStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  auto jobs = (*store)->Load();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_EQ((*jobs)[0].events.size(), 2u);
+  EXPECT_NE((*jobs)[0].notes.find("seq 3"), std::string::npos);
+  Scheduler s(&clock, {}, store->get());
+  ASSERT_TRUE(s.Restore(std::move((*jobs)[0])).ok());
+  RunShards(&s, s.RegisterWorker(Matching()).value());
+  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_SUCCEEDED);
+  auto again = (*store)->Load();  // written on from seq 3, stale rows gone
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)[0].notes, "");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
