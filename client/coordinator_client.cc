@@ -82,22 +82,35 @@ absl::StatusOr<v1::JobStatus> CoordinatorClient::Cancel(const std::string& job_i
   return status;
 }
 
+// Listings are paged (coordinator.proto): every page, until the token is empty.
 absl::StatusOr<std::vector<v1::JobStatus>> CoordinatorClient::ListJobs() {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::ListJobsResponse response;
-  LG_RETURN_IF_ERROR(
-      FromGrpcStatus(stub_->ListJobs(&ctx, v1::ListJobsRequest(), &response)));
-  return std::vector<v1::JobStatus>(response.jobs().begin(), response.jobs().end());
+  std::vector<v1::JobStatus> jobs;
+  v1::ListJobsRequest request;
+  do {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    v1::ListJobsResponse response;
+    LG_RETURN_IF_ERROR(FromGrpcStatus(stub_->ListJobs(&ctx, request, &response)));
+    jobs.insert(jobs.end(), response.jobs().begin(), response.jobs().end());
+    if (response.next_page_token() == request.page_token()) break;  // no progress
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return jobs;
 }
 
 absl::StatusOr<std::vector<v1::WorkerInfo>> CoordinatorClient::ListWorkers() {
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  v1::ListWorkersResponse response;
-  LG_RETURN_IF_ERROR(
-      FromGrpcStatus(stub_->ListWorkers(&ctx, v1::ListWorkersRequest(), &response)));
-  return std::vector<v1::WorkerInfo>(response.workers().begin(), response.workers().end());
+  std::vector<v1::WorkerInfo> workers;
+  v1::ListWorkersRequest request;
+  do {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    v1::ListWorkersResponse response;
+    LG_RETURN_IF_ERROR(FromGrpcStatus(stub_->ListWorkers(&ctx, request, &response)));
+    workers.insert(workers.end(), response.workers().begin(), response.workers().end());
+    if (response.next_page_token() == request.page_token()) break;  // no progress
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return workers;
 }
 
 absl::StatusOr<JobResult> CoordinatorClient::GetResult(const std::string& job_id) {
