@@ -2,7 +2,7 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all setup configure build demo test bench clean
+.PHONY: all setup configure build demo test bench fuzz clean
 
 all: build
 
@@ -27,6 +27,13 @@ bench: build
 	@$(BUILD_DIR)/bench/tokenizer_bench
 	@$(BUILD_DIR)/bench/coordinator_bench
 	@/usr/bin/python3 bench/coordinator_share.py $(BUILD_DIR)
+
+# The fuzz targets of tests/fuzz/ (ASan + UBSan), each for FUZZ_SECONDS from a
+# fresh seed; `make test` runs them briefly.
+FUZZ_SECONDS ?= 120
+fuzz: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target fuzz_targets
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) $(BUILD_DIR)/tests/fuzz/run_fuzz.sh
 
 clean:
 	rm -rf $(BUILD_DIR)

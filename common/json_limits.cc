@@ -51,6 +51,10 @@ absl::StatusOr<nlohmann::json> ParseJsonBounded(absl::string_view text,
     return absl::InvalidArgumentError(absl::StrCat(
         what, ": not valid JSON at byte ", e.byte, ": ",
         absl::string_view(e.what()).substr(0, 200)));
+  } catch (const nlohmann::json::exception& e) {  // out_of_range: "1e999"
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": not valid JSON: ",
+                     absl::string_view(e.what()).substr(0, 200)));
   }
 }
 

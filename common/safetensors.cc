@@ -80,10 +80,14 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(absl::string_view source,
                      "] out of range: the data section holds ", data_size,
                      " bytes (file truncated or header corrupt)"));
   }
-  // Overflow-safe byte count of the shape.
+  // Overflow-safe byte count of the shape. The element count, multiplied in
+  // NumElements()'s order, must fit in int64 too, even where a later zero
+  // dimension makes the byte count 0.
   uint64_t expected = DTypeSize(entry.dtype);
+  int64_t elements = 1;
   for (int64_t dim : entry.shape) {
-    if (dim != 0 && expected > UINT64_MAX / static_cast<uint64_t>(dim)) {
+    if ((dim != 0 && expected > UINT64_MAX / static_cast<uint64_t>(dim)) ||
+        __builtin_mul_overflow(elements, dim, &elements)) {
       return EntryError(source, name, "shape overflows");
     }
     expected *= static_cast<uint64_t>(dim);

@@ -185,7 +185,8 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
     current_.name = chunk.name();
     current_.dtype = dtype;
     current_.shape = std::move(shape);
-    current_.data.reserve(expected);
+    // No reserve(expected): memory grows with the bytes that arrive, not with
+    // what a 30-byte chunk announces (4 TB was a crash, issue 12).
     current_total_ = expected;
     in_progress_ = true;
   } else if (chunk.name() != current_.name ||
@@ -204,7 +205,6 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
   if (current_.data.empty()) {
     current_.data.swap(
         *chunk.mutable_data());  // no copy for a single-chunk tensor
-    current_.data.reserve(current_total_);
   } else {
     current_.data.append(chunk.data());
   }

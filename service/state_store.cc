@@ -97,6 +97,9 @@ absl::StatusOr<std::vector<Array>> DecodeArrays(const std::string& in) {
   size_t pos = 0;
   uint32_t n = 0;
   if (!Get(in, &pos, &n)) return bad;
+  // An array takes at least 16 bytes (name length, rank, value count): a
+  // corrupt count must not allocate for arrays that are not there.
+  if (n > (in.size() - pos) / 16) return bad;
   std::vector<Array> out(n);
   for (Array& a : out) {
     uint32_t len = 0, ndim = 0;
@@ -112,7 +115,8 @@ absl::StatusOr<std::vector<Array>> DecodeArrays(const std::string& in) {
     if (!Get(in, &pos, &nvals) || (in.size() - pos) / sizeof(float) < nvals)
       return bad;
     a.values.resize(nvals);
-    std::memcpy(a.values.data(), in.data() + pos, nvals * sizeof(float));
+    if (nvals > 0)  // an empty vector's data() may be null: no memcpy then
+      std::memcpy(a.values.data(), in.data() + pos, nvals * sizeof(float));
     pos += nvals * sizeof(float);
   }
   if (pos != in.size()) return bad;
