@@ -43,8 +43,10 @@ struct StoredJob {
 // One atomic change of one job's stored state.
 struct JobWrite {
   std::string job_id;
-  const v1::JobSpec* new_spec = nullptr;  // set: the job is new
-  int64_t created_ms = 0;                 // with new_spec
+  // Set: the job is new; its serialized v1::JobSpec (fields may repeat: the
+  // last value wins, as protobuf parses).
+  const std::string* new_spec = nullptr;
+  int64_t created_ms = 0;  // with new_spec
   std::vector<std::pair<int64_t, const std::vector<Array>*>> results;
   bool set_state = false;
   v1::JobState state = v1::JOB_QUEUED;

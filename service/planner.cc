@@ -6,6 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/field_mask.pb.h"
+#include "google/protobuf/util/field_mask_util.h"
 #include "common/echo.h"
 #include "common/status_macros.h"
 #include "absl/strings/string_view.h"
@@ -303,6 +305,19 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
   JsonSink writer(&plan.dataset_json);
   WriteDataset(spec, &writer);
   return plan;
+}
+
+v1::JobSpec SpecWithoutPrompts(const v1::JobSpec& spec) {
+  google::protobuf::FieldMask mask;
+  const google::protobuf::Descriptor* d = v1::JobSpec::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    if (d->field(i)->number() != v1::JobSpec::kPromptsFieldNumber)
+      mask.add_paths(d->field(i)->name());
+  }
+  v1::JobSpec out;
+  google::protobuf::util::FieldMaskUtil::MergeMessageTo(
+      spec, mask, google::protobuf::util::FieldMaskUtil::MergeOptions(), &out);
+  return out;
 }
 
 std::string ShardSpecJson(const JobPlan& plan, const ShardRange& r) {

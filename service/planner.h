@@ -85,6 +85,10 @@ struct JobPlan {
 absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
                                 const PlannerOptions& options = {});
 
+// Every field of `spec` but its prompts (which the plan's dataset_json holds):
+// what a job keeps of its spec in memory.
+v1::JobSpec SpecWithoutPrompts(const v1::JobSpec& spec);
+
 // The worker's shard spec (shard.h's JSON) for one range of the plan.
 std::string ShardSpecJson(const JobPlan& plan, const ShardRange& range);
 

@@ -43,9 +43,8 @@ std::unique_ptr<Scheduler::Job> Scheduler::BuildJob(const std::string& id,
                                                     int64_t created_ms) const {
   auto job = std::make_unique<Job>();
   job->id = id;
-  job->spec = spec;
   // The plan's dataset JSON is the one copy of the prompts kept in memory.
-  job->spec.clear_prompts();
+  job->spec = SpecWithoutPrompts(spec);
   job->plan = std::move(plan);
   job->created_ms = created_ms;
   job->max_attempts =
@@ -73,10 +72,12 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
     } while (jobs_.count(id));
   }
   // Pin the planned shard sizes into the stored spec, so a restart re-plans
-  // the same shards even if the planner's defaults changed meanwhile.
-  v1::JobSpec stored = spec;
-  stored.set_prompts_per_shard(plan.shards.front().num_prompts());
-  stored.set_components_per_shard(plan.shards.front().num_components());
+  // the same shards even if the planner's defaults changed meanwhile. The
+  // pins are appended to the serialized spec (the last value of a field wins
+  // when protobuf parses it): no copy of the prompts is made.
+  v1::JobSpec pins;
+  pins.set_prompts_per_shard(plan.shards.front().num_prompts());
+  pins.set_components_per_shard(plan.shards.front().num_components());
   const int64_t n_shards = static_cast<int64_t>(plan.shards.size());
   v1::JobEvent submitted;
   submitted.set_seq(1);
@@ -87,6 +88,8 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
                                      " prompts in ", n_shards, " shards"));
   submitted.set_unix_ms(now);
   if (journal_ != nullptr) {
+    std::string stored = spec.SerializeAsString();
+    pins.AppendToString(&stored);
     JobWrite write;
     write.job_id = id;
     write.new_spec = &stored;
@@ -98,7 +101,8 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
           absl::StrCat("cannot store the job: ", s.message()));
     }
   }
-  std::unique_ptr<Job> job = BuildJob(id, stored, std::move(plan), now);
+  std::unique_ptr<Job> job = BuildJob(id, spec, std::move(plan), now);
+  job->spec.MergeFrom(pins);
   job->events.push_back(std::move(submitted));
   job->saved_events = 1;
   absl::MutexLock lock(&mu_);

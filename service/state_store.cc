@@ -286,7 +286,7 @@ absl::Status StateStore::Write(const JobWrite& w) {
 
 absl::Status StateStore::WriteLocked(const JobWrite& w) {
   if (w.new_spec != nullptr) {
-    const std::string spec = w.new_spec->SerializeAsString();
+    const std::string& spec = *w.new_spec;
     Stmt s(db_,
            "INSERT INTO jobs(job_id, spec, created_ms, state, spec_sha256) "
            "VALUES(?, ?, ?, ?, ?)");

@@ -223,6 +223,22 @@ TEST(PlannerTest, RefusesAResultOverItsByteLimit) {
       << plan.status();
 }
 
+TEST(PlannerTest, SpecWithoutPromptsKeepsEveryOtherField) {
+  v1::JobSpec spec = Spec("patch-resid", 3, 4);
+  spec.set_metric("kl");
+  spec.set_ablation("mean");
+  spec.set_attn_only(true);
+  spec.set_prompts_per_shard(2);
+  spec.set_components_per_shard(5);
+  spec.set_max_attempts(7);
+  spec.set_label("label");
+  spec.set_client_json("{}");
+  v1::JobSpec meta = SpecWithoutPrompts(spec);
+  EXPECT_EQ(meta.prompts_size(), 0);
+  *meta.mutable_prompts() = spec.prompts();
+  EXPECT_EQ(meta.SerializeAsString(), spec.SerializeAsString());
+}
+
 TEST(PlannerTest, ShardSpecJsonIsTheWorkersFormat) {
   v1::JobSpec spec = Spec("patch-resid", 2, 3);
   spec.mutable_prompts(0)->add_corrupted_tokens(7);
