@@ -6,11 +6,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/field_mask.pb.h"
-#include "google/protobuf/util/field_mask_util.h"
+#include "absl/strings/string_view.h"
 #include "common/echo.h"
 #include "common/status_macros.h"
-#include "absl/strings/string_view.h"
+#include "google/protobuf/field_mask.pb.h"
+#include "google/protobuf/util/field_mask_util.h"
 #include "nlohmann/json.hpp"
 
 namespace lensgrid::service {
@@ -38,8 +38,8 @@ absl::Status CheckName(const char* field, const std::string& value,
     return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
   if (static_cast<int64_t>(value.size()) > o.max_name_bytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat(field, " ", Echo(value), " is over the ",
-                     o.max_name_bytes, "-byte limit"));
+        absl::StrCat(field, " ", Echo(value), " is over the ", o.max_name_bytes,
+                     "-byte limit"));
   }
   return absl::OkStatus();
 }
@@ -47,9 +47,8 @@ absl::Status CheckName(const char* field, const std::string& value,
 absl::Status CheckBytes(const char* field, const std::string& value,
                         int64_t limit) {
   if (static_cast<int64_t>(value.size()) <= limit) return absl::OkStatus();
-  return absl::ResourceExhaustedError(
-      absl::StrCat(field, " is ", value.size(), " bytes, over the ", limit,
-                   "-byte limit"));
+  return absl::ResourceExhaustedError(absl::StrCat(
+      field, " is ", value.size(), " bytes, over the ", limit, "-byte limit"));
 }
 
 absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
@@ -62,13 +61,12 @@ absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
   LG_RETURN_IF_ERROR(CheckBytes("label", spec.label(), o.max_label_bytes));
   LG_RETURN_IF_ERROR(
       CheckBytes("client_json", spec.client_json(), o.max_client_json_bytes));
-  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"n_layers",
-                                                                spec.n_layers()},
-                                {"n_heads", spec.n_heads()}}) {
+  for (const auto& [name, v] :
+       {std::pair<const char*, int64_t>{"n_layers", spec.n_layers()},
+        {"n_heads", spec.n_heads()}}) {
     if (v <= 0 || v > o.max_model_dim) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, " is ", v, "; it must be in [1, ",
-                       o.max_model_dim, "]"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, " is ", v, "; it must be in [1, ", o.max_model_dim, "]"));
     }
   }
   if (spec.prompts_per_shard() < 0 || spec.components_per_shard() < 0)
@@ -142,16 +140,15 @@ void WriteDataset(const v1::JobSpec& spec, JsonSink* out) {
   out->Put("]}");
 }
 
-absl::Status ValidatePrompts(const v1::JobSpec& spec,
-                             const PlannerOptions& o) {
+absl::Status ValidatePrompts(const v1::JobSpec& spec, const PlannerOptions& o) {
   for (int i = 0; i < spec.prompts_size(); ++i) {
     const v1::InlinePrompt& p = spec.prompts(i);
     if (p.tokens_size() == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("prompt ", i, " has no tokens"));
     }
-    const int64_t longest = std::max(
-        {p.tokens_size(), p.answers_size(), p.wrongs_size()});
+    const int64_t longest =
+        std::max({p.tokens_size(), p.answers_size(), p.wrongs_size()});
     if (longest > o.max_prompt_tokens) {
       return absl::ResourceExhaustedError(
           absl::StrCat("prompt ", i, " has a list of ", longest,
@@ -169,8 +166,8 @@ absl::Status ValidatePrompts(const v1::JobSpec& spec,
             "prompt ", i, ": loss_start ", p.loss_start(), " is out of range"));
       }
     }
-    for (const auto* ids : {&p.tokens(), &p.corrupted_tokens(), &p.answers(),
-                            &p.wrongs()}) {
+    for (const auto* ids :
+         {&p.tokens(), &p.corrupted_tokens(), &p.answers(), &p.wrongs()}) {
       for (int64_t id : *ids) {
         if (id < 0) {
           return absl::InvalidArgumentError(
@@ -279,9 +276,8 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
   std::optional<int64_t> n_shards = Mul(prompt_batches, component_batches);
   if ((!n_shards || *n_shards > max_shards) &&
       spec.components_per_shard() == 0 && prompt_batches <= max_shards) {
-    components_per =
-        CeilDiv(plan.n_components, std::max<int64_t>(1, max_shards /
-                                                            prompt_batches));
+    components_per = CeilDiv(plan.n_components,
+                             std::max<int64_t>(1, max_shards / prompt_batches));
     component_batches = CeilDiv(plan.n_components, components_per);
     n_shards = Mul(prompt_batches, component_batches);
   }

@@ -60,8 +60,9 @@ struct PlannerOptions {
   int64_t max_result_bytes = int64_t{256} << 20;
   // model_id, weights_sha256, method, metric, ablation. Default: 256
   int64_t max_name_bytes = 256;
-  int64_t max_label_bytes = 1024;             // JobSpec.label. Default: 1 KiB
-  int64_t max_client_json_bytes = 64 << 10;   // JobSpec.client_json. Default: 64 KiB
+  int64_t max_label_bytes = 1024;  // JobSpec.label. Default: 1 KiB
+  int64_t max_client_json_bytes =
+      64 << 10;                  // JobSpec.client_json. Default: 64 KiB
   int max_attempts_limit = 100;  // largest JobSpec.max_attempts. Default: 100
 };
 

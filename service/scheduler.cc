@@ -136,10 +136,10 @@ absl::Status Scheduler::Restore(StoredJob stored) {
           ? PlanJob(stored.spec, options_.planner)
           : absl::StatusOr<JobPlan>(absl::DataLossError(stored.damage));
   if (!plan.ok()) {
-    const std::string why =
-        stored.damage.empty()
-            ? absl::StrCat("its spec cannot be planned: ", plan.status().message())
-            : stored.damage;
+    const std::string why = stored.damage.empty()
+                                ? absl::StrCat("its spec cannot be planned: ",
+                                               plan.status().message())
+                                : stored.damage;
     absl::MutexLock lock(&mu_);
     AddDamagedJob(stored, why);
     return absl::DataLossError(
@@ -249,8 +249,8 @@ absl::Status Scheduler::Save(Job* job) {
   job->store_retry_ms = clock_->NowMs() + options_.store_retry_ms;
   if (job->store_error.empty()) {
     job->store_error = absl::StrCat("state store: ", s.message());
-    Log(absl::Status(s.code(), absl::StrCat("job ", job->id, " paused: ",
-                                            s.message())));
+    Log(absl::Status(s.code(),
+                     absl::StrCat("job ", job->id, " paused: ", s.message())));
     Emit(job, v1::JobEvent::STORE_FAILED, -1, "",
          absl::StrCat(job->store_error,
                       "; the job is paused (no new leases, results held in "
@@ -263,8 +263,7 @@ absl::Status Scheduler::Save(Job* job) {
 void Scheduler::SaveAll() {
   const int64_t now = clock_->NowMs();
   for (Job* job : std::vector<Job*>(unsaved_.begin(), unsaved_.end())) {
-    if (job->store_error.empty() || job->store_retry_ms <= now)
-      (void)Save(job);
+    if (job->store_error.empty() || job->store_retry_ms <= now) (void)Save(job);
   }
 }
 
@@ -351,9 +350,9 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(
         {"device", &request.device()},
         {"address", &request.address()}}) {
     if (static_cast<int64_t>(value->size()) > options_.max_worker_field_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, " ", Echo(*value), " is over the ",
-          options_.max_worker_field_bytes, "-byte limit"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " ", Echo(*value), " is over the ",
+                       options_.max_worker_field_bytes, "-byte limit"));
     }
   }
   absl::MutexLock lock(&mu_);
@@ -369,7 +368,8 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(
     }
     if (oldest == workers_.end()) {
       return absl::ResourceExhaustedError(
-          absl::StrCat(workers_.size(), " workers are registered and alive, "
+          absl::StrCat(workers_.size(),
+                       " workers are registered and alive, "
                        "the limit of this coordinator"));
     }
     workers_.erase(oldest);
@@ -615,10 +615,10 @@ absl::Status Scheduler::Fail(const std::string& worker_id,
   if (JobFailsOn(error.code())) {
     ReleaseLease(job, ref.shard);
     Finish(job, v1::JOB_FAILED,
-           absl::Status(error.code(),
-                        absl::StrCat("shard ", ref.shard, " on worker ",
-                                     Echo(worker_id), ": ",
-                                     WorkerMessage(error.message()))));
+           absl::Status(
+               error.code(),
+               absl::StrCat("shard ", ref.shard, " on worker ", Echo(worker_id),
+                            ": ", WorkerMessage(error.message()))));
     SaveAll();
     return absl::OkStatus();
   }
@@ -893,7 +893,8 @@ SchedulerCounters Scheduler::Counters() const {
     c.jobs[state] = 0;
   }
   for (const auto& [id, job] : jobs_) ++c.jobs[job->state];
-  for (const auto& [id, w] : workers_) c.workers_alive += w.info.alive() ? 1 : 0;
+  for (const auto& [id, w] : workers_)
+    c.workers_alive += w.info.alive() ? 1 : 0;
   return c;
 }
 

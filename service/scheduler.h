@@ -138,7 +138,8 @@ class Scheduler {
   // Worker side. NOT_FOUND for an unknown worker id: register again.
   // INVALID_ARGUMENT for over-long fields, RESOURCE_EXHAUSTED when
   // max_workers are registered.
-  absl::StatusOr<std::string> RegisterWorker(const v1::RegisterRequest& request);
+  absl::StatusOr<std::string> RegisterWorker(
+      const v1::RegisterRequest& request);
   absl::StatusOr<std::optional<v1::ShardLease>> Lease(
       const std::string& worker_id);
   // Returns the leases to abandon.
@@ -229,8 +230,8 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // NOT_FOUND for an unknown lease; nullopt when it is no longer the shard's
   // current lease (stale) or its job is over.
-  absl::StatusOr<std::optional<LeaseRef>> FindLiveLease(const std::string& lease_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<LeaseRef>> FindLiveLease(
+      const std::string& lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PromoteDue(Job* job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<int64_t> TakeShard(Job* job, const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -252,9 +253,10 @@ class Scheduler {
   // reported.
   void AddDamagedJob(const StoredJob& stored, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool Unsaved(const Job& job) const { return job.saved_events <
-      static_cast<int64_t>(job.events.size()) || !job.unsaved_results.empty() ||
-      job.state_unsaved; }
+  bool Unsaved(const Job& job) const {
+    return job.saved_events < static_cast<int64_t>(job.events.size()) ||
+           !job.unsaved_results.empty() || job.state_unsaved;
+  }
   // Writes what the store lacks of `job` in one Journal::Write; on failure
   // pauses the job (once) and schedules a retry.
   absl::Status Save(Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -274,7 +276,8 @@ class Scheduler {
   std::set<Job*> unsaved_ ABSL_GUARDED_BY(mu_);  // jobs with unsaved changes
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
-  SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read
+  SchedulerCounters counters_
+      ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read
 };
 
 }  // namespace lensgrid::service

@@ -167,7 +167,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
   if (ec)
     return absl::UnavailableError(
         absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  const std::filesystem::path path = std::filesystem::path(dir) / "coordinator.db";
+  const std::filesystem::path path =
+      std::filesystem::path(dir) / "coordinator.db";
   const std::filesystem::path marker = std::filesystem::path(dir) / kMarker;
   const bool have_marker = std::filesystem::exists(marker, ec);
   const int64_t db_bytes = FileSize(path);
@@ -199,23 +200,23 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
   LG_RETURN_IF_ERROR(
       store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
   if (fresh) {
-    LG_RETURN_IF_ERROR(store->Exec(
-        absl::StrCat("BEGIN IMMEDIATE;", kSchema, "COMMIT;")));
+    LG_RETURN_IF_ERROR(
+        store->Exec(absl::StrCat("BEGIN IMMEDIATE;", kSchema, "COMMIT;")));
   } else {
     {
       Stmt check(db, "PRAGMA quick_check");
       LG_RETURN_IF_ERROR(check.status());
       if (sqlite3_step(check.get()) != SQLITE_ROW ||
           check.ColumnBytes(0) != "ok") {
-        return absl::DataLossError(
-            absl::StrCat(path.string(), " is damaged (quick_check: ",
-                         Echo(check.ColumnBytes(0), 400),
-                         "): restore it from a backup"));
+        return absl::DataLossError(absl::StrCat(
+            path.string(), " is damaged (quick_check: ",
+            Echo(check.ColumnBytes(0), 400), "): restore it from a backup"));
       }
     }
     for (const char* table : {"jobs", "results", "events"}) {
-      Stmt s(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                 "AND name = ?");
+      Stmt s(db,
+             "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+             "AND name = ?");
       s.Text(1, table);
       LG_RETURN_IF_ERROR(s.status());
       if (sqlite3_step(s.get()) != SQLITE_ROW ||

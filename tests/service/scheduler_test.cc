@@ -256,7 +256,8 @@ class FlakyJournal : public Journal {
       seqs.push_back(e->seq());
       kinds.push_back(e->kind());
     }
-    for (const auto& [shard, tensors] : w.results) results[w.job_id].insert(shard);
+    for (const auto& [shard, tensors] : w.results)
+      results[w.job_id].insert(shard);
     if (w.set_state) states[w.job_id] = w.state;
     return absl::OkStatus();
   }
@@ -267,7 +268,8 @@ class FlakyJournal : public Journal {
   std::vector<v1::JobEvent::Kind> kinds;
 };
 
-TEST(SchedulerStoreTest, AFailingStorePausesTheJobAndItResumesWithoutRecomputing) {
+TEST(SchedulerStoreTest,
+     AFailingStorePausesTheJobAndItResumesWithoutRecomputing) {
   FakeClock clock;
   FlakyJournal journal;
   SchedulerOptions o;
@@ -309,7 +311,8 @@ TEST(SchedulerStoreTest, AFailingStorePausesTheJobAndItResumesWithoutRecomputing
   s.Tick();
   status = s.GetJob(job).value();
   EXPECT_EQ(status.store_error(), "");
-  EXPECT_EQ(journal.results[job], (std::set<int64_t>{a->shard_id(), b->shard_id()}));
+  EXPECT_EQ(journal.results[job],
+            (std::set<int64_t>{a->shard_id(), b->shard_id()}));
   int leased = 0;
   while (auto l = s.Lease(w).value()) {
     ASSERT_TRUE(*s.Complete(w, l->lease_id(), ResultFor(l->spec_json())));
@@ -413,8 +416,7 @@ TEST_F(SchedulerTest, ErrorsQuoteClientInputCut) {
   const std::string id(1 << 20, 'x');
   for (const absl::Status& s :
        {scheduler_.GetJob(id).status(), scheduler_.Cancel(id).status(),
-        scheduler_.GetResult(id).status(),
-        scheduler_.Lease(id).status(),
+        scheduler_.GetResult(id).status(), scheduler_.Lease(id).status(),
         scheduler_.Complete(Worker(), id, {}).status()}) {
     EXPECT_FALSE(s.ok());
     EXPECT_LT(s.message().size(), 300u) << s.message().substr(0, 100);

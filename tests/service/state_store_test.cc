@@ -124,7 +124,8 @@ void FlipResultByte(const std::string& dir, const std::string& job,
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir + "/coordinator.db").c_str(), &db), SQLITE_OK);
   sqlite3_stmt* read = nullptr;
-  sqlite3_prepare_v2(db, "SELECT data FROM results WHERE job_id = ? AND shard = ?",
+  sqlite3_prepare_v2(db,
+                     "SELECT data FROM results WHERE job_id = ? AND shard = ?",
                      -1, &read, nullptr);
   sqlite3_bind_text(read, 1, job.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(read, 2, shard);
@@ -135,8 +136,9 @@ void FlipResultByte(const std::string& dir, const std::string& job,
   ASSERT_LT(offset, static_cast<int>(data.size()));
   data[offset] ^= 1;
   sqlite3_stmt* write = nullptr;
-  sqlite3_prepare_v2(db, "UPDATE results SET data = ? WHERE job_id = ? AND shard = ?",
-                     -1, &write, nullptr);
+  sqlite3_prepare_v2(
+      db, "UPDATE results SET data = ? WHERE job_id = ? AND shard = ?", -1,
+      &write, nullptr);
   sqlite3_bind_blob(write, 1, data.data(), static_cast<int>(data.size()),
                     SQLITE_TRANSIENT);
   sqlite3_bind_text(write, 2, job.c_str(), -1, SQLITE_TRANSIENT);
