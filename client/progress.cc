@@ -45,7 +45,11 @@ std::string DescribeEvent(const v1::JobEvent& e) {
       return absl::StrCat("job failed", msg);
     case v1::JobEvent::JOB_CANCELLED:
       return absl::StrCat("job cancelled", msg);
-    default:
+    case v1::JobEvent::STORE_FAILED:
+      return absl::StrCat("job paused: the coordinator cannot store it", msg);
+    case v1::JobEvent::STORE_RECOVERED:
+      return absl::StrCat("job resumed: the coordinator stores it again", msg);
+    default:  // SHARD_DONE shows in the bar
       return "";
   }
 }

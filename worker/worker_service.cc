@@ -48,10 +48,11 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
   using Work = std::function<absl::StatusOr<RunResult>(const CancelCheck&)>;
 
   RunStreamReactor(const char* method, grpc::CallbackServerContext* ctx,
-                   size_t chunk_bytes, bool log, int64_t tokens,
-                   std::atomic<uint64_t>* bytes_sent)
+                   size_t request_bytes, size_t chunk_bytes, bool log,
+                   int64_t tokens, std::atomic<uint64_t>* bytes_sent)
       : method_(method),
         ctx_(ctx),
+        request_bytes_(request_bytes),
         bytes_sent_(bytes_sent),
         chunk_bytes_(chunk_bytes),
         log_(log),
@@ -117,15 +118,18 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
     if (cursor_.has_value())
       cursor_->Clear();  // free the results before the call ends
     hold_.reset();       // and give their bytes back to the reply budget
-    // Hand large replies' pages back to the OS: the worker's memory returns to
-    // its baseline between requests.
-    if (bytes_ >= kTrimAfterBytes) malloc_trim(0);
+    // Hand large requests' and replies' pages back to the OS: the worker's
+    // memory returns to its baseline between requests.
+    if (bytes_ >= kTrimAfterBytes || request_bytes_ >= kTrimAfterBytes) {
+      malloc_trim(0);
+    }
     Log(log_, method_, tokens_, bytes_, MsSince(start_), status);
     Finish(ToGrpcStatus(status));
   }
 
   const char* method_;
   grpc::CallbackServerContext* ctx_;
+  size_t request_bytes_;
   std::atomic<uint64_t>* bytes_sent_;
   size_t chunk_bytes_;
   bool log_;
@@ -221,9 +225,10 @@ grpc::ServerUnaryReactor* WorkerService::Unary(const char* method,
 
 template <typename Fn>
 grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::Stream(
-    const char* method, grpc::CallbackServerContext* ctx, int64_t tokens,
-    Fn fn) {
-  auto* reactor = new RunStreamReactor(method, ctx, options_.chunk_bytes,
+    const char* method, grpc::CallbackServerContext* ctx, size_t request_bytes,
+    int64_t tokens, Fn fn) {
+  auto* reactor = new RunStreamReactor(method, ctx, request_bytes,
+                                       options_.chunk_bytes,
                                        options_.log_requests, tokens, &bytes_sent_);
   std::shared_ptr<const WorkerBackend> backend = this->backend();
   if (backend == nullptr) {
@@ -274,7 +279,8 @@ grpc::ServerUnaryReactor* WorkerService::Detokenize(
 
 grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithCache(
     grpc::CallbackServerContext* ctx, const v1::RunWithCacheRequest* request) {
-  return Stream("RunWithCache", ctx, InputTokens(request->input()),
+  return Stream("RunWithCache", ctx, request->ByteSizeLong(),
+                InputTokens(request->input()),
                 [request](const WorkerBackend& b, const CancelCheck& c) {
                   return b.RunWithCache(*request, c);
                 });
@@ -283,7 +289,8 @@ grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithCache(
 grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithInterventions(
     grpc::CallbackServerContext* ctx,
     const v1::RunWithInterventionsRequest* request) {
-  return Stream("RunWithInterventions", ctx, InputTokens(request->input()),
+  return Stream("RunWithInterventions", ctx, request->ByteSizeLong(),
+                InputTokens(request->input()),
                 [request](const WorkerBackend& b, const CancelCheck& c) {
                   return b.RunWithInterventions(*request, c);
                 });
@@ -291,7 +298,7 @@ grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithInterventions(
 
 grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunShard(
     grpc::CallbackServerContext* ctx, const v1::RunShardRequest* request) {
-  return Stream("RunShard", ctx, 0,
+  return Stream("RunShard", ctx, request->ByteSizeLong(), 0,
                 [request](const WorkerBackend& b, const CancelCheck& c) {
                   return b.RunShard(*request, c);
                 });

@@ -69,8 +69,8 @@ class WorkerService final : public v1::Worker::CallbackService {
                                   Fn fn);
   template <typename Fn>
   grpc::ServerWriteReactor<v1::RunResponse>* Stream(
-      const char* method, grpc::CallbackServerContext* ctx, int64_t tokens,
-      Fn fn);
+      const char* method, grpc::CallbackServerContext* ctx,
+      size_t request_bytes, int64_t tokens, Fn fn);
 
   Executor* executor_;
   Options options_;

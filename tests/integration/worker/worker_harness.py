@@ -97,6 +97,9 @@ class WorkerProcess:
 
     def stop(self):
         stop_process(self.proc)
+        self._reader.join(timeout=30)  # reads to EOF once the process is gone
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            self.proc.stderr.close()
 
     def __enter__(self):
         return self

@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+"""A hostile or careless client against a real lensgrid-worker on loopback.
+
+Each request below once crashed, wedged or bloated a worker (issue 12's probe).
+After each, the worker must still be alive, answer the next request, and stay
+within a memory budget (RSS read from /proc). No test asserts a duration:
+waits are for log lines and states, with deadlines only against hangs.
+
+usage: hostile_test.py LENSGRID_WORKER_BINARY LENSGRID_BINARY PYTHONPATH_DIR
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import numpy as np
+
+WORKER_BIN, LENSGRID_BIN, PY_DIR = sys.argv[1:4]
+del sys.argv[1:4]
+sys.path.insert(0, PY_DIR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import grpc  # noqa: E402
+from lensgrid._wire import to_tensor  # noqa: E402
+from lensgrid.v1 import worker_pb2, worker_pb2_grpc  # noqa: E402
+from worker_harness import WorkerProcess, make_model  # noqa: E402
+
+C = grpc.StatusCode
+GiB = 1 << 30
+MAX_RSS = int(1.5 * GiB)  # the small model serves in ~200 MB; the probe saw 4.4 GB
+MAX_MESSAGE = 256 << 20
+
+
+def tokens(ids):
+    return worker_pb2.ModelInput(tokens=to_tensor(np.asarray(ids, dtype=np.int64)))
+
+
+def health(address):
+    """grpc.health.v1.Health/Check, hand-encoded (no stubs needed)."""
+    with grpc.insecure_channel(address) as ch:
+        resp = ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10)
+        return {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}.get(resp, resp)
+
+
+class HostileWorkerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.model = make_model(LENSGRID_BIN, os.path.join(cls.tmp.name, "small"))
+        cls.worker = WorkerProcess(WORKER_BIN, cls.model, "--threads", "1",
+                                   "--max-request-bytes", str(MAX_MESSAGE),
+                                   "--max-reply-memory", str(96 << 20))
+        opts = [("grpc.max_send_message_length", MAX_MESSAGE),
+                ("grpc.max_receive_message_length", 16 << 20)]
+        cls.channel = grpc.insecure_channel(cls.worker.address, options=opts)
+        cls.stub = worker_pb2_grpc.WorkerStub(cls.channel)
+        cls.sha = WorkerProcess.weights_sha256(cls.model)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        cls.worker.stop()
+        cls.tmp.cleanup()
+
+    def assertStillServing(self):
+        self.assertTrue(self.worker.alive(), self.worker.log_text()[-3000:])
+        reply = self.stub.Tokenize(worker_pb2.TokenizeRequest(texts=["still here"]), timeout=60)
+        self.assertEqual(len(reply.tokens), 1)
+        self.assertLess(self.worker.rss_bytes(), MAX_RSS)
+
+    def assertCode(self, call, code, *substrings):
+        with self.assertRaises(grpc.RpcError) as e:
+            call()
+        self.assertEqual(e.exception.code(), code, e.exception.details())
+        for s in substrings:
+            self.assertIn(s, e.exception.details())
+        # Errors quote client input cut short, never whole.
+        self.assertLess(len(e.exception.details()), 2000)
+        return e.exception.details()
+
+    def run_cache(self, **cache):
+        request = worker_pb2.RunWithCacheRequest(input=tokens([[1, 2, 3]]),
+                                                 cache=worker_pb2.CacheSpec(**cache))
+        return list(self.stub.RunWithCache(request, timeout=120))
+
+    def test_a_40kb_nested_regex_is_invalid_not_a_crash(self):
+        nested = "(" * 20000 + "a" + ")" * 20000
+        self.assertCode(lambda: self.run_cache(regexes=[nested]), C.INVALID_ARGUMENT,
+                        "longer than the 1024-byte limit")
+        self.assertCode(lambda: self.run_cache(regexes=["(" * 100 + "x" + ")" * 100]),
+                        C.INVALID_ARGUMENT, "nests parentheses deeper")
+        self.assertStillServing()
+
+    def test_backtracking_regexes_do_not_wedge_the_executor(self):
+        # The probe's pattern wedged std::regex on the only executor thread.
+        self.assertCode(lambda: self.run_cache(regexes=["(.*.*)*x"]), C.NOT_FOUND,
+                        "matches no hook point")
+        # A regex that truly backtracks on a hook name hits the match limit.
+        self.assertCode(lambda: self.run_cache(regexes=[r"^(\w|\w\w|\.)*\d$"]),
+                        C.RESOURCE_EXHAUSTED, "too much backtracking")
+        reply = self.run_cache(regexes=[r"blocks\.0\.attn\.hook_(q|k)$"])
+        names = [t.name for t in reply[0].header.tensors]
+        self.assertEqual(sorted(names), ["blocks.0.attn.hook_k", "blocks.0.attn.hook_q", "logits"])
+        self.assertStillServing()
+
+    def test_a_huge_regex_or_hook_name_is_echoed_short(self):
+        details = self.assertCode(lambda: self.run_cache(regexes=["a" * 688_000]),
+                                  C.INVALID_ARGUMENT, "(688000 bytes)")
+        self.assertNotIn("a" * 200, details)
+        self.assertCode(lambda: self.run_cache(names=["b" * 1_000_000]), C.NOT_FOUND,
+                        "unknown hook name", "(1000000 bytes)")
+        self.assertStillServing()
+
+    def test_deeply_nested_shard_json_is_invalid_not_a_crash(self):
+        spec = "[" * 200_000 + "]" * 200_000
+        request = worker_pb2.RunShardRequest(spec_json=spec, weights_sha256=self.sha)
+        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
+                        C.INVALID_ARGUMENT, "nests deeper than 64")
+        nested_prompt = {"method": "ablate-heads",
+                         "dataset": {"prompts": [json.loads("[" * 100 + "]" * 100)]}}
+        request = worker_pb2.RunShardRequest(spec_json=json.dumps(nested_prompt),
+                                             weights_sha256=self.sha)
+        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
+                        C.INVALID_ARGUMENT)
+        self.assertStillServing()
+
+    def test_shards_beyond_the_limits_are_refused_before_work(self):
+        too_many = {"method": "ablate-heads",
+                    "dataset": {"prompts": [{"tokens": [1, 2], "answer": 3, "wrong": 4}]
+                                * 2_000_000}}
+        request = worker_pb2.RunShardRequest(spec_json=json.dumps(too_many),
+                                             weights_sha256=self.sha)
+        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=300)),
+                        C.RESOURCE_EXHAUSTED, "2000000 prompts")
+        huge_builtin = {"method": "ablate-heads",
+                        "dataset": {"name": "induction", "n_prompts": 10**12, "seq_len": 8}}
+        request = worker_pb2.RunShardRequest(spec_json=json.dumps(huge_builtin),
+                                             weights_sha256=self.sha)
+        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
+                        C.RESOURCE_EXHAUSTED, "over this worker's limit")
+        wide = {"method": "ablate-heads",
+                "dataset": {"name": "induction", "n_prompts": 5000, "seq_len": 100}}
+        request = worker_pb2.RunShardRequest(spec_json=json.dumps(wide), weights_sha256=self.sha)
+        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
+                        C.RESOURCE_EXHAUSTED, "--prompts-per-shard")
+        self.assertStillServing()
+
+    def test_tokenize_obeys_the_limits(self):
+        # 60 MB of text once blocked the worker for 27 s at 4.4 GB.
+        big = worker_pb2.TokenizeRequest(texts=["lorem ipsum " * 5_000_000])
+        self.assertCode(lambda: self.stub.Tokenize(big, timeout=60), C.RESOURCE_EXHAUSTED,
+                        "--max-text-bytes")
+        # 200k texts once made a 132 MB reply no client could receive.
+        many = worker_pb2.TokenizeRequest(texts=["a b c"] * 200_000)
+        self.assertCode(lambda: self.stub.Tokenize(many, timeout=60), C.RESOURCE_EXHAUSTED,
+                        "texts is over this worker's limit")
+        wide = worker_pb2.TokenizeRequest(texts=["word " * 800_000])  # 4 MB, ~800k tokens
+        self.assertCode(lambda: self.stub.Tokenize(wide, timeout=60), C.RESOURCE_EXHAUSTED,
+                        "more than a gRPC client receives")
+        ids = worker_pb2.DetokenizeRequest(ids=[5] * 2_000_000)
+        self.assertCode(lambda: self.stub.Detokenize(ids, timeout=60), C.RESOURCE_EXHAUSTED,
+                        "ids is over this worker's limit")
+        runs = worker_pb2.RunWithCacheRequest(
+            input=worker_pb2.ModelInput(texts=["lorem ipsum " * 500_000]))
+        self.assertCode(lambda: list(self.stub.RunWithCache(runs, timeout=60)),
+                        C.RESOURCE_EXHAUSTED, "--max-text-bytes")
+        self.assertStillServing()
+
+    def test_replies_in_flight_share_one_memory_budget(self):
+        # Each reply: 2 x 160 tokens of F32 logits over 50257 ids = 64 MB; the
+        # budget (--max-reply-memory) is 96 MB. A client that does not read
+        # keeps its reply's bytes held, so a second one is refused.
+        request = worker_pb2.RunWithCacheRequest(
+            input=tokens(np.arange(320).reshape(2, 160) % 1000),
+            cache=worker_pb2.CacheSpec(names=["hook_embed"]))
+        stalled = self.stub.RunWithCache(request, timeout=300)
+        first = next(stalled)  # the header: the reply is computed and held
+        self.assertTrue(first.HasField("header"))
+        self.assertGreater(first.header.total_bytes, 60 << 20)
+        self.assertCode(lambda: list(self.stub.RunWithCache(request, timeout=120)),
+                        C.RESOURCE_EXHAUSTED, "--max-reply-memory")
+        stalled.cancel()
+        # Once the stalled reply is gone its bytes are free again.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                reply = list(self.stub.RunWithCache(request, timeout=120))
+                break
+            except grpc.RpcError as e:
+                if e.code() != C.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.assertEqual(sum(len(r.chunk.data) for r in reply[1:]), reply[0].header.total_bytes)
+        self.assertStillServing()
+
+
+class StuckRequestTest(unittest.TestCase):
+    """A request that cannot see a cancellation for a long time: health says
+    NOT_SERVING while it makes no progress, and SIGTERM still ends the worker."""
+
+    def test_stalled_executor_is_not_serving_and_sigterm_still_exits(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            # GPT-2-small widths, one thread: one block over 16k tokens is
+            # hundreds of GFLOPs between two cancellation checks.
+            model = os.path.join(tmp, "wide")
+            subprocess.run([LENSGRID_BIN, "init", "--out", model, "--layers", "2", "--heads",
+                            "12", "--d-model", "768", "--vocab", "1000", "--n-ctx", "256"],
+                           check=True, capture_output=True)
+            worker = WorkerProcess(WORKER_BIN, model, "--threads", "1", "--stall-ms", "100",
+                                   "--shutdown-grace-ms", "100")
+            try:
+                with grpc.insecure_channel(worker.address) as channel:
+                    stub = worker_pb2_grpc.WorkerStub(channel)
+                    self.assertEqual(health(worker.address), "SERVING")
+                    request = worker_pb2.RunWithCacheRequest(
+                        input=tokens(np.arange(64 * 256).reshape(64, 256) % 1000),
+                        options=worker_pb2.RunOptions(stop_at_layer=1,
+                                                      return_type=worker_pb2.RETURN_NONE),
+                        cache=worker_pb2.CacheSpec(names=["hook_embed"]))
+                    stream = stub.RunWithCache(request, timeout=600)  # starts at once
+                    worker.wait_for_log(r"NOT_SERVING: a request has made no progress", 300)
+                    self.assertEqual(health(worker.address), "NOT_SERVING")
+                    worker.proc.terminate()
+                    worker.proc.wait(timeout=300)  # against hangs only
+                    self.assertEqual(worker.proc.returncode, 0, worker.log_text())
+                    self.assertIn("shutting down", worker.log_text())
+                    stream.cancel()
+            finally:
+                worker.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
