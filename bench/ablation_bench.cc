@@ -6,7 +6,9 @@
 //   build/bench/ablation_bench [--prompts 16] [--pos 16] [--skip-naive]
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -29,9 +31,20 @@ double Seconds(const std::function<void()>& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Runs the PyTorch baseline and returns its seconds (or -1).
-double TorchSeconds(const ModelConfig& cfg, int64_t prompts, int64_t pos) {
-  std::string cmd = std::string("/usr/bin/python3 ") + LENSGRID_SOURCE_DIR +
+// The OpenBLAS kernels lensgrid runs with: the value in the environment, or
+// the one EnsureOpenBlasCoreType would choose ("" = OpenBLAS's own pick).
+std::string OurCoreType() {
+  if (const char* set = std::getenv("OPENBLAS_CORETYPE")) return set;
+  return ChooseOpenBlasCoreType(DetectCpuFeatures()).value_or("");
+}
+
+// Runs the PyTorch baseline with OPENBLAS_CORETYPE = `core_type` (unset when
+// empty) and returns its seconds (or -1).
+double TorchSeconds(const ModelConfig& cfg, int64_t prompts, int64_t pos,
+                    const std::string& core_type) {
+  std::string env = core_type.empty() ? "env -u OPENBLAS_CORETYPE "
+                                      : "env OPENBLAS_CORETYPE=" + core_type + " ";
+  std::string cmd = env + "/usr/bin/python3 " + LENSGRID_SOURCE_DIR +
                     "/bench/ablation_sweep_torch.py --layers " + std::to_string(cfg.n_layers) +
                     " --heads " + std::to_string(cfg.n_heads) + " --d-model " +
                     std::to_string(cfg.d_model) + " --vocab " + std::to_string(cfg.d_vocab) +
@@ -87,18 +100,25 @@ int Main(int argc, char** argv) {
     std::printf("fast vs naive: max |diff| of the [12, 12] result = %.2e (max |delta| %.2e)\n",
                 diff, fast_result.outputs[0].mean.abs().max().item<double>());
   }
-  double torch_s = TorchSeconds(cfg, prompts, pos);
-  std::printf("\n%-36s %10s %22s %14s\n", "implementation", "seconds", "head x prompt / s",
-              "vs PyTorch");
+  // The fair peer gets the same GEMM kernels as lensgrid; Debian's default pick
+  // (SSE3 "Prescott" on some Xeons) is shown for reference only.
+  const std::string core = OurCoreType();
+  double torch_s = TorchSeconds(cfg, prompts, pos, core);
+  double torch_default_s = core.empty() ? torch_s : TorchSeconds(cfg, prompts, pos, "");
+  std::printf("\nOpenBLAS kernels: lensgrid and the fair PyTorch peer: %s\n",
+              core.empty() ? "OpenBLAS's own choice" : core.c_str());
+  std::printf("\n%-44s %10s %22s %18s\n", "implementation", "seconds", "head x prompt / s",
+              "vs fair PyTorch");
   auto row = [&](const char* name, double s) {
     if (s <= 0) {
-      std::printf("%-36s %10s\n", name, "n/a");
+      std::printf("%-44s %10s\n", name, "n/a");
       return;
     }
-    std::printf("%-36s %10.2f %22.1f %13.2fx\n", name, s, work / s,
+    std::printf("%-44s %10.2f %22.1f %17.2fx\n", name, s, work / s,
                 torch_s > 0 ? torch_s / s : 0.0);
   };
-  row("PyTorch eager + forward hooks", torch_s);
+  if (!core.empty()) row("PyTorch eager + hooks, Debian's default BLAS", torch_default_s);
+  row("PyTorch eager + hooks, same kernels (fair)", torch_s);
   row("lensgrid naive (1 forward / head)", naive);
   row("lensgrid fast (resume + pack)", fast);
   return 0;

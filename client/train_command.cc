@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <ostream>
@@ -52,6 +53,14 @@ std::string Quote(const std::string& arg) {
   return q + "'";
 }
 
+// A card names the model (its directory's name), never a path of the machine
+// that trained it.
+std::string ModelName(const std::string& out_dir) {
+  std::filesystem::path p = std::filesystem::path(out_dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();  // "models/x/"
+  return p.filename().string();
+}
+
 std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::string& command,
                       const TrainData& data, const TrainResult& r, const ModelFacts& facts,
                       const IoiScore& ioi_held_out, const IoiScore& ioi_train,
@@ -62,7 +71,7 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
                        (data.has_ioi() ? d.ioi_fraction : 0.0);
   auto percent = [total](double fraction) { return Fixed(100 * fraction / total, 0) + "%"; };
   std::ostringstream m;
-  m << "# " << f.out_dir << ": a small GPT-2-family model with real circuits\n\n"
+  m << "# " << ModelName(f.out_dir) << ": a small GPT-2-family model with real circuits\n\n"
     << "Trained by `lensgrid train` (worker/model/training/) on data the project generates, "
        "through the same HookedTransformer forward that runs GPT-2. GPT-2 architecture: "
     << cfg.n_layers << " layers, " << cfg.n_heads << " heads, d_model " << cfg.d_model

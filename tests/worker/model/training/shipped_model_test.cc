@@ -86,6 +86,9 @@ TEST_F(ShippedModelTest, HasNoIoiBehaviourToSearch) {
   std::ifstream card(ModelDir() + "/MODEL_CARD.md");
   std::string text((std::istreambuf_iterator<char>(card)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("## IOI-like behaviour\n\nNot trained"), std::string::npos);
+  // The card names the model, not a path of the machine that trained it.
+  EXPECT_EQ(text.rfind("# lensgrid-tiny: ", 0), 0u) << text.substr(0, 80);
+  EXPECT_EQ(text.find("/tmp/"), std::string::npos);
 }
 
 }  // namespace
