@@ -363,7 +363,7 @@ void Watchdog(pthread_t main_thread, int64_t timeout_s) {
 
 int main(int argc, char** argv) {
   int64_t runs = -1, max_total_time = 0, max_len = 4096, timeout_s = 20;
-  g_seed = static_cast<uint64_t>(NowMs());
+  g_seed = std::random_device{}();
   std::string save_dir;
   std::vector<std::string> dict, paths;
   for (int i = 1; i < argc; ++i) {
