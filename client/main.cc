@@ -3,6 +3,7 @@
 #include <iostream>
 #include <string>
 
+#include "client/hub/pull_command.h"
 #include "client/init_command.h"
 #include "client/jobs_command.h"
 #include "client/run_command.h"
@@ -17,7 +18,8 @@ constexpr char kUsage[] =
     "usage: lensgrid <command> [flags]\n"
     "\n"
     "commands:\n"
-    "  run       one forward pass with cache: --model DIR (--prompt TEXT | --tokens IDS)\n"
+    "  pull      download a model from the Hugging Face Hub: gpt2 | ORG/NAME [--revision REV]\n"
+    "  run       one forward pass with cache: --model DIR|NAME (--prompt TEXT | --tokens IDS)\n"
     "  search    a circuit search: --model DIR --dataset NAME --method M\n"
     "            (--in-process | --local N | --coordinator ADDR) [--output DIR]\n"
     "  jobs      a coordinator's jobs: --coordinator ADDR\n"
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
   if (command == "jobs" || command == "workers" || command == "cancel" || command == "result") {
     return lensgrid::RunJobsCommand(argc - 1, argv + 1, std::cout, std::cerr);
   }
+  if (command == "pull") return lensgrid::RunPullCommand(argc - 1, argv + 1, std::cout, std::cerr);
   if (command == "tokenize") return lensgrid::RunTokenizeCommand(argc - 1, argv + 1);
   if (command == "init") return lensgrid::RunInitCommand(argc - 1, argv + 1, std::cout, std::cerr);
   if (command == "train") return lensgrid::RunTrainCommand(argc - 1, argv + 1, std::cout, std::cerr);

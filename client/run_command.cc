@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/hub/hub_download.h"
 #include "client/run_remote.h"
 #include "common/status_macros.h"
 #include "worker/model/cpu_threads.h"
@@ -34,6 +35,7 @@ struct RunFlags {
   std::string device = "cpu";
   int threads = 0;
   std::string worker;  // HOST:PORT: run there instead of in this process
+  bool offline = false;
 };
 
 std::string ShapeString(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
@@ -221,8 +223,11 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"Run a model dir once, in this process", "lensgrid run"};
   RunFlags flags;
   auto* model = app.add_option("--model", flags.model_dir,
-                               "model dir (config.json, model.safetensors); with --worker, "
-                               "optional: checked against the worker's weights");
+                               "model dir (config.json, model.safetensors) or name (gpt2, "
+                               "ORG/NAME[@REV]: from the Hub's cache, pulled if absent); "
+                               "with --worker, optional: checked against the worker's weights");
+  app.add_flag("--offline", flags.offline,
+               "never download: a model name must be in the cache (also LENSGRID_OFFLINE=1)");
   app.add_option("--worker", flags.worker, "run on the worker at HOST:PORT");
   auto* prompt = app.add_option("--prompt", flags.prompt, "text (BOS is prepended)");
   auto* tokens = app.add_option("--tokens", flags.tokens, "ids, e.g. 5,17,300 (taken as given)");
@@ -247,6 +252,9 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   if (flags.prompt.empty() && flags.tokens.empty()) {
     err << "lensgrid run: give --prompt TEXT or --tokens IDS\n";
     return 2;
+  }
+  if (absl::Status s = hub::ResolveModelFlag(&flags.model_dir, flags.offline, &err); !s.ok()) {
+    return ReportCommandStatus("run", s, err);
   }
   return ReportCommandStatus("run", Execute(flags, out), err);
 }

@@ -12,6 +12,7 @@
 #include <ostream>
 
 #include "absl/strings/str_cat.h"
+#include "client/hub/hub_download.h"
 #include "client/local_cluster.h"
 #include "client/report_views.h"
 #include "client/search_output.h"
@@ -187,7 +188,13 @@ absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ost
 int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"Circuit search over a dataset", "lensgrid search"};
   SearchFlags f;
-  app.add_option("--model", f.model_dir, "model dir")->required();
+  app.add_option("--model", f.model_dir,
+                 "model dir, or name (gpt2, ORG/NAME[@REV]: from the Hub's cache, pulled if "
+                 "absent)")
+      ->required();
+  bool offline = false;
+  app.add_flag("--offline", offline,
+               "never download: a model name must be in the cache (also LENSGRID_OFFLINE=1)");
   app.add_option("--dataset", f.dataset, "induction | ioi | gender-bias | greater-than | FILE.jsonl")
       ->required();
   app.add_option("--method", f.method,
@@ -236,6 +243,9 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   if (f.naive && !f.in_process) {
     err << "lensgrid search: --naive is for --in-process (workers always run the fast path)\n";
     return 2;
+  }
+  if (absl::Status s = hub::ResolveModelFlag(&f.model_dir, offline, &err); !s.ok()) {
+    return ReportCommandStatus("search", s, err);
   }
   if (f.in_process) return ReportCommandStatus("search", ExecuteInProcess(f, out), err);
   return ReportCommandStatus("search", ExecuteRemote(f, out, err), err);

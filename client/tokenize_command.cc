@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/hub/hub_download.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/tokenizer/tokenizer.h"
@@ -129,9 +130,15 @@ int RunTokenizeCommand(int argc, char** argv, std::istream& in,
   CLI::App app{"GPT-2 token ids of text (or, with --decode, text of ids).",
                "lensgrid tokenize"};
   CLI::Option* model = app.add_option("--model", options.model_dir,
-                                      "Model dir: its vocab.json + merges.txt, "
-                                      "else GPT-2's default files")
-                           ->type_name("DIR");
+                                      "Model dir (its vocab.json + merges.txt, "
+                                      "else GPT-2's default files) or name (gpt2, "
+                                      "ORG/NAME[@REV]: from the Hub's cache, "
+                                      "pulled if absent)")
+                           ->type_name("DIR|NAME");
+  bool offline = false;
+  app.add_flag("--offline", offline,
+               "Never download: a model name must be in the cache (also "
+               "LENSGRID_OFFLINE=1)");
   CLI::Option* tokenizer_dir =
       app.add_option(
              "--tokenizer", options.tokenizer_dir,
@@ -162,6 +169,12 @@ int RunTokenizeCommand(int argc, char** argv, std::istream& in,
     return 2;
   }
 
+  if (absl::Status s =
+          hub::ResolveModelFlag(&options.model_dir, offline, &err);
+      !s.ok()) {
+    err << "lensgrid tokenize: " << s << "\n";
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
       options.model_dir.empty() ? LoadTokenizerFromDir(options.tokenizer_dir)
                                 : LoadTokenizerForModel(options.model_dir);

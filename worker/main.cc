@@ -37,6 +37,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "client/hub/hub_download.h"
 #include "common/metrics.h"
 #include "common/model_id.h"
 #include "common/openblas_env.h"
@@ -121,8 +122,13 @@ int main(int argc, char** argv) {
   Flags flags;
   lensgrid::WorkerOptions& w = flags.worker;
   app.add_option("--model", w.model_dir,
-                 "model dir (config.json, model.safetensors)")
+                 "model dir (config.json, model.safetensors), or name (gpt2, "
+                 "ORG/NAME[@REV]: from the Hub's cache, pulled if absent)")
       ->required();
+  bool offline = false;
+  app.add_flag("--offline", offline,
+               "never download: a model name must be in the cache (also "
+               "LENSGRID_OFFLINE=1)");
   app.add_option("--listen", flags.listen,
                  "HOST:PORT (port 0: pick a free one)")
       ->required();
@@ -303,6 +309,15 @@ int main(int argc, char** argv) {
   }).detach();
 
   auto start = std::chrono::steady_clock::now();
+  // A model name is pulled (if absent) while health says NOT_SERVING.
+  if (absl::Status s = lensgrid::hub::ResolveModelFlag(&w.model_dir, offline, &std::cerr);
+      !s.ok()) {
+    std::cerr << "lensgrid-worker: " << absl::StatusCodeToString(s.code()) << ": "
+              << s.message() << "\n";
+    server->Shutdown(std::chrono::system_clock::now());
+    metrics.reset();
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<lensgrid::WorkerCore>> core =
       lensgrid::WorkerCore::Load(w);
   if (!core.ok()) {

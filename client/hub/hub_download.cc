@@ -547,4 +547,13 @@ absl::StatusOr<std::string> ResolveModelDir(const std::string& value,
   return pulled->dir;
 }
 
+absl::Status ResolveModelFlag(std::string* model, bool offline, std::ostream* log) {
+  if (model->empty()) return absl::OkStatus();
+  ResolveOptions options;
+  options.offline = offline;
+  options.log = log;
+  LG_ASSIGN_OR_RETURN(*model, ResolveModelDir(*model, options));
+  return absl::OkStatus();
+}
+
 }  // namespace lensgrid::hub

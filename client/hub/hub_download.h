@@ -72,6 +72,10 @@ struct ResolveOptions {
 absl::StatusOr<std::string> ResolveModelDir(const std::string& value,
                                             const ResolveOptions& options = {});
 
+// What every command does with its --model value: replaces `*model` with the
+// dir ResolveModelDir finds (an empty value stays empty). Pull progress on `log`.
+absl::Status ResolveModelFlag(std::string* model, bool offline, std::ostream* log);
+
 }  // namespace lensgrid::hub
 
 #endif  // LENSGRID_CLIENT_HUB_HUB_DOWNLOAD_H_

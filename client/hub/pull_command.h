@@ -2,7 +2,7 @@
 // HF_ENDPOINT mirror) into the huggingface_hub cache.
 //
 //   lensgrid pull gpt2|gpt2-medium|gpt2-large|gpt2-xl|ORG/NAME[@REV]
-//                 [--revision REV] [--cache-dir DIR] [--quiet]
+//                 [--revision REV] [--cache-dir DIR] [--if-missing] [--quiet]
 //
 // Progress and notes go to stderr; the snapshot dir (usable as --model DIR)
 // is the one line on stdout. Environment: HF_ENDPOINT, HF_TOKEN, HF_HOME,

@@ -3,7 +3,7 @@
 Each pod of a workload (StatefulSet, Deployment, Job) is started the way Kubernetes would start
 it: its init containers to completion, in order, then its containers, each with exactly the
 declared command and args, $(VAR) expanded from the declared env (literal values, ConfigMap keys,
-resource fields, pod fields). Only these are rewritten, and every rewrite is recorded in
+Secret keys (a Secret object the test adds; `optional` honoured), resource fields, pod fields). Only these are rewritten, and every rewrite is recorded in
 `pod.rewrites` so a test can print and check them:
   - listen addresses 0.0.0.0:PORT / [::]:PORT -> 127.0.0.1:FREE, where PORT must be a declared
     containerPort of that container; each pod gets its own free ports;
@@ -21,6 +21,7 @@ Everything else (security contexts, resource limits, image pulls) is not simulat
     print(cluster.service_address("lensgrid-coordinator", 7070))
     cluster.stop_all()
 """
+import base64
 import math
 import os
 import re
@@ -149,6 +150,7 @@ class Pod:
         self.ports = {}  # (container, declared port) -> free port on 127.0.0.1
         self.rewrites = []  # (container, declared text, what ran)
         self.processes = {}  # container name -> Process
+        self.init_processes = {}  # init container name -> Process (finished)
         self.volume_dirs = {}
         claims = {t["metadata"]["name"] for t in claim_templates}
         for volume in self.spec.get("volumes") or []:
@@ -211,6 +213,19 @@ class Pod:
                 if ref["key"] not in data:
                     raise AssertionError(f"ConfigMap {ref['name']} has no key {ref['key']}")
                 env[e["name"]] = data[ref["key"]]
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                secret = self.cluster.find("Secret", ref["name"])
+                data = {}
+                if secret is not None:
+                    data = {k: base64.b64decode(v).decode() for k, v in
+                            (secret.get("data") or {}).items()}
+                    data.update(secret.get("stringData") or {})
+                if ref["key"] in data:
+                    env[e["name"]] = data[ref["key"]]
+                elif not ref.get("optional"):
+                    raise AssertionError(f"Secret {ref['name']} (key {ref['key']}) is missing and "
+                                         "not optional: the pod would not start")
             elif "resourceFieldRef" in source:
                 ref = source["resourceFieldRef"]
                 target = self.container(ref.get("containerName", c["name"]))
@@ -284,7 +299,7 @@ class Pod:
         """Init containers to completion, in order; then the containers, in the background."""
         os.makedirs(self.dir, exist_ok=True)
         for c in self.spec.get("initContainers") or []:
-            proc = self._start(c)
+            proc = self.init_processes[c["name"]] = self._start(c)
             rc = proc.wait(timeout=120)
             if rc != 0:
                 raise AssertionError(f"pod {self.name}: init container {c['name']} exited {rc}:\n"

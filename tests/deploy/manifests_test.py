@@ -1,10 +1,17 @@
 #!/usr/bin/python3
 """The Kubernetes manifests, started for real on loopback (issue 8's evidence).
 
-Renders deploy/k8s/overlays/batch (overlays/cpu plus the search Job) with `kubectl kustomize` and
-runs what it declares with k8s_loopback.py: the coordinator StatefulSet, the worker Deployment
-(its declared replicas) and the search Job -- command, args, env, ports exactly as declared, with
-host names, ports, volume paths and the image's model dir rewritten for loopback (printed). Then:
+Renders deploy/k8s/examples/hub-gpt2 (overlays/batch -- overlays/cpu plus the search Job -- with
+components/hub-model: the model pulled from the Hugging Face Hub by an init container) with
+`kubectl kustomize` and runs what it declares with k8s_loopback.py: the coordinator StatefulSet,
+the worker Deployment (its declared replicas; each pod's `pull-model` init container runs
+`lensgrid pull` against a fake Hub on loopback, tests/integration/hub/fake_hub.py, serving a
+private `openai-community/gpt2` whose token comes from the Secret the component names) and the
+batch example's search Job, unchanged -- command, args, env, ports exactly as declared, with host
+names, ports, volume paths rewritten for loopback (printed) and the ConfigMap's HF_ENDPOINT set
+to the fake Hub (as an air-gapped cluster sets its mirror). Then:
+  - the pulled model is in each pod's volume in the huggingface_hub layout, the token went to the
+    Hub only and appears in no log;
   - every declared startup/readiness/liveness probe passes (grpc.health.v1, the probe's service);
   - the Job's `lensgrid search --coordinator ...` completes and writes a well-formed result, while
     one worker gets SIGTERM in the middle of a shard: it exits within its grace period, hands
@@ -35,6 +42,9 @@ import grpc
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "integration", "hub"))
+from fake_hub import FakeHub  # noqa: E402
 from k8s_loopback import Cluster, health  # noqa: E402
 
 SOURCE_DIR = os.environ.get("LENSGRID_SOURCE_DIR",
@@ -48,12 +58,11 @@ BINARIES = {name: os.environ.get("LENSGRID_BIN_" + name.upper().replace("-", "_"
                                  ("lensgrid-coordinator", "service")]}
 # The image's install prefix (deploy/docker): the embedded model lives under it.
 IMAGE_PREFIX = "/opt/lensgrid"
-# The test's stand-in for the embedded model: GPT-2's vocabulary (the client tokenizes the ioi
-# prompts with it) and 6 x 12 heads, so that the Job's search cuts into ~10 shards; narrow, so
-# that it runs in about a minute on two cores.
+# The test's stand-in for the Hub's gpt2: GPT-2's vocabulary and 6 x 12 heads, so that the Job's
+# search cuts into ~10 shards; narrow, so that it runs in about a minute on two cores.
 TEST_MODEL = ["--layers", "6", "--heads", "12", "--d-model", "48", "--n-ctx", "64", "--seed", "8"]
 
-COORDINATOR, WORKER, JOB = "lensgrid-coordinator", "lensgrid-worker", "lensgrid-search-ioi"
+COORDINATOR, WORKER, JOB = "lensgrid-coordinator", "lensgrid-worker", "lensgrid-search-induction"
 
 # The metric names of deploy/README.md's contract (histograms by their _count series).
 RPC_METRICS = ["lensgrid_rpc_requests_total", "lensgrid_rpc_latency_seconds_count"]
@@ -159,21 +168,32 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix="lensgrid-k8s-")
-        cls.objects = render("overlays/batch")
+        cls.objects = render("examples/hub-gpt2")
+        cls.batch_objects = render("overlays/batch")
         cls.cpu_objects = render("overlays/cpu")
         image_root = os.path.join(cls.tmp.name, "image")
-        config = next(o for o in cls.objects if o["kind"] == "ConfigMap")["data"]
-        embedded = config["EMBEDDED_MODEL_DIR"]
-        assert embedded.startswith(IMAGE_PREFIX + "/"), embedded
-        # As in the image (deploy/docker): `default` links to models/DEFAULT_MODEL.
+        # As in the image (deploy/docker): the embedded models, `default` -> models/DEFAULT_MODEL
+        # (the hub example does not use it).
         with open(os.path.join(SOURCE_DIR, "deploy", "docker", "Dockerfile.cpu")) as f:
             default_model = re.search(r"ARG DEFAULT_MODEL=(\S+)", f.read()).group(1)
-        model_dir = os.path.join(os.path.dirname(image_root + embedded), default_model)
-        os.makedirs(os.path.dirname(model_dir))  # `lensgrid init` makes only the last folder
+        os.makedirs(image_root + IMAGE_PREFIX)
+        shutil.copytree(os.path.join(SOURCE_DIR, "models"), image_root + IMAGE_PREFIX + "/models")
+        os.symlink(default_model, image_root + IMAGE_PREFIX + "/models/default")
+        # The Hub: a private openai-community/gpt2, its token in the Secret the component names.
+        model_dir = os.path.join(cls.tmp.name, "hub-gpt2")
         subprocess.run([BINARIES["lensgrid"], "init", "--out", model_dir, *TEST_MODEL],
                        check=True, capture_output=True)
-        if model_dir != image_root + embedded:
-            os.symlink(default_model, image_root + embedded)
+        cls.token = "hf_k8sLoopback" + os.urandom(8).hex()
+        cls.hub = FakeHub()
+        cls.hub.add_repo("openai-community/gpt2", {"main": "7" * 40}, model_dir, token=cls.token)
+        cls.hub.start()
+        config = next(o for o in cls.objects if o["kind"] == "ConfigMap")["data"]
+        print(f"ConfigMap HF_ENDPOINT: {config['HF_ENDPOINT']!r} -> {cls.hub.endpoint!r} (the "
+              "mirror)", file=sys.stderr)
+        config["HF_ENDPOINT"] = cls.hub.endpoint
+        cls.objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                            "metadata": {"name": "lensgrid-hf-token"},
+                            "stringData": {"HF_TOKEN": cls.token}})
         cls.cluster = Cluster(cls.objects, BINARIES, {IMAGE_PREFIX: image_root + IMAGE_PREFIX},
                               os.path.join(cls.tmp.name, "cluster"))
         try:
@@ -193,12 +213,13 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.cluster.stop_all()
+        cls.hub.stop()
         cls.tmp.cleanup()
 
     @classmethod
     def dump_logs(cls):
         for pod in cls.cluster.pods:
-            for p in pod.processes.values():
+            for p in list(pod.init_processes.values()) + list(pod.processes.values()):
                 print(f"---- {p.name}: {' '.join(p.argv)}\n{p.log()}", file=sys.stderr)
 
     def run(self, result=None):
@@ -209,10 +230,39 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         return outcome
 
     def test_batch_overlay_is_the_cpu_overlay_plus_the_job(self):
-        extra = [o for o in self.objects if o not in self.cpu_objects]
+        extra = [o for o in self.batch_objects if o not in self.cpu_objects]
         self.assertEqual(sorted((o["kind"], o["metadata"]["name"]) for o in extra),
                          [("Job", JOB), ("PersistentVolumeClaim", "lensgrid-results")])
-        self.assertEqual(len(self.objects), len(self.cpu_objects) + 2)
+        self.assertEqual(len(self.batch_objects), len(self.cpu_objects) + 2)
+        # The batch example runs on the embedded model: a dataset that model supports.
+        job = next(o for o in self.batch_objects if o["kind"] == "Job")
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        self.assertEqual(args[args.index("--dataset") + 1], "induction")
+
+    def test_hub_example_is_the_batch_example_with_pulled_models(self):
+        def by_name(objects):
+            return {(o["kind"], o["metadata"]["name"]): o for o in objects if o["kind"] != "Secret"}
+        hub, batch = by_name(self.objects), by_name(self.batch_objects)
+        self.assertEqual(sorted(hub), sorted(batch))
+        for key in [(k, WORKER) for k in ["Deployment"]] + [("Job", JOB)]:
+            spec, batch_spec = hub[key]["spec"]["template"]["spec"], batch[key]["spec"]["template"]["spec"]
+            self.assertEqual([c["name"] for c in spec["initContainers"]], ["pull-model"])
+            self.assertEqual(spec["initContainers"][0]["command"][:2], ["lensgrid", "pull"])
+            # The workload's own container: the same command and args (--model $(MODEL_DIR)).
+            self.assertEqual(spec["containers"][0]["args"], batch_spec["containers"][0]["args"])
+        # The token reached each pod's pull (the fake Hub is private) and no log.
+        self.assertTrue(any(r["auth"] == "Bearer " + self.token for r in self.hub.requests))
+        self.assertEqual({r["auth"] for r in self.hub.requests if r["server"] == "cdn"}, {None})
+        for w in self.workers:
+            snapshot = os.path.join(w.volume_dirs["models"], "hub", "models--openai-community--gpt2",
+                                    "snapshots", "7" * 40)
+            self.assertTrue(os.path.isfile(os.path.join(snapshot, "model.safetensors")), snapshot)
+        pulls = 0
+        for pod in self.cluster.pods:
+            for p in list(pod.init_processes.values()) + list(pod.processes.values()):
+                self.assertNotIn(self.token, p.log())
+                pulls += "sha256 verified" in p.log()
+        self.assertGreaterEqual(pulls, len(self.workers))
 
     def test_probes_and_services(self):
         # Declared replicas, each ready; the Services resolve to them.

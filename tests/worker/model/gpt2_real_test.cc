@@ -1,12 +1,15 @@
 // TransformerLens's published numbers on the real GPT-2 small weights. Runs
 // when LENSGRID_GPT2_DIR points to a Hugging Face gpt2 dir (config.json,
-// model.safetensors; tokenizer files or the bootstrap default); otherwise
-// exits 77, which ctest reports as skipped.
+// model.safetensors; tokenizer files or the bootstrap default), or when the
+// Hugging Face cache holds gpt2 (`lensgrid pull gpt2`, or transformers'
+// download; HF_HUB_CACHE / HF_HOME honoured); otherwise exits 77, which ctest
+// reports as skipped. It never downloads.
 #include <cstdlib>
 #include <iostream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "client/hub/hub_download.h"
 #include "tests/worker/model/test_util.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tokenizer/tokenizer.h"
@@ -16,10 +19,19 @@ namespace {
 
 using ::testing::ElementsAre;
 
+// LENSGRID_GPT2_DIR, else gpt2 in the Hugging Face cache, else "".
+std::string Gpt2Dir() {
+  if (const char* dir = std::getenv("LENSGRID_GPT2_DIR")) return dir;
+  hub::ResolveOptions never_download;
+  never_download.offline = true;
+  absl::StatusOr<std::string> cached = hub::ResolveModelDir("gpt2", never_download);
+  return cached.ok() ? *cached : "";
+}
+
 class Gpt2RealTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const std::string dir = std::getenv("LENSGRID_GPT2_DIR");
+    const std::string dir = Gpt2Dir();
     processed_ = HookedTransformer::FromPretrained(dir).value();
     LoadOptions raw;
     raw.processing = ProcessingOptions::None();
@@ -79,8 +91,9 @@ TEST_F(Gpt2RealTest, ProcessingKeepsLogProbs) {
 }  // namespace lensgrid
 
 int main(int argc, char** argv) {
-  if (std::getenv("LENSGRID_GPT2_DIR") == nullptr) {
-    std::cout << "skipped: set LENSGRID_GPT2_DIR to a Hugging Face gpt2 dir to run\n";
+  if (lensgrid::Gpt2Dir().empty()) {
+    std::cout << "skipped: no gpt2 in the Hugging Face cache (`lensgrid pull gpt2`) and "
+                 "LENSGRID_GPT2_DIR unset\n";
     return 77;
   }
   ::testing::InitGoogleTest(&argc, argv);
