@@ -1,8 +1,8 @@
 #include "client/report.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <string>
 #include <vector>
@@ -10,40 +10,42 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "client/report_assets.h"
+#include "absl/strings/substitute.h"
+#include "client/report/report_assets.h"  // generated from client/report/report.{css,js}
 
 namespace lensgrid {
 namespace {
 
 using Json = nlohmann::ordered_json;
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr size_t kMaxRankedRows = 20;
 
-// ---- text --------------------------------------------------------------------------------------
+// The page, fixed: $0 the title (escaped), $1 report.css, $2 the data (ScriptJson), $3 report.js.
+constexpr char kSkeleton[] = R"html(<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="lensgrid">
+<title>$0</title>
+<style>$1</style>
+</head><body>
+<main id="report"><noscript><p>This report is drawn by its script.</p></noscript></main>
+<div id="tip" hidden></div>
+<script type="application/json" id="report-data">$2</script>
+<script>$3</script>
+</body></html>
+)html";
 
-// JSON text safe inside <script>: no "<", ">" or "&" (so no "</script>" or "<!--"), and, with
-// ensure_ascii, no raw U+2028/U+2029 either.
-std::string ScriptJson(const Json& j) {
-  std::string raw = j.dump(-1, ' ', /*ensure_ascii=*/true, Json::error_handler_t::replace);
-  std::string out;
-  out.reserve(raw.size());
-  for (char c : raw) {
-    if (c == '<')
-      out += "\\u003c";
-    else if (c == '>')
-      out += "\\u003e";
-    else if (c == '&')
-      out += "\\u0026";
-    else
-      out += c;
-  }
-  return out;
-}
+// ---- numbers and text --------------------------------------------------------------------------
 
-// Exactly as JSON writes it (round-trips); "null" for NaN and infinities.
-std::string ExactNumber(double v) {
-  if (!std::isfinite(v)) return "null";
-  return Json(v).dump();
+// A JSON number, exactly; null for NaN and infinities.
+Json Number(double v) { return std::isfinite(v) ? Json(v) : Json(); }
+
+// A float's shortest digits that read back as the same float (JSON holds doubles; the double
+// nearest "0.33333334" prints as that, not as 0.3333333432674408).
+Json FloatNumber(float w) {
+  if (!std::isfinite(w)) return Json();
+  char buf[32];
+  const auto printed = std::to_chars(buf, buf + sizeof buf, w);
+  double d = w;
+  std::from_chars(buf, printed.ptr, d);
+  return Json(d);
 }
 
 std::string ShortNumber(double v) {
@@ -51,25 +53,36 @@ std::string ShortNumber(double v) {
   return absl::StrFormat("%+.4g", v);
 }
 
-// ---- tensors from nested lists -----------------------------------------------------------------
+std::string Str(const Json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key)) return "";
+  const Json& v = j[key];
+  return v.is_string() ? v.get<std::string>()
+                       : v.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+std::string ValueText(const Json& v) {
+  if (v.is_string()) return SanitizeUtf8(v.get<std::string>());
+  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return s.size() > 400 ? s.substr(0, 400) + "..." : s;
+}
+
+// ---- grids from nested lists -------------------------------------------------------------------
 
 struct Grid {
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // empty when there is nothing to draw
   std::vector<double> values;  // row-major; NaN where the JSON held no number
 };
 
 void Flatten(const Json& j, size_t depth, const std::vector<int64_t>& shape,
              std::vector<double>* out) {
   if (depth == shape.size()) {
-    out->push_back(j.is_number() ? j.get<double>() : kNaN);
+    out->push_back(j.is_number() ? j.get<double>() : std::numeric_limits<double>::quiet_NaN());
     return;
   }
-  for (int64_t i = 0; i < shape[depth]; ++i) {
-    if (j.is_array() && i < static_cast<int64_t>(j.size())) {
-      Flatten(j[i], depth + 1, shape, out);
-    } else {
-      Flatten(Json(), depth + 1, shape, out);  // ragged or short: NaN-fill
-    }
+  static const Json kMissing;
+  for (int64_t i = 0; i < shape[depth]; ++i) {  // ragged or short: NaN-filled
+    const bool present = j.is_array() && i < static_cast<int64_t>(j.size());
+    Flatten(present ? j[static_cast<size_t>(i)] : kMissing, depth + 1, shape, out);
   }
 }
 
@@ -91,8 +104,37 @@ Grid ReadGrid(const Json& values, const Json& shape_hint) {
       if (p->empty()) break;
     }
   }
+  constexpr size_t kMaxRank = 8;  // deeper nesting is not a search's output
+  int64_t count = g.shape.size() <= kMaxRank ? 1 : 0;
+  for (int64_t s : g.shape) {
+    if (count == 0) break;
+    if (s == 0 || s > kMaxHeatmapCells / count) {
+      count = 0;
+      break;
+    }
+    count *= s;
+  }
+  if (g.shape.empty() || count == 0) return Grid{};
   Flatten(values, 0, g.shape, &g.values);
   return g;
+}
+
+double MaxAbs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) {
+    if (std::isfinite(x)) m = std::max(m, std::abs(x));
+  }
+  return m;
+}
+
+Json DivergingScale(const Grid& g) { return {{"diverging", true}, {"max", MaxAbs(g.values)}}; }
+
+// Scores: sequential, reaching at least 1; diverging if any score is negative.
+Json ScoreScale(const Grid& g) {
+  for (double v : g.values) {
+    if (std::isfinite(v) && v < 0) return DivergingScale(g);
+  }
+  return {{"diverging", false}, {"max", std::max(1.0, MaxAbs(g.values))}};
 }
 
 // ---- axes and component names ------------------------------------------------------------------
@@ -100,36 +142,35 @@ Grid ReadGrid(const Json& values, const Json& shape_hint) {
 struct Axis {
   std::string name;                 // "layer", "head", "pos", "kind", ...
   std::vector<std::string> labels;  // from "kind(attn,mlp)"; empty otherwise
-  std::string attr;                 // the data- attribute name: "data-layer"
+  std::string attr;                 // its cells' data-* attribute, without "data-"
 };
 
 Axis ParseAxis(const std::string& spec) {
   Axis a;
-  size_t open = spec.find('(');
-  a.name = spec.substr(0, open);
+  const size_t open = spec.find('(');
+  a.name = SanitizeUtf8(spec.substr(0, open));
   if (open != std::string::npos && spec.back() == ')') {
-    std::string inner = spec.substr(open + 1, spec.size() - open - 2);
+    const std::string inner = spec.substr(open + 1, spec.size() - open - 2);
     for (size_t start = 0;;) {
-      size_t comma = inner.find(',', start);
-      a.labels.push_back(inner.substr(start, comma - start));
+      const size_t comma = inner.find(',', start);
+      a.labels.push_back(SanitizeUtf8(inner.substr(start, comma - start)));
       if (comma == std::string::npos) break;
       start = comma + 1;
     }
   }
-  std::string attr;
   for (char c : a.name) {
     if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
-      attr += c;
+      a.attr += c;
     else if (c >= 'A' && c <= 'Z')
-      attr += static_cast<char>(c - 'A' + 'a');
+      a.attr += static_cast<char>(c - 'A' + 'a');
     else
-      attr += '-';
+      a.attr += '-';
   }
-  if (attr.empty() || attr == "output" || attr == "value" || attr == "component" ||
-      attr == "heatmap" || attr == "tip") {
-    attr = "axis-" + attr;
+  // Not one of the attributes every cell has already.
+  for (const char* taken :
+       {"", "output", "output-normalized", "detector", "value", "component", "heatmap", "tip"}) {
+    if (a.attr == taken) a.attr = "axis-" + a.attr;
   }
-  a.attr = "data-" + attr;
   return a;
 }
 
@@ -170,409 +211,166 @@ std::string ComponentLabel(const std::vector<Axis>& axes, const std::vector<int6
   return name;
 }
 
-// ---- colour ------------------------------------------------------------------------------------
-
-// White -> (r,g,b) at t in [0, 1].
-std::string Mix(double t, int r, int g, int b) {
-  auto c = [t](int to) { return static_cast<int>(std::lround(255 + (to - 255) * t)); };
-  return absl::StrFormat("#%02x%02x%02x", c(r), c(g), c(b));
-}
-
-struct Scale {
-  // Blue (-max) .. white (0) .. red (+max); else white (0) .. purple (max).
-  bool diverging = true;
-  double max = 0;
-
-  std::string Colour(double v) const {
-    if (!std::isfinite(v)) return "#d0d0d0";
-    if (max <= 0) return "#ffffff";
-    double t = std::clamp(v / max, diverging ? -1.0 : 0.0, 1.0);
-    if (!diverging) return Mix(t, 84, 39, 143);
-    return t < 0 ? Mix(-t, 33, 102, 172) : Mix(t, 178, 24, 43);
-  }
-};
-
-double MaxAbs(const std::vector<double>& v) {
-  double m = 0;
-  for (double x : v) {
-    if (std::isfinite(x)) m = std::max(m, std::abs(x));
-  }
-  return m;
-}
-
-std::string Legend(const Scale& s, const std::string& id) {
-  std::string lo = s.diverging ? ShortNumber(-s.max) : "0";
-  std::string hi = s.diverging ? ShortNumber(s.max) : absl::StrFormat("%.4g", s.max);
-  std::string stops = s.diverging
-                          ? absl::StrCat("<stop offset=\"0\" stop-color=\"", s.Colour(-s.max),
-                                         "\"/><stop offset=\"0.5\" "
-                                         "stop-color=\"#ffffff\"/><stop offset=\"1\" "
-                                         "stop-color=\"",
-                                         s.Colour(s.max), "\"/>")
-                          : absl::StrCat(
-                                "<stop offset=\"0\" stop-color=\"#ffffff\"/><stop offset=\"1\" "
-                                "stop-color=\"",
-                                s.Colour(s.max), "\"/>");
-  return absl::StrCat("<svg class=\"legend\" width=\"220\" height=\"34\" data-min=\"",
-                      s.diverging ? ExactNumber(-s.max) : "0", "\" data-max=\"", ExactNumber(s.max),
-                      "\"><defs><linearGradient id=\"", id, "\">", stops,
-                      "</linearGradient></defs><rect x=\"10\" y=\"2\" width=\"200\" "
-                      "height=\"12\" fill=\"url(#",
-                      id,
-                      ")\" stroke=\"#999\" stroke-width=\"0.5\"/><text x=\"10\" y=\"28\" "
-                      "text-anchor=\"start\">",
-                      EscapeHtml(lo), "</text>",
-                      s.diverging ? "<text x=\"110\" y=\"28\" text-anchor=\"middle\">0</text>" : "",
-                      "<text x=\"210\" y=\"28\" text-anchor=\"end\">", EscapeHtml(hi),
-                      "</text></svg>");
-}
-
-// ---- heatmaps ----------------------------------------------------------------------------------
-
-struct HeatmapSpec {
-  std::string key;         // data-heatmap: "output:delta", "detector:induction"
-  std::string group_attr;  // extra attribute on every cell, e.g. data-output="delta"
-  std::string group_value;
-  std::string quantity;  // what a value is, for the hover text
-};
-
-class PageBuilder {
- public:
-  // One panel: the last two axes as rows x columns; `fixed` holds the coordinates of the leading
-  // axes (a rank-3 output's panel index).
-  void Panel(const HeatmapSpec& spec, const std::vector<Axis>& axes, const Grid& g,
-             const Scale& scale, const std::vector<int64_t>& fixed, std::string* html) {
-    size_t rank = g.shape.size();
-    int64_t rows = rank >= 2 ? g.shape[rank - 2] : 1;
-    int64_t cols = rank >= 1 ? g.shape[rank - 1] : 1;
-    int64_t base = 0;
-    for (size_t d = 0; d < fixed.size(); ++d) base = base * g.shape[d] + fixed[d];
-    base *= rows * cols;
-    const int cs = static_cast<int>(std::clamp<int64_t>(560 / std::max<int64_t>(cols, 1), 10, 34));
-    const Axis* row_axis = rank >= 2 ? &axes[rank - 2] : nullptr;
-    const Axis& col_axis = axes[rank - 1];
-    const int left = row_axis ? 64 : 12, top = 40;
-    const int width = left + static_cast<int>(cols) * cs + 8;
-    const int height = top + static_cast<int>(rows) * cs + 8;
-    absl::StrAppend(html, "<svg class=\"heatmap\" data-heatmap=\"", EscapeHtml(spec.key),
-                    "\" width=\"", width, "\" height=\"", height, "\"");
-    for (size_t d = 0; d < fixed.size(); ++d) {
-      absl::StrAppend(html, " ", axes[d].attr, "=\"", fixed[d], "\"");
-    }
-    absl::StrAppend(html, ">");
-    // Axis titles and ticks; columns labelled every few cells when they are narrow.
-    absl::StrAppend(html, "<text class=\"axis\" x=\"", left + cols * cs / 2,
-                    "\" y=\"12\" "
-                    "text-anchor=\"middle\">",
-                    EscapeHtml(col_axis.name), "</text>");
-    if (row_axis) {
-      absl::StrAppend(html, "<text class=\"axis\" x=\"12\" y=\"", top + rows * cs / 2,
-                      "\" text-anchor=\"middle\" transform=\"rotate(-90 12 ", top + rows * cs / 2,
-                      ")\">", EscapeHtml(row_axis->name), "</text>");
-    }
-    const int64_t col_step = cs >= 22 ? 1 : cs >= 14 ? 2 : 5;
-    for (int64_t c = 0; c < cols; c += col_step) {
-      absl::StrAppend(html, "<text x=\"", left + c * cs + cs / 2, "\" y=\"", top - 6,
-                      "\" text-anchor=\"middle\">", EscapeHtml(TickLabel(col_axis, c)), "</text>");
-    }
-    for (int64_t r = 0; row_axis && r < rows; ++r) {
-      absl::StrAppend(html, "<text x=\"", left - 5, "\" y=\"", top + r * cs + cs / 2 + 4,
-                      "\" text-anchor=\"end\">", EscapeHtml(TickLabel(*row_axis, r)), "</text>");
-    }
-    std::vector<int64_t> coords(fixed);
-    coords.resize(rank);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = 0; c < cols; ++c) {
-        if (row_axis) coords[rank - 2] = r;
-        coords[rank - 1] = c;
-        double v = g.values[base + r * cols + c];
-        std::string component = ComponentLabel(axes, coords);
-        std::string tip = absl::StrCat(component, "  ", spec.quantity, " = ",
-                                       std::isfinite(v) ? ExactNumber(v) : "n/a");
-        absl::StrAppend(html, "<rect class=\"cell\" x=\"", left + c * cs, "\" y=\"", top + r * cs,
-                        "\" width=\"", cs, "\" height=\"", cs, "\" fill=\"", scale.Colour(v),
-                        "\" data-heatmap=\"", EscapeHtml(spec.key), "\"");
-        if (!spec.group_attr.empty()) {
-          absl::StrAppend(html, " ", spec.group_attr, "=\"", EscapeHtml(spec.group_value), "\"");
-        }
-        for (size_t d = 0; d < rank; ++d) {
-          absl::StrAppend(html, " ", axes[d].attr, "=\"", coords[d], "\"");
-        }
-        absl::StrAppend(html, " data-component=\"", EscapeHtml(component), "\" data-value=\"",
-                        ExactNumber(v), "\" data-tip=\"", EscapeHtml(tip), "\"><title>",
-                        EscapeHtml(tip), "</title></rect>");
-      }
-    }
-    absl::StrAppend(html, "</svg>");
-  }
-
-  // A whole heatmap with its legend: one panel for rank <= 2, one per index of the leading axes
-  // for rank 3 (and more).
-  void Heatmap(const HeatmapSpec& spec, const Json& axes_json, const Grid& g, const Scale& scale,
-               std::string* html) {
-    size_t rank = g.shape.size();
-    int64_t count = 1;
-    for (int64_t s : g.shape) count *= s;
-    if (rank == 0 || count == 0 || static_cast<int64_t>(g.values.size()) != count) {
-      absl::StrAppend(html, "<p class=\"note\">(no values to draw)</p>");
-      return;
-    }
-    std::vector<Axis> axes = ReadAxes(axes_json, rank);
-    absl::StrAppend(html, "<div class=\"grid\">");
-    std::vector<int64_t> fixed(rank > 2 ? rank - 2 : 0, 0);
-    int64_t panels = 1;
-    for (size_t d = 0; d < fixed.size(); ++d) panels *= g.shape[d];
-    for (int64_t p = 0; p < panels; ++p) {
-      int64_t rest = p;
-      for (int64_t d = static_cast<int64_t>(fixed.size()) - 1; d >= 0; --d) {
-        fixed[d] = rest % g.shape[d];
-        rest /= g.shape[d];
-      }
-      absl::StrAppend(html, "<div class=\"panel\">");
-      if (!fixed.empty()) {
-        std::vector<std::string> parts;
-        for (size_t d = 0; d < fixed.size(); ++d) {
-          parts.push_back(absl::StrCat(axes[d].name, " ", TickLabel(axes[d], fixed[d])));
-        }
-        absl::StrAppend(html, "<h3>", EscapeHtml(absl::StrJoin(parts, ", ")), "</h3>");
-      }
-      Panel(spec, axes, g, scale, fixed, html);
-      absl::StrAppend(html, "</div>");
-    }
-    absl::StrAppend(html, "</div>", Legend(scale, absl::StrCat("lg", ++legends_)));
-  }
-
- private:
-  int legends_ = 0;
-};
-
 // ---- sections ----------------------------------------------------------------------------------
 
-std::string Str(const Json& j, const char* key) {
-  if (!j.is_object() || !j.contains(key)) return "";
-  const Json& v = j[key];
-  return v.is_string() ? v.get<std::string>()
-                       : v.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
+struct HeatmapSpec {
+  std::string key;    // "output:delta", "detector:induction"
+  std::string title;  // "delta (normalized)"
+  Json cell_attrs;    // {"output": "delta"}
+  std::string quantity;
+};
 
-std::string ValueText(const Json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
-  return s.size() > 400 ? s.substr(0, 400) + "..." : s;
-}
-
-void IdentitySection(const Json& r, std::string* html) {
-  absl::StrAppend(html, "<section id=\"identity\"><h2>Job</h2><table class=\"kv\">");
-  if (r.is_object()) {
-    for (const auto& [key, value] : r.items()) {
-      if (key == "outputs" || key == "detectors") continue;
-      if (value.is_object()) {
-        for (const auto& [sub, subvalue] : value.items()) {
-          std::string name = absl::StrCat(key, ".", sub);
-          absl::StrAppend(html, "<tr data-field=\"", EscapeHtml(name), "\"><th>", EscapeHtml(name),
-                          "</th><td>", EscapeHtml(ValueText(subvalue)), "</td></tr>");
-        }
-      } else {
-        absl::StrAppend(html, "<tr data-field=\"", EscapeHtml(key), "\"><th>", EscapeHtml(key),
-                        "</th><td>", EscapeHtml(ValueText(value)), "</td></tr>");
-      }
-    }
+Json Heatmap(const HeatmapSpec& spec, const Json& axes_json, const Grid& g, Json scale) {
+  std::string axes_text;
+  if (axes_json.is_array()) {
+    for (const Json& a : axes_json)
+      absl::StrAppend(&axes_text, axes_text.empty() ? "" : " x ", ValueText(a));
   }
-  absl::StrAppend(html, "</table></section>");
-}
-
-void RankedTable(const std::string& output, const Json& ranked, std::string* html) {
-  if (!ranked.is_array() || ranked.empty()) return;
-  double max = 0;
-  for (const Json& row : ranked) {
-    if (row.is_object() && row.contains("value") && row["value"].is_number()) {
-      max = std::max(max, std::abs(row["value"].get<double>()));
-    }
+  Json axes = Json::array(), values = Json::array(), components = Json::array();
+  const std::vector<Axis> parsed = ReadAxes(axes_json, g.shape.size());
+  for (size_t d = 0; d < parsed.size(); ++d) {
+    Json ticks = Json::array();
+    for (int64_t i = 0; i < g.shape[d]; ++i) ticks.push_back(TickLabel(parsed[d], i));
+    axes.push_back({{"name", parsed[d].name}, {"attr", parsed[d].attr}, {"ticks", ticks}});
   }
-  size_t n = std::min(ranked.size(), kMaxRankedRows);
-  absl::StrAppend(html, "<h3>", EscapeHtml(output), ": top ", n, " of ", ranked.size(),
-                  " by |value|</h3><table class=\"ranked\" data-output=\"", EscapeHtml(output),
-                  "\"><tr><th>#</th><th>component</th><th>value</th><th></th></tr>");
-  for (size_t i = 0; i < n; ++i) {
-    const Json& row = ranked[i];
-    std::string component = Str(row, "component");
-    double v = row.is_object() && row.contains("value") && row["value"].is_number()
-                   ? row["value"].get<double>()
-                   : kNaN;
-    int bar =
-        max > 0 && std::isfinite(v) ? static_cast<int>(std::lround(120 * std::abs(v) / max)) : 0;
-    absl::StrAppend(html, "<tr data-component=\"", EscapeHtml(component), "\" data-value=\"",
-                    ExactNumber(v), "\"><td class=\"num\">", i + 1, "</td><td>",
-                    EscapeHtml(component), "</td><td class=\"num\">", ShortNumber(v),
-                    "</td><td><span class=\"bar\" style=\"width:", bar,
-                    "px;background:", v < 0 ? "#2166ac" : "#b2182b", "\"></span></td></tr>");
-  }
-  absl::StrAppend(html, "</table>");
-}
-
-// Detector scores: white (0) .. purple, reaching at least 1; diverging if any score is negative.
-Scale ScoreScale(const Grid& g) {
-  double lo = 0;
+  std::vector<int64_t> coords(g.shape.size(), 0);
   for (double v : g.values) {
-    if (std::isfinite(v)) lo = std::min(lo, v);
+    values.push_back(Number(v));
+    components.push_back(ComponentLabel(parsed, coords));
+    for (size_t d = coords.size(); d-- > 0;) {  // the next coordinates, row-major
+      if (++coords[d] < g.shape[d]) break;
+      coords[d] = 0;
+    }
   }
-  return lo < 0 ? Scale{true, MaxAbs(g.values)} : Scale{false, std::max(1.0, MaxAbs(g.values))};
+  return {{"key", SanitizeUtf8(spec.key)},
+          {"title", SanitizeUtf8(spec.title)},
+          {"axes_text", axes_text},
+          {"cell_attrs", spec.cell_attrs},
+          {"quantity", SanitizeUtf8(spec.quantity)},
+          {"axes", axes},
+          {"shape", g.shape},
+          {"values", values},
+          {"components", components},
+          {"scale", scale}};
 }
 
-void OutputsSection(const Json& r, PageBuilder* page, std::string* html) {
-  const Json outputs = r.is_object() && r.contains("outputs") ? r["outputs"] : Json::array();
-  if (!outputs.is_array() || outputs.empty()) return;
-  std::string delta = Str(r, "delta");
-  const bool scores = Str(r, "method") == "detect-heads";
-  absl::StrAppend(html, "<section id=\"outputs\"><h2>Results</h2>");
-  if (scores) {
-    absl::StrAppend(html,
-                    "<p class=\"sub\">Head detector scores: white 0, purple high; the "
-                    "scale reaches at least 1. Hover a cell for its exact value.</p>");
-  } else if (!delta.empty()) {
-    absl::StrAppend(html, "<p class=\"sub\">delta = ", EscapeHtml(delta),
-                    ". Colour: blue negative, red positive, white zero; the "
-                    "scale is symmetric "
-                    "at each heatmap's largest |value|. Hover a cell for its "
-                    "exact value.</p>");
+Json Identity(const Json& r) {
+  Json rows = Json::array();
+  if (!r.is_object()) return rows;
+  for (const auto& [key, value] : r.items()) {
+    if (key == "outputs" || key == "detectors") continue;
+    if (value.is_object()) {
+      for (const auto& [sub, subvalue] : value.items()) {
+        rows.push_back({SanitizeUtf8(absl::StrCat(key, ".", sub)), ValueText(subvalue)});
+      }
+    } else {
+      rows.push_back({SanitizeUtf8(key), ValueText(value)});
+    }
   }
-  std::string ranked_html;
-  for (const Json& o : outputs) {
+  return rows;
+}
+
+Json Ranked(const std::string& output, const Json& ranked) {
+  Json rows = Json::array();
+  for (size_t i = 0; i < ranked.size() && i < kMaxRankedRows; ++i) {
+    const Json& row = ranked[i];
+    const bool has_value = row.is_object() && row.contains("value") && row["value"].is_number();
+    rows.push_back({{"component", SanitizeUtf8(Str(row, "component"))},
+                    {"value", has_value ? Number(row["value"].get<double>()) : Json()}});
+  }
+  return {{"output", output}, {"total", ranked.size()}, {"rows", rows}};
+}
+
+// The outputs' heatmaps (and their normalized twins) and ranked tables, into `data`.
+void Outputs(const Json& r, Json* data) {
+  const bool scores = Str(r, "method") == "detect-heads";
+  (*data)["scores"] = scores;
+  (*data)["delta"] = SanitizeUtf8(Str(r, "delta"));
+  Json heatmaps = Json::array(), ranked = Json::array();
+  const Json outputs = r.is_object() && r.contains("outputs") ? r["outputs"] : Json::array();
+  for (const Json& o : outputs.is_array() ? outputs : Json::array()) {
     if (!o.is_object()) continue;
-    std::string name = Str(o, "name");
+    const std::string name = SanitizeUtf8(Str(o, "name"));
     const Json axes = o.contains("axes") ? o["axes"] : Json();
     const Json shape = o.contains("shape") ? o["shape"] : Json();
-    std::string axes_text;
-    if (axes.is_array()) {
-      for (const Json& a : axes)
-        absl::StrAppend(&axes_text, axes_text.empty() ? "" : " x ", ValueText(a));
-    }
-    for (const char* variant : {"values", "normalized"}) {
+    for (const bool normalized : {false, true}) {
+      const char* variant = normalized ? "normalized" : "values";
       if (!o.contains(variant)) continue;
-      bool normalized = std::string(variant) == "normalized";
-      Grid g = ReadGrid(o[variant], shape);
-      Scale scale = scores ? ScoreScale(g) : Scale{true, MaxAbs(g.values)};
-      HeatmapSpec spec{absl::StrCat("output:", name, normalized ? ":normalized" : ""),
-                       normalized ? "data-output-normalized" : "data-output", name,
-                       normalized ? "normalized" : name};
-      absl::StrAppend(html, "<h3>", EscapeHtml(name), normalized ? " (normalized)" : "",
-                      " <span class=\"note\">[", EscapeHtml(axes_text), "]</span></h3>");
-      page->Heatmap(spec, axes, g, scale, html);
+      const Grid g = ReadGrid(o[variant], shape);
+      const HeatmapSpec spec{absl::StrCat("output:", name, normalized ? ":normalized" : ""),
+                             absl::StrCat(name, normalized ? " (normalized)" : ""),
+                             {{normalized ? "output-normalized" : "output", name}},
+                             normalized ? "normalized" : name};
+      heatmaps.push_back(Heatmap(spec, axes, g, scores ? ScoreScale(g) : DivergingScale(g)));
     }
-    if (o.contains("ranked")) RankedTable(name, o["ranked"], &ranked_html);
+    if (o.contains("ranked") && o["ranked"].is_array() && !o["ranked"].empty()) {
+      ranked.push_back(Ranked(name, o["ranked"]));
+    }
   }
-  absl::StrAppend(html, "</section>");
-  if (!ranked_html.empty()) {
-    absl::StrAppend(html, "<section id=\"ranked\"><h2>Ranked components</h2>", ranked_html,
-                    "</section>");
-  }
+  (*data)["outputs"] = heatmaps;
+  (*data)["ranked"] = ranked;
 }
 
-void DetectorsSection(const Json& r, PageBuilder* page, std::string* html) {
-  if (!r.is_object() || !r.contains("detectors") || !r["detectors"].is_object() ||
-      r["detectors"].empty()) {
-    return;
+Json Detectors(const Json& r) {
+  Json heatmaps = Json::array();
+  if (!r.is_object() || !r.contains("detectors") || !r["detectors"].is_object()) return heatmaps;
+  const Json axes = Json::array({"layer", "head"});
+  for (const auto& [key, values] : r["detectors"].items()) {
+    const std::string name = SanitizeUtf8(key);
+    const Grid g = ReadGrid(values, Json());
+    heatmaps.push_back(Heatmap(
+        {absl::StrCat("detector:", name), name, {{"detector", name}}, absl::StrCat(name, " score")},
+        axes, g, ScoreScale(g)));
   }
-  absl::StrAppend(html,
-                  "<section id=\"detectors\"><h2>Head detectors</h2><p class=\"sub\">"
-                  "Scores per head (white 0, purple high; the scale reaches at least "
-                  "1).</p>");
-  for (const auto& [name, values] : r["detectors"].items()) {
-    Grid g = ReadGrid(values, Json());
-    Scale scale = ScoreScale(g);
-    HeatmapSpec spec{absl::StrCat("detector:", name), "data-detector", name, name + " score"};
-    absl::StrAppend(html, "<h3>", EscapeHtml(name), "</h3>");
-    page->Heatmap(spec, Json::array({"layer", "head"}), g, scale, html);
-  }
-  absl::StrAppend(html, "</section>");
+  return heatmaps;
 }
 
-void AttentionSection(const std::vector<AttentionView>& views, std::string* html) {
-  absl::StrAppend(html, "<section id=\"attention\"><h2>Attention patterns</h2>");
-  std::string data = "[";
-  std::vector<std::string> malformed;
-  bool first = true;
+Json Attention(const std::vector<AttentionView>& views) {
+  Json drawn = Json::array(), malformed = Json::array();
   for (const AttentionView& v : views) {
-    size_t n = v.tokens.size();
+    const size_t n = v.tokens.size();
     if (n == 0 || v.pattern.size() != n * n) {
       malformed.push_back(
           absl::StrFormat("L%dH%d (%d tokens, %d weights)", v.layer, v.head, n, v.pattern.size()));
       continue;
     }
-    size_t keep = std::min(n, kMaxAttentionTokens);
-    Json tokens = Json::array();
+    const size_t keep = std::min(n, kMaxAttentionTokens);
+    Json tokens = Json::array(), pattern = Json::array();
     for (size_t i = 0; i < keep; ++i) tokens.push_back(SanitizeUtf8(v.tokens[i]));
-    Json head = {{"hook", SanitizeUtf8(v.hook)},
-                 {"layer", v.layer},
-                 {"head", v.head},
-                 {"tokens", tokens},
-                 {"truncated_from", n}};
-    std::string text = ScriptJson(head);
-    // Drop the closing brace: the pattern follows, written by hand with a float's digits.
-    text.pop_back();
-    absl::StrAppend(&text, ",\"pattern\":[");
     for (size_t q = 0; q < keep; ++q) {
-      for (size_t k = 0; k < keep; ++k) {
-        float w = v.pattern[q * n + k];
-        char buf[32];
-        if (std::isfinite(w))
-          std::snprintf(buf, sizeof buf, "%.9g", w);
-        else
-          std::snprintf(buf, sizeof buf, "null");
-        absl::StrAppend(&text, (q | k) ? "," : "", buf);
-      }
+      for (size_t k = 0; k < keep; ++k) pattern.push_back(FloatNumber(v.pattern[q * n + k]));
     }
-    absl::StrAppend(&data, first ? "" : ",", text, "]}");
-    first = false;
+    drawn.push_back({{"hook", SanitizeUtf8(v.hook)},
+                     {"layer", v.layer},
+                     {"head", v.head},
+                     {"tokens", tokens},
+                     {"pattern", pattern},
+                     {"positions", n}});
   }
-  data += "]";
-  if (first) {
-    absl::StrAppend(html, "<p class=\"note\">No attention patterns in this report.</p>");
-  } else {
-    absl::StrAppend(html,
-                    "<p class=\"sub\">The top heads on one prompt: each row is a query "
-                    "position, each column a key; hover a cell for its weight; click a "
-                    "head in "
-                    "a heatmap above to open its pattern.</p><div id=\"attn-controls\">"
-                    "<label>head <select id=\"attn-select\"></select></label> "
-                    "<span id=\"attn-caption\" class=\"note\"></span></div>"
-                    "<div id=\"attn-view\"></div>");
-    for (const AttentionView& v : views) {
-      if (v.tokens.size() > kMaxAttentionTokens &&
-          v.pattern.size() == v.tokens.size() * v.tokens.size()) {
-        absl::StrAppend(html, "<p class=\"note\">L", v.layer, "H", v.head, ": first ",
-                        kMaxAttentionTokens, " of ", v.tokens.size(), " positions shown.</p>");
-      }
-    }
-  }
-  if (!malformed.empty()) {
-    absl::StrAppend(html, "<p class=\"warn\">Malformed attention views left out: ",
-                    EscapeHtml(absl::StrJoin(malformed, "; ")), "</p>");
-  }
-  absl::StrAppend(html, "<script type=\"application/json\" id=\"attn-data\">", data,
-                  "</script></section>");
+  return {{"views", drawn}, {"malformed", malformed}};
 }
 
 std::string DefaultTitle(const Json& r) {
-  std::string method = Str(r, "method");
-  std::string dataset = r.is_object() && r.contains("dataset") ? Str(r["dataset"], "name") : "";
+  const std::string method = Str(r, "method");
+  const std::string dataset =
+      r.is_object() && r.contains("dataset") ? Str(r["dataset"], "name") : "";
   if (method.empty()) return "lensgrid search report";
   return absl::StrCat("lensgrid search: ", method, dataset.empty() ? "" : " on ", dataset);
 }
 
 std::string Subtitle(const Json& r) {
   std::vector<std::string> parts;
-  std::string metric = Str(r, "metric"), method = Str(r, "method");
+  const std::string metric = Str(r, "metric"), method = Str(r, "method");
   if (!metric.empty()) parts.push_back("metric " + metric);
   if (method.rfind("ablate", 0) == 0 && !Str(r, "ablation").empty()) {
     parts.push_back(Str(r, "ablation") + " ablation");
   }
   if (r.is_object() && r.contains("dataset")) {
-    std::string n = Str(r["dataset"], "n_prompts");
+    const std::string n = Str(r["dataset"], "n_prompts");
     if (!n.empty()) parts.push_back(n + " prompts");
   }
   if (r.is_object() && r.contains("baseline") && r["baseline"].is_number()) {
-    bool patching = r.contains("clean");
+    const bool patching = r.contains("clean");
     parts.push_back(absl::StrCat(patching ? "corrupted " : "clean ", metric, " ",
                                  ShortNumber(r["baseline"].get<double>())));
     if (patching && r["clean"].is_number()) {
@@ -582,27 +380,36 @@ std::string Subtitle(const Json& r) {
   return absl::StrJoin(parts, " \xC2\xB7 ");
 }
 
-std::string Render(const ReportInput& in) {
+}  // namespace
+
+Json ReportData(const ReportInput& in) {
   const Json& r = in.result;
-  std::string title = in.title.empty() ? DefaultTitle(r) : in.title;
-  std::string html;
-  absl::StrAppend(&html,
-                  "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                  "<meta name=\"generator\" content=\"lensgrid\"><title>",
-                  EscapeHtml(title), "</title><style>", kReportCss,
-                  "</style></head><body><main><h1>", EscapeHtml(title), "</h1><p class=\"sub\">",
-                  EscapeHtml(Subtitle(r)), "</p>");
-  PageBuilder page;
-  IdentitySection(r, &html);
-  OutputsSection(r, &page, &html);
-  DetectorsSection(r, &page, &html);
-  AttentionSection(in.attention, &html);
-  absl::StrAppend(&html, "</main><div id=\"tip\" hidden></div><script>", kReportJs,
-                  "</script></body></html>\n");
-  return html;
+  Json data;
+  data["title"] = SanitizeUtf8(in.title.empty() ? DefaultTitle(r) : in.title);
+  data["subtitle"] = SanitizeUtf8(Subtitle(r));
+  data["identity"] = Identity(r);
+  Outputs(r, &data);
+  data["detectors"] = Detectors(r);
+  data["attention"] = Attention(in.attention);
+  return data;
 }
 
-}  // namespace
+std::string ScriptJson(const Json& data) {
+  const std::string raw = data.dump(-1, ' ', /*ensure_ascii=*/true, Json::error_handler_t::replace);
+  std::string out;
+  out.reserve(raw.size() + raw.size() / 16);
+  for (char c : raw) {
+    if (c == '<')
+      out += "\\u003c";
+    else if (c == '>')
+      out += "\\u003e";
+    else if (c == '&')
+      out += "\\u0026";
+    else
+      out += c;
+  }
+  return out;
+}
 
 std::string SanitizeUtf8(const std::string& text) {
   std::string out;
@@ -674,7 +481,9 @@ std::string EscapeHtml(const std::string& text) {
 
 std::string RenderReportHtml(const ReportInput& in) {
   try {
-    return Render(in);
+    const Json data = ReportData(in);
+    return absl::Substitute(kSkeleton, EscapeHtml(data["title"].get<std::string>()), kReportCss,
+                            ScriptJson(data), kReportJs);
   } catch (const std::exception& e) {  // a bug: say so on the page rather than throw
     return absl::StrCat(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>lensgrid "

@@ -1,9 +1,12 @@
 #!/usr/bin/python3
-"""The search report in a real browser: renders report.html (through report_fixture), opens it in
-Debian's headless Chromium, saves screenshots as test artifacts, and checks from the DOM as it is
-after the page's script ran that the heatmap cells hold the right values and that the attention
-viewer holds the prompt's tokens and weights. With a lensgrid binary, also renders the result.json
-of a real `lensgrid search --in-process` run and checks its cells against the file.
+"""The search report in a real browser. report.html is data (one JSON object) plus one renderer
+(client/report/report.js); only a browser shows whether the two make the page. This renders a
+report through report_fixture, opens it in Debian's headless Chromium, saves screenshots as test
+artifacts, and checks the DOM as it is after the renderer ran: heatmap cells with their exact
+values, hover text and colours, the ranked list, the job's identity, and the attention viewer with
+the prompt's tokens and weights, switching heads by the selector, a click on a head's cell and the
+URL fragment. With a lensgrid binary, also checks the report.html that a real
+`lensgrid search --in-process --detectors` on models/lensgrid-tiny writes.
 
 usage: report_browser_test.py REPORT_FIXTURE ARTIFACT_DIR [LENSGRID]
 Exits 77 (skipped) only when chromium is not installed.
@@ -19,6 +22,8 @@ import tempfile
 import unittest
 
 FIXTURE = ARTIFACTS = LENSGRID = CHROMIUM = None
+TINY_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models",
+                          "lensgrid-tiny")
 
 # A prompt whose tokens need escaping everywhere: markup, quotes, a newline, a byte that is not
 # UTF-8 (given as a list of bytes; the report shows U+FFFD for it).
@@ -65,13 +70,16 @@ def head_ablation_result():
 
 
 class Dom(html.parser.HTMLParser):
-    """Every element's tag and attributes, in document order, plus the text of each element id."""
+    """Every element's tag and attributes, in document order, plus the text of each element id
+    and of each element's own text children (as attribute "#text": a cell's <title> is its
+    hover text, a table cell's text is what it shows)."""
 
     def __init__(self, text):
         super().__init__(convert_charrefs=True)
         self.elements = []
         self.text_by_id = {}
         self._open_ids = []
+        self._stack = []
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
@@ -80,14 +88,30 @@ class Dom(html.parser.HTMLParser):
         if a.get("id"):
             self._open_ids.append((tag, a["id"]))
             self.text_by_id.setdefault(a["id"], "")
+        self._stack.append((tag, a))
 
     def handle_endtag(self, tag):
         if self._open_ids and self._open_ids[-1][0] == tag:
             self._open_ids.pop()
+        while self._stack:
+            if self._stack.pop()[0] == tag:
+                break
 
     def handle_data(self, data):
         for _, i in self._open_ids:
             self.text_by_id[i] += data
+        if self._stack:
+            a = self._stack[-1][1]
+            a["#text"] = a.get("#text", "") + data
+
+    def title_of(self, element):
+        """The text of the <title> child that follows `element` (an SVG rect's hover text)."""
+        for i, (_, a) in enumerate(self.elements):
+            if a is element:
+                tag, t = self.elements[i + 1]
+                assert tag == "title", tag
+                return t.get("#text", "")
+        raise KeyError(element)
 
     def find(self, tag=None, **attrs):
         return [a for t, a in self.elements
@@ -119,6 +143,18 @@ def dump_dom(path, fragment=""):
     return Dom(chromium("--dump-dom", url="file://" + path + fragment))
 
 
+def with_actions(path, name, script):
+    """A copy of the page whose extra script, run after the renderer, acts as a user would:
+    events dispatched on the drawn DOM (a select's change, a click, a mouse move)."""
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    assert page.count("</body>") == 1
+    out = os.path.join(ARTIFACTS, name + ".html")
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(page.replace("</body>", "<script>" + script + "</script></body>"))
+    return out
+
+
 def screenshot(path, name, height):
     png = os.path.join(ARTIFACTS, name + ".png")
     if os.path.exists(png):
@@ -143,19 +179,27 @@ class ReportBrowserTest(unittest.TestCase):
                      for seed, (l, h) in enumerate([(1, 2), (2, 1), (0, 0)])]
         cls.page = render({"result": cls.result, "attention": cls.views}, "report")
 
-    def check_heatmap(self, dom, key, values):
-        """A [layer][head] heatmap: one cell per value, each with its exact value and name."""
+    def check_drawn(self, dom):
+        self.assertEqual(dom.find("body")[0].get("data-js"), "ready", "the renderer failed")
+
+    def check_heatmap(self, dom, key, values, quantity):
+        """A [layer][head] heatmap: one cell per value, each with its exact value, its name and
+        its hover text (the <title> and the tooltip's data-tip)."""
         cells = dom.find("rect", **{"data-heatmap": key})
         self.assertEqual(len(cells), sum(len(r) for r in values), key)
         for cell in cells:
             i, j = int(cell["data-layer"]), int(cell["data-head"])
             self.assertEqual(float(cell["data-value"]), values[i][j], (key, i, j))
             self.assertEqual(cell["data-component"], f"L{i}H{j}")
-            self.assertTrue(cell["data-tip"].startswith(f"L{i}H{j}  "), cell["data-tip"])
+            hover = dom.title_of(cell)
+            self.assertEqual(hover, cell["data-tip"])
+            name, _, value = hover.partition(f"  {quantity} = ")
+            self.assertEqual(name, f"L{i}H{j}", hover)
+            self.assertEqual(float(value), values[i][j], hover)  # exact, not rounded
         return cells
 
     def check_attention(self, dom, view):
-        self.assertEqual(dom.find("body")[0].get("data-js"), "ready", "the page's script failed")
+        self.check_drawn(dom)
         svgs = dom.find("svg", **{"class": "attn"})
         self.assertEqual(len(svgs), 1)
         self.assertEqual((svgs[0]["data-layer"], svgs[0]["data-head"], svgs[0]["data-hook"]),
@@ -171,23 +215,40 @@ class ReportBrowserTest(unittest.TestCase):
             self.assertEqual(f32(float(c["data-weight"])), view["pattern"][q * n + k], (q, k))
             self.assertEqual((c["data-q-token"], c["data-k-token"]),
                              (SHOWN_TOKENS[q], SHOWN_TOKENS[k]))
-        hover = dom.find("rect", **{"class": "acell", "data-q": "4", "data-k": "3"})[0]["data-tip"]
-        self.assertEqual(hover.splitlines()[:2], ['q 4 " <b>"', 'k 3 " &"'])
+        hover = dom.find("rect", **{"class": "acell", "data-q": "4", "data-k": "3"})[0]
+        self.assertEqual(hover["data-tip"].splitlines()[:2], ['q 4 " <b>"', 'k 3 " &"'])
+        self.assertEqual(dom.title_of(hover), hover["data-tip"])
         self.assertIn(f"L{view['layer']}H{view['head']}", dom.text_by_id["attn-caption"])
 
     def test_heatmaps_tables_and_identity_after_script(self):
         dom = dump_dom(self.page)
-        self.check_heatmap(dom, "output:delta", self.result["outputs"][0]["values"])
-        for name, values in self.result["detectors"].items():
-            self.check_heatmap(dom, "detector:" + name, values)
-        rows = dom.find("tr")
-        ranked = [r for r in rows if "data-component" in r]
-        self.assertEqual([r["data-component"] for r in ranked][:3], ["L1H2", "L2H3", "L0H0"])
-        self.assertEqual(float(ranked[0]["data-value"]), 1.5)
-        fields = {r["data-field"] for r in rows if "data-field" in r}
+        self.check_drawn(dom)
+        values = self.result["outputs"][0]["values"]
+        cells = self.check_heatmap(dom, "output:delta", values, "delta")
+        # One diverging scale centred on zero, symmetric at the largest |value| (1.5): 1.5 full
+        # red, -0.75 half blue, 0 white.
+        fill = {(c["data-layer"], c["data-head"]): c["fill"] for c in cells}
+        self.assertEqual(fill[("1", "2")], "#b2182b")
+        self.assertEqual(fill[("0", "0")], "#90b3d6")
+        self.assertEqual(fill[("0", "1")], "#ffffff")
+        legend = dom.find("svg", **{"class": "legend"})[0]
+        self.assertEqual((float(legend["data-min"]), float(legend["data-max"])), (-1.5, 1.5))
+        for name, scores in self.result["detectors"].items():
+            self.check_heatmap(dom, "detector:" + name, scores, name + " score")
+        # The ranked list: every component, largest |value| first, with its value.
+        ranked = [r for r in dom.find("tr") if "data-component" in r]
+        expected = self.result["outputs"][0]["ranked"]
+        self.assertEqual([r["data-component"] for r in ranked], [e["component"] for e in expected])
+        self.assertEqual([float(r["data-value"]) for r in ranked], [e["value"] for e in expected])
+        shown = [td.get("#text") for td in dom.find("td", **{"class": "num"})]
+        self.assertEqual(shown[:2], ["1", "+1.5"])
+        fields = {r["data-field"]: r for r in dom.find("tr") if "data-field" in r}
         for f in ("method", "metric", "ablation", "delta", "model.weights_sha256", "model.dir",
                   "dataset.name", "dataset.n_prompts", "dataset.seed", "job.id", "label"):
             self.assertIn(f, fields)
+        label = [td for td in dom.find("td") if td.get("#text") == self.result["label"]]
+        self.assertEqual(len(label), 1, "the label is shown as text, not markup")
+        self.assertEqual(dom.text_by_id.get("tip", ""), "")
         # Three views in the head selector; the first is drawn when no fragment says otherwise.
         self.assertEqual(len(dom.find("option")), 3)
         self.check_attention(dom, self.views[0])
@@ -195,29 +256,66 @@ class ReportBrowserTest(unittest.TestCase):
     def test_fragment_opens_another_head(self):
         self.check_attention(dump_dom(self.page, "#attn=1"), self.views[1])
 
+    def test_selector_switches_heads(self):
+        page = with_actions(self.page, "report_select", """
+            var s = document.getElementById('attn-select');
+            s.value = '2';
+            s.dispatchEvent(new Event('change'));""")
+        self.check_attention(dump_dom(page), self.views[2])
+
+    def test_click_on_a_heads_cell_opens_its_pattern(self):
+        view = self.views[1]
+        page = with_actions(self.page, "report_click", f"""
+            document.querySelector('rect.cell[data-heatmap="detector:induction"]' +
+                '[data-layer="{view['layer']}"][data-head="{view['head']}"]')
+              .dispatchEvent(new MouseEvent('click', {{bubbles: true}}));""")
+        self.check_attention(dump_dom(page), view)
+
+    def test_hover_shows_the_exact_value(self):
+        page = with_actions(self.page, "report_hover", """
+            document.querySelector('rect.cell[data-heatmap="output:delta"]' +
+                '[data-layer="0"][data-head="2"]')
+              .dispatchEvent(new MouseEvent('mousemove', {bubbles: true}));""")
+        dom = dump_dom(page)
+        tip = dom.find("div", id="tip")[0]
+        self.assertNotIn("hidden", tip)
+        self.assertEqual(dom.text_by_id["tip"], "L0H2  delta = 4.470348358154297e-7")
+
     def test_screenshot(self):
         screenshot(self.page, "report", 2600)
 
-    def test_real_search_result(self):
+    def test_real_search_report(self):
         if not LENSGRID or not os.path.exists(LENSGRID):
             self.skipTest("no lensgrid binary")
         with tempfile.TemporaryDirectory() as tmp:
-            model = os.path.join(tmp, "model")
-            subprocess.run([LENSGRID, "init", "--out", model, "--layers", "2", "--heads", "4",
-                            "--d-model", "64", "--n-ctx", "128", "--seed", "3"],
-                           check=True, capture_output=True)
             out = os.path.join(tmp, "search")
-            subprocess.run([LENSGRID, "search", "--model", model, "--in-process", "--dataset",
-                            "ioi", "--method", "ablate-heads", "--n-prompts", "3", "--threads",
-                            "1", "--output", out], check=True, capture_output=True)
+            subprocess.run([LENSGRID, "search", "--model", TINY_MODEL, "--in-process",
+                            "--dataset", "induction", "--method", "ablate-heads", "--detectors",
+                            "--n-prompts", "4", "--threads", "1", "--output", out],
+                           check=True, capture_output=True)
             with open(os.path.join(out, "result.json")) as f:
                 result = json.load(f)
-        page = render(result, "search_report")  # a bare result.json: no attention views
+            page = os.path.join(ARTIFACTS, "search_report.html")
+            shutil.copyfile(os.path.join(out, "report.html"), page)
         dom = dump_dom(page)
-        self.assertEqual(dom.find("body")[0].get("data-js"), "ready")
-        cells = self.check_heatmap(dom, "output:delta", result["outputs"][0]["values"])
-        self.assertEqual(len(cells), 8)
-        screenshot(page, "search_report", 1200)
+        self.check_drawn(dom)
+        cells = self.check_heatmap(dom, "output:delta", result["outputs"][0]["values"], "delta")
+        self.assertEqual(len(cells), 8)  # 2 layers x 4 heads
+        for name, scores in result["detectors"].items():
+            self.check_heatmap(dom, "detector:" + name, scores, name + " score")
+        ranked = [r for r in dom.find("tr") if "data-component" in r]
+        self.assertEqual([r["data-component"] for r in ranked],
+                         [e["component"] for e in result["outputs"][0]["ranked"]])
+        # The viewer holds the top heads on the first prompt: BOS and its random tokens, twice.
+        options = dom.find("option")
+        self.assertEqual(len(options), 4)
+        svg = dom.find("svg", **{"class": "attn"})[0]
+        n = len(dom.find("text", **{"class": "tok qtok"}))
+        self.assertEqual(len(dom.find("rect", **{"class": "acell"})), n * n)
+        self.assertEqual(n % 2, 1)
+        self.assertEqual(options[0]["#text"],
+                         f"L{svg['data-layer']}H{svg['data-head']} ({svg['data-hook']})")
+        screenshot(page, "search_report", 1600)
 
 
 def main():
