@@ -13,6 +13,7 @@ Exits 77 (skipped) only when chromium is not installed.
 """
 import html.parser
 import json
+import math
 import os
 import shutil
 import struct
@@ -22,8 +23,8 @@ import tempfile
 import unittest
 
 FIXTURE = ARTIFACTS = LENSGRID = CHROMIUM = None
-TINY_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models",
-                          "lensgrid-tiny")
+TINY_MODEL = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                           "models", "lensgrid-tiny"))
 
 # A prompt whose tokens need escaping everywhere: markup, quotes, a newline, a byte that is not
 # UTF-8 (given as a list of bytes; the report shows U+FFFD for it).
@@ -33,6 +34,15 @@ SHOWN_TOKENS = ["<|endoftext|>", "When", " Mary", " &", " <b>", " \"q\"", "\n", 
 
 def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def flatten(nested, coords=()):
+    """(coordinates, value) of every leaf of nested lists."""
+    if not isinstance(nested, list):
+        yield coords, nested
+        return
+    for i, x in enumerate(nested):
+        yield from flatten(x, coords + (i,))
 
 
 def causal_pattern(n, seed):
@@ -306,16 +316,58 @@ class ReportBrowserTest(unittest.TestCase):
         ranked = [r for r in dom.find("tr") if "data-component" in r]
         self.assertEqual([r["data-component"] for r in ranked],
                          [e["component"] for e in result["outputs"][0]["ranked"]])
-        # The viewer holds the top heads on the first prompt: BOS and its random tokens, twice.
+        # The viewer holds the top heads on the first prompt: BOS and its random tokens, repeated.
         options = dom.find("option")
         self.assertEqual(len(options), 4)
         svg = dom.find("svg", **{"class": "attn"})[0]
-        n = len(dom.find("text", **{"class": "tok qtok"}))
+        tokens = [t["data-token"] for t in dom.find("text", **{"class": "tok qtok"})]
+        n = result["dataset"]["positions"]
+        self.assertEqual(len(tokens), n)
+        self.assertEqual(tokens[0], "<|endoftext|>")
         self.assertEqual(len(dom.find("rect", **{"class": "acell"})), n * n)
-        self.assertEqual(n % 2, 1)
         self.assertEqual(options[0]["#text"],
                          f"L{svg['data-layer']}H{svg['data-head']} ({svg['data-hook']})")
-        screenshot(page, "search_report", 1600)
+        screenshot(page, "search_report", 3400)
+
+    def test_every_kind_of_output_renders(self):
+        """Reports of searches whose outputs have other axes: [layer, pos] with its normalized
+        twin, [layer, pos, head] (a panel per layer), [kind(attn,mlp), layer], detector scores."""
+        if not LENSGRID or not os.path.exists(LENSGRID):
+            self.skipTest("no lensgrid binary")
+        searches = [("patch-resid", ["--normalize"]), ("patch-heads-by-pos", []),
+                    ("dla", ["--metric", "logit-diff"]), ("detect-heads", [])]
+        for method, extra in searches:
+            with self.subTest(method=method), tempfile.TemporaryDirectory() as tmp:
+                proc = subprocess.run([LENSGRID, "search", "--model", TINY_MODEL, "--in-process",
+                                       "--dataset", "induction", "--method", method,
+                                       "--n-prompts", "2", "--seq-len", "6", "--threads", "1",
+                                       "--output", tmp, *extra], capture_output=True, text=True)
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+                with open(os.path.join(tmp, "result.json")) as f:
+                    result = json.load(f)
+                page = os.path.join(ARTIFACTS, f"search_{method}.html")
+                shutil.copyfile(os.path.join(tmp, "report.html"), page)
+            dom = dump_dom(page)
+            self.check_drawn(dom)
+            for o in result["outputs"]:
+                for variant, key in (("values", "output:" + o["name"]),
+                                     ("normalized", "output:" + o["name"] + ":normalized")):
+                    if variant not in o:
+                        continue
+                    cells = dom.find("rect", **{"data-heatmap": key})
+                    self.assertEqual(len(cells), math.prod(o["shape"]), key)
+                    flat = dict(flatten(o[variant]))
+                    attrs = ["data-" + a.split("(")[0] for a in o["axes"]]
+                    for c in cells:
+                        coords = tuple(int(c[a]) for a in attrs)
+                        value = flat[coords]
+                        if value is None:
+                            self.assertEqual(c["data-value"], "null", (key, coords))
+                        else:
+                            self.assertEqual(float(c["data-value"]), value, (key, coords))
+                panels = len(dom.find("svg", **{"class": "heatmap",
+                                                "data-heatmap": "output:" + o["name"]}))
+                self.assertEqual(panels, o["shape"][0] if len(o["shape"]) == 3 else 1)
 
 
 def main():
