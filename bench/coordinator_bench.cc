@@ -21,15 +21,6 @@
 namespace lensgrid::service {
 namespace {
 
-// A top-level integer field of the shard spec; the fake workers skip a full
-// JSON parse so that the clients' cost stays small next to the coordinator's.
-int64_t Field(const std::string& spec, const std::string& name) {
-  const size_t at = spec.rfind("\"" + name + "\":");
-  return at == std::string::npos
-             ? 0
-             : std::atoll(spec.c_str() + at + name.size() + 3);
-}
-
 // One fake worker: lease, complete with well-formed zeros, repeat until idle.
 int64_t RunWorker(const std::string& address, int index) {
   grpc::ChannelArguments args;
@@ -51,10 +42,9 @@ int64_t RunWorker(const std::string& address, int index) {
     grpc::ClientContext ctx;
     if (!stub->LeaseShard(&ctx, req, &resp).ok() || !resp.has_shard())
       return done;
-    const std::string& spec = resp.lease().spec_json();
-    const int64_t n = Field(spec, "prompt_end") - Field(spec, "prompt_begin");
-    const int64_t c =
-        Field(spec, "component_end") - Field(spec, "component_begin");
+    const v1::ShardSpec& spec = resp.lease().shard();
+    const int64_t n = spec.prompt_end() - spec.prompt_begin();
+    const int64_t c = spec.component_end() - spec.component_begin();
     grpc::ClientContext cctx;
     v1::CompleteShardResponse cresp;
     auto writer = stub->CompleteShard(&cctx, &cresp);
@@ -113,7 +103,7 @@ int Main(int argc, char** argv) {
   v1::JobSpec spec;
   spec.set_model_id("m");
   spec.set_weights_sha256("sha");
-  spec.set_method("ablate-heads");
+  spec.set_method(v1::METHOD_ABLATE_HEADS);
   spec.set_n_layers(12);
   spec.set_n_heads(12);
   spec.set_prompts_per_shard(1);

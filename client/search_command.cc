@@ -18,6 +18,7 @@
 #include "client/search_output.h"
 #include "client/search_remote.h"
 #include "common/model_id.h"
+#include "common/search_methods.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "worker/model/analysis/search.h"
@@ -197,13 +198,10 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
                "never download: a model name must be in the cache (also LENSGRID_OFFLINE=1)");
   app.add_option("--dataset", f.dataset, "induction | ioi | gender-bias | greater-than | FILE.jsonl")
       ->required();
-  app.add_option("--method", f.method,
-                 "ablate-heads | ablate-layers | patch-resid | patch-attn-out | patch-mlp-out | "
-                 "patch-heads | patch-heads-by-pos | patch-pattern | detect-heads | dla")
-      ->required();
-  app.add_option("--ablation", f.ablation, "zero | mean | resample (ablations)");
-  app.add_option("--metric", f.metric,
-                 "logit-diff | prob | prob-diff | loss | kl (default: the dataset's own)");
+  // The names come from the one table (common/search_methods.h).
+  app.add_option("--method", f.method, MethodNames())->required();
+  app.add_option("--ablation", f.ablation, AblationNames() + " (ablations)");
+  app.add_option("--metric", f.metric, MetricNames() + " (default: the dataset's own)");
   app.add_option("--n-prompts", f.n_prompts, "prompts to generate (or to read at most)");
   app.add_option("--seed", f.seed, "dataset seed");
   app.add_option("--seq-len", f.seq_len, "induction: random tokens per half");

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/progress.h"
 #include "client/wire_torch.h"
+#include "common/search_proto.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
@@ -44,9 +45,11 @@ v1::JobSpec MakeJobSpec(const Dataset& dataset, const SearchContext& ctx,
   v1::JobSpec spec;
   spec.set_model_id(model_id);
   spec.set_weights_sha256(ctx.weights_sha256);
-  spec.set_method(ctx.method);
-  spec.set_metric(ctx.metric);
-  spec.set_ablation(ctx.ablation);
+  // Names the CLI already checked; an unknown one stays UNSPECIFIED and the
+  // coordinator says so.
+  if (auto m = ParseMethod(ctx.method); m.ok()) spec.set_method(ToProto(*m));
+  if (auto m = ParseMetric(ctx.metric); m.ok()) spec.set_metric(ToProto(*m));
+  if (auto a = ParseAblation(ctx.ablation); a.ok()) spec.set_ablation(ToProto(*a));
   spec.set_n_layers(ctx.n_layers);
   spec.set_n_heads(ctx.n_heads);
   spec.set_attn_only(attn_only);

@@ -194,8 +194,9 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(flags["listen"], grpc::InsecureServerCredentials(),
                            &port);
   builder.RegisterService(&service);
-  // Job specs carry their prompts; the planner's limits apply after parsing
-  // (a spec's proto is no larger than its shard JSON plus its metadata).
+  // Job specs carry every prompt (a lease only its shard's); the planner's
+  // limits apply after parsing. A job may be twice the lease limit, plus
+  // 4 MiB for its metadata.
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
       INT32_MAX, 2 * options.planner.max_shard_spec_bytes + (int64_t{4} << 20))));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

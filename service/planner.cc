@@ -1,25 +1,27 @@
 #include "service/planner.h"
 
 #include <algorithm>
-#include <charconv>
 #include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/echo.h"
+#include "common/search_proto.h"
 #include "common/status_macros.h"
 #include "google/protobuf/field_mask.pb.h"
 #include "google/protobuf/util/field_mask_util.h"
-#include "nlohmann/json.hpp"
+
+// Reads the deprecated name fields on purpose: what older clients send.
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 namespace lensgrid::service {
 
 namespace {
 
 constexpr int64_t kFloatBytes = 4;
-// The shard spec's JSON around the dataset: method, metric and ablation (known
-// names, validated) and four ranges; and the lease message around the spec.
+// A ShardSpec's fields around its prompts (three enums, six integers) and the
+// lease message around the spec: well under this.
 constexpr int64_t kShardSpecOverhead = 256;
 
 // a * b, or nullopt when it overflows.
@@ -55,9 +57,9 @@ absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
   LG_RETURN_IF_ERROR(CheckName("model_id", spec.model_id(), o, true));
   LG_RETURN_IF_ERROR(
       CheckName("weights_sha256", spec.weights_sha256(), o, true));
-  LG_RETURN_IF_ERROR(CheckName("method", spec.method(), o, false));
-  LG_RETURN_IF_ERROR(CheckName("metric", spec.metric(), o, false));
-  LG_RETURN_IF_ERROR(CheckName("ablation", spec.ablation(), o, false));
+  LG_RETURN_IF_ERROR(CheckName("method_name", spec.method_name(), o, false));
+  LG_RETURN_IF_ERROR(CheckName("metric_name", spec.metric_name(), o, false));
+  LG_RETURN_IF_ERROR(CheckName("ablation_name", spec.ablation_name(), o, false));
   LG_RETURN_IF_ERROR(CheckBytes("label", spec.label(), o.max_label_bytes));
   LG_RETURN_IF_ERROR(
       CheckBytes("client_json", spec.client_json(), o.max_client_json_bytes));
@@ -86,58 +88,36 @@ absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
   return absl::OkStatus();
 }
 
-// Writes the dataset's JSON, or only counts its bytes when `out` is null, so
-// that a spec too large for a lease is refused before it is built.
-class JsonSink {
- public:
-  explicit JsonSink(std::string* out) : out_(out) {}
-  void Put(absl::string_view s) {
-    bytes_ += static_cast<int64_t>(s.size());
-    if (out_ != nullptr) out_->append(s.data(), s.size());
+// The enums, or where one is UNSPECIFIED the deprecated name.
+absl::Status ResolveSearch(const v1::JobSpec& spec, JobPlan* plan) {
+  if (spec.method() != v1::SEARCH_METHOD_UNSPECIFIED || spec.method_name().empty()) {
+    LG_ASSIGN_OR_RETURN(plan->method, MethodFromProto(spec.method()));
+  } else {
+    LG_ASSIGN_OR_RETURN(plan->method, ParseMethod(spec.method_name()));
   }
-  void Int(int64_t v) {
-    char buf[24];
-    const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
-    Put(absl::string_view(buf, static_cast<size_t>(end - buf)));
+  if (spec.metric() != v1::SEARCH_METRIC_UNSPECIFIED || spec.metric_name().empty()) {
+    LG_ASSIGN_OR_RETURN(plan->metric, MetricFromProto(spec.metric()));
+  } else {
+    LG_ASSIGN_OR_RETURN(plan->metric, ParseMetric(spec.metric_name()));
   }
-  template <typename IdList>
-  void Ids(absl::string_view key, const IdList& ids) {
-    Put(key);
-    Put("[");
-    bool first = true;
-    for (int64_t id : ids) {
-      if (!first) Put(",");
-      first = false;
-      Int(id);
-    }
-    Put("]");
+  if (spec.ablation() != v1::ABLATION_UNSPECIFIED || spec.ablation_name().empty()) {
+    LG_ASSIGN_OR_RETURN(plan->ablation, AblationFromProto(spec.ablation()));
+  } else {
+    LG_ASSIGN_OR_RETURN(plan->ablation, ParseAblation(spec.ablation_name()));
   }
-  int64_t bytes() const { return bytes_; }
+  return absl::OkStatus();
+}
 
- private:
-  std::string* out_;
-  int64_t bytes_ = 0;
-};
+// Bytes of one prompt inside a repeated field: tag, length, message.
+int64_t PromptWireBytes(const v1::InlinePrompt& p) {
+  const int64_t n = static_cast<int64_t>(p.ByteSizeLong());
+  int64_t len_bytes = 1;
+  for (int64_t v = n; v >= 128; v >>= 7) ++len_bytes;
+  return 1 + len_bytes + n;
+}
 
-// {"prompts":[{"tokens":[...],"corrupted_tokens":[...],"answers":[...],
-// "wrongs":[...],"loss_start":N},...]}: the inline dataset of shard.h.
-void WriteDataset(const v1::JobSpec& spec, JsonSink* out) {
-  out->Put("{\"prompts\":[");
-  for (int i = 0; i < spec.prompts_size(); ++i) {
-    const v1::InlinePrompt& p = spec.prompts(i);
-    if (i > 0) out->Put(",");
-    out->Ids("{\"tokens\":", p.tokens());
-    if (p.corrupted_tokens_size() > 0)
-      out->Ids(",\"corrupted_tokens\":", p.corrupted_tokens());
-    if (p.answers_size() > 0) out->Ids(",\"answers\":", p.answers());
-    if (p.wrongs_size() > 0) out->Ids(",\"wrongs\":", p.wrongs());
-    if (p.loss_start() > 0) {
-      out->Put(",\"loss_start\":");
-      out->Int(p.loss_start());
-    }
-    out->Put("}");
-  }
-  out->Put("]}");
+bool NeedsMeanPrompts(const JobPlan& plan) {
+  return IsAblation(plan.method) && plan.ablation == Ablation::kMean;
 }
 
 absl::Status ValidatePrompts(const v1::JobSpec& spec, const PlannerOptions& o) {
@@ -205,11 +185,7 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
   LG_RETURN_IF_ERROR(ValidateFields(spec, options));
   LG_RETURN_IF_ERROR(ValidatePrompts(spec, options));
   JobPlan plan;
-  plan.method = spec.method();
-  plan.metric = spec.metric().empty() ? "logit-diff" : spec.metric();
-  plan.ablation = spec.ablation().empty() ? "zero" : spec.ablation();
-  LG_RETURN_IF_ERROR(ValidateMetric(plan.metric));
-  LG_RETURN_IF_ERROR(ValidateAblation(plan.ablation));
+  LG_RETURN_IF_ERROR(ResolveSearch(spec, &plan));
   plan.n_prompts = spec.prompts_size();
   int64_t total_tokens = 0;  // <= max_prompts x max_prompt_tokens: no overflow
   for (const v1::InlinePrompt& p : spec.prompts()) {
@@ -217,23 +193,9 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
     total_tokens += p.tokens_size();
   }
 
-  // Every lease carries every prompt: refuse what no worker could receive.
-  JsonSink counter(nullptr);
-  WriteDataset(spec, &counter);
-  const int64_t spec_bytes = counter.bytes() + kShardSpecOverhead;
-  if (spec_bytes > options.max_shard_spec_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the job's prompts make each shard's spec ", spec_bytes,
-        " bytes, over the ", options.max_shard_spec_bytes,
-        "-byte limit of a lease that workers can receive: split the prompts "
-        "over several jobs"));
-  }
-
-  LG_ASSIGN_OR_RETURN(plan.grids, MethodGrids(plan.method,
-                                              {spec.n_layers(), spec.n_heads(),
-                                               spec.attn_only()},
-                                              plan.n_pos));
-  plan.patching = IsPatchingMethod(plan.method);
+  plan.grids = MethodGrids(plan.method, {spec.n_layers(), spec.n_heads(), spec.attn_only()},
+                           plan.n_pos);
+  plan.patching = IsPatching(plan.method);
   std::optional<int64_t> values = ResultValues(plan.grids, plan.n_prompts);
   std::optional<int64_t> result_bytes =
       values ? Mul(*values, kFloatBytes) : std::nullopt;
@@ -290,6 +252,33 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
   if (*n_shards <= 0)
     return absl::InvalidArgumentError("the job plans to no shards");
 
+  // A lease carries its shard's prompts (mean ablation: every prompt too):
+  // refuse what no worker could receive. Sums stay below the request's size.
+  int64_t all_bytes = 0, largest_batch = 0;
+  {
+    int64_t batch = 0, in_batch = 0;
+    for (const v1::InlinePrompt& p : spec.prompts()) {
+      const int64_t b = PromptWireBytes(p);
+      all_bytes += b;
+      batch += b;
+      if (++in_batch == prompts_per) {
+        largest_batch = std::max(largest_batch, batch);
+        batch = in_batch = 0;
+      }
+    }
+    largest_batch = std::max(largest_batch, batch);
+  }
+  plan.max_spec_bytes =
+      largest_batch + (NeedsMeanPrompts(plan) ? all_bytes : 0) + kShardSpecOverhead;
+  if (plan.max_spec_bytes > options.max_shard_spec_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the job's largest shard's spec is ", plan.max_spec_bytes, " bytes (",
+        NeedsMeanPrompts(plan) ? "mean ablation carries every prompt" : "its own prompts",
+        "), over the ", options.max_shard_spec_bytes,
+        "-byte limit of a lease that workers can receive: use smaller shards "
+        "(prompts_per_shard) or split the prompts over several jobs"));
+  }
+
   plan.shards.reserve(static_cast<size_t>(*n_shards));
   for (int64_t c = 0; c < plan.n_components; c += components_per) {
     for (int64_t p = 0; p < plan.n_prompts; p += prompts_per) {
@@ -297,9 +286,7 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
                              std::min(c + components_per, plan.n_components)});
     }
   }
-  plan.dataset_json.reserve(static_cast<size_t>(counter.bytes()));
-  JsonSink writer(&plan.dataset_json);
-  WriteDataset(spec, &writer);
+  plan.prompts = std::make_shared<const Prompts>(spec.prompts());
   return plan;
 }
 
@@ -316,17 +303,22 @@ v1::JobSpec SpecWithoutPrompts(const v1::JobSpec& spec) {
   return out;
 }
 
-std::string ShardSpecJson(const JobPlan& plan, const ShardRange& r) {
-  nlohmann::json head{{"method", plan.method},
-                      {"metric", plan.metric},
-                      {"ablation", plan.ablation}};
-  std::string s = head.dump();
-  s.pop_back();  // '}'
-  absl::StrAppend(&s, ",\"dataset\":", plan.dataset_json,
-                  ",\"prompt_begin\":", r.prompt_begin,
-                  ",\"prompt_end\":", r.prompt_end,
-                  ",\"component_begin\":", r.component_begin,
-                  ",\"component_end\":", r.component_end, "}");
+v1::ShardSpec MakeShardSpec(const JobPlan& plan, const ShardRange& r) {
+  v1::ShardSpec s;
+  s.set_method(ToProto(plan.method));
+  s.set_metric(ToProto(plan.metric));
+  s.set_ablation(ToProto(plan.ablation));
+  s.set_n_prompts(plan.n_prompts);
+  s.set_n_pos(plan.n_pos);
+  s.set_prompt_begin(r.prompt_begin);
+  s.set_prompt_end(r.prompt_end);
+  s.set_component_begin(r.component_begin);
+  s.set_component_end(r.component_end);
+  const Prompts& all = *plan.prompts;
+  s.mutable_prompts()->Reserve(static_cast<int>(r.num_prompts()));
+  for (int64_t i = r.prompt_begin; i < r.prompt_end; ++i)
+    *s.add_prompts() = all.Get(static_cast<int>(i));
+  if (NeedsMeanPrompts(plan)) *s.mutable_mean_prompts() = all;
   return s;
 }
 

@@ -1,20 +1,22 @@
 // The planner: a pure function from a job spec to its shards, each a range of
-// prompts x a range of components of the flattened output grid, sized by a
-// cost estimate (token-forwards), and the JSON each shard runs as on a worker
-// (the format of worker/model/analysis/shard.h).
+// prompts x a range of components of the flattened first output grid, sized
+// by a cost estimate (token-forwards), and the typed ShardSpec each shard runs
+// as on a worker (proto/lensgrid/v1/search.proto).
 //
 //   LG_ASSIGN_OR_RETURN(JobPlan plan, PlanJob(spec));
-//   for (const ShardRange& r : plan.shards) Send(ShardSpecJson(plan, r));
+//   for (const ShardRange& r : plan.shards) Send(MakeShardSpec(plan, r));
 #ifndef LENSGRID_SERVICE_PLANNER_H_
 #define LENSGRID_SERVICE_PLANNER_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "lensgrid/v1/coordinator.pb.h"
-#include "service/grids.h"
+#include "common/search_methods.h"
+#include "lensgrid/v1/search.pb.h"
 
 namespace lensgrid::service {
 
@@ -50,15 +52,16 @@ struct PlannerOptions {
   // Shards in one job. Planner-chosen shard sizes grow to fit; sizes given in
   // the spec that exceed it are refused. Default: 100000
   int64_t max_shards = 100000;
-  // Bytes of one shard's spec (every prompt travels with each lease, as JSON):
-  // what a worker must receive. Well under the worker's 64 MiB receive limit.
-  // Default: 32 MiB
+  // Bytes of the largest shard's ShardSpec (its own prompts; mean ablation:
+  // every prompt of the job): what a worker must receive. Well under the
+  // worker's 64 MiB receive limit. Default: 32 MiB
   int64_t max_shard_spec_bytes = int64_t{32} << 20;
   // Bytes of the job's merged result (4 per value per prompt); also bounds
   // every shard's result, which must fit the coordinator's 256 MiB limit on a
   // CompleteShard stream. Default: 256 MiB
   int64_t max_result_bytes = int64_t{256} << 20;
-  // model_id, weights_sha256, method, metric, ablation. Default: 256
+  // model_id, weights_sha256, method_name, metric_name, ablation_name.
+  // Default: 256
   int64_t max_name_bytes = 256;
   int64_t max_label_bytes = 1024;  // JobSpec.label. Default: 1 KiB
   int64_t max_client_json_bytes =
@@ -66,32 +69,41 @@ struct PlannerOptions {
   int max_attempts_limit = 100;  // largest JobSpec.max_attempts. Default: 100
 };
 
+using Prompts = google::protobuf::RepeatedPtrField<v1::InlinePrompt>;
+
 struct JobPlan {
-  std::string method, metric, ablation;
+  Method method = Method::kAblateHeads;
+  MetricKind metric = MetricKind::kLogitDiff;
+  Ablation ablation = Ablation::kZero;
   int64_t n_prompts = 0;
   int64_t n_pos = 0;  // the longest prompt's length
   bool patching = false;
   std::vector<Grid> grids;
   int64_t n_components = 0;  // of the first grid (the one component ranges cut)
   std::vector<ShardRange> shards;
-  int64_t result_bytes = 0;  // of the merged result, as estimated
-  std::string dataset_json;  // {"prompts":[...]} shared by every shard's spec
+  int64_t result_bytes = 0;      // of the merged result, as estimated
+  int64_t max_spec_bytes = 0;    // of the largest shard's ShardSpec
+  // The job's prompts: the one copy a job keeps in memory (shared by copies
+  // of the plan); each shard's spec copies its own range.
+  std::shared_ptr<const Prompts> prompts;
 };
 
 // Checks the spec (INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED for a
 // size over a limit of `options`) and cuts it into shards covering every
 // (prompt, component) exactly once; a plan always has at least one shard.
-// Defaults: metric logit-diff, ablation zero. Pure: safe to call without any
+// Defaults: metric logit-diff, ablation zero; the enums win over the
+// deprecated names. Pure: safe to call without any
 // lock; sizes are computed with overflow checks before anything is allocated.
 absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
                                 const PlannerOptions& options = {});
 
-// Every field of `spec` but its prompts (which the plan's dataset_json holds):
-// what a job keeps of its spec in memory.
+// Every field of `spec` but its prompts (which the plan holds): what a job
+// keeps of its spec in memory.
 v1::JobSpec SpecWithoutPrompts(const v1::JobSpec& spec);
 
-// The worker's shard spec (shard.h's JSON) for one range of the plan.
-std::string ShardSpecJson(const JobPlan& plan, const ShardRange& range);
+// The worker's ShardSpec for one range of the plan: that range's prompts, and
+// for mean ablation every prompt of the job (mean_prompts).
+v1::ShardSpec MakeShardSpec(const JobPlan& plan, const ShardRange& range);
 
 }  // namespace lensgrid::service
 

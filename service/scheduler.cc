@@ -9,6 +9,9 @@
 #include "common/echo.h"
 #include "common/status_macros.h"
 
+// Reads the deprecated name fields on purpose: what older clients send.
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
 namespace lensgrid::service {
 
 namespace {
@@ -43,7 +46,7 @@ std::unique_ptr<Scheduler::Job> Scheduler::BuildJob(const std::string& id,
                                                     int64_t created_ms) const {
   auto job = std::make_unique<Job>();
   job->id = id;
-  // The plan's dataset JSON is the one copy of the prompts kept in memory.
+  // The plan's prompts are the one copy of them kept in memory.
   job->spec = SpecWithoutPrompts(spec);
   job->plan = std::move(plan);
   job->created_ms = created_ms;
@@ -84,7 +87,7 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
   submitted.set_kind(v1::JobEvent::SUBMITTED);
   submitted.set_shards_total(n_shards);
   submitted.set_shard_id(-1);
-  submitted.set_message(absl::StrCat(plan.method, " over ", plan.n_prompts,
+  submitted.set_message(absl::StrCat(MethodName(plan.method), " over ", plan.n_prompts,
                                      " prompts in ", n_shards, " shards"));
   submitted.set_unix_ms(now);
   if (journal_ != nullptr) {
@@ -471,7 +474,7 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(
     lease.set_job_id(job->id);
     lease.set_shard_id(*s);
     lease.set_attempt(shard.leases);
-    lease.set_spec_json(ShardSpecJson(job->plan, shard.range));
+    *lease.mutable_shard() = MakeShardSpec(job->plan, shard.range);
     lease.set_lease_ms(LeaseMs(*job));
     SaveAll();
     return std::optional<v1::ShardLease>(std::move(lease));
@@ -752,7 +755,9 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   s.set_shards_total(static_cast<int64_t>(job.shards.size()));
   s.set_error(job.error);
   s.set_error_code(job.error_code);
-  s.set_method(job.spec.method());
+  // A damaged job has no plan: the name it was submitted with, if any.
+  s.set_method(job.plan.grids.empty() ? job.spec.method_name()
+                                      : MethodName(job.plan.method));
   s.set_model_id(job.spec.model_id());
   s.set_label(job.spec.label());
   s.set_client_json(job.spec.client_json());

@@ -197,7 +197,7 @@ void CoordinatorLink::RunLease(const std::string& worker_id,
     ++stats_.shards_running;
   }
   v1::RunShardRequest request;
-  request.set_spec_json(lease.spec_json());
+  *request.mutable_shard() = lease.shard();
   request.set_weights_sha256(backend_->Info().weights_sha256());
   bool stop_requested = false;
   const CancelCheck cancelled = [this, &running, &stop_requested] {

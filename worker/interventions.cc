@@ -6,8 +6,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/search_proto.h"
 #include "common/status_macros.h"
 #include "worker/wire_tensors.h"
+
+// Reads the deprecated name fields on purpose: what older clients send.
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 namespace lensgrid {
 namespace {
@@ -36,17 +40,24 @@ absl::StatusOr<ResolvedIntervention> Resolve(
     return absl::Status(id.status().code(),
                         absl::StrCat(what, ": ", id.status().message()));
   r.hook = model.hook_names()[*id];
-  r.op = in.op();
-  if (r.op == v1::Intervention::OP_UNSPECIFIED ||
-      !v1::Intervention::Op_IsValid(r.op)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": op must be one of ZERO, MEAN, SET, ADD, SCALE, PATCH"));
+  ActivationEdit& e = r.edit;
+  const v1::Intervention::Op op = in.op();
+  switch (op) {
+    case v1::Intervention::ZERO: e.op = EditOp::kZero; break;
+    case v1::Intervention::MEAN: e.op = EditOp::kMean; break;
+    case v1::Intervention::SET: e.op = EditOp::kSet; break;
+    case v1::Intervention::ADD: e.op = EditOp::kAdd; break;
+    case v1::Intervention::SCALE: e.op = EditOp::kScale; break;
+    case v1::Intervention::PATCH: e.op = EditOp::kPatch; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": op must be one of ZERO, MEAN, SET, ADD, SCALE, PATCH"));
   }
   const HookShape& shape = hook_shapes[*id];
   std::vector<int64_t> region = ConcreteShape(shape, batch, pos, pos, false);
-  r.pos_axis = PosAxis(shape);
+  e.pos_axis = PosAxis(shape);
   if (in.positions_size() > 0) {
-    if (!r.pos_axis.has_value()) {
+    if (!e.pos_axis.has_value()) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": ", r.hook, " has no position axis"));
     }
@@ -65,12 +76,12 @@ absl::StatusOr<ResolvedIntervention> Resolve(
       }
       positions.push_back(q);
     }
-    r.positions = torch::tensor(positions, torch::kInt64).to(model.device());
-    region[*r.pos_axis] = static_cast<int64_t>(positions.size());
+    e.positions = torch::tensor(positions, torch::kInt64).to(model.device());
+    region[*e.pos_axis] = static_cast<int64_t>(positions.size());
   }
   if (in.has_head()) {
-    r.head_axis = HeadAxis(r.hook);
-    if (!r.head_axis.has_value()) {
+    e.head_axis = HeadAxis(r.hook);
+    if (!e.head_axis.has_value()) {
       return absl::InvalidArgumentError(absl::StrCat(
           what, ": ", r.hook,
           " has no head axis; head is only for attn.hook_q/k/v/z/pattern/"
@@ -81,20 +92,19 @@ absl::StatusOr<ResolvedIntervention> Resolve(
       return absl::InvalidArgumentError(absl::StrCat(
           what, ": head ", in.head(), " is outside [0, ", n_heads, ")"));
     }
-    r.head = in.head();
-    region.erase(region.begin() + *r.head_axis);
+    e.head = in.head();
+    region.erase(region.begin() + *e.head_axis);
   }
-  const bool needs_value =
-      r.op == v1::Intervention::SET || r.op == v1::Intervention::ADD;
-  const bool takes_value = needs_value || r.op == v1::Intervention::MEAN;
+  const bool needs_value = op == v1::Intervention::SET || op == v1::Intervention::ADD;
+  const bool takes_value = needs_value || op == v1::Intervention::MEAN;
   if (needs_value && !in.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, ": ", v1::Intervention::Op_Name(r.op), " needs a value tensor"));
+        what, ": ", v1::Intervention::Op_Name(op), " needs a value tensor"));
   }
   if (in.has_value()) {
     if (!takes_value) {
       return absl::InvalidArgumentError(
-          absl::StrCat(what, ": ", v1::Intervention::Op_Name(r.op),
+          absl::StrCat(what, ": ", v1::Intervention::Op_Name(op),
                        " takes no value tensor"));
     }
     const std::string value_what = absl::StrCat(what, ".value");
@@ -109,20 +119,10 @@ absl::StatusOr<ResolvedIntervention> Resolve(
                        " does not broadcast to the edited region ",
                        Shape(region), " of ", r.hook));
     }
-    r.value = value.to(model.device(), model.W_U().scalar_type());
+    e.value = value.to(model.device(), model.W_U().scalar_type());
   }
-  if (r.op == v1::Intervention::SCALE) r.scale = in.scale();
+  if (op == v1::Intervention::SCALE) e.scale = in.scale();
   return r;
-}
-
-// The region of `t` an intervention edits (a view, or a copy when positions
-// are given).
-at::Tensor Region(const ResolvedIntervention& r, const at::Tensor& t) {
-  at::Tensor v = r.head_axis.has_value() ? t.select(*r.head_axis, r.head) : t;
-  if (!r.positions.defined()) return v;
-  int axis = *r.pos_axis -
-             (r.head_axis.has_value() && *r.head_axis < *r.pos_axis ? 1 : 0);
-  return v.index_select(axis, r.positions);
 }
 
 }  // namespace
@@ -146,7 +146,7 @@ std::vector<std::string> PatchHookNames(
     const std::vector<ResolvedIntervention>& plan) {
   std::vector<std::string> names;
   for (const auto& r : plan) {
-    if (r.op == v1::Intervention::PATCH) names.push_back(r.hook);
+    if (r.edit.op == EditOp::kPatch) names.push_back(r.hook);
   }
   return names;
 }
@@ -156,64 +156,42 @@ std::vector<NamedHook> MakeHooks(const std::vector<ResolvedIntervention>& plan,
   std::vector<NamedHook> hooks;
   for (const ResolvedIntervention& r : plan) {
     at::Tensor patch;
-    if (r.op == v1::Intervention::PATCH && patch_cache != nullptr) {
+    if (r.edit.op == EditOp::kPatch && patch_cache != nullptr) {
       patch = patch_cache->Get(r.hook).value();
     }
-    hooks.push_back(
-        {r.hook,
-         [&r, patch](const torch::Tensor& act,
-                     const HookPointImpl&) -> std::optional<torch::Tensor> {
-           torch::Tensor out = act.clone();
-           torch::Tensor region = Region(r, out);
-           torch::Tensor updated;
-           switch (r.op) {
-             case v1::Intervention::ZERO:
-               updated = torch::zeros_like(region);
-               break;
-             case v1::Intervention::MEAN:
-               updated = r.value.defined()
-                             ? r.value.expand_as(region)
-                             : region.mean(0, true).expand_as(region);
-               break;
-             case v1::Intervention::SET:
-               updated = r.value.expand_as(region);
-               break;
-             case v1::Intervention::ADD:
-               updated = region + r.value;
-               break;
-             case v1::Intervention::SCALE:
-               updated = region * r.scale;
-               break;
-             case v1::Intervention::PATCH:
-               updated = Region(r, patch);
-               break;
-             default:
-               return std::nullopt;
-           }
-           torch::Tensor target =
-               r.head_axis.has_value() ? out.select(*r.head_axis, r.head) : out;
-           if (r.positions.defined()) {
-             int axis =
-                 *r.pos_axis -
-                 (r.head_axis.has_value() && *r.head_axis < *r.pos_axis ? 1
-                                                                        : 0);
-             target.index_copy_(axis, r.positions, updated.contiguous());
-           } else {
-             target.copy_(updated);
-           }
-           return out;
-         }});
+    hooks.push_back({r.hook, EditHook({r.edit}, {patch})});
   }
   return hooks;
 }
 
-absl::StatusOr<at::Tensor> ComputeMetric(const v1::Metric& metric,
+absl::StatusOr<std::optional<MetricKind>> RequestedMetric(const v1::Metric& metric) {
+  if (metric.kind() != v1::SEARCH_METRIC_UNSPECIFIED) {
+    LG_ASSIGN_OR_RETURN(MetricKind kind, MetricFromProto(metric.kind()));
+    if (kind == MetricKind::kLoss || kind == MetricKind::kKl) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metric.kind ", MetricName(kind),
+          " is for searches (RunOptions.return_type gives the loss)"));
+    }
+    return kind;
+  }
+  switch (metric.legacy_kind()) {
+    case v1::Metric::NONE: return std::optional<MetricKind>();
+    case v1::Metric::LOGIT_DIFF: return MetricKind::kLogitDiff;
+    case v1::Metric::LOGIT: return MetricKind::kLogit;
+    case v1::Metric::PROB: return MetricKind::kProb;
+    case v1::Metric::LOG_PROB: return MetricKind::kLogProb;
+    default: break;  // an unknown number from the wire
+  }
+  return absl::InvalidArgumentError("metric.legacy_kind: unknown value");
+}
+
+absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metric,
                                          const at::Tensor& logits,
                                          const ModelInput& input,
                                          const ModelConfig& cfg) {
   const int64_t batch = logits.size(0), pos = logits.size(1);
   auto ids = [&](const google::protobuf::RepeatedField<int64_t>& field,
-                 absl::string_view name) -> absl::StatusOr<torch::Tensor> {
+                 absl::string_view name) -> absl::StatusOr<std::vector<int64_t>> {
     if (field.size() != 1 && field.size() != batch) {
       return absl::InvalidArgumentError(
           absl::StrCat("metric.", name, ": give 1 or ", batch,
@@ -227,10 +205,14 @@ absl::StatusOr<at::Tensor> ComputeMetric(const v1::Metric& metric,
       }
     }
     std::vector<int64_t> v(field.begin(), field.end());
-    return torch::tensor(v, torch::kInt64).expand({batch}).to(logits.device());
+    v.resize(static_cast<size_t>(batch), v.front());  // one for every row
+    return v;
   };
-  if (!v1::Metric::Kind_IsValid(metric.kind())) {
-    return absl::InvalidArgumentError("metric.kind: unknown value");
+  const bool uses_wrongs = kind == MetricKind::kLogitDiff || kind == MetricKind::kProbDiff;
+  if (!uses_wrongs && metric.wrong_tokens_size() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat("metric.wrong_tokens is only for ",
+                                                   "logit-diff and prob-diff, not ",
+                                                   MetricName(kind)));
   }
   torch::Tensor rows;  // [batch] position read in each row
   if (metric.has_position()) {
@@ -244,44 +226,31 @@ absl::StatusOr<at::Tensor> ComputeMetric(const v1::Metric& metric,
     rows = torch::full({batch}, p, torch::kInt64);
   } else if (input.attention_mask.defined()) {
     torch::Tensor index = torch::arange(1, pos + 1, torch::kInt64).unsqueeze(0);
-    rows = (input.attention_mask.ne(0).to(torch::kInt64) * index).argmax(1);
+    rows = (input.attention_mask.ne(0).to(torch::kInt64).cpu() * index).argmax(1);
   } else {
     rows = torch::full({batch}, pos - 1, torch::kInt64);
   }
-  LG_ASSIGN_OR_RETURN(torch::Tensor answer,
-                      ids(metric.answer_tokens(), "answer_tokens"));
-  torch::Tensor row_logits =
-      logits.to(torch::kFloat32)
-          .index({torch::arange(batch, rows.options().device(logits.device())),
-                  rows.to(logits.device())});  // [batch, vocab]
-  auto pick = [](const torch::Tensor& t, const torch::Tensor& id) {
-    return t.gather(1, id.unsqueeze(1)).squeeze(1);
-  };
-  torch::Tensor value;
-  switch (metric.kind()) {
-    case v1::Metric::LOGIT_DIFF: {
-      LG_ASSIGN_OR_RETURN(torch::Tensor wrong,
-                          ids(metric.wrong_tokens(), "wrong_tokens"));
-      value = pick(row_logits, answer) - pick(row_logits, wrong);
-      break;
-    }
-    case v1::Metric::LOGIT:
-      value = pick(row_logits, answer);
-      break;
-    case v1::Metric::PROB:
-      value = pick(torch::softmax(row_logits, -1), answer);
-      break;
-    case v1::Metric::LOG_PROB:
-      value = pick(torch::log_softmax(row_logits, -1), answer);
-      break;
-    default:
-      return absl::InvalidArgumentError("metric.kind is NONE");
+  LG_ASSIGN_OR_RETURN(std::vector<int64_t> answers, ids(metric.answer_tokens(), "answer_tokens"));
+  std::vector<int64_t> wrongs;
+  if (uses_wrongs) {
+    LG_ASSIGN_OR_RETURN(wrongs, ids(metric.wrong_tokens(), "wrong_tokens"));
   }
-  if (metric.kind() != v1::Metric::LOGIT_DIFF &&
-      metric.wrong_tokens_size() > 0) {
-    return absl::InvalidArgumentError(
-        "metric.wrong_tokens is only for LOGIT_DIFF");
+  // The library's metric over each row's logits at its position, as a search
+  // reads a prompt's final token: [batch, 1, vocab].
+  const torch::Tensor row_logits =
+      logits.index({torch::arange(batch, torch::kInt64).to(logits.device()),
+                    rows.to(logits.device())})
+          .unsqueeze(1)
+          .cpu();
+  std::vector<Prompt> prompts(static_cast<size_t>(batch));
+  std::vector<const Prompt*> views;
+  for (int64_t i = 0; i < batch; ++i) {
+    prompts[i].answers = {answers[i]};
+    if (uses_wrongs) prompts[i].wrongs = {wrongs[i]};
+    views.push_back(&prompts[i]);
   }
+  MetricTargets targets = MakeMetricTargets(views, 1, cfg.d_vocab, torch::Tensor());
+  torch::Tensor value = ::lensgrid::ComputeMetric(kind, row_logits, targets);
   return metric.per_prompt() ? value : value.mean();
 }
 

@@ -1,13 +1,15 @@
 // Declarative interventions (v1::Intervention) -> model hooks, and metrics
-// read from the final logits (v1::Metric).
+// read from the final logits (v1::Metric, computed by the library's metrics).
 //
 //   LG_ASSIGN_OR_RETURN(std::vector<ResolvedIntervention> plan,
 //                       ResolveInterventions(request.interventions(), model,
 //                       shapes, batch, pos));
 //   ... run the patch input, caching PatchHookNames(plan), when there are PATCH
 //   ops ... std::vector<NamedHook> hooks = MakeHooks(plan, &patch_cache);
-//   LG_ASSIGN_OR_RETURN(at::Tensor metric, ComputeMetric(request.metric(),
-//   logits, input, cfg));
+//   LG_ASSIGN_OR_RETURN(std::optional<MetricKind> kind,
+//                       RequestedMetric(request.metric()));
+//   LG_ASSIGN_OR_RETURN(at::Tensor metric, ComputeMetric(*kind, request.metric(),
+//                                                        logits, input, cfg));
 #ifndef LENSGRID_WORKER_INTERVENTIONS_H_
 #define LENSGRID_WORKER_INTERVENTIONS_H_
 
@@ -18,21 +20,17 @@
 #include "absl/status/statusor.h"
 #include "lensgrid/v1/worker.pb.h"
 #include "worker/hook_shapes.h"
+#include "worker/model/activation_edit.h"
+#include "worker/model/analysis/metrics.h"
 #include "worker/model/hooked_transformer.h"
 
 namespace lensgrid {
 
-// One intervention, checked against the model and the input's [batch, pos].
+// One intervention, checked against the model and the input's [batch, pos]:
+// the library's ActivationEdit (worker/model/activation_edit.h) on one hook.
 struct ResolvedIntervention {
   std::string hook;  // full name
-  v1::Intervention::Op op = v1::Intervention::ZERO;
-  std::optional<int> head_axis;  // set with `head`
-  int64_t head = 0;
-  std::optional<int>
-      pos_axis;          // in the activation, before the head is selected
-  at::Tensor positions;  // int64 [n] on the model's device, or undefined = all
-  at::Tensor value;      // on the model's device, in its dtype, or undefined
-  double scale = 1.0;
+  ActivationEdit edit;
 };
 
 // INVALID_ARGUMENT (NOT_FOUND for an unknown hook) naming interventions[i] and
@@ -47,14 +45,21 @@ std::vector<std::string> PatchHookNames(
     const std::vector<ResolvedIntervention>& plan);
 
 // One hook per intervention; `patch_cache` holds PatchHookNames (may be null
-// when there are no PATCH ops). The hooks reference `plan` and `patch_cache`,
-// which must outlive the run.
+// when there are no PATCH ops). Each hook is the library's EditHook and holds
+// copies of what it needs.
 std::vector<NamedHook> MakeHooks(const std::vector<ResolvedIntervention>& plan,
                                  const ActivationCache* patch_cache);
 
+// The metric a request asks for (`kind`, else the deprecated legacy_kind);
+// nullopt for none. INVALID_ARGUMENT for an unknown value or a search-only
+// metric (loss, kl).
+absl::StatusOr<std::optional<MetricKind>> RequestedMetric(const v1::Metric& metric);
+
 // The metric of each row ([batch], or its mean []) from logits [batch, pos,
-// vocab]. INVALID_ARGUMENT for bad token ids, counts or positions.
-absl::StatusOr<at::Tensor> ComputeMetric(const v1::Metric& metric,
+// vocab], read at each row's position with the library's ComputeMetric
+// (worker/model/analysis/metrics.h: the same code as a search's metric).
+// INVALID_ARGUMENT for bad token ids, counts or positions.
+absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metric,
                                          const at::Tensor& logits,
                                          const ModelInput& input,
                                          const ModelConfig& cfg);

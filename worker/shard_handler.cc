@@ -1,10 +1,12 @@
 // WorkerCore::RunShard with the circuit-search library (worker/model/analysis):
-// checks the weights hash, then runs the shard and streams its result tensors.
+// checks the weights hash, converts the ShardSpec, then runs the shard and
+// streams its result tensors.
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/model/analysis/shard.h"
+#include "worker/shard_spec.h"
 #include "worker/wire_tensors.h"
 #include "worker/worker_core.h"
 
@@ -17,16 +19,24 @@ absl::StatusOr<RunResult> WorkerCore::RunShard(
         "RunShard needs weights_sha256 (the model the shard is for)");
   }
   LG_RETURN_IF_ERROR(CheckWeights(request.weights_sha256()));
-  if (request.spec_json().empty())
-    return absl::InvalidArgumentError("RunShard: spec_json is empty");
+  if (!request.has_shard())
+    return absl::InvalidArgumentError("RunShard: no shard");
   ShardLimits limits;
   limits.max_dataset_prompts = options_.max_dataset_prompts;
   limits.max_prompt_tokens = options_.max_tokens;
   limits.max_result_bytes = options_.max_response_bytes;
   try {
+    // Counted before any prompt is copied out of the message.
+    const int64_t carried =
+        request.shard().prompts_size() + request.shard().mean_prompts_size();
+    if (carried > limits.max_dataset_prompts) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the shard carries ", carried, " prompts, over this worker's limit of ",
+          limits.max_dataset_prompts, " (--max-dataset-prompts)"));
+    }
+    LG_ASSIGN_OR_RETURN(ShardTask task, ShardTaskFromProto(request.shard()));
     LG_ASSIGN_OR_RETURN(PreparedShard shard,
-                        PrepareSearchShard(model_->cfg(), tokenizer_.get(),
-                                           request.spec_json(), limits));
+                        PrepareSearchShard(model_->cfg(), std::move(task), limits));
     LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold,
                         ReserveReply(shard.result_bytes, "RunShard"));
     LG_ASSIGN_OR_RETURN(NamedTensors tensors,

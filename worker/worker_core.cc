@@ -308,7 +308,9 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
                       ResolveInterventions(request.interventions(), *model_,
                                            hook_shapes_, batch, pos));
   // The metric reads logits even when the reply does not carry them.
-  const bool wants_metric = request.metric().kind() != v1::Metric::NONE;
+  LG_ASSIGN_OR_RETURN(std::optional<MetricKind> metric_kind,
+                      RequestedMetric(request.metric()));
+  const bool wants_metric = metric_kind.has_value();
   const bool keep_logits = run.return_type == ReturnType::kLogits ||
                            run.return_type == ReturnType::kBoth;
   if (wants_metric) {
@@ -385,8 +387,8 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
   }
   at::Tensor metric;
   if (wants_metric) {
-    LG_ASSIGN_OR_RETURN(metric, ComputeMetric(request.metric(), out.logits,
-                                              input, model_->cfg()));
+    LG_ASSIGN_OR_RETURN(metric, ComputeMetric(*metric_kind, request.metric(),
+                                              out.logits, input, model_->cfg()));
   }
   LG_ASSIGN_OR_RETURN(
       RunResult result,

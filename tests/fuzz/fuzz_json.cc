@@ -1,5 +1,5 @@
-// Fuzz target: JSON from the network (RunShard's spec_json, a lease's spec,
-// client_json) or from disk (config.json, a safetensors header), through
+// Fuzz target: JSON from the network (client_json, JSONL prompts) or from
+// disk (config.json, a safetensors header), through
 // ParseJsonBounded, the depth-checked parser every such input goes through.
 // Properties: no crash or escaping exception; whatever it accepts nests no
 // deeper than the limit (the linear pre-scan never under-counts), and can be

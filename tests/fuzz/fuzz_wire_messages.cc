@@ -1,23 +1,26 @@
 // Fuzz target: bytes a server or client receives as protobuf messages. The
 // first byte picks the reader; the rest is the wire bytes:
 //   0  SubmitJobRequest -> the coordinator planner's PlanJob (validation,
-//      shard cutting), then each end shard's spec JSON as the worker parses it
+//      shard cutting), then the first and last shard's ShardSpec
 //   1  a CompleteShard stream (length-delimited CompleteShardRequest
 //      messages) -> TensorAssembler -> the coordinator's CheckShardResult
 //   2  a RunResponse stream (what a worker client reads) -> TensorAssembler
 //   3+ a worker or coordinator request (RunWithCache, RunWithInterventions,
 //      RunShard, Tokenize, Detokenize, LeaseShardResponse, Register,
 //      Heartbeat, FailShard): every Tensor in it through ValidateTensor /
-//      FromProtoTensor, every spec_json through ParseJsonBounded.
+//      FromProtoTensor, every ShardSpec through the worker's enum conversion
+//      and the method table's grids.
 // Properties: no crash; a plan covers every (prompt, component) once with
-// non-empty in-range shards; the planner's own spec JSON parses.
+// non-empty in-range shards; the planner's ShardSpecs carry exactly their
+// range's prompts, fit its size estimate and convert back to the plan's
+// method, metric and ablation.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "common/json_limits.h"
+#include "common/search_proto.h"
 #include "common/tensor_chunks.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/stubs/logging.h"
@@ -51,9 +54,15 @@ void ForEachDelimited(const uint8_t* data, size_t size, F each) {
   }
 }
 
-void CheckSpecJson(const std::string& spec_json) {
-  auto spec = lensgrid::ParseJsonBounded(spec_json, "spec_json");
-  if (spec.ok()) (void)spec->dump();
+// What a worker reads of a ShardSpec before its library checks the rest.
+void CheckShardSpec(const lensgrid::v1::ShardSpec& spec) {
+  auto method = lensgrid::MethodFromProto(spec.method());
+  (void)lensgrid::MetricFromProto(spec.metric());
+  (void)lensgrid::AblationFromProto(spec.ablation());
+  if (method.ok()) {
+    FUZZ_CHECK(!lensgrid::MethodGrids(*method, {2, 2, false}, 3).empty(),
+               "a known method has grids");
+  }
 }
 
 void PlanAndCheck(const lensgrid::v1::JobSpec& spec) {
@@ -74,9 +83,17 @@ void PlanAndCheck(const lensgrid::v1::JobSpec& spec) {
                             plan->n_components,
              "shards cover the job exactly once");
   for (const ShardRange* r : {&plan->shards.front(), &plan->shards.back()}) {
-    auto json = lensgrid::ParseJsonBounded(
-        lensgrid::service::ShardSpecJson(*plan, *r), "planned spec");
-    FUZZ_CHECK(json.ok() && json->is_object(), "the planner's spec parses");
+    const lensgrid::v1::ShardSpec shard = lensgrid::service::MakeShardSpec(*plan, *r);
+    FUZZ_CHECK(shard.prompts_size() == r->num_prompts() &&
+                   shard.prompt_begin() == r->prompt_begin &&
+                   shard.component_end() == r->component_end,
+               "a shard carries exactly its range's prompts");
+    FUZZ_CHECK(static_cast<int64_t>(shard.ByteSizeLong()) <= plan->max_spec_bytes,
+               "the planner's size estimate bounds every ShardSpec");
+    FUZZ_CHECK(lensgrid::MethodFromProto(shard.method()).value() == plan->method &&
+                   lensgrid::MetricFromProto(shard.metric()).value() == plan->metric &&
+                   lensgrid::AblationFromProto(shard.ablation()).value() == plan->ablation,
+               "the ShardSpec's enums are the plan's");
   }
 }
 
@@ -86,7 +103,7 @@ const JobPlan& SmallPlan() {
     lensgrid::v1::JobSpec spec;
     spec.set_model_id("gpt2");
     spec.set_weights_sha256("00");
-    spec.set_method("ablate-heads");
+    spec.set_method(lensgrid::v1::METHOD_ABLATE_HEADS);
     spec.set_n_layers(2);
     spec.set_n_heads(2);
     for (int i = 0; i < 2; ++i) {
@@ -143,8 +160,11 @@ void AssembleRunResponse(const uint8_t* data, size_t size) {
   if (ok) (void)assembler.Finish();
 }
 
-// Every Tensor and spec_json anywhere in `message`, found by reflection.
+// Every Tensor and ShardSpec anywhere in `message`, found by reflection.
 void CheckFields(const Message& message) {
+  if (auto* shard = dynamic_cast<const lensgrid::v1::ShardSpec*>(&message)) {
+    CheckShardSpec(*shard);  // and its prompts, below
+  }
   if (auto* tensor = dynamic_cast<const lensgrid::v1::Tensor*>(&message)) {
     const bool valid = lensgrid::ValidateTensor(*tensor, "tensor").ok();
     auto wire = lensgrid::FromProtoTensor(*tensor, "tensor");
@@ -161,10 +181,6 @@ void CheckFields(const Message& message) {
   std::vector<const FieldDescriptor*> fields;
   reflection->ListFields(message, &fields);
   for (const FieldDescriptor* f : fields) {
-    if (f->type() == FieldDescriptor::TYPE_STRING && f->name() == "spec_json" &&
-        !f->is_repeated()) {
-      CheckSpecJson(reflection->GetString(message, f));
-    }
     if (f->type() != FieldDescriptor::TYPE_MESSAGE) continue;
     if (f->is_repeated()) {
       for (int i = 0; i < reflection->FieldSize(message, f); ++i) {

@@ -23,6 +23,9 @@
 #include "lensgrid/v1/coordinator.grpc.pb.h"
 #include "tests/service/test_jobs.h"
 
+// Reads the deprecated name fields on purpose: what older clients send.
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
 extern char** environ;
 
 namespace lensgrid::service {
@@ -162,7 +165,7 @@ struct FakeWorker {
   bool CompleteOk(const v1::ShardLease& lease) {
     v1::CompleteShardResponse resp;
     grpc::Status s =
-        Complete(lease.lease_id(), ResultFor(lease.spec_json()), &resp);
+        Complete(lease.lease_id(), ResultFor(lease.shard()), &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return s.ok() && resp.accepted();
   }
@@ -299,7 +302,7 @@ TEST(CoordinatorIntegrationTest, MalformedResultIsRetriedElsewhere) {
   FakeWorker bad(coord.stub()), good(coord.stub());
   auto lease = bad.Lease();
   ASSERT_TRUE(lease.has_value());
-  std::vector<Array> wrong = ResultFor(lease->spec_json());
+  std::vector<Array> wrong = ResultFor(lease->shard());
   wrong.pop_back();
   v1::CompleteShardResponse resp;
   EXPECT_EQ(bad.Complete(lease->lease_id(), wrong, &resp).error_code(),
@@ -345,7 +348,7 @@ TEST(CoordinatorIntegrationTest, CancelStopsHandingOutShardsAndTellsWorkers) {
             v1::JobEvent::JOB_CANCELLED);
   // Bad requests get clear codes, and the server stays up.
   v1::SubmitJobRequest bad;
-  bad.mutable_spec()->set_method("ablate-everything");
+  bad.mutable_spec()->set_method_name("ablate-everything");
   v1::SubmitJobResponse bad_resp;
   EXPECT_EQ(coord.stub()->SubmitJob(Ctx().get(), bad, &bad_resp).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "common/search_proto.h"
 #include "gtest/gtest.h"
 
 namespace lensgrid::service {
@@ -13,7 +14,7 @@ JobPlan Plan(const std::string& method, int n_prompts, int prompts_per,
   v1::JobSpec s;
   s.set_model_id("m");
   s.set_weights_sha256("abc");
-  s.set_method(method);
+  s.set_method(ToProto(ParseMethod(method).value()));
   s.set_n_layers(2);
   s.set_n_heads(3);
   s.set_prompts_per_shard(prompts_per);

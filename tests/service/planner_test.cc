@@ -4,8 +4,11 @@
 #include <functional>
 #include <set>
 
+#include "common/search_proto.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
+
+// Reads the deprecated name fields on purpose: what older clients send.
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 namespace lensgrid::service {
 namespace {
@@ -14,7 +17,7 @@ v1::JobSpec Spec(const std::string& method, int n_prompts, int len) {
   v1::JobSpec s;
   s.set_model_id("m");
   s.set_weights_sha256("abc");
-  s.set_method(method);
+  s.set_method(ToProto(ParseMethod(method).value()));
   s.set_n_layers(2);
   s.set_n_heads(4);
   for (int i = 0; i < n_prompts; ++i) {
@@ -84,10 +87,16 @@ TEST(PlannerTest, RejectsBadSpecs) {
     std::string needle;
   };
   const std::vector<Case> cases = {
-      {[](v1::JobSpec* s) { s->set_method("ablate-everything"); },
+      {[](v1::JobSpec* s) {
+         s->clear_method();
+         s->set_method_name("ablate-everything");
+       },
        "unknown method"},
-      {[](v1::JobSpec* s) { s->set_metric("accuracy"); }, "unknown metric"},
-      {[](v1::JobSpec* s) { s->set_ablation("noise"); }, "unknown ablation"},
+      {[](v1::JobSpec* s) { s->clear_method(); }, "method is unspecified"},
+      {[](v1::JobSpec* s) { s->set_method(static_cast<v1::SearchMethod>(99)); },
+       "method 99 is not one"},
+      {[](v1::JobSpec* s) { s->set_metric_name("accuracy"); }, "unknown metric"},
+      {[](v1::JobSpec* s) { s->set_ablation_name("noise"); }, "unknown ablation"},
       {[](v1::JobSpec* s) { s->clear_prompts(); }, "no prompts"},
       {[](v1::JobSpec* s) { s->set_n_heads(0); }, "n_heads is 0"},
       {[](v1::JobSpec* s) { s->clear_weights_sha256(); }, "weights_sha256"},
@@ -151,7 +160,10 @@ TEST(PlannerTest, RefusesOverflowingAndOversizedJobs) {
        [](v1::JobSpec* s) { s->set_model_id(std::string(1000000, 'm')); },
        absl::StatusCode::kInvalidArgument, "(1000000 bytes)"},
       {"unknown 1 MB method (echoed cut)",
-       [](v1::JobSpec* s) { s->set_method(std::string(200, 'z')); },
+       [](v1::JobSpec* s) {
+         s->clear_method();
+         s->set_method_name(std::string(200, 'z'));
+       },
        absl::StatusCode::kInvalidArgument, "(200 bytes)"},
       {"max_attempts 2^31-1",
        [](v1::JobSpec* s) { s->set_max_attempts(2147483647); },
@@ -177,7 +189,7 @@ TEST(PlannerTest, RefusesASpecThatNoLeaseCanCarry) {
   v1::JobSpec spec = Spec("ablate-heads", 1, 1);
   spec.mutable_prompts(0)->mutable_tokens()->Resize(400000, 50000);
   PlannerOptions opts;
-  opts.max_shard_spec_bytes = 1 << 20;  // 400k x "50000," is ~2.4 MB
+  opts.max_shard_spec_bytes = 1 << 20;  // 400k x 3-byte varints is ~1.2 MB
   opts.max_prompt_tokens = 1 << 20;
   auto plan = PlanJob(spec, opts);
   ASSERT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted)
@@ -188,9 +200,39 @@ TEST(PlannerTest, RefusesASpecThatNoLeaseCanCarry) {
   opts.max_shard_spec_bytes = 4 << 20;
   plan = PlanJob(spec, opts);
   ASSERT_TRUE(plan.ok()) << plan.status();
-  // The estimate is the size: every lease's spec fits the limit.
-  EXPECT_LE(static_cast<int64_t>(ShardSpecJson(*plan, plan->shards[0]).size()),
-            opts.max_shard_spec_bytes);
+  // The estimate bounds the size: every lease's spec fits the limit.
+  const int64_t bytes = MakeShardSpec(*plan, plan->shards[0]).ByteSizeLong();
+  EXPECT_LE(bytes, plan->max_spec_bytes);
+  EXPECT_LE(plan->max_spec_bytes, opts.max_shard_spec_bytes);
+}
+
+// A shard carries its own prompts: a job far over the lease limit runs in
+// shards under it, unless the method needs every prompt in every lease.
+TEST(PlannerTest, ShardsCarryOnlyTheirOwnPromptsExceptForMeanAblation) {
+  v1::JobSpec spec = Spec("ablate-heads", 100, 1);
+  for (v1::InlinePrompt& p : *spec.mutable_prompts())
+    p.mutable_tokens()->Resize(4000, 50000);  // ~12 KB each, 1.2 MB in all
+  spec.set_prompts_per_shard(10);
+  PlannerOptions opts;
+  opts.max_shard_spec_bytes = 200 << 10;
+  opts.max_prompt_tokens = 1 << 20;
+  auto plan = PlanJob(spec, opts);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  int64_t largest = 0;
+  for (const ShardRange& r : plan->shards) {
+    v1::ShardSpec s = MakeShardSpec(*plan, r);
+    EXPECT_EQ(s.prompts_size(), r.num_prompts());
+    EXPECT_EQ(s.mean_prompts_size(), 0);
+    largest = std::max<int64_t>(largest, s.ByteSizeLong());
+  }
+  EXPECT_LE(largest, plan->max_spec_bytes);
+  EXPECT_LT(plan->max_spec_bytes, opts.max_shard_spec_bytes);
+  spec.set_ablation(v1::ABLATION_MEAN);
+  plan = PlanJob(spec, opts);
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(plan.status().message().find("mean ablation carries every prompt"),
+            std::string::npos)
+      << plan.status();
 }
 
 TEST(PlannerTest, PlannerChosenShardSizesGrowToTheShardLimit) {
@@ -225,8 +267,8 @@ TEST(PlannerTest, RefusesAResultOverItsByteLimit) {
 
 TEST(PlannerTest, SpecWithoutPromptsKeepsEveryOtherField) {
   v1::JobSpec spec = Spec("patch-resid", 3, 4);
-  spec.set_metric("kl");
-  spec.set_ablation("mean");
+  spec.set_metric(v1::METRIC_KL);
+  spec.set_ablation(v1::ABLATION_MEAN);
   spec.set_attn_only(true);
   spec.set_prompts_per_shard(2);
   spec.set_components_per_shard(5);
@@ -239,31 +281,44 @@ TEST(PlannerTest, SpecWithoutPromptsKeepsEveryOtherField) {
   EXPECT_EQ(meta.SerializeAsString(), spec.SerializeAsString());
 }
 
-TEST(PlannerTest, ShardSpecJsonIsTheWorkersFormat) {
-  v1::JobSpec spec = Spec("patch-resid", 2, 3);
-  spec.mutable_prompts(0)->add_corrupted_tokens(7);
-  spec.mutable_prompts(0)->add_corrupted_tokens(8);
-  spec.mutable_prompts(0)->add_corrupted_tokens(9);
+TEST(PlannerTest, ShardSpecCarriesItsRangeTyped) {
+  v1::JobSpec spec = Spec("patch-resid", 3, 3);
+  for (int64_t t : {7, 8, 9, 10}) spec.mutable_prompts(1)->add_corrupted_tokens(t);
   spec.mutable_prompts(1)->set_loss_start(2);
-  spec.set_metric("prob");
+  spec.set_metric(v1::METRIC_PROB);
   auto plan = PlanJob(spec);
   ASSERT_TRUE(plan.ok()) << plan.status();
-  auto j = nlohmann::json::parse(ShardSpecJson(*plan, {1, 2, 3, 5}));
-  EXPECT_EQ(j["method"], "patch-resid");
-  EXPECT_EQ(j["metric"], "prob");
-  EXPECT_EQ(j["ablation"], "zero");
-  EXPECT_EQ(j["prompt_begin"], 1);
-  EXPECT_EQ(j["prompt_end"], 2);
-  EXPECT_EQ(j["component_begin"], 3);
-  EXPECT_EQ(j["component_end"], 5);
-  ASSERT_EQ(j["dataset"]["prompts"].size(), 2u);
-  EXPECT_EQ(j["dataset"]["prompts"][0]["corrupted_tokens"],
-            nlohmann::json({7, 8, 9}));
-  EXPECT_EQ(j["dataset"]["prompts"][1]["tokens"], nlohmann::json({1, 2, 3, 4}));
-  EXPECT_EQ(j["dataset"]["prompts"][1]["loss_start"], 2);
-  EXPECT_EQ(j["dataset"]["prompts"][1]["answers"], nlohmann::json({1}));
-  EXPECT_EQ(j["dataset"]["prompts"][1]["wrongs"], nlohmann::json({2}));
   EXPECT_EQ(plan->n_pos, 4);
+  v1::ShardSpec s = MakeShardSpec(*plan, {1, 2, 3, 5});
+  EXPECT_EQ(s.method(), v1::METHOD_PATCH_RESID);
+  EXPECT_EQ(s.metric(), v1::METRIC_PROB);
+  EXPECT_EQ(s.ablation(), v1::ABLATION_ZERO);
+  EXPECT_EQ(s.n_prompts(), 3);
+  EXPECT_EQ(s.n_pos(), 4);
+  EXPECT_EQ(s.prompt_begin(), 1);
+  EXPECT_EQ(s.prompt_end(), 2);
+  EXPECT_EQ(s.component_begin(), 3);
+  EXPECT_EQ(s.component_end(), 5);
+  ASSERT_EQ(s.prompts_size(), 1);  // its own prompt only
+  EXPECT_EQ(s.prompts(0).SerializeAsString(), spec.prompts(1).SerializeAsString());
+  EXPECT_EQ(s.mean_prompts_size(), 0);
+}
+
+TEST(PlannerTest, TheDeprecatedNamesAreStillAccepted) {
+  v1::JobSpec spec = Spec("patch-resid", 2, 3);
+  spec.clear_method();
+  spec.set_method_name("ablate-layers");
+  spec.set_metric_name("kl");
+  spec.set_ablation_name("mean");
+  auto plan = PlanJob(spec);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->method, Method::kAblateLayers);
+  EXPECT_EQ(plan->metric, MetricKind::kKl);
+  EXPECT_EQ(plan->ablation, Ablation::kMean);
+  v1::ShardSpec s = MakeShardSpec(*plan, plan->shards.front());
+  EXPECT_EQ(s.mean_prompts_size(), 2);  // the mean is over every prompt
+  spec.set_method(v1::METHOD_DLA);  // the enum wins
+  EXPECT_EQ(PlanJob(spec)->method, Method::kDla);
 }
 
 }  // namespace

@@ -60,7 +60,7 @@ TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
   int n = 0;
   while (auto lease = Lease(w)) {
     ASSERT_TRUE(*scheduler_.Complete(w, lease->lease_id(),
-                                     ResultFor(lease->spec_json())));
+                                     ResultFor(lease->shard())));
     ++n;
   }
   EXPECT_EQ(n, 8);  // 2 prompts x 4 heads
@@ -106,9 +106,9 @@ TEST_F(SchedulerTest,
   EXPECT_EQ(again->attempt(), 2);
   // The late first attempt completes first: it wins; the second is dropped.
   EXPECT_TRUE(*scheduler_.Complete(a, held[0].lease_id(),
-                                   ResultFor(held[0].spec_json())));
+                                   ResultFor(held[0].shard())));
   EXPECT_FALSE(*scheduler_.Complete(b, again->lease_id(),
-                                    ResultFor(again->spec_json())));
+                                    ResultFor(again->shard())));
   // And b is told to drop it.
   EXPECT_EQ(scheduler_.Heartbeat(b, {again->lease_id()})->size(), 1u);
   EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 1);
@@ -124,7 +124,7 @@ TEST_F(SchedulerTest, HeartbeatsExtendLeases) {
     scheduler_.Tick();
   }
   EXPECT_TRUE(*scheduler_.Complete(w, lease->lease_id(),
-                                   ResultFor(lease->spec_json())));
+                                   ResultFor(lease->shard())));
 }
 
 TEST_F(SchedulerTest, LeaseLengthFollowsObservedShardTime) {
@@ -134,7 +134,7 @@ TEST_F(SchedulerTest, LeaseLengthFollowsObservedShardTime) {
   EXPECT_EQ(first->lease_ms(), 10000);  // nothing observed yet
   clock_.Advance(2000);
   ASSERT_TRUE(*scheduler_.Complete(w, first->lease_id(),
-                                   ResultFor(first->spec_json())));
+                                   ResultFor(first->shard())));
   EXPECT_EQ(Lease(w)->lease_ms(), 8000);  // 4 x 2 s
 }
 
@@ -142,7 +142,7 @@ TEST_F(SchedulerTest, MalformedResultIsRetriedOnAnotherWorker) {
   const std::string job = scheduler_.Submit(SmallJob(1)).value();
   const std::string bad = Worker(), good = Worker();
   auto lease = Lease(bad);
-  std::vector<Array> wrong = ResultFor(lease->spec_json());
+  std::vector<Array> wrong = ResultFor(lease->shard());
   wrong.back().shape = {7};
   auto r = scheduler_.Complete(bad, lease->lease_id(), wrong);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
@@ -205,7 +205,7 @@ TEST_F(SchedulerTest, CancelStopsLeasesAndTellsWorkers) {
   EXPECT_EQ(*scheduler_.Heartbeat(w, {lease->lease_id()}),
             std::vector<std::string>{lease->lease_id()});
   EXPECT_FALSE(*scheduler_.Complete(w, lease->lease_id(),
-                                    ResultFor(lease->spec_json())));
+                                    ResultFor(lease->shard())));
   EXPECT_EQ(scheduler_.GetResult(job).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(scheduler_.Cancel("no-such-job").status().code(),
@@ -232,7 +232,7 @@ TEST_F(SchedulerTest, EventsAreNumberedAndResumable) {
   const std::string job = scheduler_.Submit(SmallJob(1)).value();
   const std::string w = Worker();
   while (auto l = Lease(w))
-    scheduler_.Complete(w, l->lease_id(), ResultFor(l->spec_json())).value();
+    scheduler_.Complete(w, l->lease_id(), ResultFor(l->shard())).value();
   bool final = false;
   auto all = *scheduler_.EventsAfter(job, 0, &final);
   EXPECT_TRUE(final);
@@ -283,12 +283,12 @@ TEST(SchedulerStoreTest,
   auto a = s.Lease(w).value();
   auto b = s.Lease(w).value();
   ASSERT_TRUE(a && b);
-  ASSERT_TRUE(*s.Complete(w, a->lease_id(), ResultFor(a->spec_json())));
+  ASSERT_TRUE(*s.Complete(w, a->lease_id(), ResultFor(a->shard())));
 
   journal.full = true;
   std::string note;
   // The result is kept (not computed again) and the worker is told so.
-  ASSERT_TRUE(*s.Complete(w, b->lease_id(), ResultFor(b->spec_json()), &note));
+  ASSERT_TRUE(*s.Complete(w, b->lease_id(), ResultFor(b->shard()), &note));
   EXPECT_NE(note.find("database or disk is full"), std::string::npos) << note;
   v1::JobStatus status = s.GetJob(job).value();
   EXPECT_NE(status.store_error().find("database or disk is full"),
@@ -315,7 +315,7 @@ TEST(SchedulerStoreTest,
             (std::set<int64_t>{a->shard_id(), b->shard_id()}));
   int leased = 0;
   while (auto l = s.Lease(w).value()) {
-    ASSERT_TRUE(*s.Complete(w, l->lease_id(), ResultFor(l->spec_json())));
+    ASSERT_TRUE(*s.Complete(w, l->lease_id(), ResultFor(l->shard())));
     ++leased;
   }
   EXPECT_EQ(leased, 6);  // the 2 done before the fault are not run again

@@ -55,7 +55,7 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
     for (int i = 0; i < 5; ++i) {  // 5 of 8 shards done, a sixth leased
       auto l = s.Lease(w).value();
       ASSERT_TRUE(
-          *s.Complete(w, l->lease_id(), testing::ResultFor(l->spec_json())));
+          *s.Complete(w, l->lease_id(), testing::ResultFor(l->shard())));
       ++done_before;
     }
     ASSERT_TRUE(s.Lease(w).value().has_value());
@@ -79,7 +79,7 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
   int recomputed = 0;
   while (auto l = s.Lease(w).value()) {
     ASSERT_TRUE(
-        *s.Complete(w, l->lease_id(), testing::ResultFor(l->spec_json())));
+        *s.Complete(w, l->lease_id(), testing::ResultFor(l->shard())));
     ++recomputed;
   }
   EXPECT_EQ(recomputed, 3);
@@ -160,7 +160,7 @@ void RunShards(Scheduler* s, const std::string& w, int shards = -1) {
   for (int i = 0; shards < 0 || i < shards; ++i) {
     auto l = s->Lease(w).value();
     if (!l) break;
-    ASSERT_TRUE(*s->Complete(w, l->lease_id(), ResultFor(l->spec_json())));
+    ASSERT_TRUE(*s->Complete(w, l->lease_id(), ResultFor(l->shard())));
   }
 }
 
@@ -192,7 +192,7 @@ TEST(StateStoreTest, DiskFullMidJobLeavesAConsistentStore) {
       auto l = s.Lease(w).value();
       ASSERT_TRUE(l.has_value());
       ASSERT_TRUE(
-          *s.Complete(w, l->lease_id(), ResultFor(l->spec_json()), &note));
+          *s.Complete(w, l->lease_id(), ResultFor(l->shard()), &note));
     }
     stored = s.GetJob(running_job)->shards_done() - 1;
     EXPECT_NE(note.find("database or disk is full"), std::string::npos) << note;

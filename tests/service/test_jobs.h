@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
-#include "nlohmann/json.hpp"
 #include "service/merger.h"
 #include "service/planner.h"
 
@@ -17,7 +16,7 @@ inline v1::JobSpec SmallJob(int n_prompts = 2, const std::string& model = "m") {
   v1::JobSpec s;
   s.set_model_id(model);
   s.set_weights_sha256("sha");
-  s.set_method("ablate-heads");
+  s.set_method(v1::METHOD_ABLATE_HEADS);
   s.set_n_layers(2);
   s.set_n_heads(2);
   s.set_prompts_per_shard(1);
@@ -32,11 +31,10 @@ inline v1::JobSpec SmallJob(int n_prompts = 2, const std::string& model = "m") {
   return s;
 }
 
-// The result a worker returns for a lease's spec_json: value = 10 p + c.
-inline std::vector<Array> ResultFor(const std::string& spec_json) {
-  auto j = nlohmann::json::parse(spec_json);
-  const int64_t p0 = j["prompt_begin"], p1 = j["prompt_end"];
-  const int64_t c0 = j["component_begin"], c1 = j["component_end"];
+// The result a worker returns for a lease's shard: value = 10 p + c.
+inline std::vector<Array> ResultFor(const v1::ShardSpec& shard) {
+  const int64_t p0 = shard.prompt_begin(), p1 = shard.prompt_end();
+  const int64_t c0 = shard.component_begin(), c1 = shard.component_end();
   Array baseline{"baseline", {p1 - p0}, {}};
   Array delta{"delta", {p1 - p0, c1 - c0}, {}};
   for (int64_t p = p0; p < p1; ++p) {

@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 
 from lensgrid import _wire
-from lensgrid.v1 import tensor_pb2, worker_pb2, worker_pb2_grpc
+from lensgrid.v1 import search_pb2, tensor_pb2, worker_pb2, worker_pb2_grpc
 
 _RETURN_TYPES = {"logits": worker_pb2.RETURN_LOGITS, "loss": worker_pb2.RETURN_LOSS,
                  "both": worker_pb2.RETURN_BOTH, None: worker_pb2.RETURN_NONE,
@@ -15,7 +15,11 @@ _DTYPES = {None: tensor_pb2.DTYPE_UNSPECIFIED, "float32": tensor_pb2.F32,
            "float16": tensor_pb2.F16, "bfloat16": tensor_pb2.BF16}
 _OPS = {name.lower(): value for name, value in worker_pb2.Intervention.Op.items()
         if value != worker_pb2.Intervention.OP_UNSPECIFIED}
-_METRICS = {name.lower(): value for name, value in worker_pb2.Metric.Kind.items()}
+# The search's metric names (search.proto's SearchMetric), as "logit_diff" or "logit-diff".
+_METRICS = {spelled: value for name, value in search_pb2.SearchMetric.items()
+            if value != search_pb2.SEARCH_METRIC_UNSPECIFIED
+            for spelled in (name[len("METRIC_"):].lower(),
+                            name[len("METRIC_"):].lower().replace("_", "-"))}
 
 # TransformerLens's get_act_name, for the names a GPT-2 has.
 _BLOCK_ACTS = {
@@ -278,7 +282,8 @@ class Worker:
          {"hook": ("resid_pre", 1), "positions": [-1], "op": "patch"}]
         (ops: zero, mean, set, add, scale, patch; value= for set/add/mean, scale= for scale),
         patching from patch_input; metric={"kind": "logit_diff", "answer": id(s),
-        "wrong": id(s), "per_prompt": True} gives result.metric. Caches names/names_regex
+        "wrong": id(s), "per_prompt": True} gives result.metric (kinds: logit_diff, logit,
+        prob, prob_diff, log_prob; the search's metrics, same code). Caches names/names_regex
         (or everything with cache=True)."""
         request = worker_pb2.RunWithInterventionsRequest(
             input=_input(input, prepend_bos, padding_side, attention_mask),

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "worker"))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 import grpc  # noqa: E402
-from lensgrid.v1 import coordinator_pb2 as cpb  # noqa: E402
+from lensgrid.v1 import coordinator_pb2 as cpb, search_pb2 as spb  # noqa: E402
 from cluster_harness import (CoordinatorProcess, completed_shards, f32_tensor_chunk,  # noqa: E402
                              job_status, only_job, wait_for)
 from safetensors_np import read_safetensors  # noqa: E402
@@ -253,9 +253,9 @@ class ClusterTest(unittest.TestCase):
         self.worker(c)
         stub = c.stub()
         sha = WorkerProcess.weights_sha256(self.model)
-        spec = cpb.JobSpec(model_id="gpt2", weights_sha256=sha, method="ablate-heads",
+        spec = cpb.JobSpec(model_id="gpt2", weights_sha256=sha, method=spb.METHOD_ABLATE_HEADS,
                            n_layers=2, n_heads=4,
-                           prompts=[cpb.InlinePrompt(tokens=[50256, 99999999], answers=[1],
+                           prompts=[spb.InlinePrompt(tokens=[50256, 99999999], answers=[1],
                                                      wrongs=[2])])
         job_id = stub.SubmitJob(cpb.SubmitJobRequest(spec=spec)).job_id
         status = wait_for(lambda: (lambda s: s if s.state >= cpb.JOB_SUCCEEDED else None)(

@@ -4,7 +4,8 @@ disk (issue 12's coordinator examples). After each example the coordinator is al
 the next request, and its memory (VmRSS / VmHWM from /proc) stays within a budget:
 
 - jobs whose dimensions overflow (2^62 x 4, 2^32 x 2^31), or that would make 10^6 x 10^6 shards;
-- inline prompts too big for any lease (refused at submit, naming size and limit);
+- inline prompts too big for any lease (refused at submit, naming size and limit), and a job
+  far over a lease's size that runs because each lease carries only its own prompts;
 - 1 MiB of client_json, 20 jobs of client data and thousands of Register calls: listings are
   paged, lost workers forgotten;
 - a 1 MB job id or worker id: errors quote it cut;
@@ -19,7 +20,6 @@ Durations are never asserted: deadlines only guard against hangs.
 
 usage: hostile_coordinator_test.py COORDINATOR PYTHONPATH
 """
-import json
 import os
 import sqlite3
 import sys
@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "cluster"))
 sys.path.insert(0, os.path.join(HERE, "..", "worker"))
 
 import grpc  # noqa: E402
-from lensgrid.v1 import coordinator_pb2 as cpb, coordinator_pb2_grpc  # noqa: E402
+from lensgrid.v1 import coordinator_pb2 as cpb, coordinator_pb2_grpc, search_pb2 as spb  # noqa: E402
 from cluster_harness import CoordinatorProcess, f32_tensor_chunk, wait_for  # noqa: E402
 
 # Memory budgets, in MiB. The probe saw 1.06 GB for a 20 MB spec and 6 GB for one job.
@@ -54,7 +54,7 @@ def proc_status_kib(pid, field):
 
 def spec(n_prompts=2, tokens=(1, 2, 3), layers=2, heads=2, **fields):
     """ablate-heads, one prompt and one head per shard unless `fields` say otherwise."""
-    fields = {"method": "ablate-heads", "prompts_per_shard": 1, "components_per_shard": 1,
+    fields = {"method": spb.METHOD_ABLATE_HEADS, "prompts_per_shard": 1, "components_per_shard": 1,
               **fields}
     s = cpb.JobSpec(model_id="m", weights_sha256="sha", n_layers=layers, n_heads=heads,
                     **fields)
@@ -76,9 +76,9 @@ class FakeWorker:
         return r.lease if r.has_shard else None
 
     def complete(self, lease):
-        j = json.loads(lease.spec_json)
-        p0, p1 = j["prompt_begin"], j["prompt_end"]
-        c0, c1 = j["component_begin"], j["component_end"]
+        shard = lease.shard
+        p0, p1 = shard.prompt_begin, shard.prompt_end
+        c0, c1 = shard.component_begin, shard.component_end
         baseline = [float(p) for p in range(p0, p1)]
         delta = [float(10 * p + c) for p in range(p0, p1) for c in range(c0, c1)]
 
@@ -188,32 +188,38 @@ class HostileCoordinatorTest(unittest.TestCase):
         self.assert_healthy(c)
 
     def test_prompts_too_big_for_a_lease_are_refused_at_submit(self):
-        # ~20 MB of inline prompts (the probe's 1.06 GB peak), over the 32 MiB lease limit as JSON.
-        c = self.coordinator()
+        # ~9 MB of inline prompts over an 8 MB lease limit (the probe's 20 MB spec once
+        # peaked at 1.06 GB). Each lease carries its own prompts only, so the job runs; mean
+        # ablation needs every prompt in every lease: refused at submit.
+        c = self.coordinator("--max-lease-bytes", str(8 * MiB))
         stub = c.stub()
-        big = spec(1000, tokens=[50000 + i % 200 for i in range(6000)])
-        self.assertGreater(big.ByteSize(), 15 * MiB)
+        big = spec(1000, tokens=[50000 + i % 200 for i in range(3000)],
+                   ablation=spb.ABLATION_MEAN, prompts_per_shard=0)
+        self.assertGreater(big.ByteSize(), 8 * MiB)
         details = self.assert_refused(
             lambda: stub.SubmitJob(cpb.SubmitJobRequest(spec=big), timeout=DEADLINE),
-            grpc.StatusCode.RESOURCE_EXHAUSTED, "bytes, over the 33554432-byte limit of a lease")
-        self.assertRegex(details, r"shard's spec \d+ bytes")
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "over the 8388608-byte limit of a lease")
+        self.assertRegex(details, r"largest shard's spec is \d+ bytes \(mean ablation")
         self.assert_healthy(c)
-        # Under the limit: accepted, and the lease a worker gets fits the limit.
-        ok = spec(1000, tokens=[50000 + i % 200 for i in range(3000)])
-        job = stub.SubmitJob(cpb.SubmitJobRequest(spec=ok), timeout=DEADLINE).job_id
-        # A worker's receive limit: 64 MiB.
-        channel = grpc.insecure_channel(c.address, options=[
-            ("grpc.max_receive_message_length", 64 * MiB)])
+        # The same prompts with zero ablation: accepted, and a lease holds its own prompt only.
+        big.ablation = spb.ABLATION_ZERO
+        job = stub.SubmitJob(cpb.SubmitJobRequest(spec=big), timeout=DEADLINE).job_id
+        channel = grpc.insecure_channel(c.address)  # a plain client's 4 MiB receive limit
         lease = FakeWorker(coordinator_pb2_grpc.CoordinatorStub(channel)).lease()
+        channel.close()
         self.assertEqual(lease.job_id, job)
-        self.assertLess(lease.ByteSize(), 32 * MiB)
+        self.assertEqual(len(lease.shard.prompts), lease.shard.prompt_end - lease.shard.prompt_begin)
+        self.assertEqual(len(lease.shard.mean_prompts), 0)
+        self.assertEqual(lease.shard.n_prompts, 1000)
+        self.assertLess(lease.ByteSize(), 1 * MiB)
         self.assert_healthy(c)
 
     def test_a_lease_limit_below_a_jobs_size_names_both(self):
-        # The 35M-token job of the probe, scaled: --max-lease-bytes 1 MB, a 2.4 MB spec.
+        # The 35M-token job of the probe, scaled: --max-lease-bytes 1 MB, 100 prompts of 4000
+        # tokens in one shard (the client's choice) is a 1.2 MB lease.
         c = self.coordinator("--max-lease-bytes", "1000000")
         stub = c.stub()
-        s = spec(100, tokens=list(range(40000, 44000)))
+        s = spec(100, tokens=list(range(40000, 44000)), prompts_per_shard=100)
         self.assert_refused(
             lambda: stub.SubmitJob(cpb.SubmitJobRequest(spec=s), timeout=DEADLINE),
             grpc.StatusCode.RESOURCE_EXHAUSTED, "over the 1000000-byte limit")
@@ -278,7 +284,8 @@ class HostileCoordinatorTest(unittest.TestCase):
                  grpc.StatusCode.NOT_FOUND),
                 (lambda: stub.Heartbeat(cpb.HeartbeatRequest(worker_id=huge), timeout=DEADLINE),
                  grpc.StatusCode.NOT_FOUND),
-                (lambda: stub.SubmitJob(cpb.SubmitJobRequest(spec=spec(method=huge)),
+                (lambda: stub.SubmitJob(cpb.SubmitJobRequest(spec=spec(method=spb.SEARCH_METHOD_UNSPECIFIED,
+                                                                     method_name=huge)),
                                         timeout=DEADLINE), grpc.StatusCode.INVALID_ARGUMENT),
                 (lambda: stub.ListJobs(cpb.ListJobsRequest(page_token=huge), timeout=DEADLINE),
                  grpc.StatusCode.INVALID_ARGUMENT)]:

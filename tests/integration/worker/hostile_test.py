@@ -8,7 +8,6 @@ waits are for log lines and states, with deadlines only against hangs.
 
 usage: hostile_test.py LENSGRID_WORKER_BINARY LENSGRID_BINARY PYTHONPATH_DIR
 """
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import grpc  # noqa: E402
 from lensgrid._wire import to_tensor  # noqa: E402
-from lensgrid.v1 import worker_pb2, worker_pb2_grpc  # noqa: E402
+from lensgrid.v1 import search_pb2 as spb, worker_pb2, worker_pb2_grpc  # noqa: E402
 from worker_harness import WorkerProcess, make_model  # noqa: E402
 
 C = grpc.StatusCode
@@ -114,37 +113,38 @@ class HostileWorkerTest(unittest.TestCase):
                         "unknown hook name", "(1000000 bytes)")
         self.assertStillServing()
 
-    def test_deeply_nested_shard_json_is_invalid_not_a_crash(self):
-        spec = "[" * 200_000 + "]" * 200_000
-        request = worker_pb2.RunShardRequest(spec_json=spec, weights_sha256=self.sha)
-        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
-                        C.INVALID_ARGUMENT, "nests deeper than 64")
-        nested_prompt = {"method": "ablate-heads",
-                         "dataset": {"prompts": [json.loads("[" * 100 + "]" * 100)]}}
-        request = worker_pb2.RunShardRequest(spec_json=json.dumps(nested_prompt),
-                                             weights_sha256=self.sha)
-        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
-                        C.INVALID_ARGUMENT)
+    def shard(self, **fields):
+        fields = {"method": spb.METHOD_ABLATE_HEADS, **fields}
+        return worker_pb2.RunShardRequest(shard=spb.ShardSpec(**fields), weights_sha256=self.sha)
+
+    def test_malformed_shard_specs_are_invalid_not_a_crash(self):
+        one = spb.InlinePrompt(tokens=[1, 2], answers=[3], wrongs=[4])
+        for request, needle in [
+                (self.shard(method=spb.SEARCH_METHOD_UNSPECIFIED, n_prompts=1, prompts=[one]),
+                 "method is unspecified"),
+                (self.shard(method=77, n_prompts=1, prompts=[one]), "77 is not one"),
+                (self.shard(n_prompts=1, prompt_end=10**12, prompts=[one]), "prompt range"),
+                (self.shard(n_prompts=10**12, prompts=[one]), "carries 1 prompts"),
+                (self.shard(n_prompts=1, prompts=[spb.InlinePrompt(tokens=[1, 10**9],
+                                                                   answers=[3], wrongs=[4])]),
+                 "not a token id"),
+                (self.shard(n_prompts=1, n_pos=10**6, prompts=[one]), "n_ctx"),
+                (self.shard(n_prompts=1, component_begin=-5, prompts=[one]), "component range"),
+                (self.shard(n_prompts=1, ablation=spb.ABLATION_MEAN, prompts=[one]),
+                 "mean ablation needs every prompt")]:
+            with self.subTest(needle):
+                self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
+                                C.INVALID_ARGUMENT, needle)
         self.assertStillServing()
 
     def test_shards_beyond_the_limits_are_refused_before_work(self):
-        too_many = {"method": "ablate-heads",
-                    "dataset": {"prompts": [{"tokens": [1, 2], "answer": 3, "wrong": 4}]
-                                * 2_000_000}}
-        request = worker_pb2.RunShardRequest(spec_json=json.dumps(too_many),
-                                             weights_sha256=self.sha)
-        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=300)),
+        one = spb.InlinePrompt(tokens=[1, 2], answers=[3], wrongs=[4])
+        too_many = self.shard(n_prompts=2_000_000, prompts=[one] * 2_000_000)
+        self.assertCode(lambda: list(self.stub.RunShard(too_many, timeout=300)),
                         C.RESOURCE_EXHAUSTED, "2000000 prompts")
-        huge_builtin = {"method": "ablate-heads",
-                        "dataset": {"name": "induction", "n_prompts": 10**12, "seq_len": 8}}
-        request = worker_pb2.RunShardRequest(spec_json=json.dumps(huge_builtin),
-                                             weights_sha256=self.sha)
-        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
-                        C.RESOURCE_EXHAUSTED, "over this worker's limit")
-        wide = {"method": "ablate-heads",
-                "dataset": {"name": "induction", "n_prompts": 5000, "seq_len": 100}}
-        request = worker_pb2.RunShardRequest(spec_json=json.dumps(wide), weights_sha256=self.sha)
-        self.assertCode(lambda: list(self.stub.RunShard(request, timeout=60)),
+        # 5000 prompts padded to 100 positions: 500k tokens, over --max-tokens.
+        wide = self.shard(n_prompts=5000, n_pos=100, prompts=[one] * 5000)
+        self.assertCode(lambda: list(self.stub.RunShard(wide, timeout=60)),
                         C.RESOURCE_EXHAUSTED, "--prompts-per-shard")
         self.assertStillServing()
 

@@ -294,7 +294,7 @@ class WorkerTest(unittest.TestCase):
             (C.INVALID_ARGUMENT, "metric token", lambda: c.run_with_interventions("a", [], metric={"kind": "logit", "answer": 99999}), "99999"),
             (C.INVALID_ARGUMENT, "metric count", lambda: c.run_with_interventions(["a", "b", "c"], [], metric={"kind": "logit", "answer": [1, 2]}), "one per row"),
             (C.FAILED_PRECONDITION, "shard hash", lambda: self.raw("RunShard", worker_pb2.RunShardRequest(
-                spec_json="{}", weights_sha256="00" * 32)), None),
+                weights_sha256="00" * 32)), None),
         ]
         for code, what, fn, contains in cases:
             with self.subTest(what):

@@ -13,6 +13,7 @@
 #include "common/json_limits.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/analysis/ioi_templates.h"
 
 namespace lensgrid {
 namespace {
@@ -87,55 +88,13 @@ absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const ModelConfig& cf
   return ds;
 }
 
-// Wang et al. (2022)'s BABA templates; ABBA swaps the first pair. The final
-// " [A]" (the answer) is cut off.
-const std::vector<std::string>& IoiTemplates() {
-  static const auto* t = new std::vector<std::string>{
-      "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
-      "Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to [A]",
-      "Then, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to [A]",
-      "Then, [B] and [A] were thinking about going to the [PLACE]. [B] wanted to give a "
-      "[OBJECT] to [A]",
-      "Then, [B] and [A] had a long argument, and afterwards [B] said to [A]",
-      "After [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
-      "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give it to [A]",
-      "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give the [OBJECT] to [A]",
-      "While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to [A]",
-      "While [B] and [A] were commuting to the [PLACE], [B] gave a [OBJECT] to [A]",
-      "After the lunch, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
-      "Afterwards, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
-      "Then, [B] and [A] had a long argument. Afterwards [B] said to [A]",
-      "The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to [A]",
-      "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]",
-  };
-  return *t;
-}
-
-// Replaces "[A]", then the first and second "[B]" (S1, S2) with the given names.
-std::string FillIoi(std::string text, const std::string& io, const std::string& s1,
-                    const std::string& s2, const std::string& place, const std::string& object) {
-  auto replace_first = [&text](const std::string& from, const std::string& to) {
-    size_t at = text.find(from);
-    if (at != std::string::npos) text.replace(at, from.size(), to);
-  };
-  replace_first(" [B]", s1);
-  replace_first(" [B]", s2);
-  return absl::StrReplaceAll(text, {{" [A]", io}, {" [PLACE]", place}, {" [OBJECT]", object}});
-}
-
 absl::StatusOr<Dataset> Ioi(const DatasetSpec& spec, const ModelConfig& cfg,
                             const Tokenizer* tok) {
   LG_RETURN_IF_ERROR(NeedTokenizer(tok, "ioi"));
-  auto names = SingleTokenWords(
-      *tok, {" Mary", " John", " Tom", " James", " Dan", " Sarah", " Michael", " David", " Paul",
-             " Mark", " Anna", " Kate", " Lisa", " Peter", " Jack", " Alex", " Ben", " Emma",
-             " Laura", " Rachel", " Steven", " Robert", " Richard", " Joseph", " Thomas",
-             " Daniel", " Chris", " Kevin", " Brian", " Jane", " Amy", " Sam", " Max", " Mike",
-             " Eric", " Adam", " Ryan", " Matt", " Luke", " Simon", " Martin", " George"});
-  auto places = SingleTokenWords(*tok, {" store", " garden", " restaurant", " school",
-                                        " hospital", " office", " house", " park", " station"});
-  auto objects = SingleTokenWords(*tok, {" ring", " kiss", " bone", " basketball", " computer",
-                                         " necklace", " drink", " snack", " book", " ball"});
+  // Templates and words: analysis/ioi_templates.h (shared with training).
+  auto names = SingleTokenWords(*tok, IoiNames());
+  auto places = SingleTokenWords(*tok, IoiPlaces());
+  auto objects = SingleTokenWords(*tok, IoiObjects());
   LG_RETURN_IF_ERROR(NeedWords(names, 5, "names"));
   LG_RETURN_IF_ERROR(NeedWords(places, 1, "places"));
   LG_RETURN_IF_ERROR(NeedWords(objects, 1, "objects"));
@@ -156,10 +115,10 @@ absl::StatusOr<Dataset> Ioi(const DatasetSpec& spec, const ModelConfig& cfg,
     const auto& a = names[pick[0]];
     const auto& b = names[pick[1]];
     Prompt p;
-    p.text = FillIoi(t, a.first, b.first, b.first, place, object);
+    p.text = FillIoiTemplate(t, a.first, b.first, b.first, place, object);
     p.tokens = WithBos(cfg, tok->Encode(p.text));
     p.corrupted_tokens = WithBos(
-        cfg, tok->Encode(FillIoi(t, names[pick[2]].first, names[pick[3]].first,
+        cfg, tok->Encode(FillIoiTemplate(t, names[pick[2]].first, names[pick[3]].first,
                                  names[pick[4]].first, place, object)));
     p.answers = {a.second};
     p.wrongs = {b.second};
@@ -369,7 +328,7 @@ bool Dataset::has_corrupted() const {
 }
 
 int64_t Dataset::max_length() const {
-  int64_t n = 0;
+  int64_t n = pad_length;
   for (const auto& p : prompts) n = std::max<int64_t>(n, p.tokens.size());
   return n;
 }

@@ -42,8 +42,11 @@ struct Prompt {
 struct Dataset {
   std::string name;
   std::vector<Prompt> prompts;
+  // Batches pad to at least this many positions: a shard holding some of a
+  // job's prompts pads like the whole job. Default: 0 (its longest prompt).
+  int64_t pad_length = 0;
   bool has_corrupted() const;
-  int64_t max_length() const;
+  int64_t max_length() const;  // max(pad_length, the longest prompt)
 };
 
 struct DatasetSpec {

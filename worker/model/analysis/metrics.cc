@@ -7,14 +7,6 @@
 namespace lensgrid {
 namespace {
 
-const std::vector<std::pair<std::string, MetricKind>>& MetricNames() {
-  static const auto* names = new std::vector<std::pair<std::string, MetricKind>>{
-      {"logit-diff", MetricKind::kLogitDiff}, {"prob", MetricKind::kProb},
-      {"prob-diff", MetricKind::kProbDiff},   {"loss", MetricKind::kLoss},
-      {"kl", MetricKind::kKl}};
-  return *names;
-}
-
 // Repeats a per-prompt tensor [n, ...] to [rows, ...].
 torch::Tensor Tile(const torch::Tensor& t, int64_t rows) {
   int64_t k = rows / t.size(0);
@@ -25,21 +17,6 @@ torch::Tensor Tile(const torch::Tensor& t, int64_t rows) {
 }
 
 }  // namespace
-
-absl::StatusOr<MetricKind> ParseMetric(const std::string& name) {
-  for (const auto& [n, m] : MetricNames()) {
-    if (n == name) return m;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown metric \"", name, "\" (logit-diff, prob, prob-diff, loss, kl)"));
-}
-
-std::string MetricName(MetricKind metric) {
-  for (const auto& [n, m] : MetricNames()) {
-    if (m == metric) return n;
-  }
-  return "?";
-}
 
 MetricTargets MakeMetricTargets(const std::vector<const Prompt*>& prompts, int64_t pos,
                                 int64_t d_vocab, const at::Tensor& tokens) {
@@ -88,6 +65,12 @@ torch::Tensor ComputeMetric(MetricKind metric, const torch::Tensor& logits,
       torch::Tensor nll = -lp.gather(-1, targets).squeeze(-1);
       torch::Tensor m = Tile(t.loss_mask, rows).to(torch::kFloat64);
       return ((nll * m).sum(-1) / m.sum(-1).clamp_min(1)).to(torch::kFloat32);
+    }
+    case MetricKind::kLogit:
+      return (final_logits * Tile(t.answers, rows)).sum(-1).to(torch::kFloat32);
+    case MetricKind::kLogProb: {
+      torch::Tensor lp = torch::log_softmax(final_logits, -1);
+      return (lp * Tile(t.answers, rows)).sum(-1).to(torch::kFloat32);
     }
     case MetricKind::kKl: {
       torch::Tensor clean = Tile(t.clean_log_probs, rows).to(torch::kFloat64);

@@ -11,16 +11,12 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "common/search_methods.h"
 #include "worker/model/analysis/dataset.h"
 
 namespace lensgrid {
 
-enum class MetricKind { kLogitDiff, kProb, kProbDiff, kLoss, kKl };
-
-absl::StatusOr<MetricKind> ParseMetric(const std::string& name);
-std::string MetricName(MetricKind metric);
-// The loss reads every position; the others only the final one.
-inline bool MetricNeedsAllPositions(MetricKind m) { return m == MetricKind::kLoss; }
+// MetricKind, its names and MetricNeedsAllPositions: common/search_methods.h.
 
 // What a metric needs to know about the prompts of a batch (rows repeat the
 // prompts block by block: row r is prompt r % n).

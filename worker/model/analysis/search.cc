@@ -6,37 +6,32 @@
 #include "common/status_macros.h"
 #include "worker/model/analysis/attribution.h"
 #include "worker/model/analysis/prompt_batch.h"
+#include "worker/model/activation_edit.h"
 
 namespace lensgrid {
 namespace {
 
-const std::vector<std::pair<std::string, Method>>& MethodNames() {
-  static const auto* names = new std::vector<std::pair<std::string, Method>>{
-      {"ablate-heads", Method::kAblateHeads},   {"ablate-layers", Method::kAblateLayers},
-      {"patch-resid", Method::kPatchResid},     {"patch-attn-out", Method::kPatchAttnOut},
-      {"patch-mlp-out", Method::kPatchMlpOut},  {"patch-heads", Method::kPatchHeads},
-      {"patch-heads-by-pos", Method::kPatchHeadsByPos},
-      {"patch-pattern", Method::kPatchPattern}, {"detect-heads", Method::kDetectHeads},
-      {"dla", Method::kDla}};
-  return *names;
-}
-
-// One intervention: overwrite `region` of a hook's activation with the same
-// region of `source` (undefined source = zeros).
+// One intervention of a search: the library's ActivationEdit (the engine the
+// Worker API's interventions run too) on one hook, zeroing its region or
+// patching it from `source`.
 struct Edit {
   int layer;
-  std::string hook;                                       // full hook name
-  std::function<torch::Tensor(const torch::Tensor&)> region;  // narrows dims >= 1
-  torch::Tensor source;  // [n or 1, ...] activation-shaped
+  std::string hook;      // full hook name
+  ActivationEdit edit;   // kZero, or kPatch from `source`
+  torch::Tensor source;  // kPatch: [n or 1, ...] activation-shaped
 };
 
-void ApplyEdit(const Edit& e, torch::Tensor block) {
-  torch::Tensor target = e.region(block);
-  if (e.source.defined()) {
-    target.copy_(e.region(e.source).expand_as(target));
-  } else {
-    target.zero_();
-  }
+ActivationEdit HeadEdit(int head_axis, int64_t head) {
+  ActivationEdit e;
+  e.head_axis = head_axis;
+  e.head = head;
+  return e;
+}
+
+ActivationEdit AtPosition(ActivationEdit e, int pos_axis, int64_t p) {
+  e.pos_axis = pos_axis;
+  e.positions = torch::tensor({p}, torch::kInt64);
+  return e;
 }
 
 std::string HookAt(int layer, const char* suffix) { return absl::StrCat("blocks.", layer, ".", suffix); }
@@ -68,35 +63,38 @@ const char* MethodHook(Method m, int kind) {
     case Method::kPatchAttnOut: return "hook_attn_out";
     case Method::kPatchMlpOut: return "hook_mlp_out";
     case Method::kPatchPattern: return "attn.hook_pattern";
-    default: return "";
+    case Method::kDetectHeads:
+    case Method::kDla: return "";  // no interventions: whole-grid methods
   }
+  return "";
 }
 
 Edit MakeEdit(Method m, const ModelConfig& cfg, int64_t n_pos, int64_t c) {
   const int64_t L = cfg.n_layers, H = cfg.n_heads;
-  auto narrow = [](int64_t dim, int64_t i) {
-    return [dim, i](const torch::Tensor& t) { return t.narrow(dim, i, 1); };
-  };
-  auto whole = [](const torch::Tensor& t) { return t; };
   switch (m) {
     case Method::kAblateHeads:
-    case Method::kPatchHeads:
-      return {static_cast<int>(c / H), HookAt(c / H, MethodHook(m, 0)), narrow(2, c % H), {}};
-    case Method::kPatchPattern:
-      return {static_cast<int>(c / H), HookAt(c / H, MethodHook(m, 0)), narrow(1, c % H), {}};
+    case Method::kPatchHeads:  // hook_z [batch, pos, head, d_head]
+      return {static_cast<int>(c / H), HookAt(c / H, MethodHook(m, 0)), HeadEdit(2, c % H), {}};
+    case Method::kPatchPattern:  // hook_pattern [batch, head, query, key]
+      return {static_cast<int>(c / H), HookAt(c / H, MethodHook(m, 0)), HeadEdit(1, c % H), {}};
     case Method::kAblateLayers: {
       int kind = static_cast<int>(c / L);
-      return {static_cast<int>(c % L), HookAt(c % L, MethodHook(m, kind)), whole, {}};
+      return {static_cast<int>(c % L), HookAt(c % L, MethodHook(m, kind)), {}, {}};
     }
     case Method::kPatchHeadsByPos: {
       int64_t l = c / (n_pos * H), p = (c / H) % n_pos, h = c % H;
       return {static_cast<int>(l), HookAt(l, MethodHook(m, 0)),
-              [p, h](const torch::Tensor& t) { return t.narrow(1, p, 1).narrow(2, h, 1); }, {}};
+              AtPosition(HeadEdit(2, h), 1, p), {}};
     }
-    default:  // resid / attn_out / mlp_out by (layer, pos)
+    case Method::kPatchResid:
+    case Method::kPatchAttnOut:
+    case Method::kPatchMlpOut:  // by (layer, pos)
       return {static_cast<int>(c / n_pos), HookAt(c / n_pos, MethodHook(m, 0)),
-              narrow(1, c % n_pos), {}};
+              AtPosition({}, 1, c % n_pos), {}};
+    case Method::kDetectHeads:
+    case Method::kDla: break;  // no interventions: whole-grid methods
   }
+  return {0, "", {}, {}};
 }
 
 class SearchRun {
@@ -208,7 +206,13 @@ absl::Status SearchRun::BaseRuns() {
     return absl::OkStatus();
   }
   // Mean ablation: the mean over the whole dataset, whatever this shard's prompts.
-  LG_ASSIGN_OR_RETURN(PromptBatch all, MakePromptBatch(dataset_, 0, dataset_.prompts.size(),
+  const Dataset& mean_of = options_.mean_dataset != nullptr ? *options_.mean_dataset : dataset_;
+  if (mean_of.max_length() != dataset_.max_length()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mean ablation: the mean's prompts pad to ", mean_of.max_length(),
+        " positions, the shard's to ", dataset_.max_length()));
+  }
+  LG_ASSIGN_OR_RETURN(PromptBatch all, MakePromptBatch(mean_of, 0, mean_of.prompts.size(),
                                                        false, cfg_.d_vocab, cfg_.bos_token_id));
   RunOptions none;
   none.return_type = ReturnType::kNone;
@@ -224,7 +228,7 @@ absl::StatusOr<torch::Tensor> SearchRun::EvaluateNaive(const Edit& e) {
   RunOptions opts;  // full forward from the tokens, every position unembedded
   NamedHook hook{e.hook, [&e](const torch::Tensor& act, const HookPointImpl&) {
                    torch::Tensor out = act.clone();
-                   ApplyEdit(e, out);
+                   ApplyEdit(e.edit, out, e.source);
                    return std::optional<torch::Tensor>(out);
                  }};
   LG_ASSIGN_OR_RETURN(RunOutput out, RunModel(*base_, opts, nullptr, nullptr, {hook}));
@@ -248,7 +252,7 @@ absl::StatusOr<torch::Tensor> SearchRun::EvaluatePacked(const std::vector<Edit>&
   NamedHook hook{edits.front().hook, [&edits, n](const torch::Tensor& act, const HookPointImpl&) {
                    torch::Tensor out = act.clone();
                    for (size_t i = 0; i < edits.size(); ++i) {
-                     ApplyEdit(edits[i], out.narrow(0, i * n, n));
+                     ApplyEdit(edits[i].edit, out.narrow(0, i * n, n), edits[i].source);
                    }
                    return std::optional<torch::Tensor>(out);
                  }};
@@ -274,11 +278,13 @@ absl::Status SearchRun::Interventions(SearchOutput* out) {
   const int64_t max_k = std::max<int64_t>(1, options_.max_batch_tokens / (n * batch_.pos));
   for (int64_t c = c_begin_; c < c_end_; ++c) {
     Edit e = MakeEdit(spec_.method, cfg_, batch_.pos, c);
+    if (e.edit.positions.defined()) e.edit.positions = e.edit.positions.to(model_.device());
     if (spec_.method != Method::kAblateHeads && spec_.method != Method::kAblateLayers) {
       e.source = sources_.by_hook.at(e.hook);
     } else if (spec_.ablation != Ablation::kZero) {
       e.source = sources_.by_hook.at(e.hook);
     }
+    if (e.source.defined()) e.edit.op = EditOp::kPatch;
     if (options_.naive) {
       LG_ASSIGN_OR_RETURN(torch::Tensor metric, EvaluateNaive(e));
       out->per_prompt.select(1, c - c_begin_) = metric - result_.baseline;
@@ -307,7 +313,7 @@ absl::StatusOr<SearchResult> SearchRun::Run() {
   result_.outputs = SearchOutputs(spec_, cfg_, dataset_.max_length());
   int64_t n_components = 1;
   for (int64_t d : result_.outputs.front().shape) n_components *= d;
-  const bool whole_grid = spec_.method == Method::kDetectHeads || spec_.method == Method::kDla;
+  const bool whole_grid = ShardsByPromptsOnly(spec_.method);
   c_begin_ = options_.component_begin;
   c_end_ = options_.component_end < 0 ? n_components : options_.component_end;
   if (c_begin_ < 0 || c_begin_ >= c_end_ || c_end_ > n_components ||
@@ -338,66 +344,17 @@ absl::StatusOr<SearchResult> SearchRun::Run() {
 
 }  // namespace
 
-absl::StatusOr<Method> ParseMethod(const std::string& name) {
-  for (const auto& [n, m] : MethodNames()) {
-    if (n == name) return m;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown method \"", name,
-      "\" (ablate-heads, ablate-layers, patch-resid, patch-attn-out, patch-mlp-out, "
-      "patch-heads, patch-heads-by-pos, patch-pattern, detect-heads, dla)"));
-}
-
-std::string MethodName(Method method) {
-  for (const auto& [n, m] : MethodNames()) {
-    if (m == method) return n;
-  }
-  return "?";
-}
-
-absl::StatusOr<Ablation> ParseAblation(const std::string& name) {
-  if (name == "zero") return Ablation::kZero;
-  if (name == "mean") return Ablation::kMean;
-  if (name == "resample") return Ablation::kResample;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown ablation \"", name, "\" (zero, mean, resample)"));
-}
-
-std::string AblationName(Ablation a) {
-  return a == Ablation::kZero ? "zero" : a == Ablation::kMean ? "mean" : "resample";
-}
-
-bool IsPatching(Method m) {
-  return m == Method::kPatchResid || m == Method::kPatchAttnOut || m == Method::kPatchMlpOut ||
-         m == Method::kPatchHeads || m == Method::kPatchHeadsByPos || m == Method::kPatchPattern;
-}
-
 std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const ModelConfig& cfg,
                                         int64_t n_pos) {
-  const int64_t L = cfg.n_layers, H = cfg.n_heads;
-  auto one = [](std::string name, std::vector<std::string> axes, std::vector<int64_t> shape) {
+  std::vector<SearchOutput> outputs;
+  for (Grid& g : MethodGrids(spec.method, {cfg.n_layers, cfg.n_heads, cfg.attn_only}, n_pos)) {
     SearchOutput o;
-    o.name = std::move(name);
-    o.axes = std::move(axes);
-    o.shape = std::move(shape);
-    return o;
-  };
-  switch (spec.method) {
-    case Method::kAblateHeads:
-    case Method::kPatchHeads:
-    case Method::kPatchPattern: return {one("delta", {"layer", "head"}, {L, H})};
-    case Method::kAblateLayers:
-      return {one("delta", {"kind(attn,mlp)", "layer"}, {cfg.attn_only ? 1 : 2, L})};
-    case Method::kPatchHeadsByPos: return {one("delta", {"layer", "pos", "head"}, {L, n_pos, H})};
-    case Method::kDetectHeads:
-      return {one("previous_token", {"layer", "head"}, {L, H}),
-              one("duplicate_token", {"layer", "head"}, {L, H}),
-              one("induction", {"layer", "head"}, {L, H})};
-    case Method::kDla:
-      return {one("heads", {"layer", "head"}, {L, H}),
-              one("layers", {"kind(attn,mlp)", "layer"}, {cfg.attn_only ? 1 : 2, L})};
-    default: return {one("delta", {"layer", "pos"}, {L, n_pos})};
+    o.name = std::move(g.name);
+    o.axes = std::move(g.axes);
+    o.shape = std::move(g.shape);
+    outputs.push_back(std::move(o));
   }
+  return outputs;
 }
 
 absl::StatusOr<SearchResult> RunSearch(const HookedTransformer& model, const Dataset& dataset,

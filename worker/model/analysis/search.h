@@ -25,31 +25,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/search_methods.h"
 #include "worker/model/analysis/dataset.h"
 #include "worker/model/analysis/metrics.h"
 #include "worker/model/hooked_transformer.h"
 
 namespace lensgrid {
 
-enum class Method {
-  kAblateHeads,      // hook_z of one head -> [layer, head]
-  kAblateLayers,     // hook_attn_out / hook_mlp_out of one layer -> [kind(attn, mlp), layer]
-  kPatchResid,       // resid_pre at (layer, pos) -> [layer, pos]
-  kPatchAttnOut,     // attn_out at (layer, pos) -> [layer, pos]
-  kPatchMlpOut,      // mlp_out at (layer, pos) -> [layer, pos]
-  kPatchHeads,       // hook_z of one head, all positions -> [layer, head]
-  kPatchHeadsByPos,  // hook_z of one head at one position -> [layer, pos, head]
-  kPatchPattern,     // hook_pattern of one head -> [layer, head]
-  kDetectHeads,      // previous-token, duplicate-token, induction scores -> [layer, head] each
-  kDla,              // direct logit attribution -> heads [layer, head], layers [kind, layer]
-};
-enum class Ablation { kZero, kMean, kResample };
-
-absl::StatusOr<Method> ParseMethod(const std::string& name);
-std::string MethodName(Method method);
-absl::StatusOr<Ablation> ParseAblation(const std::string& name);
-std::string AblationName(Ablation ablation);
-bool IsPatching(Method method);
+// Method, MetricKind, Ablation and their names: common/search_methods.h.
 
 struct SearchSpec {
   Method method = Method::kAblateHeads;
@@ -64,6 +47,10 @@ struct SearchOptions {
   // output grid and prompts [prompt_begin, prompt_end); -1 = to the end.
   int64_t component_begin = 0, component_end = -1;
   int64_t prompt_begin = 0, prompt_end = -1;
+  // Mean ablation: the prompts whose mean replaces a component, padded like
+  // the dataset. Default (null): the dataset itself. A shard that holds only
+  // its own prompts passes the job's.
+  const Dataset* mean_dataset = nullptr;
   std::function<bool()> is_cancelled;
 };
 
@@ -83,7 +70,8 @@ struct SearchResult {
   int64_t prompt_begin = 0, component_begin = 0;  // where this shard sits
 };
 
-// The outputs a search produces (names, axes, grid shapes) for a dataset.
+// The outputs a search produces (names, axes, grid shapes: MethodGrids of
+// common/search_methods.h) for a dataset.
 std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const ModelConfig& cfg,
                                         int64_t n_pos);
 

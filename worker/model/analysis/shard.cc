@@ -2,158 +2,168 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
-#include "common/json_limits.h"
 #include "common/status_macros.h"
-#include "nlohmann/json.hpp"
 
 namespace lensgrid {
 namespace {
 
-absl::StatusOr<int64_t> IntField(const nlohmann::json& j, const char* key, int64_t dflt) {
-  auto it = j.find(key);
-  if (it == j.end()) return dflt;
-  if (!it->is_number_integer()) {
-    return absl::InvalidArgumentError(absl::StrCat("spec field \"", key, "\" must be an integer"));
+absl::Status CheckIds(const std::vector<int64_t>& ids, const char* field, const Prompt& p,
+                      const ModelConfig& cfg) {
+  for (int64_t id : ids) {
+    if (id < 0 || id >= cfg.d_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat(p.origin, ": ", field, " has ", id,
+                                                     ", not a token id in [0, ", cfg.d_vocab,
+                                                     ")"));
+    }
   }
-  return it->get<int64_t>();
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> StringField(const nlohmann::json& j, const char* key,
-                                        const char* dflt) {
-  auto it = j.find(key);
-  if (it == j.end()) {
-    if (dflt != nullptr) return std::string(dflt);
-    return absl::InvalidArgumentError(absl::StrCat("spec needs \"", key, "\""));
+// One prompt as the JSONL parser would accept it given as ids.
+absl::Status CheckPrompt(Prompt* p, int64_t n_pos, const ModelConfig& cfg) {
+  const int64_t len = static_cast<int64_t>(p->tokens.size());
+  if (len == 0) return absl::InvalidArgumentError(absl::StrCat(p->origin, ": no tokens"));
+  if (len > n_pos) {
+    return absl::InvalidArgumentError(absl::StrCat(p->origin, ": ", len,
+                                                   " tokens, longer than the shard's n_pos ",
+                                                   n_pos));
   }
-  if (!it->is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat("spec field \"", key, "\" must be a string"));
+  if (!p->corrupted_tokens.empty() && p->corrupted_tokens.size() != p->tokens.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(p->origin, ": corrupted_tokens has ", p->corrupted_tokens.size(),
+                     " tokens, tokens has ", len));
   }
-  return it->get<std::string>();
+  if (p->answers.empty() || p->wrongs.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(p->origin, ": needs answers and wrongs"));
+  }
+  LG_RETURN_IF_ERROR(CheckIds(p->tokens, "tokens", *p, cfg));
+  LG_RETURN_IF_ERROR(CheckIds(p->corrupted_tokens, "corrupted_tokens", *p, cfg));
+  LG_RETURN_IF_ERROR(CheckIds(p->answers, "answers", *p, cfg));
+  LG_RETURN_IF_ERROR(CheckIds(p->wrongs, "wrongs", *p, cfg));
+  if (p->loss_start == 0) p->loss_start = 1;
+  if (p->loss_start < 1 || (len > 1 && p->loss_start >= len)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(p->origin, ": loss_start ", p->loss_start, " is not in [1, ", len, ")"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<SearchRequest> ParseSearchRequest(const std::string& spec_json) {
-  LG_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonBounded(spec_json, "search spec"));
-  if (!j.is_object()) {
-    return absl::InvalidArgumentError("search spec is not a JSON object");
-  }
-  SearchRequest r;
-  LG_ASSIGN_OR_RETURN(std::string method, StringField(j, "method", nullptr));
-  LG_ASSIGN_OR_RETURN(r.spec.method, ParseMethod(method));
-  LG_ASSIGN_OR_RETURN(std::string metric, StringField(j, "metric", "logit-diff"));
-  LG_ASSIGN_OR_RETURN(r.spec.metric, ParseMetric(metric));
-  LG_ASSIGN_OR_RETURN(std::string ablation, StringField(j, "ablation", "zero"));
-  LG_ASSIGN_OR_RETURN(r.spec.ablation, ParseAblation(ablation));
-  auto ds = j.find("dataset");
-  if (ds == j.end() || !ds->is_object()) {
-    return absl::InvalidArgumentError("spec needs a \"dataset\" object");
-  }
-  if (auto prompts = ds->find("prompts"); prompts != ds->end()) {
-    if (!prompts->is_array()) {
-      return absl::InvalidArgumentError("dataset \"prompts\" must be an array");
-    }
-    for (const auto& p : *prompts) r.inline_prompts_jsonl += p.dump() + "\n";
-    r.dataset.name = "inline";
-    r.dataset.n_prompts = static_cast<int64_t>(prompts->size());
-  } else {
-    LG_ASSIGN_OR_RETURN(r.dataset.name, StringField(*ds, "name", nullptr));
-    LG_ASSIGN_OR_RETURN(r.dataset.n_prompts, IntField(*ds, "n_prompts", 16));
-    LG_ASSIGN_OR_RETURN(int64_t seed, IntField(*ds, "seed", 0));
-    r.dataset.seed = static_cast<uint64_t>(seed);
-    LG_ASSIGN_OR_RETURN(r.dataset.seq_len, IntField(*ds, "seq_len", 16));
-  }
-  LG_ASSIGN_OR_RETURN(r.options.prompt_begin, IntField(j, "prompt_begin", 0));
-  LG_ASSIGN_OR_RETURN(r.options.prompt_end, IntField(j, "prompt_end", -1));
-  LG_ASSIGN_OR_RETURN(r.options.component_begin, IntField(j, "component_begin", 0));
-  LG_ASSIGN_OR_RETURN(r.options.component_end, IntField(j, "component_end", -1));
-  return r;
+bool NeedsMeanPrompts(const SearchSpec& spec) {
+  return IsAblation(spec.method) && spec.ablation == Ablation::kMean;
 }
 
-absl::StatusOr<Dataset> MakeRequestDataset(const SearchRequest& request, const ModelConfig& cfg,
-                                           const Tokenizer* tokenizer) {
-  if (request.dataset.name != "inline") return MakeDataset(request.dataset, cfg, tokenizer);
-  LG_ASSIGN_OR_RETURN(Dataset ds, ParseJsonlDataset(request.inline_prompts_jsonl,
-                                                    "inline prompt", cfg, tokenizer));
-  if (ds.prompts.empty()) return absl::InvalidArgumentError("the inline dataset has no prompts");
-  return ds;
-}
-
-absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg,
-                                                 const Tokenizer* tokenizer,
-                                                 const std::string& spec_json,
+absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg, ShardTask task,
                                                  const ShardLimits& limits) {
-  PreparedShard shard;
-  LG_ASSIGN_OR_RETURN(shard.request, ParseSearchRequest(spec_json));
-  const DatasetSpec& ds = shard.request.dataset;
-  if (ds.n_prompts < 1) {
+  const int64_t carried =
+      static_cast<int64_t>(task.prompts.size() + task.mean_prompts.size());
+  if (carried > limits.max_dataset_prompts) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the shard carries ", carried, " prompts, over this worker's limit of ",
+        limits.max_dataset_prompts, " (--max-dataset-prompts)"));
+  }
+  if (task.n_prompts < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the shard's dataset has ", ds.n_prompts, " prompts"));
+        absl::StrCat("the shard's job has ", task.n_prompts, " prompts (n_prompts)"));
   }
-  if (ds.n_prompts > limits.max_dataset_prompts) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the shard's dataset has ", ds.n_prompts, " prompts, over this worker's limit of ",
-        limits.max_dataset_prompts));
+  if (task.prompt_end == 0) task.prompt_end = task.n_prompts;
+  if (task.prompt_begin < 0 || task.prompt_begin >= task.prompt_end ||
+      task.prompt_end > task.n_prompts) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt range [", task.prompt_begin, ", ",
+                                                   task.prompt_end, ") is not within [0, ",
+                                                   task.n_prompts, ")"));
   }
-  if (ds.name != "inline" && (ds.seq_len < 1 || ds.seq_len > cfg.n_ctx)) {
+  const int64_t n = task.prompt_end - task.prompt_begin;
+  if (static_cast<int64_t>(task.prompts.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("the shard carries ", task.prompts.size(),
+                                                   " prompts for its range of ", n));
+  }
+  const bool needs_mean = NeedsMeanPrompts(task.spec);
+  if (needs_mean && static_cast<int64_t>(task.mean_prompts.size()) != task.n_prompts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mean ablation needs every prompt of the job in mean_prompts (",
+                     task.n_prompts, "), got ", task.mean_prompts.size()));
+  }
+  if (!needs_mean && !task.mean_prompts.empty()) {
+    return absl::InvalidArgumentError("mean_prompts is only for mean ablation");
+  }
+  if (task.n_pos == 0) {
+    for (const auto* list : {&task.prompts, &task.mean_prompts}) {
+      for (const Prompt& p : *list)
+        task.n_pos = std::max<int64_t>(task.n_pos, static_cast<int64_t>(p.tokens.size()));
+    }
+  }
+  if (task.n_pos < 1 || task.n_pos > cfg.n_ctx) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "dataset seq_len ", ds.seq_len, " is not within [1, ", cfg.n_ctx,
-        "] (the model's n_ctx)"));
+        "n_pos ", task.n_pos, " is not within [1, ", cfg.n_ctx, "] (the model's n_ctx)"));
   }
-  const SearchOptions& range = shard.request.options;
-  const int64_t p_end = range.prompt_end < 0 ? ds.n_prompts : range.prompt_end;
-  if (range.prompt_begin < 0 || range.prompt_begin >= p_end || p_end > ds.n_prompts) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt range [", range.prompt_begin, ", ",
-                                                   p_end, ") is not within [0, ", ds.n_prompts,
-                                                   ")"));
-  }
-  const int64_t n_prompts = p_end - range.prompt_begin;
-  auto too_many_tokens = [&](int64_t n_pos) {
+  if (n > limits.max_prompt_tokens / task.n_pos) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "the shard runs ", n_prompts, " prompts x ", n_pos, " positions = ", n_prompts * n_pos,
+        "the shard runs ", n, " prompts x ", task.n_pos, " positions = ", n * task.n_pos,
         " tokens, over this worker's limit of ", limits.max_prompt_tokens,
         " (--max-tokens); use smaller shards (--prompts-per-shard)"));
-  };
-  // Every prompt has a token: refuse before building a huge dataset.
-  if (n_prompts > limits.max_prompt_tokens) return too_many_tokens(1);
-  LG_ASSIGN_OR_RETURN(shard.dataset, MakeRequestDataset(shard.request, cfg, tokenizer));
-  const int64_t n_pos = shard.dataset.max_length();
-  if (n_prompts * n_pos > limits.max_prompt_tokens) return too_many_tokens(n_pos);
-  double bytes = 2.0 * n_prompts * sizeof(float);  // baseline, reference
-  for (const SearchOutput& o : SearchOutputs(shard.request.spec, cfg, n_pos)) {
-    double n = 1;
-    for (int64_t d : o.shape) n *= d;
-    if (range.component_end >= 0) n = std::min<double>(n, range.component_end);
-    n -= std::min<double>(n, std::max<int64_t>(0, range.component_begin));
-    bytes += n * n_prompts * sizeof(float);
+  }
+  for (size_t i = 0; i < task.prompts.size(); ++i) {
+    Prompt& p = task.prompts[i];
+    if (p.origin.empty()) p.origin = absl::StrCat("prompt #", task.prompt_begin + i);
+    LG_RETURN_IF_ERROR(CheckPrompt(&p, task.n_pos, cfg));
+  }
+  for (size_t i = 0; i < task.mean_prompts.size(); ++i) {
+    Prompt& p = task.mean_prompts[i];
+    if (p.origin.empty()) p.origin = absl::StrCat("mean prompt #", i);
+    LG_RETURN_IF_ERROR(CheckPrompt(&p, task.n_pos, cfg));
+  }
+
+  const std::vector<SearchOutput> outputs = SearchOutputs(task.spec, cfg, task.n_pos);
+  const int64_t n_components = c10::multiply_integers(outputs.front().shape);
+  if (task.component_end == 0) task.component_end = n_components;
+  if (task.component_begin < 0 || task.component_begin >= task.component_end ||
+      task.component_end > n_components) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "component range [", task.component_begin, ", ", task.component_end,
+        ") is not within [0, ", n_components, ")"));
+  }
+  double bytes = 2.0 * n * sizeof(float);  // baseline, reference
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    // The first grid is cut by the range; the others (whole-grid methods) are whole.
+    const double c = k == 0 ? task.component_end - task.component_begin
+                            : c10::multiply_integers(outputs[k].shape);
+    bytes += c * n * sizeof(float);
   }
   if (bytes > static_cast<double>(limits.max_result_bytes)) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the shard's result would hold ", static_cast<int64_t>(bytes), " bytes, over ",
         limits.max_result_bytes, " (--max-response-bytes); use smaller shards"));
   }
+
+  PreparedShard shard;
+  shard.spec = task.spec;
+  shard.dataset.name = "shard";
+  shard.dataset.prompts = std::move(task.prompts);
+  shard.dataset.pad_length = task.n_pos;
+  shard.mean_dataset.name = "job";
+  shard.mean_dataset.prompts = std::move(task.mean_prompts);
+  shard.mean_dataset.pad_length = task.n_pos;
+  shard.component_begin = task.component_begin;
+  shard.component_end = task.component_end;
   shard.result_bytes = static_cast<int64_t>(bytes);
   return shard;
-}
-
-absl::StatusOr<NamedTensors> RunSearchShard(const HookedTransformer& model,
-                                            const Tokenizer* tokenizer,
-                                            const std::string& spec_json,
-                                            std::function<bool()> is_cancelled,
-                                            const ShardLimits& limits) {
-  LG_ASSIGN_OR_RETURN(PreparedShard shard,
-                      PrepareSearchShard(model.cfg(), tokenizer, spec_json, limits));
-  return RunPreparedShard(model, shard, std::move(is_cancelled));
 }
 
 absl::StatusOr<NamedTensors> RunPreparedShard(const HookedTransformer& model,
                                               const PreparedShard& shard,
                                               std::function<bool()> is_cancelled) {
-  SearchOptions options = shard.request.options;
+  SearchOptions options;
+  options.component_begin = shard.component_begin;
+  options.component_end = shard.component_end;
+  if (!shard.mean_dataset.prompts.empty()) options.mean_dataset = &shard.mean_dataset;
   options.is_cancelled = std::move(is_cancelled);
   LG_ASSIGN_OR_RETURN(SearchResult result,
-                      RunSearch(model, shard.dataset, shard.request.spec, options));
+                      RunSearch(model, shard.dataset, shard.spec, options));
   NamedTensors out;
   out.emplace_back("baseline", result.baseline.to(torch::kFloat32).cpu());
   if (result.reference.defined()) {

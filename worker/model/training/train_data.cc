@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "worker/model/analysis/ioi_templates.h"
 
 namespace lensgrid {
 namespace {
@@ -17,34 +18,29 @@ int64_t Uniform(Rng& rng, int64_t lo, int64_t hi) {  // [lo, hi]
 
 double Unit(Rng& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
-// Training templates: Wang et al. (2022)'s (the `ioi` search dataset's) and
-// more of the same shape. [A] is the indirect object (the answer), the two
-// [B]s the subject; the order "[B] and [A]" is BABA, swapped it is ABBA.
+// Training templates: Wang et al. (2022)'s (the `ioi` search dataset's,
+// analysis/ioi_templates.h) and more of the same shape.
 const std::vector<std::string>& TrainTemplates() {
-  static const auto* t = new std::vector<std::string>{
-      "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
-      "Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to [A]",
-      "Then, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to [A]",
-      "Then, [B] and [A] were thinking about going to the [PLACE]. [B] wanted to give a "
-      "[OBJECT] to [A]",
-      "Then, [B] and [A] had a long argument, and afterwards [B] said to [A]",
-      "After [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
-      "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give it to [A]",
-      "When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give the [OBJECT] to [A]",
-      "While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to [A]",
-      "While [B] and [A] were commuting to the [PLACE], [B] gave a [OBJECT] to [A]",
-      "After the lunch, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
-      "Afterwards, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]",
-      "Then, [B] and [A] had a long argument. Afterwards [B] said to [A]",
-      "The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to [A]",
-      "Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]",
-      "When [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
-      "When [B] and [A] were at the [PLACE], [B] handed a [OBJECT] to [A]",
-      "After [B] and [A] left the [PLACE], [B] threw a [OBJECT] to [A]",
-      "Today [B] and [A] visited the [PLACE], and [B] bought a [OBJECT] for [A]",
-      "At the [PLACE], [B] and [A] found a [OBJECT]. [B] gave it to [A]",
-  };
+  static const auto* t = [] {
+    auto* all = new std::vector<std::string>(IoiTemplates());
+    for (const char* more : {
+             "When [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
+             "When [B] and [A] were at the [PLACE], [B] handed a [OBJECT] to [A]",
+             "After [B] and [A] left the [PLACE], [B] threw a [OBJECT] to [A]",
+             "Today [B] and [A] visited the [PLACE], and [B] bought a [OBJECT] for [A]",
+             "At the [PLACE], [B] and [A] found a [OBJECT]. [B] gave it to [A]"})
+      all->push_back(more);
+    return all;
+  }();
   return *t;
+}
+
+// `base`, then `more`.
+std::vector<std::string>* Extended(const std::vector<std::string>& base,
+                                   std::initializer_list<const char*> more) {
+  auto* all = new std::vector<std::string>(base);
+  for (const char* m : more) all->push_back(m);
+  return all;
 }
 
 // Phrasings that never appear in training rows.
@@ -61,13 +57,8 @@ const std::vector<std::string>& HeldOutTemplates() {
 
 // The `ioi` search dataset's names first, so a truncated vocabulary keeps them.
 const std::vector<std::string>& TrainNameCandidates() {
-  static const auto* n = new std::vector<std::string>{
-      " Mary", " John", " Tom", " James", " Dan", " Sarah", " Michael", " David", " Paul",
-      " Mark", " Anna", " Kate", " Lisa", " Peter", " Jack", " Alex", " Ben", " Emma",
-      " Laura", " Rachel", " Steven", " Robert", " Richard", " Joseph", " Thomas",
-      " Daniel", " Chris", " Kevin", " Brian", " Jane", " Amy", " Sam", " Max", " Mike",
-      " Eric", " Adam", " Ryan", " Matt", " Luke", " Simon", " Martin", " George",
-      " William", " Louis", " Carol", " Ann", " Lee"};
+  static const auto* n =
+      Extended(IoiNames(), {" William", " Louis", " Carol", " Ann", " Lee"});
   return *n;
 }
 
@@ -79,16 +70,14 @@ const std::vector<std::string>& HeldOutNameCandidates() {
 }
 
 const std::vector<std::string>& PlaceCandidates() {
-  static const auto* p = new std::vector<std::string>{
-      " store", " garden", " restaurant", " school", " hospital", " office", " house",
-      " park", " station", " church", " hotel", " market", " library", " beach", " bank"};
+  static const auto* p = Extended(
+      IoiPlaces(), {" church", " hotel", " market", " library", " beach", " bank"});
   return *p;
 }
 
 const std::vector<std::string>& ObjectCandidates() {
-  static const auto* o = new std::vector<std::string>{
-      " ring", " kiss", " bone", " basketball", " computer", " necklace", " drink", " snack",
-      " book", " ball", " letter", " gift", " card", " phone", " bag", " key", " picture"};
+  static const auto* o = Extended(
+      IoiObjects(), {" letter", " gift", " card", " phone", " bag", " key", " picture"});
   return *o;
 }
 
@@ -99,17 +88,6 @@ std::vector<std::string> SingleTokenWords(const Tokenizer& tok,
     if (tok.ToSingleToken(w).ok()) out.push_back(w);
   }
   return out;
-}
-
-// Replaces the first and second " [B]" with the subject, " [A]" with the
-// indirect object, then the place and object.
-std::string Fill(std::string text, const std::string& io, const std::string& s,
-                 const std::string& place, const std::string& object) {
-  for (int i = 0; i < 2; ++i) {
-    size_t at = text.find(" [B]");
-    if (at != std::string::npos) text.replace(at, 4, s);
-  }
-  return absl::StrReplaceAll(text, {{" [A]", io}, {" [PLACE]", place}, {" [OBJECT]", object}});
 }
 
 template <typename T>
@@ -240,7 +218,7 @@ IoiExample TrainData::IoiSentence(Rng& rng, bool held_out) const {
   IoiExample ex;
   ex.io = Pick(rng, names);
   do ex.s = Pick(rng, names); while (ex.s == ex.io);
-  ex.text = Fill(t, ex.io, ex.s, Pick(rng, places_), Pick(rng, objects_));
+  ex.text = FillIoiTemplate(t, ex.io, ex.s, ex.s, Pick(rng, places_), Pick(rng, objects_));
   return ex;
 }
 

@@ -1,0 +1,121 @@
+// The one table of circuit-search methods, metrics and ablations (no
+// LibTorch, no protobuf): names, help, result grids (names, axes, shapes as
+// functions of the model's shape and the job's n_pos) and how each method
+// shards. The model library (worker/model/analysis), the coordinator's
+// planner and merger, the worker's proto conversion, the CLI's help and every
+// error message read it, so a method exists in exactly one place.
+//
+//   LG_ASSIGN_OR_RETURN(Method m, ParseMethod("ablate-heads"));
+//   std::vector<Grid> grids = MethodGrids(m, {12, 12, false}, 20);
+//   // -> {{"delta", {"layer", "head"}, {12, 12}}}
+//
+// Adding a method: add it to the enum and to kMethodTable (search_methods.cc),
+// then to proto/lensgrid/v1/search.proto (value = enum + 1). The switches
+// over Method in this file and in worker/model/analysis/search.cc have no
+// `default:` and are compiled with -Werror=switch, so a method not handled
+// there does not compile; tests/common/search_methods_test.cc and
+// tests/worker/model/analysis/every_method_test.cc walk every method through
+// planner, library and merger.
+#ifndef LENSGRID_COMMON_SEARCH_METHODS_H_
+#define LENSGRID_COMMON_SEARCH_METHODS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace lensgrid {
+
+// Values are the proto's SearchMethod values minus one.
+enum class Method {
+  kAblateHeads,      // hook_z of one head -> [layer, head]
+  kAblateLayers,     // hook_attn_out / hook_mlp_out of one layer -> [kind(attn, mlp), layer]
+  kPatchResid,       // resid_pre at (layer, pos) -> [layer, pos]
+  kPatchAttnOut,     // attn_out at (layer, pos) -> [layer, pos]
+  kPatchMlpOut,      // mlp_out at (layer, pos) -> [layer, pos]
+  kPatchHeads,       // hook_z of one head, all positions -> [layer, head]
+  kPatchHeadsByPos,  // hook_z of one head at one position -> [layer, pos, head]
+  kPatchPattern,     // hook_pattern of one head -> [layer, head]
+  kDetectHeads,      // previous-token, duplicate-token, induction scores -> [layer, head] each
+  kDla,              // direct logit attribution -> heads [layer, head], layers [kind, layer]
+};
+// Values are the proto's SearchMetric values minus one.
+enum class MetricKind { kLogitDiff, kProb, kProbDiff, kLoss, kKl, kLogit, kLogProb };
+// Values are the proto's Ablation values minus one.
+enum class Ablation { kZero, kMean, kResample };
+
+// How a method runs: which kind of search it is.
+enum class MethodKind {
+  kAblation,  // delta from the clean run; uses the ablation (zero, mean, resample)
+  kPatching,  // clean activations into the corrupted run; also returns "reference"
+  kWholeGrid  // every component at once (detectors, DLA): shards by prompts only
+};
+
+struct MethodInfo {
+  Method method;
+  const char* name;  // "ablate-heads"
+  MethodKind kind;
+  const char* help;  // one line, for the CLI and the docs
+};
+struct MetricInfo {
+  MetricKind metric;
+  const char* name;  // "logit-diff"
+  const char* help;
+};
+struct AblationInfo {
+  Ablation ablation;
+  const char* name;  // "zero"
+  const char* help;
+};
+
+// Every value, in enum order.
+const std::vector<MethodInfo>& AllMethods();
+const std::vector<MetricInfo>& AllMetrics();
+const std::vector<AblationInfo>& AllAblations();
+
+const MethodInfo& Info(Method method);
+// INVALID_ARGUMENT naming the known values (the input quoted and cut).
+absl::StatusOr<Method> ParseMethod(absl::string_view name);
+absl::StatusOr<MetricKind> ParseMetric(absl::string_view name);
+absl::StatusOr<Ablation> ParseAblation(absl::string_view name);
+std::string MethodName(Method method);
+std::string MetricName(MetricKind metric);
+std::string AblationName(Ablation ablation);
+// "ablate-heads, ablate-layers, ..." (for help and errors).
+std::string MethodNames();
+std::string MetricNames();
+std::string AblationNames();
+
+bool IsPatching(Method method);
+bool IsAblation(Method method);
+// detect-heads and dla compute every component at once: shard by prompts only.
+bool ShardsByPromptsOnly(Method method);
+// The loss reads every position; the others only the final one.
+inline bool MetricNeedsAllPositions(MetricKind m) { return m == MetricKind::kLoss; }
+
+struct ModelShape {
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  bool attn_only = false;
+};
+
+// One result grid: its values per prompt are [n_prompts, NumComponents()].
+struct Grid {
+  std::string name;                // "delta", "previous_token", "heads", ...
+  std::vector<std::string> axes;   // e.g. {"layer", "head"}
+  std::vector<int64_t> shape;      // grid shape
+  int64_t NumComponents() const;   // product of shape
+  bool operator==(const Grid& o) const {
+    return name == o.name && axes == o.axes && shape == o.shape;
+  }
+};
+
+// The grids a method returns, in order; shards cut the first one's
+// components. n_pos = the job's longest prompt. REQUIRES: dims positive.
+std::vector<Grid> MethodGrids(Method method, const ModelShape& model, int64_t n_pos);
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_COMMON_SEARCH_METHODS_H_

@@ -1,0 +1,79 @@
+// The one table of methods, metrics and ablations: in enum order, names that
+// parse back, and the wire's enums exactly the table's values plus one.
+#include "common/search_methods.h"
+
+#include <cctype>
+
+#include "common/search_proto.h"
+#include "gtest/gtest.h"
+
+namespace lensgrid {
+namespace {
+
+// "patch-heads-by-pos" -> "PATCH_HEADS_BY_POS"
+std::string Upper(const std::string& name) {
+  std::string out;
+  for (char c : name) out += c == '-' ? '_' : static_cast<char>(std::toupper(c));
+  return out;
+}
+
+TEST(SearchMethodsTest, MethodsAreInEnumOrderAndMatchTheWire) {
+  const google::protobuf::EnumDescriptor* wire = v1::SearchMethod_descriptor();
+  ASSERT_EQ(static_cast<size_t>(wire->value_count()), AllMethods().size() + 1);
+  for (size_t i = 0; i < AllMethods().size(); ++i) {
+    const MethodInfo& m = AllMethods()[i];
+    SCOPED_TRACE(m.name);
+    EXPECT_EQ(static_cast<size_t>(m.method), i);
+    EXPECT_EQ(ParseMethod(m.name).value(), m.method);
+    EXPECT_EQ(MethodName(m.method), m.name);
+    EXPECT_EQ(v1::SearchMethod_Name(ToProto(m.method)), "METHOD_" + Upper(m.name));
+    EXPECT_EQ(MethodFromProto(ToProto(m.method)).value(), m.method);
+    EXPECT_FALSE(MethodGrids(m.method, {2, 3, false}, 4).empty());
+    EXPECT_NE(MethodNames().find(m.name), std::string::npos);
+  }
+}
+
+TEST(SearchMethodsTest, MetricsAndAblationsMatchTheWire) {
+  ASSERT_EQ(static_cast<size_t>(v1::SearchMetric_descriptor()->value_count()),
+            AllMetrics().size() + 1);
+  for (size_t i = 0; i < AllMetrics().size(); ++i) {
+    const MetricInfo& m = AllMetrics()[i];
+    EXPECT_EQ(static_cast<size_t>(m.metric), i);
+    EXPECT_EQ(ParseMetric(m.name).value(), m.metric);
+    EXPECT_EQ(v1::SearchMetric_Name(ToProto(m.metric)), "METRIC_" + Upper(m.name));
+  }
+  ASSERT_EQ(static_cast<size_t>(v1::Ablation_descriptor()->value_count()),
+            AllAblations().size() + 1);
+  for (size_t i = 0; i < AllAblations().size(); ++i) {
+    const AblationInfo& a = AllAblations()[i];
+    EXPECT_EQ(static_cast<size_t>(a.ablation), i);
+    EXPECT_EQ(ParseAblation(a.name).value(), a.ablation);
+    EXPECT_EQ(v1::Ablation_Name(ToProto(a.ablation)), "ABLATION_" + Upper(a.name));
+  }
+}
+
+TEST(SearchMethodsTest, ErrorsNameTheKnownValues) {
+  auto m = ParseMethod("ablate-everything");
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find(MethodNames()), std::string::npos);
+  EXPECT_NE(ParseMethod(std::string(1000, 'x')).status().message().find("(1000 bytes)"),
+            std::string::npos);
+  EXPECT_FALSE(MethodFromProto(v1::SEARCH_METHOD_UNSPECIFIED).ok());
+  EXPECT_FALSE(MethodFromProto(static_cast<v1::SearchMethod>(77)).ok());
+  EXPECT_EQ(MetricFromProto(v1::SEARCH_METRIC_UNSPECIFIED).value(), MetricKind::kLogitDiff);
+  EXPECT_EQ(AblationFromProto(v1::ABLATION_UNSPECIFIED).value(), Ablation::kZero);
+}
+
+TEST(SearchMethodsTest, GridsAsFunctionsOfTheModelAndPositions) {
+  EXPECT_EQ(MethodGrids(Method::kAblateLayers, {3, 5, true}, 7),
+            (std::vector<Grid>{{"delta", {"kind(attn,mlp)", "layer"}, {1, 3}}}));
+  EXPECT_EQ(MethodGrids(Method::kPatchHeadsByPos, {3, 5, false}, 7),
+            (std::vector<Grid>{{"delta", {"layer", "pos", "head"}, {3, 7, 5}}}));
+  EXPECT_EQ(MethodGrids(Method::kDla, {3, 5, false}, 7).size(), 2u);
+  EXPECT_TRUE(ShardsByPromptsOnly(Method::kDetectHeads));
+  EXPECT_TRUE(IsPatching(Method::kPatchPattern));
+  EXPECT_TRUE(IsAblation(Method::kAblateLayers));
+}
+
+}  // namespace
+}  // namespace lensgrid

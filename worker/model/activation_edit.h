@@ -1,0 +1,61 @@
+// One edit of one activation: the intervention engine that both the Worker
+// API's declarative interventions (worker/interventions.cc converts the
+// messages) and the searches' ablations and patches (analysis/search.cc) run.
+//
+// The edited region is the activation's [:, positions, head] for an activation
+// whose position axis is pos_axis and head axis head_axis (e.g. hook_z
+// [batch, pos, head, d_head]: pos_axis 1, head_axis 2; hook_pattern
+// [batch, head, query_pos, key_pos]: head_axis 1, pos_axis 2).
+//
+//   ActivationEdit e;
+//   e.op = EditOp::kPatch;
+//   e.head_axis = 2;
+//   e.head = 3;
+//   model->Run(in, {}, {{"blocks.0.attn.hook_z", EditHook({e}, {clean_z})}});
+#ifndef LENSGRID_WORKER_MODEL_ACTIVATION_EDIT_H_
+#define LENSGRID_WORKER_MODEL_ACTIVATION_EDIT_H_
+
+#include <optional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "worker/model/hook_point.h"
+
+namespace lensgrid {
+
+enum class EditOp {
+  kZero,
+  kMean,   // `value` when given, else the region's mean over the batch
+  kSet,    // region = value
+  kAdd,    // region += value
+  kScale,  // region *= scale
+  kPatch,  // region = the same region of a source activation
+};
+
+struct ActivationEdit {
+  EditOp op = EditOp::kZero;
+  std::optional<int> head_axis;  // set: edit only `head` on this axis
+  int64_t head = 0;
+  std::optional<int> pos_axis;   // with `positions`
+  at::Tensor positions;          // int64 [n] on the activation's device; undefined = all
+  at::Tensor value;              // kMean (optional), kSet, kAdd: broadcasts to the region
+  double scale = 1.0;            // kScale
+};
+
+// The region of `t` an edit touches: a view, or a copy when positions are given.
+at::Tensor EditRegion(const ActivationEdit& e, const at::Tensor& t);
+
+// Applies `e` to `act` in place (a view writes through to its base). kPatch
+// reads the same region of `source`, shaped like `act` or with batch 1
+// (broadcast over the batch).
+void ApplyEdit(const ActivationEdit& e, at::Tensor act, const at::Tensor& source = {});
+
+// A hook applying `edits` in order to a copy of its activation; sources[i]
+// is edit i's kPatch source (may be shorter than `edits` when none patch).
+// The hook holds the edits and sources by value.
+HookFn EditHook(std::vector<ActivationEdit> edits, std::vector<at::Tensor> sources = {});
+
+}  // namespace lensgrid
+
+#endif  // LENSGRID_WORKER_MODEL_ACTIVATION_EDIT_H_
