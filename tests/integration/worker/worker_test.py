@@ -229,6 +229,13 @@ class WorkerTest(unittest.TestCase):
         last = m.attention_mask.sum(1) - 1
         expect = [m.logits[i, last[i], a] - m.logits[i, last[i], 1757] for i, a in enumerate([5335, 5])]
         np.testing.assert_allclose(m.metric, expect, rtol=1e-5)
+        # The search's own metrics (one implementation), e.g. log-prob of the answer.
+        lp = c.run_with_interventions(["When Mary and John went", "a b"], [],
+                                      metric={"kind": "log-prob", "answer": 5335, "per_prompt": True})
+        rows = lp.logits[np.arange(2), last].astype(np.float64)
+        top = rows.max(1)
+        expect = rows[:, 5335] - (top + np.log(np.exp(rows - top[:, None]).sum(1)))
+        np.testing.assert_allclose(lp.metric, expect, rtol=1e-5, atol=1e-5)
         loss_only = c.run_with_interventions("a b c", [], return_type="loss",
                                              metric={"kind": "prob", "answer": 5})
         self.assertIsNone(loss_only.logits)
@@ -293,6 +300,8 @@ class WorkerTest(unittest.TestCase):
                 input=tokens([1, 2]), interventions=[worker_pb2.Intervention(hook="z0")])), "op"),
             (C.INVALID_ARGUMENT, "metric token", lambda: c.run_with_interventions("a", [], metric={"kind": "logit", "answer": 99999}), "99999"),
             (C.INVALID_ARGUMENT, "metric count", lambda: c.run_with_interventions(["a", "b", "c"], [], metric={"kind": "logit", "answer": [1, 2]}), "one per row"),
+            (C.INVALID_ARGUMENT, "search-only metric", lambda: c.run_with_interventions("a", [], metric={"kind": "loss", "answer": 5}), "for searches"),
+            (C.INVALID_ARGUMENT, "wrongs for one-set metric", lambda: c.run_with_interventions("a", [], metric={"kind": "log_prob", "answer": 5, "wrong": 6}), "only for logit-diff"),
             (C.FAILED_PRECONDITION, "shard hash", lambda: self.raw("RunShard", worker_pb2.RunShardRequest(
                 weights_sha256="00" * 32)), None),
         ]
