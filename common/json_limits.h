@@ -3,8 +3,8 @@
 // and our own walkers recurse, so 400 KB of "[[[[..." overflows a thread's
 // stack. ParseJsonBounded checks the nesting depth with a linear scan first.
 //
-//   LG_ASSIGN_OR_RETURN(nlohmann::json spec,
-//                       ParseJsonBounded(request.spec_json(), "shard spec"));
+//   LG_ASSIGN_OR_RETURN(nlohmann::json prompt,
+//                       ParseJsonBounded(jsonl_line, "prompt"));
 #ifndef LENSGRID_COMMON_JSON_LIMITS_H_
 #define LENSGRID_COMMON_JSON_LIMITS_H_
 
