@@ -4,6 +4,8 @@
 // (bench/ablation_sweep_torch.py, Debian's python3-torch), in one run.
 //
 //   build/bench/ablation_bench [--prompts 16] [--pos 16] [--skip-naive]
+#include <torch/torch.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,8 +13,6 @@
 #include <functional>
 #include <random>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "common/openblas_env.h"
 #include "worker/model/analysis/search.h"
@@ -42,8 +42,8 @@ std::string OurCoreType() {
 // empty) and returns its seconds (or -1).
 double TorchSeconds(const ModelConfig& cfg, int64_t prompts, int64_t pos,
                     const std::string& core_type) {
-  std::string env = core_type.empty() ? "env -u OPENBLAS_CORETYPE "
-                                      : "env OPENBLAS_CORETYPE=" + core_type + " ";
+  std::string env =
+      core_type.empty() ? "env -u OPENBLAS_CORETYPE " : "env OPENBLAS_CORETYPE=" + core_type + " ";
   std::string cmd = env + "/usr/bin/python3 " + LENSGRID_SOURCE_DIR +
                     "/bench/ablation_sweep_torch.py --layers " + std::to_string(cfg.n_layers) +
                     " --heads " + std::to_string(cfg.n_heads) + " --d-model " +
@@ -62,9 +62,12 @@ int Main(int argc, char** argv) {
   int64_t prompts = 16, pos = 16;
   bool skip_naive = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--prompts") == 0 && i + 1 < argc) prompts = std::stoll(argv[++i]);
-    else if (std::strcmp(argv[i], "--pos") == 0 && i + 1 < argc) pos = std::stoll(argv[++i]);
-    else if (std::strcmp(argv[i], "--skip-naive") == 0) skip_naive = true;
+    if (std::strcmp(argv[i], "--prompts") == 0 && i + 1 < argc)
+      prompts = std::stoll(argv[++i]);
+    else if (std::strcmp(argv[i], "--pos") == 0 && i + 1 < argc)
+      pos = std::stoll(argv[++i]);
+    else if (std::strcmp(argv[i], "--skip-naive") == 0)
+      skip_naive = true;
   }
   ConfigureCpuThreads(0);
   ModelConfig cfg = ModelConfigPreset("gpt2").value();
@@ -83,10 +86,11 @@ int Main(int argc, char** argv) {
   }
   SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, Ablation::kZero};
   const double work = static_cast<double>(cfg.n_layers * cfg.n_heads * prompts);
-  std::printf("head zero-ablation sweep: %lld heads x %lld prompts x %lld tokens, GPT-2 small "
-              "dims, random weights, %d BLAS threads\n\n",
-              static_cast<long long>(cfg.n_layers * cfg.n_heads), static_cast<long long>(prompts),
-              static_cast<long long>(pos), BlasThreads());
+  std::printf(
+      "head zero-ablation sweep: %lld heads x %lld prompts x %lld tokens, GPT-2 small "
+      "dims, random weights, %d BLAS threads\n\n",
+      static_cast<long long>(cfg.n_layers * cfg.n_heads), static_cast<long long>(prompts),
+      static_cast<long long>(pos), BlasThreads());
   RunSearch(*model, ds, spec).value();  // warm-up
   SearchResult fast_result;
   double fast = Seconds([&] { fast_result = RunSearch(*model, ds, spec).value(); });
@@ -96,7 +100,8 @@ int Main(int argc, char** argv) {
     o.naive = true;
     SearchResult naive_result;
     naive = Seconds([&] { naive_result = RunSearch(*model, ds, spec, o).value(); });
-    double diff = (fast_result.outputs[0].mean - naive_result.outputs[0].mean).abs().max().item<double>();
+    double diff =
+        (fast_result.outputs[0].mean - naive_result.outputs[0].mean).abs().max().item<double>();
     std::printf("fast vs naive: max |diff| of the [12, 12] result = %.2e (max |delta| %.2e)\n",
                 diff, fast_result.outputs[0].mean.abs().max().item<double>());
   }

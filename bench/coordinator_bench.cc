@@ -25,8 +25,8 @@ namespace {
 int64_t RunWorker(const std::string& address, int index) {
   grpc::ChannelArguments args;
   args.SetInt("lensgrid.bench.worker", index);  // a connection of its own
-  auto stub = v1::Coordinator::NewStub(grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args));
+  auto stub = v1::Coordinator::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
   v1::RegisterRequest reg;
   reg.set_model_id("m");
   reg.set_weights_sha256("sha");
@@ -40,8 +40,7 @@ int64_t RunWorker(const std::string& address, int index) {
     req.set_wait_ms(200);
     v1::LeaseShardResponse resp;
     grpc::ClientContext ctx;
-    if (!stub->LeaseShard(&ctx, req, &resp).ok() || !resp.has_shard())
-      return done;
+    if (!stub->LeaseShard(&ctx, req, &resp).ok() || !resp.has_shard()) return done;
     const v1::ShardSpec& spec = resp.lease().shard();
     const int64_t n = spec.prompt_end() - spec.prompt_begin();
     const int64_t c = spec.component_end() - spec.component_begin();
@@ -52,8 +51,7 @@ int64_t RunWorker(const std::string& address, int index) {
     msg.mutable_header()->set_worker_id(reg_resp.worker_id());
     msg.mutable_header()->set_lease_id(resp.lease().lease_id());
     writer->Write(msg);
-    for (auto [name, shape] :
-         std::vector<std::pair<std::string, std::vector<int64_t>>>{
+    for (auto [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
              {"baseline", {n}}, {"delta", {n, c}}}) {
       v1::CompleteShardRequest chunk;
       auto* t = chunk.mutable_chunk();
@@ -77,10 +75,8 @@ int Main(int argc, char** argv) {
   int workers = 64, prompts = 40;
   bool store = true;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--workers") && i + 1 < argc)
-      workers = std::atoi(argv[++i]);
-    if (!std::strcmp(argv[i], "--prompts") && i + 1 < argc)
-      prompts = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--workers") && i + 1 < argc) workers = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--prompts") && i + 1 < argc) prompts = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--no-store")) store = false;
   }
   const auto dir = std::filesystem::temp_directory_path() /
@@ -92,8 +88,7 @@ int Main(int argc, char** argv) {
   CoordinatorService service(&scheduler);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   auto server = builder.BuildAndStart();
   service.Start();
@@ -124,18 +119,15 @@ int Main(int argc, char** argv) {
     threads.emplace_back([&, i] { done[i] = RunWorker(address, i); });
   }
   for (auto& t : threads) t.join();
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-          .count();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int64_t completed = 0;
   for (int64_t d : done) completed += d;
   const auto status = scheduler.GetJob(job).value();
   std::printf(
       "coordinator_bench: %d workers, %lld shards (%s), state store %s: %.2f "
       "s, %.0f shards/s\n",
-      workers, static_cast<long long>(completed),
-      v1::JobState_Name(status.state()).c_str(), store ? "SQLite" : "off", s,
-      static_cast<double>(completed) / s);
+      workers, static_cast<long long>(completed), v1::JobState_Name(status.state()).c_str(),
+      store ? "SQLite" : "off", s, static_cast<double>(completed) / s);
   service.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   std::filesystem::remove_all(dir);

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The coordinator's share of a real job's wall time (issue 6).
+"""The coordinator's share of a real job's wall time (what scheduling and merging cost).
 
 A head-ablation sweep on a GPT-2-small-shaped checkpoint (12 layers, 12 heads, d_model 768,
 random weights: the work is the same as GPT-2 small's), run twice in one go:

@@ -4,6 +4,9 @@
 //   build/bench/forward_bench [--iters N] [--threads N] [--no-openblas-fix]
 //
 // --no-openblas-fix keeps OpenBLAS's own kernel choice (see common/openblas_env.h).
+#include <dlfcn.h>
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,9 +14,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <dlfcn.h>
-#include <torch/torch.h>
 
 #include "common/openblas_env.h"
 #include "worker/model/cpu_threads.h"
@@ -70,8 +70,10 @@ int Main(int argc, char** argv) {
   int iters = 10;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--iters") == 0) iters = std::stoi(argv[++i]);
-    else if (std::strcmp(argv[i], "--threads") == 0) threads = std::stoi(argv[++i]);
+    if (std::strcmp(argv[i], "--iters") == 0)
+      iters = std::stoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--threads") == 0)
+      threads = std::stoi(argv[++i]);
   }
   ConfigureCpuThreads(threads);
   ModelConfig cfg = ModelConfigPreset("gpt2").value();
@@ -80,13 +82,14 @@ int Main(int argc, char** argv) {
   auto model = HookedTransformer::FromWeights(cfg, w).value();
 
   double peak = GemmPeakFlops(iters);
-  std::printf("lensgrid forward benchmark: GPT-2 small dims (12 layers, d_model 768, vocab 50257),"
-              " random weights, %d BLAS threads + 1 LibTorch thread, median of %d\n",
-              BlasThreads(), iters);
+  std::printf(
+      "lensgrid forward benchmark: GPT-2 small dims (12 layers, d_model 768, vocab 50257),"
+      " random weights, %d BLAS threads + 1 LibTorch thread, median of %d\n",
+      BlasThreads(), iters);
   std::printf("OpenBLAS kernels: %s\n", BlasCoreName().c_str());
   std::printf("fp32 GEMM peak (torch::mm, best of 4 shapes): %.1f GFLOP/s\n\n", peak / 1e9);
-  std::printf("%-8s %-12s %10s %12s %10s %10s %12s\n", "shape", "mode", "ms", "tokens/s",
-              "GFLOP/s", "of peak", "cached MB");
+  std::printf("%-8s %-12s %10s %12s %10s %10s %12s\n", "shape", "mode", "ms", "tokens/s", "GFLOP/s",
+              "of peak", "cached MB");
   for (auto [batch, pos] : {std::pair<int64_t, int64_t>{1, 128}, {16, 16}}) {
     ModelInput in;
     in.tokens = torch::randint(cfg.d_vocab, {batch, pos}, torch::kInt64);
@@ -102,7 +105,7 @@ int Main(int argc, char** argv) {
       });
       if (!cache_all) plain_s = s;
       double flops = ForwardFlops(cfg, batch, pos) / s;
-      std::printf("%-8s %-12s %10.1f %12.0f %10.1f %9.0f%% %12.1f", 
+      std::printf("%-8s %-12s %10.1f %12.0f %10.1f %9.0f%% %12.1f",
                   (std::to_string(batch) + "x" + std::to_string(pos)).c_str(),
                   cache_all ? "full cache" : "plain", s * 1e3, batch * pos / s, flops / 1e9,
                   100.0 * flops / peak, cache.TotalBytes() / 1e6);

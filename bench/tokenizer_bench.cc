@@ -64,11 +64,10 @@ std::vector<std::string> BuildDocs(const Flags& flags, std::string* source) {
     paragraphs = Paragraphs(ReadAll(flags.corpus));
     *source = flags.corpus;
   } else {
-    for (const char* name :
-         {"GPL-3", "GPL-2", "LGPL-2.1", "LGPL-3", "Apache-2.0", "Artistic",
-          "MPL-2.0", "GFDL-1.3", "CC0-1.0"}) {
-      for (std::string& p : Paragraphs(
-               ReadAll(std::string("/usr/share/common-licenses/") + name))) {
+    for (const char* name : {"GPL-3", "GPL-2", "LGPL-2.1", "LGPL-3", "Apache-2.0", "Artistic",
+                             "MPL-2.0", "GFDL-1.3", "CC0-1.0"}) {
+      for (std::string& p :
+           Paragraphs(ReadAll(std::string("/usr/share/common-licenses/") + name))) {
         paragraphs.push_back(std::move(p));
       }
     }
@@ -81,8 +80,7 @@ std::vector<std::string> BuildDocs(const Flags& flags, std::string* source) {
   size_t total = 0;
   while (total < target) {
     const std::string& p = paragraphs[rng() % paragraphs.size()];
-    if (docs.back().size() + p.size() > 4096 && !docs.back().empty())
-      docs.emplace_back();
+    if (docs.back().size() + p.size() > 4096 && !docs.back().empty()) docs.emplace_back();
     docs.back() += p;
     total += p.size();
   }
@@ -91,8 +89,7 @@ std::vector<std::string> BuildDocs(const Flags& flags, std::string* source) {
 
 // Seconds to encode every doc with `threads` threads; `tokens` gets the token
 // count.
-double TimeEncode(const Tokenizer& tokenizer,
-                  const std::vector<std::string>& docs, int threads,
+double TimeEncode(const Tokenizer& tokenizer, const std::vector<std::string>& docs, int threads,
                   size_t* tokens) {
   std::vector<size_t> counts(threads, 0);
   const auto start = std::chrono::steady_clock::now();
@@ -110,12 +107,10 @@ double TimeEncode(const Tokenizer& tokenizer,
   for (std::thread& w : workers) w.join();
   *tokens = 0;
   for (size_t c : counts) *tokens += c;
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-void PrintRow(const std::string& name, double mb,
-              const std::vector<double>& seconds, size_t tokens,
+void PrintRow(const std::string& name, double mb, const std::vector<double>& seconds, size_t tokens,
               double baseline_mbps) {
   std::printf("%-34s", name.c_str());
   for (double s : seconds) std::printf(" %9.2f", mb / s);
@@ -157,29 +152,25 @@ int Main(int argc, char** argv) {
     std::cerr << tokenizer.status() << "\n";
     return 1;
   }
-  const double load_s = std::chrono::duration<double>(
-                            std::chrono::steady_clock::now() - load_start)
-                            .count();
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
 
   // Node first, while our caches are still empty.
   const std::string node_modules =
       std::string(LENSGRID_SOURCE_DIR) + "/third_party/gpt2-bpe/node_modules";
-  const std::string docs_path = (std::filesystem::temp_directory_path() /
-                                 "lensgrid_tokenizer_bench.jsonl")
-                                    .string();
+  const std::string docs_path =
+      (std::filesystem::temp_directory_path() / "lensgrid_tokenizer_bench.jsonl").string();
   {
     std::ofstream out(docs_path);
     for (const std::string& d : docs) out << nlohmann::json(d).dump() << "\n";
   }
   const std::string command = "node " + std::string(LENSGRID_SOURCE_DIR) +
-                              "/bench/tokenizer_bench.js " + node_modules +
-                              " " + docs_path + " " +
+                              "/bench/tokenizer_bench.js " + node_modules + " " + docs_path + " " +
                               std::to_string(flags.passes);
   std::string node_output;
   if (FILE* pipe = popen(command.c_str(), "r")) {
     char buffer[4096];
-    for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;)
-      node_output.append(buffer, n);
+    for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) node_output.append(buffer, n);
     pclose(pipe);
   }
   std::filesystem::remove(docs_path);
@@ -191,16 +182,15 @@ int Main(int argc, char** argv) {
     for (int pass = 0; pass < flags.passes; ++pass) {
       seconds.push_back(TimeEncode(**tokenizer, docs, threads, &our_tokens));
     }
-    ours.push_back({"lensgrid C++ (" + std::to_string(threads) + " thread" +
-                        (threads > 1 ? "s)" : ")"),
-                    seconds});
+    ours.push_back(
+        {"lensgrid C++ (" + std::to_string(threads) + " thread" + (threads > 1 ? "s)" : ")"),
+         seconds});
     if (flags.threads == 1) break;
   }
 
-  std::printf("text: %.2f MB English, %zu docs, from %s\n", mb, docs.size(),
-              source.c_str());
-  std::printf("lensgrid tokenizer load: %.3f s; threads on this machine: %u\n",
-              load_s, std::thread::hardware_concurrency());
+  std::printf("text: %.2f MB English, %zu docs, from %s\n", mb, docs.size(), source.c_str());
+  std::printf("lensgrid tokenizer load: %.3f s; threads on this machine: %u\n", load_s,
+              std::thread::hardware_concurrency());
   std::printf("%-34s", "encoder (MB/s per pass)");
   for (int p = 1; p <= flags.passes; ++p) std::printf("    pass %d", p);
   std::printf("  %10s  %7s\n", "tokens", "vs gpt-3-encoder");
@@ -208,21 +198,17 @@ int Main(int argc, char** argv) {
   double baseline = 0;
   nlohmann::json node = nlohmann::json::parse(node_output, nullptr, false);
   if (node.is_discarded() || !node.is_object()) {
-    std::printf(
-        "(node encoders unavailable: run scripts/bootstrap; output: %s)\n",
-        node_output.c_str());
+    std::printf("(node encoders unavailable: run scripts/bootstrap; output: %s)\n",
+                node_output.c_str());
   } else {
     for (const char* name : {"gpt-3-encoder", "js-tiktoken"}) {
-      const std::vector<double> seconds =
-          node[name]["seconds"].get<std::vector<double>>();
-      if (baseline == 0)
-        baseline = mb / *std::min_element(seconds.begin(), seconds.end());
-      PrintRow(std::string(name) + " (node)", mb, seconds,
-               node[name]["tokens"].get<size_t>(), baseline);
+      const std::vector<double> seconds = node[name]["seconds"].get<std::vector<double>>();
+      if (baseline == 0) baseline = mb / *std::min_element(seconds.begin(), seconds.end());
+      PrintRow(std::string(name) + " (node)", mb, seconds, node[name]["tokens"].get<size_t>(),
+               baseline);
     }
   }
-  for (const auto& [name, seconds] : ours)
-    PrintRow(name, mb, seconds, our_tokens, baseline);
+  for (const auto& [name, seconds] : ours) PrintRow(name, mb, seconds, our_tokens, baseline);
   return 0;
 }
 

@@ -34,8 +34,7 @@ double MedianMs(int reps, Fn fn) {
   for (int i = 0; i < reps; ++i) {
     auto start = Clock::now();
     fn();
-    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start)
-                     .count());
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
   }
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
@@ -60,13 +59,11 @@ int Main(int argc, char** argv) {
   }
   ConfigureCpuThreads(0);
   const std::string dir = "/tmp/lensgrid_worker_bench_model";
-  const std::string bin = std::getenv("LENSGRID_BINARY_DIR")
-                              ? std::getenv("LENSGRID_BINARY_DIR")
-                              : "build";
-  std::string init = absl::StrCat(
-      bin, "/client/lensgrid init --out ", dir,
-      " --layers 4 --heads 8 --d-model 256 --vocab 1000 --n-ctx 1024"
-      " --seed 0 > /dev/null");
+  const std::string bin =
+      std::getenv("LENSGRID_BINARY_DIR") ? std::getenv("LENSGRID_BINARY_DIR") : "build";
+  std::string init = absl::StrCat(bin, "/client/lensgrid init --out ", dir,
+                                  " --layers 4 --heads 8 --d-model 256 --vocab 1000 --n-ctx 1024"
+                                  " --seed 0 > /dev/null");
   if (std::system(init.c_str()) != 0) {
     std::fprintf(stderr, "cannot run: %s\n", init.c_str());
     return 1;
@@ -80,13 +77,11 @@ int Main(int argc, char** argv) {
   }
   std::shared_ptr<const WorkerCore> core = std::move(*core_or);
   Executor executor({.threads = 1, .max_pending = 8});
-  WorkerService service(&executor,
-                        {.chunk_bytes = 1 << 20, .log_requests = false});
+  WorkerService service(&executor, {.chunk_bytes = 1 << 20, .log_requests = false});
   service.SetBackend(core);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   auto server = builder.BuildAndStart();
   auto client = WorkerClient::Connect(absl::StrCat("127.0.0.1:", port)).value();
@@ -98,25 +93,19 @@ int Main(int argc, char** argv) {
   *big.mutable_input()->mutable_tokens() = Tokens(tokens);
   big.mutable_options()->set_return_type(v1::RETURN_NONE);
   uint64_t bytes = 0;
-  double core_ms = MedianMs(reps, [&] {
-    bytes = core->RunWithCache(big, never)->header.total_bytes();
-  });
+  double core_ms =
+      MedianMs(reps, [&] { bytes = core->RunWithCache(big, never)->header.total_bytes(); });
   double grpc_ms = MedianMs(reps, [&] {
     auto reply = client->RunWithCache(big);
-    if (!reply.ok())
-      std::fprintf(stderr, "%s\n", reply.status().ToString().c_str());
+    if (!reply.ok()) std::fprintf(stderr, "%s\n", reply.status().ToString().c_str());
   });
   std::vector<char> src(bytes, 1), dst(bytes);
-  double memcpy_ms =
-      MedianMs(reps, [&] { std::memcpy(dst.data(), src.data(), bytes); });
+  double memcpy_ms = MedianMs(reps, [&] { std::memcpy(dst.data(), src.data(), bytes); });
   const double mb = bytes / 1e6;
-  std::printf(
-      "full cache, 4 layers x 8 heads, d_model 256, %d tokens: %.1f MB\n",
-      tokens, mb);
+  std::printf("full cache, 4 layers x 8 heads, d_model 256, %d tokens: %.1f MB\n", tokens, mb);
   std::printf("  in-process core call (run + pack) : %8.1f ms\n", core_ms);
   std::printf("  over gRPC (run + stream + reassemble): %8.1f ms\n", grpc_ms);
-  std::printf("  transfer: %.0f MB/s  (= MB / (gRPC - core))\n",
-              mb / ((grpc_ms - core_ms) / 1e3));
+  std::printf("  transfer: %.0f MB/s  (= MB / (gRPC - core))\n", mb / ((grpc_ms - core_ms) / 1e3));
   std::printf("  memcpy of the same bytes: %.1f ms = %.0f MB/s\n", memcpy_ms,
               mb / (memcpy_ms / 1e3));
 
@@ -124,13 +113,11 @@ int Main(int argc, char** argv) {
   v1::RunWithCacheRequest small;
   *small.mutable_input()->mutable_tokens() = Tokens(8);
   small.mutable_cache()->add_names("blocks.0.attn.hook_pattern");
-  double small_core =
-      MedianMs(reps * 20, [&] { (void)core->RunWithCache(small, never); });
-  double small_grpc =
-      MedianMs(reps * 20, [&] { (void)client->RunWithCache(small); });
+  double small_core = MedianMs(reps * 20, [&] { (void)core->RunWithCache(small, never); });
+  double small_grpc = MedianMs(reps * 20, [&] { (void)client->RunWithCache(small); });
   std::printf("small RunWithCache (8 tokens, logits + pattern0):\n");
-  std::printf("  in-process %.2f ms, over gRPC %.2f ms (+%.2f ms)\n",
-              small_core, small_grpc, small_grpc - small_core);
+  std::printf("  in-process %.2f ms, over gRPC %.2f ms (+%.2f ms)\n", small_core, small_grpc,
+              small_grpc - small_core);
   server->Shutdown();
   return 0;
 }

@@ -9,8 +9,7 @@
 
 namespace lensgrid {
 
-inline int ReportCommandStatus(const char* command, const absl::Status& status,
-                               std::ostream& err) {
+inline int ReportCommandStatus(const char* command, const absl::Status& status, std::ostream& err) {
   if (status.ok()) return 0;
   err << "lensgrid " << command << ": " << absl::StatusCodeToString(status.code()) << ": "
       << status.message() << "\n";

@@ -21,12 +21,18 @@ const WireTensor* JobResult::Find(const std::string& name) const {
 
 std::string JobStateName(v1::JobState state) {
   switch (state) {
-    case v1::JOB_QUEUED: return "queued";
-    case v1::JOB_RUNNING: return "running";
-    case v1::JOB_SUCCEEDED: return "succeeded";
-    case v1::JOB_FAILED: return "failed";
-    case v1::JOB_CANCELLED: return "cancelled";
-    default: return "unknown";
+    case v1::JOB_QUEUED:
+      return "queued";
+    case v1::JOB_RUNNING:
+      return "running";
+    case v1::JOB_SUCCEEDED:
+      return "succeeded";
+    case v1::JOB_FAILED:
+      return "failed";
+    case v1::JOB_CANCELLED:
+      return "cancelled";
+    default:
+      return "unknown";
   }
 }
 
@@ -40,12 +46,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
   args.SetMaxReceiveMessageSize(16 << 20);
   args.SetMaxSendMessageSize(256 << 20);  // a job spec holds its prompts
   return std::make_unique<CoordinatorClient>(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args),
-      options);
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args), options);
 }
 
-CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel,
-                                     Options options)
+CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel, Options options)
     : stub_(v1::Coordinator::NewStub(std::move(channel))), options_(options) {}
 
 void CoordinatorClient::Prepare(grpc::ClientContext* ctx) const {
@@ -172,10 +176,9 @@ absl::StatusOr<v1::JobStatus> CoordinatorClient::Watch(
       backoff = absl::Milliseconds(100);
     }
     if (now - unreachable_since > options_.reconnect_for) {
-      return absl::Status(status.code(),
-                          absl::StrCat("lost the coordinator for more than ",
-                                       absl::FormatDuration(options_.reconnect_for), ": ",
-                                       status.message()));
+      return absl::Status(status.code(), absl::StrCat("lost the coordinator for more than ",
+                                                      absl::FormatDuration(options_.reconnect_for),
+                                                      ": ", status.message()));
     }
     if (on_reconnect) on_reconnect(status);
     std::this_thread::sleep_for(absl::ToChronoNanoseconds(backoff));

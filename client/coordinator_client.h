@@ -37,10 +37,9 @@ class CoordinatorClient {
     // unreachable (it may be restarting). Default: 2 minutes
     absl::Duration reconnect_for = absl::Minutes(2);
   };
-  static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(
-      const std::string& address, Options options);
-  static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(
-      const std::string& address) {
+  static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(const std::string& address,
+                                                                    Options options);
+  static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(const std::string& address) {
     return Connect(address, Options());
   }
   CoordinatorClient(std::shared_ptr<grpc::Channel> channel, Options options);

@@ -1,7 +1,6 @@
 #include "client/init_command.h"
 
 #include <CLI/CLI.hpp>
-
 #include <optional>
 #include <ostream>
 

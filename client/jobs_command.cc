@@ -1,8 +1,8 @@
 #include "client/jobs_command.h"
 
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <ctime>
 #include <iomanip>
@@ -43,8 +43,8 @@ absl::Status ListJobs(CoordinatorClient& c, std::ostream& out) {
 
 absl::Status ListWorkers(CoordinatorClient& c, std::ostream& out) {
   LG_ASSIGN_OR_RETURN(std::vector<v1::WorkerInfo> workers, c.ListWorkers());
-  out << absl::StrFormat("%-10s %-6s %-16s %-20s %-14s %-7s %-6s %s\n", "WORKER", "ALIVE",
-                         "NAME", "MODEL", "WEIGHTS", "DEVICE", "DONE", "ADDRESS");
+  out << absl::StrFormat("%-10s %-6s %-16s %-20s %-14s %-7s %-6s %s\n", "WORKER", "ALIVE", "NAME",
+                         "MODEL", "WEIGHTS", "DEVICE", "DONE", "ADDRESS");
   for (const v1::WorkerInfo& w : workers) {
     out << absl::StrFormat("%-10s %-6s %-16s %-20s %-14s %-7s %-6d %s\n", w.worker_id(),
                            w.alive() ? "yes" : "no", w.name(), w.model_id(),
@@ -56,8 +56,8 @@ absl::Status ListWorkers(CoordinatorClient& c, std::ostream& out) {
 
 absl::Status Cancel(CoordinatorClient& c, const std::string& job, std::ostream& out) {
   LG_ASSIGN_OR_RETURN(v1::JobStatus s, c.Cancel(job));
-  out << "job " << s.job_id() << ": " << JobStateName(s.state()) << " (" << s.shards_done()
-      << "/" << s.shards_total() << " shards done)\n";
+  out << "job " << s.job_id() << ": " << JobStateName(s.state()) << " (" << s.shards_done() << "/"
+      << s.shards_total() << " shards done)\n";
   return absl::OkStatus();
 }
 
@@ -83,8 +83,8 @@ absl::Status Result(CoordinatorClient& c, const std::string& job, const std::str
   if (!views.ok()) {
     out << "note: report.html has no attention patterns (" << views.status().message() << ")\n";
   }
-  return WriteSearchOutput(result, ctx, views.ok() ? *views : std::vector<AttentionView>(),
-                           output, out);
+  return WriteSearchOutput(result, ctx, views.ok() ? *views : std::vector<AttentionView>(), output,
+                           out);
 }
 
 }  // namespace
@@ -99,8 +99,7 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err) 
     app.add_option("job", job, "job id (see `lensgrid jobs`)")->required();
   }
   if (verb == "result") {
-    app.add_option("--output", output, "write result.json and result.safetensors here")
-        ->required();
+    app.add_option("--output", output, "write result.json and result.safetensors here")->required();
   }
   try {
     app.parse(argc, argv);

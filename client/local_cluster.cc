@@ -47,8 +47,7 @@ absl::StatusOr<std::string> FindBinary(const std::string& name, const char* env,
     return std::string(v);
   }
   const std::string self = SelfDir();
-  std::vector<std::string> tried = {self + "/" + name,
-                                    self + "/../" + build_subdir + "/" + name};
+  std::vector<std::string> tried = {self + "/" + name, self + "/../" + build_subdir + "/" + name};
   if (const char* path = std::getenv("PATH")) {
     for (absl::string_view d : absl::StrSplit(path, ':', absl::SkipEmpty()))
       tried.push_back(absl::StrCat(d, "/", name));
@@ -91,7 +90,7 @@ absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
   if (pid == 0) {
     ::dup2(fd, STDOUT_FILENO);
     ::dup2(fd, STDERR_FILENO);
-    ::setpgid(0, 0);  // a Ctrl-C at the terminal reaches us, not them...
+    ::setpgid(0, 0);                     // a Ctrl-C at the terminal reaches us, not them...
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // ...and when we die, they stop
     ::execv(args[0], args.data());
     std::fprintf(stderr, "cannot execute %s\n", args[0]);
@@ -156,10 +155,17 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / options.workers);
   }
   for (int i = 0; i < options.workers; ++i) {
-    std::vector<std::string> argv = {worker_bin,      "--model",       options.model_dir,
-                                     "--listen",      "127.0.0.1:0",   "--coordinator",
-                                     c->address_,     "--threads",     std::to_string(threads),
-                                     "--name",        absl::StrCat("local-", i)};
+    std::vector<std::string> argv = {worker_bin,
+                                     "--model",
+                                     options.model_dir,
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--coordinator",
+                                     c->address_,
+                                     "--threads",
+                                     std::to_string(threads),
+                                     "--name",
+                                     absl::StrCat("local-", i)};
     if (options.no_processing) argv.push_back("--no-processing");
     if (!options.model_id.empty()) {
       argv.push_back("--model-id");
@@ -174,9 +180,9 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
 absl::Status LocalCluster::Health() {
   if (Reap(&coordinator_)) {
     KeepLogs();
-    return absl::FailedPreconditionError(
-        absl::StrCat("the local coordinator exited; its log (", coordinator_.log, "):\n",
-                     TailOfFile(coordinator_.log, 20)));
+    return absl::FailedPreconditionError(absl::StrCat("the local coordinator exited; its log (",
+                                                      coordinator_.log, "):\n",
+                                                      TailOfFile(coordinator_.log, 20)));
   }
   bool any_alive = false;
   for (Child& w : workers_) any_alive |= !Reap(&w);

@@ -29,13 +29,12 @@ struct LocalClusterOptions {
   int workers = 1;
   int threads_per_worker = 0;  // 0: the machine's cores / workers
   bool no_processing = false;
-  std::string model_id;        // empty: the default
+  std::string model_id;  // empty: the default
 };
 
 class LocalCluster {
  public:
-  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(
-      const LocalClusterOptions& options);
+  static absl::StatusOr<std::unique_ptr<LocalCluster>> Start(const LocalClusterOptions& options);
   ~LocalCluster();  // SIGTERM to every child, SIGKILL after 10 s
 
   const std::string& address() const { return address_; }
@@ -54,7 +53,7 @@ class LocalCluster {
   };
   LocalCluster() = default;
   absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv);
-  bool Reap(Child* child);  // true once exited
+  bool Reap(Child* child);                           // true once exited
   void StopGroup(const std::vector<Child*>& group);  // SIGTERM, then SIGKILL
 
   std::string dir_, address_;

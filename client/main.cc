@@ -51,7 +51,8 @@ int main(int argc, char** argv) {
   if (command == "pull") return lensgrid::RunPullCommand(argc - 1, argv + 1, std::cout, std::cerr);
   if (command == "tokenize") return lensgrid::RunTokenizeCommand(argc - 1, argv + 1);
   if (command == "init") return lensgrid::RunInitCommand(argc - 1, argv + 1, std::cout, std::cerr);
-  if (command == "train") return lensgrid::RunTrainCommand(argc - 1, argv + 1, std::cout, std::cerr);
+  if (command == "train")
+    return lensgrid::RunTrainCommand(argc - 1, argv + 1, std::cout, std::cerr);
   std::cerr << "lensgrid: unknown command \"" << command << "\"\n\n" << kUsage;
   return 2;
 }

@@ -16,13 +16,12 @@ std::string FormatDuration(double s) {
   return absl::StrFormat("%dh%02dm", t / 3600, (t % 3600) / 60);
 }
 
-std::string FormatProgressBar(int64_t done, int64_t total, double per_s, double eta_s,
-                              int width) {
+std::string FormatProgressBar(int64_t done, int64_t total, double per_s, double eta_s, int width) {
   const double frac = total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 0;
   const int filled = static_cast<int>(std::floor(frac * width + 1e-9));
   std::string bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
-  std::string line = absl::StrFormat("%s %*d/%d shards", bar, std::to_string(total).size(),
-                                     done, total);
+  std::string line =
+      absl::StrFormat("%s %*d/%d shards", bar, std::to_string(total).size(), done, total);
   if (per_s > 0) absl::StrAppend(&line, absl::StrFormat("  %.1f/s", per_s));
   if (done < total) absl::StrAppend(&line, "  ETA ", per_s > 0 ? FormatDuration(eta_s) : "?");
   return line;
@@ -55,8 +54,9 @@ std::string DescribeEvent(const v1::JobEvent& e) {
 }
 
 void ProgressPrinter::DrawBar() {
-  write_(absl::StrCat("\r", FormatProgressBar(last_.shards_done(), last_.shards_total(),
-                                              last_.shards_per_s(), last_.eta_s()),
+  write_(absl::StrCat("\r",
+                      FormatProgressBar(last_.shards_done(), last_.shards_total(),
+                                        last_.shards_per_s(), last_.eta_s()),
                       "\x1b[K"));
   have_bar_ = true;
 }

@@ -43,8 +43,7 @@ std::vector<std::pair<int, int>> HeadsToShow(const SearchResult& result, int n_h
 absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer& model,
                                                         const Tokenizer* tokenizer,
                                                         const Prompt& prompt,
-                                                        const SearchResult& result,
-                                                        int max_heads) {
+                                                        const SearchResult& result, int max_heads) {
   std::vector<std::pair<int, int>> heads = HeadsToShow(result, model.cfg().n_heads, max_heads);
   std::vector<AttentionView> views;
   if (heads.empty() || prompt.tokens.empty()) return views;
@@ -78,8 +77,7 @@ absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer&
 
 absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext& ctx,
                                                              const SearchResult& result,
-                                                             const Prompt* prompt,
-                                                             int max_heads) {
+                                                             const Prompt* prompt, int max_heads) {
   LoadOptions load;
   if (!ctx.processed) load.processing = ProcessingOptions::None();
   LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained(ctx.model_dir, load));

@@ -1,9 +1,8 @@
 #include "client/run_command.h"
-#include "client/command_status.h"
 
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <iomanip>
 #include <ostream>
 
@@ -12,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/command_status.h"
 #include "client/hub/hub_download.h"
 #include "client/run_remote.h"
 #include "common/status_macros.h"
@@ -38,7 +38,9 @@ struct RunFlags {
   bool offline = false;
 };
 
-std::string ShapeString(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+std::string ShapeString(at::IntArrayRef s) {
+  return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
+}
 
 absl::StatusOr<RunData> RunLocal(const RunFlags& flags, std::ostream& out) {
   ConfigureCpuThreads(flags.threads);
@@ -56,9 +58,9 @@ absl::StatusOr<RunData> RunLocal(const RunFlags& flags, std::ostream& out) {
   std::vector<int64_t>& ids = data.ids;
   if (!flags.prompt.empty()) {
     if (!tokenizer.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "--prompt needs tokenizer files: ", tokenizer.status().message(),
-          " (or pass ids with --tokens)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("--prompt needs tokenizer files: ", tokenizer.status().message(),
+                       " (or pass ids with --tokens)"));
     }
     if (!flags.no_bos) ids.push_back(model->cfg().bos_token_id);
     std::vector<int64_t> text_ids = (*tokenizer)->Encode(flags.prompt);
@@ -100,8 +102,8 @@ absl::StatusOr<RunData> RunLocal(const RunFlags& flags, std::ostream& out) {
 absl::Status Report(const RunFlags& flags, const RunData& data, std::ostream& out) {
   const std::vector<int64_t>& ids = data.ids;
   out << "model: " << data.model_dir << " (" << data.n_layers << " layers, " << data.n_heads
-      << " heads, d_model " << data.d_model
-      << (data.processed ? ", processed" : ", unprocessed") << ")\n";
+      << " heads, d_model " << data.d_model << (data.processed ? ", processed" : ", unprocessed")
+      << ")\n";
   if (!flags.worker.empty()) out << "worker: " << flags.worker << "\n";
   out << "tokens (" << ids.size() << "): " << absl::StrJoin(ids, ",") << "\n";
   if (data.str_tokens) {
@@ -147,12 +149,11 @@ absl::Status Report(const RunFlags& flags, const RunData& data, std::ostream& ou
     NamedTensors tensors;
     if (data.logits.defined()) tensors.emplace_back("logits", data.logits);
     for (const auto& [name, t] : data.cache) tensors.emplace_back(name, t);
-    LG_RETURN_IF_ERROR(WriteTensorFile(
-        flags.output, tensors,
-        {{"model_dir", data.model_dir},
-         {"weights_sha256", data.weights_sha256},
-         {"processed", data.processed ? "true" : "false"},
-         {"tokens", absl::StrJoin(ids, ",")}}));
+    LG_RETURN_IF_ERROR(WriteTensorFile(flags.output, tensors,
+                                       {{"model_dir", data.model_dir},
+                                        {"weights_sha256", data.weights_sha256},
+                                        {"processed", data.processed ? "true" : "false"},
+                                        {"tokens", absl::StrJoin(ids, ",")}}));
     out << "wrote " << flags.output << " (" << tensors.size() << " tensors)\n";
   }
   return absl::OkStatus();
@@ -189,8 +190,8 @@ absl::StatusOr<std::vector<int64_t>> ParseTokenList(const std::string& text) {
     absl::string_view trimmed = absl::StripAsciiWhitespace(item);
     int64_t id;
     if (!absl::SimpleAtoi(trimmed, &id) || id < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--tokens item ", index, " (\"", trimmed, "\") is not a non-negative integer id"));
+      return absl::InvalidArgumentError(absl::StrCat("--tokens item ", index, " (\"", trimmed,
+                                                     "\") is not a non-negative integer id"));
     }
     ids.push_back(id);
     ++index;
@@ -203,11 +204,21 @@ std::string QuoteTokenText(const std::string& text) {
   std::string out = "\"";
   for (unsigned char c : text) {
     switch (c) {
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
       default:
         if (c < 0x20 || c == 0x7f) {
           out += absl::StrCat("\\x", absl::Hex(c, absl::kZeroPad2));

@@ -20,16 +20,14 @@ v1::Tensor TokensProto(const std::vector<int64_t>& ids) {
   t.set_dtype(v1::I64);
   t.add_shape(1);
   t.add_shape(static_cast<int64_t>(ids.size()));
-  t.set_data(reinterpret_cast<const char*>(ids.data()),
-             ids.size() * sizeof(int64_t));
+  t.set_data(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(int64_t));
   return t;
 }
 
 }  // namespace
 
 absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
-  LG_ASSIGN_OR_RETURN(std::shared_ptr<WorkerClient> worker,
-                      WorkerClient::Connect(request.worker));
+  LG_ASSIGN_OR_RETURN(std::shared_ptr<WorkerClient> worker, WorkerClient::Connect(request.worker));
   LG_RETURN_IF_ERROR(worker->WaitUntilReady(absl::Seconds(30)));
   LG_ASSIGN_OR_RETURN(v1::ModelInfo info, worker->GetModelInfo());
   if (info.processed() == request.no_processing) {
@@ -37,14 +35,12 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
         "the worker at ", request.worker, " serves ",
         info.processed() ? "processed" : "unprocessed", " weights; ",
         request.no_processing ? "drop --no-processing" : "add --no-processing",
-        " or start the worker ", info.processed() ? "with" : "without",
-        " --no-processing"));
+        " or start the worker ", info.processed() ? "with" : "without", " --no-processing"));
   }
   std::string expected_sha;
   if (!request.model_dir.empty() &&
       std::filesystem::exists(request.model_dir + "/model.safetensors")) {
-    LG_ASSIGN_OR_RETURN(
-        expected_sha, Sha256FileHex(request.model_dir + "/model.safetensors"));
+    LG_ASSIGN_OR_RETURN(expected_sha, Sha256FileHex(request.model_dir + "/model.safetensors"));
   }
 
   // Tokenized on the worker, then run as ids: the same ids as in-process.
@@ -53,17 +49,14 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
     v1::TokenizeRequest tokenize;
     tokenize.add_texts(request.prompt);
     tokenize.set_prepend_bos(!request.no_bos);
-    LG_ASSIGN_OR_RETURN(v1::TokenizeResponse tokens,
-                        worker->Tokenize(tokenize));
+    LG_ASSIGN_OR_RETURN(v1::TokenizeResponse tokens, worker->Tokenize(tokenize));
     ids.assign(tokens.tokens(0).ids().begin(), tokens.tokens(0).ids().end());
   }
   v1::ModelInput input;
   *input.mutable_tokens() = TokensProto(ids);
   v1::RunOptions options;
-  options.set_return_type(ids.size() >= 2 ? v1::RETURN_BOTH
-                                          : v1::RETURN_LOGITS);
-  if (request.stop_at_layer.has_value())
-    options.set_stop_at_layer(*request.stop_at_layer);
+  options.set_return_type(ids.size() >= 2 ? v1::RETURN_BOTH : v1::RETURN_LOGITS);
+  if (request.stop_at_layer.has_value()) options.set_stop_at_layer(*request.stop_at_layer);
 
   absl::StatusOr<RunReply> reply;
   if (request.cache_regexes.empty()) {
@@ -76,16 +69,14 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
     v1::RunWithCacheRequest run;
     *run.mutable_input() = input;
     *run.mutable_options() = options;
-    for (const auto& r : request.cache_regexes)
-      run.mutable_cache()->add_regexes(r);
+    for (const auto& r : request.cache_regexes) run.mutable_cache()->add_regexes(r);
     run.set_expected_weights_sha256(expected_sha);
     reply = worker->RunWithCache(run);
   }
   LG_RETURN_IF_ERROR(reply.status());
 
   RunData data;
-  data.model_dir =
-      request.model_dir.empty() ? info.model_dir() : request.model_dir;
+  data.model_dir = request.model_dir.empty() ? info.model_dir() : request.model_dir;
   data.weights_sha256 = reply->header.weights_sha256();
   data.processed = info.processed();
   data.n_layers = info.config().n_layers();
@@ -93,8 +84,7 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
   data.d_model = info.config().d_model();
   const std::string& token_bytes = reply->header.tokens().data();
   data.ids.resize(token_bytes.size() / sizeof(int64_t));
-  std::memcpy(data.ids.data(), token_bytes.data(),
-              data.ids.size() * sizeof(int64_t));
+  std::memcpy(data.ids.data(), token_bytes.data(), data.ids.size() * sizeof(int64_t));
   for (const WireTensor& t : reply->tensors) {
     LG_ASSIGN_OR_RETURN(at::Tensor value, WireToTorch(t));
     if (t.name == "logits") {
@@ -106,14 +96,12 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
     }
   }
   if (info.has_tokenizer()) {
-    data.str_tokens = [worker](const std::vector<int64_t>& ids)
-        -> absl::StatusOr<std::vector<std::string>> {
+    data.str_tokens =
+        [worker](const std::vector<int64_t>& ids) -> absl::StatusOr<std::vector<std::string>> {
       v1::DetokenizeRequest detok;
       detok.mutable_ids()->Add(ids.begin(), ids.end());
-      LG_ASSIGN_OR_RETURN(v1::DetokenizeResponse response,
-                          worker->Detokenize(detok));
-      return std::vector<std::string>(response.str_tokens().begin(),
-                                      response.str_tokens().end());
+      LG_ASSIGN_OR_RETURN(v1::DetokenizeResponse response, worker->Detokenize(detok));
+      return std::vector<std::string>(response.str_tokens().begin(), response.str_tokens().end());
     };
   }
   return data;

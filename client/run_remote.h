@@ -30,9 +30,7 @@ struct RunData {
   at::Tensor loss;    // [] or undefined
   NamedTensors cache;
   // Each id's text when a tokenizer is available (locally or on the worker).
-  std::function<absl::StatusOr<std::vector<std::string>>(
-      const std::vector<int64_t>&)>
-      str_tokens;
+  std::function<absl::StatusOr<std::vector<std::string>>(const std::vector<int64_t>&)> str_tokens;
 };
 
 struct RemoteRunRequest {

@@ -1,17 +1,16 @@
 #include "client/search_command.h"
-#include "client/command_status.h"
 
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <torch/torch.h>
-
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <ostream>
 
 #include "absl/strings/str_cat.h"
+#include "client/command_status.h"
 #include "client/hub/hub_download.h"
 #include "client/local_cluster.h"
 #include "client/report_views.h"
@@ -83,8 +82,7 @@ absl::Status ExecuteInProcess(const SearchFlags& flags, std::ostream& out) {
   LG_ASSIGN_OR_RETURN(Dataset dataset, MakeDataset(ds_spec, model->cfg(),
                                                    tokenizer.ok() ? tokenizer->get() : nullptr));
   LG_ASSIGN_OR_RETURN(SearchContext ctx, MakeContext(flags, model->cfg(),
-                                                     model->load_report().weights_sha256,
-                                                     dataset));
+                                                     model->load_report().weights_sha256, dataset));
   LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(ctx));
   SearchOptions options;
   options.naive = flags.naive;
@@ -111,8 +109,7 @@ absl::Status ExecuteInProcess(const SearchFlags& flags, std::ostream& out) {
 // config and tokenizer, not the weights) and sends every prompt inline.
 absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ostream& err) {
   LG_ASSIGN_OR_RETURN(ModelConfig cfg, LoadModelConfig(flags.model_dir));
-  LG_ASSIGN_OR_RETURN(std::string sha256,
-                      Sha256FileHex(flags.model_dir + "/model.safetensors"));
+  LG_ASSIGN_OR_RETURN(std::string sha256, Sha256FileHex(flags.model_dir + "/model.safetensors"));
   auto tokenizer = LoadTokenizerForModel(flags.model_dir);
   DatasetSpec ds_spec{flags.dataset, flags.n_prompts, flags.seed, flags.seq_len};
   LG_ASSIGN_OR_RETURN(Dataset dataset,
@@ -196,7 +193,8 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   bool offline = false;
   app.add_flag("--offline", offline,
                "never download: a model name must be in the cache (also LENSGRID_OFFLINE=1)");
-  app.add_option("--dataset", f.dataset, "induction | ioi | gender-bias | greater-than | FILE.jsonl")
+  app.add_option("--dataset", f.dataset,
+                 "induction | ioi | gender-bias | greater-than | FILE.jsonl")
       ->required();
   // The names come from the one table (common/search_methods.h).
   app.add_option("--method", f.method, MethodNames())->required();
@@ -205,7 +203,8 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   app.add_option("--n-prompts", f.n_prompts, "prompts to generate (or to read at most)");
   app.add_option("--seed", f.seed, "dataset seed");
   app.add_option("--seq-len", f.seq_len, "induction: random tokens per half");
-  app.add_flag("--normalize", f.normalize, "patching: also (patched - corrupted) / (clean - corrupted)");
+  app.add_flag("--normalize", f.normalize,
+               "patching: also (patched - corrupted) / (clean - corrupted)");
   app.add_flag("--detectors", f.detectors,
                "also score every head with the detectors (previous-token, induction, "
                "duplicate-token) on the same prompts");
@@ -217,8 +216,9 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   app.add_option("--output", f.output, "write result.json and result.safetensors here");
   app.add_option("--threads", f.threads,
                  "CPU threads for matmuls (default: all; --local: per worker, cores / N)");
-  app.add_option("--prompts-per-shard", f.prompts_per_shard,
-                 "--local/--coordinator: prompts in one shard (default: the planner's cost estimate)")
+  app.add_option(
+         "--prompts-per-shard", f.prompts_per_shard,
+         "--local/--coordinator: prompts in one shard (default: the planner's cost estimate)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--components-per-shard", f.components_per_shard,
                  "--local/--coordinator: heads/layers/positions in one shard (default: the "
@@ -232,7 +232,8 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err);
   }
-  const int where = (f.in_process ? 1 : 0) + (f.local > 0 ? 1 : 0) + (f.coordinator.empty() ? 0 : 1);
+  const int where =
+      (f.in_process ? 1 : 0) + (f.local > 0 ? 1 : 0) + (f.coordinator.empty() ? 0 : 1);
   if (where != 1) {
     err << "lensgrid search: say where to run, once: --in-process, --local N (N >= 1) or "
            "--coordinator HOST:PORT\n";

@@ -30,8 +30,7 @@ absl::Status Read(const nlohmann::json& j, const char* key, T* out) {
   try {
     *out = j.at(key).get<T>();
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("job description: \"", key, "\": ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat("job description: \"", key, "\": ", e.what()));
   }
   return absl::OkStatus();
 }
@@ -120,8 +119,8 @@ absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& 
   j["method"] = MethodName(spec.method);
   j["metric"] = MetricName(spec.metric);
   j["ablation"] = AblationName(spec.ablation);
-  j["delta"] = patching ? "metric(patched) - metric(corrupted)"
-                        : "metric(intervened) - metric(clean)";
+  j["delta"] =
+      patching ? "metric(patched) - metric(corrupted)" : "metric(intervened) - metric(clean)";
   const nlohmann::ordered_json context = ContextToJson(ctx);
   for (const char* key : {"model", "dataset", "run"}) j[key] = context[key];
   j["baseline"] = baseline;
@@ -174,9 +173,9 @@ absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& 
   std::ofstream json_out(output_dir + "/result.json");
   json_out << j.dump(1) << "\n";
   if (!json_out) return absl::PermissionDeniedError("cannot write " + output_dir + "/result.json");
-  LG_RETURN_IF_ERROR(WriteTensorFile(output_dir + "/result.safetensors", tensors,
-                                     {{"method", MethodName(spec.method)},
-                                      {"metric", MetricName(spec.metric)}}));
+  LG_RETURN_IF_ERROR(
+      WriteTensorFile(output_dir + "/result.safetensors", tensors,
+                      {{"method", MethodName(spec.method)}, {"metric", MetricName(spec.metric)}}));
   std::ofstream html(output_dir + "/report.html");
   html << RenderReportHtml({j, attention, ""});
   if (!html) return absl::PermissionDeniedError("cannot write " + output_dir + "/report.html");

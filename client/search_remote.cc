@@ -32,8 +32,7 @@ absl::StatusOr<at::Tensor> Take(const JobResult& job, const std::string& name,
   LG_ASSIGN_OR_RETURN(at::Tensor out, WireToTorch(*t));
   if (out.numel() != c10::multiply_integers(shape)) {
     return absl::InternalError(absl::StrCat("the job's tensor \"", name, "\" has ", out.numel(),
-                                            " values, expected ",
-                                            c10::multiply_integers(shape)));
+                                            " values, expected ", c10::multiply_integers(shape)));
   }
   return out.reshape(shape).to(torch::kFloat64);
 }
@@ -53,8 +52,8 @@ v1::JobSpec MakeJobSpec(const Dataset& dataset, const SearchContext& ctx,
   spec.set_n_layers(ctx.n_layers);
   spec.set_n_heads(ctx.n_heads);
   spec.set_attn_only(attn_only);
-  spec.set_label(absl::StrCat(ctx.dataset, " ", ctx.method, " (", dataset.prompts.size(),
-                              " prompts)"));
+  spec.set_label(
+      absl::StrCat(ctx.dataset, " ", ctx.method, " (", dataset.prompts.size(), " prompts)"));
   spec.set_client_json(ContextToJson(ctx).dump());
   for (const Prompt& p : dataset.prompts) {
     v1::InlinePrompt* q = spec.add_prompts();
@@ -94,8 +93,7 @@ absl::StatusOr<SearchResult> ResultFromJob(const JobResult& job, const SearchSpe
 }
 
 absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
-                                              const v1::JobSpec& job_spec,
-                                              const SearchSpec& spec,
+                                              const v1::JobSpec& job_spec, const SearchSpec& spec,
                                               const RemoteSearchOptions& options) {
   std::ostream& progress = options.progress != nullptr ? *options.progress : std::cerr;
   std::mutex write_mu;
@@ -108,8 +106,8 @@ absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
   LG_ASSIGN_OR_RETURN(v1::SubmitJobResponse submitted, client->Submit(job_spec));
   const std::string job_id = submitted.job_id();
   if (options.job_id != nullptr) *options.job_id = job_id;
-  printer.Note(absl::StrCat("job ", job_id, " at ", address, ": ", submitted.shards_total(),
-                            " shards"));
+  printer.Note(
+      absl::StrCat("job ", job_id, " at ", address, ": ", submitted.shards_total(), " shards"));
   if (absl::StatusOr<std::vector<v1::WorkerInfo>> workers = client->ListWorkers(); workers.ok()) {
     int matching = 0;
     for (const v1::WorkerInfo& w : *workers) {
@@ -161,16 +159,15 @@ absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
     case v1::JOB_SUCCEEDED:
       break;
     case v1::JOB_FAILED:
-      return absl::Status(
-          final_status->error_code() > 0 && final_status->error_code() <= 16
-              ? static_cast<absl::StatusCode>(final_status->error_code())
-              : absl::StatusCode::kAborted,
-          absl::StrCat("job ", job_id, " failed: ", final_status->error()));
+      return absl::Status(final_status->error_code() > 0 && final_status->error_code() <= 16
+                              ? static_cast<absl::StatusCode>(final_status->error_code())
+                              : absl::StatusCode::kAborted,
+                          absl::StrCat("job ", job_id, " failed: ", final_status->error()));
     case v1::JOB_CANCELLED:
       return absl::CancelledError(absl::StrCat("job ", job_id, " was cancelled"));
     default:
-      return absl::InternalError(absl::StrCat("job ", job_id, " ended in state ",
-                                              JobStateName(final_status->state())));
+      return absl::InternalError(
+          absl::StrCat("job ", job_id, " ended in state ", JobStateName(final_status->state())));
   }
   LG_ASSIGN_OR_RETURN(JobResult job, client->GetResult(job_id));
   return ResultFromJob(job, spec);

@@ -29,20 +29,19 @@ v1::JobSpec MakeJobSpec(const Dataset& dataset, const SearchContext& ctx,
 absl::StatusOr<SearchResult> ResultFromJob(const JobResult& job, const SearchSpec& spec);
 
 struct RemoteSearchOptions {
-  bool tty = false;                        // draw a progress bar
-  std::ostream* progress = nullptr;        // where progress goes (stderr)
+  bool tty = false;                  // draw a progress bar
+  std::ostream* progress = nullptr;  // where progress goes (stderr)
   // Polled every 200 ms while the job runs: a non-OK status cancels the job
   // and is returned (e.g. the local workers died). Optional.
   std::function<absl::Status()> health;
-  std::string* job_id = nullptr;           // receives the job id, if given
+  std::string* job_id = nullptr;  // receives the job id, if given
 };
 
 // Submits, follows the job to its end (reconnecting across coordinator
 // restarts), and fetches the result. A failed or cancelled job is an error
 // carrying the coordinator's code and message.
 absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
-                                              const v1::JobSpec& job_spec,
-                                              const SearchSpec& spec,
+                                              const v1::JobSpec& job_spec, const SearchSpec& spec,
                                               const RemoteSearchOptions& options);
 
 }  // namespace lensgrid

@@ -37,8 +37,7 @@ absl::StatusOr<std::vector<int64_t>> ParseIds(const std::string& text) {
        absl::StrSplit(text, absl::ByAnyChar(", \t\r\n"), absl::SkipEmpty())) {
     int64_t id;
     if (!absl::SimpleAtoi(field, &id)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("not a token id: \"", field, "\""));
+      return absl::InvalidArgumentError(absl::StrCat("not a token id: \"", field, "\""));
     }
     ids.push_back(id);
   }
@@ -46,13 +45,11 @@ absl::StatusOr<std::vector<int64_t>> ParseIds(const std::string& text) {
 }
 
 std::string JsonString(const std::string& text) {
-  return nlohmann::json(text).dump(-1, ' ', false,
-                                   nlohmann::json::error_handler_t::replace);
+  return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // One output line for one input text or id list.
-absl::StatusOr<std::string> Convert(const Tokenizer& tokenizer,
-                                    const Options& options,
+absl::StatusOr<std::string> Convert(const Tokenizer& tokenizer, const Options& options,
                                     const std::string& input) {
   if (options.decode) {
     LG_ASSIGN_OR_RETURN(std::vector<int64_t> ids, ParseIds(input));
@@ -63,8 +60,7 @@ absl::StatusOr<std::string> Convert(const Tokenizer& tokenizer,
 }
 
 // One output line for one JSONL input line.
-absl::StatusOr<std::string> ConvertJsonLine(const Tokenizer& tokenizer,
-                                            const Options& options,
+absl::StatusOr<std::string> ConvertJsonLine(const Tokenizer& tokenizer, const Options& options,
                                             const std::string& line) {
   nlohmann::json json;
   try {
@@ -80,8 +76,7 @@ absl::StatusOr<std::string> ConvertJsonLine(const Tokenizer& tokenizer,
     ids.reserve(json.size());
     for (const nlohmann::json& id : json) {
       if (!id.is_number_integer()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("not a token id: ", id.dump()));
+        return absl::InvalidArgumentError(absl::StrCat("not a token id: ", id.dump()));
       }
       ids.push_back(id.get<int64_t>());
     }
@@ -91,25 +86,22 @@ absl::StatusOr<std::string> ConvertJsonLine(const Tokenizer& tokenizer,
   if (!json.is_string()) {
     return absl::InvalidArgumentError("expected a JSON string");
   }
-  return absl::StrCat(
-      "[",
-      absl::StrJoin(tokenizer.Encode(json.get_ref<const std::string&>()), ","),
-      "]");
+  return absl::StrCat("[", absl::StrJoin(tokenizer.Encode(json.get_ref<const std::string&>()), ","),
+                      "]");
 }
 
-int RunJsonl(const Tokenizer& tokenizer, const Options& options,
-             std::istream& in, std::ostream& out, std::ostream& err) {
+int RunJsonl(const Tokenizer& tokenizer, const Options& options, std::istream& in,
+             std::ostream& out, std::ostream& err) {
   std::string line, buffer;
   int line_number = 0;
   while (std::getline(in, line)) {
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    absl::StatusOr<std::string> converted =
-        ConvertJsonLine(tokenizer, options, line);
+    absl::StatusOr<std::string> converted = ConvertJsonLine(tokenizer, options, line);
     if (!converted.ok()) {
       out << buffer << std::flush;
-      err << "lensgrid tokenize: stdin:" << line_number << ": "
-          << converted.status().message() << "\n";
+      err << "lensgrid tokenize: stdin:" << line_number << ": " << converted.status().message()
+          << "\n";
       return 1;
     }
     absl::StrAppend(&buffer, *converted, "\n");
@@ -124,11 +116,10 @@ int RunJsonl(const Tokenizer& tokenizer, const Options& options,
 
 }  // namespace
 
-int RunTokenizeCommand(int argc, char** argv, std::istream& in,
-                       std::ostream& out, std::ostream& err) {
+int RunTokenizeCommand(int argc, char** argv, std::istream& in, std::ostream& out,
+                       std::ostream& err) {
   Options options;
-  CLI::App app{"GPT-2 token ids of text (or, with --decode, text of ids).",
-               "lensgrid tokenize"};
+  CLI::App app{"GPT-2 token ids of text (or, with --decode, text of ids).", "lensgrid tokenize"};
   CLI::Option* model = app.add_option("--model", options.model_dir,
                                       "Model dir (its vocab.json + merges.txt, "
                                       "else GPT-2's default files) or name (gpt2, "
@@ -140,9 +131,8 @@ int RunTokenizeCommand(int argc, char** argv, std::istream& in,
                "Never download: a model name must be in the cache (also "
                "LENSGRID_OFFLINE=1)");
   CLI::Option* tokenizer_dir =
-      app.add_option(
-             "--tokenizer", options.tokenizer_dir,
-             "Dir with vocab.json + merges.txt, or encoder.json + vocab.bpe")
+      app.add_option("--tokenizer", options.tokenizer_dir,
+                     "Dir with vocab.json + merges.txt, or encoder.json + vocab.bpe")
           ->type_name("DIR");
   model->excludes(tokenizer_dir);
   app.add_flag("--jsonl", options.jsonl,
@@ -169,9 +159,7 @@ int RunTokenizeCommand(int argc, char** argv, std::istream& in,
     return 2;
   }
 
-  if (absl::Status s =
-          hub::ResolveModelFlag(&options.model_dir, offline, &err);
-      !s.ok()) {
+  if (absl::Status s = hub::ResolveModelFlag(&options.model_dir, offline, &err); !s.ok()) {
     err << "lensgrid tokenize: " << s << "\n";
     return 1;
   }

@@ -28,8 +28,8 @@ namespace lensgrid {
 int RunTokenizeCommand(int argc, char** argv);
 
 // The same, on the given streams (for tests).
-int RunTokenizeCommand(int argc, char** argv, std::istream& in,
-                       std::ostream& out, std::ostream& err);
+int RunTokenizeCommand(int argc, char** argv, std::istream& in, std::ostream& out,
+                       std::ostream& err);
 
 }  // namespace lensgrid
 

@@ -1,8 +1,8 @@
 #include "client/train_command.h"
 
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -45,7 +45,8 @@ std::string Fixed(double v, int digits) {
 // Shell-quotes an argument when it needs it.
 std::string Quote(const std::string& arg) {
   if (arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                            "-_./=,:+") == std::string::npos && !arg.empty()) {
+                            "-_./=,:+") == std::string::npos &&
+      !arg.empty()) {
     return arg;
   }
   std::string q = "'";
@@ -74,23 +75,28 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
   m << "# " << ModelName(f.out_dir) << ": a small GPT-2-family model with real circuits\n\n"
     << "Trained by `lensgrid train` (worker/model/training/) on data the project generates, "
        "through the same HookedTransformer forward that runs GPT-2. GPT-2 architecture: "
-    << cfg.n_layers << " layers, " << cfg.n_heads << " heads, d_model " << cfg.d_model
-    << ", d_mlp " << (cfg.attn_only ? 0 : cfg.d_mlp) << (cfg.attn_only ? " (attention only)" : "")
-    << ", n_ctx " << cfg.n_ctx << ", d_vocab " << cfg.d_vocab << " (GPT-2's byte-level BPE cut to "
+    << cfg.n_layers << " layers, " << cfg.n_heads << " heads, d_model " << cfg.d_model << ", d_mlp "
+    << (cfg.attn_only ? 0 : cfg.d_mlp) << (cfg.attn_only ? " (attention only)" : "") << ", n_ctx "
+    << cfg.n_ctx << ", d_vocab " << cfg.d_vocab << " (GPT-2's byte-level BPE cut to "
     << "its first " << f.merges << " merges; <|endoftext|> = " << cfg.d_vocab - 1
     << " is BOS), LayerNorms, gelu_new, tied unembedding. Weights: F16, Hugging Face layout, "
        "unprocessed (load with default processing).\n\n"
-    << "## Reproduce\n\n```\n" << command << "\n```\n\n"
+    << "## Reproduce\n\n```\n"
+    << command << "\n```\n\n"
     << "Deterministic for a seed on one machine; " << Fixed(r.seconds / 60, 1) << " minutes here ("
     << BlasThreads() << " BLAS threads).\n\n"
     << "## Data (seed " << d.seed << ", rows of " << d.seq_len << " tokens, each starting with "
     << "<|endoftext|>)\n\n"
-    << "- " << percent(d.repeats_fraction) << " *repeats*: filler from a noisy second-order "
-       "chain over " << d.chain_alphabet << " tokens (x[t+1] = PERM[x[t-1]] with probability "
-    << Fixed(1 - d.chain_noise, 2) << "), which rewards a previous-token head first; into it, "
-       "spans of uniform random tokens (" << d.min_span << "-" << d.max_span
-    << " tokens) each copied 1-" << d.max_copies << " more times, each copy after a gap of 0-"
-    << d.max_gap << " filler tokens, at varying offsets (no positional shortcut)"
+    << "- " << percent(d.repeats_fraction)
+    << " *repeats*: filler from a noisy second-order "
+       "chain over "
+    << d.chain_alphabet << " tokens (x[t+1] = PERM[x[t-1]] with probability "
+    << Fixed(1 - d.chain_noise, 2)
+    << "), which rewards a previous-token head first; into it, "
+       "spans of uniform random tokens ("
+    << d.min_span << "-" << d.max_span << " tokens) each copied 1-" << d.max_copies
+    << " more times, each copy after a gap of 0-" << d.max_gap
+    << " filler tokens, at varying offsets (no positional shortcut)"
     << (d.half_repeat_batches > 0
             ? absl::StrCat("; curriculum: for the first ", d.half_repeat_batches,
                            " steps these rows are BOS + x + x with |x| = ", (d.seq_len - 1) / 2,
@@ -101,17 +107,19 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
     << "- " << percent(d.chain_fraction) << " *chain*: the filler alone.\n";
   if (d.triggers_fraction > 0) {
     m << "- " << percent(d.triggers_fraction) << " *triggers*: the filler, with 1-"
-      << d.max_triggers << " random trigger tokens per row, each followed by its own random "
+      << d.max_triggers
+      << " random trigger tokens per row, each followed by its own random "
          "token every time it occurs (a position starts a pair with probability "
       << d.trigger_rate << ").\n";
   }
   if (data.has_ioi()) {
-    m << "- " << percent(d.ioi_fraction) << " *ioi*: packed templated sentences (\"When Mary "
-       "and John went to the store, John gave a drink to Mary.\"), BABA and ABBA; "
-    << data.train_templates().size() << " templates and " << data.train_names().size()
-    << " names for training, " << data.held_out_templates().size() << " templates and "
-    << data.held_out_names().size() << " names (" << absl::StrJoin(data.held_out_names(), ",")
-    << ") held out.\n";
+    m << "- " << percent(d.ioi_fraction)
+      << " *ioi*: packed templated sentences (\"When Mary "
+         "and John went to the store, John gave a drink to Mary.\"), BABA and ABBA; "
+      << data.train_templates().size() << " templates and " << data.train_names().size()
+      << " names for training, " << data.held_out_templates().size() << " templates and "
+      << data.held_out_names().size() << " names (" << absl::StrJoin(data.held_out_names(), ",")
+      << ") held out.\n";
   }
   m << "\n## Training\n\n"
     << t.steps << " steps x " << t.batch << " rows (" << t.steps * t.batch * d.seq_len / 1000000.0
@@ -121,37 +129,42 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
     << t.grad_clip << "; init: GPT-2's (std 0.02, position embeddings std 0.01), seed " << t.seed
     << ".\n\n"
     << "| | loss (nats/token) |\n|---|---|\n"
-    << "| final training (mean of the last " << t.log_every << " steps) | " << Fixed(r.final_loss, 4)
-    << " |\n| held-out stream (rows from another seed"
+    << "| final training (mean of the last " << t.log_every << " steps) | "
+    << Fixed(r.final_loss, 4) << " |\n| held-out stream (rows from another seed"
     << (data.has_ioi() ? "; held-out IOI templates and names" : "") << ") | "
     << Fixed(r.held_out_loss, 4) << " |\n\n"
     << "## Facts (measured by `lensgrid train` on the saved F16 weights)\n\n"
-    << "On " << FactsOptions{}.n_prompts << " prompts of repeated random tokens (the `induction` "
-       "dataset, seed " << FactsOptions{}.seed << ": BOS + x + x with " << FactsOptions{}.seq_len
+    << "On " << FactsOptions{}.n_prompts
+    << " prompts of repeated random tokens (the `induction` "
+       "dataset, seed "
+    << FactsOptions{}.seed << ": BOS + x + x with " << FactsOptions{}.seq_len
     << " uniform random tokens in x):\n\n"
     << "- top induction head **" << facts.top_induction.name() << "**: attention stripe "
-    << Fixed(facts.top_induction.score, 3) << " (mean attention from each repeated token to the "
+    << Fixed(facts.top_induction.score, 3)
+    << " (mean attention from each repeated token to the "
        "token after its first copy), TransformerLens detect_head (\"mul\") score "
     << Fixed(facts.induction[facts.top_induction.layer][facts.top_induction.head].item<double>(), 3)
     << " (at most (n-1)/2n = 0.475 on this dataset, since only the second half has targets)\n"
     << "- top previous-token head **" << facts.top_previous.name() << "**: stripe "
     << Fixed(facts.top_previous.score, 3) << ", detect_head score "
-    << Fixed(facts.previous_token[facts.top_previous.layer][facts.top_previous.head].item<double>(), 3)
+    << Fixed(facts.previous_token[facts.top_previous.layer][facts.top_previous.head].item<double>(),
+             3)
     << "\n- loss on the repeated half " << Fixed(facts.clean_loss, 3) << " nats; zero-ablating "
-    << facts.top_induction.name() << " raises it by " << Fixed(facts.top_induction_ablation_delta, 3)
-    << " nats\n\n"
-    << "Induction stripe:\n\n" << HeadTableMarkdown(facts.induction_stripe)
-    << "\nPrevious-token stripe:\n\n" << HeadTableMarkdown(facts.previous_stripe)
-    << "\ndetect_head induction (\"mul\"):\n\n" << HeadTableMarkdown(facts.induction)
-    << "\ndetect_head previous-token (\"mul\"):\n\n" << HeadTableMarkdown(facts.previous_token)
+    << facts.top_induction.name() << " raises it by "
+    << Fixed(facts.top_induction_ablation_delta, 3) << " nats\n\n"
+    << "Induction stripe:\n\n"
+    << HeadTableMarkdown(facts.induction_stripe) << "\nPrevious-token stripe:\n\n"
+    << HeadTableMarkdown(facts.previous_stripe) << "\ndetect_head induction (\"mul\"):\n\n"
+    << HeadTableMarkdown(facts.induction) << "\ndetect_head previous-token (\"mul\"):\n\n"
+    << HeadTableMarkdown(facts.previous_token)
     << "\nLoss increase when zero-ablating each head (repeated half):\n\n"
     << HeadTableMarkdown(facts.ablation_delta) << "\n"
     << "## IOI-like behaviour\n\n";
   if (!data.has_ioi()) {
     m << "Not trained: no IOI sentences in the data (`--ioi 0`"
-      << (f.merges < 1500 ? "; with " + std::to_string(f.merges) +
-                                " merges the names are not single tokens"
-                          : std::string())
+      << (f.merges < 1500
+              ? "; with " + std::to_string(f.merges) + " merges the names are not single tokens"
+              : std::string())
       << "), so the model has no IOI-like behaviour and the demo does not run the IOI search.\n";
     return m.str();
   }
@@ -159,7 +172,8 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
     << "| held-out templates and names | " << ioi_held_out.n << " | "
     << Fixed(100 * ioi_held_out.accuracy, 1) << "% | " << Fixed(ioi_held_out.mean_logit_diff, 3)
     << " |\n| training templates and names | " << ioi_train.n << " | "
-    << Fixed(100 * ioi_train.accuracy, 1) << "% | " << Fixed(ioi_train.mean_logit_diff, 3) << " |\n";
+    << Fixed(100 * ioi_train.accuracy, 1) << "% | " << Fixed(ioi_train.mean_logit_diff, 3)
+    << " |\n";
   if (ioi_dataset.ok()) {
     m << "| `ioi` search dataset (seed 0) | " << ioi_dataset->n << " | "
       << Fixed(100 * ioi_dataset->accuracy, 1) << "% | " << Fixed(ioi_dataset->mean_logit_diff, 3)
@@ -197,8 +211,8 @@ absl::Status Execute(const TrainFlags& flags, const std::string& command, std::o
       << flags.data.seq_len << " tokens, " << BlasThreads() << " BLAS threads" << std::endl;
   LG_ASSIGN_OR_RETURN(
       TrainResult result, Train(cfg, data, flags.train, [&out](const TrainProgress& p) {
-        out << "step " << p.step << "  loss " << Fixed(p.loss, 4) << "  lr "
-            << std::scientific << std::setprecision(2) << p.lr << std::defaultfloat;
+        out << "step " << p.step << "  loss " << Fixed(p.loss, 4) << "  lr " << std::scientific
+            << std::setprecision(2) << p.lr << std::defaultfloat;
         if (p.held_out_loss >= 0) {
           out << "  held-out " << Fixed(p.held_out_loss, 4);
           FactsOptions quick;
@@ -227,19 +241,18 @@ absl::Status Execute(const TrainFlags& flags, const std::string& command, std::o
     ioi_dataset = ScoreIoi(*model, ds->prompts);
   }
   std::ofstream card(flags.out_dir + "/MODEL_CARD.md");
-  card << ModelCard(flags, cfg, command, data, result, facts, ioi_held_out, ioi_train,
-                    ioi_dataset);
+  card << ModelCard(flags, cfg, command, data, result, facts, ioi_held_out, ioi_train, ioi_dataset);
   if (!card) return absl::PermissionDeniedError("cannot write MODEL_CARD.md");
-  out << "final loss " << Fixed(result.final_loss, 4) << ", held-out " << Fixed(result.held_out_loss, 4)
-      << ", " << Fixed(result.seconds / 60, 1) << " min\n"
+  out << "final loss " << Fixed(result.final_loss, 4) << ", held-out "
+      << Fixed(result.held_out_loss, 4) << ", " << Fixed(result.seconds / 60, 1) << " min\n"
       << "induction head " << facts.top_induction.name() << " stripe "
       << Fixed(facts.top_induction.score, 3) << " (ablation +"
       << Fixed(facts.top_induction_ablation_delta, 3) << " nats), previous-token head "
       << facts.top_previous.name() << " stripe " << Fixed(facts.top_previous.score, 3) << "\n"
-      << (data.has_ioi() ? absl::StrCat("IOI held-out accuracy ",
-                                        Fixed(100 * ioi_held_out.accuracy, 1), "%, logit diff ",
-                                        Fixed(ioi_held_out.mean_logit_diff, 3))
-                         : std::string("IOI not trained (--ioi 0)"))
+      << (data.has_ioi()
+              ? absl::StrCat("IOI held-out accuracy ", Fixed(100 * ioi_held_out.accuracy, 1),
+                             "%, logit diff ", Fixed(ioi_held_out.mean_logit_diff, 3))
+              : std::string("IOI not trained (--ioi 0)"))
       << "\n"
       << "wrote " << flags.out_dir << "/{config.json, model.safetensors, vocab.json, merges.txt, "
       << "MODEL_CARD.md}\n";
@@ -265,7 +278,8 @@ int RunTrainCommand(int argc, char** argv, std::ostream& out, std::ostream& err)
   app.add_flag("--attn-only", f.attn_only, "blocks without MLPs");
   app.add_option("--merges", f.merges, "keep GPT-2's first K BPE merges (d_vocab = 257 + K)");
   app.add_option("--bpe-dir", f.bpe_dir, "GPT-2's encoder.json + vocab.bpe (default: bootstrap's)");
-  app.add_option("--seq-len", d.seq_len, "tokens per row (= n_positions)")->check(CLI::PositiveNumber);
+  app.add_option("--seq-len", d.seq_len, "tokens per row (= n_positions)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--lr", t.lr, "peak learning rate");
   app.add_option("--warmup", t.warmup_steps, "linear warm-up steps");
   app.add_option("--min-lr-ratio", t.min_lr_ratio, "final lr / peak lr (cosine decay)");

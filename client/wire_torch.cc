@@ -30,12 +30,10 @@ absl::StatusOr<at::Tensor> WireToTorch(const WireTensor& t) {
       type = torch::kBool;
       break;
     default:
-      return absl::InternalError(
-          absl::StrCat("tensor ", t.name, ": unexpected dtype"));
+      return absl::InternalError(absl::StrCat("tensor ", t.name, ": unexpected dtype"));
   }
   at::Tensor out = torch::empty(t.shape, torch::TensorOptions().dtype(type));
-  if (!t.data.empty())
-    std::memcpy(out.data_ptr(), t.data.data(), t.data.size());
+  if (!t.data.empty()) std::memcpy(out.data_ptr(), t.data.data(), t.data.size());
   return out;
 }
 

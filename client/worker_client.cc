@@ -18,8 +18,8 @@ const WireTensor* RunReply::Find(absl::string_view name) const {
   return nullptr;
 }
 
-absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Connect(
-    const std::string& address, Options options) {
+absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Connect(const std::string& address,
+                                                                    Options options) {
   if (address.empty() || address.find(':') == std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("worker address \"", address, "\" is not HOST:PORT"));
@@ -28,16 +28,12 @@ absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Connect(
   // Replies stream in chunks of <= 1 MiB by default; this only matters for a
   // worker started with a larger --chunk-bytes.
   args.SetMaxReceiveMessageSize(16 << 20);
-  auto channel = grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   return std::make_unique<WorkerClient>(std::move(channel), options);
 }
 
-WorkerClient::WorkerClient(std::shared_ptr<grpc::Channel> channel,
-                           Options options)
-    : channel_(std::move(channel)),
-      stub_(v1::Worker::NewStub(channel_)),
-      options_(options) {}
+WorkerClient::WorkerClient(std::shared_ptr<grpc::Channel> channel, Options options)
+    : channel_(std::move(channel)), stub_(v1::Worker::NewStub(channel_)), options_(options) {}
 
 void WorkerClient::Prepare(grpc::ClientContext* ctx) const {
   if (options_.timeout != absl::InfiniteDuration()) {
@@ -50,34 +46,30 @@ absl::Status WorkerClient::WaitUntilReady(absl::Duration timeout) {
   absl::Status last;
   do {
     grpc::ClientContext ctx;
-    ctx.set_deadline(
-        absl::ToChronoTime(std::min(end, absl::Now() + absl::Seconds(5))));
+    ctx.set_deadline(absl::ToChronoTime(std::min(end, absl::Now() + absl::Seconds(5))));
     ctx.set_wait_for_ready(true);
     v1::ModelInfo info;
-    last = FromGrpcStatus(
-        stub_->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info));
+    last = FromGrpcStatus(stub_->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info));
     if (last.ok() || last.code() != absl::StatusCode::kUnavailable &&
                          last.code() != absl::StatusCode::kDeadlineExceeded) {
       return last;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   } while (absl::Now() < end);
-  return absl::Status(last.code(), absl::StrCat("worker not ready after ",
-                                                absl::FormatDuration(timeout),
-                                                ": ", last.message()));
+  return absl::Status(
+      last.code(),
+      absl::StrCat("worker not ready after ", absl::FormatDuration(timeout), ": ", last.message()));
 }
 
 absl::StatusOr<v1::ModelInfo> WorkerClient::GetModelInfo() {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::ModelInfo info;
-  LG_RETURN_IF_ERROR(FromGrpcStatus(
-      stub_->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info)));
+  LG_RETURN_IF_ERROR(FromGrpcStatus(stub_->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info)));
   return info;
 }
 
-absl::StatusOr<v1::TokenizeResponse> WorkerClient::Tokenize(
-    const v1::TokenizeRequest& request) {
+absl::StatusOr<v1::TokenizeResponse> WorkerClient::Tokenize(const v1::TokenizeRequest& request) {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::TokenizeResponse response;
@@ -90,14 +82,12 @@ absl::StatusOr<v1::DetokenizeResponse> WorkerClient::Detokenize(
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::DetokenizeResponse response;
-  LG_RETURN_IF_ERROR(
-      FromGrpcStatus(stub_->Detokenize(&ctx, request, &response)));
+  LG_RETURN_IF_ERROR(FromGrpcStatus(stub_->Detokenize(&ctx, request, &response)));
   return response;
 }
 
 template <typename Reader>
-absl::StatusOr<RunReply> WorkerClient::ReadReply(grpc::ClientContext* ctx,
-                                                 Reader* reader) {
+absl::StatusOr<RunReply> WorkerClient::ReadReply(grpc::ClientContext* ctx, Reader* reader) {
   RunReply reply;
   TensorAssembler assembler;
   v1::RunResponse response;
@@ -113,8 +103,7 @@ absl::StatusOr<RunReply> WorkerClient::ReadReply(grpc::ClientContext* ctx,
       }
       have_header = true;
       reply.header = std::move(*response.mutable_header());
-      assembler.Expect(
-          {reply.header.tensors().begin(), reply.header.tensors().end()});
+      assembler.Expect({reply.header.tensors().begin(), reply.header.tensors().end()});
     } else if (response.has_chunk()) {
       if (!have_header) {
         stream_error = absl::InternalError("stream: a chunk before the header");
@@ -127,14 +116,12 @@ absl::StatusOr<RunReply> WorkerClient::ReadReply(grpc::ClientContext* ctx,
   absl::Status status = FromGrpcStatus(reader->Finish());
   LG_RETURN_IF_ERROR(stream_error);
   LG_RETURN_IF_ERROR(status);
-  if (!have_header)
-    return absl::InternalError("stream: the reply had no header");
+  if (!have_header) return absl::InternalError("stream: the reply had no header");
   LG_ASSIGN_OR_RETURN(reply.tensors, assembler.Finish());
   return reply;
 }
 
-absl::StatusOr<RunReply> WorkerClient::RunWithCache(
-    const v1::RunWithCacheRequest& request) {
+absl::StatusOr<RunReply> WorkerClient::RunWithCache(const v1::RunWithCacheRequest& request) {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   auto reader = stub_->RunWithCache(&ctx, request);
@@ -149,8 +136,7 @@ absl::StatusOr<RunReply> WorkerClient::RunWithInterventions(
   return ReadReply(&ctx, reader.get());
 }
 
-absl::StatusOr<RunReply> WorkerClient::RunShard(
-    const v1::RunShardRequest& request) {
+absl::StatusOr<RunReply> WorkerClient::RunShard(const v1::RunShardRequest& request) {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   auto reader = stub_->RunShard(&ctx, request);

@@ -40,10 +40,9 @@ class WorkerClient {
     absl::Duration timeout = absl::InfiniteDuration();  // per call
   };
   // Creates the channel; does not wait for the worker (see WaitUntilReady).
-  static absl::StatusOr<std::unique_ptr<WorkerClient>> Connect(
-      const std::string& address, Options options);
-  static absl::StatusOr<std::unique_ptr<WorkerClient>> Connect(
-      const std::string& address) {
+  static absl::StatusOr<std::unique_ptr<WorkerClient>> Connect(const std::string& address,
+                                                               Options options);
+  static absl::StatusOr<std::unique_ptr<WorkerClient>> Connect(const std::string& address) {
     return Connect(address, Options());
   }
   WorkerClient(std::shared_ptr<grpc::Channel> channel, Options options);
@@ -53,13 +52,10 @@ class WorkerClient {
   absl::Status WaitUntilReady(absl::Duration timeout);
 
   absl::StatusOr<v1::ModelInfo> GetModelInfo();
-  absl::StatusOr<v1::TokenizeResponse> Tokenize(
-      const v1::TokenizeRequest& request);
-  absl::StatusOr<v1::DetokenizeResponse> Detokenize(
-      const v1::DetokenizeRequest& request);
+  absl::StatusOr<v1::TokenizeResponse> Tokenize(const v1::TokenizeRequest& request);
+  absl::StatusOr<v1::DetokenizeResponse> Detokenize(const v1::DetokenizeRequest& request);
   absl::StatusOr<RunReply> RunWithCache(const v1::RunWithCacheRequest& request);
-  absl::StatusOr<RunReply> RunWithInterventions(
-      const v1::RunWithInterventionsRequest& request);
+  absl::StatusOr<RunReply> RunWithInterventions(const v1::RunWithInterventionsRequest& request);
   absl::StatusOr<RunReply> RunShard(const v1::RunShardRequest& request);
 
  private:

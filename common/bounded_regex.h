@@ -31,8 +31,7 @@ class BoundedRegex {
   // INVALID_ARGUMENT for a pattern that does not compile (with PCRE2's message
   // and offset), is longer than max_pattern_bytes or nests deeper than
   // max_nesting.
-  static absl::StatusOr<BoundedRegex> Compile(absl::string_view pattern,
-                                              RegexLimits limits = {});
+  static absl::StatusOr<BoundedRegex> Compile(absl::string_view pattern, RegexLimits limits = {});
   // Whether the pattern matches anywhere in `subject` (like std::regex_search).
   // RESOURCE_EXHAUSTED when the match needs more work than the limits allow.
   absl::StatusOr<bool> Search(absl::string_view subject) const;

@@ -43,9 +43,9 @@ absl::StatusOr<DType> ParseDType(absl::string_view name) {
   for (const auto& info : kDTypes) {
     if (info.name == name) return info.dtype;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unsupported dtype \"", name,
-      "\" (supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported dtype \"", name,
+                   "\" (supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)"));
 }
 
 }  // namespace lensgrid

@@ -26,8 +26,7 @@ inline std::string Echo(absl::string_view text, size_t max = kMaxEchoBytes) {
   while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
     --cut;  // a continuation byte: back up to the start of its character
   }
-  return absl::StrCat("\"", text.substr(0, cut), "\xE2\x80\xA6\" (",
-                      text.size(), " bytes)");
+  return absl::StrCat("\"", text.substr(0, cut), "\xE2\x80\xA6\" (", text.size(), " bytes)");
 }
 
 }  // namespace lensgrid

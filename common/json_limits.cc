@@ -38,8 +38,7 @@ int JsonNestingDepth(absl::string_view text, int max_depth) {
   return deepest;
 }
 
-absl::StatusOr<nlohmann::json> ParseJsonBounded(absl::string_view text,
-                                                absl::string_view what,
+absl::StatusOr<nlohmann::json> ParseJsonBounded(absl::string_view text, absl::string_view what,
                                                 int max_depth) {
   if (JsonNestingDepth(text, max_depth) > max_depth) {
     return absl::InvalidArgumentError(
@@ -48,13 +47,11 @@ absl::StatusOr<nlohmann::json> ParseJsonBounded(absl::string_view text,
   try {
     return nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": not valid JSON at byte ", e.byte, ": ",
-        absl::string_view(e.what()).substr(0, 200)));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": not valid JSON at byte ", e.byte, ": ",
+                                                   absl::string_view(e.what()).substr(0, 200)));
   } catch (const nlohmann::json::exception& e) {  // out_of_range: "1e999"
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": not valid JSON: ",
-                     absl::string_view(e.what()).substr(0, 200)));
+        absl::StrCat(what, ": not valid JSON: ", absl::string_view(e.what()).substr(0, 200)));
   }
 }
 

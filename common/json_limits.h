@@ -25,9 +25,8 @@ int JsonNestingDepth(absl::string_view text, int max_depth = kMaxJsonDepth);
 
 // `text` as JSON. INVALID_ARGUMENT naming `what` when it is not JSON (with
 // the byte offset of the error) or nests deeper than max_depth.
-absl::StatusOr<nlohmann::json> ParseJsonBounded(
-    absl::string_view text, absl::string_view what,
-    int max_depth = kMaxJsonDepth);
+absl::StatusOr<nlohmann::json> ParseJsonBounded(absl::string_view text, absl::string_view what,
+                                                int max_depth = kMaxJsonDepth);
 
 }  // namespace lensgrid
 

@@ -1,6 +1,7 @@
 #include "common/metrics.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -10,11 +11,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-
 #include <cerrno>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <sstream>
 #include <utility>
 
@@ -59,12 +58,23 @@ std::string ShortMethod(const char* method) {
 }
 
 std::string CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {
-      "OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   const int i = static_cast<int>(code);
   return i >= 0 && i <= 16 ? kNames[i] : absl::StrCat(i);
 }
@@ -77,8 +87,7 @@ struct RpcFamilies {
 class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
  public:
   RpcMetricsInterceptor(RpcFamilies families, std::string method)
-      : families_(families), method_(std::move(method)),
-        start_(std::chrono::steady_clock::now()) {}
+      : families_(families), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
@@ -89,10 +98,10 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
       families_.requests->Add({{"method", method_}, {"code", CodeName(status.error_code())}})
           .Increment();
       families_.latency
-          ->Add({{"method", method_}},
-                prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                        0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                                                        10, 30, 60})
+          ->Add(
+              {{"method", method_}},
+              prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                      0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60})
           .Observe(seconds);
     }
     methods->Proceed();
@@ -138,8 +147,7 @@ std::string MetricsHttpResponse(const std::string& request_line, const std::stri
   const std::string path = target.substr(0, target.find('?'));
   auto reply = [](const std::string& status, const std::string& type, const std::string& text) {
     return absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
-                        "\r\nContent-Length: ", text.size(), "\r\nConnection: close\r\n\r\n",
-                        text);
+                        "\r\nContent-Length: ", text.size(), "\r\nConnection: close\r\n\r\n", text);
   };
   if (method != "GET" && method != "HEAD") {
     return reply("405 Method Not Allowed", "text/plain", "only GET /metrics\n");
@@ -159,7 +167,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
         absl::StrCat("--metrics-listen \"", listen, "\" is not HOST:PORT"));
   }
   std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   const std::string port = listen.substr(colon + 1);
   addrinfo hints = {};
   hints.ai_family = AF_UNSPEC;
@@ -192,9 +201,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   sockaddr_storage bound = {};
   socklen_t len = sizeof(bound);
   ::getsockname(m->listen_fd_, reinterpret_cast<sockaddr*>(&bound), &len);
-  const int bound_port = ntohs(bound.ss_family == AF_INET6
-                                   ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                   : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  const int bound_port =
+      ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   m->address_ = absl::StrCat(listen.substr(0, colon), ":", bound_port);
   if (::pipe2(m->wake_fd_, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
   m->thread_ = std::thread([raw = m.get()] { raw->Serve(); });
@@ -247,15 +256,14 @@ void MetricsServer::AddCollector(std::function<std::vector<prometheus::MetricFam
 
 std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
 RpcMetricsInterceptors(MetricsServer& metrics) {
-  RpcFamilies families{
-      &prometheus::BuildCounter()
-           .Name("lensgrid_rpc_requests_total")
-           .Help("RPCs finished, by method and status code")
-           .Register(metrics.registry()),
-      &prometheus::BuildHistogram()
-           .Name("lensgrid_rpc_latency_seconds")
-           .Help("RPC duration, start to finish (streams: the whole stream)")
-           .Register(metrics.registry())};
+  RpcFamilies families{&prometheus::BuildCounter()
+                            .Name("lensgrid_rpc_requests_total")
+                            .Help("RPCs finished, by method and status code")
+                            .Register(metrics.registry()),
+                       &prometheus::BuildHistogram()
+                            .Name("lensgrid_rpc_latency_seconds")
+                            .Help("RPC duration, start to finish (streams: the whole stream)")
+                            .Register(metrics.registry())};
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> out;
   out.push_back(std::make_unique<RpcMetricsFactory>(families));
   return out;

@@ -16,6 +16,10 @@
 #ifndef LENSGRID_COMMON_METRICS_H_
 #define LENSGRID_COMMON_METRICS_H_
 
+#include <grpcpp/support/server_interceptor.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -23,10 +27,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/support/server_interceptor.h>
-#include <prometheus/metric_family.h>
-#include <prometheus/registry.h>
 
 #include "absl/status/statusor.h"
 

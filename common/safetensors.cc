@@ -29,16 +29,12 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-absl::Status EntryError(absl::string_view source, absl::string_view name,
-                        absl::string_view what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(source, ": tensor \"", name, "\": ", what));
+absl::Status EntryError(absl::string_view source, absl::string_view name, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": tensor \"", name, "\": ", what));
 }
 
-absl::StatusOr<SafetensorsEntry> ParseEntry(absl::string_view source,
-                                            const std::string& name,
-                                            const nlohmann::json& value,
-                                            uint64_t data_size) {
+absl::StatusOr<SafetensorsEntry> ParseEntry(absl::string_view source, const std::string& name,
+                                            const nlohmann::json& value, uint64_t data_size) {
   if (!value.is_object()) return EntryError(source, name, "entry is not an object");
   SafetensorsEntry entry;
   entry.name = name;
@@ -65,20 +61,17 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(absl::string_view source,
   }
 
   auto offsets_it = value.find("data_offsets");
-  if (offsets_it == value.end() || !offsets_it->is_array() ||
-      offsets_it->size() != 2 || !(*offsets_it)[0].is_number_unsigned() ||
-      !(*offsets_it)[1].is_number_unsigned()) {
-    return EntryError(source, name,
-                      "\"data_offsets\" must be two non-negative integers");
+  if (offsets_it == value.end() || !offsets_it->is_array() || offsets_it->size() != 2 ||
+      !(*offsets_it)[0].is_number_unsigned() || !(*offsets_it)[1].is_number_unsigned()) {
+    return EntryError(source, name, "\"data_offsets\" must be two non-negative integers");
   }
   entry.begin = (*offsets_it)[0].get<uint64_t>();
   entry.end = (*offsets_it)[1].get<uint64_t>();
   if (entry.begin > entry.end || entry.end > data_size) {
-    return EntryError(
-        source, name,
-        absl::StrCat("data_offsets [", entry.begin, ", ", entry.end,
-                     "] out of range: the data section holds ", data_size,
-                     " bytes (file truncated or header corrupt)"));
+    return EntryError(source, name,
+                      absl::StrCat("data_offsets [", entry.begin, ", ", entry.end,
+                                   "] out of range: the data section holds ", data_size,
+                                   " bytes (file truncated or header corrupt)"));
   }
   // Overflow-safe byte count of the shape. The element count, multiplied in
   // NumElements()'s order, must fit in int64 too, even where a later zero
@@ -95,9 +88,8 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(absl::string_view source,
   if (entry.end - entry.begin != expected) {
     return EntryError(
         source, name,
-        absl::StrCat("shape ", ShapeString(entry.shape), " of ",
-                     DTypeName(entry.dtype), " needs ", expected,
-                     " bytes but data_offsets span ", entry.end - entry.begin));
+        absl::StrCat("shape ", ShapeString(entry.shape), " of ", DTypeName(entry.dtype), " needs ",
+                     expected, " bytes but data_offsets span ", entry.end - entry.begin));
   }
   return entry;
 }
@@ -110,23 +102,22 @@ int64_t SafetensorsEntry::NumElements() const {
   return n;
 }
 
-absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
-    absl::Span<const uint8_t> file_bytes, absl::string_view source) {
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::Span<const uint8_t> file_bytes,
+                                                         absl::string_view source) {
   if (file_bytes.size() < 8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": not a safetensors file: ", file_bytes.size(),
-        " bytes, shorter than the 8-byte header length"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": not a safetensors file: ", file_bytes.size(),
+                     " bytes, shorter than the 8-byte header length"));
   }
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | file_bytes[i];
   if (header_len > kMaxHeaderBytes || header_len > file_bytes.size() - 8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": header length ", header_len, " exceeds the file (",
-        file_bytes.size(), " bytes): truncated or not a safetensors file"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": header length ", header_len,
+                                                   " exceeds the file (", file_bytes.size(),
+                                                   " bytes): truncated or not a safetensors file"));
   }
   const char* json_begin = reinterpret_cast<const char*>(file_bytes.data() + 8);
-  auto parsed =
-      ParseJsonBounded(absl::string_view(json_begin, header_len), "header");
+  auto parsed = ParseJsonBounded(absl::string_view(json_begin, header_len), "header");
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": header is not a JSON object (corrupt ",
@@ -134,8 +125,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
   }
   nlohmann::json header = *std::move(parsed);
   if (!header.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": header is not a JSON object (corrupt safetensors file)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": header is not a JSON object (corrupt safetensors file)"));
   }
   SafetensorsHeader result;
   result.data_start = 8 + header_len;
@@ -143,20 +134,18 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
   for (const auto& [name, value] : header.items()) {
     if (name == "__metadata__") {
       if (!value.is_object()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(source, ": __metadata__ is not an object"));
+        return absl::InvalidArgumentError(absl::StrCat(source, ": __metadata__ is not an object"));
       }
       for (const auto& [k, v] : value.items()) {
         if (!v.is_string()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              source, ": __metadata__ value for \"", k, "\" is not a string"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(source, ": __metadata__ value for \"", k, "\" is not a string"));
         }
         result.metadata[k] = v.get<std::string>();
       }
       continue;
     }
-    LG_ASSIGN_OR_RETURN(SafetensorsEntry entry,
-                        ParseEntry(source, name, value, data_size));
+    LG_ASSIGN_OR_RETURN(SafetensorsEntry entry, ParseEntry(source, name, value, data_size));
     result.entries.push_back(std::move(entry));
   }
   std::sort(result.entries.begin(), result.entries.end(),
@@ -165,15 +154,14 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
     const auto& prev = result.entries[i - 1];
     const auto& cur = result.entries[i];
     if (cur.begin < prev.end) {
-      return EntryError(source, cur.name,
-                        absl::StrCat("data overlaps tensor \"", prev.name, "\""));
+      return EntryError(source, cur.name, absl::StrCat("data overlaps tensor \"", prev.name, "\""));
     }
   }
   return result;
 }
 
-SafetensorsFile::SafetensorsFile(std::string path, const uint8_t* map,
-                                 size_t size, SafetensorsHeader header)
+SafetensorsFile::SafetensorsFile(std::string path, const uint8_t* map, size_t size,
+                                 SafetensorsHeader header)
     : path_(std::move(path)), map_(map), size_(size), header_(std::move(header)) {}
 
 SafetensorsFile::~SafetensorsFile() {
@@ -182,14 +170,12 @@ SafetensorsFile::~SafetensorsFile() {
   }
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
-    const std::string& path) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
     std::string msg = absl::StrCat("cannot open ", path, ": ", std::strerror(err));
-    return err == ENOENT ? absl::NotFoundError(msg)
-                         : absl::PermissionDeniedError(msg);
+    return err == ENOENT ? absl::NotFoundError(msg) : absl::PermissionDeniedError(msg);
   }
   struct stat st;
   if (fstat(fd, &st) != 0) {
@@ -202,8 +188,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);
-      return absl::InternalError(
-          absl::StrCat("cannot mmap ", path, ": ", std::strerror(errno)));
+      return absl::InternalError(absl::StrCat("cannot mmap ", path, ": ", std::strerror(errno)));
     }
     map = static_cast<const uint8_t*>(p);
   }
@@ -213,8 +198,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     if (map != nullptr) munmap(const_cast<uint8_t*>(map), size);
     return header.status();
   }
-  return std::unique_ptr<SafetensorsFile>(
-      new SafetensorsFile(path, map, size, std::move(*header)));
+  return std::unique_ptr<SafetensorsFile>(new SafetensorsFile(path, map, size, std::move(*header)));
 }
 
 const SafetensorsEntry* SafetensorsFile::Find(absl::string_view name) const {
@@ -224,10 +208,8 @@ const SafetensorsEntry* SafetensorsFile::Find(absl::string_view name) const {
   return nullptr;
 }
 
-absl::Span<const uint8_t> SafetensorsFile::Data(
-    const SafetensorsEntry& entry) const {
-  return absl::MakeConstSpan(map_ + header_.data_start + entry.begin,
-                             entry.end - entry.begin);
+absl::Span<const uint8_t> SafetensorsFile::Data(const SafetensorsEntry& entry) const {
+  return absl::MakeConstSpan(map_ + header_.data_start + entry.begin, entry.end - entry.begin);
 }
 
 absl::StatusOr<std::string> SerializeSafetensors(
@@ -239,15 +221,14 @@ absl::StatusOr<std::string> SerializeSafetensors(
   uint64_t offset = 0;
   for (const auto& t : tensors) {
     if (!names.insert(t.name).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("duplicate tensor name \"", t.name, "\""));
+      return absl::InvalidArgumentError(absl::StrCat("duplicate tensor name \"", t.name, "\""));
     }
     uint64_t expected = DTypeSize(t.dtype);
     for (int64_t d : t.shape) expected *= static_cast<uint64_t>(d);
     if (expected != t.num_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor \"", t.name, "\": shape ", ShapeString(t.shape), " of ",
-          DTypeName(t.dtype), " needs ", expected, " bytes, got ", t.num_bytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", t.name, "\": shape ", ShapeString(t.shape), " of ",
+                       DTypeName(t.dtype), " needs ", expected, " bytes, got ", t.num_bytes));
     }
     header[t.name] = {{"dtype", std::string(DTypeName(t.dtype))},
                       {"shape", t.shape},
@@ -285,8 +266,8 @@ absl::Status WriteSafetensors(const std::string& path,
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }

@@ -15,10 +15,10 @@
 #include <map>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "common/dtype.h"
 
@@ -44,32 +44,26 @@ struct SafetensorsHeader {
 // length within the file, JSON well formed, every entry's dtype, shape and
 // offsets, offsets inside the data section and matching the shape's byte size.
 // Errors name `source` (a path) and the offending tensor.
-absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
-    absl::Span<const uint8_t> file_bytes, absl::string_view source);
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::Span<const uint8_t> file_bytes,
+                                                         absl::string_view source);
 
 // A read-only, memory-mapped safetensors file.
 class SafetensorsFile {
  public:
-  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(
-      const std::string& path);
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::string& path() const { return path_; }
-  const std::vector<SafetensorsEntry>& entries() const {
-    return header_.entries;
-  }
-  const std::map<std::string, std::string>& metadata() const {
-    return header_.metadata;
-  }
+  const std::vector<SafetensorsEntry>& entries() const { return header_.entries; }
+  const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   // Returns nullptr when there is no tensor of that name.
   const SafetensorsEntry* Find(absl::string_view name) const;
   absl::Span<const uint8_t> Data(const SafetensorsEntry& entry) const;
 
  private:
-  SafetensorsFile(std::string path, const uint8_t* map, size_t size,
-                  SafetensorsHeader header);
+  SafetensorsFile(std::string path, const uint8_t* map, size_t size, SafetensorsHeader header);
   std::string path_;
   const uint8_t* map_;
   size_t size_;
@@ -91,9 +85,9 @@ absl::StatusOr<std::string> SerializeSafetensors(
     const std::map<std::string, std::string>& metadata = {});
 
 // Writes atomically: a temporary file beside `path`, then rename.
-absl::Status WriteSafetensors(
-    const std::string& path, const std::vector<SafetensorsTensorView>& tensors,
-    const std::map<std::string, std::string>& metadata = {});
+absl::Status WriteSafetensors(const std::string& path,
+                              const std::vector<SafetensorsTensorView>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace lensgrid
 

@@ -103,10 +103,10 @@ struct ModelShape {
 
 // One result grid: its values per prompt are [n_prompts, NumComponents()].
 struct Grid {
-  std::string name;                // "delta", "previous_token", "heads", ...
-  std::vector<std::string> axes;   // e.g. {"layer", "head"}
-  std::vector<int64_t> shape;      // grid shape
-  int64_t NumComponents() const;   // product of shape
+  std::string name;               // "delta", "previous_token", "heads", ...
+  std::vector<std::string> axes;  // e.g. {"layer", "head"}
+  std::vector<int64_t> shape;     // grid shape
+  int64_t NumComponents() const;  // product of shape
   bool operator==(const Grid& o) const {
     return name == o.name && axes == o.axes && shape == o.shape;
   }

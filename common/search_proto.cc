@@ -29,8 +29,7 @@ v1::Ablation ToProto(Ablation ablation) {
 
 absl::StatusOr<Method> MethodFromProto(v1::SearchMethod method, const char* field) {
   if (method == v1::SEARCH_METHOD_UNSPECIFIED) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, " is unspecified (", MethodNames(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(field, " is unspecified (", MethodNames(), ")"));
   }
   return FromWire<Method>(method, AllMethods().size(), field);
 }

@@ -23,8 +23,7 @@ absl::StatusOr<Method> MethodFromProto(v1::SearchMethod method, const char* fiel
 // UNSPECIFIED -> `dflt`.
 absl::StatusOr<MetricKind> MetricFromProto(v1::SearchMetric metric,
                                            MetricKind dflt = MetricKind::kLogitDiff);
-absl::StatusOr<Ablation> AblationFromProto(v1::Ablation ablation,
-                                           Ablation dflt = Ablation::kZero);
+absl::StatusOr<Ablation> AblationFromProto(v1::Ablation ablation, Ablation dflt = Ablation::kZero);
 
 }  // namespace lensgrid
 

@@ -3,9 +3,9 @@
 #define LENSGRID_COMMON_SHA256_H_
 
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace lensgrid {
 

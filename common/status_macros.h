@@ -17,17 +17,17 @@
 #define LG_STATUS_CONCAT_INNER_(a, b) a##b
 #define LG_STATUS_CONCAT_(a, b) LG_STATUS_CONCAT_INNER_(a, b)
 
-#define LG_RETURN_IF_ERROR(expr)                   \
-  do {                                             \
-    ::absl::Status lg_status_ = (expr);            \
-    if (!lg_status_.ok()) return lg_status_;       \
+#define LG_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status lg_status_ = (expr);      \
+    if (!lg_status_.ok()) return lg_status_; \
   } while (0)
 
 #define LG_ASSIGN_OR_RETURN(lhs, expr) \
   LG_ASSIGN_OR_RETURN_IMPL_(LG_STATUS_CONCAT_(lg_statusor_, __LINE__), lhs, expr)
 
-#define LG_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
-  auto statusor = (expr);                              \
+#define LG_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)     \
+  auto statusor = (expr);                                  \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

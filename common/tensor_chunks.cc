@@ -40,8 +40,7 @@ absl::StatusOr<DType> FromProtoDType(v1::DType dtype, absl::string_view what) {
     default:
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": dtype ",
-                       v1::DType_Name(dtype).empty() ? absl::StrCat(dtype)
-                                                     : v1::DType_Name(dtype),
+                       v1::DType_Name(dtype).empty() ? absl::StrCat(dtype) : v1::DType_Name(dtype),
                        " is not one of F32, F16, BF16, I64, I32, BOOL"));
   }
 }
@@ -61,20 +60,19 @@ absl::StatusOr<v1::DType> ToProtoDType(DType dtype) {
     case DType::kBool:
       return v1::BOOL;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "dtype ", DTypeName(dtype), " has no wire representation"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("dtype ", DTypeName(dtype), " has no wire representation"));
   }
 }
 
-absl::StatusOr<uint64_t> ExpectedByteSize(DType dtype,
-                                          absl::Span<const int64_t> shape,
+absl::StatusOr<uint64_t> ExpectedByteSize(DType dtype, absl::Span<const int64_t> shape,
                                           absl::string_view what) {
   uint64_t n = DTypeSize(dtype);
   constexpr uint64_t kMax = uint64_t{1} << 62;
   for (int64_t d : shape) {
     if (d < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": shape ", ShapeString(shape), " has a negative dimension"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": shape ", ShapeString(shape), " has a negative dimension"));
     }
     if (d != 0 && n > kMax / static_cast<uint64_t>(d)) {
       return absl::InvalidArgumentError(
@@ -90,15 +88,14 @@ absl::Status ValidateTensor(const v1::Tensor& tensor, absl::string_view what) {
   std::vector<int64_t> shape(tensor.shape().begin(), tensor.shape().end());
   LG_ASSIGN_OR_RETURN(uint64_t expected, ExpectedByteSize(dtype, shape, what));
   if (tensor.data().size() != expected) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": ", DTypeName(dtype), " ", ShapeString(shape), " needs ",
-        expected, " bytes of data, got ", tensor.data().size()));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", DTypeName(dtype), " ",
+                                                   ShapeString(shape), " needs ", expected,
+                                                   " bytes of data, got ", tensor.data().size()));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<WireTensor> FromProtoTensor(const v1::Tensor& tensor,
-                                           absl::string_view what) {
+absl::StatusOr<WireTensor> FromProtoTensor(const v1::Tensor& tensor, absl::string_view what) {
   LG_RETURN_IF_ERROR(ValidateTensor(tensor, what));
   WireTensor out;
   out.name = tensor.name();
@@ -118,8 +115,7 @@ v1::Tensor ToProtoTensor(const WireTensor& tensor) {
 }
 
 ChunkCursor::ChunkCursor(std::vector<TensorBytes> tensors, size_t chunk_bytes)
-    : tensors_(std::move(tensors)),
-      chunk_bytes_(std::max<size_t>(chunk_bytes, 1)) {}
+    : tensors_(std::move(tensors)), chunk_bytes_(std::max<size_t>(chunk_bytes, 1)) {}
 
 std::vector<v1::TensorMeta> ChunkCursor::Metas() const {
   std::vector<v1::TensorMeta> metas;
@@ -166,45 +162,39 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
   if (!in_progress_) {
     if (chunk.offset() != 0) {
       return absl::InternalError(absl::StrCat("stream: tensor \"", chunk.name(),
-                                              "\" starts at offset ",
-                                              chunk.offset(), ", expected 0"));
+                                              "\" starts at offset ", chunk.offset(),
+                                              ", expected 0"));
     }
     LG_ASSIGN_OR_RETURN(
         DType dtype,
-        FromProtoDType(chunk.dtype(),
-                       absl::StrCat("chunk of \"", chunk.name(), "\"")));
+        FromProtoDType(chunk.dtype(), absl::StrCat("chunk of \"", chunk.name(), "\"")));
     std::vector<int64_t> shape(chunk.shape().begin(), chunk.shape().end());
-    LG_ASSIGN_OR_RETURN(uint64_t expected,
-                        ExpectedByteSize(dtype, shape, chunk.name()));
+    LG_ASSIGN_OR_RETURN(uint64_t expected, ExpectedByteSize(dtype, shape, chunk.name()));
     if (expected != chunk.total_bytes()) {
-      return absl::InternalError(absl::StrCat(
-          "stream: tensor \"", chunk.name(), "\" ", ShapeString(shape),
-          " announces ", chunk.total_bytes(), " bytes, expected ", expected));
+      return absl::InternalError(absl::StrCat("stream: tensor \"", chunk.name(), "\" ",
+                                              ShapeString(shape), " announces ",
+                                              chunk.total_bytes(), " bytes, expected ", expected));
     }
     current_ = WireTensor();
     current_.name = chunk.name();
     current_.dtype = dtype;
     current_.shape = std::move(shape);
     // No reserve(expected): memory grows with the bytes that arrive, not with
-    // what a 30-byte chunk announces (4 TB was a crash, issue 12).
+    // what a 30-byte chunk announces (a 4 TB claim in a 30-byte chunk was a crash).
     current_total_ = expected;
     in_progress_ = true;
-  } else if (chunk.name() != current_.name ||
-             chunk.offset() != current_.data.size()) {
+  } else if (chunk.name() != current_.name || chunk.offset() != current_.data.size()) {
     return absl::InternalError(
-        absl::StrCat("stream: got a chunk of \"", chunk.name(), "\" at offset ",
-                     chunk.offset(), " while \"", current_.name,
-                     "\" expected offset ", current_.data.size()));
+        absl::StrCat("stream: got a chunk of \"", chunk.name(), "\" at offset ", chunk.offset(),
+                     " while \"", current_.name, "\" expected offset ", current_.data.size()));
   }
   if (current_.data.size() + chunk.data().size() > current_total_) {
     return absl::InternalError(absl::StrCat("stream: tensor \"", current_.name,
-                                            "\" got more than its ",
-                                            current_total_, " bytes"));
+                                            "\" got more than its ", current_total_, " bytes"));
   }
   const size_t n = chunk.data().size();
   if (current_.data.empty()) {
-    current_.data.swap(
-        *chunk.mutable_data());  // no copy for a single-chunk tensor
+    current_.data.swap(*chunk.mutable_data());  // no copy for a single-chunk tensor
   } else {
     current_.data.append(chunk.data());
   }
@@ -219,22 +209,20 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
 
 absl::Status TensorAssembler::CheckComplete() const {
   if (in_progress_) {
-    return absl::InternalError(
-        absl::StrCat("stream ended inside tensor \"", current_.name, "\" (",
-                     current_.data.size(), " of ", current_total_, " bytes)"));
+    return absl::InternalError(absl::StrCat("stream ended inside tensor \"", current_.name, "\" (",
+                                            current_.data.size(), " of ", current_total_,
+                                            " bytes)"));
   }
   if (expected_.empty()) return absl::OkStatus();
   if (expected_.size() != done_.size()) {
-    return absl::InternalError(absl::StrCat("stream: header announced ",
-                                            expected_.size(), " tensors, got ",
-                                            done_.size()));
+    return absl::InternalError(absl::StrCat("stream: header announced ", expected_.size(),
+                                            " tensors, got ", done_.size()));
   }
   for (size_t i = 0; i < done_.size(); ++i) {
-    if (expected_[i].name() != done_[i].name ||
-        expected_[i].num_bytes() != done_[i].data.size()) {
-      return absl::InternalError(
-          absl::StrCat("stream: tensor ", i, " is \"", done_[i].name,
-                       "\", header announced \"", expected_[i].name(), "\""));
+    if (expected_[i].name() != done_[i].name || expected_[i].num_bytes() != done_[i].data.size()) {
+      return absl::InternalError(absl::StrCat("stream: tensor ", i, " is \"", done_[i].name,
+                                              "\", header announced \"", expected_[i].name(),
+                                              "\""));
     }
   }
   return absl::OkStatus();

@@ -56,22 +56,19 @@ absl::StatusOr<DType> FromProtoDType(v1::DType dtype, absl::string_view what);
 absl::StatusOr<v1::DType> ToProtoDType(DType dtype);
 
 // product(shape) * dtype size, checking for negative dims and overflow.
-absl::StatusOr<uint64_t> ExpectedByteSize(DType dtype,
-                                          absl::Span<const int64_t> shape,
+absl::StatusOr<uint64_t> ExpectedByteSize(DType dtype, absl::Span<const int64_t> shape,
                                           absl::string_view what);
 
 // Checks an inline tensor: a known dtype, a valid shape, and data of exactly
 // product(shape) * dtype size bytes. INVALID_ARGUMENT naming `what`.
 absl::Status ValidateTensor(const v1::Tensor& tensor, absl::string_view what);
-absl::StatusOr<WireTensor> FromProtoTensor(const v1::Tensor& tensor,
-                                           absl::string_view what);
+absl::StatusOr<WireTensor> FromProtoTensor(const v1::Tensor& tensor, absl::string_view what);
 v1::Tensor ToProtoTensor(const WireTensor& tensor);
 
 // Cuts tensors into chunks of at most `chunk_bytes` of data, in order.
 class ChunkCursor {
  public:
-  ChunkCursor(std::vector<TensorBytes> tensors,
-              size_t chunk_bytes = kDefaultChunkBytes);
+  ChunkCursor(std::vector<TensorBytes> tensors, size_t chunk_bytes = kDefaultChunkBytes);
 
   // Name, dtype, shape and byte size of every tensor, in sending order.
   std::vector<v1::TensorMeta> Metas() const;
@@ -94,9 +91,7 @@ class TensorAssembler {
  public:
   // Optional: the tensors announced in a RunHeader; Finish() then checks that
   // exactly these arrived.
-  void Expect(std::vector<v1::TensorMeta> metas) {
-    expected_ = std::move(metas);
-  }
+  void Expect(std::vector<v1::TensorMeta> metas) { expected_ = std::move(metas); }
   absl::Status Add(v1::TensorChunk chunk);
   absl::StatusOr<std::vector<WireTensor>> Finish();
   uint64_t bytes_received() const { return bytes_received_; }

@@ -15,8 +15,7 @@ namespace lensgrid::service {
 
 namespace {
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx,
-                               const absl::Status& status) {
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   r->Finish(ToGrpcStatus(status));
   return r;
@@ -28,8 +27,7 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx,
 // all and the job is still running, until the pump pokes it.
 class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
-  WatchReactor(CoordinatorService* service, std::string job_id,
-               int64_t after_seq)
+  WatchReactor(CoordinatorService* service, std::string job_id, int64_t after_seq)
       : service_(service), job_id_(std::move(job_id)), last_seq_(after_seq) {}
 
   // Writes the next event or finishes; a no-op while a write is in flight.
@@ -46,8 +44,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
       } else {
         if (pending_.empty()) {
           bool final = false;
-          auto events =
-              service_->scheduler()->EventsAfter(job_id_, last_seq_, &final);
+          auto events = service_->scheduler()->EventsAfter(job_id_, last_seq_, &final);
           if (!events.ok()) {
             finished_ = true;
             action = kFinish;
@@ -123,15 +120,13 @@ class ResultReactor : public grpc::ServerWriteReactor<v1::GetResultResponse> {
       for (const auto& a : g.axes) rg->add_axes(a);
       for (int64_t d : g.shape) rg->add_shape(d);
     }
-    auto owner =
-        std::make_shared<std::vector<Array>>(std::move(result->tensors));
+    auto owner = std::make_shared<std::vector<Array>>(std::move(result->tensors));
     std::vector<TensorBytes> tensors;
     for (const Array& a : *owner) {
       tensors.push_back(
           TensorBytes{a.name, DType::kF32, a.shape,
-                      absl::Span<const uint8_t>(
-                          reinterpret_cast<const uint8_t*>(a.values.data()),
-                          a.values.size() * sizeof(float)),
+                      absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(a.values.data()),
+                                                a.values.size() * sizeof(float)),
                       owner});
     }
     cursor_ = std::make_unique<ChunkCursor>(std::move(tensors));
@@ -162,8 +157,7 @@ constexpr uint64_t kMaxResultBytes = uint64_t{256} << 20;
 
 // Receives a shard's header and result chunks, then hands them to the
 // scheduler.
-class CompleteReactor
-    : public grpc::ServerReadReactor<v1::CompleteShardRequest> {
+class CompleteReactor : public grpc::ServerReadReactor<v1::CompleteShardRequest> {
  public:
   CompleteReactor(Scheduler* scheduler, v1::CompleteShardResponse* resp)
       : scheduler_(scheduler), resp_(resp) {
@@ -183,8 +177,8 @@ class CompleteReactor
       absl::Status s = assembler_.Add(std::move(*req_.mutable_chunk()));
       if (!s.ok()) return Malformed(s);
       if (assembler_.bytes_received() > kMaxResultBytes) {
-        return Malformed(absl::ResourceExhaustedError(
-            absl::StrCat("result over ", kMaxResultBytes, " bytes")));
+        return Malformed(
+            absl::ResourceExhaustedError(absl::StrCat("result over ", kMaxResultBytes, " bytes")));
       }
     } else {
       return Malformed(absl::InvalidArgumentError("a second header"));
@@ -195,36 +189,31 @@ class CompleteReactor
 
  private:
   void Malformed(const absl::Status& why) {
-    const std::string msg =
-        absl::StrCat("malformed result stream: ", why.message());
+    const std::string msg = absl::StrCat("malformed result stream: ", why.message());
     if (have_header_) {
-      (void)scheduler_->Fail(header_.worker_id(), header_.lease_id(),
-                             absl::InternalError(msg));
+      (void)scheduler_->Fail(header_.worker_id(), header_.lease_id(), absl::InternalError(msg));
     }
     Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg));
   }
   void Complete() {
     if (!have_header_) {
-      return Finish(
-          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no header"));
+      return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no header"));
     }
     auto tensors = assembler_.Finish();
     if (!tensors.ok()) return Malformed(tensors.status());
     std::vector<Array> arrays;
     for (WireTensor& t : *tensors) {
       if (t.dtype != DType::kF32) {
-        return Malformed(absl::InvalidArgumentError(
-            absl::StrCat("tensor ", Echo(t.name), " is not F32")));
+        return Malformed(
+            absl::InvalidArgumentError(absl::StrCat("tensor ", Echo(t.name), " is not F32")));
       }
-      Array a{t.name, t.shape,
-              std::vector<float>(t.data.size() / sizeof(float))};
-      std::memcpy(a.values.data(), t.data.data(),
-                  a.values.size() * sizeof(float));
+      Array a{t.name, t.shape, std::vector<float>(t.data.size() / sizeof(float))};
+      std::memcpy(a.values.data(), t.data.data(), a.values.size() * sizeof(float));
       arrays.push_back(std::move(a));
     }
     std::string note;
-    auto accepted = scheduler_->Complete(
-        header_.worker_id(), header_.lease_id(), std::move(arrays), &note);
+    auto accepted =
+        scheduler_->Complete(header_.worker_id(), header_.lease_id(), std::move(arrays), &note);
     if (!accepted.ok()) return Finish(ToGrpcStatus(accepted.status()));
     resp_->set_accepted(*accepted);
     resp_->set_message(*accepted ? note
@@ -313,9 +302,9 @@ void CoordinatorService::ServeParked(bool all) {
   for (auto& [p, status] : finish) p.reactor->Finish(status);
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(
-    grpc::CallbackServerContext* ctx, const v1::SubmitJobRequest* req,
-    v1::SubmitJobResponse* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(grpc::CallbackServerContext* ctx,
+                                                        const v1::SubmitJobRequest* req,
+                                                        v1::SubmitJobResponse* resp) {
   auto id = scheduler_->Submit(req->spec());
   if (!id.ok()) return Done(ctx, id.status());
   resp->set_job_id(*id);
@@ -335,9 +324,9 @@ grpc::ServerWriteReactor<v1::JobEvent>* CoordinatorService::WatchJob(
   return w;
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::GetJob(
-    grpc::CallbackServerContext* ctx, const v1::GetJobRequest* req,
-    v1::JobStatus* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::GetJob(grpc::CallbackServerContext* ctx,
+                                                     const v1::GetJobRequest* req,
+                                                     v1::JobStatus* resp) {
   auto s = scheduler_->GetJob(req->job_id());
   if (s.ok()) *resp = *s;
   return Done(ctx, s.status());
@@ -348,27 +337,27 @@ grpc::ServerWriteReactor<v1::GetResultResponse>* CoordinatorService::GetResult(
   return new ResultReactor(scheduler_->GetResult(req->job_id()));
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::CancelJob(
-    grpc::CallbackServerContext* ctx, const v1::CancelJobRequest* req,
-    v1::JobStatus* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::CancelJob(grpc::CallbackServerContext* ctx,
+                                                        const v1::CancelJobRequest* req,
+                                                        v1::JobStatus* resp) {
   auto s = scheduler_->Cancel(req->job_id());
   if (s.ok()) *resp = *s;
   return Done(ctx, s.status());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::ListJobs(
-    grpc::CallbackServerContext* ctx, const v1::ListJobsRequest* req,
-    v1::ListJobsResponse* resp) {
-  auto jobs = scheduler_->ListJobs({req->page_size(), req->page_token()},
-                                   resp->mutable_next_page_token());
+grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListJobsRequest* req,
+                                                       v1::ListJobsResponse* resp) {
+  auto jobs =
+      scheduler_->ListJobs({req->page_size(), req->page_token()}, resp->mutable_next_page_token());
   if (!jobs.ok()) return Done(ctx, jobs.status());
   for (auto& j : *jobs) *resp->add_jobs() = std::move(j);
   return Done(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(
-    grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* req,
-    v1::ListWorkersResponse* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(grpc::CallbackServerContext* ctx,
+                                                          const v1::ListWorkersRequest* req,
+                                                          v1::ListWorkersResponse* resp) {
   auto workers = scheduler_->ListWorkers({req->page_size(), req->page_token()},
                                          resp->mutable_next_page_token());
   if (!workers.ok()) return Done(ctx, workers.status());
@@ -376,12 +365,11 @@ grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(
   return Done(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::Register(
-    grpc::CallbackServerContext* ctx, const v1::RegisterRequest* req,
-    v1::RegisterResponse* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::Register(grpc::CallbackServerContext* ctx,
+                                                       const v1::RegisterRequest* req,
+                                                       v1::RegisterResponse* resp) {
   if (req->model_id().empty() || req->weights_sha256().empty()) {
-    return Done(ctx, absl::InvalidArgumentError(
-                         "model_id and weights_sha256 are required"));
+    return Done(ctx, absl::InvalidArgumentError("model_id and weights_sha256 are required"));
   }
   auto id = scheduler_->RegisterWorker(*req);
   if (!id.ok()) return Done(ctx, id.status());
@@ -390,9 +378,9 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(
   return Done(ctx, absl::OkStatus());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(
-    grpc::CallbackServerContext* ctx, const v1::LeaseShardRequest* req,
-    v1::LeaseShardResponse* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerContext* ctx,
+                                                         const v1::LeaseShardRequest* req,
+                                                         v1::LeaseShardResponse* resp) {
   auto lease = scheduler_->Lease(req->worker_id());
   if (!lease.ok()) return Done(ctx, lease.status());
   if (lease->has_value()) {
@@ -403,43 +391,39 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(
   if (req->wait_ms() <= 0 || stop_) return Done(ctx, absl::OkStatus());
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
-  parked_.push_back({r, ctx, req->worker_id(), resp,
-                     clock_.NowMs() + std::min(req->wait_ms(), kMaxWaitMs)});
+  parked_.push_back(
+      {r, ctx, req->worker_id(), resp, clock_.NowMs() + std::min(req->wait_ms(), kMaxWaitMs)});
   return r;
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(
-    grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
-    v1::HeartbeatResponse* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
+                                                        const v1::HeartbeatRequest* req,
+                                                        v1::HeartbeatResponse* resp) {
   auto cancelled = scheduler_->Heartbeat(
-      req->worker_id(), std::vector<std::string>(req->lease_ids().begin(),
-                                                 req->lease_ids().end()));
+      req->worker_id(), std::vector<std::string>(req->lease_ids().begin(), req->lease_ids().end()));
   if (!cancelled.ok()) return Done(ctx, cancelled.status());
   for (auto& id : *cancelled) resp->add_cancelled_lease_ids(std::move(id));
   resp->set_lease_ms(scheduler_->heartbeat_interval_ms() * 3);
   return Done(ctx, absl::OkStatus());
 }
 
-grpc::ServerReadReactor<v1::CompleteShardRequest>*
-CoordinatorService::CompleteShard(grpc::CallbackServerContext* ctx,
-                                  v1::CompleteShardResponse* resp) {
+grpc::ServerReadReactor<v1::CompleteShardRequest>* CoordinatorService::CompleteShard(
+    grpc::CallbackServerContext* ctx, v1::CompleteShardResponse* resp) {
   return new CompleteReactor(scheduler_, resp);
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::FailShard(
-    grpc::CallbackServerContext* ctx, const v1::FailShardRequest* req,
-    v1::FailShardResponse* resp) {
+grpc::ServerUnaryReactor* CoordinatorService::FailShard(grpc::CallbackServerContext* ctx,
+                                                        const v1::FailShardRequest* req,
+                                                        v1::FailShardResponse* resp) {
   if (req->code() <= 0 || req->code() > 16) {
-    return Done(ctx, absl::InvalidArgumentError(
-                         "code must be a google.rpc.Code other than OK"));
+    return Done(ctx, absl::InvalidArgumentError("code must be a google.rpc.Code other than OK"));
   }
   if (req->handed_back()) {
     return Done(ctx, scheduler_->HandBack(req->worker_id(), req->lease_id()));
   }
   return Done(ctx, scheduler_->Fail(
                        req->worker_id(), req->lease_id(),
-                       absl::Status(static_cast<absl::StatusCode>(req->code()),
-                                    req->message())));
+                       absl::Status(static_cast<absl::StatusCode>(req->code()), req->message())));
 }
 
 }  // namespace lensgrid::service

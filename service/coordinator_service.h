@@ -36,15 +36,12 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const v1::SubmitJobRequest* req,
                                       v1::SubmitJobResponse* resp) override;
-  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(
-      grpc::CallbackServerContext* ctx,
-      const v1::WatchJobRequest* req) override;
-  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
-                                   const v1::GetJobRequest* req,
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
+                                                   const v1::WatchJobRequest* req) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx, const v1::GetJobRequest* req,
                                    v1::JobStatus* resp) override;
   grpc::ServerWriteReactor<v1::GetResultResponse>* GetResult(
-      grpc::CallbackServerContext* ctx,
-      const v1::GetResultRequest* req) override;
+      grpc::CallbackServerContext* ctx, const v1::GetResultRequest* req) override;
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
                                       const v1::CancelJobRequest* req,
                                       v1::JobStatus* resp) override;
@@ -64,8 +61,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
                                       const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* resp) override;
   grpc::ServerReadReactor<v1::CompleteShardRequest>* CompleteShard(
-      grpc::CallbackServerContext* ctx,
-      v1::CompleteShardResponse* resp) override;
+      grpc::CallbackServerContext* ctx, v1::CompleteShardResponse* resp) override;
   grpc::ServerUnaryReactor* FailShard(grpc::CallbackServerContext* ctx,
                                       const v1::FailShardRequest* req,
                                       v1::FailShardResponse* resp) override;

@@ -37,7 +37,7 @@ struct StoredJob {
   // not run or served; an unfinished job recomputes damaged shards.
   std::string damage;
   std::vector<int64_t> damaged_shards;  // results that failed their checksum
-  std::string notes;  // repairs made while loading (unreadable events dropped)
+  std::string notes;                    // repairs made while loading (unreadable events dropped)
 };
 
 // One atomic change of one job's stored state.

@@ -48,17 +48,17 @@ std::vector<prometheus::MetricFamily> SchedulerFamilies(
   for (const auto& [state, n] : c.jobs) {
     if (auto it = names.find(state); it != names.end()) jobs[it->second] = n;
   }
-  return {CounterFamily("lensgrid_shards_leased_total", "leases granted", c.shards_leased),
-          CounterFamily("lensgrid_shards_completed_total",
-                        "shards completed (first accepted result)", c.shards_completed),
-          CounterFamily("lensgrid_shards_failed_total", "FailShard calls with an error",
-                        c.shards_failed),
-          CounterFamily("lensgrid_shards_handed_back_total",
-                        "shards handed back by workers shutting down", c.shards_handed_back),
-          CounterFamily("lensgrid_shards_retried_total", "shards re-queued", c.shards_retried),
-          lensgrid::LabeledGaugeFamily("lensgrid_jobs", "jobs now in each state", "state", jobs),
-          lensgrid::GaugeFamily("lensgrid_workers", "registered workers now alive",
-                                c.workers_alive)};
+  return {
+      CounterFamily("lensgrid_shards_leased_total", "leases granted", c.shards_leased),
+      CounterFamily("lensgrid_shards_completed_total", "shards completed (first accepted result)",
+                    c.shards_completed),
+      CounterFamily("lensgrid_shards_failed_total", "FailShard calls with an error",
+                    c.shards_failed),
+      CounterFamily("lensgrid_shards_handed_back_total",
+                    "shards handed back by workers shutting down", c.shards_handed_back),
+      CounterFamily("lensgrid_shards_retried_total", "shards re-queued", c.shards_retried),
+      lensgrid::LabeledGaugeFamily("lensgrid_jobs", "jobs now in each state", "state", jobs),
+      lensgrid::GaugeFamily("lensgrid_workers", "registered workers now alive", c.workers_alive)};
 }
 
 int Usage(const std::string& why) {
@@ -134,17 +134,14 @@ int main(int argc, char** argv) {
   lensgrid::service::StateStoreOptions store_options;
   store_options.start_fresh = flags.count("fresh-state") > 0;
   store_options.max_page_count_file = flags["testing-max-db-pages-file"];
-  auto store =
-      lensgrid::service::StateStore::Open(flags["state-dir"], store_options);
+  auto store = lensgrid::service::StateStore::Open(flags["state-dir"], store_options);
   if (!store.ok()) {
-    std::fprintf(stderr, "lensgrid-coordinator: %s\n",
-                 store.status().ToString().c_str());
+    std::fprintf(stderr, "lensgrid-coordinator: %s\n", store.status().ToString().c_str());
     return 1;
   }
   auto jobs = (*store)->Load();
   if (!jobs.ok()) {
-    std::fprintf(stderr, "lensgrid-coordinator: %s\n",
-                 jobs.status().ToString().c_str());
+    std::fprintf(stderr, "lensgrid-coordinator: %s\n", jobs.status().ToString().c_str());
     return 1;
   }
   lensgrid::service::RealClock clock;
@@ -155,14 +152,13 @@ int main(int argc, char** argv) {
   for (auto& job : *jobs) {
     const std::string id = job.job_id;
     if (!job.notes.empty()) {
-      std::fprintf(stderr, "lensgrid-coordinator: job %s: %s\n", id.c_str(),
-                   job.notes.c_str());
+      std::fprintf(stderr, "lensgrid-coordinator: job %s: %s\n", id.c_str(), job.notes.c_str());
     }
     absl::Status s = scheduler.Restore(std::move(job));
     if (!s.ok()) {
       ++damaged;
-      std::fprintf(stderr, "lensgrid-coordinator: job %s not restored: %s\n",
-                   id.c_str(), s.ToString().c_str());
+      std::fprintf(stderr, "lensgrid-coordinator: job %s not restored: %s\n", id.c_str(),
+                   s.ToString().c_str());
     }
   }
 
@@ -191,26 +187,23 @@ int main(int argc, char** argv) {
                  metrics->address().c_str());
   }
   int port = 0;
-  builder.AddListeningPort(flags["listen"], grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort(flags["listen"], grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   // Job specs carry every prompt (a lease only its shard's); the planner's
   // limits apply after parsing. A job may be twice the lease limit, plus
   // 4 MiB for its metadata.
-  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
-      INT32_MAX, 2 * options.planner.max_shard_spec_bytes + (int64_t{4} << 20))));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<int64_t>(INT32_MAX, 2 * options.planner.max_shard_spec_bytes + (int64_t{4} << 20))));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n",
-                 flags["listen"].c_str());
+    std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n", flags["listen"].c_str());
     return 1;
   }
   service.Start();
   server->GetHealthCheckService()->SetServingStatus(true);
-  const std::string host =
-      flags["listen"].substr(0, flags["listen"].rfind(':'));
-  std::printf("listening on %s:%d (%zu jobs restored, %d damaged)\n",
-              host.c_str(), port, jobs->size() - damaged, damaged);
+  const std::string host = flags["listen"].substr(0, flags["listen"].rfind(':'));
+  std::printf("listening on %s:%d (%zu jobs restored, %d damaged)\n", host.c_str(), port,
+              jobs->size() - damaged, damaged);
   std::fflush(stdout);
 
   int sig = 0;

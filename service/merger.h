@@ -41,8 +41,8 @@ absl::Status CheckShardResult(const JobPlan& plan, const ShardRange& range,
 
 // Merges checked shard results. INVALID_ARGUMENT if a (prompt, component) is
 // covered twice or not at all.
-absl::StatusOr<std::vector<Array>> MergeShards(
-    const JobPlan& plan, const std::vector<ShardResult>& shards);
+absl::StatusOr<std::vector<Array>> MergeShards(const JobPlan& plan,
+                                               const std::vector<ShardResult>& shards);
 
 }  // namespace lensgrid::service
 

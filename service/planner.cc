@@ -34,56 +34,49 @@ std::optional<int64_t> Mul(int64_t a, int64_t b) {
 // REQUIRES: a >= 0, b > 0. Never overflows.
 int64_t CeilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
-absl::Status CheckName(const char* field, const std::string& value,
-                       const PlannerOptions& o, bool required) {
+absl::Status CheckName(const char* field, const std::string& value, const PlannerOptions& o,
+                       bool required) {
   if (required && value.empty())
     return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
   if (static_cast<int64_t>(value.size()) > o.max_name_bytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat(field, " ", Echo(value), " is over the ", o.max_name_bytes,
-                     "-byte limit"));
+        absl::StrCat(field, " ", Echo(value), " is over the ", o.max_name_bytes, "-byte limit"));
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckBytes(const char* field, const std::string& value,
-                        int64_t limit) {
+absl::Status CheckBytes(const char* field, const std::string& value, int64_t limit) {
   if (static_cast<int64_t>(value.size()) <= limit) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrCat(
-      field, " is ", value.size(), " bytes, over the ", limit, "-byte limit"));
+  return absl::ResourceExhaustedError(
+      absl::StrCat(field, " is ", value.size(), " bytes, over the ", limit, "-byte limit"));
 }
 
 absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
   LG_RETURN_IF_ERROR(CheckName("model_id", spec.model_id(), o, true));
-  LG_RETURN_IF_ERROR(
-      CheckName("weights_sha256", spec.weights_sha256(), o, true));
+  LG_RETURN_IF_ERROR(CheckName("weights_sha256", spec.weights_sha256(), o, true));
   LG_RETURN_IF_ERROR(CheckName("method_name", spec.method_name(), o, false));
   LG_RETURN_IF_ERROR(CheckName("metric_name", spec.metric_name(), o, false));
   LG_RETURN_IF_ERROR(CheckName("ablation_name", spec.ablation_name(), o, false));
   LG_RETURN_IF_ERROR(CheckBytes("label", spec.label(), o.max_label_bytes));
-  LG_RETURN_IF_ERROR(
-      CheckBytes("client_json", spec.client_json(), o.max_client_json_bytes));
-  for (const auto& [name, v] :
-       {std::pair<const char*, int64_t>{"n_layers", spec.n_layers()},
-        {"n_heads", spec.n_heads()}}) {
+  LG_RETURN_IF_ERROR(CheckBytes("client_json", spec.client_json(), o.max_client_json_bytes));
+  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"n_layers", spec.n_layers()},
+                                {"n_heads", spec.n_heads()}}) {
     if (v <= 0 || v > o.max_model_dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, " is ", v, "; it must be in [1, ", o.max_model_dim, "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " is ", v, "; it must be in [1, ", o.max_model_dim, "]"));
     }
   }
   if (spec.prompts_per_shard() < 0 || spec.components_per_shard() < 0)
     return absl::InvalidArgumentError("shard sizes must not be negative");
   if (spec.max_attempts() < 0 || spec.max_attempts() > o.max_attempts_limit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_attempts is ", spec.max_attempts(),
-                     "; it must be in [0, ", o.max_attempts_limit, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("max_attempts is ", spec.max_attempts(),
+                                                   "; it must be in [0, ", o.max_attempts_limit,
+                                                   "]"));
   }
-  if (spec.prompts_size() == 0)
-    return absl::InvalidArgumentError("the job has no prompts");
+  if (spec.prompts_size() == 0) return absl::InvalidArgumentError("the job has no prompts");
   if (spec.prompts_size() > o.max_prompts) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the job has ", spec.prompts_size(),
-                     " prompts, over the limit of ", o.max_prompts));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the job has ", spec.prompts_size(), " prompts, over the limit of ", o.max_prompts));
   }
   return absl::OkStatus();
 }
@@ -124,30 +117,26 @@ absl::Status ValidatePrompts(const v1::JobSpec& spec, const PlannerOptions& o) {
   for (int i = 0; i < spec.prompts_size(); ++i) {
     const v1::InlinePrompt& p = spec.prompts(i);
     if (p.tokens_size() == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt ", i, " has no tokens"));
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has no tokens"));
     }
-    const int64_t longest =
-        std::max({p.tokens_size(), p.answers_size(), p.wrongs_size()});
+    const int64_t longest = std::max({p.tokens_size(), p.answers_size(), p.wrongs_size()});
     if (longest > o.max_prompt_tokens) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("prompt ", i, " has a list of ", longest,
-                       " tokens, over the limit of ", o.max_prompt_tokens));
+      return absl::ResourceExhaustedError(absl::StrCat("prompt ", i, " has a list of ", longest,
+                                                       " tokens, over the limit of ",
+                                                       o.max_prompt_tokens));
     }
-    if (p.corrupted_tokens_size() != 0 &&
-        p.corrupted_tokens_size() != p.tokens_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "prompt ", i, ": corrupted_tokens has ", p.corrupted_tokens_size(),
-          " tokens, tokens has ", p.tokens_size()));
+    if (p.corrupted_tokens_size() != 0 && p.corrupted_tokens_size() != p.tokens_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", i, ": corrupted_tokens has ",
+                                                     p.corrupted_tokens_size(),
+                                                     " tokens, tokens has ", p.tokens_size()));
     }
     if (p.loss_start() < 0 || p.loss_start() >= p.tokens_size()) {
       if (p.loss_start() != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "prompt ", i, ": loss_start ", p.loss_start(), " is out of range"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("prompt ", i, ": loss_start ", p.loss_start(), " is out of range"));
       }
     }
-    for (const auto* ids :
-         {&p.tokens(), &p.corrupted_tokens(), &p.answers(), &p.wrongs()}) {
+    for (const auto* ids : {&p.tokens(), &p.corrupted_tokens(), &p.answers(), &p.wrongs()}) {
       for (int64_t id : *ids) {
         if (id < 0) {
           return absl::InvalidArgumentError(
@@ -161,8 +150,7 @@ absl::Status ValidatePrompts(const v1::JobSpec& spec, const PlannerOptions& o) {
 
 // Values in the merged result: per prompt and mean of each grid, baseline and
 // reference. nullopt on overflow.
-std::optional<int64_t> ResultValues(const std::vector<Grid>& grids,
-                                    int64_t n_prompts) {
+std::optional<int64_t> ResultValues(const std::vector<Grid>& grids, int64_t n_prompts) {
   int64_t values = 2 * n_prompts;
   for (const Grid& g : grids) {
     int64_t n = 1;
@@ -172,16 +160,14 @@ std::optional<int64_t> ResultValues(const std::vector<Grid>& grids,
       n = *m;
     }
     std::optional<int64_t> per_prompt = Mul(n, n_prompts + 1);
-    if (!per_prompt || __builtin_add_overflow(values, *per_prompt, &values))
-      return std::nullopt;
+    if (!per_prompt || __builtin_add_overflow(values, *per_prompt, &values)) return std::nullopt;
   }
   return values;
 }
 
 }  // namespace
 
-absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
-                                const PlannerOptions& options) {
+absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& options) {
   LG_RETURN_IF_ERROR(ValidateFields(spec, options));
   LG_RETURN_IF_ERROR(ValidatePrompts(spec, options));
   JobPlan plan;
@@ -193,16 +179,14 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
     total_tokens += p.tokens_size();
   }
 
-  plan.grids = MethodGrids(plan.method, {spec.n_layers(), spec.n_heads(), spec.attn_only()},
-                           plan.n_pos);
+  plan.grids =
+      MethodGrids(plan.method, {spec.n_layers(), spec.n_heads(), spec.attn_only()}, plan.n_pos);
   plan.patching = IsPatching(plan.method);
   std::optional<int64_t> values = ResultValues(plan.grids, plan.n_prompts);
-  std::optional<int64_t> result_bytes =
-      values ? Mul(*values, kFloatBytes) : std::nullopt;
+  std::optional<int64_t> result_bytes = values ? Mul(*values, kFloatBytes) : std::nullopt;
   if (!result_bytes || *result_bytes > options.max_result_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "the job's result would be ",
-        result_bytes ? absl::StrCat(*result_bytes) : "more than 2^63",
+        "the job's result would be ", result_bytes ? absl::StrCat(*result_bytes) : "more than 2^63",
         " bytes, over the ", options.max_result_bytes, "-byte limit"));
   }
   plan.result_bytes = *result_bytes;
@@ -211,19 +195,16 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
 
   // Cost model: one (prompt, component) costs about the prompt's length in
   // token-forwards; a shard also pays a fixed base run over its prompts.
-  const int64_t avg_len =
-      std::max<int64_t>(1, CeilDiv(total_tokens, plan.n_prompts));
+  const int64_t avg_len = std::max<int64_t>(1, CeilDiv(total_tokens, plan.n_prompts));
   int64_t prompts_per = spec.prompts_per_shard();
-  if (prompts_per == 0)
-    prompts_per = std::max<int64_t>(1, options.batch_tokens / avg_len);
+  if (prompts_per == 0) prompts_per = std::max<int64_t>(1, options.batch_tokens / avg_len);
   prompts_per = std::min(prompts_per, plan.n_prompts);
   int64_t components_per = spec.components_per_shard();
   const bool prompts_only = ShardsByPromptsOnly(plan.method);
   if (prompts_only) {
     components_per = plan.n_components;
   } else if (components_per == 0) {
-    components_per =
-        std::max<int64_t>(1, options.shard_cost / (prompts_per * avg_len));
+    components_per = std::max<int64_t>(1, options.shard_cost / (prompts_per * avg_len));
   }
   components_per = std::min(components_per, plan.n_components);
 
@@ -236,21 +217,19 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
   }
   int64_t component_batches = CeilDiv(plan.n_components, components_per);
   std::optional<int64_t> n_shards = Mul(prompt_batches, component_batches);
-  if ((!n_shards || *n_shards > max_shards) &&
-      spec.components_per_shard() == 0 && prompt_batches <= max_shards) {
-    components_per = CeilDiv(plan.n_components,
-                             std::max<int64_t>(1, max_shards / prompt_batches));
+  if ((!n_shards || *n_shards > max_shards) && spec.components_per_shard() == 0 &&
+      prompt_batches <= max_shards) {
+    components_per = CeilDiv(plan.n_components, std::max<int64_t>(1, max_shards / prompt_batches));
     component_batches = CeilDiv(plan.n_components, components_per);
     n_shards = Mul(prompt_batches, component_batches);
   }
   if (!n_shards || *n_shards > max_shards) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the job would have ", prompt_batches, " x ", component_batches,
-        " shards, over the limit of ", max_shards,
-        " per job: use larger prompts_per_shard / components_per_shard"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the job would have ", prompt_batches, " x ", component_batches,
+                     " shards, over the limit of ", max_shards,
+                     " per job: use larger prompts_per_shard / components_per_shard"));
   }
-  if (*n_shards <= 0)
-    return absl::InvalidArgumentError("the job plans to no shards");
+  if (*n_shards <= 0) return absl::InvalidArgumentError("the job plans to no shards");
 
   // A lease carries its shard's prompts (mean ablation: every prompt too):
   // refuse what no worker could receive. Sums stay below the request's size.

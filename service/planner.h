@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "lensgrid/v1/coordinator.pb.h"
 #include "common/search_methods.h"
+#include "lensgrid/v1/coordinator.pb.h"
 #include "lensgrid/v1/search.pb.h"
 
 namespace lensgrid::service {
@@ -28,8 +28,7 @@ struct ShardRange {
   int64_t num_components() const { return component_end - component_begin; }
   bool operator==(const ShardRange& o) const {
     return prompt_begin == o.prompt_begin && prompt_end == o.prompt_end &&
-           component_begin == o.component_begin &&
-           component_end == o.component_end;
+           component_begin == o.component_begin && component_end == o.component_end;
   }
 };
 
@@ -37,8 +36,7 @@ struct ShardRange {
 // one gets RESOURCE_EXHAUSTED (a size) or INVALID_ARGUMENT (a dimension),
 // naming the value and the limit.
 struct PlannerOptions {
-  int64_t batch_tokens =
-      4096;  // prompt tokens in one shard's batch. Default: 4096
+  int64_t batch_tokens = 4096;  // prompt tokens in one shard's batch. Default: 4096
   // token-forwards per shard (GPT-2 small: ~20 s on 2 CPU cores, well under a
   // second on a GPU). Default: 16384
   int64_t shard_cost = 1 << 14;
@@ -63,10 +61,9 @@ struct PlannerOptions {
   // model_id, weights_sha256, method_name, metric_name, ablation_name.
   // Default: 256
   int64_t max_name_bytes = 256;
-  int64_t max_label_bytes = 1024;  // JobSpec.label. Default: 1 KiB
-  int64_t max_client_json_bytes =
-      64 << 10;                  // JobSpec.client_json. Default: 64 KiB
-  int max_attempts_limit = 100;  // largest JobSpec.max_attempts. Default: 100
+  int64_t max_label_bytes = 1024;            // JobSpec.label. Default: 1 KiB
+  int64_t max_client_json_bytes = 64 << 10;  // JobSpec.client_json. Default: 64 KiB
+  int max_attempts_limit = 100;              // largest JobSpec.max_attempts. Default: 100
 };
 
 using Prompts = google::protobuf::RepeatedPtrField<v1::InlinePrompt>;
@@ -81,8 +78,8 @@ struct JobPlan {
   std::vector<Grid> grids;
   int64_t n_components = 0;  // of the first grid (the one component ranges cut)
   std::vector<ShardRange> shards;
-  int64_t result_bytes = 0;      // of the merged result, as estimated
-  int64_t max_spec_bytes = 0;    // of the largest shard's ShardSpec
+  int64_t result_bytes = 0;    // of the merged result, as estimated
+  int64_t max_spec_bytes = 0;  // of the largest shard's ShardSpec
   // The job's prompts: the one copy a job keeps in memory (shared by copies
   // of the plan); each shard's spec copies its own range.
   std::shared_ptr<const Prompts> prompts;
@@ -94,8 +91,7 @@ struct JobPlan {
 // Defaults: metric logit-diff, ablation zero; the enums win over the
 // deprecated names. Pure: safe to call without any
 // lock; sizes are computed with overflow checks before anything is allocated.
-absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec,
-                                const PlannerOptions& options = {});
+absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& options = {});
 
 // Every field of `spec` but its prompts (which the plan holds): what a job
 // keeps of its spec in memory.

@@ -29,33 +29,27 @@ v1::JobEvent::Kind FinalKind(v1::JobState state) {
 
 }  // namespace
 
-Scheduler::Scheduler(const Clock* clock, SchedulerOptions options,
-                     Journal* journal)
+Scheduler::Scheduler(const Clock* clock, SchedulerOptions options, Journal* journal)
     : clock_(clock), options_(std::move(options)), journal_(journal) {}
 
 void Scheduler::Log(absl::Status status) {
   // The journal failing (disk full) must not kill the server; say so loudly.
   if (!status.ok())
-    std::fprintf(stderr, "coordinator: state store: %s\n",
-                 status.ToString().c_str());
+    std::fprintf(stderr, "coordinator: state store: %s\n", status.ToString().c_str());
 }
 
-std::unique_ptr<Scheduler::Job> Scheduler::BuildJob(const std::string& id,
-                                                    const v1::JobSpec& spec,
-                                                    JobPlan plan,
-                                                    int64_t created_ms) const {
+std::unique_ptr<Scheduler::Job> Scheduler::BuildJob(const std::string& id, const v1::JobSpec& spec,
+                                                    JobPlan plan, int64_t created_ms) const {
   auto job = std::make_unique<Job>();
   job->id = id;
   // The plan's prompts are the one copy of them kept in memory.
   job->spec = SpecWithoutPrompts(spec);
   job->plan = std::move(plan);
   job->created_ms = created_ms;
-  job->max_attempts =
-      spec.max_attempts() > 0 ? spec.max_attempts() : options_.max_attempts;
+  job->max_attempts = spec.max_attempts() > 0 ? spec.max_attempts() : options_.max_attempts;
   job->shards.resize(job->plan.shards.size());
   job->results.resize(job->plan.shards.size());
-  for (size_t i = 0; i < job->shards.size(); ++i)
-    job->shards[i].range = job->plan.shards[i];
+  for (size_t i = 0; i < job->shards.size(); ++i) job->shards[i].range = job->plan.shards[i];
   return job;
 }
 
@@ -64,8 +58,7 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
   // (or hostile) spec costs its own caller's time only. The planner checks
   // every size before allocating.
   LG_ASSIGN_OR_RETURN(JobPlan plan, PlanJob(spec, options_.planner));
-  if (plan.shards.empty())
-    return absl::InvalidArgumentError("the job plans to no shards");
+  if (plan.shards.empty()) return absl::InvalidArgumentError("the job plans to no shards");
   const int64_t now = clock_->NowMs();
   std::string id;
   {
@@ -100,8 +93,7 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
     write.events.push_back(&submitted);
     absl::Status s = journal_->Write(write);
     if (!s.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot store the job: ", s.message()));
+      return absl::UnavailableError(absl::StrCat("cannot store the job: ", s.message()));
     }
   }
   std::unique_ptr<Job> job = BuildJob(id, spec, std::move(plan), now);
@@ -134,19 +126,16 @@ void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
 }
 
 absl::Status Scheduler::Restore(StoredJob stored) {
-  absl::StatusOr<JobPlan> plan =
-      stored.damage.empty()
-          ? PlanJob(stored.spec, options_.planner)
-          : absl::StatusOr<JobPlan>(absl::DataLossError(stored.damage));
+  absl::StatusOr<JobPlan> plan = stored.damage.empty()
+                                     ? PlanJob(stored.spec, options_.planner)
+                                     : absl::StatusOr<JobPlan>(absl::DataLossError(stored.damage));
   if (!plan.ok()) {
-    const std::string why = stored.damage.empty()
-                                ? absl::StrCat("its spec cannot be planned: ",
-                                               plan.status().message())
-                                : stored.damage;
+    const std::string why = stored.damage.empty() ? absl::StrCat("its spec cannot be planned: ",
+                                                                 plan.status().message())
+                                                  : stored.damage;
     absl::MutexLock lock(&mu_);
     AddDamagedJob(stored, why);
-    return absl::DataLossError(
-        absl::StrCat("job ", stored.job_id, " is damaged: ", why));
+    return absl::DataLossError(absl::StrCat("job ", stored.job_id, " is damaged: ", why));
   }
   std::unique_ptr<Job> job =
       BuildJob(stored.job_id, stored.spec, std::move(*plan), stored.created_ms);
@@ -157,14 +146,12 @@ absl::Status Scheduler::Restore(StoredJob stored) {
   job->saved_events = static_cast<int64_t>(job->events.size());
   std::string damage;
   for (int64_t shard : stored.damaged_shards) {
-    damage = absl::StrCat("the stored result of shard ", shard,
-                          " is corrupt (checksum mismatch)");
+    damage = absl::StrCat("the stored result of shard ", shard, " is corrupt (checksum mismatch)");
   }
   for (auto& [shard, tensors] : stored.results) {
     if (shard < 0 || shard >= static_cast<int64_t>(job->shards.size()) ||
         !CheckShardResult(job->plan, job->shards[shard].range, tensors).ok()) {
-      damage = absl::StrCat("the stored result of shard ", shard,
-                            " does not fit the job's plan");
+      damage = absl::StrCat("the stored result of shard ", shard, " does not fit the job's plan");
       continue;
     }
     job->shards[shard].state = Shard::State::kDone;
@@ -179,8 +166,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
     if (merged.ok()) {
       job->merged = std::move(*merged);
     } else {
-      damage = absl::StrCat("its stored results do not merge: ",
-                            merged.status().message());
+      damage = absl::StrCat("its stored results do not merge: ", merged.status().message());
     }
   }
   absl::MutexLock lock(&mu_);
@@ -196,12 +182,11 @@ absl::Status Scheduler::Restore(StoredJob stored) {
   jobs_[raw->id] = std::move(job);
   ++version_;
   if (raw->damaged) {
-    return absl::DataLossError(
-        absl::StrCat("job ", raw->id, " is damaged: ", damage));
+    return absl::DataLossError(absl::StrCat("job ", raw->id, " is damaged: ", damage));
   }
   if (!damage.empty()) {
-    Log(absl::DataLossError(absl::StrCat("job ", raw->id, ": ", damage,
-                                         "; that shard is computed again")));
+    Log(absl::DataLossError(
+        absl::StrCat("job ", raw->id, ": ", damage, "; that shard is computed again")));
   }
   if (Final(*raw)) return absl::OkStatus();
   for (int64_t i = 0; i < static_cast<int64_t>(raw->shards.size()); ++i) {
@@ -222,16 +207,14 @@ absl::Status Scheduler::Save(Job* job) {
   }
   JobWrite write;
   write.job_id = job->id;
-  for (int64_t shard : job->unsaved_results)
-    write.results.push_back({shard, &job->results[shard]});
+  for (int64_t shard : job->unsaved_results) write.results.push_back({shard, &job->results[shard]});
   if (job->state_unsaved) {
     write.set_state = true;
     write.state = job->state;
     write.error_code = job->error_code;
     write.error = job->error;
   }
-  for (size_t i = static_cast<size_t>(job->saved_events);
-       i < job->events.size(); ++i) {
+  for (size_t i = static_cast<size_t>(job->saved_events); i < job->events.size(); ++i) {
     write.events.push_back(&job->events[i]);
   }
   const int64_t n_events = static_cast<int64_t>(job->events.size());
@@ -252,8 +235,7 @@ absl::Status Scheduler::Save(Job* job) {
   job->store_retry_ms = clock_->NowMs() + options_.store_retry_ms;
   if (job->store_error.empty()) {
     job->store_error = absl::StrCat("state store: ", s.message());
-    Log(absl::Status(s.code(),
-                     absl::StrCat("job ", job->id, " paused: ", s.message())));
+    Log(absl::Status(s.code(), absl::StrCat("job ", job->id, " paused: ", s.message())));
     Emit(job, v1::JobEvent::STORE_FAILED, -1, "",
          absl::StrCat(job->store_error,
                       "; the job is paused (no new leases, results held in "
@@ -271,12 +253,12 @@ void Scheduler::SaveAll() {
 }
 
 std::string Scheduler::WorkerMessage(absl::string_view message) const {
-  return Echo(message, static_cast<size_t>(std::max<int64_t>(
-                           16, options_.max_worker_message_bytes)));
+  return Echo(message,
+              static_cast<size_t>(std::max<int64_t>(16, options_.max_worker_message_bytes)));
 }
 
-void Scheduler::Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard,
-                     const std::string& worker, const std::string& message) {
+void Scheduler::Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard, const std::string& worker,
+                     const std::string& message) {
   v1::JobEvent e;
   e.set_seq(static_cast<int64_t>(job->events.size()) + 1);
   e.set_kind(kind);
@@ -284,8 +266,7 @@ void Scheduler::Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard,
   e.set_shards_total(static_cast<int64_t>(job->shards.size()));
   const double rate = Rate(*job);
   e.set_shards_per_s(rate);
-  if (rate > 0)
-    e.set_eta_s(static_cast<double>(e.shards_total() - e.shards_done()) / rate);
+  if (rate > 0) e.set_eta_s(static_cast<double>(e.shards_total() - e.shards_done()) / rate);
   e.set_shard_id(shard);
   e.set_worker_id(worker);
   e.set_message(message);
@@ -297,18 +278,14 @@ void Scheduler::Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard,
 
 double Scheduler::Rate(const Job& job) const {
   if (job.first_lease_ms == 0 || job.done_here == 0) return 0;
-  const int64_t elapsed =
-      std::max<int64_t>(1, clock_->NowMs() - job.first_lease_ms);
-  return 1000.0 * static_cast<double>(job.done_here) /
-         static_cast<double>(elapsed);
+  const int64_t elapsed = std::max<int64_t>(1, clock_->NowMs() - job.first_lease_ms);
+  return 1000.0 * static_cast<double>(job.done_here) / static_cast<double>(elapsed);
 }
 
 int64_t Scheduler::LeaseMs(const Job& job) const {
-  if (job.shard_ms <= 0)
-    return std::max(options_.initial_lease_ms, options_.min_lease_ms);
-  return std::max<int64_t>(
-      options_.min_lease_ms,
-      static_cast<int64_t>(options_.lease_multiple * job.shard_ms));
+  if (job.shard_ms <= 0) return std::max(options_.initial_lease_ms, options_.min_lease_ms);
+  return std::max<int64_t>(options_.min_lease_ms,
+                           static_cast<int64_t>(options_.lease_multiple * job.shard_ms));
 }
 
 void Scheduler::Touch(Worker* w, int64_t now) {
@@ -317,35 +294,30 @@ void Scheduler::Touch(Worker* w, int64_t now) {
   w->info.set_alive(true);
 }
 
-absl::StatusOr<Scheduler::Worker*> Scheduler::FindWorker(
-    const std::string& worker_id) {
+absl::StatusOr<Scheduler::Worker*> Scheduler::FindWorker(const std::string& worker_id) {
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || !it->second.info.alive()) {
-    return absl::NotFoundError(absl::StrCat(
-        "unknown worker ", Echo(worker_id),
-        " (the coordinator restarted or lost it): register again"));
+    return absl::NotFoundError(
+        absl::StrCat("unknown worker ", Echo(worker_id),
+                     " (the coordinator restarted or lost it): register again"));
   }
   Touch(&it->second, clock_->NowMs());
   return &it->second;
 }
 
-std::optional<Scheduler::LeaseRef> Scheduler::FindLease(
-    const std::string& lease_id) {
+std::optional<Scheduler::LeaseRef> Scheduler::FindLease(const std::string& lease_id) {
   // lease id = <job id>/<shard>/<attempt>
   std::vector<std::string> parts = absl::StrSplit(lease_id, '/');
   int64_t shard = 0;
-  if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &shard))
-    return std::nullopt;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &shard)) return std::nullopt;
   auto it = jobs_.find(parts[0]);
-  if (it == jobs_.end() || shard < 0 ||
-      shard >= static_cast<int64_t>(it->second->shards.size())) {
+  if (it == jobs_.end() || shard < 0 || shard >= static_cast<int64_t>(it->second->shards.size())) {
     return std::nullopt;
   }
   return LeaseRef{it->second.get(), shard};
 }
 
-absl::StatusOr<std::string> Scheduler::RegisterWorker(
-    const v1::RegisterRequest& request) {
+absl::StatusOr<std::string> Scheduler::RegisterWorker(const v1::RegisterRequest& request) {
   for (const auto& [field, value] :
        {std::pair<const char*, const std::string*>{"name", &request.name()},
         {"model_id", &request.model_id()},
@@ -353,9 +325,9 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(
         {"device", &request.device()},
         {"address", &request.address()}}) {
     if (static_cast<int64_t>(value->size()) > options_.max_worker_field_bytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, " ", Echo(*value), " is over the ",
-                       options_.max_worker_field_bytes, "-byte limit"));
+      return absl::InvalidArgumentError(absl::StrCat(field, " ", Echo(*value), " is over the ",
+                                                     options_.max_worker_field_bytes,
+                                                     "-byte limit"));
     }
   }
   absl::MutexLock lock(&mu_);
@@ -364,16 +336,14 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(
     auto oldest = workers_.end();
     for (auto it = workers_.begin(); it != workers_.end(); ++it) {
       if (!it->second.info.alive() &&
-          (oldest == workers_.end() ||
-           it->second.last_seen_ms < oldest->second.last_seen_ms)) {
+          (oldest == workers_.end() || it->second.last_seen_ms < oldest->second.last_seen_ms)) {
         oldest = it;
       }
     }
     if (oldest == workers_.end()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat(workers_.size(),
-                       " workers are registered and alive, "
-                       "the limit of this coordinator"));
+      return absl::ResourceExhaustedError(absl::StrCat(workers_.size(),
+                                                       " workers are registered and alive, "
+                                                       "the limit of this coordinator"));
     }
     workers_.erase(oldest);
   }
@@ -411,8 +381,7 @@ void Scheduler::PromoteDue(Job* job, int64_t now) {
   }
 }
 
-std::optional<int64_t> Scheduler::TakeShard(Job* job,
-                                            const std::string& worker_id) {
+std::optional<int64_t> Scheduler::TakeShard(Job* job, const std::string& worker_id) {
   // Prefer shards that have not failed on this worker; give one anyway when
   // every live worker for the job has failed it.
   const size_t n = job->ready.size();
@@ -436,8 +405,7 @@ std::optional<int64_t> Scheduler::TakeShard(Job* job,
   return std::nullopt;
 }
 
-absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(
-    const std::string& worker_id) {
+absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(const std::string& worker_id) {
   absl::MutexLock lock(&mu_);
   LG_ASSIGN_OR_RETURN(Worker * w, FindWorker(worker_id));
   const int64_t now = clock_->NowMs();
@@ -467,8 +435,7 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(
       job->state_unsaved = true;
       unsaved_.insert(job);
     }
-    if (job->first_lease_ms == 0)
-      job->first_lease_ms = now;  // restored running job
+    if (job->first_lease_ms == 0) job->first_lease_ms = now;  // restored running job
     v1::ShardLease lease;
     lease.set_lease_id(shard.lease_id);
     lease.set_job_id(job->id);
@@ -491,8 +458,7 @@ absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
   std::vector<std::string> cancelled;
   for (const std::string& id : lease_ids) {
     std::optional<LeaseRef> ref = FindLease(id);
-    if (!ref || Final(*ref->job) ||
-        ref->job->shards[ref->shard].lease_id != id ||
+    if (!ref || Final(*ref->job) || ref->job->shards[ref->shard].lease_id != id ||
         ref->job->shards[ref->shard].state != Shard::State::kLeased) {
       cancelled.push_back(id);
       continue;
@@ -519,50 +485,41 @@ void Scheduler::Requeue(Job* job, int64_t s, const std::string& reason) {
   shard.failed_on.insert(worker);
   ++shard.failures;
   if (shard.failures >= job->max_attempts) {
-    Finish(
-        job, v1::JOB_FAILED,
-        absl::AbortedError(absl::StrCat("shard ", s, " failed ", shard.failures,
-                                        " times; last: ", reason)));
+    Finish(job, v1::JOB_FAILED,
+           absl::AbortedError(
+               absl::StrCat("shard ", s, " failed ", shard.failures, " times; last: ", reason)));
     return;
   }
   ++counters_.shards_retried;
   shard.state = Shard::State::kPending;
-  const int64_t backoff =
-      std::min(options_.backoff_max_ms,
-               options_.backoff_base_ms << std::min(shard.failures - 1, 20));
+  const int64_t backoff = std::min(options_.backoff_max_ms,
+                                   options_.backoff_base_ms << std::min(shard.failures - 1, 20));
   shard.ready_at_ms = clock_->NowMs() + backoff;
   job->delayed.push_back(s);
   Emit(job, v1::JobEvent::SHARD_RETRIED, s, worker, reason);
 }
 
-absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
-                                         const std::string& lease_id,
-                                         std::vector<Array> tensors,
-                                         std::string* note) {
+absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id, const std::string& lease_id,
+                                         std::vector<Array> tensors, std::string* note) {
   absl::MutexLock lock(&mu_);
-  if (auto w = workers_.find(worker_id); w != workers_.end())
-    Touch(&w->second, clock_->NowMs());
+  if (auto w = workers_.find(worker_id); w != workers_.end()) Touch(&w->second, clock_->NowMs());
   std::optional<LeaseRef> ref = FindLease(lease_id);
-  if (!ref)
-    return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
+  if (!ref) return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
   Job* job = ref->job;
   Shard& shard = job->shards[ref->shard];
   if (Final(*job) || shard.state == Shard::State::kDone) return false;
-  const bool current =
-      shard.state == Shard::State::kLeased && shard.lease_id == lease_id;
+  const bool current = shard.state == Shard::State::kLeased && shard.lease_id == lease_id;
   absl::Status check = CheckShardResult(job->plan, shard.range, tensors);
   if (!check.ok()) {
-    const std::string reason =
-        absl::StrCat("malformed result from worker ", Echo(worker_id), ": ",
-                     WorkerMessage(check.message()));
+    const std::string reason = absl::StrCat("malformed result from worker ", Echo(worker_id), ": ",
+                                            WorkerMessage(check.message()));
     if (current) Requeue(job, ref->shard, reason);
     SaveAll();
     return absl::InvalidArgumentError(reason);
   }
   const int64_t now = clock_->NowMs();
   if (current) {
-    const double ms =
-        static_cast<double>(std::max<int64_t>(1, now - shard.lease_start_ms));
+    const double ms = static_cast<double>(std::max<int64_t>(1, now - shard.lease_start_ms));
     job->shard_ms = job->shard_ms <= 0 ? ms : 0.8 * job->shard_ms + 0.2 * ms;
   }
   if (shard.state == Shard::State::kLeased) ReleaseLease(job, ref->shard);
@@ -592,22 +549,18 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id,
 absl::StatusOr<std::optional<Scheduler::LeaseRef>> Scheduler::FindLiveLease(
     const std::string& lease_id) {
   std::optional<LeaseRef> ref = FindLease(lease_id);
-  if (!ref)
-    return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
+  if (!ref) return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
   const Shard& shard = ref->job->shards[ref->shard];
-  if (Final(*ref->job) || shard.state != Shard::State::kLeased ||
-      shard.lease_id != lease_id) {
+  if (Final(*ref->job) || shard.state != Shard::State::kLeased || shard.lease_id != lease_id) {
     return std::optional<LeaseRef>();
   }
   return ref;
 }
 
-absl::Status Scheduler::Fail(const std::string& worker_id,
-                             const std::string& lease_id,
+absl::Status Scheduler::Fail(const std::string& worker_id, const std::string& lease_id,
                              const absl::Status& error) {
   absl::MutexLock lock(&mu_);
-  if (auto w = workers_.find(worker_id); w != workers_.end())
-    Touch(&w->second, clock_->NowMs());
+  if (auto w = workers_.find(worker_id); w != workers_.end()) Touch(&w->second, clock_->NowMs());
   absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
   if (!live.ok()) return live.status();
   if (!live->has_value()) return absl::OkStatus();  // stale: nothing to do
@@ -617,24 +570,21 @@ absl::Status Scheduler::Fail(const std::string& worker_id,
   ++counters_.shards_failed;
   if (JobFailsOn(error.code())) {
     ReleaseLease(job, ref.shard);
-    Finish(job, v1::JOB_FAILED,
-           absl::Status(
-               error.code(),
-               absl::StrCat("shard ", ref.shard, " on worker ", Echo(worker_id),
-                            ": ", WorkerMessage(error.message()))));
+    Finish(
+        job, v1::JOB_FAILED,
+        absl::Status(error.code(), absl::StrCat("shard ", ref.shard, " on worker ", Echo(worker_id),
+                                                ": ", WorkerMessage(error.message()))));
     SaveAll();
     return absl::OkStatus();
   }
   Requeue(job, ref.shard,
-          absl::StrCat("worker ", Echo(worker_id), ": ",
-                       absl::StatusCodeToString(error.code()), ": ",
-                       WorkerMessage(error.message())));
+          absl::StrCat("worker ", Echo(worker_id), ": ", absl::StatusCodeToString(error.code()),
+                       ": ", WorkerMessage(error.message())));
   SaveAll();
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::HandBack(const std::string& worker_id,
-                                 const std::string& lease_id) {
+absl::Status Scheduler::HandBack(const std::string& worker_id, const std::string& lease_id) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
   if (!live.ok()) return live.status();
@@ -648,8 +598,7 @@ absl::Status Scheduler::HandBack(const std::string& worker_id,
   ++counters_.shards_handed_back;
   ++counters_.shards_retried;
   Emit(job, v1::JobEvent::SHARD_RETRIED, ref.shard, worker_id,
-       absl::StrCat("worker ", Echo(worker_id),
-                    " handed the shard back (shutting down)"));
+       absl::StrCat("worker ", Echo(worker_id), " handed the shard back (shutting down)"));
   SaveAll();
   return absl::OkStatus();
 }
@@ -664,19 +613,16 @@ void Scheduler::Finish(Job* job, v1::JobState state, absl::Status error) {
       job->merged = std::move(*merged);
     } else {
       state = v1::JOB_FAILED;
-      error = absl::InternalError(
-          absl::StrCat("merge: ", merged.status().message()));
+      error = absl::InternalError(absl::StrCat("merge: ", merged.status().message()));
     }
   }
-  for (int64_t s :
-       std::vector<int64_t>(job->leased.begin(), job->leased.end())) {
+  for (int64_t s : std::vector<int64_t>(job->leased.begin(), job->leased.end())) {
     ReleaseLease(job, s);  // their workers hear it on the next heartbeat
   }
   job->state = state;
   job->error_code = static_cast<int>(error.code());
   job->error = std::string(error.message());
-  active_.erase(std::remove(active_.begin(), active_.end(), job),
-                active_.end());
+  active_.erase(std::remove(active_.begin(), active_.end(), job), active_.end());
   job->state_unsaved = true;
   Emit(job, FinalKind(state), -1, "", job->error);
 }
@@ -685,16 +631,14 @@ void Scheduler::Tick() {
   absl::MutexLock lock(&mu_);
   const int64_t now = clock_->NowMs();
   for (auto& [id, w] : workers_) {
-    if (!w.info.alive() || now - w.last_seen_ms <= options_.worker_timeout_ms)
-      continue;
+    if (!w.info.alive() || now - w.last_seen_ms <= options_.worker_timeout_ms) continue;
     w.info.set_alive(false);
     // Every job it could have served hears of it, as of its joining.
     for (Job* job : active_) {
       if (job->spec.model_id() == w.info.model_id() &&
           job->spec.weights_sha256() == w.info.weights_sha256()) {
         Emit(job, v1::JobEvent::WORKER_LOST, -1, id,
-             absl::StrCat(w.info.name(), ": no heartbeat for ",
-                          now - w.last_seen_ms, " ms"));
+             absl::StrCat(w.info.name(), ": no heartbeat for ", now - w.last_seen_ms, " ms"));
       }
     }
     for (const std::string& lease : std::set<std::string>(w.leases)) {
@@ -707,22 +651,19 @@ void Scheduler::Tick() {
     }
   }
   for (auto it = workers_.begin(); it != workers_.end();) {
-    if (!it->second.info.alive() &&
-        now - it->second.last_seen_ms > options_.forget_worker_ms) {
+    if (!it->second.info.alive() && now - it->second.last_seen_ms > options_.forget_worker_ms) {
       it = workers_.erase(it);
     } else {
       ++it;
     }
   }
   for (Job* job : std::vector<Job*>(active_)) {
-    for (int64_t s :
-         std::vector<int64_t>(job->leased.begin(), job->leased.end())) {
+    for (int64_t s : std::vector<int64_t>(job->leased.begin(), job->leased.end())) {
       if (Final(*job)) break;
       const Shard& shard = job->shards[s];
       if (shard.deadline_ms < now) {
         Requeue(job, s,
-                absl::StrCat("lease ", shard.lease_id, " on worker ",
-                             shard.worker_id, " expired"));
+                absl::StrCat("lease ", shard.lease_id, " on worker ", shard.worker_id, " expired"));
       }
     }
     if (!Final(*job)) {
@@ -737,11 +678,9 @@ void Scheduler::Tick() {
 absl::StatusOr<v1::JobStatus> Scheduler::Cancel(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
   if (!Final(*it->second)) {
-    Finish(it->second.get(), v1::JOB_CANCELLED,
-           absl::CancelledError("cancelled"));
+    Finish(it->second.get(), v1::JOB_CANCELLED, absl::CancelledError("cancelled"));
     SaveAll();
   }
   return StatusOf(*it->second);
@@ -756,27 +695,23 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   s.set_error(job.error);
   s.set_error_code(job.error_code);
   // A damaged job has no plan: the name it was submitted with, if any.
-  s.set_method(job.plan.grids.empty() ? job.spec.method_name()
-                                      : MethodName(job.plan.method));
+  s.set_method(job.plan.grids.empty() ? job.spec.method_name() : MethodName(job.plan.method));
   s.set_model_id(job.spec.model_id());
   s.set_label(job.spec.label());
   s.set_client_json(job.spec.client_json());
   s.set_created_unix_ms(job.created_ms);
   const double rate = Rate(job);
   s.set_shards_per_s(rate);
-  if (rate > 0)
-    s.set_eta_s(static_cast<double>(s.shards_total() - s.shards_done()) / rate);
+  if (rate > 0) s.set_eta_s(static_cast<double>(s.shards_total() - s.shards_done()) / rate);
   s.set_last_event_seq(static_cast<int64_t>(job.events.size()));
   s.set_store_error(job.store_error);
   return s;
 }
 
-absl::StatusOr<v1::JobStatus> Scheduler::GetJob(
-    const std::string& job_id) const {
+absl::StatusOr<v1::JobStatus> Scheduler::GetJob(const std::string& job_id) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
   return StatusOf(*it->second);
 }
 
@@ -785,25 +720,20 @@ namespace {
 // One page of `items` (a map by id) after `page.page_token`, within a count
 // and a byte budget; at least one item when any is left.
 template <typename Map, typename ToProto>
-auto Paginate(const Map& items, const PageRequest& page,
-              const SchedulerOptions& o, ToProto to_proto,
-              std::string* next_page_token)
+auto Paginate(const Map& items, const PageRequest& page, const SchedulerOptions& o,
+              ToProto to_proto, std::string* next_page_token)
     -> absl::StatusOr<std::vector<decltype(to_proto(items.begin()->second))>> {
   using Item = decltype(to_proto(items.begin()->second));
-  if (page.page_size < 0)
-    return absl::InvalidArgumentError("page_size must not be negative");
+  if (page.page_size < 0) return absl::InvalidArgumentError("page_size must not be negative");
   if (page.page_token.size() > 256) {
     return absl::InvalidArgumentError(
-        absl::StrCat("page_token ", Echo(page.page_token),
-                     " is not one this coordinator gave"));
+        absl::StrCat("page_token ", Echo(page.page_token), " is not one this coordinator gave"));
   }
   const size_t size = static_cast<size_t>(
-      page.page_size == 0 ? o.page_size
-                          : std::min(page.page_size, o.max_page_size));
+      page.page_size == 0 ? o.page_size : std::min(page.page_size, o.max_page_size));
   std::vector<Item> out;
   int64_t bytes = 0;
-  auto it = page.page_token.empty() ? items.begin()
-                                    : items.upper_bound(page.page_token);
+  auto it = page.page_token.empty() ? items.begin() : items.upper_bound(page.page_token);
   std::string last;
   for (; it != items.end() && out.size() < std::max<size_t>(1, size); ++it) {
     Item item = to_proto(it->second);
@@ -819,8 +749,8 @@ auto Paginate(const Map& items, const PageRequest& page,
 
 }  // namespace
 
-absl::StatusOr<std::vector<v1::JobStatus>> Scheduler::ListJobs(
-    const PageRequest& page, std::string* next_page_token) const {
+absl::StatusOr<std::vector<v1::JobStatus>> Scheduler::ListJobs(const PageRequest& page,
+                                                               std::string* next_page_token) const {
   absl::ReaderMutexLock lock(&mu_);
   return Paginate(
       jobs_, page, options_,
@@ -833,22 +763,19 @@ absl::StatusOr<std::vector<v1::WorkerInfo>> Scheduler::ListWorkers(
     const PageRequest& page, std::string* next_page_token) const {
   absl::ReaderMutexLock lock(&mu_);
   return Paginate(
-      workers_, page, options_, [](const Worker& w) { return w.info; },
-      next_page_token);
+      workers_, page, options_, [](const Worker& w) { return w.info; }, next_page_token);
 }
 
-absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(
-    const std::string& job_id, int64_t after_seq, bool* final) const {
+absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const std::string& job_id,
+                                                                 int64_t after_seq,
+                                                                 bool* final) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
   const Job& job = *it->second;
-  if (after_seq < 0)
-    return absl::InvalidArgumentError("after_seq must not be negative");
+  if (after_seq < 0) return absl::InvalidArgumentError("after_seq must not be negative");
   std::vector<v1::JobEvent> out;
-  for (size_t i =
-           static_cast<size_t>(std::min<int64_t>(after_seq, job.events.size()));
+  for (size_t i = static_cast<size_t>(std::min<int64_t>(after_seq, job.events.size()));
        i < job.events.size(); ++i) {
     out.push_back(job.events[i]);
   }
@@ -856,20 +783,18 @@ absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(
   return out;
 }
 
-absl::StatusOr<Scheduler::Result> Scheduler::GetResult(
-    const std::string& job_id) const {
+absl::StatusOr<Scheduler::Result> Scheduler::GetResult(const std::string& job_id) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end())
-    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
   const Job& job = *it->second;
   if (job.damaged) {
     return absl::DataLossError(absl::StrCat("job ", job_id, ": ", job.error));
   }
   if (job.state != v1::JOB_SUCCEEDED) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " is ", v1::JobState_Name(job.state),
-                     job.error.empty() ? "" : ": ", job.error));
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " is ",
+                                                      v1::JobState_Name(job.state),
+                                                      job.error.empty() ? "" : ": ", job.error));
   }
   return Result{StatusOf(job), job.plan.grids, job.merged};
 }
@@ -882,24 +807,20 @@ uint64_t Scheduler::version() const {
 void Scheduler::WaitForChange(uint64_t* version, int64_t timeout_ms) const {
   absl::ReaderMutexLock lock(&mu_);
   const uint64_t seen = *version;
-  auto changed = [this, seen]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-    return version_ != seen;
-  };
-  mu_.AwaitWithTimeout(absl::Condition(&changed),
-                       absl::Milliseconds(timeout_ms));
+  auto changed = [this, seen]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return version_ != seen; };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), absl::Milliseconds(timeout_ms));
   *version = version_;
 }
 
 SchedulerCounters Scheduler::Counters() const {
   absl::ReaderMutexLock lock(&mu_);
   SchedulerCounters c = counters_;
-  for (v1::JobState state : {v1::JOB_QUEUED, v1::JOB_RUNNING, v1::JOB_SUCCEEDED,
-                             v1::JOB_FAILED, v1::JOB_CANCELLED}) {
+  for (v1::JobState state :
+       {v1::JOB_QUEUED, v1::JOB_RUNNING, v1::JOB_SUCCEEDED, v1::JOB_FAILED, v1::JOB_CANCELLED}) {
     c.jobs[state] = 0;
   }
   for (const auto& [id, job] : jobs_) ++c.jobs[job->state];
-  for (const auto& [id, w] : workers_)
-    c.workers_alive += w.info.alive() ? 1 : 0;
+  for (const auto& [id, w] : workers_) c.workers_alive += w.info.alive() ? 1 : 0;
   return c;
 }
 

@@ -53,18 +53,13 @@
 namespace lensgrid::service {
 
 struct SchedulerOptions {
-  int64_t initial_lease_ms =
-      30000;  // before any shard time was observed. Default: 30 s
-  int64_t min_lease_ms = 5000;  // Default: 5 s
-  double lease_multiple =
-      4;  // lease = multiple x observed shard time. Default: 4
-  int64_t backoff_base_ms =
-      100;  // doubles per failure of a shard. Default: 100 ms
-  int64_t backoff_max_ms = 5000;  // Default: 5 s
-  int64_t worker_timeout_ms =
-      15000;  // silent this long -> lost, leases re-queued. Default: 15 s
-  int max_attempts =
-      4;  // failures of one shard before the job fails. Default: 4
+  int64_t initial_lease_ms = 30000;   // before any shard time was observed. Default: 30 s
+  int64_t min_lease_ms = 5000;        // Default: 5 s
+  double lease_multiple = 4;          // lease = multiple x observed shard time. Default: 4
+  int64_t backoff_base_ms = 100;      // doubles per failure of a shard. Default: 100 ms
+  int64_t backoff_max_ms = 5000;      // Default: 5 s
+  int64_t worker_timeout_ms = 15000;  // silent this long -> lost, leases re-queued. Default: 15 s
+  int max_attempts = 4;               // failures of one shard before the job fails. Default: 4
   // How often workers report their leases (and learn of cancellations).
   // Capped at min_lease_ms / 3. Default: 200 ms
   int64_t heartbeat_interval_ms = 200;
@@ -101,8 +96,8 @@ struct PageRequest {
 
 // Totals since this process started, for /metrics (deploy/README.md).
 struct SchedulerCounters {
-  int64_t shards_leased = 0, shards_completed = 0, shards_failed = 0,
-          shards_handed_back = 0, shards_retried = 0;
+  int64_t shards_leased = 0, shards_completed = 0, shards_failed = 0, shards_handed_back = 0,
+          shards_retried = 0;
   std::map<v1::JobState, int64_t> jobs;  // now, by state
   int64_t workers_alive = 0;
 };
@@ -119,13 +114,13 @@ class Scheduler {
   absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
   // By job id; *next_page_token is empty after the last page. INVALID_ARGUMENT
   // for a negative page_size or a malformed page_token.
-  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs(
-      const PageRequest& page, std::string* next_page_token) const;
-  absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers(
-      const PageRequest& page, std::string* next_page_token) const;
+  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs(const PageRequest& page,
+                                                      std::string* next_page_token) const;
+  absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers(const PageRequest& page,
+                                                          std::string* next_page_token) const;
   // Events with seq > after_seq; *final = the job will have no more.
-  absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(
-      const std::string& job_id, int64_t after_seq, bool* final) const;
+  absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(const std::string& job_id,
+                                                        int64_t after_seq, bool* final) const;
   struct Result {
     v1::JobStatus job;
     std::vector<Grid> grids;
@@ -138,21 +133,17 @@ class Scheduler {
   // Worker side. NOT_FOUND for an unknown worker id: register again.
   // INVALID_ARGUMENT for over-long fields, RESOURCE_EXHAUSTED when
   // max_workers are registered.
-  absl::StatusOr<std::string> RegisterWorker(
-      const v1::RegisterRequest& request);
-  absl::StatusOr<std::optional<v1::ShardLease>> Lease(
-      const std::string& worker_id);
+  absl::StatusOr<std::string> RegisterWorker(const v1::RegisterRequest& request);
+  absl::StatusOr<std::optional<v1::ShardLease>> Lease(const std::string& worker_id);
   // Returns the leases to abandon.
-  absl::StatusOr<std::vector<std::string>> Heartbeat(
-      const std::string& worker_id, const std::vector<std::string>& lease_ids);
+  absl::StatusOr<std::vector<std::string>> Heartbeat(const std::string& worker_id,
+                                                     const std::vector<std::string>& lease_ids);
   // true: accepted; false: a late duplicate or the job is over (dropped).
   // INVALID_ARGUMENT for a malformed result (the shard is re-queued).
   // *note (optional) says when an accepted result is held in memory because
   // the state store is failing.
-  absl::StatusOr<bool> Complete(const std::string& worker_id,
-                                const std::string& lease_id,
-                                std::vector<Array> tensors,
-                                std::string* note = nullptr);
+  absl::StatusOr<bool> Complete(const std::string& worker_id, const std::string& lease_id,
+                                std::vector<Array> tensors, std::string* note = nullptr);
   absl::Status Fail(const std::string& worker_id, const std::string& lease_id,
                     const absl::Status& error);
   // Expires leases, promotes backed-off shards, marks silent workers lost,
@@ -161,14 +152,13 @@ class Scheduler {
 
   // A worker that shuts down gives its lease back: the shard is re-queued at
   // once, without counting a failure.
-  absl::Status HandBack(const std::string& worker_id,
-                        const std::string& lease_id);
+  absl::Status HandBack(const std::string& worker_id, const std::string& lease_id);
 
   SchedulerCounters Counters() const;
 
   int64_t heartbeat_interval_ms() const {
-    return std::max<int64_t>(
-        1, std::min(options_.heartbeat_interval_ms, options_.min_lease_ms / 3));
+    return std::max<int64_t>(1,
+                             std::min(options_.heartbeat_interval_ms, options_.min_lease_ms / 3));
   }
   // Blocks until something changed since `*version` (or timeout); updates it.
   // For long polls: new shards, new events, finished jobs.
@@ -226,29 +216,26 @@ class Scheduler {
   void Touch(Worker* w, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Worker*> FindWorker(const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::optional<LeaseRef> FindLease(const std::string& lease_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<LeaseRef> FindLease(const std::string& lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // NOT_FOUND for an unknown lease; nullopt when it is no longer the shard's
   // current lease (stale) or its job is over.
-  absl::StatusOr<std::optional<LeaseRef>> FindLiveLease(
-      const std::string& lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<LeaseRef>> FindLiveLease(const std::string& lease_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PromoteDue(Job* job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<int64_t> TakeShard(Job* job, const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseLease(Job* job, int64_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Requeue(Job* job, int64_t shard, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Finish(Job* job, v1::JobState state, absl::Status error)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard,
-            const std::string& worker, const std::string& message)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Finish(Job* job, v1::JobState state, absl::Status error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard, const std::string& worker,
+            const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::JobStatus StatusOf(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   double Rate(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void Log(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Needs no lock: the job is not visible yet.
-  std::unique_ptr<Job> BuildJob(const std::string& id, const v1::JobSpec& spec,
-                                JobPlan plan, int64_t created_ms) const;
+  std::unique_ptr<Job> BuildJob(const std::string& id, const v1::JobSpec& spec, JobPlan plan,
+                                int64_t created_ms) const;
   // A job restored from a damaged row: FAILED with DATA_LOSS, kept only to be
   // reported.
   void AddDamagedJob(const StoredJob& stored, const std::string& why)
@@ -270,14 +257,12 @@ class Scheduler {
   Journal* journal_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
-  std::vector<Job*> active_
-      ABSL_GUARDED_BY(mu_);  // queued or running, oldest first
+  std::vector<Job*> active_ ABSL_GUARDED_BY(mu_);  // queued or running, oldest first
   std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
   std::set<Job*> unsaved_ ABSL_GUARDED_BY(mu_);  // jobs with unsaved changes
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
-  SchedulerCounters counters_
-      ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read
+  SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read
 };
 
 }  // namespace lensgrid::service

@@ -29,24 +29,20 @@ class Stmt {
   sqlite3_stmt* get() { return s_; }
   absl::Status status() const {
     return rc_ == SQLITE_OK ? absl::OkStatus()
-                            : absl::UnavailableError(absl::StrCat(
-                                  "sqlite: ", sqlite3_errmsg(db_)));
+                            : absl::UnavailableError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
   }
   void Text(int i, const std::string& v) {
-    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()),
-                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   }
   void Blob(int i, const std::string& v) {
-    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()),
-                      SQLITE_TRANSIENT);
+    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   }
   void Int(int i, int64_t v) { sqlite3_bind_int64(s_, i, v); }
   absl::Status Run() {
     LG_RETURN_IF_ERROR(status());
     const int rc = sqlite3_step(s_);
     if (rc != SQLITE_DONE)
-      return absl::UnavailableError(
-          absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+      return absl::UnavailableError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
     return absl::OkStatus();
   }
   std::string ColumnBytes(int i) {
@@ -85,15 +81,13 @@ std::string EncodeArrays(const std::vector<Array>& arrays) {
     Put<uint32_t>(&out, static_cast<uint32_t>(a.shape.size()));
     for (int64_t d : a.shape) Put<int64_t>(&out, d);
     Put<uint64_t>(&out, a.values.size());
-    out.append(reinterpret_cast<const char*>(a.values.data()),
-               a.values.size() * sizeof(float));
+    out.append(reinterpret_cast<const char*>(a.values.data()), a.values.size() * sizeof(float));
   }
   return out;
 }
 
 absl::StatusOr<std::vector<Array>> DecodeArrays(const std::string& in) {
-  const absl::Status bad =
-      absl::DataLossError("stored shard result is corrupt");
+  const absl::Status bad = absl::DataLossError("stored shard result is corrupt");
   size_t pos = 0;
   uint32_t n = 0;
   if (!Get(in, &pos, &n)) return bad;
@@ -112,8 +106,7 @@ absl::StatusOr<std::vector<Array>> DecodeArrays(const std::string& in) {
     for (int64_t& d : a.shape) {
       if (!Get(in, &pos, &d)) return bad;
     }
-    if (!Get(in, &pos, &nvals) || (in.size() - pos) / sizeof(float) < nvals)
-      return bad;
+    if (!Get(in, &pos, &nvals) || (in.size() - pos) / sizeof(float) < nvals) return bad;
     a.values.resize(nvals);
     if (nvals > 0)  // an empty vector's data() may be null: no memcpy then
       std::memcpy(a.values.data(), in.data() + pos, nvals * sizeof(float));
@@ -141,8 +134,7 @@ struct Migration {
   const char* table;
   const char* column;
 };
-constexpr Migration kMigrations[] = {{"jobs", "spec_sha256"},
-                                     {"results", "sha256"}};
+constexpr Migration kMigrations[] = {{"jobs", "spec_sha256"}, {"results", "sha256"}};
 
 int64_t FileSize(const std::filesystem::path& p) {
   std::error_code ec;
@@ -153,22 +145,18 @@ int64_t FileSize(const std::filesystem::path& p) {
 // A checksum column: NULL (a row from before checksums) verifies.
 bool ChecksumMatches(sqlite3_stmt* s, int column, const std::string& bytes) {
   if (sqlite3_column_type(s, column) == SQLITE_NULL) return true;
-  const char* want =
-      reinterpret_cast<const char*>(sqlite3_column_text(s, column));
+  const char* want = reinterpret_cast<const char*>(sqlite3_column_text(s, column));
   return want != nullptr && Sha256Hex(bytes) == want;
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
-    const std::string& dir, const StateStoreOptions& options) {
+absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir,
+                                                             const StateStoreOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec)
-    return absl::UnavailableError(
-        absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  const std::filesystem::path path =
-      std::filesystem::path(dir) / "coordinator.db";
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  const std::filesystem::path path = std::filesystem::path(dir) / "coordinator.db";
   const std::filesystem::path marker = std::filesystem::path(dir) / kMarker;
   const bool have_marker = std::filesystem::exists(marker, ec);
   const int64_t db_bytes = FileSize(path);
@@ -176,8 +164,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
   if (fresh && have_marker) {
     if (!options.start_fresh) {
       return absl::FailedPreconditionError(absl::StrCat(
-          path.string(), " is ", db_bytes < 0 ? "missing" : "empty", ", but ",
-          marker.string(),
+          path.string(), " is ", db_bytes < 0 ? "missing" : "empty", ", but ", marker.string(),
           " says that this directory holds a coordinator's state: refusing to "
           "start without its jobs. Restore the database, or start with "
           "--fresh-state to begin an empty store"));
@@ -191,26 +178,22 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
   if (sqlite3_open(path.string().c_str(), &db) != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
-    return absl::UnavailableError(
-        absl::StrCat("cannot open ", path.string(), ": ", msg));
+    return absl::UnavailableError(absl::StrCat("cannot open ", path.string(), ": ", msg));
   }
   std::unique_ptr<StateStore> store(new StateStore(db, options));
   sqlite3_busy_timeout(db, 5000);
   // WAL + synchronous=NORMAL: a commit survives the process being killed.
-  LG_RETURN_IF_ERROR(
-      store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
+  LG_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
   if (fresh) {
-    LG_RETURN_IF_ERROR(
-        store->Exec(absl::StrCat("BEGIN IMMEDIATE;", kSchema, "COMMIT;")));
+    LG_RETURN_IF_ERROR(store->Exec(absl::StrCat("BEGIN IMMEDIATE;", kSchema, "COMMIT;")));
   } else {
     {
       Stmt check(db, "PRAGMA quick_check");
       LG_RETURN_IF_ERROR(check.status());
-      if (sqlite3_step(check.get()) != SQLITE_ROW ||
-          check.ColumnBytes(0) != "ok") {
+      if (sqlite3_step(check.get()) != SQLITE_ROW || check.ColumnBytes(0) != "ok") {
         return absl::DataLossError(absl::StrCat(
-            path.string(), " is damaged (quick_check: ",
-            Echo(check.ColumnBytes(0), 400), "): restore it from a backup"));
+            path.string(), " is damaged (quick_check: ", Echo(check.ColumnBytes(0), 400),
+            "): restore it from a backup"));
       }
     }
     for (const char* table : {"jobs", "results", "events"}) {
@@ -219,12 +202,11 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
              "AND name = ?");
       s.Text(1, table);
       LG_RETURN_IF_ERROR(s.status());
-      if (sqlite3_step(s.get()) != SQLITE_ROW ||
-          sqlite3_column_int(s.get(), 0) != 1) {
-        return absl::DataLossError(absl::StrCat(
-            path.string(), " has no table \"", table,
-            "\": its schema is damaged, and it is not recreated (that would "
-            "hide lost jobs). Restore the database from a backup"));
+      if (sqlite3_step(s.get()) != SQLITE_ROW || sqlite3_column_int(s.get(), 0) != 1) {
+        return absl::DataLossError(
+            absl::StrCat(path.string(), " has no table \"", table,
+                         "\": its schema is damaged, and it is not recreated (that would "
+                         "hide lost jobs). Restore the database from a backup"));
       }
     }
     for (const Migration& m : kMigrations) {
@@ -232,10 +214,9 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
       s.Text(1, m.table);
       s.Text(2, m.column);
       LG_RETURN_IF_ERROR(s.status());
-      if (sqlite3_step(s.get()) == SQLITE_ROW &&
-          sqlite3_column_int(s.get(), 0) == 0) {
-        LG_RETURN_IF_ERROR(store->Exec(absl::StrCat(
-            "ALTER TABLE ", m.table, " ADD COLUMN ", m.column, " TEXT")));
+      if (sqlite3_step(s.get()) == SQLITE_ROW && sqlite3_column_int(s.get(), 0) == 0) {
+        LG_RETURN_IF_ERROR(
+            store->Exec(absl::StrCat("ALTER TABLE ", m.table, " ADD COLUMN ", m.column, " TEXT")));
       }
     }
   }
@@ -247,8 +228,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(
                .count()
         << " (unix s). Its database must not be missing or empty.\n";
     if (!out.flush()) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot write ", marker.string()));
+      return absl::UnavailableError(absl::StrCat("cannot write ", marker.string()));
     }
   }
   return store;
@@ -259,8 +239,7 @@ StateStore::~StateStore() { sqlite3_close(db_); }
 absl::Status StateStore::Exec(const std::string& sql) {
   char* err = nullptr;
   if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-    absl::Status s =
-        absl::UnavailableError(absl::StrCat("sqlite: ", err ? err : "error"));
+    absl::Status s = absl::UnavailableError(absl::StrCat("sqlite: ", err ? err : "error"));
     sqlite3_free(err);
     return s;
   }
@@ -320,8 +299,7 @@ absl::Status StateStore::WriteLocked(const JobWrite& w) {
     LG_RETURN_IF_ERROR(s.Run());
   }
   for (const v1::JobEvent* e : w.events) {
-    Stmt s(db_,
-           "INSERT OR REPLACE INTO events(job_id, seq, data) VALUES(?, ?, ?)");
+    Stmt s(db_, "INSERT OR REPLACE INTO events(job_id, seq, data) VALUES(?, ?, ?)");
     s.Text(1, w.job_id);
     s.Int(2, e->seq());
     s.Blob(3, e->SerializeAsString());
@@ -349,8 +327,7 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
       StoredJob job;
       job.job_id = s.ColumnBytes(0);
       const std::string spec = s.ColumnBytes(1);
-      if (!ChecksumMatches(s.get(), 6, spec) ||
-          !job.spec.ParseFromString(spec)) {
+      if (!ChecksumMatches(s.get(), 6, spec) || !job.spec.ParseFromString(spec)) {
         job.damage = "its stored spec is corrupt (checksum mismatch)";
         job.spec.Clear();
       }
@@ -371,10 +348,9 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
       StoredJob& job = jobs[it->second];
       const int64_t shard = sqlite3_column_int64(s.get(), 1);
       const std::string data = s.ColumnBytes(2);
-      absl::StatusOr<std::vector<Array>> arrays =
-          ChecksumMatches(s.get(), 3, data)
-              ? DecodeArrays(data)
-              : absl::DataLossError("checksum mismatch");
+      absl::StatusOr<std::vector<Array>> arrays = ChecksumMatches(s.get(), 3, data)
+                                                      ? DecodeArrays(data)
+                                                      : absl::DataLossError("checksum mismatch");
       if (!arrays.ok()) {
         job.damaged_shards.push_back(shard);
         continue;
@@ -394,8 +370,7 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
       v1::JobEvent e;
       const int64_t seq = sqlite3_column_int64(s.get(), 1);
       if (!e.ParseFromString(s.ColumnBytes(2)) ||
-          seq != static_cast<int64_t>(job.events.size()) + 1 ||
-          e.seq() != seq) {
+          seq != static_cast<int64_t>(job.events.size()) + 1 || e.seq() != seq) {
         // Events are progress notes: keep the readable prefix, say so.
         job.notes = absl::StrCat("events from seq ", job.events.size() + 1,
                                  " on were unreadable or out of order and "

@@ -48,8 +48,8 @@ class StateStore : public Journal {
   // Creates DIR if needed. UNAVAILABLE if the database cannot be opened;
   // FAILED_PRECONDITION if the marker is there but the database is missing or
   // empty (unless options.start_fresh); DATA_LOSS for a damaged database.
-  static absl::StatusOr<std::unique_ptr<StateStore>> Open(
-      const std::string& dir, const StateStoreOptions& options = {});
+  static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir,
+                                                          const StateStoreOptions& options = {});
   ~StateStore() override;
 
   // Every job with its results and events, oldest first. A damaged row marks
@@ -60,11 +60,9 @@ class StateStore : public Journal {
   absl::Status Write(const JobWrite& write) override;
 
  private:
-  StateStore(sqlite3* db, StateStoreOptions options)
-      : db_(db), options_(std::move(options)) {}
+  StateStore(sqlite3* db, StateStoreOptions options) : db_(db), options_(std::move(options)) {}
   absl::Status Exec(const std::string& sql);
-  absl::Status WriteLocked(const JobWrite& write)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteLocked(const JobWrite& write) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyTestingPageLimit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   sqlite3* db_;

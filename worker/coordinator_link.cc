@@ -1,11 +1,11 @@
 #include "worker/coordinator_link.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <utility>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -19,19 +19,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 int64_t MsSince(Clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
-                                                               start)
-      .count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
 }
 
 void SetDeadline(grpc::ClientContext* ctx, int64_t ms) {
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(ms));
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
 }
 
 std::string ShardName(const v1::ShardLease& lease) {
-  return absl::StrCat(lease.job_id(), "/", lease.shard_id(), " attempt ",
-                      lease.attempt());
+  return absl::StrCat(lease.job_id(), "/", lease.shard_id(), " attempt ", lease.attempt());
 }
 
 constexpr int64_t kRpcTimeoutMs = 10000;
@@ -114,19 +110,16 @@ std::string CoordinatorLink::EnsureRegistered() {
       heartbeat_ms_ = std::max<int64_t>(50, response.heartbeat_interval_ms());
       unreachable_logged_ = false;
       ++stats_.registrations;
-      Log(absl::StrCat("registered with the coordinator as ", worker_id_,
-                       " (model ", options_.model_id, ", capacity ",
-                       request.capacity(), ")"));
+      Log(absl::StrCat("registered with the coordinator as ", worker_id_, " (model ",
+                       options_.model_id, ", capacity ", request.capacity(), ")"));
       return worker_id_;
     }
     if (!unreachable_logged_) {
       unreachable_logged_ = true;
-      Log(absl::StrCat("cannot register with the coordinator (", status.ToString(),
-                       "); retrying"));
+      Log(absl::StrCat("cannot register with the coordinator (", status.ToString(), "); retrying"));
     }
     if (stopping_) return "";
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_),
-                         absl::Milliseconds(backoff_ms));
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(backoff_ms));
     backoff_ms = std::min(options_.retry_max_ms, backoff_ms * 2);
   }
 }
@@ -186,8 +179,7 @@ void CoordinatorLink::RunnerLoop() {
   }
 }
 
-void CoordinatorLink::RunLease(const std::string& worker_id,
-                               const v1::ShardLease& lease) {
+void CoordinatorLink::RunLease(const std::string& worker_id, const v1::ShardLease& lease) {
   auto running = std::make_shared<Running>();
   running->job_id = lease.job_id();
   running->shard_id = lease.shard_id();
@@ -218,8 +210,7 @@ void CoordinatorLink::RunLease(const std::string& worker_id,
   if (running->cancelled.load()) {
     Count(&CoordinatorLinkStats::shards_abandoned);
     Log(absl::StrCat("shard ", ShardName(lease),
-                     " abandoned: the coordinator cancelled its lease (after ",
-                     run_ms, " ms)"));
+                     " abandoned: the coordinator cancelled its lease (after ", run_ms, " ms)"));
     return;
   }
   if (!result.ok()) {
@@ -232,18 +223,16 @@ void CoordinatorLink::RunLease(const std::string& worker_id,
   absl::Status sent = SendResult(worker_id, lease, std::move(*result), &accepted);
   const int64_t send_ms = MsSince(send_start);
   if (!sent.ok()) {
-    Log(absl::StrCat("shard ", ShardName(lease), ": result not delivered (",
-                     sent.ToString(), "); the coordinator will re-queue it"));
+    Log(absl::StrCat("shard ", ShardName(lease), ": result not delivered (", sent.ToString(),
+                     "); the coordinator will re-queue it"));
     return;
   }
   if (accepted) Count(&CoordinatorLinkStats::shards_completed);
-  Log(absl::StrCat("shard ", ShardName(lease), " done in ", run_ms,
-                   " ms, result sent in ", send_ms, " ms",
-                   accepted ? "" : " (dropped: done elsewhere or job over)"));
+  Log(absl::StrCat("shard ", ShardName(lease), " done in ", run_ms, " ms, result sent in ", send_ms,
+                   " ms", accepted ? "" : " (dropped: done elsewhere or job over)"));
 }
 
-absl::Status CoordinatorLink::SendResult(const std::string& worker_id,
-                                         const v1::ShardLease& lease,
+absl::Status CoordinatorLink::SendResult(const std::string& worker_id, const v1::ShardLease& lease,
                                          RunResult result, bool* accepted) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, 10 * kRpcTimeoutMs);
@@ -271,8 +260,7 @@ absl::Status CoordinatorLink::SendResult(const std::string& worker_id,
   return absl::OkStatus();
 }
 
-void CoordinatorLink::SendFailure(const std::string& worker_id,
-                                  const v1::ShardLease& lease,
+void CoordinatorLink::SendFailure(const std::string& worker_id, const v1::ShardLease& lease,
                                   const absl::Status& error, bool handed_back) {
   v1::FailShardRequest request;
   request.set_worker_id(worker_id);
@@ -286,10 +274,10 @@ void CoordinatorLink::SendFailure(const std::string& worker_id,
   absl::Status sent = FromGrpcStatus(stub_->FailShard(&ctx, request, &response));
   Count(handed_back ? &CoordinatorLinkStats::shards_handed_back
                     : &CoordinatorLinkStats::shards_failed);
-  Log(absl::StrCat("shard ", ShardName(lease),
-                   handed_back ? " handed back (shutting down)"
-                               : absl::StrCat(" failed: ", error.ToString()),
-                   sent.ok() ? "" : absl::StrCat(" (not delivered: ", sent.ToString(), ")")));
+  Log(absl::StrCat(
+      "shard ", ShardName(lease),
+      handed_back ? " handed back (shutting down)" : absl::StrCat(" failed: ", error.ToString()),
+      sent.ok() ? "" : absl::StrCat(" (not delivered: ", sent.ToString(), ")")));
 }
 
 void CoordinatorLink::HeartbeatLoop() {
@@ -298,8 +286,7 @@ void CoordinatorLink::HeartbeatLoop() {
     v1::HeartbeatRequest request;
     {
       absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_),
-                           absl::Milliseconds(heartbeat_ms_));
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(heartbeat_ms_));
       if (stopping_) return;
       worker_id = worker_id_;
       for (const auto& [lease_id, running] : running_) request.add_lease_ids(lease_id);

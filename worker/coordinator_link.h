@@ -34,12 +34,12 @@
 namespace lensgrid {
 
 struct CoordinatorLinkOptions {
-  std::string name;            // free text: host name. Default: none
-  std::string model_id;        // jobs must name the same model id
-  std::string address;         // this worker's own Worker API, if served
-  int capacity = 1;            // shards run at once. Default: 1
-  int64_t lease_wait_ms = 10000;  // long-poll length. Default: 10 s
-  int64_t retry_max_ms = 2000;    // backoff cap when unreachable. Default: 2 s
+  std::string name;                      // free text: host name. Default: none
+  std::string model_id;                  // jobs must name the same model id
+  std::string address;                   // this worker's own Worker API, if served
+  int capacity = 1;                      // shards run at once. Default: 1
+  int64_t lease_wait_ms = 10000;         // long-poll length. Default: 10 s
+  int64_t retry_max_ms = 2000;           // backoff cap when unreachable. Default: 2 s
   size_t chunk_bytes = size_t{1} << 20;  // per streamed TensorChunk
   // Where progress lines go ("shard ... done in ..."). Default: stderr
   std::function<void(const std::string&)> log;
@@ -52,16 +52,15 @@ struct CoordinatorLinkStats {
   int64_t shards_failed = 0;     // FailShard sent (handed back included)
   int64_t shards_abandoned = 0;  // cancelled by the coordinator
   int64_t shards_handed_back = 0;
-  int64_t shards_running = 0;    // now
-  uint64_t bytes_sent = 0;       // result tensor bytes streamed
-  double busy_seconds = 0;       // running shards
+  int64_t shards_running = 0;  // now
+  uint64_t bytes_sent = 0;     // result tensor bytes streamed
+  double busy_seconds = 0;     // running shards
 };
 
 class CoordinatorLink {
  public:
   CoordinatorLink(std::shared_ptr<const WorkerBackend> backend,
-                  std::shared_ptr<grpc::Channel> channel,
-                  CoordinatorLinkOptions options);
+                  std::shared_ptr<grpc::Channel> channel, CoordinatorLinkOptions options);
   ~CoordinatorLink();  // Stop()s
 
   void Start();
@@ -83,9 +82,8 @@ class CoordinatorLink {
   std::string EnsureRegistered();
   void ForgetRegistration(const std::string& worker_id);
   void RunLease(const std::string& worker_id, const v1::ShardLease& lease);
-  absl::Status SendResult(const std::string& worker_id,
-                          const v1::ShardLease& lease, RunResult result,
-                          bool* accepted);
+  absl::Status SendResult(const std::string& worker_id, const v1::ShardLease& lease,
+                          RunResult result, bool* accepted);
   void SendFailure(const std::string& worker_id, const v1::ShardLease& lease,
                    const absl::Status& error, bool handed_back);
   // Sleeps up to `ms` unless stopping; false when stopping.
@@ -102,8 +100,7 @@ class CoordinatorLink {
   std::string worker_id_ ABSL_GUARDED_BY(mu_);
   int64_t heartbeat_ms_ ABSL_GUARDED_BY(mu_) = 500;
   bool unreachable_logged_ ABSL_GUARDED_BY(mu_) = false;
-  std::map<std::string, std::shared_ptr<Running>> running_
-      ABSL_GUARDED_BY(mu_);  // by lease id
+  std::map<std::string, std::shared_ptr<Running>> running_ ABSL_GUARDED_BY(mu_);  // by lease id
   std::set<grpc::ClientContext*> polls_ ABSL_GUARDED_BY(mu_);
   CoordinatorLinkStats stats_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_;

@@ -18,8 +18,7 @@ int64_t NowNs() {
 }  // namespace
 
 Executor::Executor(Options options) : options_(options) {
-  for (int i = 0; i < std::max(1, options_.threads); ++i)
-    threads_.emplace_back([this] { Loop(); });
+  for (int i = 0; i < std::max(1, options_.threads); ++i) threads_.emplace_back([this] { Loop(); });
 }
 
 Executor::~Executor() {
@@ -31,10 +30,9 @@ absl::Status Executor::Submit(std::function<void()> task) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the worker is shutting down");
   if (pending_ >= options_.max_pending) {
-    return absl::UnavailableError(absl::StrCat(
-        "the worker is busy: ", pending_,
-        " requests queued or running (--max-queue ", options_.max_pending,
-        "); retry later or on another worker"));
+    return absl::UnavailableError(
+        absl::StrCat("the worker is busy: ", pending_, " requests queued or running (--max-queue ",
+                     options_.max_pending, "); retry later or on another worker"));
   }
   ++pending_;
   queue_.push_back(std::move(task));
@@ -72,9 +70,8 @@ void Executor::Loop() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](Executor* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
-            return !e->queue_.empty() || e->stopping_;
-          },
+          +[](Executor* e)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) { return !e->queue_.empty() || e->stopping_; },
           this));
       if (queue_.empty()) return;  // stopping, and nothing left to run
       task = std::move(queue_.front());

@@ -19,23 +19,19 @@
 
 namespace lensgrid {
 
-inline constexpr int64_t kProbeBatchA = 1, kProbePosA = 2, kProbeBatchB = 2,
-                         kProbePosB = 3;
+inline constexpr int64_t kProbeBatchA = 1, kProbePosA = 2, kProbeBatchB = 2, kProbePosB = 3;
 
 struct HookShape {
-  std::vector<int64_t> shape;  // -1 for axes that follow the input
-  std::vector<std::string>
-      axes;  // "batch", "pos", "query_pos", "key_pos" or ""
+  std::vector<int64_t> shape;     // -1 for axes that follow the input
+  std::vector<std::string> axes;  // "batch", "pos", "query_pos", "key_pos" or ""
 };
 
-HookShape InferHookShape(absl::Span<const int64_t> probe_a,
-                         absl::Span<const int64_t> probe_b);
+HookShape InferHookShape(absl::Span<const int64_t> probe_a, absl::Span<const int64_t> probe_b);
 
 // The shape for an input of [batch, pos] with `cached_pos` positions kept on
 // the pos (query_pos) axis.
-std::vector<int64_t> ConcreteShape(const HookShape& shape, int64_t batch,
-                                   int64_t pos, int64_t cached_pos,
-                                   bool remove_batch_dim);
+std::vector<int64_t> ConcreteShape(const HookShape& shape, int64_t batch, int64_t pos,
+                                   int64_t cached_pos, bool remove_batch_dim);
 
 // Axis of the (query) position and of the head in the hook's activation, as
 // TransformerLens lays them out; nullopt when it has none.
@@ -47,8 +43,7 @@ std::optional<int> HeadAxis(absl::string_view hook_name);
 std::optional<int> HookLayer(absl::string_view hook_name);
 
 // Python-style slice [start, stop) of an axis of length n -> its length.
-int64_t SliceLength(std::optional<int64_t> start, std::optional<int64_t> stop,
-                    int64_t n);
+int64_t SliceLength(std::optional<int64_t> start, std::optional<int64_t> stop, int64_t n);
 
 }  // namespace lensgrid
 

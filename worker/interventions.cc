@@ -16,9 +16,7 @@
 namespace lensgrid {
 namespace {
 
-std::string Shape(at::IntArrayRef s) {
-  return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
-}
+std::string Shape(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
 // True when `value` broadcasts to `region` (numpy rules, value on the right).
 bool Broadcasts(at::IntArrayRef value, const std::vector<int64_t>& region) {
@@ -30,36 +28,46 @@ bool Broadcasts(at::IntArrayRef value, const std::vector<int64_t>& region) {
   return true;
 }
 
-absl::StatusOr<ResolvedIntervention> Resolve(
-    const v1::Intervention& in, const std::string& what,
-    const HookedTransformer& model, const std::vector<HookShape>& hook_shapes,
-    int64_t batch, int64_t pos) {
+absl::StatusOr<ResolvedIntervention> Resolve(const v1::Intervention& in, const std::string& what,
+                                             const HookedTransformer& model,
+                                             const std::vector<HookShape>& hook_shapes,
+                                             int64_t batch, int64_t pos) {
   ResolvedIntervention r;
   absl::StatusOr<int> id = model.HookId(in.hook());
   if (!id.ok())
-    return absl::Status(id.status().code(),
-                        absl::StrCat(what, ": ", id.status().message()));
+    return absl::Status(id.status().code(), absl::StrCat(what, ": ", id.status().message()));
   r.hook = model.hook_names()[*id];
   ActivationEdit& e = r.edit;
   const v1::Intervention::Op op = in.op();
   switch (op) {
-    case v1::Intervention::ZERO: e.op = EditOp::kZero; break;
-    case v1::Intervention::MEAN: e.op = EditOp::kMean; break;
-    case v1::Intervention::SET: e.op = EditOp::kSet; break;
-    case v1::Intervention::ADD: e.op = EditOp::kAdd; break;
-    case v1::Intervention::SCALE: e.op = EditOp::kScale; break;
-    case v1::Intervention::PATCH: e.op = EditOp::kPatch; break;
+    case v1::Intervention::ZERO:
+      e.op = EditOp::kZero;
+      break;
+    case v1::Intervention::MEAN:
+      e.op = EditOp::kMean;
+      break;
+    case v1::Intervention::SET:
+      e.op = EditOp::kSet;
+      break;
+    case v1::Intervention::ADD:
+      e.op = EditOp::kAdd;
+      break;
+    case v1::Intervention::SCALE:
+      e.op = EditOp::kScale;
+      break;
+    case v1::Intervention::PATCH:
+      e.op = EditOp::kPatch;
+      break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": op must be one of ZERO, MEAN, SET, ADD, SCALE, PATCH"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": op must be one of ZERO, MEAN, SET, ADD, SCALE, PATCH"));
   }
   const HookShape& shape = hook_shapes[*id];
   std::vector<int64_t> region = ConcreteShape(shape, batch, pos, pos, false);
   e.pos_axis = PosAxis(shape);
   if (in.positions_size() > 0) {
     if (!e.pos_axis.has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": ", r.hook, " has no position axis"));
+      return absl::InvalidArgumentError(absl::StrCat(what, ": ", r.hook, " has no position axis"));
     }
     std::vector<int64_t> positions;
     std::set<int64_t> seen;
@@ -67,12 +75,10 @@ absl::StatusOr<ResolvedIntervention> Resolve(
       int64_t q = p < 0 ? p + pos : p;
       if (q < 0 || q >= pos) {
         return absl::InvalidArgumentError(
-            absl::StrCat(what, ": position ", p, " is outside the input's ",
-                         pos, " positions"));
+            absl::StrCat(what, ": position ", p, " is outside the input's ", pos, " positions"));
       }
       if (!seen.insert(q).second) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, ": position ", p, " is repeated"));
+        return absl::InvalidArgumentError(absl::StrCat(what, ": position ", p, " is repeated"));
       }
       positions.push_back(q);
     }
@@ -82,15 +88,15 @@ absl::StatusOr<ResolvedIntervention> Resolve(
   if (in.has_head()) {
     e.head_axis = HeadAxis(r.hook);
     if (!e.head_axis.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": ", r.hook,
-          " has no head axis; head is only for attn.hook_q/k/v/z/pattern/"
-          "attn_scores/result and the per-head inputs"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": ", r.hook,
+                       " has no head axis; head is only for attn.hook_q/k/v/z/pattern/"
+                       "attn_scores/result and the per-head inputs"));
     }
     const int64_t n_heads = model.cfg().n_heads;
     if (in.head() < 0 || in.head() >= n_heads) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": head ", in.head(), " is outside [0, ", n_heads, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": head ", in.head(), " is outside [0, ", n_heads, ")"));
     }
     e.head = in.head();
     region.erase(region.begin() + *e.head_axis);
@@ -98,14 +104,13 @@ absl::StatusOr<ResolvedIntervention> Resolve(
   const bool needs_value = op == v1::Intervention::SET || op == v1::Intervention::ADD;
   const bool takes_value = needs_value || op == v1::Intervention::MEAN;
   if (needs_value && !in.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": ", v1::Intervention::Op_Name(op), " needs a value tensor"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", v1::Intervention::Op_Name(op), " needs a value tensor"));
   }
   if (in.has_value()) {
     if (!takes_value) {
       return absl::InvalidArgumentError(
-          absl::StrCat(what, ": ", v1::Intervention::Op_Name(op),
-                       " takes no value tensor"));
+          absl::StrCat(what, ": ", v1::Intervention::Op_Name(op), " takes no value tensor"));
     }
     const std::string value_what = absl::StrCat(what, ".value");
     LG_ASSIGN_OR_RETURN(at::Tensor value, FromProto(in.value(), value_what));
@@ -114,10 +119,9 @@ absl::StatusOr<ResolvedIntervention> Resolve(
           absl::StrCat(value_what, ": dtype must be F32, F16 or BF16"));
     }
     if (!Broadcasts(value.sizes(), region)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(value_what, ": shape ", Shape(value.sizes()),
-                       " does not broadcast to the edited region ",
-                       Shape(region), " of ", r.hook));
+      return absl::InvalidArgumentError(absl::StrCat(value_what, ": shape ", Shape(value.sizes()),
+                                                     " does not broadcast to the edited region ",
+                                                     Shape(region), " of ", r.hook));
     }
     e.value = value.to(model.device(), model.W_U().scalar_type());
   }
@@ -129,21 +133,19 @@ absl::StatusOr<ResolvedIntervention> Resolve(
 
 absl::StatusOr<std::vector<ResolvedIntervention>> ResolveInterventions(
     const google::protobuf::RepeatedPtrField<v1::Intervention>& interventions,
-    const HookedTransformer& model, const std::vector<HookShape>& hook_shapes,
-    int64_t batch, int64_t pos) {
+    const HookedTransformer& model, const std::vector<HookShape>& hook_shapes, int64_t batch,
+    int64_t pos) {
   std::vector<ResolvedIntervention> out;
   for (int i = 0; i < interventions.size(); ++i) {
-    LG_ASSIGN_OR_RETURN(
-        ResolvedIntervention r,
-        Resolve(interventions[i], absl::StrCat("interventions[", i, "]"), model,
-                hook_shapes, batch, pos));
+    LG_ASSIGN_OR_RETURN(ResolvedIntervention r,
+                        Resolve(interventions[i], absl::StrCat("interventions[", i, "]"), model,
+                                hook_shapes, batch, pos));
     out.push_back(std::move(r));
   }
   return out;
 }
 
-std::vector<std::string> PatchHookNames(
-    const std::vector<ResolvedIntervention>& plan) {
+std::vector<std::string> PatchHookNames(const std::vector<ResolvedIntervention>& plan) {
   std::vector<std::string> names;
   for (const auto& r : plan) {
     if (r.edit.op == EditOp::kPatch) names.push_back(r.hook);
@@ -168,40 +170,44 @@ absl::StatusOr<std::optional<MetricKind>> RequestedMetric(const v1::Metric& metr
   if (metric.kind() != v1::SEARCH_METRIC_UNSPECIFIED) {
     LG_ASSIGN_OR_RETURN(MetricKind kind, MetricFromProto(metric.kind()));
     if (kind == MetricKind::kLoss || kind == MetricKind::kKl) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "metric.kind ", MetricName(kind),
-          " is for searches (RunOptions.return_type gives the loss)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("metric.kind ", MetricName(kind),
+                       " is for searches (RunOptions.return_type gives the loss)"));
     }
     return kind;
   }
   switch (metric.legacy_kind()) {
-    case v1::Metric::NONE: return std::optional<MetricKind>();
-    case v1::Metric::LOGIT_DIFF: return MetricKind::kLogitDiff;
-    case v1::Metric::LOGIT: return MetricKind::kLogit;
-    case v1::Metric::PROB: return MetricKind::kProb;
-    case v1::Metric::LOG_PROB: return MetricKind::kLogProb;
-    default: break;  // an unknown number from the wire
+    case v1::Metric::NONE:
+      return std::optional<MetricKind>();
+    case v1::Metric::LOGIT_DIFF:
+      return MetricKind::kLogitDiff;
+    case v1::Metric::LOGIT:
+      return MetricKind::kLogit;
+    case v1::Metric::PROB:
+      return MetricKind::kProb;
+    case v1::Metric::LOG_PROB:
+      return MetricKind::kLogProb;
+    default:
+      break;  // an unknown number from the wire
   }
   return absl::InvalidArgumentError("metric.legacy_kind: unknown value");
 }
 
 absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metric,
-                                         const at::Tensor& logits,
-                                         const ModelInput& input,
+                                         const at::Tensor& logits, const ModelInput& input,
                                          const ModelConfig& cfg) {
   const int64_t batch = logits.size(0), pos = logits.size(1);
   auto ids = [&](const google::protobuf::RepeatedField<int64_t>& field,
                  absl::string_view name) -> absl::StatusOr<std::vector<int64_t>> {
     if (field.size() != 1 && field.size() != batch) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("metric.", name, ": give 1 or ", batch,
-                       " token ids (one per row), got ", field.size()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metric.", name, ": give 1 or ", batch, " token ids (one per row), got ", field.size()));
     }
     for (int64_t id : field) {
       if (id < 0 || id >= cfg.d_vocab) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("metric.", name, ": token id ", id,
-                         " is outside the vocabulary [0, ", cfg.d_vocab, ")"));
+        return absl::InvalidArgumentError(absl::StrCat("metric.", name, ": token id ", id,
+                                                       " is outside the vocabulary [0, ",
+                                                       cfg.d_vocab, ")"));
       }
     }
     std::vector<int64_t> v(field.begin(), field.end());
@@ -210,18 +216,15 @@ absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metr
   };
   const bool uses_wrongs = kind == MetricKind::kLogitDiff || kind == MetricKind::kProbDiff;
   if (!uses_wrongs && metric.wrong_tokens_size() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat("metric.wrong_tokens is only for ",
-                                                   "logit-diff and prob-diff, not ",
-                                                   MetricName(kind)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metric.wrong_tokens is only for ", "logit-diff and prob-diff, not ", MetricName(kind)));
   }
   torch::Tensor rows;  // [batch] position read in each row
   if (metric.has_position()) {
-    int64_t p =
-        metric.position() < 0 ? metric.position() + pos : metric.position();
+    int64_t p = metric.position() < 0 ? metric.position() + pos : metric.position();
     if (p < 0 || p >= pos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("metric.position ", metric.position(),
-                       " is outside the input's ", pos, " positions"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metric.position ", metric.position(), " is outside the input's ", pos, " positions"));
     }
     rows = torch::full({batch}, p, torch::kInt64);
   } else if (input.attention_mask.defined()) {
@@ -238,8 +241,9 @@ absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metr
   // The library's metric over each row's logits at its position, as a search
   // reads a prompt's final token: [batch, 1, vocab].
   const torch::Tensor row_logits =
-      logits.index({torch::arange(batch, torch::kInt64).to(logits.device()),
-                    rows.to(logits.device())})
+      logits
+          .index(
+              {torch::arange(batch, torch::kInt64).to(logits.device()), rows.to(logits.device())})
           .unsqueeze(1)
           .cpu();
   std::vector<Prompt> prompts(static_cast<size_t>(batch));

@@ -37,12 +37,11 @@ struct ResolvedIntervention {
 // what is wrong with it.
 absl::StatusOr<std::vector<ResolvedIntervention>> ResolveInterventions(
     const google::protobuf::RepeatedPtrField<v1::Intervention>& interventions,
-    const HookedTransformer& model, const std::vector<HookShape>& hook_shapes,
-    int64_t batch, int64_t pos);
+    const HookedTransformer& model, const std::vector<HookShape>& hook_shapes, int64_t batch,
+    int64_t pos);
 
 // Hooks the PATCH interventions need cached from the patch input.
-std::vector<std::string> PatchHookNames(
-    const std::vector<ResolvedIntervention>& plan);
+std::vector<std::string> PatchHookNames(const std::vector<ResolvedIntervention>& plan);
 
 // One hook per intervention; `patch_cache` holds PatchHookNames (may be null
 // when there are no PATCH ops). Each hook is the library's EditHook and holds
@@ -60,8 +59,7 @@ absl::StatusOr<std::optional<MetricKind>> RequestedMetric(const v1::Metric& metr
 // (worker/model/analysis/metrics.h: the same code as a search's metric).
 // INVALID_ARGUMENT for bad token ids, counts or positions.
 absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metric,
-                                         const at::Tensor& logits,
-                                         const ModelInput& input,
+                                         const at::Tensor& logits, const ModelInput& input,
                                          const ModelConfig& cfg);
 
 }  // namespace lensgrid

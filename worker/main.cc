@@ -17,11 +17,11 @@
 // coordinator; then a graceful shutdown of at most 5 s, and an exit after
 // --shutdown-grace-ms even if a request is stuck. Health also turns
 // NOT_SERVING while a running request makes no progress for --stall-ms.
+#include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <pthread.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -129,19 +129,13 @@ int main(int argc, char** argv) {
   app.add_flag("--offline", offline,
                "never download: a model name must be in the cache (also "
                "LENSGRID_OFFLINE=1)");
-  app.add_option("--listen", flags.listen,
-                 "HOST:PORT (port 0: pick a free one)")
-      ->required();
-  app.add_option("--device", w.device, "cpu | cuda | cuda:N")
-      ->capture_default_str();
-  app.add_option("--threads", flags.threads,
-                 "CPU threads for matmuls (default: all)");
-  app.add_option("--executor-threads", flags.executor_threads,
-                 "requests run at the same time")
+  app.add_option("--listen", flags.listen, "HOST:PORT (port 0: pick a free one)")->required();
+  app.add_option("--device", w.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--threads", flags.threads, "CPU threads for matmuls (default: all)");
+  app.add_option("--executor-threads", flags.executor_threads, "requests run at the same time")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
-  app.add_option("--max-queue", w.max_queue,
-                 "requests queued or running; more: UNAVAILABLE")
+  app.add_option("--max-queue", w.max_queue, "requests queued or running; more: UNAVAILABLE")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("--max-batch", w.max_batch, "sequences per request")
@@ -150,8 +144,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-tokens", w.max_tokens, "batch * pos per request")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-response-bytes", w.max_response_bytes,
-                 "logits + activations of one reply")
+  app.add_option("--max-response-bytes", w.max_response_bytes, "logits + activations of one reply")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-reply-memory", w.max_reply_memory,
@@ -159,16 +152,13 @@ int main(int argc, char** argv) {
                  "RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-text-bytes", w.max_text_bytes,
-                 "bytes of text in one request")
+  app.add_option("--max-text-bytes", w.max_text_bytes, "bytes of text in one request")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-tokenize-texts", w.max_tokenize_texts,
-                 "texts in one Tokenize request")
+  app.add_option("--max-tokenize-texts", w.max_tokenize_texts, "texts in one Tokenize request")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--max-dataset-prompts", w.max_dataset_prompts,
-                 "prompts in one shard's dataset")
+  app.add_option("--max-dataset-prompts", w.max_dataset_prompts, "prompts in one shard's dataset")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--shutdown-grace-ms", flags.shutdown_grace_ms,
@@ -181,12 +171,10 @@ int main(int argc, char** argv) {
                  "progress for this long")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
-  app.add_option("--chunk-bytes", w.chunk_bytes,
-                 "bytes per streamed TensorChunk")
+  app.add_option("--chunk-bytes", w.chunk_bytes, "bytes per streamed TensorChunk")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1024}, int64_t{3} << 20));
-  app.add_option("--max-request-bytes", flags.max_request_bytes,
-                 "largest request message accepted")
+  app.add_option("--max-request-bytes", flags.max_request_bytes, "largest request message accepted")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{4} << 20, int64_t{1} << 30));
   app.add_flag("--no-processing", w.no_processing,
@@ -196,8 +184,7 @@ int main(int argc, char** argv) {
   app.add_option("--model-id", flags.model_id,
                  "model id to register with (default: gpt2, or "
                  "gpt2+no-processing)");
-  app.add_option("--capacity", flags.capacity,
-                 "shards run at once for the coordinator")
+  app.add_option("--capacity", flags.capacity, "shards run at once for the coordinator")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   app.add_option("--advertise", flags.advertise,
@@ -205,8 +192,7 @@ int main(int argc, char** argv) {
                  "the --listen address; on Kubernetes: $(POD_IP):PORT)");
   app.add_option("--metrics-listen", flags.metrics_listen,
                  "HOST:PORT to serve Prometheus metrics on (GET /metrics)");
-  app.add_option("--name", flags.name,
-                 "name shown by `lensgrid workers` (default: host name)");
+  app.add_option("--name", flags.name, "name shown by `lensgrid workers` (default: host name)");
   CLI11_PARSE(app, argc, argv);
 
   std::unique_ptr<lensgrid::MetricsServer> metrics;
@@ -233,10 +219,9 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &action, nullptr);
 
   lensgrid::ConfigureCpuThreads(flags.threads);
-  lensgrid::Executor executor({.threads = flags.executor_threads,
-                               .max_pending = static_cast<int>(w.max_queue)});
-  lensgrid::WorkerService service(
-      &executor, {.chunk_bytes = static_cast<size_t>(w.chunk_bytes)});
+  lensgrid::Executor executor(
+      {.threads = flags.executor_threads, .max_pending = static_cast<int>(w.max_queue)});
+  lensgrid::WorkerService service(&executor, {.chunk_bytes = static_cast<size_t>(w.chunk_bytes)});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -267,63 +252,55 @@ int main(int argc, char** argv) {
               << std::endl;
   }
   int port = 0;
-  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(flags.max_request_bytes));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    std::cerr
-        << "lensgrid-worker: cannot listen on \"" << flags.listen
-        << "\" (expected HOST:PORT, a free port, an address of this machine)\n";
+    std::cerr << "lensgrid-worker: cannot listen on \"" << flags.listen
+              << "\" (expected HOST:PORT, a free port, an address of this machine)\n";
     return 1;
   }
   SetServing(server.get(), false);
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
-  std::cerr << "lensgrid-worker: listening on " << host << ":" << port
-            << " (NOT_SERVING until "
+  std::cerr << "lensgrid-worker: listening on " << host << ":" << port << " (NOT_SERVING until "
             << "the weights are loaded)" << std::endl;
 
   std::atomic<bool> stopping{false};
-  std::thread([server = server.get(), &link, &stopping,
-               grace_ms = flags.shutdown_grace_ms] {
+  std::thread([server = server.get(), &link, &stopping, grace_ms = flags.shutdown_grace_ms] {
     int sig = 0;
     while (::read(signal_pipe[0], &sig, sizeof(sig)) < 0 && errno == EINTR) {
     }
-    std::cerr << "lensgrid-worker: signal " << sig << ", shutting down"
-              << std::endl;
+    std::cerr << "lensgrid-worker: signal " << sig << ", shutting down" << std::endl;
     stopping = true;
     // A request stuck where it cannot see the shutdown must not keep the
     // process alive past its grace period.
     std::thread([grace_ms] {
       std::this_thread::sleep_for(std::chrono::milliseconds(grace_ms));
       std::cerr << "lensgrid-worker: still running " << grace_ms
-                << " ms after the signal (a request did not stop); exiting"
-                << std::endl;
+                << " ms after the signal (a request did not stop); exiting" << std::endl;
       std::_Exit(0);
     }).detach();
     SetServing(server, false);
     link.Stop();
-    server->Shutdown(std::chrono::system_clock::now() +
-                     std::chrono::seconds(5));
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }).detach();
 
   auto start = std::chrono::steady_clock::now();
   // A model name is pulled (if absent) while health says NOT_SERVING.
   if (absl::Status s = lensgrid::hub::ResolveModelFlag(&w.model_dir, offline, &std::cerr);
       !s.ok()) {
-    std::cerr << "lensgrid-worker: " << absl::StatusCodeToString(s.code()) << ": "
-              << s.message() << "\n";
+    std::cerr << "lensgrid-worker: " << absl::StatusCodeToString(s.code()) << ": " << s.message()
+              << "\n";
     server->Shutdown(std::chrono::system_clock::now());
     metrics.reset();
     return 1;
   }
-  absl::StatusOr<std::unique_ptr<lensgrid::WorkerCore>> core =
-      lensgrid::WorkerCore::Load(w);
+  absl::StatusOr<std::unique_ptr<lensgrid::WorkerCore>> core = lensgrid::WorkerCore::Load(w);
   if (!core.ok()) {
     std::cerr << "lensgrid-worker: cannot load " << w.model_dir << ": "
-              << absl::StatusCodeToString(core.status().code()) << ": "
-              << core.status().message() << "\n";
+              << absl::StatusCodeToString(core.status().code()) << ": " << core.status().message()
+              << "\n";
     server->Shutdown(std::chrono::system_clock::now());
     metrics.reset();
     return 1;
@@ -333,25 +310,22 @@ int main(int argc, char** argv) {
     std::cerr << "lensgrid-worker: warning: no tokenizer files; requests must "
                  "send token ids\n";
   }
-  auto backend =
-      std::shared_ptr<const lensgrid::WorkerBackend>(std::move(*core));
+  auto backend = std::shared_ptr<const lensgrid::WorkerBackend>(std::move(*core));
   service.SetBackend(backend);
   SetServing(server.get(), true);
   // Liveness: a request running without progress (it polls its cancel check
   // between blocks) for --stall-ms means the executor is wedged.
-  std::thread liveness([server = server.get(), &executor, &stopping,
-                        stall_ms = flags.stall_ms] {
+  std::thread liveness([server = server.get(), &executor, &stopping, stall_ms = flags.stall_ms] {
     bool stalled = false;
     while (!stopping) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(
-          std::clamp<int64_t>(stall_ms / 4, 25, 1000)));
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(std::clamp<int64_t>(stall_ms / 4, 25, 1000)));
       if (stopping) break;
       const int64_t quiet = executor.StalledMs();
       if (!stalled && quiet >= stall_ms) {
         stalled = true;
         std::cerr << "lensgrid-worker: NOT_SERVING: a request has made no "
-                  << "progress for " << quiet << " ms (executor stalled)"
-                  << std::endl;
+                  << "progress for " << quiet << " ms (executor stalled)" << std::endl;
         SetServing(server, false);
       } else if (stalled && quiet < stall_ms) {
         stalled = false;
@@ -364,24 +338,20 @@ int main(int argc, char** argv) {
   if (!flags.coordinator.empty()) {
     lensgrid::CoordinatorLinkOptions options;
     options.name = flags.name.empty() ? HostName() : flags.name;
-    options.model_id = flags.model_id.empty()
-                           ? lensgrid::DefaultModelId(!w.no_processing)
-                           : flags.model_id;
-    options.address =
-        flags.advertise.empty() ? host + ":" + std::to_string(port) : flags.advertise;
+    options.model_id =
+        flags.model_id.empty() ? lensgrid::DefaultModelId(!w.no_processing) : flags.model_id;
+    options.address = flags.advertise.empty() ? host + ":" + std::to_string(port) : flags.advertise;
     options.capacity = flags.capacity;
     options.chunk_bytes = static_cast<size_t>(w.chunk_bytes);
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(static_cast<int>(flags.max_request_bytes));
     link.Start(std::make_unique<lensgrid::CoordinatorLink>(
         backend,
-        grpc::CreateCustomChannel(flags.coordinator,
-                                  grpc::InsecureChannelCredentials(), args),
+        grpc::CreateCustomChannel(flags.coordinator, grpc::InsecureChannelCredentials(), args),
         options));
   }
-  std::cerr << "lensgrid-worker: serving " << w.model_dir << " ("
-            << info.config().n_layers() << " layers, sha256 "
-            << info.weights_sha256().substr(0, 12) << ", " << info.device()
+  std::cerr << "lensgrid-worker: serving " << w.model_dir << " (" << info.config().n_layers()
+            << " layers, sha256 " << info.weights_sha256().substr(0, 12) << ", " << info.device()
             << ") after "
             << std::chrono::duration_cast<std::chrono::milliseconds>(
                    std::chrono::steady_clock::now() - start)

@@ -6,21 +6,19 @@
 
 namespace lensgrid {
 
-absl::StatusOr<ReplyBudget::Hold> ReplyBudget::Reserve(int64_t bytes,
-                                                       absl::string_view what) {
+absl::StatusOr<ReplyBudget::Hold> ReplyBudget::Reserve(int64_t bytes, absl::string_view what) {
   bytes = std::max<int64_t>(bytes, 0);
   {
     absl::MutexLock lock(&mu_);
     if (bytes > max_bytes_ - held_) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          what, ": the reply needs ", bytes, " bytes, but replies in flight ",
-          "already hold ", held_, " of this worker's --max-reply-memory (",
-          max_bytes_, "); retry later, on another worker, or ask for less"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat(what, ": the reply needs ", bytes, " bytes, but replies in flight ",
+                       "already hold ", held_, " of this worker's --max-reply-memory (", max_bytes_,
+                       "); retry later, on another worker, or ask for less"));
     }
     held_ += bytes;
   }
-  return Hold(static_cast<const void*>(this),
-              [this, bytes](const void*) { Release(bytes); });
+  return Hold(static_cast<const void*>(this), [this, bytes](const void*) { Release(bytes); });
 }
 
 int64_t ReplyBudget::held_bytes() const {

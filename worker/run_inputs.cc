@@ -12,46 +12,40 @@
 namespace lensgrid {
 namespace {
 
-absl::Status CheckBatchLimits(int64_t batch, int64_t pos,
-                              const WorkerOptions& limits,
+absl::Status CheckBatchLimits(int64_t batch, int64_t pos, const WorkerOptions& limits,
                               absl::string_view what) {
   if (batch > limits.max_batch) {
     return absl::ResourceExhaustedError(
-        absl::StrCat(what, ": a batch of ", batch,
-                     " sequences is over this worker's --max-batch (",
+        absl::StrCat(what, ": a batch of ", batch, " sequences is over this worker's --max-batch (",
                      limits.max_batch, "); split the request"));
   }
   if (batch * pos > limits.max_tokens) {
     return absl::ResourceExhaustedError(
         absl::StrCat(what, ": ", batch, " x ", pos, " = ", batch * pos,
-                     " tokens is over this worker's --max-tokens (",
-                     limits.max_tokens, "); send fewer or shorter sequences"));
+                     " tokens is over this worker's --max-tokens (", limits.max_tokens,
+                     "); send fewer or shorter sequences"));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status CheckTextBytes(
-    const google::protobuf::RepeatedPtrField<std::string>& texts,
-    const WorkerOptions& limits, absl::string_view what) {
+absl::Status CheckTextBytes(const google::protobuf::RepeatedPtrField<std::string>& texts,
+                            const WorkerOptions& limits, absl::string_view what) {
   int64_t bytes = 0;
   for (const std::string& t : texts) bytes += static_cast<int64_t>(t.size());
   if (bytes > limits.max_text_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        what, ": ", bytes, " bytes of text is over this worker's ",
-        "--max-text-bytes (", limits.max_text_bytes,
-        "); send less text per request"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, ": ", bytes, " bytes of text is over this worker's ",
+                     "--max-text-bytes (", limits.max_text_bytes, "); send less text per request"));
   }
   return absl::OkStatus();
 }
 
 namespace {
 
-absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in,
-                                     const Tokenizer* tokenizer,
-                                     const ModelConfig& cfg,
-                                     const WorkerOptions& limits,
+absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in, const Tokenizer* tokenizer,
+                                     const ModelConfig& cfg, const WorkerOptions& limits,
                                      absl::string_view what) {
   if (tokenizer == nullptr) {
     return absl::FailedPreconditionError(
@@ -61,9 +55,8 @@ absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in,
                      "found; send token ids instead of texts"));
   }
   if (in.has_attention_mask()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what,
-        ": attention_mask is only for token ids; texts are masked for you"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": attention_mask is only for token ids; texts are masked for you"));
   }
   const int64_t batch = in.texts_size();
   LG_RETURN_IF_ERROR(CheckBatchLimits(batch, 1, limits, what));
@@ -76,8 +69,7 @@ absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in,
     tokenizer->EncodeTo(in.texts(i), &ids);
     if (ids.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(what, ".texts[", i,
-                       "] is empty and no_bos is set: no tokens to run"));
+          absl::StrCat(what, ".texts[", i, "] is empty and no_bos is set: no tokens to run"));
     }
     pos = std::max<int64_t>(pos, ids.size());
     rows.push_back(std::move(ids));
@@ -89,11 +81,8 @@ absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in,
   bool padded = false;
   for (int64_t i = 0; i < batch; ++i) {
     const int64_t n = rows[i].size();
-    const int64_t begin =
-        in.padding_side() == v1::ModelInput::PADDING_LEFT ? pos - n : 0;
-    out.tokens[i]
-        .slice(0, begin, begin + n)
-        .copy_(torch::tensor(rows[i], torch::kInt64));
+    const int64_t begin = in.padding_side() == v1::ModelInput::PADDING_LEFT ? pos - n : 0;
+    out.tokens[i].slice(0, begin, begin + n).copy_(torch::tensor(rows[i], torch::kInt64));
     mask[i].slice(0, begin, begin + n).fill_(true);
     padded = padded || n != pos;
   }
@@ -103,50 +92,41 @@ absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in,
 
 }  // namespace
 
-absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& in,
-                                        const Tokenizer* tokenizer,
-                                        const ModelConfig& cfg,
-                                        const WorkerOptions& limits,
+absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& in, const Tokenizer* tokenizer,
+                                        const ModelConfig& cfg, const WorkerOptions& limits,
                                         absl::string_view what) {
   if (in.texts_size() > 0 && in.has_tokens()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": give texts or tokens, not both"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": give texts or tokens, not both"));
   }
   if (in.texts_size() > 0) return FromTexts(in, tokenizer, cfg, limits, what);
   if (!in.has_tokens()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": no texts and no tokens given"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": no texts and no tokens given"));
   }
   const std::string tokens_what = absl::StrCat(what, ".tokens");
   if (in.tokens().dtype() != v1::I64 && in.tokens().dtype() != v1::I32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(tokens_what, ": dtype must be I64 or I32, got ",
-                     v1::DType_Name(in.tokens().dtype())));
+    return absl::InvalidArgumentError(absl::StrCat(tokens_what, ": dtype must be I64 or I32, got ",
+                                                   v1::DType_Name(in.tokens().dtype())));
   }
-  LG_ASSIGN_OR_RETURN(torch::Tensor tokens,
-                      FromProto(in.tokens(), tokens_what));
+  LG_ASSIGN_OR_RETURN(torch::Tensor tokens, FromProto(in.tokens(), tokens_what));
   if (tokens.dim() == 1) tokens = tokens.unsqueeze(0);
   if (tokens.dim() != 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(tokens_what, ": shape must be [batch, pos] or [pos], got ",
-                     tokens.dim(), " dims"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        tokens_what, ": shape must be [batch, pos] or [pos], got ", tokens.dim(), " dims"));
   }
-  LG_RETURN_IF_ERROR(
-      CheckBatchLimits(tokens.size(0), tokens.size(1), limits, what));
+  LG_RETURN_IF_ERROR(CheckBatchLimits(tokens.size(0), tokens.size(1), limits, what));
   ModelInput out;
   out.tokens = tokens.to(torch::kInt64);
   if (in.has_attention_mask()) {
     const std::string mask_what = absl::StrCat(what, ".attention_mask");
-    LG_ASSIGN_OR_RETURN(torch::Tensor mask,
-                        FromProto(in.attention_mask(), mask_what));
+    LG_ASSIGN_OR_RETURN(torch::Tensor mask, FromProto(in.attention_mask(), mask_what));
     if (mask.sizes() != out.tokens.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          mask_what, ": shape ", c10::str(mask.sizes()),
-          " does not match the tokens' ", c10::str(out.tokens.sizes())));
+      return absl::InvalidArgumentError(absl::StrCat(mask_what, ": shape ", c10::str(mask.sizes()),
+                                                     " does not match the tokens' ",
+                                                     c10::str(out.tokens.sizes())));
     }
     if (!mask.ne(0).any(1).all().item<bool>()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          mask_what, ": every sequence needs at least one real token"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(mask_what, ": every sequence needs at least one real token"));
     }
     out.attention_mask = mask.ne(0);
   }
@@ -169,8 +149,8 @@ absl::StatusOr<RunOptions> ToRunOptions(const v1::RunOptions& options) {
       run.return_type = ReturnType::kNone;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "options.return_type: unknown value ", options.return_type()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.return_type: unknown value ", options.return_type()));
   }
   run.per_token_loss = options.per_token_loss();
   if (options.has_stop_at_layer()) run.stop_at_layer = options.stop_at_layer();
@@ -191,42 +171,39 @@ CacheOptions ToCacheOptions(const v1::CacheSpec& spec) {
   return out;
 }
 
-absl::StatusOr<int64_t> CheckResponseBytes(
-    const HookedTransformer& model, const std::vector<HookShape>& hook_shapes,
-    const std::vector<std::string>& names, const ModelInput& input,
-    const RunOptions& run, size_t logits_elem_bytes, const v1::CacheSpec* cache,
-    size_t cache_elem_bytes, int64_t max_response_bytes) {
+absl::StatusOr<int64_t> CheckResponseBytes(const HookedTransformer& model,
+                                           const std::vector<HookShape>& hook_shapes,
+                                           const std::vector<std::string>& names,
+                                           const ModelInput& input, const RunOptions& run,
+                                           size_t logits_elem_bytes, const v1::CacheSpec* cache,
+                                           size_t cache_elem_bytes, int64_t max_response_bytes) {
   const ModelConfig& cfg = model.cfg();
   const int64_t batch = input.tokens.size(0), pos = input.tokens.size(1);
   int stop = run.stop_at_layer.value_or(cfg.n_layers);
   if (stop < 0) stop += cfg.n_layers;
   double bytes = 0;  // double: no overflow for absurd requests
-  const bool logits =
-      stop >= cfg.n_layers && (run.return_type == ReturnType::kLogits ||
-                               run.return_type == ReturnType::kBoth);
-  if (logits)
-    bytes += static_cast<double>(batch) * pos * cfg.d_vocab * logits_elem_bytes;
+  const bool logits = stop >= cfg.n_layers && (run.return_type == ReturnType::kLogits ||
+                                               run.return_type == ReturnType::kBoth);
+  if (logits) bytes += static_cast<double>(batch) * pos * cfg.d_vocab * logits_elem_bytes;
   if (cache != nullptr) {
     int64_t cached_pos = pos;
     if (cache->has_positions()) {
       const auto& p = cache->positions();
-      cached_pos = SliceLength(
-          p.has_start() ? std::optional<int64_t>(p.start()) : std::nullopt,
-          p.has_stop() ? std::optional<int64_t>(p.stop()) : std::nullopt, pos);
+      cached_pos = SliceLength(p.has_start() ? std::optional<int64_t>(p.start()) : std::nullopt,
+                               p.has_stop() ? std::optional<int64_t>(p.stop()) : std::nullopt, pos);
     }
     const auto& all = model.hook_names();
     for (const std::string& name : names) {
       std::optional<int> layer = HookLayer(name);
-      const bool fires =
-          layer.has_value()
-              ? *layer < stop
-              : !absl::StartsWith(name, "ln_final") || stop >= cfg.n_layers;
+      const bool fires = layer.has_value()
+                             ? *layer < stop
+                             : !absl::StartsWith(name, "ln_final") || stop >= cfg.n_layers;
       if (!fires) continue;
       const size_t id = std::find(all.begin(), all.end(), name) - all.begin();
       if (id >= hook_shapes.size()) continue;
       double n = cache_elem_bytes;
-      for (int64_t d : ConcreteShape(hook_shapes[id], batch, pos, cached_pos,
-                                     cache->remove_batch_dim())) {
+      for (int64_t d :
+           ConcreteShape(hook_shapes[id], batch, pos, cached_pos, cache->remove_batch_dim())) {
         n *= d;
       }
       bytes += n;

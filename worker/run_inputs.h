@@ -25,10 +25,8 @@ namespace lensgrid {
 // or ids. INVALID_ARGUMENT for bad input, FAILED_PRECONDITION for text without
 // a tokenizer, RESOURCE_EXHAUSTED over --max-batch / --max-tokens. `what`
 // names the field in errors.
-absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& input,
-                                        const Tokenizer* tokenizer,
-                                        const ModelConfig& cfg,
-                                        const WorkerOptions& limits,
+absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& input, const Tokenizer* tokenizer,
+                                        const ModelConfig& cfg, const WorkerOptions& limits,
                                         absl::string_view what);
 
 absl::StatusOr<RunOptions> ToRunOptions(const v1::RunOptions& options);
@@ -36,17 +34,17 @@ absl::StatusOr<RunOptions> ToRunOptions(const v1::RunOptions& options);
 CacheOptions ToCacheOptions(const v1::CacheSpec& spec);
 
 // RESOURCE_EXHAUSTED when the texts hold more than --max-text-bytes.
-absl::Status CheckTextBytes(
-    const google::protobuf::RepeatedPtrField<std::string>& texts,
-    const WorkerOptions& limits, absl::string_view what);
+absl::Status CheckTextBytes(const google::protobuf::RepeatedPtrField<std::string>& texts,
+                            const WorkerOptions& limits, absl::string_view what);
 
 // Bytes of the logits (when returned) plus the cache `names` will hold;
 // RESOURCE_EXHAUSTED over --max-response-bytes.
-absl::StatusOr<int64_t> CheckResponseBytes(
-    const HookedTransformer& model, const std::vector<HookShape>& hook_shapes,
-    const std::vector<std::string>& names, const ModelInput& input,
-    const RunOptions& run, size_t logits_elem_bytes, const v1::CacheSpec* cache,
-    size_t cache_elem_bytes, int64_t max_response_bytes);
+absl::StatusOr<int64_t> CheckResponseBytes(const HookedTransformer& model,
+                                           const std::vector<HookShape>& hook_shapes,
+                                           const std::vector<std::string>& names,
+                                           const ModelInput& input, const RunOptions& run,
+                                           size_t logits_elem_bytes, const v1::CacheSpec* cache,
+                                           size_t cache_elem_bytes, int64_t max_response_bytes);
 
 }  // namespace lensgrid
 

@@ -28,15 +28,14 @@ absl::StatusOr<c10::ScalarType> ScalarTypeOf(DType dtype) {
     case DType::kBool:
       return torch::kBool;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "dtype ", DTypeName(dtype), " is not supported on the wire"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("dtype ", DTypeName(dtype), " is not supported on the wire"));
   }
 }
 
 }  // namespace
 
-absl::StatusOr<TensorBytes> ToTensorBytes(std::string name,
-                                          const at::Tensor& t) {
+absl::StatusOr<TensorBytes> ToTensorBytes(std::string name, const at::Tensor& t) {
   LG_ASSIGN_OR_RETURN(DType dtype, DTypeOfTensor(t));
   LG_RETURN_IF_ERROR(ToProtoDType(dtype).status());
   auto owned = std::make_shared<at::Tensor>(t.detach().cpu().contiguous());
@@ -44,20 +43,17 @@ absl::StatusOr<TensorBytes> ToTensorBytes(std::string name,
   out.name = std::move(name);
   out.dtype = dtype;
   out.shape.assign(owned->sizes().begin(), owned->sizes().end());
-  out.bytes =
-      absl::Span<const uint8_t>(static_cast<const uint8_t*>(owned->data_ptr()),
-                                static_cast<size_t>(owned->nbytes()));
+  out.bytes = absl::Span<const uint8_t>(static_cast<const uint8_t*>(owned->data_ptr()),
+                                        static_cast<size_t>(owned->nbytes()));
   out.owner = std::move(owned);
   return out;
 }
 
-absl::StatusOr<at::Tensor> FromProto(const v1::Tensor& tensor,
-                                     absl::string_view what) {
+absl::StatusOr<at::Tensor> FromProto(const v1::Tensor& tensor, absl::string_view what) {
   LG_ASSIGN_OR_RETURN(WireTensor wire, FromProtoTensor(tensor, what));
   LG_ASSIGN_OR_RETURN(c10::ScalarType type, ScalarTypeOf(wire.dtype));
   at::Tensor t = torch::empty(wire.shape, torch::TensorOptions().dtype(type));
-  if (!wire.data.empty())
-    std::memcpy(t.data_ptr(), wire.data.data(), wire.data.size());
+  if (!wire.data.empty()) std::memcpy(t.data_ptr(), wire.data.data(), wire.data.size());
   return t;
 }
 
@@ -67,13 +63,11 @@ absl::StatusOr<v1::Tensor> ToProto(const at::Tensor& t) {
   LG_ASSIGN_OR_RETURN(v1::DType dtype, ToProtoDType(bytes.dtype));
   out.set_dtype(dtype);
   for (int64_t d : bytes.shape) out.add_shape(d);
-  out.set_data(reinterpret_cast<const char*>(bytes.bytes.data()),
-               bytes.bytes.size());
+  out.set_data(reinterpret_cast<const char*>(bytes.bytes.data()), bytes.bytes.size());
   return out;
 }
 
-absl::StatusOr<c10::ScalarType> FloatScalarType(v1::DType dtype,
-                                                c10::ScalarType fallback,
+absl::StatusOr<c10::ScalarType> FloatScalarType(v1::DType dtype, c10::ScalarType fallback,
                                                 absl::string_view what) {
   switch (dtype) {
     case v1::DTYPE_UNSPECIFIED:
@@ -87,8 +81,7 @@ absl::StatusOr<c10::ScalarType> FloatScalarType(v1::DType dtype,
     default:
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": dtype ",
-                       v1::DType_Name(dtype).empty() ? absl::StrCat(dtype)
-                                                     : v1::DType_Name(dtype),
+                       v1::DType_Name(dtype).empty() ? absl::StrCat(dtype) : v1::DType_Name(dtype),
                        " is not a float type (F32, F16 or BF16)"));
   }
 }

@@ -19,21 +19,18 @@ namespace lensgrid {
 
 // Moves `t` to CPU, contiguous, and borrows its bytes (the TensorBytes owns a
 // reference to the storage). INVALID_ARGUMENT for a dtype the wire lacks.
-absl::StatusOr<TensorBytes> ToTensorBytes(std::string name,
-                                          const at::Tensor& t);
+absl::StatusOr<TensorBytes> ToTensorBytes(std::string name, const at::Tensor& t);
 
 // A CPU tensor copied from a validated inline Tensor (INVALID_ARGUMENT naming
 // `what` for a bad dtype, shape or byte size).
-absl::StatusOr<at::Tensor> FromProto(const v1::Tensor& tensor,
-                                     absl::string_view what);
+absl::StatusOr<at::Tensor> FromProto(const v1::Tensor& tensor, absl::string_view what);
 
 // I64 / F32 / BOOL ... tensor -> inline proto (for small tensors in headers).
 absl::StatusOr<v1::Tensor> ToProto(const at::Tensor& t);
 
 // F32 | F16 | BF16 (DTYPE_UNSPECIFIED -> `fallback`); INVALID_ARGUMENT
 // naming `what` otherwise.
-absl::StatusOr<c10::ScalarType> FloatScalarType(v1::DType dtype,
-                                                c10::ScalarType fallback,
+absl::StatusOr<c10::ScalarType> FloatScalarType(v1::DType dtype, c10::ScalarType fallback,
                                                 absl::string_view what);
 
 }  // namespace lensgrid

@@ -37,20 +37,16 @@ class WorkerBackend {
   virtual ~WorkerBackend() = default;
 
   virtual const v1::ModelInfo& Info() const = 0;
-  virtual absl::StatusOr<v1::TokenizeResponse> Tokenize(
-      const v1::TokenizeRequest& request,
-      const CancelCheck& cancelled) const = 0;
+  virtual absl::StatusOr<v1::TokenizeResponse> Tokenize(const v1::TokenizeRequest& request,
+                                                        const CancelCheck& cancelled) const = 0;
   virtual absl::StatusOr<v1::DetokenizeResponse> Detokenize(
       const v1::DetokenizeRequest& request) const = 0;
-  virtual absl::StatusOr<RunResult> RunWithCache(
-      const v1::RunWithCacheRequest& request,
-      const CancelCheck& cancelled) const = 0;
+  virtual absl::StatusOr<RunResult> RunWithCache(const v1::RunWithCacheRequest& request,
+                                                 const CancelCheck& cancelled) const = 0;
   virtual absl::StatusOr<RunResult> RunWithInterventions(
-      const v1::RunWithInterventionsRequest& request,
-      const CancelCheck& cancelled) const = 0;
-  virtual absl::StatusOr<RunResult> RunShard(
-      const v1::RunShardRequest& request,
-      const CancelCheck& cancelled) const = 0;
+      const v1::RunWithInterventionsRequest& request, const CancelCheck& cancelled) const = 0;
+  virtual absl::StatusOr<RunResult> RunShard(const v1::RunShardRequest& request,
+                                             const CancelCheck& cancelled) const = 0;
 };
 
 }  // namespace lensgrid

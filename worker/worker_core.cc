@@ -24,8 +24,7 @@ auto Guarded(absl::string_view what, Fn&& fn) -> decltype(fn()) {
   try {
     return fn();
   } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat(what, ": LibTorch: ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat(what, ": LibTorch: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(what, ": ", e.what()));
   } catch (...) {
@@ -33,8 +32,7 @@ auto Guarded(absl::string_view what, Fn&& fn) -> decltype(fn()) {
   }
 }
 
-absl::StatusOr<std::vector<HookShape>> ProbeHookShapes(
-    const HookedTransformer& model) {
+absl::StatusOr<std::vector<HookShape>> ProbeHookShapes(const HookedTransformer& model) {
   CacheOptions all;
   ActivationCache a, b;
   RunOptions none;
@@ -48,8 +46,7 @@ absl::StatusOr<std::vector<HookShape>> ProbeHookShapes(
   for (const std::string& name : model.hook_names()) {
     auto ta = a.Get(name), tb = b.Get(name);
     if (!ta.ok() || !tb.ok()) {
-      return absl::InternalError(
-          absl::StrCat("probe run did not record ", name));
+      return absl::InternalError(absl::StrCat("probe run did not record ", name));
     }
     shapes.push_back(InferHookShape(ta->sizes().vec(), tb->sizes().vec()));
   }
@@ -74,11 +71,9 @@ v1::ModelConfig ConfigProto(const ModelConfig& cfg) {
 }
 
 // Header + tensors of a run's reply, in the order RunResponse documents.
-absl::StatusOr<RunResult> Pack(const ModelInput& input, const RunOutput& out,
-                               bool keep_logits, c10::ScalarType logits_type,
-                               const at::Tensor& metric,
-                               const ActivationCache* cache,
-                               c10::ScalarType cache_type,
+absl::StatusOr<RunResult> Pack(const ModelInput& input, const RunOutput& out, bool keep_logits,
+                               c10::ScalarType logits_type, const at::Tensor& metric,
+                               const ActivationCache* cache, c10::ScalarType cache_type,
                                const std::string& sha256) {
   RunResult result;
   LG_ASSIGN_OR_RETURN(*result.header.mutable_tokens(), ToProto(input.tokens));
@@ -95,17 +90,13 @@ absl::StatusOr<RunResult> Pack(const ModelInput& input, const RunOutput& out,
   };
   if (keep_logits && out.logits.defined())
     LG_RETURN_IF_ERROR(add("logits", out.logits.to(logits_type)));
-  if (out.loss.defined())
-    LG_RETURN_IF_ERROR(add("loss", out.loss.to(torch::kFloat32)));
-  if (metric.defined())
-    LG_RETURN_IF_ERROR(add("metric", metric.to(torch::kFloat32)));
+  if (out.loss.defined()) LG_RETURN_IF_ERROR(add("loss", out.loss.to(torch::kFloat32)));
+  if (metric.defined()) LG_RETURN_IF_ERROR(add("metric", metric.to(torch::kFloat32)));
   if (cache != nullptr) {
-    for (const auto& [name, t] : cache->entries())
-      LG_RETURN_IF_ERROR(add(name, t.to(cache_type)));
+    for (const auto& [name, t] : cache->entries()) LG_RETURN_IF_ERROR(add(name, t.to(cache_type)));
   }
   ChunkCursor cursor(result.tensors);
-  for (auto& meta : cursor.Metas())
-    *result.header.add_tensors() = std::move(meta);
+  for (auto& meta : cursor.Metas()) *result.header.add_tensors() = std::move(meta);
   result.header.set_total_bytes(cursor.total_bytes());
   return result;
 }
@@ -114,61 +105,54 @@ absl::StatusOr<RunResult> Pack(const ModelInput& input, const RunOutput& out,
 
 WorkerCore::~WorkerCore() = default;
 
-absl::StatusOr<std::unique_ptr<WorkerCore>> WorkerCore::Load(
-    const WorkerOptions& options) {
-  return Guarded(
-      "loading the model",
-      [&]() -> absl::StatusOr<std::unique_ptr<WorkerCore>> {
-        std::unique_ptr<WorkerCore> core(new WorkerCore());
-        core->options_ = options;
-        core->reply_budget_ =
-            std::make_unique<ReplyBudget>(options.max_reply_memory);
-        LoadOptions load;
-        if (options.no_processing) load.processing = ProcessingOptions::None();
-        load.device = options.device;
-        LG_ASSIGN_OR_RETURN(core->model_, HookedTransformer::FromPretrained(
-                                              options.model_dir, load));
-        auto tokenizer = LoadTokenizerForModel(options.model_dir);
-        if (tokenizer.ok()) core->tokenizer_ = std::move(*tokenizer);
-        LG_ASSIGN_OR_RETURN(core->hook_shapes_, ProbeHookShapes(*core->model_));
+absl::StatusOr<std::unique_ptr<WorkerCore>> WorkerCore::Load(const WorkerOptions& options) {
+  return Guarded("loading the model", [&]() -> absl::StatusOr<std::unique_ptr<WorkerCore>> {
+    std::unique_ptr<WorkerCore> core(new WorkerCore());
+    core->options_ = options;
+    core->reply_budget_ = std::make_unique<ReplyBudget>(options.max_reply_memory);
+    LoadOptions load;
+    if (options.no_processing) load.processing = ProcessingOptions::None();
+    load.device = options.device;
+    LG_ASSIGN_OR_RETURN(core->model_, HookedTransformer::FromPretrained(options.model_dir, load));
+    auto tokenizer = LoadTokenizerForModel(options.model_dir);
+    if (tokenizer.ok()) core->tokenizer_ = std::move(*tokenizer);
+    LG_ASSIGN_OR_RETURN(core->hook_shapes_, ProbeHookShapes(*core->model_));
 
-        v1::ModelInfo& info = core->info_;
-        info.set_model_dir(options.model_dir);
-        *info.mutable_config() = ConfigProto(core->model_->cfg());
-        info.set_weights_sha256(core->model_->load_report().weights_sha256);
-        info.set_device(core->model_->device().str());
-        LG_ASSIGN_OR_RETURN(DType dtype, DTypeOfTensor(core->model_->W_U()));
-        LG_ASSIGN_OR_RETURN(v1::DType wire_dtype, ToProtoDType(dtype));
-        info.set_dtype(wire_dtype);
-        info.set_processed(core->model_->processed());
-        info.set_has_tokenizer(core->tokenizer_ != nullptr);
-        for (size_t i = 0; i < core->hook_shapes_.size(); ++i) {
-          v1::HookInfo* hook = info.add_hooks();
-          hook->set_name(core->model_->hook_names()[i]);
-          for (int64_t d : core->hook_shapes_[i].shape) hook->add_shape(d);
-          for (const auto& a : core->hook_shapes_[i].axes) hook->add_axes(a);
-        }
-        v1::WorkerLimits* limits = info.mutable_limits();
-        limits->set_max_batch(options.max_batch);
-        limits->set_max_tokens(options.max_tokens);
-        limits->set_max_response_bytes(options.max_response_bytes);
-        limits->set_chunk_bytes(options.chunk_bytes);
-        limits->set_max_queue(options.max_queue);
-        return core;
-      });
+    v1::ModelInfo& info = core->info_;
+    info.set_model_dir(options.model_dir);
+    *info.mutable_config() = ConfigProto(core->model_->cfg());
+    info.set_weights_sha256(core->model_->load_report().weights_sha256);
+    info.set_device(core->model_->device().str());
+    LG_ASSIGN_OR_RETURN(DType dtype, DTypeOfTensor(core->model_->W_U()));
+    LG_ASSIGN_OR_RETURN(v1::DType wire_dtype, ToProtoDType(dtype));
+    info.set_dtype(wire_dtype);
+    info.set_processed(core->model_->processed());
+    info.set_has_tokenizer(core->tokenizer_ != nullptr);
+    for (size_t i = 0; i < core->hook_shapes_.size(); ++i) {
+      v1::HookInfo* hook = info.add_hooks();
+      hook->set_name(core->model_->hook_names()[i]);
+      for (int64_t d : core->hook_shapes_[i].shape) hook->add_shape(d);
+      for (const auto& a : core->hook_shapes_[i].axes) hook->add_axes(a);
+    }
+    v1::WorkerLimits* limits = info.mutable_limits();
+    limits->set_max_batch(options.max_batch);
+    limits->set_max_tokens(options.max_tokens);
+    limits->set_max_response_bytes(options.max_response_bytes);
+    limits->set_chunk_bytes(options.chunk_bytes);
+    limits->set_max_queue(options.max_queue);
+    return core;
+  });
 }
 
 absl::Status WorkerCore::CheckWeights(const std::string& expected) const {
-  if (expected.empty() || expected == info_.weights_sha256())
-    return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      absl::StrCat("weights mismatch: the request expects weights sha256 ",
-                   expected, " but this worker serves ", info_.model_dir(),
-                   " with sha256 ", info_.weights_sha256()));
+  if (expected.empty() || expected == info_.weights_sha256()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "weights mismatch: the request expects weights sha256 ", expected, " but this worker serves ",
+      info_.model_dir(), " with sha256 ", info_.weights_sha256()));
 }
 
-absl::StatusOr<v1::TokenizeResponse> WorkerCore::Tokenize(
-    const v1::TokenizeRequest& request, const CancelCheck& cancelled) const {
+absl::StatusOr<v1::TokenizeResponse> WorkerCore::Tokenize(const v1::TokenizeRequest& request,
+                                                          const CancelCheck& cancelled) const {
   return Guarded("Tokenize", [&]() -> absl::StatusOr<v1::TokenizeResponse> {
     if (tokenizer_ == nullptr) {
       return absl::FailedPreconditionError(
@@ -176,10 +160,9 @@ absl::StatusOr<v1::TokenizeResponse> WorkerCore::Tokenize(
           "merges.txt)");
     }
     if (request.texts_size() > options_.max_tokenize_texts) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "Tokenize: ", request.texts_size(),
-          " texts is over this worker's limit of ",
-          options_.max_tokenize_texts, " per request; split the request"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("Tokenize: ", request.texts_size(), " texts is over this worker's limit of ",
+                       options_.max_tokenize_texts, " per request; split the request"));
     }
     LG_RETURN_IF_ERROR(CheckTextBytes(request.texts(), options_, "Tokenize"));
     v1::TokenizeResponse response;
@@ -189,19 +172,17 @@ absl::StatusOr<v1::TokenizeResponse> WorkerCore::Tokenize(
       std::vector<int64_t> ids;
       if (request.prepend_bos()) ids.push_back(model_->cfg().bos_token_id);
       tokenizer_->EncodeTo(text, &ids);
-      LG_ASSIGN_OR_RETURN(std::vector<std::string> strs,
-                          tokenizer_->ToStrTokens(ids));
+      LG_ASSIGN_OR_RETURN(std::vector<std::string> strs, tokenizer_->ToStrTokens(ids));
       v1::TokenList* list = response.add_tokens();
       list->mutable_ids()->Add(ids.begin(), ids.end());
       for (auto& s : strs) list->add_str_tokens(std::move(s));
       reply_bytes += static_cast<int64_t>(list->ByteSizeLong()) + 8;
       if (reply_bytes > options_.max_unary_reply_bytes) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "Tokenize: the reply would be over ",
-            options_.max_unary_reply_bytes, " bytes (at text ",
-            response.tokens_size() - 1,
-            "), more than a gRPC client receives by default; send fewer or "
-            "shorter texts per request"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("Tokenize: the reply would be over ", options_.max_unary_reply_bytes,
+                         " bytes (at text ", response.tokens_size() - 1,
+                         "), more than a gRPC client receives by default; send fewer or "
+                         "shorter texts per request"));
       }
     }
     return response;
@@ -217,141 +198,116 @@ absl::StatusOr<v1::DetokenizeResponse> WorkerCore::Detokenize(
           "merges.txt)");
     }
     if (request.ids_size() > options_.max_detokenize_ids) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "Detokenize: ", request.ids_size(),
-          " ids is over this worker's limit of ", options_.max_detokenize_ids,
-          " per request; split the request"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("Detokenize: ", request.ids_size(), " ids is over this worker's limit of ",
+                       options_.max_detokenize_ids, " per request; split the request"));
     }
     std::vector<int64_t> ids(request.ids().begin(), request.ids().end());
     v1::DetokenizeResponse response;
     LG_ASSIGN_OR_RETURN(*response.mutable_text(), tokenizer_->Decode(ids));
-    LG_ASSIGN_OR_RETURN(std::vector<std::string> strs,
-                        tokenizer_->ToStrTokens(ids));
+    LG_ASSIGN_OR_RETURN(std::vector<std::string> strs, tokenizer_->ToStrTokens(ids));
     for (auto& s : strs) response.add_str_tokens(std::move(s));
-    if (static_cast<int64_t>(response.ByteSizeLong()) >
-        options_.max_unary_reply_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "Detokenize: the reply would be ", response.ByteSizeLong(),
-          " bytes, over ", options_.max_unary_reply_bytes,
-          " (more than a gRPC client receives by default); send fewer ids"));
+    if (static_cast<int64_t>(response.ByteSizeLong()) > options_.max_unary_reply_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("Detokenize: the reply would be ", response.ByteSizeLong(), " bytes, over ",
+                       options_.max_unary_reply_bytes,
+                       " (more than a gRPC client receives by default); send fewer ids"));
     }
     return response;
   });
 }
 
-absl::StatusOr<RunResult> WorkerCore::RunWithCache(
-    const v1::RunWithCacheRequest& request,
-    const CancelCheck& cancelled) const {
-  return Guarded("RunWithCache",
-                 [&] { return RunWithCacheImpl(request, cancelled); });
+absl::StatusOr<RunResult> WorkerCore::RunWithCache(const v1::RunWithCacheRequest& request,
+                                                   const CancelCheck& cancelled) const {
+  return Guarded("RunWithCache", [&] { return RunWithCacheImpl(request, cancelled); });
 }
 
 absl::StatusOr<RunResult> WorkerCore::RunWithInterventions(
-    const v1::RunWithInterventionsRequest& request,
-    const CancelCheck& cancelled) const {
+    const v1::RunWithInterventionsRequest& request, const CancelCheck& cancelled) const {
   return Guarded("RunWithInterventions",
                  [&] { return RunWithInterventionsImpl(request, cancelled); });
 }
 
-absl::StatusOr<RunResult> WorkerCore::RunWithCacheImpl(
-    const v1::RunWithCacheRequest& request,
-    const CancelCheck& cancelled) const {
+absl::StatusOr<RunResult> WorkerCore::RunWithCacheImpl(const v1::RunWithCacheRequest& request,
+                                                       const CancelCheck& cancelled) const {
   LG_RETURN_IF_ERROR(CheckWeights(request.expected_weights_sha256()));
-  LG_ASSIGN_OR_RETURN(ModelInput input,
-                      PrepareInput(request.input(), tokenizer_.get(),
-                                   model_->cfg(), options_, "input"));
+  LG_ASSIGN_OR_RETURN(ModelInput input, PrepareInput(request.input(), tokenizer_.get(),
+                                                     model_->cfg(), options_, "input"));
   LG_ASSIGN_OR_RETURN(RunOptions run, ToRunOptions(request.options()));
   run.is_cancelled = cancelled;
-  LG_ASSIGN_OR_RETURN(c10::ScalarType logits_type,
-                      FloatScalarType(request.options().logits_dtype(),
-                                      torch::kFloat32, "options.logits_dtype"));
+  LG_ASSIGN_OR_RETURN(
+      c10::ScalarType logits_type,
+      FloatScalarType(request.options().logits_dtype(), torch::kFloat32, "options.logits_dtype"));
   LG_ASSIGN_OR_RETURN(
       c10::ScalarType cache_type,
-      FloatScalarType(request.cache().dtype(), model_->W_U().scalar_type(),
-                      "cache.dtype"));
+      FloatScalarType(request.cache().dtype(), model_->W_U().scalar_type(), "cache.dtype"));
   CacheOptions cache_options = ToCacheOptions(request.cache());
-  LG_ASSIGN_OR_RETURN(std::vector<std::string> names,
-                      model_->SelectHookNames(cache_options));
+  LG_ASSIGN_OR_RETURN(std::vector<std::string> names, model_->SelectHookNames(cache_options));
   LG_ASSIGN_OR_RETURN(
       int64_t reply_bytes,
-      CheckResponseBytes(*model_, hook_shapes_, names, input, run,
-                         c10::elementSize(logits_type), &request.cache(),
-                         c10::elementSize(cache_type),
+      CheckResponseBytes(*model_, hook_shapes_, names, input, run, c10::elementSize(logits_type),
+                         &request.cache(), c10::elementSize(cache_type),
                          options_.max_response_bytes));
-  LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold,
-                      ReserveReply(reply_bytes, "RunWithCache"));
+  LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold, ReserveReply(reply_bytes, "RunWithCache"));
   ActivationCache cache;
-  LG_ASSIGN_OR_RETURN(RunOutput out,
-                      model_->RunWithCache(input, run, cache_options, &cache));
-  LG_ASSIGN_OR_RETURN(
-      RunResult result,
-      Pack(input, out, /*keep_logits=*/true, logits_type, at::Tensor(), &cache,
-           cache_type, info_.weights_sha256()));
+  LG_ASSIGN_OR_RETURN(RunOutput out, model_->RunWithCache(input, run, cache_options, &cache));
+  LG_ASSIGN_OR_RETURN(RunResult result,
+                      Pack(input, out, /*keep_logits=*/true, logits_type, at::Tensor(), &cache,
+                           cache_type, info_.weights_sha256()));
   result.hold = std::move(hold);
   return result;
 }
 
 absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
-    const v1::RunWithInterventionsRequest& request,
-    const CancelCheck& cancelled) const {
+    const v1::RunWithInterventionsRequest& request, const CancelCheck& cancelled) const {
   LG_RETURN_IF_ERROR(CheckWeights(request.expected_weights_sha256()));
-  LG_ASSIGN_OR_RETURN(ModelInput input,
-                      PrepareInput(request.input(), tokenizer_.get(),
-                                   model_->cfg(), options_, "input"));
+  LG_ASSIGN_OR_RETURN(ModelInput input, PrepareInput(request.input(), tokenizer_.get(),
+                                                     model_->cfg(), options_, "input"));
   LG_ASSIGN_OR_RETURN(RunOptions run, ToRunOptions(request.options()));
   run.is_cancelled = cancelled;
-  LG_ASSIGN_OR_RETURN(c10::ScalarType logits_type,
-                      FloatScalarType(request.options().logits_dtype(),
-                                      torch::kFloat32, "options.logits_dtype"));
+  LG_ASSIGN_OR_RETURN(
+      c10::ScalarType logits_type,
+      FloatScalarType(request.options().logits_dtype(), torch::kFloat32, "options.logits_dtype"));
   const int64_t batch = input.tokens.size(0), pos = input.tokens.size(1);
-  LG_ASSIGN_OR_RETURN(std::vector<ResolvedIntervention> plan,
-                      ResolveInterventions(request.interventions(), *model_,
-                                           hook_shapes_, batch, pos));
+  LG_ASSIGN_OR_RETURN(
+      std::vector<ResolvedIntervention> plan,
+      ResolveInterventions(request.interventions(), *model_, hook_shapes_, batch, pos));
   // The metric reads logits even when the reply does not carry them.
-  LG_ASSIGN_OR_RETURN(std::optional<MetricKind> metric_kind,
-                      RequestedMetric(request.metric()));
+  LG_ASSIGN_OR_RETURN(std::optional<MetricKind> metric_kind, RequestedMetric(request.metric()));
   const bool wants_metric = metric_kind.has_value();
-  const bool keep_logits = run.return_type == ReturnType::kLogits ||
-                           run.return_type == ReturnType::kBoth;
+  const bool keep_logits =
+      run.return_type == ReturnType::kLogits || run.return_type == ReturnType::kBoth;
   if (wants_metric) {
     if (run.stop_at_layer.has_value()) {
-      return absl::InvalidArgumentError(
-          "a metric needs the final logits: drop stop_at_layer");
+      return absl::InvalidArgumentError("a metric needs the final logits: drop stop_at_layer");
     }
-    if (run.return_type == ReturnType::kNone)
-      run.return_type = ReturnType::kLogits;
-    if (run.return_type == ReturnType::kLoss)
-      run.return_type = ReturnType::kBoth;
+    if (run.return_type == ReturnType::kNone) run.return_type = ReturnType::kLogits;
+    if (run.return_type == ReturnType::kLoss) run.return_type = ReturnType::kBoth;
   }
 
   std::vector<std::string> patch_names = PatchHookNames(plan);
   ActivationCache patch_cache;
   if (!patch_names.empty()) {
     if (!request.has_patch_input()) {
-      return absl::InvalidArgumentError(
-          "PATCH interventions need a patch_input to patch from");
+      return absl::InvalidArgumentError("PATCH interventions need a patch_input to patch from");
     }
-    LG_ASSIGN_OR_RETURN(ModelInput source,
-                        PrepareInput(request.patch_input(), tokenizer_.get(),
-                                     model_->cfg(), options_, "patch_input"));
+    LG_ASSIGN_OR_RETURN(ModelInput source, PrepareInput(request.patch_input(), tokenizer_.get(),
+                                                        model_->cfg(), options_, "patch_input"));
     if (source.tokens.sizes() != input.tokens.sizes()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("patch_input has [batch, pos] ",
-                       c10::str(source.tokens.sizes()), ", the input has ",
-                       c10::str(input.tokens.sizes()), "; they must match"));
+          absl::StrCat("patch_input has [batch, pos] ", c10::str(source.tokens.sizes()),
+                       ", the input has ", c10::str(input.tokens.sizes()), "; they must match"));
     }
     RunOptions source_run;
     source_run.return_type = ReturnType::kNone;
     source_run.is_cancelled = cancelled;
     int last = -1;
-    for (const auto& name : patch_names)
-      last = std::max(last, HookLayer(name).value_or(1 << 20));
+    for (const auto& name : patch_names) last = std::max(last, HookLayer(name).value_or(1 << 20));
     if (last + 1 < model_->cfg().n_layers) source_run.stop_at_layer = last + 1;
     CacheOptions source_cache;
     source_cache.names = patch_names;
     LG_RETURN_IF_ERROR(
-        model_->RunWithCache(source, source_run, source_cache, &patch_cache)
-            .status());
+        model_->RunWithCache(source, source_run, source_cache, &patch_cache).status());
   }
 
   c10::ScalarType cache_type = model_->W_U().scalar_type();
@@ -359,8 +315,7 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
   std::vector<std::string> names;
   if (request.has_cache()) {
     LG_ASSIGN_OR_RETURN(cache_type, FloatScalarType(request.cache().dtype(),
-                                                    model_->W_U().scalar_type(),
-                                                    "cache.dtype"));
+                                                    model_->W_U().scalar_type(), "cache.dtype"));
     cache_options = ToCacheOptions(request.cache());
     LG_ASSIGN_OR_RETURN(names, model_->SelectHookNames(cache_options));
   }
@@ -371,30 +326,25 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
       CheckResponseBytes(*model_, hook_shapes_, names, input, counted,
                          c10::elementSize(logits_type),
                          request.has_cache() ? &request.cache() : nullptr,
-                         c10::elementSize(cache_type),
-                         options_.max_response_bytes));
-  LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold,
-                      ReserveReply(reply_bytes, "RunWithInterventions"));
+                         c10::elementSize(cache_type), options_.max_response_bytes));
+  LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold, ReserveReply(reply_bytes, "RunWithInterventions"));
 
   std::vector<NamedHook> hooks = MakeHooks(plan, &patch_cache);
   ActivationCache cache;
   RunOutput out;
   if (request.has_cache()) {
-    LG_ASSIGN_OR_RETURN(
-        out, model_->RunWithCache(input, run, cache_options, &cache, hooks));
+    LG_ASSIGN_OR_RETURN(out, model_->RunWithCache(input, run, cache_options, &cache, hooks));
   } else {
     LG_ASSIGN_OR_RETURN(out, model_->Run(input, run, hooks));
   }
   at::Tensor metric;
   if (wants_metric) {
-    LG_ASSIGN_OR_RETURN(metric, ComputeMetric(*metric_kind, request.metric(),
-                                              out.logits, input, model_->cfg()));
+    LG_ASSIGN_OR_RETURN(
+        metric, ComputeMetric(*metric_kind, request.metric(), out.logits, input, model_->cfg()));
   }
-  LG_ASSIGN_OR_RETURN(
-      RunResult result,
-      Pack(input, out, keep_logits, logits_type, metric,
-           request.has_cache() ? &cache : nullptr, cache_type,
-           info_.weights_sha256()));
+  LG_ASSIGN_OR_RETURN(RunResult result, Pack(input, out, keep_logits, logits_type, metric,
+                                             request.has_cache() ? &cache : nullptr, cache_type,
+                                             info_.weights_sha256()));
   result.hold = std::move(hold);
   return result;
 }

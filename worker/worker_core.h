@@ -55,39 +55,31 @@ struct WorkerOptions {
 
 class WorkerCore : public WorkerBackend {
  public:
-  static absl::StatusOr<std::unique_ptr<WorkerCore>> Load(
-      const WorkerOptions& options);
+  static absl::StatusOr<std::unique_ptr<WorkerCore>> Load(const WorkerOptions& options);
   ~WorkerCore() override;
 
   const v1::ModelInfo& Info() const override { return info_; }
-  absl::StatusOr<v1::TokenizeResponse> Tokenize(
-      const v1::TokenizeRequest& request,
-      const CancelCheck& cancelled) const override;
+  absl::StatusOr<v1::TokenizeResponse> Tokenize(const v1::TokenizeRequest& request,
+                                                const CancelCheck& cancelled) const override;
   absl::StatusOr<v1::DetokenizeResponse> Detokenize(
       const v1::DetokenizeRequest& request) const override;
-  absl::StatusOr<RunResult> RunWithCache(
-      const v1::RunWithCacheRequest& request,
-      const CancelCheck& cancelled) const override;
-  absl::StatusOr<RunResult> RunWithInterventions(
-      const v1::RunWithInterventionsRequest& request,
-      const CancelCheck& cancelled) const override;
+  absl::StatusOr<RunResult> RunWithCache(const v1::RunWithCacheRequest& request,
+                                         const CancelCheck& cancelled) const override;
+  absl::StatusOr<RunResult> RunWithInterventions(const v1::RunWithInterventionsRequest& request,
+                                                 const CancelCheck& cancelled) const override;
   // In worker/shard_handler.cc (the circuit-search library).
-  absl::StatusOr<RunResult> RunShard(
-      const v1::RunShardRequest& request,
-      const CancelCheck& cancelled) const override;
+  absl::StatusOr<RunResult> RunShard(const v1::RunShardRequest& request,
+                                     const CancelCheck& cancelled) const override;
 
  private:
   WorkerCore() = default;
-  absl::StatusOr<RunResult> RunWithCacheImpl(
-      const v1::RunWithCacheRequest& request,
-      const CancelCheck& cancelled) const;
-  absl::StatusOr<RunResult> RunWithInterventionsImpl(
-      const v1::RunWithInterventionsRequest& request,
-      const CancelCheck& cancelled) const;
+  absl::StatusOr<RunResult> RunWithCacheImpl(const v1::RunWithCacheRequest& request,
+                                             const CancelCheck& cancelled) const;
+  absl::StatusOr<RunResult> RunWithInterventionsImpl(const v1::RunWithInterventionsRequest& request,
+                                                     const CancelCheck& cancelled) const;
   absl::Status CheckWeights(const std::string& expected_sha256) const;
   // The reply's share of the budget, or RESOURCE_EXHAUSTED.
-  absl::StatusOr<ReplyBudget::Hold> ReserveReply(int64_t bytes,
-                                                 absl::string_view what) const {
+  absl::StatusOr<ReplyBudget::Hold> ReserveReply(int64_t bytes, absl::string_view what) const {
     return reply_budget_->Reserve(bytes, what);
   }
 

@@ -21,17 +21,15 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kTrimAfterBytes = 16 << 20;
 
 double MsSince(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start)
-      .count();
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
 absl::Status NotReady() {
-  return absl::UnavailableError(
-      "the worker is still loading its weights; retry shortly");
+  return absl::UnavailableError("the worker is still loading its weights; retry shortly");
 }
 
-void Log(bool enabled, absl::string_view method, int64_t tokens, uint64_t bytes,
-         double ms, const absl::Status& status) {
+void Log(bool enabled, absl::string_view method, int64_t tokens, uint64_t bytes, double ms,
+         const absl::Status& status) {
   if (!enabled) return;
   std::string line = RequestLogLine(method, tokens, bytes, ms, status) + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
@@ -47,9 +45,8 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
  public:
   using Work = std::function<absl::StatusOr<RunResult>(const CancelCheck&)>;
 
-  RunStreamReactor(const char* method, grpc::CallbackServerContext* ctx,
-                   size_t request_bytes, size_t chunk_bytes, bool log,
-                   int64_t tokens, std::atomic<uint64_t>* bytes_sent)
+  RunStreamReactor(const char* method, grpc::CallbackServerContext* ctx, size_t request_bytes,
+                   size_t chunk_bytes, bool log, int64_t tokens, std::atomic<uint64_t>* bytes_sent)
       : method_(method),
         ctx_(ctx),
         request_bytes_(request_bytes),
@@ -60,8 +57,7 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
         tokens_(tokens) {}
 
   void Start(Executor* executor, Work work) {
-    absl::Status submitted = executor->Submit([this, executor,
-                                               work = std::move(work)] {
+    absl::Status submitted = executor->Submit([this, executor, work = std::move(work)] {
       CancelCheck cancelled = [this, executor] {
         executor->MarkProgress();  // runs poll this between blocks
         return cancelled_.load() || ctx_->IsCancelled() || DeadlinePassed(ctx_);
@@ -115,9 +111,8 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
   }
 
   void End(const absl::Status& status) {
-    if (cursor_.has_value())
-      cursor_->Clear();  // free the results before the call ends
-    hold_.reset();       // and give their bytes back to the reply budget
+    if (cursor_.has_value()) cursor_->Clear();  // free the results before the call ends
+    hold_.reset();                              // and give their bytes back to the reply budget
     // Hand large requests' and replies' pages back to the OS: the worker's
     // memory returns to its baseline between requests.
     if (bytes_ >= kTrimAfterBytes || request_bytes_ >= kTrimAfterBytes) {
@@ -152,12 +147,10 @@ int64_t InputTokens(const v1::ModelInput& input) {
 
 }  // namespace
 
-std::string RequestLogLine(absl::string_view method, int64_t tokens,
-                           uint64_t bytes, double ms,
+std::string RequestLogLine(absl::string_view method, int64_t tokens, uint64_t bytes, double ms,
                            const absl::Status& status) {
-  std::string line =
-      absl::StrFormat("%s tokens=%d bytes=%d ms=%.1f status=%s", method, tokens,
-                      bytes, ms, absl::StatusCodeToString(status.code()));
+  std::string line = absl::StrFormat("%s tokens=%d bytes=%d ms=%.1f status=%s", method, tokens,
+                                     bytes, ms, absl::StatusCodeToString(status.code()));
   if (!status.ok()) {
     absl::string_view msg = status.message();
     absl::StrAppend(&line, ": ", msg.substr(0, 200));
@@ -179,10 +172,8 @@ std::shared_ptr<const WorkerBackend> WorkerService::backend() const {
 }
 
 template <typename Response, typename Fn>
-grpc::ServerUnaryReactor* WorkerService::Unary(const char* method,
-                                               grpc::CallbackServerContext* ctx,
-                                               size_t request_bytes,
-                                               Response* response, Fn fn) {
+grpc::ServerUnaryReactor* WorkerService::Unary(const char* method, grpc::CallbackServerContext* ctx,
+                                               size_t request_bytes, Response* response, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point start = Clock::now();
   std::shared_ptr<const WorkerBackend> backend = this->backend();
@@ -205,8 +196,7 @@ grpc::ServerUnaryReactor* WorkerService::Unary(const char* method,
       auto result = fn(*backend, cancelled);
       status = result.status();
       if (result.ok()) *response = std::move(*result);
-      if (status.code() == absl::StatusCode::kCancelled &&
-          DeadlinePassed(ctx)) {
+      if (status.code() == absl::StatusCode::kCancelled && DeadlinePassed(ctx)) {
         status = absl::DeadlineExceededError("the deadline passed");
       }
     }
@@ -224,29 +214,26 @@ grpc::ServerUnaryReactor* WorkerService::Unary(const char* method,
 }
 
 template <typename Fn>
-grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::Stream(
-    const char* method, grpc::CallbackServerContext* ctx, size_t request_bytes,
-    int64_t tokens, Fn fn) {
-  auto* reactor = new RunStreamReactor(method, ctx, request_bytes,
-                                       options_.chunk_bytes,
+grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::Stream(const char* method,
+                                                                 grpc::CallbackServerContext* ctx,
+                                                                 size_t request_bytes,
+                                                                 int64_t tokens, Fn fn) {
+  auto* reactor = new RunStreamReactor(method, ctx, request_bytes, options_.chunk_bytes,
                                        options_.log_requests, tokens, &bytes_sent_);
   std::shared_ptr<const WorkerBackend> backend = this->backend();
   if (backend == nullptr) {
     reactor->Start(executor_,
-                   [](const CancelCheck&) -> absl::StatusOr<RunResult> {
-                     return NotReady();
-                   });
+                   [](const CancelCheck&) -> absl::StatusOr<RunResult> { return NotReady(); });
     return reactor;
   }
-  reactor->Start(executor_, [backend, fn](const CancelCheck& cancelled) {
-    return fn(*backend, cancelled);
-  });
+  reactor->Start(executor_,
+                 [backend, fn](const CancelCheck& cancelled) { return fn(*backend, cancelled); });
   return reactor;
 }
 
-grpc::ServerUnaryReactor* WorkerService::GetModelInfo(
-    grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest* request,
-    v1::ModelInfo* response) {
+grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetModelInfoRequest* request,
+                                                      v1::ModelInfo* response) {
   // Answered on the callback thread: a copy of a message made at load time.
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   std::shared_ptr<const WorkerBackend> backend = this->backend();
@@ -259,38 +246,33 @@ grpc::ServerUnaryReactor* WorkerService::GetModelInfo(
   return reactor;
 }
 
-grpc::ServerUnaryReactor* WorkerService::Tokenize(
-    grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* request,
-    v1::TokenizeResponse* response) {
-  return Unary("Tokenize", ctx, request->ByteSizeLong(), response,
-               [request](const WorkerBackend& b, const CancelCheck& c) {
-                 return b.Tokenize(*request, c);
-               });
+grpc::ServerUnaryReactor* WorkerService::Tokenize(grpc::CallbackServerContext* ctx,
+                                                  const v1::TokenizeRequest* request,
+                                                  v1::TokenizeResponse* response) {
+  return Unary(
+      "Tokenize", ctx, request->ByteSizeLong(), response,
+      [request](const WorkerBackend& b, const CancelCheck& c) { return b.Tokenize(*request, c); });
 }
 
-grpc::ServerUnaryReactor* WorkerService::Detokenize(
-    grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* request,
-    v1::DetokenizeResponse* response) {
-  return Unary("Detokenize", ctx, request->ByteSizeLong(), response,
-               [request](const WorkerBackend& b, const CancelCheck&) {
-                 return b.Detokenize(*request);
-               });
+grpc::ServerUnaryReactor* WorkerService::Detokenize(grpc::CallbackServerContext* ctx,
+                                                    const v1::DetokenizeRequest* request,
+                                                    v1::DetokenizeResponse* response) {
+  return Unary(
+      "Detokenize", ctx, request->ByteSizeLong(), response,
+      [request](const WorkerBackend& b, const CancelCheck&) { return b.Detokenize(*request); });
 }
 
 grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithCache(
     grpc::CallbackServerContext* ctx, const v1::RunWithCacheRequest* request) {
-  return Stream("RunWithCache", ctx, request->ByteSizeLong(),
-                InputTokens(request->input()),
+  return Stream("RunWithCache", ctx, request->ByteSizeLong(), InputTokens(request->input()),
                 [request](const WorkerBackend& b, const CancelCheck& c) {
                   return b.RunWithCache(*request, c);
                 });
 }
 
 grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithInterventions(
-    grpc::CallbackServerContext* ctx,
-    const v1::RunWithInterventionsRequest* request) {
-  return Stream("RunWithInterventions", ctx, request->ByteSizeLong(),
-                InputTokens(request->input()),
+    grpc::CallbackServerContext* ctx, const v1::RunWithInterventionsRequest* request) {
+  return Stream("RunWithInterventions", ctx, request->ByteSizeLong(), InputTokens(request->input()),
                 [request](const WorkerBackend& b, const CancelCheck& c) {
                   return b.RunWithInterventions(*request, c);
                 });
@@ -298,10 +280,9 @@ grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithInterventions(
 
 grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunShard(
     grpc::CallbackServerContext* ctx, const v1::RunShardRequest* request) {
-  return Stream("RunShard", ctx, request->ByteSizeLong(), 0,
-                [request](const WorkerBackend& b, const CancelCheck& c) {
-                  return b.RunShard(*request, c);
-                });
+  return Stream(
+      "RunShard", ctx, request->ByteSizeLong(), 0,
+      [request](const WorkerBackend& b, const CancelCheck& c) { return b.RunShard(*request, c); });
 }
 
 }  // namespace lensgrid

@@ -47,30 +47,25 @@ class WorkerService final : public v1::Worker::CallbackService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;
-  grpc::ServerUnaryReactor* Detokenize(
-      grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* request,
-      v1::DetokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx,
+                                       const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
   grpc::ServerWriteReactor<v1::RunResponse>* RunWithCache(
-      grpc::CallbackServerContext* ctx,
-      const v1::RunWithCacheRequest* request) override;
+      grpc::CallbackServerContext* ctx, const v1::RunWithCacheRequest* request) override;
   grpc::ServerWriteReactor<v1::RunResponse>* RunWithInterventions(
-      grpc::CallbackServerContext* ctx,
-      const v1::RunWithInterventionsRequest* request) override;
-  grpc::ServerWriteReactor<v1::RunResponse>* RunShard(
-      grpc::CallbackServerContext* ctx,
-      const v1::RunShardRequest* request) override;
+      grpc::CallbackServerContext* ctx, const v1::RunWithInterventionsRequest* request) override;
+  grpc::ServerWriteReactor<v1::RunResponse>* RunShard(grpc::CallbackServerContext* ctx,
+                                                      const v1::RunShardRequest* request) override;
 
  private:
   std::shared_ptr<const WorkerBackend> backend() const;
   template <typename Response, typename Fn>
-  grpc::ServerUnaryReactor* Unary(const char* method,
-                                  grpc::CallbackServerContext* ctx,
-                                  size_t request_bytes, Response* response,
-                                  Fn fn);
+  grpc::ServerUnaryReactor* Unary(const char* method, grpc::CallbackServerContext* ctx,
+                                  size_t request_bytes, Response* response, Fn fn);
   template <typename Fn>
-  grpc::ServerWriteReactor<v1::RunResponse>* Stream(
-      const char* method, grpc::CallbackServerContext* ctx,
-      size_t request_bytes, int64_t tokens, Fn fn);
+  grpc::ServerWriteReactor<v1::RunResponse>* Stream(const char* method,
+                                                    grpc::CallbackServerContext* ctx,
+                                                    size_t request_bytes, int64_t tokens, Fn fn);
 
   Executor* executor_;
   Options options_;
@@ -80,8 +75,7 @@ class WorkerService final : public v1::Worker::CallbackService {
 };
 
 // "method tokens=N bytes=B ms=T status=CODE[: message]" (the request log line).
-std::string RequestLogLine(absl::string_view method, int64_t tokens,
-                           uint64_t bytes, double ms,
+std::string RequestLogLine(absl::string_view method, int64_t tokens, uint64_t bytes, double ms,
                            const absl::Status& status);
 
 }  // namespace lensgrid

@@ -98,9 +98,9 @@ class CurlHttpClient : public HttpClient {
     const CURLcode code = curl_easy_perform(c);
     if (!t.body_status.ok()) return t.body_status;
     if (code != CURLE_OK) {
-      return absl::UnavailableError(absl::StrCat(
-          request.method, " ", request.url, " failed: ",
-          error[0] != '\0' ? error : curl_easy_strerror(code)));
+      return absl::UnavailableError(
+          absl::StrCat(request.method, " ", request.url,
+                       " failed: ", error[0] != '\0' ? error : curl_easy_strerror(code)));
     }
     SettleHeaders(&t);
     return std::move(t.response);

@@ -28,8 +28,7 @@ bool IsRepoPart(absl::string_view s) {
   if (absl::StartsWith(s, "-") || absl::StartsWith(s, ".")) return false;
   if (absl::StrContains(s, "--") || absl::StrContains(s, "..")) return false;
   for (char c : s) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' &&
-        c != '.') {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
       return false;
     }
   }
@@ -77,24 +76,21 @@ absl::StatusOr<ModelRef> ParseModelName(absl::string_view name, absl::string_vie
   if (ref.repo_id.empty()) {
     std::vector<absl::string_view> parts = absl::StrSplit(repo, '/');
     if (parts.size() != 2 || !IsRepoPart(parts[0]) || !IsRepoPart(parts[1])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "not a model name: ", Echo(name),
-          " (expected gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2 or ORG/NAME, "
-          "optionally @REVISION; or an existing model dir)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("not a model name: ", Echo(name),
+                       " (expected gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2 or ORG/NAME, "
+                       "optionally @REVISION; or an existing model dir)"));
     }
     ref.repo_id = std::string(repo);
   }
   if (ref.revision.find("..") != std::string::npos || absl::StartsWith(ref.revision, "/") ||
       ref.revision.find('\\') != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("not a revision: ", Echo(ref.revision)));
+    return absl::InvalidArgumentError(absl::StrCat("not a revision: ", Echo(ref.revision)));
   }
   return ref;
 }
 
-bool IsCommitHash(absl::string_view revision) {
-  return revision.size() == 40 && IsHex(revision);
-}
+bool IsCommitHash(absl::string_view revision) { return revision.size() == 40 && IsHex(revision); }
 
 HubSettings SettingsFromEnvironment(const std::function<const char*(const char*)>& getenv_fn) {
   auto get = [&](const char* name) -> const char* {
@@ -203,9 +199,9 @@ absl::StatusOr<FileMetadata> ParseFileMetadata(int status, const Headers& header
   int64_t n = 0;
   if (size && absl::SimpleAtoi(*size, &n) && n >= 0) meta.size = n;
   if (meta.commit.empty() || meta.etag.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        url, " answered without ", meta.commit.empty() ? "X-Repo-Commit" : "an ETag",
-        ": is HF_ENDPOINT a Hugging Face Hub (or a mirror with its URL layout)?"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(url, " answered without ", meta.commit.empty() ? "X-Repo-Commit" : "an ETag",
+                     ": is HF_ENDPOINT a Hugging Face Hub (or a mirror with its URL layout)?"));
   }
   if (meta.etag.find('/') != std::string::npos || meta.etag == "." || meta.etag == ".." ||
       !IsHex(meta.commit)) {
@@ -219,9 +215,9 @@ std::string UrlOrigin(absl::string_view url) {
   const size_t scheme_end = url.find("://");
   if (scheme_end == absl::string_view::npos) return "";
   const size_t host_end = url.find_first_of("/?#", scheme_end + 3);
-  absl::string_view authority = url.substr(
-      scheme_end + 3, host_end == absl::string_view::npos ? absl::string_view::npos
-                                                          : host_end - scheme_end - 3);
+  absl::string_view authority =
+      url.substr(scheme_end + 3, host_end == absl::string_view::npos ? absl::string_view::npos
+                                                                     : host_end - scheme_end - 3);
   // user:password@ never takes part in the origin.
   const size_t at = authority.rfind('@');
   if (at != absl::string_view::npos) authority = authority.substr(at + 1);

@@ -47,8 +47,7 @@ struct ModelRef {
 // renamed canonical repos, now under openai-community/ or distilbert/), or
 // "ORG/NAME", each optionally "@REVISION". `revision`, when not empty,
 // overrides the @ part. INVALID_ARGUMENT for anything else.
-absl::StatusOr<ModelRef> ParseModelName(absl::string_view name,
-                                        absl::string_view revision = "");
+absl::StatusOr<ModelRef> ParseModelName(absl::string_view name, absl::string_view revision = "");
 
 // True for a 40-hex-digit git commit hash.
 bool IsCommitHash(absl::string_view revision);
@@ -59,7 +58,7 @@ struct HubSettings {
   std::string endpoint = kDefaultEndpoint;  // HF_ENDPOINT, no trailing '/'
   std::string token;                        // HF_TOKEN (may be empty)
   std::string cache_dir;                    // HF_HUB_CACHE | HF_HOME/hub | ...
-  bool offline = false;  // LENSGRID_OFFLINE | HF_HUB_OFFLINE (1/true/yes/on)
+  bool offline = false;                     // LENSGRID_OFFLINE | HF_HUB_OFFLINE (1/true/yes/on)
 };
 // `getenv` returns nullptr for an unset variable (std::getenv by default).
 HubSettings SettingsFromEnvironment(
@@ -67,8 +66,7 @@ HubSettings SettingsFromEnvironment(
 
 // ENDPOINT/REPO/resolve/REVISION/FILE, the revision and file percent-encoded
 // (the file's '/' kept).
-std::string ResolveUrl(absl::string_view endpoint, const ModelRef& ref,
-                       absl::string_view file);
+std::string ResolveUrl(absl::string_view endpoint, const ModelRef& ref, absl::string_view file);
 std::string PercentEncode(absl::string_view text, bool keep_slash);
 
 // CACHE/models--ORG--NAME.
@@ -98,9 +96,9 @@ bool ParseHeaderLine(absl::string_view line, std::string* name, std::string* val
 
 // What a file's final HEAD answer says about it.
 struct FileMetadata {
-  std::string commit;    // X-Repo-Commit
-  std::string etag;      // X-Linked-Etag, else ETag (normalized)
-  std::string location;  // where to GET it: Location of a redirect, else the URL
+  std::string commit;           // X-Repo-Commit
+  std::string etag;             // X-Linked-Etag, else ETag (normalized)
+  std::string location;         // where to GET it: Location of a redirect, else the URL
   std::optional<int64_t> size;  // X-Linked-Size, else Content-Length (not of a redirect)
 };
 // INVALID_ARGUMENT (naming `url` and the missing header) when the answer has

@@ -22,7 +22,7 @@
 namespace lensgrid::hub {
 
 struct HttpRequest {
-  std::string method = "GET";        // "GET" or "HEAD"
+  std::string method = "GET";  // "GET" or "HEAD"
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
 };
@@ -42,8 +42,7 @@ class HttpClient {
   // stops the transfer and is returned. UNAVAILABLE (naming the URL and the
   // reason) when no answer came: no connection, a timeout, a cut transfer.
   virtual absl::StatusOr<HttpResponse> Send(
-      const HttpRequest& request,
-      const std::function<bool(const HttpResponse&)>& on_headers,
+      const HttpRequest& request, const std::function<bool(const HttpResponse&)>& on_headers,
       const std::function<absl::Status(absl::string_view)>& on_body) = 0;
 };
 

@@ -14,7 +14,6 @@
 #include <ostream>
 #include <random>
 #include <sstream>
-#include <unistd.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -33,9 +32,7 @@ namespace fs = std::filesystem;
 constexpr int kMaxRedirects = 10;
 
 // A URL fit for a message: a CDN's signed query string is left out.
-std::string ShownUrl(absl::string_view url) {
-  return std::string(url.substr(0, url.find('?')));
-}
+std::string ShownUrl(absl::string_view url) { return std::string(url.substr(0, url.find('?'))); }
 
 std::string ErrnoText(const std::string& what, const std::string& path) {
   return absl::StrCat(what, " ", path, ": ", std::strerror(errno));
@@ -54,7 +51,8 @@ bool IsDir(const std::string& path) {
 absl::Status MakeDirs(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   return absl::OkStatus();
 }
 
@@ -93,10 +91,10 @@ absl::Status HttpError(const std::string& method, absl::string_view url, const H
   std::string hub_message = res.headers.Get("X-Error-Message").value_or("");
   if (!hub_message.empty()) hub_message = absl::StrCat(" (", hub_message, ")");
   if (res.status == 401 || res.status == 403) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        where, hub_message, ": the repo is private, gated or missing; ",
-        token_sent ? "the HF_TOKEN sent was not accepted for it"
-                   : "set HF_TOKEN to a token that can read it"));
+    return absl::UnauthenticatedError(
+        absl::StrCat(where, hub_message, ": the repo is private, gated or missing; ",
+                     token_sent ? "the HF_TOKEN sent was not accepted for it"
+                                : "set HF_TOKEN to a token that can read it"));
   }
   if (res.status == 404) {
     return absl::NotFoundError(
@@ -114,13 +112,18 @@ class Progress {
  public:
   Progress(std::ostream* log, bool tty, std::string file, std::optional<int64_t> total,
            int64_t start)
-      : log_(log), tty_(tty), file_(std::move(file)), total_(total), done_(start),
+      : log_(log),
+        tty_(tty),
+        file_(std::move(file)),
+        total_(total),
+        done_(start),
         began_(std::chrono::steady_clock::now()) {
     if (log_ == nullptr) return;
     *log_ << "downloading " << file_
           << (total_ ? absl::StrFormat(" (%.1f MB)", *total_ / 1e6) : std::string())
           << (start > 0 ? absl::StrFormat(", resuming at %.1f MB", start / 1e6) : std::string())
-          << "\n" << std::flush;
+          << "\n"
+          << std::flush;
   }
   void Add(int64_t n) {
     done_ += n;
@@ -146,10 +149,10 @@ class Progress {
     std::string bar;
     if (total_ && *total_ > 0) {
       const int filled = static_cast<int>(30.0 * done_ / *total_);
-      bar = absl::StrCat("[", std::string(std::min(filled, 30), '#'),
-                         std::string(30 - std::min(filled, 30), ' '), "] ",
-                         absl::StrFormat("%3d%% %.1f/%.1f MB", 100 * done_ / *total_,
-                                         done_ / 1e6, *total_ / 1e6));
+      bar = absl::StrCat(
+          "[", std::string(std::min(filled, 30), '#'), std::string(30 - std::min(filled, 30), ' '),
+          "] ",
+          absl::StrFormat("%3d%% %.1f/%.1f MB", 100 * done_ / *total_, done_ / 1e6, *total_ / 1e6));
     } else {
       bar = absl::StrFormat("%.1f MB", done_ / 1e6);
     }
@@ -192,7 +195,8 @@ class FileLock {
 class Downloader {
  public:
   Downloader(const ModelRef& ref, const PullOptions& options)
-      : ref_(ref), options_(options),
+      : ref_(ref),
+        options_(options),
         repo_dir_(RepoCacheDir(options.settings.cache_dir, ref.repo_id)) {}
 
   // One file into the cache; NOT_FOUND passes through for optional files.
@@ -216,9 +220,9 @@ class Downloader {
         }
       }
     } else if (meta.commit != pulled->commit) {
-      return absl::UnavailableError(absl::StrCat(
-          "HEAD ", url, " answered commit ", meta.commit, " for a request at commit ",
-          pulled->commit, ": the server is inconsistent"));
+      return absl::UnavailableError(absl::StrCat("HEAD ", url, " answered commit ", meta.commit,
+                                                 " for a request at commit ", pulled->commit,
+                                                 ": the server is inconsistent"));
     }
     const std::string blob = absl::StrCat(repo_dir_, "/blobs/", meta.etag);
     const std::string pointer = absl::StrCat(pulled->dir, "/", file);
@@ -228,11 +232,12 @@ class Downloader {
       return absl::OkStatus();
     }
     LG_RETURN_IF_ERROR(MakeDirs(repo_dir_ + "/blobs"));
-    const std::string lock_dir =
-        absl::StrCat(options_.settings.cache_dir, "/.locks/", fs::path(repo_dir_).filename().string());
+    const std::string lock_dir = absl::StrCat(options_.settings.cache_dir, "/.locks/",
+                                              fs::path(repo_dir_).filename().string());
     LG_RETURN_IF_ERROR(MakeDirs(lock_dir));
     {
-      LG_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(absl::StrCat(lock_dir, "/", meta.etag, ".lock")));
+      LG_ASSIGN_OR_RETURN(FileLock lock,
+                          FileLock::Acquire(absl::StrCat(lock_dir, "/", meta.etag, ".lock")));
       if (!IsFile(blob)) {
         LG_ASSIGN_OR_RETURN(int64_t got, Download(file, meta, blob));
         pulled->bytes_downloaded += got;
@@ -264,8 +269,9 @@ class Downloader {
     for (int hop = 0; hop <= kMaxRedirects; ++hop) {
       HttpRequest req{"HEAD", url, RequestHeaders(url)};
       LG_ASSIGN_OR_RETURN(HttpResponse res,
-                          options_.http->Send(req, [](const HttpResponse&) { return false; },
-                                              [](absl::string_view) { return absl::OkStatus(); }));
+                          options_.http->Send(
+                              req, [](const HttpResponse&) { return false; },
+                              [](absl::string_view) { return absl::OkStatus(); }));
       const bool redirect = res.status >= 300 && res.status <= 399;
       const std::optional<std::string> location = res.headers.Get("Location");
       if (redirect && location && IsRelativeRedirect(*location)) {
@@ -277,8 +283,8 @@ class Downloader {
       }
       return ParseFileMetadata(res.status, res.headers, url);
     }
-    return absl::UnavailableError(absl::StrCat("HEAD ", url, ": more than ", kMaxRedirects,
-                                               " redirects"));
+    return absl::UnavailableError(
+        absl::StrCat("HEAD ", url, ": more than ", kMaxRedirects, " redirects"));
   }
 
   // GET into BLOB.incomplete (resuming it), verify, rename to BLOB.
@@ -294,7 +300,8 @@ class Downloader {
     } closer{fd};
     int64_t have = ::lseek(fd, 0, SEEK_END);
     if (have < 0 || (meta.size && have > *meta.size)) {
-      if (::ftruncate(fd, 0) != 0) return absl::PermissionDeniedError(ErrnoText("cannot truncate", partial));
+      if (::ftruncate(fd, 0) != 0)
+        return absl::PermissionDeniedError(ErrnoText("cannot truncate", partial));
       have = ::lseek(fd, 0, SEEK_SET);
     }
     Progress progress(options_.log, options_.tty, file, meta.size, have);
@@ -325,8 +332,8 @@ class Downloader {
           const auto start = ContentRangeStart(res.headers.Get("Content-Range").value_or(""));
           if (!start || *start != have) {
             head_status = absl::UnavailableError(absl::StrCat(
-                "GET ", ShownUrl(url), ": asked for bytes from ", have,
-                ", got a Content-Range of ", res.headers.Get("Content-Range").value_or("(none)")));
+                "GET ", ShownUrl(url), ": asked for bytes from ", have, ", got a Content-Range of ",
+                res.headers.Get("Content-Range").value_or("(none)")));
             return false;
           }
           return true;
@@ -358,9 +365,9 @@ class Downloader {
       LG_RETURN_IF_ERROR(head_status);
       if (!res.ok()) {
         if (absl::IsUnavailable(res.status())) {
-          return absl::UnavailableError(absl::StrCat(
-              res.status().message(), " (", have, " bytes of ", file,
-              " kept in the cache: run again to resume)"));
+          return absl::UnavailableError(absl::StrCat(res.status().message(), " (", have,
+                                                     " bytes of ", file,
+                                                     " kept in the cache: run again to resume)"));
         }
         return res.status();
       }
@@ -384,9 +391,9 @@ class Downloader {
       break;
     }
     if (meta.size && have != *meta.size) {
-      return absl::UnavailableError(absl::StrCat(
-          "GET ", ShownUrl(url), ": the transfer ended at ", have, " of ", *meta.size,
-          " bytes (kept in the cache: run again to resume)"));
+      return absl::UnavailableError(
+          absl::StrCat("GET ", ShownUrl(url), ": the transfer ended at ", have, " of ", *meta.size,
+                       " bytes (kept in the cache: run again to resume)"));
     }
     if (::fsync(fd) != 0) return absl::ResourceExhaustedError(ErrnoText("cannot sync", partial));
     std::string verified = "downloaded";
@@ -446,9 +453,10 @@ absl::StatusOr<PulledModel> PullModel(const ModelRef& ref, const PullOptions& op
     const absl::Status single = s;
     s = downloader.Fetch("model.safetensors.index.json", &pulled);
     if (absl::IsNotFound(s)) {
-      return context(absl::NotFoundError(absl::StrCat(
-          single.message(), "; no model.safetensors.index.json either (lensgrid reads "
-                            "safetensors weights only)")));
+      return context(absl::NotFoundError(
+          absl::StrCat(single.message(),
+                       "; no model.safetensors.index.json either (lensgrid reads "
+                       "safetensors weights only)")));
     }
     if (!s.ok()) return context(s);
     std::ifstream in(pulled.dir + "/model.safetensors.index.json");
@@ -486,7 +494,8 @@ absl::StatusOr<std::string> FindCachedModel(const ModelRef& ref, const std::stri
   for (const std::string& repo : repos) {
     const std::string repo_dir = RepoCacheDir(cache_dir, repo);
     std::string commit = ref.revision;
-    if (!IsCommitHash(commit)) commit = ReadSmallFile(absl::StrCat(repo_dir, "/refs/", ref.revision));
+    if (!IsCommitHash(commit))
+      commit = ReadSmallFile(absl::StrCat(repo_dir, "/refs/", ref.revision));
     if (!IsCommitHash(commit)) continue;
     const std::string dir = absl::StrCat(repo_dir, "/snapshots/", commit);
     if (IsFile(dir + "/config.json") &&
@@ -494,16 +503,16 @@ absl::StatusOr<std::string> FindCachedModel(const ModelRef& ref, const std::stri
       return dir;
     }
   }
-  return absl::NotFoundError(absl::StrCat(ref.repo_id, "@", ref.revision, " is not in the cache ",
-                                          cache_dir));
+  return absl::NotFoundError(
+      absl::StrCat(ref.repo_id, "@", ref.revision, " is not in the cache ", cache_dir));
 }
 
 absl::StatusOr<std::string> ResolveModelDir(const std::string& value,
                                             const ResolveOptions& options) {
   if (value.empty()) return absl::InvalidArgumentError("empty --model");
   if (IsDir(value)) return value;
-  const bool path_like = value[0] == '/' || value[0] == '.' ||
-                         std::count(value.begin(), value.end(), '/') > 1;
+  const bool path_like =
+      value[0] == '/' || value[0] == '.' || std::count(value.begin(), value.end(), '/') > 1;
   absl::StatusOr<ModelRef> ref = ParseModelName(value);
   if (path_like || !ref.ok()) {
     return absl::NotFoundError(absl::StrCat(
@@ -517,9 +526,13 @@ absl::StatusOr<std::string> ResolveModelDir(const std::string& value,
   if (options.offline || settings.offline) {
     return absl::FailedPreconditionError(absl::StrCat(
         "--model ", value, ": ", ref->repo_id, "@", ref->revision, " is not in the cache ",
-        settings.cache_dir, " and lensgrid is offline (--offline or LENSGRID_OFFLINE/HF_HUB_OFFLINE); "
-        "run `lensgrid pull ", value, "` where the Hub (or an HF_ENDPOINT mirror) is reachable and "
-        "copy ", RepoCacheDir(settings.cache_dir, ref->repo_id),
+        settings.cache_dir,
+        " and lensgrid is offline (--offline or LENSGRID_OFFLINE/HF_HUB_OFFLINE); "
+        "run `lensgrid pull ",
+        value,
+        "` where the Hub (or an HF_ENDPOINT mirror) is reachable and "
+        "copy ",
+        RepoCacheDir(settings.cache_dir, ref->repo_id),
         " here, or copy config.json, model.safetensors, vocab.json and merges.txt into a dir "
         "and pass --model DIR"));
   }
@@ -538,8 +551,9 @@ absl::StatusOr<std::string> ResolveModelDir(const std::string& value,
   if (!pulled.ok()) {
     std::string hint;
     if (absl::IsUnavailable(pulled.status())) {
-      hint = "; offline? copy the files into the cache (see `lensgrid pull --help`) or pass "
-             "--model DIR";
+      hint =
+          "; offline? copy the files into the cache (see `lensgrid pull --help`) or pass "
+          "--model DIR";
     }
     return absl::Status(pulled.status().code(),
                         absl::StrCat("--model ", value, ": ", pulled.status().message(), hint));

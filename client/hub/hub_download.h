@@ -32,15 +32,15 @@
 namespace lensgrid::hub {
 
 struct PullOptions {
-  HubSettings settings;          // endpoint, token, cache_dir (offline is ignored)
-  HttpClient* http = nullptr;    // REQUIRES: not null
-  std::ostream* log = nullptr;   // progress and notes; nullptr: quiet
-  bool tty = false;              // a redrawn progress bar instead of plain lines
+  HubSettings settings;         // endpoint, token, cache_dir (offline is ignored)
+  HttpClient* http = nullptr;   // REQUIRES: not null
+  std::ostream* log = nullptr;  // progress and notes; nullptr: quiet
+  bool tty = false;             // a redrawn progress bar instead of plain lines
 };
 
 struct PulledModel {
-  std::string dir;     // CACHE/models--ORG--NAME/snapshots/COMMIT
-  std::string commit;  // what the revision resolved to
+  std::string dir;                 // CACHE/models--ORG--NAME/snapshots/COMMIT
+  std::string commit;              // what the revision resolved to
   std::vector<std::string> files;  // repo-relative, in download order
   int64_t bytes_downloaded = 0;    // this run (0 when all was cached)
 };
@@ -60,10 +60,10 @@ absl::StatusOr<PulledModel> PullModel(const ModelRef& ref, const PullOptions& op
 absl::StatusOr<std::string> FindCachedModel(const ModelRef& ref, const std::string& cache_dir);
 
 struct ResolveOptions {
-  bool offline = false;          // also LENSGRID_OFFLINE=1 / HF_HUB_OFFLINE=1
-  std::string cache_dir;         // Default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub
-  std::ostream* log = nullptr;   // progress while pulling
-  HttpClient* http = nullptr;    // Default: libcurl
+  bool offline = false;         // also LENSGRID_OFFLINE=1 / HF_HUB_OFFLINE=1
+  std::string cache_dir;        // Default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub
+  std::ostream* log = nullptr;  // progress while pulling
+  HttpClient* http = nullptr;   // Default: libcurl
 };
 
 // A `--model` value as a model dir: an existing directory is returned as is;

@@ -53,18 +53,20 @@ int RunPullCommand(int argc, char** argv, std::ostream& out, std::ostream& err) 
   if (!pulled.ok()) {
     absl::Status s = pulled.status();
     if (absl::IsUnavailable(s)) {
-      s = absl::Status(s.code(), absl::StrCat(
-          s.message(), "\nhint: offline or the Hub unreachable? Set HF_ENDPOINT to a mirror, or "
-          "copy ", hub::RepoCacheDir(settings.cache_dir, ref->repo_id),
-          " from a machine that has it, or pass --model DIR with config.json and "
-          "model.safetensors"));
+      s = absl::Status(
+          s.code(),
+          absl::StrCat(s.message(),
+                       "\nhint: offline or the Hub unreachable? Set HF_ENDPOINT to a mirror, or "
+                       "copy ",
+                       hub::RepoCacheDir(settings.cache_dir, ref->repo_id),
+                       " from a machine that has it, or pass --model DIR with config.json and "
+                       "model.safetensors"));
     }
     return ReportCommandStatus("pull", s, err);
   }
   if (!quiet) {
     err << ref->repo_id << "@" << ref->revision << " = commit " << pulled->commit << ": "
-        << pulled->files.size() << " files, " << pulled->bytes_downloaded
-        << " bytes downloaded\n";
+        << pulled->files.size() << " files, " << pulled->bytes_downloaded << " bytes downloaded\n";
   }
   out << pulled->dir << "\n";
   return 0;

@@ -3,10 +3,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <prometheus/counter.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <prometheus/counter.h>
 
 #include "gtest/gtest.h"
 
@@ -45,15 +44,15 @@ TEST(MetricsHttpResponse, RoutesAndMethods) {
 TEST(MetricsServer, ServesRegistryAndCollectors) {
   auto server = MetricsServer::Start("127.0.0.1:0");
   ASSERT_TRUE(server.ok()) << server.status();
-  auto& family = prometheus::BuildCounter().Name("t_requests_total").Help("h").Register(
-      (*server)->registry());
+  auto& family =
+      prometheus::BuildCounter().Name("t_requests_total").Help("h").Register((*server)->registry());
   family.Add({{"method", "Run"}}).Increment(3);
   int scrapes = 0;
   (*server)->AddCollector([&scrapes] {
     ++scrapes;
-    return std::vector<prometheus::MetricFamily>{GaugeFamily("t_depth", "h", 7),
-                                                 LabeledGaugeFamily("t_jobs", "h", "state",
-                                                                    {{"queued", 2}})};
+    return std::vector<prometheus::MetricFamily>{
+        GaugeFamily("t_depth", "h", 7),
+        LabeledGaugeFamily("t_jobs", "h", "state", {{"queued", 2}})};
   });
   const std::string body = Get((*server)->address(), "/metrics");
   EXPECT_NE(body.find("t_requests_total{method=\"Run\"} 3"), std::string::npos) << body;

@@ -28,10 +28,9 @@ std::string FileWithHeader(const std::string& json, size_t data_bytes) {
 TEST(SafetensorsTest, RoundTripsTensorsAndMetadata) {
   std::vector<float> a = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, 8.0f};
   std::vector<int64_t> b = {5, 17, 300};
-  auto bytes = SerializeSafetensors(
-      {{"a", DType::kF32, {2, 3}, a.data(), a.size() * 4},
-       {"blocks.0.hook_z", DType::kI64, {3}, b.data(), b.size() * 8}},
-      {{"format", "pt"}});
+  auto bytes = SerializeSafetensors({{"a", DType::kF32, {2, 3}, a.data(), a.size() * 4},
+                                     {"blocks.0.hook_z", DType::kI64, {3}, b.data(), b.size() * 8}},
+                                    {{"format", "pt"}});
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   auto header = ParseSafetensorsHeader(Bytes(*bytes), "mem");
   ASSERT_TRUE(header.ok()) << header.status();

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The Kubernetes manifests, started for real on loopback (issue 8's evidence).
+"""The Kubernetes manifests, started for real on loopback: what they declare runs.
 
 Renders deploy/k8s/examples/hub-gpt2 (overlays/batch -- overlays/cpu plus the search Job -- with
 components/hub-model: the model pulled from the Hugging Face Hub by an init container) with

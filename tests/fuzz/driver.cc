@@ -50,9 +50,7 @@ extern "C" const char* __asan_default_options() {
   return "handle_abort=1:allocator_may_return_null=0:max_allocation_size_mb="
          "1024:hard_rss_limit_mb=3072:detect_leaks=1";
 }
-extern "C" const char* __ubsan_default_options() {
-  return "print_stacktrace=1:halt_on_error=1";
-}
+extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:halt_on_error=1"; }
 
 namespace {
 
@@ -114,15 +112,13 @@ uint64_t g_iteration = 0;
 void WriteArtifact(const char* kind) {
   if (g_current == nullptr) return;
   char path[4096];
-  snprintf(path, sizeof(path), "%s%s-seed%llu-run%llu", g_artifact_prefix.c_str(),
-           kind, static_cast<unsigned long long>(g_seed),
-           static_cast<unsigned long long>(g_iteration));
+  snprintf(path, sizeof(path), "%s%s-seed%llu-run%llu", g_artifact_prefix.c_str(), kind,
+           static_cast<unsigned long long>(g_seed), static_cast<unsigned long long>(g_iteration));
   FILE* f = fopen(path, "wb");
   if (f == nullptr) return;
   fwrite(g_current->data(), 1, g_current->size(), f);
   fclose(f);
-  fprintf(stderr, "fuzz: the input (%zu bytes) is in %s\n", g_current->size(),
-          path);
+  fprintf(stderr, "fuzz: the input (%zu bytes) is in %s\n", g_current->size(), path);
 }
 
 void OnDeath() { WriteArtifact("crash"); }
@@ -148,18 +144,56 @@ void RunOne(const Bytes& input) {
 
 // ---- Mutations.
 const char* const kTokens[] = {
-    "{",  "}",  "[",  "]",   ":",   ",",    "\"",  "\\",  "\\u0000", "\\ud800",
-    "0",  "-1", "1e999",     "-0",  "1.5",  "true", "null", "\"\"",  "{}",
-    "[]", "\n", "\r\n",      " ",   "#version: 0.2",  "9223372036854775807",
-    "9223372036854775808",   "18446744073709551615", "-9223372036854775808",
-    "4294967295", "2147483648", "16777215", "16777216",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "\"",
+    "\\",
+    "\\u0000",
+    "\\ud800",
+    "0",
+    "-1",
+    "1e999",
+    "-0",
+    "1.5",
+    "true",
+    "null",
+    "\"\"",
+    "{}",
+    "[]",
+    "\n",
+    "\r\n",
+    " ",
+    "#version: 0.2",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "-9223372036854775808",
+    "4294967295",
+    "2147483648",
+    "16777215",
+    "16777216",
 };
 
-const uint64_t kInteresting[] = {0,          1,          0x7f,       0x80,
-                                 0xff,       0x100,      0x7fff,     0x8000,
-                                 0xffff,     0x7fffffff, 0x80000000, 0xffffffff,
-                                 0x100000000ull, 0x7fffffffffffffffull,
-                                 0x8000000000000000ull,   ~0ull};
+const uint64_t kInteresting[] = {0,
+                                 1,
+                                 0x7f,
+                                 0x80,
+                                 0xff,
+                                 0x100,
+                                 0x7fff,
+                                 0x8000,
+                                 0xffff,
+                                 0x7fffffff,
+                                 0x80000000,
+                                 0xffffffff,
+                                 0x100000000ull,
+                                 0x7fffffffffffffffull,
+                                 0x8000000000000000ull,
+                                 ~0ull};
 
 class Mutator {
  public:
@@ -372,16 +406,26 @@ int main(int argc, char** argv) {
       const size_t len = strlen(flag);
       return arg.compare(0, len, flag) == 0 ? arg.c_str() + len : nullptr;
     };
-    if (const char* v = value("-runs=")) runs = atoll(v);
-    else if (const char* v = value("-max_total_time=")) max_total_time = atoll(v);
-    else if (const char* v = value("-seed=")) g_seed = strtoull(v, nullptr, 10);
-    else if (const char* v = value("-max_len=")) max_len = atoll(v);
-    else if (const char* v = value("-timeout=")) timeout_s = atoll(v);
-    else if (const char* v = value("-dict=")) dict = ReadDict(v);
-    else if (const char* v = value("-artifact_prefix=")) g_artifact_prefix = v;
-    else if (const char* v = value("-save_dir=")) save_dir = v;
-    else if (arg[0] == '-') fprintf(stderr, "fuzz: ignoring unknown flag %s\n", argv[i]);
-    else paths.push_back(arg);
+    if (const char* v = value("-runs="))
+      runs = atoll(v);
+    else if (const char* v = value("-max_total_time="))
+      max_total_time = atoll(v);
+    else if (const char* v = value("-seed="))
+      g_seed = strtoull(v, nullptr, 10);
+    else if (const char* v = value("-max_len="))
+      max_len = atoll(v);
+    else if (const char* v = value("-timeout="))
+      timeout_s = atoll(v);
+    else if (const char* v = value("-dict="))
+      dict = ReadDict(v);
+    else if (const char* v = value("-artifact_prefix="))
+      g_artifact_prefix = v;
+    else if (const char* v = value("-save_dir="))
+      save_dir = v;
+    else if (arg[0] == '-')
+      fprintf(stderr, "fuzz: ignoring unknown flag %s\n", argv[i]);
+    else
+      paths.push_back(arg);
   }
   __sanitizer_set_death_callback(OnDeath);
   std::thread(Watchdog, pthread_self(), timeout_s).detach();
@@ -427,8 +471,7 @@ int main(int argc, char** argv) {
     if (max_total_time > 0 && now - start >= max_total_time * 1000) break;
     if (now >= next_report) {
       fprintf(stderr, "fuzz: #%llu features %zu corpus %zu exec/s %lld\n",
-              static_cast<unsigned long long>(g_iteration), g_features,
-              corpus.size(),
+              static_cast<unsigned long long>(g_iteration), g_features, corpus.size(),
               static_cast<long long>(g_iteration * 1000 / (now - start + 1)));
       next_report = now + 5000;
     }
@@ -446,7 +489,7 @@ int main(int argc, char** argv) {
           "fuzz: done, %llu runs in %.1fs (%lld exec/s), corpus %zu, "
           "features %zu, no crash\n",
           static_cast<unsigned long long>(g_iteration - 1), elapsed / 1000.0,
-          static_cast<long long>((g_iteration - 1) * 1000 / (elapsed + 1)),
-          corpus.size(), g_features);
+          static_cast<long long>((g_iteration - 1) * 1000 / (elapsed + 1)), corpus.size(),
+          g_features);
   return 0;
 }

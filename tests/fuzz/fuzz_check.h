@@ -7,13 +7,12 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define FUZZ_CHECK(cond, msg)                                         \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: property violated: %s (%s)\n",     \
-                   __FILE__, __LINE__, #cond, msg);                   \
-      std::abort();                                                   \
-    }                                                                 \
+#define FUZZ_CHECK(cond, msg)                                                                      \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      std::fprintf(stderr, "%s:%d: property violated: %s (%s)\n", __FILE__, __LINE__, #cond, msg); \
+      std::abort();                                                                                \
+    }                                                                                              \
   } while (0)
 
 #endif  // LENSGRID_TESTS_FUZZ_FUZZ_CHECK_H_

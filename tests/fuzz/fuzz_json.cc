@@ -39,10 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                "bad JSON is INVALID_ARGUMENT");
     return 0;
   }
-  FUZZ_CHECK(Depth(*parsed) <= lensgrid::kMaxJsonDepth,
-             "accepted JSON nests within the limit");
-  const std::string dumped =
-      parsed->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  FUZZ_CHECK(Depth(*parsed) <= lensgrid::kMaxJsonDepth, "accepted JSON nests within the limit");
+  const std::string dumped = parsed->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   auto again = lensgrid::ParseJsonBounded(dumped, "dumped");
   FUZZ_CHECK(again.ok(), "what we dump, we parse");
   // NaN cannot appear in JSON, so equality is well defined.

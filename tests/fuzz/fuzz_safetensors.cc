@@ -11,8 +11,8 @@
 #include "tests/fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto header = lensgrid::ParseSafetensorsHeader(
-      absl::MakeConstSpan(data, size), "fuzz.safetensors");
+  auto header =
+      lensgrid::ParseSafetensorsHeader(absl::MakeConstSpan(data, size), "fuzz.safetensors");
   if (!header.ok()) {
     FUZZ_CHECK(!header.status().message().empty(), "an error says why");
     return 0;
@@ -33,17 +33,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto again = lensgrid::SerializeSafetensors(views, header->metadata);
   FUZZ_CHECK(again.ok(), "an accepted file serializes again");
   auto reparsed = lensgrid::ParseSafetensorsHeader(
-      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(again->data()),
-                          again->size()),
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(again->data()), again->size()),
       "again.safetensors");
   FUZZ_CHECK(reparsed.ok(), "what we write, we read");
-  FUZZ_CHECK(reparsed->entries.size() == header->entries.size() &&
-                 reparsed->metadata == header->metadata,
-             "the same entries and metadata after a round trip");
+  FUZZ_CHECK(
+      reparsed->entries.size() == header->entries.size() && reparsed->metadata == header->metadata,
+      "the same entries and metadata after a round trip");
   // Tensors of zero bytes may share an offset, so their order is not fixed.
   auto by_name = [](std::vector<lensgrid::SafetensorsEntry> v) {
-    std::sort(v.begin(), v.end(),
-              [](const auto& x, const auto& y) { return x.name < y.name; });
+    std::sort(v.begin(), v.end(), [](const auto& x, const auto& y) { return x.name < y.name; });
     return v;
   };
   const auto before = by_name(header->entries);

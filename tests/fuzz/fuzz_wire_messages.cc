@@ -71,16 +71,15 @@ void PlanAndCheck(const lensgrid::v1::JobSpec& spec) {
   FUZZ_CHECK(!plan->shards.empty(), "a plan has shards");
   __int128 covered = 0;
   for (const ShardRange& r : plan->shards) {
-    FUZZ_CHECK(0 <= r.prompt_begin && r.prompt_begin < r.prompt_end &&
-                   r.prompt_end <= plan->n_prompts,
-               "prompt range inside the job");
+    FUZZ_CHECK(
+        0 <= r.prompt_begin && r.prompt_begin < r.prompt_end && r.prompt_end <= plan->n_prompts,
+        "prompt range inside the job");
     FUZZ_CHECK(0 <= r.component_begin && r.component_begin < r.component_end &&
                    r.component_end <= plan->n_components,
                "component range inside the grid");
     covered += static_cast<__int128>(r.num_prompts()) * r.num_components();
   }
-  FUZZ_CHECK(covered == static_cast<__int128>(plan->n_prompts) *
-                            plan->n_components,
+  FUZZ_CHECK(covered == static_cast<__int128>(plan->n_prompts) * plan->n_components,
              "shards cover the job exactly once");
   for (const ShardRange* r : {&plan->shards.front(), &plan->shards.back()}) {
     const lensgrid::v1::ShardSpec shard = lensgrid::service::MakeShardSpec(*plan, *r);
@@ -135,8 +134,7 @@ void AssembleShardResult(const uint8_t* data, size_t size) {
   std::vector<lensgrid::service::Array> arrays;
   for (lensgrid::WireTensor& t : *tensors) {
     if (t.dtype != lensgrid::DType::kF32) return;
-    lensgrid::service::Array a{t.name, t.shape,
-                               std::vector<float>(t.data.size() / 4)};
+    lensgrid::service::Array a{t.name, t.shape, std::vector<float>(t.data.size() / 4)};
     if (!a.values.empty()) memcpy(a.values.data(), t.data.data(), t.data.size());
     arrays.push_back(std::move(a));
   }
@@ -147,16 +145,14 @@ void AssembleShardResult(const uint8_t* data, size_t size) {
 void AssembleRunResponse(const uint8_t* data, size_t size) {
   lensgrid::TensorAssembler assembler;
   bool ok = true;
-  ForEachDelimited<lensgrid::v1::RunResponse>(
-      data, size, [&](lensgrid::v1::RunResponse m) {
-        if (m.has_header()) {
-          assembler.Expect({m.header().tensors().begin(),
-                            m.header().tensors().end()});
-          return true;
-        }
-        ok = assembler.Add(std::move(*m.mutable_chunk())).ok();
-        return ok;
-      });
+  ForEachDelimited<lensgrid::v1::RunResponse>(data, size, [&](lensgrid::v1::RunResponse m) {
+    if (m.has_header()) {
+      assembler.Expect({m.header().tensors().begin(), m.header().tensors().end()});
+      return true;
+    }
+    ok = assembler.Add(std::move(*m.mutable_chunk())).ok();
+    return ok;
+  });
   if (ok) (void)assembler.Finish();
 }
 
@@ -171,8 +167,7 @@ void CheckFields(const Message& message) {
     FUZZ_CHECK(valid == wire.ok(), "Validate and FromProto agree");
     if (wire.ok()) {
       FUZZ_CHECK(wire->data.size() ==
-                     static_cast<uint64_t>(wire->NumElements()) *
-                         lensgrid::DTypeSize(wire->dtype),
+                     static_cast<uint64_t>(wire->NumElements()) * lensgrid::DTypeSize(wire->dtype),
                  "a valid tensor's bytes match its shape");
     }
     return;
@@ -222,17 +217,39 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       break;
     }
-    case 1: AssembleShardResult(data, size); break;
-    case 2: AssembleRunResponse(data, size); break;
-    case 3: ParseAndCheck<lensgrid::v1::RunWithCacheRequest>(data, size); break;
-    case 4: ParseAndCheck<lensgrid::v1::RunWithInterventionsRequest>(data, size); break;
-    case 5: ParseAndCheck<lensgrid::v1::RunShardRequest>(data, size); break;
-    case 6: ParseAndCheck<lensgrid::v1::TokenizeRequest>(data, size); break;
-    case 7: ParseAndCheck<lensgrid::v1::DetokenizeRequest>(data, size); break;
-    case 8: ParseAndCheck<lensgrid::v1::LeaseShardResponse>(data, size); break;
-    case 9: ParseAndCheck<lensgrid::v1::RegisterRequest>(data, size); break;
-    case 10: ParseAndCheck<lensgrid::v1::HeartbeatRequest>(data, size); break;
-    case 11: ParseAndCheck<lensgrid::v1::FailShardRequest>(data, size); break;
+    case 1:
+      AssembleShardResult(data, size);
+      break;
+    case 2:
+      AssembleRunResponse(data, size);
+      break;
+    case 3:
+      ParseAndCheck<lensgrid::v1::RunWithCacheRequest>(data, size);
+      break;
+    case 4:
+      ParseAndCheck<lensgrid::v1::RunWithInterventionsRequest>(data, size);
+      break;
+    case 5:
+      ParseAndCheck<lensgrid::v1::RunShardRequest>(data, size);
+      break;
+    case 6:
+      ParseAndCheck<lensgrid::v1::TokenizeRequest>(data, size);
+      break;
+    case 7:
+      ParseAndCheck<lensgrid::v1::DetokenizeRequest>(data, size);
+      break;
+    case 8:
+      ParseAndCheck<lensgrid::v1::LeaseShardResponse>(data, size);
+      break;
+    case 9:
+      ParseAndCheck<lensgrid::v1::RegisterRequest>(data, size);
+      break;
+    case 10:
+      ParseAndCheck<lensgrid::v1::HeartbeatRequest>(data, size);
+      break;
+    case 11:
+      ParseAndCheck<lensgrid::v1::FailShardRequest>(data, size);
+      break;
   }
   return 0;
 }

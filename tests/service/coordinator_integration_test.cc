@@ -37,13 +37,11 @@ using testing::SmallJob;
 // A coordinator child process; killed (SIGKILL) when destroyed.
 class Coordinator {
  public:
-  Coordinator(const std::string& state_dir,
-              std::vector<std::string> extra = {}) {
+  Coordinator(const std::string& state_dir, std::vector<std::string> extra = {}) {
     const char* bin_dir = std::getenv("LENSGRID_BINARY_DIR");
-    const std::string bin = std::string(bin_dir ? bin_dir : "build") +
-                            "/service/lensgrid-coordinator";
-    std::vector<std::string> args = {bin, "--listen", "127.0.0.1:0",
-                                     "--state-dir", state_dir};
+    const std::string bin =
+        std::string(bin_dir ? bin_dir : "build") + "/service/lensgrid-coordinator";
+    std::vector<std::string> args = {bin, "--listen", "127.0.0.1:0", "--state-dir", state_dir};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -54,16 +52,13 @@ class Coordinator {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, out[1], 1);
     posix_spawn_file_actions_addclose(&actions, out[0]);
-    if (posix_spawn(&pid_, bin.c_str(), &actions, nullptr, argv.data(),
-                    environ) != 0)
-      pid_ = -1;
+    if (posix_spawn(&pid_, bin.c_str(), &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&actions);
     close(out[1]);
     // "listening on 127.0.0.1:PORT ..." within 20 s.
     std::string line;
     pollfd p{out[0], POLLIN, 0};
-    while (pid_ > 0 && line.find('\n') == std::string::npos &&
-           poll(&p, 1, 20000) > 0) {
+    while (pid_ > 0 && line.find('\n') == std::string::npos && poll(&p, 1, 20000) > 0) {
       char buf[256];
       const ssize_t n = read(out[0], buf, sizeof(buf));
       if (n <= 0) break;
@@ -72,8 +67,7 @@ class Coordinator {
     close(out[0]);
     const std::string prefix = "listening on ";
     if (line.rfind(prefix, 0) == 0)
-      address_ = line.substr(prefix.size(),
-                             line.find(' ', prefix.size()) - prefix.size());
+      address_ = line.substr(prefix.size(), line.find(' ', prefix.size()) - prefix.size());
     if (!address_.empty()) {
       stub_ = v1::Coordinator::NewStub(
           grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
@@ -99,8 +93,7 @@ class Coordinator {
 
 std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 20) {
   auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::seconds(seconds));
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
   return ctx;
 }
 
@@ -138,8 +131,7 @@ struct FakeWorker {
     }
     return std::nullopt;
   }
-  grpc::Status Complete(const std::string& lease_id,
-                        const std::vector<Array>& tensors,
+  grpc::Status Complete(const std::string& lease_id, const std::vector<Array>& tensors,
                         v1::CompleteShardResponse* resp) {
     auto ctx = Ctx();
     auto writer = stub->CompleteShard(ctx.get(), resp);
@@ -164,16 +156,14 @@ struct FakeWorker {
   }
   bool CompleteOk(const v1::ShardLease& lease) {
     v1::CompleteShardResponse resp;
-    grpc::Status s =
-        Complete(lease.lease_id(), ResultFor(lease.shard()), &resp);
+    grpc::Status s = Complete(lease.lease_id(), ResultFor(lease.shard()), &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return s.ok() && resp.accepted();
   }
 };
 
 std::string StateDir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             (name + "-" + std::to_string(getpid()));
+  auto dir = std::filesystem::temp_directory_path() / (name + "-" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   return dir.string();
 }
@@ -187,8 +177,8 @@ std::string Submit(v1::Coordinator::Stub* stub, const v1::JobSpec& spec) {
   return resp.job_id();
 }
 
-std::vector<v1::JobEvent> Watch(v1::Coordinator::Stub* stub,
-                                const std::string& job, int64_t after) {
+std::vector<v1::JobEvent> Watch(v1::Coordinator::Stub* stub, const std::string& job,
+                                int64_t after) {
   v1::WatchJobRequest req;
   req.set_job_id(job);
   req.set_after_seq(after);
@@ -260,8 +250,7 @@ TEST(CoordinatorIntegrationTest, KillAndRestartResumesWithoutRecomputing) {
   // across the restart, and the resumed stream is the tail of the full one.
   auto all = Watch(coord->stub(), job, 0);
   ASSERT_GT(all.size(), 8u);
-  for (size_t i = 0; i < all.size(); ++i)
-    EXPECT_EQ(all[i].seq(), static_cast<int64_t>(i) + 1);
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i].seq(), static_cast<int64_t>(i) + 1);
   EXPECT_EQ(all.back().kind(), v1::JobEvent::JOB_SUCCEEDED);
   auto tail = Watch(coord->stub(), job, 4);
   ASSERT_EQ(tail.size(), all.size() - 4);
@@ -272,8 +261,7 @@ TEST(CoordinatorIntegrationTest, KillAndRestartResumesWithoutRecomputing) {
 
 TEST(CoordinatorIntegrationTest, ExpiredLeaseIsRequeuedToALongPollingWorker) {
   const std::string dir = StateDir("lensgrid-coord-expiry");
-  Coordinator coord(dir,
-                    {"--initial-lease-ms", "300", "--min-lease-ms", "300"});
+  Coordinator coord(dir, {"--initial-lease-ms", "300", "--min-lease-ms", "300"});
   ASSERT_TRUE(coord.ok());
   v1::JobSpec spec = SmallJob(1);
   spec.set_components_per_shard(4);  // one shard
@@ -307,8 +295,7 @@ TEST(CoordinatorIntegrationTest, MalformedResultIsRetriedElsewhere) {
   v1::CompleteShardResponse resp;
   EXPECT_EQ(bad.Complete(lease->lease_id(), wrong, &resp).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_FALSE(
-      bad.Lease().has_value());  // not back to the worker that failed it
+  EXPECT_FALSE(bad.Lease().has_value());  // not back to the worker that failed it
   std::optional<v1::ShardLease> retry;
   for (int i = 0; i < 10 && !retry; ++i) retry = good.Lease(/*wait_ms=*/2000);
   ASSERT_TRUE(retry.has_value());
@@ -344,8 +331,7 @@ TEST(CoordinatorIntegrationTest, CancelStopsHandingOutShardsAndTellsWorkers) {
   v1::HeartbeatResponse hb_resp;
   ASSERT_TRUE(coord.stub()->Heartbeat(Ctx().get(), hb, &hb_resp).ok());
   ASSERT_EQ(hb_resp.cancelled_lease_ids_size(), 1);
-  EXPECT_EQ(Watch(coord.stub(), job, 0).back().kind(),
-            v1::JobEvent::JOB_CANCELLED);
+  EXPECT_EQ(Watch(coord.stub(), job, 0).back().kind(), v1::JobEvent::JOB_CANCELLED);
   // Bad requests get clear codes, and the server stays up.
   v1::SubmitJobRequest bad;
   bad.mutable_spec()->set_method_name("ablate-everything");
@@ -376,8 +362,7 @@ TEST(CoordinatorIntegrationTest, WatchResumedFromItsLastEventMissesNothing) {
     v1::JobEvent e;
     while (seen.size() < 4 && reader->Read(&e)) seen.push_back(e);
     ASSERT_EQ(seen.size(), 4u);
-    ASSERT_TRUE(
-        w.CompleteOk(*w.Lease()));  // arrives on the live, parked stream
+    ASSERT_TRUE(w.CompleteOk(*w.Lease()));  // arrives on the live, parked stream
     ASSERT_TRUE(reader->Read(&e));
     seen.push_back(e);
     EXPECT_EQ(e.kind(), v1::JobEvent::SHARD_DONE);
@@ -387,10 +372,8 @@ TEST(CoordinatorIntegrationTest, WatchResumedFromItsLastEventMissesNothing) {
     reader->Finish();
   }
   while (auto lease = w.Lease()) ASSERT_TRUE(w.CompleteOk(*lease));
-  for (const auto& e : Watch(coord.stub(), job, seen.back().seq()))
-    seen.push_back(e);
-  for (size_t i = 0; i < seen.size(); ++i)
-    EXPECT_EQ(seen[i].seq(), static_cast<int64_t>(i) + 1);
+  for (const auto& e : Watch(coord.stub(), job, seen.back().seq())) seen.push_back(e);
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i].seq(), static_cast<int64_t>(i) + 1);
   EXPECT_EQ(seen.back().kind(), v1::JobEvent::JOB_SUCCEEDED);
   EXPECT_EQ(seen.back().shards_done(), 8);
   std::filesystem::remove_all(dir);
@@ -402,16 +385,14 @@ TEST(CoordinatorIntegrationTest, ServesHealth) {
   ASSERT_TRUE(coord.ok());
   // grpc.health.v1.Health/Check with an empty request (service ""), raw bytes:
   // the reply is HealthCheckResponse{status: SERVING (1)} = 08 01.
-  grpc::GenericStub stub(
-      grpc::CreateChannel(coord.address(), grpc::InsecureChannelCredentials()));
+  grpc::GenericStub stub(grpc::CreateChannel(coord.address(), grpc::InsecureChannelCredentials()));
   grpc::ByteBuffer request, response;
   grpc::Slice empty("");
   request = grpc::ByteBuffer(&empty, 1);
   auto ctx = Ctx();
   std::promise<grpc::Status> done;
-  stub.UnaryCall(ctx.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(),
-                 &request, &response,
-                 [&](grpc::Status s) { done.set_value(s); });
+  stub.UnaryCall(ctx.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status s) { done.set_value(s); });
   grpc::Status s = done.get_future().get();
   ASSERT_TRUE(s.ok()) << s.error_message();
   std::vector<grpc::Slice> slices;

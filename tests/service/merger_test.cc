@@ -9,8 +9,7 @@
 namespace lensgrid::service {
 namespace {
 
-JobPlan Plan(const std::string& method, int n_prompts, int prompts_per,
-             int components_per) {
+JobPlan Plan(const std::string& method, int n_prompts, int prompts_per, int components_per) {
   v1::JobSpec s;
   s.set_model_id("m");
   s.set_weights_sha256("abc");
@@ -27,16 +26,13 @@ JobPlan Plan(const std::string& method, int n_prompts, int prompts_per,
 }
 
 // The value a worker would report for (prompt, component) of a grid.
-float Value(int grid, int64_t p, int64_t c) {
-  return 100.0f * grid + 10.0f * p + c;
-}
+float Value(int grid, int64_t p, int64_t c) { return 100.0f * grid + 10.0f * p + c; }
 
 ShardResult Shard(const JobPlan& plan, const ShardRange& r) {
   ShardResult s{r, {}};
   auto per_prompt = [&](const std::string& name, float offset) {
     Array a{name, {r.num_prompts()}, {}};
-    for (int64_t p = r.prompt_begin; p < r.prompt_end; ++p)
-      a.values.push_back(offset + p);
+    for (int64_t p = r.prompt_begin; p < r.prompt_end; ++p) a.values.push_back(offset + p);
     s.tensors.push_back(a);
   };
   per_prompt("baseline", 0.5f);
@@ -67,17 +63,15 @@ TEST(MergerTest, PlacesValuesByRangesAndAveragesOverPrompts) {
     std::string method;
     int n_prompts, prompts_per, components_per;
   };
-  const std::vector<Case> cases = {
-      {"ablate-heads", 5, 2, 4}, {"ablate-heads", 1, 1, 1},
-      {"patch-resid", 4, 3, 5},  {"patch-heads-by-pos", 3, 1, 7},
-      {"detect-heads", 7, 3, 0}, {"dla", 2, 1, 0},
-      {"ablate-layers", 3, 3, 3}};
+  const std::vector<Case> cases = {{"ablate-heads", 5, 2, 4}, {"ablate-heads", 1, 1, 1},
+                                   {"patch-resid", 4, 3, 5},  {"patch-heads-by-pos", 3, 1, 7},
+                                   {"detect-heads", 7, 3, 0}, {"dla", 2, 1, 0},
+                                   {"ablate-layers", 3, 3, 3}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.method);
     JobPlan plan = Plan(c.method, c.n_prompts, c.prompts_per, c.components_per);
     std::vector<ShardResult> shards;
-    for (auto it = plan.shards.rbegin(); it != plan.shards.rend();
-         ++it) {  // any order
+    for (auto it = plan.shards.rbegin(); it != plan.shards.rend(); ++it) {  // any order
       ShardResult s = Shard(plan, *it);
       ASSERT_TRUE(CheckShardResult(plan, s.range, s.tensors).ok());
       shards.push_back(std::move(s));
@@ -85,11 +79,9 @@ TEST(MergerTest, PlacesValuesByRangesAndAveragesOverPrompts) {
     auto merged = MergeShards(plan, shards);
     ASSERT_TRUE(merged.ok()) << merged.status();
     const Array& baseline = Find(*merged, "baseline");
-    for (int p = 0; p < c.n_prompts; ++p)
-      EXPECT_EQ(baseline.values[p], 0.5f + p);
+    for (int p = 0; p < c.n_prompts; ++p) EXPECT_EQ(baseline.values[p], 0.5f + p);
     if (plan.patching)
-      EXPECT_EQ(Find(*merged, "reference").values[1 % c.n_prompts],
-                0.25f + 1 % c.n_prompts);
+      EXPECT_EQ(Find(*merged, "reference").values[1 % c.n_prompts], 0.25f + 1 % c.n_prompts);
     for (size_t g = 0; g < plan.grids.size(); ++g) {
       const Array& pp = Find(*merged, plan.grids[g].name + ".per_prompt");
       const Array& mean = Find(*merged, plan.grids[g].name);
@@ -114,14 +106,12 @@ TEST(MergerTest, MissingOrDuplicateCoverageIsAnError) {
   for (const ShardRange& r : plan.shards) shards.push_back(Shard(plan, r));
   auto missing = shards;
   missing.pop_back();
-  EXPECT_EQ(MergeShards(plan, missing).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MergeShards(plan, missing).status().code(), absl::StatusCode::kInvalidArgument);
   auto twice = shards;
   twice.push_back(shards.back());
   auto merged = MergeShards(plan, twice);
   ASSERT_FALSE(merged.ok());
-  EXPECT_NE(merged.status().message().find("2 times"), std::string::npos)
-      << merged.status();
+  EXPECT_NE(merged.status().message().find("2 times"), std::string::npos) << merged.status();
 }
 
 TEST(MergerTest, CheckShardResultRejectsMalformedResults) {

@@ -47,14 +47,12 @@ TEST(PlannerTest, CoversEveryCellOnceForEachShardSize) {
     size_t want_shards;
   };
   const std::vector<Case> cases = {
-      {"ablate-heads", 10, 5, 3, 3,
-       4 * 3},                             // 8 components / 3 -> 3, 10 / 3 -> 4
-      {"ablate-heads", 1, 5, 0, 1, 8},     // one per head
-      {"ablate-layers", 7, 5, 7, 0, 1},    // cost model: all 4 components fit
-      {"patch-resid", 4, 6, 2, 5, 2 * 3},  // [2, 7] = 14 components / 5 -> 3
-      {"patch-heads-by-pos", 3, 3, 1, 100,
-       3},                              // components capped at 2*4*4 = 32
-      {"detect-heads", 9, 4, 4, 1, 3},  // prompts only, components ignored
+      {"ablate-heads", 10, 5, 3, 3, 4 * 3},     // 8 components / 3 -> 3, 10 / 3 -> 4
+      {"ablate-heads", 1, 5, 0, 1, 8},          // one per head
+      {"ablate-layers", 7, 5, 7, 0, 1},         // cost model: all 4 components fit
+      {"patch-resid", 4, 6, 2, 5, 2 * 3},       // [2, 7] = 14 components / 5 -> 3
+      {"patch-heads-by-pos", 3, 3, 1, 100, 3},  // components capped at 2*4*4 = 32
+      {"detect-heads", 9, 4, 4, 1, 3},          // prompts only, components ignored
       {"dla", 5, 4, 0, 0, 1},
   };
   for (const Case& c : cases) {
@@ -100,8 +98,7 @@ TEST(PlannerTest, RejectsBadSpecs) {
       {[](v1::JobSpec* s) { s->clear_prompts(); }, "no prompts"},
       {[](v1::JobSpec* s) { s->set_n_heads(0); }, "n_heads is 0"},
       {[](v1::JobSpec* s) { s->clear_weights_sha256(); }, "weights_sha256"},
-      {[](v1::JobSpec* s) { s->mutable_prompts(0)->add_corrupted_tokens(1); },
-       "corrupted_tokens"},
+      {[](v1::JobSpec* s) { s->mutable_prompts(0)->add_corrupted_tokens(1); }, "corrupted_tokens"},
       {[](v1::JobSpec* s) { s->set_prompts_per_shard(-1); }, "negative"},
   };
   for (const Case& c : cases) {
@@ -110,8 +107,7 @@ TEST(PlannerTest, RejectsBadSpecs) {
     auto plan = PlanJob(spec);
     ASSERT_FALSE(plan.ok()) << c.needle;
     EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(plan.status().message().find(c.needle), std::string::npos)
-        << plan.status();
+    EXPECT_NE(plan.status().message().find(c.needle), std::string::npos) << plan.status();
   }
 }
 
@@ -153,8 +149,7 @@ TEST(PlannerTest, RefusesOverflowingAndOversizedJobs) {
       {"client_json of 1 MiB",
        [](v1::JobSpec* s) { s->set_client_json(std::string(1 << 20, 'x')); },
        absl::StatusCode::kResourceExhausted, "client_json is 1048576 bytes"},
-      {"label of 1 MB",
-       [](v1::JobSpec* s) { s->set_label(std::string(1000000, 'x')); },
+      {"label of 1 MB", [](v1::JobSpec* s) { s->set_label(std::string(1000000, 'x')); },
        absl::StatusCode::kResourceExhausted, "label is 1000000 bytes"},
       {"model id of 1 MB (echoed cut)",
        [](v1::JobSpec* s) { s->set_model_id(std::string(1000000, 'm')); },
@@ -165,11 +160,9 @@ TEST(PlannerTest, RefusesOverflowingAndOversizedJobs) {
          s->set_method_name(std::string(200, 'z'));
        },
        absl::StatusCode::kInvalidArgument, "(200 bytes)"},
-      {"max_attempts 2^31-1",
-       [](v1::JobSpec* s) { s->set_max_attempts(2147483647); },
+      {"max_attempts 2^31-1", [](v1::JobSpec* s) { s->set_max_attempts(2147483647); },
        absl::StatusCode::kInvalidArgument, "max_attempts"},
-      {"negative token",
-       [](v1::JobSpec* s) { s->mutable_prompts(1)->set_tokens(0, -5); },
+      {"negative token", [](v1::JobSpec* s) { s->mutable_prompts(1)->set_tokens(0, -5); },
        absl::StatusCode::kInvalidArgument, "negative token id -5"},
   };
   for (const Case& c : cases) {
@@ -179,8 +172,7 @@ TEST(PlannerTest, RefusesOverflowingAndOversizedJobs) {
     auto plan = PlanJob(spec);
     ASSERT_FALSE(plan.ok());
     EXPECT_EQ(plan.status().code(), c.code) << plan.status();
-    EXPECT_NE(plan.status().message().find(c.needle), std::string::npos)
-        << plan.status();
+    EXPECT_NE(plan.status().message().find(c.needle), std::string::npos) << plan.status();
     EXPECT_LT(plan.status().message().size(), 600u) << "echoes its input";
   }
 }
@@ -192,10 +184,8 @@ TEST(PlannerTest, RefusesASpecThatNoLeaseCanCarry) {
   opts.max_shard_spec_bytes = 1 << 20;  // 400k x 3-byte varints is ~1.2 MB
   opts.max_prompt_tokens = 1 << 20;
   auto plan = PlanJob(spec, opts);
-  ASSERT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted)
-      << plan.status();
-  EXPECT_NE(plan.status().message().find("over the 1048576-byte limit"),
-            std::string::npos)
+  ASSERT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted) << plan.status();
+  EXPECT_NE(plan.status().message().find("over the 1048576-byte limit"), std::string::npos)
       << plan.status();
   opts.max_shard_spec_bytes = 4 << 20;
   plan = PlanJob(spec, opts);
@@ -230,8 +220,7 @@ TEST(PlannerTest, ShardsCarryOnlyTheirOwnPromptsExceptForMeanAblation) {
   spec.set_ablation(v1::ABLATION_MEAN);
   plan = PlanJob(spec, opts);
   ASSERT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(plan.status().message().find("mean ablation carries every prompt"),
-            std::string::npos)
+  EXPECT_NE(plan.status().message().find("mean ablation carries every prompt"), std::string::npos)
       << plan.status();
 }
 
@@ -250,8 +239,7 @@ TEST(PlannerTest, PlannerChosenShardSizesGrowToTheShardLimit) {
   ExpectExactCover(*plan);
   // Sizes the client chose are not changed: refused instead.
   spec.set_components_per_shard(1);
-  EXPECT_EQ(PlanJob(spec, opts).status().code(),
-            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(PlanJob(spec, opts).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 TEST(PlannerTest, RefusesAResultOverItsByteLimit) {
@@ -261,8 +249,7 @@ TEST(PlannerTest, RefusesAResultOverItsByteLimit) {
   opts.max_result_bytes = 100 << 20;  // 1000 prompts x 100 x 1001 x 4 = 400 MB
   auto plan = PlanJob(spec, opts);
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(plan.status().message().find("result would be"), std::string::npos)
-      << plan.status();
+  EXPECT_NE(plan.status().message().find("result would be"), std::string::npos) << plan.status();
 }
 
 TEST(PlannerTest, SpecWithoutPromptsKeepsEveryOtherField) {
@@ -317,7 +304,7 @@ TEST(PlannerTest, TheDeprecatedNamesAreStillAccepted) {
   EXPECT_EQ(plan->ablation, Ablation::kMean);
   v1::ShardSpec s = MakeShardSpec(*plan, plan->shards.front());
   EXPECT_EQ(s.mean_prompts_size(), 2);  // the mean is over every prompt
-  spec.set_method(v1::METHOD_DLA);  // the enum wins
+  spec.set_method(v1::METHOD_DLA);      // the enum wins
   EXPECT_EQ(PlanJob(spec)->method, Method::kDla);
 }
 

@@ -26,8 +26,7 @@ class SchedulerTest : public ::testing::Test {
     o.max_attempts = 3;
     return o;
   }
-  std::string Worker(const std::string& model = "m",
-                     const std::string& sha = "sha") {
+  std::string Worker(const std::string& model = "m", const std::string& sha = "sha") {
     v1::RegisterRequest r;
     r.set_model_id(model);
     r.set_weights_sha256(sha);
@@ -39,14 +38,11 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_TRUE(l.ok()) << l.status();
     return l.ok() ? *l : std::nullopt;
   }
-  v1::JobState State(const std::string& job) {
-    return scheduler_.GetJob(job)->state();
-  }
+  v1::JobState State(const std::string& job) { return scheduler_.GetJob(job)->state(); }
   std::vector<v1::JobEvent::Kind> Kinds(const std::string& job) {
     bool final = false;
     std::vector<v1::JobEvent::Kind> kinds;
-    for (const auto& e : *scheduler_.EventsAfter(job, 0, &final))
-      kinds.push_back(e.kind());
+    for (const auto& e : *scheduler_.EventsAfter(job, 0, &final)) kinds.push_back(e.kind());
     return kinds;
   }
 
@@ -59,8 +55,7 @@ TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
   const std::string w = Worker();
   int n = 0;
   while (auto lease = Lease(w)) {
-    ASSERT_TRUE(*scheduler_.Complete(w, lease->lease_id(),
-                                     ResultFor(lease->shard())));
+    ASSERT_TRUE(*scheduler_.Complete(w, lease->lease_id(), ResultFor(lease->shard())));
     ++n;
   }
   EXPECT_EQ(n, 8);  // 2 prompts x 4 heads
@@ -69,8 +64,7 @@ TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
   ASSERT_TRUE(result.ok()) << result.status();
   const Array& mean = result->tensors.back();
   EXPECT_EQ(mean.name, "delta");
-  EXPECT_EQ(mean.values,
-            (std::vector<float>{5, 6, 7, 8}));  // mean of 10p + c over p = 0, 1
+  EXPECT_EQ(mean.values, (std::vector<float>{5, 6, 7, 8}));  // mean of 10p + c over p = 0, 1
   EXPECT_EQ(Kinds(job).back(), v1::JobEvent::JOB_SUCCEEDED);
 }
 
@@ -82,14 +76,11 @@ TEST_F(SchedulerTest, OnlyMatchingWorkersGetShards) {
 }
 
 TEST_F(SchedulerTest, UnknownWorkerMustRegisterAgain) {
-  EXPECT_EQ(scheduler_.Lease("nobody").status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(scheduler_.Heartbeat("nobody", {}).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_.Lease("nobody").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_.Heartbeat("nobody", {}).status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(SchedulerTest,
-       ExpiredLeaseIsRequeuedAfterBackoffAndFirstCompletionWins) {
+TEST_F(SchedulerTest, ExpiredLeaseIsRequeuedAfterBackoffAndFirstCompletionWins) {
   const std::string job = scheduler_.Submit(SmallJob(1)).value();
   const std::string a = Worker(), b = Worker();
   std::vector<v1::ShardLease> held;
@@ -105,10 +96,8 @@ TEST_F(SchedulerTest,
   EXPECT_EQ(again->shard_id(), held[0].shard_id());
   EXPECT_EQ(again->attempt(), 2);
   // The late first attempt completes first: it wins; the second is dropped.
-  EXPECT_TRUE(*scheduler_.Complete(a, held[0].lease_id(),
-                                   ResultFor(held[0].shard())));
-  EXPECT_FALSE(*scheduler_.Complete(b, again->lease_id(),
-                                    ResultFor(again->shard())));
+  EXPECT_TRUE(*scheduler_.Complete(a, held[0].lease_id(), ResultFor(held[0].shard())));
+  EXPECT_FALSE(*scheduler_.Complete(b, again->lease_id(), ResultFor(again->shard())));
   // And b is told to drop it.
   EXPECT_EQ(scheduler_.Heartbeat(b, {again->lease_id()})->size(), 1u);
   EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 1);
@@ -123,8 +112,7 @@ TEST_F(SchedulerTest, HeartbeatsExtendLeases) {
     EXPECT_TRUE(scheduler_.Heartbeat(w, {lease->lease_id()})->empty());
     scheduler_.Tick();
   }
-  EXPECT_TRUE(*scheduler_.Complete(w, lease->lease_id(),
-                                   ResultFor(lease->shard())));
+  EXPECT_TRUE(*scheduler_.Complete(w, lease->lease_id(), ResultFor(lease->shard())));
 }
 
 TEST_F(SchedulerTest, LeaseLengthFollowsObservedShardTime) {
@@ -133,8 +121,7 @@ TEST_F(SchedulerTest, LeaseLengthFollowsObservedShardTime) {
   auto first = Lease(w);
   EXPECT_EQ(first->lease_ms(), 10000);  // nothing observed yet
   clock_.Advance(2000);
-  ASSERT_TRUE(*scheduler_.Complete(w, first->lease_id(),
-                                   ResultFor(first->shard())));
+  ASSERT_TRUE(*scheduler_.Complete(w, first->lease_id(), ResultFor(first->shard())));
   EXPECT_EQ(Lease(w)->lease_ms(), 8000);  // 4 x 2 s
 }
 
@@ -154,8 +141,7 @@ TEST_F(SchedulerTest, MalformedResultIsRetriedOnAnotherWorker) {
   ASSERT_TRUE(retry.has_value());
   EXPECT_EQ(retry->shard_id(), lease->shard_id());
   auto kinds = Kinds(job);
-  EXPECT_NE(std::find(kinds.begin(), kinds.end(), v1::JobEvent::SHARD_RETRIED),
-            kinds.end());
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), v1::JobEvent::SHARD_RETRIED), kinds.end());
 }
 
 TEST_F(SchedulerTest, TooManyFailuresFailTheJob) {
@@ -168,26 +154,21 @@ TEST_F(SchedulerTest, TooManyFailuresFailTheJob) {
     scheduler_.Tick();
     auto lease = Lease(w);
     ASSERT_TRUE(lease.has_value());
-    ASSERT_TRUE(
-        scheduler_.Fail(w, lease->lease_id(), absl::UnavailableError("busy"))
-            .ok());
+    ASSERT_TRUE(scheduler_.Fail(w, lease->lease_id(), absl::UnavailableError("busy")).ok());
   }
   auto status = scheduler_.GetJob(job);
   EXPECT_EQ(status->state(), v1::JOB_FAILED);
-  EXPECT_NE(status->error().find("failed 3 times"), std::string::npos)
-      << status->error();
+  EXPECT_NE(status->error().find("failed 3 times"), std::string::npos) << status->error();
 }
 
 TEST_F(SchedulerTest, InvalidArgumentFromAWorkerFailsTheJobWithItsMessage) {
-  for (auto code : {absl::StatusCode::kInvalidArgument,
-                    absl::StatusCode::kFailedPrecondition}) {
+  for (auto code : {absl::StatusCode::kInvalidArgument, absl::StatusCode::kFailedPrecondition}) {
     const std::string job = scheduler_.Submit(SmallJob(1)).value();
     const std::string w = Worker();
     auto lease = Lease(w);
-    ASSERT_TRUE(scheduler_
-                    .Fail(w, lease->lease_id(),
-                          absl::Status(code, "token id 99999 >= d_vocab"))
-                    .ok());
+    ASSERT_TRUE(
+        scheduler_.Fail(w, lease->lease_id(), absl::Status(code, "token id 99999 >= d_vocab"))
+            .ok());
     auto status = scheduler_.GetJob(job);
     EXPECT_EQ(status->state(), v1::JOB_FAILED);
     EXPECT_EQ(status->error_code(), static_cast<int>(code));
@@ -204,12 +185,9 @@ TEST_F(SchedulerTest, CancelStopsLeasesAndTellsWorkers) {
   EXPECT_FALSE(Lease(w).has_value());
   EXPECT_EQ(*scheduler_.Heartbeat(w, {lease->lease_id()}),
             std::vector<std::string>{lease->lease_id()});
-  EXPECT_FALSE(*scheduler_.Complete(w, lease->lease_id(),
-                                    ResultFor(lease->shard())));
-  EXPECT_EQ(scheduler_.GetResult(job).status().code(),
-            absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(scheduler_.Cancel("no-such-job").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_FALSE(*scheduler_.Complete(w, lease->lease_id(), ResultFor(lease->shard())));
+  EXPECT_EQ(scheduler_.GetResult(job).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler_.Cancel("no-such-job").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(SchedulerTest, LostWorkerLeasesAreRequeued) {
@@ -221,23 +199,19 @@ TEST_F(SchedulerTest, LostWorkerLeasesAreRequeued) {
   clock_.Advance(30001);
   ASSERT_TRUE(scheduler_.Heartbeat(alive, {}).ok());
   scheduler_.Tick();
-  EXPECT_EQ(scheduler_.Lease(dead).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_.Lease(dead).status().code(), absl::StatusCode::kNotFound);
   auto kinds = Kinds(job);
-  EXPECT_NE(std::find(kinds.begin(), kinds.end(), v1::JobEvent::WORKER_LOST),
-            kinds.end());
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), v1::JobEvent::WORKER_LOST), kinds.end());
 }
 
 TEST_F(SchedulerTest, EventsAreNumberedAndResumable) {
   const std::string job = scheduler_.Submit(SmallJob(1)).value();
   const std::string w = Worker();
-  while (auto l = Lease(w))
-    scheduler_.Complete(w, l->lease_id(), ResultFor(l->shard())).value();
+  while (auto l = Lease(w)) scheduler_.Complete(w, l->lease_id(), ResultFor(l->shard())).value();
   bool final = false;
   auto all = *scheduler_.EventsAfter(job, 0, &final);
   EXPECT_TRUE(final);
-  for (size_t i = 0; i < all.size(); ++i)
-    EXPECT_EQ(all[i].seq(), static_cast<int64_t>(i) + 1);
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i].seq(), static_cast<int64_t>(i) + 1);
   auto rest = *scheduler_.EventsAfter(job, 3, &final);
   ASSERT_EQ(rest.size(), all.size() - 3);
   EXPECT_EQ(rest.front().seq(), 4);
@@ -256,8 +230,7 @@ class FlakyJournal : public Journal {
       seqs.push_back(e->seq());
       kinds.push_back(e->kind());
     }
-    for (const auto& [shard, tensors] : w.results)
-      results[w.job_id].insert(shard);
+    for (const auto& [shard, tensors] : w.results) results[w.job_id].insert(shard);
     if (w.set_state) states[w.job_id] = w.state;
     return absl::OkStatus();
   }
@@ -268,8 +241,7 @@ class FlakyJournal : public Journal {
   std::vector<v1::JobEvent::Kind> kinds;
 };
 
-TEST(SchedulerStoreTest,
-     AFailingStorePausesTheJobAndItResumesWithoutRecomputing) {
+TEST(SchedulerStoreTest, AFailingStorePausesTheJobAndItResumesWithoutRecomputing) {
   FakeClock clock;
   FlakyJournal journal;
   SchedulerOptions o;
@@ -291,8 +263,7 @@ TEST(SchedulerStoreTest,
   ASSERT_TRUE(*s.Complete(w, b->lease_id(), ResultFor(b->shard()), &note));
   EXPECT_NE(note.find("database or disk is full"), std::string::npos) << note;
   v1::JobStatus status = s.GetJob(job).value();
-  EXPECT_NE(status.store_error().find("database or disk is full"),
-            std::string::npos);
+  EXPECT_NE(status.store_error().find("database or disk is full"), std::string::npos);
   EXPECT_EQ(status.state(), v1::JOB_RUNNING);
   EXPECT_EQ(status.shards_done(), 2);
   // Paused: no new leases, however long the store stays full; no failures.
@@ -303,16 +274,14 @@ TEST(SchedulerStoreTest,
     EXPECT_FALSE(s.Lease(w).value().has_value());
   }
   EXPECT_EQ(s.Counters().shards_retried, 0);
-  EXPECT_EQ(s.Submit(SmallJob(1)).status().code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s.Submit(SmallJob(1)).status().code(), absl::StatusCode::kUnavailable);
 
   journal.full = false;
   clock.Advance(1500);
   s.Tick();
   status = s.GetJob(job).value();
   EXPECT_EQ(status.store_error(), "");
-  EXPECT_EQ(journal.results[job],
-            (std::set<int64_t>{a->shard_id(), b->shard_id()}));
+  EXPECT_EQ(journal.results[job], (std::set<int64_t>{a->shard_id(), b->shard_id()}));
   int leased = 0;
   while (auto l = s.Lease(w).value()) {
     ASSERT_TRUE(*s.Complete(w, l->lease_id(), ResultFor(l->shard())));
@@ -325,11 +294,9 @@ TEST(SchedulerStoreTest,
   bool final = false;
   EXPECT_EQ(static_cast<size_t>(s.EventsAfter(job, 0, &final)->size()),
             journal.events[job].size());  // every event stored, no gap
-  EXPECT_NE(std::find(journal.kinds.begin(), journal.kinds.end(),
-                      v1::JobEvent::STORE_FAILED),
+  EXPECT_NE(std::find(journal.kinds.begin(), journal.kinds.end(), v1::JobEvent::STORE_FAILED),
             journal.kinds.end());
-  EXPECT_NE(std::find(journal.kinds.begin(), journal.kinds.end(),
-                      v1::JobEvent::STORE_RECOVERED),
+  EXPECT_NE(std::find(journal.kinds.begin(), journal.kinds.end(), v1::JobEvent::STORE_RECOVERED),
             journal.kinds.end());
 }
 
@@ -337,12 +304,10 @@ TEST_F(SchedulerTest, OverflowingJobsAreRefusedNotPlanned) {
   v1::JobSpec spec = SmallJob(1);
   spec.set_n_layers(int64_t{1} << 62);
   spec.set_n_heads(4);
-  EXPECT_EQ(scheduler_.Submit(spec).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheduler_.Submit(spec).status().code(), absl::StatusCode::kInvalidArgument);
   spec.set_n_layers(int64_t{1} << 32);
   spec.set_n_heads(int64_t{1} << 31);
-  EXPECT_EQ(scheduler_.Submit(spec).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheduler_.Submit(spec).status().code(), absl::StatusCode::kInvalidArgument);
   std::string next;
   EXPECT_TRUE(scheduler_.ListJobs({}, &next)->empty());
   // The scheduler still serves.
@@ -379,9 +344,8 @@ TEST_F(SchedulerTest, ListingsArePagedAndBounded) {
   EXPECT_LE(bytes, size_t{3} << 20);
   EXPECT_EQ(scheduler_.ListJobs({-1, ""}, &next).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(
-      scheduler_.ListJobs({0, std::string(100000, 't')}, &next).status().code(),
-      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheduler_.ListJobs({0, std::string(100000, 't')}, &next).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SchedulerWorkersTest, LostWorkersAreForgottenAndRegistrationIsBounded) {
@@ -395,8 +359,7 @@ TEST(SchedulerWorkersTest, LostWorkersAreForgottenAndRegistrationIsBounded) {
   r.set_model_id("m");
   r.set_weights_sha256("sha");
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(s.RegisterWorker(r).ok());
-  EXPECT_EQ(s.RegisterWorker(r).status().code(),
-            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.RegisterWorker(r).status().code(), absl::StatusCode::kResourceExhausted);
   clock.Advance(2000);
   s.Tick();  // all lost, still listed
   std::string next;
@@ -414,10 +377,9 @@ TEST(SchedulerWorkersTest, LostWorkersAreForgottenAndRegistrationIsBounded) {
 
 TEST_F(SchedulerTest, ErrorsQuoteClientInputCut) {
   const std::string id(1 << 20, 'x');
-  for (const absl::Status& s :
-       {scheduler_.GetJob(id).status(), scheduler_.Cancel(id).status(),
-        scheduler_.GetResult(id).status(), scheduler_.Lease(id).status(),
-        scheduler_.Complete(Worker(), id, {}).status()}) {
+  for (const absl::Status& s : {scheduler_.GetJob(id).status(), scheduler_.Cancel(id).status(),
+                                scheduler_.GetResult(id).status(), scheduler_.Lease(id).status(),
+                                scheduler_.Complete(Worker(), id, {}).status()}) {
     EXPECT_FALSE(s.ok());
     EXPECT_LT(s.message().size(), 300u) << s.message().substr(0, 100);
   }

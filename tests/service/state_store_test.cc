@@ -17,18 +17,15 @@ namespace {
 using testing::ResultFor;
 
 std::string TempDir(const std::string& name) {
-  auto dir =
-      std::filesystem::temp_directory_path() /
-      (name + "-" +
-       std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
-       std::to_string(getpid()));
+  auto dir = std::filesystem::temp_directory_path() /
+             (name + "-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
+              std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   return dir.string();
 }
 
 TEST(StateStoreTest, ArraysRoundTripAndCorruptionIsDetected) {
-  std::vector<Array> arrays = {{"baseline", {2}, {1.5f, -2}},
-                               {"delta", {1, 3}, {1, 2, 3}}};
+  std::vector<Array> arrays = {{"baseline", {2}, {1.5f, -2}}, {"delta", {1, 3}, {1, 2, 3}}};
   auto back = DecodeArrays(EncodeArrays(arrays));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ((*back)[1].values, arrays[1].values);
@@ -54,8 +51,7 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
     const std::string w = s.RegisterWorker(r).value();
     for (int i = 0; i < 5; ++i) {  // 5 of 8 shards done, a sixth leased
       auto l = s.Lease(w).value();
-      ASSERT_TRUE(
-          *s.Complete(w, l->lease_id(), testing::ResultFor(l->shard())));
+      ASSERT_TRUE(*s.Complete(w, l->lease_id(), testing::ResultFor(l->shard())));
       ++done_before;
     }
     ASSERT_TRUE(s.Lease(w).value().has_value());
@@ -78,8 +74,7 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
   const std::string w = s.RegisterWorker(r).value();
   int recomputed = 0;
   while (auto l = s.Lease(w).value()) {
-    ASSERT_TRUE(
-        *s.Complete(w, l->lease_id(), testing::ResultFor(l->shard())));
+    ASSERT_TRUE(*s.Complete(w, l->lease_id(), testing::ResultFor(l->shard())));
     ++recomputed;
   }
   EXPECT_EQ(recomputed, 3);
@@ -104,29 +99,25 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
 }
 
 TEST(StateStoreTest, UnopenableDirIsUnavailable) {
-  EXPECT_EQ(StateStore::Open("/proc/no/such/dir").status().code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(StateStore::Open("/proc/no/such/dir").status().code(), absl::StatusCode::kUnavailable);
 }
 
 void RunSql(const std::string& dir, const std::string& sql) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir + "/coordinator.db").c_str(), &db), SQLITE_OK);
   char* err = nullptr;
-  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
-      << (err ? err : "");
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
   sqlite3_free(err);
   sqlite3_close(db);
 }
 
 // Flips the low bit of byte `offset` of a stored result, as a bad disk would.
-void FlipResultByte(const std::string& dir, const std::string& job,
-                    int64_t shard, int offset) {
+void FlipResultByte(const std::string& dir, const std::string& job, int64_t shard, int offset) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir + "/coordinator.db").c_str(), &db), SQLITE_OK);
   sqlite3_stmt* read = nullptr;
-  sqlite3_prepare_v2(db,
-                     "SELECT data FROM results WHERE job_id = ? AND shard = ?",
-                     -1, &read, nullptr);
+  sqlite3_prepare_v2(db, "SELECT data FROM results WHERE job_id = ? AND shard = ?", -1, &read,
+                     nullptr);
   sqlite3_bind_text(read, 1, job.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(read, 2, shard);
   ASSERT_EQ(sqlite3_step(read), SQLITE_ROW);
@@ -136,11 +127,9 @@ void FlipResultByte(const std::string& dir, const std::string& job,
   ASSERT_LT(offset, static_cast<int>(data.size()));
   data[offset] ^= 1;
   sqlite3_stmt* write = nullptr;
-  sqlite3_prepare_v2(
-      db, "UPDATE results SET data = ? WHERE job_id = ? AND shard = ?", -1,
-      &write, nullptr);
-  sqlite3_bind_blob(write, 1, data.data(), static_cast<int>(data.size()),
-                    SQLITE_TRANSIENT);
+  sqlite3_prepare_v2(db, "UPDATE results SET data = ? WHERE job_id = ? AND shard = ?", -1, &write,
+                     nullptr);
+  sqlite3_bind_blob(write, 1, data.data(), static_cast<int>(data.size()), SQLITE_TRANSIENT);
   sqlite3_bind_text(write, 2, job.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(write, 3, shard);
   EXPECT_EQ(sqlite3_step(write), SQLITE_DONE);
@@ -191,13 +180,11 @@ TEST(StateStoreTest, DiskFullMidJobLeavesAConsistentStore) {
     while (note.empty()) {  // until a write needs a new page
       auto l = s.Lease(w).value();
       ASSERT_TRUE(l.has_value());
-      ASSERT_TRUE(
-          *s.Complete(w, l->lease_id(), ResultFor(l->shard()), &note));
+      ASSERT_TRUE(*s.Complete(w, l->lease_id(), ResultFor(l->shard()), &note));
     }
     stored = s.GetJob(running_job)->shards_done() - 1;
     EXPECT_NE(note.find("database or disk is full"), std::string::npos) << note;
-    EXPECT_NE(s.GetJob(running_job)->store_error().find("full"),
-              std::string::npos);
+    EXPECT_NE(s.GetJob(running_job)->store_error().find("full"), std::string::npos);
     EXPECT_FALSE(s.Lease(w).value().has_value());  // paused
     for (int i = 0; i < 3; ++i) {
       clock.Advance(2000);
@@ -253,8 +240,7 @@ TEST(StateStoreTest, AFlippedByteInAResultIsDataLossForThatJobOnly) {
   absl::Status result = s.GetResult(a).status();
   EXPECT_EQ(result.code(), absl::StatusCode::kDataLoss) << result;
   EXPECT_NE(result.message().find("shard 3"), std::string::npos) << result;
-  EXPECT_EQ(s.GetJob(a)->error_code(),
-            static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(s.GetJob(a)->error_code(), static_cast<int>(absl::StatusCode::kDataLoss));
   EXPECT_TRUE(s.GetResult(b).ok());  // the other job is served
   std::filesystem::remove_all(dir);
 }

@@ -39,8 +39,7 @@ inline std::vector<Array> ResultFor(const v1::ShardSpec& shard) {
   Array delta{"delta", {p1 - p0, c1 - c0}, {}};
   for (int64_t p = p0; p < p1; ++p) {
     baseline.values.push_back(static_cast<float>(p));
-    for (int64_t c = c0; c < c1; ++c)
-      delta.values.push_back(static_cast<float>(10 * p + c));
+    for (int64_t c = c0; c < c1; ++c) delta.values.push_back(static_cast<float>(10 * p + c));
   }
   return {baseline, delta};
 }

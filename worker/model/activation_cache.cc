@@ -17,16 +17,15 @@ void ActivationCache::Put(const std::string& name, at::Tensor value) {
   entries_.emplace_back(name, std::move(value));
 }
 
-absl::StatusOr<at::Tensor> ActivationCache::Get(absl::string_view name,
-                                                std::optional<int> layer,
+absl::StatusOr<at::Tensor> ActivationCache::Get(absl::string_view name, std::optional<int> layer,
                                                 absl::string_view layer_type) const {
   std::string full = ActName(name, layer, layer_type, n_layers_);
   for (const auto& [n, t] : entries_) {
     if (n == full) return t;
   }
-  return absl::NotFoundError(absl::StrCat(
-      UnknownHookMessage(full, names()), " (not in this cache of ", entries_.size(),
-      " activations)"));
+  return absl::NotFoundError(absl::StrCat(UnknownHookMessage(full, names()),
+                                          " (not in this cache of ", entries_.size(),
+                                          " activations)"));
 }
 
 bool ActivationCache::Contains(absl::string_view name) const {

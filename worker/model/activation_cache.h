@@ -7,15 +7,15 @@
 #ifndef LENSGRID_WORKER_MODEL_ACTIVATION_CACHE_H_
 #define LENSGRID_WORKER_MODEL_ACTIVATION_CACHE_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
-#include <ATen/core/Tensor.h>
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace lensgrid {
 
@@ -30,14 +30,11 @@ class ActivationCache {
 
   // Exact name or TransformerLens shorthand ("pattern", 0) / "k6".
   // NOT_FOUND with the closest cached names otherwise.
-  absl::StatusOr<at::Tensor> Get(absl::string_view name,
-                                 std::optional<int> layer = std::nullopt,
+  absl::StatusOr<at::Tensor> Get(absl::string_view name, std::optional<int> layer = std::nullopt,
                                  absl::string_view layer_type = "") const;
   bool Contains(absl::string_view name) const;
 
-  const std::vector<std::pair<std::string, at::Tensor>>& entries() const {
-    return entries_;
-  }
+  const std::vector<std::pair<std::string, at::Tensor>>& entries() const { return entries_; }
   std::vector<std::string> names() const;
   size_t size() const { return entries_.size(); }
   int64_t TotalBytes() const;

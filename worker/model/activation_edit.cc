@@ -26,8 +26,8 @@ void ApplyEdit(const ActivationEdit& e, at::Tensor act, const at::Tensor& source
       updated = torch::zeros_like(region);
       break;
     case EditOp::kMean:
-      updated = e.value.defined() ? e.value.expand_as(region)
-                                  : region.mean(0, true).expand_as(region);
+      updated =
+          e.value.defined() ? e.value.expand_as(region) : region.mean(0, true).expand_as(region);
       break;
     case EditOp::kSet:
       updated = e.value.expand_as(region);

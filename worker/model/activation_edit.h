@@ -15,10 +15,10 @@
 #ifndef LENSGRID_WORKER_MODEL_ACTIVATION_EDIT_H_
 #define LENSGRID_WORKER_MODEL_ACTIVATION_EDIT_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <optional>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "worker/model/hook_point.h"
 
@@ -37,10 +37,10 @@ struct ActivationEdit {
   EditOp op = EditOp::kZero;
   std::optional<int> head_axis;  // set: edit only `head` on this axis
   int64_t head = 0;
-  std::optional<int> pos_axis;   // with `positions`
-  at::Tensor positions;          // int64 [n] on the activation's device; undefined = all
-  at::Tensor value;              // kMean (optional), kSet, kAdd: broadcasts to the region
-  double scale = 1.0;            // kScale
+  std::optional<int> pos_axis;  // with `positions`
+  at::Tensor positions;         // int64 [n] on the activation's device; undefined = all
+  at::Tensor value;             // kMean (optional), kSet, kAdd: broadcasts to the region
+  double scale = 1.0;           // kScale
 };
 
 // The region of `t` an edit touches: a view, or a copy when positions are given.

@@ -1,9 +1,9 @@
 #include "worker/model/attention.h"
 
+#include <torch/torch.h>
+
 #include <cmath>
 #include <limits>
-
-#include <torch/torch.h>
 
 namespace lensgrid {
 
@@ -38,10 +38,8 @@ torch::Tensor AttentionImpl::Project(const torch::Tensor& in, int which) const {
   return torch::einsum("bphd,dhe->bphe", {in, W}) + b_QKV_[which];
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in,
-                                     const torch::Tensor& k_in,
-                                     const torch::Tensor& v_in,
-                                     const AttentionMask& mask,
+torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in, const torch::Tensor& k_in,
+                                     const torch::Tensor& v_in, const AttentionMask& mask,
                                      const RunContext& ctx) const {
   const int64_t batch = q_in.size(0), pos = q_in.size(1);
   torch::Tensor q, k, v;  // [batch, pos, head, d_head]
@@ -65,8 +63,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in,
   v = hook_v_->forward(v, ctx);
 
   // [batch, head, query_pos, key_pos]
-  torch::Tensor scores =
-      torch::matmul(q.permute({0, 2, 1, 3}), k.permute({0, 2, 3, 1})) * scale_;
+  torch::Tensor scores = torch::matmul(q.permute({0, 2, 1, 3}), k.permute({0, 2, 3, 1})) * scale_;
   scores = scores.masked_fill(mask.blocked, -std::numeric_limits<float>::infinity());
   scores = hook_attn_scores_->forward(scores, ctx);
   torch::Tensor pattern = torch::softmax(scores, -1);

@@ -16,8 +16,8 @@ namespace lensgrid {
 
 // Which (query, key) pairs may attend, shared by all layers of one run.
 struct AttentionMask {
-  torch::Tensor blocked;      // bool [batch or 1, 1, pos, pos]; true = masked
-  bool may_have_empty_rows;   // padding can leave a query with no key
+  torch::Tensor blocked;     // bool [batch or 1, 1, pos, pos]; true = masked
+  bool may_have_empty_rows;  // padding can leave a query with no key
 };
 
 class AttentionImpl : public torch::nn::Module {
@@ -47,8 +47,7 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor b_QKV_;  // [3, head, d_head]
   torch::Tensor W_O_;    // [head, d_head, d_model]
   torch::Tensor b_O_;    // [d_model]
-  HookPoint hook_q_, hook_k_, hook_v_, hook_z_, hook_attn_scores_, hook_pattern_,
-      hook_result_;
+  HookPoint hook_q_, hook_k_, hook_v_, hook_z_, hook_attn_scores_, hook_pattern_, hook_result_;
 };
 TORCH_MODULE(Attention);
 

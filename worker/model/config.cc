@@ -11,10 +11,8 @@
 namespace lensgrid {
 namespace {
 
-absl::Status FieldError(absl::string_view source, absl::string_view field,
-                        absl::string_view what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(source, ": field \"", field, "\" ", what));
+absl::Status FieldError(absl::string_view source, absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": field \"", field, "\" ", what));
 }
 
 // Reads a positive integer from the first of `names` that is present.
@@ -36,24 +34,26 @@ absl::StatusOr<int64_t> PositiveInt(const nlohmann::json& j,
 
 absl::string_view ActivationName(Activation act) {
   switch (act) {
-    case Activation::kGeluNew: return "gelu_new";
-    case Activation::kGelu: return "gelu";
-    case Activation::kRelu: return "relu";
+    case Activation::kGeluNew:
+      return "gelu_new";
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kRelu:
+      return "relu";
   }
   return "gelu_new";
 }
 
-absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text,
-                                          absl::string_view source) {
+absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text, absl::string_view source) {
   LG_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonBounded(json_text, source));
   if (!j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
   }
-  if (auto it = j.find("model_type"); it != j.end() && it->is_string() &&
-                                      it->get<std::string>() != "gpt2") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": model_type \"", it->get<std::string>(),
-        "\" is not supported (only GPT-2-family \"gpt2\")"));
+  if (auto it = j.find("model_type");
+      it != j.end() && it->is_string() && it->get<std::string>() != "gpt2") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": model_type \"", it->get<std::string>(),
+                     "\" is not supported (only GPT-2-family \"gpt2\")"));
   }
   ModelConfig cfg;
   auto n_layer = PositiveInt(j, {"n_layer", "num_hidden_layers"}, source);
@@ -70,9 +70,9 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text,
   cfg.n_ctx = *n_pos;
   cfg.d_vocab = *vocab;
   if (cfg.d_model % cfg.n_heads != 0) {
-    return FieldError(source, "n_embd",
-                      absl::StrCat("(", cfg.d_model, ") is not divisible by n_head (",
-                                   cfg.n_heads, ")"));
+    return FieldError(
+        source, "n_embd",
+        absl::StrCat("(", cfg.d_model, ") is not divisible by n_head (", cfg.n_heads, ")"));
   }
   cfg.d_head = cfg.d_model / cfg.n_heads;
   cfg.d_mlp = 4 * cfg.d_model;
@@ -107,8 +107,7 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text,
       *target = cfg.d_vocab - 1;
       continue;
     }
-    if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
-        it->get<int64_t>() >= cfg.d_vocab) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() >= cfg.d_vocab) {
       return FieldError(source, field,
                         absl::StrCat("must be a token id below vocab_size ", cfg.d_vocab));
     }
@@ -124,8 +123,8 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   std::string path = model_dir + "/config.json";
   std::ifstream in(path);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read ", path,
-                                            " (a model dir needs config.json)"));
+    return absl::NotFoundError(
+        absl::StrCat("cannot read ", path, " (a model dir needs config.json)"));
   }
   std::stringstream ss;
   ss << in.rdbuf();
@@ -137,7 +136,10 @@ absl::StatusOr<ModelConfig> ModelConfigPreset(absl::string_view name) {
   if (name == "gpt2" || name == "gpt2-small") {
     return cfg;
   }
-  struct Size { const char* name; int64_t layers, heads, d_model; };
+  struct Size {
+    const char* name;
+    int64_t layers, heads, d_model;
+  };
   for (const Size& s : {Size{"gpt2-medium", 24, 16, 1024}, Size{"gpt2-large", 36, 20, 1280},
                         Size{"gpt2-xl", 48, 25, 1600}}) {
     if (name == s.name) {
@@ -149,9 +151,9 @@ absl::StatusOr<ModelConfig> ModelConfigPreset(absl::string_view name) {
       return cfg;
     }
   }
-  return absl::NotFoundError(absl::StrCat(
-      "unknown model preset \"", name,
-      "\" (known: gpt2, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl)"));
+  return absl::NotFoundError(
+      absl::StrCat("unknown model preset \"", name,
+                   "\" (known: gpt2, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl)"));
 }
 
 std::string ModelConfigToHfJson(const ModelConfig& cfg) {

@@ -9,9 +9,9 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace lensgrid {
 
@@ -21,11 +21,11 @@ struct ModelConfig {
   int64_t n_layers = 12;
   int64_t n_heads = 12;
   int64_t d_model = 768;
-  int64_t d_head = 64;    // d_model / n_heads
-  int64_t d_mlp = 3072;   // n_inner, default 4 * d_model
-  int64_t n_ctx = 1024;   // n_positions
+  int64_t d_head = 64;   // d_model / n_heads
+  int64_t d_mlp = 3072;  // n_inner, default 4 * d_model
+  int64_t n_ctx = 1024;  // n_positions
   int64_t d_vocab = 50257;
-  double eps = 1e-5;      // layer_norm_epsilon
+  double eps = 1e-5;  // layer_norm_epsilon
   Activation act_fn = Activation::kGeluNew;
   int64_t bos_token_id = 50256;
   int64_t eos_token_id = 50256;
@@ -42,8 +42,7 @@ absl::string_view ActivationName(Activation act);
 
 // Parses the fields of a Hugging Face GPT2Config JSON document. `source` names
 // the file in errors. Missing required fields are errors naming the field.
-absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text,
-                                          absl::string_view source);
+absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text, absl::string_view source);
 
 // Reads DIR/config.json.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);

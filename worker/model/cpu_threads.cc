@@ -2,7 +2,6 @@
 
 #include <dlfcn.h>
 #include <sched.h>
-
 #include <torch/torch.h>
 
 namespace lensgrid {

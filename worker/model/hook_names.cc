@@ -14,8 +14,7 @@ namespace lensgrid {
 namespace {
 
 // Splits "scale4ln1" into ("scale", 4, "ln1") like TL's r"([a-z]+)(\d+)([a-z]?.*)".
-bool SplitShorthand(absl::string_view s, std::string* name, int* layer,
-                    std::string* layer_type) {
+bool SplitShorthand(absl::string_view s, std::string* name, int* layer, std::string* layer_type) {
   size_t i = 0;
   while (i < s.size() && std::islower(static_cast<unsigned char>(s[i]))) ++i;
   if (i == 0 || i == s.size() || !std::isdigit(static_cast<unsigned char>(s[i]))) {
@@ -35,8 +34,8 @@ size_t EditDistance(absl::string_view a, absl::string_view b) {
   for (size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1,
-                         prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      cur[j] =
+          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
     }
     std::swap(prev, cur);
   }
@@ -62,12 +61,12 @@ std::string ActName(absl::string_view name_in, std::optional<int> layer,
     }
   }
   static const std::map<std::string, std::string> kNameAlias = {
-      {"attn", "pattern"}, {"attn_logits", "attn_scores"}, {"key", "k"},
-      {"query", "q"},      {"value", "v"},                 {"mlp_pre", "pre"},
+      {"attn", "pattern"}, {"attn_logits", "attn_scores"},
+      {"key", "k"},        {"query", "q"},
+      {"value", "v"},      {"mlp_pre", "pre"},
       {"mlp_mid", "mid"},  {"mlp_post", "post"}};
   static const std::map<std::string, std::string> kTypeAlias = {
-      {"a", "attn"}, {"m", "mlp"},      {"b", ""},
-      {"block", ""}, {"blocks", ""},    {"attention", "attn"}};
+      {"a", "attn"}, {"m", "mlp"}, {"b", ""}, {"block", ""}, {"blocks", ""}, {"attention", "attn"}};
   static const std::set<std::string> kAttnNames = {
       "k", "v", "q", "z", "rot_k", "rot_q", "result", "pattern", "attn_scores"};
   static const std::set<std::string> kMlpNames = {"pre", "post", "mid", "pre_linear"};
@@ -94,8 +93,7 @@ std::string ActName(absl::string_view name_in, std::optional<int> layer,
 }
 
 std::vector<std::string> ClosestNames(absl::string_view unknown,
-                                      const std::vector<std::string>& known,
-                                      size_t max) {
+                                      const std::vector<std::string>& known, size_t max) {
   std::vector<std::pair<size_t, std::string>> scored;
   // No hook name is this long: a longer "name" has no plausible neighbour,
   // and its edit distances would cost len x known x name length.
@@ -114,15 +112,15 @@ std::vector<std::string> ClosestNames(absl::string_view unknown,
   return out;
 }
 
-std::string UnknownHookMessage(absl::string_view unknown,
-                               const std::vector<std::string>& known) {
+std::string UnknownHookMessage(absl::string_view unknown, const std::vector<std::string>& known) {
   std::vector<std::string> close = ClosestNames(unknown, known);
   std::string msg = absl::StrCat("unknown hook name ", Echo(unknown));
   if (!close.empty()) {
     absl::StrAppend(&msg, "; did you mean ",
-                    absl::StrJoin(close, ", ", [](std::string* out, const std::string& s) {
-                      absl::StrAppend(out, "\"", s, "\"");
-                    }),
+                    absl::StrJoin(close, ", ",
+                                  [](std::string* out, const std::string& s) {
+                                    absl::StrAppend(out, "\"", s, "\"");
+                                  }),
                     "?");
   } else {
     absl::StrAppend(&msg, " (the model has ", known.size(),

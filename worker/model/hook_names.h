@@ -12,8 +12,9 @@
 
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
+
+#include "absl/strings/string_view.h"
 
 namespace lensgrid {
 
@@ -24,12 +25,10 @@ std::string ActName(absl::string_view name, std::optional<int> layer = std::null
 
 // Up to `max` names from `known` closest to `unknown` (edit distance), best first.
 std::vector<std::string> ClosestNames(absl::string_view unknown,
-                                      const std::vector<std::string>& known,
-                                      size_t max = 3);
+                                      const std::vector<std::string>& known, size_t max = 3);
 
 // "unknown hook name \"x\"; did you mean \"a\", \"b\"?"
-std::string UnknownHookMessage(absl::string_view unknown,
-                               const std::vector<std::string>& known);
+std::string UnknownHookMessage(absl::string_view unknown, const std::vector<std::string>& known);
 
 }  // namespace lensgrid
 

@@ -15,11 +15,9 @@ torch::Tensor HookPointImpl::RunHooks(torch::Tensor x, const RunContext& ctx) co
       throw RunError(
           RunError::Kind::kInvalidArgument,
           absl::StrCat("hook on ", name_, " returned shape [",
-                       replacement->defined()
-                           ? absl::StrJoin(replacement->sizes(), ", ")
-                           : std::string("undefined"),
-                       "] but the activation has shape [",
-                       absl::StrJoin(x.sizes(), ", "), "]"));
+                       replacement->defined() ? absl::StrJoin(replacement->sizes(), ", ")
+                                              : std::string("undefined"),
+                       "] but the activation has shape [", absl::StrJoin(x.sizes(), ", "), "]"));
     }
     x = replacement->to(x.dtype());
   }

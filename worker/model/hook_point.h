@@ -13,14 +13,14 @@
 #ifndef LENSGRID_WORKER_MODEL_HOOK_POINT_H_
 #define LENSGRID_WORKER_MODEL_HOOK_POINT_H_
 
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
 #include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <torch/nn/module.h>
-#include <torch/nn/pimpl.h>
 
 namespace lensgrid {
 
@@ -28,8 +28,8 @@ class HookPointImpl;
 
 // Observes an activation (returns nullopt) or replaces it (returns a tensor of
 // the same shape).
-using HookFn = std::function<std::optional<torch::Tensor>(
-    const torch::Tensor& activation, const HookPointImpl& hook_point)>;
+using HookFn = std::function<std::optional<torch::Tensor>(const torch::Tensor& activation,
+                                                          const HookPointImpl& hook_point)>;
 
 // Thrown inside a forward pass for errors a caller caused (a replacement of
 // the wrong shape, a cancelled run); caught and turned into a Status at the
@@ -37,8 +37,7 @@ using HookFn = std::function<std::optional<torch::Tensor>(
 class RunError : public std::runtime_error {
  public:
   enum class Kind { kInvalidArgument, kCancelled };
-  RunError(Kind kind, const std::string& message)
-      : std::runtime_error(message), kind_(kind) {}
+  RunError(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
   Kind kind() const { return kind_; }
 
  private:
@@ -50,9 +49,7 @@ class RunError : public std::runtime_error {
 class RunContext {
  public:
   explicit RunContext(int num_hook_points) : hooks_(num_hook_points) {}
-  void AddHook(int hook_id, HookFn fn) {
-    hooks_.at(hook_id).push_back(std::move(fn));
-  }
+  void AddHook(int hook_id, HookFn fn) { hooks_.at(hook_id).push_back(std::move(fn)); }
   bool HasHooks(int hook_id) const { return !hooks_[hook_id].empty(); }
   const std::vector<HookFn>& Hooks(int hook_id) const { return hooks_[hook_id]; }
 

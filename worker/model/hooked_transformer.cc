@@ -57,9 +57,9 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& device) {
           "--device cpu, or the CUDA worker image"));
     }
     if (index >= static_cast<int>(torch::cuda::device_count())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "device \"", device, "\" requested but only ", torch::cuda::device_count(),
-          " CUDA device(s) are visible"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("device \"", device, "\" requested but only ", torch::cuda::device_count(),
+                       " CUDA device(s) are visible"));
     }
     return torch::Device(torch::kCUDA, index);
   }
@@ -67,9 +67,8 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& device) {
       absl::StrCat("bad device \"", device, "\" (expected cpu, cuda or cuda:N)"));
 }
 
-HookedTransformer::HookedTransformer(const ModelConfig& cfg, const GPT2Weights& w)
-    : cfg_(cfg) {
-  W_E_ = register_parameter("W_E", w.W_E.clone());      // [d_vocab, d_model]
+HookedTransformer::HookedTransformer(const ModelConfig& cfg, const GPT2Weights& w) : cfg_(cfg) {
+  W_E_ = register_parameter("W_E", w.W_E.clone());        // [d_vocab, d_model]
   W_pos_ = register_parameter("W_pos", w.W_pos.clone());  // [n_ctx, d_model]
   hook_embed_ = register_module("hook_embed", HookPoint());
   hook_pos_embed_ = register_module("hook_pos_embed", HookPoint());
@@ -101,8 +100,8 @@ absl::StatusOr<std::shared_ptr<HookedTransformer>> HookedTransformer::FromWeight
     const ModelConfig& cfg, const GPT2Weights& weights, const std::string& device) {
   LG_ASSIGN_OR_RETURN(torch::Device dev, ParseDevice(device));
   if (static_cast<int64_t>(weights.blocks.size()) != cfg.n_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "weights have ", weights.blocks.size(), " blocks, config says ", cfg.n_layers));
+    return absl::InvalidArgumentError(absl::StrCat("weights have ", weights.blocks.size(),
+                                                   " blocks, config says ", cfg.n_layers));
   }
   try {
     torch::NoGradGuard no_grad;
@@ -167,9 +166,9 @@ absl::StatusOr<std::vector<std::string>> HookedTransformer::SelectHookNames(
       if (hit) selected[i] = any = true;
     }
     if (!any) {
-      return absl::NotFoundError(absl::StrCat(
-          "names regex ", Echo(pattern), " matches no hook point; ",
-          UnknownHookMessage(pattern, hook_names_)));
+      return absl::NotFoundError(absl::StrCat("names regex ", Echo(pattern),
+                                              " matches no hook point; ",
+                                              UnknownHookMessage(pattern, hook_names_)));
     }
   }
   std::vector<std::string> out;
@@ -181,21 +180,20 @@ absl::StatusOr<std::vector<std::string>> HookedTransformer::SelectHookNames(
   return out;
 }
 
-absl::Status HookedTransformer::ValidateInput(const ModelInput& input,
-                                              const RunOptions& options, int* start,
-                                              int* stop) const {
+absl::Status HookedTransformer::ValidateInput(const ModelInput& input, const RunOptions& options,
+                                              int* start, int* stop) const {
   const int n_layers = static_cast<int>(cfg_.n_layers);
   *start = options.start_at_layer.value_or(0);
   *stop = options.stop_at_layer.value_or(n_layers);
   if (*stop < 0) *stop += n_layers;
   if (*start < 0 || *start > n_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "start_at_layer ", *start, " out of range [0, ", n_layers, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("start_at_layer ", *start, " out of range [0, ", n_layers, "]"));
   }
   if (*stop < *start || *stop > n_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "stop_at_layer ", options.stop_at_layer.value_or(n_layers), " out of range [",
-        *start, ", ", n_layers, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("stop_at_layer ",
+                                                   options.stop_at_layer.value_or(n_layers),
+                                                   " out of range [", *start, ", ", n_layers, "]"));
   }
   const bool need_tokens = !options.start_at_layer.has_value() ||
                            options.return_type == ReturnType::kLoss ||
@@ -204,9 +202,9 @@ absl::Status HookedTransformer::ValidateInput(const ModelInput& input,
   if (options.start_at_layer.has_value()) {
     const auto& r = input.residual;
     if (!r.defined() || r.dim() != 3 || r.size(2) != cfg_.d_model) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "start_at_layer needs a residual [batch, pos, ", cfg_.d_model, "], got ",
-          r.defined() ? Shape(r.sizes()) : "none"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("start_at_layer needs a residual [batch, pos, ", cfg_.d_model, "], got ",
+                       r.defined() ? Shape(r.sizes()) : "none"));
     }
     batch = r.size(0);
     pos = r.size(1);
@@ -219,51 +217,49 @@ absl::Status HookedTransformer::ValidateInput(const ModelInput& input,
           absl::StrCat("tokens must be [batch, pos], got shape ", Shape(t.sizes())));
     }
     if (t.scalar_type() != torch::kInt64 && t.scalar_type() != torch::kInt32) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokens must be int64 or int32, got ", c10::toString(t.scalar_type())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokens must be int64 or int32, got ", c10::toString(t.scalar_type())));
     }
     if (batch >= 0 && (t.size(0) != batch || t.size(1) != pos)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokens ", Shape(t.sizes()), " do not match the residual's [batch, pos]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokens ", Shape(t.sizes()), " do not match the residual's [batch, pos]"));
     }
     batch = t.size(0);
     pos = t.size(1);
     torch::Tensor bad = ((t < 0) | (t >= cfg_.d_vocab)).nonzero();
     if (bad.size(0) > 0) {
       int64_t b = bad[0][0].item<int64_t>(), p = bad[0][1].item<int64_t>();
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token id ", t[b][p].item<int64_t>(), " at [", b, ", ", p,
-          "] is outside the vocabulary [0, ", cfg_.d_vocab, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("token id ", t[b][p].item<int64_t>(), " at [",
+                                                     b, ", ", p, "] is outside the vocabulary [0, ",
+                                                     cfg_.d_vocab, ")"));
     }
   }
   if (batch == 0 || pos == 0) {
     return absl::InvalidArgumentError("empty input: batch and pos must be at least 1");
   }
-  if (pos < 2 && (options.return_type == ReturnType::kLoss ||
-                  options.return_type == ReturnType::kBoth)) {
+  if (pos < 2 &&
+      (options.return_type == ReturnType::kLoss || options.return_type == ReturnType::kBoth)) {
     return absl::InvalidArgumentError("a loss needs at least 2 tokens");
   }
   if (pos > cfg_.n_ctx) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "sequence of ", pos, " tokens is longer than the model's n_positions (", cfg_.n_ctx,
-        ")"));
+        "sequence of ", pos, " tokens is longer than the model's n_positions (", cfg_.n_ctx, ")"));
   }
   if (options.logit_positions.defined()) {
     const auto& lp = options.logit_positions;
     if (options.return_type == ReturnType::kLoss || options.return_type == ReturnType::kBoth) {
       return absl::InvalidArgumentError("logit_positions cannot be combined with a loss");
     }
-    if (lp.dim() != 1 || lp.size(0) != batch ||
-        ((lp < 0) | (lp >= pos)).any().item<bool>()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "logit_positions must be [", batch, "] positions in [0, ", pos, ")"));
+    if (lp.dim() != 1 || lp.size(0) != batch || ((lp < 0) | (lp >= pos)).any().item<bool>()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_positions must be [", batch, "] positions in [0, ", pos, ")"));
     }
   }
   if (input.attention_mask.defined() &&
       input.attention_mask.sizes() != at::IntArrayRef({batch, pos})) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "attention_mask has shape ", Shape(input.attention_mask.sizes()),
-        ", expected [", batch, ", ", pos, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("attention_mask has shape ",
+                                                   Shape(input.attention_mask.sizes()),
+                                                   ", expected [", batch, ", ", pos, "]"));
   }
   return absl::OkStatus();
 }
@@ -282,8 +278,8 @@ at::Tensor HookedTransformer::Loss(const at::Tensor& logits, const ModelInput& i
   return per_token ? nll : nll.sum() / pair.sum().clamp_min(1);
 }
 
-RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& options,
-                                     int start, int stop, const RunContext& ctx) const {
+RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& options, int start,
+                                     int stop, const RunContext& ctx) const {
   RunOutput out;
   torch::Tensor mask_real;  // bool [batch, pos] or undefined
   if (input.attention_mask.defined()) mask_real = input.attention_mask.to(device_).ne(0);
@@ -333,8 +329,9 @@ RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& 
                               .expand({resid.size(0), 1, resid.size(2)});
     resid = resid.gather(1, index);  // [batch, 1, d_model]
   }
-  torch::Tensor logits = torch::addmm(b_U_, resid.reshape({-1, cfg_.d_model}), W_U_)
-                             .view({resid.size(0), resid.size(1), cfg_.d_vocab});  // [batch, pos, d_vocab]
+  torch::Tensor logits =
+      torch::addmm(b_U_, resid.reshape({-1, cfg_.d_model}), W_U_)
+          .view({resid.size(0), resid.size(1), cfg_.d_vocab});  // [batch, pos, d_vocab]
   if (options.return_type != ReturnType::kLogits) {
     out.loss = Loss(logits, input, options.per_token_loss);
   }
@@ -342,11 +339,9 @@ RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& 
   return out;
 }
 
-absl::StatusOr<RunOutput> HookedTransformer::Run(const ModelInput& input,
-                                                 const RunOptions& options,
+absl::StatusOr<RunOutput> HookedTransformer::Run(const ModelInput& input, const RunOptions& options,
                                                  const std::vector<NamedHook>& hooks) const {
-  return RunWithCache(input, options, CacheOptions{}, nullptr,
-                      hooks);
+  return RunWithCache(input, options, CacheOptions{}, nullptr, hooks);
 }
 
 absl::StatusOr<RunOutput> HookedTransformer::RunWithCache(
@@ -367,24 +362,25 @@ absl::StatusOr<RunOutput> HookedTransformer::RunWithCache(
       if (cache_options.remove_batch_dim) {
         int64_t batch = input.tokens.defined() ? input.tokens.size(0) : input.residual.size(0);
         if (batch != 1) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "remove_batch_dim needs a batch of 1, got ", batch));
+          return absl::InvalidArgumentError(
+              absl::StrCat("remove_batch_dim needs a batch of 1, got ", batch));
         }
       }
       for (const std::string& name : names) {
-        ctx.AddHook(HookId(name).value(), [cache, &cache_options](const torch::Tensor& act,
-                                                                  const HookPointImpl& hp)
-                                              -> std::optional<torch::Tensor> {
-          torch::Tensor value = cache_options.detach ? act.detach() : act;
-          if (cache_options.positions.has_value()) {
-            int64_t dim = HasQueryPosAxis(hp.name()) ? 2 : 1;
-            auto [b, e] = SliceBounds(*cache_options.positions, value.size(dim));
-            value = value.slice(dim, b, e);
-          }
-          if (cache_options.remove_batch_dim) value = value.squeeze(0);
-          cache->Put(hp.name(), value);
-          return std::nullopt;
-        });
+        ctx.AddHook(
+            HookId(name).value(),
+            [cache, &cache_options](const torch::Tensor& act,
+                                    const HookPointImpl& hp) -> std::optional<torch::Tensor> {
+              torch::Tensor value = cache_options.detach ? act.detach() : act;
+              if (cache_options.positions.has_value()) {
+                int64_t dim = HasQueryPosAxis(hp.name()) ? 2 : 1;
+                auto [b, e] = SliceBounds(*cache_options.positions, value.size(dim));
+                value = value.slice(dim, b, e);
+              }
+              if (cache_options.remove_batch_dim) value = value.squeeze(0);
+              cache->Put(hp.name(), value);
+              return std::nullopt;
+            });
       }
     }
     std::optional<torch::NoGradGuard> no_grad;
@@ -410,9 +406,8 @@ GPT2Weights HookedTransformer::ExportWeights() const {
   w.W_pos = W_pos_.detach().cpu().clone();
   for (const TransformerBlock& block : block_modules_) {
     BlockWeights b = block->ExportWeights();
-    for (at::Tensor* t : {&b.ln1.w, &b.ln1.b, &b.ln2.w, &b.ln2.b, &b.W_Q, &b.W_K, &b.W_V,
-                          &b.b_Q, &b.b_K, &b.b_V, &b.W_O, &b.b_O, &b.W_in, &b.b_in,
-                          &b.W_out, &b.b_out}) {
+    for (at::Tensor* t : {&b.ln1.w, &b.ln1.b, &b.ln2.w, &b.ln2.b, &b.W_Q, &b.W_K, &b.W_V, &b.b_Q,
+                          &b.b_K, &b.b_V, &b.W_O, &b.b_O, &b.W_in, &b.b_in, &b.W_out, &b.b_out}) {
       if (t->defined()) *t = t->cpu();
     }
     w.blocks.push_back(std::move(b));

@@ -37,14 +37,14 @@ struct ModelInput {
 
 struct RunOptions {
   ReturnType return_type = ReturnType::kLogits;  // Default: logits
-  bool per_token_loss = false;        // loss [batch, pos - 1] instead of the mean
-  std::optional<int> start_at_layer;  // residual enters blocks.N.hook_resid_pre
-  std::optional<int> stop_at_layer;   // run blocks [start, N); negative counts from the end
+  bool per_token_loss = false;                   // loss [batch, pos - 1] instead of the mean
+  std::optional<int> start_at_layer;             // residual enters blocks.N.hook_resid_pre
+  std::optional<int> stop_at_layer;  // run blocks [start, N); negative counts from the end
   // Optional int64 [batch]: unembed only this position of each sequence;
   // logits are then [batch, 1, d_vocab]. Not with a loss.
   at::Tensor logit_positions;
-  bool enable_grad = false;           // Default: inference without autograd
-  std::function<bool()> is_cancelled; // polled between blocks
+  bool enable_grad = false;            // Default: inference without autograd
+  std::function<bool()> is_cancelled;  // polled between blocks
 };
 
 struct RunOutput {
@@ -110,24 +110,23 @@ class HookedTransformer : public torch::nn::Module {
                                 const std::vector<NamedHook>& hooks = {}) const;
   // Like Run, recording the selected activations into *cache.
   absl::StatusOr<RunOutput> RunWithCache(const ModelInput& input, const RunOptions& options,
-                                         const CacheOptions& cache_options,
-                                         ActivationCache* cache,
+                                         const CacheOptions& cache_options, ActivationCache* cache,
                                          const std::vector<NamedHook>& hooks = {}) const;
 
   // The current weights in TransformerLens layout (on CPU).
   GPT2Weights ExportWeights() const;
   // Views of the live parameters (no copy), for analyses.
-  const at::Tensor& W_U() const { return W_U_; }                  // [d_model, d_vocab]
-  const at::Tensor& W_O(int layer) const;                         // [head, d_head, d_model]
+  const at::Tensor& W_U() const { return W_U_; }  // [d_model, d_vocab]
+  const at::Tensor& W_O(int layer) const;         // [head, d_head, d_model]
   LayerNormWeights ln_final_weights() const { return ln_final_->weights(); }
 
  private:
   HookedTransformer(const ModelConfig& cfg, const GPT2Weights& weights);
   void BindHookPoints();
-  absl::Status ValidateInput(const ModelInput& input, const RunOptions& options,
-                             int* start, int* stop) const;
-  RunOutput Forward(const ModelInput& input, const RunOptions& options, int start,
-                    int stop, const RunContext& ctx) const;
+  absl::Status ValidateInput(const ModelInput& input, const RunOptions& options, int* start,
+                             int* stop) const;
+  RunOutput Forward(const ModelInput& input, const RunOptions& options, int start, int stop,
+                    const RunContext& ctx) const;
   at::Tensor Loss(const at::Tensor& logits, const ModelInput& input, bool per_token) const;
 
   ModelConfig cfg_;
@@ -136,7 +135,7 @@ class HookedTransformer : public torch::nn::Module {
   torch::Device device_ = torch::kCPU;
   at::Tensor W_E_, W_pos_, W_U_, b_U_;
   HookPoint hook_embed_, hook_pos_embed_;
-  torch::nn::ModuleList blocks_;  // for named_modules(): "blocks.N...."
+  torch::nn::ModuleList blocks_;                 // for named_modules(): "blocks.N...."
   std::vector<TransformerBlock> block_modules_;  // the same blocks, typed
   LayerNorm ln_final_{nullptr};
   std::vector<std::string> hook_names_;

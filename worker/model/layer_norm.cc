@@ -4,8 +4,7 @@
 
 namespace lensgrid {
 
-LayerNormImpl::LayerNormImpl(const LayerNormWeights& weights, double eps)
-    : eps_(eps) {
+LayerNormImpl::LayerNormImpl(const LayerNormWeights& weights, double eps) : eps_(eps) {
   if (!weights.folded()) {
     w_ = register_parameter("w", weights.w.clone());
     b_ = register_parameter("b", weights.b.clone());
@@ -14,11 +13,10 @@ LayerNormImpl::LayerNormImpl(const LayerNormWeights& weights, double eps)
   hook_normalized_ = register_module("hook_normalized", HookPoint());
 }
 
-torch::Tensor LayerNormImpl::forward(const torch::Tensor& x,
-                                     const RunContext& ctx) const {
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x, const RunContext& ctx) const {
   torch::Tensor centered = x - x.mean(-1, /*keepdim=*/true);
-  torch::Tensor scale = hook_scale_->forward(
-      (centered.pow(2).mean(-1, true) + eps_).sqrt(), ctx);  // [..., 1]
+  torch::Tensor scale =
+      hook_scale_->forward((centered.pow(2).mean(-1, true) + eps_).sqrt(), ctx);  // [..., 1]
   torch::Tensor normalized = centered / scale;
   if (w_.defined()) normalized = torch::addcmul(b_, normalized, w_);
   return hook_normalized_->forward(normalized, ctx);  // [..., d_model]

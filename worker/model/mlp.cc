@@ -23,9 +23,15 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& x, const RunContext& ctx) co
   torch::Tensor pre = hook_pre_->forward(linear(x, W_in_, b_in_), ctx);  // [batch, pos, d_mlp]
   torch::Tensor post;
   switch (act_) {
-    case Activation::kGeluNew: post = torch::gelu(pre, "tanh"); break;
-    case Activation::kGelu: post = torch::gelu(pre); break;
-    case Activation::kRelu: post = torch::relu(pre); break;
+    case Activation::kGeluNew:
+      post = torch::gelu(pre, "tanh");
+      break;
+    case Activation::kGelu:
+      post = torch::gelu(pre);
+      break;
+    case Activation::kRelu:
+      post = torch::relu(pre);
+      break;
   }
   post = hook_post_->forward(post, ctx);  // [batch, pos, d_mlp]
   return linear(post, W_out_, b_out_);

@@ -1,8 +1,8 @@
 #include "worker/model/tensor_io.h"
 
-#include <cstring>
-
 #include <torch/torch.h>
+
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -41,8 +41,8 @@ absl::StatusOr<at::Tensor> TensorFromEntry(const SafetensorsFile& file,
     if (!bytes.empty()) std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
     return t;
   }
-  return absl::InvalidArgumentError(absl::StrCat(file.path(), ": tensor \"", entry.name,
-                                                 "\" has unsupported dtype"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(file.path(), ": tensor \"", entry.name, "\" has unsupported dtype"));
 }
 
 absl::StatusOr<NamedTensors> ReadTensorFile(const std::string& path) {

@@ -5,12 +5,12 @@
 #ifndef LENSGRID_WORKER_MODEL_TENSOR_IO_H_
 #define LENSGRID_WORKER_MODEL_TENSOR_IO_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "common/safetensors.h"

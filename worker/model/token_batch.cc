@@ -1,8 +1,8 @@
 #include "worker/model/token_batch.h"
 
-#include <algorithm>
-
 #include <torch/torch.h>
+
+#include <algorithm>
 
 namespace lensgrid {
 

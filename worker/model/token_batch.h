@@ -20,7 +20,7 @@ namespace lensgrid {
 enum class Padding { kRight, kLeft };
 
 struct BatchOptions {
-  bool prepend_bos = false;    // Default: ids as given
+  bool prepend_bos = false;  // Default: ids as given
   int64_t bos_token_id = 50256;
   Padding padding = Padding::kRight;
   int64_t pad_token_id = 50256;  // any valid id: pads are masked out

@@ -4,8 +4,7 @@
 
 namespace lensgrid {
 
-TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& cfg,
-                                           const BlockWeights& w)
+TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& cfg, const BlockWeights& w)
     : cfg_(cfg) {
   // Registration order is the order of named_modules(): keep it the order of
   // the forward pass, so hook names list like TransformerLens's.
@@ -58,9 +57,9 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& resid_pre_in,
   if (cfg_.attn_only) return hook_resid_post_->forward(resid_pre + attn_out, ctx);
 
   torch::Tensor resid_mid = hook_resid_mid_->forward(resid_pre + attn_out, ctx);
-  torch::Tensor mlp_in =
-      cfg_.use_hook_mlp_in ? hook_mlp_in_->forward(resid_mid, ctx) : resid_mid;
-  torch::Tensor mlp_out = hook_mlp_out_->forward(mlp_->forward(ln2_->forward(mlp_in, ctx), ctx), ctx);
+  torch::Tensor mlp_in = cfg_.use_hook_mlp_in ? hook_mlp_in_->forward(resid_mid, ctx) : resid_mid;
+  torch::Tensor mlp_out =
+      hook_mlp_out_->forward(mlp_->forward(ln2_->forward(mlp_in, ctx), ctx), ctx);
   return hook_resid_post_->forward(resid_mid + mlp_out, ctx);
 }
 

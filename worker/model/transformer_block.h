@@ -28,9 +28,8 @@ class TransformerBlockImpl : public torch::nn::Module {
   LayerNorm ln1_{nullptr}, ln2_{nullptr};
   Attention attn_{nullptr};
   MLP mlp_{nullptr};
-  HookPoint hook_resid_pre_, hook_attn_in_, hook_q_input_, hook_k_input_,
-      hook_v_input_, hook_attn_out_, hook_resid_mid_, hook_mlp_in_, hook_mlp_out_,
-      hook_resid_post_;
+  HookPoint hook_resid_pre_, hook_attn_in_, hook_q_input_, hook_k_input_, hook_v_input_,
+      hook_attn_out_, hook_resid_mid_, hook_mlp_in_, hook_mlp_out_, hook_resid_post_;
 };
 TORCH_MODULE(TransformerBlock);
 

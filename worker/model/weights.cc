@@ -1,13 +1,12 @@
 #include "worker/model/weights.h"
 
 #include <sys/stat.h>
+#include <torch/torch.h>
 
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
-
-#include <torch/torch.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -40,18 +39,16 @@ class HfTensorReader {
 
   bool Has(const std::string& name) const { return Find(name) != nullptr; }
 
-  absl::StatusOr<torch::Tensor> Get(const std::string& name,
-                                    const std::vector<int64_t>& expected) {
+  absl::StatusOr<torch::Tensor> Get(const std::string& name, const std::vector<int64_t>& expected) {
     const SafetensorsEntry* e = Find(name);
     if (e == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file_.path(), ": missing tensor \"", name, "\" (expected shape ",
-          Shape(expected), ")"));
+      return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": missing tensor \"", name,
+                                                     "\" (expected shape ", Shape(expected), ")"));
     }
     if (e->shape != expected) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file_.path(), ": tensor \"", e->name, "\" has shape ", Shape(e->shape),
-          ", expected ", Shape(expected), " for this config"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_.path(), ": tensor \"", e->name, "\" has shape ", Shape(e->shape),
+                       ", expected ", Shape(expected), " for this config"));
     }
     if (!IsFloating(e->dtype)) {
       return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": tensor \"", e->name,
@@ -67,8 +64,7 @@ class HfTensorReader {
     std::vector<std::string> out;
     for (const auto& e : file_.entries()) {
       if (used_.count(e.name)) continue;
-      if (absl::EndsWith(e.name, ".attn.bias") ||
-          absl::EndsWith(e.name, ".attn.masked_bias")) {
+      if (absl::EndsWith(e.name, ".attn.bias") || absl::EndsWith(e.name, ".attn.masked_bias")) {
         continue;  // HF's causal-mask buffers
       }
       out.push_back(e.name);
@@ -86,8 +82,7 @@ class HfTensorReader {
   std::set<std::string> used_;
 };
 
-absl::StatusOr<LayerNormWeights> ReadLayerNorm(HfTensorReader& r,
-                                               const std::string& prefix,
+absl::StatusOr<LayerNormWeights> ReadLayerNorm(HfTensorReader& r, const std::string& prefix,
                                                int64_t d_model) {
   LayerNormWeights ln;
   LG_ASSIGN_OR_RETURN(ln.w, r.Get(prefix + ".weight", {d_model}));
@@ -95,8 +90,7 @@ absl::StatusOr<LayerNormWeights> ReadLayerNorm(HfTensorReader& r,
   return ln;
 }
 
-absl::StatusOr<BlockWeights> ReadBlock(HfTensorReader& r, const ModelConfig& cfg,
-                                       int64_t layer) {
+absl::StatusOr<BlockWeights> ReadBlock(HfTensorReader& r, const ModelConfig& cfg, int64_t layer) {
   const int64_t d = cfg.d_model, h = cfg.n_heads, dh = cfg.d_head;
   const std::string p = absl::StrCat("h.", layer, ".");
   BlockWeights b;
@@ -127,8 +121,7 @@ absl::StatusOr<BlockWeights> ReadBlock(HfTensorReader& r, const ModelConfig& cfg
 }  // namespace
 
 absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
-                                          const ModelConfig& cfg,
-                                          LoadReport* report) {
+                                          const ModelConfig& cfg, LoadReport* report) {
   LG_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(safetensors_path));
   HfTensorReader r(*file);
   torch::NoGradGuard no_grad;
@@ -200,8 +193,8 @@ GPT2Weights RandomWeights(const ModelConfig& cfg, uint64_t seed) {
   return w;
 }
 
-absl::Status SaveHfCheckpoint(const GPT2Weights& w, const ModelConfig& cfg,
-                              const std::string& dir, bool f16) {
+absl::Status SaveHfCheckpoint(const GPT2Weights& w, const ModelConfig& cfg, const std::string& dir,
+                              bool f16) {
   if (w.ln_final.folded()) {
     return absl::FailedPreconditionError(
         "cannot save processed (LayerNorm-folded) weights as a Hugging Face checkpoint");
@@ -211,9 +204,9 @@ absl::Status SaveHfCheckpoint(const GPT2Weights& w, const ModelConfig& cfg,
   const int64_t d = cfg.d_model;
   std::vector<std::pair<std::string, torch::Tensor>> named;
   auto add = [&](std::string name, const torch::Tensor& t) {
-    named.emplace_back(std::move(name), t.detach().to(torch::kCPU)
-                                            .to(f16 ? torch::kFloat16 : torch::kFloat32)
-                                            .contiguous());
+    named.emplace_back(
+        std::move(name),
+        t.detach().to(torch::kCPU).to(f16 ? torch::kFloat16 : torch::kFloat32).contiguous());
   };
   add("transformer.wte.weight", w.W_E);
   add("transformer.wpe.weight", w.W_pos);
@@ -242,13 +235,14 @@ absl::Status SaveHfCheckpoint(const GPT2Weights& w, const ModelConfig& cfg,
   std::vector<SafetensorsTensorView> views;
   for (const auto& [name, t] : named) {
     views.push_back({name, f16 ? DType::kF16 : DType::kF32,
-                     std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
-                     t.data_ptr(), static_cast<size_t>(t.nbytes())});
+                     std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), t.data_ptr(),
+                     static_cast<size_t>(t.nbytes())});
   }
   LG_RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", views, {{"format", "pt"}}));
   std::ofstream cfg_out(dir + "/config.json");
   cfg_out << ModelConfigToHfJson(cfg);
-  if (!cfg_out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", dir, "/config.json"));
+  if (!cfg_out)
+    return absl::PermissionDeniedError(absl::StrCat("cannot write ", dir, "/config.json"));
   return absl::OkStatus();
 }
 

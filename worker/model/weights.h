@@ -11,10 +11,10 @@
 #ifndef LENSGRID_WORKER_MODEL_WEIGHTS_H_
 #define LENSGRID_WORKER_MODEL_WEIGHTS_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "worker/model/config.h"
@@ -52,8 +52,7 @@ struct LoadReport {
 // F32). attn.bias / attn.masked_bias buffers are ignored. A missing or
 // mis-shaped tensor is INVALID_ARGUMENT naming the tensor and both shapes.
 absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
-                                          const ModelConfig& cfg,
-                                          LoadReport* report);
+                                          const ModelConfig& cfg, LoadReport* report);
 
 // Random weights in the distribution GPT-2 is initialised with (std 0.02,
 // LayerNorm 1/0). Deterministic for a seed.

@@ -30,8 +30,8 @@ TEST(ParseModelName, OrgNameAndRevision) {
 }
 
 TEST(ParseModelName, RejectsWhatIsNotARepoId) {
-  for (const char* bad : {"", "gpt3", "a/b/c", "/abs", "../x/y", "a/", "/b", "a/b@", "a/.."
-                          , "a--b/c", "a/b c", "a/b@../../etc"}) {
+  for (const char* bad : {"", "gpt3", "a/b/c", "/abs", "../x/y", "a/", "/b", "a/b@", "a/..",
+                          "a--b/c", "a/b c", "a/b@../../etc"}) {
     EXPECT_FALSE(ParseModelName(bad).ok()) << bad;
   }
   EXPECT_THAT(std::string(ParseModelName("gpt3").status().message()),
@@ -61,9 +61,11 @@ TEST(SettingsFromEnvironment, DefaultsAsHuggingfaceHub) {
   EXPECT_EQ(s.cache_dir, "/x/huggingface/hub");
   s = SettingsFromEnvironment(env({{"HF_HOME", "/hf"}, {"XDG_CACHE_HOME", "/x"}}));
   EXPECT_EQ(s.cache_dir, "/hf/hub");
-  s = SettingsFromEnvironment(env({{"HF_HOME", "/hf"}, {"HF_HUB_CACHE", "/c"},
+  s = SettingsFromEnvironment(env({{"HF_HOME", "/hf"},
+                                   {"HF_HUB_CACHE", "/c"},
                                    {"HF_ENDPOINT", "http://127.0.0.1:8/"},
-                                   {"HF_TOKEN", " hf_x \n"}, {"LENSGRID_OFFLINE", "1"}}));
+                                   {"HF_TOKEN", " hf_x \n"},
+                                   {"LENSGRID_OFFLINE", "1"}}));
   EXPECT_EQ(s.cache_dir, "/c");
   EXPECT_EQ(s.endpoint, "http://127.0.0.1:8");
   EXPECT_EQ(s.token, "hf_x");

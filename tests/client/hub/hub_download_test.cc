@@ -91,7 +91,10 @@ class FakeHub : public HttpClient {
       if (cut_after >= 0) {
         body = body.substr(0, cut_after);
         cut_after = -1;
-        if (!on_headers([&] { res.status = start > 0 ? 206 : 200; return res; }()))
+        if (!on_headers([&] {
+              res.status = start > 0 ? 206 : 200;
+              return res;
+            }()))
           return res;
         cdn_bytes += body.size();
         absl::Status s = on_body(body);
@@ -107,14 +110,14 @@ class FakeHub : public HttpClient {
     const std::string repo_id = path.substr(0, r);
     std::vector<std::string> rest = absl::StrSplit(path.substr(r + 9), absl::MaxSplits('/', 1));
     if (renamed.count(repo_id)) {
-      res.headers.Add("Location", absl::StrCat("/", renamed[repo_id], "/resolve/", rest[0], "/",
-                                               rest[1]));
+      res.headers.Add("Location",
+                      absl::StrCat("/", renamed[repo_id], "/resolve/", rest[0], "/", rest[1]));
       return Answer(307, std::move(res), "", on_headers, on_body);
     }
     auto repo = repos.find(repo_id);
-    if (repo == repos.end() || (repo->second.is_private &&
-                                !std::count(req.headers.begin(), req.headers.end(),
-                                            absl::StrCat("Authorization: Bearer ", kToken)))) {
+    if (repo == repos.end() ||
+        (repo->second.is_private && !std::count(req.headers.begin(), req.headers.end(),
+                                                absl::StrCat("Authorization: Bearer ", kToken)))) {
       res.headers.Add("X-Error-Code", "RepositoryNotFound");
       return Answer(401, std::move(res), "Invalid username or password.", on_headers, on_body);
     }

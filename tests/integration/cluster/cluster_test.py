@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A coordinator and real workers on loopback (issue 6's evidence): a sharded search equals the
+"""A coordinator and real workers on loopback: a sharded search equals the
 in-process one, a worker or the coordinator killed with SIGKILL mid-job loses nothing and
 recomputes nothing, a malformed result is retried elsewhere, a worker's INVALID_ARGUMENT fails
 the job with its message, a cancel stops the workers within a second, a watch resumes without

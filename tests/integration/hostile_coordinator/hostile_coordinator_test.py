@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """A real lensgrid-coordinator on loopback against a hostile or careless client and a failing
-disk (issue 12's coordinator examples). After each example the coordinator is alive, answers
+disk (each once crashed, stalled or bricked a coordinator). After each example the coordinator is alive, answers
 the next request, and its memory (VmRSS / VmHWM from /proc) stays within a budget:
 
 - jobs whose dimensions overflow (2^62 x 4, 2^32 x 2^31), or that would make 10^6 x 10^6 shards;

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A hostile or careless client against a real lensgrid-worker on loopback.
 
-Each request below once crashed, wedged or bloated a worker (issue 12's probe).
+Each request below once crashed, wedged or bloated a worker (found by a probe of the running service).
 After each, the worker must still be alive, answer the next request, and stay
 within a memory budget (RSS read from /proc). No test asserts a duration:
 waits are for log lines and states, with deadlines only against hangs.

@@ -101,8 +101,8 @@ TEST_P(GoldenTest, ProcessedLogProbsMatchReference) {
   CacheOptions cache_options;
   cache_options.names = {"pattern0"};
   ASSERT_TRUE(model->RunWithCache(input, {}, cache_options, &cache).ok());
-  EXPECT_TRUE(AllClose(cache.Get("pattern", 0).value(), ref_.at("blocks.0.attn.hook_pattern"),
-                       1e-4, "pattern0"));
+  EXPECT_TRUE(AllClose(cache.Get("pattern", 0).value(), ref_.at("blocks.0.attn.hook_pattern"), 1e-4,
+                       "pattern0"));
 }
 
 INSTANTIATE_TEST_SUITE_P(

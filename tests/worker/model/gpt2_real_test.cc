@@ -7,9 +7,9 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "client/hub/hub_download.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "client/hub/hub_download.h"
 #include "tests/worker/model/test_util.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tokenizer/tokenizer.h"
@@ -70,8 +70,7 @@ TEST_F(Gpt2RealTest, HelloWorldLossIsPublishedValue) {
 
 TEST_F(Gpt2RealTest, IoiLogitDifferenceIsPublishedValue) {
   ModelInput in;
-  in.tokens = ToTokens(
-      "After John and Mary went to the store, John gave a bottle of milk to");
+  in.tokens = ToTokens("After John and Mary went to the store, John gave a bottle of milk to");
   torch::Tensor logits = processed_->Run(in, {}).value().logits[0][-1];
   int64_t mary = tokenizer_->ToSingleToken(" Mary").value();
   int64_t john = tokenizer_->ToSingleToken(" John").value();

@@ -2,11 +2,11 @@
 // shapes, hooks, caching options, padding, start/stop layers, gradients,
 // processing invariance and bad input.
 #include "worker/model/hooked_transformer.h"
-#include "worker/model/token_batch.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/model/test_util.h"
+#include "worker/model/token_batch.h"
 
 namespace lensgrid {
 namespace {
@@ -15,9 +15,7 @@ using ::lensgrid::testing::AllClose;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
-ModelConfig SmallConfig() {
-  return ::lensgrid::testing::TestConfig(2, 4, 32, 128, 16, 50);
-}
+ModelConfig SmallConfig() { return ::lensgrid::testing::TestConfig(2, 4, 32, 128, 16, 50); }
 
 // Random weights with non-trivial LayerNorms and biases, so that processing
 // has something to fold.
@@ -44,17 +42,15 @@ GPT2Weights SmallWeights(const ModelConfig& cfg, uint64_t seed = 7) {
   return w;
 }
 
-std::shared_ptr<HookedTransformer> MakeModel(ModelConfig cfg, bool process,
-                                             uint64_t seed = 7) {
+std::shared_ptr<HookedTransformer> MakeModel(ModelConfig cfg, bool process, uint64_t seed = 7) {
   GPT2Weights w = SmallWeights(cfg, seed);
   if (process) ProcessWeights(ProcessingOptions{}, cfg, &w);
   return HookedTransformer::FromWeights(cfg, w).value();
 }
 
 torch::Tensor Tokens(std::vector<std::vector<int64_t>> rows) {
-  torch::Tensor t = torch::empty({static_cast<int64_t>(rows.size()),
-                                  static_cast<int64_t>(rows[0].size())},
-                                 torch::kInt64);
+  torch::Tensor t = torch::empty(
+      {static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, torch::kInt64);
   for (size_t i = 0; i < rows.size(); ++i) {
     for (size_t j = 0; j < rows[i].size(); ++j) t[i][j] = rows[i][j];
   }
@@ -72,17 +68,17 @@ TEST(HookedTransformerTest, HasEveryTransformerLensHookWithItsShape) {
   cfg.use_attn_result = cfg.use_split_qkv_input = cfg.use_attn_in = cfg.use_hook_mlp_in = true;
   auto model = MakeModel(cfg, true);
   const auto& names = model->hook_names();
-  for (const char* n : {"hook_embed", "hook_pos_embed", "ln_final.hook_scale",
-                        "ln_final.hook_normalized"}) {
+  for (const char* n :
+       {"hook_embed", "hook_pos_embed", "ln_final.hook_scale", "ln_final.hook_normalized"}) {
     EXPECT_THAT(names, Contains(n));
   }
   for (const char* suffix :
-       {"hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k",
-        "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
-        "attn.hook_result", "hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input",
-        "hook_attn_out", "hook_resid_mid", "hook_mlp_in", "ln2.hook_scale",
-        "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out",
-        "hook_resid_post"}) {
+       {"hook_resid_pre", "ln1.hook_scale",   "ln1.hook_normalized",   "attn.hook_q",
+        "attn.hook_k",    "attn.hook_v",      "attn.hook_attn_scores", "attn.hook_pattern",
+        "attn.hook_z",    "attn.hook_result", "hook_attn_in",          "hook_q_input",
+        "hook_k_input",   "hook_v_input",     "hook_attn_out",         "hook_resid_mid",
+        "hook_mlp_in",    "ln2.hook_scale",   "ln2.hook_normalized",   "mlp.hook_pre",
+        "mlp.hook_post",  "hook_mlp_out",     "hook_resid_post"}) {
     EXPECT_THAT(names, Contains(std::string("blocks.1.") + suffix));
   }
   EXPECT_EQ(names.size(), 4u + 2 * 23u);
@@ -90,9 +86,8 @@ TEST(HookedTransformerTest, HasEveryTransformerLensHookWithItsShape) {
   EXPECT_EQ(names.back(), "ln_final.hook_normalized");
 
   ActivationCache cache;
-  ASSERT_TRUE(model->RunWithCache(In(Tokens({{1, 2, 3, 4, 5}, {6, 7, 8, 9, 10}})), {}, {},
-                                  &cache)
-                  .ok());
+  ASSERT_TRUE(
+      model->RunWithCache(In(Tokens({{1, 2, 3, 4, 5}, {6, 7, 8, 9, 10}})), {}, {}, &cache).ok());
   EXPECT_EQ(cache.size(), names.size());
   using V = std::vector<int64_t>;
   std::map<std::string, V> expected = {
@@ -160,21 +155,19 @@ TEST(HookedTransformerTest, ReplacingHookChangesDownstreamOnly) {
     out.select(2, 2).zero_();
     return std::optional<torch::Tensor>(out);
   };
-  ASSERT_TRUE(
-      model->RunWithCache(In(tokens), {}, opts, &ablated, {{"z0", zero_head}}).ok());
-  EXPECT_TRUE(torch::equal(clean.Get("resid_pre", 0).value(),
-                           ablated.Get("resid_pre", 0).value()));
-  EXPECT_FALSE(torch::allclose(clean.Get("resid_pre", 1).value(),
-                               ablated.Get("resid_pre", 1).value()));
+  ASSERT_TRUE(model->RunWithCache(In(tokens), {}, opts, &ablated, {{"z0", zero_head}}).ok());
+  EXPECT_TRUE(torch::equal(clean.Get("resid_pre", 0).value(), ablated.Get("resid_pre", 0).value()));
+  EXPECT_FALSE(
+      torch::allclose(clean.Get("resid_pre", 1).value(), ablated.Get("resid_pre", 1).value()));
 }
 
 TEST(HookedTransformerTest, HookReturningWrongShapeIsInvalidArgument) {
   auto model = MakeModel(SmallConfig(), true);
-  auto out = model->Run(In(Tokens({{1, 2, 3}})), {},
-                        {{"blocks.0.attn.hook_pattern", [](const torch::Tensor& x,
-                                                           const HookPointImpl&) {
-                            return std::optional<torch::Tensor>(x.sum(-1));
-                          }}});
+  auto out =
+      model->Run(In(Tokens({{1, 2, 3}})), {},
+                 {{"blocks.0.attn.hook_pattern", [](const torch::Tensor& x, const HookPointImpl&) {
+                     return std::optional<torch::Tensor>(x.sum(-1));
+                   }}});
   EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(out.status().message(), HasSubstr("hook on blocks.0.attn.hook_pattern returned"));
 }
@@ -291,16 +284,17 @@ TEST(HookedTransformerTest, ProcessedAndUnprocessedLogProbsAgree) {
   auto raw = MakeModel(SmallConfig(), false)->Run(In(tokens), {}).value().logits;
   auto processed = MakeModel(SmallConfig(), true)->Run(In(tokens), {}).value().logits;
   EXPECT_FALSE(torch::allclose(raw, processed));
-  EXPECT_TRUE(AllClose(torch::log_softmax(raw, -1), torch::log_softmax(processed, -1), 1e-4,
-                       "log probs"));
-  for (auto opts : {ProcessingOptions{true, false, false, false},
-                    ProcessingOptions{true, true, false, false},
-                    ProcessingOptions{false, false, true, false},
-                    ProcessingOptions{false, false, false, true}}) {
+  EXPECT_TRUE(
+      AllClose(torch::log_softmax(raw, -1), torch::log_softmax(processed, -1), 1e-4, "log probs"));
+  for (auto opts :
+       {ProcessingOptions{true, false, false, false}, ProcessingOptions{true, true, false, false},
+        ProcessingOptions{false, false, true, false},
+        ProcessingOptions{false, false, false, true}}) {
     ModelConfig cfg = SmallConfig();
     GPT2Weights w = SmallWeights(cfg);
     ProcessWeights(opts, cfg, &w);
-    auto logits = HookedTransformer::FromWeights(cfg, w).value()->Run(In(tokens), {}).value().logits;
+    auto logits =
+        HookedTransformer::FromWeights(cfg, w).value()->Run(In(tokens), {}).value().logits;
     EXPECT_TRUE(AllClose(torch::log_softmax(raw, -1), torch::log_softmax(logits, -1), 1e-4,
                          "one processing step"));
   }
@@ -331,8 +325,8 @@ TEST(HookedTransformerTest, GradientsFlowThroughHooks) {
   };
   auto plus = model->Run(In(tokens), {}, {{"blocks.1.hook_resid_mid", nudge}}).value().logits;
   auto base = model->Run(In(tokens), {}).value().logits;
-  double fd = ((plus[0][-1][7] - plus[0][-1][3]) - (base[0][-1][7] - base[0][-1][3]))
-                  .item<double>() / eps;
+  double fd =
+      ((plus[0][-1][7] - plus[0][-1][3]) - (base[0][-1][7] - base[0][-1][3])).item<double>() / eps;
   EXPECT_NEAR(grad[0][7][5].item<double>(), fd, 2e-2 * std::max(1.0, std::abs(fd)));
 
   // Inference runs keep no graph.
@@ -366,8 +360,7 @@ TEST(HookedTransformerTest, BadInputIsAClearError) {
                                 return std::optional<torch::Tensor>();
                               }}});
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(unknown.status().message(),
-              HasSubstr("did you mean \"blocks.0.attn.hook_pattern\""));
+  EXPECT_THAT(unknown.status().message(), HasSubstr("did you mean \"blocks.0.attn.hook_pattern\""));
 
   CacheOptions bad_regex;
   bad_regex.regexes = {"hook_(("};
@@ -376,9 +369,8 @@ TEST(HookedTransformerTest, BadInputIsAClearError) {
               HasSubstr("bad names regex"));
   CacheOptions no_batch;
   no_batch.remove_batch_dim = true;
-  EXPECT_THAT(
-      model->RunWithCache(In(Tokens({{1}, {2}})), {}, no_batch, &cache).status().message(),
-      HasSubstr("remove_batch_dim needs a batch of 1"));
+  EXPECT_THAT(model->RunWithCache(In(Tokens({{1}, {2}})), {}, no_batch, &cache).status().message(),
+              HasSubstr("remove_batch_dim needs a batch of 1"));
   EXPECT_EQ(cache.Get("blocks.9.hook_z").status().code(), absl::StatusCode::kNotFound);
 }
 
@@ -396,12 +388,14 @@ TEST(HookedTransformerTest, DeviceIsCheckedAtRunTime) {
   EXPECT_TRUE(ParseDevice("cpu").ok());
   EXPECT_EQ(ParseDevice("tpu").status().code(), absl::StatusCode::kInvalidArgument);
   if (!torch::cuda::is_available()) {
-    auto cuda = HookedTransformer::FromWeights(SmallConfig(), SmallWeights(SmallConfig()), "cuda:0");
+    auto cuda =
+        HookedTransformer::FromWeights(SmallConfig(), SmallWeights(SmallConfig()), "cuda:0");
     EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_THAT(cuda.status().message(), HasSubstr("no CUDA support"));
   } else {
     auto cpu = MakeModel(SmallConfig(), true);
-    auto cuda = HookedTransformer::FromWeights(SmallConfig(), cpu->ExportWeights(), "cuda:0").value();
+    auto cuda =
+        HookedTransformer::FromWeights(SmallConfig(), cpu->ExportWeights(), "cuda:0").value();
     auto tokens = Tokens({{3, 1, 4, 1, 5, 9, 2, 6}});
     EXPECT_TRUE(AllClose(cuda->Run(In(tokens), {}).value().logits.cpu(),
                          cpu->Run(In(tokens), {}).value().logits, 1e-3, "cuda logits"));

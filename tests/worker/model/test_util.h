@@ -3,10 +3,10 @@
 #ifndef LENSGRID_TESTS_WORKER_MODEL_TEST_UTIL_H_
 #define LENSGRID_TESTS_WORKER_MODEL_TEST_UTIL_H_
 
+#include <torch/torch.h>
+
 #include <cstdlib>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -63,8 +63,7 @@ inline ::testing::AssertionResult AllClose(const torch::Tensor& actual,
   torch::Tensor diff = (actual.to(torch::kFloat64) - expected.to(torch::kFloat64)).abs();
   double max_diff = diff.numel() == 0 ? 0.0 : diff.max().item<double>();
   if (max_diff > atol || std::isnan(max_diff)) {
-    return ::testing::AssertionFailure()
-           << what << ": max |diff| " << max_diff << " > " << atol;
+    return ::testing::AssertionFailure() << what << ": max |diff| " << max_diff << " > " << atol;
   }
   return ::testing::AssertionSuccess();
 }

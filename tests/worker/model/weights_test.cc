@@ -16,9 +16,7 @@ using ::lensgrid::testing::AllClose;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-ModelConfig TinyConfig() {
-  return ::lensgrid::testing::TestConfig(2, 2, 16, 64, 8, 30);
-}
+ModelConfig TinyConfig() { return ::lensgrid::testing::TestConfig(2, 2, 16, 64, 8, 30); }
 
 class WeightsTest : public ::testing::Test {
  protected:

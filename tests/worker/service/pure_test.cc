@@ -96,16 +96,12 @@ TEST(ReplyBudgetTest, HoldsUntilReleasedAndRefusesOverTheBudget) {
 TEST(HookShapesTest, InfersAxesFromTwoProbes) {
   HookShape pattern = InferHookShape({1, 4, 2, 2}, {2, 4, 3, 3});
   EXPECT_EQ(pattern.shape, (std::vector<int64_t>{-1, 4, -1, -1}));
-  EXPECT_EQ(pattern.axes,
-            (std::vector<std::string>{"batch", "", "query_pos", "key_pos"}));
-  HookShape z = InferHookShape({1, 2, 2, 3},
-                               {2, 3, 2, 3});  // 2 heads: not mistaken for pos
+  EXPECT_EQ(pattern.axes, (std::vector<std::string>{"batch", "", "query_pos", "key_pos"}));
+  HookShape z = InferHookShape({1, 2, 2, 3}, {2, 3, 2, 3});  // 2 heads: not mistaken for pos
   EXPECT_EQ(z.axes, (std::vector<std::string>{"batch", "pos", "", ""}));
   EXPECT_EQ(*PosAxis(pattern), 2);
-  EXPECT_EQ(ConcreteShape(pattern, 8, 10, 3, false),
-            (std::vector<int64_t>{8, 4, 3, 10}));
-  EXPECT_EQ(ConcreteShape(z, 1, 10, 10, true),
-            (std::vector<int64_t>{10, 2, 3}));
+  EXPECT_EQ(ConcreteShape(pattern, 8, 10, 3, false), (std::vector<int64_t>{8, 4, 3, 10}));
+  EXPECT_EQ(ConcreteShape(z, 1, 10, 10, true), (std::vector<int64_t>{10, 2, 3}));
 }
 
 TEST(HookShapesTest, NamesToAxesAndLayers) {

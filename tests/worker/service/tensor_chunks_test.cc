@@ -9,22 +9,15 @@
 namespace lensgrid {
 namespace {
 
-TensorBytes Bytes(std::string name, std::vector<int64_t> shape,
-                  DType dtype = DType::kF32) {
-  int64_t n = std::accumulate(shape.begin(), shape.end(), int64_t{1},
-                              std::multiplies<>());
+TensorBytes Bytes(std::string name, std::vector<int64_t> shape, DType dtype = DType::kF32) {
+  int64_t n = std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
   auto data = std::make_shared<std::vector<uint8_t>>(n * DTypeSize(dtype));
   std::iota(data->begin(), data->end(), static_cast<uint8_t>(name.size()));
-  TensorBytes t{std::move(name),
-                dtype,
-                std::move(shape),
-                {data->data(), data->size()},
-                data};
+  TensorBytes t{std::move(name), dtype, std::move(shape), {data->data(), data->size()}, data};
   return t;
 }
 
-std::vector<v1::TensorChunk> Split(std::vector<TensorBytes> tensors,
-                                   size_t chunk) {
+std::vector<v1::TensorChunk> Split(std::vector<TensorBytes> tensors, size_t chunk) {
   ChunkCursor cursor(std::move(tensors), chunk);
   std::vector<v1::TensorChunk> out;
   v1::TensorChunk c;
@@ -34,9 +27,8 @@ std::vector<v1::TensorChunk> Split(std::vector<TensorBytes> tensors,
 
 TEST(TensorChunksTest, RoundTripsAnySizeInOrder) {
   for (size_t chunk : {1, 7, 64, 4096, 1 << 20}) {
-    std::vector<TensorBytes> tensors = {
-        Bytes("a", {3, 5}), Bytes("empty", {0, 4}), Bytes("scalar", {}),
-        Bytes("ids", {16}, DType::kI64)};
+    std::vector<TensorBytes> tensors = {Bytes("a", {3, 5}), Bytes("empty", {0, 4}),
+                                        Bytes("scalar", {}), Bytes("ids", {16}, DType::kI64)};
     ChunkCursor meta_cursor(tensors, chunk);
     auto metas = meta_cursor.Metas();
     TensorAssembler assembler;
@@ -51,8 +43,7 @@ TEST(TensorChunksTest, RoundTripsAnySizeInOrder) {
     for (size_t i = 0; i < tensors.size(); ++i) {
       EXPECT_EQ((*got)[i].name, tensors[i].name);
       EXPECT_EQ((*got)[i].shape, tensors[i].shape);
-      EXPECT_EQ((*got)[i].data,
-                std::string(tensors[i].bytes.begin(), tensors[i].bytes.end()));
+      EXPECT_EQ((*got)[i].data, std::string(tensors[i].bytes.begin(), tensors[i].bytes.end()));
     }
   }
 }
@@ -81,8 +72,7 @@ TEST(TensorChunksTest, AssemblerRejectsBrokenStreams) {
   {
     TensorAssembler a;
     ASSERT_TRUE(a.Add(chunks[0]).ok());
-    EXPECT_THAT(a.Finish().status().message(),
-                ::testing::HasSubstr("ended inside"));
+    EXPECT_THAT(a.Finish().status().message(), ::testing::HasSubstr("ended inside"));
   }
   {
     auto bad = chunks[0];
@@ -100,19 +90,15 @@ TEST(TensorChunksTest, ValidateTensorNamesWhatIsWrong) {
   t.set_data(std::string(24, '\0'));
   EXPECT_TRUE(ValidateTensor(t, "x").ok());
   t.set_data(std::string(20, '\0'));
-  EXPECT_THAT(
-      ValidateTensor(t, "value").message(),
-      ::testing::HasSubstr("value: F32 [2, 3] needs 24 bytes of data, got 20"));
-  t.set_shape(0, -2);
   EXPECT_THAT(ValidateTensor(t, "value").message(),
-              ::testing::HasSubstr("negative"));
+              ::testing::HasSubstr("value: F32 [2, 3] needs 24 bytes of data, got 20"));
+  t.set_shape(0, -2);
+  EXPECT_THAT(ValidateTensor(t, "value").message(), ::testing::HasSubstr("negative"));
   t.set_shape(0, int64_t{1} << 40);
   t.set_shape(1, int64_t{1} << 40);
-  EXPECT_EQ(ValidateTensor(t, "value").code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateTensor(t, "value").code(), absl::StatusCode::kInvalidArgument);
   t.set_dtype(v1::DTYPE_UNSPECIFIED);
-  EXPECT_THAT(ValidateTensor(t, "value").message(),
-              ::testing::HasSubstr("dtype"));
+  EXPECT_THAT(ValidateTensor(t, "value").message(), ::testing::HasSubstr("dtype"));
 }
 
 TEST(GrpcStatusTest, CodesAndMessagesMapOneToOne) {

@@ -20,23 +20,21 @@ class FakeBackend : public WorkerBackend {
  public:
   FakeBackend() { info_.set_weights_sha256("abc"); }
   const v1::ModelInfo& Info() const override { return info_; }
-  absl::StatusOr<v1::TokenizeResponse> Tokenize(
-      const v1::TokenizeRequest& r, const CancelCheck&) const override {
+  absl::StatusOr<v1::TokenizeResponse> Tokenize(const v1::TokenizeRequest& r,
+                                                const CancelCheck&) const override {
     if (r.texts_size() == 0) return absl::InvalidArgumentError("no texts");
     v1::TokenizeResponse out;
     out.add_tokens()->add_ids(static_cast<int64_t>(r.texts(0).size()));
     return out;
   }
-  absl::StatusOr<v1::DetokenizeResponse> Detokenize(
-      const v1::DetokenizeRequest&) const override {
+  absl::StatusOr<v1::DetokenizeResponse> Detokenize(const v1::DetokenizeRequest&) const override {
     return absl::UnimplementedError("fake");
   }
   // input.texts[0]: "block" waits for `release` or cancellation; "fail" fails;
   // otherwise a reply of one tensor of `n` floats, n = the text's length *
   // 1000.
-  absl::StatusOr<RunResult> RunWithCache(
-      const v1::RunWithCacheRequest& r,
-      const CancelCheck& cancelled) const override {
+  absl::StatusOr<RunResult> RunWithCache(const v1::RunWithCacheRequest& r,
+                                         const CancelCheck& cancelled) const override {
     const std::string& text = r.input().texts(0);
     if (text == "fail") return absl::NotFoundError("unknown hook name \"x\"");
     if (text == "block") {
@@ -50,23 +48,20 @@ class FakeBackend : public WorkerBackend {
       }
     }
     auto data = std::make_shared<std::vector<float>>(text.size() * 1000);
-    for (size_t i = 0; i < data->size(); ++i)
-      (*data)[i] = static_cast<float>(i);
+    for (size_t i = 0; i < data->size(); ++i) (*data)[i] = static_cast<float>(i);
     RunResult result;
-    TensorBytes t{
-        "x",
-        DType::kF32,
-        {static_cast<int64_t>(data->size())},
-        {reinterpret_cast<const uint8_t*>(data->data()), data->size() * 4},
-        data};
+    TensorBytes t{"x",
+                  DType::kF32,
+                  {static_cast<int64_t>(data->size())},
+                  {reinterpret_cast<const uint8_t*>(data->data()), data->size() * 4},
+                  data};
     result.tensors.push_back(t);
     ChunkCursor cursor(result.tensors);
     for (auto& m : cursor.Metas()) *result.header.add_tensors() = m;
     return result;
   }
-  absl::StatusOr<RunResult> RunWithInterventions(
-      const v1::RunWithInterventionsRequest&,
-      const CancelCheck&) const override {
+  absl::StatusOr<RunResult> RunWithInterventions(const v1::RunWithInterventionsRequest&,
+                                                 const CancelCheck&) const override {
     return absl::UnimplementedError("fake");
   }
   absl::StatusOr<RunResult> RunShard(const v1::RunShardRequest&,
@@ -84,17 +79,15 @@ class FakeBackend : public WorkerBackend {
 class WorkerServiceTest : public ::testing::Test {
  protected:
   void Start(int max_pending) {
-    executor_ = std::make_unique<Executor>(
-        Executor::Options{.threads = 1, .max_pending = max_pending});
+    executor_ =
+        std::make_unique<Executor>(Executor::Options{.threads = 1, .max_pending = max_pending});
     service_ = std::make_unique<WorkerService>(
-        executor_.get(),
-        WorkerService::Options{.chunk_bytes = 1000, .log_requests = false});
+        executor_.get(), WorkerService::Options{.chunk_bytes = 1000, .log_requests = false});
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
-    client_ = std::make_unique<WorkerClient>(
-        server_->InProcessChannel(grpc::ChannelArguments()),
-        WorkerClient::Options());
+    client_ = std::make_unique<WorkerClient>(server_->InProcessChannel(grpc::ChannelArguments()),
+                                             WorkerClient::Options());
   }
   void TearDown() override {
     backend_->release.Notify();
@@ -116,10 +109,8 @@ class WorkerServiceTest : public ::testing::Test {
 
 TEST_F(WorkerServiceTest, UnavailableUntilTheBackendIsSet) {
   Start(4);
-  EXPECT_EQ(client_->GetModelInfo().status().code(),
-            absl::StatusCode::kUnavailable);
-  EXPECT_EQ(client_->RunWithCache(Text("a")).status().code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(client_->GetModelInfo().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(client_->RunWithCache(Text("a")).status().code(), absl::StatusCode::kUnavailable);
   service_->SetBackend(backend_);
   EXPECT_EQ(client_->GetModelInfo()->weights_sha256(), "abc");
 }
@@ -127,8 +118,7 @@ TEST_F(WorkerServiceTest, UnavailableUntilTheBackendIsSet) {
 TEST_F(WorkerServiceTest, StreamsChunksThatReassemble) {
   Start(4);
   service_->SetBackend(backend_);
-  auto reply = client_->RunWithCache(
-      Text("abcdefg"));  // 7000 floats in 1000-byte chunks
+  auto reply = client_->RunWithCache(Text("abcdefg"));  // 7000 floats in 1000-byte chunks
   ASSERT_TRUE(reply.ok()) << reply.status();
   const WireTensor* x = reply->Find("x");
   ASSERT_NE(x, nullptr);
@@ -142,8 +132,7 @@ TEST_F(WorkerServiceTest, BackendStatusReachesTheClient) {
   service_->SetBackend(backend_);
   auto reply = client_->RunWithCache(Text("fail"));
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(reply.status().message(),
-              ::testing::HasSubstr("unknown hook name"));
+  EXPECT_THAT(reply.status().message(), ::testing::HasSubstr("unknown hook name"));
   EXPECT_EQ(client_->Tokenize(v1::TokenizeRequest()).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -152,8 +141,7 @@ TEST_F(WorkerServiceTest, FullQueueIsUnavailableAndCancelFreesIt) {
   Start(1);
   service_->SetBackend(backend_);
   grpc::ClientContext ctx;
-  auto stub =
-      v1::Worker::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  auto stub = v1::Worker::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
   auto reader = stub->RunWithCache(&ctx, Text("block"));
   backend_->started.WaitForNotification();
   auto busy = client_->RunWithCache(Text("a"));

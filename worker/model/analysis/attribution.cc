@@ -64,16 +64,14 @@ absl::Status DirectLogitAttribution(const HookedTransformer& model, const Prompt
                                     MetricKind metric, SearchResult* result) {
   if (metric != MetricKind::kLogitDiff) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "dla attributes the logit difference: use --metric logit-diff, not ",
-        MetricName(metric)));
+        "dla attributes the logit difference: use --metric logit-diff, not ", MetricName(metric)));
   }
   const auto& cfg = model.cfg();
-  const int64_t n = static_cast<int64_t>(batch.prompts.size()), L = cfg.n_layers,
-                H = cfg.n_heads;
+  const int64_t n = static_cast<int64_t>(batch.prompts.size()), L = cfg.n_layers, H = cfg.n_heads;
   CacheOptions opts;
   opts.regexes = {"attn.hook_z$", "hook_attn_out$", "^ln_final.hook_scale$"};
   if (!cfg.attn_only) opts.regexes.push_back("hook_mlp_out$");  // none to match otherwise
-  opts.positions = PosSlice{-1, std::nullopt};  // final position only
+  opts.positions = PosSlice{-1, std::nullopt};                  // final position only
   ActivationCache cache;
   LG_ASSIGN_OR_RETURN(RunOutput out, model.RunWithCache(batch.clean, {}, opts, &cache));
   // Direction in the residual stream: [n, d_model].
@@ -98,7 +96,8 @@ absl::Status DirectLogitAttribution(const HookedTransformer& model, const Prompt
     torch::Tensor per_head = torch::einsum("nhe,hed->nhd", {z, model.W_O(l)});
     heads.select(1, l) = contribution(per_head).cpu();
     layers.select(1, 0).select(1, l) =
-        contribution(cache.Get(absl::StrCat("blocks.", l, ".hook_attn_out")).value().select(1, 0)).cpu();
+        contribution(cache.Get(absl::StrCat("blocks.", l, ".hook_attn_out")).value().select(1, 0))
+            .cpu();
     if (!cfg.attn_only) {
       layers.select(1, 1).select(1, l) =
           contribution(cache.Get(absl::StrCat("blocks.", l, ".hook_mlp_out")).value().select(1, 0))

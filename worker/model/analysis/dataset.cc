@@ -49,21 +49,22 @@ absl::Status NeedTokenizer(const Tokenizer* tok, const std::string& dataset) {
 absl::Status NeedWords(const std::vector<std::pair<std::string, int64_t>>& words, size_t n,
                        const std::string& what) {
   if (words.size() >= n) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "the tokenizer has only ", words.size(), " single-token ", what, "; need ", n));
+  return absl::FailedPreconditionError(
+      absl::StrCat("the tokenizer has only ", words.size(), " single-token ", what, "; need ", n));
 }
 
 absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const ModelConfig& cfg) {
   if (2 * spec.seq_len + 1 > cfg.n_ctx || spec.seq_len < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "induction: seq_len ", spec.seq_len, " needs 1 + 2 x seq_len <= n_positions (",
-        cfg.n_ctx, ") and seq_len >= 2"));
+    return absl::InvalidArgumentError(absl::StrCat("induction: seq_len ", spec.seq_len,
+                                                   " needs 1 + 2 x seq_len <= n_positions (",
+                                                   cfg.n_ctx, ") and seq_len >= 2"));
   }
   Rng rng(spec.seed);
   Dataset ds{"induction", {}};
   auto token = [&] {
     int64_t t;
-    do t = Uniform(rng, 0, cfg.d_vocab); while (t == cfg.bos_token_id);
+    do t = Uniform(rng, 0, cfg.d_vocab);
+    while (t == cfg.bos_token_id);
     return t;
   };
   for (int64_t i = 0; i < spec.n_prompts; ++i) {
@@ -79,7 +80,8 @@ absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const ModelConfig& cf
     p.corrupted_tokens.insert(p.corrupted_tokens.end(), fresh.begin(), fresh.end() - 1);
     p.answers = {half.back()};
     int64_t wrong;
-    do wrong = token(); while (wrong == half.back());
+    do wrong = token();
+    while (wrong == half.back());
     p.wrongs = {wrong};
     p.loss_start = spec.seq_len + 1;
     p.origin = absl::StrCat("induction #", i);
@@ -88,8 +90,7 @@ absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const ModelConfig& cf
   return ds;
 }
 
-absl::StatusOr<Dataset> Ioi(const DatasetSpec& spec, const ModelConfig& cfg,
-                            const Tokenizer* tok) {
+absl::StatusOr<Dataset> Ioi(const DatasetSpec& spec, const ModelConfig& cfg, const Tokenizer* tok) {
   LG_RETURN_IF_ERROR(NeedTokenizer(tok, "ioi"));
   // Templates and words: analysis/ioi_templates.h (shared with training).
   auto names = SingleTokenWords(*tok, IoiNames());
@@ -117,9 +118,9 @@ absl::StatusOr<Dataset> Ioi(const DatasetSpec& spec, const ModelConfig& cfg,
     Prompt p;
     p.text = FillIoiTemplate(t, a.first, b.first, b.first, place, object);
     p.tokens = WithBos(cfg, tok->Encode(p.text));
-    p.corrupted_tokens = WithBos(
-        cfg, tok->Encode(FillIoiTemplate(t, names[pick[2]].first, names[pick[3]].first,
-                                 names[pick[4]].first, place, object)));
+    p.corrupted_tokens =
+        WithBos(cfg, tok->Encode(FillIoiTemplate(t, names[pick[2]].first, names[pick[3]].first,
+                                                 names[pick[4]].first, place, object)));
     p.answers = {a.second};
     p.wrongs = {b.second};
     p.origin = absl::StrCat("ioi #", i);
@@ -132,18 +133,21 @@ absl::StatusOr<Dataset> GenderBias(const DatasetSpec& spec, const ModelConfig& c
                                    const Tokenizer* tok) {
   LG_RETURN_IF_ERROR(NeedTokenizer(tok, "gender-bias"));
   static const std::vector<std::string> kTemplates = {
-      "The {} said that",      "The {} yelled that",      "The {} whispered that",
-      "The {} wanted that",    "The {} desired that",     "The {} wished that",
-      "The {} ate because",    "The {} ran because",      "The {} drove because",
-      "The {} slept because",  "The {} cried because",    "The {} laughed because",
-      "The {} went home because", "The {} stayed up because", "The {} was fired because",
-      "The {} was promoted because", "The {} yelled because"};
-  auto male = SingleTokenWords(*tok, {" mechanic", " carpenter", " engineer", " surgeon",
-                                      " pilot", " plumber", " farmer", " guard", " driver",
-                                      " builder", " soldier", " sheriff", " banker", " lawyer"});
-  auto female = SingleTokenWords(*tok, {" nurse", " secretary", " receptionist", " librarian",
-                                        " hairdresser", " housekeeper", " dancer", " cashier",
-                                        " maid", " nanny"});
+      "The {} said that",         "The {} yelled that",
+      "The {} whispered that",    "The {} wanted that",
+      "The {} desired that",      "The {} wished that",
+      "The {} ate because",       "The {} ran because",
+      "The {} drove because",     "The {} slept because",
+      "The {} cried because",     "The {} laughed because",
+      "The {} went home because", "The {} stayed up because",
+      "The {} was fired because", "The {} was promoted because",
+      "The {} yelled because"};
+  auto male = SingleTokenWords(
+      *tok, {" mechanic", " carpenter", " engineer", " surgeon", " pilot", " plumber", " farmer",
+             " guard", " driver", " builder", " soldier", " sheriff", " banker", " lawyer"});
+  auto female =
+      SingleTokenWords(*tok, {" nurse", " secretary", " receptionist", " librarian", " hairdresser",
+                              " housekeeper", " dancer", " cashier", " maid", " nanny"});
   LG_RETURN_IF_ERROR(NeedWords(male, 1, "male-stereotyped professions"));
   LG_RETURN_IF_ERROR(NeedWords(female, 1, "female-stereotyped professions"));
   LG_ASSIGN_OR_RETURN(int64_t he, tok->ToSingleToken(" he"));
@@ -171,8 +175,8 @@ absl::StatusOr<Dataset> GreaterThan(const DatasetSpec& spec, const ModelConfig& 
                                     const Tokenizer* tok) {
   LG_RETURN_IF_ERROR(NeedTokenizer(tok, "greater-than"));
   static const std::vector<std::string> kNouns = {
-      "war", "expedition", "drought", "famine", "reign", "dynasty", "journey", "siege",
-      "strike", "trial", "plague", "rebellion", "occupation", "voyage", "campaign"};
+      "war",    "expedition", "drought", "famine",    "reign",      "dynasty", "journey", "siege",
+      "strike", "trial",      "plague",  "rebellion", "occupation", "voyage",  "campaign"};
   std::vector<int64_t> year_token(100, -1);  // "00".."99"
   for (int yy = 0; yy < 100; ++yy) {
     auto id = tok->ToSingleToken(absl::StrCat(yy / 10, yy % 10));
@@ -219,7 +223,8 @@ absl::StatusOr<std::vector<int64_t>> TokensField(const nlohmann::json& j, const 
   *present = true;
   if (auto it = j.find(ids_key); it != j.end()) {
     if (!it->is_array() || it->empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("\"", ids_key, "\" must be a non-empty array of ids"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", ids_key, "\" must be a non-empty array of ids"));
     }
     std::vector<int64_t> ids;
     for (const auto& v : *it) {
@@ -236,9 +241,8 @@ absl::StatusOr<std::vector<int64_t>> TokensField(const nlohmann::json& j, const 
       return absl::InvalidArgumentError(absl::StrCat("\"", text_key, "\" must be a string"));
     }
     if (tok == nullptr) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("\"", text_key, "\" is text: it needs tokenizer files (or give \"",
-                       ids_key, "\")"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "\"", text_key, "\" is text: it needs tokenizer files (or give \"", ids_key, "\")"));
     }
     return WithBos(cfg, tok->Encode(it->get<std::string>()));
   }
@@ -295,7 +299,12 @@ absl::StatusOr<std::vector<int64_t>> TokenSetField(const nlohmann::json& j, cons
 
 absl::StatusOr<Prompt> ParseJsonlPrompt(const std::string& line, const ModelConfig& cfg,
                                         const Tokenizer* tok) {
-  LG_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonBounded(line, "prompt"));
+  absl::StatusOr<nlohmann::json> parsed = ParseJsonBounded(line, "the line");
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a JSON object (", parsed.status().message(), ")"));
+  }
+  const nlohmann::json& j = *parsed;
   if (!j.is_object()) {
     return absl::InvalidArgumentError("not a JSON object");
   }
@@ -310,8 +319,8 @@ absl::StatusOr<Prompt> ParseJsonlPrompt(const std::string& line, const ModelConf
   if (auto it = j.find("loss_start"); it != j.end()) {
     if (!it->is_number_integer() || it->get<int64_t>() < 1 ||
         it->get<int64_t>() >= static_cast<int64_t>(p.tokens.size())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "\"loss_start\" must be an integer in [1, ", p.tokens.size(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"loss_start\" must be an integer in [1, ", p.tokens.size(), ")"));
     }
     p.loss_start = it->get<int64_t>();
   }
@@ -382,9 +391,9 @@ absl::StatusOr<Dataset> MakeDataset(const DatasetSpec& spec, const ModelConfig& 
       ds->prompts.resize(spec.n_prompts);
     }
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown dataset \"", spec.name,
-        "\" (built-in: induction, ioi, gender-bias, greater-than; or a FILE.jsonl)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown dataset \"", spec.name,
+                     "\" (built-in: induction, ioi, gender-bias, greater-than; or a FILE.jsonl)"));
   }
   if (!ds.ok()) return ds.status();
   if (ds->prompts.empty()) {

@@ -50,7 +50,7 @@ struct Dataset {
 };
 
 struct DatasetSpec {
-  std::string name;     // built-in name, or a path ending in .jsonl
+  std::string name;  // built-in name, or a path ending in .jsonl
   int64_t n_prompts = 16;
   uint64_t seed = 0;
   int64_t seq_len = 16;  // induction: random tokens per half

@@ -28,26 +28,26 @@ const std::vector<std::string>& IoiTemplates() {
 
 const std::vector<std::string>& IoiNames() {
   static const auto* n = new std::vector<std::string>{
-      " Mary",   " John",    " Tom",     " James",  " Dan",    " Sarah",  " Michael",
-      " David",  " Paul",    " Mark",    " Anna",   " Kate",   " Lisa",   " Peter",
-      " Jack",   " Alex",    " Ben",     " Emma",   " Laura",  " Rachel", " Steven",
-      " Robert", " Richard", " Joseph",  " Thomas", " Daniel", " Chris",  " Kevin",
-      " Brian",  " Jane",    " Amy",     " Sam",    " Max",    " Mike",   " Eric",
-      " Adam",   " Ryan",    " Matt",    " Luke",   " Simon",  " Martin", " George"};
+      " Mary",   " John",    " Tom",    " James",  " Dan",    " Sarah",  " Michael",
+      " David",  " Paul",    " Mark",   " Anna",   " Kate",   " Lisa",   " Peter",
+      " Jack",   " Alex",    " Ben",    " Emma",   " Laura",  " Rachel", " Steven",
+      " Robert", " Richard", " Joseph", " Thomas", " Daniel", " Chris",  " Kevin",
+      " Brian",  " Jane",    " Amy",    " Sam",    " Max",    " Mike",   " Eric",
+      " Adam",   " Ryan",    " Matt",   " Luke",   " Simon",  " Martin", " George"};
   return *n;
 }
 
 const std::vector<std::string>& IoiPlaces() {
-  static const auto* p = new std::vector<std::string>{
-      " store", " garden", " restaurant", " school", " hospital",
-      " office", " house", " park", " station"};
+  static const auto* p =
+      new std::vector<std::string>{" store",  " garden", " restaurant", " school", " hospital",
+                                   " office", " house",  " park",       " station"};
   return *p;
 }
 
 const std::vector<std::string>& IoiObjects() {
-  static const auto* o = new std::vector<std::string>{
-      " ring", " kiss", " bone", " basketball", " computer",
-      " necklace", " drink", " snack", " book", " ball"};
+  static const auto* o =
+      new std::vector<std::string>{" ring",     " kiss",  " bone",  " basketball", " computer",
+                                   " necklace", " drink", " snack", " book",       " ball"};
   return *o;
 }
 

@@ -56,7 +56,8 @@ torch::Tensor ComputeMetric(MetricKind metric, const torch::Tensor& logits,
       // probability minus total wrong-set probability.
       torch::Tensor ans = Tile(t.answers, rows), wrong = Tile(t.wrongs, rows);
       if (metric == MetricKind::kProb) return (probs * ans).sum(-1).to(torch::kFloat32);
-      torch::Tensor ans_sets = (ans > 0).to(torch::kFloat64), wrong_sets = (wrong > 0).to(torch::kFloat64);
+      torch::Tensor ans_sets = (ans > 0).to(torch::kFloat64),
+                    wrong_sets = (wrong > 0).to(torch::kFloat64);
       return ((probs * ans_sets).sum(-1) - (probs * wrong_sets).sum(-1)).to(torch::kFloat32);
     }
     case MetricKind::kLoss: {

@@ -5,10 +5,10 @@
 #ifndef LENSGRID_WORKER_MODEL_ANALYSIS_METRICS_H_
 #define LENSGRID_WORKER_MODEL_ANALYSIS_METRICS_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "common/search_methods.h"
@@ -21,10 +21,10 @@ namespace lensgrid {
 // What a metric needs to know about the prompts of a batch (rows repeat the
 // prompts block by block: row r is prompt r % n).
 struct MetricTargets {
-  at::Tensor answers;      // float [n, d_vocab]: 1/|answers| on each answer id (a mean)
-  at::Tensor wrongs;       // float [n, d_vocab]
-  at::Tensor tokens;       // int64 [n, pos], left-padded
-  at::Tensor loss_mask;    // float [n, pos - 1]: which next-token predictions the loss scores
+  at::Tensor answers;          // float [n, d_vocab]: 1/|answers| on each answer id (a mean)
+  at::Tensor wrongs;           // float [n, d_vocab]
+  at::Tensor tokens;           // int64 [n, pos], left-padded
+  at::Tensor loss_mask;        // float [n, pos - 1]: which next-token predictions the loss scores
   at::Tensor clean_log_probs;  // float [n, d_vocab] at the final position (for KL)
 };
 

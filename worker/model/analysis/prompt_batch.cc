@@ -8,8 +8,7 @@
 namespace lensgrid {
 
 absl::StatusOr<PromptBatch> MakePromptBatch(const Dataset& dataset, int64_t begin, int64_t end,
-                                            bool need_corrupted, int64_t d_vocab,
-                                            int64_t pad_id) {
+                                            bool need_corrupted, int64_t d_vocab, int64_t pad_id) {
   PromptBatch b;
   b.pos = dataset.max_length();
   std::vector<std::vector<int64_t>> clean, corrupted;

@@ -26,8 +26,7 @@ struct PromptBatch {
 // Prompts [begin, end) of `dataset`. With `need_corrupted`, every prompt must
 // have a corrupted version of its own length (INVALID_ARGUMENT naming it).
 absl::StatusOr<PromptBatch> MakePromptBatch(const Dataset& dataset, int64_t begin, int64_t end,
-                                            bool need_corrupted, int64_t d_vocab,
-                                            int64_t pad_id);
+                                            bool need_corrupted, int64_t d_vocab, int64_t pad_id);
 
 }  // namespace lensgrid
 

@@ -4,9 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/model/activation_edit.h"
 #include "worker/model/analysis/attribution.h"
 #include "worker/model/analysis/prompt_batch.h"
-#include "worker/model/activation_edit.h"
 
 namespace lensgrid {
 namespace {
@@ -34,7 +34,9 @@ ActivationEdit AtPosition(ActivationEdit e, int pos_axis, int64_t p) {
   return e;
 }
 
-std::string HookAt(int layer, const char* suffix) { return absl::StrCat("blocks.", layer, ".", suffix); }
+std::string HookAt(int layer, const char* suffix) {
+  return absl::StrCat("blocks.", layer, ".", suffix);
+}
 
 // The activations an edit reads from another run (or their dataset mean).
 struct Sources {
@@ -57,14 +59,21 @@ const char* MethodHook(Method m, int kind) {
   switch (m) {
     case Method::kAblateHeads:
     case Method::kPatchHeads:
-    case Method::kPatchHeadsByPos: return "attn.hook_z";
-    case Method::kAblateLayers: return kind == 0 ? "hook_attn_out" : "hook_mlp_out";
-    case Method::kPatchResid: return "hook_resid_pre";
-    case Method::kPatchAttnOut: return "hook_attn_out";
-    case Method::kPatchMlpOut: return "hook_mlp_out";
-    case Method::kPatchPattern: return "attn.hook_pattern";
+    case Method::kPatchHeadsByPos:
+      return "attn.hook_z";
+    case Method::kAblateLayers:
+      return kind == 0 ? "hook_attn_out" : "hook_mlp_out";
+    case Method::kPatchResid:
+      return "hook_resid_pre";
+    case Method::kPatchAttnOut:
+      return "hook_attn_out";
+    case Method::kPatchMlpOut:
+      return "hook_mlp_out";
+    case Method::kPatchPattern:
+      return "attn.hook_pattern";
     case Method::kDetectHeads:
-    case Method::kDla: return "";  // no interventions: whole-grid methods
+    case Method::kDla:
+      return "";  // no interventions: whole-grid methods
   }
   return "";
 }
@@ -83,16 +92,19 @@ Edit MakeEdit(Method m, const ModelConfig& cfg, int64_t n_pos, int64_t c) {
     }
     case Method::kPatchHeadsByPos: {
       int64_t l = c / (n_pos * H), p = (c / H) % n_pos, h = c % H;
-      return {static_cast<int>(l), HookAt(l, MethodHook(m, 0)),
-              AtPosition(HeadEdit(2, h), 1, p), {}};
+      return {
+          static_cast<int>(l), HookAt(l, MethodHook(m, 0)), AtPosition(HeadEdit(2, h), 1, p), {}};
     }
     case Method::kPatchResid:
     case Method::kPatchAttnOut:
     case Method::kPatchMlpOut:  // by (layer, pos)
-      return {static_cast<int>(c / n_pos), HookAt(c / n_pos, MethodHook(m, 0)),
-              AtPosition({}, 1, c % n_pos), {}};
+      return {static_cast<int>(c / n_pos),
+              HookAt(c / n_pos, MethodHook(m, 0)),
+              AtPosition({}, 1, c % n_pos),
+              {}};
     case Method::kDetectHeads:
-    case Method::kDla: break;  // no interventions: whole-grid methods
+    case Method::kDla:
+      break;  // no interventions: whole-grid methods
   }
   return {0, "", {}, {}};
 }
@@ -169,7 +181,8 @@ absl::Status SearchRun::BaseRuns() {
   // The clean run: metric reference, KL target, and the patching sources.
   CacheOptions clean_cache;
   clean_cache.predicate = [&](const std::string& n) {
-    if (patching) return std::find(source_hooks.begin(), source_hooks.end(), n) != source_hooks.end();
+    if (patching)
+      return std::find(source_hooks.begin(), source_hooks.end(), n) != source_hooks.end();
     return n.size() > 14 && n.compare(n.size() - 14, 14, "hook_resid_pre") == 0;
   };
   ActivationCache cache;
@@ -208,12 +221,12 @@ absl::Status SearchRun::BaseRuns() {
   // Mean ablation: the mean over the whole dataset, whatever this shard's prompts.
   const Dataset& mean_of = options_.mean_dataset != nullptr ? *options_.mean_dataset : dataset_;
   if (mean_of.max_length() != dataset_.max_length()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "mean ablation: the mean's prompts pad to ", mean_of.max_length(),
-        " positions, the shard's to ", dataset_.max_length()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("mean ablation: the mean's prompts pad to ", mean_of.max_length(),
+                     " positions, the shard's to ", dataset_.max_length()));
   }
-  LG_ASSIGN_OR_RETURN(PromptBatch all, MakePromptBatch(mean_of, 0, mean_of.prompts.size(),
-                                                       false, cfg_.d_vocab, cfg_.bos_token_id));
+  LG_ASSIGN_OR_RETURN(PromptBatch all, MakePromptBatch(mean_of, 0, mean_of.prompts.size(), false,
+                                                       cfg_.d_vocab, cfg_.bos_token_id));
   RunOptions none;
   none.return_type = ReturnType::kNone;
   ActivationCache c;
@@ -268,8 +281,7 @@ absl::Status SearchRun::Interventions(SearchOutput* out) {
     if (group.empty()) return absl::OkStatus();
     LG_ASSIGN_OR_RETURN(torch::Tensor metric, EvaluatePacked(group));  // [k, n]
     for (size_t i = 0; i < group.size(); ++i) {
-      out->per_prompt.select(1, group_components_[i] - c_begin_) =
-          metric[i] - result_.baseline;
+      out->per_prompt.select(1, group_components_[i] - c_begin_) = metric[i] - result_.baseline;
     }
     group.clear();
     group_components_.clear();
@@ -290,8 +302,8 @@ absl::Status SearchRun::Interventions(SearchOutput* out) {
       out->per_prompt.select(1, c - c_begin_) = metric - result_.baseline;
       continue;
     }
-    if (!group.empty() && (group.front().hook != e.hook ||
-                           static_cast<int64_t>(group.size()) >= max_k)) {
+    if (!group.empty() &&
+        (group.front().hook != e.hook || static_cast<int64_t>(group.size()) >= max_k)) {
       LG_RETURN_IF_ERROR(flush());
     }
     group.push_back(std::move(e));
@@ -318,17 +330,17 @@ absl::StatusOr<SearchResult> SearchRun::Run() {
   c_end_ = options_.component_end < 0 ? n_components : options_.component_end;
   if (c_begin_ < 0 || c_begin_ >= c_end_ || c_end_ > n_components ||
       (whole_grid && (c_begin_ != 0 || c_end_ != n_components))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "component range [", c_begin_, ", ", c_end_, ") is not within [0, ", n_components, ")",
-        whole_grid ? " (this method shards by prompts only)" : ""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("component range [", c_begin_, ", ", c_end_, ") is not within [0, ",
+                     n_components, ")", whole_grid ? " (this method shards by prompts only)" : ""));
   }
   result_.prompt_begin = p_begin_;
   result_.component_begin = c_begin_;
   try {
     torch::NoGradGuard no_grad;
     if (whole_grid) {
-      LG_ASSIGN_OR_RETURN(batch_, MakePromptBatch(dataset_, p_begin_, p_end_, false,
-                                                  cfg_.d_vocab, cfg_.bos_token_id));
+      LG_ASSIGN_OR_RETURN(batch_, MakePromptBatch(dataset_, p_begin_, p_end_, false, cfg_.d_vocab,
+                                                  cfg_.bos_token_id));
       LG_RETURN_IF_ERROR(spec_.method == Method::kDetectHeads
                              ? DetectHeads(model_, batch_, spec_.metric, &result_)
                              : DirectLogitAttribution(model_, batch_, spec_.metric, &result_));
@@ -361,9 +373,8 @@ absl::StatusOr<SearchResult> RunSearch(const HookedTransformer& model, const Dat
                                        const SearchSpec& spec, const SearchOptions& options) {
   SearchRun run(model, dataset, spec, options);
   LG_ASSIGN_OR_RETURN(SearchResult r, run.Run());
-  const bool whole = r.prompt_begin == 0 &&
-                     r.outputs.front().per_prompt.size(0) ==
-                         static_cast<int64_t>(dataset.prompts.size());
+  const bool whole = r.prompt_begin == 0 && r.outputs.front().per_prompt.size(0) ==
+                                                static_cast<int64_t>(dataset.prompts.size());
   for (auto& o : r.outputs) {
     int64_t n = 1;
     for (int64_t d : o.shape) n *= d;

@@ -55,18 +55,18 @@ struct SearchOptions {
 };
 
 struct SearchOutput {
-  std::string name;                // "delta", "previous_token", "heads", ...
-  std::vector<std::string> axes;   // e.g. {"layer", "head"}
-  std::vector<int64_t> shape;      // grid shape
-  at::Tensor per_prompt;           // [n_prompts, n_components] (of this shard)
-  at::Tensor mean;                 // grid shape (whole searches only)
+  std::string name;               // "delta", "previous_token", "heads", ...
+  std::vector<std::string> axes;  // e.g. {"layer", "head"}
+  std::vector<int64_t> shape;     // grid shape
+  at::Tensor per_prompt;          // [n_prompts, n_components] (of this shard)
+  at::Tensor mean;                // grid shape (whole searches only)
 };
 
 struct SearchResult {
   SearchSpec spec;
   std::vector<SearchOutput> outputs;
-  at::Tensor baseline;   // [n_prompts] metric of the unintervened run
-  at::Tensor reference;  // patching: [n_prompts] metric of the clean run
+  at::Tensor baseline;                            // [n_prompts] metric of the unintervened run
+  at::Tensor reference;                           // patching: [n_prompts] metric of the clean run
   int64_t prompt_begin = 0, component_begin = 0;  // where this shard sits
 };
 

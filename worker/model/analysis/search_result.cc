@@ -47,9 +47,9 @@ absl::StatusOr<SearchResult> Merge(const std::vector<SearchResult>& shards, int6
   }
   for (size_t k = 0; k < covered.size(); ++k) {
     if (!covered[k].eq(1).all().item<bool>()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shards do not cover every (prompt, component) of \"", whole.outputs[k].name,
-          "\" exactly once"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("shards do not cover every (prompt, component) of \"", whole.outputs[k].name,
+                       "\" exactly once"));
     }
     whole.outputs[k].mean = whole.outputs[k].per_prompt.mean(0).view(whole.outputs[k].shape);
   }

@@ -15,8 +15,7 @@ absl::Status CheckIds(const std::vector<int64_t>& ids, const char* field, const 
   for (int64_t id : ids) {
     if (id < 0 || id >= cfg.d_vocab) {
       return absl::InvalidArgumentError(absl::StrCat(p.origin, ": ", field, " has ", id,
-                                                     ", not a token id in [0, ", cfg.d_vocab,
-                                                     ")"));
+                                                     ", not a token id in [0, ", cfg.d_vocab, ")"));
     }
   }
   return absl::OkStatus();
@@ -27,14 +26,13 @@ absl::Status CheckPrompt(Prompt* p, int64_t n_pos, const ModelConfig& cfg) {
   const int64_t len = static_cast<int64_t>(p->tokens.size());
   if (len == 0) return absl::InvalidArgumentError(absl::StrCat(p->origin, ": no tokens"));
   if (len > n_pos) {
-    return absl::InvalidArgumentError(absl::StrCat(p->origin, ": ", len,
-                                                   " tokens, longer than the shard's n_pos ",
-                                                   n_pos));
+    return absl::InvalidArgumentError(
+        absl::StrCat(p->origin, ": ", len, " tokens, longer than the shard's n_pos ", n_pos));
   }
   if (!p->corrupted_tokens.empty() && p->corrupted_tokens.size() != p->tokens.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(p->origin, ": corrupted_tokens has ", p->corrupted_tokens.size(),
-                     " tokens, tokens has ", len));
+    return absl::InvalidArgumentError(absl::StrCat(p->origin, ": corrupted_tokens has ",
+                                                   p->corrupted_tokens.size(),
+                                                   " tokens, tokens has ", len));
   }
   if (p->answers.empty() || p->wrongs.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(p->origin, ": needs answers and wrongs"));
@@ -59,12 +57,11 @@ bool NeedsMeanPrompts(const SearchSpec& spec) {
 
 absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg, ShardTask task,
                                                  const ShardLimits& limits) {
-  const int64_t carried =
-      static_cast<int64_t>(task.prompts.size() + task.mean_prompts.size());
+  const int64_t carried = static_cast<int64_t>(task.prompts.size() + task.mean_prompts.size());
   if (carried > limits.max_dataset_prompts) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the shard carries ", carried, " prompts, over this worker's limit of ",
-        limits.max_dataset_prompts, " (--max-dataset-prompts)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the shard carries ", carried, " prompts, over this worker's limit of ",
+                     limits.max_dataset_prompts, " (--max-dataset-prompts)"));
   }
   if (task.n_prompts < 1) {
     return absl::InvalidArgumentError(
@@ -79,8 +76,8 @@ absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg, ShardTa
   }
   const int64_t n = task.prompt_end - task.prompt_begin;
   if (static_cast<int64_t>(task.prompts.size()) != n) {
-    return absl::InvalidArgumentError(absl::StrCat("the shard carries ", task.prompts.size(),
-                                                   " prompts for its range of ", n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the shard carries ", task.prompts.size(), " prompts for its range of ", n));
   }
   const bool needs_mean = NeedsMeanPrompts(task.spec);
   if (needs_mean && static_cast<int64_t>(task.mean_prompts.size()) != task.n_prompts) {
@@ -98,8 +95,8 @@ absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg, ShardTa
     }
   }
   if (task.n_pos < 1 || task.n_pos > cfg.n_ctx) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "n_pos ", task.n_pos, " is not within [1, ", cfg.n_ctx, "] (the model's n_ctx)"));
+    return absl::InvalidArgumentError(absl::StrCat("n_pos ", task.n_pos, " is not within [1, ",
+                                                   cfg.n_ctx, "] (the model's n_ctx)"));
   }
   if (n > limits.max_prompt_tokens / task.n_pos) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -123,9 +120,9 @@ absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg, ShardTa
   if (task.component_end == 0) task.component_end = n_components;
   if (task.component_begin < 0 || task.component_begin >= task.component_end ||
       task.component_end > n_components) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "component range [", task.component_begin, ", ", task.component_end,
-        ") is not within [0, ", n_components, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("component range [", task.component_begin, ", ",
+                                                   task.component_end, ") is not within [0, ",
+                                                   n_components, ")"));
   }
   double bytes = 2.0 * n * sizeof(float);  // baseline, reference
   for (size_t k = 0; k < outputs.size(); ++k) {
@@ -135,9 +132,9 @@ absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg, ShardTa
     bytes += c * n * sizeof(float);
   }
   if (bytes > static_cast<double>(limits.max_result_bytes)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the shard's result would hold ", static_cast<int64_t>(bytes), " bytes, over ",
-        limits.max_result_bytes, " (--max-response-bytes); use smaller shards"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the shard's result would hold ", static_cast<int64_t>(bytes), " bytes, over ",
+                     limits.max_result_bytes, " (--max-response-bytes); use smaller shards"));
   }
 
   PreparedShard shard;
@@ -162,8 +159,7 @@ absl::StatusOr<NamedTensors> RunPreparedShard(const HookedTransformer& model,
   options.component_end = shard.component_end;
   if (!shard.mean_dataset.prompts.empty()) options.mean_dataset = &shard.mean_dataset;
   options.is_cancelled = std::move(is_cancelled);
-  LG_ASSIGN_OR_RETURN(SearchResult result,
-                      RunSearch(model, shard.dataset, shard.spec, options));
+  LG_ASSIGN_OR_RETURN(SearchResult result, RunSearch(model, shard.dataset, shard.spec, options));
   NamedTensors out;
   out.emplace_back("baseline", result.baseline.to(torch::kFloat32).cpu());
   if (result.reference.defined()) {

@@ -33,8 +33,8 @@ struct ShardTask {
   int64_t n_pos = 0;      // the job's longest prompt; 0 = the longest prompt carried
   int64_t prompt_begin = 0, prompt_end = 0;        // 0 = n_prompts
   int64_t component_begin = 0, component_end = 0;  // of the first grid; 0 = all
-  std::vector<Prompt> prompts;       // the job's prompts [prompt_begin, prompt_end)
-  std::vector<Prompt> mean_prompts;  // mean ablation: all n_prompts; else empty
+  std::vector<Prompt> prompts;                     // the job's prompts [prompt_begin, prompt_end)
+  std::vector<Prompt> mean_prompts;                // mean ablation: all n_prompts; else empty
 };
 
 // True when the task's method reads the whole dataset (mean ablation).

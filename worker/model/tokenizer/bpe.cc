@@ -28,18 +28,15 @@ struct Candidate {
 BytePairMerger::BytePairMerger(const std::array<int32_t, 256>& byte_ids,
                                absl::flat_hash_map<uint64_t, MergeRule> merges)
     : byte_ids_(byte_ids), merges_(std::move(merges)), merges_ordered_(true) {
-  absl::flat_hash_map<int32_t, int32_t>
-      last_made;  // token id -> highest rank producing it
+  absl::flat_hash_map<int32_t, int32_t> last_made;  // token id -> highest rank producing it
   for (const auto& [key, rule] : merges_) {
     int32_t& rank = last_made[rule.merged_id];
     rank = std::max(rank, rule.rank);
   }
   for (const auto& [key, rule] : merges_) {
-    for (int32_t part :
-         {static_cast<int32_t>(key >> 32), static_cast<int32_t>(key)}) {
+    for (int32_t part : {static_cast<int32_t>(key >> 32), static_cast<int32_t>(key)}) {
       auto it = last_made.find(part);
-      if (it != last_made.end() && it->second >= rule.rank)
-        merges_ordered_ = false;
+      if (it != last_made.end() && it->second >= rule.rank) merges_ordered_ = false;
     }
   }
 }
@@ -49,8 +46,7 @@ const MergeRule* BytePairMerger::Find(int32_t left, int32_t right) const {
   return it == merges_.end() ? nullptr : &it->second;
 }
 
-void BytePairMerger::Encode(std::string_view word,
-                            std::vector<int32_t>* out) const {
+void BytePairMerger::Encode(std::string_view word, std::vector<int32_t>* out) const {
   if (word.size() == 1) {
     out->push_back(byte_ids_[static_cast<uint8_t>(word[0])]);
   } else if (merges_ordered_) {
@@ -60,8 +56,7 @@ void BytePairMerger::Encode(std::string_view word,
   }
 }
 
-void BytePairMerger::EncodeByRounds(std::string_view word,
-                                    std::vector<int32_t>* out) const {
+void BytePairMerger::EncodeByRounds(std::string_view word, std::vector<int32_t>* out) const {
   std::vector<int32_t> ids, next;
   for (char c : word) ids.push_back(byte_ids_[static_cast<uint8_t>(c)]);
   while (ids.size() > 1) {
@@ -90,13 +85,11 @@ void BytePairMerger::EncodeByRounds(std::string_view word,
   out->insert(out->end(), ids.begin(), ids.end());
 }
 
-void BytePairMerger::EncodeWithHeap(std::string_view word,
-                                    std::vector<int32_t>* out) const {
+void BytePairMerger::EncodeWithHeap(std::string_view word, std::vector<int32_t>* out) const {
   const int32_t n = static_cast<int32_t>(word.size());
   std::vector<Symbol> symbols(n);
   for (int32_t i = 0; i < n; ++i) {
-    symbols[i] = {byte_ids_[static_cast<uint8_t>(word[i])], i - 1,
-                  i + 1 < n ? i + 1 : -1, true};
+    symbols[i] = {byte_ids_[static_cast<uint8_t>(word[i])], i - 1, i + 1 < n ? i + 1 : -1, true};
   }
   std::vector<Candidate> heap;
   auto push = [&](int32_t pos) {
@@ -128,8 +121,7 @@ void BytePairMerger::EncodeWithHeap(std::string_view word,
     if (left.prev >= 0) push(left.prev);
     push(top.pos);
   }
-  for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = symbols[i].next)
-    out->push_back(symbols[i].id);
+  for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = symbols[i].next) out->push_back(symbols[i].id);
 }
 
 }  // namespace lensgrid

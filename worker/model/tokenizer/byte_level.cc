@@ -9,16 +9,14 @@ namespace {
 // their code point; the other 68 bytes get 256, 257, ... in byte order.
 struct ByteAlphabet {
   std::array<char32_t, 256> code_point;
-  std::array<int16_t, 512>
-      byte_of;  // code point -> byte, -1 when not in the alphabet
+  std::array<int16_t, 512> byte_of;  // code point -> byte, -1 when not in the alphabet
   std::array<std::string, 256> utf8;
 
   ByteAlphabet() {
     byte_of.fill(-1);
     char32_t next_extra = 256;
     for (int b = 0; b < 256; ++b) {
-      const bool printable =
-          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
       code_point[b] = printable ? static_cast<char32_t>(b) : next_extra++;
       byte_of[code_point[b]] = static_cast<int16_t>(b);
       AppendUtf8(code_point[b], &utf8[b]);
@@ -85,13 +83,10 @@ std::optional<std::string> ByteLevelDecode(std::string_view text) {
   size_t pos = 0;
   while (pos < text.size()) {
     const int len = Utf8SequenceLength(text, pos);
-    if (len == 0 || len > 2)
-      return std::nullopt;  // the alphabet is U+0021..U+0143
+    if (len == 0 || len > 2) return std::nullopt;  // the alphabet is U+0021..U+0143
     char32_t cp = static_cast<uint8_t>(text[pos]);
-    if (len == 2)
-      cp = ((cp & 0x1F) << 6) | (static_cast<uint8_t>(text[pos + 1]) & 0x3F);
-    if (cp >= alphabet.byte_of.size() || alphabet.byte_of[cp] < 0)
-      return std::nullopt;
+    if (len == 2) cp = ((cp & 0x1F) << 6) | (static_cast<uint8_t>(text[pos + 1]) & 0x3F);
+    if (cp >= alphabet.byte_of.size() || alphabet.byte_of[cp] < 0) return std::nullopt;
     out.push_back(static_cast<char>(alphabet.byte_of[cp]));
     pos += len;
   }

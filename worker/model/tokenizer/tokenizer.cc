@@ -23,9 +23,7 @@ constexpr size_t kMaxCacheEntries = 1 << 18;
 
 // Debian's Abseil has its own string_view type
 // (ABSL_OPTION_USE_STD_STRING_VIEW=0).
-absl::string_view AsAbsl(std::string_view text) {
-  return {text.data(), text.size()};
-}
+absl::string_view AsAbsl(std::string_view text) { return {text.data(), text.size()}; }
 
 std::string Quoted(std::string_view text) {
   return nlohmann::json(std::string(text))
@@ -34,8 +32,7 @@ std::string Quoted(std::string_view text) {
 
 }  // namespace
 
-Tokenizer::Tokenizer(std::vector<Token> tokens,
-                     std::optional<int64_t> eot_token,
+Tokenizer::Tokenizer(std::vector<Token> tokens, std::optional<int64_t> eot_token,
                      std::unique_ptr<BytePairMerger> merger,
                      std::unique_ptr<PreTokenizer> pre_tokenizer)
     : tokens_(std::move(tokens)),
@@ -43,12 +40,12 @@ Tokenizer::Tokenizer(std::vector<Token> tokens,
       merger_(std::move(merger)),
       pre_tokenizer_(std::move(pre_tokenizer)) {}
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromContents(
-    std::string_view vocab_json, std::string_view merges_txt,
-    std::string_view vocab_name, std::string_view merges_name) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromContents(std::string_view vocab_json,
+                                                                   std::string_view merges_txt,
+                                                                   std::string_view vocab_name,
+                                                                   std::string_view merges_name) {
   LG_ASSIGN_OR_RETURN(Vocab vocab, ParseVocabJson(vocab_json, vocab_name));
-  LG_ASSIGN_OR_RETURN(std::vector<MergeLine> merge_lines,
-                      ParseMerges(merges_txt, merges_name));
+  LG_ASSIGN_OR_RETURN(std::vector<MergeLine> merge_lines, ParseMerges(merges_txt, merges_name));
 
   int32_t max_id = 0;
   for (const auto& [spelling, id] : vocab) max_id = std::max(max_id, id);
@@ -63,14 +60,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromContents(
 
   std::array<int32_t, 256> byte_ids;
   for (int b = 0; b < 256; ++b) {
-    const std::string spelling =
-        ByteLevelEncode(std::string(1, static_cast<char>(b)));
+    const std::string spelling = ByteLevelEncode(std::string(1, static_cast<char>(b)));
     auto it = vocab.find(spelling);
     if (it == vocab.end()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          AsAbsl(vocab_name), ": no token for byte 0x",
-          absl::Hex(b, absl::kZeroPad2), " (spelled ", Quoted(spelling),
-          "); a byte-level BPE vocabulary needs all 256 bytes"));
+          AsAbsl(vocab_name), ": no token for byte 0x", absl::Hex(b, absl::kZeroPad2), " (spelled ",
+          Quoted(spelling), "); a byte-level BPE vocabulary needs all 256 bytes"));
     }
     byte_ids[b] = it->second;
   }
@@ -82,26 +77,22 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromContents(
     const std::string merged = line.left + line.right;
     for (const std::string* part : {&line.left, &line.right, &merged}) {
       if (!vocab.contains(*part)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(AsAbsl(merges_name), ":", line.line, ": token ",
-                         Quoted(*part), " is not in ", AsAbsl(vocab_name)));
+        return absl::InvalidArgumentError(absl::StrCat(AsAbsl(merges_name), ":", line.line,
+                                                       ": token ", Quoted(*part), " is not in ",
+                                                       AsAbsl(vocab_name)));
       }
     }
     // A repeated pair keeps its last rank, as dict(zip(merges, ranks)) in
     // encoder.py does.
-    merges.insert_or_assign(
-        PairKey(vocab[line.left], vocab[line.right]),
-        MergeRule{static_cast<int32_t>(rank), vocab[merged]});
+    merges.insert_or_assign(PairKey(vocab[line.left], vocab[line.right]),
+                            MergeRule{static_cast<int32_t>(rank), vocab[merged]});
   }
 
   std::optional<int64_t> eot;
-  if (auto it = vocab.find(kEndOfTextToken); it != vocab.end())
-    eot = it->second;
-  LG_ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> pre_tokenizer,
-                      PreTokenizer::Create());
+  if (auto it = vocab.find(kEndOfTextToken); it != vocab.end()) eot = it->second;
+  LG_ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> pre_tokenizer, PreTokenizer::Create());
   return std::unique_ptr<Tokenizer>(new Tokenizer(
-      std::move(tokens), eot,
-      std::make_unique<BytePairMerger>(byte_ids, std::move(merges)),
+      std::move(tokens), eot, std::make_unique<BytePairMerger>(byte_ids, std::move(merges)),
       std::move(pre_tokenizer)));
 }
 
@@ -112,8 +103,7 @@ std::vector<int64_t> Tokenizer::Encode(std::string_view text) const {
   return ids;
 }
 
-void Tokenizer::EncodeTo(std::string_view text,
-                         std::vector<int64_t>* out) const {
+void Tokenizer::EncodeTo(std::string_view text, std::vector<int64_t>* out) const {
   const std::string_view eot_text = kEndOfTextToken;
   while (eot_token_.has_value()) {
     const size_t hit = text.find(eot_text);
@@ -125,16 +115,12 @@ void Tokenizer::EncodeTo(std::string_view text,
   EncodeOrdinary(text, out);
 }
 
-void Tokenizer::EncodeOrdinary(std::string_view text,
-                               std::vector<int64_t>* out) const {
-  pre_tokenizer_->Split(
-      text, [&](std::string_view piece) { EncodePiece(piece, out); });
+void Tokenizer::EncodeOrdinary(std::string_view text, std::vector<int64_t>* out) const {
+  pre_tokenizer_->Split(text, [&](std::string_view piece) { EncodePiece(piece, out); });
 }
 
-void Tokenizer::EncodePiece(std::string_view piece,
-                            std::vector<int64_t>* out) const {
-  const bool cacheable =
-      piece.size() > 1 && piece.size() <= kMaxCachedPieceBytes;
+void Tokenizer::EncodePiece(std::string_view piece, std::vector<int64_t>* out) const {
+  const bool cacheable = piece.size() > 1 && piece.size() <= kMaxCachedPieceBytes;
   if (cacheable) {
     absl::ReaderMutexLock lock(&cache_mu_);
     auto it = cache_.find(AsAbsl(piece));
@@ -156,14 +142,12 @@ void Tokenizer::EncodePiece(std::string_view piece,
 absl::Status Tokenizer::CheckId(int64_t id) const {
   if (id < 0 || id >= vocab_size() || !tokens_[id].present) {
     return absl::InvalidArgumentError(
-        absl::StrCat("token id ", id, " is not in the vocabulary (size ",
-                     vocab_size(), ")"));
+        absl::StrCat("token id ", id, " is not in the vocabulary (size ", vocab_size(), ")"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Tokenizer::DecodeBytes(
-    absl::Span<const int64_t> ids) const {
+absl::StatusOr<std::string> Tokenizer::DecodeBytes(absl::Span<const int64_t> ids) const {
   std::string bytes;
   for (int64_t id : ids) {
     LG_RETURN_IF_ERROR(CheckId(id));
@@ -172,8 +156,7 @@ absl::StatusOr<std::string> Tokenizer::DecodeBytes(
   return bytes;
 }
 
-absl::StatusOr<std::string> Tokenizer::Decode(
-    absl::Span<const int64_t> ids) const {
+absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int64_t> ids) const {
   LG_ASSIGN_OR_RETURN(std::string bytes, DecodeBytes(ids));
   return DecodeUtf8Lossy(bytes);
 }
@@ -192,9 +175,9 @@ absl::StatusOr<std::vector<std::string>> Tokenizer::ToStrTokens(
 absl::StatusOr<int64_t> Tokenizer::ToSingleToken(std::string_view text) const {
   const std::vector<int64_t> ids = Encode(text);
   if (ids.size() != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Quoted(text), " is ", ids.size(), " tokens [",
-                     absl::StrJoin(ids, ", "), "], not a single token"));
+    return absl::InvalidArgumentError(absl::StrCat(Quoted(text), " is ", ids.size(), " tokens [",
+                                                   absl::StrJoin(ids, ", "),
+                                                   "], not a single token"));
   }
   return ids[0];
 }

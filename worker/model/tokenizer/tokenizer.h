@@ -46,13 +46,11 @@ class Tokenizer {
       const std::string& encoder_json_path, const std::string& vocab_bpe_path);
   // `dir` holds vocab.json + merges.txt (preferred) or encoder.json +
   // vocab.bpe.
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromDirectory(
-      const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromDirectory(const std::string& dir);
   // From file contents; the names only label error messages.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromContents(
       std::string_view vocab_json, std::string_view merges_txt,
-      std::string_view vocab_name = "vocab.json",
-      std::string_view merges_name = "merges.txt");
+      std::string_view vocab_name = "vocab.json", std::string_view merges_name = "merges.txt");
 
   // Ids of `text` (any bytes; ill-formed UTF-8 is encoded byte-wise).
   // "<|endoftext|>" in the text becomes eot_token() when the vocab has it. No
@@ -67,8 +65,7 @@ class Tokenizer {
   // bytes x.
   absl::StatusOr<std::string> DecodeBytes(absl::Span<const int64_t> ids) const;
   // Each id decoded on its own, as TransformerLens's to_str_tokens.
-  absl::StatusOr<std::vector<std::string>> ToStrTokens(
-      absl::Span<const int64_t> ids) const;
+  absl::StatusOr<std::vector<std::string>> ToStrTokens(absl::Span<const int64_t> ids) const;
   // The id of `text` when it encodes to exactly one token; INVALID_ARGUMENT
   // otherwise.
   absl::StatusOr<int64_t> ToSingleToken(std::string_view text) const;
@@ -89,8 +86,7 @@ class Tokenizer {
     std::string bytes;     // what it decodes to
   };
   Tokenizer(std::vector<Token> tokens, std::optional<int64_t> eot_token,
-            std::unique_ptr<BytePairMerger> merger,
-            std::unique_ptr<PreTokenizer> pre_tokenizer);
+            std::unique_ptr<BytePairMerger> merger, std::unique_ptr<PreTokenizer> pre_tokenizer);
 
   void EncodeOrdinary(std::string_view text, std::vector<int64_t>* out) const;
   void EncodePiece(std::string_view piece, std::vector<int64_t>* out) const;
@@ -102,19 +98,16 @@ class Tokenizer {
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
 
   mutable absl::Mutex cache_mu_;
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_
-      ABSL_GUARDED_BY(cache_mu_);
+  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 // The tokenizer in `dir` (for `lensgrid tokenize --tokenizer DIR`).
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFromDir(
-    const std::string& dir);
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFromDir(const std::string& dir);
 
 // The model dir's own tokenizer files when it has them, otherwise GPT-2's
 // default files from $LENSGRID_BPE_DIR or, unset, the ones scripts/bootstrap
 // installs. NOT_FOUND when neither.
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(
-    const std::string& model_dir);
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& model_dir);
 
 // Where the default GPT-2 files are looked for ($LENSGRID_BPE_DIR, else the
 // built-in path).

@@ -14,14 +14,11 @@ namespace {
 
 // Debian's Abseil has its own string_view type
 // (ABSL_OPTION_USE_STD_STRING_VIEW=0).
-absl::string_view AsAbsl(std::string_view text) {
-  return {text.data(), text.size()};
-}
+absl::string_view AsAbsl(std::string_view text) { return {text.data(), text.size()}; }
 
 }  // namespace
 
-absl::StatusOr<Vocab> ParseVocabJson(std::string_view contents,
-                                     std::string_view file_name) {
+absl::StatusOr<Vocab> ParseVocabJson(std::string_view contents, std::string_view file_name) {
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(contents.begin(), contents.end());
@@ -31,8 +28,7 @@ absl::StatusOr<Vocab> ParseVocabJson(std::string_view contents,
   }
   if (!json.is_object() || json.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        AsAbsl(file_name),
-        ": expected a non-empty JSON object {\"token\": id, ...}, got ",
+        AsAbsl(file_name), ": expected a non-empty JSON object {\"token\": id, ...}, got ",
         json.type_name()));
   }
   Vocab vocab;
@@ -43,18 +39,15 @@ absl::StatusOr<Vocab> ParseVocabJson(std::string_view contents,
     const bool is_int = value.is_number_integer();
     const int64_t id = is_int ? value.get<int64_t>() : -1;
     if (!is_int || id < 0 || id > kMaxVocabId) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          AsAbsl(file_name), ": token ", nlohmann::json(spelling).dump(),
-          " has id ", value.dump(), "; ids must be integers in [0, ",
-          kMaxVocabId, "]"));
-    }
-    auto [it, inserted] =
-        spelling_of.emplace(static_cast<int32_t>(id), spelling);
-    if (!inserted) {
       return absl::InvalidArgumentError(
-          absl::StrCat(AsAbsl(file_name), ": id ", id, " is used by both ",
-                       nlohmann::json(it->second).dump(), " and ",
-                       nlohmann::json(spelling).dump()));
+          absl::StrCat(AsAbsl(file_name), ": token ", nlohmann::json(spelling).dump(), " has id ",
+                       value.dump(), "; ids must be integers in [0, ", kMaxVocabId, "]"));
+    }
+    auto [it, inserted] = spelling_of.emplace(static_cast<int32_t>(id), spelling);
+    if (!inserted) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          AsAbsl(file_name), ": id ", id, " is used by both ", nlohmann::json(it->second).dump(),
+          " and ", nlohmann::json(spelling).dump()));
     }
     vocab.emplace(spelling, static_cast<int32_t>(id));
   }
@@ -72,13 +65,11 @@ absl::StatusOr<std::vector<MergeLine>> ParseMerges(std::string_view contents,
     std::vector<absl::string_view> parts = absl::StrSplit(line, ' ');
     if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          AsAbsl(file_name), ":", line_number,
-          ": expected two tokens separated by one space, got ",
+          AsAbsl(file_name), ":", line_number, ": expected two tokens separated by one space, got ",
           nlohmann::json(std::string(line))
               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     }
-    merges.push_back(
-        {std::string(parts[0]), std::string(parts[1]), line_number});
+    merges.push_back({std::string(parts[0]), std::string(parts[1]), line_number});
   }
   return merges;
 }
@@ -88,8 +79,7 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   std::ostringstream contents;
   contents << in.rdbuf();
-  if (in.bad())
-    return absl::DataLossError(absl::StrCat("error reading ", path));
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
   return contents.str();
 }
 

@@ -28,8 +28,7 @@ struct MergeLine {
   int line;  // 1-based, for error messages
 };
 
-absl::StatusOr<Vocab> ParseVocabJson(std::string_view contents,
-                                     std::string_view file_name);
+absl::StatusOr<Vocab> ParseVocabJson(std::string_view contents, std::string_view file_name);
 absl::StatusOr<std::vector<MergeLine>> ParseMerges(std::string_view contents,
                                                    std::string_view file_name);
 

@@ -1,9 +1,9 @@
 #include "worker/model/training/evaluate.h"
 
+#include <torch/torch.h>
+
 #include <iomanip>
 #include <sstream>
-
-#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -39,8 +39,7 @@ absl::StatusOr<IoiScore> ScoreIoi(const HookedTransformer& model,
     run.logit_positions = torch::full({1}, in.tokens.size(1) - 1, torch::kInt64);
     LG_ASSIGN_OR_RETURN(RunOutput out, model.Run(in, run));
     torch::Tensor logits = out.logits.view({-1}).cpu();
-    const double diff =
-        logits[p.answers[0]].item<double>() - logits[p.wrongs[0]].item<double>();
+    const double diff = logits[p.answers[0]].item<double>() - logits[p.wrongs[0]].item<double>();
     diff_sum += diff;
     correct += diff > 0 ? 1 : 0;
     ++score.n;
@@ -56,9 +55,9 @@ absl::StatusOr<ModelFacts> MeasureModelFacts(const HookedTransformer& model,
                                              const FactsOptions& options) {
   const ModelConfig& cfg = model.cfg();
   ModelFacts facts;
-  LG_ASSIGN_OR_RETURN(Dataset ds, MakeDataset({"induction", options.n_prompts, options.seed,
-                                               options.seq_len},
-                                              cfg, nullptr));
+  LG_ASSIGN_OR_RETURN(
+      Dataset ds,
+      MakeDataset({"induction", options.n_prompts, options.seed, options.seq_len}, cfg, nullptr));
   SearchSpec detect{Method::kDetectHeads, MetricKind::kLoss, Ablation::kZero};
   LG_ASSIGN_OR_RETURN(SearchResult detected, RunSearch(model, ds, detect));
   facts.previous_token = detected.outputs[0].mean;

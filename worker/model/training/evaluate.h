@@ -6,11 +6,11 @@
 #ifndef LENSGRID_WORKER_MODEL_TRAINING_EVALUATE_H_
 #define LENSGRID_WORKER_MODEL_TRAINING_EVALUATE_H_
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
 #include "worker/model/analysis/dataset.h"
@@ -51,8 +51,8 @@ struct ModelFacts {
   // first copy, and from every token to the one before it. [layer, head]
   at::Tensor induction_stripe, previous_stripe;
   HeadRef top_induction, top_previous;  // by stripe score
-  double clean_loss = 0;        // mean loss predicting the repeated half
-  at::Tensor ablation_delta;    // [layer, head]: loss(zero-ablated head) - clean_loss
+  double clean_loss = 0;                // mean loss predicting the repeated half
+  at::Tensor ablation_delta;            // [layer, head]: loss(zero-ablated head) - clean_loss
   double top_induction_ablation_delta = 0;
 };
 

@@ -23,12 +23,12 @@ double Unit(Rng& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 const std::vector<std::string>& TrainTemplates() {
   static const auto* t = [] {
     auto* all = new std::vector<std::string>(IoiTemplates());
-    for (const char* more : {
-             "When [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
-             "When [B] and [A] were at the [PLACE], [B] handed a [OBJECT] to [A]",
-             "After [B] and [A] left the [PLACE], [B] threw a [OBJECT] to [A]",
-             "Today [B] and [A] visited the [PLACE], and [B] bought a [OBJECT] for [A]",
-             "At the [PLACE], [B] and [A] found a [OBJECT]. [B] gave it to [A]"})
+    for (const char* more :
+         {"When [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]",
+          "When [B] and [A] were at the [PLACE], [B] handed a [OBJECT] to [A]",
+          "After [B] and [A] left the [PLACE], [B] threw a [OBJECT] to [A]",
+          "Today [B] and [A] visited the [PLACE], and [B] bought a [OBJECT] for [A]",
+          "At the [PLACE], [B] and [A] found a [OBJECT]. [B] gave it to [A]"})
       all->push_back(more);
     return all;
   }();
@@ -57,27 +57,26 @@ const std::vector<std::string>& HeldOutTemplates() {
 
 // The `ioi` search dataset's names first, so a truncated vocabulary keeps them.
 const std::vector<std::string>& TrainNameCandidates() {
-  static const auto* n =
-      Extended(IoiNames(), {" William", " Louis", " Carol", " Ann", " Lee"});
+  static const auto* n = Extended(IoiNames(), {" William", " Louis", " Carol", " Ann", " Lee"});
   return *n;
 }
 
 const std::vector<std::string>& HeldOutNameCandidates() {
   static const auto* n = new std::vector<std::string>{
-      " Bill", " Joe", " Jim", " Bob", " Tim", " Frank", " Jeff", " Harry", " Jon", " Scott",
-      " Phil", " Susan", " Karen", " Nancy"};
+      " Bill",  " Joe", " Jim",   " Bob",  " Tim",   " Frank", " Jeff",
+      " Harry", " Jon", " Scott", " Phil", " Susan", " Karen", " Nancy"};
   return *n;
 }
 
 const std::vector<std::string>& PlaceCandidates() {
-  static const auto* p = Extended(
-      IoiPlaces(), {" church", " hotel", " market", " library", " beach", " bank"});
+  static const auto* p =
+      Extended(IoiPlaces(), {" church", " hotel", " market", " library", " beach", " bank"});
   return *p;
 }
 
 const std::vector<std::string>& ObjectCandidates() {
-  static const auto* o = Extended(
-      IoiObjects(), {" letter", " gift", " card", " phone", " bag", " key", " picture"});
+  static const auto* o =
+      Extended(IoiObjects(), {" letter", " gift", " card", " phone", " bag", " key", " picture"});
   return *o;
 }
 
@@ -102,9 +101,9 @@ absl::StatusOr<TrainData> TrainData::Create(const TrainDataOptions& options, int
   const TrainDataOptions& o = options;
   if (o.seq_len < 2 * o.max_span + o.max_gap + 2 || o.min_span < 2 || o.max_span < o.min_span ||
       o.max_gap < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "repeated spans of ", o.min_span, "..", o.max_span, " tokens with gaps up to ",
-        o.max_gap, " do not fit rows of ", o.seq_len, " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("repeated spans of ", o.min_span, "..", o.max_span, " tokens with gaps up to ",
+                     o.max_gap, " do not fit rows of ", o.seq_len, " tokens"));
   }
   if (o.chain_alphabet < 2 || o.chain_alphabet >= d_vocab) {
     return absl::InvalidArgumentError(
@@ -128,9 +127,9 @@ absl::StatusOr<TrainData> TrainData::Create(const TrainDataOptions& options, int
   std::shuffle(data.perm_.begin(), data.perm_.end(), rng);
   if (tokenizer == nullptr || o.ioi_fraction <= 0) return data;
   if (tokenizer->vocab_size() != d_vocab || tokenizer->eot_token() != d_vocab - 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the tokenizer has ", tokenizer->vocab_size(), " ids and must end in <|endoftext|>; ",
-        "the model has ", d_vocab));
+    return absl::InvalidArgumentError(absl::StrCat("the tokenizer has ", tokenizer->vocab_size(),
+                                                   " ids and must end in <|endoftext|>; ",
+                                                   "the model has ", d_vocab));
   }
   data.tokenizer_ = tokenizer;
   data.templates_[0] = TrainTemplates();
@@ -141,10 +140,10 @@ absl::StatusOr<TrainData> TrainData::Create(const TrainDataOptions& options, int
   data.objects_ = SingleTokenWords(*tokenizer, ObjectCandidates());
   if (data.names_[0].size() < 5 || data.names_[1].size() < 2 || data.places_.empty() ||
       data.objects_.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the vocabulary is too small for IOI sentences: ", data.names_[0].size(), " + ",
-        data.names_[1].size(), " single-token names, ", data.places_.size(), " places, ",
-        data.objects_.size(), " objects (keep more merges)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the vocabulary is too small for IOI sentences: ", data.names_[0].size(),
+                     " + ", data.names_[1].size(), " single-token names, ", data.places_.size(),
+                     " places, ", data.objects_.size(), " objects (keep more merges)"));
   }
   return data;
 }
@@ -153,8 +152,8 @@ std::vector<int64_t> TrainData::ChainRow(Rng& rng) const {
   const int64_t n = static_cast<int64_t>(alphabet_.size());
   std::vector<int64_t> idx(options_.seq_len);  // alphabet indices, idx[0] unused (BOS)
   for (int64_t t = 1; t < options_.seq_len; ++t) {
-    idx[t] = (t < 3 || Unit(rng) < options_.chain_noise) ? Uniform(rng, 0, n - 1)
-                                                          : perm_[idx[t - 2]];
+    idx[t] =
+        (t < 3 || Unit(rng) < options_.chain_noise) ? Uniform(rng, 0, n - 1) : perm_[idx[t - 2]];
   }
   std::vector<int64_t> row(options_.seq_len);
   row[0] = eot();
@@ -217,7 +216,8 @@ IoiExample TrainData::IoiSentence(Rng& rng, bool held_out) const {
   t = t.substr(0, t.rfind(" [A]"));
   IoiExample ex;
   ex.io = Pick(rng, names);
-  do ex.s = Pick(rng, names); while (ex.s == ex.io);
+  do ex.s = Pick(rng, names);
+  while (ex.s == ex.io);
   ex.text = FillIoiTemplate(t, ex.io, ex.s, ex.s, Pick(rng, places_), Pick(rng, objects_));
   return ex;
 }
@@ -259,8 +259,7 @@ std::vector<int64_t> TrainData::Rows(int64_t batch, int64_t index, uint64_t stre
   out.reserve(batch * o.seq_len);
   for (int64_t r = 0; r < batch; ++r) {
     // One generator per row: any row can be regenerated alone.
-    std::seed_seq seq{o.seed, stream, static_cast<uint64_t>(index),
-                      static_cast<uint64_t>(r)};
+    std::seed_seq seq{o.seed, stream, static_cast<uint64_t>(index), static_cast<uint64_t>(r)};
     Rng rng(seq);
     const double u = Unit(rng) * total;
     std::vector<int64_t> row;

@@ -43,14 +43,14 @@ struct TrainDataOptions {
   int64_t seq_len = 128;          // tokens per row, BOS included
   double repeats_fraction = 0.6;  // of rows; the rest after chain and ioi
   double chain_fraction = 0.1;
-  double ioi_fraction = 0.3;      // 0 (or no tokenizer): no ioi rows
+  double ioi_fraction = 0.3;  // 0 (or no tokenizer): no ioi rows
   double triggers_fraction = 0.0;
-  int64_t max_triggers = 4;       // trigger tokens per row: 1..max_triggers
-  double trigger_rate = 0.12;     // probability a position starts a trigger pair
-  int64_t chain_alphabet = 128;   // filler tokens (a fixed random subset of the vocab)
-  double chain_noise = 0.1;       // probability a filler token is drawn at random
+  int64_t max_triggers = 4;      // trigger tokens per row: 1..max_triggers
+  double trigger_rate = 0.12;    // probability a position starts a trigger pair
+  int64_t chain_alphabet = 128;  // filler tokens (a fixed random subset of the vocab)
+  double chain_noise = 0.1;      // probability a filler token is drawn at random
   int64_t min_span = 4, max_span = 24, max_gap = 32;
-  int64_t max_copies = 1;         // each span is copied 1..max_copies more times
+  int64_t max_copies = 1;  // each span is copied 1..max_copies more times
   // Curriculum: in the first `half_repeat_batches` batches, repeats rows are
   // BOS + x + x with |x| = (seq_len - 1) / 2 instead. At that one offset a head
   // learns to copy (OV) through a positional shortcut within a few hundred
@@ -60,7 +60,7 @@ struct TrainDataOptions {
 
 // A sentence with the answer cut off, for evaluation.
 struct IoiExample {
-  std::string text;  // "When Mary and John went to the store, John gave a drink to"
+  std::string text;   // "When Mary and John went to the store, John gave a drink to"
   std::string io, s;  // " Mary", " John"
 };
 
@@ -105,9 +105,9 @@ class TrainData {
 
   TrainDataOptions options_;
   int64_t d_vocab_ = 0;
-  const Tokenizer* tokenizer_ = nullptr;  // not owned; may be null
-  std::vector<int64_t> alphabet_;         // chain filler tokens
-  std::vector<int64_t> perm_;             // alphabet index -> alphabet index
+  const Tokenizer* tokenizer_ = nullptr;              // not owned; may be null
+  std::vector<int64_t> alphabet_;                     // chain filler tokens
+  std::vector<int64_t> perm_;                         // alphabet index -> alphabet index
   std::vector<std::string> templates_[2], names_[2];  // [0] train, [1] held out
   std::vector<std::string> places_, objects_;
 };

@@ -1,10 +1,10 @@
 #include "worker/model/training/trainer.h"
 
+#include <torch/torch.h>
+
 #include <chrono>
 #include <cmath>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -15,8 +15,8 @@ namespace {
 
 double LearningRate(const TrainOptions& o, int64_t step) {  // step is 1-based
   if (step <= o.warmup_steps) return o.lr * step / std::max<int64_t>(1, o.warmup_steps);
-  const double progress = static_cast<double>(step - o.warmup_steps) /
-                          std::max<int64_t>(1, o.steps - o.warmup_steps);
+  const double progress =
+      static_cast<double>(step - o.warmup_steps) / std::max<int64_t>(1, o.steps - o.warmup_steps);
   const double cosine = 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
   return o.lr * (o.min_lr_ratio + (1.0 - o.min_lr_ratio) * cosine);
 }
@@ -32,8 +32,8 @@ absl::StatusOr<TrainResult> Train(const ModelConfig& cfg, const TrainData& data,
                                   const std::function<void(const TrainProgress&)>& on_progress) {
   const TrainOptions& o = options;
   if (data.options().seq_len > cfg.n_ctx) {
-    return absl::InvalidArgumentError(absl::StrCat("rows of ", data.options().seq_len,
-                                                   " tokens exceed n_positions ", cfg.n_ctx));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rows of ", data.options().seq_len, " tokens exceed n_positions ", cfg.n_ctx));
   }
   if (data.eot() != cfg.d_vocab - 1 || cfg.bos_token_id != data.eot()) {
     return absl::InvalidArgumentError(
@@ -72,7 +72,8 @@ absl::StatusOr<TrainResult> Train(const ModelConfig& cfg, const TrainData& data,
       return torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(1e-8).weight_decay(wd);
     };
     std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(adam(o.weight_decay)));
+    groups.emplace_back(decayed,
+                        std::make_unique<torch::optim::AdamWOptions>(adam(o.weight_decay)));
     groups.emplace_back(plain, std::make_unique<torch::optim::AdamWOptions>(adam(0.0)));
     torch::optim::AdamW optimizer(std::move(groups), adam(o.weight_decay));
 

@@ -28,26 +28,26 @@
 namespace lensgrid {
 
 struct TrainOptions {
-  uint64_t seed = 0;            // initial weights
+  uint64_t seed = 0;  // initial weights
   int64_t steps = 4000;
-  int64_t batch = 16;           // rows of data.options().seq_len tokens
-  double lr = 1e-3;             // peak
+  int64_t batch = 16;  // rows of data.options().seq_len tokens
+  double lr = 1e-3;    // peak
   int64_t warmup_steps = 200;
-  double min_lr_ratio = 0.1;    // lr at the last step, relative to the peak
+  double min_lr_ratio = 0.1;  // lr at the last step, relative to the peak
   double weight_decay = 0.01;
   double beta1 = 0.9, beta2 = 0.98;
-  double grad_clip = 1.0;       // max global L2 norm; <= 0 disables
-  int64_t log_every = 50;       // progress callback period (steps)
-  int64_t eval_every = 500;     // held-out loss period (steps); <= 0: only at the end
-  int64_t eval_batches = 4;     // held-out batches per evaluation
+  double grad_clip = 1.0;    // max global L2 norm; <= 0 disables
+  int64_t log_every = 50;    // progress callback period (steps)
+  int64_t eval_every = 500;  // held-out loss period (steps); <= 0: only at the end
+  int64_t eval_batches = 4;  // held-out batches per evaluation
 };
 
 struct TrainProgress {
-  int64_t step = 0;          // 1-based
-  double loss = 0;           // mean training loss over the steps since the last report
+  int64_t step = 0;  // 1-based
+  double loss = 0;   // mean training loss over the steps since the last report
   double lr = 0;
-  double seconds = 0;        // since training started
-  double held_out_loss = -1; // < 0 when not evaluated at this step
+  double seconds = 0;         // since training started
+  double held_out_loss = -1;  // < 0 when not evaluated at this step
   // The model being trained, valid during the callback (for extra evaluations).
   const HookedTransformer* model = nullptr;
 };
@@ -60,9 +60,9 @@ struct TrainResult {
 };
 
 // REQUIRES: data's seq_len <= cfg.n_ctx and its vocabulary == cfg.d_vocab.
-absl::StatusOr<TrainResult> Train(const ModelConfig& cfg, const TrainData& data,
-                                  const TrainOptions& options,
-                                  const std::function<void(const TrainProgress&)>& on_progress = {});
+absl::StatusOr<TrainResult> Train(
+    const ModelConfig& cfg, const TrainData& data, const TrainOptions& options,
+    const std::function<void(const TrainProgress&)>& on_progress = {});
 
 }  // namespace lensgrid
 

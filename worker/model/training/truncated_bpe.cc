@@ -69,8 +69,8 @@ absl::Status WriteTruncatedGpt2Tokenizer(const std::string& gpt2_dir, int64_t me
     const size_t space = line.find(' ');
     if (space == std::string::npos ||
         line.substr(0, space) + line.substr(space + 1) != by_id[256 + n]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          gpt2_dir, ": merge ", n, " (\"", line, "\") does not create token ", 256 + n));
+      return absl::InvalidArgumentError(absl::StrCat(gpt2_dir, ": merge ", n, " (\"", line,
+                                                     "\") does not create token ", 256 + n));
     }
     out_merges += line + "\n";
     ++n;

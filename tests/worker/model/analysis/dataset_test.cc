@@ -105,7 +105,8 @@ TEST(InductionDatasetTest, RepeatsTheFirstHalf) {
 TEST(JsonlDatasetTest, ParsesIdsAndNamesBadLines) {
   ModelConfig cfg = Gpt2();
   auto ok = ParseJsonlDataset(
-      "{\"tokens\": [50256, 1, 2], \"answer\": 5, \"wrong\": 6, \"corrupted_tokens\": [50256, 3, 4]}\n"
+      "{\"tokens\": [50256, 1, 2], \"answer\": 5, \"wrong\": 6, \"corrupted_tokens\": [50256, 3, "
+      "4]}\n"
       "\n"
       "{\"tokens\": [50256, 7], \"answer\": 8, \"wrong\": 9}\n",
       "d.jsonl", cfg, nullptr);

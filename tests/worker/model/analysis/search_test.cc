@@ -83,11 +83,11 @@ TEST_P(FastEqualsNaiveTest, OnAllComponents) {
   ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_EQ(a->outputs.size(), b->outputs.size());
   for (size_t k = 0; k < a->outputs.size(); ++k) {
-    EXPECT_TRUE(AllClose(a->outputs[k].per_prompt, b->outputs[k].per_prompt, 1e-4,
-                         a->outputs[k].name));
+    EXPECT_TRUE(
+        AllClose(a->outputs[k].per_prompt, b->outputs[k].per_prompt, 1e-4, a->outputs[k].name));
     // Probabilities over a 40-token vocabulary move little; logits move a lot.
-    const double floor = spec.metric == MetricKind::kProb || spec.metric == MetricKind::kProbDiff
-                             ? 1e-7 : 1e-3;
+    const double floor =
+        spec.metric == MetricKind::kProb || spec.metric == MetricKind::kProbDiff ? 1e-7 : 1e-3;
     EXPECT_GT(a->outputs[k].per_prompt.abs().max().item<double>(), floor)
         << "search found no effect at all: the test would not see a bug";
   }
@@ -96,19 +96,14 @@ TEST_P(FastEqualsNaiveTest, OnAllComponents) {
 
 INSTANTIATE_TEST_SUITE_P(
     Methods, FastEqualsNaiveTest,
-    ::testing::Values(Case{"ablate-heads", "logit-diff", "zero"},
-                      Case{"ablate-heads", "logit-diff", "mean"},
-                      Case{"ablate-heads", "prob", "resample"},
-                      Case{"ablate-heads", "loss", "mean"},
-                      Case{"ablate-heads", "kl", "zero"},
-                      Case{"ablate-layers", "logit-diff", "mean"},
-                      Case{"ablate-layers", "prob-diff", "resample"},
-                      Case{"patch-resid", "logit-diff", "zero"},
-                      Case{"patch-attn-out", "loss", "zero"},
-                      Case{"patch-mlp-out", "kl", "zero"},
-                      Case{"patch-heads", "logit-diff", "zero"},
-                      Case{"patch-heads-by-pos", "prob", "zero"},
-                      Case{"patch-pattern", "logit-diff", "zero"}),
+    ::testing::Values(
+        Case{"ablate-heads", "logit-diff", "zero"}, Case{"ablate-heads", "logit-diff", "mean"},
+        Case{"ablate-heads", "prob", "resample"}, Case{"ablate-heads", "loss", "mean"},
+        Case{"ablate-heads", "kl", "zero"}, Case{"ablate-layers", "logit-diff", "mean"},
+        Case{"ablate-layers", "prob-diff", "resample"}, Case{"patch-resid", "logit-diff", "zero"},
+        Case{"patch-attn-out", "loss", "zero"}, Case{"patch-mlp-out", "kl", "zero"},
+        Case{"patch-heads", "logit-diff", "zero"}, Case{"patch-heads-by-pos", "prob", "zero"},
+        Case{"patch-pattern", "logit-diff", "zero"}),
     [](const auto& info) {
       std::string n = info.param.method + "_" + info.param.metric + "_" + info.param.ablation;
       for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
@@ -129,14 +124,16 @@ TEST(SearchTest, ZeroAblationMatchesAHandWrittenHook) {
     return (last[p.answers[0]] - last[p.wrongs[0]]).item<double>();
   };
   double clean = logit_diff(model->Run(in, {}).value().logits);
-  double ablated = logit_diff(
-      model->Run(in, {}, {{"blocks.1.attn.hook_z", [](const torch::Tensor& z, const HookPointImpl&) {
-                             auto out = z.clone();
-                             out.select(2, 2).zero_();
-                             return std::optional<torch::Tensor>(out);
-                           }}})
-          .value()
-          .logits);
+  double ablated = logit_diff(model
+                                  ->Run(in, {},
+                                        {{"blocks.1.attn.hook_z",
+                                          [](const torch::Tensor& z, const HookPointImpl&) {
+                                            auto out = z.clone();
+                                            out.select(2, 2).zero_();
+                                            return std::optional<torch::Tensor>(out);
+                                          }}})
+                                  .value()
+                                  .logits);
   EXPECT_NEAR(r.baseline[0].item<double>(), clean, 1e-4);
   EXPECT_NEAR(r.outputs[0].per_prompt[0][1 * 4 + 2].item<double>(), ablated - clean, 1e-4);
   EXPECT_EQ(r.outputs[0].mean.sizes(), at::IntArrayRef({3, 4}));
@@ -171,8 +168,8 @@ TEST(SearchTest, PatchingRunsCleanIntoCorrupted) {
 TEST(SearchTest, ShardsMergeIntoTheWhole) {
   auto model = Model();
   Dataset ds = MakeData(7);
-  for (Method m : {Method::kAblateHeads, Method::kPatchHeadsByPos, Method::kDetectHeads,
-                   Method::kDla}) {
+  for (Method m :
+       {Method::kAblateHeads, Method::kPatchHeadsByPos, Method::kDetectHeads, Method::kDla}) {
     SearchSpec spec{m, MetricKind::kLogitDiff, Ablation::kMean};
     auto whole = RunSearch(*model, ds, spec).value();
     std::vector<SearchResult> shards;
@@ -264,12 +261,17 @@ TEST(SearchTest, DirectLogitAttributionAddsUp) {
       GPT2Weights w = model->ExportWeights();
       torch::Tensor dir = w.W_U.select(1, p.answers[0]) - w.W_U.select(1, p.wrongs[0]);
       if (!w.ln_final.folded()) dir = dir * w.ln_final.w;
-      torch::Tensor embed = (cache.Get("hook_embed").value() + cache.Get("hook_pos_embed").value())[0][-1];
+      torch::Tensor embed =
+          (cache.Get("hook_embed").value() + cache.Get("hook_pos_embed").value())[0][-1];
       double scale = cache.Get("ln_final.hook_scale").value()[0][-1][0].item<double>();
       double embed_part = ((embed - embed.mean()) / scale * dir).sum().item<double>();
-      double logit_diff = (out.logits[0][-1][p.answers[0]] - out.logits[0][-1][p.wrongs[0]]).item<double>();
+      double logit_diff =
+          (out.logits[0][-1][p.answers[0]] - out.logits[0][-1][p.wrongs[0]]).item<double>();
       double bias = (w.b_U[p.answers[0]] - w.b_U[p.wrongs[0]]).item<double>();
-      if (!w.ln_final.folded()) bias += ((w.ln_final.b) * (w.W_U.select(1, p.answers[0]) - w.W_U.select(1, p.wrongs[0]))).sum().item<double>();
+      if (!w.ln_final.folded())
+        bias += ((w.ln_final.b) * (w.W_U.select(1, p.answers[0]) - w.W_U.select(1, p.wrongs[0])))
+                    .sum()
+                    .item<double>();
       double layers = r.outputs[1].per_prompt[i].sum().item<double>();
       EXPECT_NEAR(embed_part + layers + bias, logit_diff, 1e-3)
           << "processed=" << process << " attn_only=" << attn_only;
@@ -302,10 +304,11 @@ TEST(SearchTest, BadInputIsAClearError) {
               HasSubstr("no MLPs"));
   SearchOptions bad_range;
   bad_range.component_end = 99;
-  EXPECT_THAT(RunSearch(*model, MakeData(), {Method::kAblateHeads, MetricKind::kLogitDiff}, bad_range)
-                  .status()
-                  .message(),
-              HasSubstr("component range"));
+  EXPECT_THAT(
+      RunSearch(*model, MakeData(), {Method::kAblateHeads, MetricKind::kLogitDiff}, bad_range)
+          .status()
+          .message(),
+      HasSubstr("component range"));
   EXPECT_THAT(RunSearch(*model, MakeData(), {Method::kDla, MetricKind::kProb}).status().message(),
               HasSubstr("use --metric logit-diff"));
 }

@@ -19,15 +19,13 @@ std::array<int32_t, 256> IdentityByteIds() {
   return ids;
 }
 
-std::string RandomWord(std::mt19937& rng, std::string_view alphabet,
-                       int max_len) {
+std::string RandomWord(std::mt19937& rng, std::string_view alphabet, int max_len) {
   std::string word(1 + rng() % max_len, ' ');
   for (char& c : word) c = alphabet[rng() % alphabet.size()];
   return word;
 }
 
-void ExpectHeapMatchesRounds(const BytePairMerger& merger,
-                             const std::string& word) {
+void ExpectHeapMatchesRounds(const BytePairMerger& merger, const std::string& word) {
   std::vector<int32_t> heap, rounds;
   merger.EncodeWithHeap(word, &heap);
   merger.EncodeByRounds(word, &rounds);
@@ -40,24 +38,20 @@ TEST(BytePairMergerTest, HeapMatchesGpt2LoopOnTrainedStyleMerges) {
   std::vector<int32_t> tokens = {'a', 'b', 'c'};
   absl::flat_hash_map<uint64_t, MergeRule> merges;
   for (int32_t rank = 0; rank < 300; ++rank) {
-    const int32_t left = tokens[rng() % tokens.size()],
-                  right = tokens[rng() % tokens.size()];
-    if (!merges.emplace(PairKey(left, right), MergeRule{rank, 256 + rank})
-             .second)
-      continue;
+    const int32_t left = tokens[rng() % tokens.size()], right = tokens[rng() % tokens.size()];
+    if (!merges.emplace(PairKey(left, right), MergeRule{rank, 256 + rank}).second) continue;
     tokens.push_back(256 + rank);
   }
   BytePairMerger merger(IdentityByteIds(), merges);
   EXPECT_TRUE(merger.merges_ordered());
-  for (int i = 0; i < 3000; ++i)
-    ExpectHeapMatchesRounds(merger, RandomWord(rng, "abc", 200));
+  for (int i = 0; i < 3000; ++i) ExpectHeapMatchesRounds(merger, RandomWord(rng, "abc", 200));
 }
 
 TEST(BytePairMergerTest, UnorderedMergesUseGpt2Loop) {
   // "ab"+"a" is ranked before "a"+"b" makes "ab". GPT-2's loop merges every "a
   // b" first.
-  absl::flat_hash_map<uint64_t, MergeRule> merges = {
-      {PairKey(256, 'a'), {0, 257}}, {PairKey('a', 'b'), {1, 256}}};
+  absl::flat_hash_map<uint64_t, MergeRule> merges = {{PairKey(256, 'a'), {0, 257}},
+                                                     {PairKey('a', 'b'), {1, 256}}};
   BytePairMerger merger(IdentityByteIds(), merges);
   EXPECT_FALSE(merger.merges_ordered());
   std::vector<int32_t> ids, heap;
@@ -82,10 +76,8 @@ TEST(BytePairMergerTest, HeapMatchesGpt2LoopOnGpt2Merges) {
   std::string all_bytes;
   for (int b = 0; b < 256; ++b) all_bytes.push_back(static_cast<char>(b));
   for (int i = 0; i < 2000; ++i) {
-    ExpectHeapMatchesRounds(merger,
-                            " " + RandomWord(rng, "etaoinshrdlucmfwyp", 30));
-    ExpectHeapMatchesRounds(merger,
-                            RandomWord(rng, "abcdefghijklmnopqrstuvwxyz", 400));
+    ExpectHeapMatchesRounds(merger, " " + RandomWord(rng, "etaoinshrdlucmfwyp", 30));
+    ExpectHeapMatchesRounds(merger, RandomWord(rng, "abcdefghijklmnopqrstuvwxyz", 400));
     ExpectHeapMatchesRounds(merger, RandomWord(rng, all_bytes, 60));
   }
   ExpectHeapMatchesRounds(merger, std::string(3000, 'a'));
@@ -95,8 +87,7 @@ TEST(BytePairMergerTest, HeapMatchesGpt2LoopOnGpt2Merges) {
 TEST(BytePairMergerTest, MegabyteWordIsFast) {
   LG_REQUIRE_GPT2();
   std::mt19937 rng(3);
-  const std::string word =
-      RandomWord(rng, "acgt", 1) + std::string(1 << 20, 'a');
+  const std::string word = RandomWord(rng, "acgt", 1) + std::string(1 << 20, 'a');
   std::string dna(1 << 20, ' ');
   for (char& c : dna) c = "acgt"[rng() % 4];
   const auto start = std::chrono::steady_clock::now();
@@ -104,8 +95,7 @@ TEST(BytePairMergerTest, MegabyteWordIsFast) {
   Gpt2Tokenizer()->merger().Encode(word, &ids);
   Gpt2Tokenizer()->merger().Encode(dna, &ids);
   const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_LT(seconds, 10.0);
   EXPECT_GT(ids.size(), 1000u);
 }

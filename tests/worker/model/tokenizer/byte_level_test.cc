@@ -45,8 +45,7 @@ TEST(ByteAlphabetTest, EncodeDecodeRoundTripsEveryByte) {
 TEST(Utf8Test, ValidatesPerUnicodeTable3_7) {
   EXPECT_TRUE(IsValidUtf8(""));
   EXPECT_TRUE(IsValidUtf8("plain ascii"));
-  EXPECT_TRUE(
-      IsValidUtf8("\xC2\xA0\xE2\x82\xAC\xF0\x9F\x98\x80\xF4\x8F\xBF\xBF"));
+  EXPECT_TRUE(IsValidUtf8("\xC2\xA0\xE2\x82\xAC\xF0\x9F\x98\x80\xF4\x8F\xBF\xBF"));
   EXPECT_FALSE(IsValidUtf8("\xC0\x80"));          // overlong
   EXPECT_FALSE(IsValidUtf8("\xE0\x9F\xBF"));      // overlong
   EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));      // surrogate
@@ -62,10 +61,8 @@ TEST(Utf8Test, LossyDecodeReplacesMaximalSubparts) {
   EXPECT_EQ(DecodeUtf8Lossy("\xE2\x82"
                             "a"),
             kReplacement + "a");
-  EXPECT_EQ(DecodeUtf8Lossy("\xF0\x80\x80"),
-            kReplacement + kReplacement + kReplacement);
-  EXPECT_EQ(DecodeUtf8Lossy("\xED\xA0\x80"),
-            kReplacement + kReplacement + kReplacement);
+  EXPECT_EQ(DecodeUtf8Lossy("\xF0\x80\x80"), kReplacement + kReplacement + kReplacement);
+  EXPECT_EQ(DecodeUtf8Lossy("\xED\xA0\x80"), kReplacement + kReplacement + kReplacement);
   EXPECT_EQ(DecodeUtf8Lossy("\xF0\x9F\x98"), kReplacement);
   EXPECT_EQ(DecodeUtf8Lossy("a\xFF"
                             "b"),
@@ -77,43 +74,36 @@ TEST(Utf8Test, LossyDecodeReplacesMaximalSubparts) {
 // strings.
 TEST(Utf8Test, LossyDecodeMatchesPython) {
   const char* python = std::getenv("LENSGRID_PYTHON");
-  if (python == nullptr || *python == '\0')
-    GTEST_SKIP() << "LENSGRID_PYTHON not set";
+  if (python == nullptr || *python == '\0') GTEST_SKIP() << "LENSGRID_PYTHON not set";
   std::mt19937 rng(7);
   // Bytes that make interesting sequences: ASCII, continuations, every kind of
   // lead byte.
-  const std::vector<uint8_t> pool = {'a',  0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF,
-                                     0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xED,
-                                     0xEF, 0xF0, 0xF3, 0xF4, 0xF5, 0xFF};
+  const std::vector<uint8_t> pool = {'a',  0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2,
+                                     0xDF, 0xE0, 0xE1, 0xED, 0xEF, 0xF0, 0xF3, 0xF4, 0xF5, 0xFF};
   std::vector<std::string> inputs;
   for (int i = 0; i < 5000; ++i) {
     std::string bytes;
     const int len = 1 + rng() % 8;
-    for (int j = 0; j < len; ++j)
-      bytes.push_back(static_cast<char>(pool[rng() % pool.size()]));
+    for (int j = 0; j < len; ++j) bytes.push_back(static_cast<char>(pool[rng() % pool.size()]));
     inputs.push_back(bytes);
   }
   const std::string dir = MakeTempDir("lossy");
   std::ostringstream hex_lines;
-  for (const std::string& bytes : inputs)
-    hex_lines << absl::BytesToHexString(bytes) << "\n";
+  for (const std::string& bytes : inputs) hex_lines << absl::BytesToHexString(bytes) << "\n";
   WriteFile(dir + "/in.txt", hex_lines.str());
-  const std::string command =
-      std::string(python) +
-      " -c 'import sys\n"
-      "for l in open(sys.argv[1]):\n"
-      "  print(bytes.fromhex(l.strip()).decode(\"utf-8\", \"replace\")"
-      ".encode().hex())' " +
-      dir + "/in.txt";
+  const std::string command = std::string(python) +
+                              " -c 'import sys\n"
+                              "for l in open(sys.argv[1]):\n"
+                              "  print(bytes.fromhex(l.strip()).decode(\"utf-8\", \"replace\")"
+                              ".encode().hex())' " +
+                              dir + "/in.txt";
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string output;
   char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;)
-    output.append(buffer, n);
+  for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) output.append(buffer, n);
   ASSERT_EQ(pclose(pipe), 0);
-  std::vector<std::string> expected =
-      absl::StrSplit(output, '\n', absl::SkipEmpty());
+  std::vector<std::string> expected = absl::StrSplit(output, '\n', absl::SkipEmpty());
   ASSERT_EQ(expected.size(), inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     ASSERT_EQ(absl::BytesToHexString(DecodeUtf8Lossy(inputs[i])), expected[i])

@@ -23,9 +23,8 @@ std::vector<std::string> Split(std::string_view text) {
 
 TEST(PreTokenizerTest, SplitsLikeGpt2) {
   EXPECT_THAT(Split("Hello world"), ElementsAre("Hello", " world"));
-  EXPECT_THAT(
-      Split("I'm fine, they'RE 42!"),
-      ElementsAre("I", "'m", " fine", ",", " they", "'", "RE", " 42", "!"));
+  EXPECT_THAT(Split("I'm fine, they'RE 42!"),
+              ElementsAre("I", "'m", " fine", ",", " they", "'", "RE", " 42", "!"));
   EXPECT_THAT(Split("a  b"), ElementsAre("a", " ", " b"));
   EXPECT_THAT(Split("a\n\n  b  "), ElementsAre("a", "\n\n ", " b", "  "));
   EXPECT_THAT(Split(" \t(x)"), ElementsAre(" ", "\t", "(", "x", ")"));
@@ -64,8 +63,7 @@ TEST(PreTokenizerTest, IllFormedBytesActAsSymbols) {
                     "abc"),
               ElementsAre("\xE2\x82", "abc"));
   EXPECT_THAT(Split("x \x80\xC3\xA9"), ElementsAre("x", " \x80", "\xC3\xA9"));
-  EXPECT_THAT(Split("\xED\xA0\x80 \xF0\x9F\x98"),
-              ElementsAre("\xED\xA0\x80", " \xF0\x9F\x98"));
+  EXPECT_THAT(Split("\xED\xA0\x80 \xF0\x9F\x98"), ElementsAre("\xED\xA0\x80", " \xF0\x9F\x98"));
   EXPECT_THAT(Split("  \xFF"), ElementsAre(" ", " \xFF"));
 }
 
@@ -82,8 +80,7 @@ TEST(PreTokenizerTest, HugeRunsStayOnePiece) {
 
 TEST(PreTokenizerTest, PiecesConcatenateBackToAnyBytes) {
   std::string text;
-  for (int i = 0; i < 20000; ++i)
-    text.push_back(static_cast<char>((i * 7919) % 256));
+  for (int i = 0; i < 20000; ++i) text.push_back(static_cast<char>((i * 7919) % 256));
   std::string joined;
   for (const std::string& piece : Split(text)) {
     ASSERT_FALSE(piece.empty());

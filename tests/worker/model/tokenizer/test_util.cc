@@ -19,9 +19,8 @@ const Tokenizer* Gpt2Tokenizer() {
 
 std::string MakeTempDir(const std::string& name) {
   const char* base = std::getenv("TEST_TMPDIR");
-  std::filesystem::path dir =
-      std::filesystem::path(base ? base : "/tmp") /
-      ("lensgrid_tokenizer_test_" + std::to_string(getpid())) / name;
+  std::filesystem::path dir = std::filesystem::path(base ? base : "/tmp") /
+                              ("lensgrid_tokenizer_test_" + std::to_string(getpid())) / name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();

@@ -2,6 +2,4 @@
 // whole CLI.
 #include "client/tokenize_command.h"
 
-int main(int argc, char** argv) {
-  return lensgrid::RunTokenizeCommand(argc, argv);
-}
+int main(int argc, char** argv) { return lensgrid::RunTokenizeCommand(argc, argv); }

@@ -24,15 +24,13 @@ using ::testing::HasSubstr;
 // A toy vocab: the 256 bytes (ids 0..255), then `extra` tokens.
 std::string ToyVocab(const std::vector<std::string>& extra) {
   nlohmann::json vocab = nlohmann::json::object();
-  for (int b = 0; b < 256; ++b)
-    vocab[ByteLevelEncode(std::string(1, static_cast<char>(b)))] = b;
+  for (int b = 0; b < 256; ++b) vocab[ByteLevelEncode(std::string(1, static_cast<char>(b)))] = b;
   for (size_t i = 0; i < extra.size(); ++i) vocab[extra[i]] = 256 + i;
   return vocab.dump();
 }
 
 const std::string kToyMerges = "#version: 0.2\n\xC4\xA0 t\nh e\n\xC4\xA0t he\n";
-const std::vector<std::string> kToyTokens = {"\xC4\xA0t", "he", "\xC4\xA0the",
-                                             "<|endoftext|>"};
+const std::vector<std::string> kToyTokens = {"\xC4\xA0t", "he", "\xC4\xA0the", "<|endoftext|>"};
 
 absl::Status ToyError(const std::string& vocab, const std::string& merges) {
   return Tokenizer::FromContents(vocab, merges).status();
@@ -41,12 +39,11 @@ absl::Status ToyError(const std::string& vocab, const std::string& merges) {
 TEST(TokenizerFilesTest, ToyFiles) {
   auto tok = Tokenizer::FromContents(ToyVocab(kToyTokens), kToyMerges);
   ASSERT_TRUE(tok.ok()) << tok.status();
-  EXPECT_THAT((*tok)->Encode(" the<|endoftext|> then"),
-              ElementsAre(258, 259, 258, 'n'));
+  EXPECT_THAT((*tok)->Encode(" the<|endoftext|> then"), ElementsAre(258, 259, 258, 'n'));
   EXPECT_EQ((*tok)->vocab_size(), 260);
   EXPECT_EQ((*tok)->eot_token(), 259);
-  auto without_eot = Tokenizer::FromContents(
-      ToyVocab({"\xC4\xA0t", "he", "\xC4\xA0the"}), kToyMerges);
+  auto without_eot =
+      Tokenizer::FromContents(ToyVocab({"\xC4\xA0t", "he", "\xC4\xA0the"}), kToyMerges);
   ASSERT_TRUE(without_eot.ok());
   EXPECT_EQ((*without_eot)->eot_token(), std::nullopt);
   EXPECT_EQ((*without_eot)->Encode("<|endoftext|>").size(),
@@ -57,22 +54,18 @@ TEST(TokenizerFilesTest, MergesErrorsNameFileAndLine) {
   const std::string vocab = ToyVocab(kToyTokens);
   EXPECT_THAT(ToyError(vocab, "#version: 0.2\n\xC4\xA0 t\nh e x\n").message(),
               AllOf(HasSubstr("merges.txt:3:"), HasSubstr("two tokens")));
-  EXPECT_THAT(ToyError(vocab, "\xC4\xA0 t\nh  e\n").message(),
-              HasSubstr("merges.txt:2:"));
+  EXPECT_THAT(ToyError(vocab, "\xC4\xA0 t\nh  e\n").message(), HasSubstr("merges.txt:2:"));
   EXPECT_THAT(ToyError(vocab, "\xC4\xA0 t\nx qq\n").message(),
               HasSubstr("merges.txt:2: token \"qq\" is not in vocab.json"));
   EXPECT_THAT(ToyError(vocab, "a b\n").message(),
               HasSubstr("merges.txt:1: token \"ab\" is not in vocab.json"));
-  EXPECT_EQ(ToyError(vocab, "a b\n").code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ToyError(vocab, "a b\n").code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TokenizerFilesTest, VocabErrorsNameFileAndEntry) {
-  EXPECT_THAT(
-      ToyError("{\"a\": 1,,}", kToyMerges).message(),
-      AllOf(HasSubstr("vocab.json: invalid JSON"), HasSubstr("line 1")));
-  EXPECT_THAT(ToyError("[1, 2]", kToyMerges).message(),
-              HasSubstr("vocab.json: expected"));
+  EXPECT_THAT(ToyError("{\"a\": 1,,}", kToyMerges).message(),
+              AllOf(HasSubstr("vocab.json: invalid JSON"), HasSubstr("line 1")));
+  EXPECT_THAT(ToyError("[1, 2]", kToyMerges).message(), HasSubstr("vocab.json: expected"));
   EXPECT_THAT(ToyError("{\"a\": \"1\"}", kToyMerges).message(),
               HasSubstr("vocab.json: token \"a\" has id \"1\""));
   EXPECT_THAT(ToyError("{\"a\": 1, \"b\": 1}", kToyMerges).message(),
@@ -85,13 +78,10 @@ TEST(TokenizerFilesTest, VocabErrorsNameFileAndEntry) {
 
 TEST(TokenizerFilesTest, MissingFilesAreNotFound) {
   const std::string dir = MakeTempDir("missing");
-  auto status =
-      Tokenizer::FromHuggingFaceFiles(dir + "/vocab.json", dir + "/merges.txt")
-          .status();
+  auto status = Tokenizer::FromHuggingFaceFiles(dir + "/vocab.json", dir + "/merges.txt").status();
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(status.message(), HasSubstr(dir + "/vocab.json"));
-  EXPECT_EQ(Tokenizer::FromDirectory(dir).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Tokenizer::FromDirectory(dir).status().code(), absl::StatusCode::kNotFound);
   WriteFile(dir + "/vocab.json", ToyVocab(kToyTokens));
   status = LoadTokenizerFromDir(dir).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
@@ -107,9 +97,7 @@ TEST(TokenizerFilesTest, OpenAISpelling) {
   auto tok = Tokenizer::FromDirectory(dir);
   ASSERT_TRUE(tok.ok()) << tok.status();
   EXPECT_THAT((*tok)->Encode(" the"), ElementsAre(258));
-  EXPECT_TRUE(
-      Tokenizer::FromOpenAIFiles(dir + "/encoder.json", dir + "/vocab.bpe")
-          .ok());
+  EXPECT_TRUE(Tokenizer::FromOpenAIFiles(dir + "/encoder.json", dir + "/vocab.bpe").ok());
 }
 
 // Sets an environment variable for one scope.
@@ -131,9 +119,8 @@ TEST(TokenizerFilesTest, ModelDirWithoutFilesAndNoDefaultIsNotFound) {
   ScopedEnv env("LENSGRID_BPE_DIR", "/nonexistent/bpe");
   absl::Status status = LoadTokenizerForModel(model_dir).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(),
-              AllOf(HasSubstr(model_dir), HasSubstr("/nonexistent/bpe"),
-                    HasSubstr("LENSGRID_BPE_DIR")));
+  EXPECT_THAT(status.message(), AllOf(HasSubstr(model_dir), HasSubstr("/nonexistent/bpe"),
+                                      HasSubstr("LENSGRID_BPE_DIR")));
   EXPECT_EQ(LoadTokenizerForModel(model_dir + "/nope").status().code(),
             absl::StatusCode::kNotFound);
 }
@@ -165,8 +152,7 @@ TEST(TokenizerFilesTest, TruncatedGpt2FilesInModelDirWin) {
   EXPECT_EQ((*tok)->vocab_size(), 256 + 1001);
   EXPECT_EQ((*tok)->eot_token(), 256 + 1000);
   EXPECT_TRUE((*tok)->merger().merges_ordered());
-  const std::string text =
-      "The cat sat on the mat. Interpretability<|endoftext|>";
+  const std::string text = "The cat sat on the mat. Interpretability<|endoftext|>";
   const std::vector<int64_t> ids = (*tok)->Encode(text);
   EXPECT_GT(ids.size(), Gpt2Tokenizer()->Encode(text).size());
   EXPECT_EQ(*(*tok)->Decode(ids), text);

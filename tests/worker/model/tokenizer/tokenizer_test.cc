@@ -40,8 +40,7 @@ TEST(Gpt2TokenizerTest, SingleTokens) {
   absl::StatusOr<int64_t> two = tok.ToSingleToken(" Mary Jane");
   EXPECT_EQ(two.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(two.status().message(), HasSubstr("2 tokens [5335, 12091]"));
-  EXPECT_EQ(tok.ToSingleToken("").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tok.ToSingleToken("").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Gpt2TokenizerTest, EndOfTextIsRecognisedInText) {
@@ -51,8 +50,7 @@ TEST(Gpt2TokenizerTest, EndOfTextIsRecognisedInText) {
   EXPECT_THAT(tok.Encode("<|endoftext|>"), ElementsAre(50256));
   EXPECT_THAT(tok.Encode("a<|endoftext|>b"), ElementsAre(64, 50256, 65));
   // The text on each side is encoded on its own: " " is not merged into " The".
-  EXPECT_THAT(tok.Encode(" <|endoftext|><|endoftext|>The"),
-              ElementsAre(220, 50256, 50256, 464));
+  EXPECT_THAT(tok.Encode(" <|endoftext|><|endoftext|>The"), ElementsAre(220, 50256, 50256, 464));
   EXPECT_THAT(tok.Encode("<|endoftext"), ElementsAre(27, 91, 437, 1659, 5239));
   EXPECT_EQ(*tok.Decode({464, 50256, 464}), "The<|endoftext|>The");
 }
@@ -71,8 +69,7 @@ TEST(Gpt2TokenizerTest, DecodeReplacesPartialUtf8) {
   // Bytes 82 AC are two lone continuation bytes: two replacements, as in
   // Python.
   EXPECT_THAT(*tok.ToStrTokens({464, 158, 8955}),
-              ElementsAre("The", kReplacement,
-                          std::string(kReplacement) + kReplacement));
+              ElementsAre("The", kReplacement, std::string(kReplacement) + kReplacement));
   EXPECT_EQ(*tok.DecodeBytes({158, 224}), "\xE2\x82");
 }
 
@@ -82,8 +79,7 @@ TEST(Gpt2TokenizerTest, UnknownIdsAreErrorsNamingTheId) {
   for (int64_t bad : {int64_t{50257}, int64_t{-1}, int64_t{1} << 40}) {
     absl::StatusOr<std::string> text = tok.Decode({464, bad});
     EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(text.status().message(),
-                HasSubstr("token id " + std::to_string(bad)));
+    EXPECT_THAT(text.status().message(), HasSubstr("token id " + std::to_string(bad)));
     EXPECT_FALSE(tok.ToStrTokens({bad}).ok());
     EXPECT_FALSE(tok.TokenString(bad).ok());
   }
@@ -92,18 +88,16 @@ TEST(Gpt2TokenizerTest, UnknownIdsAreErrorsNamingTheId) {
 TEST(Gpt2TokenizerTest, RoundTrips) {
   LG_REQUIRE_GPT2();
   const Tokenizer& tok = *Gpt2Tokenizer();
-  for (std::string text :
-       {"Hello, world!  \n\tIt's 3.14 \xE2\x80\x94 caf\xC3\xA9.",
-        "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9 \xE4\xB8\xAD\xE6\x96\x87",
-        "  leading and trailing  ", "\r\n\r\n", "<|endoftext|>x"}) {
+  for (std::string text : {"Hello, world!  \n\tIt's 3.14 \xE2\x80\x94 caf\xC3\xA9.",
+                           "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9 \xE4\xB8\xAD\xE6\x96\x87",
+                           "  leading and trailing  ", "\r\n\r\n", "<|endoftext|>x"}) {
     EXPECT_EQ(*tok.Decode(tok.Encode(text)), text);
   }
   // Any bytes, valid UTF-8 or not, come back exactly from DecodeBytes.
   std::mt19937 rng(5);
   for (int i = 0; i < 2000; ++i) {
     std::string bytes(1 + rng() % 40, ' ');
-    for (char& c : bytes)
-      c = static_cast<char>(rng() % 4 == 0 ? ' ' : rng() % 256);
+    for (char& c : bytes) c = static_cast<char>(rng() % 4 == 0 ? ' ' : rng() % 256);
     EXPECT_EQ(*tok.DecodeBytes(tok.Encode(bytes)), bytes);
   }
 }

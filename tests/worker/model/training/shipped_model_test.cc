@@ -56,17 +56,16 @@ TEST_F(ShippedModelTest, HasAnInductionHead) {
 }
 
 TEST_F(ShippedModelTest, HasAPreviousTokenHead) {
-  // Issue 7: a head with previous-token score >= 0.6 (L0H1: 0.915, MODEL_CARD.md).
+  // The card's promise: a head with previous-token score >= 0.6 (L0H1: 0.915, MODEL_CARD.md).
   EXPECT_GE(facts_->top_previous.score, 0.6) << facts_->top_previous.name();
   const double mul =
-      facts_->previous_token[facts_->top_previous.layer][facts_->top_previous.head]
-          .item<double>();
+      facts_->previous_token[facts_->top_previous.layer][facts_->top_previous.head].item<double>();
   EXPECT_GE(mul, 0.6);
   EXPECT_LT(facts_->top_previous.layer, facts_->top_induction.layer);
   // It is causal: the induction head reads it.
-  EXPECT_GE(facts_->ablation_delta[facts_->top_previous.layer][facts_->top_previous.head]
-                .item<double>(),
-            1.0);
+  EXPECT_GE(
+      facts_->ablation_delta[facts_->top_previous.layer][facts_->top_previous.head].item<double>(),
+      1.0);
 }
 
 TEST_F(ShippedModelTest, AblatingTheInductionHeadCostsOverANat) {

@@ -82,8 +82,7 @@ TEST(TrainerTest, RejectsRowsLongerThanTheContext) {
   ModelConfig cfg = TinyConfig();
   cfg.n_ctx = 32;
   TrainData data = TrainData::Create(TinyData(), cfg.d_vocab, nullptr).value();
-  EXPECT_EQ(Train(cfg, data, TrainOptions{}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Train(cfg, data, TrainOptions{}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
