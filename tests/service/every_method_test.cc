@@ -21,15 +21,7 @@ using service::JobPlan;
 using service::ShardRange;
 using service::ShardResult;
 
-Prompt P(std::vector<int64_t> tokens, int64_t answer, int64_t wrong,
-         std::vector<int64_t> corrupted) {
-  Prompt p;
-  p.tokens = std::move(tokens);
-  p.answers = {answer};
-  p.wrongs = {wrong};
-  p.corrupted_tokens = std::move(corrupted);
-  return p;
-}
+constexpr auto P = ::lensgrid::testing::TestPrompt;
 
 Dataset Prompts() {
   Dataset ds;

@@ -7,9 +7,12 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "worker/model/analysis/dataset.h"
 #include "worker/model/config.h"
 
 namespace lensgrid::testing {
@@ -51,6 +54,17 @@ inline ModelConfig TestConfig(int64_t layers, int64_t heads, int64_t d_model, in
   cfg.d_vocab = vocab;
   cfg.bos_token_id = cfg.eos_token_id = vocab - 1;
   return cfg;
+}
+
+// A prompt with one answer, one wrong token and a corrupted version.
+inline Prompt TestPrompt(std::vector<int64_t> tokens, int64_t answer, int64_t wrong,
+                         std::vector<int64_t> corrupted) {
+  Prompt p;
+  p.tokens = std::move(tokens);
+  p.answers = {answer};
+  p.wrongs = {wrong};
+  p.corrupted_tokens = std::move(corrupted);
+  return p;
 }
 
 inline ::testing::AssertionResult AllClose(const torch::Tensor& actual,

@@ -14,15 +14,7 @@ std::shared_ptr<HookedTransformer> TinyModel() {
   return HookedTransformer::FromWeights(cfg, RandomWeights(cfg, 1)).value();
 }
 
-Prompt P(std::vector<int64_t> tokens, int64_t answer, int64_t wrong,
-         std::vector<int64_t> corrupted) {
-  Prompt p;
-  p.tokens = std::move(tokens);
-  p.answers = {answer};
-  p.wrongs = {wrong};
-  p.corrupted_tokens = std::move(corrupted);
-  return p;
-}
+constexpr auto P = ::lensgrid::testing::TestPrompt;
 
 Dataset ThreePrompts() {
   Dataset ds;

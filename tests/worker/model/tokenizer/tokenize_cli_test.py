@@ -118,7 +118,7 @@ class TokenizeCliTest(unittest.TestCase):
             self.assertIn("LENSGRID_BPE_DIR", err)
         rc, _, err = run("--model", "/nonexistent/model", "x")
         self.assertEqual(rc, 1)
-        self.assertIn("does not exist", err)
+        self.assertIn("/nonexistent/model: no such model dir", err)
 
     def test_ten_megabytes_of_jsonl(self):
         lines = english_like(10 << 20)
