@@ -287,7 +287,14 @@ absl::Status SearchRun::Interventions(SearchOutput* out) {
     group_components_.clear();
     return absl::OkStatus();
   };
-  const int64_t max_k = std::max<int64_t>(1, options_.max_batch_tokens / (n * batch_.pos));
+  int64_t max_k = std::max<int64_t>(1, options_.max_batch_tokens / (n * batch_.pos));
+  if (MetricNeedsAllPositions(spec_.metric)) {
+    // Every position is unembedded: bound the packed logits too (GPT-2's vocabulary at 16384
+    // tokens would be 3.3 GB a tensor, and the loss makes two more of them).
+    constexpr int64_t kMaxPackedLogitBytes = int64_t{256} << 20;
+    const int64_t logit_tokens = kMaxPackedLogitBytes / (cfg_.d_vocab * int64_t{sizeof(float)});
+    max_k = std::max<int64_t>(1, std::min(max_k, logit_tokens / (n * batch_.pos)));
+  }
   for (int64_t c = c_begin_; c < c_end_; ++c) {
     Edit e = MakeEdit(spec_.method, cfg_, batch_.pos, c);
     if (e.edit.positions.defined()) e.edit.positions = e.edit.positions.to(model_.device());
