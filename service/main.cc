@@ -8,7 +8,8 @@
 // --state-dir; a restart on the same dir resumes every unfinished job.
 // --metrics-listen HOST:PORT serves Prometheus metrics at /metrics
 // (deploy/README.md). Test knobs: --initial-lease-ms, --min-lease-ms,
-// --worker-timeout-ms, --max-attempts, --heartbeat-ms.
+// --worker-timeout-ms, --max-attempts, --heartbeat-ms. Flags are parsed by
+// CLI11 like every lensgrid binary's (--help lists them with their defaults).
 //
 // Limits (defaults in service/planner.h and service/scheduler.h):
 // --max-shards, --max-lease-bytes, --max-result-bytes,
@@ -21,14 +22,16 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <string>
+#include <utility>
 
-#include "absl/strings/numbers.h"
 #include "common/metrics.h"
 #include "service/coordinator_service.h"
 #include "service/state_store.h"
@@ -61,106 +64,113 @@ std::vector<prometheus::MetricFamily> SchedulerFamilies(
       lensgrid::GaugeFamily("lensgrid_workers", "registered workers now alive", c.workers_alive)};
 }
 
-int Usage(const std::string& why) {
-  std::fprintf(stderr,
-               "lensgrid-coordinator: %s\nusage: lensgrid-coordinator --listen "
-               "HOST:PORT "
-               "--state-dir DIR [--initial-lease-ms N] [--min-lease-ms N] "
-               "[--worker-timeout-ms N] [--max-attempts N] [--heartbeat-ms N] "
-               "[--metrics-listen HOST:PORT] [--max-shards N] "
-               "[--max-lease-bytes N] [--max-result-bytes N] "
-               "[--max-client-json-bytes N] [--max-workers N] "
-               "[--forget-worker-ms N] [--store-retry-ms N] [--fresh-state]\n",
-               why.c_str());
-  return 2;
+struct Flags {
+  std::string listen, state_dir, metrics_listen;
+  lensgrid::service::SchedulerOptions scheduler;
+  lensgrid::service::StateStoreOptions store;
+};
+
+// The flags, with the same parser (CLI11) as every other lensgrid binary. Returns an exit code
+// when the program should end (help, a bad flag).
+std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
+  CLI::App app{"Hands circuit-search shards to workers and merges their results",
+               "lensgrid-coordinator"};
+  auto& o = f->scheduler;
+  app.add_option("--listen", f->listen, "HOST:PORT (port 0: pick a free one)")->required();
+  app.add_option("--state-dir", f->state_dir, "where jobs, results and events are kept")
+      ->required();
+  app.add_option("--metrics-listen", f->metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on (GET /metrics)");
+  const auto positive = CLI::Range(int64_t{1}, int64_t{1} << 62);
+  app.add_option("--initial-lease-ms", o.initial_lease_ms, "lease before any shard time is known")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--min-lease-ms", o.min_lease_ms, "shortest lease")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--worker-timeout-ms", o.worker_timeout_ms,
+                 "a worker silent this long is lost; its leases are re-queued")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--max-attempts", o.max_attempts, "failures of one shard before the job fails")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--heartbeat-ms", o.heartbeat_interval_ms, "how often workers report")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--max-shards", o.planner.max_shards, "shards of one job")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--max-lease-bytes", o.planner.max_shard_spec_bytes,
+                 "the largest shard spec a lease may carry")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--max-result-bytes", o.planner.max_result_bytes, "a job's merged result")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--max-client-json-bytes", o.planner.max_client_json_bytes, "a job's client_json")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--max-workers", o.max_workers, "registered workers")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--forget-worker-ms", o.forget_worker_ms, "lost workers are forgotten after")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--store-retry-ms", o.store_retry_ms, "retry a failing state store every")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_flag("--fresh-state", f->store.start_fresh,
+               "start an empty store where the state dir's marker says a database should be");
+  app.add_option("--testing-max-db-pages-file", f->store.max_page_count_file,
+                 "testing: SQLite's max_page_count is read from FILE before each write")
+      ->group("");  // hidden
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return std::nullopt;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  std::map<std::string, std::string> flags;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      Usage("help");
-      return 0;
-    }
-    if (arg.rfind("--", 0) != 0) return Usage("unexpected argument " + arg);
-    if (arg == "--fresh-state") {
-      flags["fresh-state"] = "1";
-      continue;
-    }
-    const size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      flags[arg.substr(2, eq - 2)] = arg.substr(eq + 1);
-    } else if (i + 1 < argc) {
-      flags[arg.substr(2)] = argv[++i];
-    } else {
-      return Usage(arg + " needs a value");
-    }
-  }
-  lensgrid::service::SchedulerOptions options;
-  const std::map<std::string, int64_t*> ints = {
-      {"initial-lease-ms", &options.initial_lease_ms},
-      {"min-lease-ms", &options.min_lease_ms},
-      {"worker-timeout-ms", &options.worker_timeout_ms},
-      {"heartbeat-ms", &options.heartbeat_interval_ms},
-      {"max-shards", &options.planner.max_shards},
-      {"max-lease-bytes", &options.planner.max_shard_spec_bytes},
-      {"max-result-bytes", &options.planner.max_result_bytes},
-      {"max-client-json-bytes", &options.planner.max_client_json_bytes},
-      {"max-workers", &options.max_workers},
-      {"forget-worker-ms", &options.forget_worker_ms},
-      {"store-retry-ms", &options.store_retry_ms}};
-  for (const auto& [name, value] : flags) {
-    if (name == "listen" || name == "state-dir" || name == "metrics-listen" ||
-        name == "fresh-state" || name == "testing-max-db-pages-file") {
-      continue;
-    }
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(value, &v) || v <= 0)
-      return Usage("--" + name + " needs a positive number");
-    if (name == "max-attempts") {
-      options.max_attempts = static_cast<int>(v);
-    } else if (auto it = ints.find(name); it != ints.end()) {
-      *it->second = v;
-    } else {
-      return Usage("unknown flag --" + name);
-    }
-  }
-  if (!flags.count("listen")) return Usage("--listen HOST:PORT is required");
-  if (!flags.count("state-dir")) return Usage("--state-dir DIR is required");
-
-  lensgrid::service::StateStoreOptions store_options;
-  store_options.start_fresh = flags.count("fresh-state") > 0;
-  store_options.max_page_count_file = flags["testing-max-db-pages-file"];
-  auto store = lensgrid::service::StateStore::Open(flags["state-dir"], store_options);
-  if (!store.ok()) {
-    std::fprintf(stderr, "lensgrid-coordinator: %s\n", store.status().ToString().c_str());
-    return 1;
-  }
-  auto jobs = (*store)->Load();
-  if (!jobs.ok()) {
-    std::fprintf(stderr, "lensgrid-coordinator: %s\n", jobs.status().ToString().c_str());
-    return 1;
-  }
-  lensgrid::service::RealClock clock;
-  lensgrid::service::Scheduler scheduler(&clock, options, store->get());
-  // A damaged job is reported (and listed as FAILED with DATA_LOSS); the
-  // others are served.
+// The store and every job in it; a damaged job is reported (and listed as FAILED with
+// DATA_LOSS), the others are served. Returns the number restored and damaged.
+absl::StatusOr<std::pair<size_t, int>> RestoreJobs(lensgrid::service::StateStore* store,
+                                                   lensgrid::service::Scheduler* scheduler) {
+  auto jobs = store->Load();
+  if (!jobs.ok()) return jobs.status();
   int damaged = 0;
   for (auto& job : *jobs) {
     const std::string id = job.job_id;
     if (!job.notes.empty()) {
       std::fprintf(stderr, "lensgrid-coordinator: job %s: %s\n", id.c_str(), job.notes.c_str());
     }
-    absl::Status s = scheduler.Restore(std::move(job));
+    absl::Status s = scheduler->Restore(std::move(job));
     if (!s.ok()) {
       ++damaged;
       std::fprintf(stderr, "lensgrid-coordinator: job %s not restored: %s\n", id.c_str(),
                    s.ToString().c_str());
     }
   }
+  return std::make_pair(jobs->size() - damaged, damaged);
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "lensgrid-coordinator: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  if (std::optional<int> done = ParseFlags(argc, argv, &flags)) return *done;
+  auto store = lensgrid::service::StateStore::Open(flags.state_dir, flags.store);
+  if (!store.ok()) return Fail(store.status());
+  lensgrid::service::RealClock clock;
+  lensgrid::service::Scheduler scheduler(&clock, flags.scheduler, store->get());
+  auto restored = RestoreJobs(store->get(), &scheduler);
+  if (!restored.ok()) return Fail(restored.status());
 
   // Signals go to a waiting thread (this one), not to gRPC's threads.
   sigset_t signals;
@@ -174,12 +184,9 @@ int main(int argc, char** argv) {
   lensgrid::service::CoordinatorService service(&scheduler);
   grpc::ServerBuilder builder;
   std::unique_ptr<lensgrid::MetricsServer> metrics;
-  if (flags.count("metrics-listen")) {
-    auto started = lensgrid::MetricsServer::Start(flags["metrics-listen"]);
-    if (!started.ok()) {
-      std::fprintf(stderr, "lensgrid-coordinator: %s\n", started.status().ToString().c_str());
-      return 1;
-    }
+  if (!flags.metrics_listen.empty()) {
+    auto started = lensgrid::MetricsServer::Start(flags.metrics_listen);
+    if (!started.ok()) return Fail(started.status());
     metrics = std::move(*started);
     builder.experimental().SetInterceptorCreators(lensgrid::RpcMetricsInterceptors(*metrics));
     metrics->AddCollector([&scheduler] { return SchedulerFamilies(scheduler.Counters()); });
@@ -187,23 +194,23 @@ int main(int argc, char** argv) {
                  metrics->address().c_str());
   }
   int port = 0;
-  builder.AddListeningPort(flags["listen"], grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   // Job specs carry every prompt (a lease only its shard's); the planner's
   // limits apply after parsing. A job may be twice the lease limit, plus
   // 4 MiB for its metadata.
-  builder.SetMaxReceiveMessageSize(static_cast<int>(
-      std::min<int64_t>(INT32_MAX, 2 * options.planner.max_shard_spec_bytes + (int64_t{4} << 20))));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
+      INT32_MAX, 2 * flags.scheduler.planner.max_shard_spec_bytes + (int64_t{4} << 20))));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n", flags["listen"].c_str());
+    std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n", flags.listen.c_str());
     return 1;
   }
   service.Start();
   server->GetHealthCheckService()->SetServingStatus(true);
-  const std::string host = flags["listen"].substr(0, flags["listen"].rfind(':'));
+  const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
   std::printf("listening on %s:%d (%zu jobs restored, %d damaged)\n", host.c_str(), port,
-              jobs->size() - damaged, damaged);
+              restored->first, restored->second);
   std::fflush(stdout);
 
   int sig = 0;
