@@ -75,6 +75,7 @@ struct Flags {
 std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   CLI::App app{"Hands circuit-search shards to workers and merges their results",
                "lensgrid-coordinator"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last wins
   auto& o = f->scheduler;
   app.add_option("--listen", f->listen, "HOST:PORT (port 0: pick a free one)")->required();
   app.add_option("--state-dir", f->state_dir, "where jobs, results and events are kept")

@@ -42,12 +42,21 @@ class CoordinatorProcess:
         self.proc = subprocess.Popen(
             [self.binary, "--listen", self.address, "--state-dir", self.state_dir, *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
         end = time.monotonic() + timeout
         while not self._find("listening on"):
             if self.proc.poll() is not None or time.monotonic() > end:
+                stop_process(self.proc)
+                self._close()  # the log holds everything the process wrote
                 raise RuntimeError("coordinator did not start:\n" + self.log_text())
             time.sleep(0.01)
+
+    def _close(self):
+        """After the process has ended: read its output to the end, close the pipe."""
+        self._reader.join(timeout=30)
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
 
     def _read(self, proc):
         for line in proc.stdout:
@@ -69,12 +78,14 @@ class CoordinatorProcess:
     def kill9(self):
         self.proc.kill()
         self.proc.wait()
+        self._close()
 
     def restart(self):
         self.start()
 
     def stop(self):
         stop_process(self.proc)
+        self._close()
 
     def __enter__(self):
         return self
