@@ -28,9 +28,10 @@ struct BoundedRegex::Compiled {
   }
 };
 
-absl::StatusOr<BoundedRegex> BoundedRegex::Compile(absl::string_view pattern, RegexLimits limits) {
+absl::StatusOr<BoundedRegex> BoundedRegex::Compile(absl::string_view pattern, RegexLimits limits,
+                                                   absl::string_view what) {
   if (pattern.size() > limits.max_pattern_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("regex ", Echo(pattern), " is longer than the ",
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", Echo(pattern), " is longer than the ",
                                                    limits.max_pattern_bytes, "-byte limit"));
   }
   std::unique_ptr<pcre2_compile_context, void (*)(pcre2_compile_context*)> context(
@@ -45,15 +46,15 @@ absl::StatusOr<BoundedRegex> BoundedRegex::Compile(absl::string_view pattern, Re
     const std::string why = Pcre2Message(error);
     if (error == PCRE2_ERROR_PARENTHESES_NEST_TOO_DEEP) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "regex ", Echo(pattern), " nests parentheses deeper than ", limits.max_nesting));
+          what, " ", Echo(pattern), " nests parentheses deeper than ", limits.max_nesting));
     }
     return absl::InvalidArgumentError(
-        absl::StrCat("bad regex ", Echo(pattern), " at offset ", offset, ": ", why));
+        absl::StrCat("bad ", what, " ", Echo(pattern), " at offset ", offset, ": ", why));
   }
   compiled->match_context = pcre2_match_context_create(nullptr);
   pcre2_set_match_limit(compiled->match_context, limits.match_limit);
   pcre2_set_depth_limit(compiled->match_context, limits.depth_limit);
-  return BoundedRegex(std::string(pattern), std::move(compiled));
+  return BoundedRegex(std::string(pattern), std::string(what), std::move(compiled));
 }
 
 absl::StatusOr<bool> BoundedRegex::Search(absl::string_view subject) const {
@@ -64,12 +65,12 @@ absl::StatusOr<bool> BoundedRegex::Search(absl::string_view subject) const {
   if (rc >= 0) return true;
   if (rc == PCRE2_ERROR_NOMATCH) return false;
   if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT) {
-    return absl::ResourceExhaustedError(absl::StrCat("regex ", Echo(pattern_),
+    return absl::ResourceExhaustedError(absl::StrCat(what_, " ", Echo(pattern_),
                                                      " needs too much backtracking to match ",
                                                      Echo(subject), " (", Pcre2Message(rc), ")"));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("regex ", Echo(pattern_), " failed on ", Echo(subject), ": ", Pcre2Message(rc)));
+  return absl::InvalidArgumentError(absl::StrCat(what_, " ", Echo(pattern_), " failed on ",
+                                                 Echo(subject), ": ", Pcre2Message(rc)));
 }
 
 }  // namespace lensgrid

@@ -31,7 +31,9 @@ class BoundedRegex {
   // INVALID_ARGUMENT for a pattern that does not compile (with PCRE2's message
   // and offset), is longer than max_pattern_bytes or nests deeper than
   // max_nesting.
-  static absl::StatusOr<BoundedRegex> Compile(absl::string_view pattern, RegexLimits limits = {});
+  // `what` names the pattern in errors ("names regex": "bad names regex ...").
+  static absl::StatusOr<BoundedRegex> Compile(absl::string_view pattern, RegexLimits limits = {},
+                                              absl::string_view what = "regex");
   // Whether the pattern matches anywhere in `subject` (like std::regex_search).
   // RESOURCE_EXHAUSTED when the match needs more work than the limits allow.
   absl::StatusOr<bool> Search(absl::string_view subject) const;
@@ -39,9 +41,10 @@ class BoundedRegex {
 
  private:
   struct Compiled;
-  BoundedRegex(std::string pattern, std::shared_ptr<const Compiled> compiled)
-      : pattern_(std::move(pattern)), compiled_(std::move(compiled)) {}
+  BoundedRegex(std::string pattern, std::string what, std::shared_ptr<const Compiled> compiled)
+      : pattern_(std::move(pattern)), what_(std::move(what)), compiled_(std::move(compiled)) {}
   std::string pattern_;
+  std::string what_;
   std::shared_ptr<const Compiled> compiled_;
 };
 

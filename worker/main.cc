@@ -21,6 +21,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -314,13 +315,21 @@ int main(int argc, char** argv) {
   service.SetBackend(backend);
   SetServing(server.get(), true);
   // Liveness: a request running without progress (it polls its cancel check
-  // between blocks) for --stall-ms means the executor is wedged.
+  // between blocks) for --stall-ms means the executor is wedged. And once the
+  // executor goes idle after work, the allocator's free pages go back to the
+  // OS (every request thread keeps its own malloc arena otherwise).
   std::thread liveness([server = server.get(), &executor, &stopping, stall_ms = flags.stall_ms] {
-    bool stalled = false;
+    bool stalled = false, trimmed = true;
     while (!stopping) {
       std::this_thread::sleep_for(
-          std::chrono::milliseconds(std::clamp<int64_t>(stall_ms / 4, 25, 1000)));
+          std::chrono::milliseconds(std::clamp<int64_t>(stall_ms / 4, 25, 250)));
       if (stopping) break;
+      if (executor.pending() > 0) {
+        trimmed = false;
+      } else if (!trimmed) {
+        malloc_trim(0);
+        trimmed = true;
+      }
       const int64_t quiet = executor.StalledMs();
       if (!stalled && quiet >= stall_ms) {
         stalled = true;

@@ -88,7 +88,7 @@ class CliRunTest(unittest.TestCase):
             (["--tokens", "1,2,101"], "token id 101 at [0, 2] is outside the vocabulary"),
             (["--tokens", "1,,2"], "--tokens item 1"),
             (["--tokens", ",".join(["1"] * 33)], "longer than the model's n_positions (32)"),
-            (["--tokens", "1,2", "--cache", "hook_patern("], "bad regex \"hook_patern(\" at offset"),
+            (["--tokens", "1,2", "--cache", "hook_patern("], "bad names regex \"hook_patern(\" at offset"),
             (["--tokens", "1,2", "--stop-at-layer", "9"], "stop_at_layer 9 out of range"),
             (["--tokens", "1,2", "--device", "cuda:0"], "cuda"),
             ([], "give --prompt TEXT or --tokens IDS"),

@@ -128,13 +128,21 @@ class Dom(html.parser.HTMLParser):
                 if (tag is None or t == tag) and all(a.get(k) == v for k, v in attrs.items())]
 
 
-def chromium(*args, url):
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                               "--disable-dev-shm-usage", "--no-first-run",
-                               "--no-default-browser-check", "--disable-extensions",
-                               f"--user-data-dir={profile}", *args, url],
-                              capture_output=True, text=True, timeout=120)
+def chromium(*args, url, attempts=3):
+    """Chromium's output for `url`. The browser itself sometimes dies of a signal on a loaded
+    machine (SIGSEGV in its GPU/dbus setup, before the page): that start is retried; any other
+    failure is the test's."""
+    for _ in range(attempts):
+        with tempfile.TemporaryDirectory() as profile:
+            proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                                   "--disable-dev-shm-usage", "--no-first-run",
+                                   "--no-default-browser-check", "--disable-extensions",
+                                   "--disable-quic", "--disable-background-networking",
+                                   "--disable-component-update", "--disable-sync",
+                                   f"--user-data-dir={profile}", *args, url],
+                                  capture_output=True, text=True, timeout=120)
+        if proc.returncode >= 0:
+            break
     if proc.returncode != 0:
         raise AssertionError(f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return proc.stdout

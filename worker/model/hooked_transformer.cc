@@ -159,7 +159,7 @@ absl::StatusOr<std::vector<std::string>> HookedTransformer::SelectHookNames(
     selected[id] = true;
   }
   for (const auto& pattern : options.regexes) {
-    LG_ASSIGN_OR_RETURN(BoundedRegex re, BoundedRegex::Compile(pattern));
+    LG_ASSIGN_OR_RETURN(BoundedRegex re, BoundedRegex::Compile(pattern, {}, "names regex"));
     bool any = false;
     for (size_t i = 0; i < hook_names_.size(); ++i) {
       LG_ASSIGN_OR_RETURN(bool hit, re.Search(hook_names_[i]));
