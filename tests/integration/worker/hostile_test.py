@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grpc  # noqa: E402
 from lensgrid._wire import to_tensor  # noqa: E402
 from lensgrid.v1 import search_pb2 as spb, worker_pb2, worker_pb2_grpc  # noqa: E402
-from worker_harness import WorkerProcess, make_model  # noqa: E402
+from worker_harness import WorkerProcess, health, make_model  # noqa: E402
 
 C = grpc.StatusCode
 GiB = 1 << 30
@@ -35,13 +35,6 @@ MAX_MESSAGE = 256 << 20
 
 def tokens(ids):
     return worker_pb2.ModelInput(tokens=to_tensor(np.asarray(ids, dtype=np.int64)))
-
-
-def health(address):
-    """grpc.health.v1.Health/Check, hand-encoded (no stubs needed)."""
-    with grpc.insecure_channel(address) as ch:
-        resp = ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10)
-        return {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}.get(resp, resp)
 
 
 class HostileWorkerTest(unittest.TestCase):

@@ -10,6 +10,16 @@ import threading
 import time
 
 
+def health(address, service=""):
+    """grpc.health.v1.Health/Check with hand-encoded messages (no stubs needed)."""
+    import grpc
+    with grpc.insecure_channel(address) as ch:
+        check = ch.unary_unary("/grpc.health.v1.Health/Check")
+        req = b"" if not service else b"\x0a" + bytes([len(service)]) + service.encode()
+        resp = check(req, timeout=10)
+        return {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}.get(resp, resp)
+
+
 def stop_process(proc, timeout=10):
     """SIGTERM, then SIGKILL after `timeout` seconds."""
     if proc is not None and proc.poll() is None:

@@ -27,7 +27,7 @@ import grpc  # noqa: E402
 import lensgrid  # noqa: E402
 from lensgrid import WorkerError  # noqa: E402
 from lensgrid.v1 import tensor_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
-from worker_harness import WorkerProcess, make_model  # noqa: E402
+from worker_harness import WorkerProcess, health, make_model  # noqa: E402
 
 C = grpc.StatusCode
 NUMPY = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "BF16": np.uint16}
@@ -42,15 +42,6 @@ def read_safetensors(path):
     return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]],
                              dtype=NUMPY[v["dtype"]]).reshape(v["shape"])
             for k, v in header.items()}, meta
-
-
-def health(address, service=""):
-    """grpc.health.v1.Health/Check with hand-encoded messages (no stubs needed)."""
-    with grpc.insecure_channel(address) as ch:
-        check = ch.unary_unary("/grpc.health.v1.Health/Check")
-        req = b"" if not service else b"\x0a" + bytes([len(service)]) + service.encode()
-        resp = check(req, timeout=10)
-        return {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}.get(resp, resp)
 
 
 class WorkerTest(unittest.TestCase):
