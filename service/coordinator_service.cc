@@ -124,7 +124,7 @@ class ResultReactor : public grpc::ServerWriteReactor<v1::GetResultResponse> {
     std::vector<TensorBytes> tensors;
     for (const Array& a : *owner) {
       tensors.push_back(
-          TensorBytes{a.name, DType::kF32, a.shape,
+          TensorBytes{a.name, TensorDType::kF32, a.shape,
                       absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(a.values.data()),
                                                 a.values.size() * sizeof(float)),
                       owner});
@@ -199,11 +199,22 @@ class CompleteReactor : public grpc::ServerReadReactor<v1::CompleteShardRequest>
     if (!have_header_) {
       return Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no header"));
     }
+    if (header_.has_prepared()) {
+      if (assembler_.bytes_received() > 0) {
+        return Malformed(absl::InvalidArgumentError("a prepared dataset comes with no tensors"));
+      }
+      auto accepted =
+          scheduler_->CompletePrepare(header_.worker_id(), header_.lease_id(), header_.prepared());
+      if (!accepted.ok()) return Finish(ToGrpcStatus(accepted.status()));
+      resp_->set_accepted(*accepted);
+      if (!*accepted) resp_->set_message("dropped: the job is over or was prepared already");
+      return Finish(grpc::Status::OK);
+    }
     auto tensors = assembler_.Finish();
     if (!tensors.ok()) return Malformed(tensors.status());
     std::vector<Array> arrays;
     for (WireTensor& t : *tensors) {
-      if (t.dtype != DType::kF32) {
+      if (t.dtype != TensorDType::kF32) {
         return Malformed(
             absl::InvalidArgumentError(absl::StrCat("tensor ", Echo(t.name), " is not F32")));
       }
@@ -248,16 +259,24 @@ CoordinatorService::~CoordinatorService() {
   for (WatchReactor* w : watchers_) delete w;
 }
 
+// Wakes when the scheduler changes (a job submitted, a shard re-queued, an
+// event) or at the next tick (every kTickMs: expiries, backoffs, workers
+// lost); no poll in between. Parked workers ask the scheduler again only when
+// it changed since they last asked.
 void CoordinatorService::Pump() {
+  constexpr int64_t kTickMs = 50;
   uint64_t version = scheduler_->version();
-  int64_t last_tick = 0;
+  int64_t last_tick = clock_.NowMs();
   while (!stop_) {
-    scheduler_->WaitForChange(&version, 20);
+    const uint64_t before = version;
+    scheduler_->WaitForChange(&version, std::max<int64_t>(1, last_tick + kTickMs - clock_.NowMs()));
     const int64_t now = clock_.NowMs();
-    if (now - last_tick >= 50) {
+    const bool tick = now - last_tick >= kTickMs;
+    if (tick) {
       scheduler_->Tick();
       last_tick = now;
     }
+    if (!tick && version == before) continue;
     ServeParked(/*all=*/false);
     absl::MutexLock lock(&mu_);
     for (auto it = watchers_.begin(); it != watchers_.end();) {
@@ -273,31 +292,41 @@ void CoordinatorService::Pump() {
 }
 
 void CoordinatorService::ServeParked(bool all) {
-  std::vector<std::pair<ParkedLease, grpc::Status>> finish;
+  // Taken out of the list under the service mutex; the scheduler is asked
+  // without it (LeaseShard and watchers are not held up meanwhile).
+  std::list<ParkedLease> parked;
   {
     absl::MutexLock lock(&mu_);
-    const int64_t now = clock_.NowMs();
-    for (auto it = parked_.begin(); it != parked_.end();) {
-      grpc::Status status;
-      bool done = all || now >= it->deadline_ms || it->ctx->IsCancelled();
-      if (!done) {
-        auto lease = scheduler_->Lease(it->worker_id);
-        if (!lease.ok()) {
-          status = ToGrpcStatus(lease.status());
-          done = true;
-        } else if (lease->has_value()) {
-          it->resp->set_has_shard(true);
-          *it->resp->mutable_lease() = std::move(**lease);
-          done = true;
-        }
-      }
-      if (done) {
-        finish.emplace_back(*it, status);
-        it = parked_.erase(it);
-      } else {
-        ++it;
+    parked.splice(parked.end(), parked_);
+  }
+  const uint64_t version = scheduler_->version();
+  const int64_t now = clock_.NowMs();
+  std::vector<std::pair<ParkedLease, grpc::Status>> finish;
+  for (auto it = parked.begin(); it != parked.end();) {
+    grpc::Status status;
+    bool done = all || now >= it->deadline_ms || it->ctx->IsCancelled();
+    if (!done && it->seen_version != version) {
+      it->seen_version = version;
+      auto lease = scheduler_->Lease(it->worker_id);
+      if (!lease.ok()) {
+        status = ToGrpcStatus(lease.status());
+        done = true;
+      } else if (lease->has_value()) {
+        it->resp->set_has_shard(true);
+        *it->resp->mutable_lease() = std::move(**lease);
+        done = true;
       }
     }
+    if (done) {
+      finish.emplace_back(*it, status);
+      it = parked.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    parked_.splice(parked_.begin(), parked);
   }
   for (auto& [p, status] : finish) p.reactor->Finish(status);
 }
@@ -381,6 +410,9 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerContext* ctx,
                                                          const v1::LeaseShardRequest* req,
                                                          v1::LeaseShardResponse* resp) {
+  // The version before asking: a change after it (work that arrived while
+  // this call parks) makes the pump ask again for this worker.
+  const uint64_t version = scheduler_->version();
   auto lease = scheduler_->Lease(req->worker_id());
   if (!lease.ok()) return Done(ctx, lease.status());
   if (lease->has_value()) {
@@ -391,19 +423,21 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
   if (req->wait_ms() <= 0 || stop_) return Done(ctx, absl::OkStatus());
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
-  parked_.push_back(
-      {r, ctx, req->worker_id(), resp, clock_.NowMs() + std::min(req->wait_ms(), kMaxWaitMs)});
+  parked_.push_back({r, ctx, req->worker_id(), resp,
+                     clock_.NowMs() + std::min(req->wait_ms(), kMaxWaitMs), version});
   return r;
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
                                                         const v1::HeartbeatRequest* req,
                                                         v1::HeartbeatResponse* resp) {
+  int64_t lease_ms = 0;
   auto cancelled = scheduler_->Heartbeat(
-      req->worker_id(), std::vector<std::string>(req->lease_ids().begin(), req->lease_ids().end()));
+      req->worker_id(), std::vector<std::string>(req->lease_ids().begin(), req->lease_ids().end()),
+      &lease_ms);
   if (!cancelled.ok()) return Done(ctx, cancelled.status());
   for (auto& id : *cancelled) resp->add_cancelled_lease_ids(std::move(id));
-  resp->set_lease_ms(scheduler_->heartbeat_interval_ms() * 3);
+  resp->set_lease_ms(lease_ms);
   return Done(ctx, absl::OkStatus());
 }
 

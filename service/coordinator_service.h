@@ -75,6 +75,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
     std::string worker_id;
     v1::LeaseShardResponse* resp;
     int64_t deadline_ms;
+    uint64_t seen_version;  // the scheduler's version when it last asked for a shard
   };
   void Pump();
   void ServeParked(bool all);

@@ -47,6 +47,9 @@ struct JobWrite {
   // last value wins, as protobuf parses).
   const std::string* new_spec = nullptr;
   int64_t created_ms = 0;  // with new_spec
+  // Set: the job was prepared; this spec (with its prompts) replaces the
+  // stored one.
+  const std::string* prepared_spec = nullptr;
   std::vector<std::pair<int64_t, const std::vector<Array>*>> results;
   bool set_state = false;
   v1::JobState state = v1::JOB_QUEUED;

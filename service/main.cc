@@ -112,6 +112,14 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   app.add_option("--max-client-json-bytes", o.planner.max_client_json_bytes, "a job's client_json")
       ->capture_default_str()
       ->check(positive);
+  app.add_option("--max-dataset-bytes", o.planner.max_dataset_bytes,
+                 "a job's JSONL dataset (built by a worker)")
+      ->capture_default_str()
+      ->check(positive);
+  app.add_option("--model-wait-ms", o.model_wait_ms,
+                 "a job that no live worker serves fails after this long (0: waits for ever)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-workers", o.max_workers, "registered workers")
       ->capture_default_str()
       ->check(positive);
@@ -200,8 +208,11 @@ int main(int argc, char** argv) {
   // Job specs carry every prompt (a lease only its shard's); the planner's
   // limits apply after parsing. A job may be twice the lease limit, plus
   // 4 MiB for its metadata.
+  // A JSONL dataset (--max-dataset-bytes) comes in one SubmitJob too.
+  const lensgrid::service::PlannerOptions& planner = flags.scheduler.planner;
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
-      INT32_MAX, 2 * flags.scheduler.planner.max_shard_spec_bytes + (int64_t{4} << 20))));
+      INT32_MAX,
+      std::max(2 * planner.max_shard_spec_bytes, planner.max_dataset_bytes) + (int64_t{4} << 20))));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n", flags.listen.c_str());

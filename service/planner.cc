@@ -51,9 +51,10 @@ absl::Status CheckBytes(const char* field, const std::string& value, int64_t lim
       absl::StrCat(field, " is ", value.size(), " bytes, over the ", limit, "-byte limit"));
 }
 
-absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
+// What every spec is checked for, prepared or not.
+absl::Status ValidateCommonFields(const v1::JobSpec& spec, const PlannerOptions& o) {
   LG_RETURN_IF_ERROR(CheckName("model_id", spec.model_id(), o, true));
-  LG_RETURN_IF_ERROR(CheckName("weights_sha256", spec.weights_sha256(), o, true));
+  LG_RETURN_IF_ERROR(CheckName("weights_sha256", spec.weights_sha256(), o, false));
   LG_RETURN_IF_ERROR(CheckName("method_name", spec.method_name(), o, false));
   LG_RETURN_IF_ERROR(CheckName("metric_name", spec.metric_name(), o, false));
   LG_RETURN_IF_ERROR(CheckName("ablation_name", spec.ablation_name(), o, false));
@@ -61,9 +62,9 @@ absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
   LG_RETURN_IF_ERROR(CheckBytes("client_json", spec.client_json(), o.max_client_json_bytes));
   for (const auto& [name, v] : {std::pair<const char*, int64_t>{"n_layers", spec.n_layers()},
                                 {"n_heads", spec.n_heads()}}) {
-    if (v <= 0 || v > o.max_model_dim) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, " is ", v, "; it must be in [1, ", o.max_model_dim, "]"));
+    if (v < 0 || v > o.max_model_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " is ", v, "; it must be in [1, ",
+                                                     o.max_model_dim, "] (0: the model's)"));
     }
   }
   if (spec.prompts_per_shard() < 0 || spec.components_per_shard() < 0)
@@ -72,6 +73,15 @@ absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("max_attempts is ", spec.max_attempts(),
                                                    "; it must be in [0, ", o.max_attempts_limit,
                                                    "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
+  LG_RETURN_IF_ERROR(ValidateCommonFields(spec, o));
+  if (spec.weights_sha256().empty()) return absl::InvalidArgumentError("weights_sha256 is empty");
+  if (spec.n_layers() == 0 || spec.n_heads() == 0) {
+    return absl::InvalidArgumentError("n_layers and n_heads must be set");
   }
   if (spec.prompts_size() == 0) return absl::InvalidArgumentError("the job has no prompts");
   if (spec.prompts_size() > o.max_prompts) {
@@ -110,7 +120,7 @@ int64_t PromptWireBytes(const v1::InlinePrompt& p) {
 }
 
 bool NeedsMeanPrompts(const JobPlan& plan) {
-  return IsAblation(plan.method) && plan.ablation == Ablation::kMean;
+  return IsAblation(plan.method) && plan.ablation == AblationKind::kMean;
 }
 
 absl::Status ValidatePrompts(const v1::JobSpec& spec, const PlannerOptions& o) {
@@ -165,7 +175,74 @@ std::optional<int64_t> ResultValues(const std::vector<Grid>& grids, int64_t n_pr
   return values;
 }
 
+absl::Status ValidateDatasetRequest(const v1::DatasetRequest& d, const PlannerOptions& o) {
+  LG_RETURN_IF_ERROR(CheckName("dataset.name", d.name(), o, d.jsonl().empty()));
+  LG_RETURN_IF_ERROR(CheckBytes("dataset.jsonl", d.jsonl(), o.max_dataset_bytes));
+  if (d.n_prompts() < 0 || d.n_prompts() > o.max_prompts) {
+    return absl::InvalidArgumentError(absl::StrCat("dataset.n_prompts is ", d.n_prompts(),
+                                                   "; it must be in [0, ", o.max_prompts, "]"));
+  }
+  if (d.seq_len() < 0 || d.seq_len() > o.max_prompt_tokens / 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset.seq_len is ", d.seq_len(), "; it must be in [0, ", o.max_prompt_tokens / 2, "]"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+bool NeedsPreparing(const v1::JobSpec& spec) {
+  return spec.prompts_size() == 0 || spec.n_layers() == 0 || spec.n_heads() == 0 ||
+         spec.weights_sha256().empty();
+}
+
+absl::Status CheckSpecToPrepare(const v1::JobSpec& spec, const PlannerOptions& options) {
+  LG_RETURN_IF_ERROR(ValidateCommonFields(spec, options));
+  JobPlan names;
+  LG_RETURN_IF_ERROR(ResolveSearch(spec, &names));
+  if (spec.prompts_size() > 0 && spec.has_dataset()) {
+    return absl::InvalidArgumentError("a job has prompts or a dataset, not both");
+  }
+  if (spec.prompts_size() == 0 && !spec.has_dataset()) {
+    return absl::InvalidArgumentError("the job has no prompts and no dataset");
+  }
+  if (spec.has_dataset()) LG_RETURN_IF_ERROR(ValidateDatasetRequest(spec.dataset(), options));
+  if (spec.prompts_size() > options.max_prompts) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the job has ", spec.prompts_size(), " prompts, over the limit of ", options.max_prompts));
+  }
+  return ValidatePrompts(spec, options);
+}
+
+absl::StatusOr<v1::JobSpec> PreparedSpec(const v1::JobSpec& spec, const Prompts& inline_prompts,
+                                         const v1::PreparedDataset& prepared,
+                                         const std::string& weights_sha256) {
+  v1::JobSpec out = SpecWithoutPrompts(spec);
+  out.clear_dataset();
+  if (spec.has_dataset()) {
+    // What the job was built from, without the bytes: JobStatus shows it.
+    *out.mutable_dataset() = spec.dataset();
+    out.mutable_dataset()->clear_jsonl();
+  }
+  if (out.n_layers() == 0) out.set_n_layers(prepared.model().n_layers());
+  if (out.n_heads() == 0) out.set_n_heads(prepared.model().n_heads());
+  if (spec.n_layers() == 0 || spec.n_heads() == 0) out.set_attn_only(prepared.model().attn_only());
+  if (out.weights_sha256().empty()) out.set_weights_sha256(weights_sha256);
+  if (out.weights_sha256() != weights_sha256) {
+    return absl::InvalidArgumentError(absl::StrCat("the preparing worker has weights ",
+                                                   Echo(weights_sha256), ", the job is pinned to ",
+                                                   Echo(out.weights_sha256())));
+  }
+  if (!spec.has_dataset()) {
+    *out.mutable_prompts() = inline_prompts;
+  } else {
+    if (prepared.prompts_size() == 0) {
+      return absl::InvalidArgumentError("the worker built a dataset with no prompts");
+    }
+    *out.mutable_prompts() = prepared.prompts();
+  }
+  return out;
+}
 
 absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& options) {
   LG_RETURN_IF_ERROR(ValidateFields(spec, options));

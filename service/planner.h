@@ -63,7 +63,9 @@ struct PlannerOptions {
   int64_t max_name_bytes = 256;
   int64_t max_label_bytes = 1024;            // JobSpec.label. Default: 1 KiB
   int64_t max_client_json_bytes = 64 << 10;  // JobSpec.client_json. Default: 64 KiB
-  int max_attempts_limit = 100;              // largest JobSpec.max_attempts. Default: 100
+  // JobSpec.dataset.jsonl: the JSONL a worker tokenizes. Default: 64 MiB
+  int64_t max_dataset_bytes = int64_t{64} << 20;
+  int max_attempts_limit = 100;  // largest JobSpec.max_attempts. Default: 100
 };
 
 using Prompts = google::protobuf::RepeatedPtrField<v1::InlinePrompt>;
@@ -71,7 +73,7 @@ using Prompts = google::protobuf::RepeatedPtrField<v1::InlinePrompt>;
 struct JobPlan {
   Method method = Method::kAblateHeads;
   MetricKind metric = MetricKind::kLogitDiff;
-  Ablation ablation = Ablation::kZero;
+  AblationKind ablation = AblationKind::kZero;
   int64_t n_prompts = 0;
   int64_t n_pos = 0;  // the longest prompt's length
   bool patching = false;
@@ -92,6 +94,25 @@ struct JobPlan {
 // deprecated names. Pure: safe to call without any
 // lock; sizes are computed with overflow checks before anything is allocated.
 absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& options = {});
+
+// A spec that lacks its prompts (it has a DatasetRequest), the model's shape
+// or a weights pin is prepared on a worker before it is planned.
+bool NeedsPreparing(const v1::JobSpec& spec);
+
+// What can be checked of a job to prepare before a worker has built its
+// dataset: names, sizes, the method, metric and ablation, the dataset request
+// or the inline prompts. The same errors as PlanJob.
+absl::Status CheckSpecToPrepare(const v1::JobSpec& spec, const PlannerOptions& options = {});
+
+// The spec to plan once a worker with `weights_sha256` prepared the job:
+// `spec` with the prompts it built (or, when the spec has no dataset,
+// `inline_prompts`: the job's own), the
+// model's shape where the spec had none, the weights pin, and the dataset
+// request without its JSONL bytes. INVALID_ARGUMENT when the worker's weights
+// are not the pinned ones or it built no prompts.
+absl::StatusOr<v1::JobSpec> PreparedSpec(const v1::JobSpec& spec, const Prompts& inline_prompts,
+                                         const v1::PreparedDataset& prepared,
+                                         const std::string& weights_sha256);
 
 // Every field of `spec` but its prompts (which the plan holds): what a job
 // keeps of its spec in memory.

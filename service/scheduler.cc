@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/echo.h"
+#include "common/search_proto.h"
 #include "common/status_macros.h"
 
 // Reads the deprecated name fields on purpose: what older clients send.
@@ -19,6 +20,19 @@ namespace {
 bool JobFailsOn(absl::StatusCode code) {
   return code == absl::StatusCode::kInvalidArgument ||
          code == absl::StatusCode::kFailedPrecondition;
+}
+
+// The method a spec names (enum, else the deprecated name), for listings.
+std::string MethodLabel(const v1::JobSpec& spec) {
+  absl::StatusOr<Method> m = MethodFromProto(spec.method());
+  return m.ok() ? MethodName(*m) : spec.method_name();
+}
+
+// "model gpt2" or "model gpt2 with weights 1a2b3c4d5e6f..."
+std::string ModelLabel(const std::string& model_id, const std::string& sha256) {
+  return sha256.empty() ? absl::StrCat("model ", Echo(model_id))
+                        : absl::StrCat("model ", Echo(model_id), " with weights ",
+                                       Echo(sha256.substr(0, 12)), "...");
 }
 
 v1::JobEvent::Kind FinalKind(v1::JobState state) {
@@ -53,16 +67,100 @@ std::unique_ptr<Scheduler::Job> Scheduler::BuildJob(const std::string& id, const
   return job;
 }
 
+absl::StatusOr<std::unique_ptr<Scheduler::Job>> Scheduler::BuildJobToPrepare(
+    const std::string& id, const v1::JobSpec& spec, int64_t created_ms) const {
+  LG_RETURN_IF_ERROR(CheckSpecToPrepare(spec, options_.planner));
+  JobPlan plan;
+  LG_ASSIGN_OR_RETURN(plan.method, MethodFromProto(spec.method()).ok()
+                                       ? MethodFromProto(spec.method())
+                                       : ParseMethod(spec.method_name()));
+  plan.prompts = std::make_shared<const Prompts>(spec.prompts());
+  auto job = BuildJob(id, spec, std::move(plan), created_ms);
+  job->prepared = false;
+  job->ready.push_back(-1);
+  return job;
+}
+
+bool Scheduler::Serves(const v1::WorkerInfo& w, const Job& job) {
+  if (!w.alive() || w.model_id() != job.spec.model_id()) return false;
+  if (!job.spec.weights_sha256().empty() && w.weights_sha256() != job.spec.weights_sha256()) {
+    return false;
+  }
+  return job.prepared || w.model().n_layers() > 0;
+}
+
+std::string Scheduler::ServedModels() const {
+  std::map<std::string, int> ids;
+  for (const auto& [id, w] : workers_) {
+    if (w.info.alive()) ++ids[w.info.model_id()];
+  }
+  if (ids.empty()) return "no worker is registered";
+  std::string out;
+  for (const auto& [model, n] : ids) {
+    absl::StrAppend(&out, out.empty() ? "" : ", ", Echo(model), " (", n,
+                    n == 1 ? " worker)" : " workers)");
+  }
+  return out;
+}
+
+void Scheduler::CheckServed(int64_t now) {
+  for (Job* job : std::vector<Job*>(active_)) {
+    bool served = false;
+    for (const auto& [id, w] : workers_) {
+      if (Serves(w.info, *job)) {
+        served = true;
+        break;
+      }
+    }
+    if (served) {
+      job->waiting_since_ms = 0;
+      continue;
+    }
+    const std::string what = ModelLabel(job->spec.model_id(), job->spec.weights_sha256());
+    if (job->waiting_since_ms == 0) {
+      job->waiting_since_ms = now;
+      Emit(job, v1::JobEvent::WAITING_FOR_WORKER, -1, "",
+           absl::StrCat("no live worker serves ", what,
+                        job->prepared ? "" : " (and can prepare it)", "; the job waits",
+                        options_.model_wait_ms > 0
+                            ? absl::StrCat(" up to ", options_.model_wait_ms, " ms")
+                            : "",
+                        ". Live workers: ", ServedModels()));
+    } else if (options_.model_wait_ms > 0 &&
+               now - job->waiting_since_ms >= options_.model_wait_ms) {
+      Finish(job, v1::JOB_FAILED,
+             absl::FailedPreconditionError(absl::StrCat(
+                 "no live worker served ", what, " for ", now - job->waiting_since_ms,
+                 " ms (the coordinator's --model-wait-ms); live workers: ", ServedModels())));
+    }
+  }
+}
+
 absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
   // Plan and store before taking the lock that every other call needs: a big
   // (or hostile) spec costs its own caller's time only. The planner checks
   // every size before allocating.
-  LG_ASSIGN_OR_RETURN(JobPlan plan, PlanJob(spec, options_.planner));
-  if (plan.shards.empty()) return absl::InvalidArgumentError("the job plans to no shards");
+  const bool to_prepare = NeedsPreparing(spec);
+  JobPlan plan;
+  if (to_prepare) {
+    LG_RETURN_IF_ERROR(CheckSpecToPrepare(spec, options_.planner));
+  } else {
+    LG_ASSIGN_OR_RETURN(plan, PlanJob(spec, options_.planner));
+    if (plan.shards.empty()) return absl::InvalidArgumentError("the job plans to no shards");
+  }
   const int64_t now = clock_->NowMs();
   std::string id;
   {
     absl::MutexLock lock(&mu_);
+    bool any_alive = false, model_served = false;
+    for (const auto& [wid, w] : workers_) {
+      any_alive |= w.info.alive();
+      model_served |= w.info.alive() && w.info.model_id() == spec.model_id();
+    }
+    if (any_alive && !model_served) {
+      return absl::NotFoundError(absl::StrCat("no worker serves model ", Echo(spec.model_id()),
+                                              "; the workers serve: ", ServedModels()));
+    }
     do {
       id = absl::StrCat("job-", now, "-", ++next_id_);
     } while (jobs_.count(id));
@@ -72,20 +170,31 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
   // pins are appended to the serialized spec (the last value of a field wins
   // when protobuf parses it): no copy of the prompts is made.
   v1::JobSpec pins;
-  pins.set_prompts_per_shard(plan.shards.front().num_prompts());
-  pins.set_components_per_shard(plan.shards.front().num_components());
+  if (!to_prepare) {
+    pins.set_prompts_per_shard(plan.shards.front().num_prompts());
+    pins.set_components_per_shard(plan.shards.front().num_components());
+  }
   const int64_t n_shards = static_cast<int64_t>(plan.shards.size());
   v1::JobEvent submitted;
   submitted.set_seq(1);
   submitted.set_kind(v1::JobEvent::SUBMITTED);
   submitted.set_shards_total(n_shards);
   submitted.set_shard_id(-1);
-  submitted.set_message(absl::StrCat(MethodName(plan.method), " over ", plan.n_prompts,
-                                     " prompts in ", n_shards, " shards"));
+  if (to_prepare) {
+    submitted.set_message(absl::StrCat(
+        MethodLabel(spec), " on ", ModelLabel(spec.model_id(), spec.weights_sha256()),
+        ": a worker prepares the job (",
+        spec.has_dataset() ? absl::StrCat("builds dataset ", Echo(spec.dataset().name()))
+                           : absl::StrCat(spec.prompts_size(), " prompts given"),
+        ") before it is planned"));
+  } else {
+    submitted.set_message(absl::StrCat(MethodName(plan.method), " over ", plan.n_prompts,
+                                       " prompts in ", n_shards, " shards"));
+  }
   submitted.set_unix_ms(now);
   if (journal_ != nullptr) {
     std::string stored = spec.SerializeAsString();
-    pins.AppendToString(&stored);
+    if (!to_prepare) pins.AppendToString(&stored);
     JobWrite write;
     write.job_id = id;
     write.new_spec = &stored;
@@ -96,14 +205,19 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
       return absl::UnavailableError(absl::StrCat("cannot store the job: ", s.message()));
     }
   }
-  std::unique_ptr<Job> job = BuildJob(id, spec, std::move(plan), now);
-  job->spec.MergeFrom(pins);
+  std::unique_ptr<Job> job;
+  if (to_prepare) {
+    LG_ASSIGN_OR_RETURN(job, BuildJobToPrepare(id, spec, now));
+  } else {
+    job = BuildJob(id, spec, std::move(plan), now);
+    job->spec.MergeFrom(pins);
+    for (int64_t i = 0; i < n_shards; ++i) job->ready.push_back(i);
+  }
   job->events.push_back(std::move(submitted));
   job->saved_events = 1;
   absl::MutexLock lock(&mu_);
   Job* raw = job.get();
   jobs_[id] = std::move(job);
-  for (int64_t i = 0; i < n_shards; ++i) raw->ready.push_back(i);
   active_.push_back(raw);
   ++version_;
   return id;
@@ -126,6 +240,27 @@ void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
 }
 
 absl::Status Scheduler::Restore(StoredJob stored) {
+  if (stored.damage.empty() && NeedsPreparing(stored.spec)) {
+    // Stored before a worker prepared it: prepared again.
+    absl::StatusOr<std::unique_ptr<Job>> job =
+        BuildJobToPrepare(stored.job_id, stored.spec, stored.created_ms);
+    absl::MutexLock lock(&mu_);
+    if (!job.ok()) {
+      const std::string why = absl::StrCat("its spec cannot be prepared: ", job.status().message());
+      AddDamagedJob(stored, why);
+      return absl::DataLossError(absl::StrCat("job ", stored.job_id, " is damaged: ", why));
+    }
+    Job* raw = job->get();
+    raw->state = stored.state;
+    raw->error_code = stored.error_code;
+    raw->error = stored.error;
+    raw->events = std::move(stored.events);
+    raw->saved_events = static_cast<int64_t>(raw->events.size());
+    jobs_[raw->id] = std::move(*job);
+    ++version_;
+    if (!Final(*raw)) active_.push_back(raw);
+    return absl::OkStatus();
+  }
   absl::StatusOr<JobPlan> plan = stored.damage.empty()
                                      ? PlanJob(stored.spec, options_.planner)
                                      : absl::StatusOr<JobPlan>(absl::DataLossError(stored.damage));
@@ -207,6 +342,7 @@ absl::Status Scheduler::Save(Job* job) {
   }
   JobWrite write;
   write.job_id = job->id;
+  if (!job->unsaved_spec.empty()) write.prepared_spec = &job->unsaved_spec;
   for (int64_t shard : job->unsaved_results) write.results.push_back({shard, &job->results[shard]});
   if (job->state_unsaved) {
     write.set_state = true;
@@ -222,6 +358,7 @@ absl::Status Scheduler::Save(Job* job) {
   if (s.ok()) {
     job->saved_events = n_events;
     job->unsaved_results.clear();
+    job->unsaved_spec.clear();
     job->state_unsaved = false;
     unsaved_.erase(job);
     if (!job->store_error.empty()) {
@@ -311,7 +448,7 @@ std::optional<Scheduler::LeaseRef> Scheduler::FindLease(const std::string& lease
   int64_t shard = 0;
   if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &shard)) return std::nullopt;
   auto it = jobs_.find(parts[0]);
-  if (it == jobs_.end() || shard < 0 || shard >= static_cast<int64_t>(it->second->shards.size())) {
+  if (it == jobs_.end() || shard < -1 || shard >= static_cast<int64_t>(it->second->shards.size())) {
     return std::nullopt;
   }
   return LeaseRef{it->second.get(), shard};
@@ -323,7 +460,8 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(const v1::RegisterRequest&
         {"model_id", &request.model_id()},
         {"weights_sha256", &request.weights_sha256()},
         {"device", &request.device()},
-        {"address", &request.address()}}) {
+        {"address", &request.address()},
+        {"tokenizer_sha256", &request.tokenizer_sha256()}}) {
     if (static_cast<int64_t>(value->size()) > options_.max_worker_field_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(field, " ", Echo(*value), " is over the ",
                                                      options_.max_worker_field_bytes,
@@ -357,12 +495,11 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(const v1::RegisterRequest&
   w.info.set_device(request.device());
   w.info.set_capacity(std::max(1, request.capacity()));
   w.info.set_address(request.address());
+  *w.info.mutable_model() = request.model();
+  w.info.set_tokenizer_sha256(request.tokenizer_sha256());
   Touch(&w, now);
   for (Job* job : active_) {
-    if (job->spec.model_id() == request.model_id() &&
-        job->spec.weights_sha256() == request.weights_sha256()) {
-      Emit(job, v1::JobEvent::WORKER_JOINED, -1, id, request.name());
-    }
+    if (Serves(w.info, *job)) Emit(job, v1::JobEvent::WORKER_JOINED, -1, id, request.name());
   }
   SaveAll();
   return id;
@@ -371,7 +508,7 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(const v1::RegisterRequest&
 void Scheduler::PromoteDue(Job* job, int64_t now) {
   auto& d = job->delayed;
   for (size_t i = 0; i < d.size();) {
-    if (job->shards[d[i]].ready_at_ms <= now) {
+    if (ShardOf(job, d[i]).ready_at_ms <= now) {
       job->ready.push_back(d[i]);
       d[i] = d.back();
       d.pop_back();
@@ -388,16 +525,12 @@ std::optional<int64_t> Scheduler::TakeShard(Job* job, const std::string& worker_
   for (size_t i = 0; i < n; ++i) {
     const int64_t s = job->ready.front();
     job->ready.pop_front();
-    Shard& shard = job->shards[s];
+    Shard& shard = ShardOf(job, s);
     if (shard.state != Shard::State::kPending) continue;  // stale entry
     if (!shard.failed_on.count(worker_id)) return s;
     size_t others = 0;
     for (const auto& [id, w] : workers_) {
-      if (w.info.alive() && id != worker_id && !shard.failed_on.count(id) &&
-          w.info.model_id() == job->spec.model_id() &&
-          w.info.weights_sha256() == job->spec.weights_sha256()) {
-        ++others;
-      }
+      if (id != worker_id && !shard.failed_on.count(id) && Serves(w.info, *job)) ++others;
     }
     if (others == 0) return s;
     job->ready.push_back(s);
@@ -410,15 +543,13 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(const std::string
   LG_ASSIGN_OR_RETURN(Worker * w, FindWorker(worker_id));
   const int64_t now = clock_->NowMs();
   for (Job* job : active_) {
-    if (job->spec.model_id() != w->info.model_id() ||
-        job->spec.weights_sha256() != w->info.weights_sha256() ||
-        !job->store_error.empty()) {  // paused: its results cannot be stored
+    if (!Serves(w->info, *job) || !job->store_error.empty()) {  // paused: cannot store
       continue;
     }
     PromoteDue(job, now);
     std::optional<int64_t> s = TakeShard(job, worker_id);
     if (!s) continue;
-    Shard& shard = job->shards[*s];
+    Shard& shard = ShardOf(job, *s);
     shard.state = Shard::State::kLeased;
     ++shard.leases;
     shard.lease_id = absl::StrCat(job->id, "/", *s, "/", shard.leases);
@@ -441,7 +572,16 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(const std::string
     lease.set_job_id(job->id);
     lease.set_shard_id(*s);
     lease.set_attempt(shard.leases);
-    *lease.mutable_shard() = MakeShardSpec(job->plan, shard.range);
+    if (*s < 0) {
+      v1::PrepareJob* prepare = lease.mutable_prepare();
+      if (job->spec.has_dataset()) {
+        *prepare->mutable_dataset() = job->spec.dataset();
+      } else if (!job->plan.prompts->empty()) {
+        *prepare->mutable_first_prompt() = job->plan.prompts->Get(0);
+      }
+    } else {
+      *lease.mutable_shard() = MakeShardSpec(job->plan, shard.range);
+    }
     lease.set_lease_ms(LeaseMs(*job));
     SaveAll();
     return std::optional<v1::ShardLease>(std::move(lease));
@@ -450,26 +590,30 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(const std::string
 }
 
 absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
-    const std::string& worker_id, const std::vector<std::string>& lease_ids) {
+    const std::string& worker_id, const std::vector<std::string>& lease_ids, int64_t* lease_ms) {
   absl::MutexLock lock(&mu_);
   LG_ASSIGN_OR_RETURN(Worker * w, FindWorker(worker_id));
   (void)w;
   const int64_t now = clock_->NowMs();
   std::vector<std::string> cancelled;
+  int64_t shortest = 0;
   for (const std::string& id : lease_ids) {
     std::optional<LeaseRef> ref = FindLease(id);
-    if (!ref || Final(*ref->job) || ref->job->shards[ref->shard].lease_id != id ||
-        ref->job->shards[ref->shard].state != Shard::State::kLeased) {
+    if (!ref || Final(*ref->job) || ShardOf(ref->job, ref->shard).lease_id != id ||
+        ShardOf(ref->job, ref->shard).state != Shard::State::kLeased) {
       cancelled.push_back(id);
       continue;
     }
-    ref->job->shards[ref->shard].deadline_ms = now + LeaseMs(*ref->job);
+    const int64_t extension = LeaseMs(*ref->job);
+    ShardOf(ref->job, ref->shard).deadline_ms = now + extension;
+    shortest = shortest == 0 ? extension : std::min(shortest, extension);
   }
+  if (lease_ms != nullptr) *lease_ms = shortest;
   return cancelled;
 }
 
 void Scheduler::ReleaseLease(Job* job, int64_t s) {
-  Shard& shard = job->shards[s];
+  Shard& shard = ShardOf(job, s);
   job->leased.erase(s);
   auto it = workers_.find(shard.worker_id);
   if (it != workers_.end()) {
@@ -479,15 +623,15 @@ void Scheduler::ReleaseLease(Job* job, int64_t s) {
 }
 
 void Scheduler::Requeue(Job* job, int64_t s, const std::string& reason) {
-  Shard& shard = job->shards[s];
+  Shard& shard = ShardOf(job, s);
   ReleaseLease(job, s);
   const std::string worker = shard.worker_id;
   shard.failed_on.insert(worker);
   ++shard.failures;
   if (shard.failures >= job->max_attempts) {
     Finish(job, v1::JOB_FAILED,
-           absl::AbortedError(
-               absl::StrCat("shard ", s, " failed ", shard.failures, " times; last: ", reason)));
+           absl::AbortedError(absl::StrCat(s < 0 ? "the preparation" : absl::StrCat("shard ", s),
+                                           " failed ", shard.failures, " times; last: ", reason)));
     return;
   }
   ++counters_.shards_retried;
@@ -506,6 +650,10 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id, const std
   std::optional<LeaseRef> ref = FindLease(lease_id);
   if (!ref) return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
   Job* job = ref->job;
+  if (ref->shard < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lease ", Echo(lease_id), " prepares its job: complete it with a PreparedDataset"));
+  }
   Shard& shard = job->shards[ref->shard];
   if (Final(*job) || shard.state == Shard::State::kDone) return false;
   const bool current = shard.state == Shard::State::kLeased && shard.lease_id == lease_id;
@@ -546,11 +694,90 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id, const std
   return true;
 }
 
+absl::StatusOr<bool> Scheduler::CompletePrepare(const std::string& worker_id,
+                                                const std::string& lease_id,
+                                                const v1::PreparedDataset& prepared) {
+  // Checked and copied under the lock; planned (a pure function over a
+  // possibly large dataset) outside it, as Submit plans.
+  v1::JobSpec spec;
+  std::shared_ptr<const Prompts> inline_prompts;
+  std::string weights_sha256;
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto w = workers_.find(worker_id); w != workers_.end()) Touch(&w->second, clock_->NowMs());
+    absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
+    if (!live.ok()) return live.status();
+    if (!live->has_value()) return false;
+    if ((*live)->shard >= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lease ", Echo(lease_id), " is a shard's: complete it with tensors"));
+    }
+    Job* job = (*live)->job;
+    auto w = workers_.find(worker_id);
+    if (w == workers_.end() || job->prepare.worker_id != worker_id) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lease ", Echo(lease_id), " is not held by worker ", Echo(worker_id)));
+    }
+    spec = job->spec;
+    inline_prompts = job->plan.prompts;
+    weights_sha256 = w->second.info.weights_sha256();
+  }
+  absl::StatusOr<JobPlan> plan;
+  absl::StatusOr<v1::JobSpec> full = PreparedSpec(spec, *inline_prompts, prepared, weights_sha256);
+  if (full.ok()) {
+    plan = PlanJob(*full, options_.planner);
+    if (plan.ok() && plan->shards.empty()) {
+      plan = absl::InvalidArgumentError("the job plans to no shards");
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
+  if (!live.ok()) return live.status();
+  if (!live->has_value()) return false;  // cancelled or expired meanwhile
+  Job* job = (*live)->job;
+  ReleaseLease(job, -1);
+  job->prepare.state = Shard::State::kDone;
+  const absl::Status refused = !full.ok() ? full.status() : plan.status();
+  if (!refused.ok()) {
+    // The dataset the job asked for is not one this coordinator runs (too
+    // many prompts, a prompt too long): the job's own fault, not the worker's.
+    Finish(job, v1::JOB_FAILED,
+           absl::Status(refused.code(), absl::StrCat("the prepared dataset: ", refused.message())));
+    SaveAll();
+    return true;
+  }
+  v1::JobSpec pins;
+  pins.set_prompts_per_shard(plan->shards.front().num_prompts());
+  pins.set_components_per_shard(plan->shards.front().num_components());
+  job->unsaved_spec = full->SerializeAsString();
+  pins.AppendToString(&job->unsaved_spec);
+  job->spec = SpecWithoutPrompts(*full);
+  job->spec.MergeFrom(pins);
+  job->plan = std::move(*plan);
+  job->prepared = true;
+  job->shards.assign(job->plan.shards.size(), Shard{});
+  job->results.assign(job->plan.shards.size(), {});
+  for (size_t i = 0; i < job->shards.size(); ++i) {
+    job->shards[i].range = job->plan.shards[i];
+    job->ready.push_back(static_cast<int64_t>(i));
+  }
+  job->first_prompt_str_tokens.assign(prepared.first_prompt_str_tokens().begin(),
+                                      prepared.first_prompt_str_tokens().end());
+  Emit(job, v1::JobEvent::DATASET_READY, -1, worker_id,
+       absl::StrCat("worker ", Echo(worker_id), " prepared ", job->plan.n_prompts, " prompts (",
+                    job->plan.n_pos, " positions) on ",
+                    ModelLabel(job->spec.model_id(), job->spec.weights_sha256()), " (",
+                    job->spec.n_layers(), " layers x ", job->spec.n_heads(),
+                    " heads): ", job->shards.size(), " shards"));
+  SaveAll();
+  return true;
+}
+
 absl::StatusOr<std::optional<Scheduler::LeaseRef>> Scheduler::FindLiveLease(
     const std::string& lease_id) {
   std::optional<LeaseRef> ref = FindLease(lease_id);
   if (!ref) return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
-  const Shard& shard = ref->job->shards[ref->shard];
+  const Shard& shard = ShardOf(ref->job, ref->shard);
   if (Final(*ref->job) || shard.state != Shard::State::kLeased || shard.lease_id != lease_id) {
     return std::optional<LeaseRef>();
   }
@@ -566,14 +793,14 @@ absl::Status Scheduler::Fail(const std::string& worker_id, const std::string& le
   if (!live->has_value()) return absl::OkStatus();  // stale: nothing to do
   const LeaseRef ref = **live;
   Job* job = ref.job;
-  Shard& shard = job->shards[ref.shard];
   ++counters_.shards_failed;
   if (JobFailsOn(error.code())) {
     ReleaseLease(job, ref.shard);
-    Finish(
-        job, v1::JOB_FAILED,
-        absl::Status(error.code(), absl::StrCat("shard ", ref.shard, " on worker ", Echo(worker_id),
-                                                ": ", WorkerMessage(error.message()))));
+    Finish(job, v1::JOB_FAILED,
+           absl::Status(
+               error.code(),
+               absl::StrCat(ref.shard < 0 ? "preparing the job" : absl::StrCat("shard ", ref.shard),
+                            " on worker ", Echo(worker_id), ": ", WorkerMessage(error.message()))));
     SaveAll();
     return absl::OkStatus();
   }
@@ -591,7 +818,7 @@ absl::Status Scheduler::HandBack(const std::string& worker_id, const std::string
   if (!live->has_value()) return absl::OkStatus();  // stale: nothing to do
   const LeaseRef ref = **live;
   Job* job = ref.job;
-  Shard& shard = job->shards[ref.shard];
+  Shard& shard = ShardOf(job, ref.shard);
   ReleaseLease(job, ref.shard);
   shard.state = Shard::State::kPending;
   job->ready.push_front(ref.shard);
@@ -632,20 +859,19 @@ void Scheduler::Tick() {
   const int64_t now = clock_->NowMs();
   for (auto& [id, w] : workers_) {
     if (!w.info.alive() || now - w.last_seen_ms <= options_.worker_timeout_ms) continue;
-    w.info.set_alive(false);
     // Every job it could have served hears of it, as of its joining.
     for (Job* job : active_) {
-      if (job->spec.model_id() == w.info.model_id() &&
-          job->spec.weights_sha256() == w.info.weights_sha256()) {
+      if (Serves(w.info, *job)) {
         Emit(job, v1::JobEvent::WORKER_LOST, -1, id,
              absl::StrCat(w.info.name(), ": no heartbeat for ", now - w.last_seen_ms, " ms"));
       }
     }
+    w.info.set_alive(false);
     for (const std::string& lease : std::set<std::string>(w.leases)) {
       std::optional<LeaseRef> ref = FindLease(lease);
       if (!ref || Final(*ref->job)) continue;
-      if (ref->job->shards[ref->shard].lease_id == lease &&
-          ref->job->shards[ref->shard].state == Shard::State::kLeased) {
+      if (ShardOf(ref->job, ref->shard).lease_id == lease &&
+          ShardOf(ref->job, ref->shard).state == Shard::State::kLeased) {
         Requeue(ref->job, ref->shard, absl::StrCat("worker ", id, " lost"));
       }
     }
@@ -660,7 +886,7 @@ void Scheduler::Tick() {
   for (Job* job : std::vector<Job*>(active_)) {
     for (int64_t s : std::vector<int64_t>(job->leased.begin(), job->leased.end())) {
       if (Final(*job)) break;
-      const Shard& shard = job->shards[s];
+      const Shard& shard = ShardOf(job, s);
       if (shard.deadline_ms < now) {
         Requeue(job, s,
                 absl::StrCat("lease ", shard.lease_id, " on worker ", shard.worker_id, " expired"));
@@ -672,6 +898,7 @@ void Scheduler::Tick() {
       if (job->ready.size() != before) ++version_;
     }
   }
+  CheckServed(now);
   SaveAll();
 }
 
@@ -694,8 +921,8 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   s.set_shards_total(static_cast<int64_t>(job.shards.size()));
   s.set_error(job.error);
   s.set_error_code(job.error_code);
-  // A damaged job has no plan: the name it was submitted with, if any.
-  s.set_method(job.plan.grids.empty() ? job.spec.method_name() : MethodName(job.plan.method));
+  // A damaged or unprepared job has no plan: the name it was submitted with.
+  s.set_method(job.plan.grids.empty() ? MethodLabel(job.spec) : MethodName(job.plan.method));
   s.set_model_id(job.spec.model_id());
   s.set_label(job.spec.label());
   s.set_client_json(job.spec.client_json());
@@ -705,6 +932,19 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   if (rate > 0) s.set_eta_s(static_cast<double>(s.shards_total() - s.shards_done()) / rate);
   s.set_last_event_seq(static_cast<int64_t>(job.events.size()));
   s.set_store_error(job.store_error);
+  *s.mutable_spec() = job.spec;
+  s.mutable_spec()->mutable_dataset()->clear_jsonl();
+  if (!job.spec.has_dataset()) s.mutable_spec()->clear_dataset();
+  s.mutable_spec()->clear_client_json();  // already in client_json
+  s.set_prepared(job.prepared && !job.damaged);
+  if (s.prepared()) {
+    s.set_n_prompts(job.plan.n_prompts);
+    s.set_n_pos(job.plan.n_pos);
+    if (job.plan.prompts != nullptr && !job.plan.prompts->empty()) {
+      *s.mutable_first_prompt() = job.plan.prompts->Get(0);
+    }
+    for (const std::string& t : job.first_prompt_str_tokens) s.add_first_prompt_str_tokens(t);
+  }
   return s;
 }
 

@@ -11,12 +11,17 @@
 //   s.Tick();                                          // expire leases, lose
 //   workers
 //
-// Rules: only workers whose model id and weights sha256 equal a job's get its
-// shards; a lease lasts lease_ms (a multiple of the job's observed shard time,
-// at least min_lease_ms), extended by heartbeats; an expired lease, a retriable
-// failure or a malformed result re-queues the shard after a backoff, preferring
-// another worker, until max_attempts failures fail the job; INVALID_ARGUMENT /
-// FAILED_PRECONDITION from a worker fail the job with its message.
+// Rules: only workers whose model id (and weights sha256, once the job has
+// one) equal a job's get its shards. A job without its prompts, the model's
+// shape or a weights pin (NeedsPreparing) is first prepared: a worker serving
+// its model that reported its shape builds the dataset (lease of shard -1,
+// CompletePrepare), the job is pinned to that worker's weights and planned. A
+// job that no live worker serves says so (WAITING_FOR_WORKER) and fails with
+// FAILED_PRECONDITION after model_wait_ms. A lease lasts lease_ms (a multiple of the job's observed
+// shard time, at least min_lease_ms), extended by heartbeats; an expired lease, a retriable failure
+// or a malformed result re-queues the shard after a backoff, preferring another worker, until
+// max_attempts failures fail the job; INVALID_ARGUMENT / FAILED_PRECONDITION from a worker fail the
+// job with its message.
 //
 // Limits: a job is planned (PlannerOptions' limits) before the scheduler's
 // lock is taken, so a large or hostile spec never stalls other calls; workers,
@@ -84,6 +89,10 @@ struct SchedulerOptions {
   // A worker's failure message, as kept in job errors and events.
   // Default: 1 KiB
   int64_t max_worker_message_bytes = 1024;
+  // A job that no live worker serves (its model id, its pinned weights) fails
+  // with FAILED_PRECONDITION after waiting this long; 0 = waits for ever.
+  // Default: 10 min
+  int64_t model_wait_ms = 600000;
   PlannerOptions planner;
 };
 
@@ -106,7 +115,8 @@ class Scheduler {
  public:
   Scheduler(const Clock* clock, SchedulerOptions options, Journal* journal);
 
-  // Client side.
+  // Client side. NOT_FOUND when workers are registered and none serves the
+  // spec's model id (the message names the ids they serve).
   absl::StatusOr<std::string> Submit(const v1::JobSpec& spec);
   // Brings back a stored job (at startup, before serving).
   absl::Status Restore(StoredJob stored);
@@ -135,15 +145,23 @@ class Scheduler {
   // max_workers are registered.
   absl::StatusOr<std::string> RegisterWorker(const v1::RegisterRequest& request);
   absl::StatusOr<std::optional<v1::ShardLease>> Lease(const std::string& worker_id);
-  // Returns the leases to abandon.
+  // Returns the leases to abandon. *lease_ms (optional): the shortest
+  // extension granted to the leases still held (0 when none is).
   absl::StatusOr<std::vector<std::string>> Heartbeat(const std::string& worker_id,
-                                                     const std::vector<std::string>& lease_ids);
+                                                     const std::vector<std::string>& lease_ids,
+                                                     int64_t* lease_ms = nullptr);
   // true: accepted; false: a late duplicate or the job is over (dropped).
   // INVALID_ARGUMENT for a malformed result (the shard is re-queued).
   // *note (optional) says when an accepted result is held in memory because
   // the state store is failing.
   absl::StatusOr<bool> Complete(const std::string& worker_id, const std::string& lease_id,
                                 std::vector<Array> tensors, std::string* note = nullptr);
+  // The answer to a prepare lease (shard -1): plans the job with the
+  // prepared prompts and model. true: accepted; false: stale (dropped).
+  // INVALID_ARGUMENT for a lease that is not a prepare lease. A dataset the
+  // planner refuses (too many prompts, a prompt too long) fails the job.
+  absl::StatusOr<bool> CompletePrepare(const std::string& worker_id, const std::string& lease_id,
+                                       const v1::PreparedDataset& prepared);
   absl::Status Fail(const std::string& worker_id, const std::string& lease_id,
                     const absl::Status& error);
   // Expires leases, promotes backed-off shards, marks silent workers lost,
@@ -200,6 +218,13 @@ class Scheduler {
     std::string store_error;  // non-empty: paused, the last write failed
     int64_t store_retry_ms = 0;
     bool damaged = false;  // restored from a damaged row: reported, not run
+    // Preparation: false until a worker built the dataset (the lease of shard
+    // -1); the plan then has no shards, and plan.prompts the inline prompts.
+    bool prepared = true;
+    Shard prepare;
+    std::string unsaved_spec;  // the prepared spec, until the store has it
+    std::vector<std::string> first_prompt_str_tokens;
+    int64_t waiting_since_ms = 0;  // no live worker serves the job since; 0: served
   };
   struct Worker {
     v1::WorkerInfo info;
@@ -212,6 +237,16 @@ class Scheduler {
   };
 
   bool Final(const Job& job) const { return job.state >= v1::JOB_SUCCEEDED; }
+  // Shard s of the job; -1 is the preparation.
+  static Shard& ShardOf(Job* job, int64_t s) { return s < 0 ? job->prepare : job->shards[s]; }
+  // Whether the worker may run the job's shards (its preparation when the job
+  // is not prepared: then it must also have reported its model's shape).
+  static bool Serves(const v1::WorkerInfo& w, const Job& job);
+  // "gpt2 (2 workers), lensgrid-tiny (1 worker)": what the live workers serve.
+  std::string ServedModels() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // WAITING_FOR_WORKER when no live worker serves a job; fails those that
+  // waited longer than model_wait_ms.
+  void CheckServed(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t LeaseMs(const Job& job) const;
   void Touch(Worker* w, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Worker*> FindWorker(const std::string& worker_id)
@@ -236,13 +271,18 @@ class Scheduler {
   // Needs no lock: the job is not visible yet.
   std::unique_ptr<Job> BuildJob(const std::string& id, const v1::JobSpec& spec, JobPlan plan,
                                 int64_t created_ms) const;
+  // A job waiting for its preparation: no shards yet, the plan holds only
+  // the search's names and the inline prompts.
+  absl::StatusOr<std::unique_ptr<Job>> BuildJobToPrepare(const std::string& id,
+                                                         const v1::JobSpec& spec,
+                                                         int64_t created_ms) const;
   // A job restored from a damaged row: FAILED with DATA_LOSS, kept only to be
   // reported.
   void AddDamagedJob(const StoredJob& stored, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Unsaved(const Job& job) const {
     return job.saved_events < static_cast<int64_t>(job.events.size()) ||
-           !job.unsaved_results.empty() || job.state_unsaved;
+           !job.unsaved_results.empty() || job.state_unsaved || !job.unsaved_spec.empty();
   }
   // Writes what the store lacks of `job` in one Journal::Write; on failure
   // pauses the job (once) and schedules a retry.

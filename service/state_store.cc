@@ -277,6 +277,13 @@ absl::Status StateStore::WriteLocked(const JobWrite& w) {
     s.Text(5, Sha256Hex(spec));
     LG_RETURN_IF_ERROR(s.Run());
   }
+  if (w.prepared_spec != nullptr) {
+    Stmt s(db_, "UPDATE jobs SET spec = ?, spec_sha256 = ? WHERE job_id = ?");
+    s.Blob(1, *w.prepared_spec);
+    s.Text(2, Sha256Hex(*w.prepared_spec));
+    s.Text(3, w.job_id);
+    LG_RETURN_IF_ERROR(s.Run());
+  }
   for (const auto& [shard, tensors] : w.results) {
     const std::string data = EncodeArrays(*tensors);
     Stmt s(db_,

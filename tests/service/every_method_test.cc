@@ -33,7 +33,7 @@ Dataset Prompts() {
   return ds;
 }
 
-v1::JobSpec Job(const Dataset& ds, const ModelConfig& cfg, const SearchSpec& spec) {
+v1::JobSpec Job(const Dataset& ds, const HookedTransformerConfig& cfg, const SearchSpec& spec) {
   v1::JobSpec s;
   s.set_model_id("m");
   s.set_weights_sha256("sha");
@@ -81,7 +81,7 @@ void ExpectNear(const Array& got, const torch::Tensor& want, const std::string& 
 
 // Plans, runs every shard as a worker would, merges, compares with in-process.
 void Walk(const HookedTransformer& model, const Dataset& ds, const SearchSpec& spec) {
-  const ModelConfig& cfg = model.cfg();
+  const HookedTransformerConfig& cfg = model.cfg();
   auto plan = service::PlanJob(Job(ds, cfg, spec));
   ASSERT_TRUE(plan.ok()) << plan.status();
   // The planner's grids are the library's.
@@ -124,15 +124,15 @@ void Walk(const HookedTransformer& model, const Dataset& ds, const SearchSpec& s
 
 TEST(EveryMethodTest, PlannerLibraryAndMergerAgreeForEveryMethod) {
   for (bool attn_only : {false, true}) {
-    ModelConfig cfg = ::lensgrid::testing::TestConfig(2, 2, 16, 32, 16, 20);
+    HookedTransformerConfig cfg = ::lensgrid::testing::TestConfig(2, 2, 16, 32, 16, 20);
     cfg.attn_only = attn_only;
     auto model = HookedTransformer::FromWeights(cfg, RandomWeights(cfg, 3)).value();
     const Dataset ds = Prompts();
     for (const MethodInfo& m : AllMethods()) {
       if (attn_only && m.method == Method::kPatchMlpOut) continue;  // no MLPs to patch
-      std::vector<Ablation> ablations = {Ablation::kZero};
-      if (IsAblation(m.method)) ablations = {Ablation::kZero, Ablation::kMean, Ablation::kResample};
-      for (Ablation a : ablations) {
+      std::vector<AblationKind> ablations = {AblationKind::kZero};
+      if (IsAblation(m.method)) ablations = {AblationKind::kZero, AblationKind::kMean, AblationKind::kResample};
+      for (AblationKind a : ablations) {
         SCOPED_TRACE(absl::StrCat(m.name, " ", AblationName(a), attn_only ? " attn-only" : ""));
         Walk(*model, ds, {m.method, MetricKind::kLogitDiff, a});
       }
@@ -141,12 +141,12 @@ TEST(EveryMethodTest, PlannerLibraryAndMergerAgreeForEveryMethod) {
 }
 
 TEST(EveryMethodTest, EveryMetricThroughTheSamePath) {
-  ModelConfig cfg = ::lensgrid::testing::TestConfig(2, 2, 16, 32, 16, 20);
+  HookedTransformerConfig cfg = ::lensgrid::testing::TestConfig(2, 2, 16, 32, 16, 20);
   auto model = HookedTransformer::FromWeights(cfg, RandomWeights(cfg, 4)).value();
   for (const MetricInfo& m : AllMetrics()) {
     for (Method method : {Method::kAblateHeads, Method::kPatchResid}) {
       SCOPED_TRACE(absl::StrCat(m.name, " ", MethodName(method)));
-      Walk(*model, Prompts(), {method, m.metric, Ablation::kZero});
+      Walk(*model, Prompts(), {method, m.metric, AblationKind::kZero});
     }
   }
 }

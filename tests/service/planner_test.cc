@@ -96,7 +96,8 @@ TEST(PlannerTest, RejectsBadSpecs) {
       {[](v1::JobSpec* s) { s->set_metric_name("accuracy"); }, "unknown metric"},
       {[](v1::JobSpec* s) { s->set_ablation_name("noise"); }, "unknown ablation"},
       {[](v1::JobSpec* s) { s->clear_prompts(); }, "no prompts"},
-      {[](v1::JobSpec* s) { s->set_n_heads(0); }, "n_heads is 0"},
+      {[](v1::JobSpec* s) { s->set_n_heads(0); }, "n_heads must be set"},
+      {[](v1::JobSpec* s) { s->set_n_heads(-1); }, "n_heads is -1"},
       {[](v1::JobSpec* s) { s->clear_weights_sha256(); }, "weights_sha256"},
       {[](v1::JobSpec* s) { s->mutable_prompts(0)->add_corrupted_tokens(1); }, "corrupted_tokens"},
       {[](v1::JobSpec* s) { s->set_prompts_per_shard(-1); }, "negative"},
@@ -301,7 +302,7 @@ TEST(PlannerTest, TheDeprecatedNamesAreStillAccepted) {
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->method, Method::kAblateLayers);
   EXPECT_EQ(plan->metric, MetricKind::kKl);
-  EXPECT_EQ(plan->ablation, Ablation::kMean);
+  EXPECT_EQ(plan->ablation, AblationKind::kMean);
   v1::ShardSpec s = MakeShardSpec(*plan, plan->shards.front());
   EXPECT_EQ(s.mean_prompts_size(), 2);  // the mean is over every prompt
   spec.set_method(v1::METHOD_DLA);      // the enum wins

@@ -2,6 +2,7 @@
 // model matching, cancel, events. No network.
 #include "service/scheduler.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -383,6 +384,206 @@ TEST_F(SchedulerTest, ErrorsQuoteClientInputCut) {
     EXPECT_FALSE(s.ok());
     EXPECT_LT(s.message().size(), 300u) << s.message().substr(0, 100);
   }
+}
+
+// A job that names a dataset and no model shape or weights: what a client
+// without model files submits.
+v1::JobSpec DatasetJob(const std::string& model = "m") {
+  v1::JobSpec s;
+  s.set_model_id(model);
+  s.set_method(v1::METHOD_ABLATE_HEADS);
+  s.set_prompts_per_shard(1);
+  s.set_components_per_shard(1);
+  s.mutable_dataset()->set_name("induction");
+  s.mutable_dataset()->set_n_prompts(2);
+  return s;
+}
+
+// What a worker of a 2x2 model answers to a prepare lease: n prompts.
+v1::PreparedDataset Prepared(int n_prompts = 2, const std::string& sha = "sha") {
+  v1::PreparedDataset p;
+  p.mutable_model()->set_n_layers(2);
+  p.mutable_model()->set_n_heads(2);
+  p.set_weights_sha256(sha);
+  for (int i = 0; i < n_prompts; ++i) {
+    v1::InlinePrompt* q = p.add_prompts();
+    q->add_tokens(1);
+    q->add_tokens(2);
+    q->add_answers(3);
+    q->add_wrongs(4);
+  }
+  p.add_first_prompt_str_tokens("<bos>");
+  p.add_first_prompt_str_tokens(" a");
+  return p;
+}
+
+class PrepareTest : public SchedulerTest {
+ protected:
+  // A worker that reported its model's shape: it can prepare jobs.
+  std::string ShapedWorker(const std::string& model = "m", const std::string& sha = "sha") {
+    v1::RegisterRequest r;
+    r.set_model_id(model);
+    r.set_weights_sha256(sha);
+    r.set_name("shaped");
+    r.mutable_model()->set_n_layers(2);
+    r.mutable_model()->set_n_heads(2);
+    return scheduler_.RegisterWorker(r).value();
+  }
+};
+
+TEST_F(PrepareTest, AWorkerBuildsTheDatasetThenTheJobRunsPinnedToItsWeights) {
+  const std::string job = scheduler_.Submit(DatasetJob()).value();
+  EXPECT_FALSE(scheduler_.GetJob(job)->prepared());
+  EXPECT_EQ(scheduler_.GetJob(job)->shards_total(), 0);
+  // A worker that did not report its model's shape cannot prepare.
+  EXPECT_FALSE(Lease(Worker("m", "sha")).has_value());
+  const std::string w = ShapedWorker();
+  std::optional<v1::ShardLease> prepare = Lease(w);
+  ASSERT_TRUE(prepare.has_value());
+  EXPECT_TRUE(prepare->has_prepare());
+  EXPECT_EQ(prepare->shard_id(), -1);
+  EXPECT_EQ(prepare->prepare().dataset().name(), "induction");
+  // Tensors are not the answer to a prepare lease.
+  EXPECT_EQ(scheduler_.Complete(w, prepare->lease_id(), {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(*scheduler_.CompletePrepare(w, prepare->lease_id(), Prepared()));
+
+  const v1::JobStatus status = *scheduler_.GetJob(job);
+  EXPECT_TRUE(status.prepared());
+  EXPECT_EQ(status.n_prompts(), 2);
+  EXPECT_EQ(status.n_pos(), 2);
+  EXPECT_EQ(status.spec().n_layers(), 2);
+  EXPECT_EQ(status.spec().weights_sha256(), "sha");  // pinned to the preparing worker's
+  EXPECT_EQ(status.spec().dataset().name(), "induction");
+  EXPECT_EQ(status.first_prompt().tokens_size(), 2);
+  EXPECT_EQ(status.first_prompt_str_tokens_size(), 2);
+  EXPECT_EQ(status.shards_total(), 8);
+  // A second prepare answer is stale.
+  EXPECT_FALSE(*scheduler_.CompletePrepare(w, prepare->lease_id(), Prepared()));
+  // Workers with other weights do not get the pinned job's shards.
+  EXPECT_FALSE(Lease(ShapedWorker("m", "other-sha")).has_value());
+  int n = 0;
+  while (auto lease = Lease(w)) {
+    ASSERT_TRUE(lease->has_shard());
+    ASSERT_TRUE(*scheduler_.Complete(w, lease->lease_id(), ResultFor(lease->shard())));
+    ++n;
+  }
+  EXPECT_EQ(n, 8);
+  EXPECT_EQ(State(job), v1::JOB_SUCCEEDED);
+  const std::vector<v1::JobEvent::Kind> kinds = Kinds(job);
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), v1::JobEvent::DATASET_READY), kinds.end());
+}
+
+TEST_F(PrepareTest, InlinePromptsWithoutTheModelShapeAreCompletedByTheWorker) {
+  v1::JobSpec spec = testing::SmallJob();
+  spec.clear_n_layers();
+  spec.clear_n_heads();
+  spec.clear_weights_sha256();
+  const std::string job = scheduler_.Submit(spec).value();
+  const std::string w = ShapedWorker();
+  std::optional<v1::ShardLease> prepare = Lease(w);
+  ASSERT_TRUE(prepare.has_value() && prepare->has_prepare());
+  EXPECT_FALSE(prepare->prepare().has_dataset());
+  EXPECT_EQ(prepare->prepare().first_prompt().tokens_size(), 2);
+  ASSERT_TRUE(*scheduler_.CompletePrepare(w, prepare->lease_id(), Prepared(/*n_prompts=*/0)));
+  EXPECT_EQ(scheduler_.GetJob(job)->n_prompts(), 2);  // the job's own prompts
+  EXPECT_EQ(scheduler_.GetJob(job)->shards_total(), 8);
+}
+
+TEST_F(PrepareTest, ABadDatasetFailsTheJobWithTheWorkersMessage) {
+  const std::string job = scheduler_.Submit(DatasetJob()).value();
+  const std::string w = ShapedWorker();
+  std::optional<v1::ShardLease> prepare = Lease(w);
+  ASSERT_TRUE(prepare.has_value());
+  ASSERT_TRUE(scheduler_
+                  .Fail(w, prepare->lease_id(),
+                        absl::InvalidArgumentError("prompts.jsonl:3: no \"answer\""))
+                  .ok());
+  EXPECT_EQ(State(job), v1::JOB_FAILED);
+  EXPECT_NE(scheduler_.GetJob(job)->error().find("prompts.jsonl:3"), std::string::npos);
+  EXPECT_NE(scheduler_.GetJob(job)->error().find("preparing the job"), std::string::npos);
+}
+
+TEST_F(PrepareTest, ADatasetOverThePlannersLimitsFailsTheJob) {
+  SchedulerOptions o = Options();
+  o.planner.max_prompts = 3;
+  Scheduler s(&clock_, o, nullptr);
+  const std::string job = s.Submit(DatasetJob()).value();
+  v1::RegisterRequest r;
+  r.set_model_id("m");
+  r.set_weights_sha256("sha");
+  r.mutable_model()->set_n_layers(2);
+  r.mutable_model()->set_n_heads(2);
+  const std::string w = s.RegisterWorker(r).value();
+  auto prepare = s.Lease(w);
+  ASSERT_TRUE(prepare.ok() && prepare->has_value());
+  ASSERT_TRUE(*s.CompletePrepare(w, (*prepare)->lease_id(), Prepared(/*n_prompts=*/5)));
+  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_FAILED);
+  EXPECT_EQ(s.GetJob(job)->error_code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_NE(s.GetJob(job)->error().find("over the limit of 3"), std::string::npos);
+}
+
+TEST_F(PrepareTest, AnUnknownModelIdIsNotFoundNamingTheServedIds) {
+  ShapedWorker("gpt2");
+  ShapedWorker("lensgrid-tiny");
+  absl::StatusOr<std::string> job = scheduler_.Submit(DatasetJob("no-such-model"));
+  ASSERT_EQ(job.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(job.status().message().find("no-such-model"), std::string::npos);
+  EXPECT_NE(job.status().message().find("gpt2"), std::string::npos);
+  EXPECT_NE(job.status().message().find("lensgrid-tiny"), std::string::npos);
+}
+
+TEST_F(PrepareTest, APinNoWorkerHasWaitsSaysSoAndFailsAfterTheModelWait) {
+  SchedulerOptions o = Options();
+  o.model_wait_ms = 5000;
+  Scheduler s(&clock_, o, nullptr);
+  v1::RegisterRequest r;
+  r.set_model_id("m");
+  r.set_weights_sha256("sha");
+  r.mutable_model()->set_n_layers(2);
+  r.mutable_model()->set_n_heads(2);
+  const std::string w = s.RegisterWorker(r).value();
+  v1::JobSpec spec = DatasetJob();
+  spec.set_weights_sha256("pinned-sha-nobody-has");
+  const std::string job = s.Submit(spec).value();
+  s.Tick();
+  bool final = false;
+  std::vector<v1::JobEvent> events = *s.EventsAfter(job, 0, &final);
+  ASSERT_EQ(events.back().kind(), v1::JobEvent::WAITING_FOR_WORKER);
+  EXPECT_NE(events.back().message().find("pinned-sha-"), std::string::npos);
+  EXPECT_FALSE(s.Lease(w)->has_value());
+  clock_.Advance(4000);
+  (void)s.Heartbeat(w, {});
+  s.Tick();
+  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_QUEUED);
+  clock_.Advance(2000);
+  (void)s.Heartbeat(w, {});
+  s.Tick();
+  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_FAILED);
+  EXPECT_EQ(s.GetJob(job)->error_code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_NE(s.GetJob(job)->error().find("--model-wait-ms"), std::string::npos);
+}
+
+TEST_F(PrepareTest, AWaitingJobRunsWhenItsWorkerComes) {
+  const std::string job = scheduler_.Submit(DatasetJob()).value();  // no worker at all
+  scheduler_.Tick();
+  EXPECT_EQ(Kinds(job).back(), v1::JobEvent::WAITING_FOR_WORKER);
+  const std::string w = ShapedWorker();
+  EXPECT_EQ(Kinds(job).back(), v1::JobEvent::WORKER_JOINED);
+  std::optional<v1::ShardLease> prepare = Lease(w);
+  ASSERT_TRUE(prepare.has_value() && prepare->has_prepare());
+}
+
+TEST_F(PrepareTest, HeartbeatsSayHowLongTheLeasesNowLast) {
+  scheduler_.Submit(testing::SmallJob()).value();
+  const std::string w = Worker();
+  std::optional<v1::ShardLease> lease = Lease(w);
+  ASSERT_TRUE(lease.has_value());
+  int64_t lease_ms = -1;
+  ASSERT_TRUE(scheduler_.Heartbeat(w, {lease->lease_id()}, &lease_ms).ok());
+  EXPECT_EQ(lease_ms, lease->lease_ms());  // the same rule as the lease itself
+  ASSERT_TRUE(scheduler_.Heartbeat(w, {}, &lease_ms).ok());
+  EXPECT_EQ(lease_ms, 0);
 }
 
 }  // namespace

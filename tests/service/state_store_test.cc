@@ -312,5 +312,76 @@ TEST(StateStoreTest, EventsAfterAGapAreDroppedAndReportedNotFatal) {
   std::filesystem::remove_all(dir);
 }
 
+// A job a client submitted with a dataset and no model files: stored before
+// and after a worker prepared it, restored either way.
+TEST(StateStoreTest, APreparedJobIsRestoredWithItsPromptsAnUnpreparedOneIsPreparedAgain) {
+  const std::string dir = TempDir("lensgrid-store-prepare");
+  FakeClock clock;
+  v1::JobSpec spec;
+  spec.set_model_id("m");
+  spec.set_method(v1::METHOD_ABLATE_HEADS);
+  spec.set_prompts_per_shard(1);
+  spec.set_components_per_shard(1);
+  spec.mutable_dataset()->set_name("induction");
+  v1::RegisterRequest r;
+  r.set_model_id("m");
+  r.set_weights_sha256("sha");
+  r.mutable_model()->set_n_layers(2);
+  r.mutable_model()->set_n_heads(2);
+  v1::PreparedDataset prepared;
+  *prepared.mutable_model() = r.model();
+  prepared.set_weights_sha256("sha");
+  for (int i = 0; i < 3; ++i) {
+    v1::InlinePrompt* p = prepared.add_prompts();
+    p->add_tokens(1);
+    p->add_tokens(2);
+    p->add_answers(3);
+    p->add_wrongs(4);
+  }
+  std::string prepared_job, waiting_job;
+  {
+    auto store = StateStore::Open(dir);
+    ASSERT_TRUE(store.ok()) << store.status();
+    Scheduler s(&clock, {}, store->get());
+    prepared_job = s.Submit(spec).value();
+    waiting_job = s.Submit(spec).value();
+    const std::string w = s.RegisterWorker(r).value();
+    auto lease = s.Lease(w).value();
+    ASSERT_TRUE(lease.has_value() && lease->has_prepare());
+    ASSERT_EQ(lease->job_id(), prepared_job);
+    ASSERT_TRUE(*s.CompletePrepare(w, lease->lease_id(), prepared));
+    EXPECT_EQ(s.GetJob(prepared_job)->shards_total(), 12);  // 3 prompts x 4 heads
+  }
+  auto store = StateStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto jobs = (*store)->Load();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  Scheduler s(&clock, {}, store->get());
+  for (StoredJob& j : *jobs) ASSERT_TRUE(s.Restore(std::move(j)).ok());
+  const v1::JobStatus restored = *s.GetJob(prepared_job);
+  EXPECT_TRUE(restored.prepared());
+  EXPECT_EQ(restored.n_prompts(), 3);
+  EXPECT_EQ(restored.shards_total(), 12);
+  EXPECT_EQ(restored.spec().weights_sha256(), "sha");
+  EXPECT_FALSE(s.GetJob(waiting_job)->prepared());
+  const std::string w = s.RegisterWorker(r).value();
+  // The prepared job's shards first (it is older), then the other's preparation.
+  int shards = 0;
+  bool prepare_leased = false;
+  while (auto lease = s.Lease(w).value()) {
+    if (lease->has_prepare()) {
+      EXPECT_EQ(lease->job_id(), waiting_job);
+      prepare_leased = true;
+      break;
+    }
+    ASSERT_TRUE(*s.Complete(w, lease->lease_id(), testing::ResultFor(lease->shard())));
+    ++shards;
+  }
+  EXPECT_EQ(shards, 12);
+  EXPECT_TRUE(prepare_leased);
+  EXPECT_EQ(s.GetJob(prepared_job)->state(), v1::JOB_SUCCEEDED);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace lensgrid::service
