@@ -40,7 +40,7 @@ std::string OurCoreType() {
 
 // Runs the PyTorch baseline with OPENBLAS_CORETYPE = `core_type` (unset when
 // empty) and returns its seconds (or -1).
-double TorchSeconds(const ModelConfig& cfg, int64_t prompts, int64_t pos,
+double TorchSeconds(const HookedTransformerConfig& cfg, int64_t prompts, int64_t pos,
                     const std::string& core_type) {
   std::string env =
       core_type.empty() ? "env -u OPENBLAS_CORETYPE " : "env OPENBLAS_CORETYPE=" + core_type + " ";
@@ -70,7 +70,7 @@ int Main(int argc, char** argv) {
       skip_naive = true;
   }
   ConfigureCpuThreads(0);
-  ModelConfig cfg = ModelConfigPreset("gpt2").value();
+  HookedTransformerConfig cfg = ModelConfigPreset("gpt2").value();
   GPT2Weights w = RandomWeights(cfg, 0);
   ProcessWeights(ProcessingOptions{}, cfg, &w);
   auto model = HookedTransformer::FromWeights(cfg, w).value();
@@ -84,7 +84,7 @@ int Main(int argc, char** argv) {
     p.wrongs = {static_cast<int64_t>(rng() % 50000)};
     ds.prompts.push_back(p);
   }
-  SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, Ablation::kZero};
+  SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kZero};
   const double work = static_cast<double>(cfg.n_layers * cfg.n_heads * prompts);
   std::printf(
       "head zero-ablation sweep: %lld heads x %lld prompts x %lld tokens, GPT-2 small "

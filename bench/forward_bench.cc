@@ -59,7 +59,7 @@ double GemmPeakFlops(int iters) {
 
 // Matmul FLOPs of one forward: the GEMMs of every block (QKV, O, MLP in/out),
 // attention scores and mixing (full square, as computed), and the unembed.
-double ForwardFlops(const ModelConfig& c, int64_t batch, int64_t pos) {
+double ForwardFlops(const HookedTransformerConfig& c, int64_t batch, int64_t pos) {
   double tokens = static_cast<double>(batch * pos);
   double per_layer = 2.0 * tokens * (4.0 * c.d_model * c.d_model + 2.0 * c.d_model * c.d_mlp) +
                      2.0 * 2.0 * batch * pos * pos * c.d_model;
@@ -76,7 +76,7 @@ int Main(int argc, char** argv) {
       threads = std::stoi(argv[++i]);
   }
   ConfigureCpuThreads(threads);
-  ModelConfig cfg = ModelConfigPreset("gpt2").value();
+  HookedTransformerConfig cfg = ModelConfigPreset("gpt2").value();
   GPT2Weights w = RandomWeights(cfg, 0);
   ProcessWeights(ProcessingOptions{}, cfg, &w);
   auto model = HookedTransformer::FromWeights(cfg, w).value();
@@ -91,7 +91,7 @@ int Main(int argc, char** argv) {
   std::printf("%-8s %-12s %10s %12s %10s %10s %12s\n", "shape", "mode", "ms", "tokens/s", "GFLOP/s",
               "of peak", "cached MB");
   for (auto [batch, pos] : {std::pair<int64_t, int64_t>{1, 128}, {16, 16}}) {
-    ModelInput in;
+    ForwardInput in;
     in.tokens = torch::randint(cfg.d_vocab, {batch, pos}, torch::kInt64);
     double plain_s = 0;
     for (bool cache_all : {false, true}) {

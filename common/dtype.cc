@@ -9,25 +9,25 @@ namespace lensgrid {
 namespace {
 
 struct DTypeInfo {
-  DType dtype;
+  TensorDType dtype;
   absl::string_view name;
   size_t size;
 };
 
 constexpr std::array<DTypeInfo, 10> kDTypes = {{
-    {DType::kF64, "F64", 8},
-    {DType::kF32, "F32", 4},
-    {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2},
-    {DType::kI64, "I64", 8},
-    {DType::kI32, "I32", 4},
-    {DType::kI16, "I16", 2},
-    {DType::kI8, "I8", 1},
-    {DType::kU8, "U8", 1},
-    {DType::kBool, "BOOL", 1},
+    {TensorDType::kF64, "F64", 8},
+    {TensorDType::kF32, "F32", 4},
+    {TensorDType::kF16, "F16", 2},
+    {TensorDType::kBF16, "BF16", 2},
+    {TensorDType::kI64, "I64", 8},
+    {TensorDType::kI32, "I32", 4},
+    {TensorDType::kI16, "I16", 2},
+    {TensorDType::kI8, "I8", 1},
+    {TensorDType::kU8, "U8", 1},
+    {TensorDType::kBool, "BOOL", 1},
 }};
 
-const DTypeInfo& Info(DType dtype) {
+const DTypeInfo& Info(TensorDType dtype) {
   for (const auto& info : kDTypes) {
     if (info.dtype == dtype) return info;
   }
@@ -36,10 +36,10 @@ const DTypeInfo& Info(DType dtype) {
 
 }  // namespace
 
-absl::string_view DTypeName(DType dtype) { return Info(dtype).name; }
-size_t DTypeSize(DType dtype) { return Info(dtype).size; }
+absl::string_view DTypeName(TensorDType dtype) { return Info(dtype).name; }
+size_t DTypeSize(TensorDType dtype) { return Info(dtype).size; }
 
-absl::StatusOr<DType> ParseDType(absl::string_view name) {
+absl::StatusOr<TensorDType> ParseDType(absl::string_view name) {
   for (const auto& info : kDTypes) {
     if (info.name == name) return info.dtype;
   }

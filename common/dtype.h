@@ -9,12 +9,12 @@
 
 namespace lensgrid {
 
-enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
+enum class TensorDType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
 
 // Safetensors spelling: "F32", "BF16", "I64", "BOOL", ...
-absl::string_view DTypeName(DType dtype);
-absl::StatusOr<DType> ParseDType(absl::string_view name);
-size_t DTypeSize(DType dtype);
+absl::string_view DTypeName(TensorDType dtype);
+absl::StatusOr<TensorDType> ParseDType(absl::string_view name);
+size_t DTypeSize(TensorDType dtype);
 
 }  // namespace lensgrid
 

@@ -26,7 +26,7 @@ namespace lensgrid {
 
 struct SafetensorsEntry {
   std::string name;
-  DType dtype;
+  TensorDType dtype;
   std::vector<int64_t> shape;
   uint64_t begin = 0;  // offsets into the data section
   uint64_t end = 0;
@@ -73,7 +73,7 @@ class SafetensorsFile {
 // A tensor to write; `data` must hold NumElements * DTypeSize(dtype) bytes.
 struct SafetensorsTensorView {
   std::string name;
-  DType dtype;
+  TensorDType dtype;
   std::vector<int64_t> shape;
   const void* data;
   size_t num_bytes;

@@ -49,9 +49,9 @@ const std::vector<MetricInfo>& MetricTable() {
 
 const std::vector<AblationInfo>& AblationTable() {
   static const auto* t = new std::vector<AblationInfo>{
-      {Ablation::kZero, "zero", "zeros"},
-      {Ablation::kMean, "mean", "the mean over the whole dataset, per position"},
-      {Ablation::kResample, "resample", "the corrupted prompt's activation"},
+      {AblationKind::kZero, "zero", "zeros"},
+      {AblationKind::kMean, "mean", "the mean over the whole dataset, per position"},
+      {AblationKind::kResample, "resample", "the corrupted prompt's activation"},
   };
   return *t;
 }
@@ -87,7 +87,7 @@ absl::StatusOr<MetricKind> ParseMetric(absl::string_view name) {
       absl::StrCat("unknown metric ", Echo(name), " (", MetricNames(), ")"));
 }
 
-absl::StatusOr<Ablation> ParseAblation(absl::string_view name) {
+absl::StatusOr<AblationKind> ParseAblation(absl::string_view name) {
   for (const AblationInfo& a : AblationTable()) {
     if (name == a.name) return a.ablation;
   }
@@ -99,7 +99,7 @@ std::string MethodName(Method method) { return Info(method).name; }
 std::string MetricName(MetricKind metric) {
   return MetricTable()[static_cast<size_t>(metric)].name;
 }
-std::string AblationName(Ablation ablation) {
+std::string AblationName(AblationKind ablation) {
   return AblationTable()[static_cast<size_t>(ablation)].name;
 }
 std::string MethodNames() { return Names(MethodTable()); }
@@ -116,7 +116,7 @@ int64_t Grid::NumComponents() const {
   return n;
 }
 
-std::vector<Grid> MethodGrids(Method method, const ModelShape& model, int64_t n_pos) {
+std::vector<Grid> MethodGrids(Method method, const ModelDims& model, int64_t n_pos) {
   const int64_t L = model.n_layers, H = model.n_heads, kinds = model.attn_only ? 1 : 2;
   const std::vector<std::string> layer_head = {"layer", "head"};
   const std::vector<std::string> kind_layer = {"kind(attn,mlp)", "layer"};

@@ -44,7 +44,7 @@ enum class Method {
 // Values are the proto's SearchMetric values minus one.
 enum class MetricKind { kLogitDiff, kProb, kProbDiff, kLoss, kKl, kLogit, kLogProb };
 // Values are the proto's Ablation values minus one.
-enum class Ablation { kZero, kMean, kResample };
+enum class AblationKind { kZero, kMean, kResample };
 
 // How a method runs: which kind of search it is.
 enum class MethodKind {
@@ -65,7 +65,7 @@ struct MetricInfo {
   const char* help;
 };
 struct AblationInfo {
-  Ablation ablation;
+  AblationKind ablation;
   const char* name;  // "zero"
   const char* help;
 };
@@ -79,10 +79,10 @@ const MethodInfo& Info(Method method);
 // INVALID_ARGUMENT naming the known values (the input quoted and cut).
 absl::StatusOr<Method> ParseMethod(absl::string_view name);
 absl::StatusOr<MetricKind> ParseMetric(absl::string_view name);
-absl::StatusOr<Ablation> ParseAblation(absl::string_view name);
+absl::StatusOr<AblationKind> ParseAblation(absl::string_view name);
 std::string MethodName(Method method);
 std::string MetricName(MetricKind metric);
-std::string AblationName(Ablation ablation);
+std::string AblationName(AblationKind ablation);
 // "ablate-heads, ablate-layers, ..." (for help and errors).
 std::string MethodNames();
 std::string MetricNames();
@@ -95,7 +95,7 @@ bool ShardsByPromptsOnly(Method method);
 // The loss reads every position; the others only the final one.
 inline bool MetricNeedsAllPositions(MetricKind m) { return m == MetricKind::kLoss; }
 
-struct ModelShape {
+struct ModelDims {
   int64_t n_layers = 0;
   int64_t n_heads = 0;
   bool attn_only = false;
@@ -114,7 +114,7 @@ struct Grid {
 
 // The grids a method returns, in order; shards cut the first one's
 // components. n_pos = the job's longest prompt. REQUIRES: dims positive.
-std::vector<Grid> MethodGrids(Method method, const ModelShape& model, int64_t n_pos);
+std::vector<Grid> MethodGrids(Method method, const ModelDims& model, int64_t n_pos);
 
 }  // namespace lensgrid
 

@@ -23,7 +23,7 @@ v1::SearchMethod ToProto(Method method) {
 v1::SearchMetric ToProto(MetricKind metric) {
   return static_cast<v1::SearchMetric>(static_cast<int>(metric) + 1);
 }
-v1::Ablation ToProto(Ablation ablation) {
+v1::Ablation ToProto(AblationKind ablation) {
   return static_cast<v1::Ablation>(static_cast<int>(ablation) + 1);
 }
 
@@ -39,9 +39,9 @@ absl::StatusOr<MetricKind> MetricFromProto(v1::SearchMetric metric, MetricKind d
   return FromWire<MetricKind>(metric, AllMetrics().size(), "metric");
 }
 
-absl::StatusOr<Ablation> AblationFromProto(v1::Ablation ablation, Ablation dflt) {
+absl::StatusOr<AblationKind> AblationFromProto(v1::Ablation ablation, AblationKind dflt) {
   if (ablation == v1::ABLATION_UNSPECIFIED) return dflt;
-  return FromWire<Ablation>(ablation, AllAblations().size(), "ablation");
+  return FromWire<AblationKind>(ablation, AllAblations().size(), "ablation");
 }
 
 }  // namespace lensgrid

@@ -15,7 +15,7 @@ namespace lensgrid {
 
 v1::SearchMethod ToProto(Method method);
 v1::SearchMetric ToProto(MetricKind metric);
-v1::Ablation ToProto(Ablation ablation);
+v1::Ablation ToProto(AblationKind ablation);
 
 // INVALID_ARGUMENT for UNSPECIFIED (where required) and unknown values;
 // `field` names the field in the message.
@@ -23,7 +23,8 @@ absl::StatusOr<Method> MethodFromProto(v1::SearchMethod method, const char* fiel
 // UNSPECIFIED -> `dflt`.
 absl::StatusOr<MetricKind> MetricFromProto(v1::SearchMetric metric,
                                            MetricKind dflt = MetricKind::kLogitDiff);
-absl::StatusOr<Ablation> AblationFromProto(v1::Ablation ablation, Ablation dflt = Ablation::kZero);
+absl::StatusOr<AblationKind> AblationFromProto(v1::Ablation ablation,
+                                               AblationKind dflt = AblationKind::kZero);
 
 }  // namespace lensgrid
 

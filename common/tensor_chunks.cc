@@ -23,20 +23,20 @@ int64_t WireTensor::NumElements() const {
   return n;
 }
 
-absl::StatusOr<DType> FromProtoDType(v1::DType dtype, absl::string_view what) {
+absl::StatusOr<TensorDType> FromProtoDType(v1::DType dtype, absl::string_view what) {
   switch (dtype) {
     case v1::F32:
-      return DType::kF32;
+      return TensorDType::kF32;
     case v1::F16:
-      return DType::kF16;
+      return TensorDType::kF16;
     case v1::BF16:
-      return DType::kBF16;
+      return TensorDType::kBF16;
     case v1::I64:
-      return DType::kI64;
+      return TensorDType::kI64;
     case v1::I32:
-      return DType::kI32;
+      return TensorDType::kI32;
     case v1::BOOL:
-      return DType::kBool;
+      return TensorDType::kBool;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": dtype ",
@@ -45,19 +45,19 @@ absl::StatusOr<DType> FromProtoDType(v1::DType dtype, absl::string_view what) {
   }
 }
 
-absl::StatusOr<v1::DType> ToProtoDType(DType dtype) {
+absl::StatusOr<v1::DType> ToProtoDType(TensorDType dtype) {
   switch (dtype) {
-    case DType::kF32:
+    case TensorDType::kF32:
       return v1::F32;
-    case DType::kF16:
+    case TensorDType::kF16:
       return v1::F16;
-    case DType::kBF16:
+    case TensorDType::kBF16:
       return v1::BF16;
-    case DType::kI64:
+    case TensorDType::kI64:
       return v1::I64;
-    case DType::kI32:
+    case TensorDType::kI32:
       return v1::I32;
-    case DType::kBool:
+    case TensorDType::kBool:
       return v1::BOOL;
     default:
       return absl::InvalidArgumentError(
@@ -65,7 +65,7 @@ absl::StatusOr<v1::DType> ToProtoDType(DType dtype) {
   }
 }
 
-absl::StatusOr<uint64_t> ExpectedByteSize(DType dtype, absl::Span<const int64_t> shape,
+absl::StatusOr<uint64_t> ExpectedByteSize(TensorDType dtype, absl::Span<const int64_t> shape,
                                           absl::string_view what) {
   uint64_t n = DTypeSize(dtype);
   constexpr uint64_t kMax = uint64_t{1} << 62;
@@ -84,7 +84,7 @@ absl::StatusOr<uint64_t> ExpectedByteSize(DType dtype, absl::Span<const int64_t>
 }
 
 absl::Status ValidateTensor(const v1::Tensor& tensor, absl::string_view what) {
-  LG_ASSIGN_OR_RETURN(DType dtype, FromProtoDType(tensor.dtype(), what));
+  LG_ASSIGN_OR_RETURN(TensorDType dtype, FromProtoDType(tensor.dtype(), what));
   std::vector<int64_t> shape(tensor.shape().begin(), tensor.shape().end());
   LG_ASSIGN_OR_RETURN(uint64_t expected, ExpectedByteSize(dtype, shape, what));
   if (tensor.data().size() != expected) {
@@ -166,7 +166,7 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
                                               ", expected 0"));
     }
     LG_ASSIGN_OR_RETURN(
-        DType dtype,
+        TensorDType dtype,
         FromProtoDType(chunk.dtype(), absl::StrCat("chunk of \"", chunk.name(), "\"")));
     std::vector<int64_t> shape(chunk.shape().begin(), chunk.shape().end());
     LG_ASSIGN_OR_RETURN(uint64_t expected, ExpectedByteSize(dtype, shape, chunk.name()));

@@ -34,7 +34,7 @@ inline constexpr size_t kDefaultChunkBytes = size_t{1} << 20;
 // A tensor to send: row-major little-endian bytes borrowed from `owner`.
 struct TensorBytes {
   std::string name;
-  DType dtype = DType::kF32;
+  TensorDType dtype = TensorDType::kF32;
   std::vector<int64_t> shape;
   absl::Span<const uint8_t> bytes;
   std::shared_ptr<const void> owner;  // keeps `bytes` alive
@@ -43,20 +43,20 @@ struct TensorBytes {
 // A received tensor that owns its bytes.
 struct WireTensor {
   std::string name;
-  DType dtype = DType::kF32;
+  TensorDType dtype = TensorDType::kF32;
   std::vector<int64_t> shape;
   std::string data;
   int64_t NumElements() const;
 };
 
-// DType of the wire; INVALID_ARGUMENT for DTYPE_UNSPECIFIED or an unknown value
+// The TensorDType of a wire v1::DType; INVALID_ARGUMENT for DTYPE_UNSPECIFIED or an unknown value
 // (`what` names the field in the message).
-absl::StatusOr<DType> FromProtoDType(v1::DType dtype, absl::string_view what);
+absl::StatusOr<TensorDType> FromProtoDType(v1::DType dtype, absl::string_view what);
 // INVALID_ARGUMENT for dtypes the wire has no name for (F64, I16, I8, U8).
-absl::StatusOr<v1::DType> ToProtoDType(DType dtype);
+absl::StatusOr<v1::DType> ToProtoDType(TensorDType dtype);
 
 // product(shape) * dtype size, checking for negative dims and overflow.
-absl::StatusOr<uint64_t> ExpectedByteSize(DType dtype, absl::Span<const int64_t> shape,
+absl::StatusOr<uint64_t> ExpectedByteSize(TensorDType dtype, absl::Span<const int64_t> shape,
                                           absl::string_view what);
 
 // Checks an inline tensor: a known dtype, a valid shape, and data of exactly

@@ -553,7 +553,7 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(const std::string
     shard.state = Shard::State::kLeased;
     ++shard.leases;
     shard.lease_id = absl::StrCat(job->id, "/", *s, "/", shard.leases);
-    ++counters_.shards_leased;
+    if (*s >= 0) ++counters_.shards_leased;  // a preparation is not a shard
     shard.worker_id = worker_id;
     shard.lease_start_ms = now;
     shard.deadline_ms = now + LeaseMs(*job);

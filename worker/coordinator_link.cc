@@ -99,6 +99,14 @@ std::string CoordinatorLink::EnsureRegistered() {
     request.set_device(backend_->Info().device());
     request.set_capacity(std::max(1, options_.capacity));
     request.set_address(options_.address);
+    // What the coordinator needs to prepare jobs for clients without model files.
+    const v1::ModelConfig& cfg = backend_->Info().config();
+    request.mutable_model()->set_n_layers(cfg.n_layers());
+    request.mutable_model()->set_n_heads(cfg.n_heads());
+    request.mutable_model()->set_attn_only(cfg.attn_only());
+    request.mutable_model()->set_d_vocab(cfg.d_vocab());
+    request.mutable_model()->set_n_ctx(cfg.n_ctx());
+    request.set_tokenizer_sha256(backend_->Info().tokenizer_sha256());
     v1::RegisterResponse response;
     grpc::ClientContext ctx;
     SetDeadline(&ctx, kRpcTimeoutMs);
@@ -175,8 +183,41 @@ void CoordinatorLink::RunnerLoop() {
       absl::MutexLock lock(&mu_);
       unreachable_logged_ = false;
     }
-    if (response.has_shard()) RunLease(worker_id, response.lease());
+    if (!response.has_shard()) continue;
+    if (response.lease().has_prepare()) {
+      RunPrepare(worker_id, response.lease());
+    } else {
+      RunLease(worker_id, response.lease());
+    }
   }
+}
+
+void CoordinatorLink::RunPrepare(const std::string& worker_id, const v1::ShardLease& lease) {
+  const Clock::time_point start = Clock::now();
+  absl::StatusOr<v1::PreparedDataset> prepared = backend_->PrepareJob(lease.prepare());
+  if (!prepared.ok()) {
+    SendFailure(worker_id, lease, prepared.status(), /*hand_back=*/false);
+    return;
+  }
+  const int n_prompts = prepared->prompts_size();
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, 10 * kRpcTimeoutMs);
+  v1::CompleteShardResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::CompleteShardRequest>> writer =
+      stub_->CompleteShard(&ctx, &response);
+  v1::CompleteShardRequest header;
+  header.mutable_header()->set_worker_id(worker_id);
+  header.mutable_header()->set_lease_id(lease.lease_id());
+  *header.mutable_header()->mutable_prepared() = std::move(*prepared);
+  if (writer->Write(header)) writer->WritesDone();
+  absl::Status sent = FromGrpcStatus(writer->Finish());
+  if (!sent.ok()) {
+    Log(absl::StrCat("job ", lease.job_id(), ": prepared dataset not delivered (", sent.ToString(),
+                     "); the coordinator will lease it again"));
+    return;
+  }
+  Log(absl::StrCat("job ", lease.job_id(), " prepared (", n_prompts, " prompts built) in ",
+                   MsSince(start), " ms", response.accepted() ? "" : " (dropped: job over)"));
 }
 
 void CoordinatorLink::RunLease(const std::string& worker_id, const v1::ShardLease& lease) {

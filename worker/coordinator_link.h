@@ -82,6 +82,9 @@ class CoordinatorLink {
   std::string EnsureRegistered();
   void ForgetRegistration(const std::string& worker_id);
   void RunLease(const std::string& worker_id, const v1::ShardLease& lease);
+  // A lease with `prepare`: the job's dataset and model, sent back in the
+  // CompleteShard header.
+  void RunPrepare(const std::string& worker_id, const v1::ShardLease& lease);
   absl::Status SendResult(const std::string& worker_id, const v1::ShardLease& lease,
                           RunResult result, bool* accepted);
   void SendFailure(const std::string& worker_id, const v1::ShardLease& lease,

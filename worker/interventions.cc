@@ -172,7 +172,7 @@ absl::StatusOr<std::optional<MetricKind>> RequestedMetric(const v1::Metric& metr
     if (kind == MetricKind::kLoss || kind == MetricKind::kKl) {
       return absl::InvalidArgumentError(
           absl::StrCat("metric.kind ", MetricName(kind),
-                       " is for searches (RunOptions.return_type gives the loss)"));
+                       " is for searches (ForwardOptions.return_type gives the loss)"));
     }
     return kind;
   }
@@ -194,8 +194,8 @@ absl::StatusOr<std::optional<MetricKind>> RequestedMetric(const v1::Metric& metr
 }
 
 absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metric,
-                                         const at::Tensor& logits, const ModelInput& input,
-                                         const ModelConfig& cfg) {
+                                         const at::Tensor& logits, const ForwardInput& input,
+                                         const HookedTransformerConfig& cfg) {
   const int64_t batch = logits.size(0), pos = logits.size(1);
   auto ids = [&](const google::protobuf::RepeatedField<int64_t>& field,
                  absl::string_view name) -> absl::StatusOr<std::vector<int64_t>> {

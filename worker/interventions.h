@@ -59,8 +59,8 @@ absl::StatusOr<std::optional<MetricKind>> RequestedMetric(const v1::Metric& metr
 // (worker/model/analysis/metrics.h: the same code as a search's metric).
 // INVALID_ARGUMENT for bad token ids, counts or positions.
 absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metric,
-                                         const at::Tensor& logits, const ModelInput& input,
-                                         const ModelConfig& cfg);
+                                         const at::Tensor& logits, const ForwardInput& input,
+                                         const HookedTransformerConfig& cfg);
 
 }  // namespace lensgrid
 

@@ -183,8 +183,8 @@ int main(int argc, char** argv) {
   app.add_option("--coordinator", flags.coordinator,
                  "HOST:PORT of a lensgrid-coordinator to pull shards from");
   app.add_option("--model-id", flags.model_id,
-                 "model id to register with (default: gpt2, or "
-                 "gpt2+no-processing)");
+                 "model id to register with (default: the model dir's name, or the Hub name "
+                 "given; +no-processing with --no-processing)");
   app.add_option("--capacity", flags.capacity, "shards run at once for the coordinator")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
@@ -289,6 +289,7 @@ int main(int argc, char** argv) {
 
   auto start = std::chrono::steady_clock::now();
   // A model name is pulled (if absent) while health says NOT_SERVING.
+  const std::string model_flag = w.model_dir;  // a Hub name names the model id
   if (absl::Status s = lensgrid::hub::ResolveModelFlag(&w.model_dir, offline, &std::cerr);
       !s.ok()) {
     std::cerr << "lensgrid-worker: " << absl::StatusCodeToString(s.code()) << ": " << s.message()
@@ -347,8 +348,9 @@ int main(int argc, char** argv) {
   if (!flags.coordinator.empty()) {
     lensgrid::CoordinatorLinkOptions options;
     options.name = flags.name.empty() ? HostName() : flags.name;
-    options.model_id =
-        flags.model_id.empty() ? lensgrid::DefaultModelId(!w.no_processing) : flags.model_id;
+    options.model_id = flags.model_id.empty()
+                           ? lensgrid::DefaultModelId(model_flag, !w.no_processing)
+                           : flags.model_id;
     options.address = flags.advertise.empty() ? host + ":" + std::to_string(port) : flags.advertise;
     options.capacity = flags.capacity;
     options.chunk_bytes = static_cast<size_t>(w.chunk_bytes);

@@ -44,9 +44,9 @@ absl::Status CheckTextBytes(const google::protobuf::RepeatedPtrField<std::string
 
 namespace {
 
-absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in, const Tokenizer* tokenizer,
-                                     const ModelConfig& cfg, const WorkerOptions& limits,
-                                     absl::string_view what) {
+absl::StatusOr<ForwardInput> FromTexts(const v1::ModelInput& in, const Tokenizer* tokenizer,
+                                       const HookedTransformerConfig& cfg,
+                                       const WorkerOptions& limits, absl::string_view what) {
   if (tokenizer == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat(what,
@@ -75,7 +75,7 @@ absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in, const Tokenizer* 
     rows.push_back(std::move(ids));
   }
   LG_RETURN_IF_ERROR(CheckBatchLimits(batch, pos, limits, what));
-  ModelInput out;
+  ForwardInput out;
   out.tokens = torch::full({batch, pos}, cfg.eos_token_id, torch::kInt64);
   torch::Tensor mask = torch::zeros({batch, pos}, torch::kBool);
   bool padded = false;
@@ -92,9 +92,9 @@ absl::StatusOr<ModelInput> FromTexts(const v1::ModelInput& in, const Tokenizer* 
 
 }  // namespace
 
-absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& in, const Tokenizer* tokenizer,
-                                        const ModelConfig& cfg, const WorkerOptions& limits,
-                                        absl::string_view what) {
+absl::StatusOr<ForwardInput> PrepareInput(const v1::ModelInput& in, const Tokenizer* tokenizer,
+                                          const HookedTransformerConfig& cfg,
+                                          const WorkerOptions& limits, absl::string_view what) {
   if (in.texts_size() > 0 && in.has_tokens()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": give texts or tokens, not both"));
   }
@@ -114,7 +114,7 @@ absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& in, const Tokenize
         tokens_what, ": shape must be [batch, pos] or [pos], got ", tokens.dim(), " dims"));
   }
   LG_RETURN_IF_ERROR(CheckBatchLimits(tokens.size(0), tokens.size(1), limits, what));
-  ModelInput out;
+  ForwardInput out;
   out.tokens = tokens.to(torch::kInt64);
   if (in.has_attention_mask()) {
     const std::string mask_what = absl::StrCat(what, ".attention_mask");
@@ -133,20 +133,20 @@ absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& in, const Tokenize
   return out;
 }
 
-absl::StatusOr<RunOptions> ToRunOptions(const v1::RunOptions& options) {
-  RunOptions run;
+absl::StatusOr<ForwardOptions> ToRunOptions(const v1::RunOptions& options) {
+  ForwardOptions run;
   switch (options.return_type()) {
     case v1::RETURN_LOGITS:
-      run.return_type = ReturnType::kLogits;
+      run.return_type = ForwardReturn::kLogits;
       break;
     case v1::RETURN_LOSS:
-      run.return_type = ReturnType::kLoss;
+      run.return_type = ForwardReturn::kLoss;
       break;
     case v1::RETURN_BOTH:
-      run.return_type = ReturnType::kBoth;
+      run.return_type = ForwardReturn::kBoth;
       break;
     case v1::RETURN_NONE:
-      run.return_type = ReturnType::kNone;
+      run.return_type = ForwardReturn::kNone;
       break;
     default:
       return absl::InvalidArgumentError(
@@ -162,7 +162,7 @@ CacheOptions ToCacheOptions(const v1::CacheSpec& spec) {
   out.names.assign(spec.names().begin(), spec.names().end());
   out.regexes.assign(spec.regexes().begin(), spec.regexes().end());
   if (spec.has_positions()) {
-    PosSlice slice;
+    PositionSlice slice;
     if (spec.positions().has_start()) slice.start = spec.positions().start();
     if (spec.positions().has_stop()) slice.stop = spec.positions().stop();
     out.positions = slice;
@@ -174,16 +174,16 @@ CacheOptions ToCacheOptions(const v1::CacheSpec& spec) {
 absl::StatusOr<int64_t> CheckResponseBytes(const HookedTransformer& model,
                                            const std::vector<HookShape>& hook_shapes,
                                            const std::vector<std::string>& names,
-                                           const ModelInput& input, const RunOptions& run,
+                                           const ForwardInput& input, const ForwardOptions& run,
                                            size_t logits_elem_bytes, const v1::CacheSpec* cache,
                                            size_t cache_elem_bytes, int64_t max_response_bytes) {
-  const ModelConfig& cfg = model.cfg();
+  const HookedTransformerConfig& cfg = model.cfg();
   const int64_t batch = input.tokens.size(0), pos = input.tokens.size(1);
   int stop = run.stop_at_layer.value_or(cfg.n_layers);
   if (stop < 0) stop += cfg.n_layers;
   double bytes = 0;  // double: no overflow for absurd requests
-  const bool logits = stop >= cfg.n_layers && (run.return_type == ReturnType::kLogits ||
-                                               run.return_type == ReturnType::kBoth);
+  const bool logits = stop >= cfg.n_layers && (run.return_type == ForwardReturn::kLogits ||
+                                               run.return_type == ForwardReturn::kBoth);
   if (logits) bytes += static_cast<double>(batch) * pos * cfg.d_vocab * logits_elem_bytes;
   if (cache != nullptr) {
     int64_t cached_pos = pos;

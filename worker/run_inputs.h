@@ -1,10 +1,10 @@
 // Request protos -> model inputs and options, with the worker's per-request
 // limits checked before any model work.
 //
-//   LG_ASSIGN_OR_RETURN(ModelInput in,
+//   LG_ASSIGN_OR_RETURN(ForwardInput in,
 //                       PrepareInput(request.input(), tokenizer, model.cfg(),
 //                       options, "input"));
-//   LG_ASSIGN_OR_RETURN(RunOptions run, ToRunOptions(request.options()));
+//   LG_ASSIGN_OR_RETURN(ForwardOptions run, ToRunOptions(request.options()));
 #ifndef LENSGRID_WORKER_RUN_INPUTS_H_
 #define LENSGRID_WORKER_RUN_INPUTS_H_
 
@@ -25,11 +25,11 @@ namespace lensgrid {
 // or ids. INVALID_ARGUMENT for bad input, FAILED_PRECONDITION for text without
 // a tokenizer, RESOURCE_EXHAUSTED over --max-batch / --max-tokens. `what`
 // names the field in errors.
-absl::StatusOr<ModelInput> PrepareInput(const v1::ModelInput& input, const Tokenizer* tokenizer,
-                                        const ModelConfig& cfg, const WorkerOptions& limits,
-                                        absl::string_view what);
+absl::StatusOr<ForwardInput> PrepareInput(const v1::ModelInput& input, const Tokenizer* tokenizer,
+                                          const HookedTransformerConfig& cfg,
+                                          const WorkerOptions& limits, absl::string_view what);
 
-absl::StatusOr<RunOptions> ToRunOptions(const v1::RunOptions& options);
+absl::StatusOr<ForwardOptions> ToRunOptions(const v1::RunOptions& options);
 
 CacheOptions ToCacheOptions(const v1::CacheSpec& spec);
 
@@ -42,7 +42,7 @@ absl::Status CheckTextBytes(const google::protobuf::RepeatedPtrField<std::string
 absl::StatusOr<int64_t> CheckResponseBytes(const HookedTransformer& model,
                                            const std::vector<HookShape>& hook_shapes,
                                            const std::vector<std::string>& names,
-                                           const ModelInput& input, const RunOptions& run,
+                                           const ForwardInput& input, const ForwardOptions& run,
                                            size_t logits_elem_bytes, const v1::CacheSpec* cache,
                                            size_t cache_elem_bytes, int64_t max_response_bytes);
 

@@ -13,19 +13,19 @@
 namespace lensgrid {
 namespace {
 
-absl::StatusOr<c10::ScalarType> ScalarTypeOf(DType dtype) {
+absl::StatusOr<c10::ScalarType> ScalarTypeOf(TensorDType dtype) {
   switch (dtype) {
-    case DType::kF32:
+    case TensorDType::kF32:
       return torch::kFloat32;
-    case DType::kF16:
+    case TensorDType::kF16:
       return torch::kFloat16;
-    case DType::kBF16:
+    case TensorDType::kBF16:
       return torch::kBFloat16;
-    case DType::kI64:
+    case TensorDType::kI64:
       return torch::kInt64;
-    case DType::kI32:
+    case TensorDType::kI32:
       return torch::kInt32;
-    case DType::kBool:
+    case TensorDType::kBool:
       return torch::kBool;
     default:
       return absl::InvalidArgumentError(
@@ -36,7 +36,7 @@ absl::StatusOr<c10::ScalarType> ScalarTypeOf(DType dtype) {
 }  // namespace
 
 absl::StatusOr<TensorBytes> ToTensorBytes(std::string name, const at::Tensor& t) {
-  LG_ASSIGN_OR_RETURN(DType dtype, DTypeOfTensor(t));
+  LG_ASSIGN_OR_RETURN(TensorDType dtype, DTypeOfTensor(t));
   LG_RETURN_IF_ERROR(ToProtoDType(dtype).status());
   auto owned = std::make_shared<at::Tensor>(t.detach().cpu().contiguous());
   TensorBytes out;

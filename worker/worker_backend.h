@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/tensor_chunks.h"
+#include "lensgrid/v1/coordinator.pb.h"
 #include "lensgrid/v1/worker.pb.h"
 
 namespace lensgrid {
@@ -47,6 +48,14 @@ class WorkerBackend {
       const v1::RunWithInterventionsRequest& request, const CancelCheck& cancelled) const = 0;
   virtual absl::StatusOr<RunResult> RunShard(const v1::RunShardRequest& request,
                                              const CancelCheck& cancelled) const = 0;
+  // A coordinator's ShardLease.prepare: builds the job's dataset (when the
+  // request has one) with this model's tokenizer and reports the model.
+  // INVALID_ARGUMENT for a bad dataset (naming the line of a JSONL),
+  // RESOURCE_EXHAUSTED over the worker's --max-dataset-prompts.
+  virtual absl::StatusOr<v1::PreparedDataset> PrepareJob(const v1::PrepareJob& request) const {
+    (void)request;
+    return absl::UnimplementedError("this worker cannot prepare jobs");
+  }
 };
 
 }  // namespace lensgrid

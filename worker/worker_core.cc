@@ -35,9 +35,9 @@ auto Guarded(absl::string_view what, Fn&& fn) -> decltype(fn()) {
 absl::StatusOr<std::vector<HookShape>> ProbeHookShapes(const HookedTransformer& model) {
   CacheOptions all;
   ActivationCache a, b;
-  RunOptions none;
-  none.return_type = ReturnType::kNone;
-  ModelInput in_a, in_b;
+  ForwardOptions none;
+  none.return_type = ForwardReturn::kNone;
+  ForwardInput in_a, in_b;
   in_a.tokens = torch::zeros({kProbeBatchA, kProbePosA}, torch::kInt64);
   in_b.tokens = torch::zeros({kProbeBatchB, kProbePosB}, torch::kInt64);
   LG_RETURN_IF_ERROR(model.RunWithCache(in_a, none, all, &a).status());
@@ -53,7 +53,7 @@ absl::StatusOr<std::vector<HookShape>> ProbeHookShapes(const HookedTransformer& 
   return shapes;
 }
 
-v1::ModelConfig ConfigProto(const ModelConfig& cfg) {
+v1::ModelConfig ConfigProto(const HookedTransformerConfig& cfg) {
   v1::ModelConfig out;
   out.set_n_layers(cfg.n_layers);
   out.set_n_heads(cfg.n_heads);
@@ -71,7 +71,7 @@ v1::ModelConfig ConfigProto(const ModelConfig& cfg) {
 }
 
 // Header + tensors of a run's reply, in the order RunResponse documents.
-absl::StatusOr<RunResult> Pack(const ModelInput& input, const RunOutput& out, bool keep_logits,
+absl::StatusOr<RunResult> Pack(const ForwardInput& input, const RunOutput& out, bool keep_logits,
                                c10::ScalarType logits_type, const at::Tensor& metric,
                                const ActivationCache* cache, c10::ScalarType cache_type,
                                const std::string& sha256) {
@@ -123,11 +123,12 @@ absl::StatusOr<std::unique_ptr<WorkerCore>> WorkerCore::Load(const WorkerOptions
     *info.mutable_config() = ConfigProto(core->model_->cfg());
     info.set_weights_sha256(core->model_->load_report().weights_sha256);
     info.set_device(core->model_->device().str());
-    LG_ASSIGN_OR_RETURN(DType dtype, DTypeOfTensor(core->model_->W_U()));
+    LG_ASSIGN_OR_RETURN(TensorDType dtype, DTypeOfTensor(core->model_->W_U()));
     LG_ASSIGN_OR_RETURN(v1::DType wire_dtype, ToProtoDType(dtype));
     info.set_dtype(wire_dtype);
     info.set_processed(core->model_->processed());
     info.set_has_tokenizer(core->tokenizer_ != nullptr);
+    if (core->tokenizer_ != nullptr) info.set_tokenizer_sha256(core->tokenizer_->identity());
     for (size_t i = 0; i < core->hook_shapes_.size(); ++i) {
       v1::HookInfo* hook = info.add_hooks();
       hook->set_name(core->model_->hook_names()[i]);
@@ -231,9 +232,9 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventions(
 absl::StatusOr<RunResult> WorkerCore::RunWithCacheImpl(const v1::RunWithCacheRequest& request,
                                                        const CancelCheck& cancelled) const {
   LG_RETURN_IF_ERROR(CheckWeights(request.expected_weights_sha256()));
-  LG_ASSIGN_OR_RETURN(ModelInput input, PrepareInput(request.input(), tokenizer_.get(),
-                                                     model_->cfg(), options_, "input"));
-  LG_ASSIGN_OR_RETURN(RunOptions run, ToRunOptions(request.options()));
+  LG_ASSIGN_OR_RETURN(ForwardInput input, PrepareInput(request.input(), tokenizer_.get(),
+                                                       model_->cfg(), options_, "input"));
+  LG_ASSIGN_OR_RETURN(ForwardOptions run, ToRunOptions(request.options()));
   run.is_cancelled = cancelled;
   LG_ASSIGN_OR_RETURN(
       c10::ScalarType logits_type,
@@ -261,9 +262,9 @@ absl::StatusOr<RunResult> WorkerCore::RunWithCacheImpl(const v1::RunWithCacheReq
 absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
     const v1::RunWithInterventionsRequest& request, const CancelCheck& cancelled) const {
   LG_RETURN_IF_ERROR(CheckWeights(request.expected_weights_sha256()));
-  LG_ASSIGN_OR_RETURN(ModelInput input, PrepareInput(request.input(), tokenizer_.get(),
-                                                     model_->cfg(), options_, "input"));
-  LG_ASSIGN_OR_RETURN(RunOptions run, ToRunOptions(request.options()));
+  LG_ASSIGN_OR_RETURN(ForwardInput input, PrepareInput(request.input(), tokenizer_.get(),
+                                                       model_->cfg(), options_, "input"));
+  LG_ASSIGN_OR_RETURN(ForwardOptions run, ToRunOptions(request.options()));
   run.is_cancelled = cancelled;
   LG_ASSIGN_OR_RETURN(
       c10::ScalarType logits_type,
@@ -276,13 +277,13 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
   LG_ASSIGN_OR_RETURN(std::optional<MetricKind> metric_kind, RequestedMetric(request.metric()));
   const bool wants_metric = metric_kind.has_value();
   const bool keep_logits =
-      run.return_type == ReturnType::kLogits || run.return_type == ReturnType::kBoth;
+      run.return_type == ForwardReturn::kLogits || run.return_type == ForwardReturn::kBoth;
   if (wants_metric) {
     if (run.stop_at_layer.has_value()) {
       return absl::InvalidArgumentError("a metric needs the final logits: drop stop_at_layer");
     }
-    if (run.return_type == ReturnType::kNone) run.return_type = ReturnType::kLogits;
-    if (run.return_type == ReturnType::kLoss) run.return_type = ReturnType::kBoth;
+    if (run.return_type == ForwardReturn::kNone) run.return_type = ForwardReturn::kLogits;
+    if (run.return_type == ForwardReturn::kLoss) run.return_type = ForwardReturn::kBoth;
   }
 
   std::vector<std::string> patch_names = PatchHookNames(plan);
@@ -291,15 +292,15 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
     if (!request.has_patch_input()) {
       return absl::InvalidArgumentError("PATCH interventions need a patch_input to patch from");
     }
-    LG_ASSIGN_OR_RETURN(ModelInput source, PrepareInput(request.patch_input(), tokenizer_.get(),
-                                                        model_->cfg(), options_, "patch_input"));
+    LG_ASSIGN_OR_RETURN(ForwardInput source, PrepareInput(request.patch_input(), tokenizer_.get(),
+                                                          model_->cfg(), options_, "patch_input"));
     if (source.tokens.sizes() != input.tokens.sizes()) {
       return absl::InvalidArgumentError(
           absl::StrCat("patch_input has [batch, pos] ", c10::str(source.tokens.sizes()),
                        ", the input has ", c10::str(input.tokens.sizes()), "; they must match"));
     }
-    RunOptions source_run;
-    source_run.return_type = ReturnType::kNone;
+    ForwardOptions source_run;
+    source_run.return_type = ForwardReturn::kNone;
     source_run.is_cancelled = cancelled;
     int last = -1;
     for (const auto& name : patch_names) last = std::max(last, HookLayer(name).value_or(1 << 20));
@@ -319,8 +320,8 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
     cache_options = ToCacheOptions(request.cache());
     LG_ASSIGN_OR_RETURN(names, model_->SelectHookNames(cache_options));
   }
-  RunOptions counted = run;
-  if (!keep_logits) counted.return_type = ReturnType::kLoss;
+  ForwardOptions counted = run;
+  if (!keep_logits) counted.return_type = ForwardReturn::kLoss;
   LG_ASSIGN_OR_RETURN(
       int64_t reply_bytes,
       CheckResponseBytes(*model_, hook_shapes_, names, input, counted,

@@ -70,6 +70,8 @@ class WorkerCore : public WorkerBackend {
   // In worker/shard_handler.cc (the circuit-search library).
   absl::StatusOr<RunResult> RunShard(const v1::RunShardRequest& request,
                                      const CancelCheck& cancelled) const override;
+  // In worker/prepare_job.cc (the datasets of worker/model/analysis).
+  absl::StatusOr<v1::PreparedDataset> PrepareJob(const v1::PrepareJob& request) const override;
 
  private:
   WorkerCore() = default;

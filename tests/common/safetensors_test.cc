@@ -28,9 +28,10 @@ std::string FileWithHeader(const std::string& json, size_t data_bytes) {
 TEST(SafetensorsTest, RoundTripsTensorsAndMetadata) {
   std::vector<float> a = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, 8.0f};
   std::vector<int64_t> b = {5, 17, 300};
-  auto bytes = SerializeSafetensors({{"a", DType::kF32, {2, 3}, a.data(), a.size() * 4},
-                                     {"blocks.0.hook_z", DType::kI64, {3}, b.data(), b.size() * 8}},
-                                    {{"format", "pt"}});
+  auto bytes =
+      SerializeSafetensors({{"a", TensorDType::kF32, {2, 3}, a.data(), a.size() * 4},
+                            {"blocks.0.hook_z", TensorDType::kI64, {3}, b.data(), b.size() * 8}},
+                           {{"format", "pt"}});
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   auto header = ParseSafetensorsHeader(Bytes(*bytes), "mem");
   ASSERT_TRUE(header.ok()) << header.status();
@@ -42,14 +43,14 @@ TEST(SafetensorsTest, RoundTripsTensorsAndMetadata) {
   EXPECT_EQ(ea.shape, (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(0, std::memcmp(bytes->data() + header->data_start + ea.begin, a.data(), 24));
   const auto& eb = header->entries[1];
-  EXPECT_EQ(eb.dtype, DType::kI64);
+  EXPECT_EQ(eb.dtype, TensorDType::kI64);
   EXPECT_EQ(0, std::memcmp(bytes->data() + header->data_start + eb.begin, b.data(), 24));
 }
 
 TEST(SafetensorsTest, OpensAMemoryMappedFile) {
   std::vector<uint16_t> half = {0x3c00, 0x4000};
   std::string path = ::testing::TempDir() + "/st_open.safetensors";
-  ASSERT_TRUE(WriteSafetensors(path, {{"h", DType::kF16, {2}, half.data(), 4}}).ok());
+  ASSERT_TRUE(WriteSafetensors(path, {{"h", TensorDType::kF16, {2}, half.data(), 4}}).ok());
   auto file = SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
   const SafetensorsEntry* e = (*file)->Find("h");
@@ -112,7 +113,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(SafetensorsTest, SerializeRejectsWrongByteCount) {
   float x = 1;
-  auto bytes = SerializeSafetensors({{"x", DType::kF32, {2}, &x, 4}});
+  auto bytes = SerializeSafetensors({{"x", TensorDType::kF32, {2}, &x, 4}});
   EXPECT_EQ(bytes.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bytes.status().message(), HasSubstr("needs 8 bytes, got 4"));
 }

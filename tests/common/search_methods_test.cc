@@ -61,7 +61,7 @@ TEST(SearchMethodsTest, ErrorsNameTheKnownValues) {
   EXPECT_FALSE(MethodFromProto(v1::SEARCH_METHOD_UNSPECIFIED).ok());
   EXPECT_FALSE(MethodFromProto(static_cast<v1::SearchMethod>(77)).ok());
   EXPECT_EQ(MetricFromProto(v1::SEARCH_METRIC_UNSPECIFIED).value(), MetricKind::kLogitDiff);
-  EXPECT_EQ(AblationFromProto(v1::ABLATION_UNSPECIFIED).value(), Ablation::kZero);
+  EXPECT_EQ(AblationFromProto(v1::ABLATION_UNSPECIFIED).value(), AblationKind::kZero);
 }
 
 TEST(SearchMethodsTest, GridsAsFunctionsOfTheModelAndPositions) {

@@ -133,7 +133,7 @@ void AssembleShardResult(const uint8_t* data, size_t size) {
   // As the coordinator's CompleteShard does.
   std::vector<lensgrid::service::Array> arrays;
   for (lensgrid::WireTensor& t : *tensors) {
-    if (t.dtype != lensgrid::DType::kF32) return;
+    if (t.dtype != lensgrid::TensorDType::kF32) return;
     lensgrid::service::Array a{t.name, t.shape, std::vector<float>(t.data.size() / 4)};
     if (!a.values.empty()) memcpy(a.values.data(), t.data.data(), t.data.size());
     arrays.push_back(std::move(a));

@@ -131,7 +131,8 @@ TEST(EveryMethodTest, PlannerLibraryAndMergerAgreeForEveryMethod) {
     for (const MethodInfo& m : AllMethods()) {
       if (attn_only && m.method == Method::kPatchMlpOut) continue;  // no MLPs to patch
       std::vector<AblationKind> ablations = {AblationKind::kZero};
-      if (IsAblation(m.method)) ablations = {AblationKind::kZero, AblationKind::kMean, AblationKind::kResample};
+      if (IsAblation(m.method))
+        ablations = {AblationKind::kZero, AblationKind::kMean, AblationKind::kResample};
       for (AblationKind a : ablations) {
         SCOPED_TRACE(absl::StrCat(m.name, " ", AblationName(a), attn_only ? " attn-only" : ""));
         Walk(*model, ds, {m.method, MetricKind::kLogitDiff, a});

@@ -7,7 +7,7 @@
 
 namespace lensgrid {
 
-AttentionImpl::AttentionImpl(const ModelConfig& cfg, const BlockWeights& w)
+AttentionImpl::AttentionImpl(const HookedTransformerConfig& cfg, const BlockWeights& w)
     : n_heads_(cfg.n_heads),
       d_head_(cfg.d_head),
       d_model_(cfg.d_model),

@@ -22,7 +22,7 @@ struct AttentionMask {
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(const ModelConfig& cfg, const BlockWeights& weights);
+  AttentionImpl(const HookedTransformerConfig& cfg, const BlockWeights& weights);
 
   // Inputs are [batch, pos, d_model], or [batch, pos, head, d_model] when the
   // block feeds each head its own input (use_split_qkv_input / use_attn_in).

@@ -44,7 +44,8 @@ absl::string_view ActivationName(Activation act) {
   return "gelu_new";
 }
 
-absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text, absl::string_view source) {
+absl::StatusOr<HookedTransformerConfig> ParseHfConfig(absl::string_view json_text,
+                                                      absl::string_view source) {
   LG_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonBounded(json_text, source));
   if (!j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
@@ -55,7 +56,7 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text, absl::str
         absl::StrCat(source, ": model_type \"", it->get<std::string>(),
                      "\" is not supported (only GPT-2-family \"gpt2\")"));
   }
-  ModelConfig cfg;
+  HookedTransformerConfig cfg;
   auto n_layer = PositiveInt(j, {"n_layer", "num_hidden_layers"}, source);
   auto n_head = PositiveInt(j, {"n_head", "num_attention_heads"}, source);
   auto n_embd = PositiveInt(j, {"n_embd", "hidden_size"}, source);
@@ -119,7 +120,7 @@ absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text, absl::str
   return cfg;
 }
 
-absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
+absl::StatusOr<HookedTransformerConfig> LoadModelConfig(const std::string& model_dir) {
   std::string path = model_dir + "/config.json";
   std::ifstream in(path);
   if (!in) {
@@ -131,8 +132,8 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   return ParseHfConfig(ss.str(), path);
 }
 
-absl::StatusOr<ModelConfig> ModelConfigPreset(absl::string_view name) {
-  ModelConfig cfg;
+absl::StatusOr<HookedTransformerConfig> ModelConfigPreset(absl::string_view name) {
+  HookedTransformerConfig cfg;
   if (name == "gpt2" || name == "gpt2-small") {
     return cfg;
   }
@@ -156,7 +157,7 @@ absl::StatusOr<ModelConfig> ModelConfigPreset(absl::string_view name) {
                    "\" (known: gpt2, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl)"));
 }
 
-std::string ModelConfigToHfJson(const ModelConfig& cfg) {
+std::string ModelConfigToHfJson(const HookedTransformerConfig& cfg) {
   nlohmann::ordered_json j;
   j["model_type"] = "gpt2";
   j["architectures"] = {"GPT2LMHeadModel"};

@@ -1,7 +1,7 @@
 // The shape of a GPT-2-family model, read from a Hugging Face config.json.
 //
-//   LG_ASSIGN_OR_RETURN(ModelConfig cfg, LoadModelConfig("models/tiny"));
-//   LG_ASSIGN_OR_RETURN(ModelConfig small, ModelConfigPreset("gpt2"));
+//   LG_ASSIGN_OR_RETURN(HookedTransformerConfig cfg, LoadModelConfig("models/tiny"));
+//   LG_ASSIGN_OR_RETURN(HookedTransformerConfig small, ModelConfigPreset("gpt2"));
 //
 // Field names follow TransformerLens's HookedTransformerConfig. No LibTorch here.
 #ifndef LENSGRID_WORKER_MODEL_CONFIG_H_
@@ -17,7 +17,7 @@ namespace lensgrid {
 
 enum class Activation { kGeluNew, kGelu, kRelu };
 
-struct ModelConfig {
+struct HookedTransformerConfig {
   int64_t n_layers = 12;
   int64_t n_heads = 12;
   int64_t d_model = 768;
@@ -42,16 +42,17 @@ absl::string_view ActivationName(Activation act);
 
 // Parses the fields of a Hugging Face GPT2Config JSON document. `source` names
 // the file in errors. Missing required fields are errors naming the field.
-absl::StatusOr<ModelConfig> ParseHfConfig(absl::string_view json_text, absl::string_view source);
+absl::StatusOr<HookedTransformerConfig> ParseHfConfig(absl::string_view json_text,
+                                                      absl::string_view source);
 
 // Reads DIR/config.json.
-absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
+absl::StatusOr<HookedTransformerConfig> LoadModelConfig(const std::string& model_dir);
 
 // "gpt2" (= "gpt2-small"), "gpt2-medium", "gpt2-large", "gpt2-xl".
-absl::StatusOr<ModelConfig> ModelConfigPreset(absl::string_view name);
+absl::StatusOr<HookedTransformerConfig> ModelConfigPreset(absl::string_view name);
 
 // Serializes to a Hugging Face config.json (for checkpoints lensgrid writes).
-std::string ModelConfigToHfJson(const ModelConfig& cfg);
+std::string ModelConfigToHfJson(const HookedTransformerConfig& cfg);
 
 }  // namespace lensgrid
 

@@ -26,7 +26,7 @@ absl::Status FromRunError(const RunError& e) {
 }
 
 // Python-style slice bounds on an axis of length n.
-std::pair<int64_t, int64_t> SliceBounds(const PosSlice& s, int64_t n) {
+std::pair<int64_t, int64_t> SliceBounds(const PositionSlice& s, int64_t n) {
   auto norm = [n](std::optional<int64_t> v, int64_t dflt) {
     if (!v.has_value()) return dflt;
     int64_t x = *v < 0 ? *v + n : *v;
@@ -67,7 +67,8 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& device) {
       absl::StrCat("bad device \"", device, "\" (expected cpu, cuda or cuda:N)"));
 }
 
-HookedTransformer::HookedTransformer(const ModelConfig& cfg, const GPT2Weights& w) : cfg_(cfg) {
+HookedTransformer::HookedTransformer(const HookedTransformerConfig& cfg, const GPT2Weights& w)
+    : cfg_(cfg) {
   W_E_ = register_parameter("W_E", w.W_E.clone());        // [d_vocab, d_model]
   W_pos_ = register_parameter("W_pos", w.W_pos.clone());  // [n_ctx, d_model]
   hook_embed_ = register_module("hook_embed", HookPoint());
@@ -97,7 +98,7 @@ void HookedTransformer::BindHookPoints() {
 }
 
 absl::StatusOr<std::shared_ptr<HookedTransformer>> HookedTransformer::FromWeights(
-    const ModelConfig& cfg, const GPT2Weights& weights, const std::string& device) {
+    const HookedTransformerConfig& cfg, const GPT2Weights& weights, const std::string& device) {
   LG_ASSIGN_OR_RETURN(torch::Device dev, ParseDevice(device));
   if (static_cast<int64_t>(weights.blocks.size()) != cfg.n_layers) {
     return absl::InvalidArgumentError(absl::StrCat("weights have ", weights.blocks.size(),
@@ -116,7 +117,7 @@ absl::StatusOr<std::shared_ptr<HookedTransformer>> HookedTransformer::FromWeight
 
 absl::StatusOr<std::shared_ptr<HookedTransformer>> HookedTransformer::FromPretrained(
     const std::string& model_dir, const LoadOptions& options) {
-  LG_ASSIGN_OR_RETURN(ModelConfig cfg, LoadModelConfig(model_dir));
+  LG_ASSIGN_OR_RETURN(HookedTransformerConfig cfg, LoadModelConfig(model_dir));
   cfg.use_attn_result = options.use_attn_result;
   cfg.use_split_qkv_input = options.use_split_qkv_input;
   cfg.use_attn_in = options.use_attn_in;
@@ -180,8 +181,9 @@ absl::StatusOr<std::vector<std::string>> HookedTransformer::SelectHookNames(
   return out;
 }
 
-absl::Status HookedTransformer::ValidateInput(const ModelInput& input, const RunOptions& options,
-                                              int* start, int* stop) const {
+absl::Status HookedTransformer::ValidateInput(const ForwardInput& input,
+                                              const ForwardOptions& options, int* start,
+                                              int* stop) const {
   const int n_layers = static_cast<int>(cfg_.n_layers);
   *start = options.start_at_layer.value_or(0);
   *stop = options.stop_at_layer.value_or(n_layers);
@@ -196,8 +198,8 @@ absl::Status HookedTransformer::ValidateInput(const ModelInput& input, const Run
                                                    " out of range [", *start, ", ", n_layers, "]"));
   }
   const bool need_tokens = !options.start_at_layer.has_value() ||
-                           options.return_type == ReturnType::kLoss ||
-                           options.return_type == ReturnType::kBoth;
+                           options.return_type == ForwardReturn::kLoss ||
+                           options.return_type == ForwardReturn::kBoth;
   int64_t batch = -1, pos = -1;
   if (options.start_at_layer.has_value()) {
     const auto& r = input.residual;
@@ -237,8 +239,8 @@ absl::Status HookedTransformer::ValidateInput(const ModelInput& input, const Run
   if (batch == 0 || pos == 0) {
     return absl::InvalidArgumentError("empty input: batch and pos must be at least 1");
   }
-  if (pos < 2 &&
-      (options.return_type == ReturnType::kLoss || options.return_type == ReturnType::kBoth)) {
+  if (pos < 2 && (options.return_type == ForwardReturn::kLoss ||
+                  options.return_type == ForwardReturn::kBoth)) {
     return absl::InvalidArgumentError("a loss needs at least 2 tokens");
   }
   if (pos > cfg_.n_ctx) {
@@ -247,7 +249,8 @@ absl::Status HookedTransformer::ValidateInput(const ModelInput& input, const Run
   }
   if (options.logit_positions.defined()) {
     const auto& lp = options.logit_positions;
-    if (options.return_type == ReturnType::kLoss || options.return_type == ReturnType::kBoth) {
+    if (options.return_type == ForwardReturn::kLoss ||
+        options.return_type == ForwardReturn::kBoth) {
       return absl::InvalidArgumentError("logit_positions cannot be combined with a loss");
     }
     if (lp.dim() != 1 || lp.size(0) != batch || ((lp < 0) | (lp >= pos)).any().item<bool>()) {
@@ -264,7 +267,7 @@ absl::Status HookedTransformer::ValidateInput(const ModelInput& input, const Run
   return absl::OkStatus();
 }
 
-at::Tensor HookedTransformer::Loss(const at::Tensor& logits, const ModelInput& input,
+at::Tensor HookedTransformer::Loss(const at::Tensor& logits, const ForwardInput& input,
                                    bool per_token) const {
   // Next-token cross-entropy: logits at p predict tokens at p + 1.
   torch::Tensor tokens = input.tokens.to(device_, torch::kInt64);
@@ -278,8 +281,8 @@ at::Tensor HookedTransformer::Loss(const at::Tensor& logits, const ModelInput& i
   return per_token ? nll : nll.sum() / pair.sum().clamp_min(1);
 }
 
-RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& options, int start,
-                                     int stop, const RunContext& ctx) const {
+RunOutput HookedTransformer::Forward(const ForwardInput& input, const ForwardOptions& options,
+                                     int start, int stop, const RunContext& ctx) const {
   RunOutput out;
   torch::Tensor mask_real;  // bool [batch, pos] or undefined
   if (input.attention_mask.defined()) mask_real = input.attention_mask.to(device_).ne(0);
@@ -321,7 +324,7 @@ RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& 
     return out;
   }
   resid = ln_final_->forward(resid, ctx);
-  if (options.return_type == ReturnType::kNone) return out;
+  if (options.return_type == ForwardReturn::kNone) return out;
   if (options.logit_positions.defined()) {
     // Metrics that read one position per sequence need only that row unembedded.
     torch::Tensor index = options.logit_positions.to(device_, torch::kInt64)
@@ -332,20 +335,21 @@ RunOutput HookedTransformer::Forward(const ModelInput& input, const RunOptions& 
   torch::Tensor logits =
       torch::addmm(b_U_, resid.reshape({-1, cfg_.d_model}), W_U_)
           .view({resid.size(0), resid.size(1), cfg_.d_vocab});  // [batch, pos, d_vocab]
-  if (options.return_type != ReturnType::kLogits) {
+  if (options.return_type != ForwardReturn::kLogits) {
     out.loss = Loss(logits, input, options.per_token_loss);
   }
-  if (options.return_type != ReturnType::kLoss) out.logits = logits;
+  if (options.return_type != ForwardReturn::kLoss) out.logits = logits;
   return out;
 }
 
-absl::StatusOr<RunOutput> HookedTransformer::Run(const ModelInput& input, const RunOptions& options,
+absl::StatusOr<RunOutput> HookedTransformer::Run(const ForwardInput& input,
+                                                 const ForwardOptions& options,
                                                  const std::vector<NamedHook>& hooks) const {
   return RunWithCache(input, options, CacheOptions{}, nullptr, hooks);
 }
 
 absl::StatusOr<RunOutput> HookedTransformer::RunWithCache(
-    const ModelInput& input, const RunOptions& options, const CacheOptions& cache_options,
+    const ForwardInput& input, const ForwardOptions& options, const CacheOptions& cache_options,
     ActivationCache* cache, const std::vector<NamedHook>& hooks) const {
   int start = 0, stop = 0;
   try {

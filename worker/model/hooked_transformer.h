@@ -2,7 +2,7 @@
 // cached, read and replaced by its TransformerLens name.
 //
 //   LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained("models/tiny"));
-//   ModelInput in;
+//   ForwardInput in;
 //   in.tokens = tokens;                           // int64 [batch, pos]
 //   CacheOptions cache_opts;
 //   cache_opts.names = {"pattern0", "blocks.1.hook_resid_post"};
@@ -27,18 +27,18 @@
 
 namespace lensgrid {
 
-enum class ReturnType { kLogits, kLoss, kBoth, kNone };
+enum class ForwardReturn { kLogits, kLoss, kBoth, kNone };
 
-struct ModelInput {
+struct ForwardInput {
   at::Tensor tokens;          // int64 [batch, pos]; needed unless start_at_layer
   at::Tensor attention_mask;  // optional [batch, pos]; nonzero = real token
   at::Tensor residual;        // [batch, pos, d_model], with start_at_layer
 };
 
-struct RunOptions {
-  ReturnType return_type = ReturnType::kLogits;  // Default: logits
-  bool per_token_loss = false;                   // loss [batch, pos - 1] instead of the mean
-  std::optional<int> start_at_layer;             // residual enters blocks.N.hook_resid_pre
+struct ForwardOptions {
+  ForwardReturn return_type = ForwardReturn::kLogits;  // Default: logits
+  bool per_token_loss = false;                         // loss [batch, pos - 1] instead of the mean
+  std::optional<int> start_at_layer;                   // residual enters blocks.N.hook_resid_pre
   std::optional<int> stop_at_layer;  // run blocks [start, N); negative counts from the end
   // Optional int64 [batch]: unembed only this position of each sequence;
   // logits are then [batch, 1, d_vocab]. Not with a loss.
@@ -54,7 +54,7 @@ struct RunOutput {
 };
 
 // A half-open slice of positions, Python-style (negative from the end).
-struct PosSlice {
+struct PositionSlice {
   std::optional<int64_t> start, stop;
 };
 
@@ -65,9 +65,9 @@ struct CacheOptions {
   std::vector<std::string> names;
   std::vector<std::string> regexes;
   std::function<bool(const std::string&)> predicate;
-  std::optional<PosSlice> positions;  // applied to the pos (query_pos) axis
-  bool remove_batch_dim = false;      // REQUIRES batch == 1
-  bool detach = true;                 // false keeps the autograd graph
+  std::optional<PositionSlice> positions;  // applied to the pos (query_pos) axis
+  bool remove_batch_dim = false;           // REQUIRES batch == 1
+  bool detach = true;                      // false keeps the autograd graph
 };
 
 struct NamedHook {
@@ -78,7 +78,7 @@ struct NamedHook {
 struct LoadOptions {
   ProcessingOptions processing;  // Default: TransformerLens's from_pretrained
   std::string device = "cpu";    // "cpu" | "cuda" | "cuda:N"
-  // Optional hook points (see ModelConfig).
+  // Optional hook points (see HookedTransformerConfig).
   bool use_attn_result = false;
   bool use_split_qkv_input = false;
   bool use_attn_in = false;
@@ -92,9 +92,10 @@ class HookedTransformer : public torch::nn::Module {
       const std::string& model_dir, const LoadOptions& options = {});
   // Builds from weights already in memory (already processed or not).
   static absl::StatusOr<std::shared_ptr<HookedTransformer>> FromWeights(
-      const ModelConfig& cfg, const GPT2Weights& weights, const std::string& device = "cpu");
+      const HookedTransformerConfig& cfg, const GPT2Weights& weights,
+      const std::string& device = "cpu");
 
-  const ModelConfig& cfg() const { return cfg_; }
+  const HookedTransformerConfig& cfg() const { return cfg_; }
   const LoadReport& load_report() const { return load_report_; }
   bool processed() const { return processed_; }
   torch::Device device() const { return device_; }
@@ -106,10 +107,10 @@ class HookedTransformer : public torch::nn::Module {
   absl::StatusOr<std::string> ResolveHookName(absl::string_view name) const;
   absl::StatusOr<std::vector<std::string>> SelectHookNames(const CacheOptions& options) const;
 
-  absl::StatusOr<RunOutput> Run(const ModelInput& input, const RunOptions& options,
+  absl::StatusOr<RunOutput> Run(const ForwardInput& input, const ForwardOptions& options,
                                 const std::vector<NamedHook>& hooks = {}) const;
   // Like Run, recording the selected activations into *cache.
-  absl::StatusOr<RunOutput> RunWithCache(const ModelInput& input, const RunOptions& options,
+  absl::StatusOr<RunOutput> RunWithCache(const ForwardInput& input, const ForwardOptions& options,
                                          const CacheOptions& cache_options, ActivationCache* cache,
                                          const std::vector<NamedHook>& hooks = {}) const;
 
@@ -121,15 +122,15 @@ class HookedTransformer : public torch::nn::Module {
   LayerNormWeights ln_final_weights() const { return ln_final_->weights(); }
 
  private:
-  HookedTransformer(const ModelConfig& cfg, const GPT2Weights& weights);
+  HookedTransformer(const HookedTransformerConfig& cfg, const GPT2Weights& weights);
   void BindHookPoints();
-  absl::Status ValidateInput(const ModelInput& input, const RunOptions& options, int* start,
+  absl::Status ValidateInput(const ForwardInput& input, const ForwardOptions& options, int* start,
                              int* stop) const;
-  RunOutput Forward(const ModelInput& input, const RunOptions& options, int start, int stop,
+  RunOutput Forward(const ForwardInput& input, const ForwardOptions& options, int start, int stop,
                     const RunContext& ctx) const;
-  at::Tensor Loss(const at::Tensor& logits, const ModelInput& input, bool per_token) const;
+  at::Tensor Loss(const at::Tensor& logits, const ForwardInput& input, bool per_token) const;
 
-  ModelConfig cfg_;
+  HookedTransformerConfig cfg_;
   LoadReport load_report_;
   bool processed_ = false;
   torch::Device device_ = torch::kCPU;

@@ -59,7 +59,7 @@ void FoldValueBiases(GPT2Weights* w) {
   }
 }
 
-void ProcessWeights(const ProcessingOptions& options, const ModelConfig& cfg,
+void ProcessWeights(const ProcessingOptions& options, const HookedTransformerConfig& cfg,
                     GPT2Weights* weights) {
   torch::NoGradGuard no_grad;
   if (options.fold_ln) FoldLayerNorm(weights);

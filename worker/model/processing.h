@@ -20,7 +20,8 @@ struct ProcessingOptions {
   static ProcessingOptions None() { return {false, false, false, false}; }
 };
 
-void ProcessWeights(const ProcessingOptions& options, const ModelConfig& cfg, GPT2Weights* weights);
+void ProcessWeights(const ProcessingOptions& options, const HookedTransformerConfig& cfg,
+                    GPT2Weights* weights);
 
 // The individual steps, in the order ProcessWeights applies them.
 void FoldLayerNorm(GPT2Weights* w);

@@ -11,20 +11,20 @@ namespace lensgrid {
 namespace {
 
 struct TypePair {
-  DType dtype;
+  TensorDType dtype;
   torch::ScalarType scalar;
 };
 constexpr TypePair kTypes[] = {
-    {DType::kF64, torch::kFloat64}, {DType::kF32, torch::kFloat32},
-    {DType::kF16, torch::kFloat16}, {DType::kBF16, torch::kBFloat16},
-    {DType::kI64, torch::kInt64},   {DType::kI32, torch::kInt32},
-    {DType::kI16, torch::kInt16},   {DType::kI8, torch::kInt8},
-    {DType::kU8, torch::kUInt8},    {DType::kBool, torch::kBool},
+    {TensorDType::kF64, torch::kFloat64}, {TensorDType::kF32, torch::kFloat32},
+    {TensorDType::kF16, torch::kFloat16}, {TensorDType::kBF16, torch::kBFloat16},
+    {TensorDType::kI64, torch::kInt64},   {TensorDType::kI32, torch::kInt32},
+    {TensorDType::kI16, torch::kInt16},   {TensorDType::kI8, torch::kInt8},
+    {TensorDType::kU8, torch::kUInt8},    {TensorDType::kBool, torch::kBool},
 };
 
 }  // namespace
 
-absl::StatusOr<DType> DTypeOfTensor(const at::Tensor& t) {
+absl::StatusOr<TensorDType> DTypeOfTensor(const at::Tensor& t) {
   for (const auto& p : kTypes) {
     if (p.scalar == t.scalar_type()) return p.dtype;
   }
@@ -60,7 +60,7 @@ absl::Status WriteTensorFile(const std::string& path, const NamedTensors& tensor
   std::vector<at::Tensor> keep;  // owns the contiguous CPU copies during the write
   std::vector<SafetensorsTensorView> views;
   for (const auto& [name, tensor] : tensors) {
-    LG_ASSIGN_OR_RETURN(DType dtype, DTypeOfTensor(tensor));
+    LG_ASSIGN_OR_RETURN(TensorDType dtype, DTypeOfTensor(tensor));
     keep.push_back(tensor.detach().cpu().contiguous());
     const at::Tensor& t = keep.back();
     views.push_back({name, dtype, std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),

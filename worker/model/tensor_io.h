@@ -29,7 +29,7 @@ absl::StatusOr<NamedTensors> ReadTensorFile(const std::string& path);
 absl::Status WriteTensorFile(const std::string& path, const NamedTensors& tensors,
                              const std::map<std::string, std::string>& metadata = {});
 
-absl::StatusOr<DType> DTypeOfTensor(const at::Tensor& t);
+absl::StatusOr<TensorDType> DTypeOfTensor(const at::Tensor& t);
 
 }  // namespace lensgrid
 

@@ -6,8 +6,8 @@
 
 namespace lensgrid {
 
-ModelInput MakeTokenBatch(const std::vector<std::vector<int64_t>>& sequences,
-                          const BatchOptions& options) {
+ForwardInput MakeTokenBatch(const std::vector<std::vector<int64_t>>& sequences,
+                            const BatchOptions& options) {
   const int64_t n = static_cast<int64_t>(sequences.size());
   const int64_t bos = options.prepend_bos ? 1 : 0;
   int64_t pos = options.length;
@@ -27,7 +27,7 @@ ModelInput MakeTokenBatch(const std::vector<std::vector<int64_t>>& sequences,
     if (len > 0) tokens[i].slice(0, start, start + len) = torch::tensor(row, torch::kInt64);
     mask[i].slice(0, start, start + len) = 1;
   }
-  ModelInput in;
+  ForwardInput in;
   in.tokens = tokens;
   if (ragged) in.attention_mask = mask;
   return in;

@@ -5,7 +5,7 @@
 //   opts.prepend_bos = true;
 //   opts.bos_token_id = model->cfg().bos_token_id;
 //   opts.padding = Padding::kLeft;
-//   ModelInput in = MakeTokenBatch({{464, 3797}, {15496}}, opts);
+//   ForwardInput in = MakeTokenBatch({{464, 3797}, {15496}}, opts);
 //   // in.tokens [2, 3], in.attention_mask [2, 3] (0 on pads)
 #ifndef LENSGRID_WORKER_MODEL_TOKEN_BATCH_H_
 #define LENSGRID_WORKER_MODEL_TOKEN_BATCH_H_
@@ -28,8 +28,8 @@ struct BatchOptions {
 };
 
 // The attention mask is set only when some sequence is padded.
-ModelInput MakeTokenBatch(const std::vector<std::vector<int64_t>>& sequences,
-                          const BatchOptions& options);
+ForwardInput MakeTokenBatch(const std::vector<std::vector<int64_t>>& sequences,
+                            const BatchOptions& options);
 
 }  // namespace lensgrid
 

@@ -4,7 +4,8 @@
 
 namespace lensgrid {
 
-TransformerBlockImpl::TransformerBlockImpl(const ModelConfig& cfg, const BlockWeights& w)
+TransformerBlockImpl::TransformerBlockImpl(const HookedTransformerConfig& cfg,
+                                           const BlockWeights& w)
     : cfg_(cfg) {
   // Registration order is the order of named_modules(): keep it the order of
   // the forward pass, so hook names list like TransformerLens's.

@@ -16,7 +16,7 @@ namespace lensgrid {
 
 class TransformerBlockImpl : public torch::nn::Module {
  public:
-  TransformerBlockImpl(const ModelConfig& cfg, const BlockWeights& weights);
+  TransformerBlockImpl(const HookedTransformerConfig& cfg, const BlockWeights& weights);
   // resid_pre: [batch, pos, d_model] -> resid_post [batch, pos, d_model]
   torch::Tensor forward(const torch::Tensor& resid_pre, const AttentionMask& mask,
                         const RunContext& ctx) const;
@@ -24,7 +24,7 @@ class TransformerBlockImpl : public torch::nn::Module {
   const Attention& attn() const { return attn_; }
 
  private:
-  ModelConfig cfg_;
+  HookedTransformerConfig cfg_;
   LayerNorm ln1_{nullptr}, ln2_{nullptr};
   Attention attn_{nullptr};
   MLP mlp_{nullptr};

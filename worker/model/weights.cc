@@ -23,9 +23,9 @@ std::string Shape(const std::vector<int64_t>& s) {
   return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
 }
 
-bool IsFloating(DType dtype) {
-  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 ||
-         dtype == DType::kF64;
+bool IsFloating(TensorDType dtype) {
+  return dtype == TensorDType::kF32 || dtype == TensorDType::kF16 || dtype == TensorDType::kBF16 ||
+         dtype == TensorDType::kF64;
 }
 
 // Reads HF tensors by name, tracking which were used, and converts to F32.
@@ -90,7 +90,8 @@ absl::StatusOr<LayerNormWeights> ReadLayerNorm(HfTensorReader& r, const std::str
   return ln;
 }
 
-absl::StatusOr<BlockWeights> ReadBlock(HfTensorReader& r, const ModelConfig& cfg, int64_t layer) {
+absl::StatusOr<BlockWeights> ReadBlock(HfTensorReader& r, const HookedTransformerConfig& cfg,
+                                       int64_t layer) {
   const int64_t d = cfg.d_model, h = cfg.n_heads, dh = cfg.d_head;
   const std::string p = absl::StrCat("h.", layer, ".");
   BlockWeights b;
@@ -121,7 +122,7 @@ absl::StatusOr<BlockWeights> ReadBlock(HfTensorReader& r, const ModelConfig& cfg
 }  // namespace
 
 absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
-                                          const ModelConfig& cfg, LoadReport* report) {
+                                          const HookedTransformerConfig& cfg, LoadReport* report) {
   LG_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(safetensors_path));
   HfTensorReader r(*file);
   torch::NoGradGuard no_grad;
@@ -156,7 +157,7 @@ absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
   return w;
 }
 
-GPT2Weights RandomWeights(const ModelConfig& cfg, uint64_t seed) {
+GPT2Weights RandomWeights(const HookedTransformerConfig& cfg, uint64_t seed) {
   torch::NoGradGuard no_grad;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto normal = [&](std::vector<int64_t> shape, double std) {
@@ -193,8 +194,8 @@ GPT2Weights RandomWeights(const ModelConfig& cfg, uint64_t seed) {
   return w;
 }
 
-absl::Status SaveHfCheckpoint(const GPT2Weights& w, const ModelConfig& cfg, const std::string& dir,
-                              bool f16) {
+absl::Status SaveHfCheckpoint(const GPT2Weights& w, const HookedTransformerConfig& cfg,
+                              const std::string& dir, bool f16) {
   if (w.ln_final.folded()) {
     return absl::FailedPreconditionError(
         "cannot save processed (LayerNorm-folded) weights as a Hugging Face checkpoint");
@@ -234,7 +235,7 @@ absl::Status SaveHfCheckpoint(const GPT2Weights& w, const ModelConfig& cfg, cons
   if (!w.W_U.t().equal(w.W_E)) add("lm_head.weight", w.W_U.t());
   std::vector<SafetensorsTensorView> views;
   for (const auto& [name, t] : named) {
-    views.push_back({name, f16 ? DType::kF16 : DType::kF32,
+    views.push_back({name, f16 ? TensorDType::kF16 : TensorDType::kF32,
                      std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), t.data_ptr(),
                      static_cast<size_t>(t.nbytes())});
   }

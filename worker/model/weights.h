@@ -1,6 +1,6 @@
 // GPT-2 weights in TransformerLens's layout, and the Hugging Face loader.
 //
-//   LG_ASSIGN_OR_RETURN(ModelConfig cfg, LoadModelConfig(dir));
+//   LG_ASSIGN_OR_RETURN(HookedTransformerConfig cfg, LoadModelConfig(dir));
 //   LoadReport report;
 //   LG_ASSIGN_OR_RETURN(GPT2Weights w, LoadHfWeights(dir + "/model.safetensors", cfg, &report));
 //
@@ -52,15 +52,15 @@ struct LoadReport {
 // F32). attn.bias / attn.masked_bias buffers are ignored. A missing or
 // mis-shaped tensor is INVALID_ARGUMENT naming the tensor and both shapes.
 absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
-                                          const ModelConfig& cfg, LoadReport* report);
+                                          const HookedTransformerConfig& cfg, LoadReport* report);
 
 // Random weights in the distribution GPT-2 is initialised with (std 0.02,
 // LayerNorm 1/0). Deterministic for a seed.
-GPT2Weights RandomWeights(const ModelConfig& cfg, uint64_t seed);
+GPT2Weights RandomWeights(const HookedTransformerConfig& cfg, uint64_t seed);
 
 // Writes weights (unprocessed) as a Hugging Face checkpoint dir: config.json
 // and model.safetensors with "transformer."-prefixed names, in F32 or F16.
-absl::Status SaveHfCheckpoint(const GPT2Weights& weights, const ModelConfig& cfg,
+absl::Status SaveHfCheckpoint(const GPT2Weights& weights, const HookedTransformerConfig& cfg,
                               const std::string& dir, bool f16);
 
 }  // namespace lensgrid

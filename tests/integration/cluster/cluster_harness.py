@@ -108,6 +108,15 @@ def job_status(stub, job_id):
     return stub.GetJob(coordinator_pb2.GetJobRequest(job_id=job_id), timeout=10)
 
 
+def served_model_id(stub):
+    """The model id of the first live worker, once one has registered."""
+    def first():
+        workers = [w for w in stub.ListWorkers(coordinator_pb2.ListWorkersRequest(), timeout=10).workers
+                   if w.alive]
+        return workers[0].model_id if workers else None
+    return wait_for(first, 120, "a worker to register")
+
+
 def only_job(stub):
     jobs = stub.ListJobs(coordinator_pb2.ListJobsRequest(), timeout=10).jobs
     return jobs[0] if len(jobs) == 1 else None

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 import grpc  # noqa: E402
 from lensgrid.v1 import coordinator_pb2 as cpb, search_pb2 as spb  # noqa: E402
 from cluster_harness import (CoordinatorProcess, completed_shards, f32_tensor_chunk,  # noqa: E402
-                             job_status, only_job, wait_for)
+                             job_status, only_job, served_model_id, wait_for)
 from safetensors_np import read_safetensors  # noqa: E402
 from worker_harness import WorkerProcess, make_model  # noqa: E402
 
@@ -128,8 +128,10 @@ class ClusterTest(unittest.TestCase):
                                  "--method", "ablate-heads", *search_args,
                                  "--coordinator", c.address],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: any(x.leases for x in
-                             stub.ListWorkers(cpb.ListWorkersRequest()).workers), 60, "a lease")
+        # A shard's lease, not the job's preparation (the worker builds the dataset first).
+        wait_for(lambda: (lambda j: j is not None and j.prepared and any(
+            x.leases for x in stub.ListWorkers(cpb.ListWorkersRequest()).workers))(
+                only_job(stub)), 60, "a shard's lease")
         return c, w, stub, proc
 
     # --- tests ---------------------------------------------------------------------------
@@ -225,10 +227,14 @@ class ClusterTest(unittest.TestCase):
         c = self.coordinator()
         stub = c.stub()
         sha = WorkerProcess.weights_sha256(self.model)
-        fake = stub.Register(cpb.RegisterRequest(name="malformed", model_id="gpt2",
-                                                 weights_sha256=sha, capacity=1)).worker_id
+        # The real worker prepares the job (builds its dataset); then the fake,
+        # registered under the same model id and weights, competes for shards.
+        self.worker(c)
+        model_id = served_model_id(stub)
         proc, out = self.start_search(c.address, "ioi", "ablate-heads", 6,
-                                      "--prompts-per-shard", "2", "--components-per-shard", "4")
+                                      "--prompts-per-shard", "1", "--components-per-shard", "1")
+        fake = stub.Register(cpb.RegisterRequest(name="malformed", model_id=model_id,
+                                                 weights_sha256=sha, capacity=1)).worker_id
         lease = wait_for(lambda: (lambda r: r.lease if r.has_shard else None)(
             stub.LeaseShard(cpb.LeaseShardRequest(worker_id=fake, wait_ms=200))), 60, "a lease")
         # A baseline of the wrong length, and no delta at all.
@@ -238,7 +244,6 @@ class ClusterTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as err:
             stub.CompleteShard(iter(messages), timeout=10)
         self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-        self.worker(c)
         self.finish(proc)
         self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 6))
         job = only_job(stub)
@@ -253,7 +258,7 @@ class ClusterTest(unittest.TestCase):
         self.worker(c)
         stub = c.stub()
         sha = WorkerProcess.weights_sha256(self.model)
-        spec = cpb.JobSpec(model_id="gpt2", weights_sha256=sha, method=spb.METHOD_ABLATE_HEADS,
+        spec = cpb.JobSpec(model_id=served_model_id(stub), weights_sha256=sha, method=spb.METHOD_ABLATE_HEADS,
                            n_layers=2, n_heads=4,
                            prompts=[spb.InlinePrompt(tokens=[50256, 99999999], answers=[1],
                                                      wrongs=[2])])

@@ -24,7 +24,7 @@ TEST(ConfigTest, ParsesHuggingFaceGpt2Config) {
 }
 
 TEST(ConfigTest, RoundTripsThroughJson) {
-  ModelConfig cfg = ModelConfigPreset("gpt2-medium").value();
+  HookedTransformerConfig cfg = ModelConfigPreset("gpt2-medium").value();
   cfg.act_fn = Activation::kGelu;
   cfg.attn_only = true;
   auto back = ParseHfConfig(ModelConfigToHfJson(cfg), "mem");

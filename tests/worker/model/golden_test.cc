@@ -45,10 +45,10 @@ TEST_P(GoldenTest, UnprocessedLogitsAndActivationsMatchReference) {
   auto model = Load(ProcessingOptions::None());
   ASSERT_NE(model, nullptr);
   EXPECT_TRUE(model->load_report().unknown_tensors.empty());
-  ModelInput input;
+  ForwardInput input;
   input.tokens = ref_.at("tokens");
-  RunOptions options;
-  options.return_type = ReturnType::kBoth;
+  ForwardOptions options;
+  options.return_type = ForwardReturn::kBoth;
   CacheOptions cache_options;
   cache_options.regexes = {"hook_(resid_pre|attn_out|mlp_out|resid_post|pattern)$",
                            "^ln_final.hook_normalized$"};
@@ -71,10 +71,10 @@ TEST_P(GoldenTest, UnprocessedLogitsAndActivationsMatchReference) {
 TEST_P(GoldenTest, PerTokenLossMatchesReference) {
   auto model = Load(ProcessingOptions::None());
   ASSERT_NE(model, nullptr);
-  ModelInput input;
+  ForwardInput input;
   input.tokens = ref_.at("tokens");
-  RunOptions options;
-  options.return_type = ReturnType::kLoss;
+  ForwardOptions options;
+  options.return_type = ForwardReturn::kLoss;
   options.per_token_loss = true;
   auto out = model->Run(input, options);
   ASSERT_TRUE(out.ok()) << out.status();
@@ -86,7 +86,7 @@ TEST_P(GoldenTest, ProcessedLogProbsMatchReference) {
   auto model = Load(ProcessingOptions{});
   ASSERT_NE(model, nullptr);
   EXPECT_TRUE(model->processed());
-  ModelInput input;
+  ForwardInput input;
   input.tokens = ref_.at("tokens");
   auto out = model->Run(input, {});
   ASSERT_TRUE(out.ok()) << out.status();

@@ -60,16 +60,16 @@ TEST_F(Gpt2RealTest, TokenizesLikeTransformerLens) {
 }
 
 TEST_F(Gpt2RealTest, HelloWorldLossIsPublishedValue) {
-  ModelInput in;
+  ForwardInput in;
   in.tokens = ToTokens("Hello world!");
-  RunOptions opts;
-  opts.return_type = ReturnType::kLoss;
+  ForwardOptions opts;
+  opts.return_type = ForwardReturn::kLoss;
   EXPECT_NEAR(processed_->Run(in, opts).value().loss.item<double>(), 5.3319, 1e-3);
   EXPECT_NEAR(unprocessed_->Run(in, opts).value().loss.item<double>(), 5.3319, 1e-3);
 }
 
 TEST_F(Gpt2RealTest, IoiLogitDifferenceIsPublishedValue) {
-  ModelInput in;
+  ForwardInput in;
   in.tokens = ToTokens("After John and Mary went to the store, John gave a bottle of milk to");
   torch::Tensor logits = processed_->Run(in, {}).value().logits[0][-1];
   int64_t mary = tokenizer_->ToSingleToken(" Mary").value();
@@ -78,7 +78,7 @@ TEST_F(Gpt2RealTest, IoiLogitDifferenceIsPublishedValue) {
 }
 
 TEST_F(Gpt2RealTest, ProcessingKeepsLogProbs) {
-  ModelInput in;
+  ForwardInput in;
   in.tokens = ToTokens("Hello world! The quick brown fox jumps over the lazy dog.");
   auto a = processed_->Run(in, {}).value().logits;
   auto b = unprocessed_->Run(in, {}).value().logits;

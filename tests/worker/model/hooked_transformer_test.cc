@@ -15,11 +15,13 @@ using ::lensgrid::testing::AllClose;
 using ::testing::Contains;
 using ::testing::HasSubstr;
 
-ModelConfig SmallConfig() { return ::lensgrid::testing::TestConfig(2, 4, 32, 128, 16, 50); }
+HookedTransformerConfig SmallConfig() {
+  return ::lensgrid::testing::TestConfig(2, 4, 32, 128, 16, 50);
+}
 
 // Random weights with non-trivial LayerNorms and biases, so that processing
 // has something to fold.
-GPT2Weights SmallWeights(const ModelConfig& cfg, uint64_t seed = 7) {
+GPT2Weights SmallWeights(const HookedTransformerConfig& cfg, uint64_t seed = 7) {
   torch::manual_seed(seed);
   GPT2Weights w = RandomWeights(cfg, seed);
   auto jitter = [](LayerNormWeights* ln) {
@@ -42,7 +44,8 @@ GPT2Weights SmallWeights(const ModelConfig& cfg, uint64_t seed = 7) {
   return w;
 }
 
-std::shared_ptr<HookedTransformer> MakeModel(ModelConfig cfg, bool process, uint64_t seed = 7) {
+std::shared_ptr<HookedTransformer> MakeModel(HookedTransformerConfig cfg, bool process,
+                                             uint64_t seed = 7) {
   GPT2Weights w = SmallWeights(cfg, seed);
   if (process) ProcessWeights(ProcessingOptions{}, cfg, &w);
   return HookedTransformer::FromWeights(cfg, w).value();
@@ -57,14 +60,14 @@ torch::Tensor Tokens(std::vector<std::vector<int64_t>> rows) {
   return t;
 }
 
-ModelInput In(torch::Tensor tokens) {
-  ModelInput in;
+ForwardInput In(torch::Tensor tokens) {
+  ForwardInput in;
   in.tokens = tokens;
   return in;
 }
 
 TEST(HookedTransformerTest, HasEveryTransformerLensHookWithItsShape) {
-  ModelConfig cfg = SmallConfig();
+  HookedTransformerConfig cfg = SmallConfig();
   cfg.use_attn_result = cfg.use_split_qkv_input = cfg.use_attn_in = cfg.use_hook_mlp_in = true;
   auto model = MakeModel(cfg, true);
   const auto& names = model->hook_names();
@@ -114,8 +117,8 @@ TEST(HookedTransformerTest, HasEveryTransformerLensHookWithItsShape) {
 }
 
 TEST(HookedTransformerTest, OptionalHooksDoNotChangeResults) {
-  ModelConfig plain = SmallConfig();
-  ModelConfig all = plain;
+  HookedTransformerConfig plain = SmallConfig();
+  HookedTransformerConfig all = plain;
   all.use_attn_result = all.use_split_qkv_input = all.use_attn_in = all.use_hook_mlp_in = true;
   auto tokens = Tokens({{3, 1, 4, 1, 5, 9, 2, 6}});
   auto a = MakeModel(plain, true)->Run(In(tokens), {}).value();
@@ -184,7 +187,7 @@ TEST(HookedTransformerTest, CacheFiltersPositionsAndBatchDim) {
   CacheOptions opts;
   opts.names = {"blocks.1.hook_resid_post", "pattern1"};
   opts.predicate = [](const std::string& n) { return n == "hook_embed"; };
-  opts.positions = PosSlice{-3, std::nullopt};
+  opts.positions = PositionSlice{-3, std::nullopt};
   opts.remove_batch_dim = true;
   ASSERT_TRUE(model->RunWithCache(In(tokens), {}, opts, &sliced).ok());
   EXPECT_EQ(sliced.names(), (std::vector<std::string>{"hook_embed", "blocks.1.attn.hook_pattern",
@@ -203,14 +206,14 @@ TEST(HookedTransformerTest, LeftAndRightPaddingMatchUnpaddedRuns) {
   auto solo_b = model->Run(In(Tokens({b})), {}).value().logits[0];
   const int64_t pad = 0;
   // Right padding.
-  ModelInput right;
+  ForwardInput right;
   right.tokens = Tokens({a, {2, 7, 1, 8, pad, pad, pad, pad}});
   right.attention_mask = Tokens({{1, 1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0, 0, 0}});
   auto r = model->Run(right, {}).value().logits;
   EXPECT_TRUE(AllClose(r[0], solo_a, 1e-4, "right row 0"));
   EXPECT_TRUE(AllClose(r[1].slice(0, 0, 4), solo_b, 1e-4, "right row 1"));
   // Left padding.
-  ModelInput left;
+  ForwardInput left;
   left.tokens = Tokens({a, {pad, pad, pad, pad, 2, 7, 1, 8}});
   left.attention_mask = Tokens({{1, 1, 1, 1, 1, 1, 1, 1}, {0, 0, 0, 0, 1, 1, 1, 1}});
   auto l = model->Run(left, {}).value().logits;
@@ -219,16 +222,16 @@ TEST(HookedTransformerTest, LeftAndRightPaddingMatchUnpaddedRuns) {
   EXPECT_FALSE(torch::isnan(l).any().item<bool>());
 
   // Loss ignores pads: the padded batch's loss of row 1 equals its solo loss.
-  RunOptions per_token;
-  per_token.return_type = ReturnType::kLoss;
+  ForwardOptions per_token;
+  per_token.return_type = ForwardReturn::kLoss;
   per_token.per_token_loss = true;
   auto solo_loss = model->Run(In(Tokens({b})), per_token).value().loss[0];
   auto left_loss = model->Run(left, per_token).value().loss[1];
   EXPECT_TRUE(AllClose(left_loss.slice(0, 4, 7), solo_loss, 1e-4, "left loss"));
   EXPECT_EQ(left_loss.slice(0, 0, 4).abs().sum().item<float>(), 0.0f);
-  RunOptions mean_loss;
-  mean_loss.return_type = ReturnType::kLoss;
-  ModelInput only_b = left;
+  ForwardOptions mean_loss;
+  mean_loss.return_type = ForwardReturn::kLoss;
+  ForwardInput only_b = left;
   only_b.tokens = left.tokens.slice(0, 1, 2);
   only_b.attention_mask = left.attention_mask.slice(0, 1, 2);
   EXPECT_TRUE(AllClose(model->Run(only_b, mean_loss).value().loss,
@@ -241,11 +244,11 @@ TEST(HookedTransformerTest, TokenBatchPadsAndPrependsBos) {
   opts.bos_token_id = 49;
   opts.pad_token_id = 0;
   opts.padding = Padding::kLeft;
-  ModelInput left = MakeTokenBatch({{3, 1, 4}, {2}}, opts);
+  ForwardInput left = MakeTokenBatch({{3, 1, 4}, {2}}, opts);
   EXPECT_TRUE(torch::equal(left.tokens, Tokens({{49, 3, 1, 4}, {0, 0, 49, 2}})));
   EXPECT_TRUE(torch::equal(left.attention_mask, Tokens({{1, 1, 1, 1}, {0, 0, 1, 1}})));
   opts.padding = Padding::kRight;
-  ModelInput right = MakeTokenBatch({{3, 1, 4}, {2}}, opts);
+  ForwardInput right = MakeTokenBatch({{3, 1, 4}, {2}}, opts);
   EXPECT_TRUE(torch::equal(right.tokens, Tokens({{49, 3, 1, 4}, {49, 2, 0, 0}})));
   auto model = MakeModel(SmallConfig(), true);
   auto l = model->Run(left, {}).value().logits;
@@ -262,18 +265,18 @@ TEST(HookedTransformerTest, StopAndStartAtLayer) {
   CacheOptions opts;
   opts.names = {"blocks.1.hook_resid_pre"};
   auto full = model->RunWithCache(In(tokens), {}, opts, &cache).value();
-  RunOptions stop;
+  ForwardOptions stop;
   stop.stop_at_layer = 1;
   auto stopped = model->Run(In(tokens), stop).value();
   EXPECT_FALSE(stopped.logits.defined());
   EXPECT_TRUE(torch::equal(stopped.residual, cache.Get("resid_pre", 1).value()));
-  RunOptions stop_neg;
+  ForwardOptions stop_neg;
   stop_neg.stop_at_layer = -1;
   EXPECT_TRUE(torch::equal(model->Run(In(tokens), stop_neg).value().residual, stopped.residual));
 
-  RunOptions start;
+  ForwardOptions start;
   start.start_at_layer = 1;
-  ModelInput mid;
+  ForwardInput mid;
   mid.residual = stopped.residual;
   auto resumed = model->Run(mid, start).value();
   EXPECT_TRUE(AllClose(resumed.logits, full.logits, 1e-6, "resumed logits"));
@@ -290,7 +293,7 @@ TEST(HookedTransformerTest, ProcessedAndUnprocessedLogProbsAgree) {
        {ProcessingOptions{true, false, false, false}, ProcessingOptions{true, true, false, false},
         ProcessingOptions{false, false, true, false},
         ProcessingOptions{false, false, false, true}}) {
-    ModelConfig cfg = SmallConfig();
+    HookedTransformerConfig cfg = SmallConfig();
     GPT2Weights w = SmallWeights(cfg);
     ProcessWeights(opts, cfg, &w);
     auto logits =
@@ -303,7 +306,7 @@ TEST(HookedTransformerTest, ProcessedAndUnprocessedLogProbsAgree) {
 TEST(HookedTransformerTest, GradientsFlowThroughHooks) {
   auto model = MakeModel(SmallConfig(), true);
   auto tokens = Tokens({{3, 1, 4, 1, 5, 9, 2, 6}});
-  RunOptions opts;
+  ForwardOptions opts;
   opts.enable_grad = true;
   CacheOptions cache_opts;
   cache_opts.names = {"blocks.1.hook_resid_mid"};
@@ -335,7 +338,7 @@ TEST(HookedTransformerTest, GradientsFlowThroughHooks) {
 
 TEST(HookedTransformerTest, BadInputIsAClearError) {
   auto model = MakeModel(SmallConfig(), true);
-  auto status = [&](const ModelInput& in, const RunOptions& opts = {}) {
+  auto status = [&](const ForwardInput& in, const ForwardOptions& opts = {}) {
     return model->Run(in, opts).status();
   };
   auto too_big = status(In(Tokens({{1, 2, 50}})));
@@ -348,10 +351,10 @@ TEST(HookedTransformerTest, BadInputIsAClearError) {
               HasSubstr("tokens must be [batch, pos]"));
   EXPECT_THAT(status(In(torch::zeros({1, 2}, torch::kFloat32))).message(),
               HasSubstr("tokens must be int64"));
-  RunOptions stop;
+  ForwardOptions stop;
   stop.stop_at_layer = 5;
   EXPECT_THAT(status(In(Tokens({{1}})), stop).message(), HasSubstr("stop_at_layer 5 out of range"));
-  ModelInput mask = In(Tokens({{1, 2}}));
+  ForwardInput mask = In(Tokens({{1, 2}}));
   mask.attention_mask = torch::ones({1, 3});
   EXPECT_THAT(status(mask).message(), HasSubstr("attention_mask has shape [1, 3]"));
 
@@ -376,7 +379,7 @@ TEST(HookedTransformerTest, BadInputIsAClearError) {
 
 TEST(HookedTransformerTest, CancelledRunStopsBetweenBlocks) {
   auto model = MakeModel(SmallConfig(), true);
-  RunOptions opts;
+  ForwardOptions opts;
   int polls = 0;
   opts.is_cancelled = [&polls] { return ++polls > 1; };
   auto out = model->Run(In(Tokens({{1, 2}})), opts);

@@ -42,9 +42,9 @@ inline void RunReference(const std::string& out_dir, const std::string& args) {
 }
 
 // A small GPT-2-family config; BOS/EOS are the last token.
-inline ModelConfig TestConfig(int64_t layers, int64_t heads, int64_t d_model, int64_t d_mlp,
-                              int64_t n_ctx, int64_t vocab) {
-  ModelConfig cfg;
+inline HookedTransformerConfig TestConfig(int64_t layers, int64_t heads, int64_t d_model,
+                                          int64_t d_mlp, int64_t n_ctx, int64_t vocab) {
+  HookedTransformerConfig cfg;
   cfg.n_layers = layers;
   cfg.n_heads = heads;
   cfg.d_model = d_model;

@@ -16,7 +16,9 @@ using ::lensgrid::testing::AllClose;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-ModelConfig TinyConfig() { return ::lensgrid::testing::TestConfig(2, 2, 16, 64, 8, 30); }
+HookedTransformerConfig TinyConfig() {
+  return ::lensgrid::testing::TestConfig(2, 2, 16, 64, 8, 30);
+}
 
 class WeightsTest : public ::testing::Test {
  protected:
@@ -40,7 +42,7 @@ class WeightsTest : public ::testing::Test {
 };
 
 torch::Tensor Logits(const HookedTransformer& model) {
-  ModelInput in;
+  ForwardInput in;
   in.tokens = torch::tensor({{1, 5, 9, 28, 3}}, torch::kInt64);
   return model.Run(in, {}).value().logits;
 }

@@ -9,7 +9,8 @@
 namespace lensgrid {
 namespace {
 
-TensorBytes Bytes(std::string name, std::vector<int64_t> shape, DType dtype = DType::kF32) {
+TensorBytes Bytes(std::string name, std::vector<int64_t> shape,
+                  TensorDType dtype = TensorDType::kF32) {
   int64_t n = std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
   auto data = std::make_shared<std::vector<uint8_t>>(n * DTypeSize(dtype));
   std::iota(data->begin(), data->end(), static_cast<uint8_t>(name.size()));
@@ -28,7 +29,7 @@ std::vector<v1::TensorChunk> Split(std::vector<TensorBytes> tensors, size_t chun
 TEST(TensorChunksTest, RoundTripsAnySizeInOrder) {
   for (size_t chunk : {1, 7, 64, 4096, 1 << 20}) {
     std::vector<TensorBytes> tensors = {Bytes("a", {3, 5}), Bytes("empty", {0, 4}),
-                                        Bytes("scalar", {}), Bytes("ids", {16}, DType::kI64)};
+                                        Bytes("scalar", {}), Bytes("ids", {16}, TensorDType::kI64)};
     ChunkCursor meta_cursor(tensors, chunk);
     auto metas = meta_cursor.Metas();
     TensorAssembler assembler;

@@ -51,7 +51,7 @@ class FakeBackend : public WorkerBackend {
     for (size_t i = 0; i < data->size(); ++i) (*data)[i] = static_cast<float>(i);
     RunResult result;
     TensorBytes t{"x",
-                  DType::kF32,
+                  TensorDType::kF32,
                   {static_cast<int64_t>(data->size())},
                   {reinterpret_cast<const uint8_t*>(data->data()), data->size() * 4},
                   data};

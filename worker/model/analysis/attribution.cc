@@ -32,7 +32,7 @@ absl::Status DetectHeads(const HookedTransformer& model, const PromptBatch& batc
   CacheOptions opts;
   opts.regexes = {"hook_pattern$"};
   ActivationCache cache;
-  RunOptions run;
+  ForwardOptions run;
   if (!MetricNeedsAllPositions(metric)) {
     run.logit_positions = torch::full({n}, batch.pos - 1, torch::kInt64);
   }
@@ -71,7 +71,7 @@ absl::Status DirectLogitAttribution(const HookedTransformer& model, const Prompt
   CacheOptions opts;
   opts.regexes = {"attn.hook_z$", "hook_attn_out$", "^ln_final.hook_scale$"};
   if (!cfg.attn_only) opts.regexes.push_back("hook_mlp_out$");  // none to match otherwise
-  opts.positions = PosSlice{-1, std::nullopt};                  // final position only
+  opts.positions = PositionSlice{-1, std::nullopt};             // final position only
   ActivationCache cache;
   LG_ASSIGN_OR_RETURN(RunOutput out, model.RunWithCache(batch.clean, {}, opts, &cache));
   // Direction in the residual stream: [n, d_model].

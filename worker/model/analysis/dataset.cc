@@ -24,7 +24,7 @@ int64_t Uniform(Rng& rng, int64_t lo, int64_t hi) {  // [lo, hi)
   return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo));
 }
 
-std::vector<int64_t> WithBos(const ModelConfig& cfg, std::vector<int64_t> ids) {
+std::vector<int64_t> WithBos(const HookedTransformerConfig& cfg, std::vector<int64_t> ids) {
   ids.insert(ids.begin(), cfg.bos_token_id);
   return ids;
 }
@@ -53,7 +53,7 @@ absl::Status NeedWords(const std::vector<std::pair<std::string, int64_t>>& words
       absl::StrCat("the tokenizer has only ", words.size(), " single-token ", what, "; need ", n));
 }
 
-absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const ModelConfig& cfg) {
+absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const HookedTransformerConfig& cfg) {
   if (2 * spec.seq_len + 1 > cfg.n_ctx || spec.seq_len < 2) {
     return absl::InvalidArgumentError(absl::StrCat("induction: seq_len ", spec.seq_len,
                                                    " needs 1 + 2 x seq_len <= n_positions (",
@@ -90,7 +90,8 @@ absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const ModelConfig& cf
   return ds;
 }
 
-absl::StatusOr<Dataset> Ioi(const DatasetSpec& spec, const ModelConfig& cfg, const Tokenizer* tok) {
+absl::StatusOr<Dataset> Ioi(const DatasetSpec& spec, const HookedTransformerConfig& cfg,
+                            const Tokenizer* tok) {
   LG_RETURN_IF_ERROR(NeedTokenizer(tok, "ioi"));
   // Templates and words: analysis/ioi_templates.h (shared with training).
   auto names = SingleTokenWords(*tok, IoiNames());
@@ -129,7 +130,7 @@ absl::StatusOr<Dataset> Ioi(const DatasetSpec& spec, const ModelConfig& cfg, con
   return ds;
 }
 
-absl::StatusOr<Dataset> GenderBias(const DatasetSpec& spec, const ModelConfig& cfg,
+absl::StatusOr<Dataset> GenderBias(const DatasetSpec& spec, const HookedTransformerConfig& cfg,
                                    const Tokenizer* tok) {
   LG_RETURN_IF_ERROR(NeedTokenizer(tok, "gender-bias"));
   static const std::vector<std::string> kTemplates = {
@@ -171,7 +172,7 @@ absl::StatusOr<Dataset> GenderBias(const DatasetSpec& spec, const ModelConfig& c
   return ds;
 }
 
-absl::StatusOr<Dataset> GreaterThan(const DatasetSpec& spec, const ModelConfig& cfg,
+absl::StatusOr<Dataset> GreaterThan(const DatasetSpec& spec, const HookedTransformerConfig& cfg,
                                     const Tokenizer* tok) {
   LG_RETURN_IF_ERROR(NeedTokenizer(tok, "greater-than"));
   static const std::vector<std::string> kNouns = {
@@ -218,7 +219,8 @@ absl::StatusOr<Dataset> GreaterThan(const DatasetSpec& spec, const ModelConfig& 
 
 // A JSONL field that is text (tokenized) or ids.
 absl::StatusOr<std::vector<int64_t>> TokensField(const nlohmann::json& j, const char* text_key,
-                                                 const char* ids_key, const ModelConfig& cfg,
+                                                 const char* ids_key,
+                                                 const HookedTransformerConfig& cfg,
                                                  const Tokenizer* tok, bool* present) {
   *present = true;
   if (auto it = j.find(ids_key); it != j.end()) {
@@ -251,7 +253,7 @@ absl::StatusOr<std::vector<int64_t>> TokensField(const nlohmann::json& j, const 
 }
 
 absl::StatusOr<int64_t> SingleTokenField(const nlohmann::json& j, const char* key,
-                                         const ModelConfig& cfg, const Tokenizer* tok) {
+                                         const HookedTransformerConfig& cfg, const Tokenizer* tok) {
   auto it = j.find(key);
   if (it == j.end()) return absl::InvalidArgumentError(absl::StrCat("missing \"", key, "\""));
   if (it->is_number_integer()) {
@@ -278,7 +280,8 @@ absl::StatusOr<int64_t> SingleTokenField(const nlohmann::json& j, const char* ke
 
 // "answer": one token (text or id), or "answers": a non-empty array of them.
 absl::StatusOr<std::vector<int64_t>> TokenSetField(const nlohmann::json& j, const char* one,
-                                                   const char* many, const ModelConfig& cfg,
+                                                   const char* many,
+                                                   const HookedTransformerConfig& cfg,
                                                    const Tokenizer* tok) {
   auto it = j.find(many);
   if (it == j.end()) {
@@ -297,7 +300,7 @@ absl::StatusOr<std::vector<int64_t>> TokenSetField(const nlohmann::json& j, cons
   return ids;
 }
 
-absl::StatusOr<Prompt> ParseJsonlPrompt(const std::string& line, const ModelConfig& cfg,
+absl::StatusOr<Prompt> ParseJsonlPrompt(const std::string& line, const HookedTransformerConfig& cfg,
                                         const Tokenizer* tok) {
   absl::StatusOr<nlohmann::json> parsed = ParseJsonBounded(line, "the line");
   if (!parsed.ok()) {
@@ -349,7 +352,8 @@ const std::vector<std::string>& BuiltinDatasetNames() {
 }
 
 absl::StatusOr<Dataset> ParseJsonlDataset(const std::string& text, const std::string& source,
-                                          const ModelConfig& cfg, const Tokenizer* tok) {
+                                          const HookedTransformerConfig& cfg,
+                                          const Tokenizer* tok) {
   Dataset ds{source, {}};
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
@@ -366,7 +370,7 @@ absl::StatusOr<Dataset> ParseJsonlDataset(const std::string& text, const std::st
   return ds;
 }
 
-absl::StatusOr<Dataset> MakeDataset(const DatasetSpec& spec, const ModelConfig& cfg,
+absl::StatusOr<Dataset> MakeDataset(const DatasetSpec& spec, const HookedTransformerConfig& cfg,
                                     const Tokenizer* tokenizer) {
   if (spec.n_prompts <= 0) {
     return absl::InvalidArgumentError(

@@ -61,12 +61,13 @@ const std::vector<std::string>& BuiltinDatasetNames();
 
 // REQUIRES: tokenizer != nullptr for every dataset except `induction`
 // (and JSONL given only as ids).
-absl::StatusOr<Dataset> MakeDataset(const DatasetSpec& spec, const ModelConfig& cfg,
+absl::StatusOr<Dataset> MakeDataset(const DatasetSpec& spec, const HookedTransformerConfig& cfg,
                                     const Tokenizer* tokenizer);
 
 // Parses JSONL text; `source` names the file in errors ("file.jsonl:3: ...").
 absl::StatusOr<Dataset> ParseJsonlDataset(const std::string& text, const std::string& source,
-                                          const ModelConfig& cfg, const Tokenizer* tokenizer);
+                                          const HookedTransformerConfig& cfg,
+                                          const Tokenizer* tokenizer);
 
 }  // namespace lensgrid
 

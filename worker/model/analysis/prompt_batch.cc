@@ -32,7 +32,7 @@ absl::StatusOr<PromptBatch> MakePromptBatch(const Dataset& dataset, int64_t begi
   b.clean = MakeTokenBatch(clean, opts);
   if (need_corrupted) b.corrupted = MakeTokenBatch(corrupted, opts);
   // Searches always carry a mask (all ones when nothing is padded).
-  for (ModelInput* in : {&b.clean, &b.corrupted}) {
+  for (ForwardInput* in : {&b.clean, &b.corrupted}) {
     if (in->tokens.defined() && !in->attention_mask.defined()) {
       in->attention_mask = torch::ones_like(in->tokens);
     }

@@ -18,8 +18,8 @@ namespace lensgrid {
 struct PromptBatch {
   std::vector<const Prompt*> prompts;
   int64_t pos = 0;
-  ModelInput clean;      // tokens + attention_mask, left-padded
-  ModelInput corrupted;  // tokens + attention_mask; undefined unless requested
+  ForwardInput clean;      // tokens + attention_mask, left-padded
+  ForwardInput corrupted;  // tokens + attention_mask; undefined unless requested
   MetricTargets targets;
 };
 

@@ -78,7 +78,7 @@ const char* MethodHook(Method m, int kind) {
   return "";
 }
 
-Edit MakeEdit(Method m, const ModelConfig& cfg, int64_t n_pos, int64_t c) {
+Edit MakeEdit(Method m, const HookedTransformerConfig& cfg, int64_t n_pos, int64_t c) {
   const int64_t L = cfg.n_layers, H = cfg.n_heads;
   switch (m) {
     case Method::kAblateHeads:
@@ -119,10 +119,10 @@ class SearchRun {
 
  private:
   absl::Status Validate() const;
-  absl::StatusOr<RunOutput> RunModel(const ModelInput& in, const RunOptions& opts,
+  absl::StatusOr<RunOutput> RunModel(const ForwardInput& in, const ForwardOptions& opts,
                                      const CacheOptions* cache_opts, ActivationCache* cache,
                                      const std::vector<NamedHook>& hooks = {}) const {
-    RunOptions o = opts;
+    ForwardOptions o = opts;
     o.is_cancelled = options_.is_cancelled;
     if (cache_opts == nullptr) return model_.Run(in, o, hooks);
     return model_.RunWithCache(in, o, *cache_opts, cache, hooks);
@@ -134,13 +134,13 @@ class SearchRun {
   std::vector<std::string> SourceHooks() const;
 
   const HookedTransformer& model_;
-  const ModelConfig& cfg_;
+  const HookedTransformerConfig& cfg_;
   const Dataset& dataset_;
   SearchSpec spec_;
   SearchOptions options_;
   int64_t p_begin_ = 0, p_end_ = 0, c_begin_ = 0, c_end_ = 0;
   PromptBatch batch_;
-  const ModelInput* base_ = nullptr;       // the unintervened input
+  const ForwardInput* base_ = nullptr;     // the unintervened input
   std::vector<torch::Tensor> base_resid_;  // resid_pre of each layer of the base run
   Sources sources_;
   std::vector<int64_t> group_components_;  // component index of each pending edit
@@ -172,7 +172,7 @@ absl::Status SearchRun::Validate() const {
 
 absl::Status SearchRun::BaseRuns() {
   const bool patching = IsPatching(spec_.method);
-  const bool need_corrupted = patching || spec_.ablation == Ablation::kResample;
+  const bool need_corrupted = patching || spec_.ablation == AblationKind::kResample;
   LG_ASSIGN_OR_RETURN(batch_, MakePromptBatch(dataset_, p_begin_, p_end_, need_corrupted,
                                               cfg_.d_vocab, cfg_.bos_token_id));
   base_ = patching ? &batch_.corrupted : &batch_.clean;
@@ -207,12 +207,12 @@ absl::Status SearchRun::BaseRuns() {
     base_resid_.push_back(cache.Get(HookAt(l, "hook_resid_pre")).value());
   }
   result_.baseline = clean_metric;
-  if (spec_.ablation == Ablation::kZero) return absl::OkStatus();
+  if (spec_.ablation == AblationKind::kZero) return absl::OkStatus();
   CacheOptions source_cache;
   source_cache.predicate = [&](const std::string& n) {
     return std::find(source_hooks.begin(), source_hooks.end(), n) != source_hooks.end();
   };
-  if (spec_.ablation == Ablation::kResample) {
+  if (spec_.ablation == AblationKind::kResample) {
     ActivationCache c;
     LG_RETURN_IF_ERROR(RunModel(batch_.corrupted, {}, &source_cache, &c).status());
     for (const auto& h : source_hooks) sources_.by_hook[h] = c.Get(h).value();
@@ -227,8 +227,8 @@ absl::Status SearchRun::BaseRuns() {
   }
   LG_ASSIGN_OR_RETURN(PromptBatch all, MakePromptBatch(mean_of, 0, mean_of.prompts.size(), false,
                                                        cfg_.d_vocab, cfg_.bos_token_id));
-  RunOptions none;
-  none.return_type = ReturnType::kNone;
+  ForwardOptions none;
+  none.return_type = ForwardReturn::kNone;
   ActivationCache c;
   LG_RETURN_IF_ERROR(RunModel(all.clean, none, &source_cache, &c).status());
   for (const auto& h : source_hooks) {
@@ -238,7 +238,7 @@ absl::Status SearchRun::BaseRuns() {
 }
 
 absl::StatusOr<torch::Tensor> SearchRun::EvaluateNaive(const Edit& e) {
-  RunOptions opts;  // full forward from the tokens, every position unembedded
+  ForwardOptions opts;  // full forward from the tokens, every position unembedded
   NamedHook hook{e.hook, [&e](const torch::Tensor& act, const HookPointImpl&) {
                    torch::Tensor out = act.clone();
                    ApplyEdit(e.edit, out, e.source);
@@ -252,10 +252,10 @@ absl::StatusOr<torch::Tensor> SearchRun::EvaluatePacked(const std::vector<Edit>&
   const int64_t k = static_cast<int64_t>(edits.size());
   const int64_t n = static_cast<int64_t>(batch_.prompts.size());
   const int layer = edits.front().layer;
-  ModelInput in;
+  ForwardInput in;
   in.residual = base_resid_[layer].repeat({k, 1, 1});
   in.attention_mask = base_->attention_mask.repeat({k, 1});
-  RunOptions opts;
+  ForwardOptions opts;
   opts.start_at_layer = layer;
   if (MetricNeedsAllPositions(spec_.metric)) {
     in.tokens = base_->tokens.repeat({k, 1});
@@ -300,7 +300,7 @@ absl::Status SearchRun::Interventions(SearchOutput* out) {
     if (e.edit.positions.defined()) e.edit.positions = e.edit.positions.to(model_.device());
     if (spec_.method != Method::kAblateHeads && spec_.method != Method::kAblateLayers) {
       e.source = sources_.by_hook.at(e.hook);
-    } else if (spec_.ablation != Ablation::kZero) {
+    } else if (spec_.ablation != AblationKind::kZero) {
       e.source = sources_.by_hook.at(e.hook);
     }
     if (e.source.defined()) e.edit.op = EditOp::kPatch;
@@ -363,7 +363,7 @@ absl::StatusOr<SearchResult> SearchRun::Run() {
 
 }  // namespace
 
-std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const ModelConfig& cfg,
+std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const HookedTransformerConfig& cfg,
                                         int64_t n_pos) {
   std::vector<SearchOutput> outputs;
   for (Grid& g : MethodGrids(spec.method, {cfg.n_layers, cfg.n_heads, cfg.attn_only}, n_pos)) {

@@ -4,7 +4,7 @@
 // Every result is per prompt and per component, so a search cuts into shards
 // (a range of components x a range of prompts) whose results merge exactly:
 //
-//   SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, Ablation::kMean};
+//   SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kMean};
 //   LG_ASSIGN_OR_RETURN(SearchResult r, RunSearch(*model, dataset, spec));
 //   r.outputs[0].mean   // [layer, head]: mean over prompts of
 //                       // delta = metric(intervened) - metric(unintervened)
@@ -32,12 +32,12 @@
 
 namespace lensgrid {
 
-// Method, MetricKind, Ablation and their names: common/search_methods.h.
+// Method, MetricKind, AblationKind and their names: common/search_methods.h.
 
 struct SearchSpec {
   Method method = Method::kAblateHeads;
   MetricKind metric = MetricKind::kLogitDiff;
-  Ablation ablation = Ablation::kZero;  // ablations only
+  AblationKind ablation = AblationKind::kZero;  // ablations only
 };
 
 struct SearchOptions {
@@ -72,7 +72,7 @@ struct SearchResult {
 
 // The outputs a search produces (names, axes, grid shapes: MethodGrids of
 // common/search_methods.h) for a dataset.
-std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const ModelConfig& cfg,
+std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const HookedTransformerConfig& cfg,
                                         int64_t n_pos);
 
 absl::StatusOr<SearchResult> RunSearch(const HookedTransformer& model, const Dataset& dataset,
@@ -81,8 +81,8 @@ absl::StatusOr<SearchResult> RunSearch(const HookedTransformer& model, const Dat
 // Combines shards covering every (prompt, component) exactly once into the
 // whole result, with means over prompts. INVALID_ARGUMENT on gaps or overlaps.
 absl::StatusOr<SearchResult> MergeSearchShards(const std::vector<SearchResult>& shards,
-                                               int64_t n_prompts, const ModelConfig& cfg,
-                                               int64_t n_pos);
+                                               int64_t n_prompts,
+                                               const HookedTransformerConfig& cfg, int64_t n_pos);
 
 // Components ranked by |mean| of the first output, largest first: (flat index,
 // value), at most `k`.

@@ -9,7 +9,7 @@ namespace lensgrid {
 namespace {
 
 absl::StatusOr<SearchResult> Merge(const std::vector<SearchResult>& shards, int64_t n_prompts,
-                                   const ModelConfig& cfg, int64_t n_pos) {
+                                   const HookedTransformerConfig& cfg, int64_t n_pos) {
   SearchResult whole;
   whole.spec = shards.front().spec;
   whole.outputs = SearchOutputs(whole.spec, cfg, n_pos);
@@ -59,8 +59,8 @@ absl::StatusOr<SearchResult> Merge(const std::vector<SearchResult>& shards, int6
 }  // namespace
 
 absl::StatusOr<SearchResult> MergeSearchShards(const std::vector<SearchResult>& shards,
-                                               int64_t n_prompts, const ModelConfig& cfg,
-                                               int64_t n_pos) {
+                                               int64_t n_prompts,
+                                               const HookedTransformerConfig& cfg, int64_t n_pos) {
   if (shards.empty()) return absl::InvalidArgumentError("no shards to merge");
   try {
     return Merge(shards, n_prompts, cfg, n_pos);

@@ -11,7 +11,7 @@ namespace lensgrid {
 namespace {
 
 absl::Status CheckIds(const std::vector<int64_t>& ids, const char* field, const Prompt& p,
-                      const ModelConfig& cfg) {
+                      const HookedTransformerConfig& cfg) {
   for (int64_t id : ids) {
     if (id < 0 || id >= cfg.d_vocab) {
       return absl::InvalidArgumentError(absl::StrCat(p.origin, ": ", field, " has ", id,
@@ -22,7 +22,7 @@ absl::Status CheckIds(const std::vector<int64_t>& ids, const char* field, const 
 }
 
 // One prompt as the JSONL parser would accept it given as ids.
-absl::Status CheckPrompt(Prompt* p, int64_t n_pos, const ModelConfig& cfg) {
+absl::Status CheckPrompt(Prompt* p, int64_t n_pos, const HookedTransformerConfig& cfg) {
   const int64_t len = static_cast<int64_t>(p->tokens.size());
   if (len == 0) return absl::InvalidArgumentError(absl::StrCat(p->origin, ": no tokens"));
   if (len > n_pos) {
@@ -52,10 +52,10 @@ absl::Status CheckPrompt(Prompt* p, int64_t n_pos, const ModelConfig& cfg) {
 }  // namespace
 
 bool NeedsMeanPrompts(const SearchSpec& spec) {
-  return IsAblation(spec.method) && spec.ablation == Ablation::kMean;
+  return IsAblation(spec.method) && spec.ablation == AblationKind::kMean;
 }
 
-absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg, ShardTask task,
+absl::StatusOr<PreparedShard> PrepareSearchShard(const HookedTransformerConfig& cfg, ShardTask task,
                                                  const ShardLimits& limits) {
   const int64_t carried = static_cast<int64_t>(task.prompts.size() + task.mean_prompts.size());
   if (carried > limits.max_dataset_prompts) {

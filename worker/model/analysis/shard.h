@@ -4,7 +4,7 @@
 // no protobuf.
 //
 //   ShardTask task;
-//   task.spec = {Method::kAblateHeads, MetricKind::kLogitDiff, Ablation::kZero};
+//   task.spec = {Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kZero};
 //   task.n_prompts = 64; task.n_pos = 16;             // the job's
 //   task.prompt_begin = 16; task.prompt_end = 32;     // this shard's prompts
 //   task.component_begin = 0; task.component_end = 48;
@@ -64,7 +64,7 @@ struct PreparedShard {
 // ids outside the vocabulary, prompts longer than n_pos or n_ctx, missing
 // mean prompts), RESOURCE_EXHAUSTED over a limit; the message names the
 // field or the limit.
-absl::StatusOr<PreparedShard> PrepareSearchShard(const ModelConfig& cfg, ShardTask task,
+absl::StatusOr<PreparedShard> PrepareSearchShard(const HookedTransformerConfig& cfg, ShardTask task,
                                                  const ShardLimits& limits = {});
 // `is_cancelled` (optional) is polled between blocks: CANCELLED when it says so.
 absl::StatusOr<NamedTensors> RunPreparedShard(const HookedTransformer& model,

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/tokenizer/byte_level.h"
@@ -91,9 +92,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromContents(std::string_v
   std::optional<int64_t> eot;
   if (auto it = vocab.find(kEndOfTextToken); it != vocab.end()) eot = it->second;
   LG_ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> pre_tokenizer, PreTokenizer::Create());
-  return std::unique_ptr<Tokenizer>(new Tokenizer(
+  std::unique_ptr<Tokenizer> tokenizer(new Tokenizer(
       std::move(tokens), eot, std::make_unique<BytePairMerger>(byte_ids, std::move(merges)),
       std::move(pre_tokenizer)));
+  // Equal files, equal identity: the vocab's length, then both files' bytes.
+  std::string files = std::to_string(vocab_json.size()) + "\n";
+  files.append(vocab_json).append(merges_txt);
+  tokenizer->identity_ = Sha256Hex(files);
+  return tokenizer;
 }
 
 std::vector<int64_t> Tokenizer::Encode(std::string_view text) const {

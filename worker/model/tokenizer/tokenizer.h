@@ -75,6 +75,9 @@ class Tokenizer {
   // One past the largest id in the vocabulary (50257 for GPT-2).
   int64_t vocab_size() const { return static_cast<int64_t>(tokens_.size()); }
   std::optional<int64_t> eot_token() const { return eot_token_; }
+  // sha256 (hex) of the files it was made from: workers report it so that a
+  // job's prompts are tokenized the same way wherever they are built.
+  const std::string& identity() const { return identity_; }
 
   // The merge step alone, for tests and benchmarks.
   const BytePairMerger& merger() const { return *merger_; }
@@ -96,6 +99,7 @@ class Tokenizer {
   std::optional<int64_t> eot_token_;
   std::unique_ptr<BytePairMerger> merger_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
+  std::string identity_;
 
   mutable absl::Mutex cache_mu_;
   mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mu_);

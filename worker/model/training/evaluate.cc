@@ -33,9 +33,9 @@ absl::StatusOr<IoiScore> ScoreIoi(const HookedTransformer& model,
     if (p.answers.empty() || p.wrongs.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(p.origin, ": no answer or wrong token"));
     }
-    ModelInput in;
+    ForwardInput in;
     in.tokens = torch::tensor(p.tokens, torch::kInt64).view({1, -1});
-    RunOptions run;
+    ForwardOptions run;
     run.logit_positions = torch::full({1}, in.tokens.size(1) - 1, torch::kInt64);
     LG_ASSIGN_OR_RETURN(RunOutput out, model.Run(in, run));
     torch::Tensor logits = out.logits.view({-1}).cpu();
@@ -53,18 +53,18 @@ absl::StatusOr<IoiScore> ScoreIoi(const HookedTransformer& model,
 
 absl::StatusOr<ModelFacts> MeasureModelFacts(const HookedTransformer& model,
                                              const FactsOptions& options) {
-  const ModelConfig& cfg = model.cfg();
+  const HookedTransformerConfig& cfg = model.cfg();
   ModelFacts facts;
   LG_ASSIGN_OR_RETURN(
       Dataset ds,
       MakeDataset({"induction", options.n_prompts, options.seed, options.seq_len}, cfg, nullptr));
-  SearchSpec detect{Method::kDetectHeads, MetricKind::kLoss, Ablation::kZero};
+  SearchSpec detect{Method::kDetectHeads, MetricKind::kLoss, AblationKind::kZero};
   LG_ASSIGN_OR_RETURN(SearchResult detected, RunSearch(model, ds, detect));
   facts.previous_token = detected.outputs[0].mean;
   facts.duplicate_token = detected.outputs[1].mean;
   facts.induction = detected.outputs[2].mean;
 
-  SearchSpec ablate{Method::kAblateHeads, MetricKind::kLoss, Ablation::kZero};
+  SearchSpec ablate{Method::kAblateHeads, MetricKind::kLoss, AblationKind::kZero};
   LG_ASSIGN_OR_RETURN(SearchResult ablated, RunSearch(model, ds, ablate));
   facts.ablation_delta = ablated.outputs[0].mean;
   facts.clean_loss = ablated.baseline.mean().item<double>();
@@ -76,13 +76,13 @@ absl::StatusOr<ModelFacts> MeasureModelFacts(const HookedTransformer& model,
     ids.insert(ids.end(), p.tokens.begin(), p.tokens.end());
     ids.push_back(p.answers[0]);
   }
-  ModelInput in;
+  ForwardInput in;
   in.tokens = torch::tensor(ids, torch::kInt64).view({options.n_prompts, 2 * n + 1});
   CacheOptions cache_opts;
   cache_opts.regexes = {"hook_pattern$"};
   ActivationCache cache;
-  RunOptions run;
-  run.return_type = ReturnType::kNone;
+  ForwardOptions run;
+  run.return_type = ForwardReturn::kNone;
   LG_ASSIGN_OR_RETURN(RunOutput unused, model.RunWithCache(in, run, cache_opts, &cache));
   (void)unused;
   facts.induction_stripe = torch::zeros({cfg.n_layers, cfg.n_heads});

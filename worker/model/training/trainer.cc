@@ -27,7 +27,7 @@ torch::Tensor Tokens(const std::vector<int64_t>& ids, int64_t batch, torch::Devi
 
 }  // namespace
 
-absl::StatusOr<TrainResult> Train(const ModelConfig& cfg, const TrainData& data,
+absl::StatusOr<TrainResult> Train(const HookedTransformerConfig& cfg, const TrainData& data,
                                   const TrainOptions& options,
                                   const std::function<void(const TrainProgress&)>& on_progress) {
   const TrainOptions& o = options;
@@ -80,10 +80,10 @@ absl::StatusOr<TrainResult> Train(const ModelConfig& cfg, const TrainData& data,
     auto held_out_loss = [&]() -> absl::StatusOr<double> {
       double sum = 0;
       for (int64_t i = 0; i < o.eval_batches; ++i) {
-        ModelInput in;
+        ForwardInput in;
         in.tokens = Tokens(data.HeldOutBatch(o.batch, i), o.batch, model->device());
-        RunOptions run;
-        run.return_type = ReturnType::kLoss;
+        ForwardOptions run;
+        run.return_type = ForwardReturn::kLoss;
         LG_ASSIGN_OR_RETURN(RunOutput out, model->Run(in, run));
         sum += out.loss.item<double>();
       }
@@ -100,10 +100,10 @@ absl::StatusOr<TrainResult> Train(const ModelConfig& cfg, const TrainData& data,
     for (int64_t step = 1; step <= o.steps; ++step) {
       const double lr = LearningRate(o, step);
       for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
-      ModelInput in;
+      ForwardInput in;
       in.tokens = Tokens(data.Batch(o.batch, step - 1), o.batch, model->device());
-      RunOptions run;
-      run.return_type = ReturnType::kLoss;
+      ForwardOptions run;
+      run.return_type = ForwardReturn::kLoss;
       run.enable_grad = true;
       optimizer.zero_grad();
       if (W_U.grad().defined()) W_U.mutable_grad().zero_();

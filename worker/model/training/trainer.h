@@ -61,7 +61,7 @@ struct TrainResult {
 
 // REQUIRES: data's seq_len <= cfg.n_ctx and its vocabulary == cfg.d_vocab.
 absl::StatusOr<TrainResult> Train(
-    const ModelConfig& cfg, const TrainData& data, const TrainOptions& options,
+    const HookedTransformerConfig& cfg, const TrainData& data, const TrainOptions& options,
     const std::function<void(const TrainProgress&)>& on_progress = {});
 
 }  // namespace lensgrid

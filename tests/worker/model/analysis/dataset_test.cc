@@ -12,7 +12,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-ModelConfig Gpt2() { return ModelConfigPreset("gpt2").value(); }
+HookedTransformerConfig Gpt2() { return ModelConfigPreset("gpt2").value(); }
 
 class DatasetTest : public ::testing::Test {
  protected:
@@ -103,7 +103,7 @@ TEST(InductionDatasetTest, RepeatsTheFirstHalf) {
 }
 
 TEST(JsonlDatasetTest, ParsesIdsAndNamesBadLines) {
-  ModelConfig cfg = Gpt2();
+  HookedTransformerConfig cfg = Gpt2();
   auto ok = ParseJsonlDataset(
       "{\"tokens\": [50256, 1, 2], \"answer\": 5, \"wrong\": 6, \"corrupted_tokens\": [50256, 3, "
       "4]}\n"
@@ -163,7 +163,7 @@ TEST_F(DatasetTest, JsonlTextAnswersMustBeSingleTokens) {
 }
 
 TEST(DatasetLimitsTest, LongPromptIsNamed) {
-  ModelConfig cfg = Gpt2();
+  HookedTransformerConfig cfg = Gpt2();
   cfg.n_ctx = 8;
   EXPECT_THAT(MakeDataset({"induction", 2, 0, 6}, cfg, nullptr).status().message(),
               HasSubstr("n_positions"));

@@ -14,14 +14,14 @@ namespace {
 using ::lensgrid::testing::AllClose;
 using ::testing::HasSubstr;
 
-ModelConfig Config(bool attn_only = false) {
-  ModelConfig cfg = ::lensgrid::testing::TestConfig(3, 4, 32, 64, 24, 40);
+HookedTransformerConfig Config(bool attn_only = false) {
+  HookedTransformerConfig cfg = ::lensgrid::testing::TestConfig(3, 4, 32, 64, 24, 40);
   cfg.attn_only = attn_only;
   return cfg;
 }
 
 std::shared_ptr<HookedTransformer> Model(bool attn_only = false, bool process = true) {
-  ModelConfig cfg = Config(attn_only);
+  HookedTransformerConfig cfg = Config(attn_only);
   torch::manual_seed(3);
   GPT2Weights w = RandomWeights(cfg, 5);
   for (auto& b : w.blocks) {  // make attention and the MLPs matter
@@ -113,11 +113,11 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(SearchTest, ZeroAblationMatchesAHandWrittenHook) {
   auto model = Model();
   Dataset ds = MakeData();
-  SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, Ablation::kZero};
+  SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kZero};
   auto r = RunSearch(*model, ds, spec).value();
   // Independently: prompt 0 alone (no padding), head (1, 2) zeroed, logit diff by hand.
   const Prompt& p = ds.prompts[0];
-  ModelInput in;
+  ForwardInput in;
   in.tokens = torch::tensor(p.tokens, torch::kInt64).unsqueeze(0);
   auto logit_diff = [&](const torch::Tensor& logits) {
     auto last = logits[0][-1];
@@ -144,7 +144,7 @@ TEST(SearchTest, ZeroAblationMatchesAHandWrittenHook) {
 TEST(SearchTest, PatchingRunsCleanIntoCorrupted) {
   auto model = Model();
   Dataset ds = MakeData();
-  SearchSpec spec{Method::kPatchResid, MetricKind::kLogitDiff, Ablation::kZero};
+  SearchSpec spec{Method::kPatchResid, MetricKind::kLogitDiff, AblationKind::kZero};
   auto r = RunSearch(*model, ds, spec).value();
   // Patching the whole residual stream at layer 0 at every real position
   // restores the clean run; at the last position of layer 0 it is the clean
@@ -170,7 +170,7 @@ TEST(SearchTest, ShardsMergeIntoTheWhole) {
   Dataset ds = MakeData(7);
   for (Method m :
        {Method::kAblateHeads, Method::kPatchHeadsByPos, Method::kDetectHeads, Method::kDla}) {
-    SearchSpec spec{m, MetricKind::kLogitDiff, Ablation::kMean};
+    SearchSpec spec{m, MetricKind::kLogitDiff, AblationKind::kMean};
     auto whole = RunSearch(*model, ds, spec).value();
     std::vector<SearchResult> shards;
     int64_t n_comp = whole.outputs[0].per_prompt.size(1);
@@ -214,7 +214,7 @@ TEST(SearchTest, DetectorsFollowTransformerLensDefinition) {
   for (size_t i = 0; i < ds.prompts.size(); ++i) {
     const auto& toks = ds.prompts[i].tokens;
     const int64_t len = toks.size();
-    ModelInput in;
+    ForwardInput in;
     in.tokens = torch::tensor(toks, torch::kInt64).unsqueeze(0);
     ActivationCache cache;
     CacheOptions opts;
@@ -252,7 +252,7 @@ TEST(SearchTest, DirectLogitAttributionAddsUp) {
     // effect through ln_final is the logit difference up to the unembedding bias.
     for (size_t i = 0; i < ds.prompts.size(); ++i) {
       const Prompt& p = ds.prompts[i];
-      ModelInput in;
+      ForwardInput in;
       in.tokens = torch::tensor(p.tokens, torch::kInt64).unsqueeze(0);
       ActivationCache cache;
       CacheOptions opts;

@@ -10,7 +10,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::shared_ptr<HookedTransformer> TinyModel() {
-  ModelConfig cfg = ::lensgrid::testing::TestConfig(2, 2, 16, 32, 16, 20);
+  HookedTransformerConfig cfg = ::lensgrid::testing::TestConfig(2, 2, 16, 32, 16, 20);
   return HookedTransformer::FromWeights(cfg, RandomWeights(cfg, 1)).value();
 }
 
@@ -50,7 +50,7 @@ std::map<std::string, torch::Tensor> RunShard(const HookedTransformer& model, Sh
 TEST(ShardTest, RunsTheRequestedRangesWithOnlyItsOwnPrompts) {
   auto model = TinyModel();
   const Dataset ds = ThreePrompts();
-  const SearchSpec spec{Method::kPatchHeads, MetricKind::kLogitDiff, Ablation::kZero};
+  const SearchSpec spec{Method::kPatchHeads, MetricKind::kLogitDiff, AblationKind::kZero};
   ShardTask task = Task(ds, spec, 1, 3);
   task.component_begin = 1;
   task.component_end = 4;
@@ -70,7 +70,7 @@ TEST(ShardTest, RunsTheRequestedRangesWithOnlyItsOwnPrompts) {
 TEST(ShardTest, MeanAblationUsesTheJobsMean) {
   auto model = TinyModel();
   const Dataset ds = ThreePrompts();
-  const SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, Ablation::kMean};
+  const SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kMean};
   auto by_name = RunShard(*model, Task(ds, spec, 2, 3));
   auto whole = RunSearch(*model, ds, spec).value();
   EXPECT_TRUE(::lensgrid::testing::AllClose(
@@ -80,7 +80,7 @@ TEST(ShardTest, MeanAblationUsesTheJobsMean) {
 TEST(ShardTest, BadTasksAreClearErrors) {
   auto model = TinyModel();
   const Dataset ds = ThreePrompts();
-  const SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, Ablation::kZero};
+  const SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kZero};
   auto err = [&](std::function<void(ShardTask*)> edit, const ShardLimits& limits = {}) {
     ShardTask t = Task(ds, spec, 0, 3);
     edit(&t);
@@ -100,7 +100,7 @@ TEST(ShardTest, BadTasksAreClearErrors) {
               HasSubstr("(the model's n_ctx)"));
   EXPECT_THAT(err([](ShardTask* t) { t->component_end = 99; }).message(),
               HasSubstr("component range [0, 99) is not within [0, 4)"));
-  EXPECT_THAT(err([](ShardTask* t) { t->spec.ablation = Ablation::kMean; }).message(),
+  EXPECT_THAT(err([](ShardTask* t) { t->spec.ablation = AblationKind::kMean; }).message(),
               HasSubstr("mean ablation needs every prompt"));
   EXPECT_THAT(err([&](ShardTask* t) { t->mean_prompts = ds.prompts; }).message(),
               HasSubstr("only for mean ablation"));

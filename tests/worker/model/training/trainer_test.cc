@@ -9,7 +9,7 @@
 namespace lensgrid {
 namespace {
 
-ModelConfig TinyConfig() {
+HookedTransformerConfig TinyConfig() {
   // 96 token ids, the last one <|endoftext|>.
   return ::lensgrid::testing::TestConfig(2, 2, 32, 64, 48, 96);
 }
@@ -27,7 +27,7 @@ TrainDataOptions TinyData() {
 }
 
 TEST(TrainerTest, AFewStepsReduceTheLossAndKeepTheUnembeddingTied) {
-  ModelConfig cfg = TinyConfig();
+  HookedTransformerConfig cfg = TinyConfig();
   TrainData data = TrainData::Create(TinyData(), cfg.d_vocab, nullptr).value();
   TrainOptions o;
   o.steps = 60;
@@ -58,16 +58,16 @@ TEST(TrainerTest, AFewStepsReduceTheLossAndKeepTheUnembeddingTied) {
   auto model = HookedTransformer::FromPretrained(dir);
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_TRUE((*model)->load_report().lm_head_tied);
-  ModelInput in;
+  ForwardInput in;
   in.tokens = torch::tensor(data.HeldOutBatch(o.batch, 0), torch::kInt64).view({o.batch, -1});
-  RunOptions run;
-  run.return_type = ReturnType::kLoss;
+  ForwardOptions run;
+  run.return_type = ForwardReturn::kLoss;
   double loss = (*model)->Run(in, run).value().loss.item<double>();
   EXPECT_NEAR(loss, result->held_out_loss, 0.3);
 }
 
 TEST(TrainerTest, IsDeterministicForASeed) {
-  ModelConfig cfg = TinyConfig();
+  HookedTransformerConfig cfg = TinyConfig();
   TrainData data = TrainData::Create(TinyData(), cfg.d_vocab, nullptr).value();
   TrainOptions o;
   o.steps = 5;
@@ -79,7 +79,7 @@ TEST(TrainerTest, IsDeterministicForASeed) {
 }
 
 TEST(TrainerTest, RejectsRowsLongerThanTheContext) {
-  ModelConfig cfg = TinyConfig();
+  HookedTransformerConfig cfg = TinyConfig();
   cfg.n_ctx = 32;
   TrainData data = TrainData::Create(TinyData(), cfg.d_vocab, nullptr).value();
   EXPECT_EQ(Train(cfg, data, TrainOptions{}).status().code(), absl::StatusCode::kInvalidArgument);
