@@ -69,10 +69,10 @@ absl::StatusOr<RunData> RunLocal(const RunFlags& flags, std::ostream& out) {
     LG_ASSIGN_OR_RETURN(ids, ParseTokenList(flags.tokens));
   }
 
-  ModelInput input;
+  ForwardInput input;
   input.tokens = torch::tensor(ids, torch::kInt64).unsqueeze(0);
-  RunOptions options;
-  options.return_type = ids.size() >= 2 ? ReturnType::kBoth : ReturnType::kLogits;
+  ForwardOptions options;
+  options.return_type = ids.size() >= 2 ? ForwardReturn::kBoth : ForwardReturn::kLogits;
   options.stop_at_layer = flags.stop_at_layer;
   CacheOptions cache_options;
   cache_options.regexes = flags.cache_regexes;

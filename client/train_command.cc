@@ -62,10 +62,10 @@ std::string ModelName(const std::string& out_dir) {
   return p.filename().string();
 }
 
-std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::string& command,
-                      const TrainData& data, const TrainResult& r, const ModelFacts& facts,
-                      const IoiScore& ioi_held_out, const IoiScore& ioi_train,
-                      const absl::StatusOr<IoiScore>& ioi_dataset) {
+std::string ModelCard(const TrainFlags& f, const HookedTransformerConfig& cfg,
+                      const std::string& command, const TrainData& data, const TrainResult& r,
+                      const ModelFacts& facts, const IoiScore& ioi_held_out,
+                      const IoiScore& ioi_train, const absl::StatusOr<IoiScore>& ioi_dataset) {
   const TrainDataOptions& d = data.options();
   const TrainOptions& t = f.train;
   const double total = d.repeats_fraction + d.chain_fraction + d.triggers_fraction +
@@ -186,7 +186,7 @@ std::string ModelCard(const TrainFlags& f, const ModelConfig& cfg, const std::st
 
 absl::Status Execute(const TrainFlags& flags, const std::string& command, std::ostream& out) {
   ConfigureCpuThreads(flags.threads);
-  ModelConfig cfg;
+  HookedTransformerConfig cfg;
   cfg.n_layers = flags.layers;
   cfg.n_heads = flags.heads;
   cfg.d_model = flags.d_model;

@@ -11,22 +11,22 @@ namespace lensgrid {
 absl::StatusOr<at::Tensor> WireToTorch(const WireTensor& t) {
   c10::ScalarType type;
   switch (t.dtype) {
-    case DType::kF32:
+    case TensorDType::kF32:
       type = torch::kFloat32;
       break;
-    case DType::kF16:
+    case TensorDType::kF16:
       type = torch::kFloat16;
       break;
-    case DType::kBF16:
+    case TensorDType::kBF16:
       type = torch::kBFloat16;
       break;
-    case DType::kI64:
+    case TensorDType::kI64:
       type = torch::kInt64;
       break;
-    case DType::kI32:
+    case TensorDType::kI32:
       type = torch::kInt32;
       break;
-    case DType::kBool:
+    case TensorDType::kBool:
       type = torch::kBool;
       break;
     default:

@@ -45,7 +45,7 @@
 #include "worker/coordinator_link.h"
 #include "worker/executor.h"
 #include "worker/model/cpu_threads.h"
-#include "worker/worker_core.h"
+#include "worker/core/worker_core.h"
 #include "worker/worker_service.h"
 
 namespace {

@@ -3,8 +3,8 @@
 //   LG_ASSIGN_OR_RETURN(TensorBytes out, ToTensorBytes("logits", logits));
 //   LG_ASSIGN_OR_RETURN(at::Tensor value, FromProto(request.value(),
 //   "interventions[0].value"));
-#ifndef LENSGRID_WORKER_WIRE_TENSORS_H_
-#define LENSGRID_WORKER_WIRE_TENSORS_H_
+#ifndef LENSGRID_WORKER_CORE_WIRE_TENSORS_H_
+#define LENSGRID_WORKER_CORE_WIRE_TENSORS_H_
 
 #include <ATen/core/Tensor.h>
 
@@ -35,4 +35,4 @@ absl::StatusOr<c10::ScalarType> FloatScalarType(v1::DType dtype, c10::ScalarType
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_WORKER_WIRE_TENSORS_H_
+#endif  // LENSGRID_WORKER_CORE_WIRE_TENSORS_H_

@@ -10,8 +10,8 @@
 //
 // Thread-safe: every method is const and may run concurrently. No LibTorch
 // exception leaves this class (they become INTERNAL).
-#ifndef LENSGRID_WORKER_WORKER_CORE_H_
-#define LENSGRID_WORKER_WORKER_CORE_H_
+#ifndef LENSGRID_WORKER_CORE_WORKER_CORE_H_
+#define LENSGRID_WORKER_CORE_WORKER_CORE_H_
 
 #include <cstdint>
 #include <memory>
@@ -95,4 +95,4 @@ class WorkerCore : public WorkerBackend {
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_WORKER_WORKER_CORE_H_
+#endif  // LENSGRID_WORKER_CORE_WORKER_CORE_H_

@@ -10,8 +10,8 @@
 //                       RequestedMetric(request.metric()));
 //   LG_ASSIGN_OR_RETURN(at::Tensor metric, ComputeMetric(*kind, request.metric(),
 //                                                        logits, input, cfg));
-#ifndef LENSGRID_WORKER_INTERVENTIONS_H_
-#define LENSGRID_WORKER_INTERVENTIONS_H_
+#ifndef LENSGRID_WORKER_CORE_INTERVENTIONS_H_
+#define LENSGRID_WORKER_CORE_INTERVENTIONS_H_
 
 #include <optional>
 #include <string>
@@ -64,4 +64,4 @@ absl::StatusOr<at::Tensor> ComputeMetric(MetricKind kind, const v1::Metric& metr
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_WORKER_INTERVENTIONS_H_
+#endif  // LENSGRID_WORKER_CORE_INTERVENTIONS_H_

@@ -1,4 +1,4 @@
-#include "worker/wire_tensors.h"
+#include "worker/core/wire_tensors.h"
 
 #include <torch/torch.h>
 

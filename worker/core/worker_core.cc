@@ -1,4 +1,4 @@
-#include "worker/worker_core.h"
+#include "worker/core/worker_core.h"
 
 #include <torch/torch.h>
 
@@ -8,12 +8,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/hook_shapes.h"
-#include "worker/interventions.h"
+#include "worker/core/interventions.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tensor_io.h"
 #include "worker/model/tokenizer/tokenizer.h"
-#include "worker/run_inputs.h"
-#include "worker/wire_tensors.h"
+#include "worker/core/run_inputs.h"
+#include "worker/core/wire_tensors.h"
 
 namespace lensgrid {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/shard_spec.h"
+#include "worker/core/shard_spec.h"
 
 #include "common/search_proto.h"
 #include "common/status_macros.h"

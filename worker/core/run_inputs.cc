@@ -1,4 +1,4 @@
-#include "worker/run_inputs.h"
+#include "worker/core/run_inputs.h"
 
 #include <torch/torch.h>
 
@@ -7,7 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/wire_tensors.h"
+#include "worker/core/wire_tensors.h"
 
 namespace lensgrid {
 namespace {

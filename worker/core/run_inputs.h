@@ -5,8 +5,8 @@
 //                       PrepareInput(request.input(), tokenizer, model.cfg(),
 //                       options, "input"));
 //   LG_ASSIGN_OR_RETURN(ForwardOptions run, ToRunOptions(request.options()));
-#ifndef LENSGRID_WORKER_RUN_INPUTS_H_
-#define LENSGRID_WORKER_RUN_INPUTS_H_
+#ifndef LENSGRID_WORKER_CORE_RUN_INPUTS_H_
+#define LENSGRID_WORKER_CORE_RUN_INPUTS_H_
 
 #include <cstdint>
 #include <vector>
@@ -17,7 +17,7 @@
 #include "worker/hook_shapes.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tokenizer/tokenizer.h"
-#include "worker/worker_core.h"
+#include "worker/core/worker_core.h"
 
 namespace lensgrid {
 
@@ -48,4 +48,4 @@ absl::StatusOr<int64_t> CheckResponseBytes(const HookedTransformer& model,
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_WORKER_RUN_INPUTS_H_
+#endif  // LENSGRID_WORKER_CORE_RUN_INPUTS_H_

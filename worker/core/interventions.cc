@@ -1,4 +1,4 @@
-#include "worker/interventions.h"
+#include "worker/core/interventions.h"
 
 #include <torch/torch.h>
 
@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/search_proto.h"
 #include "common/status_macros.h"
-#include "worker/wire_tensors.h"
+#include "worker/core/wire_tensors.h"
 
 // Reads the deprecated name fields on purpose: what older clients send.
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"

@@ -3,8 +3,8 @@
 // shard's fields. Checks beyond the enums happen in PrepareSearchShard.
 //
 //   LG_ASSIGN_OR_RETURN(ShardTask task, ShardTaskFromProto(lease.shard()));
-#ifndef LENSGRID_WORKER_SHARD_SPEC_H_
-#define LENSGRID_WORKER_SHARD_SPEC_H_
+#ifndef LENSGRID_WORKER_CORE_SHARD_SPEC_H_
+#define LENSGRID_WORKER_CORE_SHARD_SPEC_H_
 
 #include "absl/status/statusor.h"
 #include "lensgrid/v1/search.pb.h"
@@ -17,4 +17,4 @@ absl::StatusOr<ShardTask> ShardTaskFromProto(const v1::ShardSpec& spec);
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_WORKER_SHARD_SPEC_H_
+#endif  // LENSGRID_WORKER_CORE_SHARD_SPEC_H_

@@ -6,7 +6,7 @@
 #include "common/status_macros.h"
 #include "worker/model/analysis/dataset.h"
 #include "worker/model/hooked_transformer.h"
-#include "worker/worker_core.h"
+#include "worker/core/worker_core.h"
 
 namespace lensgrid {
 namespace {
