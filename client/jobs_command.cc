@@ -16,6 +16,7 @@
 #include "client/report_views.h"
 #include "client/search_output.h"
 #include "client/search_remote.h"
+#include "client/worker_views.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
@@ -62,7 +63,7 @@ absl::Status Cancel(CoordinatorClient& c, const std::string& job, std::ostream& 
 }
 
 absl::Status Result(CoordinatorClient& c, const std::string& job, const std::string& address,
-                    const std::string& output, std::ostream& out) {
+                    const std::string& output, bool normalize, std::ostream& out) {
   LG_ASSIGN_OR_RETURN(v1::JobStatus status, c.GetJob(job));
   if (status.state() != v1::JOB_SUCCEEDED) {
     return absl::FailedPreconditionError(
@@ -73,18 +74,41 @@ absl::Status Result(CoordinatorClient& c, const std::string& job, const std::str
                                         " shards done); try again when it has succeeded")
                          : ""));
   }
-  LG_ASSIGN_OR_RETURN(SearchContext ctx, ContextFromJson(status.client_json()));
+  // The job's status says what it is; jobs from before it did carry the submitting client's
+  // own description (client_json).
+  const bool described = StatusDescribesJob(status);
+  LG_ASSIGN_OR_RETURN(SearchContext ctx, described ? ContextFromJobStatus(status)
+                                                   : ContextFromJson(status.client_json()));
+  ctx.normalize = ctx.normalize || normalize;
   LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(ctx));
   LG_ASSIGN_OR_RETURN(JobResult job_result, c.GetResult(job));
   LG_ASSIGN_OR_RETURN(SearchResult result, ResultFromJob(job_result, spec));
   ctx.run = {{"where", "coordinator"}, {"address", address}, {"job_id", job}};
-  // The attention viewer needs the model; without it the report has the rest.
-  absl::StatusOr<std::vector<AttentionView>> views = ViewsFromModelDir(ctx, result);
-  if (!views.ok()) {
-    out << "note: report.html has no attention patterns (" << views.status().message() << ")\n";
+  // The attention viewer needs the model: one of the job's workers runs it (older jobs: the
+  // model dir they name, if readable here). Without it the report has the rest.
+  std::vector<AttentionView> views;
+  absl::Status no_views;
+  if (described) {
+    absl::StatusOr<WorkerViews> v =
+        ViewsFromJobWorkers(address, status, HeadsToShow(result, ctx.n_heads, 4));
+    if (v.ok()) {
+      views = std::move(v->views);
+      ctx.processed = v->processed;
+    } else {
+      no_views = v.status();
+    }
+  } else {
+    absl::StatusOr<std::vector<AttentionView>> v = ViewsFromModelDir(ctx, result);
+    if (v.ok()) {
+      views = std::move(*v);
+    } else {
+      no_views = v.status();
+    }
   }
-  return WriteSearchOutput(result, ctx, views.ok() ? *views : std::vector<AttentionView>(), output,
-                           out);
+  if (!no_views.ok()) {
+    out << "note: report.html has no attention patterns (" << no_views.message() << ")\n";
+  }
+  return WriteSearchOutput(result, ctx, views, output, out);
 }
 
 }  // namespace
@@ -93,6 +117,7 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err) 
   const std::string verb = argv[0];
   CLI::App app{"Jobs on a coordinator", "lensgrid " + verb};
   std::string address, job, output;
+  bool normalize = false;
   if (const char* env = std::getenv("LENSGRID_COORDINATOR_ADDR")) address = env;
   app.add_option("--coordinator", address, "HOST:PORT (default: $LENSGRID_COORDINATOR_ADDR)");
   if (verb == "cancel" || verb == "result") {
@@ -100,6 +125,8 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err) 
   }
   if (verb == "result") {
     app.add_option("--output", output, "write result.json and result.safetensors here")->required();
+    app.add_flag("--normalize", normalize,
+                 "patching: also (patched - corrupted) / (clean - corrupted)");
   }
   try {
     app.parse(argc, argv);
@@ -116,7 +143,7 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err) 
   if (verb == "jobs") status = ListJobs(**client, out);
   if (verb == "workers") status = ListWorkers(**client, out);
   if (verb == "cancel") status = Cancel(**client, job, out);
-  if (verb == "result") status = Result(**client, job, address, output, out);
+  if (verb == "result") status = Result(**client, job, address, output, normalize, out);
   return ReportCommandStatus(verb.c_str(), status, err);
 }
 

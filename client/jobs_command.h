@@ -3,9 +3,11 @@
 //   lensgrid jobs    --coordinator ADDR               list jobs (newest last)
 //   lensgrid workers --coordinator ADDR               list workers
 //   lensgrid cancel  JOB --coordinator ADDR           cancel a job
-//   lensgrid result  JOB --coordinator ADDR --output DIR
+//   lensgrid result  JOB --coordinator ADDR --output DIR [--normalize]
 //                                                     write a finished job's output,
-//                                                     as `lensgrid search` does
+//                                                     as `lensgrid search` does (from
+//                                                     the job's status; the attention
+//                                                     patterns from one of its workers)
 // ADDR defaults to $LENSGRID_COORDINATOR_ADDR.
 #ifndef LENSGRID_CLIENT_JOBS_COMMAND_H_
 #define LENSGRID_CLIENT_JOBS_COMMAND_H_

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/coordinator_client.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
@@ -193,6 +194,27 @@ absl::Status LocalCluster::Health() {
                      TailOfFile(workers_[0].log, 20)));
   }
   return absl::OkStatus();
+}
+
+absl::Status LocalCluster::WaitForWorker(const std::string& model_id, absl::Duration timeout) {
+  LG_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
+                      CoordinatorClient::Connect(address_));
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    LG_RETURN_IF_ERROR(Health());
+    if (absl::StatusOr<std::vector<v1::WorkerInfo>> workers = client->ListWorkers(); workers.ok()) {
+      for (const v1::WorkerInfo& w : *workers) {
+        if (w.alive() && w.model_id() == model_id) return absl::OkStatus();
+      }
+    }
+    if (absl::Now() > deadline) {
+      KeepLogs();
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no local worker registered model ", model_id, " within ", absl::FormatDuration(timeout),
+          "; the last lines of ", workers_[0].log, ":\n", TailOfFile(workers_[0].log, 20)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 void LocalCluster::StopGroup(const std::vector<Child*>& group) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace lensgrid {
 
@@ -42,6 +43,10 @@ class LocalCluster {
   // FAILED_PRECONDITION naming the child (and its log's last lines) if the
   // coordinator or every worker has exited.
   absl::Status Health();
+  // Returns once a worker serving `model_id` has registered with the coordinator (a job
+  // submitted before would wait, for at most the coordinator's --model-wait-ms). Health()'s
+  // error if the children die first; DEADLINE_EXCEEDED after `timeout`.
+  absl::Status WaitForWorker(const std::string& model_id, absl::Duration timeout);
   // Keep the logs (something failed).
   void KeepLogs() { keep_logs_ = true; }
 

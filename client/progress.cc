@@ -31,7 +31,13 @@ std::string DescribeEvent(const v1::JobEvent& e) {
   const std::string msg = e.message().empty() ? "" : absl::StrCat(": ", e.message());
   switch (e.kind()) {
     case v1::JobEvent::SUBMITTED:
-      return absl::StrCat("job submitted, ", e.shards_total(), " shards");
+      // A job to prepare has no shards yet; the message says what happens first.
+      return e.shards_total() > 0 ? absl::StrCat("job submitted, ", e.shards_total(), " shards")
+                                  : absl::StrCat("job submitted", msg);
+    case v1::JobEvent::DATASET_READY:
+      return absl::StrCat("job prepared", msg);
+    case v1::JobEvent::WAITING_FOR_WORKER:
+      return absl::StrCat("waiting for a worker", msg);
     case v1::JobEvent::SHARD_RETRIED:
       return absl::StrCat("shard ", e.shard_id(), " re-queued", msg);
     case v1::JobEvent::WORKER_JOINED:

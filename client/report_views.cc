@@ -55,14 +55,14 @@ absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer&
   } else {
     for (int64_t id : ids) tokens.push_back(absl::StrCat("#", id));
   }
-  ModelInput in;
+  ForwardInput in;
   in.tokens = torch::tensor(ids, torch::kInt64).unsqueeze(0);
   CacheOptions cache_opts;
   for (auto [layer, head] : heads) cache_opts.names.push_back(absl::StrCat("pattern", layer));
   cache_opts.remove_batch_dim = true;
   ActivationCache cache;
-  RunOptions run;
-  run.return_type = ReturnType::kNone;
+  ForwardOptions run;
+  run.return_type = ForwardReturn::kNone;
   LG_RETURN_IF_ERROR(model.RunWithCache(in, run, cache_opts, &cache).status());
   for (auto [layer, head] : heads) {
     const std::string hook = absl::StrCat("blocks.", layer, ".attn.hook_pattern");
@@ -79,7 +79,7 @@ absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext
                                                              const SearchResult& result,
                                                              const Prompt* prompt, int max_heads) {
   LoadOptions load;
-  if (!ctx.processed) load.processing = ProcessingOptions::None();
+  if (!ctx.processed.value_or(true)) load.processing = ProcessingOptions::None();
   LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained(ctx.model_dir, load));
   if (model->load_report().weights_sha256 != ctx.weights_sha256) {
     return absl::FailedPreconditionError(

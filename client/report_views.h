@@ -4,6 +4,9 @@
 //
 //   std::vector<AttentionView> views =
 //       TopHeadViews(*model, tokenizer, dataset.prompts[0], result, /*max_heads=*/4);
+//
+// HeadsToShow picks the heads; a search that ran on workers asks one of them for the patterns
+// (client/worker_views.h) instead of loading the model here.
 #ifndef LENSGRID_CLIENT_REPORT_VIEWS_H_
 #define LENSGRID_CLIENT_REPORT_VIEWS_H_
 
@@ -29,9 +32,10 @@ absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer&
                                                         const SearchResult& result,
                                                         int max_heads = 4);
 
-// For a search that ran elsewhere: loads the model of ctx.model_dir (its
-// weights hash must be ctx.weights_sha256) and shows `prompt`, or (null) the
-// first prompt of the dataset rebuilt from ctx.
+// For a job from before JobStatus described it (`lensgrid result` of an old job): loads the
+// model of ctx.model_dir (its weights hash must be ctx.weights_sha256) and shows `prompt`, or
+// (null) the first prompt of the dataset rebuilt from ctx. Jobs that ran on a coordinator's
+// workers otherwise get their patterns from a worker (client/worker_views.h).
 absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext& ctx,
                                                              const SearchResult& result,
                                                              const Prompt* prompt = nullptr,

@@ -4,21 +4,29 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <ostream>
+#include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "client/command_status.h"
 #include "client/hub/hub_download.h"
 #include "client/local_cluster.h"
 #include "client/report_views.h"
+#include "client/search_job.h"
 #include "client/search_output.h"
 #include "client/search_remote.h"
+#include "client/worker_views.h"
 #include "common/model_id.h"
 #include "common/search_methods.h"
-#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "worker/model/analysis/search.h"
 #include "worker/model/cpu_threads.h"
@@ -28,12 +36,13 @@ namespace {
 
 struct SearchFlags {
   std::string model_dir, dataset, method, ablation = "zero", metric, output;
+  std::string model_flag;  // --model as given (model_dir: as resolved)
   int64_t n_prompts = 16, seq_len = 16;
   uint64_t seed = 0;
   bool normalize = false, naive = false, in_process = false, no_processing = false;
   bool detectors = false;
   int64_t local = 0;
-  std::string coordinator, model_id;
+  std::string coordinator, model_id, weights_sha256;
   int64_t prompts_per_shard = 0, components_per_shard = 0;
   int threads = 0;
 };
@@ -49,8 +58,16 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// The id workers serve the model of --model under (--local starts them with it): --model-id,
+// else a worker's default (common/model_id.h: the name of the model's dir, or the Hub name).
+std::string ModelIdOfFlags(const SearchFlags& flags) {
+  return flags.model_id.empty() ? DefaultModelId(flags.model_flag, !flags.no_processing)
+                                : flags.model_id;
+}
+
 // The search spec and the context of its output, from the flags and the model.
-absl::StatusOr<SearchContext> MakeContext(const SearchFlags& flags, const ModelConfig& cfg,
+absl::StatusOr<SearchContext> MakeContext(const SearchFlags& flags,
+                                          const HookedTransformerConfig& cfg,
                                           const std::string& weights_sha256,
                                           const Dataset& dataset) {
   SearchContext ctx;
@@ -58,11 +75,13 @@ absl::StatusOr<SearchContext> MakeContext(const SearchFlags& flags, const ModelC
   ctx.metric = flags.metric.empty() ? DefaultMetric(flags.dataset) : flags.metric;
   ctx.ablation = flags.ablation;
   ctx.normalize = flags.normalize;
+  ctx.model_id = ModelIdOfFlags(flags);  // what workers on this model serve it as
   ctx.model_dir = flags.model_dir;
   ctx.weights_sha256 = weights_sha256;
   ctx.processed = !flags.no_processing;
   ctx.n_layers = cfg.n_layers;
   ctx.n_heads = cfg.n_heads;
+  ctx.attn_only = cfg.attn_only;
   ctx.dataset = dataset.name;
   ctx.n_prompts = static_cast<int64_t>(dataset.prompts.size());
   ctx.seed = flags.seed;
@@ -105,23 +124,55 @@ absl::Status ExecuteInProcess(const SearchFlags& flags, std::ostream& out) {
                            detectors ? &*detectors : nullptr);
 }
 
-// --coordinator ADDR or --local N: the client builds the dataset (it needs the
-// config and tokenizer, not the weights) and sends every prompt inline.
-absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ostream& err) {
-  LG_ASSIGN_OR_RETURN(ModelConfig cfg, LoadModelConfig(flags.model_dir));
-  LG_ASSIGN_OR_RETURN(std::string sha256, Sha256FileHex(flags.model_dir + "/model.safetensors"));
-  auto tokenizer = LoadTokenizerForModel(flags.model_dir);
-  DatasetSpec ds_spec{flags.dataset, flags.n_prompts, flags.seed, flags.seq_len};
-  LG_ASSIGN_OR_RETURN(Dataset dataset,
-                      MakeDataset(ds_spec, cfg, tokenizer.ok() ? tokenizer->get() : nullptr));
-  LG_ASSIGN_OR_RETURN(SearchContext ctx, MakeContext(flags, cfg, sha256, dataset));
-  LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(ctx));
-  const std::string model_id =
-      flags.model_id.empty() ? DefaultModelId(!flags.no_processing) : flags.model_id;
+// --coordinator ADDR or --local N: the job names the model by id and asks for the dataset
+// (a built-in's name and seed, or the JSONL file's bytes); a worker serving the model builds it.
+absl::StatusOr<SearchJobRequest> JobRequestOfFlags(const SearchFlags& flags,
+                                                   const std::string& model_id) {
+  SearchJobRequest r;
+  r.model_id = model_id;
+  r.weights_sha256 = flags.weights_sha256;
+  r.method = flags.method;
+  r.metric = flags.metric.empty() ? DefaultMetric(flags.dataset) : flags.metric;
+  r.ablation = flags.ablation;
+  r.n_prompts = flags.n_prompts;
+  r.seed = flags.seed;
+  r.seq_len = flags.seq_len;
+  r.prompts_per_shard = flags.prompts_per_shard;
+  r.components_per_shard = flags.components_per_shard;
+  if (absl::EndsWith(flags.dataset, ".jsonl")) {
+    std::ifstream in(flags.dataset, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read dataset file ", flags.dataset));
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    r.jsonl = bytes.str();
+    if (r.jsonl.find_first_not_of(" \t\r\n") == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("dataset ", flags.dataset, " has no prompts"));
+    }
+    r.dataset = std::filesystem::path(flags.dataset).filename().string();
+  } else {
+    const std::vector<std::string>& names = BuiltinDatasetNames();
+    if (std::find(names.begin(), names.end(), flags.dataset) == names.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown dataset \"", flags.dataset.substr(0, 120),
+                       "\" (built-in: ", absl::StrJoin(names, ", "), "; or a FILE.jsonl)"));
+    }
+    r.dataset = flags.dataset;
+  }
+  return r;
+}
+
+absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id, std::ostream& out,
+                           std::ostream& err) {
+  LG_ASSIGN_OR_RETURN(SearchJobRequest request, JobRequestOfFlags(flags, model_id));
+  LG_ASSIGN_OR_RETURN(v1::JobSpec job_spec, MakeSearchJobSpec(request));
+  SearchContext names;  // the names only, for the SearchSpec the result is read as
+  names.method = request.method;
+  names.metric = request.metric;
+  names.ablation = request.ablation;
+  LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(names));
 
   std::unique_ptr<LocalCluster> cluster;
   std::string address = flags.coordinator;
-  ctx.run = {{"where", "coordinator"}, {"address", address}};
   RemoteSearchOptions options;
   options.tty = ::isatty(STDERR_FILENO) == 1;
   options.progress = &err;
@@ -130,29 +181,32 @@ absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ost
                                                       .workers = static_cast<int>(flags.local),
                                                       .threads_per_worker = flags.threads,
                                                       .no_processing = flags.no_processing,
-                                                      .model_id = flags.model_id}));
+                                                      .model_id = model_id}));
     address = cluster->address();
-    ctx.run = {{"where", "local"}, {"workers", flags.local}};
     options.health = [&cluster] { return cluster->Health(); };
+    LG_RETURN_IF_ERROR(cluster->WaitForWorker(model_id, absl::Minutes(10)));
   }
   std::string job_id;
+  v1::JobStatus final_status;
   options.job_id = &job_id;
+  options.final_status = &final_status;
   auto start = std::chrono::steady_clock::now();
-  v1::JobSpec job_spec = MakeJobSpec(dataset, ctx, model_id, cfg.attn_only);
-  job_spec.set_prompts_per_shard(flags.prompts_per_shard);
-  job_spec.set_components_per_shard(flags.components_per_shard);
   absl::StatusOr<SearchResult> result = RunOnCoordinator(address, job_spec, spec, options);
   std::optional<SearchResult> detectors;
+  std::string detect_job_id;
   if (result.ok() && flags.detectors) {
-    SearchContext detect_ctx = ctx;
-    detect_ctx.method = "detect-heads";
-    LG_ASSIGN_OR_RETURN(SearchSpec detect, SpecOfContext(detect_ctx));
-    v1::JobSpec detect_job = MakeJobSpec(dataset, detect_ctx, model_id, cfg.attn_only);
-    detect_job.set_prompts_per_shard(flags.prompts_per_shard);
-    std::string detect_job_id;
-    options.job_id = &detect_job_id;
-    absl::StatusOr<SearchResult> d = RunOnCoordinator(address, detect_job, detect, options);
-    ctx.run["detectors_job_id"] = detect_job_id;
+    SearchJobRequest detect_request = request;
+    detect_request.method = "detect-heads";
+    detect_request.components_per_shard = 0;  // detectors shard by prompts only
+    // The same weights as the main job, whichever worker prepares this one.
+    detect_request.weights_sha256 = final_status.spec().weights_sha256();
+    LG_ASSIGN_OR_RETURN(v1::JobSpec detect_job, MakeSearchJobSpec(detect_request));
+    SearchSpec detect = spec;
+    detect.method = Method::kDetectHeads;
+    RemoteSearchOptions detect_options = options;
+    detect_options.job_id = &detect_job_id;
+    detect_options.final_status = nullptr;
+    absl::StatusOr<SearchResult> d = RunOnCoordinator(address, detect_job, detect, detect_options);
     if (d.ok()) {
       detectors = std::move(*d);
     } else {
@@ -163,15 +217,25 @@ absl::Status ExecuteRemote(const SearchFlags& flags, std::ostream& out, std::ost
     if (cluster != nullptr) cluster->KeepLogs();
     return result.status();
   }
+  LG_ASSIGN_OR_RETURN(SearchContext ctx, ContextFromJobStatus(final_status));
   ctx.seconds = SecondsSince(start);
-  ctx.run["job_id"] = job_id;
+  ctx.normalize = flags.normalize;
+  if (cluster != nullptr) {
+    ctx.model_dir = flags.model_dir;  // the local workers' dir; this process read none of it
+    ctx.processed = !flags.no_processing;
+    ctx.run = {{"where", "local"}, {"workers", flags.local}, {"job_id", job_id}};
+  } else {
+    ctx.run = {{"where", "coordinator"}, {"address", address}, {"job_id", job_id}};
+  }
+  if (!detect_job_id.empty()) ctx.run["detectors_job_id"] = detect_job_id;
   std::vector<AttentionView> views;
   if (!flags.output.empty()) {
     // The job's numbers are in; a report without the viewer beats no output.
-    absl::StatusOr<std::vector<AttentionView>> v =
-        ViewsFromModelDir(ctx, *result, &dataset.prompts.front());
+    absl::StatusOr<WorkerViews> v =
+        ViewsFromJobWorkers(address, final_status, HeadsToShow(*result, ctx.n_heads, 4));
     if (v.ok()) {
-      views = std::move(*v);
+      views = std::move(v->views);
+      if (!ctx.processed.has_value()) ctx.processed = v->processed;
     } else {
       err << "lensgrid search: note: report.html has no attention patterns ("
           << v.status().message() << ")\n";
@@ -187,9 +251,9 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   CLI::App app{"Circuit search over a dataset", "lensgrid search"};
   SearchFlags f;
   app.add_option("--model", f.model_dir,
-                 "model dir, or name (gpt2, ORG/NAME[@REV]: from the Hub's cache, pulled if "
-                 "absent)")
-      ->required();
+                 "--in-process / --local: model dir, or name (gpt2, ORG/NAME[@REV]: from the "
+                 "Hub's cache, pulled if absent); --coordinator: the model id its workers serve "
+                 "(lensgrid-worker --model-id; `lensgrid workers` lists them), no file is read");
   bool offline = false;
   app.add_flag("--offline", offline,
                "never download: a model name must be in the cache (also LENSGRID_OFFLINE=1)");
@@ -209,7 +273,8 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
                "also score every head with the detectors (previous-token, induction, "
                "duplicate-token) on the same prompts");
   app.add_flag("--naive", f.naive, "one full forward per intervention (the reference path)");
-  app.add_flag("--no-processing", f.no_processing, "Hugging Face weights as they are");
+  app.add_flag("--no-processing", f.no_processing,
+               "Hugging Face weights as they are (--in-process, --local)");
   app.add_flag("--in-process", f.in_process, "run in this process");
   app.add_option("--local", f.local, "run on N local workers (with the coordinator)");
   app.add_option("--coordinator", f.coordinator, "submit to a coordinator at ADDR");
@@ -225,8 +290,13 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
                  "planner's)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--model-id", f.model_id,
-                 "--coordinator: the model id workers registered with (default: gpt2, or "
-                 "gpt2+no-processing)");
+                 "--local: the id the local workers serve the model under (default: the name "
+                 "of the model's dir, or the Hub name; +no-processing with --no-processing); "
+                 "--coordinator: the model id, as --model");
+  app.add_option("--weights-sha256", f.weights_sha256,
+                 "--local/--coordinator: run only on workers whose model.safetensors has this "
+                 "sha256 (64 hex digits; default: the weights of the worker that prepares the "
+                 "job)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -243,11 +313,41 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
     err << "lensgrid search: --naive is for --in-process (workers always run the fast path)\n";
     return 2;
   }
+  if (f.model_dir.empty() && (f.coordinator.empty() || f.model_id.empty())) {
+    err << "lensgrid search: --model is required (--coordinator: the model id its workers "
+           "serve, see `lensgrid workers`)\n";
+    return 2;
+  }
+  if (!f.coordinator.empty()) {
+    // The workers own the model: this process reads no file of it (and resolves no name).
+    if (f.no_processing) {
+      err << "lensgrid search: --no-processing is for --in-process and --local; with "
+             "--coordinator the workers load the weights (lensgrid-worker --no-processing): "
+             "name the model id they serve\n";
+      return 2;
+    }
+    std::string model_id = f.model_id.empty() ? f.model_dir : f.model_id;
+    std::error_code ec;
+    if (f.model_id.empty() && std::filesystem::is_directory(f.model_dir, ec)) {
+      // Scripts from before model ids passed the dir: take the id a worker on it serves by
+      // default. Nothing in it is read.
+      model_id = DefaultModelId(f.model_dir, /*processed=*/true);
+      err << "lensgrid search: note: --model " << f.model_dir << " is a dir; submitting model id \""
+          << model_id << "\" (the id a worker on it serves by default)\n";
+    }
+    return ReportCommandStatus("search", ExecuteRemote(f, model_id, out, err), err);
+  }
+  if (!f.weights_sha256.empty() && f.in_process) {
+    err << "lensgrid search: --weights-sha256 is for --local and --coordinator (in-process "
+           "runs the weights of --model)\n";
+    return 2;
+  }
+  f.model_flag = f.model_dir;
   if (absl::Status s = hub::ResolveModelFlag(&f.model_dir, offline, &err); !s.ok()) {
     return ReportCommandStatus("search", s, err);
   }
   if (f.in_process) return ReportCommandStatus("search", ExecuteInProcess(f, out), err);
-  return ReportCommandStatus("search", ExecuteRemote(f, out, err), err);
+  return ReportCommandStatus("search", ExecuteRemote(f, ModelIdOfFlags(f), out, err), err);
 }
 
 }  // namespace lensgrid

@@ -1,9 +1,16 @@
 // `lensgrid search`: a circuit search over a dataset.
 //
-//   lensgrid search --model DIR --dataset NAME|FILE.jsonl --method METHOD
+//   lensgrid search --model DIR|NAME --dataset NAME|FILE.jsonl --method METHOD
 //                   [--ablation zero|mean|resample] [--metric logit-diff|prob|prob-diff|loss|kl]
 //                   [--n-prompts N] [--seed S] [--seq-len N] [--normalize] [--naive]
 //                   --in-process [--output DIR]
+//   lensgrid search --model ID --coordinator ADDR [--weights-sha256 HEX] ...
+//   lensgrid search --model DIR|NAME --local N ...
+//
+// --in-process loads the model here. --coordinator names the model by the id its workers serve
+// and reads no model file: the job carries the dataset's name and seed (or the JSONL file's
+// bytes), a worker builds it, and the job's status says the model's shape and weights. --local
+// starts a coordinator and N workers on the model dir and submits the same way.
 //
 // Writes DIR/result.json (method, metric, ablation, model identity, baseline
 // metric, each result grid as nested lists with its axis names, components

@@ -22,69 +22,7 @@ nlohmann::json Nested(const torch::Tensor& t) {
   return arr;
 }
 
-template <typename T>
-absl::Status Read(const nlohmann::json& j, const char* key, T* out) {
-  if (!j.contains(key)) {
-    return absl::InvalidArgumentError(absl::StrCat("job description: no \"", key, "\""));
-  }
-  try {
-    *out = j.at(key).get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("job description: \"", key, "\": ", e.what()));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
-
-nlohmann::ordered_json ContextToJson(const SearchContext& c) {
-  nlohmann::ordered_json j;
-  j["method"] = c.method;
-  j["metric"] = c.metric;
-  j["ablation"] = c.ablation;
-  j["normalize"] = c.normalize;
-  j["model"] = {{"dir", c.model_dir},
-                {"weights_sha256", c.weights_sha256},
-                {"processed", c.processed},
-                {"n_layers", c.n_layers},
-                {"n_heads", c.n_heads}};
-  j["dataset"] = {{"name", c.dataset},
-                  {"n_prompts", c.n_prompts},
-                  {"seed", c.seed},
-                  {"seq_len", c.seq_len},
-                  {"positions", c.positions}};
-  j["run"] = c.run;
-  return j;
-}
-
-absl::StatusOr<SearchContext> ContextFromJson(const std::string& text) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) {
-    return absl::InvalidArgumentError(
-        "the job carries no lensgrid search description (was it submitted by `lensgrid "
-        "search`?)");
-  }
-  SearchContext c;
-  LG_RETURN_IF_ERROR(Read(j, "method", &c.method));
-  LG_RETURN_IF_ERROR(Read(j, "metric", &c.metric));
-  LG_RETURN_IF_ERROR(Read(j, "ablation", &c.ablation));
-  LG_RETURN_IF_ERROR(Read(j, "normalize", &c.normalize));
-  nlohmann::json model, dataset;
-  LG_RETURN_IF_ERROR(Read(j, "model", &model));
-  LG_RETURN_IF_ERROR(Read(model, "dir", &c.model_dir));
-  LG_RETURN_IF_ERROR(Read(model, "weights_sha256", &c.weights_sha256));
-  LG_RETURN_IF_ERROR(Read(model, "processed", &c.processed));
-  LG_RETURN_IF_ERROR(Read(model, "n_layers", &c.n_layers));
-  LG_RETURN_IF_ERROR(Read(model, "n_heads", &c.n_heads));
-  LG_RETURN_IF_ERROR(Read(j, "dataset", &dataset));
-  LG_RETURN_IF_ERROR(Read(dataset, "name", &c.dataset));
-  LG_RETURN_IF_ERROR(Read(dataset, "n_prompts", &c.n_prompts));
-  LG_RETURN_IF_ERROR(Read(dataset, "seed", &c.seed));
-  LG_RETURN_IF_ERROR(Read(dataset, "positions", &c.positions));
-  LG_RETURN_IF_ERROR(Read(dataset, "seq_len", &c.seq_len));
-  if (j.contains("run") && j["run"].is_object()) c.run = j["run"];
-  return c;
-}
 
 absl::StatusOr<SearchSpec> SpecOfContext(const SearchContext& ctx) {
   SearchSpec spec;

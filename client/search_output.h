@@ -5,8 +5,9 @@
 //   SearchContext ctx = ...;                 // model identity, dataset, flags
 //   LG_RETURN_IF_ERROR(WriteSearchOutput(result, ctx, views, "out/ioi", std::cout));
 //
-// SearchContext travels with a coordinator job (JobSpec.client_json), so that
-// `lensgrid result JOB` writes the same output as the search that submitted it.
+// SearchContext (client/search_context.h) is what the output says about the search; for a
+// coordinator job it comes from the job's status, so `lensgrid result JOB` writes the same
+// output as the search that submitted it.
 #ifndef LENSGRID_CLIENT_SEARCH_OUTPUT_H_
 #define LENSGRID_CLIENT_SEARCH_OUTPUT_H_
 
@@ -16,31 +17,10 @@
 
 #include "absl/status/statusor.h"
 #include "client/report.h"
-#include "nlohmann/json.hpp"
+#include "client/search_context.h"
 #include "worker/model/analysis/search.h"
 
 namespace lensgrid {
-
-struct SearchContext {
-  std::string method, metric, ablation;  // names, as the CLI spells them
-  bool normalize = false;
-  // The model.
-  std::string model_dir, weights_sha256;
-  bool processed = true;
-  int64_t n_layers = 0, n_heads = 0;
-  // The dataset.
-  std::string dataset;
-  int64_t n_prompts = 0, positions = 0;
-  uint64_t seed = 0;
-  int64_t seq_len = 0;  // induction: random tokens per half
-  // Where it ran: {"where": "in-process"} or {"where": "coordinator", ...}.
-  nlohmann::ordered_json run = nlohmann::ordered_json::object();
-  double seconds = 0;
-};
-
-nlohmann::ordered_json ContextToJson(const SearchContext& ctx);
-// INVALID_ARGUMENT naming the missing or mistyped field.
-absl::StatusOr<SearchContext> ContextFromJson(const std::string& text);
 
 // The SearchSpec the context names.
 absl::StatusOr<SearchSpec> SpecOfContext(const SearchContext& ctx);

@@ -39,33 +39,6 @@ absl::StatusOr<at::Tensor> Take(const JobResult& job, const std::string& name,
 
 }  // namespace
 
-v1::JobSpec MakeJobSpec(const Dataset& dataset, const SearchContext& ctx,
-                        const std::string& model_id, bool attn_only) {
-  v1::JobSpec spec;
-  spec.set_model_id(model_id);
-  spec.set_weights_sha256(ctx.weights_sha256);
-  // Names the CLI already checked; an unknown one stays UNSPECIFIED and the
-  // coordinator says so.
-  if (auto m = ParseMethod(ctx.method); m.ok()) spec.set_method(ToProto(*m));
-  if (auto m = ParseMetric(ctx.metric); m.ok()) spec.set_metric(ToProto(*m));
-  if (auto a = ParseAblation(ctx.ablation); a.ok()) spec.set_ablation(ToProto(*a));
-  spec.set_n_layers(ctx.n_layers);
-  spec.set_n_heads(ctx.n_heads);
-  spec.set_attn_only(attn_only);
-  spec.set_label(
-      absl::StrCat(ctx.dataset, " ", ctx.method, " (", dataset.prompts.size(), " prompts)"));
-  spec.set_client_json(ContextToJson(ctx).dump());
-  for (const Prompt& p : dataset.prompts) {
-    v1::InlinePrompt* q = spec.add_prompts();
-    q->mutable_tokens()->Add(p.tokens.begin(), p.tokens.end());
-    q->mutable_corrupted_tokens()->Add(p.corrupted_tokens.begin(), p.corrupted_tokens.end());
-    q->mutable_answers()->Add(p.answers.begin(), p.answers.end());
-    q->mutable_wrongs()->Add(p.wrongs.begin(), p.wrongs.end());
-    q->set_loss_start(p.loss_start);
-  }
-  return spec;
-}
-
 absl::StatusOr<SearchResult> ResultFromJob(const JobResult& job, const SearchSpec& spec) {
   SearchResult result;
   result.spec = spec;
@@ -106,21 +79,10 @@ absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
   LG_ASSIGN_OR_RETURN(v1::SubmitJobResponse submitted, client->Submit(job_spec));
   const std::string job_id = submitted.job_id();
   if (options.job_id != nullptr) *options.job_id = job_id;
-  printer.Note(
-      absl::StrCat("job ", job_id, " at ", address, ": ", submitted.shards_total(), " shards"));
-  if (absl::StatusOr<std::vector<v1::WorkerInfo>> workers = client->ListWorkers(); workers.ok()) {
-    int matching = 0;
-    for (const v1::WorkerInfo& w : *workers) {
-      matching += w.alive() && w.model_id() == job_spec.model_id() &&
-                  w.weights_sha256() == job_spec.weights_sha256();
-    }
-    if (matching == 0 && !options.health) {
-      printer.Note(absl::StrCat("no worker with model ", job_spec.model_id(), " and weights ",
-                                job_spec.weights_sha256().substr(0, 12),
-                                " is registered yet; the job waits for one"));
-    }
-  }
-
+  printer.Note(absl::StrCat(
+      "job ", job_id, " at ", address,
+      submitted.shards_total() > 0 ? absl::StrCat(": ", submitted.shards_total(), " shards") : ""));
+  // A job no live worker serves says so itself (a WAITING_FOR_WORKER event).
   // The health check runs beside the watch; a failure cancels the job.
   std::atomic<bool> watching{true};
   absl::Status health_error;
@@ -155,6 +117,7 @@ absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
     if (!health_error.ok()) return health_error;
   }
   LG_RETURN_IF_ERROR(final_status.status());
+  if (options.final_status != nullptr) *options.final_status = *final_status;
   switch (final_status->state()) {
     case v1::JOB_SUCCEEDED:
       break;

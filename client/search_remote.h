@@ -2,8 +2,8 @@
 // its run through a coordinator with live progress, and its result as the
 // same SearchResult an in-process search returns.
 //
-//   v1::JobSpec spec = MakeJobSpec(dataset, ctx, model_id, cfg.attn_only);
-//   LG_ASSIGN_OR_RETURN(SearchResult r, RunOnCoordinator(address, spec, options));
+//   LG_ASSIGN_OR_RETURN(v1::JobSpec job, MakeSearchJobSpec(request));  // client/search_job.h
+//   LG_ASSIGN_OR_RETURN(SearchResult r, RunOnCoordinator(address, job, spec, options));
 #ifndef LENSGRID_CLIENT_SEARCH_REMOTE_H_
 #define LENSGRID_CLIENT_SEARCH_REMOTE_H_
 
@@ -15,14 +15,9 @@
 #include "client/coordinator_client.h"
 #include "client/search_output.h"
 #include "lensgrid/v1/coordinator.pb.h"
-#include "worker/model/analysis/dataset.h"
 #include "worker/model/analysis/search.h"
 
 namespace lensgrid {
-
-// Every prompt inline as token ids; ctx goes along as the job's client_json.
-v1::JobSpec MakeJobSpec(const Dataset& dataset, const SearchContext& ctx,
-                        const std::string& model_id, bool attn_only);
 
 // The coordinator's merged tensors as a SearchResult of `spec`'s outputs.
 // INTERNAL naming the tensor when one is missing or mis-shaped.
@@ -35,6 +30,8 @@ struct RemoteSearchOptions {
   // and is returned (e.g. the local workers died). Optional.
   std::function<absl::Status()> health;
   std::string* job_id = nullptr;  // receives the job id, if given
+  // Receives the job's final status (its prepared spec, prompt count, first prompt), if given.
+  v1::JobStatus* final_status = nullptr;
 };
 
 // Submits, follows the job to its end (reconnecting across coordinator
