@@ -18,9 +18,9 @@
 #include "absl/strings/str_cat.h"
 #include "client/worker_client.h"
 #include "common/openblas_env.h"
+#include "worker/core/worker_core.h"
 #include "worker/executor.h"
 #include "worker/model/cpu_threads.h"
-#include "worker/worker_core.h"
 #include "worker/worker_service.h"
 
 namespace lensgrid {

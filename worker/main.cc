@@ -43,9 +43,9 @@
 #include "common/model_id.h"
 #include "common/openblas_env.h"
 #include "worker/coordinator_link.h"
+#include "worker/core/worker_core.h"
 #include "worker/executor.h"
 #include "worker/model/cpu_threads.h"
-#include "worker/core/worker_core.h"
 #include "worker/worker_service.h"
 
 namespace {

@@ -10,8 +10,8 @@
 #include "service/merger.h"
 #include "service/planner.h"
 #include "tests/worker/model/test_util.h"
+#include "worker/core/shard_spec.h"
 #include "worker/model/analysis/search.h"
-#include "worker/shard_spec.h"
 
 namespace lensgrid {
 namespace {

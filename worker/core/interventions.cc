@@ -16,116 +16,56 @@
 namespace lensgrid {
 namespace {
 
-std::string Shape(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
-
-// True when `value` broadcasts to `region` (numpy rules, value on the right).
-bool Broadcasts(at::IntArrayRef value, const std::vector<int64_t>& region) {
-  if (value.size() > region.size()) return false;
-  for (size_t i = 1; i <= value.size(); ++i) {
-    int64_t v = value[value.size() - i], r = region[region.size() - i];
-    if (v != 1 && v != r) return false;
+absl::StatusOr<EditOp> ToEditOp(v1::Intervention::Op op) {
+  switch (op) {
+    case v1::Intervention::ZERO:
+      return EditOp::kZero;
+    case v1::Intervention::MEAN:
+      return EditOp::kMean;
+    case v1::Intervention::SET:
+      return EditOp::kSet;
+    case v1::Intervention::ADD:
+      return EditOp::kAdd;
+    case v1::Intervention::SCALE:
+      return EditOp::kScale;
+    case v1::Intervention::PATCH:
+      return EditOp::kPatch;
+    default:
+      return absl::InvalidArgumentError("op must be one of ZERO, MEAN, SET, ADD, SCALE, PATCH");
   }
-  return true;
 }
 
+// Converts the message; the library's MakeEdit checks it against the hook.
 absl::StatusOr<ResolvedIntervention> Resolve(const v1::Intervention& in, const std::string& what,
                                              const HookedTransformer& model,
                                              const std::vector<HookShape>& hook_shapes,
                                              int64_t batch, int64_t pos) {
+  auto fail = [&what](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
+  };
   ResolvedIntervention r;
   absl::StatusOr<int> id = model.HookId(in.hook());
-  if (!id.ok())
-    return absl::Status(id.status().code(), absl::StrCat(what, ": ", id.status().message()));
+  if (!id.ok()) return fail(id.status());
   r.hook = model.hook_names()[*id];
-  ActivationEdit& e = r.edit;
-  const v1::Intervention::Op op = in.op();
-  switch (op) {
-    case v1::Intervention::ZERO:
-      e.op = EditOp::kZero;
-      break;
-    case v1::Intervention::MEAN:
-      e.op = EditOp::kMean;
-      break;
-    case v1::Intervention::SET:
-      e.op = EditOp::kSet;
-      break;
-    case v1::Intervention::ADD:
-      e.op = EditOp::kAdd;
-      break;
-    case v1::Intervention::SCALE:
-      e.op = EditOp::kScale;
-      break;
-    case v1::Intervention::PATCH:
-      e.op = EditOp::kPatch;
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": op must be one of ZERO, MEAN, SET, ADD, SCALE, PATCH"));
-  }
-  const HookShape& shape = hook_shapes[*id];
-  std::vector<int64_t> region = ConcreteShape(shape, batch, pos, pos, false);
-  e.pos_axis = PosAxis(shape);
-  if (in.positions_size() > 0) {
-    if (!e.pos_axis.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ": ", r.hook, " has no position axis"));
-    }
-    std::vector<int64_t> positions;
-    std::set<int64_t> seen;
-    for (int64_t p : in.positions()) {
-      int64_t q = p < 0 ? p + pos : p;
-      if (q < 0 || q >= pos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, ": position ", p, " is outside the input's ", pos, " positions"));
-      }
-      if (!seen.insert(q).second) {
-        return absl::InvalidArgumentError(absl::StrCat(what, ": position ", p, " is repeated"));
-      }
-      positions.push_back(q);
-    }
-    e.positions = torch::tensor(positions, torch::kInt64).to(model.device());
-    region[*e.pos_axis] = static_cast<int64_t>(positions.size());
-  }
-  if (in.has_head()) {
-    e.head_axis = HeadAxis(r.hook);
-    if (!e.head_axis.has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": ", r.hook,
-                       " has no head axis; head is only for attn.hook_q/k/v/z/pattern/"
-                       "attn_scores/result and the per-head inputs"));
-    }
-    const int64_t n_heads = model.cfg().n_heads;
-    if (in.head() < 0 || in.head() >= n_heads) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": head ", in.head(), " is outside [0, ", n_heads, ")"));
-    }
-    e.head = in.head();
-    region.erase(region.begin() + *e.head_axis);
-  }
-  const bool needs_value = op == v1::Intervention::SET || op == v1::Intervention::ADD;
-  const bool takes_value = needs_value || op == v1::Intervention::MEAN;
-  if (needs_value && !in.has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": ", v1::Intervention::Op_Name(op), " needs a value tensor"));
-  }
+  EditRequest request;
+  absl::StatusOr<EditOp> op = ToEditOp(in.op());
+  if (!op.ok()) return fail(op.status());
+  request.op = *op;
+  request.positions.assign(in.positions().begin(), in.positions().end());
+  if (in.has_head()) request.head = in.head();
   if (in.has_value()) {
-    if (!takes_value) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ": ", v1::Intervention::Op_Name(op), " takes no value tensor"));
-    }
-    const std::string value_what = absl::StrCat(what, ".value");
-    LG_ASSIGN_OR_RETURN(at::Tensor value, FromProto(in.value(), value_what));
-    if (!value.is_floating_point()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(value_what, ": dtype must be F32, F16 or BF16"));
-    }
-    if (!Broadcasts(value.sizes(), region)) {
-      return absl::InvalidArgumentError(absl::StrCat(value_what, ": shape ", Shape(value.sizes()),
-                                                     " does not broadcast to the edited region ",
-                                                     Shape(region), " of ", r.hook));
-    }
-    e.value = value.to(model.device(), model.W_U().scalar_type());
+    absl::StatusOr<at::Tensor> value = FromProto(in.value(), absl::StrCat(what, ".value"));
+    if (!value.ok()) return value.status();
+    request.value = *value;
   }
-  if (op == v1::Intervention::SCALE) e.scale = in.scale();
+  request.scale = in.scale();
+  const HookShape& shape = hook_shapes[*id];
+  ActivationLayout layout{ConcreteShape(shape, batch, pos, pos, false), PosAxis(shape),
+                          HeadAxis(r.hook)};
+  absl::StatusOr<ActivationEdit> e =
+      MakeEdit(request, layout, r.hook, model.device(), model.W_U().scalar_type());
+  if (!e.ok()) return fail(e.status());
+  r.edit = std::move(*e);
   return r;
 }
 

@@ -4,9 +4,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/core/worker_core.h"
 #include "worker/model/analysis/dataset.h"
 #include "worker/model/hooked_transformer.h"
-#include "worker/core/worker_core.h"
 
 namespace lensgrid {
 namespace {

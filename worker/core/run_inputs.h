@@ -14,10 +14,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "lensgrid/v1/worker.pb.h"
+#include "worker/core/worker_core.h"
 #include "worker/hook_shapes.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tokenizer/tokenizer.h"
-#include "worker/core/worker_core.h"
 
 namespace lensgrid {
 

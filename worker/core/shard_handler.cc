@@ -5,10 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/model/analysis/shard.h"
 #include "worker/core/shard_spec.h"
 #include "worker/core/wire_tensors.h"
 #include "worker/core/worker_core.h"
+#include "worker/model/analysis/shard.h"
 
 namespace lensgrid {
 

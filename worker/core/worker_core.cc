@@ -7,13 +7,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/hook_shapes.h"
 #include "worker/core/interventions.h"
+#include "worker/core/run_inputs.h"
+#include "worker/core/wire_tensors.h"
+#include "worker/hook_shapes.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tensor_io.h"
 #include "worker/model/tokenizer/tokenizer.h"
-#include "worker/core/run_inputs.h"
-#include "worker/core/wire_tensors.h"
 
 namespace lensgrid {
 namespace {

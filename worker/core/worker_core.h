@@ -67,10 +67,10 @@ class WorkerCore : public WorkerBackend {
                                          const CancelCheck& cancelled) const override;
   absl::StatusOr<RunResult> RunWithInterventions(const v1::RunWithInterventionsRequest& request,
                                                  const CancelCheck& cancelled) const override;
-  // In worker/shard_handler.cc (the circuit-search library).
+  // In worker/core/shard_handler.cc (the circuit-search library).
   absl::StatusOr<RunResult> RunShard(const v1::RunShardRequest& request,
                                      const CancelCheck& cancelled) const override;
-  // In worker/prepare_job.cc (the datasets of worker/model/analysis).
+  // In worker/core/prepare_job.cc (the datasets of worker/model/analysis).
   absl::StatusOr<v1::PreparedDataset> PrepareJob(const v1::PrepareJob& request) const override;
 
  private:

@@ -1,5 +1,5 @@
 // One edit of one activation: the intervention engine that both the Worker
-// API's declarative interventions (worker/interventions.cc converts the
+// API's declarative interventions (worker/core/interventions.cc converts the
 // messages) and the searches' ablations and patches (analysis/search.cc) run.
 //
 // The edited region is the activation's [:, positions, head] for an activation
@@ -18,8 +18,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "worker/model/hook_point.h"
 
 namespace lensgrid {
@@ -42,6 +44,33 @@ struct ActivationEdit {
   at::Tensor value;             // kMean (optional), kSet, kAdd: broadcasts to the region
   double scale = 1.0;           // kScale
 };
+
+// An edit as a client describes it, before it is checked against an
+// activation (the Worker API's Intervention, converted).
+struct EditRequest {
+  EditOp op = EditOp::kZero;
+  std::vector<int64_t> positions;  // negative counts from the end; empty = every position
+  std::optional<int64_t> head;     // set: that head only
+  at::Tensor value;                // kMean (optional), kSet, kAdd (required); else undefined
+  double scale = 1.0;              // kScale
+};
+
+// Where an activation's axes are: what an edit of it may name.
+struct ActivationLayout {
+  std::vector<int64_t> shape;    // concrete, batch first
+  std::optional<int> pos_axis;   // unset: no position axis
+  std::optional<int> head_axis;  // unset: no head axis
+};
+
+// The one check of an edit: `request` on an activation laid out as `layout`
+// (named `hook` in errors), with its value moved to `device` and `dtype`.
+// INVALID_ARGUMENT saying what is wrong: positions outside the activation,
+// repeated, or on one with no position axis; a head outside it or on one with
+// no head axis; a value missing (set, add), not taken (zero, scale, patch),
+// not floating point, or not broadcasting to the edited region.
+absl::StatusOr<ActivationEdit> MakeEdit(const EditRequest& request, const ActivationLayout& layout,
+                                        const std::string& hook, at::Device device,
+                                        at::ScalarType dtype);
 
 // The region of `t` an edit touches: a view, or a copy when positions are given.
 at::Tensor EditRegion(const ActivationEdit& e, const at::Tensor& t);
