@@ -27,7 +27,8 @@ import unittest
 
 import numpy as np
 
-COORDINATOR_BIN, WORKER_BIN, LENSGRID_BIN, PY_DIR = sys.argv[1:5]
+# Absolute: the client runs in an empty working dir.
+COORDINATOR_BIN, WORKER_BIN, LENSGRID_BIN, PY_DIR = map(os.path.abspath, sys.argv[1:5])
 del sys.argv[1:5]
 sys.path.insert(0, PY_DIR)
 HERE = os.path.dirname(os.path.abspath(__file__))
