@@ -10,10 +10,13 @@ private `openai-community/gpt2` whose token comes from the Secret the component 
 batch example's search Job, unchanged -- command, args, env, ports exactly as declared, with host
 names, ports, volume paths rewritten for loopback (printed) and the ConfigMap's HF_ENDPOINT set
 to the fake Hub (as an air-gapped cluster sets its mirror). Then:
-  - the pulled model is in each pod's volume in the huggingface_hub layout, the token went to the
-    Hub only and appears in no log;
+  - the search Job of every overlay and example needs no model: no init container, no model
+    volume; it names the model by the ConfigMap's MODEL_ID, the id the workers serve it under;
+  - the pulled model is in each worker pod's volume in the huggingface_hub layout, the token went
+    to the Hub only and appears in no log;
   - every declared startup/readiness/liveness probe passes (grpc.health.v1, the probe's service);
-  - the Job's `lensgrid search --coordinator ...` completes and writes a well-formed result, while
+  - the Job's `lensgrid search --coordinator ... --model $(MODEL_ID)` (no model file in its pod)
+    completes and writes a well-formed result on the workers' weights, while
     one worker gets SIGTERM in the middle of a shard: it exits within its grace period, hands
     the shard back, and no shard is lost;
   - the Prometheus endpoints (prometheus.io/* annotations) are scraped and their counters match
@@ -82,6 +85,43 @@ def render(overlay):
     return [o for o in yaml.safe_load_all(out.stdout) if o]
 
 
+def kustomizations():
+    """Every overlays/* and examples/* of deploy/k8s, as "overlays/cpu", ..."""
+    found = []
+    for parent in ("overlays", "examples"):
+        base = os.path.join(SOURCE_DIR, "deploy", "k8s", parent)
+        for name in sorted(os.listdir(base)):
+            if os.path.isfile(os.path.join(base, name, "kustomization.yaml")):
+                found.append(f"{parent}/{name}")
+    return found
+
+
+def without_config_hash(obj):
+    """`obj` with kustomize's content hash cut from lensgrid-config's name wherever it is named
+    (the hash changes with the ConfigMap's data, e.g. MODEL_DIR)."""
+    return json.loads(re.sub(r'"lensgrid-config-[a-z0-9]{10}"', '"lensgrid-config"', json.dumps(obj)))
+
+
+def config_ref(container, name):
+    """(ConfigMap, key) that env `name` of a container comes from, or None."""
+    for e in container.get("env") or []:
+        if e["name"] == name:
+            ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
+            return (ref["name"], ref["key"]) if ref else None
+    return None
+
+
+def flag(args, name):
+    """The value after `name` in args (None when absent)."""
+    return args[args.index(name) + 1] if name in args else None
+
+
+def default_model_id(model_dir):
+    """What a worker registers `--model MODEL_DIR` as without --model-id (common/model_id.h): a
+    dir's name, or a Hub name as given."""
+    return os.path.basename(model_dir.rstrip("/")) if model_dir.startswith("/") else model_dir
+
+
 def missing_prerequisites():
     """Why this test cannot run here, or None."""
     if shutil.which(KUBECTL) is None:
@@ -137,6 +177,20 @@ def _fields(data):
 
 
 JOB_STATES = {1: "QUEUED", 2: "RUNNING", 3: "SUCCEEDED", 4: "FAILED", 5: "CANCELLED"}
+
+
+def list_workers(address):
+    """[{worker_id, model_id, weights_sha256, alive}] from lensgrid.v1.Coordinator/ListWorkers."""
+    with grpc.insecure_channel(address) as channel:
+        reply = channel.unary_unary("/lensgrid.v1.Coordinator/ListWorkers")(b"", timeout=10)
+    workers = []
+    for number, value in _fields(reply):
+        if number != 1:
+            continue
+        f = dict(_fields(value))
+        workers.append({"worker_id": f.get(1, b"").decode(), "model_id": f.get(3, b"").decode(),
+                        "weights_sha256": f.get(4, b"").decode(), "alive": bool(f.get(10, 0))})
+    return workers
 
 
 def list_jobs(address):
@@ -239,23 +293,67 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         args = job["spec"]["template"]["spec"]["containers"][0]["args"]
         self.assertEqual(args[args.index("--dataset") + 1], "induction")
 
+    def test_search_jobs_need_no_model(self):
+        # In every overlay and example with the search Job: the Job's pod knows the coordinator
+        # and a model id, nothing of the model's files; the workers serve that id.
+        jobs = 0
+        for overlay in kustomizations():
+            objects = render(overlay)
+            for job in (o for o in objects if o["kind"] == "Job"):
+                jobs += 1
+                where = f"{overlay}: Job/{job['metadata']['name']}"
+                spec = job["spec"]["template"]["spec"]
+                self.assertEqual(spec.get("initContainers") or [], [], where)
+                self.assertEqual(sorted(v["name"] for v in spec.get("volumes") or []),
+                                 ["results", "tmp"], where)
+                [search] = spec["containers"]
+                self.assertEqual([m["mountPath"] for m in search["volumeMounts"]],
+                                 ["/results", "/tmp"], where)
+                self.assertEqual(sorted(e["name"] for e in search["env"]),
+                                 ["COORDINATOR_ADDRESS", "MODEL_ID"], where)
+                self.assertEqual(flag(search["args"], "--model"), "$(MODEL_ID)", where)
+                self.assertEqual(flag(search["args"], "--coordinator"), "$(COORDINATOR_ADDRESS)", where)
+                # Still non-root with a read-only root file system.
+                self.assertTrue(spec["securityContext"]["runAsNonRoot"], where)
+                self.assertTrue(search["securityContext"]["readOnlyRootFilesystem"], where)
+                self.assertEqual(search["securityContext"]["capabilities"], {"drop": ["ALL"]}, where)
+                # The workers register with the same ConfigMap key.
+                deployment = next(o for o in objects
+                                  if o["kind"] == "Deployment" and o["metadata"]["name"] == WORKER)
+                worker = deployment["spec"]["template"]["spec"]["containers"][0]
+                self.assertEqual(flag(worker["args"], "--model-id"), "$(MODEL_ID)", where)
+                [config_map] = [o for o in objects if o["kind"] == "ConfigMap"]
+                ref = (config_map["metadata"]["name"], "MODEL_ID")
+                self.assertEqual(config_ref(worker, "MODEL_ID"), ref, where)
+                self.assertEqual(config_ref(search, "MODEL_ID"), ref, where)
+                # ... and MODEL_ID names the model MODEL_DIR loads: an overlay changing the
+                # model changed the id with it.
+                data = config_map["data"]
+                self.assertEqual(data["MODEL_ID"], default_model_id(data["MODEL_DIR"]), where)
+        self.assertGreaterEqual(jobs, 3, "overlays/batch and the two examples have the Job")
+
     def test_hub_example_is_the_batch_example_with_pulled_models(self):
         def by_name(objects):
             # A ConfigMap's name ends in kustomize's hash of its data, which the hub example
-            # changes (MODEL_DIR names the model): compare it without the hash.
+            # changes (MODEL_DIR and MODEL_ID name the model): compare it without the hash.
             def name(o):
                 n = o["metadata"]["name"]
                 return re.sub(r"-[a-z0-9]{10}$", "", n) if o["kind"] == "ConfigMap" else n
             return {(o["kind"], name(o)): o for o in objects if o["kind"] != "Secret"}
         hub, batch = by_name(self.objects), by_name(self.batch_objects)
         self.assertEqual(sorted(hub), sorted(batch))
-        for key in [(k, WORKER) for k in ["Deployment"]] + [("Job", JOB)]:
-            spec, batch_spec = hub[key]["spec"]["template"]["spec"], batch[key]["spec"]["template"]["spec"]
-            self.assertEqual([c["name"] for c in spec["initContainers"]], ["pull-model"])
-            self.assertEqual(spec["initContainers"][0]["command"][:2], ["lensgrid", "pull"])
-            # The workload's own container: the same command and args (--model $(MODEL_DIR)).
-            self.assertEqual(spec["containers"][0]["args"], batch_spec["containers"][0]["args"])
-        # The token reached each pod's pull (the fake Hub is private) and no log.
+        # The workers pull the model; their own container runs as in the batch example.
+        spec = hub[("Deployment", WORKER)]["spec"]["template"]["spec"]
+        batch_spec = batch[("Deployment", WORKER)]["spec"]["template"]["spec"]
+        self.assertEqual([c["name"] for c in spec["initContainers"]], ["pull-model"])
+        self.assertEqual(spec["initContainers"][0]["command"][:2], ["lensgrid", "pull"])
+        self.assertEqual(spec["containers"][0]["args"], batch_spec["containers"][0]["args"])
+        # The search Job is the batch example's, unchanged: it downloads nothing.
+        self.assertEqual(without_config_hash(hub[("Job", JOB)]),
+                         without_config_hash(batch[("Job", JOB)]))
+        config = hub[("ConfigMap", "lensgrid-config")]["data"]
+        self.assertEqual((config["MODEL_DIR"], config["MODEL_ID"]), ("gpt2@main", "gpt2@main"))
+        # The token reached each worker pod's pull (the fake Hub is private) and no log.
         self.assertTrue(any(r["auth"] == "Bearer " + self.token for r in self.hub.requests))
         self.assertEqual({r["auth"] for r in self.hub.requests if r["server"] == "cdn"}, {None})
         for w in self.workers:
@@ -286,11 +384,26 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
                                 (pod.name, container, declared, ran))
 
     def test_search_job_survives_a_worker_sigterm_and_metrics_match(self):
+        hub_requests = len(self.hub.requests)
         [job] = self.cluster.start("Job", JOB)
         for container, declared, ran in job.rewrites:
             print(f"{job.name}/{container}: {declared!r} -> {ran!r}", file=sys.stderr)
         search = job.process()
         coordinator_address = self.cluster.service_address(COORDINATOR, 7070)
+        # The Job's pod has no model: nothing ran before the search, it has no model volume,
+        # and it names the model by the ConfigMap's MODEL_ID, which every worker registered with.
+        config_map, key = config_ref(job.spec["containers"][0], "MODEL_ID")
+        model_id = self.cluster.config_map(config_map)[key]
+        self.assertEqual(job.init_processes, {})
+        self.assertEqual(sorted(job.volume_dirs), ["results", "tmp"])
+        self.assertEqual(flag(search.argv, "--model"), model_id)
+
+        def registered():
+            alive = [w for w in list_workers(coordinator_address) if w["alive"]]
+            return alive if len(alive) >= len(self.workers) else None
+        workers = wait_for("every worker registered with the coordinator", registered, 60)
+        self.assertEqual(len(workers), len(self.workers), workers)
+        self.assertEqual({w["model_id"] for w in workers}, {model_id})
         victim, survivor = self.workers[0], self.workers[1:]
         # One Worker API call on each worker, for its RPC metrics.
         for w in self.workers:
@@ -336,7 +449,12 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
             result = json.load(f)
         self.assertEqual(result["method"], args[args.index("--method") + 1])
         self.assertEqual(result["dataset"]["n_prompts"], int(args[args.index("--n-prompts") + 1]))
+        # Pinned to the weights of the workers serving MODEL_ID (each pulled the same model);
+        # the Job itself fetched nothing from the Hub.
+        self.assertEqual(result["model"]["id"], model_id)
         self.assertEqual(len(result["model"]["weights_sha256"]), 64)
+        self.assertEqual({result["model"]["weights_sha256"]}, {w["weights_sha256"] for w in workers})
+        self.assertEqual(len(self.hub.requests), hub_requests)
         grid = result["outputs"][0]
         self.assertEqual(grid["axes"], ["layer", "head"])
         n_layers, n_heads = int(TEST_MODEL[1]), int(TEST_MODEL[3])
