@@ -228,6 +228,7 @@ absl::StatusOr<v1::JobSpec> PreparedSpec(const v1::JobSpec& spec, const Prompts&
   if (out.n_heads() == 0) out.set_n_heads(prepared.model().n_heads());
   if (spec.n_layers() == 0 || spec.n_heads() == 0) out.set_attn_only(prepared.model().attn_only());
   if (out.weights_sha256().empty()) out.set_weights_sha256(weights_sha256);
+  *out.mutable_model() = prepared.model();
   if (out.weights_sha256() != weights_sha256) {
     return absl::InvalidArgumentError(absl::StrCat("the preparing worker has weights ",
                                                    Echo(weights_sha256), ", the job is pinned to ",

@@ -106,6 +106,7 @@ std::string CoordinatorLink::EnsureRegistered() {
     request.mutable_model()->set_attn_only(cfg.attn_only());
     request.mutable_model()->set_d_vocab(cfg.d_vocab());
     request.mutable_model()->set_n_ctx(cfg.n_ctx());
+    request.mutable_model()->set_processed(backend_->Info().processed());
     request.set_tokenizer_sha256(backend_->Info().tokenizer_sha256());
     v1::RegisterResponse response;
     grpc::ClientContext ctx;

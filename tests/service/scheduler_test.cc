@@ -454,6 +454,7 @@ TEST_F(PrepareTest, AWorkerBuildsTheDatasetThenTheJobRunsPinnedToItsWeights) {
   EXPECT_EQ(status.n_pos(), 2);
   EXPECT_EQ(status.spec().n_layers(), 2);
   EXPECT_EQ(status.spec().weights_sha256(), "sha");  // pinned to the preparing worker's
+  EXPECT_EQ(status.spec().model().n_layers(), 2);    // as the worker reported it
   EXPECT_EQ(status.spec().dataset().name(), "induction");
   EXPECT_EQ(status.first_prompt().tokens_size(), 2);
   EXPECT_EQ(status.first_prompt_str_tokens_size(), 2);

@@ -71,6 +71,7 @@ absl::StatusOr<v1::PreparedDataset> WorkerCore::PrepareJob(const v1::PrepareJob&
   shape->set_attn_only(cfg.attn_only);
   shape->set_d_vocab(cfg.d_vocab);
   shape->set_n_ctx(cfg.n_ctx);
+  shape->set_processed(info_.processed());
   out.set_weights_sha256(info_.weights_sha256());
   std::vector<int64_t> first;
   if (request.has_dataset()) {
