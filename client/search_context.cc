@@ -116,6 +116,7 @@ absl::StatusOr<SearchContext> ContextFromJobStatus(const v1::JobStatus& status) 
   c.n_layers = spec.n_layers();
   c.n_heads = spec.n_heads();
   c.attn_only = spec.attn_only();
+  if (spec.has_model()) c.processed = spec.model().processed();  // as the preparing worker said
   if (spec.has_dataset()) {
     const v1::DatasetRequest& d = spec.dataset();
     c.dataset = d.name();

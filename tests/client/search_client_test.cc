@@ -56,10 +56,13 @@ TEST(ContextFromJobStatusTest, ReadsEverythingFromThePreparedStatus) {
   EXPECT_EQ(c->model_id, "lensgrid-tiny");
   EXPECT_EQ(c->model_dir, "");
   EXPECT_EQ(c->weights_sha256, kSha);
-  EXPECT_FALSE(c->processed.has_value());
+  EXPECT_FALSE(c->processed.has_value());  // an older coordinator: no spec.model
   EXPECT_EQ(c->n_layers, 2);
   EXPECT_EQ(c->n_heads, 4);
   EXPECT_TRUE(c->attn_only);
+  v1::JobStatus with_model = PreparedStatus();
+  with_model.mutable_spec()->mutable_model()->set_processed(false);
+  EXPECT_EQ(ContextFromJobStatus(with_model)->processed, std::optional<bool>(false));
   EXPECT_EQ(c->dataset, "induction");
   EXPECT_EQ(c->n_prompts, 12);
   EXPECT_EQ(c->positions, 33);
