@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/echo.h"
+#include "common/random_id.h"
 #include "common/search_proto.h"
 #include "common/status_macros.h"
 
@@ -443,7 +444,8 @@ absl::StatusOr<Scheduler::Worker*> Scheduler::FindWorker(const std::string& work
 }
 
 std::optional<Scheduler::LeaseRef> Scheduler::FindLease(const std::string& lease_id) {
-  // lease id = <job id>/<shard>/<attempt>
+  // lease id = <job id>/<shard>/<attempt>-<128 random bits>: readable in logs,
+  // unguessable, and only ids this scheduler issued are found.
   std::vector<std::string> parts = absl::StrSplit(lease_id, '/');
   int64_t shard = 0;
   if (parts.size() != 3 || !absl::SimpleAtoi(parts[1], &shard)) return std::nullopt;
@@ -451,7 +453,20 @@ std::optional<Scheduler::LeaseRef> Scheduler::FindLease(const std::string& lease
   if (it == jobs_.end() || shard < -1 || shard >= static_cast<int64_t>(it->second->shards.size())) {
     return std::nullopt;
   }
-  return LeaseRef{it->second.get(), shard};
+  LeaseRef ref{it->second.get(), shard};
+  if (!ShardOf(ref.job, shard).issued.count(lease_id)) return std::nullopt;
+  return ref;
+}
+
+absl::Status Scheduler::CheckHolder(const LeaseRef& ref, const std::string& lease_id,
+                                    const std::string& worker_id) {
+  const auto& issued = ShardOf(ref.job, ref.shard).issued;
+  auto it = issued.find(lease_id);
+  if (it == issued.end() || it->second != worker_id) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("lease ", Echo(lease_id), " was not issued to worker ", Echo(worker_id)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Scheduler::RegisterWorker(const v1::RegisterRequest& request) {
@@ -552,7 +567,8 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(const std::string
     Shard& shard = ShardOf(job, *s);
     shard.state = Shard::State::kLeased;
     ++shard.leases;
-    shard.lease_id = absl::StrCat(job->id, "/", *s, "/", shard.leases);
+    shard.lease_id = absl::StrCat(job->id, "/", *s, "/", shard.leases, "-", RandomHex128());
+    shard.issued[shard.lease_id] = worker_id;
     if (*s >= 0) ++counters_.shards_leased;  // a preparation is not a shard
     shard.worker_id = worker_id;
     shard.lease_start_ms = now;
@@ -599,6 +615,7 @@ absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
   int64_t shortest = 0;
   for (const std::string& id : lease_ids) {
     std::optional<LeaseRef> ref = FindLease(id);
+    if (ref) LG_RETURN_IF_ERROR(CheckHolder(*ref, id, worker_id));
     if (!ref || Final(*ref->job) || ShardOf(ref->job, ref->shard).lease_id != id ||
         ShardOf(ref->job, ref->shard).state != Shard::State::kLeased) {
       cancelled.push_back(id);
@@ -649,6 +666,7 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id, const std
   if (auto w = workers_.find(worker_id); w != workers_.end()) Touch(&w->second, clock_->NowMs());
   std::optional<LeaseRef> ref = FindLease(lease_id);
   if (!ref) return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
+  LG_RETURN_IF_ERROR(CheckHolder(*ref, lease_id, worker_id));
   Job* job = ref->job;
   if (ref->shard < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -705,7 +723,7 @@ absl::StatusOr<bool> Scheduler::CompletePrepare(const std::string& worker_id,
   {
     absl::MutexLock lock(&mu_);
     if (auto w = workers_.find(worker_id); w != workers_.end()) Touch(&w->second, clock_->NowMs());
-    absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
+    absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id, worker_id);
     if (!live.ok()) return live.status();
     if (!live->has_value()) return false;
     if ((*live)->shard >= 0) {
@@ -714,9 +732,8 @@ absl::StatusOr<bool> Scheduler::CompletePrepare(const std::string& worker_id,
     }
     Job* job = (*live)->job;
     auto w = workers_.find(worker_id);
-    if (w == workers_.end() || job->prepare.worker_id != worker_id) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("lease ", Echo(lease_id), " is not held by worker ", Echo(worker_id)));
+    if (w == workers_.end()) {
+      return absl::NotFoundError(absl::StrCat("unknown worker ", Echo(worker_id)));
     }
     spec = job->spec;
     inline_prompts = job->plan.prompts;
@@ -731,7 +748,7 @@ absl::StatusOr<bool> Scheduler::CompletePrepare(const std::string& worker_id,
     }
   }
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
+  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id, worker_id);
   if (!live.ok()) return live.status();
   if (!live->has_value()) return false;  // cancelled or expired meanwhile
   Job* job = (*live)->job;
@@ -774,9 +791,10 @@ absl::StatusOr<bool> Scheduler::CompletePrepare(const std::string& worker_id,
 }
 
 absl::StatusOr<std::optional<Scheduler::LeaseRef>> Scheduler::FindLiveLease(
-    const std::string& lease_id) {
+    const std::string& lease_id, const std::string& worker_id) {
   std::optional<LeaseRef> ref = FindLease(lease_id);
   if (!ref) return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
+  LG_RETURN_IF_ERROR(CheckHolder(*ref, lease_id, worker_id));
   const Shard& shard = ShardOf(ref->job, ref->shard);
   if (Final(*ref->job) || shard.state != Shard::State::kLeased || shard.lease_id != lease_id) {
     return std::optional<LeaseRef>();
@@ -788,7 +806,7 @@ absl::Status Scheduler::Fail(const std::string& worker_id, const std::string& le
                              const absl::Status& error) {
   absl::MutexLock lock(&mu_);
   if (auto w = workers_.find(worker_id); w != workers_.end()) Touch(&w->second, clock_->NowMs());
-  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
+  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id, worker_id);
   if (!live.ok()) return live.status();
   if (!live->has_value()) return absl::OkStatus();  // stale: nothing to do
   const LeaseRef ref = **live;
@@ -813,7 +831,7 @@ absl::Status Scheduler::Fail(const std::string& worker_id, const std::string& le
 
 absl::Status Scheduler::HandBack(const std::string& worker_id, const std::string& lease_id) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id);
+  absl::StatusOr<std::optional<LeaseRef>> live = FindLiveLease(lease_id, worker_id);
   if (!live.ok()) return live.status();
   if (!live->has_value()) return absl::OkStatus();  // stale: nothing to do
   const LeaseRef ref = **live;

@@ -189,7 +189,11 @@ class Scheduler {
     enum class State { kPending, kLeased, kDone } state = State::kPending;
     int leases = 0, failures = 0;
     int64_t ready_at_ms = 0;
-    std::string lease_id, worker_id;
+    std::string lease_id, worker_id;  // the current (or last) lease and its worker
+    // Every lease id issued for this shard -> the worker it was issued to: a
+    // late completion of an earlier attempt is accepted from its own worker
+    // only; ids never issued are unknown.
+    std::map<std::string, std::string> issued;
     int64_t lease_start_ms = 0, deadline_ms = 0;
     std::set<std::string> failed_on;
   };
@@ -251,10 +255,16 @@ class Scheduler {
   void Touch(Worker* w, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Worker*> FindWorker(const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The shard a lease id was issued for; nullopt for an id never issued.
   std::optional<LeaseRef> FindLease(const std::string& lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // NOT_FOUND for an unknown lease; nullopt when it is no longer the shard's
-  // current lease (stale) or its job is over.
-  absl::StatusOr<std::optional<LeaseRef>> FindLiveLease(const std::string& lease_id)
+  // PERMISSION_DENIED unless `lease_id` was issued to `worker_id`.
+  absl::Status CheckHolder(const LeaseRef& ref, const std::string& lease_id,
+                           const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NOT_FOUND for an unknown lease, PERMISSION_DENIED for one issued to
+  // another worker; nullopt when it is no longer the shard's current lease
+  // (stale) or its job is over.
+  absl::StatusOr<std::optional<LeaseRef>> FindLiveLease(const std::string& lease_id,
+                                                        const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PromoteDue(Job* job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<int64_t> TakeShard(Job* job, const std::string& worker_id)

@@ -1,6 +1,9 @@
 #include "service/state_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -151,11 +154,48 @@ bool ChecksumMatches(sqlite3_stmt* s, int column, const std::string& bytes) {
 
 }  // namespace
 
+namespace {
+
+// One coordinator per state: an exclusive flock on DIR/lock, held while the
+// returned fd is open (the kernel drops it when the process dies, kill -9
+// included). The file names the holder's pid for the error of the next one.
+absl::StatusOr<int> LockStateDir(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char holder[32] = {0};
+    const ssize_t n = ::pread(fd, holder, sizeof(holder) - 1, 0);
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "another coordinator (pid ", n > 0 ? std::string(holder, static_cast<size_t>(n)) : "?",
+        ") holds the state in ", dir,
+        ": one coordinator per state directory (stop it, or give this one its own --state-dir)"));
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock holds without the pid; only the next one's message is poorer.
+  }
+  return fd;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir,
                                                              const StateStoreOptions& options) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  LG_ASSIGN_OR_RETURN(const int lock_fd, LockStateDir(dir));
+  struct CloseOnError {
+    int fd;
+    bool armed = true;
+    ~CloseOnError() {
+      if (armed) ::close(fd);
+    }
+  } lock_guard{lock_fd};
   const std::filesystem::path path = std::filesystem::path(dir) / "coordinator.db";
   const std::filesystem::path marker = std::filesystem::path(dir) / kMarker;
   const bool have_marker = std::filesystem::exists(marker, ec);
@@ -180,7 +220,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("cannot open ", path.string(), ": ", msg));
   }
-  std::unique_ptr<StateStore> store(new StateStore(db, options));
+  lock_guard.armed = false;  // the store owns the lock from here
+  std::unique_ptr<StateStore> store(new StateStore(db, options, lock_fd));
   sqlite3_busy_timeout(db, 5000);
   // WAL + synchronous=NORMAL: a commit survives the process being killed.
   LG_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
@@ -234,7 +275,10 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
   return store;
 }
 
-StateStore::~StateStore() { sqlite3_close(db_); }
+StateStore::~StateStore() {
+  sqlite3_close(db_);
+  ::close(lock_fd_);  // releases the state directory
+}
 
 absl::Status StateStore::Exec(const std::string& sql) {
   char* err = nullptr;

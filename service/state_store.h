@@ -46,8 +46,10 @@ class StateStore : public Journal {
   static constexpr const char* kMarker = "lensgrid-state";
 
   // Creates DIR if needed. UNAVAILABLE if the database cannot be opened;
-  // FAILED_PRECONDITION if the marker is there but the database is missing or
-  // empty (unless options.start_fresh); DATA_LOSS for a damaged database.
+  // FAILED_PRECONDITION if another process holds DIR (one coordinator per
+  // state: DIR/lock is locked for the store's life, and names its holder's
+  // pid), or if the marker is there but the database is missing or empty
+  // (unless options.start_fresh); DATA_LOSS for a damaged database.
   static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir,
                                                           const StateStoreOptions& options = {});
   ~StateStore() override;
@@ -60,13 +62,15 @@ class StateStore : public Journal {
   absl::Status Write(const JobWrite& write) override;
 
  private:
-  StateStore(sqlite3* db, StateStoreOptions options) : db_(db), options_(std::move(options)) {}
+  StateStore(sqlite3* db, StateStoreOptions options, int lock_fd)
+      : db_(db), options_(std::move(options)), lock_fd_(lock_fd) {}
   absl::Status Exec(const std::string& sql);
   absl::Status WriteLocked(const JobWrite& write) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyTestingPageLimit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   sqlite3* db_;
   const StateStoreOptions options_;
+  int lock_fd_;  // DIR/lock, flock()ed exclusively until the store is destroyed
 };
 
 // The byte format of a shard's result in the store (exposed for tests).

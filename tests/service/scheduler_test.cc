@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/service/test_jobs.h"
 
@@ -585,6 +586,38 @@ TEST_F(PrepareTest, HeartbeatsSayHowLongTheLeasesNowLast) {
   EXPECT_EQ(lease_ms, lease->lease_ms());  // the same rule as the lease itself
   ASSERT_TRUE(scheduler_.Heartbeat(w, {}, &lease_ms).ok());
   EXPECT_EQ(lease_ms, 0);
+}
+
+TEST_F(SchedulerTest, LeasesAreUnguessableAndBoundToTheirWorker) {
+  const std::string job = scheduler_.Submit(testing::SmallJob()).value();
+  const std::string holder = Worker(), other = Worker();
+  std::optional<v1::ShardLease> lease = Lease(holder);
+  ASSERT_TRUE(lease.has_value());
+  // <job>/<shard>/<attempt>-<32 hex digits of randomness>
+  const std::string id = lease->lease_id();
+  ASSERT_GT(id.size(), 33u);
+  EXPECT_EQ(id.substr(id.size() - 33, 1), "-");
+  EXPECT_EQ(id.find_first_not_of("0123456789abcdef", id.size() - 32), std::string::npos);
+  // Ids it never issued are unknown, whoever asks.
+  const std::string guessed = absl::StrCat(job, "/", lease->shard_id(), "/1");
+  EXPECT_EQ(scheduler_.Complete(holder, guessed, ResultFor(lease->shard())).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_.Fail(other, guessed, absl::InvalidArgumentError("x")).code(),
+            absl::StatusCode::kNotFound);
+  // Another worker cannot complete, fail, hand back or heartbeat the lease.
+  std::vector<Array> forged = ResultFor(lease->shard());
+  for (Array& a : forged) std::fill(a.values.begin(), a.values.end(), 42.0f);
+  EXPECT_EQ(scheduler_.Complete(other, id, forged).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(scheduler_.Fail(other, id, absl::InvalidArgumentError("x")).code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(scheduler_.HandBack(other, id).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(scheduler_.Heartbeat(other, {id}).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(State(job), v1::JOB_RUNNING);
+  EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 0);
+  // The holder's completion is the one that counts.
+  ASSERT_TRUE(*scheduler_.Complete(holder, id, ResultFor(lease->shard())));
+  EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 1);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "service/scheduler.h"
 #include "tests/service/test_jobs.h"
@@ -380,6 +381,20 @@ TEST(StateStoreTest, APreparedJobIsRestoredWithItsPromptsAnUnpreparedOneIsPrepar
   EXPECT_EQ(shards, 12);
   EXPECT_TRUE(prepare_leased);
   EXPECT_EQ(s.GetJob(prepared_job)->state(), v1::JOB_SUCCEEDED);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StateStoreTest, OneCoordinatorPerStateDirectory) {
+  const std::string dir = TempDir("lensgrid-store-lock");
+  auto first = StateStore::Open(dir);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = StateStore::Open(dir);
+  ASSERT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find(absl::StrCat("pid ", getpid())), std::string::npos)
+      << second.status();
+  first->reset();  // the first coordinator stops: the directory is free again
+  auto third = StateStore::Open(dir);
+  EXPECT_TRUE(third.ok()) << third.status();
   std::filesystem::remove_all(dir);
 }
 
