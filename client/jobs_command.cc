@@ -1,7 +1,5 @@
 #include "client/jobs_command.h"
 
-#include <torch/torch.h>
-
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <ctime>
@@ -13,7 +11,6 @@
 #include "client/command_status.h"
 #include "client/coordinator_client.h"
 #include "client/progress.h"
-#include "client/report_views.h"
 #include "client/search_output.h"
 #include "client/search_remote.h"
 #include "client/worker_views.h"
@@ -63,7 +60,8 @@ absl::Status Cancel(CoordinatorClient& c, const std::string& job, std::ostream& 
 }
 
 absl::Status Result(CoordinatorClient& c, const std::string& job, const std::string& address,
-                    const std::string& output, bool normalize, std::ostream& out) {
+                    const std::string& output, bool normalize, const ModelDirViews& model_dir_views,
+                    std::ostream& out) {
   LG_ASSIGN_OR_RETURN(v1::JobStatus status, c.GetJob(job));
   if (status.state() != v1::JOB_SUCCEEDED) {
     return absl::FailedPreconditionError(
@@ -80,9 +78,9 @@ absl::Status Result(CoordinatorClient& c, const std::string& job, const std::str
   LG_ASSIGN_OR_RETURN(SearchContext ctx, described ? ContextFromJobStatus(status)
                                                    : ContextFromJson(status.client_json()));
   ctx.normalize = ctx.normalize || normalize;
-  LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(ctx));
+  LG_ASSIGN_OR_RETURN(SearchNames names, NamesOfContext(ctx));
   LG_ASSIGN_OR_RETURN(JobResult job_result, c.GetResult(job));
-  LG_ASSIGN_OR_RETURN(SearchResult result, ResultFromJob(job_result, spec));
+  LG_ASSIGN_OR_RETURN(SearchValues result, ResultFromJob(job_result, names));
   ctx.run = {{"where", "coordinator"}, {"address", address}, {"job_id", job}};
   // The attention viewer needs the model: one of the job's workers runs it (older jobs: the
   // model dir they name, if readable here). Without it the report has the rest.
@@ -97,8 +95,12 @@ absl::Status Result(CoordinatorClient& c, const std::string& job, const std::str
     } else {
       no_views = v.status();
     }
+  } else if (!model_dir_views) {
+    no_views = absl::UnimplementedError(
+        "the job predates JobStatus's description; `lensgrid-local result` reads the patterns "
+        "from the model dir it names");
   } else {
-    absl::StatusOr<std::vector<AttentionView>> v = ViewsFromModelDir(ctx, result);
+    absl::StatusOr<std::vector<AttentionView>> v = model_dir_views(ctx, result);
     if (v.ok()) {
       views = std::move(*v);
     } else {
@@ -113,7 +115,8 @@ absl::Status Result(CoordinatorClient& c, const std::string& job, const std::str
 
 }  // namespace
 
-int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
+int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
+                   const ModelDirViews& model_dir_views) {
   const std::string verb = argv[0];
   CLI::App app{"Jobs on a coordinator", "lensgrid " + verb};
   std::string address, job, output;
@@ -143,7 +146,8 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err) 
   if (verb == "jobs") status = ListJobs(**client, out);
   if (verb == "workers") status = ListWorkers(**client, out);
   if (verb == "cancel") status = Cancel(**client, job, out);
-  if (verb == "result") status = Result(**client, job, address, output, normalize, out);
+  if (verb == "result")
+    status = Result(**client, job, address, output, normalize, model_dir_views, out);
   return ReportCommandStatus(verb.c_str(), status, err);
 }
 

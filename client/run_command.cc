@@ -1,9 +1,10 @@
 #include "client/run_command.h"
 
-#include <torch/torch.h>
-
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
 #include <iomanip>
+#include <numeric>
 #include <ostream>
 
 #include "absl/strings/numbers.h"
@@ -14,89 +15,15 @@
 #include "client/command_status.h"
 #include "client/hub/hub_download.h"
 #include "client/run_remote.h"
+#include "client/wire_values.h"
+#include "common/safetensors.h"
 #include "common/status_macros.h"
-#include "worker/model/cpu_threads.h"
-#include "worker/model/hooked_transformer.h"
-#include "worker/model/tensor_io.h"
-#include "worker/model/tokenizer/tokenizer.h"
 
 namespace lensgrid {
 namespace {
 
-struct RunFlags {
-  std::string model_dir;
-  std::string prompt;
-  std::string tokens;
-  bool no_processing = false;
-  bool no_bos = false;
-  std::vector<std::string> cache_regexes;
-  std::optional<int> stop_at_layer;
-  std::string output;
-  std::string device = "cpu";
-  int threads = 0;
-  std::string worker;  // HOST:PORT: run there instead of in this process
-  bool offline = false;
-};
-
-std::string ShapeString(at::IntArrayRef s) {
+std::string ShapeString(const std::vector<int64_t>& s) {
   return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
-}
-
-absl::StatusOr<RunData> RunLocal(const RunFlags& flags, std::ostream& out) {
-  ConfigureCpuThreads(flags.threads);
-  LoadOptions load;
-  if (flags.no_processing) load.processing = ProcessingOptions::None();
-  load.device = flags.device;
-  LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained(flags.model_dir, load));
-  for (const auto& name : model->load_report().unknown_tensors) {
-    out << "warning: unused tensor in checkpoint: " << name << "\n";
-  }
-
-  // A tokenizer is needed for text, and only nice-to-have for ids.
-  absl::StatusOr<std::shared_ptr<Tokenizer>> tokenizer = LoadTokenizerForModel(flags.model_dir);
-  RunData data;
-  std::vector<int64_t>& ids = data.ids;
-  if (!flags.prompt.empty()) {
-    if (!tokenizer.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("--prompt needs tokenizer files: ", tokenizer.status().message(),
-                       " (or pass ids with --tokens)"));
-    }
-    if (!flags.no_bos) ids.push_back(model->cfg().bos_token_id);
-    std::vector<int64_t> text_ids = (*tokenizer)->Encode(flags.prompt);
-    ids.insert(ids.end(), text_ids.begin(), text_ids.end());
-  } else {
-    LG_ASSIGN_OR_RETURN(ids, ParseTokenList(flags.tokens));
-  }
-
-  ForwardInput input;
-  input.tokens = torch::tensor(ids, torch::kInt64).unsqueeze(0);
-  ForwardOptions options;
-  options.return_type = ids.size() >= 2 ? ForwardReturn::kBoth : ForwardReturn::kLogits;
-  options.stop_at_layer = flags.stop_at_layer;
-  CacheOptions cache_options;
-  cache_options.regexes = flags.cache_regexes;
-  ActivationCache cache;
-  RunOutput result;
-  if (flags.cache_regexes.empty()) {
-    LG_ASSIGN_OR_RETURN(result, model->Run(input, options));
-  } else {
-    LG_ASSIGN_OR_RETURN(result, model->RunWithCache(input, options, cache_options, &cache));
-  }
-  data.model_dir = flags.model_dir;
-  data.weights_sha256 = model->load_report().weights_sha256;
-  data.processed = model->processed();
-  data.n_layers = model->cfg().n_layers;
-  data.n_heads = model->cfg().n_heads;
-  data.d_model = model->cfg().d_model;
-  if (result.logits.defined()) data.logits = result.logits.to(torch::kFloat32);
-  data.loss = result.loss;
-  for (const auto& [name, t] : cache.entries()) data.cache.emplace_back(name, t);
-  if (tokenizer.ok()) {
-    std::shared_ptr<Tokenizer> tok = *tokenizer;
-    data.str_tokens = [tok](const std::vector<int64_t>& ids) { return tok->ToStrTokens(ids); };
-  }
-  return data;
 }
 
 absl::Status Report(const RunFlags& flags, const RunData& data, std::ostream& out) {
@@ -112,21 +39,35 @@ absl::Status Report(const RunFlags& flags, const RunData& data, std::ostream& ou
     for (const auto& s : strs) quoted.push_back(QuoteTokenText(s));
     out << "str_tokens: " << absl::StrJoin(quoted, " ") << "\n";
   }
-  if (data.loss.defined()) {
-    out << "loss: " << std::fixed << std::setprecision(4) << data.loss.item<double>() << "\n";
-  } else if (!data.logits.defined()) {
+  if (data.loss.has_value()) {
+    out << "loss: " << std::fixed << std::setprecision(4) << *data.loss << "\n";
+  } else if (!data.logits.has_value()) {
     out << "stopped before layer " << *flags.stop_at_layer << ": no logits or loss\n";
   } else {
     out << "loss: n/a (needs at least 2 tokens)\n";
   }
-  if (data.logits.defined()) {
-    torch::Tensor last = data.logits[0][-1].to(torch::kCPU);
-    torch::Tensor probs = torch::softmax(last.to(torch::kFloat64), -1);
-    auto top = probs.topk(std::min<int64_t>(5, probs.size(0)));
-    std::vector<int64_t> top_ids;
-    for (int64_t i = 0; i < std::get<1>(top).size(0); ++i) {
-      top_ids.push_back(std::get<1>(top)[i].item<int64_t>());
+  if (data.logits.has_value()) {
+    const WireTensor& logits = *data.logits;
+    if (logits.shape.size() != 3 || logits.shape[1] < 1 || logits.shape[2] < 1) {
+      return absl::InternalError(
+          absl::StrCat("logits have shape ", ShapeString(logits.shape), ", not [1, pos, vocab]"));
     }
+    LG_ASSIGN_OR_RETURN(std::vector<double> values, WireToDoubles(logits));
+    // The last position of the first row, and its softmax in double precision.
+    const int64_t vocab = logits.shape[2];
+    const std::vector<double> last(values.begin() + (logits.shape[1] - 1) * vocab,
+                                   values.begin() + logits.shape[1] * vocab);
+    const double max = *std::max_element(last.begin(), last.end());
+    double sum = 0;
+    for (double x : last) sum += std::exp(x - max);
+    std::vector<int64_t> top_ids(last.size());
+    std::iota(top_ids.begin(), top_ids.end(), 0);
+    const size_t k = std::min<size_t>(5, top_ids.size());
+    std::partial_sort(top_ids.begin(), top_ids.begin() + k, top_ids.end(),
+                      [&last](int64_t a, int64_t b) {
+                        return last[a] > last[b] || (last[a] == last[b] && a < b);
+                      });
+    top_ids.resize(k);
     absl::StatusOr<std::vector<std::string>> top_strs =
         data.str_tokens ? data.str_tokens(top_ids)
                         : absl::StatusOr<std::vector<std::string>>(absl::UnavailableError(""));
@@ -134,35 +75,38 @@ absl::Status Report(const RunFlags& flags, const RunData& data, std::ostream& ou
     for (size_t i = 0; i < top_ids.size(); ++i) {
       int64_t id = top_ids[i];
       out << "  " << std::setw(6) << id << "  p=" << std::setprecision(4)
-          << std::get<0>(top)[i].item<double>() << "  logit=" << last[id].item<double>();
+          << std::exp(last[id] - max) / sum << "  logit=" << last[id];
       if (top_strs.ok()) out << "  " << QuoteTokenText((*top_strs)[i]);
       out << "\n";
     }
   }
   if (!flags.cache_regexes.empty()) {
     out << "cached (" << data.cache.size() << "):\n";
-    for (const auto& [name, t] : data.cache) {
-      out << "  " << name << " " << ShapeString(t.sizes()) << "\n";
+    for (const WireTensor& t : data.cache) {
+      out << "  " << t.name << " " << ShapeString(t.shape) << "\n";
     }
   }
   if (!flags.output.empty()) {
-    NamedTensors tensors;
-    if (data.logits.defined()) tensors.emplace_back("logits", data.logits);
-    for (const auto& [name, t] : data.cache) tensors.emplace_back(name, t);
-    LG_RETURN_IF_ERROR(WriteTensorFile(flags.output, tensors,
-                                       {{"model_dir", data.model_dir},
-                                        {"weights_sha256", data.weights_sha256},
-                                        {"processed", data.processed ? "true" : "false"},
-                                        {"tokens", absl::StrJoin(ids, ",")}}));
+    std::vector<SafetensorsTensorView> tensors;
+    auto add = [&tensors](const std::string& name, const WireTensor& t) {
+      tensors.push_back({name, t.dtype, t.shape, t.data.data(), t.data.size()});
+    };
+    if (data.logits.has_value()) add("logits", *data.logits);
+    for (const WireTensor& t : data.cache) add(t.name, t);
+    LG_RETURN_IF_ERROR(WriteSafetensors(flags.output, tensors,
+                                        {{"model_dir", data.model_dir},
+                                         {"weights_sha256", data.weights_sha256},
+                                         {"processed", data.processed ? "true" : "false"},
+                                         {"tokens", absl::StrJoin(ids, ",")}}));
     out << "wrote " << flags.output << " (" << tensors.size() << " tensors)\n";
   }
   return absl::OkStatus();
 }
 
-absl::Status Execute(const RunFlags& flags, std::ostream& out) {
+absl::Status Execute(const RunFlags& flags, const RunInProcess& in_process, std::ostream& out) {
   absl::StatusOr<RunData> data;
   if (flags.worker.empty()) {
-    data = RunLocal(flags, out);
+    data = in_process(flags, out);
   } else {
     RemoteRunRequest request;
     request.worker = flags.worker;
@@ -230,7 +174,8 @@ std::string QuoteTokenText(const std::string& text) {
   return out + "\"";
 }
 
-int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
+int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
+                  const RunInProcess& in_process) {
   CLI::App app{"Run a model dir once, in this process", "lensgrid run"};
   RunFlags flags;
   auto* model = app.add_option("--model", flags.model_dir,
@@ -264,10 +209,15 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
     err << "lensgrid run: give --prompt TEXT or --tokens IDS\n";
     return 2;
   }
+  if (flags.worker.empty() && !in_process) {
+    err << "lensgrid run: a run without --worker runs in lensgrid-local (the executable with "
+           "LibTorch, beside lensgrid)\n";
+    return 2;
+  }
   if (absl::Status s = hub::ResolveModelFlag(&flags.model_dir, flags.offline, &err); !s.ok()) {
     return ReportCommandStatus("run", s, err);
   }
-  return ReportCommandStatus("run", Execute(flags, out), err);
+  return ReportCommandStatus("run", Execute(flags, in_process, out), err);
 }
 
 }  // namespace lensgrid

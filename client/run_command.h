@@ -10,19 +10,46 @@
 // --tokens are taken as given. --worker HOST:PORT runs it on a lensgrid-worker
 // instead (the same output, bit-equal). --output writes `logits` [batch, pos, vocab]
 // F32 and each cached activation under its hook name as safetensors.
+//
+// No LibTorch here: a run in this process is a RunInProcess that lensgrid-local passes in
+// (client/local/run_in_process.h); `lensgrid` hands `run` without --worker to lensgrid-local.
 #ifndef LENSGRID_CLIENT_RUN_COMMAND_H_
 #define LENSGRID_CLIENT_RUN_COMMAND_H_
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/run_remote.h"
 
 namespace lensgrid {
 
-int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err);
+struct RunFlags {
+  std::string model_dir;
+  std::string prompt;
+  std::string tokens;
+  bool no_processing = false;
+  bool no_bos = false;
+  std::vector<std::string> cache_regexes;
+  std::optional<int> stop_at_layer;
+  std::string output;
+  std::string device = "cpu";
+  int threads = 0;
+  std::string worker;  // HOST:PORT: run there instead of in this process
+  bool offline = false;
+};
+
+// Runs the model of flags.model_dir in this process (`out` takes its warnings).
+using RunInProcess =
+    std::function<absl::StatusOr<RunData>(const RunFlags& flags, std::ostream& out)>;
+
+// Without `in_process`, `run` without --worker is an error naming lensgrid-local.
+int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
+                  const RunInProcess& in_process = nullptr);
 
 // "5,17,300" (spaces allowed) -> ids. INVALID_ARGUMENT naming the bad item.
 absl::StatusOr<std::vector<int64_t>> ParseTokenList(const std::string& text);

@@ -1,13 +1,11 @@
 #include "client/run_remote.h"
 
-#include <torch/torch.h>
-
 #include <cstring>
 #include <filesystem>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "client/wire_torch.h"
+#include "client/wire_values.h"
 #include "client/worker_client.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -85,14 +83,17 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
   const std::string& token_bytes = reply->header.tokens().data();
   data.ids.resize(token_bytes.size() / sizeof(int64_t));
   std::memcpy(data.ids.data(), token_bytes.data(), data.ids.size() * sizeof(int64_t));
-  for (const WireTensor& t : reply->tensors) {
-    LG_ASSIGN_OR_RETURN(at::Tensor value, WireToTorch(t));
+  for (WireTensor& t : reply->tensors) {
     if (t.name == "logits") {
-      data.logits = value;
+      data.logits = std::move(t);
     } else if (t.name == "loss") {
-      data.loss = value;
+      LG_ASSIGN_OR_RETURN(std::vector<double> loss, WireToDoubles(t));
+      if (loss.size() != 1) {
+        return absl::InternalError(absl::StrCat("the worker's loss has ", loss.size(), " values"));
+      }
+      data.loss = loss[0];
     } else {
-      data.cache.emplace_back(t.name, value);
+      data.cache.push_back(std::move(t));
     }
   }
   if (info.has_tokenizer()) {

@@ -1,12 +1,12 @@
 // `lensgrid run --worker ADDR`: the same run as in-process, on a worker.
 //
 //   LG_ASSIGN_OR_RETURN(RunData data, RunRemote(request));
-//   // data.logits, data.cache: bit-equal to the in-process run of the same
-//   model
+//   // data.logits, data.cache: bit-equal to the in-process run of the same model
+//
+// No LibTorch: the tensors are WireTensors (an in-process run converts its tensors to them,
+// client/local/run_in_process.h).
 #ifndef LENSGRID_CLIENT_RUN_REMOTE_H_
 #define LENSGRID_CLIENT_RUN_REMOTE_H_
-
-#include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <functional>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/model/tensor_io.h"
+#include "common/tensor_chunks.h"
 
 namespace lensgrid {
 
@@ -26,9 +26,9 @@ struct RunData {
   bool processed = true;
   int64_t n_layers = 0, n_heads = 0, d_model = 0;
   std::vector<int64_t> ids;
-  at::Tensor logits;  // [1, pos, vocab] F32, or undefined (stop_at_layer)
-  at::Tensor loss;    // [] or undefined
-  NamedTensors cache;
+  std::optional<WireTensor> logits;  // [1, pos, vocab], or none (stop_at_layer)
+  std::optional<double> loss;        // none: fewer than 2 tokens, or stop_at_layer
+  std::vector<WireTensor> cache;     // named by hook
   // Each id's text when a tokenizer is available (locally or on the worker).
   std::function<absl::StatusOr<std::vector<std::string>>(const std::vector<int64_t>&)> str_tokens;
 };

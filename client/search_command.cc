@@ -1,6 +1,5 @@
 #include "client/search_command.h"
 
-#include <torch/torch.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -20,108 +19,28 @@
 #include "client/command_status.h"
 #include "client/hub/hub_download.h"
 #include "client/local_cluster.h"
-#include "client/report_views.h"
 #include "client/search_job.h"
 #include "client/search_output.h"
 #include "client/search_remote.h"
+#include "client/search_values.h"
 #include "client/worker_views.h"
 #include "common/model_id.h"
 #include "common/search_methods.h"
 #include "common/status_macros.h"
-#include "worker/model/analysis/search.h"
-#include "worker/model/cpu_threads.h"
 
 namespace lensgrid {
 namespace {
 
-struct SearchFlags {
-  std::string model_dir, dataset, method, ablation = "zero", metric, output;
-  std::string model_flag;  // --model as given (model_dir: as resolved)
-  int64_t n_prompts = 16, seq_len = 16;
-  uint64_t seed = 0;
-  bool normalize = false, naive = false, in_process = false, no_processing = false;
-  bool detectors = false;
-  int64_t local = 0;
-  std::string coordinator, model_id, weights_sha256;
-  int64_t prompts_per_shard = 0, components_per_shard = 0;
-  int threads = 0;
-};
-
-// The metric a method reads when none is given: what the dataset is about.
-std::string DefaultMetric(const std::string& dataset) {
-  if (dataset == "greater-than") return "prob-diff";
-  if (dataset == "induction") return "loss";
-  return "logit-diff";
+// The built-in datasets a worker builds (worker/model/analysis/dataset.h's BuiltinDatasetNames,
+// which stays the authority: this list only fails a typo before the job is submitted).
+const std::vector<std::string>& BuiltinDatasets() {
+  static const auto* names =
+      new std::vector<std::string>{"induction", "ioi", "gender-bias", "greater-than"};
+  return *names;
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-// The id workers serve the model of --model under (--local starts them with it): --model-id,
-// else a worker's default (common/model_id.h: the name of the model's dir, or the Hub name).
-std::string ModelIdOfFlags(const SearchFlags& flags) {
-  return flags.model_id.empty() ? DefaultModelId(flags.model_flag, !flags.no_processing)
-                                : flags.model_id;
-}
-
-// The search spec and the context of its output, from the flags and the model.
-absl::StatusOr<SearchContext> MakeContext(const SearchFlags& flags,
-                                          const HookedTransformerConfig& cfg,
-                                          const std::string& weights_sha256,
-                                          const Dataset& dataset) {
-  SearchContext ctx;
-  ctx.method = flags.method;
-  ctx.metric = flags.metric.empty() ? DefaultMetric(flags.dataset) : flags.metric;
-  ctx.ablation = flags.ablation;
-  ctx.normalize = flags.normalize;
-  ctx.model_id = ModelIdOfFlags(flags);  // what workers on this model serve it as
-  ctx.model_dir = flags.model_dir;
-  ctx.weights_sha256 = weights_sha256;
-  ctx.processed = !flags.no_processing;
-  ctx.n_layers = cfg.n_layers;
-  ctx.n_heads = cfg.n_heads;
-  ctx.attn_only = cfg.attn_only;
-  ctx.dataset = dataset.name;
-  ctx.n_prompts = static_cast<int64_t>(dataset.prompts.size());
-  ctx.seed = flags.seed;
-  ctx.seq_len = flags.seq_len;
-  ctx.positions = dataset.max_length();
-  LG_RETURN_IF_ERROR(SpecOfContext(ctx).status());  // names checked before any work
-  return ctx;
-}
-
-absl::Status ExecuteInProcess(const SearchFlags& flags, std::ostream& out) {
-  ConfigureCpuThreads(flags.threads);
-  LoadOptions load;
-  if (flags.no_processing) load.processing = ProcessingOptions::None();
-  LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained(flags.model_dir, load));
-  auto tokenizer = LoadTokenizerForModel(flags.model_dir);
-  DatasetSpec ds_spec{flags.dataset, flags.n_prompts, flags.seed, flags.seq_len};
-  LG_ASSIGN_OR_RETURN(Dataset dataset, MakeDataset(ds_spec, model->cfg(),
-                                                   tokenizer.ok() ? tokenizer->get() : nullptr));
-  LG_ASSIGN_OR_RETURN(SearchContext ctx, MakeContext(flags, model->cfg(),
-                                                     model->load_report().weights_sha256, dataset));
-  LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(ctx));
-  SearchOptions options;
-  options.naive = flags.naive;
-  auto start = std::chrono::steady_clock::now();
-  LG_ASSIGN_OR_RETURN(SearchResult result, RunSearch(*model, dataset, spec, options));
-  std::optional<SearchResult> detectors;
-  if (flags.detectors) {
-    SearchSpec detect = spec;
-    detect.method = Method::kDetectHeads;
-    LG_ASSIGN_OR_RETURN(detectors, RunSearch(*model, dataset, detect, options));
-  }
-  ctx.seconds = SecondsSince(start);
-  ctx.run = {{"where", "in-process"}};
-  std::vector<AttentionView> views;
-  if (!flags.output.empty()) {
-    LG_ASSIGN_OR_RETURN(views, TopHeadViews(*model, tokenizer.ok() ? tokenizer->get() : nullptr,
-                                            dataset.prompts.front(), result));
-  }
-  return WriteSearchOutput(result, ctx, views, flags.output, out,
-                           detectors ? &*detectors : nullptr);
 }
 
 // --coordinator ADDR or --local N: the job names the model by id and asks for the dataset
@@ -150,7 +69,7 @@ absl::StatusOr<SearchJobRequest> JobRequestOfFlags(const SearchFlags& flags,
     }
     r.dataset = std::filesystem::path(flags.dataset).filename().string();
   } else {
-    const std::vector<std::string>& names = BuiltinDatasetNames();
+    const std::vector<std::string>& names = BuiltinDatasets();
     if (std::find(names.begin(), names.end(), flags.dataset) == names.end()) {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown dataset \"", flags.dataset.substr(0, 120),
@@ -165,11 +84,11 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
                            std::ostream& err) {
   LG_ASSIGN_OR_RETURN(SearchJobRequest request, JobRequestOfFlags(flags, model_id));
   LG_ASSIGN_OR_RETURN(v1::JobSpec job_spec, MakeSearchJobSpec(request));
-  SearchContext names;  // the names only, for the SearchSpec the result is read as
+  SearchContext names;  // the names only, for the SearchNames the result is read as
   names.method = request.method;
   names.metric = request.metric;
   names.ablation = request.ablation;
-  LG_ASSIGN_OR_RETURN(SearchSpec spec, SpecOfContext(names));
+  LG_ASSIGN_OR_RETURN(SearchNames spec, NamesOfContext(names));
 
   std::unique_ptr<LocalCluster> cluster;
   std::string address = flags.coordinator;
@@ -191,8 +110,8 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
   options.job_id = &job_id;
   options.final_status = &final_status;
   auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<SearchResult> result = RunOnCoordinator(address, job_spec, spec, options);
-  std::optional<SearchResult> detectors;
+  absl::StatusOr<SearchValues> result = RunOnCoordinator(address, job_spec, spec, options);
+  std::optional<SearchValues> detectors;
   std::string detect_job_id;
   if (result.ok() && flags.detectors) {
     SearchJobRequest detect_request = request;
@@ -201,12 +120,12 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
     // The same weights as the main job, whichever worker prepares this one.
     detect_request.weights_sha256 = final_status.spec().weights_sha256();
     LG_ASSIGN_OR_RETURN(v1::JobSpec detect_job, MakeSearchJobSpec(detect_request));
-    SearchSpec detect = spec;
+    SearchNames detect = spec;
     detect.method = Method::kDetectHeads;
     RemoteSearchOptions detect_options = options;
     detect_options.job_id = &detect_job_id;
     detect_options.final_status = nullptr;
-    absl::StatusOr<SearchResult> d = RunOnCoordinator(address, detect_job, detect, detect_options);
+    absl::StatusOr<SearchValues> d = RunOnCoordinator(address, detect_job, detect, detect_options);
     if (d.ok()) {
       detectors = std::move(*d);
     } else {
@@ -247,7 +166,19 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
 
 }  // namespace
 
-int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
+std::string DefaultMetric(const std::string& dataset) {
+  if (dataset == "greater-than") return "prob-diff";
+  if (dataset == "induction") return "loss";
+  return "logit-diff";
+}
+
+std::string ModelIdOfFlags(const SearchFlags& flags) {
+  return flags.model_id.empty() ? DefaultModelId(flags.model_flag, !flags.no_processing)
+                                : flags.model_id;
+}
+
+int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
+                     const SearchInProcess& in_process) {
   CLI::App app{"Circuit search over a dataset", "lensgrid search"};
   SearchFlags f;
   app.add_option("--model", f.model_dir,
@@ -346,7 +277,14 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   if (absl::Status s = hub::ResolveModelFlag(&f.model_dir, offline, &err); !s.ok()) {
     return ReportCommandStatus("search", s, err);
   }
-  if (f.in_process) return ReportCommandStatus("search", ExecuteInProcess(f, out), err);
+  if (f.in_process) {
+    if (!in_process) {
+      err << "lensgrid search: --in-process runs in lensgrid-local (the executable with "
+             "LibTorch, beside lensgrid)\n";
+      return 2;
+    }
+    return ReportCommandStatus("search", in_process(f, out), err);
+  }
   return ReportCommandStatus("search", ExecuteRemote(f, ModelIdOfFlags(f), out, err), err);
 }
 

@@ -16,14 +16,47 @@
 // metric, each result grid as nested lists with its axis names, components
 // ranked by |delta|) and DIR/result.safetensors (the grids, per-prompt values,
 // baselines), and prints the top 10 components.
+//
+// No LibTorch here: --in-process is a SearchInProcess that lensgrid-local passes in
+// (client/local/search_in_process.h); `lensgrid` hands such a command line to lensgrid-local.
 #ifndef LENSGRID_CLIENT_SEARCH_COMMAND_H_
 #define LENSGRID_CLIENT_SEARCH_COMMAND_H_
 
+#include <cstdint>
+#include <functional>
 #include <iosfwd>
+#include <string>
+
+#include "absl/status/status.h"
 
 namespace lensgrid {
 
-int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err);
+struct SearchFlags {
+  std::string model_dir, dataset, method, ablation = "zero", metric, output;
+  std::string model_flag;  // --model as given (model_dir: as resolved)
+  int64_t n_prompts = 16, seq_len = 16;
+  uint64_t seed = 0;
+  bool normalize = false, naive = false, in_process = false, no_processing = false;
+  bool detectors = false;
+  int64_t local = 0;
+  std::string coordinator, model_id, weights_sha256;
+  int64_t prompts_per_shard = 0, components_per_shard = 0;
+  int threads = 0;
+};
+
+// The metric a method reads when none is given: what the dataset is about.
+std::string DefaultMetric(const std::string& dataset);
+
+// The id workers serve the model of --model under (--local starts them with it): --model-id,
+// else a worker's default (common/model_id.h: the name of the model's dir, or the Hub name).
+std::string ModelIdOfFlags(const SearchFlags& flags);
+
+// Runs a parsed --in-process search and writes its output.
+using SearchInProcess = std::function<absl::Status(const SearchFlags& flags, std::ostream& out)>;
+
+// Without `in_process`, --in-process is an error naming lensgrid-local.
+int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
+                     const SearchInProcess& in_process = nullptr);
 
 }  // namespace lensgrid
 

@@ -61,8 +61,9 @@ bool StatusDescribesJob(const v1::JobStatus& status);
 // shape (spec), dataset (spec.dataset: name, seed, seq_len; "inline" when the prompts were sent
 // inline), n_prompts and positions (status.n_prompts, n_pos), run = {"where": "coordinator",
 // "job_id"}, processed (spec.model, when the coordinator recorded it). What only the client
-// knows (normalize, model_dir, seconds, the coordinator's address) is left at its default. FAILED_PRECONDITION when the job has not been
-// prepared (no model shape yet); INVALID_ARGUMENT for an unknown method, metric or ablation.
+// knows (normalize, model_dir, seconds, the coordinator's address) is left at its default.
+// FAILED_PRECONDITION when the job has not been prepared (no model shape yet); INVALID_ARGUMENT for
+// an unknown method, metric or ablation.
 absl::StatusOr<SearchContext> ContextFromJobStatus(const v1::JobStatus& status);
 
 }  // namespace lensgrid

@@ -1,6 +1,7 @@
 // What a finished search writes, wherever it ran (in this process, on local
 // workers, through a coordinator): the summary on stdout, DIR/result.json,
-// DIR/result.safetensors and DIR/report.html.
+// DIR/result.safetensors and DIR/report.html. No LibTorch: the numbers are SearchValues
+// (client/search_values.h).
 //
 //   SearchContext ctx = ...;                 // model identity, dataset, flags
 //   LG_RETURN_IF_ERROR(WriteSearchOutput(result, ctx, views, "out/ioi", std::cout));
@@ -18,22 +19,19 @@
 #include "absl/status/statusor.h"
 #include "client/report.h"
 #include "client/search_context.h"
-#include "worker/model/analysis/search.h"
+#include "client/search_values.h"
 
 namespace lensgrid {
-
-// The SearchSpec the context names.
-absl::StatusOr<SearchSpec> SpecOfContext(const SearchContext& ctx);
 
 // Prints the summary and the top components to `out`; with a non-empty
 // `output_dir`, also writes result.json, result.safetensors and report.html
 // (with `attention`'s patterns) there.
 // `detectors` (optional): a detect-heads result on the same dataset, written
 // beside the main result (result.json "detectors", tensors "detectors.NAME").
-absl::Status WriteSearchOutput(const SearchResult& result, const SearchContext& ctx,
+absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& ctx,
                                const std::vector<AttentionView>& attention,
                                const std::string& output_dir, std::ostream& out,
-                               const SearchResult* detectors = nullptr);
+                               const SearchValues* detectors = nullptr);
 
 }  // namespace lensgrid
 

@@ -1,7 +1,5 @@
 #include "client/search_remote.h"
 
-#include <torch/torch.h>
-
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -10,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/progress.h"
-#include "client/wire_torch.h"
+#include "client/wire_values.h"
 #include "common/search_proto.h"
 #include "common/status_macros.h"
 
@@ -23,50 +21,56 @@ int64_t NowMs() {
       .count();
 }
 
-absl::StatusOr<at::Tensor> Take(const JobResult& job, const std::string& name,
-                                const std::vector<int64_t>& shape) {
+absl::StatusOr<std::vector<double>> Take(const JobResult& job, const std::string& name,
+                                         int64_t expected) {
   const WireTensor* t = job.Find(name);
   if (t == nullptr) {
     return absl::InternalError(absl::StrCat("the job's result has no tensor \"", name, "\""));
   }
-  LG_ASSIGN_OR_RETURN(at::Tensor out, WireToTorch(*t));
-  if (out.numel() != c10::multiply_integers(shape)) {
-    return absl::InternalError(absl::StrCat("the job's tensor \"", name, "\" has ", out.numel(),
-                                            " values, expected ", c10::multiply_integers(shape)));
+  const int64_t n = t->NumElements();
+  if (n != expected) {
+    return absl::InternalError(
+        absl::StrCat("the job's tensor \"", name, "\" has ", n, " values, expected ", expected));
   }
-  return out.reshape(shape).to(torch::kFloat64);
+  return WireToDoubles(*t);
 }
 
 }  // namespace
 
-absl::StatusOr<SearchResult> ResultFromJob(const JobResult& job, const SearchSpec& spec) {
-  SearchResult result;
-  result.spec = spec;
+absl::StatusOr<SearchValues> ResultFromJob(const JobResult& job, const SearchNames& names) {
+  SearchValues result;
+  result.names = names;
   const WireTensor* baseline = job.Find("baseline");
   if (baseline == nullptr || baseline->shape.size() != 1) {
     return absl::InternalError("the job's result has no 1-D tensor \"baseline\"");
   }
   const int64_t n = baseline->shape[0];
-  LG_ASSIGN_OR_RETURN(result.baseline, Take(job, "baseline", {n}));
-  if (IsPatching(spec.method)) {
-    LG_ASSIGN_OR_RETURN(result.reference, Take(job, "reference", {n}));
+  LG_ASSIGN_OR_RETURN(result.baseline, Take(job, "baseline", n));
+  if (IsPatching(names.method)) {
+    LG_ASSIGN_OR_RETURN(result.reference, Take(job, "reference", n));
   }
   for (const v1::ResultGrid& g : job.header.grids()) {
-    SearchOutput o;
+    GridValues o;
     o.name = g.name();
     o.axes.assign(g.axes().begin(), g.axes().end());
     o.shape.assign(g.shape().begin(), g.shape().end());
-    const int64_t c = c10::multiply_integers(o.shape);
-    LG_ASSIGN_OR_RETURN(o.per_prompt, Take(job, o.name + ".per_prompt", {n, c}));
-    LG_ASSIGN_OR_RETURN(o.mean, Take(job, o.name, o.shape));
+    int64_t c = 1;
+    for (int64_t d : o.shape) {
+      if (d < 0 || (d > 0 && c > (int64_t{1} << 40) / d)) {
+        return absl::InternalError(absl::StrCat("the job's grid \"", o.name, "\" has a bad shape"));
+      }
+      c *= d;
+    }
+    LG_ASSIGN_OR_RETURN(o.per_prompt, Take(job, o.name + ".per_prompt", n * c));
+    LG_ASSIGN_OR_RETURN(o.mean, Take(job, o.name, c));
     result.outputs.push_back(std::move(o));
   }
   if (result.outputs.empty()) return absl::InternalError("the job's result has no grids");
   return result;
 }
 
-absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
-                                              const v1::JobSpec& job_spec, const SearchSpec& spec,
+absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
+                                              const v1::JobSpec& job_spec, const SearchNames& names,
                                               const RemoteSearchOptions& options) {
   std::ostream& progress = options.progress != nullptr ? *options.progress : std::cerr;
   std::mutex write_mu;
@@ -133,7 +137,7 @@ absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
           absl::StrCat("job ", job_id, " ended in state ", JobStateName(final_status->state())));
   }
   LG_ASSIGN_OR_RETURN(JobResult job, client->GetResult(job_id));
-  return ResultFromJob(job, spec);
+  return ResultFromJob(job, names);
 }
 
 }  // namespace lensgrid

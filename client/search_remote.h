@@ -1,9 +1,9 @@
 // `lensgrid search --coordinator ADDR | --local N`: the job spec of a search,
 // its run through a coordinator with live progress, and its result as the
-// same SearchResult an in-process search returns.
+// the same SearchValues an in-process search's output is written from. No LibTorch.
 //
 //   LG_ASSIGN_OR_RETURN(v1::JobSpec job, MakeSearchJobSpec(request));  // client/search_job.h
-//   LG_ASSIGN_OR_RETURN(SearchResult r, RunOnCoordinator(address, job, spec, options));
+//   LG_ASSIGN_OR_RETURN(SearchValues r, RunOnCoordinator(address, job, names, options));
 #ifndef LENSGRID_CLIENT_SEARCH_REMOTE_H_
 #define LENSGRID_CLIENT_SEARCH_REMOTE_H_
 
@@ -13,15 +13,14 @@
 
 #include "absl/status/statusor.h"
 #include "client/coordinator_client.h"
-#include "client/search_output.h"
+#include "client/search_values.h"
 #include "lensgrid/v1/coordinator.pb.h"
-#include "worker/model/analysis/search.h"
 
 namespace lensgrid {
 
-// The coordinator's merged tensors as a SearchResult of `spec`'s outputs.
-// INTERNAL naming the tensor when one is missing or mis-shaped.
-absl::StatusOr<SearchResult> ResultFromJob(const JobResult& job, const SearchSpec& spec);
+// The coordinator's merged tensors (F32, F16 or BF16) as the SearchValues of a `names` search.
+// INTERNAL naming the tensor when one is missing, mis-shaped or of another dtype.
+absl::StatusOr<SearchValues> ResultFromJob(const JobResult& job, const SearchNames& names);
 
 struct RemoteSearchOptions {
   bool tty = false;                  // draw a progress bar
@@ -37,8 +36,8 @@ struct RemoteSearchOptions {
 // Submits, follows the job to its end (reconnecting across coordinator
 // restarts), and fetches the result. A failed or cancelled job is an error
 // carrying the coordinator's code and message.
-absl::StatusOr<SearchResult> RunOnCoordinator(const std::string& address,
-                                              const v1::JobSpec& job_spec, const SearchSpec& spec,
+absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
+                                              const v1::JobSpec& job_spec, const SearchNames& names,
                                               const RemoteSearchOptions& options);
 
 }  // namespace lensgrid

@@ -27,7 +27,7 @@
 
 namespace lensgrid {
 
-// (layer, head) pairs, as HeadsToShow (client/report_views.h) returns them.
+// (layer, head) pairs, as HeadsToShow (client/search_values.h) returns them.
 using HeadList = std::vector<std::pair<int, int>>;
 
 // The workers that can show a job's patterns, best first: alive, with an address, serving

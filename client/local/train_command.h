@@ -6,8 +6,8 @@
 //
 //   lensgrid train --out DIR --seed S [--steps N] [--layers L] [--heads H] [--d-model D]
 //                  [--attn-only] [--merges K] [--lr LR] [--warmup N] [--batch B] ...
-#ifndef LENSGRID_CLIENT_TRAIN_COMMAND_H_
-#define LENSGRID_CLIENT_TRAIN_COMMAND_H_
+#ifndef LENSGRID_CLIENT_LOCAL_TRAIN_COMMAND_H_
+#define LENSGRID_CLIENT_LOCAL_TRAIN_COMMAND_H_
 
 #include <iosfwd>
 
@@ -17,4 +17,4 @@ int RunTrainCommand(int argc, char** argv, std::ostream& out, std::ostream& err)
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_CLIENT_TRAIN_COMMAND_H_
+#endif  // LENSGRID_CLIENT_LOCAL_TRAIN_COMMAND_H_

@@ -5,31 +5,27 @@
 //   std::vector<AttentionView> views =
 //       TopHeadViews(*model, tokenizer, dataset.prompts[0], result, /*max_heads=*/4);
 //
-// HeadsToShow picks the heads; a search that ran on workers asks one of them for the patterns
-// (client/worker_views.h) instead of loading the model here.
-#ifndef LENSGRID_CLIENT_REPORT_VIEWS_H_
-#define LENSGRID_CLIENT_REPORT_VIEWS_H_
+// HeadsToShow (client/search_values.h) picks the heads; a search that ran on workers asks one
+// of them for the patterns (client/worker_views.h) instead of loading the model here. LibTorch.
+#ifndef LENSGRID_CLIENT_LOCAL_REPORT_VIEWS_H_
+#define LENSGRID_CLIENT_LOCAL_REPORT_VIEWS_H_
 
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "client/report.h"
-#include "client/search_output.h"
+#include "client/search_context.h"
+#include "client/search_values.h"
 #include "worker/model/analysis/dataset.h"
-#include "worker/model/analysis/search.h"
 #include "worker/model/hooked_transformer.h"
 
 namespace lensgrid {
-
-// The heads worth looking at: [(layer, head)], most important first.
-std::vector<std::pair<int, int>> HeadsToShow(const SearchResult& result, int n_heads,
-                                             int max_heads);
 
 // REQUIRES: tokenizer may be null (tokens are then shown as ids).
 absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer& model,
                                                         const Tokenizer* tokenizer,
                                                         const Prompt& prompt,
-                                                        const SearchResult& result,
+                                                        const SearchValues& result,
                                                         int max_heads = 4);
 
 // For a job from before JobStatus described it (`lensgrid result` of an old job): loads the
@@ -37,10 +33,10 @@ absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer&
 // (null) the first prompt of the dataset rebuilt from ctx. Jobs that ran on a coordinator's
 // workers otherwise get their patterns from a worker (client/worker_views.h).
 absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext& ctx,
-                                                             const SearchResult& result,
+                                                             const SearchValues& result,
                                                              const Prompt* prompt = nullptr,
                                                              int max_heads = 4);
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_CLIENT_REPORT_VIEWS_H_
+#endif  // LENSGRID_CLIENT_LOCAL_REPORT_VIEWS_H_

@@ -1,4 +1,4 @@
-#include "client/train_command.h"
+#include "client/local/train_command.h"
 
 #include <torch/torch.h>
 

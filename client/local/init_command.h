@@ -4,8 +4,8 @@
 //
 //   lensgrid init --out DIR [--preset gpt2|gpt2-medium|...] [--layers N] [--heads N]
 //                 [--d-model N] [--vocab N] [--n-ctx N] [--seed S] [--f16]
-#ifndef LENSGRID_CLIENT_INIT_COMMAND_H_
-#define LENSGRID_CLIENT_INIT_COMMAND_H_
+#ifndef LENSGRID_CLIENT_LOCAL_INIT_COMMAND_H_
+#define LENSGRID_CLIENT_LOCAL_INIT_COMMAND_H_
 
 #include <iosfwd>
 
@@ -15,4 +15,4 @@ int RunInitCommand(int argc, char** argv, std::ostream& out, std::ostream& err);
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_CLIENT_INIT_COMMAND_H_
+#endif  // LENSGRID_CLIENT_LOCAL_INIT_COMMAND_H_

@@ -1,49 +1,18 @@
-#include "client/report_views.h"
+#include "client/local/report_views.h"
 
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
 
-std::vector<std::pair<int, int>> HeadsToShow(const SearchResult& result, int n_heads,
-                                             int max_heads) {
-  std::vector<std::pair<int, int>> heads;
-  if (result.outputs.empty()) return heads;
-  const SearchOutput& o = result.outputs.front();
-  const bool by_head = o.axes.size() >= 2 && o.axes[0] == "layer" && o.axes[1] == "head";
-  std::set<std::pair<int, int>> seen;
-  for (auto [flat, value] : RankComponents(o, 1 << 30)) {
-    if (static_cast<int>(heads.size()) >= max_heads) break;
-    if (by_head) {
-      const int64_t per_layer = c10::multiply_integers(o.shape.begin() + 1, o.shape.end());
-      const int layer = static_cast<int>(flat / per_layer);
-      const int head = static_cast<int>((flat % per_layer) / (per_layer / o.shape[1]));
-      if (seen.insert({layer, head}).second) heads.push_back({layer, head});
-    } else {
-      // A layer-level output: every head of its most important layer.
-      const auto layer_axis = std::find(o.axes.begin(), o.axes.end(), "layer");
-      if (layer_axis == o.axes.end()) break;
-      const size_t a = static_cast<size_t>(layer_axis - o.axes.begin());
-      int64_t stride = 1;
-      for (size_t i = a + 1; i < o.shape.size(); ++i) stride *= o.shape[i];
-      const int layer = static_cast<int>((flat / stride) % o.shape[a]);
-      for (int h = 0; h < n_heads && static_cast<int>(heads.size()) < max_heads; ++h) {
-        if (seen.insert({layer, h}).second) heads.push_back({layer, h});
-      }
-    }
-  }
-  return heads;
-}
-
 absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer& model,
                                                         const Tokenizer* tokenizer,
                                                         const Prompt& prompt,
-                                                        const SearchResult& result, int max_heads) {
+                                                        const SearchValues& result, int max_heads) {
   std::vector<std::pair<int, int>> heads = HeadsToShow(result, model.cfg().n_heads, max_heads);
   std::vector<AttentionView> views;
   if (heads.empty() || prompt.tokens.empty()) return views;
@@ -76,7 +45,7 @@ absl::StatusOr<std::vector<AttentionView>> TopHeadViews(const HookedTransformer&
 }
 
 absl::StatusOr<std::vector<AttentionView>> ViewsFromModelDir(const SearchContext& ctx,
-                                                             const SearchResult& result,
+                                                             const SearchValues& result,
                                                              const Prompt* prompt, int max_heads) {
   LoadOptions load;
   if (!ctx.processed.value_or(true)) load.processing = ProcessingOptions::None();

@@ -1,4 +1,4 @@
-#include "client/init_command.h"
+#include "client/local/init_command.h"
 
 #include <CLI/CLI.hpp>
 #include <optional>
