@@ -2,7 +2,7 @@
 """deploy/docker/Dockerfile.cpu, checked without a Docker engine.
 
 - Its runtime stage's apt list (between `# runtime-packages-begin` and `-end`), with everything
-  those packages depend on, owns every shared library the three built binaries load (ldd), on
+  those packages depend on, owns every shared library the four built binaries load (ldd), on
   this Debian 12 machine -- the same distribution as the image.
 - Its build stage runs what CI runs: scripts/bootstrap, then the Makefile's build.
 - It and the manifests agree: every command the manifests run is in the image, the embedded
@@ -22,6 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from manifests_test import BINARIES, KUBECTL, SOURCE_DIR, render  # noqa: E402
 
 DOCKERFILE = os.path.join(SOURCE_DIR, "deploy", "docker", "Dockerfile.cpu")
+# What the image ships: the manifests' binaries, and lensgrid-local (LibTorch commands), which
+# lensgrid executes from its own directory.
+IMAGE_BINARIES = dict(BINARIES, **{"lensgrid-local": os.path.join(
+    os.path.dirname(BINARIES["lensgrid"]), "lensgrid-local")})
 
 
 def runtime_packages(text):
@@ -61,7 +65,7 @@ class RuntimePackagesTest(unittest.TestCase):
             capture_output=True, text=True, check=True).stdout
         closure = {line.strip("<>") for line in closure.splitlines() if not line.startswith(" ")}
         libs = {}  # real path -> the binaries that load it
-        for binary in BINARIES.values():
+        for binary in IMAGE_BINARIES.values():
             ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
             self.assertNotIn("not found", ldd, binary)
             for lib in re.findall(r"=> (/\S+)", ldd):
@@ -84,7 +88,7 @@ class RuntimePackagesTest(unittest.TestCase):
 
     def test_image_has_what_the_manifests_run(self):
         copied = set(re.findall(r"/build/\w+/([\w-]+)\s", self.runtime_stage))
-        self.assertEqual(copied, set(BINARIES))
+        self.assertEqual(copied, set(IMAGE_BINARIES))
         for overlay in ("overlays/batch", "overlays/gpu"):
             for obj in render(overlay):
                 spec = (obj.get("spec") or {}).get("template", {}).get("spec")
@@ -107,7 +111,7 @@ class RuntimePackagesTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    for name, path in BINARIES.items():
+    for name, path in IMAGE_BINARIES.items():
         if not os.access(path, os.X_OK):
             print(f"skipped: {path} not built", file=sys.stderr)
             sys.exit(77)
