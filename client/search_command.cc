@@ -31,14 +31,6 @@
 namespace lensgrid {
 namespace {
 
-// The built-in datasets a worker builds (worker/model/analysis/dataset.h's BuiltinDatasetNames,
-// which stays the authority: this list only fails a typo before the job is submitted).
-const std::vector<std::string>& BuiltinDatasets() {
-  static const auto* names =
-      new std::vector<std::string>{"induction", "ioi", "gender-bias", "greater-than"};
-  return *names;
-}
-
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -69,7 +61,7 @@ absl::StatusOr<SearchJobRequest> JobRequestOfFlags(const SearchFlags& flags,
     }
     r.dataset = std::filesystem::path(flags.dataset).filename().string();
   } else {
-    const std::vector<std::string>& names = BuiltinDatasets();
+    const std::vector<std::string>& names = BuiltinDatasetNames();
     if (std::find(names.begin(), names.end(), flags.dataset) == names.end()) {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown dataset \"", flags.dataset.substr(0, 120),

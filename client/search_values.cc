@@ -6,6 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/search_methods.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
@@ -32,25 +33,7 @@ std::vector<std::pair<int64_t, double>> RankGrid(const GridValues& grid, int64_t
 }
 
 std::string GridComponentName(const GridValues& grid, int64_t flat_index) {
-  std::vector<int64_t> coords(grid.shape.size());
-  for (int64_t d = static_cast<int64_t>(grid.shape.size()) - 1; d >= 0; --d) {
-    coords[d] = flat_index % grid.shape[d];
-    flat_index /= grid.shape[d];
-  }
-  std::string name;
-  for (size_t d = 0; d < coords.size(); ++d) {
-    const std::string& axis = grid.axes[d];
-    if (axis == "layer") {
-      absl::StrAppend(&name, name.empty() ? "" : " ", "L", coords[d]);
-    } else if (axis == "head") {
-      absl::StrAppend(&name, "H", coords[d]);
-    } else if (axis == "pos") {
-      absl::StrAppend(&name, " pos ", coords[d]);
-    } else {
-      absl::StrAppend(&name, coords[d] == 0 ? "attn" : "mlp");
-    }
-  }
-  return name;
+  return ComponentName(grid.axes, grid.shape, flat_index);
 }
 
 std::vector<std::pair<int, int>> HeadsToShow(const SearchValues& values, int n_heads,

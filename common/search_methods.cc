@@ -116,6 +116,35 @@ int64_t Grid::NumComponents() const {
   return n;
 }
 
+std::string ComponentName(const std::vector<std::string>& axes, const std::vector<int64_t>& shape,
+                          int64_t flat_index) {
+  std::vector<int64_t> coords(shape.size());
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
+    coords[d] = flat_index % shape[d];
+    flat_index /= shape[d];
+  }
+  std::string name;
+  for (size_t d = 0; d < coords.size(); ++d) {
+    const std::string& axis = axes[d];
+    if (axis == "layer") {
+      absl::StrAppend(&name, name.empty() ? "" : " ", "L", coords[d]);
+    } else if (axis == "head") {
+      absl::StrAppend(&name, "H", coords[d]);
+    } else if (axis == "pos") {
+      absl::StrAppend(&name, " pos ", coords[d]);
+    } else {
+      absl::StrAppend(&name, coords[d] == 0 ? "attn" : "mlp");
+    }
+  }
+  return name;
+}
+
+const std::vector<std::string>& BuiltinDatasetNames() {
+  static const auto* names =
+      new std::vector<std::string>{"induction", "ioi", "gender-bias", "greater-than"};
+  return *names;
+}
+
 std::vector<Grid> MethodGrids(Method method, const ModelDims& model, int64_t n_pos) {
   const int64_t L = model.n_layers, H = model.n_heads, kinds = model.attn_only ? 1 : 2;
   const std::vector<std::string> layer_head = {"layer", "head"};

@@ -116,6 +116,15 @@ struct Grid {
 // components. n_pos = the job's longest prompt. REQUIRES: dims positive.
 std::vector<Grid> MethodGrids(Method method, const ModelDims& model, int64_t n_pos);
 
+// A component of a grid by its flat (row-major) index, named by the grid's
+// axes: "L0H1", "L1 pos 2", "L3 attn", "L0 pos 4H2".
+std::string ComponentName(const std::vector<std::string>& axes, const std::vector<int64_t>& shape,
+                          int64_t flat_index);
+
+// The datasets workers build by name (worker/model/analysis/dataset.h):
+// induction, ioi, gender-bias, greater-than.
+const std::vector<std::string>& BuiltinDatasetNames();
+
 }  // namespace lensgrid
 
 #endif  // LENSGRID_COMMON_SEARCH_METHODS_H_

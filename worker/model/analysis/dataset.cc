@@ -345,12 +345,6 @@ int64_t Dataset::max_length() const {
   return n;
 }
 
-const std::vector<std::string>& BuiltinDatasetNames() {
-  static const auto* names =
-      new std::vector<std::string>{"induction", "ioi", "gender-bias", "greater-than"};
-  return *names;
-}
-
 absl::StatusOr<Dataset> ParseJsonlDataset(const std::string& text, const std::string& source,
                                           const HookedTransformerConfig& cfg,
                                           const Tokenizer* tok) {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/search_methods.h"
 #include "worker/model/config.h"
 #include "worker/model/tokenizer/tokenizer.h"
 
@@ -56,8 +57,7 @@ struct DatasetSpec {
   int64_t seq_len = 16;  // induction: random tokens per half
 };
 
-// The built-in names.
-const std::vector<std::string>& BuiltinDatasetNames();
+// The built-in names: BuiltinDatasetNames() in common/search_methods.h.
 
 // REQUIRES: tokenizer != nullptr for every dataset except `induction`
 // (and JSONL given only as ids).

@@ -82,25 +82,7 @@ std::vector<std::pair<int64_t, double>> RankComponents(const SearchOutput& outpu
 }
 
 std::string ComponentName(const SearchOutput& output, int64_t flat_index) {
-  std::vector<int64_t> coords(output.shape.size());
-  for (int64_t d = static_cast<int64_t>(output.shape.size()) - 1; d >= 0; --d) {
-    coords[d] = flat_index % output.shape[d];
-    flat_index /= output.shape[d];
-  }
-  std::string name;
-  for (size_t d = 0; d < coords.size(); ++d) {
-    const std::string& axis = output.axes[d];
-    if (axis == "layer") {
-      absl::StrAppend(&name, name.empty() ? "" : " ", "L", coords[d]);
-    } else if (axis == "head") {
-      absl::StrAppend(&name, "H", coords[d]);
-    } else if (axis == "pos") {
-      absl::StrAppend(&name, " pos ", coords[d]);
-    } else {
-      absl::StrAppend(&name, coords[d] == 0 ? "attn" : "mlp");
-    }
-  }
-  return name;
+  return ComponentName(output.axes, output.shape, flat_index);
 }
 
 }  // namespace lensgrid
