@@ -615,8 +615,11 @@ absl::StatusOr<std::vector<std::string>> Scheduler::Heartbeat(
   int64_t shortest = 0;
   for (const std::string& id : lease_ids) {
     std::optional<LeaseRef> ref = FindLease(id);
-    if (ref) LG_RETURN_IF_ERROR(CheckHolder(*ref, id, worker_id));
-    if (!ref || Final(*ref->job) || ShardOf(ref->job, ref->shard).lease_id != id ||
+    // A lease issued to another worker id (e.g. this worker's own before the
+    // coordinator lost and it re-registered) is not extended: the caller is
+    // told to abandon it, and the holder's lease is untouched.
+    if (!ref || !CheckHolder(*ref, id, worker_id).ok() || Final(*ref->job) ||
+        ShardOf(ref->job, ref->shard).lease_id != id ||
         ShardOf(ref->job, ref->shard).state != Shard::State::kLeased) {
       cancelled.push_back(id);
       continue;

@@ -145,8 +145,9 @@ class Scheduler {
   // max_workers are registered.
   absl::StatusOr<std::string> RegisterWorker(const v1::RegisterRequest& request);
   absl::StatusOr<std::optional<v1::ShardLease>> Lease(const std::string& worker_id);
-  // Returns the leases to abandon. *lease_ms (optional): the shortest
-  // extension granted to the leases still held (0 when none is).
+  // Returns the leases to abandon (also those issued to another worker id:
+  // they are not extended). *lease_ms (optional): the shortest extension
+  // granted to the leases still held (0 when none is).
   absl::StatusOr<std::vector<std::string>> Heartbeat(const std::string& worker_id,
                                                      const std::vector<std::string>& lease_ids,
                                                      int64_t* lease_ms = nullptr);

@@ -612,10 +612,15 @@ TEST_F(SchedulerTest, LeasesAreUnguessableAndBoundToTheirWorker) {
   EXPECT_EQ(scheduler_.Fail(other, id, absl::InvalidArgumentError("x")).code(),
             absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(scheduler_.HandBack(other, id).code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(scheduler_.Heartbeat(other, {id}).status().code(), absl::StatusCode::kPermissionDenied);
+  // Another worker's heartbeat does not extend it: that worker is told to abandon it.
+  clock_.Advance(5000);
+  EXPECT_EQ(*scheduler_.Heartbeat(other, {id}), std::vector<std::string>{id});
+  clock_.Advance(6000);  // 11 s after the 10 s lease: only the holder's heartbeat would save it
+  scheduler_.Tick();
+  EXPECT_EQ(Kinds(job).back(), v1::JobEvent::SHARD_RETRIED);
   EXPECT_EQ(State(job), v1::JOB_RUNNING);
   EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 0);
-  // The holder's completion is the one that counts.
+  // The holder's (late) completion is the one that counts.
   ASSERT_TRUE(*scheduler_.Complete(holder, id, ResultFor(lease->shard())));
   EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 1);
 }
