@@ -201,24 +201,15 @@ void CoordinatorLink::RunPrepare(const std::string& worker_id, const v1::ShardLe
     return;
   }
   const int n_prompts = prepared->prompts_size();
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, 10 * kRpcTimeoutMs);
-  v1::CompleteShardResponse response;
-  std::unique_ptr<grpc::ClientWriter<v1::CompleteShardRequest>> writer =
-      stub_->CompleteShard(&ctx, &response);
-  v1::CompleteShardRequest header;
-  header.mutable_header()->set_worker_id(worker_id);
-  header.mutable_header()->set_lease_id(lease.lease_id());
-  *header.mutable_header()->mutable_prepared() = std::move(*prepared);
-  if (writer->Write(header)) writer->WritesDone();
-  absl::Status sent = FromGrpcStatus(writer->Finish());
+  bool accepted = false;
+  absl::Status sent = SendResult(worker_id, lease, RunResult(), &accepted, &*prepared);
   if (!sent.ok()) {
     Log(absl::StrCat("job ", lease.job_id(), ": prepared dataset not delivered (", sent.ToString(),
                      "); the coordinator will lease it again"));
     return;
   }
   Log(absl::StrCat("job ", lease.job_id(), " prepared (", n_prompts, " prompts built) in ",
-                   MsSince(start), " ms", response.accepted() ? "" : " (dropped: job over)"));
+                   MsSince(start), " ms", accepted ? "" : " (dropped: job over)"));
 }
 
 void CoordinatorLink::RunLease(const std::string& worker_id, const v1::ShardLease& lease) {
@@ -275,7 +266,8 @@ void CoordinatorLink::RunLease(const std::string& worker_id, const v1::ShardLeas
 }
 
 absl::Status CoordinatorLink::SendResult(const std::string& worker_id, const v1::ShardLease& lease,
-                                         RunResult result, bool* accepted) {
+                                         RunResult result, bool* accepted,
+                                         v1::PreparedDataset* prepared) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, 10 * kRpcTimeoutMs);
   v1::CompleteShardResponse response;
@@ -284,6 +276,7 @@ absl::Status CoordinatorLink::SendResult(const std::string& worker_id, const v1:
   v1::CompleteShardRequest header;
   header.mutable_header()->set_worker_id(worker_id);
   header.mutable_header()->set_lease_id(lease.lease_id());
+  if (prepared != nullptr) *header.mutable_header()->mutable_prepared() = std::move(*prepared);
   bool ok = writer->Write(header);
   ChunkCursor cursor(std::move(result.tensors), options_.chunk_bytes);
   v1::CompleteShardRequest message;

@@ -85,8 +85,11 @@ class CoordinatorLink {
   // A lease with `prepare`: the job's dataset and model, sent back in the
   // CompleteShard header.
   void RunPrepare(const std::string& worker_id, const v1::ShardLease& lease);
+  // CompleteShard: the header (with `prepared`, the answer to a prepare
+  // lease, when given), then the result's tensors in chunks.
   absl::Status SendResult(const std::string& worker_id, const v1::ShardLease& lease,
-                          RunResult result, bool* accepted);
+                          RunResult result, bool* accepted,
+                          v1::PreparedDataset* prepared = nullptr);
   void SendFailure(const std::string& worker_id, const v1::ShardLease& lease,
                    const absl::Status& error, bool handed_back);
   // Sleeps up to `ms` unless stopping; false when stopping.
