@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/error_details.h"
 #include "common/search_proto.h"
 #include "common/status_macros.h"
 #include "worker/core/wire_tensors.h"
@@ -40,9 +41,7 @@ absl::StatusOr<ResolvedIntervention> Resolve(const v1::Intervention& in, const s
                                              const HookedTransformer& model,
                                              const std::vector<HookShape>& hook_shapes,
                                              int64_t batch, int64_t pos) {
-  auto fail = [&what](const absl::Status& s) {
-    return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
-  };
+  auto fail = [&what](const absl::Status& s) { return InField(s, what); };
   ResolvedIntervention r;
   absl::StatusOr<int> id = model.HookId(in.hook());
   if (!id.ok()) return fail(id.status());

@@ -23,9 +23,8 @@ absl::StatusOr<at::Tensor> ActivationCache::Get(absl::string_view name, std::opt
   for (const auto& [n, t] : entries_) {
     if (n == full) return t;
   }
-  return absl::NotFoundError(absl::StrCat(UnknownHookMessage(full, names()),
-                                          " (not in this cache of ", entries_.size(),
-                                          " activations)"));
+  return UnknownHookError(
+      full, names(), absl::StrCat(" (not in this cache of ", entries_.size(), " activations)"));
 }
 
 bool ActivationCache::Contains(absl::string_view name) const {

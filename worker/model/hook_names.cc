@@ -4,11 +4,13 @@
 #include <cctype>
 #include <map>
 #include <set>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/echo.h"
+#include "common/error_details.h"
 
 namespace lensgrid {
 namespace {
@@ -127,6 +129,15 @@ std::string UnknownHookMessage(absl::string_view unknown, const std::vector<std:
                     " hook points, e.g. \"blocks.0.attn.hook_pattern\")");
   }
   return msg;
+}
+
+absl::Status UnknownHookError(absl::string_view unknown, const std::vector<std::string>& known,
+                              absl::string_view suffix) {
+  absl::Status status =
+      absl::NotFoundError(absl::StrCat(UnknownHookMessage(unknown, known), suffix));
+  return WithErrorInfo(std::move(status), "UNKNOWN_HOOK",
+                       {{"hook", std::string(unknown)},
+                        {"closest", absl::StrJoin(ClosestNames(unknown, known), ",")}});
 }
 
 }  // namespace lensgrid

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace lensgrid {
@@ -29,6 +30,13 @@ std::vector<std::string> ClosestNames(absl::string_view unknown,
 
 // "unknown hook name \"x\"; did you mean \"a\", \"b\"?"
 std::string UnknownHookMessage(absl::string_view unknown, const std::vector<std::string>& known);
+
+// NOT_FOUND with UnknownHookMessage(unknown, known) + `suffix`, and the details
+// a program reads (common/error_details.h): ErrorInfo UNKNOWN_HOOK with
+// metadata "hook" (the name asked for) and "closest" (comma-separated, best
+// first; empty when nothing is close).
+absl::Status UnknownHookError(absl::string_view unknown, const std::vector<std::string>& known,
+                              absl::string_view suffix = "");
 
 }  // namespace lensgrid
 

@@ -140,7 +140,7 @@ absl::StatusOr<std::string> HookedTransformer::ResolveHookName(absl::string_view
   for (const auto& n : hook_names_) {
     if (n == full) return full;
   }
-  return absl::NotFoundError(UnknownHookMessage(name, hook_names_));
+  return UnknownHookError(name, hook_names_);
 }
 
 absl::StatusOr<int> HookedTransformer::HookId(absl::string_view name) const {

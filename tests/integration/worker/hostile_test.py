@@ -26,11 +26,30 @@ import grpc  # noqa: E402
 from lensgrid._wire import to_tensor  # noqa: E402
 from lensgrid.v1 import search_pb2 as spb, worker_pb2, worker_pb2_grpc  # noqa: E402
 from worker_harness import WorkerProcess, health, make_model  # noqa: E402
+from google.rpc import error_details_pb2, status_pb2  # noqa: E402  (built from proto/google/rpc)
 
 C = grpc.StatusCode
 GiB = 1 << 30
 MAX_RSS = int(1.5 * GiB)  # the small model serves in ~200 MB; the probe saw 4.4 GB
 MAX_MESSAGE = 256 << 20
+
+
+def error_details(error):
+    """The standard google.rpc details of a failed call, as any gRPC library's status helper
+    reads them from the grpc-status-details-bin trailer: {type name: message}."""
+    trailer = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if trailer is None:
+        return {}
+    status = status_pb2.Status.FromString(trailer)
+    assert status.code == error.code().value[0] and status.message == error.details()
+    out = {}
+    for any_ in status.details:
+        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
+                    error_details_pb2.QuotaFailure):
+            if any_.Is(cls.DESCRIPTOR):
+                out[cls.DESCRIPTOR.name] = cls()
+                any_.Unpack(out[cls.DESCRIPTOR.name])
+    return out
 
 
 def tokens(ids):
@@ -64,6 +83,9 @@ class HostileWorkerTest(unittest.TestCase):
         self.assertLess(self.worker.rss_bytes(), MAX_RSS)
 
     def assertCode(self, call, code, *substrings):
+        return self.assertError(call, code, *substrings).details()
+
+    def assertError(self, call, code, *substrings):
         with self.assertRaises(grpc.RpcError) as e:
             call()
         self.assertEqual(e.exception.code(), code, e.exception.details())
@@ -71,7 +93,31 @@ class HostileWorkerTest(unittest.TestCase):
             self.assertIn(s, e.exception.details())
         # Errors quote client input cut short, never whole.
         self.assertLess(len(e.exception.details()), 2000)
-        return e.exception.details()
+        return e.exception
+
+    def test_errors_carry_standard_details_a_program_can_read(self):
+        error = self.assertError(lambda: self.run_cache(names=["blocks.0.attn.hook_patern"]),
+                                 C.NOT_FOUND, "did you mean")
+        info = error_details(error)["ErrorInfo"]
+        self.assertEqual((info.reason, info.domain), ("UNKNOWN_HOOK", "lensgrid.v1"))
+        self.assertEqual(info.metadata["hook"], "blocks.0.attn.hook_patern")
+        self.assertEqual(info.metadata["closest"].split(",")[0], "blocks.0.attn.hook_pattern")
+        # An intervention's hook: the field that was wrong, too.
+        request = worker_pb2.RunWithInterventionsRequest(
+            input=tokens([1, 2]), interventions=[
+                worker_pb2.Intervention(hook="blocks.0.hook_resid_pre", op=worker_pb2.Intervention.ZERO),
+                worker_pb2.Intervention(hook="blocks.0.hook_resid_pr", op=worker_pb2.Intervention.ZERO)])
+        error = self.assertError(lambda: list(self.stub.RunWithInterventions(request, timeout=60)),
+                                 C.NOT_FOUND, "interventions[1]")
+        details = error_details(error)
+        self.assertEqual(details["ErrorInfo"].metadata["closest"].split(",")[0],
+                         "blocks.0.hook_resid_pre")
+        self.assertEqual([v.field for v in details["BadRequest"].field_violations],
+                         ["interventions[1]"])
+        # A plain bad request has a clear message and no details to misread.
+        error = self.assertError(lambda: self.run_cache(regexes=["("]), C.INVALID_ARGUMENT)
+        self.assertNotIn("ErrorInfo", error_details(error))
+        self.assertStillServing()
 
     def run_cache(self, **cache):
         request = worker_pb2.RunWithCacheRequest(input=tokens([[1, 2, 3]]),
@@ -173,8 +219,12 @@ class HostileWorkerTest(unittest.TestCase):
         first = next(stalled)  # the header: the reply is computed and held
         self.assertTrue(first.HasField("header"))
         self.assertGreater(first.header.total_bytes, 60 << 20)
-        self.assertCode(lambda: list(self.stub.RunWithCache(request, timeout=120)),
-                        C.RESOURCE_EXHAUSTED, "--max-reply-memory")
+        error = self.assertError(lambda: list(self.stub.RunWithCache(request, timeout=120)),
+                                 C.RESOURCE_EXHAUSTED, "--max-reply-memory")
+        details = error_details(error)
+        self.assertEqual(details["ErrorInfo"].reason, "REPLY_BUDGET_EXCEEDED")
+        self.assertEqual(int(details["ErrorInfo"].metadata["budget_bytes"]), 96 << 20)
+        self.assertEqual(details["QuotaFailure"].violations[0].subject, "--max-reply-memory")
         stalled.cancel()
         # Once the stalled reply is gone its bytes are free again.
         deadline = time.monotonic() + 120
