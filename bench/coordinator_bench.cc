@@ -109,8 +109,8 @@ int Main(int argc, char** argv) {
     pr->add_answers(1);
     pr->add_wrongs(2);
   }
-  const std::string job = scheduler.Submit(spec).value();
-  const int64_t total = scheduler.GetJob(job)->shards_total();
+  const std::string job = scheduler.Submit(lensgrid::Caller::Anonymous(), spec).value();
+  const int64_t total = scheduler.GetJob(lensgrid::Caller::Anonymous(), job)->shards_total();
 
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
@@ -122,7 +122,7 @@ int Main(int argc, char** argv) {
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int64_t completed = 0;
   for (int64_t d : done) completed += d;
-  const auto status = scheduler.GetJob(job).value();
+  const auto status = scheduler.GetJob(lensgrid::Caller::Anonymous(), job).value();
   std::printf(
       "coordinator_bench: %d workers, %lld shards (%s), state store %s: %.2f "
       "s, %.0f shards/s\n",

@@ -27,8 +27,11 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 // all and the job is still running, until the pump pokes it.
 class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
-  WatchReactor(CoordinatorService* service, std::string job_id, int64_t after_seq)
-      : service_(service), job_id_(std::move(job_id)), last_seq_(after_seq) {}
+  WatchReactor(CoordinatorService* service, Caller caller, std::string job_id, int64_t after_seq)
+      : service_(service),
+        caller_(std::move(caller)),
+        job_id_(std::move(job_id)),
+        last_seq_(after_seq) {}
 
   // Writes the next event or finishes; a no-op while a write is in flight.
   void Poke() {
@@ -44,7 +47,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
       } else {
         if (pending_.empty()) {
           bool final = false;
-          auto events = service_->scheduler()->EventsAfter(job_id_, last_seq_, &final);
+          auto events = service_->scheduler()->EventsAfter(caller_, job_id_, last_seq_, &final);
           if (!events.ok()) {
             finished_ = true;
             action = kFinish;
@@ -92,6 +95,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
 
  private:
   CoordinatorService* service_;
+  const Caller caller_;
   const std::string job_id_;
   absl::Mutex mu_;
   int64_t last_seq_ ABSL_GUARDED_BY(mu_);
@@ -334,17 +338,19 @@ void CoordinatorService::ServeParked(bool all) {
 grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(grpc::CallbackServerContext* ctx,
                                                         const v1::SubmitJobRequest* req,
                                                         v1::SubmitJobResponse* resp) {
-  auto id = scheduler_->Submit(req->spec());
+  // Until the authorization check (common/auth.h) names the caller.
+  const Caller caller = Caller::Anonymous();
+  auto id = scheduler_->Submit(caller, req->spec());
   if (!id.ok()) return Done(ctx, id.status());
   resp->set_job_id(*id);
-  auto status = scheduler_->GetJob(*id);
+  auto status = scheduler_->GetJob(caller, *id);
   if (status.ok()) resp->set_shards_total(status->shards_total());
   return Done(ctx, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* CoordinatorService::WatchJob(
     grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* req) {
-  auto* w = new WatchReactor(this, req->job_id(), req->after_seq());
+  auto* w = new WatchReactor(this, Caller::Anonymous(), req->job_id(), req->after_seq());
   {
     absl::MutexLock lock(&mu_);
     watchers_.push_back(w);
@@ -356,20 +362,20 @@ grpc::ServerWriteReactor<v1::JobEvent>* CoordinatorService::WatchJob(
 grpc::ServerUnaryReactor* CoordinatorService::GetJob(grpc::CallbackServerContext* ctx,
                                                      const v1::GetJobRequest* req,
                                                      v1::JobStatus* resp) {
-  auto s = scheduler_->GetJob(req->job_id());
+  auto s = scheduler_->GetJob(Caller::Anonymous(), req->job_id());
   if (s.ok()) *resp = *s;
   return Done(ctx, s.status());
 }
 
 grpc::ServerWriteReactor<v1::GetResultResponse>* CoordinatorService::GetResult(
     grpc::CallbackServerContext* ctx, const v1::GetResultRequest* req) {
-  return new ResultReactor(scheduler_->GetResult(req->job_id()));
+  return new ResultReactor(scheduler_->GetResult(Caller::Anonymous(), req->job_id()));
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::CancelJob(grpc::CallbackServerContext* ctx,
                                                         const v1::CancelJobRequest* req,
                                                         v1::JobStatus* resp) {
-  auto s = scheduler_->Cancel(req->job_id());
+  auto s = scheduler_->Cancel(Caller::Anonymous(), req->job_id());
   if (s.ok()) *resp = *s;
   return Done(ctx, s.status());
 }
@@ -377,8 +383,8 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelJob(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* ctx,
                                                        const v1::ListJobsRequest* req,
                                                        v1::ListJobsResponse* resp) {
-  auto jobs =
-      scheduler_->ListJobs({req->page_size(), req->page_token()}, resp->mutable_next_page_token());
+  auto jobs = scheduler_->ListJobs(Caller::Anonymous(), {req->page_size(), req->page_token()},
+                                   resp->mutable_next_page_token());
   if (!jobs.ok()) return Done(ctx, jobs.status());
   for (auto& j : *jobs) *resp->add_jobs() = std::move(j);
   return Done(ctx, absl::OkStatus());

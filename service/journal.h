@@ -25,6 +25,7 @@ namespace lensgrid::service {
 // events.
 struct StoredJob {
   std::string job_id;
+  std::string owner;  // the submitter's name; "" for jobs stored before owners
   v1::JobSpec spec;
   int64_t created_ms = 0;
   v1::JobState state = v1::JOB_QUEUED;
@@ -47,6 +48,7 @@ struct JobWrite {
   // last value wins, as protobuf parses).
   const std::string* new_spec = nullptr;
   int64_t created_ms = 0;  // with new_spec
+  std::string owner;       // with new_spec
   // Set: the job was prepared; this spec (with its prompts) replaces the
   // stored one.
   const std::string* prepared_spec = nullptr;

@@ -137,7 +137,7 @@ void Scheduler::CheckServed(int64_t now) {
   }
 }
 
-absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
+absl::StatusOr<std::string> Scheduler::Submit(const Caller& caller, const v1::JobSpec& spec) {
   // Plan and store before taking the lock that every other call needs: a big
   // (or hostile) spec costs its own caller's time only. The planner checks
   // every size before allocating.
@@ -200,6 +200,7 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
     write.job_id = id;
     write.new_spec = &stored;
     write.created_ms = now;
+    write.owner = caller.name;
     write.events.push_back(&submitted);
     absl::Status s = journal_->Write(write);
     if (!s.ok()) {
@@ -214,6 +215,7 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
     job->spec.MergeFrom(pins);
     for (int64_t i = 0; i < n_shards; ++i) job->ready.push_back(i);
   }
+  job->owner = caller.name;
   job->events.push_back(std::move(submitted));
   job->saved_events = 1;
   absl::MutexLock lock(&mu_);
@@ -227,6 +229,7 @@ absl::StatusOr<std::string> Scheduler::Submit(const v1::JobSpec& spec) {
 void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
   auto job = std::make_unique<Job>();
   job->id = stored.job_id;
+  job->owner = stored.owner;
   job->spec = stored.spec;
   job->spec.clear_prompts();
   job->created_ms = stored.created_ms;
@@ -252,6 +255,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
       return absl::DataLossError(absl::StrCat("job ", stored.job_id, " is damaged: ", why));
     }
     Job* raw = job->get();
+    raw->owner = stored.owner;
     raw->state = stored.state;
     raw->error_code = stored.error_code;
     raw->error = stored.error;
@@ -275,6 +279,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
   }
   std::unique_ptr<Job> job =
       BuildJob(stored.job_id, stored.spec, std::move(*plan), stored.created_ms);
+  job->owner = stored.owner;
   job->state = stored.state;
   job->error_code = stored.error_code;
   job->error = stored.error;
@@ -923,20 +928,29 @@ void Scheduler::Tick() {
   SaveAll();
 }
 
-absl::StatusOr<v1::JobStatus> Scheduler::Cancel(const std::string& job_id) {
-  absl::MutexLock lock(&mu_);
+absl::StatusOr<Scheduler::Job*> Scheduler::FindOwned(const Caller& caller,
+                                                     const std::string& job_id) const {
   auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
-  if (!Final(*it->second)) {
-    Finish(it->second.get(), v1::JOB_CANCELLED, absl::CancelledError("cancelled"));
+  if (it == jobs_.end() || !caller.Owns(it->second->owner)) {
+    return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
+  }
+  return it->second.get();
+}
+
+absl::StatusOr<v1::JobStatus> Scheduler::Cancel(const Caller& caller, const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  LG_ASSIGN_OR_RETURN(Job * job, FindOwned(caller, job_id));
+  if (!Final(*job)) {
+    Finish(job, v1::JOB_CANCELLED, absl::CancelledError("cancelled"));
     SaveAll();
   }
-  return StatusOf(*it->second);
+  return StatusOf(*job);
 }
 
 v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   v1::JobStatus s;
   s.set_job_id(job.id);
+  s.set_owner(job.owner);
   s.set_state(job.state);
   s.set_shards_done(job.done);
   s.set_shards_total(static_cast<int64_t>(job.shards.size()));
@@ -969,19 +983,21 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   return s;
 }
 
-absl::StatusOr<v1::JobStatus> Scheduler::GetJob(const std::string& job_id) const {
+absl::StatusOr<v1::JobStatus> Scheduler::GetJob(const Caller& caller,
+                                                const std::string& job_id) const {
   absl::ReaderMutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
-  return StatusOf(*it->second);
+  LG_ASSIGN_OR_RETURN(const Job* job, FindOwned(caller, job_id));
+  return StatusOf(*job);
 }
 
 namespace {
 
-// One page of `items` (a map by id) after `page.page_token`, within a count
-// and a byte budget; at least one item when any is left.
-template <typename Map, typename ToProto>
-auto Paginate(const Map& items, const PageRequest& page, const SchedulerOptions& o,
+// One page of the `items` that `keep` (a map by id) after `page.page_token`,
+// within a count and a byte budget; at least one item when any is left. The
+// token is the last id sent: ids are never reused, so items added or removed
+// between pages do not shift the others (each is listed once).
+template <typename Map, typename Keep, typename ToProto>
+auto Paginate(const Map& items, const PageRequest& page, const SchedulerOptions& o, Keep keep,
               ToProto to_proto, std::string* next_page_token)
     -> absl::StatusOr<std::vector<decltype(to_proto(items.begin()->second))>> {
   using Item = decltype(to_proto(items.begin()->second));
@@ -996,7 +1012,9 @@ auto Paginate(const Map& items, const PageRequest& page, const SchedulerOptions&
   int64_t bytes = 0;
   auto it = page.page_token.empty() ? items.begin() : items.upper_bound(page.page_token);
   std::string last;
-  for (; it != items.end() && out.size() < std::max<size_t>(1, size); ++it) {
+  for (; it != items.end(); ++it) {
+    if (!keep(it->second)) continue;
+    if (out.size() >= std::max<size_t>(1, size)) break;
     Item item = to_proto(it->second);
     bytes += static_cast<int64_t>(item.ByteSizeLong()) + 8;
     if (!out.empty() && bytes > o.max_page_bytes) break;
@@ -1010,11 +1028,13 @@ auto Paginate(const Map& items, const PageRequest& page, const SchedulerOptions&
 
 }  // namespace
 
-absl::StatusOr<std::vector<v1::JobStatus>> Scheduler::ListJobs(const PageRequest& page,
+absl::StatusOr<std::vector<v1::JobStatus>> Scheduler::ListJobs(const Caller& caller,
+                                                               const PageRequest& page,
                                                                std::string* next_page_token) const {
   absl::ReaderMutexLock lock(&mu_);
   return Paginate(
       jobs_, page, options_,
+      [&caller](const std::unique_ptr<Job>& job) { return caller.Owns(job->owner); },
       [this](const std::unique_ptr<Job>& job)
           ABSL_NO_THREAD_SAFETY_ANALYSIS { return StatusOf(*job); },
       next_page_token);
@@ -1024,16 +1044,17 @@ absl::StatusOr<std::vector<v1::WorkerInfo>> Scheduler::ListWorkers(
     const PageRequest& page, std::string* next_page_token) const {
   absl::ReaderMutexLock lock(&mu_);
   return Paginate(
-      workers_, page, options_, [](const Worker& w) { return w.info; }, next_page_token);
+      workers_, page, options_, [](const Worker&) { return true; },
+      [](const Worker& w) { return w.info; }, next_page_token);
 }
 
-absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const std::string& job_id,
+absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const Caller& caller,
+                                                                 const std::string& job_id,
                                                                  int64_t after_seq,
                                                                  bool* final) const {
   absl::ReaderMutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
-  const Job& job = *it->second;
+  LG_ASSIGN_OR_RETURN(const Job* found, FindOwned(caller, job_id));
+  const Job& job = *found;
   if (after_seq < 0) return absl::InvalidArgumentError("after_seq must not be negative");
   std::vector<v1::JobEvent> out;
   for (size_t i = static_cast<size_t>(std::min<int64_t>(after_seq, job.events.size()));
@@ -1044,11 +1065,11 @@ absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const std::stri
   return out;
 }
 
-absl::StatusOr<Scheduler::Result> Scheduler::GetResult(const std::string& job_id) const {
+absl::StatusOr<Scheduler::Result> Scheduler::GetResult(const Caller& caller,
+                                                       const std::string& job_id) const {
   absl::ReaderMutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
-  const Job& job = *it->second;
+  LG_ASSIGN_OR_RETURN(const Job* found, FindOwned(caller, job_id));
+  const Job& job = *found;
   if (job.damaged) {
     return absl::DataLossError(absl::StrCat("job ", job_id, ": ", job.error));
   }

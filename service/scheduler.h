@@ -4,7 +4,7 @@
 //
 //   FakeClock clock;
 //   Scheduler s(&clock, SchedulerOptions{}, /*journal=*/nullptr);
-//   std::string job = s.Submit(spec).value();
+//   std::string job = s.Submit(Caller::Anonymous(), spec).value();
 //   std::string w = s.RegisterWorker(register_request);
 //   std::optional<v1::ShardLease> lease = s.Lease(w).value();
 //   s.Complete(w, lease->lease_id(), tensors);         // first completion wins
@@ -49,6 +49,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/caller.h"
 #include "lensgrid/v1/coordinator.pb.h"
 #include "service/clock.h"
 #include "service/journal.h"
@@ -115,21 +116,27 @@ class Scheduler {
  public:
   Scheduler(const Clock* clock, SchedulerOptions options, Journal* journal);
 
-  // Client side. NOT_FOUND when workers are registered and none serves the
-  // spec's model id (the message names the ids they serve).
-  absl::StatusOr<std::string> Submit(const v1::JobSpec& spec);
+  // Client side. Every job has an owner (the submitting caller's name); the
+  // calls that name a job act only on jobs the caller Owns() (admins: every
+  // job): another's job is NOT_FOUND with the same message as a job that does
+  // not exist.
+  //
+  // Submit: NOT_FOUND when workers are registered and none serves the spec's
+  // model id (the message names the ids they serve).
+  absl::StatusOr<std::string> Submit(const Caller& caller, const v1::JobSpec& spec);
   // Brings back a stored job (at startup, before serving).
   absl::Status Restore(StoredJob stored);
-  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id) const;
-  absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
+  absl::StatusOr<v1::JobStatus> GetJob(const Caller& caller, const std::string& job_id) const;
+  absl::StatusOr<v1::JobStatus> Cancel(const Caller& caller, const std::string& job_id);
   // By job id; *next_page_token is empty after the last page. INVALID_ARGUMENT
   // for a negative page_size or a malformed page_token.
-  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs(const PageRequest& page,
+  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs(const Caller& caller, const PageRequest& page,
                                                       std::string* next_page_token) const;
   absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers(const PageRequest& page,
                                                           std::string* next_page_token) const;
   // Events with seq > after_seq; *final = the job will have no more.
-  absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(const std::string& job_id,
+  absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(const Caller& caller,
+                                                        const std::string& job_id,
                                                         int64_t after_seq, bool* final) const;
   struct Result {
     v1::JobStatus job;
@@ -138,7 +145,7 @@ class Scheduler {
   };
   // FAILED_PRECONDITION unless the job succeeded; DATA_LOSS for a job whose
   // stored result was damaged.
-  absl::StatusOr<Result> GetResult(const std::string& job_id) const;
+  absl::StatusOr<Result> GetResult(const Caller& caller, const std::string& job_id) const;
 
   // Worker side. NOT_FOUND for an unknown worker id: register again.
   // INVALID_ARGUMENT for over-long fields, RESOURCE_EXHAUSTED when
@@ -200,6 +207,7 @@ class Scheduler {
   };
   struct Job {
     std::string id;
+    std::string owner;  // the submitting caller's name
     v1::JobSpec spec;
     JobPlan plan;
     v1::JobState state = v1::JOB_QUEUED;
@@ -267,6 +275,10 @@ class Scheduler {
   absl::StatusOr<std::optional<LeaseRef>> FindLiveLease(const std::string& lease_id,
                                                         const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job `caller` may see; NOT_FOUND (the same for a job that does not
+  // exist and one of another owner) otherwise.
+  absl::StatusOr<Job*> FindOwned(const Caller& caller, const std::string& job_id) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void PromoteDue(Job* job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<int64_t> TakeShard(Job* job, const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

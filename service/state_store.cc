@@ -125,19 +125,22 @@ constexpr const char* kSchema =
     "CREATE TABLE jobs(job_id TEXT PRIMARY KEY, spec BLOB NOT NULL,"
     " created_ms INTEGER NOT NULL, state INTEGER NOT NULL,"
     " error_code INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
-    " spec_sha256 TEXT);"
+    " spec_sha256 TEXT, owner TEXT);"
     "CREATE TABLE results(job_id TEXT NOT NULL, shard INTEGER NOT NULL,"
     " data BLOB NOT NULL, sha256 TEXT, PRIMARY KEY(job_id, shard));"
     "CREATE TABLE events(job_id TEXT NOT NULL, seq INTEGER NOT NULL,"
     " data BLOB NOT NULL, PRIMARY KEY(job_id, seq));";
 
-// Checksum columns added to a store created before they existed (its rows
-// keep a NULL checksum: not verified).
+// Columns added to a store created before they existed. Older rows keep NULL:
+// a checksum that is not verified, an owner read as "anonymous" (what a
+// coordinator without tokens records).
 struct Migration {
   const char* table;
   const char* column;
+  const char* type;
 };
-constexpr Migration kMigrations[] = {{"jobs", "spec_sha256"}, {"results", "sha256"}};
+constexpr Migration kMigrations[] = {
+    {"jobs", "spec_sha256", "TEXT"}, {"results", "sha256", "TEXT"}, {"jobs", "owner", "TEXT"}};
 
 int64_t FileSize(const std::filesystem::path& p) {
   std::error_code ec;
@@ -256,8 +259,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
       s.Text(2, m.column);
       LG_RETURN_IF_ERROR(s.status());
       if (sqlite3_step(s.get()) == SQLITE_ROW && sqlite3_column_int(s.get(), 0) == 0) {
-        LG_RETURN_IF_ERROR(
-            store->Exec(absl::StrCat("ALTER TABLE ", m.table, " ADD COLUMN ", m.column, " TEXT")));
+        LG_RETURN_IF_ERROR(store->Exec(
+            absl::StrCat("ALTER TABLE ", m.table, " ADD COLUMN ", m.column, " ", m.type)));
       }
     }
   }
@@ -312,13 +315,14 @@ absl::Status StateStore::WriteLocked(const JobWrite& w) {
   if (w.new_spec != nullptr) {
     const std::string& spec = *w.new_spec;
     Stmt s(db_,
-           "INSERT INTO jobs(job_id, spec, created_ms, state, spec_sha256) "
-           "VALUES(?, ?, ?, ?, ?)");
+           "INSERT INTO jobs(job_id, spec, created_ms, state, spec_sha256, owner) "
+           "VALUES(?, ?, ?, ?, ?, ?)");
     s.Text(1, w.job_id);
     s.Blob(2, spec);
     s.Int(3, w.created_ms);
     s.Int(4, v1::JOB_QUEUED);
     s.Text(5, Sha256Hex(spec));
+    s.Text(6, w.owner);
     LG_RETURN_IF_ERROR(s.Run());
   }
   if (w.prepared_spec != nullptr) {
@@ -372,7 +376,7 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
   {
     Stmt s(db_,
            "SELECT job_id, spec, created_ms, state, error_code, error, "
-           "spec_sha256 FROM jobs ORDER BY rowid");
+           "spec_sha256, owner FROM jobs ORDER BY rowid");
     LG_RETURN_IF_ERROR(s.status());
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       StoredJob job;
@@ -386,6 +390,7 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
       job.state = static_cast<v1::JobState>(sqlite3_column_int(s.get(), 3));
       job.error_code = sqlite3_column_int(s.get(), 4);
       job.error = s.ColumnBytes(5);
+      job.owner = sqlite3_column_type(s.get(), 7) == SQLITE_NULL ? "anonymous" : s.ColumnBytes(7);
       index[job.job_id] = jobs.size();
       jobs.push_back(std::move(job));
     }

@@ -7,11 +7,14 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/echo.h"
 #include "gtest/gtest.h"
 #include "tests/service/test_jobs.h"
 
 namespace lensgrid::service {
 namespace {
+
+const Caller kAnon = Caller::Anonymous();
 
 using testing::ResultFor;
 using testing::SmallJob;
@@ -40,11 +43,11 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_TRUE(l.ok()) << l.status();
     return l.ok() ? *l : std::nullopt;
   }
-  v1::JobState State(const std::string& job) { return scheduler_.GetJob(job)->state(); }
+  v1::JobState State(const std::string& job) { return scheduler_.GetJob(kAnon, job)->state(); }
   std::vector<v1::JobEvent::Kind> Kinds(const std::string& job) {
     bool final = false;
     std::vector<v1::JobEvent::Kind> kinds;
-    for (const auto& e : *scheduler_.EventsAfter(job, 0, &final)) kinds.push_back(e.kind());
+    for (const auto& e : *scheduler_.EventsAfter(kAnon, job, 0, &final)) kinds.push_back(e.kind());
     return kinds;
   }
 
@@ -53,7 +56,7 @@ class SchedulerTest : public ::testing::Test {
 };
 
 TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
-  const std::string job = scheduler_.Submit(SmallJob()).value();
+  const std::string job = scheduler_.Submit(kAnon, SmallJob()).value();
   const std::string w = Worker();
   int n = 0;
   while (auto lease = Lease(w)) {
@@ -62,7 +65,7 @@ TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
   }
   EXPECT_EQ(n, 8);  // 2 prompts x 4 heads
   EXPECT_EQ(State(job), v1::JOB_SUCCEEDED);
-  auto result = scheduler_.GetResult(job);
+  auto result = scheduler_.GetResult(kAnon, job);
   ASSERT_TRUE(result.ok()) << result.status();
   const Array& mean = result->tensors.back();
   EXPECT_EQ(mean.name, "delta");
@@ -71,7 +74,7 @@ TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
 }
 
 TEST_F(SchedulerTest, OnlyMatchingWorkersGetShards) {
-  scheduler_.Submit(SmallJob()).value();
+  scheduler_.Submit(kAnon, SmallJob()).value();
   EXPECT_FALSE(Lease(Worker("other")).has_value());
   EXPECT_FALSE(Lease(Worker("m", "different-sha")).has_value());
   EXPECT_TRUE(Lease(Worker("m", "sha")).has_value());
@@ -83,7 +86,7 @@ TEST_F(SchedulerTest, UnknownWorkerMustRegisterAgain) {
 }
 
 TEST_F(SchedulerTest, ExpiredLeaseIsRequeuedAfterBackoffAndFirstCompletionWins) {
-  const std::string job = scheduler_.Submit(SmallJob(1)).value();
+  const std::string job = scheduler_.Submit(kAnon, SmallJob(1)).value();
   const std::string a = Worker(), b = Worker();
   std::vector<v1::ShardLease> held;
   while (auto l = Lease(a)) held.push_back(*l);
@@ -102,11 +105,11 @@ TEST_F(SchedulerTest, ExpiredLeaseIsRequeuedAfterBackoffAndFirstCompletionWins) 
   EXPECT_FALSE(*scheduler_.Complete(b, again->lease_id(), ResultFor(again->shard())));
   // And b is told to drop it.
   EXPECT_EQ(scheduler_.Heartbeat(b, {again->lease_id()})->size(), 1u);
-  EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 1);
+  EXPECT_EQ(scheduler_.GetJob(kAnon, job)->shards_done(), 1);
 }
 
 TEST_F(SchedulerTest, HeartbeatsExtendLeases) {
-  scheduler_.Submit(SmallJob(1)).value();
+  scheduler_.Submit(kAnon, SmallJob(1)).value();
   const std::string w = Worker();
   auto lease = Lease(w);
   for (int i = 0; i < 5; ++i) {
@@ -118,7 +121,7 @@ TEST_F(SchedulerTest, HeartbeatsExtendLeases) {
 }
 
 TEST_F(SchedulerTest, LeaseLengthFollowsObservedShardTime) {
-  scheduler_.Submit(SmallJob(2)).value();
+  scheduler_.Submit(kAnon, SmallJob(2)).value();
   const std::string w = Worker();
   auto first = Lease(w);
   EXPECT_EQ(first->lease_ms(), 10000);  // nothing observed yet
@@ -128,7 +131,7 @@ TEST_F(SchedulerTest, LeaseLengthFollowsObservedShardTime) {
 }
 
 TEST_F(SchedulerTest, MalformedResultIsRetriedOnAnotherWorker) {
-  const std::string job = scheduler_.Submit(SmallJob(1)).value();
+  const std::string job = scheduler_.Submit(kAnon, SmallJob(1)).value();
   const std::string bad = Worker(), good = Worker();
   auto lease = Lease(bad);
   std::vector<Array> wrong = ResultFor(lease->shard());
@@ -149,7 +152,7 @@ TEST_F(SchedulerTest, MalformedResultIsRetriedOnAnotherWorker) {
 TEST_F(SchedulerTest, TooManyFailuresFailTheJob) {
   v1::JobSpec spec = SmallJob(1);
   spec.set_components_per_shard(4);  // one shard
-  const std::string job = scheduler_.Submit(spec).value();
+  const std::string job = scheduler_.Submit(kAnon, spec).value();
   const std::string w = Worker();
   for (int i = 0; i < 3; ++i) {
     clock_.Advance(10000);
@@ -158,20 +161,20 @@ TEST_F(SchedulerTest, TooManyFailuresFailTheJob) {
     ASSERT_TRUE(lease.has_value());
     ASSERT_TRUE(scheduler_.Fail(w, lease->lease_id(), absl::UnavailableError("busy")).ok());
   }
-  auto status = scheduler_.GetJob(job);
+  auto status = scheduler_.GetJob(kAnon, job);
   EXPECT_EQ(status->state(), v1::JOB_FAILED);
   EXPECT_NE(status->error().find("failed 3 times"), std::string::npos) << status->error();
 }
 
 TEST_F(SchedulerTest, InvalidArgumentFromAWorkerFailsTheJobWithItsMessage) {
   for (auto code : {absl::StatusCode::kInvalidArgument, absl::StatusCode::kFailedPrecondition}) {
-    const std::string job = scheduler_.Submit(SmallJob(1)).value();
+    const std::string job = scheduler_.Submit(kAnon, SmallJob(1)).value();
     const std::string w = Worker();
     auto lease = Lease(w);
     ASSERT_TRUE(
         scheduler_.Fail(w, lease->lease_id(), absl::Status(code, "token id 99999 >= d_vocab"))
             .ok());
-    auto status = scheduler_.GetJob(job);
+    auto status = scheduler_.GetJob(kAnon, job);
     EXPECT_EQ(status->state(), v1::JOB_FAILED);
     EXPECT_EQ(status->error_code(), static_cast<int>(code));
     EXPECT_NE(status->error().find("token id 99999"), std::string::npos);
@@ -180,20 +183,21 @@ TEST_F(SchedulerTest, InvalidArgumentFromAWorkerFailsTheJobWithItsMessage) {
 }
 
 TEST_F(SchedulerTest, CancelStopsLeasesAndTellsWorkers) {
-  const std::string job = scheduler_.Submit(SmallJob(2)).value();
+  const std::string job = scheduler_.Submit(kAnon, SmallJob(2)).value();
   const std::string w = Worker();
   auto lease = Lease(w);
-  EXPECT_EQ(scheduler_.Cancel(job)->state(), v1::JOB_CANCELLED);
+  EXPECT_EQ(scheduler_.Cancel(kAnon, job)->state(), v1::JOB_CANCELLED);
   EXPECT_FALSE(Lease(w).has_value());
   EXPECT_EQ(*scheduler_.Heartbeat(w, {lease->lease_id()}),
             std::vector<std::string>{lease->lease_id()});
   EXPECT_FALSE(*scheduler_.Complete(w, lease->lease_id(), ResultFor(lease->shard())));
-  EXPECT_EQ(scheduler_.GetResult(job).status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(scheduler_.Cancel("no-such-job").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_.GetResult(kAnon, job).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(scheduler_.Cancel(kAnon, "no-such-job").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(SchedulerTest, LostWorkerLeasesAreRequeued) {
-  const std::string job = scheduler_.Submit(SmallJob(1)).value();
+  const std::string job = scheduler_.Submit(kAnon, SmallJob(1)).value();
   const std::string dead = Worker();
   auto lease = Lease(dead);
   clock_.Advance(30000);
@@ -207,14 +211,14 @@ TEST_F(SchedulerTest, LostWorkerLeasesAreRequeued) {
 }
 
 TEST_F(SchedulerTest, EventsAreNumberedAndResumable) {
-  const std::string job = scheduler_.Submit(SmallJob(1)).value();
+  const std::string job = scheduler_.Submit(kAnon, SmallJob(1)).value();
   const std::string w = Worker();
   while (auto l = Lease(w)) scheduler_.Complete(w, l->lease_id(), ResultFor(l->shard())).value();
   bool final = false;
-  auto all = *scheduler_.EventsAfter(job, 0, &final);
+  auto all = *scheduler_.EventsAfter(kAnon, job, 0, &final);
   EXPECT_TRUE(final);
   for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i].seq(), static_cast<int64_t>(i) + 1);
-  auto rest = *scheduler_.EventsAfter(job, 3, &final);
+  auto rest = *scheduler_.EventsAfter(kAnon, job, 3, &final);
   ASSERT_EQ(rest.size(), all.size() - 3);
   EXPECT_EQ(rest.front().seq(), 4);
   EXPECT_EQ(all.back().shards_done(), 4);
@@ -249,7 +253,7 @@ TEST(SchedulerStoreTest, AFailingStorePausesTheJobAndItResumesWithoutRecomputing
   SchedulerOptions o;
   o.store_retry_ms = 1000;
   Scheduler s(&clock, o, &journal);
-  const std::string job = s.Submit(SmallJob(2)).value();  // 8 shards
+  const std::string job = s.Submit(kAnon, SmallJob(2)).value();  // 8 shards
   v1::RegisterRequest r;
   r.set_model_id("m");
   r.set_weights_sha256("sha");
@@ -264,7 +268,7 @@ TEST(SchedulerStoreTest, AFailingStorePausesTheJobAndItResumesWithoutRecomputing
   // The result is kept (not computed again) and the worker is told so.
   ASSERT_TRUE(*s.Complete(w, b->lease_id(), ResultFor(b->shard()), &note));
   EXPECT_NE(note.find("database or disk is full"), std::string::npos) << note;
-  v1::JobStatus status = s.GetJob(job).value();
+  v1::JobStatus status = s.GetJob(kAnon, job).value();
   EXPECT_NE(status.store_error().find("database or disk is full"), std::string::npos);
   EXPECT_EQ(status.state(), v1::JOB_RUNNING);
   EXPECT_EQ(status.shards_done(), 2);
@@ -276,12 +280,12 @@ TEST(SchedulerStoreTest, AFailingStorePausesTheJobAndItResumesWithoutRecomputing
     EXPECT_FALSE(s.Lease(w).value().has_value());
   }
   EXPECT_EQ(s.Counters().shards_retried, 0);
-  EXPECT_EQ(s.Submit(SmallJob(1)).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s.Submit(kAnon, SmallJob(1)).status().code(), absl::StatusCode::kUnavailable);
 
   journal.full = false;
   clock.Advance(1500);
   s.Tick();
-  status = s.GetJob(job).value();
+  status = s.GetJob(kAnon, job).value();
   EXPECT_EQ(status.store_error(), "");
   EXPECT_EQ(journal.results[job], (std::set<int64_t>{a->shard_id(), b->shard_id()}));
   int leased = 0;
@@ -290,11 +294,11 @@ TEST(SchedulerStoreTest, AFailingStorePausesTheJobAndItResumesWithoutRecomputing
     ++leased;
   }
   EXPECT_EQ(leased, 6);  // the 2 done before the fault are not run again
-  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(s.GetJob(kAnon, job)->state(), v1::JOB_SUCCEEDED);
   EXPECT_EQ(journal.states[job], v1::JOB_SUCCEEDED);
   EXPECT_EQ(journal.results[job].size(), 8u);
   bool final = false;
-  EXPECT_EQ(static_cast<size_t>(s.EventsAfter(job, 0, &final)->size()),
+  EXPECT_EQ(static_cast<size_t>(s.EventsAfter(kAnon, job, 0, &final)->size()),
             journal.events[job].size());  // every event stored, no gap
   EXPECT_NE(std::find(journal.kinds.begin(), journal.kinds.end(), v1::JobEvent::STORE_FAILED),
             journal.kinds.end());
@@ -306,14 +310,14 @@ TEST_F(SchedulerTest, OverflowingJobsAreRefusedNotPlanned) {
   v1::JobSpec spec = SmallJob(1);
   spec.set_n_layers(int64_t{1} << 62);
   spec.set_n_heads(4);
-  EXPECT_EQ(scheduler_.Submit(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheduler_.Submit(kAnon, spec).status().code(), absl::StatusCode::kInvalidArgument);
   spec.set_n_layers(int64_t{1} << 32);
   spec.set_n_heads(int64_t{1} << 31);
-  EXPECT_EQ(scheduler_.Submit(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheduler_.Submit(kAnon, spec).status().code(), absl::StatusCode::kInvalidArgument);
   std::string next;
-  EXPECT_TRUE(scheduler_.ListJobs({}, &next)->empty());
+  EXPECT_TRUE(scheduler_.ListJobs(kAnon, {}, &next)->empty());
   // The scheduler still serves.
-  EXPECT_TRUE(scheduler_.Submit(SmallJob(1)).ok());
+  EXPECT_TRUE(scheduler_.Submit(kAnon, SmallJob(1)).ok());
 }
 
 TEST_F(SchedulerTest, ListingsArePagedAndBounded) {
@@ -321,14 +325,14 @@ TEST_F(SchedulerTest, ListingsArePagedAndBounded) {
   for (int i = 0; i < 25; ++i) {
     v1::JobSpec spec = SmallJob(1);
     spec.set_client_json(std::string(60000, 'j'));  // near the 64 KiB cap
-    ids.insert(scheduler_.Submit(spec).value());
+    ids.insert(scheduler_.Submit(kAnon, spec).value());
   }
   std::set<std::string> seen;
   std::string token;
   int pages = 0;
   do {
     std::string next;
-    auto page = scheduler_.ListJobs({10, token}, &next);
+    auto page = scheduler_.ListJobs(kAnon, {10, token}, &next);
     ASSERT_TRUE(page.ok()) << page.status();
     EXPECT_LE(page->size(), 10u);
     for (const auto& j : *page) EXPECT_TRUE(seen.insert(j.job_id()).second);
@@ -339,14 +343,14 @@ TEST_F(SchedulerTest, ListingsArePagedAndBounded) {
   EXPECT_EQ(pages, 3);
   // A page stays within its byte budget whatever page_size asks for.
   std::string next;
-  auto big = scheduler_.ListJobs({1000, ""}, &next);
+  auto big = scheduler_.ListJobs(kAnon, {1000, ""}, &next);
   ASSERT_TRUE(big.ok());
   size_t bytes = 0;
   for (const auto& j : *big) bytes += j.ByteSizeLong();
   EXPECT_LE(bytes, size_t{3} << 20);
-  EXPECT_EQ(scheduler_.ListJobs({-1, ""}, &next).status().code(),
+  EXPECT_EQ(scheduler_.ListJobs(kAnon, {-1, ""}, &next).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(scheduler_.ListJobs({0, std::string(100000, 't')}, &next).status().code(),
+  EXPECT_EQ(scheduler_.ListJobs(kAnon, {0, std::string(100000, 't')}, &next).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -379,9 +383,10 @@ TEST(SchedulerWorkersTest, LostWorkersAreForgottenAndRegistrationIsBounded) {
 
 TEST_F(SchedulerTest, ErrorsQuoteClientInputCut) {
   const std::string id(1 << 20, 'x');
-  for (const absl::Status& s : {scheduler_.GetJob(id).status(), scheduler_.Cancel(id).status(),
-                                scheduler_.GetResult(id).status(), scheduler_.Lease(id).status(),
-                                scheduler_.Complete(Worker(), id, {}).status()}) {
+  for (const absl::Status& s :
+       {scheduler_.GetJob(kAnon, id).status(), scheduler_.Cancel(kAnon, id).status(),
+        scheduler_.GetResult(kAnon, id).status(), scheduler_.Lease(id).status(),
+        scheduler_.Complete(Worker(), id, {}).status()}) {
     EXPECT_FALSE(s.ok());
     EXPECT_LT(s.message().size(), 300u) << s.message().substr(0, 100);
   }
@@ -433,9 +438,9 @@ class PrepareTest : public SchedulerTest {
 };
 
 TEST_F(PrepareTest, AWorkerBuildsTheDatasetThenTheJobRunsPinnedToItsWeights) {
-  const std::string job = scheduler_.Submit(DatasetJob()).value();
-  EXPECT_FALSE(scheduler_.GetJob(job)->prepared());
-  EXPECT_EQ(scheduler_.GetJob(job)->shards_total(), 0);
+  const std::string job = scheduler_.Submit(kAnon, DatasetJob()).value();
+  EXPECT_FALSE(scheduler_.GetJob(kAnon, job)->prepared());
+  EXPECT_EQ(scheduler_.GetJob(kAnon, job)->shards_total(), 0);
   // A worker that did not report its model's shape cannot prepare.
   EXPECT_FALSE(Lease(Worker("m", "sha")).has_value());
   const std::string w = ShapedWorker();
@@ -449,7 +454,7 @@ TEST_F(PrepareTest, AWorkerBuildsTheDatasetThenTheJobRunsPinnedToItsWeights) {
             absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(*scheduler_.CompletePrepare(w, prepare->lease_id(), Prepared()));
 
-  const v1::JobStatus status = *scheduler_.GetJob(job);
+  const v1::JobStatus status = *scheduler_.GetJob(kAnon, job);
   EXPECT_TRUE(status.prepared());
   EXPECT_EQ(status.n_prompts(), 2);
   EXPECT_EQ(status.n_pos(), 2);
@@ -481,19 +486,19 @@ TEST_F(PrepareTest, InlinePromptsWithoutTheModelShapeAreCompletedByTheWorker) {
   spec.clear_n_layers();
   spec.clear_n_heads();
   spec.clear_weights_sha256();
-  const std::string job = scheduler_.Submit(spec).value();
+  const std::string job = scheduler_.Submit(kAnon, spec).value();
   const std::string w = ShapedWorker();
   std::optional<v1::ShardLease> prepare = Lease(w);
   ASSERT_TRUE(prepare.has_value() && prepare->has_prepare());
   EXPECT_FALSE(prepare->prepare().has_dataset());
   EXPECT_EQ(prepare->prepare().first_prompt().tokens_size(), 2);
   ASSERT_TRUE(*scheduler_.CompletePrepare(w, prepare->lease_id(), Prepared(/*n_prompts=*/0)));
-  EXPECT_EQ(scheduler_.GetJob(job)->n_prompts(), 2);  // the job's own prompts
-  EXPECT_EQ(scheduler_.GetJob(job)->shards_total(), 8);
+  EXPECT_EQ(scheduler_.GetJob(kAnon, job)->n_prompts(), 2);  // the job's own prompts
+  EXPECT_EQ(scheduler_.GetJob(kAnon, job)->shards_total(), 8);
 }
 
 TEST_F(PrepareTest, ABadDatasetFailsTheJobWithTheWorkersMessage) {
-  const std::string job = scheduler_.Submit(DatasetJob()).value();
+  const std::string job = scheduler_.Submit(kAnon, DatasetJob()).value();
   const std::string w = ShapedWorker();
   std::optional<v1::ShardLease> prepare = Lease(w);
   ASSERT_TRUE(prepare.has_value());
@@ -502,15 +507,15 @@ TEST_F(PrepareTest, ABadDatasetFailsTheJobWithTheWorkersMessage) {
                         absl::InvalidArgumentError("prompts.jsonl:3: no \"answer\""))
                   .ok());
   EXPECT_EQ(State(job), v1::JOB_FAILED);
-  EXPECT_NE(scheduler_.GetJob(job)->error().find("prompts.jsonl:3"), std::string::npos);
-  EXPECT_NE(scheduler_.GetJob(job)->error().find("preparing the job"), std::string::npos);
+  EXPECT_NE(scheduler_.GetJob(kAnon, job)->error().find("prompts.jsonl:3"), std::string::npos);
+  EXPECT_NE(scheduler_.GetJob(kAnon, job)->error().find("preparing the job"), std::string::npos);
 }
 
 TEST_F(PrepareTest, ADatasetOverThePlannersLimitsFailsTheJob) {
   SchedulerOptions o = Options();
   o.planner.max_prompts = 3;
   Scheduler s(&clock_, o, nullptr);
-  const std::string job = s.Submit(DatasetJob()).value();
+  const std::string job = s.Submit(kAnon, DatasetJob()).value();
   v1::RegisterRequest r;
   r.set_model_id("m");
   r.set_weights_sha256("sha");
@@ -520,15 +525,16 @@ TEST_F(PrepareTest, ADatasetOverThePlannersLimitsFailsTheJob) {
   auto prepare = s.Lease(w);
   ASSERT_TRUE(prepare.ok() && prepare->has_value());
   ASSERT_TRUE(*s.CompletePrepare(w, (*prepare)->lease_id(), Prepared(/*n_prompts=*/5)));
-  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_FAILED);
-  EXPECT_EQ(s.GetJob(job)->error_code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
-  EXPECT_NE(s.GetJob(job)->error().find("over the limit of 3"), std::string::npos);
+  EXPECT_EQ(s.GetJob(kAnon, job)->state(), v1::JOB_FAILED);
+  EXPECT_EQ(s.GetJob(kAnon, job)->error_code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_NE(s.GetJob(kAnon, job)->error().find("over the limit of 3"), std::string::npos);
 }
 
 TEST_F(PrepareTest, AnUnknownModelIdIsNotFoundNamingTheServedIds) {
   ShapedWorker("gpt2");
   ShapedWorker("lensgrid-tiny");
-  absl::StatusOr<std::string> job = scheduler_.Submit(DatasetJob("no-such-model"));
+  absl::StatusOr<std::string> job = scheduler_.Submit(kAnon, DatasetJob("no-such-model"));
   ASSERT_EQ(job.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(job.status().message().find("no-such-model"), std::string::npos);
   EXPECT_NE(job.status().message().find("gpt2"), std::string::npos);
@@ -547,27 +553,28 @@ TEST_F(PrepareTest, APinNoWorkerHasWaitsSaysSoAndFailsAfterTheModelWait) {
   const std::string w = s.RegisterWorker(r).value();
   v1::JobSpec spec = DatasetJob();
   spec.set_weights_sha256("pinned-sha-nobody-has");
-  const std::string job = s.Submit(spec).value();
+  const std::string job = s.Submit(kAnon, spec).value();
   s.Tick();
   bool final = false;
-  std::vector<v1::JobEvent> events = *s.EventsAfter(job, 0, &final);
+  std::vector<v1::JobEvent> events = *s.EventsAfter(kAnon, job, 0, &final);
   ASSERT_EQ(events.back().kind(), v1::JobEvent::WAITING_FOR_WORKER);
   EXPECT_NE(events.back().message().find("pinned-sha-"), std::string::npos);
   EXPECT_FALSE(s.Lease(w)->has_value());
   clock_.Advance(4000);
   (void)s.Heartbeat(w, {});
   s.Tick();
-  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_QUEUED);
+  EXPECT_EQ(s.GetJob(kAnon, job)->state(), v1::JOB_QUEUED);
   clock_.Advance(2000);
   (void)s.Heartbeat(w, {});
   s.Tick();
-  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_FAILED);
-  EXPECT_EQ(s.GetJob(job)->error_code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
-  EXPECT_NE(s.GetJob(job)->error().find("--model-wait-ms"), std::string::npos);
+  EXPECT_EQ(s.GetJob(kAnon, job)->state(), v1::JOB_FAILED);
+  EXPECT_EQ(s.GetJob(kAnon, job)->error_code(),
+            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_NE(s.GetJob(kAnon, job)->error().find("--model-wait-ms"), std::string::npos);
 }
 
 TEST_F(PrepareTest, AWaitingJobRunsWhenItsWorkerComes) {
-  const std::string job = scheduler_.Submit(DatasetJob()).value();  // no worker at all
+  const std::string job = scheduler_.Submit(kAnon, DatasetJob()).value();  // no worker at all
   scheduler_.Tick();
   EXPECT_EQ(Kinds(job).back(), v1::JobEvent::WAITING_FOR_WORKER);
   const std::string w = ShapedWorker();
@@ -577,7 +584,7 @@ TEST_F(PrepareTest, AWaitingJobRunsWhenItsWorkerComes) {
 }
 
 TEST_F(PrepareTest, HeartbeatsSayHowLongTheLeasesNowLast) {
-  scheduler_.Submit(testing::SmallJob()).value();
+  scheduler_.Submit(kAnon, testing::SmallJob()).value();
   const std::string w = Worker();
   std::optional<v1::ShardLease> lease = Lease(w);
   ASSERT_TRUE(lease.has_value());
@@ -589,7 +596,7 @@ TEST_F(PrepareTest, HeartbeatsSayHowLongTheLeasesNowLast) {
 }
 
 TEST_F(SchedulerTest, LeasesAreUnguessableAndBoundToTheirWorker) {
-  const std::string job = scheduler_.Submit(testing::SmallJob()).value();
+  const std::string job = scheduler_.Submit(kAnon, testing::SmallJob()).value();
   const std::string holder = Worker(), other = Worker();
   std::optional<v1::ShardLease> lease = Lease(holder);
   ASSERT_TRUE(lease.has_value());
@@ -619,10 +626,35 @@ TEST_F(SchedulerTest, LeasesAreUnguessableAndBoundToTheirWorker) {
   scheduler_.Tick();
   EXPECT_EQ(Kinds(job).back(), v1::JobEvent::SHARD_RETRIED);
   EXPECT_EQ(State(job), v1::JOB_RUNNING);
-  EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 0);
+  EXPECT_EQ(scheduler_.GetJob(kAnon, job)->shards_done(), 0);
   // The holder's (late) completion is the one that counts.
   ASSERT_TRUE(*scheduler_.Complete(holder, id, ResultFor(lease->shard())));
-  EXPECT_EQ(scheduler_.GetJob(job)->shards_done(), 1);
+  EXPECT_EQ(scheduler_.GetJob(kAnon, job)->shards_done(), 1);
+}
+
+TEST_F(SchedulerTest, AnotherSubmittersJobIsNotFoundAndAdminsSeeEveryJob) {
+  const Caller alice{"alice", Role::kSubmitter}, bob{"bob", Role::kSubmitter};
+  const Caller admin{"root", Role::kAdmin};
+  const std::string job = scheduler_.Submit(alice, SmallJob(1)).value();
+  EXPECT_EQ(scheduler_.GetJob(alice, job)->owner(), "alice");
+  const absl::Status missing = scheduler_.GetJob(bob, "no-such-job").status();
+  bool final = false;
+  for (const absl::Status& s :
+       {scheduler_.GetJob(bob, job).status(), scheduler_.GetResult(bob, job).status(),
+        scheduler_.EventsAfter(bob, job, 0, &final).status(),
+        scheduler_.Cancel(bob, job).status()}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+    // Nothing tells bob that the job exists.
+    EXPECT_EQ(s.message(), absl::StrCat("no job ", Echo(job))) << s;
+    EXPECT_EQ(missing.message(), absl::StrCat("no job ", Echo("no-such-job")));
+  }
+  EXPECT_EQ(State(job), v1::JOB_QUEUED);  // bob's cancel changed nothing
+  std::string next;
+  EXPECT_TRUE(scheduler_.ListJobs(bob, {}, &next)->empty());
+  EXPECT_EQ(scheduler_.ListJobs(alice, {}, &next)->size(), 1u);
+  EXPECT_EQ(scheduler_.ListJobs(admin, {}, &next)->size(), 1u);
+  EXPECT_TRUE(scheduler_.EventsAfter(admin, job, 0, &final).ok());
+  EXPECT_EQ(scheduler_.Cancel(admin, job)->state(), v1::JOB_CANCELLED);
 }
 
 }  // namespace

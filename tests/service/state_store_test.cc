@@ -15,6 +15,8 @@
 namespace lensgrid::service {
 namespace {
 
+const Caller kAnon = Caller::Anonymous();
+
 using testing::ResultFor;
 
 std::string TempDir(const std::string& name) {
@@ -45,7 +47,7 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
     auto store = StateStore::Open(dir);
     ASSERT_TRUE(store.ok()) << store.status();
     Scheduler s(&clock, {}, store->get());
-    job = s.Submit(testing::SmallJob(2)).value();
+    job = s.Submit(kAnon, testing::SmallJob(2)).value();
     v1::RegisterRequest r;
     r.set_model_id("m");
     r.set_weights_sha256("sha");
@@ -68,7 +70,7 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
 
   Scheduler s(&clock, {}, store->get());
   ASSERT_TRUE(s.Restore(std::move((*jobs)[0])).ok());
-  EXPECT_EQ(s.GetJob(job)->shards_done(), 5);
+  EXPECT_EQ(s.GetJob(kAnon, job)->shards_done(), 5);
   v1::RegisterRequest r;
   r.set_model_id("m");
   r.set_weights_sha256("sha");
@@ -79,12 +81,12 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
     ++recomputed;
   }
   EXPECT_EQ(recomputed, 3);
-  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_SUCCEEDED);
-  auto result = s.GetResult(job);
+  EXPECT_EQ(s.GetJob(kAnon, job)->state(), v1::JOB_SUCCEEDED);
+  auto result = s.GetResult(kAnon, job);
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->tensors.back().values, (std::vector<float>{5, 6, 7, 8}));
   bool final = false;
-  auto events = *s.EventsAfter(job, 0, &final);
+  auto events = *s.EventsAfter(kAnon, job, 0, &final);
   EXPECT_GT(events.size(), events_before);
   for (size_t i = 0; i < events.size(); ++i)
     EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i) + 1);
@@ -94,8 +96,8 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
   ASSERT_TRUE(again.ok());
   Scheduler s2(&clock, {}, nullptr);
   ASSERT_TRUE(s2.Restore(std::move((*again)[0])).ok());
-  EXPECT_EQ(s2.GetJob(job)->state(), v1::JOB_SUCCEEDED);
-  EXPECT_TRUE(s2.GetResult(job).ok());
+  EXPECT_EQ(s2.GetJob(kAnon, job)->state(), v1::JOB_SUCCEEDED);
+  EXPECT_TRUE(s2.GetResult(kAnon, job).ok());
   std::filesystem::remove_all(dir);
 }
 
@@ -170,11 +172,11 @@ TEST(StateStoreTest, DiskFullMidJobLeavesAConsistentStore) {
     ASSERT_TRUE(store.ok()) << store.status();
     Scheduler s(&clock, {}, store->get());
     const std::string w = s.RegisterWorker(Matching()).value();
-    done_job = s.Submit(testing::SmallJob(2)).value();
+    done_job = s.Submit(kAnon, testing::SmallJob(2)).value();
     RunShards(&s, w);
-    ASSERT_EQ(s.GetJob(done_job)->state(), v1::JOB_SUCCEEDED);
+    ASSERT_EQ(s.GetJob(kAnon, done_job)->state(), v1::JOB_SUCCEEDED);
     v1::JobSpec big = testing::SmallJob(100);  // 400 shards
-    running_job = s.Submit(big).value();
+    running_job = s.Submit(kAnon, big).value();
     RunShards(&s, w, 3);
     std::ofstream(pages) << 1;  // no new page from now on
     std::string note;
@@ -183,15 +185,15 @@ TEST(StateStoreTest, DiskFullMidJobLeavesAConsistentStore) {
       ASSERT_TRUE(l.has_value());
       ASSERT_TRUE(*s.Complete(w, l->lease_id(), ResultFor(l->shard()), &note));
     }
-    stored = s.GetJob(running_job)->shards_done() - 1;
+    stored = s.GetJob(kAnon, running_job)->shards_done() - 1;
     EXPECT_NE(note.find("database or disk is full"), std::string::npos) << note;
-    EXPECT_NE(s.GetJob(running_job)->store_error().find("full"), std::string::npos);
+    EXPECT_NE(s.GetJob(kAnon, running_job)->store_error().find("full"), std::string::npos);
     EXPECT_FALSE(s.Lease(w).value().has_value());  // paused
     for (int i = 0; i < 3; ++i) {
       clock.Advance(2000);
       s.Tick();
     }
-    EXPECT_EQ(s.GetJob(running_job)->state(), v1::JOB_RUNNING);
+    EXPECT_EQ(s.GetJob(kAnon, running_job)->state(), v1::JOB_RUNNING);
   }  // killed while the disk is full
   std::filesystem::remove(pages);
   auto store = StateStore::Open(dir, options);
@@ -205,11 +207,11 @@ TEST(StateStoreTest, DiskFullMidJobLeavesAConsistentStore) {
     EXPECT_EQ(j.notes, "");
     ASSERT_TRUE(s.Restore(std::move(j)).ok());
   }
-  EXPECT_TRUE(s.GetResult(done_job).ok());
+  EXPECT_TRUE(s.GetResult(kAnon, done_job).ok());
   // The result held in memory at the kill is lost, and only it.
-  EXPECT_EQ(s.GetJob(running_job)->shards_done(), stored);
+  EXPECT_EQ(s.GetJob(kAnon, running_job)->shards_done(), stored);
   RunShards(&s, s.RegisterWorker(Matching()).value());
-  EXPECT_EQ(s.GetJob(running_job)->state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(s.GetJob(kAnon, running_job)->state(), v1::JOB_SUCCEEDED);
   std::filesystem::remove_all(dir);
 }
 
@@ -222,9 +224,9 @@ TEST(StateStoreTest, AFlippedByteInAResultIsDataLossForThatJobOnly) {
     ASSERT_TRUE(store.ok()) << store.status();
     Scheduler s(&clock, {}, store->get());
     const std::string w = s.RegisterWorker(Matching()).value();
-    a = s.Submit(testing::SmallJob(2)).value();
+    a = s.Submit(kAnon, testing::SmallJob(2)).value();
     RunShards(&s, w);
-    b = s.Submit(testing::SmallJob(2)).value();
+    b = s.Submit(kAnon, testing::SmallJob(2)).value();
     RunShards(&s, w);
   }
   // Flip one byte in the middle of one of a's stored results.
@@ -238,11 +240,11 @@ TEST(StateStoreTest, AFlippedByteInAResultIsDataLossForThatJobOnly) {
     if (j.job_id == a) EXPECT_EQ(j.damaged_shards, std::vector<int64_t>{3});
     (void)s.Restore(std::move(j));
   }
-  absl::Status result = s.GetResult(a).status();
+  absl::Status result = s.GetResult(kAnon, a).status();
   EXPECT_EQ(result.code(), absl::StatusCode::kDataLoss) << result;
   EXPECT_NE(result.message().find("shard 3"), std::string::npos) << result;
-  EXPECT_EQ(s.GetJob(a)->error_code(), static_cast<int>(absl::StatusCode::kDataLoss));
-  EXPECT_TRUE(s.GetResult(b).ok());  // the other job is served
+  EXPECT_EQ(s.GetJob(kAnon, a)->error_code(), static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_TRUE(s.GetResult(kAnon, b).ok());  // the other job is served
   std::filesystem::remove_all(dir);
 }
 
@@ -253,7 +255,7 @@ TEST(StateStoreTest, AnEmptyOrMissingDatabaseUnderAMarkerRefusesToStart) {
     ASSERT_TRUE(store.ok()) << store.status();
     FakeClock clock;
     Scheduler s(&clock, {}, store->get());
-    s.Submit(testing::SmallJob(1)).value();
+    s.Submit(kAnon, testing::SmallJob(1)).value();
   }
   ASSERT_TRUE(std::filesystem::exists(dir + "/" + StateStore::kMarker));
   std::filesystem::remove(dir + "/coordinator.db-wal");
@@ -293,7 +295,7 @@ TEST(StateStoreTest, EventsAfterAGapAreDroppedAndReportedNotFatal) {
     auto store = StateStore::Open(dir);
     ASSERT_TRUE(store.ok());
     Scheduler s(&clock, {}, store->get());
-    job = s.Submit(testing::SmallJob(2)).value();
+    job = s.Submit(kAnon, testing::SmallJob(2)).value();
     RunShards(&s, s.RegisterWorker(Matching()).value(), 4);
   }
   RunSql(dir, "DELETE FROM events WHERE seq = 3");  // an old store's gap
@@ -306,7 +308,7 @@ TEST(StateStoreTest, EventsAfterAGapAreDroppedAndReportedNotFatal) {
   Scheduler s(&clock, {}, store->get());
   ASSERT_TRUE(s.Restore(std::move((*jobs)[0])).ok());
   RunShards(&s, s.RegisterWorker(Matching()).value());
-  EXPECT_EQ(s.GetJob(job)->state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(s.GetJob(kAnon, job)->state(), v1::JOB_SUCCEEDED);
   auto again = (*store)->Load();  // written on from seq 3, stale rows gone
   ASSERT_TRUE(again.ok());
   EXPECT_EQ((*again)[0].notes, "");
@@ -344,14 +346,14 @@ TEST(StateStoreTest, APreparedJobIsRestoredWithItsPromptsAnUnpreparedOneIsPrepar
     auto store = StateStore::Open(dir);
     ASSERT_TRUE(store.ok()) << store.status();
     Scheduler s(&clock, {}, store->get());
-    prepared_job = s.Submit(spec).value();
-    waiting_job = s.Submit(spec).value();
+    prepared_job = s.Submit(kAnon, spec).value();
+    waiting_job = s.Submit(kAnon, spec).value();
     const std::string w = s.RegisterWorker(r).value();
     auto lease = s.Lease(w).value();
     ASSERT_TRUE(lease.has_value() && lease->has_prepare());
     ASSERT_EQ(lease->job_id(), prepared_job);
     ASSERT_TRUE(*s.CompletePrepare(w, lease->lease_id(), prepared));
-    EXPECT_EQ(s.GetJob(prepared_job)->shards_total(), 12);  // 3 prompts x 4 heads
+    EXPECT_EQ(s.GetJob(kAnon, prepared_job)->shards_total(), 12);  // 3 prompts x 4 heads
   }
   auto store = StateStore::Open(dir);
   ASSERT_TRUE(store.ok()) << store.status();
@@ -359,12 +361,12 @@ TEST(StateStoreTest, APreparedJobIsRestoredWithItsPromptsAnUnpreparedOneIsPrepar
   ASSERT_TRUE(jobs.ok()) << jobs.status();
   Scheduler s(&clock, {}, store->get());
   for (StoredJob& j : *jobs) ASSERT_TRUE(s.Restore(std::move(j)).ok());
-  const v1::JobStatus restored = *s.GetJob(prepared_job);
+  const v1::JobStatus restored = *s.GetJob(kAnon, prepared_job);
   EXPECT_TRUE(restored.prepared());
   EXPECT_EQ(restored.n_prompts(), 3);
   EXPECT_EQ(restored.shards_total(), 12);
   EXPECT_EQ(restored.spec().weights_sha256(), "sha");
-  EXPECT_FALSE(s.GetJob(waiting_job)->prepared());
+  EXPECT_FALSE(s.GetJob(kAnon, waiting_job)->prepared());
   const std::string w = s.RegisterWorker(r).value();
   // The prepared job's shards first (it is older), then the other's preparation.
   int shards = 0;
@@ -380,7 +382,7 @@ TEST(StateStoreTest, APreparedJobIsRestoredWithItsPromptsAnUnpreparedOneIsPrepar
   }
   EXPECT_EQ(shards, 12);
   EXPECT_TRUE(prepare_leased);
-  EXPECT_EQ(s.GetJob(prepared_job)->state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(s.GetJob(kAnon, prepared_job)->state(), v1::JOB_SUCCEEDED);
   std::filesystem::remove_all(dir);
 }
 
