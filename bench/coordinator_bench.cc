@@ -85,7 +85,8 @@ int Main(int argc, char** argv) {
   if (store) state = std::move(StateStore::Open(dir.string()).value());
   RealClock clock;
   Scheduler scheduler(&clock, {}, state.get());
-  CoordinatorService service(&scheduler);
+  const lensgrid::Authorizer anyone(std::nullopt);  // no tokens: every caller is anonymous
+  CoordinatorService service(&scheduler, &anyone);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);

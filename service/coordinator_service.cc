@@ -21,6 +21,19 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
   return r;
 }
 
+// A streaming call refused before it started (the authorization check).
+template <typename Message>
+class RefusedWrite final : public grpc::ServerWriteReactor<Message> {
+ public:
+  explicit RefusedWrite(const absl::Status& why) { this->Finish(ToGrpcStatus(why)); }
+  void OnDone() override { delete this; }
+};
+class RefusedRead final : public grpc::ServerReadReactor<v1::CompleteShardRequest> {
+ public:
+  explicit RefusedRead(const absl::Status& why) { Finish(ToGrpcStatus(why)); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
 // Streams a job's events from a sequence number; parks when it has sent them
@@ -338,19 +351,21 @@ void CoordinatorService::ServeParked(bool all) {
 grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(grpc::CallbackServerContext* ctx,
                                                         const v1::SubmitJobRequest* req,
                                                         v1::SubmitJobResponse* resp) {
-  // Until the authorization check (common/auth.h) names the caller.
-  const Caller caller = Caller::Anonymous();
-  auto id = scheduler_->Submit(caller, req->spec());
+  auto caller = auth_->Authorize(*ctx, "SubmitJob");
+  if (!caller.ok()) return Done(ctx, caller.status());
+  auto id = scheduler_->Submit(*caller, req->spec(), req->request_id());
   if (!id.ok()) return Done(ctx, id.status());
   resp->set_job_id(*id);
-  auto status = scheduler_->GetJob(caller, *id);
+  auto status = scheduler_->GetJob(*caller, *id);
   if (status.ok()) resp->set_shards_total(status->shards_total());
   return Done(ctx, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* CoordinatorService::WatchJob(
     grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* req) {
-  auto* w = new WatchReactor(this, Caller::Anonymous(), req->job_id(), req->after_seq());
+  auto caller = auth_->Authorize(*ctx, "WatchJob");
+  if (!caller.ok()) return new RefusedWrite<v1::JobEvent>(caller.status());
+  auto* w = new WatchReactor(this, *caller, req->job_id(), req->after_seq());
   {
     absl::MutexLock lock(&mu_);
     watchers_.push_back(w);
@@ -362,20 +377,26 @@ grpc::ServerWriteReactor<v1::JobEvent>* CoordinatorService::WatchJob(
 grpc::ServerUnaryReactor* CoordinatorService::GetJob(grpc::CallbackServerContext* ctx,
                                                      const v1::GetJobRequest* req,
                                                      v1::JobStatus* resp) {
-  auto s = scheduler_->GetJob(Caller::Anonymous(), req->job_id());
+  auto caller = auth_->Authorize(*ctx, "GetJob");
+  if (!caller.ok()) return Done(ctx, caller.status());
+  auto s = scheduler_->GetJob(*caller, req->job_id());
   if (s.ok()) *resp = *s;
   return Done(ctx, s.status());
 }
 
 grpc::ServerWriteReactor<v1::GetResultResponse>* CoordinatorService::GetResult(
     grpc::CallbackServerContext* ctx, const v1::GetResultRequest* req) {
-  return new ResultReactor(scheduler_->GetResult(Caller::Anonymous(), req->job_id()));
+  auto caller = auth_->Authorize(*ctx, "GetResult");
+  if (!caller.ok()) return new RefusedWrite<v1::GetResultResponse>(caller.status());
+  return new ResultReactor(scheduler_->GetResult(*caller, req->job_id()));
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::CancelJob(grpc::CallbackServerContext* ctx,
                                                         const v1::CancelJobRequest* req,
                                                         v1::JobStatus* resp) {
-  auto s = scheduler_->Cancel(Caller::Anonymous(), req->job_id());
+  auto caller = auth_->Authorize(*ctx, "CancelJob");
+  if (!caller.ok()) return Done(ctx, caller.status());
+  auto s = scheduler_->Cancel(*caller, req->job_id());
   if (s.ok()) *resp = *s;
   return Done(ctx, s.status());
 }
@@ -383,7 +404,9 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelJob(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* ctx,
                                                        const v1::ListJobsRequest* req,
                                                        v1::ListJobsResponse* resp) {
-  auto jobs = scheduler_->ListJobs(Caller::Anonymous(), {req->page_size(), req->page_token()},
+  auto caller = auth_->Authorize(*ctx, "ListJobs");
+  if (!caller.ok()) return Done(ctx, caller.status());
+  auto jobs = scheduler_->ListJobs(*caller, {req->page_size(), req->page_token()},
                                    resp->mutable_next_page_token());
   if (!jobs.ok()) return Done(ctx, jobs.status());
   for (auto& j : *jobs) *resp->add_jobs() = std::move(j);
@@ -393,6 +416,8 @@ grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(grpc::CallbackServerContext* ctx,
                                                           const v1::ListWorkersRequest* req,
                                                           v1::ListWorkersResponse* resp) {
+  auto caller = auth_->Authorize(*ctx, "ListWorkers");
+  if (!caller.ok()) return Done(ctx, caller.status());
   auto workers = scheduler_->ListWorkers({req->page_size(), req->page_token()},
                                          resp->mutable_next_page_token());
   if (!workers.ok()) return Done(ctx, workers.status());
@@ -403,6 +428,8 @@ grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* CoordinatorService::Register(grpc::CallbackServerContext* ctx,
                                                        const v1::RegisterRequest* req,
                                                        v1::RegisterResponse* resp) {
+  auto caller = auth_->Authorize(*ctx, "Register");
+  if (!caller.ok()) return Done(ctx, caller.status());
   if (req->model_id().empty() || req->weights_sha256().empty()) {
     return Done(ctx, absl::InvalidArgumentError("model_id and weights_sha256 are required"));
   }
@@ -416,6 +443,8 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerContext* ctx,
                                                          const v1::LeaseShardRequest* req,
                                                          v1::LeaseShardResponse* resp) {
+  auto caller = auth_->Authorize(*ctx, "LeaseShard");
+  if (!caller.ok()) return Done(ctx, caller.status());
   // The version before asking: a change after it (work that arrived while
   // this call parks) makes the pump ask again for this worker.
   const uint64_t version = scheduler_->version();
@@ -437,6 +466,8 @@ grpc::ServerUnaryReactor* CoordinatorService::LeaseShard(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerContext* ctx,
                                                         const v1::HeartbeatRequest* req,
                                                         v1::HeartbeatResponse* resp) {
+  auto caller = auth_->Authorize(*ctx, "Heartbeat");
+  if (!caller.ok()) return Done(ctx, caller.status());
   int64_t lease_ms = 0;
   auto cancelled = scheduler_->Heartbeat(
       req->worker_id(), std::vector<std::string>(req->lease_ids().begin(), req->lease_ids().end()),
@@ -449,12 +480,16 @@ grpc::ServerUnaryReactor* CoordinatorService::Heartbeat(grpc::CallbackServerCont
 
 grpc::ServerReadReactor<v1::CompleteShardRequest>* CoordinatorService::CompleteShard(
     grpc::CallbackServerContext* ctx, v1::CompleteShardResponse* resp) {
+  auto caller = auth_->Authorize(*ctx, "CompleteShard");
+  if (!caller.ok()) return new RefusedRead(caller.status());
   return new CompleteReactor(scheduler_, resp);
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::FailShard(grpc::CallbackServerContext* ctx,
                                                         const v1::FailShardRequest* req,
                                                         v1::FailShardResponse* resp) {
+  auto caller = auth_->Authorize(*ctx, "FailShard");
+  if (!caller.ok()) return Done(ctx, caller.status());
   if (req->code() <= 0 || req->code() > 16) {
     return Done(ctx, absl::InvalidArgumentError("code must be a google.rpc.Code other than OK"));
   }

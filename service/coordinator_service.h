@@ -3,7 +3,7 @@
 // until the scheduler changes; a pump thread wakes them, expires leases and
 // notices lost workers.
 //
-//   CoordinatorService service(&scheduler);
+//   CoordinatorService service(&scheduler, authorizer.get());  // common/auth.h
 //   builder.RegisterService(&service);
 //   auto server = builder.BuildAndStart();
 //   service.Start();  ...  service.Stop(); server->Shutdown();
@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "common/auth.h"
 #include "lensgrid/v1/coordinator.grpc.pb.h"
 #include "service/scheduler.h"
 
@@ -26,7 +27,10 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
   static constexpr int64_t kMaxWaitMs = 30000;  // cap on LeaseShard's wait_ms
 
-  explicit CoordinatorService(Scheduler* scheduler) : scheduler_(scheduler) {}
+  // Every handler first asks `auth` (which outlives the service) who calls and
+  // whether that caller's role may call the method; a refused call does nothing.
+  CoordinatorService(Scheduler* scheduler, const Authorizer* auth)
+      : scheduler_(scheduler), auth_(auth) {}
   // REQUIRES: the server using this service has been shut down.
   ~CoordinatorService() override;
   void Start();
@@ -81,6 +85,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   void ServeParked(bool all);
 
   Scheduler* scheduler_;
+  const Authorizer* auth_;
   RealClock clock_;
   std::thread pump_;
   std::atomic<bool> stop_{false};

@@ -6,6 +6,10 @@
 // --listen HOST:0 picks a free port; the chosen address is printed as
 // "listening on HOST:PORT". State (jobs, completed shards, events) lives in
 // --state-dir; a restart on the same dir resumes every unfinished job.
+// Security (README.md#security): --tls-cert/--tls-key serve TLS, --tls-client-ca
+// requires client certificates (mTLS), --auth-tokens FILE requires bearer
+// tokens with roles (reloaded on SIGHUP); a non-loopback --listen without TLS
+// and tokens needs --insecure. Each also from LENSGRID_TLS_CERT, ... .
 // --metrics-listen HOST:PORT serves Prometheus metrics at /metrics
 // (deploy/README.md). Test knobs: --initial-lease-ms, --min-lease-ms,
 // --worker-timeout-ms, --max-attempts, --heartbeat-ms. Flags are parsed by
@@ -32,6 +36,7 @@
 #include <string>
 #include <utility>
 
+#include "common/auth_flags.h"
 #include "common/metrics.h"
 #include "service/coordinator_service.h"
 #include "service/state_store.h"
@@ -66,6 +71,7 @@ std::vector<prometheus::MetricFamily> SchedulerFamilies(
 
 struct Flags {
   std::string listen, state_dir, metrics_listen;
+  lensgrid::ServerSecurity security;
   lensgrid::service::SchedulerOptions scheduler;
   lensgrid::service::StateStoreOptions store;
 };
@@ -80,6 +86,7 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   app.add_option("--listen", f->listen, "HOST:PORT (port 0: pick a free one)")->required();
   app.add_option("--state-dir", f->state_dir, "where jobs, results and events are kept")
       ->required();
+  lensgrid::AddServerSecurityFlags(&app, &f->security);
   app.add_option("--metrics-listen", f->metrics_listen,
                  "HOST:PORT to serve Prometheus metrics on (GET /metrics)");
   const auto positive = CLI::Range(int64_t{1}, int64_t{1} << 62);
@@ -174,6 +181,17 @@ int Fail(const absl::Status& status) {
 int main(int argc, char** argv) {
   Flags flags;
   if (std::optional<int> done = ParseFlags(argc, argv, &flags)) return *done;
+  auto warning = lensgrid::CheckListenSecurity(flags.listen, flags.security);
+  if (!warning.ok()) {
+    std::fprintf(stderr, "lensgrid-coordinator: %s\n",
+                 std::string(warning.status().message()).c_str());
+    return 2;
+  }
+  if (!warning->empty()) std::fprintf(stderr, "lensgrid-coordinator: %s\n", warning->c_str());
+  auto credentials = lensgrid::MakeServerCredentials(flags.security);
+  if (!credentials.ok()) return Fail(credentials.status());
+  auto authorizer = lensgrid::Authorizer::Open(flags.security.auth_tokens);
+  if (!authorizer.ok()) return Fail(authorizer.status());
   auto store = lensgrid::service::StateStore::Open(flags.state_dir, flags.store);
   if (!store.ok()) return Fail(store.status());
   lensgrid::service::RealClock clock;
@@ -186,11 +204,12 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reload --auth-tokens
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  lensgrid::service::CoordinatorService service(&scheduler);
+  lensgrid::service::CoordinatorService service(&scheduler, authorizer->get());
   grpc::ServerBuilder builder;
   std::unique_ptr<lensgrid::MetricsServer> metrics;
   if (!flags.metrics_listen.empty()) {
@@ -203,7 +222,7 @@ int main(int argc, char** argv) {
                  metrics->address().c_str());
   }
   int port = 0;
-  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(flags.listen, *credentials, &port);
   builder.RegisterService(&service);
   // Job specs carry every prompt (a lease only its shard's); the planner's
   // limits apply after parsing. A job may be twice the lease limit, plus
@@ -226,7 +245,20 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    if (!(*authorizer)->enabled()) {
+      std::fprintf(stderr, "lensgrid-coordinator: SIGHUP: no --auth-tokens to reload\n");
+      continue;
+    }
+    auto tokens = (*authorizer)->Reload();
+    if (tokens.ok()) {
+      std::fprintf(stderr, "lensgrid-coordinator: SIGHUP: reloaded %s (%zu tokens)\n",
+                   flags.security.auth_tokens.c_str(), *tokens);
+    } else {
+      std::fprintf(stderr, "lensgrid-coordinator: SIGHUP: kept the old tokens: %s\n",
+                   tokens.status().ToString().c_str());
+    }
+  }
   std::fprintf(stderr, "lensgrid-coordinator: signal %d, shutting down\n", sig);
   server->GetHealthCheckService()->SetServingStatus(false);
   service.Stop();
