@@ -56,11 +56,13 @@ void CoordinatorClient::Prepare(grpc::ClientContext* ctx) const {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
 }
 
-absl::StatusOr<v1::SubmitJobResponse> CoordinatorClient::Submit(const v1::JobSpec& spec) {
+absl::StatusOr<v1::SubmitJobResponse> CoordinatorClient::Submit(const v1::JobSpec& spec,
+                                                                const std::string& request_id) {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   v1::SubmitJobRequest request;
   *request.mutable_spec() = spec;
+  request.set_request_id(request_id);
   v1::SubmitJobResponse response;
   LG_RETURN_IF_ERROR(FromGrpcStatus(stub_->SubmitJob(&ctx, request, &response)));
   return response;

@@ -44,7 +44,10 @@ class CoordinatorClient {
   }
   CoordinatorClient(std::shared_ptr<grpc::Channel> channel, Options options);
 
-  absl::StatusOr<v1::SubmitJobResponse> Submit(const v1::JobSpec& spec);
+  // request_id: SubmitJobRequest.request_id (AIP-155); a retry with the same
+  // one returns the job the first attempt started. Empty: none.
+  absl::StatusOr<v1::SubmitJobResponse> Submit(const v1::JobSpec& spec,
+                                               const std::string& request_id = "");
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
   absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
   absl::StatusOr<std::vector<v1::JobStatus>> ListJobs();

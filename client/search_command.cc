@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -25,6 +26,7 @@
 #include "client/search_values.h"
 #include "client/worker_views.h"
 #include "common/model_id.h"
+#include "common/random_id.h"
 #include "common/search_methods.h"
 #include "common/status_macros.h"
 
@@ -87,6 +89,7 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
   RemoteSearchOptions options;
   options.tty = ::isatty(STDERR_FILENO) == 1;
   options.progress = &err;
+  options.request_id = flags.request_id.empty() ? RandomHex128() : flags.request_id;
   if (flags.local > 0) {
     LG_ASSIGN_OR_RETURN(cluster, LocalCluster::Start({.model_dir = flags.model_dir,
                                                       .workers = static_cast<int>(flags.local),
@@ -116,6 +119,7 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
     detect.method = Method::kDetectHeads;
     RemoteSearchOptions detect_options = options;
     detect_options.job_id = &detect_job_id;
+    detect_options.request_id = options.request_id + "/detectors";  // another job
     detect_options.final_status = nullptr;
     absl::StatusOr<SearchValues> d = RunOnCoordinator(address, detect_job, detect, detect_options);
     if (d.ok()) {
@@ -201,6 +205,11 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   app.add_flag("--in-process", f.in_process, "run in this process");
   app.add_option("--local", f.local, "run on N local workers (with the coordinator)");
   app.add_option("--coordinator", f.coordinator, "submit to a coordinator at ADDR");
+  if (const char* env = std::getenv("LENSGRID_REQUEST_ID")) f.request_id = env;
+  app.add_option("--request-id", f.request_id,
+                 "--coordinator: the job's request id (<= 118 printable bytes; default: "
+                 "$LENSGRID_REQUEST_ID, else random): a search run again with the same one "
+                 "(a retried batch pod) follows the job the first run started");
   app.add_option("--output", f.output, "write result.json and result.safetensors here");
   app.add_option("--threads", f.threads,
                  "CPU threads for matmuls (default: all; --local: per worker, cores / N)");
@@ -224,6 +233,11 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err);
+  }
+  if (f.request_id.size() > 118) {  // the coordinator's 128, less "/detectors"
+    err << "lensgrid search: --request-id (or $LENSGRID_REQUEST_ID) is " << f.request_id.size()
+        << " bytes, over the 118-byte limit\n";
+    return 2;
   }
   const int where =
       (f.in_process ? 1 : 0) + (f.local > 0 ? 1 : 0) + (f.coordinator.empty() ? 0 : 1);

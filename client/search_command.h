@@ -40,6 +40,9 @@ struct SearchFlags {
   bool detectors = false;
   int64_t local = 0;
   std::string coordinator, model_id, weights_sha256;
+  // SubmitJobRequest.request_id: --request-id, else $LENSGRID_REQUEST_ID,
+  // else a random one (a retry inside this run never starts a second job).
+  std::string request_id;
   int64_t prompts_per_shard = 0, components_per_shard = 0;
   int threads = 0;
 };

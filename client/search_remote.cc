@@ -80,7 +80,8 @@ absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
   });
   LG_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
                       CoordinatorClient::Connect(address));
-  LG_ASSIGN_OR_RETURN(v1::SubmitJobResponse submitted, client->Submit(job_spec));
+  LG_ASSIGN_OR_RETURN(v1::SubmitJobResponse submitted,
+                      client->Submit(job_spec, options.request_id));
   const std::string job_id = submitted.job_id();
   if (options.job_id != nullptr) *options.job_id = job_id;
   printer.Note(absl::StrCat(

@@ -29,6 +29,9 @@ struct RemoteSearchOptions {
   // and is returned (e.g. the local workers died). Optional.
   std::function<absl::Status()> health;
   std::string* job_id = nullptr;  // receives the job id, if given
+  // SubmitJobRequest.request_id: a second run with the same one (a retried
+  // batch pod) follows the job the first one started. Empty: none.
+  std::string request_id;
   // Receives the job's final status (its prepared spec, prompt count, first prompt), if given.
   v1::JobStatus* final_status = nullptr;
 };

@@ -25,7 +25,10 @@ namespace lensgrid::service {
 // events.
 struct StoredJob {
   std::string job_id;
-  std::string owner;  // the submitter's name; "" for jobs stored before owners
+  std::string owner;  // the submitter's name; "anonymous" for jobs stored before owners
+  // SubmitJobRequest.request_id ("" = none) and the SHA-256 of the spec it
+  // came with (a repeated request must match it).
+  std::string request_id, request_sha256;
   v1::JobSpec spec;
   int64_t created_ms = 0;
   v1::JobState state = v1::JOB_QUEUED;
@@ -49,6 +52,8 @@ struct JobWrite {
   const std::string* new_spec = nullptr;
   int64_t created_ms = 0;  // with new_spec
   std::string owner;       // with new_spec
+  std::string request_id;  // with new_spec; "" = none. Unique per owner
+  std::string request_sha256;
   // Set: the job was prepared; this spec (with its prompts) replaces the
   // stored one.
   const std::string* prepared_spec = nullptr;

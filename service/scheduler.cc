@@ -9,6 +9,7 @@
 #include "common/echo.h"
 #include "common/random_id.h"
 #include "common/search_proto.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 
 // Reads the deprecated name fields on purpose: what older clients send.
@@ -137,7 +138,58 @@ void Scheduler::CheckServed(int64_t now) {
   }
 }
 
-absl::StatusOr<std::string> Scheduler::Submit(const Caller& caller, const v1::JobSpec& spec) {
+namespace {
+
+absl::Status CheckRequestId(const std::string& request_id) {
+  if (request_id.size() > Scheduler::kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id ", Echo(request_id), " is ",
+                                                   request_id.size(), " bytes, over the ",
+                                                   Scheduler::kMaxRequestIdBytes, "-byte limit"));
+  }
+  for (char c : request_id) {
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request_id ", Echo(request_id),
+                       " must be printable ASCII (letters, digits, punctuation, space)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Scheduler::Submit(const Caller& caller, const v1::JobSpec& spec,
+                                              const std::string& request_id) {
+  std::string request_sha256;
+  const std::pair<std::string, std::string> key{caller.name, request_id};
+  if (!request_id.empty()) {
+    LG_RETURN_IF_ERROR(CheckRequestId(request_id));
+    request_sha256 = Sha256Hex(spec.SerializeAsString());
+    absl::MutexLock lock(&mu_);
+    // A repeat of a request being submitted now waits for its answer.
+    auto free = [this, &key]()
+                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return submitting_.count(key) == 0; };
+    mu_.Await(absl::Condition(&free));
+    if (auto it = requests_.find(key); it != requests_.end()) {
+      auto job = jobs_.find(it->second);
+      if (job != jobs_.end() && job->second->request_sha256 == request_sha256) return it->second;
+      return absl::AlreadyExistsError(
+          absl::StrCat("request_id ", Echo(request_id), " was used for job ", it->second,
+                       " with a different spec: a new job needs a new request_id"));
+    }
+    submitting_.insert(key);
+  }
+  absl::StatusOr<std::string> id = SubmitNew(caller, spec, request_id, request_sha256);
+  if (!request_id.empty()) {
+    absl::MutexLock lock(&mu_);
+    submitting_.erase(key);
+  }
+  return id;
+}
+
+absl::StatusOr<std::string> Scheduler::SubmitNew(const Caller& caller, const v1::JobSpec& spec,
+                                                 const std::string& request_id,
+                                                 const std::string& request_sha256) {
   // Plan and store before taking the lock that every other call needs: a big
   // (or hostile) spec costs its own caller's time only. The planner checks
   // every size before allocating.
@@ -201,6 +253,8 @@ absl::StatusOr<std::string> Scheduler::Submit(const Caller& caller, const v1::Jo
     write.new_spec = &stored;
     write.created_ms = now;
     write.owner = caller.name;
+    write.request_id = request_id;
+    write.request_sha256 = request_sha256;
     write.events.push_back(&submitted);
     absl::Status s = journal_->Write(write);
     if (!s.ok()) {
@@ -216,20 +270,29 @@ absl::StatusOr<std::string> Scheduler::Submit(const Caller& caller, const v1::Jo
     for (int64_t i = 0; i < n_shards; ++i) job->ready.push_back(i);
   }
   job->owner = caller.name;
+  job->request_id = request_id;
+  job->request_sha256 = request_sha256;
   job->events.push_back(std::move(submitted));
   job->saved_events = 1;
   absl::MutexLock lock(&mu_);
-  Job* raw = job.get();
-  jobs_[id] = std::move(job);
-  active_.push_back(raw);
-  ++version_;
+  active_.push_back(AddJob(std::move(job)));
   return id;
+}
+
+Scheduler::Job* Scheduler::AddJob(std::unique_ptr<Job> job) {
+  Job* raw = job.get();
+  if (!raw->request_id.empty()) requests_[{raw->owner, raw->request_id}] = raw->id;
+  jobs_[raw->id] = std::move(job);
+  ++version_;
+  return raw;
 }
 
 void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
   auto job = std::make_unique<Job>();
   job->id = stored.job_id;
   job->owner = stored.owner;
+  job->request_id = stored.request_id;
+  job->request_sha256 = stored.request_sha256;
   job->spec = stored.spec;
   job->spec.clear_prompts();
   job->created_ms = stored.created_ms;
@@ -239,8 +302,7 @@ void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
   job->events = stored.events;
   job->saved_events = static_cast<int64_t>(job->events.size());
   job->damaged = true;
-  jobs_[job->id] = std::move(job);
-  ++version_;
+  AddJob(std::move(job));
 }
 
 absl::Status Scheduler::Restore(StoredJob stored) {
@@ -256,13 +318,14 @@ absl::Status Scheduler::Restore(StoredJob stored) {
     }
     Job* raw = job->get();
     raw->owner = stored.owner;
+    raw->request_id = stored.request_id;
+    raw->request_sha256 = stored.request_sha256;
     raw->state = stored.state;
     raw->error_code = stored.error_code;
     raw->error = stored.error;
     raw->events = std::move(stored.events);
     raw->saved_events = static_cast<int64_t>(raw->events.size());
-    jobs_[raw->id] = std::move(*job);
-    ++version_;
+    AddJob(std::move(*job));
     if (!Final(*raw)) active_.push_back(raw);
     return absl::OkStatus();
   }
@@ -280,6 +343,8 @@ absl::Status Scheduler::Restore(StoredJob stored) {
   std::unique_ptr<Job> job =
       BuildJob(stored.job_id, stored.spec, std::move(*plan), stored.created_ms);
   job->owner = stored.owner;
+  job->request_id = stored.request_id;
+  job->request_sha256 = stored.request_sha256;
   job->state = stored.state;
   job->error_code = stored.error_code;
   job->error = stored.error;
@@ -319,9 +384,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
     job->damaged = true;
     job->results.clear();
   }
-  Job* raw = job.get();
-  jobs_[raw->id] = std::move(job);
-  ++version_;
+  Job* raw = AddJob(std::move(job));
   if (raw->damaged) {
     return absl::DataLossError(absl::StrCat("job ", raw->id, " is damaged: ", damage));
   }
@@ -951,6 +1014,7 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   v1::JobStatus s;
   s.set_job_id(job.id);
   s.set_owner(job.owner);
+  s.set_request_id(job.request_id);
   s.set_state(job.state);
   s.set_shards_done(job.done);
   s.set_shards_total(static_cast<int64_t>(job.shards.size()));

@@ -122,8 +122,13 @@ class Scheduler {
   // not exist.
   //
   // Submit: NOT_FOUND when workers are registered and none serves the spec's
-  // model id (the message names the ids they serve).
-  absl::StatusOr<std::string> Submit(const Caller& caller, const v1::JobSpec& spec);
+  // model id (the message names the ids they serve). A non-empty request_id
+  // (<= 128 printable ASCII bytes, else INVALID_ARGUMENT) makes it idempotent:
+  // the caller's earlier job with that request_id and the same spec is
+  // returned instead of a new one; with another spec it is ALREADY_EXISTS.
+  absl::StatusOr<std::string> Submit(const Caller& caller, const v1::JobSpec& spec,
+                                     const std::string& request_id = "");
+  static constexpr size_t kMaxRequestIdBytes = 128;
   // Brings back a stored job (at startup, before serving).
   absl::Status Restore(StoredJob stored);
   absl::StatusOr<v1::JobStatus> GetJob(const Caller& caller, const std::string& job_id) const;
@@ -207,7 +212,8 @@ class Scheduler {
   };
   struct Job {
     std::string id;
-    std::string owner;  // the submitting caller's name
+    std::string owner;                       // the submitting caller's name
+    std::string request_id, request_sha256;  // SubmitJobRequest.request_id, its spec's hash
     v1::JobSpec spec;
     JobPlan plan;
     v1::JobState state = v1::JOB_QUEUED;
@@ -299,6 +305,12 @@ class Scheduler {
   absl::StatusOr<std::unique_ptr<Job>> BuildJobToPrepare(const std::string& id,
                                                          const v1::JobSpec& spec,
                                                          int64_t created_ms) const;
+  // Submit once the request_id (if any) is reserved: plans, stores, adds.
+  absl::StatusOr<std::string> SubmitNew(const Caller& caller, const v1::JobSpec& spec,
+                                        const std::string& request_id,
+                                        const std::string& request_sha256);
+  // Makes `job` known (jobs_, requests_).
+  Job* AddJob(std::unique_ptr<Job> job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A job restored from a damaged row: FAILED with DATA_LOSS, kept only to be
   // reported.
   void AddDamagedJob(const StoredJob& stored, const std::string& why)
@@ -323,6 +335,10 @@ class Scheduler {
   std::vector<Job*> active_ ABSL_GUARDED_BY(mu_);  // queued or running, oldest first
   std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
   std::set<Job*> unsaved_ ABSL_GUARDED_BY(mu_);  // jobs with unsaved changes
+  // (owner, request_id) -> job id, for every job with a request_id; and the
+  // requests being submitted now (a repeat waits for the first).
+  std::map<std::pair<std::string, std::string>, std::string> requests_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<std::string, std::string>> submitting_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read

@@ -125,7 +125,7 @@ constexpr const char* kSchema =
     "CREATE TABLE jobs(job_id TEXT PRIMARY KEY, spec BLOB NOT NULL,"
     " created_ms INTEGER NOT NULL, state INTEGER NOT NULL,"
     " error_code INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
-    " spec_sha256 TEXT, owner TEXT);"
+    " spec_sha256 TEXT, owner TEXT, request_id TEXT, request_sha256 TEXT);"
     "CREATE TABLE results(job_id TEXT NOT NULL, shard INTEGER NOT NULL,"
     " data BLOB NOT NULL, sha256 TEXT, PRIMARY KEY(job_id, shard));"
     "CREATE TABLE events(job_id TEXT NOT NULL, seq INTEGER NOT NULL,"
@@ -139,8 +139,17 @@ struct Migration {
   const char* column;
   const char* type;
 };
-constexpr Migration kMigrations[] = {
-    {"jobs", "spec_sha256", "TEXT"}, {"results", "sha256", "TEXT"}, {"jobs", "owner", "TEXT"}};
+constexpr Migration kMigrations[] = {{"jobs", "spec_sha256", "TEXT"},
+                                     {"results", "sha256", "TEXT"},
+                                     {"jobs", "owner", "TEXT"},
+                                     {"jobs", "request_id", "TEXT"},
+                                     {"jobs", "request_sha256", "TEXT"}};
+
+// One job per (owner, request_id): a repeated SubmitJobRequest finds its job
+// (AIP-155), and a second row for it cannot be written.
+constexpr const char* kIndexes =
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request ON jobs(owner, request_id)"
+    " WHERE request_id IS NOT NULL;";
 
 int64_t FileSize(const std::filesystem::path& p) {
   std::error_code ec;
@@ -229,7 +238,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
   // WAL + synchronous=NORMAL: a commit survives the process being killed.
   LG_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
   if (fresh) {
-    LG_RETURN_IF_ERROR(store->Exec(absl::StrCat("BEGIN IMMEDIATE;", kSchema, "COMMIT;")));
+    LG_RETURN_IF_ERROR(store->Exec(absl::StrCat("BEGIN IMMEDIATE;", kSchema, kIndexes, "COMMIT;")));
   } else {
     {
       Stmt check(db, "PRAGMA quick_check");
@@ -263,6 +272,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
             absl::StrCat("ALTER TABLE ", m.table, " ADD COLUMN ", m.column, " ", m.type)));
       }
     }
+    LG_RETURN_IF_ERROR(store->Exec(kIndexes));
   }
   if (!have_marker || fresh) {
     std::ofstream out(marker, std::ios::trunc);
@@ -315,14 +325,18 @@ absl::Status StateStore::WriteLocked(const JobWrite& w) {
   if (w.new_spec != nullptr) {
     const std::string& spec = *w.new_spec;
     Stmt s(db_,
-           "INSERT INTO jobs(job_id, spec, created_ms, state, spec_sha256, owner) "
-           "VALUES(?, ?, ?, ?, ?, ?)");
+           "INSERT INTO jobs(job_id, spec, created_ms, state, spec_sha256, owner, request_id,"
+           " request_sha256) VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
     s.Text(1, w.job_id);
     s.Blob(2, spec);
     s.Int(3, w.created_ms);
     s.Int(4, v1::JOB_QUEUED);
     s.Text(5, Sha256Hex(spec));
     s.Text(6, w.owner);
+    if (!w.request_id.empty()) {  // else NULL: jobs without one are not unique
+      s.Text(7, w.request_id);
+      s.Text(8, w.request_sha256);
+    }
     LG_RETURN_IF_ERROR(s.Run());
   }
   if (w.prepared_spec != nullptr) {
@@ -376,7 +390,7 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
   {
     Stmt s(db_,
            "SELECT job_id, spec, created_ms, state, error_code, error, "
-           "spec_sha256, owner FROM jobs ORDER BY rowid");
+           "spec_sha256, owner, request_id, request_sha256 FROM jobs ORDER BY rowid");
     LG_RETURN_IF_ERROR(s.status());
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       StoredJob job;
@@ -391,6 +405,8 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
       job.error_code = sqlite3_column_int(s.get(), 4);
       job.error = s.ColumnBytes(5);
       job.owner = sqlite3_column_type(s.get(), 7) == SQLITE_NULL ? "anonymous" : s.ColumnBytes(7);
+      job.request_id = s.ColumnBytes(8);  // NULL reads as ""
+      job.request_sha256 = s.ColumnBytes(9);
       index[job.job_id] = jobs.size();
       jobs.push_back(std::move(job));
     }

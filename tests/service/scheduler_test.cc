@@ -657,5 +657,34 @@ TEST_F(SchedulerTest, AnotherSubmittersJobIsNotFoundAndAdminsSeeEveryJob) {
   EXPECT_EQ(scheduler_.Cancel(admin, job)->state(), v1::JOB_CANCELLED);
 }
 
+TEST_F(SchedulerTest, ARepeatedRequestIdReturnsTheSameJob) {
+  const Caller alice{"alice", Role::kSubmitter}, bob{"bob", Role::kSubmitter};
+  const std::string job = scheduler_.Submit(alice, SmallJob(1), "batch-uid-1").value();
+  EXPECT_EQ(scheduler_.Submit(alice, SmallJob(1), "batch-uid-1").value(), job);
+  EXPECT_EQ(scheduler_.GetJob(alice, job)->request_id(), "batch-uid-1");
+  std::string next;
+  EXPECT_EQ(scheduler_.ListJobs(kAnon, {}, &next)->size(), 1u);
+  // Another spec under the same request_id is refused, naming it.
+  absl::Status other = scheduler_.Submit(alice, SmallJob(2), "batch-uid-1").status();
+  EXPECT_EQ(other.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(other.message().find("request_id \"batch-uid-1\""), std::string::npos) << other;
+  EXPECT_NE(other.message().find(job), std::string::npos) << other;
+  // Request ids are per owner; no request id is no idempotency.
+  EXPECT_NE(scheduler_.Submit(bob, SmallJob(1), "batch-uid-1").value(), job);
+  EXPECT_NE(scheduler_.Submit(alice, SmallJob(1)).value(), job);
+  EXPECT_NE(scheduler_.Submit(alice, SmallJob(1)).value(), job);
+  EXPECT_EQ(scheduler_.ListJobs(kAnon, {}, &next)->size(), 4u);
+}
+
+TEST_F(SchedulerTest, ABadRequestIdIsInvalidArgumentNamingTheField) {
+  for (const std::string& bad : {std::string(129, 'r'), std::string("tab\there"),
+                                 std::string("nul\0", 4), std::string("\xc3\xa9")}) {
+    absl::Status s = scheduler_.Submit(kAnon, SmallJob(1), bad).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("request_id"), std::string::npos) << s;
+  }
+  EXPECT_TRUE(scheduler_.Submit(kAnon, SmallJob(1), std::string(128, 'r')).ok());
+}
+
 }  // namespace
 }  // namespace lensgrid::service

@@ -400,5 +400,78 @@ TEST(StateStoreTest, OneCoordinatorPerStateDirectory) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(StateStoreTest, ARequestIdFindsItsJobAfterAReopen) {
+  const std::string dir = TempDir("lensgrid-store-request");
+  FakeClock clock;
+  const Caller alice{"alice", Role::kSubmitter};
+  std::string job;
+  {
+    auto store = StateStore::Open(dir);
+    ASSERT_TRUE(store.ok()) << store.status();
+    Scheduler s(&clock, {}, store->get());
+    job = s.Submit(alice, testing::SmallJob(2), "k8s-job-uid").value();
+  }
+  auto store = StateStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto jobs = (*store)->Load();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].owner, "alice");
+  EXPECT_EQ((*jobs)[0].request_id, "k8s-job-uid");
+  Scheduler s(&clock, {}, store->get());
+  ASSERT_TRUE(s.Restore(std::move((*jobs)[0])).ok());
+  EXPECT_EQ(s.Submit(alice, testing::SmallJob(2), "k8s-job-uid").value(), job);
+  EXPECT_EQ(s.GetJob(alice, job)->shards_total(), 8);
+  EXPECT_EQ(s.Submit(alice, testing::SmallJob(1), "k8s-job-uid").status().code(),
+            absl::StatusCode::kAlreadyExists);
+}
+
+TEST(StateStoreTest, ADatabaseFromBeforeOwnersAndRequestIdsOpens) {
+  const std::string dir = TempDir("lensgrid-store-old");
+  std::filesystem::create_directories(dir);
+  {
+    // The schema of the first stores: no checksums, owners or request ids.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((std::filesystem::path(dir) / "coordinator.db").c_str(), &db),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE jobs(job_id TEXT PRIMARY KEY, spec BLOB NOT NULL,"
+                           " created_ms INTEGER NOT NULL, state INTEGER NOT NULL,"
+                           " error_code INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL "
+                           "DEFAULT '');"
+                           "CREATE TABLE results(job_id TEXT NOT NULL, shard INTEGER NOT NULL,"
+                           " data BLOB NOT NULL, PRIMARY KEY(job_id, shard));"
+                           "CREATE TABLE events(job_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+                           " data BLOB NOT NULL, PRIMARY KEY(job_id, seq));",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_stmt* insert = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "INSERT INTO jobs(job_id, spec, created_ms, state) "
+                                 "VALUES('job-1-1', ?, 1, 1)",
+                                 -1, &insert, nullptr),
+              SQLITE_OK);
+    const std::string spec = testing::SmallJob(1).SerializeAsString();
+    sqlite3_bind_blob(insert, 1, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(insert), SQLITE_DONE);
+    sqlite3_finalize(insert);
+    sqlite3_close(db);
+  }
+  auto store = StateStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto jobs = (*store)->Load();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].owner, "anonymous");
+  EXPECT_EQ((*jobs)[0].request_id, "");
+  FakeClock clock;
+  Scheduler s(&clock, {}, store->get());
+  ASSERT_TRUE(s.Restore(std::move((*jobs)[0])).ok());
+  EXPECT_EQ(s.GetJob(kAnon, "job-1-1")->shards_total(), 4);
+  // The migrated store takes new jobs with request ids.
+  const std::string job = s.Submit(kAnon, testing::SmallJob(1), "r1").value();
+  EXPECT_EQ(s.Submit(kAnon, testing::SmallJob(1), "r1").value(), job);
+}
+
 }  // namespace
 }  // namespace lensgrid::service
