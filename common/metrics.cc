@@ -51,6 +51,10 @@ std::string ReadRequestLine(int fd) {
 }
 
 // "/lensgrid.v1.Coordinator/LeaseShard" -> "LeaseShard".
+// Unary calls that wait for work by design (LeaseShard's wait_ms): their
+// durations say how idle workers are, not how fast the server is.
+bool IsLongPoll(const std::string& method) { return method == "LeaseShard"; }
+
 std::string ShortMethod(const char* method) {
   std::string m = method == nullptr ? "" : method;
   const size_t slash = m.rfind('/');
@@ -81,13 +85,17 @@ std::string CodeName(grpc::StatusCode code) {
 
 struct RpcFamilies {
   prometheus::Family<prometheus::Counter>* requests;
-  prometheus::Family<prometheus::Histogram>* latency;
+  prometheus::Family<prometheus::Histogram>* latency;  // unary calls
+  prometheus::Family<prometheus::Histogram>* streams;  // streams and long polls
 };
 
 class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
  public:
-  RpcMetricsInterceptor(RpcFamilies families, std::string method)
-      : families_(families), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {}
+  RpcMetricsInterceptor(RpcFamilies families, std::string method, bool long_lived)
+      : families_(families),
+        method_(std::move(method)),
+        long_lived_(long_lived),
+        start_(std::chrono::steady_clock::now()) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
@@ -97,12 +105,20 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
       families_.requests->Add({{"method", method_}, {"code", CodeName(status.error_code())}})
           .Increment();
-      families_.latency
-          ->Add(
-              {{"method", method_}},
-              prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                      0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60})
-          .Observe(seconds);
+      if (long_lived_) {
+        families_.streams
+            ->Add({{"method", method_}},
+                  prometheus::Histogram::BucketBoundaries{0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60,
+                                                          120, 300, 900, 1800, 3600})
+            .Observe(seconds);
+      } else {
+        families_.latency
+            ->Add({{"method", method_}},
+                  prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                          0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                                          60})
+            .Observe(seconds);
+      }
     }
     methods->Proceed();
   }
@@ -110,6 +126,7 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
  private:
   RpcFamilies families_;
   std::string method_;
+  bool long_lived_;
   std::chrono::steady_clock::time_point start_;
 };
 
@@ -118,7 +135,10 @@ class RpcMetricsFactory : public grpc::experimental::ServerInterceptorFactoryInt
   explicit RpcMetricsFactory(RpcFamilies families) : families_(families) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new RpcMetricsInterceptor(families_, ShortMethod(info->method()));
+    std::string method = ShortMethod(info->method());
+    const bool long_lived =
+        info->type() != grpc::experimental::ServerRpcInfo::Type::UNARY || IsLongPoll(method);
+    return new RpcMetricsInterceptor(families_, std::move(method), long_lived);
   }
 
  private:
@@ -262,7 +282,11 @@ RpcMetricsInterceptors(MetricsServer& metrics) {
                             .Register(metrics.registry()),
                        &prometheus::BuildHistogram()
                             .Name("lensgrid_rpc_latency_seconds")
-                            .Help("RPC duration, start to finish (streams: the whole stream)")
+                            .Help("unary RPC duration, start to finish (long polls excluded)")
+                            .Register(metrics.registry()),
+                       &prometheus::BuildHistogram()
+                            .Name("lensgrid_rpc_stream_seconds")
+                            .Help("streaming RPCs and long polls, start to finish")
                             .Register(metrics.registry())};
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> out;
   out.push_back(std::make_unique<RpcMetricsFactory>(families));
@@ -292,6 +316,13 @@ prometheus::MetricFamily LabeledGaugeFamily(const std::string& name, const std::
     m.gauge.value = value;
     f.metric.push_back(std::move(m));
   }
+  return f;
+}
+
+prometheus::MetricFamily BuildInfoFamily(const std::string& component) {
+  prometheus::MetricFamily f = GaugeFamily(
+      "lensgrid_build_info", "1, labelled with the build's version and the component", 1);
+  f.metric[0].label = {{"component", component}, {"version", LENSGRID_VERSION}};
   return f;
 }
 

@@ -66,9 +66,15 @@ class MetricsServer {
 std::string MetricsHttpResponse(const std::string& request_line, const std::string& body);
 
 // A gRPC server interceptor factory recording lensgrid_rpc_requests_total
-// {method, code} and lensgrid_rpc_latency_seconds{method} into `metrics`.
+// {method, code} and the duration of each call into `metrics`: unary calls in
+// lensgrid_rpc_latency_seconds{method} (buckets from 0.5 ms to 60 s), streams
+// and long polls (LeaseShard) in lensgrid_rpc_stream_seconds{method} (10 ms to
+// an hour), so a worker idling in a long poll never reads as a slow server.
 std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
 RpcMetricsInterceptors(MetricsServer& metrics);
+
+// lensgrid_build_info{component, version} 1 (version: CMake's PROJECT_VERSION).
+prometheus::MetricFamily BuildInfoFamily(const std::string& component);
 
 // One-sample families for collectors.
 prometheus::MetricFamily CounterFamily(const std::string& name, const std::string& help,

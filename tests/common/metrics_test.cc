@@ -71,5 +71,16 @@ TEST(MetricsServer, BadListenAddressIsAnError) {
   EXPECT_NE(second.status().message().find("cannot serve metrics"), std::string::npos);
 }
 
+TEST(MetricsServer, BuildInfo) {
+  auto server = MetricsServer::Start("127.0.0.1:0");
+  ASSERT_TRUE(server.ok()) << server.status();
+  (*server)->AddCollector([] { return std::vector{BuildInfoFamily("coordinator")}; });
+  const std::string text = (*server)->Render();
+  EXPECT_NE(text.find("lensgrid_build_info{component=\"coordinator\",version=\"" LENSGRID_VERSION
+                      "\"} 1"),
+            std::string::npos)
+      << text;
+}
+
 }  // namespace
 }  // namespace lensgrid
