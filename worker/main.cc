@@ -13,6 +13,13 @@
 // With --coordinator it also pulls circuit-search shards from there
 // (worker/coordinator_link.h). --metrics-listen serves Prometheus metrics at
 // /metrics (deploy/README.md).
+// Security (README.md#security): the Worker API server takes --tls-cert,
+// --tls-key, --tls-client-ca (mTLS) and --auth-tokens (submitter and admin
+// tokens may run models; reloaded on SIGHUP); a non-loopback --listen without
+// TLS and tokens needs --insecure. As the coordinator's client it takes
+// --coordinator-tls-ca, --coordinator-tls-cert, --coordinator-tls-key and
+// --coordinator-token (a worker-role token). Each also from the environment
+// (LENSGRID_TLS_CERT, ..., LENSGRID_COORDINATOR_TOKEN).
 // SIGINT/SIGTERM: NOT_SERVING; running shards are handed back to the
 // coordinator; then a graceful shutdown of at most 5 s, and an exit after
 // --shutdown-grace-ms even if a request is stuck. Health also turns
@@ -39,6 +46,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "client/hub/hub_download.h"
+#include "common/auth_flags.h"
 #include "common/metrics.h"
 #include "common/model_id.h"
 #include "common/openblas_env.h"
@@ -66,6 +74,8 @@ struct Flags {
   int capacity = 1;
   int64_t shutdown_grace_ms = 10000;
   int64_t stall_ms = 60000;
+  lensgrid::ServerSecurity security;
+  lensgrid::ClientTransport to_coordinator;
 };
 
 // The pull loop, started once the weights are loaded and stopped first on a
@@ -194,7 +204,38 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", flags.metrics_listen,
                  "HOST:PORT to serve Prometheus metrics on (GET /metrics)");
   app.add_option("--name", flags.name, "name shown by `lensgrid workers` (default: host name)");
+  lensgrid::AddServerSecurityFlags(&app, &flags.security);
+  lensgrid::AddClientTransportFlags(&app, &flags.to_coordinator, "coordinator");
   CLI11_PARSE(app, argc, argv);
+
+  auto warning = lensgrid::CheckListenSecurity(flags.listen, flags.security);
+  if (!warning.ok()) {
+    std::cerr << "lensgrid-worker: " << warning.status().message() << "\n";
+    return 2;
+  }
+  if (!warning->empty()) std::cerr << "lensgrid-worker: " << *warning << std::endl;
+  auto credentials = lensgrid::MakeServerCredentials(flags.security);
+  if (!credentials.ok()) {
+    std::cerr << "lensgrid-worker: " << credentials.status().message() << "\n";
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<lensgrid::Authorizer>> authorizer =
+      lensgrid::Authorizer::Open(flags.security.auth_tokens);
+  if (!authorizer.ok()) {
+    std::cerr << "lensgrid-worker: " << authorizer.status().message() << "\n";
+    return 1;
+  }
+  std::shared_ptr<grpc::Channel> coordinator_channel;
+  if (!flags.coordinator.empty()) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(static_cast<int>(flags.max_request_bytes));
+    auto channel = lensgrid::OpenChannel(flags.coordinator, flags.to_coordinator, args);
+    if (!channel.ok()) {
+      std::cerr << "lensgrid-worker: " << channel.status().message() << "\n";
+      return 1;
+    }
+    coordinator_channel = std::move(*channel);
+  }
 
   std::unique_ptr<lensgrid::MetricsServer> metrics;
   if (!flags.metrics_listen.empty()) {
@@ -218,11 +259,13 @@ int main(int argc, char** argv) {
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGHUP, &action, nullptr);  // reload --auth-tokens
 
   lensgrid::ConfigureCpuThreads(flags.threads);
   lensgrid::Executor executor(
       {.threads = flags.executor_threads, .max_pending = static_cast<int>(w.max_queue)});
-  lensgrid::WorkerService service(&executor, {.chunk_bytes = static_cast<size_t>(w.chunk_bytes)});
+  lensgrid::WorkerService service(
+      &executor, {.chunk_bytes = static_cast<size_t>(w.chunk_bytes), .auth = authorizer->get()});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -253,7 +296,7 @@ int main(int argc, char** argv) {
               << std::endl;
   }
   int port = 0;
-  builder.AddListeningPort(flags.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(flags.listen, *credentials, &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(flags.max_request_bytes));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -268,9 +311,25 @@ int main(int argc, char** argv) {
             << "the weights are loaded)" << std::endl;
 
   std::atomic<bool> stopping{false};
-  std::thread([server = server.get(), &link, &stopping, grace_ms = flags.shutdown_grace_ms] {
+  std::thread([server = server.get(), &link, &stopping, grace_ms = flags.shutdown_grace_ms,
+               auth = authorizer->get(), tokens_path = flags.security.auth_tokens] {
     int sig = 0;
-    while (::read(signal_pipe[0], &sig, sizeof(sig)) < 0 && errno == EINTR) {
+    while (true) {
+      const ssize_t n = ::read(signal_pipe[0], &sig, sizeof(sig));
+      if (n < 0 && errno == EINTR) continue;
+      if (n != sizeof(sig) || sig != SIGHUP) break;
+      if (!auth->enabled()) {
+        std::cerr << "lensgrid-worker: SIGHUP: no --auth-tokens to reload" << std::endl;
+        continue;
+      }
+      absl::StatusOr<size_t> reloaded = auth->Reload();
+      if (reloaded.ok()) {
+        std::cerr << "lensgrid-worker: SIGHUP: reloaded " << tokens_path << " (" << *reloaded
+                  << " tokens)" << std::endl;
+      } else {
+        std::cerr << "lensgrid-worker: SIGHUP: kept the old tokens: " << reloaded.status()
+                  << std::endl;
+      }
     }
     std::cerr << "lensgrid-worker: signal " << sig << ", shutting down" << std::endl;
     stopping = true;
@@ -354,12 +413,7 @@ int main(int argc, char** argv) {
     options.address = flags.advertise.empty() ? host + ":" + std::to_string(port) : flags.advertise;
     options.capacity = flags.capacity;
     options.chunk_bytes = static_cast<size_t>(w.chunk_bytes);
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(static_cast<int>(flags.max_request_bytes));
-    link.Start(std::make_unique<lensgrid::CoordinatorLink>(
-        backend,
-        grpc::CreateCustomChannel(flags.coordinator, grpc::InsecureChannelCredentials(), args),
-        options));
+    link.Start(std::make_unique<lensgrid::CoordinatorLink>(backend, coordinator_channel, options));
   }
   std::cerr << "lensgrid-worker: serving " << w.model_dir << " (" << info.config().n_layers()
             << " layers, sha256 " << info.weights_sha256().substr(0, 12) << ", " << info.device()

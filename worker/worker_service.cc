@@ -73,6 +73,9 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
     if (!submitted.ok()) End(submitted);
   }
 
+  // Ends the call before any work (the authorization check said no).
+  void Refuse(const absl::Status& why) { End(why); }
+
   void OnWriteDone(bool ok) override {
     if (!ok) {
       End(absl::CancelledError("the client went away during the reply"));
@@ -171,11 +174,22 @@ std::shared_ptr<const WorkerBackend> WorkerService::backend() const {
   return backend_;
 }
 
+absl::Status WorkerService::Authorize(const grpc::CallbackServerContext* ctx,
+                                      const char* method) const {
+  if (options_.auth == nullptr) return absl::OkStatus();
+  return options_.auth->Authorize(*ctx, method).status();
+}
+
 template <typename Response, typename Fn>
 grpc::ServerUnaryReactor* WorkerService::Unary(const char* method, grpc::CallbackServerContext* ctx,
                                                size_t request_bytes, Response* response, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point start = Clock::now();
+  if (absl::Status allowed = Authorize(ctx, method); !allowed.ok()) {
+    Log(options_.log_requests, method, 0, 0, MsSince(start), allowed);
+    reactor->Finish(ToGrpcStatus(allowed));
+    return reactor;
+  }
   std::shared_ptr<const WorkerBackend> backend = this->backend();
   if (backend == nullptr) {
     Log(options_.log_requests, method, 0, 0, MsSince(start), NotReady());
@@ -220,6 +234,10 @@ grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::Stream(const char* met
                                                                  int64_t tokens, Fn fn) {
   auto* reactor = new RunStreamReactor(method, ctx, request_bytes, options_.chunk_bytes,
                                        options_.log_requests, tokens, &bytes_sent_);
+  if (absl::Status allowed = Authorize(ctx, method); !allowed.ok()) {
+    reactor->Refuse(allowed);
+    return reactor;
+  }
   std::shared_ptr<const WorkerBackend> backend = this->backend();
   if (backend == nullptr) {
     reactor->Start(executor_,
@@ -236,6 +254,10 @@ grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContex
                                                       v1::ModelInfo* response) {
   // Answered on the callback thread: a copy of a message made at load time.
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::Status allowed = Authorize(ctx, "GetModelInfo"); !allowed.ok()) {
+    reactor->Finish(ToGrpcStatus(allowed));
+    return reactor;
+  }
   std::shared_ptr<const WorkerBackend> backend = this->backend();
   if (backend == nullptr) {
     reactor->Finish(ToGrpcStatus(NotReady()));

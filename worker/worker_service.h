@@ -10,7 +10,9 @@
 //   service.SetBackend(std::move(core));  // until then: UNAVAILABLE
 //
 // A cancelled or expired call stops its run between layers (CANCELLED /
-// DEADLINE_EXCEEDED). Every call logs one line: method, tokens, bytes, ms,
+// DEADLINE_EXCEEDED). Every call first passes Options::auth's check
+// (common/auth.h: UNAUTHENTICATED without a known token, PERMISSION_DENIED for
+// a role that may not run models). Every call logs one line: method, tokens, bytes, ms,
 // status.
 #ifndef LENSGRID_WORKER_WORKER_SERVICE_H_
 #define LENSGRID_WORKER_WORKER_SERVICE_H_
@@ -23,6 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "common/auth.h"
 #include "lensgrid/v1/worker.grpc.pb.h"
 #include "worker/executor.h"
 #include "worker/worker_backend.h"
@@ -34,6 +37,9 @@ class WorkerService final : public v1::Worker::CallbackService {
   struct Options {
     size_t chunk_bytes = 1 << 20;
     bool log_requests = true;  // one line per request on stderr
+    // Who may call (outlives the service). Default: nullptr, every caller is
+    // Caller::Anonymous() (as an Authorizer without --auth-tokens).
+    const Authorizer* auth = nullptr;
   };
   WorkerService(Executor* executor, Options options);
 
@@ -59,6 +65,7 @@ class WorkerService final : public v1::Worker::CallbackService {
 
  private:
   std::shared_ptr<const WorkerBackend> backend() const;
+  absl::Status Authorize(const grpc::CallbackServerContext* ctx, const char* method) const;
   template <typename Response, typename Fn>
   grpc::ServerUnaryReactor* Unary(const char* method, grpc::CallbackServerContext* ctx,
                                   size_t request_bytes, Response* response, Fn fn);
