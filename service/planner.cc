@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/echo.h"
+#include "common/error_details.h"
 #include "common/search_proto.h"
 #include "common/status_macros.h"
 #include "google/protobuf/field_mask.pb.h"
@@ -34,21 +35,35 @@ std::optional<int64_t> Mul(int64_t a, int64_t b) {
 // REQUIRES: a >= 0, b > 0. Never overflows.
 int64_t CeilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
+// INVALID_ARGUMENT `message` about JobSpec's `field` (a BadRequest field
+// violation "spec.FIELD" for programs).
+absl::Status BadField(const std::string& field, const std::string& message) {
+  return WithFieldViolation(absl::InvalidArgumentError(message), "spec." + field, message);
+}
+
+// RESOURCE_EXHAUSTED `message`: over the coordinator's `limit` (a flag, or
+// what the limit is called), for programs as a QuotaFailure and an ErrorInfo
+// LIMIT_EXCEEDED naming it.
+absl::Status OverLimit(const std::string& limit, const std::string& message) {
+  absl::Status s = WithQuotaViolation(absl::ResourceExhaustedError(message), limit, message);
+  return WithErrorInfo(std::move(s), "LIMIT_EXCEEDED", {{"limit", limit}});
+}
+
 absl::Status CheckName(const char* field, const std::string& value, const PlannerOptions& o,
                        bool required) {
-  if (required && value.empty())
-    return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
+  if (required && value.empty()) return BadField(field, absl::StrCat(field, " is empty"));
   if (static_cast<int64_t>(value.size()) > o.max_name_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, " ", Echo(value), " is over the ", o.max_name_bytes, "-byte limit"));
+    return BadField(field, absl::StrCat(field, " ", Echo(value), " is over the ", o.max_name_bytes,
+                                        "-byte limit"));
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckBytes(const char* field, const std::string& value, int64_t limit) {
+absl::Status CheckBytes(const char* field, const char* flag, const std::string& value,
+                        int64_t limit) {
   if (static_cast<int64_t>(value.size()) <= limit) return absl::OkStatus();
-  return absl::ResourceExhaustedError(
-      absl::StrCat(field, " is ", value.size(), " bytes, over the ", limit, "-byte limit"));
+  return OverLimit(
+      flag, absl::StrCat(field, " is ", value.size(), " bytes, over the ", limit, "-byte limit"));
 }
 
 // What every spec is checked for, prepared or not.
@@ -58,21 +73,22 @@ absl::Status ValidateCommonFields(const v1::JobSpec& spec, const PlannerOptions&
   LG_RETURN_IF_ERROR(CheckName("method_name", spec.method_name(), o, false));
   LG_RETURN_IF_ERROR(CheckName("metric_name", spec.metric_name(), o, false));
   LG_RETURN_IF_ERROR(CheckName("ablation_name", spec.ablation_name(), o, false));
-  LG_RETURN_IF_ERROR(CheckBytes("label", spec.label(), o.max_label_bytes));
-  LG_RETURN_IF_ERROR(CheckBytes("client_json", spec.client_json(), o.max_client_json_bytes));
+  LG_RETURN_IF_ERROR(CheckBytes("label", "label bytes", spec.label(), o.max_label_bytes));
+  LG_RETURN_IF_ERROR(CheckBytes("client_json", "--max-client-json-bytes", spec.client_json(),
+                                o.max_client_json_bytes));
   for (const auto& [name, v] : {std::pair<const char*, int64_t>{"n_layers", spec.n_layers()},
                                 {"n_heads", spec.n_heads()}}) {
     if (v < 0 || v > o.max_model_dim) {
-      return absl::InvalidArgumentError(absl::StrCat(name, " is ", v, "; it must be in [1, ",
-                                                     o.max_model_dim, "] (0: the model's)"));
+      return BadField(name, absl::StrCat(name, " is ", v, "; it must be in [1, ", o.max_model_dim,
+                                         "] (0: the model's)"));
     }
   }
   if (spec.prompts_per_shard() < 0 || spec.components_per_shard() < 0)
     return absl::InvalidArgumentError("shard sizes must not be negative");
   if (spec.max_attempts() < 0 || spec.max_attempts() > o.max_attempts_limit) {
-    return absl::InvalidArgumentError(absl::StrCat("max_attempts is ", spec.max_attempts(),
-                                                   "; it must be in [0, ", o.max_attempts_limit,
-                                                   "]"));
+    return BadField("max_attempts",
+                    absl::StrCat("max_attempts is ", spec.max_attempts(), "; it must be in [0, ",
+                                 o.max_attempts_limit, "]"));
   }
   return absl::OkStatus();
 }
@@ -85,8 +101,9 @@ absl::Status ValidateFields(const v1::JobSpec& spec, const PlannerOptions& o) {
   }
   if (spec.prompts_size() == 0) return absl::InvalidArgumentError("the job has no prompts");
   if (spec.prompts_size() > o.max_prompts) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the job has ", spec.prompts_size(), " prompts, over the limit of ", o.max_prompts));
+    return OverLimit("prompts per job",
+                     absl::StrCat("the job has ", spec.prompts_size(),
+                                  " prompts, over the limit of ", o.max_prompts));
   }
   return absl::OkStatus();
 }
@@ -177,7 +194,8 @@ std::optional<int64_t> ResultValues(const std::vector<Grid>& grids, int64_t n_pr
 
 absl::Status ValidateDatasetRequest(const v1::DatasetRequest& d, const PlannerOptions& o) {
   LG_RETURN_IF_ERROR(CheckName("dataset.name", d.name(), o, d.jsonl().empty()));
-  LG_RETURN_IF_ERROR(CheckBytes("dataset.jsonl", d.jsonl(), o.max_dataset_bytes));
+  LG_RETURN_IF_ERROR(
+      CheckBytes("dataset.jsonl", "--max-dataset-bytes", d.jsonl(), o.max_dataset_bytes));
   if (d.n_prompts() < 0 || d.n_prompts() > o.max_prompts) {
     return absl::InvalidArgumentError(absl::StrCat("dataset.n_prompts is ", d.n_prompts(),
                                                    "; it must be in [0, ", o.max_prompts, "]"));
@@ -208,8 +226,9 @@ absl::Status CheckSpecToPrepare(const v1::JobSpec& spec, const PlannerOptions& o
   }
   if (spec.has_dataset()) LG_RETURN_IF_ERROR(ValidateDatasetRequest(spec.dataset(), options));
   if (spec.prompts_size() > options.max_prompts) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the job has ", spec.prompts_size(), " prompts, over the limit of ", options.max_prompts));
+    return OverLimit("prompts per job",
+                     absl::StrCat("the job has ", spec.prompts_size(),
+                                  " prompts, over the limit of ", options.max_prompts));
   }
   return ValidatePrompts(spec, options);
 }
@@ -263,9 +282,10 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& o
   std::optional<int64_t> values = ResultValues(plan.grids, plan.n_prompts);
   std::optional<int64_t> result_bytes = values ? Mul(*values, kFloatBytes) : std::nullopt;
   if (!result_bytes || *result_bytes > options.max_result_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the job's result would be ", result_bytes ? absl::StrCat(*result_bytes) : "more than 2^63",
-        " bytes, over the ", options.max_result_bytes, "-byte limit"));
+    return OverLimit("--max-result-bytes",
+                     absl::StrCat("the job's result would be ",
+                                  result_bytes ? absl::StrCat(*result_bytes) : "more than 2^63",
+                                  " bytes, over the ", options.max_result_bytes, "-byte limit"));
   }
   plan.result_bytes = *result_bytes;
   // Fits: the first grid's components are fewer than the result's values.
@@ -302,10 +322,10 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& o
     n_shards = Mul(prompt_batches, component_batches);
   }
   if (!n_shards || *n_shards > max_shards) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the job would have ", prompt_batches, " x ", component_batches,
-                     " shards, over the limit of ", max_shards,
-                     " per job: use larger prompts_per_shard / components_per_shard"));
+    return OverLimit("--max-shards",
+                     absl::StrCat("the job would have ", prompt_batches, " x ", component_batches,
+                                  " shards, over the limit of ", max_shards,
+                                  " per job: use larger prompts_per_shard / components_per_shard"));
   }
   if (*n_shards <= 0) return absl::InvalidArgumentError("the job plans to no shards");
 
@@ -328,12 +348,14 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& o
   plan.max_spec_bytes =
       largest_batch + (NeedsMeanPrompts(plan) ? all_bytes : 0) + kShardSpecOverhead;
   if (plan.max_spec_bytes > options.max_shard_spec_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the job's largest shard's spec is ", plan.max_spec_bytes, " bytes (",
-        NeedsMeanPrompts(plan) ? "mean ablation carries every prompt" : "its own prompts",
-        "), over the ", options.max_shard_spec_bytes,
-        "-byte limit of a lease that workers can receive: use smaller shards "
-        "(prompts_per_shard) or split the prompts over several jobs"));
+    return OverLimit(
+        "--max-lease-bytes",
+        absl::StrCat(
+            "the job's largest shard's spec is ", plan.max_spec_bytes, " bytes (",
+            NeedsMeanPrompts(plan) ? "mean ablation carries every prompt" : "its own prompts",
+            "), over the ", options.max_shard_spec_bytes,
+            "-byte limit of a lease that workers can receive: use smaller shards "
+            "(prompts_per_shard) or split the prompts over several jobs"));
   }
 
   plan.shards.reserve(static_cast<size_t>(*n_shards));

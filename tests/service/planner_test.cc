@@ -4,6 +4,7 @@
 #include <functional>
 #include <set>
 
+#include "common/error_details.h"
 #include "common/search_proto.h"
 #include "gtest/gtest.h"
 
@@ -251,6 +252,30 @@ TEST(PlannerTest, RefusesAResultOverItsByteLimit) {
   auto plan = PlanJob(spec, opts);
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(plan.status().message().find("result would be"), std::string::npos) << plan.status();
+}
+
+// Beside the message, what a program reads: the field that was wrong, the
+// limit that was passed.
+TEST(PlannerTest, ErrorsNameTheFieldOrTheLimitForPrograms) {
+  v1::JobSpec spec = Spec("ablate-heads", 3, 4);
+  spec.set_n_heads(-4);
+  ErrorDetails bad = GetErrorDetails(PlanJob(spec).status());
+  ASSERT_EQ(bad.field_violations.size(), 1u);
+  EXPECT_EQ(bad.field_violations[0].field, "spec.n_heads");
+  EXPECT_NE(bad.field_violations[0].description.find("n_heads is -4"), std::string::npos);
+
+  spec = Spec("ablate-heads", 3, 4);
+  spec.set_n_layers(2048);
+  spec.set_n_heads(2048);
+  spec.set_components_per_shard(1);
+  absl::Status over = PlanJob(spec).status();
+  ASSERT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
+  ErrorDetails limit = GetErrorDetails(over);
+  ASSERT_TRUE(limit.info.has_value());
+  EXPECT_EQ(limit.info->reason, "LIMIT_EXCEEDED");
+  EXPECT_EQ(limit.info->metadata.at("limit"), "--max-shards");
+  ASSERT_EQ(limit.quota_violations.size(), 1u);
+  EXPECT_EQ(limit.quota_violations[0].subject, "--max-shards");
 }
 
 TEST(PlannerTest, SpecWithoutPromptsKeepsEveryOtherField) {
