@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/grpc_status.h"
+#include "common/log.h"
 #include "common/tensor_chunks.h"
 
 namespace lensgrid {
@@ -65,12 +66,18 @@ CoordinatorLinkStats CoordinatorLink::stats() const {
   return stats_;
 }
 
-void CoordinatorLink::Log(const std::string& line) const {
+void CoordinatorLink::Log(const std::string& line, const v1::ShardLease* lease) const {
   if (options_.log) {
     options_.log(line);
-  } else {
-    std::cerr << "lensgrid-worker: " << line << std::endl;
+    return;
   }
+  LogFields fields;
+  if (lease != nullptr) {
+    fields = {{"job", lease->job_id()},
+              {"shard", absl::StrCat(lease->shard_id())},
+              {"lease", lease->lease_id()}};
+  }
+  LogEvent(LogLevel::kInfo, line, fields);
 }
 
 void CoordinatorLink::Count(int64_t CoordinatorLinkStats::*field) {
@@ -205,11 +212,13 @@ void CoordinatorLink::RunPrepare(const std::string& worker_id, const v1::ShardLe
   absl::Status sent = SendResult(worker_id, lease, RunResult(), &accepted, &*prepared);
   if (!sent.ok()) {
     Log(absl::StrCat("job ", lease.job_id(), ": prepared dataset not delivered (", sent.ToString(),
-                     "); the coordinator will lease it again"));
+                     "); the coordinator will lease it again"),
+        &lease);
     return;
   }
   Log(absl::StrCat("job ", lease.job_id(), " prepared (", n_prompts, " prompts built) in ",
-                   MsSince(start), " ms", accepted ? "" : " (dropped: job over)"));
+                   MsSince(start), " ms", accepted ? "" : " (dropped: job over)"),
+      &lease);
 }
 
 void CoordinatorLink::RunLease(const std::string& worker_id, const v1::ShardLease& lease) {
@@ -243,7 +252,8 @@ void CoordinatorLink::RunLease(const std::string& worker_id, const v1::ShardLeas
   if (running->cancelled.load()) {
     Count(&CoordinatorLinkStats::shards_abandoned);
     Log(absl::StrCat("shard ", ShardName(lease),
-                     " abandoned: the coordinator cancelled its lease (after ", run_ms, " ms)"));
+                     " abandoned: the coordinator cancelled its lease (after ", run_ms, " ms)"),
+        &lease);
     return;
   }
   if (!result.ok()) {
@@ -257,12 +267,14 @@ void CoordinatorLink::RunLease(const std::string& worker_id, const v1::ShardLeas
   const int64_t send_ms = MsSince(send_start);
   if (!sent.ok()) {
     Log(absl::StrCat("shard ", ShardName(lease), ": result not delivered (", sent.ToString(),
-                     "); the coordinator will re-queue it"));
+                     "); the coordinator will re-queue it"),
+        &lease);
     return;
   }
   if (accepted) Count(&CoordinatorLinkStats::shards_completed);
   Log(absl::StrCat("shard ", ShardName(lease), " done in ", run_ms, " ms, result sent in ", send_ms,
-                   " ms", accepted ? "" : " (dropped: done elsewhere or job over)"));
+                   " ms", accepted ? "" : " (dropped: done elsewhere or job over)"),
+      &lease);
 }
 
 absl::Status CoordinatorLink::SendResult(const std::string& worker_id, const v1::ShardLease& lease,
@@ -309,10 +321,11 @@ void CoordinatorLink::SendFailure(const std::string& worker_id, const v1::ShardL
   absl::Status sent = FromGrpcStatus(stub_->FailShard(&ctx, request, &response));
   Count(handed_back ? &CoordinatorLinkStats::shards_handed_back
                     : &CoordinatorLinkStats::shards_failed);
-  Log(absl::StrCat(
-      "shard ", ShardName(lease),
-      handed_back ? " handed back (shutting down)" : absl::StrCat(" failed: ", error.ToString()),
-      sent.ok() ? "" : absl::StrCat(" (not delivered: ", sent.ToString(), ")")));
+  Log(absl::StrCat("shard ", ShardName(lease),
+                   handed_back ? " handed back (shutting down)"
+                               : absl::StrCat(" failed: ", error.ToString()),
+                   sent.ok() ? "" : absl::StrCat(" (not delivered: ", sent.ToString(), ")")),
+      &lease);
 }
 
 void CoordinatorLink::HeartbeatLoop() {

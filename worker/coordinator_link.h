@@ -94,7 +94,8 @@ class CoordinatorLink {
                    const absl::Status& error, bool handed_back);
   // Sleeps up to `ms` unless stopping; false when stopping.
   bool Backoff(int64_t ms);
-  void Log(const std::string& line) const;
+  // One log line (common/log.h); about a lease: with its job, shard and lease id as fields.
+  void Log(const std::string& line, const v1::ShardLease* lease = nullptr) const;
   void Count(int64_t CoordinatorLinkStats::*field);
 
   const std::shared_ptr<const WorkerBackend> backend_;

@@ -6,13 +6,17 @@
 //                   [--max-queue N] [--max-batch N] [--max-tokens N]
 //                   [--max-response-bytes N] [--chunk-bytes N]
 //                   [--no-processing] [--model-id ID] [--capacity N]
-//                   [--metrics-listen HOST:PORT]
+//                   [--metrics-listen HOST:PORT] [--health-listen HOST:PORT]
+//                   [--log-format text|json] [--max-connection-age-ms N]
 //
 // It listens first (health NOT_SERVING), then loads the weights (SERVING).
 // Port 0 picks a free port; the "listening on HOST:PORT" line names it.
 // With --coordinator it also pulls circuit-search shards from there
 // (worker/coordinator_link.h). --metrics-listen serves Prometheus metrics at
-// /metrics (deploy/README.md).
+// /metrics (deploy/README.md). --health-listen serves only grpc.health.v1, in
+// plaintext, for probes that have no credentials; connections get keepalive
+// pings and a GOAWAY after --max-connection-age-ms (10 min) so clients
+// rebalance across workers (common/serving.h).
 // Security (README.md#security): the Worker API server takes --tls-cert,
 // --tls-key, --tls-client-ca (mTLS) and --auth-tokens (submitter and admin
 // tokens may run models; reloaded on SIGHUP); a non-loopback --listen without
@@ -41,15 +45,18 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "client/hub/hub_download.h"
 #include "common/auth_flags.h"
+#include "common/log.h"
 #include "common/metrics.h"
 #include "common/model_id.h"
 #include "common/openblas_env.h"
+#include "common/serving.h"
 #include "worker/coordinator_link.h"
 #include "worker/core/worker_core.h"
 #include "worker/executor.h"
@@ -76,7 +83,18 @@ struct Flags {
   int64_t stall_ms = 60000;
   lensgrid::ServerSecurity security;
   lensgrid::ClientTransport to_coordinator;
+  lensgrid::ConnectionOptions connections;
+  std::string health_listen;
+  std::string log_format = "text";
 };
+
+// One log line (common/log.h: text, or JSON with --log-format json).
+template <typename... Parts>
+void Log(lensgrid::LogLevel level, const Parts&... parts) {
+  std::ostringstream line;
+  (line << ... << parts);
+  lensgrid::LogEvent(level, line.str());
+}
 
 // The pull loop, started once the weights are loaded and stopped first on a
 // signal (so that its shards are handed back while the coordinator listens).
@@ -118,7 +136,11 @@ std::string HostName() {
   return buf;
 }
 
+// --health-listen's server (set before any thread that calls SetServing starts).
+lensgrid::HealthListener* health_listener = nullptr;
+
 void SetServing(grpc::Server* server, bool serving) {
+  if (health_listener != nullptr) health_listener->SetServing(serving);
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   if (health == nullptr) return;
   health->SetServingStatus(serving);
@@ -206,32 +228,43 @@ int main(int argc, char** argv) {
   app.add_option("--name", flags.name, "name shown by `lensgrid workers` (default: host name)");
   lensgrid::AddServerSecurityFlags(&app, &flags.security);
   lensgrid::AddClientTransportFlags(&app, &flags.to_coordinator, "coordinator");
+  // Clients of the Worker API rebalance across worker pods every 10 min.
+  lensgrid::AddConnectionFlags(&app, &flags.connections, /*default_max_age_ms=*/600000);
+  app.add_option("--health-listen", flags.health_listen,
+                 "HOST:PORT of a plaintext grpc.health.v1-only server (for probes without "
+                 "credentials)");
+  app.add_option("--log-format", flags.log_format, "text | json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
+  lensgrid::SetLogComponent("lensgrid-worker");
+  (void)lensgrid::SetLogFormat(flags.log_format);  // checked by the flag
 
   auto warning = lensgrid::CheckListenSecurity(flags.listen, flags.security);
   if (!warning.ok()) {
-    std::cerr << "lensgrid-worker: " << warning.status().message() << "\n";
+    Log(lensgrid::LogLevel::kError, warning.status().message());
     return 2;
   }
-  if (!warning->empty()) std::cerr << "lensgrid-worker: " << *warning << std::endl;
+  if (!warning->empty()) Log(lensgrid::LogLevel::kWarning, *warning);
   auto credentials = lensgrid::MakeServerCredentials(flags.security);
   if (!credentials.ok()) {
-    std::cerr << "lensgrid-worker: " << credentials.status().message() << "\n";
+    Log(lensgrid::LogLevel::kError, credentials.status().message());
     return 1;
   }
   absl::StatusOr<std::unique_ptr<lensgrid::Authorizer>> authorizer =
       lensgrid::Authorizer::Open(flags.security.auth_tokens);
   if (!authorizer.ok()) {
-    std::cerr << "lensgrid-worker: " << authorizer.status().message() << "\n";
+    Log(lensgrid::LogLevel::kError, authorizer.status().message());
     return 1;
   }
   std::shared_ptr<grpc::Channel> coordinator_channel;
   if (!flags.coordinator.empty()) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(static_cast<int>(flags.max_request_bytes));
+    lensgrid::AddClientKeepalive(&args);
     auto channel = lensgrid::OpenChannel(flags.coordinator, flags.to_coordinator, args);
     if (!channel.ok()) {
-      std::cerr << "lensgrid-worker: " << channel.status().message() << "\n";
+      Log(lensgrid::LogLevel::kError, channel.status().message());
       return 1;
     }
     coordinator_channel = std::move(*channel);
@@ -241,7 +274,7 @@ int main(int argc, char** argv) {
   if (!flags.metrics_listen.empty()) {
     auto started = lensgrid::MetricsServer::Start(flags.metrics_listen);
     if (!started.ok()) {
-      std::cerr << "lensgrid-worker: " << started.status().message() << "\n";
+      Log(lensgrid::LogLevel::kError, started.status().message());
       return 1;
     }
     metrics = std::move(*started);
@@ -267,15 +300,30 @@ int main(int argc, char** argv) {
   lensgrid::WorkerService service(
       &executor, {.chunk_bytes = static_cast<size_t>(w.chunk_bytes), .auth = authorizer->get()});
 
+  std::unique_ptr<lensgrid::HealthListener> health;
+  if (!flags.health_listen.empty()) {
+    auto started = lensgrid::HealthListener::Start(flags.health_listen);
+    if (!started.ok()) {
+      Log(lensgrid::LogLevel::kError, started.status().message());
+      return 1;
+    }
+    health = std::move(*started);
+    health->AddServiceName(kServiceName);
+    health_listener = health.get();
+    Log(lensgrid::LogLevel::kInfo, "health on ", health->address());
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  lensgrid::ApplyConnectionOptions(flags.connections, &builder);
   LinkSlot link;
   if (metrics != nullptr) {
     builder.experimental().SetInterceptorCreators(lensgrid::RpcMetricsInterceptors(*metrics));
     metrics->AddCollector([&executor, &service, &link] {
       const lensgrid::CoordinatorLinkStats s = link.stats();
       return std::vector<prometheus::MetricFamily>{
+          lensgrid::BuildInfoFamily("worker"),
           lensgrid::GaugeFamily("lensgrid_executor_queue_depth",
                                 "requests and shards queued or running",
                                 executor.pending() + s.shards_running),
@@ -292,8 +340,7 @@ int main(int argc, char** argv) {
           lensgrid::CounterFamily("lensgrid_worker_shards_handed_back_total",
                                   "shards handed back (shutdown)", s.shards_handed_back)};
     });
-    std::cerr << "lensgrid-worker: metrics on http://" << metrics->address() << "/metrics"
-              << std::endl;
+    Log(lensgrid::LogLevel::kInfo, "metrics on http://", metrics->address(), "/metrics");
   }
   int port = 0;
   builder.AddListeningPort(flags.listen, *credentials, &port);
@@ -301,14 +348,14 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    std::cerr << "lensgrid-worker: cannot listen on \"" << flags.listen
-              << "\" (expected HOST:PORT, a free port, an address of this machine)\n";
+    Log(lensgrid::LogLevel::kError, "cannot listen on \"", flags.listen,
+        "\" (expected HOST:PORT, a free port, an address of this machine)");
     return 1;
   }
   SetServing(server.get(), false);
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
-  std::cerr << "lensgrid-worker: listening on " << host << ":" << port << " (NOT_SERVING until "
-            << "the weights are loaded)" << std::endl;
+  Log(lensgrid::LogLevel::kInfo, "listening on ", host, ":", port, " (NOT_SERVING until ",
+      "the weights are loaded)");
 
   std::atomic<bool> stopping{false};
   std::thread([server = server.get(), &link, &stopping, grace_ms = flags.shutdown_grace_ms,
@@ -319,26 +366,25 @@ int main(int argc, char** argv) {
       if (n < 0 && errno == EINTR) continue;
       if (n != sizeof(sig) || sig != SIGHUP) break;
       if (!auth->enabled()) {
-        std::cerr << "lensgrid-worker: SIGHUP: no --auth-tokens to reload" << std::endl;
+        Log(lensgrid::LogLevel::kInfo, "SIGHUP: no --auth-tokens to reload");
         continue;
       }
       absl::StatusOr<size_t> reloaded = auth->Reload();
       if (reloaded.ok()) {
-        std::cerr << "lensgrid-worker: SIGHUP: reloaded " << tokens_path << " (" << *reloaded
-                  << " tokens)" << std::endl;
+        Log(lensgrid::LogLevel::kInfo, "SIGHUP: reloaded ", tokens_path, " (", *reloaded,
+            " tokens)");
       } else {
-        std::cerr << "lensgrid-worker: SIGHUP: kept the old tokens: " << reloaded.status()
-                  << std::endl;
+        Log(lensgrid::LogLevel::kWarning, "SIGHUP: kept the old tokens: ", reloaded.status());
       }
     }
-    std::cerr << "lensgrid-worker: signal " << sig << ", shutting down" << std::endl;
+    Log(lensgrid::LogLevel::kInfo, "signal ", sig, ", shutting down");
     stopping = true;
     // A request stuck where it cannot see the shutdown must not keep the
     // process alive past its grace period.
     std::thread([grace_ms] {
       std::this_thread::sleep_for(std::chrono::milliseconds(grace_ms));
-      std::cerr << "lensgrid-worker: still running " << grace_ms
-                << " ms after the signal (a request did not stop); exiting" << std::endl;
+      Log(lensgrid::LogLevel::kWarning, "still running ", grace_ms,
+          " ms after the signal (a request did not stop); exiting");
       std::_Exit(0);
     }).detach();
     SetServing(server, false);
@@ -351,25 +397,22 @@ int main(int argc, char** argv) {
   const std::string model_flag = w.model_dir;  // a Hub name names the model id
   if (absl::Status s = lensgrid::hub::ResolveModelFlag(&w.model_dir, offline, &std::cerr);
       !s.ok()) {
-    std::cerr << "lensgrid-worker: " << absl::StatusCodeToString(s.code()) << ": " << s.message()
-              << "\n";
+    Log(lensgrid::LogLevel::kError, absl::StatusCodeToString(s.code()), ": ", s.message());
     server->Shutdown(std::chrono::system_clock::now());
     metrics.reset();
     return 1;
   }
   absl::StatusOr<std::unique_ptr<lensgrid::WorkerCore>> core = lensgrid::WorkerCore::Load(w);
   if (!core.ok()) {
-    std::cerr << "lensgrid-worker: cannot load " << w.model_dir << ": "
-              << absl::StatusCodeToString(core.status().code()) << ": " << core.status().message()
-              << "\n";
+    Log(lensgrid::LogLevel::kError, "cannot load ", w.model_dir, ": ",
+        absl::StatusCodeToString(core.status().code()), ": ", core.status().message());
     server->Shutdown(std::chrono::system_clock::now());
     metrics.reset();
     return 1;
   }
   const lensgrid::v1::ModelInfo& info = (*core)->Info();
   if (!info.has_tokenizer()) {
-    std::cerr << "lensgrid-worker: warning: no tokenizer files; requests must "
-                 "send token ids\n";
+    Log(lensgrid::LogLevel::kWarning, "no tokenizer files; requests must send token ids");
   }
   auto backend = std::shared_ptr<const lensgrid::WorkerBackend>(std::move(*core));
   service.SetBackend(backend);
@@ -393,13 +436,12 @@ int main(int argc, char** argv) {
       const int64_t quiet = executor.StalledMs();
       if (!stalled && quiet >= stall_ms) {
         stalled = true;
-        std::cerr << "lensgrid-worker: NOT_SERVING: a request has made no "
-                  << "progress for " << quiet << " ms (executor stalled)" << std::endl;
+        Log(lensgrid::LogLevel::kWarning, "NOT_SERVING: a request has made no ", "progress for ",
+            quiet, " ms (executor stalled)");
         SetServing(server, false);
       } else if (stalled && quiet < stall_ms) {
         stalled = false;
-        std::cerr << "lensgrid-worker: SERVING again: the executor made "
-                  << "progress" << std::endl;
+        Log(lensgrid::LogLevel::kInfo, "SERVING again: the executor made ", "progress");
         SetServing(server, true);
       }
     }
@@ -415,13 +457,12 @@ int main(int argc, char** argv) {
     options.chunk_bytes = static_cast<size_t>(w.chunk_bytes);
     link.Start(std::make_unique<lensgrid::CoordinatorLink>(backend, coordinator_channel, options));
   }
-  std::cerr << "lensgrid-worker: serving " << w.model_dir << " (" << info.config().n_layers()
-            << " layers, sha256 " << info.weights_sha256().substr(0, 12) << ", " << info.device()
-            << ") after "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::steady_clock::now() - start)
-                   .count()
-            << " ms" << std::endl;
+  Log(lensgrid::LogLevel::kInfo, "serving ", w.model_dir, " (", info.config().n_layers(),
+      " layers, sha256 ", info.weights_sha256().substr(0, 12), ", ", info.device(), ") after ",
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                            start)
+          .count(),
+      " ms");
   server->Wait();
   stopping = true;
   liveness.join();

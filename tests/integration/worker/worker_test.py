@@ -479,5 +479,56 @@ class SlowWorkerTest(unittest.TestCase):
                 c.close()
 
 
+class OperationsTest(unittest.TestCase):
+    """What an operator relies on: a plaintext health port for probes, JSON logs, and
+    connections that are closed after --max-connection-age-ms so clients rebalance."""
+
+    def test_health_port_json_logs_and_connection_age(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            model = make_model(LENSGRID_BIN, os.path.join(tmp, "small"))
+            worker = WorkerProcess(WORKER_BIN, model, "--health-listen", "127.0.0.1:0",
+                                   "--log-format", "json", "--max-connection-age-ms", "300")
+            try:
+                lines = worker.log_lines()
+                records = [json.loads(line) for line in lines]  # every line is one JSON object
+                for r in records:
+                    self.assertEqual(r["component"], "lensgrid-worker")
+                    self.assertRegex(r["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+                    self.assertIn(r["level"], ("info", "warning", "error"))
+                [health_address] = [r["msg"].split()[-1] for r in records
+                                    if r["msg"].startswith("health on ")]
+                self.assertNotEqual(health_address, worker.address)
+                self.assertEqual(health(health_address), "SERVING")
+                self.assertEqual(health(health_address, "lensgrid.v1.Worker"), "SERVING")
+                # The health port serves nothing else.
+                with grpc.insecure_channel(health_address) as ch:
+                    stub = worker_pb2_grpc.WorkerStub(ch)
+                    with self.assertRaises(grpc.RpcError) as e:
+                        stub.GetModelInfo(worker_pb2.GetModelInfoRequest(), timeout=30)
+                    self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+
+                # An old connection gets a GOAWAY: the channel goes IDLE, then reconnects.
+                states = []
+                seen = threading.Condition()
+
+                def on_state(state):
+                    with seen:
+                        states.append(state)
+                        seen.notify_all()
+
+                with grpc.insecure_channel(worker.address) as ch:
+                    ch.subscribe(on_state)
+                    stub = worker_pb2_grpc.WorkerStub(ch)
+                    stub.GetModelInfo(worker_pb2.GetModelInfoRequest(), timeout=30)
+                    with seen:
+                        self.assertTrue(seen.wait_for(
+                            lambda: grpc.ChannelConnectivity.READY in states and
+                            states[-1] == grpc.ChannelConnectivity.IDLE, timeout=60), states)
+                    stub.GetModelInfo(worker_pb2.GetModelInfoRequest(), timeout=30)
+                    ch.unsubscribe(on_state)
+            finally:
+                worker.stop()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
