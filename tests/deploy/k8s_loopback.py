@@ -3,8 +3,14 @@
 Each pod of a workload (StatefulSet, Deployment, Job) is started the way Kubernetes would start
 it: its init containers to completion, in order, then its containers, each with exactly the
 declared command and args, $(VAR) expanded from the declared env (literal values, ConfigMap keys,
-Secret keys (a Secret object the test adds; `optional` honoured), resource fields, pod fields). Only these are rewritten, and every rewrite is recorded in
-`pod.rewrites` so a test can print and check them:
+Secret keys (a Secret object the test adds; `optional` honoured), resource fields, pod fields).
+Volumes: emptyDir, configMap, persistentVolumeClaim, and secret (each key of a Secret object the
+test adds written as a file under the mount, base64 `data` decoded, `stringData` as is; `items`
+picks keys and names their files; `defaultMode`/`mode` applied; a missing Secret or key fails
+the pod unless `optional`). A Job's pods carry the labels the Job controller adds
+(`batch.kubernetes.io/controller-uid` and `controller-uid`: one uid per Job object, the same for
+every pod (retry) of it; `batch.kubernetes.io/job-name`, `job-name`). Only these are rewritten,
+and every rewrite is recorded in `pod.rewrites` so a test can print and check them:
   - listen addresses 0.0.0.0:PORT / [::]:PORT -> 127.0.0.1:FREE, where PORT must be a declared
     containerPort of that container; each pod gets its own free ports;
   - Service addresses NAME[.NAMESPACE[.svc[.cluster.local]]]:PORT -> 127.0.0.1:FREE of the pod
@@ -23,6 +29,7 @@ Everything else (security contexts, resource limits, image pulls) is not simulat
 """
 import base64
 import math
+import uuid
 import os
 import re
 import shutil
@@ -139,12 +146,13 @@ class Process:
 
 
 class Pod:
-    def __init__(self, cluster, owner, template, name, claim_templates=()):
+    def __init__(self, cluster, owner, template, name, claim_templates=(), extra_labels=None):
         self.cluster = cluster
         self.owner = owner
         self.name = name
-        self.metadata = template.get("metadata") or {}
-        self.labels = self.metadata.get("labels") or {}
+        self.metadata = dict(template.get("metadata") or {})
+        self.labels = {**(self.metadata.get("labels") or {}), **(extra_labels or {})}
+        self.metadata["labels"] = self.labels
         self.spec = template["spec"]
         self.dir = os.path.join(cluster.workdir, "pods", name)
         self.ports = {}  # (container, declared port) -> free port on 127.0.0.1
@@ -157,22 +165,54 @@ class Pod:
             vname = volume["name"]
             if "persistentVolumeClaim" in volume:
                 path = cluster.claim_dir(volume["persistentVolumeClaim"]["claimName"])
-            elif "emptyDir" in volume or "configMap" in volume:
+            elif "emptyDir" in volume or "configMap" in volume or "secret" in volume:
                 path = os.path.join(self.dir, "volumes", vname)
             else:
-                raise NotImplementedError(f"pod {name}: volume {vname}: only emptyDir, configMap "
-                                          "and persistentVolumeClaim are simulated")
+                raise NotImplementedError(f"pod {name}: volume {vname}: only emptyDir, configMap, "
+                                          "secret and persistentVolumeClaim are simulated")
             os.makedirs(path, exist_ok=True)
             if "configMap" in volume:
                 for key, value in cluster.config_map(volume["configMap"]["name"]).items():
                     with open(os.path.join(path, key), "w") as f:
                         f.write(value)
+            if "secret" in volume:
+                self._fill_secret_volume(vname, volume["secret"], path)
             self.volume_dirs[vname] = path
         for vname in claims:  # StatefulSet: claim "<template>-<pod>"
             self.volume_dirs[vname] = cluster.claim_dir(f"{vname}-{name}")
         for c in self.containers():
             for p in c.get("ports") or []:
                 self.ports[(c["name"], p["containerPort"])] = free_port()
+
+    def _fill_secret_volume(self, vname, source, path):
+        """A secret volume as the kubelet makes it: each key a file (or `items` only, at their
+        paths), with defaultMode / an item's mode."""
+        secret_name = source["secretName"]
+        optional = bool(source.get("optional"))
+        data = self.cluster.secret_data(secret_name)
+        if data is None:
+            if optional:
+                return
+            raise AssertionError(f"pod {self.name}: volume {vname}: Secret {secret_name} is missing "
+                                 "and not optional: the pod would not start")
+        items = source.get("items")
+        if items is None:
+            items = [{"key": k, "path": k} for k in sorted(data)]
+        default_mode = source.get("defaultMode", 0o644)
+        for item in items:
+            if item["key"] not in data:
+                if optional:
+                    continue
+                raise AssertionError(f"pod {self.name}: volume {vname}: Secret {secret_name} has no "
+                                     f"key {item['key']} and is not optional: the pod would not start")
+            rel = os.path.normpath(item["path"])
+            if rel.startswith("..") or os.path.isabs(rel):
+                raise AssertionError(f"pod {self.name}: volume {vname}: item path {item['path']!r}")
+            target = os.path.join(path, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(data[item["key"]])
+            os.chmod(target, item.get("mode", default_mode))
 
     def containers(self):
         return list(self.spec.get("initContainers") or []) + list(self.spec["containers"])
@@ -215,14 +255,9 @@ class Pod:
                 env[e["name"]] = data[ref["key"]]
             elif "secretKeyRef" in source:
                 ref = source["secretKeyRef"]
-                secret = self.cluster.find("Secret", ref["name"])
-                data = {}
-                if secret is not None:
-                    data = {k: base64.b64decode(v).decode() for k, v in
-                            (secret.get("data") or {}).items()}
-                    data.update(secret.get("stringData") or {})
+                data = self.cluster.secret_data(ref["name"]) or {}
                 if ref["key"] in data:
-                    env[e["name"]] = data[ref["key"]]
+                    env[e["name"]] = data[ref["key"]].decode()
                 elif not ref.get("optional"):
                     raise AssertionError(f"Secret {ref['name']} (key {ref['key']}) is missing and "
                                          "not optional: the pod would not start")
@@ -399,6 +434,7 @@ class Cluster:
         self.image_dirs = {k.rstrip("/"): v for k, v in image_dirs.items()}
         self.workdir = workdir
         self.pods = []
+        self.uids = {}
 
     def find(self, kind, name):
         return next((o for o in self.objects
@@ -413,6 +449,20 @@ class Cluster:
     def config_map(self, name):
         return self.get("ConfigMap", name).get("data") or {}
 
+    def secret_data(self, name):
+        """{key: bytes} of Secret `name` (base64 `data` decoded, `stringData` encoded), or None
+        when the test added no such Secret."""
+        secret = self.find("Secret", name)
+        if secret is None:
+            return None
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        data.update({k: str(v).encode() for k, v in (secret.get("stringData") or {}).items()})
+        return data
+
+    def job_uid(self, name):
+        """The uid of Job `name`: one per Job object, like the API server's."""
+        return self.uids.setdefault(("Job", name), str(uuid.uuid4()))
+
     def claim_dir(self, claim):
         path = os.path.join(self.workdir, "claims", claim)
         os.makedirs(path, exist_ok=True)
@@ -424,10 +474,16 @@ class Cluster:
         spec = obj["spec"]
         count = replicas if replicas is not None else (1 if kind == "Job" else spec.get("replicas", 1))
         pods = []
+        labels = {}
+        if kind == "Job":  # what the Job controller puts on its pods
+            uid = self.job_uid(name)
+            labels = {"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+                      "batch.kubernetes.io/job-name": name, "job-name": name}
         for i in range(count):
             pod_name = f"{name}-{i}" if kind == "StatefulSet" else f"{name}-{len(self.pods)}"
             pod = Pod(self, obj, spec["template"], pod_name,
-                      claim_templates=spec.get("volumeClaimTemplates", ()) if kind == "StatefulSet" else ())
+                      claim_templates=spec.get("volumeClaimTemplates", ()) if kind == "StatefulSet" else (),
+                      extra_labels=labels)
             self.pods.append(pod)
             pods.append(pod.run())
         return pods

@@ -9,27 +9,43 @@ the worker Deployment (its declared replicas; each pod's `pull-model` init conta
 private `openai-community/gpt2` whose token comes from the Secret the component names) and the
 batch example's search Job, unchanged -- command, args, env, ports exactly as declared, with host
 names, ports, volume paths rewritten for loopback (printed) and the ConfigMap's HF_ENDPOINT set
-to the fake Hub (as an air-gapped cluster sets its mirror). Then:
+to the fake Hub (as an air-gapped cluster sets its mirror). TLS and tokens are on, as the manifests
+declare them: the test makes a CA and a server certificate with `openssl` (the README's commands;
+SANs: the Services' names, and 127.0.0.1/localhost because the Services are rewritten to
+loopback) and three tokens (submitter, worker, admin), and adds the Secrets the manifests mount
+(lensgrid-tls, lensgrid-auth-tokens, lensgrid-worker-token, lensgrid-submitter-token). Then:
   - the search Job of every overlay and example needs no model: no init container, no model
     volume; it names the model by the ConfigMap's MODEL_ID, the id the workers serve it under;
   - the pulled model is in each worker pod's volume in the huggingface_hub layout, the token went
     to the Hub only and appears in no log;
-  - every declared startup/readiness/liveness probe passes (grpc.health.v1, the probe's service);
+  - every declared startup/readiness/liveness probe passes (grpc.health.v1, the probe's service)
+    through the plaintext health port, with no credentials;
+  - the APIs refuse what they must: a plaintext client and a client trusting another CA fail on
+    the coordinator's client port and the Worker API; no token is UNAUTHENTICATED; the submitter
+    token cannot call the worker-facing API (PERMISSION_DENIED), the worker token cannot list
+    jobs, and the client port does not serve the worker-facing API at all;
   - the Job's `lensgrid search --coordinator ... --model $(MODEL_ID)` (no model file in its pod)
     completes and writes a well-formed result on the workers' weights, while
     one worker gets SIGTERM in the middle of a shard: it exits within its grace period, hands
     the shard back, and no shard is lost;
   - the Prometheus endpoints (prometheus.io/* annotations) are scraped and their counters match
-    the work done (the metric names are the contract in deploy/README.md).
+    the work done (the metric names are the contract in deploy/README.md), lensgrid_pending_shards
+    (the autoscaling signal) included;
+  - a retry of the Job (a second pod of the same Job: the same uid, so the same request id)
+    follows the job the first pod started: still one job;
+  - no token appears in any log.
 
 usage: manifests_test.py    (ctest runs it: tests/deploy/CMakeLists.txt)
 env:   LENSGRID_BINARY_DIR  build tree with client/lensgrid, worker/lensgrid-worker,
                             service/lensgrid-coordinator (default: build/); or each one as
                             LENSGRID_BIN_LENSGRID, LENSGRID_BIN_LENSGRID_WORKER, ..._COORDINATOR
        KUBECTL              kubectl with kustomize (default: kubectl)
-Exits 77 (ctest: skipped) when kubectl is missing or the binaries lack the flags the manifests
-use; set LENSGRID_DEPLOY_TEST_REQUIRED=1 to fail instead.
+Exits 77 (ctest: skipped) when kubectl is missing or the binaries lack the flags (or LENSGRID_*
+environment variables) the manifests use, naming them; set LENSGRID_DEPLOY_TEST_REQUIRED=1 to fail
+instead.
 """
+import base64
+import hashlib
 import json
 import math
 import os
@@ -72,7 +88,7 @@ RPC_METRICS = ["lensgrid_rpc_requests_total", "lensgrid_rpc_latency_seconds_coun
 COORDINATOR_METRICS = RPC_METRICS + [
     "lensgrid_shards_leased_total", "lensgrid_shards_completed_total", "lensgrid_shards_failed_total",
     "lensgrid_shards_handed_back_total", "lensgrid_shards_retried_total", "lensgrid_jobs",
-    "lensgrid_workers"]
+    "lensgrid_workers", "lensgrid_pending_shards"]
 WORKER_METRICS = RPC_METRICS + [
     "lensgrid_executor_queue_depth", "lensgrid_executor_busy_seconds_total",
     "lensgrid_cache_bytes_sent_total", "lensgrid_worker_shards_running",
@@ -129,17 +145,101 @@ def missing_prerequisites():
     for name, path in BINARIES.items():
         if not os.access(path, os.X_OK):
             return f"{path} not built"
-    needs = {"lensgrid-coordinator": ["--metrics-listen"],
-             "lensgrid-worker": ["--coordinator", "--metrics-listen"]}
-    for name, flags in needs.items():
-        helped = subprocess.run([BINARIES[name], "--help"], capture_output=True, text=True)
-        for flag in flags:
-            if flag not in helped.stdout + helped.stderr:
-                return f"{name} has no {flag} flag yet"
-    helped = subprocess.run([BINARIES["lensgrid"], "search", "--help"], capture_output=True, text=True)
-    if "--coordinator" not in helped.stdout + helped.stderr:
-        return "lensgrid search has no --coordinator flag"
+    if shutil.which("openssl") is None:
+        return "openssl not found (the test makes its CA and certificates with it)"
+    # Every flag and LENSGRID_* variable the manifests give one of the binaries must be in its
+    # --help (`lensgrid SUBCOMMAND --help` for the CLI).
+    helps = {}
+    for overlay in ("examples/hub-gpt2", "overlays/batch"):
+        for obj in render(overlay):
+            template = (obj.get("spec") or {}).get("template")
+            if not template:
+                continue
+            spec = template["spec"]
+            for c in list(spec.get("initContainers") or []) + list(spec["containers"]):
+                program = (c.get("command") or [""])[0]
+                if program not in BINARIES:
+                    continue
+                words = list(c["command"][1:]) + list(c.get("args") or [])
+                argv = [BINARIES[program]]
+                if program == "lensgrid":
+                    argv.append(words[0])
+                argv.append("--help")
+                key = tuple(argv)
+                if key not in helps:
+                    out = subprocess.run(argv, capture_output=True, text=True)
+                    helps[key] = out.stdout + out.stderr
+                used = [w.split("=", 1)[0] for w in words if str(w).startswith("--")]
+                used += [e["name"] for e in c.get("env") or [] if e["name"].startswith("LENSGRID_")]
+                for name in used:
+                    if not re.search(re.escape(name) + r"\b", helps[key]):
+                        what = "flag" if name.startswith("--") else "environment variable"
+                        return (f"{' '.join([program] + argv[1:-1])} has no {name} {what} yet "
+                                f"(the manifests use it: {overlay}, {obj['kind']}/"
+                                f"{obj['metadata']['name']}, container {c['name']})")
     return None
+
+
+# ---- TLS and tokens, made as deploy/README.md#security makes them ----
+
+# The server certificate's names: the Services the clients and workers dial (with the cluster
+# DNS suffixes of the default namespace), and loopback, where this test's kubelet points them.
+SERVICE_NAMES = ["lensgrid-coordinator", "lensgrid-work-queue", "lensgrid-worker"]
+
+
+def make_pki(directory):
+    """A CA and a server certificate signed by it (ECDSA P-256), and an unrelated CA:
+    {"ca.crt", "tls.crt", "tls.key", "other-ca.crt"} -> PEM bytes."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", "-new", *ec, "-days", "30", "-subj", "/CN=lensgrid test CA",
+            "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-new", *ec, "-subj", "/CN=lensgrid", "-keyout", "tls.key", "-out", "tls.csr")
+    names = [f"DNS:{n}{suffix}" for n in SERVICE_NAMES
+             for suffix in ("", ".default", ".default.svc", ".default.svc.cluster.local")]
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("basicConstraints = CA:FALSE\n"
+                "keyUsage = digitalSignature, keyEncipherment\n"
+                "extendedKeyUsage = serverAuth\n"
+                f"subjectAltName = {', '.join(names + ['DNS:localhost', 'IP:127.0.0.1'])}\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "30", "-extfile", "san.ext", "-out", "tls.crt")
+    openssl("req", "-x509", "-new", *ec, "-days", "30", "-subj", "/CN=another CA",
+            "-keyout", "other-ca.key", "-out", "other-ca.crt")
+    pem = {}
+    for name in ("ca.crt", "tls.crt", "tls.key", "other-ca.crt"):
+        with open(os.path.join(directory, name), "rb") as f:
+            pem[name] = f.read()
+    return pem
+
+
+def token_line(name, role, token):
+    """A line of the --auth-tokens file: NAME ROLE SHA256_HEX_OF_TOKEN."""
+    return f"{name} {role} {hashlib.sha256(token.encode()).hexdigest()}\n"
+
+
+class Api:
+    """Calls on a TLS gRPC port with a CA and a bearer token (either may be None: plaintext, no
+    token), messages encoded by hand (no Python stubs for lensgrid's protos)."""
+
+    def __init__(self, address, ca=None, token=None):
+        self.address, self.ca, self.token = address, ca, token
+
+    def call(self, method, request=b"", timeout=10):
+        creds = grpc.ssl_channel_credentials(root_certificates=self.ca) if self.ca else None
+        metadata = [("authorization", f"Bearer {self.token}")] if self.token else None
+        with (grpc.secure_channel(self.address, creds) if creds
+              else grpc.insecure_channel(self.address)) as channel:
+            return channel.unary_unary(method)(request, timeout=timeout, metadata=metadata)
+
+    def code(self, method, request=b"", timeout=10):
+        """The call's status code name (OK when it succeeds)."""
+        try:
+            self.call(method, request, timeout)
+        except grpc.RpcError as e:
+            return e.code().name
+        return "OK"
 
 
 # ---- the coordinator's ListJobs, decoded by hand (no Python stubs for coordinator.proto) ----
@@ -179,10 +279,9 @@ def _fields(data):
 JOB_STATES = {1: "QUEUED", 2: "RUNNING", 3: "SUCCEEDED", 4: "FAILED", 5: "CANCELLED"}
 
 
-def list_workers(address):
+def list_workers(api):
     """[{worker_id, model_id, weights_sha256, alive}] from lensgrid.v1.Coordinator/ListWorkers."""
-    with grpc.insecure_channel(address) as channel:
-        reply = channel.unary_unary("/lensgrid.v1.Coordinator/ListWorkers")(b"", timeout=10)
+    reply = api.call("/lensgrid.v1.Coordinator/ListWorkers")
     workers = []
     for number, value in _fields(reply):
         if number != 1:
@@ -193,10 +292,9 @@ def list_workers(address):
     return workers
 
 
-def list_jobs(address):
+def list_jobs(api):
     """[{job_id, state, shards_done, shards_total}] from lensgrid.v1.Coordinator/ListJobs."""
-    with grpc.insecure_channel(address) as channel:
-        reply = channel.unary_unary("/lensgrid.v1.Coordinator/ListJobs")(b"", timeout=10)
+    reply = api.call("/lensgrid.v1.Coordinator/ListJobs")
     jobs = []
     for number, value in _fields(reply):
         if number != 1:
@@ -248,6 +346,27 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         cls.objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                             "metadata": {"name": "lensgrid-hf-token"},
                             "stringData": {"HF_TOKEN": cls.token}})
+        # TLS and tokens: the Secrets deploy/README.md#security says to create.
+        pki_dir = os.path.join(cls.tmp.name, "pki")
+        os.makedirs(pki_dir)
+        cls.pki = make_pki(pki_dir)
+        cls.tokens = {role: f"lg-{role}-" + os.urandom(16).hex()
+                      for role in ("submitter", "worker", "admin")}
+        table = ("# NAME ROLE SHA256_HEX_OF_TOKEN\n" + token_line("search-job", "submitter", cls.tokens["submitter"])
+                 + token_line("workers", "worker", cls.tokens["worker"])
+                 + token_line("ops", "admin", cls.tokens["admin"]))
+        cls.objects += [
+            {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+             "metadata": {"name": "lensgrid-tls"},
+             "data": {k: base64.b64encode(cls.pki[k]).decode() for k in ("tls.crt", "tls.key", "ca.crt")}},
+            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+             "metadata": {"name": "lensgrid-auth-tokens"}, "stringData": {"tokens": table}},
+            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+             "metadata": {"name": "lensgrid-worker-token"}, "stringData": {"token": cls.tokens["worker"]}},
+            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+             "metadata": {"name": "lensgrid-submitter-token"},
+             "stringData": {"token": cls.tokens["submitter"]}},
+        ]
         cls.cluster = Cluster(cls.objects, BINARIES, {IMAGE_PREFIX: image_root + IMAGE_PREFIX},
                               os.path.join(cls.tmp.name, "cluster"))
         try:
@@ -263,6 +382,10 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         for pod in cls.cluster.pods:
             for container, declared, ran in pod.rewrites:
                 print(f"{pod.name}/{container}: {declared!r} -> {ran!r}", file=sys.stderr)
+        ca = cls.pki["ca.crt"]
+        cls.client_address = cls.cluster.service_address(COORDINATOR, 7070)
+        cls.work_queue_address = cls.cluster.service_address("lensgrid-work-queue", 7072)
+        cls.admin = Api(cls.client_address, ca, cls.tokens["admin"])
 
     @classmethod
     def tearDownClass(cls):
@@ -305,12 +428,16 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
                 spec = job["spec"]["template"]["spec"]
                 self.assertEqual(spec.get("initContainers") or [], [], where)
                 self.assertEqual(sorted(v["name"] for v in spec.get("volumes") or []),
-                                 ["results", "tmp"], where)
+                                 ["results", "tmp", "tls"], where)
+                # Of the TLS Secret, the CA only.
+                [tls] = [v for v in spec["volumes"] if v["name"] == "tls"]
+                self.assertEqual(tls["secret"]["items"], [{"key": "ca.crt", "path": "ca.crt"}], where)
                 [search] = spec["containers"]
                 self.assertEqual([m["mountPath"] for m in search["volumeMounts"]],
-                                 ["/results", "/tmp"], where)
+                                 ["/results", "/tmp", "/etc/lensgrid/tls"], where)
                 self.assertEqual(sorted(e["name"] for e in search["env"]),
-                                 ["COORDINATOR_ADDRESS", "MODEL_ID"], where)
+                                 ["COORDINATOR_ADDRESS", "LENSGRID_REQUEST_ID", "LENSGRID_TLS_CA",
+                                  "LENSGRID_TOKEN", "MODEL_ID"], where)
                 self.assertEqual(flag(search["args"], "--model"), "$(MODEL_ID)", where)
                 self.assertEqual(flag(search["args"], "--coordinator"), "$(COORDINATOR_ADDRESS)", where)
                 # Still non-root with a read-only root file system.
@@ -372,16 +499,62 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         deployment = self.cluster.get("Deployment", WORKER)
         self.assertEqual(len(self.workers), deployment["spec"]["replicas"])
         self.assertGreaterEqual(len(self.workers), 2)
-        for w in self.workers:
-            c = w.spec["containers"][0]
-            self.assertEqual(health(w.address(c["name"], c["readinessProbe"]["grpc"]["port"]),
-                                    c["readinessProbe"]["grpc"].get("service", "")), "SERVING")
-        self.assertEqual(health(self.cluster.service_address(COORDINATOR, 7070)), "SERVING")
+        for pod in self.workers + [self.coordinator]:
+            c = pod.spec["containers"][0]
+            probe = c["readinessProbe"]["grpc"]
+            # The probes' port: plaintext, no token, and nothing but health.
+            self.assertEqual(flag(c["args"], "--health-listen"), f"0.0.0.0:{probe['port']}")
+            health_address = pod.address(c["name"], probe["port"])
+            self.assertEqual(health(health_address, probe.get("service", "")), "SERVING")
+            self.assertEqual(Api(health_address).code("/lensgrid.v1.Coordinator/ListJobs"),
+                             "UNIMPLEMENTED")
+            self.assertEqual(Api(health_address).code("/lensgrid.v1.Worker/GetModelInfo"),
+                             "UNIMPLEMENTED")
+        # The client-facing Service reaches the coordinator, with TLS and a token.
+        self.assertEqual(list_jobs(Api(self.client_address, self.pki["ca.crt"],
+                                       self.tokens["submitter"])), [])
         # Every rewrite is one the harness documents: loopback hosts/ports or mapped paths.
         for pod in self.cluster.pods:
             for container, declared, ran in pod.rewrites:
                 self.assertTrue(ran.startswith("127.0.0.1:") or self.tmp.name in ran,
                                 (pod.name, container, declared, ran))
+
+    def test_tls_and_tokens(self):
+        ca, other_ca = self.pki["ca.crt"], self.pki["other-ca.crt"]
+        list_jobs_method = "/lensgrid.v1.Coordinator/ListJobs"
+        register = "/lensgrid.v1.WorkQueue/Register"
+        worker_api = self.workers[0].address("worker", "grpc")
+        model_info = "/lensgrid.v1.Worker/GetModelInfo"
+        for address, method in [(self.client_address, list_jobs_method),
+                                (self.work_queue_address, register), (worker_api, model_info)]:
+            # A plaintext client, even with a good token, gets no answer from a TLS port; nor
+            # does a client that trusts another CA.
+            self.assertEqual(Api(address, None, self.tokens["admin"]).code(method), "UNAVAILABLE",
+                             (address, method))
+            self.assertEqual(Api(address, other_ca, self.tokens["admin"]).code(method),
+                             "UNAVAILABLE", (address, method))
+            # TLS without a token, or with one not in the table.
+            self.assertEqual(Api(address, ca).code(method), "UNAUTHENTICATED", (address, method))
+            self.assertEqual(Api(address, ca, "lg-not-a-token").code(method), "UNAUTHENTICATED",
+                             (address, method))
+        # Roles: a submitter cannot act as a worker, a worker cannot read jobs.
+        self.assertEqual(Api(self.work_queue_address, ca, self.tokens["submitter"]).code(register),
+                         "PERMISSION_DENIED")
+        self.assertEqual(Api(self.client_address, ca, self.tokens["worker"]).code(list_jobs_method),
+                         "PERMISSION_DENIED")
+        self.assertEqual(Api(worker_api, ca, self.tokens["worker"]).code(model_info),
+                         "PERMISSION_DENIED")
+        self.assertEqual(Api(worker_api, ca, self.tokens["submitter"]).code(model_info), "OK")
+        # The two coordinator APIs are on their own ports: the client port has no WorkQueue, the
+        # worker-facing port no Coordinator (so the NetworkPolicy's port rule is the split).
+        self.assertEqual(Api(self.client_address, ca, self.tokens["worker"]).code(register),
+                         "UNIMPLEMENTED")
+        self.assertEqual(Api(self.work_queue_address, ca, self.tokens["admin"]).code(list_jobs_method),
+                         "UNIMPLEMENTED")
+        # Workers got in with their token (the worker-facing Service, TLS).
+        self.assertTrue(wait_for("the workers registered",
+                                 lambda: len([w for w in list_workers(self.admin) if w["alive"]])
+                                 >= len(self.workers), 60))
 
     def test_search_job_survives_a_worker_sigterm_and_metrics_match(self):
         hub_requests = len(self.hub.requests)
@@ -389,17 +562,22 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         for container, declared, ran in job.rewrites:
             print(f"{job.name}/{container}: {declared!r} -> {ran!r}", file=sys.stderr)
         search = job.process()
-        coordinator_address = self.cluster.service_address(COORDINATOR, 7070)
+        coordinator_address = self.client_address
         # The Job's pod has no model: nothing ran before the search, it has no model volume,
         # and it names the model by the ConfigMap's MODEL_ID, which every worker registered with.
         config_map, key = config_ref(job.spec["containers"][0], "MODEL_ID")
         model_id = self.cluster.config_map(config_map)[key]
         self.assertEqual(job.init_processes, {})
-        self.assertEqual(sorted(job.volume_dirs), ["results", "tmp"])
+        self.assertEqual(sorted(job.volume_dirs), ["results", "tmp", "tls"])
+        # Of the TLS Secret, the Job's pod got the CA and nothing else.
+        self.assertEqual(os.listdir(job.volume_dirs["tls"]), ["ca.crt"])
+        # Its request id is the Job's uid (the label the Job controller puts on its pods).
+        self.assertEqual(job.env_of(job.spec["containers"][0])["LENSGRID_REQUEST_ID"],
+                         self.cluster.job_uid(JOB))
         self.assertEqual(flag(search.argv, "--model"), model_id)
 
         def registered():
-            alive = [w for w in list_workers(coordinator_address) if w["alive"]]
+            alive = [w for w in list_workers(self.admin) if w["alive"]]
             return alive if len(alive) >= len(self.workers) else None
         workers = wait_for("every worker registered with the coordinator", registered, 60)
         self.assertEqual(len(workers), len(self.workers), workers)
@@ -407,14 +585,14 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         victim, survivor = self.workers[0], self.workers[1:]
         # One Worker API call on each worker, for its RPC metrics.
         for w in self.workers:
-            with grpc.insecure_channel(w.address("worker", "grpc")) as channel:
-                channel.unary_unary("/lensgrid.v1.Worker/GetModelInfo")(b"", timeout=30)
+            Api(w.address("worker", "grpc"), self.pki["ca.crt"],
+                self.tokens["submitter"]).call("/lensgrid.v1.Worker/GetModelInfo", timeout=30)
 
         # The job is planned; the victim is in the middle of a shard.
         def submitted():
             if not search.alive():
                 raise AssertionError(f"the search exited {search.proc.returncode}:\n{search.log()}")
-            return list_jobs(coordinator_address)
+            return list_jobs(self.admin)
         jobs = wait_for("the job to be submitted", submitted, 120)
         self.assertEqual(len(jobs), 1, jobs)
         shards_total = jobs[0]["shards_total"]
@@ -436,7 +614,7 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         # The Job completes, with every shard done once.
         rc = search.wait(timeout=600)
         self.assertEqual(rc, 0, search.log())
-        [status] = list_jobs(coordinator_address)
+        [status] = list_jobs(self.admin)
         self.assertEqual(status["state"], "SUCCEEDED", status)
         self.assertEqual(status["shards_done"], shards_total, status)
 
@@ -475,6 +653,8 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         self.assertEqual(m.get("lensgrid_shards_failed_total"), 0)
         self.assertEqual(m.get("lensgrid_shards_leased_total"), completed + retried)
         self.assertEqual(m.get("lensgrid_jobs", state="succeeded"), 1)
+        # The autoscaling signal (examples/autoscaling): nothing waits for a worker now.
+        self.assertEqual(m.get("lensgrid_pending_shards", default=None), 0)
         for state in ("queued", "running", "failed", "cancelled"):
             self.assertEqual(m.get("lensgrid_jobs", state=state), 0, state)
         self.assertEqual(m.get("lensgrid_rpc_requests_total", method="SubmitJob", code="OK"), 1)
@@ -502,6 +682,25 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
             if s.get("lensgrid_worker_shards_completed_total") > 0:
                 self.assertGreater(s.get("lensgrid_executor_busy_seconds_total"), 0)
                 self.assertGreater(s.get("lensgrid_cache_bytes_sent_total"), 0)
+
+        # A retry of the Job (backoffLimit: another pod of the same Job, the same uid): it
+        # follows the job the first pod submitted and writes its result again; no second job.
+        os.remove(os.path.join(out_dir, "result.json"))
+        [retry] = self.cluster.start("Job", JOB)
+        rc = retry.process().wait(timeout=300)
+        self.assertEqual(rc, 0, retry.process().log())
+        [again] = list_jobs(self.admin)
+        self.assertEqual(again["job_id"], status["job_id"])
+        with open(os.path.join(out_dir, "result.json")) as f:
+            self.assertEqual(json.load(f)["outputs"], result["outputs"])
+        self.assertEqual(self.coordinator.scrape().get("lensgrid_shards_leased_total"),
+                         m.get("lensgrid_shards_leased_total"))
+
+        # No token in any log.
+        for pod in self.cluster.pods:
+            for p in list(pod.init_processes.values()) + list(pod.processes.values()):
+                for role, token in self.tokens.items():
+                    self.assertNotIn(token, p.log(), f"{p.name} logged the {role} token")
 
 
 if __name__ == "__main__":

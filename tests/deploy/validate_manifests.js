@@ -5,7 +5,13 @@
 //      (types, required fields, formats, enums; it knows gRPC probes);
 //   2. strictly: no field the API type does not have (what `kubectl apply --validate=strict`
 //      rejects), using the field lists of the same package's type declarations;
-//   3. against what lensgrid's manifests promise (see checkConsistency).
+//   3. against what lensgrid's manifests promise (see checkConsistency): among them security
+//      (TLS and token files mounted from Secrets, probes on the plaintext health port, the
+//      coordinator's worker-facing port reachable from worker pods only, a headless governing
+//      Service for the single-replica StatefulSet) and autoscalers that target what exists.
+// Custom resources (kinds of a CRD, e.g. KEDA's ScaledObject) are not in kubernetes-models: each
+// kind lensgrid's manifests use has a structural check of the fields they use (CUSTOM_KINDS);
+// any other unknown kind is an error, never skipped.
 // Every error names the overlay, the object (Kind/name), the field path and what is wrong.
 //
 //   node tests/deploy/validate_manifests.js [KUSTOMIZATION_DIR...]
@@ -207,7 +213,12 @@ function checkConsistency(objects) {
     if (obj.kind !== "Job" && obj.kind !== "CronJob" && spec.terminationGracePeriodSeconds === undefined) {
       errors.push([obj, "no terminationGracePeriodSeconds (graceful shutdown)"]);
     }
+    for (const c of all) checkFileEnv(obj, spec, c, errors);
+    for (const c of spec.containers || []) checkProbesOnHealthPort(obj, c, errors);
   }
+  checkNetworkPolicy(objects, templates, errors);
+  checkStatefulSets(objects, errors);
+  checkAutoscalers(objects, errors);
   const labelsOf = templates.map(([, t]) => (t.metadata && t.metadata.labels) || {});
   for (const obj of objects) {
     if (obj.kind === "Service" && obj.spec && obj.spec.selector) {
@@ -233,11 +244,298 @@ function checkConsistency(objects) {
   return errors;
 }
 
+// ---- custom resources: a structural check of the fields lensgrid's manifests use ----
+
+const isInt = (v) => Number.isInteger(v);
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+// Unknown keys of `value` (an object) at `where`, given the known ones.
+function unknownFields(value, known, where, errors) {
+  if (!isObject(value)) {
+    errors.push(`${where}: must be an object`);
+    return;
+  }
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) errors.push(`${where}/${key}: unknown field "${key}"`);
+  }
+}
+
+// keda.sh/v1alpha1 ScaledObject (KEDA 2.x): the fields of its CRD that matter here, strictly;
+// the target and the query are checked against the other rendered objects.
+function checkScaledObject(obj, objects) {
+  const errors = [];
+  unknownFields(obj, ["apiVersion", "kind", "metadata", "spec"], "", errors);
+  if (!isObject(obj.metadata) || !obj.metadata.name) errors.push("/metadata/name: required");
+  const spec = obj.spec;
+  if (!isObject(spec)) return errors.concat(["/spec: required"]);
+  unknownFields(spec, ["scaleTargetRef", "pollingInterval", "cooldownPeriod",
+                       "initialCooldownPeriod", "idleReplicaCount", "minReplicaCount",
+                       "maxReplicaCount", "fallback", "advanced", "triggers"], "/spec", errors);
+  for (const key of ["pollingInterval", "cooldownPeriod", "initialCooldownPeriod",
+                     "idleReplicaCount", "minReplicaCount", "maxReplicaCount"]) {
+    if (key in spec && !(isInt(spec[key]) && spec[key] >= 0)) {
+      errors.push(`/spec/${key} must be a non-negative integer`);
+    }
+  }
+  if (isInt(spec.minReplicaCount) && isInt(spec.maxReplicaCount) &&
+      spec.maxReplicaCount < spec.minReplicaCount) {
+    errors.push("/spec/maxReplicaCount is below minReplicaCount");
+  }
+  const ref = spec.scaleTargetRef;
+  if (!isObject(ref) || typeof ref.name !== "string") {
+    errors.push("/spec/scaleTargetRef/name: required");
+  } else {
+    unknownFields(ref, ["apiVersion", "kind", "name", "envSourceContainerName"],
+                  "/spec/scaleTargetRef", errors);
+    const kind = ref.kind || "Deployment";
+    const target = objects.find((o) => o.kind === kind && o.metadata.name === ref.name);
+    if (!target) {
+      errors.push(`/spec/scaleTargetRef: ${kind}/${ref.name} is not rendered`);
+    } else if (ref.apiVersion && ref.apiVersion !== target.apiVersion) {
+      errors.push(`/spec/scaleTargetRef/apiVersion ${ref.apiVersion} is not ${target.apiVersion}`);
+    }
+  }
+  if (spec.advanced !== undefined) {
+    unknownFields(spec.advanced, ["restoreToOriginalReplicaCount", "horizontalPodAutoscalerConfig",
+                                  "scalingModifiers"], "/spec/advanced", errors);
+  }
+  if (!Array.isArray(spec.triggers) || spec.triggers.length === 0) {
+    errors.push("/spec/triggers: at least one trigger is required");
+    return errors;
+  }
+  spec.triggers.forEach((t, i) => {
+    const where = `/spec/triggers/${i}`;
+    unknownFields(t, ["type", "name", "metadata", "authenticationRef", "metricType",
+                      "useCachedMetrics"], where, errors);
+    if (!isObject(t)) return;
+    if (t.type !== "prometheus") {
+      errors.push(`${where}/type: "${t.type}": the workers scale on Prometheus (lensgrid_pending_shards)`);
+      return;
+    }
+    const m = t.metadata;
+    if (!isObject(m)) {
+      errors.push(`${where}/metadata: required`);
+      return;
+    }
+    for (const [key, value] of Object.entries(m)) {
+      // KEDA's trigger metadata is a map of strings: a YAML number there is rejected.
+      if (typeof value !== "string") errors.push(`${where}/metadata/${key} must be a string`);
+    }
+    if (!/^https?:\/\/[^\s/]+/.test(m.serverAddress || "")) {
+      errors.push(`${where}/metadata/serverAddress: not an http(s) URL`);
+    }
+    if (!/\blensgrid_pending_shards\b/.test(m.query || "")) {
+      errors.push(`${where}/metadata/query does not name lensgrid_pending_shards (the coordinator's backlog)`);
+    }
+    for (const key of ["threshold", "activationThreshold"]) {
+      if (key in m && !(typeof m[key] === "string" && /^[0-9]+(\.[0-9]+)?$/.test(m[key]))) {
+        errors.push(`${where}/metadata/${key} must be a number in a string`);
+      }
+    }
+    if (!("threshold" in m)) errors.push(`${where}/metadata/threshold: required`);
+  });
+  return errors;
+}
+
+// "group/version/Kind" -> (object, all rendered objects) -> ["/path: message"].
+const CUSTOM_KINDS = {
+  "keda.sh/v1alpha1/ScaledObject": checkScaledObject,
+};
+
+// ---- security: Secrets, probes, the worker-facing port, the governing Service ----
+
+function programOf(c) {
+  return path.basename(String((c.command || [])[0] || ""));
+}
+
+// The value of `--flag V` or `--flag=V` in a container's args (undefined when absent).
+function argValue(c, flag) {
+  const args = (c.args || []).map(String);
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === flag) return args[i + 1];
+    if (args[i].startsWith(flag + "=")) return args[i].slice(flag.length + 1);
+  }
+  return undefined;
+}
+
+function portOf(hostPort) {
+  const m = /:(\d+)$/.exec(String(hostPort || ""));
+  return m ? Number(m[1]) : undefined;
+}
+
+// Environment variables whose value is a file the program reads (TLS material, token tables).
+const FILE_ENV = /^LENSGRID_(COORDINATOR_)?(TLS_CERT|TLS_KEY|TLS_CA|TLS_CLIENT_CA|AUTH_TOKENS)$/;
+
+// Every file-valued LENSGRID_* variable names a file that a mount of the container provides: a
+// Secret volume's key (or one of its `items`), or another volume.
+function checkFileEnv(obj, spec, c, errors) {
+  const volumes = new Map((spec.volumes || []).map((v) => [v.name, v]));
+  for (const t of (obj.spec && obj.spec.volumeClaimTemplates) || []) volumes.set(t.metadata.name, {claim: true});
+  for (const m of c.volumeMounts || []) {
+    if (!volumes.has(m.name)) errors.push([obj, `container ${c.name}: volumeMount ${m.name} names no volume`]);
+  }
+  for (const e of c.env || []) {
+    if (!FILE_ENV.test(e.name) || typeof e.value !== "string") continue;
+    const file = e.value;
+    const mount = (c.volumeMounts || []).filter((m) => file.startsWith(m.mountPath.replace(/\/$/, "") + "/"))
+        .sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+    if (!mount) {
+      errors.push([obj, `container ${c.name}: env ${e.name}=${file}: no volumeMount provides it (mount its Secret)`]);
+      continue;
+    }
+    const volume = volumes.get(mount.name);
+    const secret = volume && volume.secret;
+    if (!secret) continue;
+    const rel = file.slice(mount.mountPath.replace(/\/$/, "").length + 1);
+    if (secret.items && !secret.items.some((it) => it.path === rel)) {
+      errors.push([obj, `container ${c.name}: env ${e.name}=${file}: Secret ${secret.secretName}'s items do not include ${rel}`]);
+    }
+  }
+}
+
+// A container with TLS serves its API to the kubelet's probes only through --health-listen:
+// gRPC probes speak neither TLS nor tokens.
+function checkProbesOnHealthPort(obj, c, errors) {
+  const tls = (c.env || []).some((e) => e.name === "LENSGRID_TLS_CERT") || argValue(c, "--tls-cert");
+  const tokens = (c.env || []).some((e) => e.name === "LENSGRID_AUTH_TOKENS") || argValue(c, "--auth-tokens");
+  const health = portOf(argValue(c, "--health-listen"));
+  for (const kind of ["startupProbe", "readinessProbe", "livenessProbe"]) {
+    const probe = c[kind];
+    if (!probe || !probe.grpc) continue;
+    if ((tls || tokens) && health === undefined) {
+      errors.push([obj, `container ${c.name}: ${kind}: the API needs TLS/tokens and there is no --health-listen port for the probes`]);
+    } else if (health !== undefined && probe.grpc.port !== health) {
+      errors.push([obj, `container ${c.name}: ${kind} port ${probe.grpc.port} is not the --health-listen port ${health} (gRPC probes speak neither TLS nor tokens)`]);
+    }
+  }
+}
+
+function selectorMatches(selector, labels) {
+  if (!isObject(selector)) return false;
+  if (selector.matchExpressions && selector.matchExpressions.length) return null;  // not checked
+  return matches(selector.matchLabels || {}, labels);
+}
+
+// Does a NetworkPolicy ingress rule's `ports` admit `port` (number, or the container port's name)?
+function ruleAdmits(rule, port, portName) {
+  if (!rule.ports || rule.ports.length === 0) return true;
+  return rule.ports.some((p) => {
+    if ((p.protocol || "TCP") !== "TCP") return false;
+    if (p.port === undefined) return true;
+    if (p.port === portName) return true;
+    if (typeof p.port === "number") return port >= p.port && port <= (p.endPort || p.port);
+    return false;
+  });
+}
+
+// The coordinator's worker-facing port (--worker-listen) is reachable from worker pods only;
+// its other ports (clients, metrics, the probes' health port) stay reachable from anywhere.
+function checkNetworkPolicy(objects, templates, errors) {
+  const workerLabels = templates.filter(([, t]) => t.spec.containers.some((c) => programOf(c) === "lensgrid-worker"))
+      .map(([, t]) => (t.metadata && t.metadata.labels) || {});
+  const otherLabels = templates.filter(([, t]) => !t.spec.containers.some((c) => programOf(c) === "lensgrid-worker"))
+      .map(([o, t]) => [o, (t.metadata && t.metadata.labels) || {}]);
+  const policies = objects.filter((o) => o.kind === "NetworkPolicy");
+  for (const [obj, template] of templates) {
+    const labels = (template.metadata && template.metadata.labels) || {};
+    for (const c of template.spec.containers) {
+      const workerPort = portOf(argValue(c, "--worker-listen"));
+      if (programOf(c) !== "lensgrid-coordinator" || workerPort === undefined) continue;
+      const selecting = policies.filter((p) => p.spec && selectorMatches(p.spec.podSelector, labels) &&
+          ((p.spec.policyTypes || ["Ingress"]).includes("Ingress")));
+      if (selecting.length === 0) {
+        errors.push([obj, `the worker-facing port ${workerPort} (--worker-listen) is open to every pod: no NetworkPolicy selects these pods`]);
+        continue;
+      }
+      const portName = ((c.ports || []).find((p) => p.containerPort === workerPort) || {}).name;
+      let fromWorkers = false;
+      for (const policy of selecting) {
+        (policy.spec.ingress || []).forEach((rule, i) => {
+          if (!ruleAdmits(rule, workerPort, portName)) return;
+          const where = `NetworkPolicy/${policy.metadata.name} ingress ${i}`;
+          if (!rule.from || rule.from.length === 0) {
+            errors.push([obj, `${where} admits the worker-facing port ${workerPort} from everywhere`]);
+            return;
+          }
+          for (const peer of rule.from) {
+            if (peer.namespaceSelector || peer.ipBlock || !peer.podSelector) {
+              errors.push([obj, `${where} admits the worker-facing port ${workerPort} from ${peer.ipBlock ? "an ipBlock" : "other namespaces"}`]);
+              continue;
+            }
+            const matched = workerLabels.some((l) => selectorMatches(peer.podSelector, l));
+            const others = otherLabels.filter(([, l]) => selectorMatches(peer.podSelector, l) !== false);
+            if (others.length) {
+              errors.push([obj, `${where} admits the worker-facing port ${workerPort} from non-worker pods (${others.map(([o]) => objectName(o)).join(", ")})`]);
+            } else if (!matched) {
+              errors.push([obj, `${where}: its podSelector matches no worker pod`]);
+            } else {
+              fromWorkers = true;
+            }
+          }
+        });
+      }
+      if (!fromWorkers) {
+        errors.push([obj, `no NetworkPolicy rule admits the worker pods to the worker-facing port ${workerPort}`]);
+      }
+      for (const p of c.ports || []) {
+        if (p.containerPort === workerPort) continue;
+        const open = selecting.some((policy) => (policy.spec.ingress || []).some(
+            (rule) => (!rule.from || rule.from.length === 0) && ruleAdmits(rule, p.containerPort, p.name)));
+        if (!open) {
+          errors.push([obj, `port ${p.containerPort} (${p.name}) is closed by the NetworkPolicy (clients, metrics and the kubelet's probes need it)`]);
+        }
+      }
+    }
+  }
+}
+
+// A StatefulSet's serviceName is a rendered headless Service selecting its pods; the
+// coordinator's stays at one replica (one process owns its state).
+function checkStatefulSets(objects, errors) {
+  for (const sts of objects.filter((o) => o.kind === "StatefulSet")) {
+    const spec = sts.spec || {};
+    const service = objects.find((o) => o.kind === "Service" && o.metadata.name === spec.serviceName);
+    const labels = (spec.template && spec.template.metadata && spec.template.metadata.labels) || {};
+    if (!service) {
+      errors.push([sts, `serviceName ${spec.serviceName}: no such Service is rendered (the governing Service)`]);
+    } else if (!service.spec || service.spec.clusterIP !== "None") {
+      errors.push([sts, `serviceName ${spec.serviceName}: the governing Service is not headless (clusterIP: None)`]);
+    } else if (!matches(service.spec.selector, labels) || !service.spec.selector) {
+      errors.push([sts, `serviceName ${spec.serviceName}: the governing Service does not select its pods`]);
+    }
+    const coordinator = ((spec.template && spec.template.spec && spec.template.spec.containers) || [])
+        .some((c) => programOf(c) === "lensgrid-coordinator");
+    if (coordinator && spec.replicas !== 1) {
+      errors.push([sts, `replicas ${spec.replicas}: the coordinator runs as exactly 1 replica (its state is one store)`]);
+    }
+  }
+}
+
+// HPAs and ScaledObjects target a rendered workload, which then declares no replicas of its own
+// (every `kubectl apply` would reset what the autoscaler chose).
+function checkAutoscalers(objects, errors) {
+  for (const a of objects.filter((o) => o.kind === "HorizontalPodAutoscaler" || o.kind === "ScaledObject")) {
+    const ref = (a.spec && a.spec.scaleTargetRef) || {};
+    const kind = ref.kind || "Deployment";
+    const target = objects.find((o) => o.kind === kind && o.metadata.name === ref.name);
+    if (!target) {
+      errors.push([a, `scaleTargetRef ${kind}/${ref.name} is not rendered`]);
+    } else if (target.spec && target.spec.replicas !== undefined) {
+      errors.push([a, `${kind}/${ref.name} declares replicas: ${target.spec.replicas}, which each kubectl apply would reset (remove it: the autoscaler owns it)`]);
+    }
+  }
+}
+
 // All errors of a list of rendered objects, as "Kind/name: message" lines.
 function validateObjects(objects) {
   const errors = [];
   for (const obj of objects) {
     const name = objectName(obj);
+    const custom = obj && CUSTOM_KINDS[`${obj.apiVersion}/${obj.kind}`];
+    if (custom) {
+      for (const e of custom(obj, objects)) errors.push(`${name}: ${e}`);
+      continue;
+    }
     const model = obj && obj.apiVersion && obj.kind ? modelFor(obj.apiVersion, obj.kind) : null;
     if (!model || typeof model[0] !== "function") {
       errors.push(`${name}: unknown apiVersion/kind ${obj && obj.apiVersion}/${obj && obj.kind}`);
@@ -271,7 +569,7 @@ function validateDir(dir) {
   return {objects, errors: validateObjects(objects)};
 }
 
-module.exports = {kustomizationDirs, render, validateObjects, validateDir, ROOT};
+module.exports = {kustomizationDirs, render, validateObjects, validateDir, ROOT, CUSTOM_KINDS};
 
 if (require.main === module) {
   const dirs = process.argv.length > 2 ? process.argv.slice(2).map((d) => path.resolve(d))

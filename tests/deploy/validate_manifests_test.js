@@ -76,6 +76,154 @@ for (const [what, mutate, expected] of BROKEN) {
   });
 }
 
+// The security and autoscaling promises: [description, kustomization, mutation of the rendered
+// objects, expected error]. Each mutation is one way to get them wrong.
+const BATCH = path.join(ROOT, "deploy", "k8s", "overlays", "batch");
+const KEDA = path.join(ROOT, "deploy", "k8s", "examples", "autoscaling");
+const HPA = path.join(ROOT, "deploy", "k8s", "examples", "autoscaling-hpa");
+const find = (objects, kind, name) => objects.find((o) => o.kind === kind && (!name || o.metadata.name === name));
+const container = (objects, kind, name) => find(objects, kind, name).spec.template.spec.containers[0];
+const policy = (objects) => find(objects, "NetworkPolicy", "lensgrid-coordinator");
+const workQueueRule = (objects) => policy(objects).spec.ingress.find((r) => r.ports.some((p) => p.port === 7072));
+const openRule = (objects) => policy(objects).spec.ingress.find((r) => !r.from);
+const SECURITY = [
+  ["no NetworkPolicy", CPU, (o) => { o.splice(o.indexOf(policy(o)), 1); },
+   /StatefulSet\/lensgrid-coordinator: the worker-facing port 7072 \(--worker-listen\) is open to every pod: no NetworkPolicy/],
+  ["the worker-facing port open to everyone", CPU, (o) => { delete workQueueRule(o).from; },
+   /NetworkPolicy\/lensgrid-coordinator ingress 0 admits the worker-facing port 7072 from everywhere/],
+  ["the worker-facing port open to the open rule", CPU, (o) => { openRule(o).ports.push({protocol: "TCP", port: 7072}); },
+   /admits the worker-facing port 7072 from everywhere/],
+  ["the worker-facing port open to every namespace", CPU, (o) => { workQueueRule(o).from[0].namespaceSelector = {}; },
+   /admits the worker-facing port 7072 from other namespaces/],
+  ["the worker-facing port open to the search Job", BATCH, (o) => {
+    workQueueRule(o).from[0].podSelector.matchLabels = {"app.kubernetes.io/name": "lensgrid"}; },
+   /admits the worker-facing port 7072 from non-worker pods \(.*Job\/lensgrid-search-induction/],
+  ["a rule for the worker-facing port that selects no worker", CPU, (o) => {
+    workQueueRule(o).from[0].podSelector.matchLabels["app.kubernetes.io/component"] = "workers"; },
+   /(podSelector matches no worker pod|non-worker pods)/],
+  ["the health port closed by the NetworkPolicy", CPU, (o) => {
+    openRule(o).ports = openRule(o).ports.filter((p) => p.port !== 7079); },
+   /StatefulSet\/lensgrid-coordinator: port 7079 \(health\) is closed by the NetworkPolicy/],
+  ["a governing Service that is not headless", CPU, (o) => {
+    delete find(o, "Service", "lensgrid-coordinator-headless").spec.clusterIP; },
+   /StatefulSet\/lensgrid-coordinator: serviceName lensgrid-coordinator-headless: the governing Service is not headless/],
+  ["a governing Service that is not rendered", CPU, (o) => { find(o, "StatefulSet").spec.serviceName = "nope"; },
+   /serviceName nope: no such Service is rendered/],
+  ["two coordinators", CPU, (o) => { find(o, "StatefulSet").spec.replicas = 2; },
+   /StatefulSet\/lensgrid-coordinator: replicas 2: the coordinator runs as exactly 1 replica/],
+  ["a TLS key that no Secret mount provides", CPU, (o) => {
+    const c = container(o, "StatefulSet");
+    c.volumeMounts = c.volumeMounts.filter((m) => m.name !== "tls"); },
+   /container coordinator: env LENSGRID_TLS_CERT=\/etc\/lensgrid\/tls\/tls.crt: no volumeMount provides it/],
+  ["a Secret volume whose items lack the CA", BATCH, (o) => {
+    const spec = find(o, "Job").spec.template.spec;
+    spec.volumes.find((v) => v.name === "tls").secret.items = [{key: "tls.crt", path: "tls.crt"}]; },
+   /Job\/lensgrid-search-induction: container search: env LENSGRID_TLS_CA=\/etc\/lensgrid\/tls\/ca.crt: Secret lensgrid-tls's items do not include ca.crt/],
+  ["a mount of a volume that does not exist", CPU, (o) => {
+    find(o, "Deployment").spec.template.spec.volumes = find(o, "Deployment").spec.template.spec.volumes.filter((v) => v.name !== "auth-tokens"); },
+   /Deployment\/lensgrid-worker: container worker: volumeMount auth-tokens names no volume/],
+  ["a probe on the TLS port", CPU, (o) => {
+    const c = container(o, "Deployment");
+    c.readinessProbe.grpc.port = 7071; },
+   /container worker: readinessProbe port 7071 is not the --health-listen port 7079/],
+  ["TLS without a health port", CPU, (o) => {
+    const c = container(o, "StatefulSet");
+    c.args.splice(c.args.indexOf("--health-listen"), 2); },
+   /container coordinator: startupProbe: the API needs TLS\/tokens and there is no --health-listen port/],
+  ["a ScaledObject on a Deployment that is not rendered", KEDA, (o) => {
+    find(o, "ScaledObject").spec.scaleTargetRef.name = "lensgrid-workers"; },
+   /ScaledObject\/lensgrid-worker: \/spec\/scaleTargetRef: Deployment\/lensgrid-workers is not rendered/],
+  ["a ScaledObject trigger that is not Prometheus", KEDA, (o) => {
+    find(o, "ScaledObject").spec.triggers[0].type = "cpu"; },
+   /ScaledObject\/lensgrid-worker: \/spec\/triggers\/0\/type: "cpu"/],
+  ["a ScaledObject query without the backlog", KEDA, (o) => {
+    find(o, "ScaledObject").spec.triggers[0].metadata.query = "sum(lensgrid_workers)"; },
+   /\/spec\/triggers\/0\/metadata\/query does not name lensgrid_pending_shards/],
+  ["a ScaledObject threshold that is a YAML number", KEDA, (o) => {
+    find(o, "ScaledObject").spec.triggers[0].metadata.threshold = 4; },
+   /\/spec\/triggers\/0\/metadata\/threshold must be a string/],
+  ["a misspelt ScaledObject field", KEDA, (o) => {
+    find(o, "ScaledObject").spec.minReplicas = 0; },
+   /ScaledObject\/lensgrid-worker: \/spec\/minReplicas: unknown field/],
+  ["a ScaledObject with max below min", KEDA, (o) => {
+    find(o, "ScaledObject").spec.minReplicaCount = 9; },
+   /\/spec\/maxReplicaCount is below minReplicaCount/],
+  ["a Deployment that keeps its replicas under KEDA", KEDA, (o) => { find(o, "Deployment").spec.replicas = 2; },
+   /ScaledObject\/lensgrid-worker: Deployment\/lensgrid-worker declares replicas: 2/],
+  ["a Deployment that keeps its replicas under an HPA", HPA, (o) => { find(o, "Deployment").spec.replicas = 2; },
+   /HorizontalPodAutoscaler\/lensgrid-worker: Deployment\/lensgrid-worker declares replicas: 2/],
+  ["an HPA on a Deployment that is not rendered", HPA, (o) => {
+    find(o, "HorizontalPodAutoscaler").spec.scaleTargetRef.name = "nope"; },
+   /HorizontalPodAutoscaler\/lensgrid-worker: scaleTargetRef Deployment\/nope is not rendered/],
+  ["another custom resource", CPU, (o) => { o.push({apiVersion: "keda.sh/v1alpha1", kind: "ScaledJob", metadata: {name: "x"}, spec: {}}); },
+   /ScaledJob\/x: unknown apiVersion\/kind keda.sh\/v1alpha1\/ScaledJob/],
+];
+
+for (const [what, dir, mutate, expected] of SECURITY) {
+  test(`catches ${what}`, () => {
+    const objects = render(dir);
+    assert.deepStrictEqual(validateObjects(objects), [], `${dir} is valid before the mutation`);
+    mutate(objects);
+    const errors = validateObjects(objects);
+    assert.ok(errors.some((e) => expected.test(e)), `expected ${expected}, got:\n${errors.join("\n")}`);
+  });
+}
+
+test("the manifests run with TLS and tokens from Secrets, probes on the health port", () => {
+  const objects = render(BATCH);
+  const secretOf = (spec, c, env) => {
+    const e = c.env.find((x) => x.name === env);
+    assert.ok(e, `${c.name}: no ${env}`);
+    if (e.valueFrom) return e.valueFrom.secretKeyRef;
+    const mount = c.volumeMounts.find((m) => e.value.startsWith(m.mountPath + "/"));
+    return {name: spec.volumes.find((v) => v.name === mount.name).secret.secretName,
+            key: e.value.slice(mount.mountPath.length + 1)};
+  };
+  const coordinator = find(objects, "StatefulSet").spec.template.spec;
+  const worker = find(objects, "Deployment").spec.template.spec;
+  const job = find(objects, "Job").spec.template.spec;
+  for (const [spec, c] of [[coordinator, coordinator.containers[0]], [worker, worker.containers[0]]]) {
+    assert.deepStrictEqual(secretOf(spec, c, "LENSGRID_TLS_CERT"), {name: "lensgrid-tls", key: "tls.crt"});
+    assert.deepStrictEqual(secretOf(spec, c, "LENSGRID_TLS_KEY"), {name: "lensgrid-tls", key: "tls.key"});
+    assert.deepStrictEqual(secretOf(spec, c, "LENSGRID_AUTH_TOKENS"), {name: "lensgrid-auth-tokens", key: "tokens"});
+    for (const probe of ["startupProbe", "readinessProbe", "livenessProbe"]) {
+      assert.strictEqual(c[probe].grpc.port, 7079, `${c.name} ${probe}`);
+    }
+  }
+  const w = worker.containers[0];
+  assert.deepStrictEqual(secretOf(worker, w, "LENSGRID_COORDINATOR_TLS_CA"), {name: "lensgrid-tls", key: "ca.crt"});
+  assert.deepStrictEqual(secretOf(worker, w, "LENSGRID_COORDINATOR_TOKEN"), {name: "lensgrid-worker-token", key: "token"});
+  const search = job.containers[0];
+  assert.deepStrictEqual(secretOf(job, search, "LENSGRID_TLS_CA"), {name: "lensgrid-tls", key: "ca.crt"});
+  assert.deepStrictEqual(secretOf(job, search, "LENSGRID_TOKEN"), {name: "lensgrid-submitter-token", key: "token"});
+  // The Job mounts the CA only, never the server's key.
+  assert.deepStrictEqual(job.volumes.find((v) => v.name === "tls").secret.items, [{key: "ca.crt", path: "ca.crt"}]);
+  // Retries of one Job share a request id: the Job's uid.
+  assert.strictEqual(search.env.find((e) => e.name === "LENSGRID_REQUEST_ID").valueFrom.fieldRef.fieldPath,
+                     "metadata.labels['batch.kubernetes.io/controller-uid']");
+  // Workers dial the worker-facing Service, clients the client-facing one; the governing
+  // Service is a third, headless one.
+  const config = find(objects, "ConfigMap").data;
+  assert.strictEqual(config.WORK_QUEUE_ADDRESS, "lensgrid-work-queue:7072");
+  assert.strictEqual(config.COORDINATOR_ADDRESS, "lensgrid-coordinator:7070");
+  assert.strictEqual(find(objects, "Service", "lensgrid-work-queue").spec.ports[0].port, 7072);
+  assert.deepStrictEqual(find(objects, "Service", "lensgrid-coordinator").spec.ports.map((p) => p.port), [7070, 9090]);
+  assert.strictEqual(find(objects, "Service", "lensgrid-coordinator").spec.clusterIP, undefined);
+  assert.strictEqual(find(objects, "StatefulSet").spec.serviceName, "lensgrid-coordinator-headless");
+});
+
+test("the autoscaling examples: KEDA to zero on the backlog, an HPA from one", () => {
+  const keda = render(KEDA);
+  const scaled = find(keda, "ScaledObject");
+  assert.strictEqual(scaled.spec.minReplicaCount, 0);
+  assert.strictEqual(scaled.spec.scaleTargetRef.name, "lensgrid-worker");
+  assert.match(scaled.spec.triggers[0].metadata.query, /lensgrid_pending_shards/);
+  assert.strictEqual(find(keda, "Deployment").spec.replicas, undefined);
+  const hpa = find(render(HPA), "HorizontalPodAutoscaler");
+  assert.strictEqual(hpa.spec.minReplicas, 1);
+  assert.strictEqual(hpa.spec.metrics[0].type, "External");
+});
+
 test("catches errors deep in inline types and in other objects", () => {
   const objects = render(CPU);
   const sts = objects.find((o) => o.kind === "StatefulSet");
