@@ -88,10 +88,21 @@ absl::StatusOr<v1::JobStatus> CoordinatorClient::Cancel(const std::string& job_i
   return status;
 }
 
+absl::Status CoordinatorClient::DeleteJob(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  v1::DeleteJobRequest request;
+  request.set_job_id(job_id);
+  v1::DeleteJobResponse response;
+  return FromGrpcStatus(stub_->DeleteJob(&ctx, request, &response));
+}
+
 // Listings are paged (coordinator.proto): every page, until the token is empty.
-absl::StatusOr<std::vector<v1::JobStatus>> CoordinatorClient::ListJobs() {
+absl::StatusOr<std::vector<v1::JobStatus>> CoordinatorClient::ListJobs(
+    const v1::ListJobsRequest& filter) {
   std::vector<v1::JobStatus> jobs;
-  v1::ListJobsRequest request;
+  v1::ListJobsRequest request = filter;
+  request.clear_page_token();
   do {
     grpc::ClientContext ctx;
     Prepare(&ctx);

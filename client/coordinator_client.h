@@ -50,7 +50,9 @@ class CoordinatorClient {
                                                const std::string& request_id = "");
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
   absl::StatusOr<v1::JobStatus> Cancel(const std::string& job_id);
-  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs();
+  // Every page; `filter`'s state and owner (its paging fields are set here).
+  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs(const v1::ListJobsRequest& filter = {});
+  absl::Status DeleteJob(const std::string& job_id);
   absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers();
   absl::StatusOr<JobResult> GetResult(const std::string& job_id);
 

@@ -24,16 +24,17 @@ std::string Age(int64_t unix_ms) {
   return FormatDuration(s);
 }
 
-absl::Status ListJobs(CoordinatorClient& c, std::ostream& out) {
-  LG_ASSIGN_OR_RETURN(std::vector<v1::JobStatus> jobs, c.ListJobs());
+absl::Status ListJobs(CoordinatorClient& c, const v1::ListJobsRequest& filter, std::ostream& out) {
+  LG_ASSIGN_OR_RETURN(std::vector<v1::JobStatus> jobs, c.ListJobs(filter));
   std::sort(jobs.begin(), jobs.end(), [](const v1::JobStatus& a, const v1::JobStatus& b) {
     return a.created_unix_ms() < b.created_unix_ms();
   });
-  out << absl::StrFormat("%-12s %-10s %-13s %-8s %s\n", "JOB", "STATE", "SHARDS", "AGE", "LABEL");
+  out << absl::StrFormat("%-12s %-10s %-13s %-8s %-12s %s\n", "JOB", "STATE", "SHARDS", "AGE",
+                         "OWNER", "LABEL");
   for (const v1::JobStatus& j : jobs) {
-    out << absl::StrFormat("%-12s %-10s %-13s %-8s %s\n", j.job_id(), JobStateName(j.state()),
+    out << absl::StrFormat("%-12s %-10s %-13s %-8s %-12s %s\n", j.job_id(), JobStateName(j.state()),
                            absl::StrCat(j.shards_done(), "/", j.shards_total()),
-                           Age(j.created_unix_ms()), j.label());
+                           Age(j.created_unix_ms()), j.owner(), j.label());
     if (!j.error().empty()) out << "    error: " << j.error() << "\n";
   }
   return absl::OkStatus();
@@ -57,6 +58,22 @@ absl::Status Cancel(CoordinatorClient& c, const std::string& job, std::ostream& 
   out << "job " << s.job_id() << ": " << JobStateName(s.state()) << " (" << s.shards_done() << "/"
       << s.shards_total() << " shards done)\n";
   return absl::OkStatus();
+}
+
+absl::Status Delete(CoordinatorClient& c, const std::string& job, std::ostream& out) {
+  LG_RETURN_IF_ERROR(c.DeleteJob(job));
+  out << "job " << job << ": deleted\n";
+  return absl::OkStatus();
+}
+
+// "running" -> JOB_RUNNING (the names JobStateName prints).
+absl::StatusOr<v1::JobState> ParseJobState(const std::string& name) {
+  for (v1::JobState s :
+       {v1::JOB_QUEUED, v1::JOB_RUNNING, v1::JOB_SUCCEEDED, v1::JOB_FAILED, v1::JOB_CANCELLED}) {
+    if (JobStateName(s) == name) return s;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--state \"", name, "\" is not one of queued, running, succeeded, failed, cancelled"));
 }
 
 absl::Status Result(CoordinatorClient& c, const std::string& job, const std::string& address,
@@ -118,13 +135,26 @@ absl::Status Result(CoordinatorClient& c, const std::string& job, const std::str
 int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
                    const ModelDirViews& model_dir_views) {
   const std::string verb = argv[0];
-  CLI::App app{"Jobs on a coordinator", "lensgrid " + verb};
-  std::string address, job, output;
+  std::string address, job, output, state, owner;
   bool normalize = false;
+  // `lensgrid jobs delete JOB`: a verb of its own.
+  const bool del = verb == "jobs" && argc > 1 && std::string(argv[1]) == "delete";
+  if (del) {
+    --argc;
+    ++argv;
+  }
+  const std::string name = del ? "jobs delete" : verb;
+  CLI::App app{"Jobs on a coordinator", "lensgrid " + name};
   if (const char* env = std::getenv("LENSGRID_COORDINATOR_ADDR")) address = env;
   app.add_option("--coordinator", address, "HOST:PORT (default: $LENSGRID_COORDINATOR_ADDR)");
-  if (verb == "cancel" || verb == "result") {
+  if (verb == "cancel" || verb == "result" || del) {
     app.add_option("job", job, "job id (see `lensgrid jobs`)")->required();
+  }
+  if (verb == "jobs" && !del) {
+    app.add_option("--state", state,
+                   "only jobs in this state: queued, running, succeeded, "
+                   "failed, cancelled");
+    app.add_option("--owner", owner, "only jobs of this submitter (a submitter sees its own only)");
   }
   if (verb == "result") {
     app.add_option("--output", output, "write result.json and result.safetensors here")->required();
@@ -143,7 +173,18 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
   absl::StatusOr<std::unique_ptr<CoordinatorClient>> client = CoordinatorClient::Connect(address);
   if (!client.ok()) return ReportCommandStatus(verb.c_str(), client.status(), err);
   absl::Status status;
-  if (verb == "jobs") status = ListJobs(**client, out);
+  if (del) {
+    status = Delete(**client, job, out);
+  } else if (verb == "jobs") {
+    v1::ListJobsRequest filter;
+    filter.set_owner(owner);
+    if (!state.empty()) {
+      absl::StatusOr<v1::JobState> s = ParseJobState(state);
+      if (!s.ok()) return ReportCommandStatus(name.c_str(), s.status(), err);
+      filter.set_state(*s);
+    }
+    status = ListJobs(**client, filter, out);
+  }
   if (verb == "workers") status = ListWorkers(**client, out);
   if (verb == "cancel") status = Cancel(**client, job, out);
   if (verb == "result")

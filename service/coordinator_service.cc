@@ -401,13 +401,22 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelJob(grpc::CallbackServerCont
   return Done(ctx, s.status());
 }
 
+grpc::ServerUnaryReactor* CoordinatorService::DeleteJob(grpc::CallbackServerContext* ctx,
+                                                        const v1::DeleteJobRequest* req,
+                                                        v1::DeleteJobResponse* resp) {
+  auto caller = auth_->Authorize(*ctx, "DeleteJob");
+  if (!caller.ok()) return Done(ctx, caller.status());
+  return Done(ctx, scheduler_->Delete(*caller, req->job_id()));
+}
+
 grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* ctx,
                                                        const v1::ListJobsRequest* req,
                                                        v1::ListJobsResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "ListJobs");
   if (!caller.ok()) return Done(ctx, caller.status());
-  auto jobs = scheduler_->ListJobs(*caller, {req->page_size(), req->page_token()},
-                                   resp->mutable_next_page_token());
+  auto jobs =
+      scheduler_->ListJobs(*caller, {req->page_size(), req->page_token()},
+                           resp->mutable_next_page_token(), JobFilter{req->state(), req->owner()});
   if (!jobs.ok()) return Done(ctx, jobs.status());
   for (auto& j : *jobs) *resp->add_jobs() = std::move(j);
   return Done(ctx, absl::OkStatus());

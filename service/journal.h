@@ -31,6 +31,7 @@ struct StoredJob {
   std::string request_id, request_sha256;
   v1::JobSpec spec;
   int64_t created_ms = 0;
+  int64_t finished_ms = 0;  // final jobs; 0 when the store does not know
   v1::JobState state = v1::JOB_QUEUED;
   int error_code = 0;
   std::string error;
@@ -62,6 +63,10 @@ struct JobWrite {
   v1::JobState state = v1::JOB_QUEUED;
   int error_code = 0;
   std::string error;
+  int64_t finished_ms = 0;  // with set_state, for a final state
+  // Set: the job is deleted with its results and events (nothing else of the
+  // write applies).
+  bool delete_job = false;
   // Consecutive seqs following the stored ones; stored events after the last
   // of these (left by an older, damaged write) are dropped.
   std::vector<const v1::JobEvent*> events;

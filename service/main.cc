@@ -6,6 +6,8 @@
 // --listen HOST:0 picks a free port; the chosen address is printed as
 // "listening on HOST:PORT". State (jobs, completed shards, events) lives in
 // --state-dir; a restart on the same dir resumes every unfinished job.
+// --retain-finished 7d (the default; Nd, Nh, Nm, Ns, 0 = for ever): finished
+// jobs and their results are deleted this long after they finished.
 // Security (README.md#security): --tls-cert/--tls-key serve TLS, --tls-client-ca
 // requires client certificates (mTLS), --auth-tokens FILE requires bearer
 // tokens with roles (reloaded on SIGHUP); a non-loopback --listen without TLS
@@ -36,6 +38,9 @@
 #include <string>
 #include <utility>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "common/auth_flags.h"
 #include "common/metrics.h"
 #include "service/coordinator_service.h"
@@ -69,8 +74,24 @@ std::vector<prometheus::MetricFamily> SchedulerFamilies(
       lensgrid::GaugeFamily("lensgrid_workers", "registered workers now alive", c.workers_alive)};
 }
 
+// "7d", "12h", "30m", "45s", "0" -> milliseconds.
+absl::StatusOr<int64_t> ParseDurationMs(const std::string& text) {
+  if (text == "0") return 0;
+  const std::map<char, int64_t> units = {
+      {'d', 86400000}, {'h', 3600000}, {'m', 60000}, {'s', 1000}};
+  int64_t n = 0;
+  auto unit = text.empty() ? units.end() : units.find(text.back());
+  if (unit == units.end() || !absl::SimpleAtoi(text.substr(0, text.size() - 1), &n) || n < 0 ||
+      n > (int64_t{1} << 62) / unit->second) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\" is not a duration like 7d, 12h, 30m, 45s or 0"));
+  }
+  return n * unit->second;
+}
+
 struct Flags {
   std::string listen, state_dir, metrics_listen;
+  std::string retain_finished = "7d";
   lensgrid::ServerSecurity security;
   lensgrid::service::SchedulerOptions scheduler;
   lensgrid::service::StateStoreOptions store;
@@ -138,6 +159,14 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
       ->check(positive);
   app.add_flag("--fresh-state", f->store.start_fresh,
                "start an empty store where the state dir's marker says a database should be");
+  app.add_option("--retain-finished", f->retain_finished,
+                 "finished jobs (with their results) are deleted this long after they finished: "
+                 "Nd, Nh, Nm or Ns; 0 keeps them for ever")
+      ->capture_default_str()
+      ->check([](const std::string& v) {
+        absl::StatusOr<int64_t> ms = ParseDurationMs(v);
+        return ms.ok() ? std::string() : std::string(ms.status().message());
+      });
   app.add_option("--testing-max-db-pages-file", f->store.max_page_count_file,
                  "testing: SQLite's max_page_count is read from FILE before each write")
       ->group("");  // hidden
@@ -146,6 +175,7 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  o.retain_finished_ms = *ParseDurationMs(f->retain_finished);
   return std::nullopt;
 }
 

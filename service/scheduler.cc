@@ -37,6 +37,17 @@ std::string ModelLabel(const std::string& model_id, const std::string& sha256) {
                                        Echo(sha256.substr(0, 12)), "...");
 }
 
+// When a stored final job finished: as stored, else (stores from before the
+// column) its last event's time, else its creation.
+int64_t FinishedMsOf(const StoredJob& stored) {
+  if (stored.state < v1::JOB_SUCCEEDED) return 0;
+  if (stored.finished_ms > 0) return stored.finished_ms;
+  if (!stored.events.empty() && stored.events.back().unix_ms() > 0) {
+    return stored.events.back().unix_ms();
+  }
+  return stored.created_ms;
+}
+
 v1::JobEvent::Kind FinalKind(v1::JobState state) {
   return state == v1::JOB_SUCCEEDED ? v1::JobEvent::JOB_SUCCEEDED
          : state == v1::JOB_FAILED  ? v1::JobEvent::JOB_FAILED
@@ -282,6 +293,7 @@ absl::StatusOr<std::string> Scheduler::SubmitNew(const Caller& caller, const v1:
 Scheduler::Job* Scheduler::AddJob(std::unique_ptr<Job> job) {
   Job* raw = job.get();
   if (!raw->request_id.empty()) requests_[{raw->owner, raw->request_id}] = raw->id;
+  if (Final(*raw)) finished_.insert({raw->finished_ms, raw->id});
   jobs_[raw->id] = std::move(job);
   ++version_;
   return raw;
@@ -302,6 +314,7 @@ void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
   job->events = stored.events;
   job->saved_events = static_cast<int64_t>(job->events.size());
   job->damaged = true;
+  job->finished_ms = stored.finished_ms > 0 ? stored.finished_ms : stored.created_ms;
   AddJob(std::move(job));
 }
 
@@ -321,6 +334,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
     raw->request_id = stored.request_id;
     raw->request_sha256 = stored.request_sha256;
     raw->state = stored.state;
+    raw->finished_ms = FinishedMsOf(stored);
     raw->error_code = stored.error_code;
     raw->error = stored.error;
     raw->events = std::move(stored.events);
@@ -346,6 +360,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
   job->request_id = stored.request_id;
   job->request_sha256 = stored.request_sha256;
   job->state = stored.state;
+  job->finished_ms = FinishedMsOf(stored);
   job->error_code = stored.error_code;
   job->error = stored.error;
   job->events = std::move(stored.events);
@@ -418,6 +433,7 @@ absl::Status Scheduler::Save(Job* job) {
     write.state = job->state;
     write.error_code = job->error_code;
     write.error = job->error;
+    write.finished_ms = job->finished_ms;
   }
   for (size_t i = static_cast<size_t>(job->saved_events); i < job->events.size(); ++i) {
     write.events.push_back(&job->events[i]);
@@ -936,6 +952,8 @@ void Scheduler::Finish(Job* job, v1::JobState state, absl::Status error) {
     ReleaseLease(job, s);  // their workers hear it on the next heartbeat
   }
   job->state = state;
+  job->finished_ms = clock_->NowMs();
+  finished_.insert({job->finished_ms, job->id});
   job->error_code = static_cast<int>(error.code());
   job->error = std::string(error.message());
   active_.erase(std::remove(active_.begin(), active_.end(), job), active_.end());
@@ -989,6 +1007,67 @@ void Scheduler::Tick() {
   }
   CheckServed(now);
   SaveAll();
+  SweepFinished(now);
+}
+
+void Scheduler::SweepFinished(int64_t now) {
+  if (options_.retain_finished_ms <= 0 || now < next_sweep_ms_) return;
+  next_sweep_ms_ = now + 1000;
+  std::vector<std::string> expired;
+  for (const auto& [finished_ms, id] : finished_) {
+    if (finished_ms > now - options_.retain_finished_ms) break;
+    expired.push_back(id);
+  }
+  for (const std::string& id : expired) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    // The store first gets what it lacks.
+    if (journal_ != nullptr && Unsaved(*it->second)) continue;
+    if (journal_ != nullptr) {
+      JobWrite write;
+      write.job_id = id;
+      write.delete_job = true;
+      if (absl::Status s = journal_->Write(write); !s.ok()) {
+        Log(absl::Status(s.code(), absl::StrCat("job ", id, " not deleted (retention, retried): ",
+                                                s.message())));
+        return;
+      }
+    }
+    RemoveJob(id);
+  }
+}
+
+void Scheduler::RemoveJob(const std::string& job_id) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return;
+  Job* job = it->second.get();
+  if (!job->request_id.empty()) requests_.erase({job->owner, job->request_id});
+  finished_.erase({job->finished_ms, job_id});
+  unsaved_.erase(job);
+  active_.erase(std::remove(active_.begin(), active_.end(), job), active_.end());
+  jobs_.erase(it);
+  ++version_;
+}
+
+absl::Status Scheduler::Delete(const Caller& caller, const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  LG_ASSIGN_OR_RETURN(Job * job, FindOwned(caller, job_id));
+  if (!Final(*job)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " is ", v1::JobState_Name(job->state),
+        ": only a finished job is deleted; cancel it first (lensgrid cancel), then delete it"));
+  }
+  if (journal_ != nullptr) {
+    JobWrite write;
+    write.job_id = job_id;
+    write.delete_job = true;
+    if (absl::Status s = journal_->Write(write); !s.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot delete job ", job_id, " from the state store: ", s.message()));
+    }
+  }
+  RemoveJob(job_id);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Scheduler::Job*> Scheduler::FindOwned(const Caller& caller,
@@ -1026,6 +1105,7 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
   s.set_label(job.spec.label());
   s.set_client_json(job.spec.client_json());
   s.set_created_unix_ms(job.created_ms);
+  s.set_finished_unix_ms(job.finished_ms);
   const double rate = Rate(job);
   s.set_shards_per_s(rate);
   if (rate > 0) s.set_eta_s(static_cast<double>(s.shards_total() - s.shards_done()) / rate);
@@ -1094,11 +1174,20 @@ auto Paginate(const Map& items, const PageRequest& page, const SchedulerOptions&
 
 absl::StatusOr<std::vector<v1::JobStatus>> Scheduler::ListJobs(const Caller& caller,
                                                                const PageRequest& page,
-                                                               std::string* next_page_token) const {
+                                                               std::string* next_page_token,
+                                                               const JobFilter& filter) const {
+  if (!v1::JobState_IsValid(filter.state)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state ", static_cast<int>(filter.state), " is not a JobState"));
+  }
   absl::ReaderMutexLock lock(&mu_);
   return Paginate(
       jobs_, page, options_,
-      [&caller](const std::unique_ptr<Job>& job) { return caller.Owns(job->owner); },
+      [&caller, &filter](const std::unique_ptr<Job>& job) {
+        return caller.Owns(job->owner) &&
+               (filter.state == v1::JOB_STATE_UNSPECIFIED || job->state == filter.state) &&
+               (filter.owner.empty() || job->owner == filter.owner);
+      },
       [this](const std::unique_ptr<Job>& job)
           ABSL_NO_THREAD_SAFETY_ANALYSIS { return StatusOf(*job); },
       next_page_token);

@@ -66,6 +66,9 @@ struct SchedulerOptions {
   int64_t backoff_max_ms = 5000;      // Default: 5 s
   int64_t worker_timeout_ms = 15000;  // silent this long -> lost, leases re-queued. Default: 15 s
   int max_attempts = 4;               // failures of one shard before the job fails. Default: 4
+  // Finished jobs are deleted (with their results) this long after they
+  // finished; 0 = kept for ever. Default: 7 days
+  int64_t retain_finished_ms = int64_t{7} * 24 * 3600 * 1000;
   // How often workers report their leases (and learn of cancellations).
   // Capped at min_lease_ms / 3. Default: 200 ms
   int64_t heartbeat_interval_ms = 200;
@@ -104,6 +107,12 @@ struct PageRequest {
   std::string page_token;
 };
 
+// ListJobs' filters (unset = any).
+struct JobFilter {
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  std::string owner;
+};
+
 // Totals since this process started, for /metrics (deploy/README.md).
 struct SchedulerCounters {
   int64_t shards_leased = 0, shards_completed = 0, shards_failed = 0, shards_handed_back = 0,
@@ -135,8 +144,15 @@ class Scheduler {
   absl::StatusOr<v1::JobStatus> Cancel(const Caller& caller, const std::string& job_id);
   // By job id; *next_page_token is empty after the last page. INVALID_ARGUMENT
   // for a negative page_size or a malformed page_token.
+  // Only the caller's own jobs for a submitter. Jobs that exist from the
+  // first page to the last are each listed exactly once.
   absl::StatusOr<std::vector<v1::JobStatus>> ListJobs(const Caller& caller, const PageRequest& page,
-                                                      std::string* next_page_token) const;
+                                                      std::string* next_page_token,
+                                                      const JobFilter& filter = {}) const;
+  // Deletes a finished job from memory and the store. FAILED_PRECONDITION
+  // for a queued or running one (cancel it first); UNAVAILABLE when the
+  // store cannot delete it (nothing changes).
+  absl::Status Delete(const Caller& caller, const std::string& job_id);
   absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers(const PageRequest& page,
                                                           std::string* next_page_token) const;
   // Events with seq > after_seq; *final = the job will have no more.
@@ -220,6 +236,7 @@ class Scheduler {
     int error_code = 0;
     std::string error;
     int64_t created_ms = 0, first_lease_ms = 0;
+    int64_t finished_ms = 0;  // once final
     int max_attempts = 4;
     std::vector<Shard> shards;
     std::deque<int64_t> ready;     // pending shards, in order
@@ -309,8 +326,13 @@ class Scheduler {
   absl::StatusOr<std::string> SubmitNew(const Caller& caller, const v1::JobSpec& spec,
                                         const std::string& request_id,
                                         const std::string& request_sha256);
-  // Makes `job` known (jobs_, requests_).
+  // Makes `job` known (jobs_, requests_, finished_).
   Job* AddJob(std::unique_ptr<Job> job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets a job (deleted from the store already).
+  void RemoveJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes the finished jobs older than retain_finished_ms (at most every
+  // second).
+  void SweepFinished(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A job restored from a damaged row: FAILED with DATA_LOSS, kept only to be
   // reported.
   void AddDamagedJob(const StoredJob& stored, const std::string& why)
@@ -339,6 +361,9 @@ class Scheduler {
   // requests being submitted now (a repeat waits for the first).
   std::map<std::pair<std::string, std::string>, std::string> requests_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<std::string, std::string>> submitting_ ABSL_GUARDED_BY(mu_);
+  // Final jobs by (finished_ms, id): the retention sweep's queue.
+  std::set<std::pair<int64_t, std::string>> finished_ ABSL_GUARDED_BY(mu_);
+  int64_t next_sweep_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read

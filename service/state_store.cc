@@ -125,7 +125,8 @@ constexpr const char* kSchema =
     "CREATE TABLE jobs(job_id TEXT PRIMARY KEY, spec BLOB NOT NULL,"
     " created_ms INTEGER NOT NULL, state INTEGER NOT NULL,"
     " error_code INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
-    " spec_sha256 TEXT, owner TEXT, request_id TEXT, request_sha256 TEXT);"
+    " spec_sha256 TEXT, owner TEXT, request_id TEXT, request_sha256 TEXT,"
+    " finished_ms INTEGER);"
     "CREATE TABLE results(job_id TEXT NOT NULL, shard INTEGER NOT NULL,"
     " data BLOB NOT NULL, sha256 TEXT, PRIMARY KEY(job_id, shard));"
     "CREATE TABLE events(job_id TEXT NOT NULL, seq INTEGER NOT NULL,"
@@ -139,11 +140,10 @@ struct Migration {
   const char* column;
   const char* type;
 };
-constexpr Migration kMigrations[] = {{"jobs", "spec_sha256", "TEXT"},
-                                     {"results", "sha256", "TEXT"},
-                                     {"jobs", "owner", "TEXT"},
-                                     {"jobs", "request_id", "TEXT"},
-                                     {"jobs", "request_sha256", "TEXT"}};
+constexpr Migration kMigrations[] = {
+    {"jobs", "spec_sha256", "TEXT"},    {"results", "sha256", "TEXT"},
+    {"jobs", "owner", "TEXT"},          {"jobs", "request_id", "TEXT"},
+    {"jobs", "request_sha256", "TEXT"}, {"jobs", "finished_ms", "INTEGER"}};
 
 // One job per (owner, request_id): a repeated SubmitJobRequest finds its job
 // (AIP-155), and a second row for it cannot be written.
@@ -322,6 +322,16 @@ absl::Status StateStore::Write(const JobWrite& w) {
 }
 
 absl::Status StateStore::WriteLocked(const JobWrite& w) {
+  if (w.delete_job) {
+    for (const char* sql :
+         {"DELETE FROM events WHERE job_id = ?", "DELETE FROM results WHERE job_id = ?",
+          "DELETE FROM jobs WHERE job_id = ?"}) {
+      Stmt s(db_, sql);
+      s.Text(1, w.job_id);
+      LG_RETURN_IF_ERROR(s.Run());
+    }
+    return absl::OkStatus();
+  }
   if (w.new_spec != nullptr) {
     const std::string& spec = *w.new_spec;
     Stmt s(db_,
@@ -359,12 +369,13 @@ absl::Status StateStore::WriteLocked(const JobWrite& w) {
   }
   if (w.set_state) {
     Stmt s(db_,
-           "UPDATE jobs SET state = ?, error_code = ?, error = ? WHERE "
+           "UPDATE jobs SET state = ?, error_code = ?, error = ?, finished_ms = ? WHERE "
            "job_id = ?");
     s.Int(1, w.state);
     s.Int(2, w.error_code);
     s.Text(3, w.error);
-    s.Text(4, w.job_id);
+    s.Int(4, w.finished_ms);
+    s.Text(5, w.job_id);
     LG_RETURN_IF_ERROR(s.Run());
   }
   for (const v1::JobEvent* e : w.events) {
@@ -390,7 +401,7 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
   {
     Stmt s(db_,
            "SELECT job_id, spec, created_ms, state, error_code, error, "
-           "spec_sha256, owner, request_id, request_sha256 FROM jobs ORDER BY rowid");
+           "spec_sha256, owner, request_id, request_sha256, finished_ms FROM jobs ORDER BY rowid");
     LG_RETURN_IF_ERROR(s.status());
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       StoredJob job;
@@ -407,6 +418,7 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
       job.owner = sqlite3_column_type(s.get(), 7) == SQLITE_NULL ? "anonymous" : s.ColumnBytes(7);
       job.request_id = s.ColumnBytes(8);  // NULL reads as ""
       job.request_sha256 = s.ColumnBytes(9);
+      job.finished_ms = sqlite3_column_int64(s.get(), 10);  // NULL reads as 0
       index[job.job_id] = jobs.size();
       jobs.push_back(std::move(job));
     }

@@ -686,5 +686,136 @@ TEST_F(SchedulerTest, ABadRequestIdIsInvalidArgumentNamingTheField) {
   EXPECT_TRUE(scheduler_.Submit(kAnon, SmallJob(1), std::string(128, 'r')).ok());
 }
 
+// Runs every shard of `job` on a new worker to its end.
+void RunToTheEnd(Scheduler* s, const std::string& model = "m") {
+  v1::RegisterRequest r;
+  r.set_model_id(model);
+  r.set_weights_sha256("sha");
+  const std::string w = s->RegisterWorker(r).value();
+  while (auto lease = s->Lease(w).value()) {
+    ASSERT_TRUE(*s->Complete(w, lease->lease_id(), ResultFor(lease->shard())));
+  }
+}
+
+TEST_F(SchedulerTest, DeleteRemovesAFinishedJobAndRefusesARunningOne) {
+  const Caller alice{"alice", Role::kSubmitter}, bob{"bob", Role::kSubmitter};
+  const std::string job = scheduler_.Submit(alice, SmallJob(1), "r").value();
+  absl::Status running = scheduler_.Delete(alice, job);
+  EXPECT_EQ(running.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(running.message().find("cancel it first"), std::string::npos) << running;
+  EXPECT_EQ(scheduler_.Delete(bob, job).code(), absl::StatusCode::kNotFound);
+  ASSERT_EQ(scheduler_.Cancel(alice, job)->state(), v1::JOB_CANCELLED);
+  EXPECT_EQ(scheduler_.Delete(bob, job).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(scheduler_.Delete(alice, job).ok());
+  EXPECT_EQ(scheduler_.GetJob(alice, job).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_.Delete(alice, job).code(), absl::StatusCode::kNotFound);
+  // Its request id is free again.
+  EXPECT_NE(scheduler_.Submit(alice, SmallJob(1), "r").value(), job);
+  // An admin deletes anyone's finished job.
+  const std::string done = scheduler_.Submit(bob, SmallJob(1)).value();
+  RunToTheEnd(&scheduler_);
+  ASSERT_EQ(State(done), v1::JOB_SUCCEEDED);
+  EXPECT_TRUE(scheduler_.Delete(Caller{"root", Role::kAdmin}, done).ok());
+}
+
+TEST(SchedulerRetentionTest, FinishedJobsAreSweptAfterTheRetention) {
+  FakeClock clock;
+  SchedulerOptions o;
+  o.retain_finished_ms = 3600 * 1000;
+  o.model_wait_ms = 0;  // the running job waits for a worker for ever
+  Scheduler s(&clock, o, nullptr);
+  const std::string early = s.Submit(kAnon, SmallJob(1)).value();
+  RunToTheEnd(&s);
+  ASSERT_EQ(s.GetJob(kAnon, early)->state(), v1::JOB_SUCCEEDED);
+  EXPECT_GT(s.GetJob(kAnon, early)->finished_unix_ms(), 0);
+  clock.Advance(1800 * 1000);
+  const std::string late = s.Submit(kAnon, SmallJob(1)).value();
+  ASSERT_EQ(s.Cancel(kAnon, late)->state(), v1::JOB_CANCELLED);
+  const std::string running = s.Submit(kAnon, SmallJob(1)).value();
+  s.Tick();
+  EXPECT_TRUE(s.GetJob(kAnon, early).ok());  // 30 min old
+  clock.Advance(1800 * 1000);
+  s.Tick();
+  EXPECT_EQ(s.GetJob(kAnon, early).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s.GetJob(kAnon, late).ok());
+  clock.Advance(3 * 3600 * 1000);  // a running job is never swept
+  s.Tick();
+  EXPECT_EQ(s.GetJob(kAnon, late).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.GetJob(kAnon, running)->state(), v1::JOB_QUEUED);
+}
+
+TEST(SchedulerRetentionTest, ZeroKeepsFinishedJobsForEver) {
+  FakeClock clock;
+  SchedulerOptions o;
+  o.retain_finished_ms = 0;
+  Scheduler s(&clock, o, nullptr);
+  const std::string job = s.Submit(kAnon, SmallJob(1)).value();
+  ASSERT_TRUE(s.Cancel(kAnon, job).ok());
+  clock.Advance(int64_t{3650} * 24 * 3600 * 1000);
+  s.Tick();
+  EXPECT_TRUE(s.GetJob(kAnon, job).ok());
+}
+
+TEST_F(SchedulerTest, ListJobsFiltersByStateAndOwner) {
+  const Caller alice{"alice", Role::kSubmitter}, bob{"bob", Role::kSubmitter};
+  const std::string a1 = scheduler_.Submit(alice, SmallJob(1)).value();
+  const std::string a2 = scheduler_.Submit(alice, SmallJob(1)).value();
+  const std::string b1 = scheduler_.Submit(bob, SmallJob(1)).value();
+  ASSERT_TRUE(scheduler_.Cancel(alice, a2).ok());
+  auto ids = [this](const Caller& c, JobFilter f) {
+    std::string next;
+    std::vector<std::string> out;
+    const std::vector<v1::JobStatus> jobs = scheduler_.ListJobs(c, {}, &next, f).value();
+    for (const auto& j : jobs) out.push_back(j.job_id());
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ids(kAnon, {v1::JOB_CANCELLED, ""}), V{a2});
+  EXPECT_EQ(ids(kAnon, {v1::JOB_QUEUED, ""}), (V{a1, b1}));
+  EXPECT_EQ(ids(kAnon, {v1::JOB_STATE_UNSPECIFIED, "bob"}), V{b1});
+  EXPECT_EQ(ids(kAnon, {v1::JOB_QUEUED, "alice"}), V{a1});
+  // A submitter sees its own only, whatever the filter asks for.
+  EXPECT_EQ(ids(bob, {}), V{b1});
+  EXPECT_EQ(ids(bob, {v1::JOB_STATE_UNSPECIFIED, "alice"}), V{});
+  std::string next;
+  EXPECT_EQ(
+      scheduler_.ListJobs(kAnon, {}, &next, {static_cast<v1::JobState>(99), ""}).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SchedulerTest, PagesListEveryJobOnceWhileJobsComeAndGo) {
+  std::set<std::string> before;
+  std::vector<std::string> order;
+  for (int i = 0; i < 23; ++i) {
+    order.push_back(scheduler_.Submit(kAnon, SmallJob(1)).value());
+    before.insert(order.back());
+  }
+  // Two jobs are deleted mid-listing (one already listed, one not yet):
+  // they are listed at most once; every other job exactly once.
+  const std::string gone_listed = *before.begin(), gone_later = *before.rbegin();
+  for (const std::string& id : {gone_listed, gone_later})
+    ASSERT_TRUE(scheduler_.Cancel(kAnon, id).ok());
+  std::map<std::string, int> seen;
+  std::string token;
+  int page = 0;
+  do {
+    std::string next;
+    auto jobs = scheduler_.ListJobs(kAnon, {5, token}, &next);
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    for (const auto& j : *jobs) ++seen[j.job_id()];
+    token = next;
+    // Jobs arrive (and go) between pages.
+    scheduler_.Submit(kAnon, SmallJob(1)).value();
+    if (++page == 2) {
+      ASSERT_TRUE(scheduler_.Delete(kAnon, gone_listed).ok());
+      ASSERT_TRUE(scheduler_.Delete(kAnon, gone_later).ok());
+    }
+  } while (!token.empty());
+  for (const std::string& id : before) {
+    if (id != gone_listed && id != gone_later) EXPECT_EQ(seen[id], 1) << id;
+  }
+  for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << id;
+}
+
 }  // namespace
 }  // namespace lensgrid::service

@@ -473,5 +473,51 @@ TEST(StateStoreTest, ADatabaseFromBeforeOwnersAndRequestIdsOpens) {
   EXPECT_EQ(s.Submit(kAnon, testing::SmallJob(1), "r1").value(), job);
 }
 
+TEST(StateStoreTest, ADeletedJobIsGoneFromTheStore) {
+  const std::string dir = TempDir("lensgrid-store-delete");
+  FakeClock clock;
+  std::string kept, deleted;
+  {
+    auto store = StateStore::Open(dir);
+    ASSERT_TRUE(store.ok()) << store.status();
+    Scheduler s(&clock, {}, store->get());
+    kept = s.Submit(kAnon, testing::SmallJob(1)).value();
+    deleted = s.Submit(kAnon, testing::SmallJob(1), "req").value();
+    v1::RegisterRequest r;
+    r.set_model_id("m");
+    r.set_weights_sha256("sha");
+    const std::string w = s.RegisterWorker(r).value();
+    while (auto l = s.Lease(w).value()) {
+      ASSERT_TRUE(*s.Complete(w, l->lease_id(), testing::ResultFor(l->shard())));
+    }
+    ASSERT_TRUE(s.Delete(kAnon, deleted).ok());
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((std::filesystem::path(dir) / "coordinator.db").c_str(), &db),
+              SQLITE_OK);
+    for (const char* table : {"jobs", "results", "events"}) {
+      sqlite3_stmt* q = nullptr;
+      ASSERT_EQ(sqlite3_prepare_v2(
+                    db,
+                    absl::StrCat("SELECT count(*) FROM ", table, " WHERE job_id = '", deleted, "'")
+                        .c_str(),
+                    -1, &q, nullptr),
+                SQLITE_OK);
+      ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+      EXPECT_EQ(sqlite3_column_int(q, 0), 0) << table;
+      sqlite3_finalize(q);
+    }
+    sqlite3_close(db);
+  }
+  auto store = StateStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto jobs = (*store)->Load();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].job_id, kept);
+  EXPECT_GT((*jobs)[0].finished_ms, 0);
+}
+
 }  // namespace
 }  // namespace lensgrid::service
