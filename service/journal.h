@@ -11,11 +11,13 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "lensgrid/v1/coordinator.pb.h"
 #include "service/merger.h"
 
@@ -43,7 +45,13 @@ struct StoredJob {
   std::string damage;
   std::vector<int64_t> damaged_shards;  // results that failed their checksum
   std::string notes;                    // repairs made while loading (unreadable events dropped)
+  // Set: a finished job loaded as its summary only (what listings show);
+  // spec, results and events stay in the store (Journal::Read).
+  std::optional<v1::JobStatus> summary;
 };
+
+// The parts of a stored job Journal::Read brings back (bits).
+enum JobParts : int { kJobSpec = 1, kJobResults = 2, kJobEvents = 4 };
 
 // One atomic change of one job's stored state.
 struct JobWrite {
@@ -67,6 +75,9 @@ struct JobWrite {
   // Set: the job is deleted with its results and events (nothing else of the
   // write applies).
   bool delete_job = false;
+  // Set: a finished job's serialized v1::JobStatus summary, loaded instead of
+  // the whole job after a restart.
+  const std::string* summary = nullptr;
   // Consecutive seqs following the stored ones; stored events after the last
   // of these (left by an older, damaged write) are dropped.
   std::vector<const v1::JobEvent*> events;
@@ -77,6 +88,15 @@ class Journal {
   virtual ~Journal() = default;
   // All of `write` or nothing. Durable before it returns OK.
   virtual absl::Status Write(const JobWrite& write) = 0;
+  // Whether Read works: the scheduler then keeps finished jobs as summaries
+  // and reads the rest on demand.
+  virtual bool CanRead() const { return false; }
+  // One job's `parts` (JobParts bits) with its state; NOT_FOUND for a job not
+  // stored. A damaged part is reported as Load reports it (damage,
+  // damaged_shards, notes).
+  virtual absl::StatusOr<StoredJob> Read(const std::string& job_id, int parts) {
+    return absl::UnimplementedError("this journal cannot read jobs back");
+  }
 };
 
 }  // namespace lensgrid::service

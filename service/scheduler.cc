@@ -294,6 +294,9 @@ Scheduler::Job* Scheduler::AddJob(std::unique_ptr<Job> job) {
   Job* raw = job.get();
   if (!raw->request_id.empty()) requests_[{raw->owner, raw->request_id}] = raw->id;
   if (Final(*raw)) finished_.insert({raw->finished_ms, raw->id});
+  if (Final(*raw) && !raw->summary && !raw->damaged) {
+    to_summarize_.insert({raw->finished_ms, raw->id});
+  }
   jobs_[raw->id] = std::move(job);
   ++version_;
   return raw;
@@ -319,6 +322,23 @@ void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
 }
 
 absl::Status Scheduler::Restore(StoredJob stored) {
+  if (stored.summary.has_value()) {  // a finished job: the rest stays in the store
+    auto job = std::make_unique<Job>();
+    job->id = stored.job_id;
+    job->owner = stored.owner;
+    job->request_id = stored.request_id;
+    job->request_sha256 = stored.request_sha256;
+    job->state = stored.state;
+    job->error_code = stored.error_code;
+    job->error = stored.error;
+    job->created_ms = stored.created_ms;
+    job->finished_ms = FinishedMsOf(stored);
+    job->summary = std::move(*stored.summary);
+    job->summary_stored = true;
+    absl::MutexLock lock(&mu_);
+    AddJob(std::move(job));
+    return absl::OkStatus();
+  }
   if (stored.damage.empty() && NeedsPreparing(stored.spec)) {
     // Stored before a worker prepared it: prepared again.
     absl::StatusOr<std::unique_ptr<Job>> job =
@@ -435,12 +455,18 @@ absl::Status Scheduler::Save(Job* job) {
     write.error = job->error;
     write.finished_ms = job->finished_ms;
   }
+  std::string summary;
+  if (job->state_unsaved && Final(*job)) {  // what a restart keeps of it in memory
+    summary = SummaryOf(*job).SerializeAsString();
+    write.summary = &summary;
+  }
   for (size_t i = static_cast<size_t>(job->saved_events); i < job->events.size(); ++i) {
     write.events.push_back(&job->events[i]);
   }
   const int64_t n_events = static_cast<int64_t>(job->events.size());
   absl::Status s = journal_->Write(write);
   if (s.ok()) {
+    if (write.summary != nullptr) job->summary_stored = true;
     job->saved_events = n_events;
     job->unsaved_results.clear();
     job->unsaved_spec.clear();
@@ -752,6 +778,7 @@ absl::StatusOr<bool> Scheduler::Complete(const std::string& worker_id, const std
   absl::MutexLock lock(&mu_);
   if (auto w = workers_.find(worker_id); w != workers_.end()) Touch(&w->second, clock_->NowMs());
   std::optional<LeaseRef> ref = FindLease(lease_id);
+  if (!ref && LeaseOfSummarizedJob(lease_id)) return false;  // the job is long over
   if (!ref) return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
   LG_RETURN_IF_ERROR(CheckHolder(*ref, lease_id, worker_id));
   Job* job = ref->job;
@@ -880,6 +907,7 @@ absl::StatusOr<bool> Scheduler::CompletePrepare(const std::string& worker_id,
 absl::StatusOr<std::optional<Scheduler::LeaseRef>> Scheduler::FindLiveLease(
     const std::string& lease_id, const std::string& worker_id) {
   std::optional<LeaseRef> ref = FindLease(lease_id);
+  if (!ref && LeaseOfSummarizedJob(lease_id)) return std::optional<LeaseRef>();  // over
   if (!ref) return absl::NotFoundError(absl::StrCat("unknown lease ", Echo(lease_id)));
   LG_RETURN_IF_ERROR(CheckHolder(*ref, lease_id, worker_id));
   const Shard& shard = ShardOf(ref->job, ref->shard);
@@ -954,6 +982,7 @@ void Scheduler::Finish(Job* job, v1::JobState state, absl::Status error) {
   job->state = state;
   job->finished_ms = clock_->NowMs();
   finished_.insert({job->finished_ms, job->id});
+  if (!job->damaged) to_summarize_.insert({job->finished_ms, job->id});
   job->error_code = static_cast<int>(error.code());
   job->error = std::string(error.message());
   active_.erase(std::remove(active_.begin(), active_.end(), job), active_.end());
@@ -1008,6 +1037,7 @@ void Scheduler::Tick() {
   CheckServed(now);
   SaveAll();
   SweepFinished(now);
+  Summarize(now);
 }
 
 void Scheduler::SweepFinished(int64_t now) {
@@ -1043,6 +1073,7 @@ void Scheduler::RemoveJob(const std::string& job_id) {
   Job* job = it->second.get();
   if (!job->request_id.empty()) requests_.erase({job->owner, job->request_id});
   finished_.erase({job->finished_ms, job_id});
+  to_summarize_.erase({job->finished_ms, job_id});
   unsaved_.erase(job);
   active_.erase(std::remove(active_.begin(), active_.end(), job), active_.end());
   jobs_.erase(it);
@@ -1090,6 +1121,7 @@ absl::StatusOr<v1::JobStatus> Scheduler::Cancel(const Caller& caller, const std:
 }
 
 v1::JobStatus Scheduler::StatusOf(const Job& job) const {
+  if (job.summary) return *job.summary;
   v1::JobStatus s;
   s.set_job_id(job.id);
   s.set_owner(job.owner);
@@ -1129,9 +1161,27 @@ v1::JobStatus Scheduler::StatusOf(const Job& job) const {
 
 absl::StatusOr<v1::JobStatus> Scheduler::GetJob(const Caller& caller,
                                                 const std::string& job_id) const {
+  v1::JobStatus summary;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    LG_ASSIGN_OR_RETURN(const Job* job, FindOwned(caller, job_id));
+    if (!job->summary) return StatusOf(*job);
+    summary = *job->summary;
+  }
+  // A finished job kept as its summary: what it was comes from its stored
+  // spec.
+  absl::StatusOr<std::unique_ptr<Job>> full = Rebuild(summary, kJobSpec);
+  if (full.status().code() == absl::StatusCode::kNotFound) return full.status();
+  if (!full.ok()) {
+    if (full.status().code() == absl::StatusCode::kDataLoss) {
+      summary.set_state(v1::JOB_FAILED);
+      summary.set_error_code(static_cast<int>(absl::StatusCode::kDataLoss));
+      summary.set_error(absl::StrCat("the stored job is damaged: ", full.status().message()));
+    }
+    return summary;  // what is known of it
+  }
   absl::ReaderMutexLock lock(&mu_);
-  LG_ASSIGN_OR_RETURN(const Job* job, FindOwned(caller, job_id));
-  return StatusOf(*job);
+  return RebuiltStatus(**full, summary);
 }
 
 namespace {
@@ -1205,10 +1255,35 @@ absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const Caller& c
                                                                  const std::string& job_id,
                                                                  int64_t after_seq,
                                                                  bool* final) const {
-  absl::ReaderMutexLock lock(&mu_);
-  LG_ASSIGN_OR_RETURN(const Job* found, FindOwned(caller, job_id));
-  const Job& job = *found;
   if (after_seq < 0) return absl::InvalidArgumentError("after_seq must not be negative");
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    LG_ASSIGN_OR_RETURN(const Job* found, FindOwned(caller, job_id));
+    if (!found->summary) return EventsOf(*found, after_seq, final);
+  }
+  // A finished job kept as its summary: its events are in the store.
+  absl::StatusOr<StoredJob> stored =
+      journal_ != nullptr && journal_->CanRead()
+          ? journal_->Read(job_id, kJobEvents)
+          : absl::StatusOr<StoredJob>(absl::UnavailableError("no store is open"));
+  if (!stored.ok()) {
+    if (stored.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
+    }
+    return absl::UnavailableError(
+        absl::StrCat("cannot read the events of job ", job_id,
+                     " from the state store: ", stored.status().message()));
+  }
+  std::vector<v1::JobEvent> out;
+  for (v1::JobEvent& e : stored->events) {
+    if (e.seq() > after_seq) out.push_back(std::move(e));
+  }
+  *final = true;
+  return out;
+}
+
+std::vector<v1::JobEvent> Scheduler::EventsOf(const Job& job, int64_t after_seq,
+                                              bool* final) const {
   std::vector<v1::JobEvent> out;
   for (size_t i = static_cast<size_t>(std::min<int64_t>(after_seq, job.events.size()));
        i < job.events.size(); ++i) {
@@ -1220,18 +1295,180 @@ absl::StatusOr<std::vector<v1::JobEvent>> Scheduler::EventsAfter(const Caller& c
 
 absl::StatusOr<Scheduler::Result> Scheduler::GetResult(const Caller& caller,
                                                        const std::string& job_id) const {
+  v1::JobStatus summary;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    LG_ASSIGN_OR_RETURN(const Job* found, FindOwned(caller, job_id));
+    const Job& job = *found;
+    if (job.damaged) {
+      return absl::DataLossError(absl::StrCat("job ", job_id, ": ", job.error));
+    }
+    const v1::JobState state = job.summary ? job.summary->state() : job.state;
+    const std::string& error = job.summary ? job.summary->error() : job.error;
+    if (job.summary && job.summary->error_code() == static_cast<int>(absl::StatusCode::kDataLoss)) {
+      return absl::DataLossError(absl::StrCat("job ", job_id, ": ", error));
+    }
+    if (state != v1::JOB_SUCCEEDED) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, " is ", v1::JobState_Name(state), error.empty() ? "" : ": ", error));
+    }
+    if (!job.summary) return Result{StatusOf(job), job.plan.grids, job.merged};
+    summary = *job.summary;
+  }
+  // A finished job kept as its summary: its result is read and merged again.
+  absl::StatusOr<std::unique_ptr<Job>> full = Rebuild(summary, kJobSpec | kJobResults);
+  if (!full.ok() && full.status().code() == absl::StatusCode::kDataLoss) {
+    // Never serve a result that is not the one computed; say so from now on.
+    const std::string why = absl::StrCat("the stored job is damaged: ", full.status().message());
+    absl::MutexLock lock(&mu_);
+    if (auto it = jobs_.find(job_id); it != jobs_.end() && it->second->summary) {
+      it->second->summary->set_state(v1::JOB_FAILED);
+      it->second->summary->set_error_code(static_cast<int>(absl::StatusCode::kDataLoss));
+      it->second->summary->set_error(why);
+    }
+    std::fprintf(stderr, "coordinator: state store: job %s: %s\n", job_id.c_str(), why.c_str());
+    return absl::DataLossError(absl::StrCat("job ", job_id, ": ", why));
+  }
+  if (!full.ok()) return full.status();
   absl::ReaderMutexLock lock(&mu_);
-  LG_ASSIGN_OR_RETURN(const Job* found, FindOwned(caller, job_id));
-  const Job& job = *found;
-  if (job.damaged) {
-    return absl::DataLossError(absl::StrCat("job ", job_id, ": ", job.error));
+  return Result{RebuiltStatus(**full, summary), (*full)->plan.grids, std::move((*full)->merged)};
+}
+
+absl::StatusOr<std::unique_ptr<Scheduler::Job>> Scheduler::Rebuild(const v1::JobStatus& summary,
+                                                                   int parts) const {
+  if (journal_ == nullptr || !journal_->CanRead()) {
+    return absl::UnavailableError(
+        absl::StrCat("job ", summary.job_id(), " is kept as a summary and no store is open"));
   }
-  if (job.state != v1::JOB_SUCCEEDED) {
-    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " is ",
-                                                      v1::JobState_Name(job.state),
-                                                      job.error.empty() ? "" : ": ", job.error));
+  absl::StatusOr<StoredJob> read = journal_->Read(summary.job_id(), parts);
+  if (!read.ok()) {
+    if (read.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(absl::StrCat("no job ", Echo(summary.job_id())));
+    }
+    return absl::UnavailableError(absl::StrCat("cannot read job ", summary.job_id(),
+                                               " from the state store: ", read.status().message()));
   }
-  return Result{StatusOf(job), job.plan.grids, job.merged};
+  StoredJob& stored = *read;
+  if (!stored.damage.empty()) return absl::DataLossError(stored.damage);
+  std::unique_ptr<Job> job;
+  if (NeedsPreparing(stored.spec)) {  // it ended before a worker prepared it
+    absl::StatusOr<std::unique_ptr<Job>> unprepared =
+        BuildJobToPrepare(stored.job_id, stored.spec, stored.created_ms);
+    if (!unprepared.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("its spec cannot be prepared: ", unprepared.status().message()));
+    }
+    job = std::move(*unprepared);
+    job->ready.clear();
+  } else {
+    absl::StatusOr<JobPlan> plan = PlanJob(stored.spec, options_.planner);
+    if (!plan.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("its spec cannot be planned: ", plan.status().message()));
+    }
+    job = BuildJob(stored.job_id, stored.spec, std::move(*plan), stored.created_ms);
+  }
+  job->owner = stored.owner;
+  job->request_id = stored.request_id;
+  job->state = summary.state();
+  job->error_code = summary.error_code();
+  job->error = summary.error();
+  job->finished_ms = summary.finished_unix_ms();
+  job->done = summary.shards_done();
+  job->events = std::move(stored.events);
+  if (parts & kJobResults) {
+    for (int64_t shard : stored.damaged_shards) {
+      return absl::DataLossError(
+          absl::StrCat("the stored result of shard ", shard, " is corrupt (checksum mismatch)"));
+    }
+    std::vector<ShardResult> parts_in;
+    for (size_t i = 0; i < job->shards.size(); ++i) {
+      auto r = stored.results.find(static_cast<int64_t>(i));
+      if (r == stored.results.end() ||
+          !CheckShardResult(job->plan, job->shards[i].range, r->second).ok()) {
+        return absl::DataLossError(absl::StrCat("the stored result of shard ", i,
+                                                " is missing or does not fit the job's plan"));
+      }
+      job->results[i] = std::move(r->second);
+      parts_in.push_back({job->shards[i].range, job->results[i]});
+    }
+    absl::StatusOr<std::vector<Array>> merged = MergeShards(job->plan, parts_in);
+    if (!merged.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("its stored results do not merge: ", merged.status().message()));
+    }
+    job->merged = std::move(*merged);
+    job->results.clear();
+  }
+  return job;
+}
+
+v1::JobStatus Scheduler::RebuiltStatus(const Job& job, const v1::JobStatus& summary) const {
+  v1::JobStatus s = StatusOf(job);
+  s.set_shards_done(summary.shards_done());
+  s.set_last_event_seq(summary.last_event_seq());
+  s.set_created_unix_ms(summary.created_unix_ms());
+  s.clear_shards_per_s();
+  s.clear_eta_s();
+  return s;
+}
+
+bool Scheduler::LeaseOfSummarizedJob(const std::string& lease_id) const {
+  auto it = jobs_.find(lease_id.substr(0, lease_id.find('/')));
+  return it != jobs_.end() && it->second->summary.has_value();
+}
+
+v1::JobStatus Scheduler::SummaryOf(const Job& job) const {
+  v1::JobStatus s = StatusOf(job);
+  s.clear_spec();
+  s.clear_client_json();
+  s.clear_first_prompt();
+  s.clear_first_prompt_str_tokens();
+  s.clear_shards_per_s();
+  s.clear_eta_s();
+  return s;
+}
+
+void Scheduler::Summarize(int64_t now) {
+  if (journal_ == nullptr || !journal_->CanRead()) return;
+  for (auto it = to_summarize_.begin();
+       it != to_summarize_.end() && it->first <= now - options_.summarize_after_ms;) {
+    auto found = jobs_.find(it->second);
+    if (found == jobs_.end() || !Final(*found->second) || found->second->damaged) {
+      it = to_summarize_.erase(it);
+      continue;
+    }
+    Job* job = found->second.get();
+    if (Unsaved(*job)) {  // the store first gets what it lacks
+      ++it;
+      continue;
+    }
+    v1::JobStatus summary = SummaryOf(*job);
+    if (!job->summary_stored) {  // restored whole from a store without it
+      const std::string bytes = summary.SerializeAsString();
+      JobWrite write;
+      write.job_id = job->id;
+      write.summary = &bytes;
+      if (!journal_->Write(write).ok()) {
+        ++it;
+        continue;
+      }
+    }
+    Job kept;
+    kept.id = job->id;
+    kept.owner = job->owner;
+    kept.request_id = job->request_id;
+    kept.request_sha256 = job->request_sha256;
+    kept.state = job->state;
+    kept.error_code = job->error_code;
+    kept.error = job->error;
+    kept.created_ms = job->created_ms;
+    kept.finished_ms = job->finished_ms;
+    kept.summary = std::move(summary);
+    kept.summary_stored = true;
+    *job = std::move(kept);
+    it = to_summarize_.erase(it);
+  }
 }
 
 uint64_t Scheduler::version() const {

@@ -66,6 +66,11 @@ struct SchedulerOptions {
   int64_t backoff_max_ms = 5000;      // Default: 5 s
   int64_t worker_timeout_ms = 15000;  // silent this long -> lost, leases re-queued. Default: 15 s
   int max_attempts = 4;               // failures of one shard before the job fails. Default: 4
+  // With a journal that reads jobs back (the StateStore), a finished job is
+  // kept whole in memory this long (its client fetches the result at once),
+  // then only as its summary: spec, events and result are read from the
+  // store when asked for. Default: 10 s
+  int64_t summarize_after_ms = 10000;
   // Finished jobs are deleted (with their results) this long after they
   // finished; 0 = kept for ever. Default: 7 days
   int64_t retain_finished_ms = int64_t{7} * 24 * 3600 * 1000;
@@ -237,6 +242,11 @@ class Scheduler {
     std::string error;
     int64_t created_ms = 0, first_lease_ms = 0;
     int64_t finished_ms = 0;  // once final
+    // Set: a finished job kept as its summary only (what ListJobs shows);
+    // the rest is in the store. A damaged stored job found on reading marks
+    // it FAILED with DATA_LOSS here.
+    std::optional<v1::JobStatus> summary;
+    bool summary_stored = false;  // the store has this finished job's summary
     int max_attempts = 4;
     std::vector<Shard> shards;
     std::deque<int64_t> ready;     // pending shards, in order
@@ -312,6 +322,9 @@ class Scheduler {
   void Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard, const std::string& worker,
             const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::JobStatus StatusOf(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Events of a job held whole, with seq > after_seq.
+  std::vector<v1::JobEvent> EventsOf(const Job& job, int64_t after_seq, bool* final) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   double Rate(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void Log(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Needs no lock: the job is not visible yet.
@@ -333,6 +346,18 @@ class Scheduler {
   // Deletes the finished jobs older than retain_finished_ms (at most every
   // second).
   void SweepFinished(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps finished jobs older than summarize_after_ms as summaries.
+  void Summarize(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::JobStatus SummaryOf(const Job& job) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // A summarized job's `parts` read back from the journal (no lock held):
+  // planned again, its result merged when kJobResults is asked for.
+  // DATA_LOSS for a damaged stored job, NOT_FOUND for a deleted one.
+  absl::StatusOr<std::unique_ptr<Job>> Rebuild(const v1::JobStatus& summary, int parts) const;
+  // The status of a rebuilt job, with what only its summary knows.
+  v1::JobStatus RebuiltStatus(const Job& job, const v1::JobStatus& summary) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Whether a lease id names a job kept as a summary (its leases are over).
+  bool LeaseOfSummarizedJob(const std::string& lease_id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // A job restored from a damaged row: FAILED with DATA_LOSS, kept only to be
   // reported.
   void AddDamagedJob(const StoredJob& stored, const std::string& why)
@@ -364,6 +389,8 @@ class Scheduler {
   // Final jobs by (finished_ms, id): the retention sweep's queue.
   std::set<std::pair<int64_t, std::string>> finished_ ABSL_GUARDED_BY(mu_);
   int64_t next_sweep_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // Final jobs still whole in memory, by (finished_ms, id).
+  std::set<std::pair<int64_t, std::string>> to_summarize_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);  // jobs, workers: filled on read

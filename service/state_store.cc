@@ -126,7 +126,7 @@ constexpr const char* kSchema =
     " created_ms INTEGER NOT NULL, state INTEGER NOT NULL,"
     " error_code INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
     " spec_sha256 TEXT, owner TEXT, request_id TEXT, request_sha256 TEXT,"
-    " finished_ms INTEGER);"
+    " finished_ms INTEGER, summary BLOB);"
     "CREATE TABLE results(job_id TEXT NOT NULL, shard INTEGER NOT NULL,"
     " data BLOB NOT NULL, sha256 TEXT, PRIMARY KEY(job_id, shard));"
     "CREATE TABLE events(job_id TEXT NOT NULL, seq INTEGER NOT NULL,"
@@ -143,7 +143,8 @@ struct Migration {
 constexpr Migration kMigrations[] = {
     {"jobs", "spec_sha256", "TEXT"},    {"results", "sha256", "TEXT"},
     {"jobs", "owner", "TEXT"},          {"jobs", "request_id", "TEXT"},
-    {"jobs", "request_sha256", "TEXT"}, {"jobs", "finished_ms", "INTEGER"}};
+    {"jobs", "request_sha256", "TEXT"}, {"jobs", "finished_ms", "INTEGER"},
+    {"jobs", "summary", "BLOB"}};
 
 // One job per (owner, request_id): a repeated SubmitJobRequest finds its job
 // (AIP-155), and a second row for it cannot be written.
@@ -385,6 +386,12 @@ absl::Status StateStore::WriteLocked(const JobWrite& w) {
     s.Blob(3, e->SerializeAsString());
     LG_RETURN_IF_ERROR(s.Run());
   }
+  if (w.summary != nullptr) {
+    Stmt s(db_, "UPDATE jobs SET summary = ? WHERE job_id = ?");
+    s.Blob(1, *w.summary);
+    s.Text(2, w.job_id);
+    LG_RETURN_IF_ERROR(s.Run());
+  }
   if (!w.events.empty()) {
     Stmt s(db_, "DELETE FROM events WHERE job_id = ? AND seq > ?");
     s.Text(1, w.job_id);
@@ -396,20 +403,50 @@ absl::Status StateStore::WriteLocked(const JobWrite& w) {
 
 absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
   absl::MutexLock lock(&mu_);
+  return Query(nullptr, kJobSpec | kJobResults | kJobEvents, /*summaries=*/true);
+}
+
+absl::StatusOr<StoredJob> StateStore::Read(const std::string& job_id, int parts) {
+  absl::MutexLock lock(&mu_);
+  LG_ASSIGN_OR_RETURN(std::vector<StoredJob> jobs, Query(&job_id, parts, /*summaries=*/false));
+  if (jobs.empty()) return absl::NotFoundError(absl::StrCat("no job ", Echo(job_id)));
+  return std::move(jobs.front());
+}
+
+absl::StatusOr<std::vector<StoredJob>> StateStore::Query(const std::string* job_id, int parts,
+                                                         bool summaries) {
+  // A finished job with a summary is loaded as that summary: its spec,
+  // results and events are read when asked for (Read).
+  const std::string summarized = summaries ? "(j.summary IS NOT NULL AND j.state >= 3)" : "0";
+  const std::string one_job = job_id != nullptr ? " AND j.job_id = ?" : "";
   std::vector<StoredJob> jobs;
   std::map<std::string, size_t> index;
   {
-    Stmt s(db_,
-           "SELECT job_id, spec, created_ms, state, error_code, error, "
-           "spec_sha256, owner, request_id, request_sha256, finished_ms FROM jobs ORDER BY rowid");
+    Stmt s(db_, absl::StrCat("SELECT j.job_id, CASE WHEN ", summarized, " OR ",
+                             (parts & kJobSpec) ? "0" : "1",
+                             " THEN NULL ELSE j.spec END, j.created_ms, j.state, j.error_code, "
+                             "j.error, j.spec_sha256, j.owner, j.request_id, j.request_sha256, "
+                             "j.finished_ms, CASE WHEN ",
+                             summarized, " THEN j.summary END FROM jobs j WHERE 1", one_job,
+                             " ORDER BY j.rowid")
+                    .c_str());
     LG_RETURN_IF_ERROR(s.status());
+    if (job_id != nullptr) s.Text(1, *job_id);
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       StoredJob job;
       job.job_id = s.ColumnBytes(0);
-      const std::string spec = s.ColumnBytes(1);
-      if (!ChecksumMatches(s.get(), 6, spec) || !job.spec.ParseFromString(spec)) {
-        job.damage = "its stored spec is corrupt (checksum mismatch)";
-        job.spec.Clear();
+      if (sqlite3_column_type(s.get(), 11) != SQLITE_NULL) {
+        job.summary.emplace();
+        if (!job.summary->ParseFromString(s.ColumnBytes(11))) {
+          job.summary.reset();
+          job.damage = "its stored summary is corrupt";
+        }
+      } else if (sqlite3_column_type(s.get(), 1) != SQLITE_NULL) {
+        const std::string spec = s.ColumnBytes(1);
+        if (!ChecksumMatches(s.get(), 6, spec) || !job.spec.ParseFromString(spec)) {
+          job.damage = "its stored spec is corrupt (checksum mismatch)";
+          job.spec.Clear();
+        }
       }
       job.created_ms = sqlite3_column_int64(s.get(), 2);
       job.state = static_cast<v1::JobState>(sqlite3_column_int(s.get(), 3));
@@ -423,9 +460,13 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
       jobs.push_back(std::move(job));
     }
   }
-  {
-    Stmt s(db_, "SELECT job_id, shard, data, sha256 FROM results");
+  if (parts & kJobResults) {
+    Stmt s(db_, absl::StrCat("SELECT r.job_id, r.shard, r.data, r.sha256 FROM results r JOIN "
+                             "jobs j ON j.job_id = r.job_id WHERE NOT ",
+                             summarized, one_job)
+                    .c_str());
     LG_RETURN_IF_ERROR(s.status());
+    if (job_id != nullptr) s.Text(1, *job_id);
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       auto it = index.find(s.ColumnBytes(0));
       if (it == index.end()) continue;
@@ -442,9 +483,13 @@ absl::StatusOr<std::vector<StoredJob>> StateStore::Load() {
       job.results[shard] = std::move(*arrays);
     }
   }
-  {
-    Stmt s(db_, "SELECT job_id, seq, data FROM events ORDER BY job_id, seq");
+  if (parts & kJobEvents) {
+    Stmt s(db_, absl::StrCat("SELECT e.job_id, e.seq, e.data FROM events e JOIN jobs j ON "
+                             "j.job_id = e.job_id WHERE NOT ",
+                             summarized, one_job, " ORDER BY e.job_id, e.seq")
+                    .c_str());
     LG_RETURN_IF_ERROR(s.status());
+    if (job_id != nullptr) s.Text(1, *job_id);
     std::set<std::string> cut;  // jobs whose events stopped at a bad one
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       const std::string id = s.ColumnBytes(0);

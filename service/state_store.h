@@ -54,18 +54,26 @@ class StateStore : public Journal {
                                                           const StateStoreOptions& options = {});
   ~StateStore() override;
 
-  // Every job with its results and events, oldest first. A damaged row marks
-  // its job (StoredJob::damage / damaged_shards / notes) and never hides the
-  // other jobs; DATA_LOSS only when a whole table cannot be read.
+  // Every job, oldest first: unfinished ones with their results and events,
+  // finished ones as their summary only (StoredJob::summary; those from
+  // before summaries were stored come whole). A damaged row marks its job
+  // (StoredJob::damage / damaged_shards / notes) and never hides the other
+  // jobs; DATA_LOSS only when a whole table cannot be read.
   absl::StatusOr<std::vector<StoredJob>> Load();
 
   absl::Status Write(const JobWrite& write) override;
+  bool CanRead() const override { return true; }
+  absl::StatusOr<StoredJob> Read(const std::string& job_id, int parts) override;
 
  private:
   StateStore(sqlite3* db, StateStoreOptions options, int lock_fd)
       : db_(db), options_(std::move(options)), lock_fd_(lock_fd) {}
   absl::Status Exec(const std::string& sql);
   absl::Status WriteLocked(const JobWrite& write) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One job (job_id set) or all, with `parts`; summaries: finished jobs with
+  // a stored summary come as that summary only.
+  absl::StatusOr<std::vector<StoredJob>> Query(const std::string* job_id, int parts, bool summaries)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyTestingPageLimit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   sqlite3* db_;

@@ -91,13 +91,22 @@ TEST(StateStoreTest, ReopenedStoreResumesTheJobWithoutRedoingShards) {
   for (size_t i = 0; i < events.size(); ++i)
     EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i) + 1);
 
-  // A finished job comes back finished, with its result.
+  // A finished job comes back finished (as its summary), with its result
+  // and events read from the store.
   auto again = (*store)->Load();
   ASSERT_TRUE(again.ok());
-  Scheduler s2(&clock, {}, nullptr);
+  ASSERT_TRUE((*again)[0].summary.has_value());
+  EXPECT_TRUE((*again)[0].results.empty());
+  EXPECT_TRUE((*again)[0].events.empty());
+  Scheduler s2(&clock, {}, store->get());
   ASSERT_TRUE(s2.Restore(std::move((*again)[0])).ok());
   EXPECT_EQ(s2.GetJob(kAnon, job)->state(), v1::JOB_SUCCEEDED);
-  EXPECT_TRUE(s2.GetResult(kAnon, job).ok());
+  EXPECT_EQ(s2.GetJob(kAnon, job)->spec().n_layers(), 2);
+  auto again_result = s2.GetResult(kAnon, job);
+  ASSERT_TRUE(again_result.ok()) << again_result.status();
+  EXPECT_EQ(again_result->tensors.back().values, (std::vector<float>{5, 6, 7, 8}));
+  EXPECT_EQ(s2.EventsAfter(kAnon, job, 0, &final)->size(), events.size());
+  EXPECT_TRUE(final);
   std::filesystem::remove_all(dir);
 }
 
@@ -236,10 +245,9 @@ TEST(StateStoreTest, AFlippedByteInAResultIsDataLossForThatJobOnly) {
   auto jobs = (*store)->Load();
   ASSERT_TRUE(jobs.ok()) << jobs.status();
   Scheduler s(&clock, {}, store->get());
-  for (auto& j : *jobs) {
-    if (j.job_id == a) EXPECT_EQ(j.damaged_shards, std::vector<int64_t>{3});
-    (void)s.Restore(std::move(j));
-  }
+  // Finished jobs load as summaries; the damage shows when the result is read.
+  EXPECT_EQ((*store)->Read(a, kJobResults)->damaged_shards, std::vector<int64_t>{3});
+  for (auto& j : *jobs) (void)s.Restore(std::move(j));
   absl::Status result = s.GetResult(kAnon, a).status();
   EXPECT_EQ(result.code(), absl::StatusCode::kDataLoss) << result;
   EXPECT_NE(result.message().find("shard 3"), std::string::npos) << result;
@@ -517,6 +525,59 @@ TEST(StateStoreTest, ADeletedJobIsGoneFromTheStore) {
   ASSERT_EQ(jobs->size(), 1u);
   EXPECT_EQ((*jobs)[0].job_id, kept);
   EXPECT_GT((*jobs)[0].finished_ms, 0);
+}
+
+TEST(StateStoreTest, AFinishedJobIsKeptAsASummaryAndReadOnDemand) {
+  const std::string dir = TempDir("lensgrid-store-summary");
+  FakeClock clock;
+  auto store = StateStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  SchedulerOptions o;
+  o.summarize_after_ms = 5000;
+  Scheduler s(&clock, o, store->get());
+  const Caller alice{"alice", Role::kSubmitter};
+  const std::string job = s.Submit(alice, testing::SmallJob(2), "req").value();
+  v1::RegisterRequest r;
+  r.set_model_id("m");
+  r.set_weights_sha256("sha");
+  const std::string w = s.RegisterWorker(r).value();
+  std::vector<v1::ShardLease> leases;
+  while (auto l = s.Lease(w).value()) leases.push_back(*l);
+  for (const auto& l : leases) ASSERT_TRUE(*s.Complete(w, l.lease_id(), ResultFor(l.shard())));
+  const v1::JobStatus whole = s.GetJob(alice, job).value();
+  bool final = false;
+  const size_t n_events = s.EventsAfter(alice, job, 0, &final)->size();
+  clock.Advance(5000);
+  s.Tick();
+  // Listed from its summary: no spec.
+  std::string next;
+  const std::vector<v1::JobStatus> listed = s.ListJobs(alice, {}, &next).value();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_FALSE(listed[0].has_spec());
+  EXPECT_EQ(listed[0].state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(listed[0].shards_done(), 8);
+  EXPECT_EQ(listed[0].owner(), "alice");
+  EXPECT_EQ(listed[0].request_id(), "req");
+  // Everything else is read from the store, as it was.
+  const v1::JobStatus read = s.GetJob(alice, job).value();
+  EXPECT_EQ(read.spec().SerializeAsString(), whole.spec().SerializeAsString());
+  EXPECT_EQ(read.n_prompts(), 2);
+  EXPECT_EQ(read.last_event_seq(), whole.last_event_seq());
+  EXPECT_EQ(read.finished_unix_ms(), whole.finished_unix_ms());
+  auto result = s.GetResult(alice, job);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->tensors.back().values, (std::vector<float>{5, 6, 7, 8}));
+  EXPECT_EQ(s.EventsAfter(alice, job, 0, &final)->size(), n_events);
+  EXPECT_TRUE(final);
+  EXPECT_EQ(s.EventsAfter(alice, job, 3, &final)->size(), n_events - 3);
+  // Still owned, still idempotent, still deletable; a late completion is dropped.
+  EXPECT_EQ(s.GetJob(Caller{"bob", Role::kSubmitter}, job).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.Submit(alice, testing::SmallJob(2), "req").value(), job);
+  EXPECT_FALSE(*s.Complete(w, leases[0].lease_id(), ResultFor(leases[0].shard())));
+  EXPECT_TRUE(s.Delete(alice, job).ok());
+  EXPECT_EQ(s.GetJob(alice, job).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s.EventsAfter(alice, job, 0, &final).status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace
