@@ -45,8 +45,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
   args.SetMaxSendMessageSize(256 << 20);  // a job spec holds its prompts
-  return std::make_unique<CoordinatorClient>(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args), options);
+  LG_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      OpenChannel(address, options.transport, args));
+  return std::make_unique<CoordinatorClient>(std::move(channel), options);
 }
 
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel, Options options)

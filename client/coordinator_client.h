@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/auth.h"
 #include "common/tensor_chunks.h"
 #include "lensgrid/v1/coordinator.grpc.pb.h"
 
@@ -36,6 +37,7 @@ class CoordinatorClient {
     // Watch: how long to keep reconnecting while the coordinator is
     // unreachable (it may be restarting). Default: 2 minutes
     absl::Duration reconnect_for = absl::Minutes(2);
+    ClientTransport transport;  // TLS and token (common/auth.h); default: plaintext, no token
   };
   static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Connect(const std::string& address,
                                                                     Options options);
@@ -43,6 +45,8 @@ class CoordinatorClient {
     return Connect(address, Options());
   }
   CoordinatorClient(std::shared_ptr<grpc::Channel> channel, Options options);
+  // How this client connects (for clients of the coordinator's workers).
+  const ClientTransport& transport() const { return options_.transport; }
 
   // request_id: SubmitJobRequest.request_id (AIP-155); a retry with the same
   // one returns the job the first attempt started. Empty: none.

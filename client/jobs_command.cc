@@ -14,6 +14,7 @@
 #include "client/search_output.h"
 #include "client/search_remote.h"
 #include "client/worker_views.h"
+#include "common/auth_flags.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
@@ -105,7 +106,7 @@ absl::Status Result(CoordinatorClient& c, const std::string& job, const std::str
   absl::Status no_views;
   if (described) {
     absl::StatusOr<WorkerViews> v =
-        ViewsFromJobWorkers(address, status, HeadsToShow(result, ctx.n_heads, 4));
+        ViewsFromJobWorkers(c, status, HeadsToShow(result, ctx.n_heads, 4));
     if (v.ok()) {
       views = std::move(v->views);
       ctx.processed = v->processed;
@@ -147,6 +148,8 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
   CLI::App app{"Jobs on a coordinator", "lensgrid " + name};
   if (const char* env = std::getenv("LENSGRID_COORDINATOR_ADDR")) address = env;
   app.add_option("--coordinator", address, "HOST:PORT (default: $LENSGRID_COORDINATOR_ADDR)");
+  ClientTransport transport;
+  AddClientTransportFlags(&app, &transport);
   if (verb == "cancel" || verb == "result" || del) {
     app.add_option("job", job, "job id (see `lensgrid jobs`)")->required();
   }
@@ -170,7 +173,8 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
     err << "lensgrid " << verb << ": say which coordinator: --coordinator HOST:PORT\n";
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<CoordinatorClient>> client = CoordinatorClient::Connect(address);
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+      CoordinatorClient::Connect(address, {.transport = transport});
   if (!client.ok()) return ReportCommandStatus(verb.c_str(), client.status(), err);
   absl::Status status;
   if (del) {

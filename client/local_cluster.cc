@@ -19,10 +19,13 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/coordinator_client.h"
+#include "common/random_id.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
@@ -60,6 +63,34 @@ absl::StatusOr<std::string> FindBinary(const std::string& name, const char* env,
                                           "); looked in: ", absl::StrJoin(tried, ", ")));
 }
 
+// This process's environment for a child: without the security settings meant for the
+// servers this process talks to (the cluster's own are added), plus `extra`.
+std::vector<std::string> ChildEnvironment(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const absl::string_view entry(*e);
+    const bool security = absl::StartsWith(entry, "LENSGRID_TLS_") ||
+                          absl::StartsWith(entry, "LENSGRID_TOKEN=") ||
+                          absl::StartsWith(entry, "LENSGRID_AUTH_TOKENS=") ||
+                          absl::StartsWith(entry, "LENSGRID_COORDINATOR_TLS_") ||
+                          absl::StartsWith(entry, "LENSGRID_COORDINATOR_TOKEN=");
+    if (!security) env.emplace_back(entry);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+// A token file readable by this user only: NAME ROLE SHA256 per token.
+absl::Status WriteTokenFile(const std::string& path, const std::string& content) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", path));
+  const bool written =
+      ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  ::close(fd);
+  if (!written) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string TailOfFile(const std::string& path, int lines) {
@@ -74,7 +105,8 @@ std::string TailOfFile(const std::string& path, int lines) {
 }
 
 absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
-                                                        const std::vector<std::string>& argv) {
+                                                        const std::vector<std::string>& argv,
+                                                        const std::vector<std::string>& env) {
   Child child;
   child.name = name;
   child.log = dir_ + "/" + name + ".log";
@@ -83,6 +115,10 @@ absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const std::vector<std::string> child_env = ChildEnvironment(env);
+  std::vector<char*> envp;
+  for (const std::string& e : child_env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) {
     ::close(fd);
@@ -93,7 +129,7 @@ absl::StatusOr<LocalCluster::Child> LocalCluster::Spawn(const std::string& name,
     ::dup2(fd, STDERR_FILENO);
     ::setpgid(0, 0);                     // a Ctrl-C at the terminal reaches us, not them...
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // ...and when we die, they stop
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), envp.data());
     std::fprintf(stderr, "cannot execute %s\n", args[0]);
     ::_exit(127);
   }
@@ -127,9 +163,19 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
     return absl::InternalError(absl::StrCat("cannot create a temporary dir ", tmpl));
   c->dir_ = tmpl;
   ::mkdir((c->dir_ + "/state").c_str(), 0755);
-  LG_ASSIGN_OR_RETURN(c->coordinator_,
-                      c->Spawn("coordinator", {coordinator_bin, "--listen", "127.0.0.1:0",
-                                               "--state-dir", c->dir_ + "/state"}));
+  // Tokens for this session: this process is the admin (it lists workers), the workers are
+  // workers. Loopback needs no TLS; the tokens keep other local users out.
+  c->transport_.token = RandomHex128();
+  const std::string worker_token = RandomHex128();
+  const std::string tokens = c->dir_ + "/tokens";
+  LG_RETURN_IF_ERROR(
+      WriteTokenFile(tokens, absl::StrCat("# lensgrid --local: this session's tokens\nlocal admin ",
+                                          Sha256Hex(c->transport_.token), "\nlocal-worker worker ",
+                                          Sha256Hex(worker_token), "\n")));
+  LG_ASSIGN_OR_RETURN(
+      c->coordinator_,
+      c->Spawn("coordinator", {coordinator_bin, "--listen", "127.0.0.1:0", "--state-dir",
+                               c->dir_ + "/state", "--auth-tokens", tokens}));
   // Its first line names the port it got.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (c->address_.empty()) {
@@ -166,13 +212,17 @@ absl::StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(
                                      "--threads",
                                      std::to_string(threads),
                                      "--name",
-                                     absl::StrCat("local-", i)};
+                                     absl::StrCat("local-", i),
+                                     "--auth-tokens",
+                                     tokens};
     if (options.no_processing) argv.push_back("--no-processing");
     if (!options.model_id.empty()) {
       argv.push_back("--model-id");
       argv.push_back(options.model_id);
     }
-    LG_ASSIGN_OR_RETURN(Child w, c->Spawn(absl::StrCat("worker-", i), argv));
+    // The token goes in the environment, not on a command line other users can read.
+    LG_ASSIGN_OR_RETURN(Child w, c->Spawn(absl::StrCat("worker-", i), argv,
+                                          {"LENSGRID_COORDINATOR_TOKEN=" + worker_token}));
     c->workers_.push_back(std::move(w));
   }
   return c;
@@ -198,7 +248,7 @@ absl::Status LocalCluster::Health() {
 
 absl::Status LocalCluster::WaitForWorker(const std::string& model_id, absl::Duration timeout) {
   LG_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
-                      CoordinatorClient::Connect(address_));
+                      CoordinatorClient::Connect(address_, {.transport = transport_}));
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     LG_RETURN_IF_ERROR(Health());

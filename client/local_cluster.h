@@ -10,6 +10,9 @@
 // dir), or named by $LENSGRID_COORDINATOR / $LENSGRID_WORKER, or on PATH.
 // Each child's stdout and stderr go to a log file in a temporary dir, which is
 // removed at the end unless something failed (then its path is printed).
+// The children take tokens (a fresh random one per cluster, in a 0600 token
+// file in that dir): transport() is how this process reaches them; the
+// children never see this process's own LENSGRID_TLS_*/LENSGRID_*TOKEN* settings.
 // No LibTorch here.
 #ifndef LENSGRID_CLIENT_LOCAL_CLUSTER_H_
 #define LENSGRID_CLIENT_LOCAL_CLUSTER_H_
@@ -22,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/auth.h"
 
 namespace lensgrid {
 
@@ -39,6 +43,8 @@ class LocalCluster {
   ~LocalCluster();  // SIGTERM to every child, SIGKILL after 10 s
 
   const std::string& address() const { return address_; }
+  // Plaintext on loopback with this cluster's admin token (for the coordinator and the workers).
+  const ClientTransport& transport() const { return transport_; }
   const std::string& log_dir() const { return dir_; }
   // FAILED_PRECONDITION naming the child (and its log's last lines) if the
   // coordinator or every worker has exited.
@@ -57,11 +63,14 @@ class LocalCluster {
     int exit_status = -1;  // once reaped
   };
   LocalCluster() = default;
-  absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv);
+  // `env`: NAME=VALUE entries added to this process's environment (less its security settings).
+  absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv,
+                              const std::vector<std::string>& env = {});
   bool Reap(Child* child);                           // true once exited
   void StopGroup(const std::vector<Child*>& group);  // SIGTERM, then SIGKILL
 
   std::string dir_, address_;
+  ClientTransport transport_;
   Child coordinator_;
   std::vector<Child> workers_;
   bool keep_logs_ = false;

@@ -16,6 +16,7 @@
 #include "client/hub/hub_download.h"
 #include "client/run_remote.h"
 #include "client/wire_values.h"
+#include "common/auth_flags.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
 
@@ -119,6 +120,7 @@ absl::Status Execute(const RunFlags& flags, const RunInProcess& in_process, std:
     request.no_processing = flags.no_processing;
     request.cache_regexes = flags.cache_regexes;
     request.stop_at_layer = flags.stop_at_layer;
+    request.transport = flags.transport;
     data = RunRemote(request);
   }
   LG_RETURN_IF_ERROR(data.status());
@@ -185,6 +187,7 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
   app.add_flag("--offline", flags.offline,
                "never download: a model name must be in the cache (also LENSGRID_OFFLINE=1)");
   app.add_option("--worker", flags.worker, "run on the worker at HOST:PORT");
+  AddClientTransportFlags(&app, &flags.transport);
   auto* prompt = app.add_option("--prompt", flags.prompt, "text (BOS is prepended)");
   auto* tokens = app.add_option("--tokens", flags.tokens, "ids, e.g. 5,17,300 (taken as given)");
   prompt->excludes(tokens);

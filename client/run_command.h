@@ -39,7 +39,8 @@ struct RunFlags {
   std::string output;
   std::string device = "cpu";
   int threads = 0;
-  std::string worker;  // HOST:PORT: run there instead of in this process
+  std::string worker;         // HOST:PORT: run there instead of in this process
+  ClientTransport transport;  // --tls-ca, --tls-cert, --tls-key, --token (--worker)
   bool offline = false;
 };
 

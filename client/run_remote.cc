@@ -25,7 +25,8 @@ v1::Tensor TokensProto(const std::vector<int64_t>& ids) {
 }  // namespace
 
 absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
-  LG_ASSIGN_OR_RETURN(std::shared_ptr<WorkerClient> worker, WorkerClient::Connect(request.worker));
+  LG_ASSIGN_OR_RETURN(std::shared_ptr<WorkerClient> worker,
+                      WorkerClient::Connect(request.worker, {.transport = request.transport}));
   LG_RETURN_IF_ERROR(worker->WaitUntilReady(absl::Seconds(30)));
   LG_ASSIGN_OR_RETURN(v1::ModelInfo info, worker->GetModelInfo());
   if (info.processed() == request.no_processing) {

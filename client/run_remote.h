@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/auth.h"
 #include "common/tensor_chunks.h"
 
 namespace lensgrid {
@@ -42,6 +43,7 @@ struct RemoteRunRequest {
   bool no_processing = false;  // must match how the worker loaded its weights
   std::vector<std::string> cache_regexes;
   std::optional<int> stop_at_layer;
+  ClientTransport transport;  // TLS and token for the worker (common/auth.h)
 };
 
 absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request);

@@ -25,6 +25,7 @@
 #include "client/search_remote.h"
 #include "client/search_values.h"
 #include "client/worker_views.h"
+#include "common/auth_flags.h"
 #include "common/model_id.h"
 #include "common/random_id.h"
 #include "common/search_methods.h"
@@ -90,6 +91,7 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
   options.tty = ::isatty(STDERR_FILENO) == 1;
   options.progress = &err;
   options.request_id = flags.request_id.empty() ? RandomHex128() : flags.request_id;
+  options.transport = flags.transport;
   if (flags.local > 0) {
     LG_ASSIGN_OR_RETURN(cluster, LocalCluster::Start({.model_dir = flags.model_dir,
                                                       .workers = static_cast<int>(flags.local),
@@ -97,6 +99,7 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
                                                       .no_processing = flags.no_processing,
                                                       .model_id = model_id}));
     address = cluster->address();
+    options.transport = cluster->transport();
     options.health = [&cluster] { return cluster->Health(); };
     LG_RETURN_IF_ERROR(cluster->WaitForWorker(model_id, absl::Minutes(10)));
   }
@@ -146,8 +149,8 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
   std::vector<AttentionView> views;
   if (!flags.output.empty()) {
     // The job's numbers are in; a report without the viewer beats no output.
-    absl::StatusOr<WorkerViews> v =
-        ViewsFromJobWorkers(address, final_status, HeadsToShow(*result, ctx.n_heads, 4));
+    absl::StatusOr<WorkerViews> v = ViewsFromJobWorkers(address, options.transport, final_status,
+                                                        HeadsToShow(*result, ctx.n_heads, 4));
     if (v.ok()) {
       views = std::move(v->views);
       if (!ctx.processed.has_value()) ctx.processed = v->processed;
@@ -205,6 +208,7 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   app.add_flag("--in-process", f.in_process, "run in this process");
   app.add_option("--local", f.local, "run on N local workers (with the coordinator)");
   app.add_option("--coordinator", f.coordinator, "submit to a coordinator at ADDR");
+  AddClientTransportFlags(&app, &f.transport);
   if (const char* env = std::getenv("LENSGRID_REQUEST_ID")) f.request_id = env;
   app.add_option("--request-id", f.request_id,
                  "--coordinator: the job's request id (<= 118 printable bytes; default: "

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/auth.h"
 
 namespace lensgrid {
 
@@ -45,6 +46,7 @@ struct SearchFlags {
   std::string request_id;
   int64_t prompts_per_shard = 0, components_per_shard = 0;
   int threads = 0;
+  ClientTransport transport;  // --tls-ca, --tls-cert, --tls-key, --token (--coordinator)
 };
 
 // The metric a method reads when none is given: what the dataset is about.

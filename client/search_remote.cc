@@ -78,8 +78,10 @@ absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
     std::lock_guard<std::mutex> lock(write_mu);
     progress << s << std::flush;
   });
+  CoordinatorClient::Options client_options;
+  client_options.transport = options.transport;
   LG_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
-                      CoordinatorClient::Connect(address));
+                      CoordinatorClient::Connect(address, client_options));
   LG_ASSIGN_OR_RETURN(v1::SubmitJobResponse submitted,
                       client->Submit(job_spec, options.request_id));
   const std::string job_id = submitted.job_id();

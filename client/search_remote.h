@@ -34,6 +34,7 @@ struct RemoteSearchOptions {
   std::string request_id;
   // Receives the job's final status (its prepared spec, prompt count, first prompt), if given.
   v1::JobStatus* final_status = nullptr;
+  ClientTransport transport;  // TLS and token for the coordinator (common/auth.h)
 };
 
 // Submits, follows the job to its end (reconnecting across coordinator

@@ -28,7 +28,8 @@ absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Connect(const std::s
   // Replies stream in chunks of <= 1 MiB by default; this only matters for a
   // worker started with a larger --chunk-bytes.
   args.SetMaxReceiveMessageSize(16 << 20);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  LG_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      OpenChannel(address, options.transport, args));
   return std::make_unique<WorkerClient>(std::move(channel), options);
 }
 

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/auth.h"
 #include "common/tensor_chunks.h"
 #include "lensgrid/v1/worker.grpc.pb.h"
 
@@ -38,6 +39,7 @@ class WorkerClient {
  public:
   struct Options {
     absl::Duration timeout = absl::InfiniteDuration();  // per call
+    ClientTransport transport;  // TLS and token (common/auth.h); default: plaintext, no token
   };
   // Creates the channel; does not wait for the worker (see WaitUntilReady).
   static absl::StatusOr<std::unique_ptr<WorkerClient>> Connect(const std::string& address,

@@ -173,6 +173,7 @@ absl::StatusOr<WorkerViews> ViewsFromJobWorkers(CoordinatorClient& coordinator,
     const std::string who = absl::StrCat("worker ", w.name(), " at ", w.address());
     WorkerClient::Options options;
     options.timeout = timeout;
+    options.transport = coordinator.transport();  // the same CA and token serve its workers
     absl::StatusOr<std::unique_ptr<WorkerClient>> client =
         WorkerClient::Connect(w.address(), options);
     absl::StatusOr<v1::ModelInfo> info =
@@ -194,11 +195,13 @@ absl::StatusOr<WorkerViews> ViewsFromJobWorkers(CoordinatorClient& coordinator,
 }
 
 absl::StatusOr<WorkerViews> ViewsFromJobWorkers(const std::string& coordinator_address,
+                                                const ClientTransport& transport,
                                                 const v1::JobStatus& status, const HeadList& heads,
                                                 absl::Duration timeout) {
   if (heads.empty()) return WorkerViews();
   CoordinatorClient::Options options;
   options.timeout = timeout;
+  options.transport = transport;
   LG_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> coordinator,
                       CoordinatorClient::Connect(coordinator_address, options));
   return ViewsFromJobWorkers(*coordinator, status, heads, timeout);

@@ -68,8 +68,10 @@ struct WorkerViews {
 absl::StatusOr<WorkerViews> ViewsFromJobWorkers(CoordinatorClient& coordinator,
                                                 const v1::JobStatus& status, const HeadList& heads,
                                                 absl::Duration timeout = absl::Seconds(60));
-// The same, connecting to the coordinator at `coordinator_address`.
+// The same, connecting to the coordinator at `coordinator_address` (and to its workers) with
+// `transport`.
 absl::StatusOr<WorkerViews> ViewsFromJobWorkers(const std::string& coordinator_address,
+                                                const ClientTransport& transport,
                                                 const v1::JobStatus& status, const HeadList& heads,
                                                 absl::Duration timeout = absl::Seconds(60));
 

@@ -9,6 +9,6 @@
 
 Runs on Debian's python3-grpcio, python3-protobuf and python3-numpy.
 """
-from lensgrid.worker import Worker, WorkerError, RunResult, act_name
+from lensgrid.worker import Worker, WorkerError, RunResult, act_name, open_channel
 
-__all__ = ["Worker", "WorkerError", "RunResult", "act_name"]
+__all__ = ["Worker", "WorkerError", "RunResult", "act_name", "open_channel"]

@@ -1,4 +1,6 @@
 """The Worker client: TransformerLens-style calls against a lensgrid worker."""
+import collections
+import os
 import re
 import time
 
@@ -160,17 +162,79 @@ def _metric(spec):
     return msg
 
 
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Sends `authorization: Bearer TOKEN` with every call."""
+
+    def __init__(self, token):
+        self._entry = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):
+        return _CallDetails(d.method, d.timeout, list(d.metadata or []) + [self._entry],
+                            d.credentials, getattr(d, "wait_for_ready", None),
+                            getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+def _read_file(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{what} {path}: cannot read: {e.strerror}") from None
+
+
+def open_channel(address, tls_ca=None, tls_cert=None, tls_key=None, token=None, options=()):
+    """A channel as the lensgrid CLI makes one: TLS when a CA or a client certificate is given
+    (PEM file paths), `authorization: Bearer TOKEN` on every call when a token is given. Each
+    argument left None comes from LENSGRID_TLS_CA, LENSGRID_TLS_CERT, LENSGRID_TLS_KEY,
+    LENSGRID_TOKEN."""
+    env = os.environ.get
+    tls_ca = tls_ca if tls_ca is not None else env("LENSGRID_TLS_CA")
+    tls_cert = tls_cert if tls_cert is not None else env("LENSGRID_TLS_CERT")
+    tls_key = tls_key if tls_key is not None else env("LENSGRID_TLS_KEY")
+    token = token if token is not None else env("LENSGRID_TOKEN")
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("tls_cert and tls_key go together (mTLS)")
+    if tls_ca or tls_cert:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_read_file(tls_ca, "tls_ca") if tls_ca else None,
+            private_key=_read_file(tls_key, "tls_key") if tls_key else None,
+            certificate_chain=_read_file(tls_cert, "tls_cert") if tls_cert else None)
+        channel = grpc.secure_channel(address, creds, options=list(options))
+    else:
+        channel = grpc.insecure_channel(address, options=list(options))
+    if token:
+        channel = grpc.intercept_channel(channel, _BearerToken(token))
+    return channel
+
+
 class Worker:
     """A connection to one lensgrid worker.
 
     Every call raises WorkerError with the worker's status code and message on failure.
+    tls_ca / tls_cert / tls_key (PEM paths) and token work as the CLI's --tls-ca, --tls-cert,
+    --tls-key and --token, and default to the same environment variables (LENSGRID_TLS_CA, ...,
+    LENSGRID_TOKEN).
     """
 
-    def __init__(self, address, timeout=None):
+    def __init__(self, address, timeout=None, tls_ca=None, tls_cert=None, tls_key=None,
+                 token=None):
         self.address = address
         self.timeout = timeout  # seconds per call; None: no deadline
-        self._channel = grpc.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", 16 << 20)])
+        self._channel = open_channel(
+            address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, token=token,
+            options=[("grpc.max_receive_message_length", 16 << 20)])
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
         self._info = None
 
