@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/echo.h"
+#include "common/log.h"
 #include "common/random_id.h"
 #include "common/search_proto.h"
 #include "common/sha256.h"
@@ -61,9 +62,45 @@ Scheduler::Scheduler(const Clock* clock, SchedulerOptions options, Journal* jour
 
 void Scheduler::Log(absl::Status status) {
   // The journal failing (disk full) must not kill the server; say so loudly.
-  if (!status.ok())
-    std::fprintf(stderr, "coordinator: state store: %s\n", status.ToString().c_str());
+  if (!status.ok()) LogEvent(LogLevel::kError, absl::StrCat("state store: ", status.ToString()));
 }
+
+namespace {
+
+// One log line per job lifecycle event and shard failure (per-shard progress,
+// SHARD_DONE, is in the job's events and the metrics, not the log).
+void LogJobEvent(const v1::JobEvent& e, const std::string& job_id, const std::string& owner,
+                 const std::string& lease_id) {
+  LogLevel level = LogLevel::kInfo;
+  switch (e.kind()) {
+    case v1::JobEvent::SHARD_DONE:
+    case v1::JobEvent::WORKER_JOINED:  // logged once per worker, not per job
+    case v1::JobEvent::WORKER_LOST:
+      return;
+    case v1::JobEvent::SHARD_RETRIED:
+    case v1::JobEvent::WAITING_FOR_WORKER:
+    case v1::JobEvent::STORE_FAILED:
+      level = LogLevel::kWarning;
+      break;
+    case v1::JobEvent::JOB_FAILED:
+      level = LogLevel::kError;
+      break;
+    default:
+      break;
+  }
+  std::string message = absl::StrCat("job ", job_id, ": ", v1::JobEvent::Kind_Name(e.kind()));
+  if (!e.message().empty()) absl::StrAppend(&message, ": ", e.message());
+  LogEvent(level, message,
+           {{"event", v1::JobEvent::Kind_Name(e.kind())},
+            {"job", job_id},
+            {"owner", owner},
+            {"shard", e.shard_id() >= 0 ? absl::StrCat(e.shard_id()) : ""},
+            {"lease", lease_id},
+            {"worker", e.worker_id()},
+            {"shards_done", absl::StrCat(e.shards_done(), "/", e.shards_total())}});
+}
+
+}  // namespace
 
 std::unique_ptr<Scheduler::Job> Scheduler::BuildJob(const std::string& id, const v1::JobSpec& spec,
                                                     JobPlan plan, int64_t created_ms) const {
@@ -283,6 +320,7 @@ absl::StatusOr<std::string> Scheduler::SubmitNew(const Caller& caller, const v1:
   job->owner = caller.name;
   job->request_id = request_id;
   job->request_sha256 = request_sha256;
+  LogJobEvent(submitted, id, caller.name, "");
   job->events.push_back(std::move(submitted));
   job->saved_events = 1;
   absl::MutexLock lock(&mu_);
@@ -519,6 +557,10 @@ void Scheduler::Emit(Job* job, v1::JobEvent::Kind kind, int64_t shard, const std
   e.set_worker_id(worker);
   e.set_message(message);
   e.set_unix_ms(clock_->NowMs());
+  LogJobEvent(e, job->id, job->owner,
+              shard >= 0 && shard < static_cast<int64_t>(job->shards.size())
+                  ? job->shards[shard].lease_id
+                  : (shard == -1 && !job->prepared ? job->prepare.lease_id : ""));
   job->events.push_back(std::move(e));
   unsaved_.insert(job);
   ++version_;
@@ -623,6 +665,11 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(const v1::RegisterRequest&
   *w.info.mutable_model() = request.model();
   w.info.set_tokenizer_sha256(request.tokenizer_sha256());
   Touch(&w, now);
+  LogEvent(LogLevel::kInfo, absl::StrCat("worker ", id, " registered: ", request.name()),
+           {{"event", "WORKER_JOINED"},
+            {"worker", id},
+            {"model", request.model_id()},
+            {"address", request.address()}});
   for (Job* job : active_) {
     if (Serves(w.info, *job)) Emit(job, v1::JobEvent::WORKER_JOINED, -1, id, request.name());
   }
@@ -995,6 +1042,9 @@ void Scheduler::Tick() {
   const int64_t now = clock_->NowMs();
   for (auto& [id, w] : workers_) {
     if (!w.info.alive() || now - w.last_seen_ms <= options_.worker_timeout_ms) continue;
+    LogEvent(LogLevel::kWarning,
+             absl::StrCat("worker ", id, " lost: no heartbeat for ", now - w.last_seen_ms, " ms"),
+             {{"event", "WORKER_LOST"}, {"worker", id}});
     // Every job it could have served hears of it, as of its joining.
     for (Job* job : active_) {
       if (Serves(w.info, *job)) {
@@ -1493,6 +1543,10 @@ SchedulerCounters Scheduler::Counters() const {
   }
   for (const auto& [id, job] : jobs_) ++c.jobs[job->state];
   for (const auto& [id, w] : workers_) c.workers_alive += w.info.alive() ? 1 : 0;
+  for (const Job* job : active_) {
+    c.pending_shards += static_cast<int64_t>(job->ready.size() + job->delayed.size());
+    if (!job->prepared && job->prepare.state == Shard::State::kPending) ++c.pending_shards;
+  }
   return c;
 }
 

@@ -124,6 +124,10 @@ struct SchedulerCounters {
           shards_retried = 0;
   std::map<v1::JobState, int64_t> jobs;  // now, by state
   int64_t workers_alive = 0;
+  // Now: shards of queued and running jobs waiting for a worker (ready or
+  // backing off), and jobs waiting to be prepared (1 each). What to scale
+  // workers on.
+  int64_t pending_shards = 0;
 };
 
 class Scheduler {

@@ -73,6 +73,27 @@ TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
   EXPECT_EQ(Kinds(job).back(), v1::JobEvent::JOB_SUCCEEDED);
 }
 
+// The signal to scale workers on: shards waiting for a worker, backing off
+// ones included, leased ones not.
+TEST_F(SchedulerTest, PendingShardsCountWhatWaitsForAWorker) {
+  EXPECT_EQ(scheduler_.Counters().pending_shards, 0);
+  scheduler_.Submit(kAnon, SmallJob(1)).value();  // 4 shards
+  EXPECT_EQ(scheduler_.Counters().pending_shards, 4);
+  const std::string w = Worker();
+  std::optional<v1::ShardLease> lease = Lease(w);
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_EQ(scheduler_.Counters().pending_shards, 3);
+  ASSERT_TRUE(scheduler_.Fail(w, lease->lease_id(), absl::UnavailableError("oom")).ok());
+  EXPECT_EQ(scheduler_.Counters().pending_shards, 4);  // backing off: still waiting
+  while (auto l = Lease(w))
+    ASSERT_TRUE(*scheduler_.Complete(w, l->lease_id(), ResultFor(l->shard())));
+  clock_.Advance(1000);
+  scheduler_.Tick();
+  while (auto l = Lease(w))
+    ASSERT_TRUE(*scheduler_.Complete(w, l->lease_id(), ResultFor(l->shard())));
+  EXPECT_EQ(scheduler_.Counters().pending_shards, 0);
+}
+
 TEST_F(SchedulerTest, OnlyMatchingWorkersGetShards) {
   scheduler_.Submit(kAnon, SmallJob()).value();
   EXPECT_FALSE(Lease(Worker("other")).has_value());
