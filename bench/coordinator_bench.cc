@@ -25,7 +25,7 @@ namespace {
 int64_t RunWorker(const std::string& address, int index) {
   grpc::ChannelArguments args;
   args.SetInt("lensgrid.bench.worker", index);  // a connection of its own
-  auto stub = v1::Coordinator::NewStub(
+  auto stub = v1::WorkQueue::NewStub(
       grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
   v1::RegisterRequest reg;
   reg.set_model_id("m");
@@ -86,11 +86,13 @@ int Main(int argc, char** argv) {
   RealClock clock;
   Scheduler scheduler(&clock, {}, state.get());
   const lensgrid::Authorizer anyone(std::nullopt);  // no tokens: every caller is anonymous
-  CoordinatorService service(&scheduler, &anyone);
+  WorkQueueService queue(&scheduler, &anyone);
+  CoordinatorService service(&scheduler, &anyone, &queue);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&queue);
   auto server = builder.BuildAndStart();
   service.Start();
   const std::string address = "127.0.0.1:" + std::to_string(port);

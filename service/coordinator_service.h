@@ -1,10 +1,14 @@
-// The coordinator's gRPC adapter (callback API): unpacks requests, calls the
-// Scheduler, packs replies. LeaseShard long polls and WatchJob streams park
-// until the scheduler changes; a pump thread wakes them, expires leases and
-// notices lost workers.
+// The coordinator's client-facing gRPC adapter (lensgrid.v1.Coordinator,
+// callback API): unpacks requests, calls the Scheduler, packs replies.
+// WatchJob streams park until the scheduler changes; a pump thread wakes them
+// and the work queue's parked LeaseShard polls (service/work_queue_service.h,
+// the worker-facing API over the same Scheduler), expires leases and notices
+// lost workers.
 //
-//   CoordinatorService service(&scheduler, authorizer.get());  // common/auth.h
+//   WorkQueueService queue(&scheduler, authorizer.get());  // common/auth.h
+//   CoordinatorService service(&scheduler, authorizer.get(), &queue);
 //   builder.RegisterService(&service);
+//   builder.RegisterService(&queue);  // or on a server of its own
 //   auto server = builder.BuildAndStart();
 //   service.Start();  ...  service.Stop(); server->Shutdown();
 #ifndef LENSGRID_SERVICE_COORDINATOR_SERVICE_H_
@@ -18,6 +22,7 @@
 #include "common/auth.h"
 #include "lensgrid/v1/coordinator.grpc.pb.h"
 #include "service/scheduler.h"
+#include "service/work_queue_service.h"
 
 namespace lensgrid::service {
 
@@ -25,16 +30,16 @@ class WatchReactor;
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
-  static constexpr int64_t kMaxWaitMs = 30000;  // cap on LeaseShard's wait_ms
-
   // Every handler first asks `auth` (which outlives the service) who calls and
   // whether that caller's role may call the method; a refused call does nothing.
-  CoordinatorService(Scheduler* scheduler, const Authorizer* auth)
-      : scheduler_(scheduler), auth_(auth) {}
-  // REQUIRES: the server using this service has been shut down.
+  // The pump serves `queue`'s parked polls (it outlives the service).
+  CoordinatorService(Scheduler* scheduler, const Authorizer* auth, WorkQueueService* queue)
+      : scheduler_(scheduler), auth_(auth), queue_(queue) {}
+  // REQUIRES: the servers using this service and the queue have been shut down.
   ~CoordinatorService() override;
   void Start();
-  // Answers every parked call; call before the server's Shutdown().
+  // Answers every parked call (the queue's too); call before the servers'
+  // Shutdown().
   void Stop();
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
@@ -58,42 +63,18 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
                                         const v1::ListWorkersRequest* req,
                                         v1::ListWorkersResponse* resp) override;
-  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
-                                     const v1::RegisterRequest* req,
-                                     v1::RegisterResponse* resp) override;
-  grpc::ServerUnaryReactor* LeaseShard(grpc::CallbackServerContext* ctx,
-                                       const v1::LeaseShardRequest* req,
-                                       v1::LeaseShardResponse* resp) override;
-  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
-                                      const v1::HeartbeatRequest* req,
-                                      v1::HeartbeatResponse* resp) override;
-  grpc::ServerReadReactor<v1::CompleteShardRequest>* CompleteShard(
-      grpc::CallbackServerContext* ctx, v1::CompleteShardResponse* resp) override;
-  grpc::ServerUnaryReactor* FailShard(grpc::CallbackServerContext* ctx,
-                                      const v1::FailShardRequest* req,
-                                      v1::FailShardResponse* resp) override;
-
   Scheduler* scheduler() { return scheduler_; }
 
  private:
-  struct ParkedLease {
-    grpc::ServerUnaryReactor* reactor;
-    grpc::CallbackServerContext* ctx;
-    std::string worker_id;
-    v1::LeaseShardResponse* resp;
-    int64_t deadline_ms;
-    uint64_t seen_version;  // the scheduler's version when it last asked for a shard
-  };
   void Pump();
-  void ServeParked(bool all);
 
   Scheduler* scheduler_;
   const Authorizer* auth_;
+  WorkQueueService* queue_;
   RealClock clock_;
   std::thread pump_;
   std::atomic<bool> stop_{false};
   absl::Mutex mu_;
-  std::list<ParkedLease> parked_ ABSL_GUARDED_BY(mu_);
   std::list<WatchReactor*> watchers_ ABSL_GUARDED_BY(mu_);
 };
 

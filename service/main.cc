@@ -1,10 +1,13 @@
 // lensgrid-coordinator: hands circuit-search shards to workers and merges
-// their results; serves lensgrid.v1.Coordinator, grpc.health.v1 and reflection.
+// their results; serves lensgrid.v1.Coordinator (clients) and
+// lensgrid.v1.WorkQueue (workers), grpc.health.v1 and reflection.
 //
 //   lensgrid-coordinator --listen 0.0.0.0:7070 --state-dir /var/lib/lensgrid
 //
 // --listen HOST:0 picks a free port; the chosen address is printed as
-// "listening on HOST:PORT". State (jobs, completed shards, events) lives in
+// "listening on HOST:PORT". --worker-listen HOST:PORT serves WorkQueue there
+// alone (printed first as "worker queue on HOST:PORT"); without it both APIs
+// are on --listen. State (jobs, completed shards, events) lives in
 // --state-dir; a restart on the same dir resumes every unfinished job.
 // --retain-finished 7d (the default; Nd, Nh, Nm, Ns, 0 = for ever): finished
 // jobs and their results are deleted this long after they finished.
@@ -37,6 +40,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
@@ -92,6 +96,7 @@ absl::StatusOr<int64_t> ParseDurationMs(const std::string& text) {
 struct Flags {
   std::string listen, state_dir, metrics_listen;
   std::string retain_finished = "7d";
+  std::string worker_listen;  // empty: WorkQueue on --listen too
   lensgrid::ServerSecurity security;
   lensgrid::service::SchedulerOptions scheduler;
   lensgrid::service::StateStoreOptions store;
@@ -105,6 +110,14 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last wins
   auto& o = f->scheduler;
   app.add_option("--listen", f->listen, "HOST:PORT (port 0: pick a free one)")->required();
+  app.add_option("--worker-listen", f->worker_listen,
+                 "HOST:PORT to serve the worker-facing API (lensgrid.v1.WorkQueue) on, alone; "
+                 "default: on --listen beside lensgrid.v1.Coordinator");
+  app.add_option("--summarize-after-ms", o.summarize_after_ms,
+                 "a finished job is kept whole in memory this long, then as its summary (the "
+                 "rest is read from the store)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--state-dir", f->state_dir, "where jobs, results and events are kept")
       ->required();
   lensgrid::AddServerSecurityFlags(&app, &f->security);
@@ -218,6 +231,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!warning->empty()) std::fprintf(stderr, "lensgrid-coordinator: %s\n", warning->c_str());
+  if (!flags.worker_listen.empty()) {
+    auto worker_warning = lensgrid::CheckListenSecurity(flags.worker_listen, flags.security);
+    if (!worker_warning.ok()) {
+      std::fprintf(stderr, "lensgrid-coordinator: --worker-listen: %s\n",
+                   std::string(worker_warning.status().message()).c_str());
+      return 2;
+    }
+    if (!worker_warning->empty()) {
+      std::fprintf(stderr, "lensgrid-coordinator: --worker-listen: %s\n", worker_warning->c_str());
+    }
+  }
   auto credentials = lensgrid::MakeServerCredentials(flags.security);
   if (!credentials.ok()) return Fail(credentials.status());
   auto authorizer = lensgrid::Authorizer::Open(flags.security.auth_tokens);
@@ -239,37 +263,62 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  lensgrid::service::CoordinatorService service(&scheduler, authorizer->get());
-  grpc::ServerBuilder builder;
+  // The worker-facing API beside the client-facing one (--listen), or alone
+  // on --worker-listen; one Scheduler and one pump behind both.
+  lensgrid::service::WorkQueueService queue(&scheduler, authorizer->get());
+  lensgrid::service::CoordinatorService service(&scheduler, authorizer->get(), &queue);
   std::unique_ptr<lensgrid::MetricsServer> metrics;
   if (!flags.metrics_listen.empty()) {
     auto started = lensgrid::MetricsServer::Start(flags.metrics_listen);
     if (!started.ok()) return Fail(started.status());
     metrics = std::move(*started);
-    builder.experimental().SetInterceptorCreators(lensgrid::RpcMetricsInterceptors(*metrics));
     metrics->AddCollector([&scheduler] { return SchedulerFamilies(scheduler.Counters()); });
     std::fprintf(stderr, "lensgrid-coordinator: metrics on http://%s/metrics\n",
                  metrics->address().c_str());
   }
-  int port = 0;
-  builder.AddListeningPort(flags.listen, *credentials, &port);
-  builder.RegisterService(&service);
   // Job specs carry every prompt (a lease only its shard's); the planner's
   // limits apply after parsing. A job may be twice the lease limit, plus
   // 4 MiB for its metadata.
   // A JSONL dataset (--max-dataset-bytes) comes in one SubmitJob too.
   const lensgrid::service::PlannerOptions& planner = flags.scheduler.planner;
-  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<int64_t>(
+  const int max_receive = static_cast<int>(std::min<int64_t>(
       INT32_MAX,
-      std::max(2 * planner.max_shard_spec_bytes, planner.max_dataset_bytes) + (int64_t{4} << 20))));
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n", flags.listen.c_str());
-    return 1;
+      std::max(2 * planner.max_shard_spec_bytes, planner.max_dataset_bytes) + (int64_t{4} << 20)));
+  // Health (grpc.health.v1) and reflection are on every server.
+  auto serve = [&](const std::string& address, std::vector<grpc::Service*> services,
+                   int* port) -> std::unique_ptr<grpc::Server> {
+    grpc::ServerBuilder builder;
+    if (metrics != nullptr) {
+      builder.experimental().SetInterceptorCreators(lensgrid::RpcMetricsInterceptors(*metrics));
+    }
+    builder.AddListeningPort(address, *credentials, port);
+    for (grpc::Service* s : services) builder.RegisterService(s);
+    builder.SetMaxReceiveMessageSize(max_receive);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    if (server == nullptr || *port == 0) {
+      std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n", address.c_str());
+      return nullptr;
+    }
+    return server;
+  };
+  const bool separate = !flags.worker_listen.empty();
+  int port = 0, worker_port = 0;
+  std::unique_ptr<grpc::Server> server = separate ? serve(flags.listen, {&service}, &port)
+                                                  : serve(flags.listen, {&service, &queue}, &port);
+  if (server == nullptr) return 1;
+  std::unique_ptr<grpc::Server> worker_server;
+  if (separate) {
+    worker_server = serve(flags.worker_listen, {&queue}, &worker_port);
+    if (worker_server == nullptr) return 1;
   }
   service.Start();
   server->GetHealthCheckService()->SetServingStatus(true);
+  if (worker_server != nullptr) worker_server->GetHealthCheckService()->SetServingStatus(true);
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
+  if (separate) {
+    const std::string worker_host = flags.worker_listen.substr(0, flags.worker_listen.rfind(':'));
+    std::printf("worker queue on %s:%d\n", worker_host.c_str(), worker_port);
+  }
   std::printf("listening on %s:%d (%zu jobs restored, %d damaged)\n", host.c_str(), port,
               restored->first, restored->second);
   std::fflush(stdout);
@@ -291,7 +340,10 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "lensgrid-coordinator: signal %d, shutting down\n", sig);
   server->GetHealthCheckService()->SetServingStatus(false);
+  if (worker_server != nullptr) worker_server->GetHealthCheckService()->SetServingStatus(false);
   service.Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  if (worker_server != nullptr) worker_server->Shutdown(deadline);
+  server->Shutdown(deadline);
   return 0;
 }

@@ -39,7 +39,7 @@ CoordinatorLink::CoordinatorLink(std::shared_ptr<const WorkerBackend> backend,
                                  std::shared_ptr<grpc::Channel> channel,
                                  CoordinatorLinkOptions options)
     : backend_(std::move(backend)),
-      stub_(v1::Coordinator::NewStub(std::move(channel))),
+      stub_(v1::WorkQueue::NewStub(std::move(channel))),
       options_(std::move(options)) {}
 
 CoordinatorLink::~CoordinatorLink() { Stop(); }

@@ -1,5 +1,7 @@
-// The worker's side of the coordinator protocol: register, pull shards under
-// leases, run them on the backend, stream the results back, keep leases alive.
+// The worker's side of the coordinator protocol (lensgrid.v1.WorkQueue, on the
+// coordinator's --worker-listen port, or its --listen one when it has none):
+// register, pull shards under leases, run them on the backend, stream the
+// results back, keep leases alive.
 //
 //   CoordinatorLink link(backend, channel, {.model_id = "gpt2", .capacity = 1});
 //   link.Start();        // threads: `capacity` runners + one heartbeat
@@ -99,7 +101,7 @@ class CoordinatorLink {
   void Count(int64_t CoordinatorLinkStats::*field);
 
   const std::shared_ptr<const WorkerBackend> backend_;
-  const std::unique_ptr<v1::Coordinator::Stub> stub_;
+  const std::unique_ptr<v1::WorkQueue::Stub> stub_;
   const CoordinatorLinkOptions options_;
 
   mutable absl::Mutex mu_;

@@ -213,7 +213,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-processing", w.no_processing,
                "Hugging Face weights as they are (no fold_ln / centering)");
   app.add_option("--coordinator", flags.coordinator,
-                 "HOST:PORT of a lensgrid-coordinator to pull shards from");
+                 "HOST:PORT of a lensgrid-coordinator's work queue to pull shards from (its "
+                 "--worker-listen, else its --listen)");
   app.add_option("--model-id", flags.model_id,
                  "model id to register with (default: the model dir's name, or the Hub name "
                  "given; +no-processing with --no-processing)");

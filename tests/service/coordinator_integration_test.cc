@@ -69,8 +69,9 @@ class Coordinator {
     if (line.rfind(prefix, 0) == 0)
       address_ = line.substr(prefix.size(), line.find(' ', prefix.size()) - prefix.size());
     if (!address_.empty()) {
-      stub_ = v1::Coordinator::NewStub(
-          grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+      auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+      stub_ = v1::Coordinator::NewStub(channel);
+      queue_ = v1::WorkQueue::NewStub(channel);  // both APIs on --listen
     }
   }
   ~Coordinator() { Kill(); }
@@ -84,11 +85,13 @@ class Coordinator {
   bool ok() const { return stub_ != nullptr; }
   const std::string& address() const { return address_; }
   v1::Coordinator::Stub* stub() { return stub_.get(); }
+  v1::WorkQueue::Stub* queue() { return queue_.get(); }
 
  private:
   pid_t pid_ = -1;
   std::string address_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
+  std::unique_ptr<v1::WorkQueue::Stub> queue_;
 };
 
 std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 20) {
@@ -99,10 +102,10 @@ std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 20) {
 
 // A fake worker: registers, leases, completes with computed values.
 struct FakeWorker {
-  v1::Coordinator::Stub* stub;
+  v1::WorkQueue::Stub* stub;
   std::string id;
 
-  explicit FakeWorker(v1::Coordinator::Stub* s) : stub(s) { Register(); }
+  explicit FakeWorker(v1::WorkQueue::Stub* s) : stub(s) { Register(); }
   void Register() {
     v1::RegisterRequest req;
     req.set_model_id("m");
@@ -207,7 +210,7 @@ TEST(CoordinatorIntegrationTest, KillAndRestartResumesWithoutRecomputing) {
   const std::string job = Submit(coord->stub(), SmallJob(2));  // 8 shards
   int computed = 0;
   {
-    FakeWorker w(coord->stub());
+    FakeWorker w(coord->queue());
     for (int i = 0; i < 3; ++i) {
       auto lease = w.Lease();
       ASSERT_TRUE(lease.has_value());
@@ -220,7 +223,7 @@ TEST(CoordinatorIntegrationTest, KillAndRestartResumesWithoutRecomputing) {
   coord = std::make_unique<Coordinator>(dir);
   ASSERT_TRUE(coord->ok());
   EXPECT_EQ(Job(coord->stub(), job).shards_done(), 3);
-  FakeWorker w(coord->stub());
+  FakeWorker w(coord->queue());
   while (auto lease = w.Lease()) {
     ASSERT_TRUE(w.CompleteOk(*lease));
     ++computed;
@@ -266,7 +269,7 @@ TEST(CoordinatorIntegrationTest, ExpiredLeaseIsRequeuedToALongPollingWorker) {
   v1::JobSpec spec = SmallJob(1);
   spec.set_components_per_shard(4);  // one shard
   const std::string job = Submit(coord.stub(), spec);
-  FakeWorker silent(coord.stub()), good(coord.stub());
+  FakeWorker silent(coord.queue()), good(coord.queue());
   auto first = silent.Lease();
   ASSERT_TRUE(first.has_value());
   std::optional<v1::ShardLease> second;
@@ -287,7 +290,7 @@ TEST(CoordinatorIntegrationTest, MalformedResultIsRetriedElsewhere) {
   v1::JobSpec spec = SmallJob(1);
   spec.set_components_per_shard(4);  // one shard
   const std::string job = Submit(coord.stub(), spec);
-  FakeWorker bad(coord.stub()), good(coord.stub());
+  FakeWorker bad(coord.queue()), good(coord.queue());
   auto lease = bad.Lease();
   ASSERT_TRUE(lease.has_value());
   std::vector<Array> wrong = ResultFor(lease->shard());
@@ -316,7 +319,7 @@ TEST(CoordinatorIntegrationTest, CancelStopsHandingOutShardsAndTellsWorkers) {
   Coordinator coord(dir);
   ASSERT_TRUE(coord.ok());
   const std::string job = Submit(coord.stub(), SmallJob(2));
-  FakeWorker w(coord.stub());
+  FakeWorker w(coord.queue());
   auto lease = w.Lease();
   ASSERT_TRUE(lease.has_value());
   v1::CancelJobRequest cancel;
@@ -329,7 +332,7 @@ TEST(CoordinatorIntegrationTest, CancelStopsHandingOutShardsAndTellsWorkers) {
   hb.set_worker_id(w.id);
   hb.add_lease_ids(lease->lease_id());
   v1::HeartbeatResponse hb_resp;
-  ASSERT_TRUE(coord.stub()->Heartbeat(Ctx().get(), hb, &hb_resp).ok());
+  ASSERT_TRUE(coord.queue()->Heartbeat(Ctx().get(), hb, &hb_resp).ok());
   ASSERT_EQ(hb_resp.cancelled_lease_ids_size(), 1);
   EXPECT_EQ(Watch(coord.stub(), job, 0).back().kind(), v1::JobEvent::JOB_CANCELLED);
   // Bad requests get clear codes, and the server stays up.
@@ -350,7 +353,7 @@ TEST(CoordinatorIntegrationTest, WatchResumedFromItsLastEventMissesNothing) {
   Coordinator coord(dir);
   ASSERT_TRUE(coord.ok());
   const std::string job = Submit(coord.stub(), SmallJob(2));  // 8 shards
-  FakeWorker w(coord.stub());
+  FakeWorker w(coord.queue());
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(w.CompleteOk(*w.Lease()));
   // Events so far: SUBMITTED, WORKER_JOINED, 2 x SHARD_DONE.
   std::vector<v1::JobEvent> seen;

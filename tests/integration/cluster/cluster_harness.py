@@ -2,6 +2,7 @@
 
     with CoordinatorProcess(binary, state_dir) as c:
         stub = c.stub()          # lensgrid.v1.Coordinator
+        queue = c.queue()        # lensgrid.v1.WorkQueue (c.worker_address)
         ...
         c.kill9(); c.restart()   # same port, same state dir
 
@@ -29,10 +30,15 @@ def free_port():
 
 
 class CoordinatorProcess:
-    def __init__(self, binary, state_dir, *args, port=None):
+    def __init__(self, binary, state_dir, *args, port=None, worker_listen=False):
+        """worker_listen: WorkQueue alone on a port of its own (--worker-listen)."""
         self.binary, self.state_dir, self.args = binary, state_dir, list(args)
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # Where workers connect: the same port unless WorkQueue has its own.
+        self.worker_address = f"127.0.0.1:{free_port()}" if worker_listen else self.address
+        if worker_listen:
+            self.args += ["--worker-listen", self.worker_address]
         self.log = []
         self._lock = threading.Lock()
         self.proc = None
@@ -74,6 +80,11 @@ class CoordinatorProcess:
     def stub(self):
         channel = grpc.insecure_channel(self.address)
         return coordinator_pb2_grpc.CoordinatorStub(channel)
+
+    def queue(self):
+        """The worker-facing API (Register, LeaseShard, ...)."""
+        channel = grpc.insecure_channel(self.worker_address)
+        return coordinator_pb2_grpc.WorkQueueStub(channel)
 
     def kill9(self):
         self.proc.kill()

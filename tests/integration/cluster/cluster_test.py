@@ -3,7 +3,8 @@
 in-process one, a worker or the coordinator killed with SIGKILL mid-job loses nothing and
 recomputes nothing, a malformed result is retried elsewhere, a worker's INVALID_ARGUMENT fails
 the job with its message, a cancel stops the workers within a second, a watch resumes without
-a gap, and SIGTERM makes a worker hand its shard back.
+a gap, SIGTERM makes a worker hand its shard back, the same request id across a coordinator
+kill -9 gives one job, and workers on the --worker-listen port run a search.
 
 usage: cluster_test.py COORDINATOR WORKER LENSGRID PYTHONPATH
 """
@@ -31,7 +32,7 @@ from lensgrid.v1 import coordinator_pb2 as cpb, search_pb2 as spb  # noqa: E402
 from cluster_harness import (CoordinatorProcess, completed_shards, f32_tensor_chunk,  # noqa: E402
                              job_status, only_job, served_model_id, wait_for)
 from safetensors_np import read_safetensors  # noqa: E402
-from worker_harness import WorkerProcess, make_model  # noqa: E402
+from worker_harness import WorkerProcess, health, make_model  # noqa: E402
 
 # Short leases and timeouts so that a dead worker is noticed within seconds.
 FAST = ["--min-lease-ms", "1000", "--worker-timeout-ms", "2000"]
@@ -58,13 +59,14 @@ class ClusterTest(unittest.TestCase):
             p.stop()
 
     # --- helpers -------------------------------------------------------------------------
-    def coordinator(self, *args):
-        c = CoordinatorProcess(COORDINATOR_BIN, os.path.join(self.dir, "state"), *FAST, *args)
+    def coordinator(self, *args, worker_listen=False):
+        c = CoordinatorProcess(COORDINATOR_BIN, os.path.join(self.dir, "state"), *FAST, *args,
+                               worker_listen=worker_listen)
         self.procs.append(c)
         return c
 
     def worker(self, coordinator, *args, name=None):
-        w = WorkerProcess(WORKER_BIN, self.model, "--coordinator", coordinator.address,
+        w = WorkerProcess(WORKER_BIN, self.model, "--coordinator", coordinator.worker_address,
                           "--threads", "1", "--name", name or f"w{len(self.procs)}", *args)
         self.procs.append(w)
         return w
@@ -85,12 +87,13 @@ class ClusterTest(unittest.TestCase):
             self.reference[key] = out
         return self.reference[key]
 
-    def start_search(self, address, dataset, method, n_prompts, *extra, out=None):
+    def start_search(self, address, dataset, method, n_prompts, *extra, out=None, env=None):
         out = out or os.path.join(self.dir, "out")
         proc = subprocess.Popen([LENSGRID_BIN, *self.search_args(dataset, method, n_prompts,
                                                                  *extra),
                                  "--coordinator", address, "--output", out],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
         return proc, out
 
     def finish(self, proc, timeout=240):
@@ -223,6 +226,64 @@ class ClusterTest(unittest.TestCase):
         for w in workers:
             self.assertRegex(w.log_text(), "registering again")
 
+    def test_a_repeated_request_id_gives_one_job_across_a_kill9(self):
+        # What a retried Kubernetes batch pod does: the same search with the same request id
+        # (LENSGRID_REQUEST_ID, e.g. the Job's uid), the coordinator killed with SIGKILL and
+        # restarted between the two.
+        c = self.coordinator()
+        stub = c.stub()
+        env = dict(os.environ, LENSGRID_REQUEST_ID="batch-job-uid-1")
+        first, _ = self.start_search(c.address, "ioi", "ablate-heads", 6, env=env,
+                                     out=os.path.join(self.dir, "first"))
+        job = wait_for(lambda: only_job(stub), 60, "the job to be submitted")
+        self.assertEqual(job.request_id, "batch-job-uid-1")
+        c.kill9()
+        first.kill()  # the pod dies with it
+        first.communicate()
+        c.restart()
+        stub = c.stub()
+        self.worker(c)
+        proc, out = self.start_search(c.address, "ioi", "ablate-heads", 6, env=env,
+                                      out=os.path.join(self.dir, "retry"))
+        _, stderr = self.finish(proc)
+        self.assertIn(f"job {job.job_id} ", stderr)  # the retry follows the first job
+        jobs = stub.ListJobs(cpb.ListJobsRequest(), timeout=10).jobs
+        self.assertEqual([j.job_id for j in jobs], [job.job_id])
+        self.assertEqual(jobs[0].state, cpb.JOB_SUCCEEDED)
+        self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 6))
+        # The same request id with another spec is refused, naming it.
+        spec = cpb.JobSpec(model_id="m", weights_sha256="sha", method=spb.METHOD_ABLATE_HEADS,
+                           n_layers=1, n_heads=1,
+                           prompts=[spb.InlinePrompt(tokens=[1, 2], answers=[3], wrongs=[4])])
+        with self.assertRaises(grpc.RpcError) as err:
+            stub.SubmitJob(cpb.SubmitJobRequest(spec=spec, request_id="batch-job-uid-1"),
+                           timeout=10)
+        self.assertIn(err.exception.code(),
+                      (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.NOT_FOUND))
+        # (NOT_FOUND: no live worker serves model "m"; checked before the request id.)
+
+    def test_a_worker_on_the_worker_listen_port_completes_a_search(self):
+        c = self.coordinator(worker_listen=True)
+        self.assertNotEqual(c.worker_address, c.address)
+        self.assertIn(f"worker queue on {c.worker_address}", c.log_text())
+        # Each port serves its own API (and health); the other one's calls are UNIMPLEMENTED.
+        for address in (c.address, c.worker_address):
+            self.assertEqual(health(address), "SERVING")
+        from lensgrid.v1 import coordinator_pb2_grpc
+        with self.assertRaises(grpc.RpcError) as err:
+            coordinator_pb2_grpc.WorkQueueStub(grpc.insecure_channel(c.address)).Register(
+                cpb.RegisterRequest(model_id="m", weights_sha256="sha"), timeout=10)
+        self.assertEqual(err.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        with self.assertRaises(grpc.RpcError) as err:
+            coordinator_pb2_grpc.CoordinatorStub(grpc.insecure_channel(c.worker_address)).ListJobs(
+                cpb.ListJobsRequest(), timeout=10)
+        self.assertEqual(err.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        self.worker(c)  # --coordinator c.worker_address
+        served_model_id(c.stub())
+        proc, out = self.start_search(c.address, "ioi", "ablate-heads", 4)
+        self.finish(proc)
+        self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 4))
+
     def test_malformed_result_is_retried_elsewhere(self):
         c = self.coordinator()
         stub = c.stub()
@@ -233,16 +294,17 @@ class ClusterTest(unittest.TestCase):
         model_id = served_model_id(stub)
         proc, out = self.start_search(c.address, "ioi", "ablate-heads", 6,
                                       "--prompts-per-shard", "1", "--components-per-shard", "1")
-        fake = stub.Register(cpb.RegisterRequest(name="malformed", model_id=model_id,
+        queue = c.queue()
+        fake = queue.Register(cpb.RegisterRequest(name="malformed", model_id=model_id,
                                                  weights_sha256=sha, capacity=1)).worker_id
         lease = wait_for(lambda: (lambda r: r.lease if r.has_shard else None)(
-            stub.LeaseShard(cpb.LeaseShardRequest(worker_id=fake, wait_ms=200))), 60, "a lease")
+            queue.LeaseShard(cpb.LeaseShardRequest(worker_id=fake, wait_ms=200))), 60, "a lease")
         # A baseline of the wrong length, and no delta at all.
         messages = [cpb.CompleteShardRequest(header=cpb.CompleteShardHeader(
                         worker_id=fake, lease_id=lease.lease_id)),
                     cpb.CompleteShardRequest(chunk=f32_tensor_chunk("baseline", [5], [0] * 5))]
         with self.assertRaises(grpc.RpcError) as err:
-            stub.CompleteShard(iter(messages), timeout=10)
+            queue.CompleteShard(iter(messages), timeout=10)
         self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.finish(proc)
         self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 6))

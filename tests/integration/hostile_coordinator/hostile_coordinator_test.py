@@ -205,7 +205,7 @@ class HostileCoordinatorTest(unittest.TestCase):
         big.ablation = spb.ABLATION_ZERO
         job = stub.SubmitJob(cpb.SubmitJobRequest(spec=big), timeout=DEADLINE).job_id
         channel = grpc.insecure_channel(c.address)  # a plain client's 4 MiB receive limit
-        lease = FakeWorker(coordinator_pb2_grpc.CoordinatorStub(channel)).lease()
+        lease = FakeWorker(coordinator_pb2_grpc.WorkQueueStub(channel)).lease()
         channel.close()
         self.assertEqual(lease.job_id, job)
         self.assertEqual(len(lease.shard.prompts), lease.shard.prompt_end - lease.shard.prompt_begin)
@@ -252,8 +252,9 @@ class HostileCoordinatorTest(unittest.TestCase):
         r = stub.ListJobs(cpb.ListJobsRequest(page_size=1000), timeout=DEADLINE)
         self.assertLess(r.ByteSize(), 4 * MiB)
 
+        queue = c.queue()
         for i in range(3000):
-            stub.Register(cpb.RegisterRequest(name=f"w{i}", model_id="m", weights_sha256="sha"),
+            queue.Register(cpb.RegisterRequest(name=f"w{i}", model_id="m", weights_sha256="sha"),
                           timeout=DEADLINE)
         first = stub.ListWorkers(cpb.ListWorkersRequest(), timeout=DEADLINE)
         self.assertEqual(len(first.workers), 100)
@@ -262,14 +263,14 @@ class HostileCoordinatorTest(unittest.TestCase):
         wait_for(lambda: not stub.ListWorkers(cpb.ListWorkersRequest(), timeout=DEADLINE).workers,
                  DEADLINE, "lost workers to be forgotten")
         self.assert_refused(
-            lambda: stub.Register(cpb.RegisterRequest(name="n" * MiB, model_id="m",
-                                                      weights_sha256="sha"), timeout=DEADLINE),
+            lambda: queue.Register(cpb.RegisterRequest(name="n" * MiB, model_id="m",
+                                                       weights_sha256="sha"), timeout=DEADLINE),
             grpc.StatusCode.INVALID_ARGUMENT, "(1048576 bytes)")
         self.assert_healthy(c)
 
     def test_errors_quote_client_input_cut(self):
         c = self.coordinator()
-        stub = c.stub()
+        stub, queue = c.stub(), c.queue()
         huge = "x" * MiB
         for call, code in [
                 (lambda: stub.GetJob(cpb.GetJobRequest(job_id=huge), timeout=DEADLINE),
@@ -280,9 +281,9 @@ class HostileCoordinatorTest(unittest.TestCase):
                  grpc.StatusCode.NOT_FOUND),
                 (lambda: list(stub.GetResult(cpb.GetResultRequest(job_id=huge),
                                              timeout=DEADLINE)), grpc.StatusCode.NOT_FOUND),
-                (lambda: stub.LeaseShard(cpb.LeaseShardRequest(worker_id=huge), timeout=DEADLINE),
+                (lambda: queue.LeaseShard(cpb.LeaseShardRequest(worker_id=huge), timeout=DEADLINE),
                  grpc.StatusCode.NOT_FOUND),
-                (lambda: stub.Heartbeat(cpb.HeartbeatRequest(worker_id=huge), timeout=DEADLINE),
+                (lambda: queue.Heartbeat(cpb.HeartbeatRequest(worker_id=huge), timeout=DEADLINE),
                  grpc.StatusCode.NOT_FOUND),
                 (lambda: stub.SubmitJob(cpb.SubmitJobRequest(spec=spec(method=spb.SEARCH_METHOD_UNSPECIFIED,
                                                                      method_name=huge)),
@@ -298,7 +299,7 @@ class HostileCoordinatorTest(unittest.TestCase):
         c = self.coordinator("--testing-max-db-pages-file", pages, "--store-retry-ms", "200",
                              "--worker-timeout-ms", "600000")
         stub = c.stub()
-        worker = FakeWorker(stub)
+        worker = FakeWorker(c.queue())
         done = stub.SubmitJob(cpb.SubmitJobRequest(spec=spec(2)), timeout=DEADLINE).job_id
         worker.run()
         running = stub.SubmitJob(cpb.SubmitJobRequest(spec=spec(200)), timeout=DEADLINE).job_id
@@ -337,7 +338,7 @@ class HostileCoordinatorTest(unittest.TestCase):
         stub = c.stub()
         header = next(iter(stub.GetResult(cpb.GetResultRequest(job_id=done), timeout=DEADLINE)))
         self.assertEqual(header.header.job.state, cpb.JOB_SUCCEEDED)
-        worker = FakeWorker(stub)
+        worker = FakeWorker(c.queue())
         worker.run()
         final = stub.GetJob(cpb.GetJobRequest(job_id=running), timeout=DEADLINE)
         self.assertEqual(final.state, cpb.JOB_SUCCEEDED, final)
@@ -353,7 +354,7 @@ class HostileCoordinatorTest(unittest.TestCase):
     def test_a_flipped_result_byte_is_detected_and_an_emptied_database_refused(self):
         c = self.coordinator()
         stub = c.stub()
-        worker = FakeWorker(stub)
+        worker = FakeWorker(c.queue())
         bad = stub.SubmitJob(cpb.SubmitJobRequest(spec=spec(2)), timeout=DEADLINE).job_id
         worker.run()
         good = stub.SubmitJob(cpb.SubmitJobRequest(spec=spec(2)), timeout=DEADLINE).job_id
@@ -369,11 +370,12 @@ class HostileCoordinatorTest(unittest.TestCase):
         db.commit()
         db.close()
         self.restart(c)
-        self.assertIn("1 damaged", c.log_text())
+        # Finished jobs come back as summaries: the damage is found when the result is read.
         stub = c.stub()
         self.assert_refused(
             lambda: list(stub.GetResult(cpb.GetResultRequest(job_id=bad), timeout=DEADLINE)),
             grpc.StatusCode.DATA_LOSS, "shard 2", "checksum")
+        self.assertIn(f"job {bad}: the stored job is damaged", c.log_text())
         status = stub.GetJob(cpb.GetJobRequest(job_id=bad), timeout=DEADLINE)
         self.assertEqual(status.error_code, grpc.StatusCode.DATA_LOSS.value[0])
         header = next(iter(stub.GetResult(cpb.GetResultRequest(job_id=good), timeout=DEADLINE)))
