@@ -17,7 +17,8 @@
 // The token file (--auth-tokens FILE, LENSGRID_AUTH_TOKENS), one token a line:
 //
 //   # NAME  ROLE       SHA256_HEX_OF_TOKEN   (printf %s "$TOKEN" | sha256sum)
-//   alice   submitter  2bd806c97f0e00af1a1fc3328fa763a9269723c8db8fac4f93af71db186d6e90
+//   # alice: the token "example-token"
+//   alice   submitter  4d1566a1d7df42a8517456d60ea06ed284e535cfe4c956aa6ee172dbcdf945f7
 //
 // ROLE is submitter, worker or admin. Presented tokens are hashed and
 // compared with every entry in constant time.
