@@ -193,7 +193,7 @@ int RunJobsCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
   if (verb == "cancel") status = Cancel(**client, job, out);
   if (verb == "result")
     status = Result(**client, job, address, output, normalize, model_dir_views, out);
-  return ReportCommandStatus(verb.c_str(), status, err);
+  return ReportCommandStatus(name.c_str(), status, err);
 }
 
 }  // namespace lensgrid

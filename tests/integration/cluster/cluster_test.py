@@ -262,6 +262,25 @@ class ClusterTest(unittest.TestCase):
                       (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.NOT_FOUND))
         # (NOT_FOUND: no live worker serves model "m"; checked before the request id.)
 
+        # The CLI lists by state, and deletes the finished job.
+        def cli(*args):
+            return subprocess.run([LENSGRID_BIN, "jobs", *args, "--coordinator", c.address],
+                                  capture_output=True, text=True, timeout=60)
+        listed = cli("--state", "succeeded")
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn(job.job_id, listed.stdout)
+        self.assertNotIn(job.job_id, cli("--state", "running").stdout)
+        bad = cli("--state", "sleeping")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("--state", bad.stderr)
+        deleted = cli("delete", job.job_id)
+        self.assertEqual(deleted.returncode, 0, deleted.stderr)
+        self.assertIn(f"job {job.job_id}: deleted", deleted.stdout)
+        self.assertEqual(len(stub.ListJobs(cpb.ListJobsRequest(), timeout=10).jobs), 0)
+        again = cli("delete", job.job_id)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("NOT_FOUND: no job", again.stderr)
+
     def test_a_worker_on_the_worker_listen_port_completes_a_search(self):
         c = self.coordinator(worker_listen=True)
         self.assertNotEqual(c.worker_address, c.address)
