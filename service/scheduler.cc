@@ -1372,9 +1372,13 @@ absl::StatusOr<Scheduler::Result> Scheduler::GetResult(const Caller& caller,
     const std::string why = absl::StrCat("the stored job is damaged: ", full.status().message());
     absl::MutexLock lock(&mu_);
     if (auto it = jobs_.find(job_id); it != jobs_.end() && it->second->summary) {
-      it->second->summary->set_state(v1::JOB_FAILED);
-      it->second->summary->set_error_code(static_cast<int>(absl::StatusCode::kDataLoss));
-      it->second->summary->set_error(why);
+      Job* job = it->second.get();
+      job->state = v1::JOB_FAILED;  // listed (and filtered) as what it now is
+      job->error_code = static_cast<int>(absl::StatusCode::kDataLoss);
+      job->error = why;
+      job->summary->set_state(job->state);
+      job->summary->set_error_code(job->error_code);
+      job->summary->set_error(why);
     }
     std::fprintf(stderr, "coordinator: state store: job %s: %s\n", job_id.c_str(), why.c_str());
     return absl::DataLossError(absl::StrCat("job ", job_id, ": ", why));

@@ -252,6 +252,11 @@ TEST(StateStoreTest, AFlippedByteInAResultIsDataLossForThatJobOnly) {
   EXPECT_EQ(result.code(), absl::StatusCode::kDataLoss) << result;
   EXPECT_NE(result.message().find("shard 3"), std::string::npos) << result;
   EXPECT_EQ(s.GetJob(kAnon, a)->error_code(), static_cast<int>(absl::StatusCode::kDataLoss));
+  std::string next;
+  const std::vector<v1::JobStatus> failed =
+      s.ListJobs(kAnon, {}, &next, {v1::JOB_FAILED, ""}).value();
+  ASSERT_EQ(failed.size(), 1u);  // listed as what it now is
+  EXPECT_EQ(failed[0].job_id(), a);
   EXPECT_TRUE(s.GetResult(kAnon, b).ok());  // the other job is served
   std::filesystem::remove_all(dir);
 }
