@@ -16,7 +16,11 @@
 // tokens with roles (reloaded on SIGHUP); a non-loopback --listen without TLS
 // and tokens needs --insecure. Each also from LENSGRID_TLS_CERT, ... .
 // --metrics-listen HOST:PORT serves Prometheus metrics at /metrics
-// (deploy/README.md). Test knobs: --initial-lease-ms, --min-lease-ms,
+// (deploy/README.md). --health-listen HOST:PORT serves only grpc.health.v1 in
+// plaintext (probes have no credentials); --log-format json writes every log
+// line as JSON (one per job lifecycle event and shard failure); connections
+// get keepalive pings and a GOAWAY after --max-connection-age-ms (30 min). Test knobs:
+// --initial-lease-ms, --min-lease-ms,
 // --worker-timeout-ms, --max-attempts, --heartbeat-ms. Flags are parsed by
 // CLI11 like every lensgrid binary's (--help lists them with their defaults).
 //
@@ -46,11 +50,18 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/auth_flags.h"
+#include "common/log.h"
 #include "common/metrics.h"
+#include "common/serving.h"
 #include "service/coordinator_service.h"
 #include "service/state_store.h"
 
 namespace {
+
+// One log line (common/log.h: text, or JSON with --log-format json).
+void Log(lensgrid::LogLevel level, const std::string& message, const std::string& job = "") {
+  lensgrid::LogEvent(level, message, {{"job", job}});
+}
 
 std::vector<prometheus::MetricFamily> SchedulerFamilies(
     const lensgrid::service::SchedulerCounters& c) {
@@ -75,7 +86,12 @@ std::vector<prometheus::MetricFamily> SchedulerFamilies(
                     "shards handed back by workers shutting down", c.shards_handed_back),
       CounterFamily("lensgrid_shards_retried_total", "shards re-queued", c.shards_retried),
       lensgrid::LabeledGaugeFamily("lensgrid_jobs", "jobs now in each state", "state", jobs),
-      lensgrid::GaugeFamily("lensgrid_workers", "registered workers now alive", c.workers_alive)};
+      lensgrid::GaugeFamily("lensgrid_workers", "registered workers now alive", c.workers_alive),
+      lensgrid::GaugeFamily("lensgrid_pending_shards",
+                            "shards waiting for a worker (queued or backing off; a job waiting "
+                            "to be prepared counts 1): scale workers on this",
+                            c.pending_shards),
+      lensgrid::BuildInfoFamily("coordinator")};
 }
 
 // "7d", "12h", "30m", "45s", "0" -> milliseconds.
@@ -97,6 +113,9 @@ struct Flags {
   std::string listen, state_dir, metrics_listen;
   std::string retain_finished = "7d";
   std::string worker_listen;  // empty: WorkQueue on --listen too
+  std::string health_listen;  // empty: no plaintext health port
+  std::string log_format = "text";
+  lensgrid::ConnectionOptions connections;
   lensgrid::ServerSecurity security;
   lensgrid::service::SchedulerOptions scheduler;
   lensgrid::service::StateStoreOptions store;
@@ -121,6 +140,15 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   app.add_option("--state-dir", f->state_dir, "where jobs, results and events are kept")
       ->required();
   lensgrid::AddServerSecurityFlags(&app, &f->security);
+  app.add_option("--health-listen", f->health_listen,
+                 "HOST:PORT of a plaintext grpc.health.v1-only server (for probes without "
+                 "credentials)");
+  // Long polls and WatchJob streams reconnect by themselves; an old
+  // connection's calls in flight finish first.
+  lensgrid::AddConnectionFlags(&app, &f->connections, /*default_max_age_ms=*/30 * 60 * 1000);
+  app.add_option("--log-format", f->log_format, "text | json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
   app.add_option("--metrics-listen", f->metrics_listen,
                  "HOST:PORT to serve Prometheus metrics on (GET /metrics)");
   const auto positive = CLI::Range(int64_t{1}, int64_t{1} << 62);
@@ -202,20 +230,20 @@ absl::StatusOr<std::pair<size_t, int>> RestoreJobs(lensgrid::service::StateStore
   for (auto& job : *jobs) {
     const std::string id = job.job_id;
     if (!job.notes.empty()) {
-      std::fprintf(stderr, "lensgrid-coordinator: job %s: %s\n", id.c_str(), job.notes.c_str());
+      Log(lensgrid::LogLevel::kWarning, absl::StrCat("job ", id, ": ", job.notes), id);
     }
     absl::Status s = scheduler->Restore(std::move(job));
     if (!s.ok()) {
       ++damaged;
-      std::fprintf(stderr, "lensgrid-coordinator: job %s not restored: %s\n", id.c_str(),
-                   s.ToString().c_str());
+      Log(lensgrid::LogLevel::kError, absl::StrCat("job ", id, " not restored: ", s.ToString()),
+          id);
     }
   }
   return std::make_pair(jobs->size() - damaged, damaged);
 }
 
 int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "lensgrid-coordinator: %s\n", status.ToString().c_str());
+  Log(lensgrid::LogLevel::kError, status.ToString());
   return 1;
 }
 
@@ -224,22 +252,23 @@ int Fail(const absl::Status& status) {
 int main(int argc, char** argv) {
   Flags flags;
   if (std::optional<int> done = ParseFlags(argc, argv, &flags)) return *done;
+  lensgrid::SetLogComponent("lensgrid-coordinator");
+  (void)lensgrid::SetLogFormat(flags.log_format);  // checked by the flag
   auto warning = lensgrid::CheckListenSecurity(flags.listen, flags.security);
   if (!warning.ok()) {
-    std::fprintf(stderr, "lensgrid-coordinator: %s\n",
-                 std::string(warning.status().message()).c_str());
+    Log(lensgrid::LogLevel::kError, std::string(warning.status().message()));
     return 2;
   }
-  if (!warning->empty()) std::fprintf(stderr, "lensgrid-coordinator: %s\n", warning->c_str());
+  if (!warning->empty()) Log(lensgrid::LogLevel::kWarning, *warning);
   if (!flags.worker_listen.empty()) {
     auto worker_warning = lensgrid::CheckListenSecurity(flags.worker_listen, flags.security);
     if (!worker_warning.ok()) {
-      std::fprintf(stderr, "lensgrid-coordinator: --worker-listen: %s\n",
-                   std::string(worker_warning.status().message()).c_str());
+      Log(lensgrid::LogLevel::kError,
+          absl::StrCat("--worker-listen: ", worker_warning.status().message()));
       return 2;
     }
     if (!worker_warning->empty()) {
-      std::fprintf(stderr, "lensgrid-coordinator: --worker-listen: %s\n", worker_warning->c_str());
+      Log(lensgrid::LogLevel::kWarning, absl::StrCat("--worker-listen: ", *worker_warning));
     }
   }
   auto credentials = lensgrid::MakeServerCredentials(flags.security);
@@ -273,8 +302,8 @@ int main(int argc, char** argv) {
     if (!started.ok()) return Fail(started.status());
     metrics = std::move(*started);
     metrics->AddCollector([&scheduler] { return SchedulerFamilies(scheduler.Counters()); });
-    std::fprintf(stderr, "lensgrid-coordinator: metrics on http://%s/metrics\n",
-                 metrics->address().c_str());
+    Log(lensgrid::LogLevel::kInfo,
+        absl::StrCat("metrics on http://", metrics->address(), "/metrics"));
   }
   // Job specs carry every prompt (a lease only its shard's); the planner's
   // limits apply after parsing. A job may be twice the lease limit, plus
@@ -288,6 +317,7 @@ int main(int argc, char** argv) {
   auto serve = [&](const std::string& address, std::vector<grpc::Service*> services,
                    int* port) -> std::unique_ptr<grpc::Server> {
     grpc::ServerBuilder builder;
+    lensgrid::ApplyConnectionOptions(flags.connections, &builder);
     if (metrics != nullptr) {
       builder.experimental().SetInterceptorCreators(lensgrid::RpcMetricsInterceptors(*metrics));
     }
@@ -296,11 +326,20 @@ int main(int argc, char** argv) {
     builder.SetMaxReceiveMessageSize(max_receive);
     std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
     if (server == nullptr || *port == 0) {
-      std::fprintf(stderr, "lensgrid-coordinator: cannot listen on %s\n", address.c_str());
+      Log(lensgrid::LogLevel::kError, absl::StrCat("cannot listen on ", address));
       return nullptr;
     }
     return server;
   };
+  std::unique_ptr<lensgrid::HealthListener> health;
+  if (!flags.health_listen.empty()) {
+    auto started = lensgrid::HealthListener::Start(flags.health_listen);
+    if (!started.ok()) return Fail(started.status());
+    health = std::move(*started);
+    health->AddServiceName("lensgrid.v1.Coordinator");
+    health->AddServiceName("lensgrid.v1.WorkQueue");
+    Log(lensgrid::LogLevel::kInfo, absl::StrCat("health on ", health->address()));
+  }
   const bool separate = !flags.worker_listen.empty();
   int port = 0, worker_port = 0;
   std::unique_ptr<grpc::Server> server = separate ? serve(flags.listen, {&service}, &port)
@@ -312,8 +351,12 @@ int main(int argc, char** argv) {
     if (worker_server == nullptr) return 1;
   }
   service.Start();
-  server->GetHealthCheckService()->SetServingStatus(true);
-  if (worker_server != nullptr) worker_server->GetHealthCheckService()->SetServingStatus(true);
+  auto set_serving = [&](bool serving) {
+    server->GetHealthCheckService()->SetServingStatus(serving);
+    if (worker_server != nullptr) worker_server->GetHealthCheckService()->SetServingStatus(serving);
+    if (health != nullptr) health->SetServing(serving);
+  };
+  set_serving(true);
   const std::string host = flags.listen.substr(0, flags.listen.rfind(':'));
   if (separate) {
     const std::string worker_host = flags.worker_listen.substr(0, flags.worker_listen.rfind(':'));
@@ -326,21 +369,20 @@ int main(int argc, char** argv) {
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
     if (!(*authorizer)->enabled()) {
-      std::fprintf(stderr, "lensgrid-coordinator: SIGHUP: no --auth-tokens to reload\n");
+      Log(lensgrid::LogLevel::kWarning, "SIGHUP: no --auth-tokens to reload");
       continue;
     }
     auto tokens = (*authorizer)->Reload();
     if (tokens.ok()) {
-      std::fprintf(stderr, "lensgrid-coordinator: SIGHUP: reloaded %s (%zu tokens)\n",
-                   flags.security.auth_tokens.c_str(), *tokens);
+      Log(lensgrid::LogLevel::kInfo,
+          absl::StrCat("SIGHUP: reloaded ", flags.security.auth_tokens, " (", *tokens, " tokens)"));
     } else {
-      std::fprintf(stderr, "lensgrid-coordinator: SIGHUP: kept the old tokens: %s\n",
-                   tokens.status().ToString().c_str());
+      Log(lensgrid::LogLevel::kWarning,
+          absl::StrCat("SIGHUP: kept the old tokens: ", tokens.status().ToString()));
     }
   }
-  std::fprintf(stderr, "lensgrid-coordinator: signal %d, shutting down\n", sig);
-  server->GetHealthCheckService()->SetServingStatus(false);
-  if (worker_server != nullptr) worker_server->GetHealthCheckService()->SetServingStatus(false);
+  Log(lensgrid::LogLevel::kInfo, absl::StrCat("signal ", sig, ", shutting down"));
+  set_serving(false);
   service.Stop();
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
   if (worker_server != nullptr) worker_server->Shutdown(deadline);

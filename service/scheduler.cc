@@ -1485,6 +1485,9 @@ v1::JobStatus Scheduler::SummaryOf(const Job& job) const {
 
 void Scheduler::Summarize(int64_t now) {
   if (journal_ == nullptr || !journal_->CanRead()) return;
+  // Jobs of a store from before summaries get theirs written here: a few per
+  // tick, so that an upgraded coordinator is not held up by thousands at once.
+  int writes = 0;
   for (auto it = to_summarize_.begin();
        it != to_summarize_.end() && it->first <= now - options_.summarize_after_ms;) {
     auto found = jobs_.find(it->second);
@@ -1499,6 +1502,7 @@ void Scheduler::Summarize(int64_t now) {
     }
     v1::JobStatus summary = SummaryOf(*job);
     if (!job->summary_stored) {  // restored whole from a store without it
+      if (++writes > 64) break;
       const std::string bytes = summary.SerializeAsString();
       JobWrite write;
       write.job_id = job->id;
@@ -1547,9 +1551,9 @@ SchedulerCounters Scheduler::Counters() const {
   }
   for (const auto& [id, job] : jobs_) ++c.jobs[job->state];
   for (const auto& [id, w] : workers_) c.workers_alive += w.info.alive() ? 1 : 0;
+  // (A job waiting to be prepared has its preparation, shard -1, queued.)
   for (const Job* job : active_) {
     c.pending_shards += static_cast<int64_t>(job->ready.size() + job->delayed.size());
-    if (!job->prepared && job->prepare.state == Shard::State::kPending) ++c.pending_shards;
   }
   return c;
 }

@@ -303,6 +303,48 @@ class ClusterTest(unittest.TestCase):
         self.finish(proc)
         self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 4))
 
+    def test_operators_get_a_health_port_json_logs_and_the_pending_shards_gauge(self):
+        from cluster_harness import free_port
+        health_address = f"127.0.0.1:{free_port()}"
+        c = self.coordinator("--health-listen", health_address, "--log-format", "json",
+                             "--metrics-listen", "127.0.0.1:0")
+        for service in ("", "lensgrid.v1.Coordinator", "lensgrid.v1.WorkQueue"):
+            self.assertEqual(health(health_address, service), "SERVING", service)
+
+        def records():
+            # stdout's "listening on" line is the startup contract; stderr is JSON, line by line.
+            return [json.loads(line) for line in c.log_text().splitlines() if line.startswith("{")]
+
+        [metrics] = [r["msg"].split()[-1] for r in records() if r["msg"].startswith("metrics on ")]
+
+        def pending():
+            import urllib.request
+            with urllib.request.urlopen(metrics, timeout=10) as reply:
+                text = reply.read().decode()
+            [value] = [line.split()[1] for line in text.splitlines()
+                       if line.startswith("lensgrid_pending_shards ")]
+            return float(value)
+
+        # No worker yet: the job waits to be prepared, and says so in the gauge.
+        proc, out = self.start_search(c.address, "ioi", "ablate-heads", 4)
+        status = wait_for(lambda: only_job(c.stub()), 60, "the job")
+        job = status.job_id
+        # Every shard waits (or, while it waits to be prepared, the job counts 1).
+        self.assertEqual(pending(), status.shards_total if status.prepared else 1)
+        self.worker(c)
+        self.finish(proc)
+        self.assertEqual(pending(), 0)
+        rs = records()
+        for r in rs:
+            self.assertEqual(r["component"], "lensgrid-coordinator")
+            self.assertIn(r["level"], ("info", "warning", "error"))
+        events = {r["event"]: r for r in rs if r.get("job") == job and "event" in r}
+        for kind in ("SUBMITTED", "DATASET_READY", "JOB_SUCCEEDED"):
+            self.assertIn(kind, events)
+        self.assertEqual(events["SUBMITTED"]["owner"], "anonymous")
+        self.assertTrue(events["DATASET_READY"]["worker"].startswith("worker-"))
+        self.assertTrue([r for r in rs if r.get("event") == "WORKER_JOINED" and r.get("worker")])
+
     def test_malformed_result_is_retried_elsewhere(self):
         c = self.coordinator()
         stub = c.stub()
