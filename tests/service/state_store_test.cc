@@ -461,11 +461,12 @@ TEST(StateStoreTest, ADatabaseFromBeforeOwnersAndRequestIdsOpens) {
     sqlite3_stmt* insert = nullptr;
     ASSERT_EQ(sqlite3_prepare_v2(db,
                                  "INSERT INTO jobs(job_id, spec, created_ms, state) "
-                                 "VALUES('job-1-1', ?, 1, 1)",
+                                 "VALUES('job-1-1', ?, 1, 1), ('job-1-2', ?, 2, 5)",
                                  -1, &insert, nullptr),
               SQLITE_OK);
     const std::string spec = testing::SmallJob(1).SerializeAsString();
     sqlite3_bind_blob(insert, 1, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(insert, 2, spec.data(), static_cast<int>(spec.size()), SQLITE_TRANSIENT);
     ASSERT_EQ(sqlite3_step(insert), SQLITE_DONE);
     sqlite3_finalize(insert);
     sqlite3_close(db);
@@ -474,13 +475,22 @@ TEST(StateStoreTest, ADatabaseFromBeforeOwnersAndRequestIdsOpens) {
   ASSERT_TRUE(store.ok()) << store.status();
   auto jobs = (*store)->Load();
   ASSERT_TRUE(jobs.ok()) << jobs.status();
-  ASSERT_EQ(jobs->size(), 1u);
+  ASSERT_EQ(jobs->size(), 2u);
   EXPECT_EQ((*jobs)[0].owner, "anonymous");
   EXPECT_EQ((*jobs)[0].request_id, "");
+  EXPECT_FALSE((*jobs)[1].summary.has_value());  // finished, but no summary stored yet
   FakeClock clock;
-  Scheduler s(&clock, {}, store->get());
-  ASSERT_TRUE(s.Restore(std::move((*jobs)[0])).ok());
+  SchedulerOptions o;
+  o.summarize_after_ms = 0;
+  Scheduler s(&clock, o, store->get());
+  for (StoredJob& job : *jobs) ASSERT_TRUE(s.Restore(std::move(job)).ok());
   EXPECT_EQ(s.GetJob(kAnon, "job-1-1")->shards_total(), 4);
+  s.Tick();  // the finished job's summary is written once
+  auto again = (*store)->Load();
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE((*again)[1].summary.has_value());
+  EXPECT_EQ((*again)[1].summary->state(), v1::JOB_CANCELLED);
+  EXPECT_EQ(s.GetJob(kAnon, "job-1-2")->spec().n_heads(), 2);
   // The migrated store takes new jobs with request ids.
   const std::string job = s.Submit(kAnon, testing::SmallJob(1), "r1").value();
   EXPECT_EQ(s.Submit(kAnon, testing::SmallJob(1), "r1").value(), job);
