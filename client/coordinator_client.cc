@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/serving.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
@@ -43,6 +44,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(
         absl::StrCat("coordinator address \"", address, "\" is not HOST:PORT"));
   }
   grpc::ChannelArguments args;
+  AddClientKeepalive(&args);  // WatchJob streams stay open through NATs and proxies
   args.SetMaxReceiveMessageSize(16 << 20);
   args.SetMaxSendMessageSize(256 << 20);  // a job spec holds its prompts
   LG_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
