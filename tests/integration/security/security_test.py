@@ -18,6 +18,8 @@ Worker API with TLS and the same token file. Checks:
     which warns;
   - `lensgrid search --coordinator ADDR --token T --tls-ca CA` works end to end, as does
     `lensgrid jobs` with LENSGRID_TOKEN / LENSGRID_TLS_CA; without a token it fails clearly;
+    `lensgrid run --worker` with a submitter token runs, with a worker token it is refused;
+    `lensgrid workers` needs an admin token;
   - `lensgrid search --local 1` needs no set-up, even with stray LENSGRID_TLS_* settings.
 Nothing here asserts a duration: deadlines only guard against hangs.
 
@@ -383,6 +385,29 @@ class SecurityTest(unittest.TestCase):
             env=self.client_env())
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("--tls-ca /nonexistent/ca.pem", proc.stderr)
+
+    def test_run_on_worker_and_list_workers(self):
+        proc = subprocess.run(
+            [LENSGRID_BIN, "run", "--worker", self.worker.address, "--tokens", "1,2,3", "--tls-ca",
+             self.pki["ca.pem"], "--token", self.tokens["submitter"]],
+            capture_output=True, text=True, timeout=HANG, env=self.client_env())
+        self.assertEqual(proc.returncode, 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        proc = subprocess.run(
+            [LENSGRID_BIN, "run", "--worker", self.worker.address, "--tokens", "1,2,3", "--tls-ca",
+             self.pki["ca.pem"], "--token", self.tokens["worker"]],
+            capture_output=True, text=True, timeout=HANG, env=self.client_env())
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("PERMISSION_DENIED", proc.stderr)
+        for token, ok in ((self.tokens["admin"], True), (self.tokens["submitter"], False)):
+            proc = subprocess.run(
+                [LENSGRID_BIN, "workers", "--coordinator", self.coordinator.address],
+                capture_output=True, text=True, timeout=HANG,
+                env=self.client_env(LENSGRID_TOKEN=token, LENSGRID_TLS_CA=self.pki["ca.pem"]))
+            self.assertEqual(proc.returncode == 0, ok, proc.stderr)
+            if ok:
+                self.assertIn("w0", proc.stdout)
+            else:
+                self.assertIn("ListWorkers needs role admin", proc.stderr)
 
     def test_local_cluster_needs_no_setup(self):
         out = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), "out")
