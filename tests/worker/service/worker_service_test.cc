@@ -10,6 +10,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "client/worker_client.h"
+#include "common/sha256.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -78,11 +79,12 @@ class FakeBackend : public WorkerBackend {
 
 class WorkerServiceTest : public ::testing::Test {
  protected:
-  void Start(int max_pending) {
+  void Start(int max_pending, const Authorizer* auth = nullptr) {
     executor_ =
         std::make_unique<Executor>(Executor::Options{.threads = 1, .max_pending = max_pending});
     service_ = std::make_unique<WorkerService>(
-        executor_.get(), WorkerService::Options{.chunk_bytes = 1000, .log_requests = false});
+        executor_.get(),
+        WorkerService::Options{.chunk_bytes = 1000, .log_requests = false, .auth = auth});
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -113,6 +115,39 @@ TEST_F(WorkerServiceTest, UnavailableUntilTheBackendIsSet) {
   EXPECT_EQ(client_->RunWithCache(Text("a")).status().code(), absl::StatusCode::kUnavailable);
   service_->SetBackend(backend_);
   EXPECT_EQ(client_->GetModelInfo()->weights_sha256(), "abc");
+}
+
+TEST_F(WorkerServiceTest, TokensAreCheckedBeforeAnyWork) {
+  const Authorizer auth(std::vector<TokenEntry>{{"alice", Role::kSubmitter, Sha256Hex("s-token")},
+                                                {"pod", Role::kWorker, Sha256Hex("w-token")}});
+  Start(4, &auth);
+  service_->SetBackend(backend_);
+  auto stub = v1::Worker::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  const auto info = [&](const char* token) {
+    grpc::ClientContext ctx;
+    if (token != nullptr) ctx.AddMetadata("authorization", std::string("Bearer ") + token);
+    v1::ModelInfo reply;
+    return stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &reply).error_code();
+  };
+  EXPECT_EQ(info(nullptr), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(info("nope"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(info("w-token"), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(info("s-token"), grpc::StatusCode::OK);
+  // A worker-role token's run is refused before the backend sees it.
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer w-token");
+  auto reader = stub->RunWithCache(&ctx, Text("block"));
+  v1::RunResponse response;
+  while (reader->Read(&response)) {
+  }
+  const grpc::Status refused = reader->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(refused.error_message(), ::testing::HasSubstr("needs role submitter or admin"));
+  EXPECT_FALSE(backend_->started.HasBeenNotified());
+  grpc::ClientContext tokenize_ctx;
+  v1::TokenizeResponse tokens;
+  EXPECT_EQ(stub->Tokenize(&tokenize_ctx, v1::TokenizeRequest(), &tokens).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
 }
 
 TEST_F(WorkerServiceTest, StreamsChunksThatReassemble) {
