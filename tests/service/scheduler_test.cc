@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/echo.h"
@@ -836,6 +837,19 @@ TEST_F(SchedulerTest, PagesListEveryJobOnceWhileJobsComeAndGo) {
     if (id != gone_listed && id != gone_later) EXPECT_EQ(seen[id], 1) << id;
   }
   for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << id;
+}
+
+TEST_F(SchedulerTest, ConcurrentRepeatsOfARequestIdStartOneJob) {
+  const Caller alice{"alice", Role::kSubmitter};
+  std::vector<std::string> ids(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    threads.emplace_back([&, i] { ids[i] = scheduler_.Submit(alice, SmallJob(2), "r").value(); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const std::string& id : ids) EXPECT_EQ(id, ids[0]);
+  std::string next;
+  EXPECT_EQ(scheduler_.ListJobs(alice, {}, &next)->size(), 1u);
 }
 
 }  // namespace
