@@ -33,6 +33,13 @@
 // leases, results of shards already leased are held in memory rather than
 // recomputed, and nothing counts as a shard failure. Tick() writes again every
 // store_retry_ms; once a write succeeds the job resumes (STORE_RECOVERED).
+//
+// Jobs as resources: a job belongs to the caller that submitted it (others
+// get NOT_FOUND, admins see all); a request_id makes Submit idempotent per
+// owner; a finished job can be deleted, and is after retain_finished_ms.
+// Memory follows the running jobs: with a journal that reads jobs back, a
+// finished job is kept whole for summarize_after_ms, then as its summary; its
+// spec, events and result are read from the journal when asked for.
 #ifndef LENSGRID_SERVICE_SCHEDULER_H_
 #define LENSGRID_SERVICE_SCHEDULER_H_
 
