@@ -94,7 +94,7 @@ ErrorDetails GetErrorDetails(const absl::Status& status) {
   if (std::optional<nlohmann::json> info = Payload(status, kInfoUrl);
       info.has_value() && info->is_object() && info->contains("reason") &&
       (*info)["reason"].is_string()) {
-    ErrorInfo e;
+    ErrorReason e;
     e.reason = (*info)["reason"].get<std::string>();
     if (auto it = info->find("metadata"); it != info->end() && it->is_object()) {
       for (const auto& [k, v] : it->items()) {

@@ -32,7 +32,7 @@ inline constexpr char kErrorDomain[] = "lensgrid.v1";
 inline constexpr size_t kMaxDetailBytes = 256;
 inline constexpr size_t kMaxDetailItems = 16;
 
-struct ErrorInfo {
+struct ErrorReason {
   std::string reason;  // UPPER_SNAKE_CASE, stable: programs switch on it
   std::map<std::string, std::string> metadata;
 };
@@ -45,7 +45,7 @@ struct QuotaViolation {
   std::string description;
 };
 struct ErrorDetails {
-  std::optional<ErrorInfo> info;
+  std::optional<ErrorReason> info;
   std::vector<FieldViolation> field_violations;
   std::vector<QuotaViolation> quota_violations;
   bool empty() const {

@@ -58,7 +58,7 @@ ErrorDetails DecodeDetails(const std::string& bytes) {
   }
   for (const auto& any : in.details()) {
     if (google::rpc::ErrorInfo info; any.UnpackTo(&info)) {
-      ErrorInfo e{info.reason(), {info.metadata().begin(), info.metadata().end()}};
+      ErrorReason e{info.reason(), {info.metadata().begin(), info.metadata().end()}};
       details.info = std::move(e);
     } else if (google::rpc::BadRequest bad; any.UnpackTo(&bad)) {
       for (const auto& v : bad.field_violations()) {
