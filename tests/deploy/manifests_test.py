@@ -192,8 +192,9 @@ SERVICE_NAMES = ["lensgrid-coordinator", "lensgrid-work-queue", "lensgrid-worker
 
 
 def make_pki(directory):
-    """A CA and a server certificate signed by it (ECDSA P-256), and an unrelated CA:
-    {"ca.crt", "tls.crt", "tls.key", "other-ca.crt"} -> PEM bytes."""
+    """A CA, a server certificate and two client certificates (worker, submitter; for mTLS)
+    signed by it (ECDSA P-256), and an unrelated CA: {"ca.crt", "tls.crt", "tls.key",
+    "worker.crt", "worker.key", "submitter.crt", "submitter.key", "other-ca.crt"} -> PEM bytes."""
     def openssl(*args):
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -209,10 +210,19 @@ def make_pki(directory):
                 f"subjectAltName = {', '.join(names + ['DNS:localhost', 'IP:127.0.0.1'])}\n")
     openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "30", "-extfile", "san.ext", "-out", "tls.crt")
+    with open(os.path.join(directory, "client.ext"), "w") as f:
+        f.write("basicConstraints = CA:FALSE\nkeyUsage = digitalSignature\n"
+                "extendedKeyUsage = clientAuth\n")
+    for who in ("worker", "submitter"):
+        openssl("req", "-new", *ec, "-subj", f"/CN=lensgrid-{who}", "-keyout", f"{who}.key",
+                "-out", f"{who}.csr")
+        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "30", "-extfile", "client.ext", "-out", f"{who}.crt")
     openssl("req", "-x509", "-new", *ec, "-days", "30", "-subj", "/CN=another CA",
             "-keyout", "other-ca.key", "-out", "other-ca.crt")
     pem = {}
-    for name in ("ca.crt", "tls.crt", "tls.key", "other-ca.crt"):
+    for name in ("ca.crt", "tls.crt", "tls.key", "worker.crt", "worker.key", "submitter.crt",
+                 "submitter.key", "other-ca.crt"):
         with open(os.path.join(directory, name), "rb") as f:
             pem[name] = f.read()
     return pem
@@ -227,11 +237,12 @@ class Api:
     """Calls on a TLS gRPC port with a CA and a bearer token (either may be None: plaintext, no
     token), messages encoded by hand (no Python stubs for lensgrid's protos)."""
 
-    def __init__(self, address, ca=None, token=None):
-        self.address, self.ca, self.token = address, ca, token
+    def __init__(self, address, ca=None, token=None, cert=None, key=None):
+        self.address, self.ca, self.token, self.cert, self.key = address, ca, token, cert, key
 
     def call(self, method, request=b"", timeout=10):
-        creds = grpc.ssl_channel_credentials(root_certificates=self.ca) if self.ca else None
+        creds = grpc.ssl_channel_credentials(root_certificates=self.ca, private_key=self.key,
+                                             certificate_chain=self.cert) if self.ca else None
         metadata = [("authorization", f"Bearer {self.token}")] if self.token else None
         with (grpc.secure_channel(self.address, creds) if creds
               else grpc.insecure_channel(self.address)) as channel:
@@ -328,6 +339,7 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         cls.batch_objects = render("overlays/batch")
         cls.cpu_objects = render("overlays/cpu")
         image_root = os.path.join(cls.tmp.name, "image")
+        cls.image_dirs = {IMAGE_PREFIX: image_root + IMAGE_PREFIX}
         # As in the image (deploy/docker): the embedded models, `default` -> models/DEFAULT_MODEL
         # (the hub example does not use it).
         with open(os.path.join(SOURCE_DIR, "deploy", "docker", "Dockerfile.cpu")) as f:
@@ -356,22 +368,8 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         cls.pki = make_pki(pki_dir)
         cls.tokens = {role: f"lg-{role}-" + os.urandom(16).hex()
                       for role in ("submitter", "worker", "admin")}
-        table = ("# NAME ROLE SHA256_HEX_OF_TOKEN\n" + token_line("search-job", "submitter", cls.tokens["submitter"])
-                 + token_line("workers", "worker", cls.tokens["worker"])
-                 + token_line("ops", "admin", cls.tokens["admin"]))
-        cls.objects += [
-            {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-             "metadata": {"name": "lensgrid-tls"},
-             "data": {k: base64.b64encode(cls.pki[k]).decode() for k in ("tls.crt", "tls.key", "ca.crt")}},
-            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-             "metadata": {"name": "lensgrid-auth-tokens"}, "stringData": {"tokens": table}},
-            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-             "metadata": {"name": "lensgrid-worker-token"}, "stringData": {"token": cls.tokens["worker"]}},
-            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-             "metadata": {"name": "lensgrid-submitter-token"},
-             "stringData": {"token": cls.tokens["submitter"]}},
-        ]
-        cls.cluster = Cluster(cls.objects, BINARIES, {IMAGE_PREFIX: image_root + IMAGE_PREFIX},
+        cls.objects += cls.secrets()
+        cls.cluster = Cluster(cls.objects, BINARIES, cls.image_dirs,
                               os.path.join(cls.tmp.name, "cluster"))
         try:
             [cls.coordinator] = cls.cluster.start("StatefulSet", COORDINATOR)
@@ -390,6 +388,33 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         cls.client_address = cls.cluster.service_address(COORDINATOR, 7070)
         cls.work_queue_address = cls.cluster.service_address("lensgrid-work-queue", 7072)
         cls.admin = Api(cls.client_address, ca, cls.tokens["admin"])
+
+    @classmethod
+    def secrets(cls):
+        """The Secrets of deploy/README.md#security, from the test's certificates and tokens."""
+        table = ("# NAME ROLE SHA256_HEX_OF_TOKEN\n"
+                 + token_line("search-job", "submitter", cls.tokens["submitter"])
+                 + token_line("workers", "worker", cls.tokens["worker"])
+                 + token_line("ops", "admin", cls.tokens["admin"]))
+
+        def tls(name, cert, key, *more):
+            return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                    "metadata": {"name": name},
+                    "data": {k: base64.b64encode(cls.pki[v]).decode()
+                             for k, v in [("tls.crt", cert), ("tls.key", key), *more]}}
+        return [
+            tls("lensgrid-tls", "tls.crt", "tls.key", ("ca.crt", "ca.crt")),
+            # components/mtls: the clients' certificates.
+            tls("lensgrid-worker-client-tls", "worker.crt", "worker.key"),
+            tls("lensgrid-submitter-client-tls", "submitter.crt", "submitter.key"),
+            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+             "metadata": {"name": "lensgrid-auth-tokens"}, "stringData": {"tokens": table}},
+            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+             "metadata": {"name": "lensgrid-worker-token"}, "stringData": {"token": cls.tokens["worker"]}},
+            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+             "metadata": {"name": "lensgrid-submitter-token"},
+             "stringData": {"token": cls.tokens["submitter"]}},
+        ]
 
     @classmethod
     def tearDownClass(cls):
@@ -435,18 +460,23 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
                 jobs += 1
                 where = f"{overlay}: Job/{job['metadata']['name']}"
                 spec = job["spec"]["template"]["spec"]
+                # components/mtls adds the Job's client certificate: a Secret, no model.
+                mtls = any(v["name"] == "client-tls" for v in spec.get("volumes") or [])
+                self.assertEqual(mtls, overlay == "examples/mtls", where)
                 self.assertEqual(spec.get("initContainers") or [], [], where)
                 self.assertEqual(sorted(v["name"] for v in spec.get("volumes") or []),
-                                 ["results", "tls", "tmp"], where)
+                                 ["client-tls"] * mtls + ["results", "tls", "tmp"], where)
                 # Of the TLS Secret, the CA only.
                 [tls] = [v for v in spec["volumes"] if v["name"] == "tls"]
                 self.assertEqual(tls["secret"]["items"], [{"key": "ca.crt", "path": "ca.crt"}], where)
                 [search] = spec["containers"]
-                self.assertEqual([m["mountPath"] for m in search["volumeMounts"]],
-                                 ["/results", "/tmp", "/etc/lensgrid/tls"], where)
+                self.assertEqual(sorted(m["mountPath"] for m in search["volumeMounts"]),
+                                 ["/etc/lensgrid/client-tls"] * mtls
+                                 + ["/etc/lensgrid/tls", "/results", "/tmp"], where)
                 self.assertEqual(sorted(e["name"] for e in search["env"]),
-                                 ["COORDINATOR_ADDRESS", "LENSGRID_REQUEST_ID", "LENSGRID_TLS_CA",
-                                  "LENSGRID_TOKEN", "MODEL_ID"], where)
+                                 ["COORDINATOR_ADDRESS", "LENSGRID_REQUEST_ID", "LENSGRID_TLS_CA"]
+                                 + ["LENSGRID_TLS_CERT", "LENSGRID_TLS_KEY"] * mtls
+                                 + ["LENSGRID_TOKEN", "MODEL_ID"], where)
                 self.assertEqual(flag(search["args"], "--model"), "$(MODEL_ID)", where)
                 self.assertEqual(flag(search["args"], "--coordinator"), "$(COORDINATOR_ADDRESS)", where)
                 # Still non-root with a read-only root file system.
@@ -466,7 +496,7 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
                 # model changed the id with it.
                 data = config_map["data"]
                 self.assertEqual(data["MODEL_ID"], default_model_id(data["MODEL_DIR"]), where)
-        self.assertGreaterEqual(jobs, 3, "overlays/batch and the two examples have the Job")
+        self.assertGreaterEqual(jobs, 4, "overlays/batch and three examples have the Job")
 
     def test_hub_example_is_the_batch_example_with_pulled_models(self):
         def by_name(objects):
@@ -502,6 +532,46 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
                 self.assertNotIn(self.token, p.log())
                 pulls += "sha256 verified" in p.log()
         self.assertGreaterEqual(pulls, len(self.workers))
+
+    def test_mtls_example(self):
+        # examples/mtls (overlays/batch + components/mtls) on a cluster of its own, one worker:
+        # the coordinator also requires client certificates; the worker and the Job present
+        # theirs from their Secrets.
+        objects = render("examples/mtls") + self.secrets()
+        cluster = Cluster(objects, BINARIES, self.image_dirs, os.path.join(self.tmp.name, "mtls"))
+        ok = False
+        try:
+            [coordinator] = cluster.start("StatefulSet", COORDINATOR)
+            coordinator.wait_probes(timeout=60)
+            [worker] = cluster.start("Deployment", WORKER, replicas=1)
+            worker.wait_probes(timeout=120)
+            ca, cert, key = self.pki["ca.crt"], self.pki["submitter.crt"], self.pki["submitter.key"]
+            address = cluster.service_address(COORDINATOR, 7070)
+            work_queue = cluster.service_address("lensgrid-work-queue", 7072)
+            admin = Api(address, ca, self.tokens["admin"], cert, key)
+            # The worker got in with its certificate and token.
+            alive = wait_for("the worker registered",
+                             lambda: [w for w in list_workers(admin) if w["alive"]], 60)
+            self.assertEqual(len(alive), 1, alive)
+            # TLS and a good token without a client certificate: refused in the handshake, on
+            # both ports. A certificate without a token: still UNAUTHENTICATED.
+            list_method, register = "/lensgrid.v1.Coordinator/ListJobs", "/lensgrid.v1.WorkQueue/Register"
+            self.assertEqual(Api(address, ca, self.tokens["admin"]).code(list_method), "UNAVAILABLE")
+            self.assertEqual(Api(work_queue, ca, self.tokens["worker"]).code(register), "UNAVAILABLE")
+            self.assertEqual(Api(address, ca, None, cert, key).code(list_method), "UNAUTHENTICATED")
+            # The search Job, with its client certificate, completes.
+            [job] = cluster.start("Job", JOB)
+            rc = job.process().wait(timeout=600)
+            self.assertEqual(rc, 0, job.process().log())
+            [status] = list_jobs(admin)
+            self.assertEqual(status["state"], "SUCCEEDED", status)
+            ok = True
+        finally:
+            if not ok:
+                for pod in cluster.pods:
+                    for p in list(pod.init_processes.values()) + list(pod.processes.values()):
+                        print(f"---- {p.name}: {' '.join(p.argv)}\n{p.log()}", file=sys.stderr)
+            cluster.stop_all()
 
     def test_probes_and_services(self):
         # Declared replicas, each ready; the Services resolve to them.
