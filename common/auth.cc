@@ -202,7 +202,9 @@ const std::vector<MethodRule>& MethodRules() {
       {"CancelJob", true, false},
       {"ListJobs", true, false},
       {"DeleteJob", true, false},
-      {"ListWorkers", false, false},
+      // The workers (no job data): a submitter finds the Worker APIs it may
+      // call, and the report's attention views come from one of them.
+      {"ListWorkers", true, false},
       // The worker-facing RPCs (lensgrid.v1.WorkQueue).
       {"Register", false, true},
       {"LeaseShard", false, true},
