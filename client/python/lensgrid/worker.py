@@ -201,6 +201,11 @@ def _read_file(path, what):
         raise ValueError(f"{what} {path}: cannot read: {e.strerror}") from None
 
 
+KEEPALIVE_OPTIONS = (("grpc.keepalive_time_ms", 30000), ("grpc.keepalive_timeout_ms", 10000),
+                     ("grpc.keepalive_permit_without_calls", 1),
+                     ("grpc.http2.max_pings_without_data", 0))
+
+
 def open_channel(address, tls_ca=None, tls_cert=None, tls_key=None, token=None, options=()):
     """A channel as the lensgrid CLI makes one: TLS when a CA or a client certificate is given
     (PEM file paths), `authorization: Bearer TOKEN` on every call when a token is given. Each
@@ -213,6 +218,9 @@ def open_channel(address, tls_ca=None, tls_cert=None, tls_key=None, token=None, 
     token = token if token is not None else env("LENSGRID_TOKEN")
     if bool(tls_cert) != bool(tls_key):
         raise ValueError("tls_cert and tls_key go together (mTLS)")
+    # Keepalive as the C++ clients (common/serving.h): a ping every 30 s, also between calls,
+    # so long calls and idle notebooks survive NATs and proxies; servers allow it.
+    options = [*KEEPALIVE_OPTIONS, *options]
     if tls_ca or tls_cert:
         creds = grpc.ssl_channel_credentials(
             root_certificates=_read_file(tls_ca, "tls_ca") if tls_ca else None,
