@@ -680,7 +680,6 @@ class ManifestsOnLoopbackTest(unittest.TestCase):
         for container, declared, ran in job.rewrites:
             print(f"{job.name}/{container}: {declared!r} -> {ran!r}", file=sys.stderr)
         search = job.process()
-        coordinator_address = self.client_address
         # The Job's pod has no model: nothing ran before the search, it has no model volume,
         # and it names the model by the ConfigMap's MODEL_ID, which every worker registered with.
         config_map, key = config_ref(job.spec["containers"][0], "MODEL_ID")
