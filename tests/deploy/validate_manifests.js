@@ -215,6 +215,7 @@ function checkConsistency(objects) {
     }
     for (const c of all) checkFileEnv(obj, spec, c, errors);
     for (const c of spec.containers || []) checkProbesOnHealthPort(obj, c, errors);
+    for (const c of spec.containers || []) checkReplyBudget(obj, c, configMaps, errors);
   }
   checkNetworkPolicy(objects, templates, errors);
   checkStatefulSets(objects, errors);
@@ -395,6 +396,44 @@ function checkFileEnv(obj, spec, c, errors) {
 
 // A container with TLS serves its API to the kubelet's probes only through --health-listen:
 // gRPC probes speak neither TLS nor tokens.
+// A Kubernetes memory quantity ("4Gi", "512Mi", "2G", "1000000") in bytes; NaN when malformed.
+function memoryBytes(quantity) {
+  const m = /^([0-9.]+)([KMGTE]i?)?$/.exec(String(quantity));
+  if (!m) return NaN;
+  const units = {"": 1, K: 1e3, M: 1e6, G: 1e9, T: 1e12, E: 1e18, Ki: 2 ** 10, Mi: 2 ** 20,
+                 Gi: 2 ** 30, Ti: 2 ** 40, Ei: 2 ** 60};
+  return Number(m[1]) * units[m[2] || ""];
+}
+
+// `text` with its $(VAR)s resolved from the container's env (literal values and ConfigMap keys).
+function resolveEnv(text, c, configMaps) {
+  return String(text).replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (all, name) => {
+    const e = (c.env || []).find((x) => x.name === name);
+    if (!e) return all;
+    if (typeof e.value === "string") return e.value;
+    const ref = e.valueFrom && e.valueFrom.configMapKeyRef;
+    const data = ref && configMaps.get(ref.name);
+    return data && ref.key in data ? String(data[ref.key]) : all;
+  });
+}
+
+// A worker's reply budget (--max-reply-memory, default 4 GiB) fits in half its memory limit:
+// the other half is the model's, so a burst of replies is RESOURCE_EXHAUSTED, never an OOM kill.
+function checkReplyBudget(obj, c, configMaps, errors) {
+  if (programOf(c) !== "lensgrid-worker") return;
+  const limit = memoryBytes(((c.resources || {}).limits || {}).memory);
+  if (!(limit > 0)) {
+    errors.push([obj, `container ${c.name}: no memory limit (the reply budget must fit in one)`]);
+    return;
+  }
+  const flag = argValue(c, "--max-reply-memory");
+  const budget = flag === undefined ? 4 * 2 ** 30 : Number(resolveEnv(flag, c, configMaps));
+  if (!(budget > 0) || budget > limit / 2) {
+    errors.push([obj, `container ${c.name}: --max-reply-memory ${flag === undefined ? "(default 4 GiB)" : budget} ` +
+                      `is over half the memory limit ${c.resources.limits.memory}`]);
+  }
+}
+
 function checkProbesOnHealthPort(obj, c, errors) {
   const tls = (c.env || []).some((e) => e.name === "LENSGRID_TLS_CERT") || argValue(c, "--tls-cert");
   const tokens = (c.env || []).some((e) => e.name === "LENSGRID_AUTH_TOKENS") || argValue(c, "--auth-tokens");
