@@ -376,6 +376,64 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(retried[0].shard_id, lease.shard_id)
         self.assertIn("malformed", retried[0].message)
 
+    def test_another_workers_lease_cannot_be_completed_failed_or_extended(self):
+        c = self.coordinator()
+        stub = c.stub()
+        sha = WorkerProcess.weights_sha256(self.model)
+        self.worker(c)
+        model_id = served_model_id(stub)
+        proc, out = self.start_search(c.address, "ioi", "ablate-heads", 6,
+                                      "--prompts-per-shard", "1", "--components-per-shard", "1")
+        queue = c.queue()
+        register = lambda name: queue.Register(cpb.RegisterRequest(
+            name=name, model_id=model_id, weights_sha256=sha, capacity=1)).worker_id
+        holder, mallory = register("holder"), register("mallory")
+        lease = wait_for(lambda: (lambda r: r.lease if r.has_shard else None)(
+            queue.LeaseShard(cpb.LeaseShardRequest(worker_id=holder, wait_ms=200))), 60, "a lease")
+        self.assertRegex(lease.lease_id, r"-[0-9a-f]{32}$")  # 128 random bits
+
+        def refused(call):
+            with self.assertRaises(grpc.RpcError) as err:
+                call()
+            # Refused before the result is looked at: nothing about the shard's tensors leaks.
+            self.assertNotIn("shape", err.exception.details())
+            return err.exception.code()
+
+        # Forged numbers (L1H2 +42) on the holder's lease, from another registered worker.
+        forged = [cpb.CompleteShardRequest(header=cpb.CompleteShardHeader(
+                      worker_id=mallory, lease_id=lease.lease_id)),
+                  cpb.CompleteShardRequest(chunk=f32_tensor_chunk("delta", [1], [42.0]))]
+        self.assertEqual(refused(lambda: queue.CompleteShard(iter(forged), timeout=10)),
+                         grpc.StatusCode.PERMISSION_DENIED)
+        # Failing it for everyone (INVALID_ARGUMENT fails a job) is refused too.
+        fail = cpb.FailShardRequest(worker_id=mallory, lease_id=lease.lease_id,
+                                    code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message="no")
+        self.assertEqual(refused(lambda: queue.FailShard(fail, timeout=10)),
+                         grpc.StatusCode.PERMISSION_DENIED)
+        # A heartbeat does not extend it: it is reported back as not the caller's.
+        beat = queue.Heartbeat(cpb.HeartbeatRequest(worker_id=mallory, lease_ids=[lease.lease_id]),
+                               timeout=10)
+        self.assertEqual(list(beat.cancelled_lease_ids), [lease.lease_id])
+        # The old guessable form names no lease; a worker id never registered holds none.
+        guessed = f"{lease.job_id}/{lease.shard_id}/{lease.attempt}"
+        fail.lease_id = guessed
+        self.assertEqual(refused(lambda: queue.FailShard(fail, timeout=10)),
+                         grpc.StatusCode.NOT_FOUND)
+        forged[0].header.worker_id = "worker-0-0"
+        self.assertEqual(refused(lambda: queue.CompleteShard(iter(forged), timeout=10)),
+                         grpc.StatusCode.PERMISSION_DENIED)
+        # The holder gives the shard back; the real worker computes it; the result is the
+        # in-process one and the job never counted a failure.
+        queue.FailShard(cpb.FailShardRequest(
+            worker_id=holder, lease_id=lease.lease_id, handed_back=True,
+            code=grpc.StatusCode.UNAVAILABLE.value[0], message="shutting down"), timeout=10)
+        self.finish(proc)
+        self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 6))
+        job = only_job(stub)
+        self.assertEqual(job.state, cpb.JOB_SUCCEEDED)
+        kinds = [e.kind for e in stub.WatchJob(cpb.WatchJobRequest(job_id=job.job_id), timeout=30)]
+        self.assertNotIn(cpb.JobEvent.JOB_FAILED, kinds)
+
     def test_invalid_argument_from_a_worker_fails_the_job_with_its_message(self):
         c = self.coordinator()
         self.worker(c)
