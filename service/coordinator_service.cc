@@ -9,26 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/echo.h"
 #include "common/grpc_status.h"
+#include "common/refused_calls.h"
 #include "common/tensor_chunks.h"
 
 namespace lensgrid::service {
-
-namespace {
-
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  r->Finish(ToGrpcStatus(status));
-  return r;
-}
-
-// A streaming call refused before it started (the authorization check).
-template <typename Message>
-class RefusedWrite final : public grpc::ServerWriteReactor<Message> {
- public:
-  explicit RefusedWrite(const absl::Status& why) { this->Finish(ToGrpcStatus(why)); }
-  void OnDone() override { delete this; }
-};
-}  // namespace
 
 // Streams a job's events from a sequence number; parks when it has sent them
 // all and the job is still running, until the pump pokes it.
@@ -216,13 +200,13 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitJob(grpc::CallbackServerCont
                                                         const v1::SubmitJobRequest* req,
                                                         v1::SubmitJobResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "SubmitJob");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   auto id = scheduler_->Submit(*caller, req->spec(), req->request_id());
-  if (!id.ok()) return Done(ctx, id.status());
+  if (!id.ok()) return FinishUnary(ctx, id.status());
   resp->set_job_id(*id);
   auto status = scheduler_->GetJob(*caller, *id);
   if (status.ok()) resp->set_shards_total(status->shards_total());
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* CoordinatorService::WatchJob(
@@ -242,10 +226,10 @@ grpc::ServerUnaryReactor* CoordinatorService::GetJob(grpc::CallbackServerContext
                                                      const v1::GetJobRequest* req,
                                                      v1::JobStatus* resp) {
   auto caller = auth_->Authorize(*ctx, "GetJob");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   auto s = scheduler_->GetJob(*caller, req->job_id());
   if (s.ok()) *resp = *s;
-  return Done(ctx, s.status());
+  return FinishUnary(ctx, s.status());
 }
 
 grpc::ServerWriteReactor<v1::GetResultResponse>* CoordinatorService::GetResult(
@@ -259,43 +243,43 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelJob(grpc::CallbackServerCont
                                                         const v1::CancelJobRequest* req,
                                                         v1::JobStatus* resp) {
   auto caller = auth_->Authorize(*ctx, "CancelJob");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   auto s = scheduler_->Cancel(*caller, req->job_id());
   if (s.ok()) *resp = *s;
-  return Done(ctx, s.status());
+  return FinishUnary(ctx, s.status());
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::DeleteJob(grpc::CallbackServerContext* ctx,
                                                         const v1::DeleteJobRequest* req,
                                                         v1::DeleteJobResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "DeleteJob");
-  if (!caller.ok()) return Done(ctx, caller.status());
-  return Done(ctx, scheduler_->Delete(*caller, req->job_id()));
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
+  return FinishUnary(ctx, scheduler_->Delete(*caller, req->job_id()));
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* ctx,
                                                        const v1::ListJobsRequest* req,
                                                        v1::ListJobsResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "ListJobs");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   auto jobs =
       scheduler_->ListJobs(*caller, {req->page_size(), req->page_token()},
                            resp->mutable_next_page_token(), JobFilter{req->state(), req->owner()});
-  if (!jobs.ok()) return Done(ctx, jobs.status());
+  if (!jobs.ok()) return FinishUnary(ctx, jobs.status());
   for (auto& j : *jobs) *resp->add_jobs() = std::move(j);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(grpc::CallbackServerContext* ctx,
                                                           const v1::ListWorkersRequest* req,
                                                           v1::ListWorkersResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "ListWorkers");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   auto workers = scheduler_->ListWorkers({req->page_size(), req->page_token()},
                                          resp->mutable_next_page_token());
-  if (!workers.ok()) return Done(ctx, workers.status());
+  if (!workers.ok()) return FinishUnary(ctx, workers.status());
   for (auto& w : *workers) *resp->add_workers() = std::move(w);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 }  // namespace lensgrid::service

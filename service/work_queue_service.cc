@@ -7,24 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/echo.h"
 #include "common/grpc_status.h"
+#include "common/refused_calls.h"
 #include "common/tensor_chunks.h"
 
 namespace lensgrid::service {
 
 namespace {
-
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  r->Finish(ToGrpcStatus(status));
-  return r;
-}
-
-// A CompleteShard stream refused before it started (the authorization check).
-class RefusedRead final : public grpc::ServerReadReactor<v1::CompleteShardRequest> {
- public:
-  explicit RefusedRead(const absl::Status& why) { Finish(ToGrpcStatus(why)); }
-  void OnDone() override { delete this; }
-};
 
 // No shard's result comes near this (a whole GPT-2 small patch-resid grid
 // over 1,000 prompts of 1,024 tokens is ~50 MB); more is a broken worker.
@@ -167,33 +155,33 @@ grpc::ServerUnaryReactor* WorkQueueService::Register(grpc::CallbackServerContext
                                                      const v1::RegisterRequest* req,
                                                      v1::RegisterResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "Register");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   if (req->model_id().empty() || req->weights_sha256().empty()) {
-    return Done(ctx, absl::InvalidArgumentError("model_id and weights_sha256 are required"));
+    return FinishUnary(ctx, absl::InvalidArgumentError("model_id and weights_sha256 are required"));
   }
   auto id = scheduler_->RegisterWorker(*req);
-  if (!id.ok()) return Done(ctx, id.status());
+  if (!id.ok()) return FinishUnary(ctx, id.status());
   resp->set_worker_id(*id);
   resp->set_heartbeat_interval_ms(scheduler_->heartbeat_interval_ms());
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* WorkQueueService::LeaseShard(grpc::CallbackServerContext* ctx,
                                                        const v1::LeaseShardRequest* req,
                                                        v1::LeaseShardResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "LeaseShard");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   // The version before asking: a change after it (work that arrived while
   // this call parks) makes the pump ask again for this worker.
   const uint64_t version = scheduler_->version();
   auto lease = scheduler_->Lease(req->worker_id());
-  if (!lease.ok()) return Done(ctx, lease.status());
+  if (!lease.ok()) return FinishUnary(ctx, lease.status());
   if (lease->has_value()) {
     resp->set_has_shard(true);
     *resp->mutable_lease() = std::move(**lease);
-    return Done(ctx, absl::OkStatus());
+    return FinishUnary(ctx, absl::OkStatus());
   }
-  if (req->wait_ms() <= 0 || stop_) return Done(ctx, absl::OkStatus());
+  if (req->wait_ms() <= 0 || stop_) return FinishUnary(ctx, absl::OkStatus());
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   absl::MutexLock lock(&mu_);
   parked_.push_back({r, ctx, req->worker_id(), resp,
@@ -205,21 +193,21 @@ grpc::ServerUnaryReactor* WorkQueueService::Heartbeat(grpc::CallbackServerContex
                                                       const v1::HeartbeatRequest* req,
                                                       v1::HeartbeatResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "Heartbeat");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   int64_t lease_ms = 0;
   auto cancelled = scheduler_->Heartbeat(
       req->worker_id(), std::vector<std::string>(req->lease_ids().begin(), req->lease_ids().end()),
       &lease_ms);
-  if (!cancelled.ok()) return Done(ctx, cancelled.status());
+  if (!cancelled.ok()) return FinishUnary(ctx, cancelled.status());
   for (auto& id : *cancelled) resp->add_cancelled_lease_ids(std::move(id));
   resp->set_lease_ms(lease_ms);
-  return Done(ctx, absl::OkStatus());
+  return FinishUnary(ctx, absl::OkStatus());
 }
 
 grpc::ServerReadReactor<v1::CompleteShardRequest>* WorkQueueService::CompleteShard(
     grpc::CallbackServerContext* ctx, v1::CompleteShardResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "CompleteShard");
-  if (!caller.ok()) return new RefusedRead(caller.status());
+  if (!caller.ok()) return new RefusedRead<v1::CompleteShardRequest>(caller.status());
   return new CompleteReactor(scheduler_, resp);
 }
 
@@ -227,16 +215,17 @@ grpc::ServerUnaryReactor* WorkQueueService::FailShard(grpc::CallbackServerContex
                                                       const v1::FailShardRequest* req,
                                                       v1::FailShardResponse* resp) {
   auto caller = auth_->Authorize(*ctx, "FailShard");
-  if (!caller.ok()) return Done(ctx, caller.status());
+  if (!caller.ok()) return FinishUnary(ctx, caller.status());
   if (req->code() <= 0 || req->code() > 16) {
-    return Done(ctx, absl::InvalidArgumentError("code must be a google.rpc.Code other than OK"));
+    return FinishUnary(ctx,
+                       absl::InvalidArgumentError("code must be a google.rpc.Code other than OK"));
   }
   if (req->handed_back()) {
-    return Done(ctx, scheduler_->HandBack(req->worker_id(), req->lease_id()));
+    return FinishUnary(ctx, scheduler_->HandBack(req->worker_id(), req->lease_id()));
   }
-  return Done(ctx, scheduler_->Fail(
-                       req->worker_id(), req->lease_id(),
-                       absl::Status(static_cast<absl::StatusCode>(req->code()), req->message())));
+  return FinishUnary(ctx, scheduler_->Fail(req->worker_id(), req->lease_id(),
+                                           absl::Status(static_cast<absl::StatusCode>(req->code()),
+                                                        req->message())));
 }
 
 }  // namespace lensgrid::service
