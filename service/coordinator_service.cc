@@ -276,7 +276,8 @@ grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(grpc::CallbackServerCo
   auto caller = auth_->Authorize(*ctx, "ListWorkers");
   if (!caller.ok()) return FinishUnary(ctx, caller.status());
   auto workers = scheduler_->ListWorkers({req->page_size(), req->page_token()},
-                                         resp->mutable_next_page_token());
+                                         resp->mutable_next_page_token(),
+                                         {req->alive_only(), req->model_id()});
   if (!workers.ok()) return FinishUnary(ctx, workers.status());
   for (auto& w : *workers) *resp->add_workers() = std::move(w);
   return FinishUnary(ctx, absl::OkStatus());

@@ -1294,10 +1294,14 @@ absl::StatusOr<std::vector<v1::JobStatus>> Scheduler::ListJobs(const Caller& cal
 }
 
 absl::StatusOr<std::vector<v1::WorkerInfo>> Scheduler::ListWorkers(
-    const PageRequest& page, std::string* next_page_token) const {
+    const PageRequest& page, std::string* next_page_token, const WorkerFilter& filter) const {
   absl::ReaderMutexLock lock(&mu_);
   return Paginate(
-      workers_, page, options_, [](const Worker&) { return true; },
+      workers_, page, options_,
+      [&filter](const Worker& w) {
+        return (!filter.alive_only || w.info.alive()) &&
+               (filter.model_id.empty() || w.info.model_id() == filter.model_id);
+      },
       [](const Worker& w) { return w.info; }, next_page_token);
 }
 

@@ -124,6 +124,10 @@ struct JobFilter {
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
   std::string owner;
 };
+struct WorkerFilter {
+  bool alive_only = false;
+  std::string model_id;  // empty: any
+};
 
 // Totals since this process started, for /metrics (deploy/README.md).
 struct SchedulerCounters {
@@ -170,7 +174,8 @@ class Scheduler {
   // store cannot delete it (nothing changes).
   absl::Status Delete(const Caller& caller, const std::string& job_id);
   absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers(const PageRequest& page,
-                                                          std::string* next_page_token) const;
+                                                          std::string* next_page_token,
+                                                          const WorkerFilter& filter = {}) const;
   // Events with seq > after_seq; *final = the job will have no more.
   absl::StatusOr<std::vector<v1::JobEvent>> EventsAfter(const Caller& caller,
                                                         const std::string& job_id,

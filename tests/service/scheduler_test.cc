@@ -778,6 +778,27 @@ TEST(SchedulerRetentionTest, ZeroKeepsFinishedJobsForEver) {
   EXPECT_TRUE(s.GetJob(kAnon, job).ok());
 }
 
+TEST_F(SchedulerTest, ListWorkersFiltersByLivenessAndModel) {
+  const std::string a = Worker("m"), b = Worker("other");
+  clock_.Advance(30000);
+  const std::string c = Worker("m");  // registered later: heard from recently
+  clock_.Advance(40000);              // a and b silent for 70 s (timeout 60 s), c for 40 s
+  scheduler_.Tick();
+  auto ids = [&](const WorkerFilter& filter) {
+    std::string next;
+    std::vector<std::string> out;
+    auto workers = scheduler_.ListWorkers({}, &next, filter);
+    for (const auto& w : workers.value()) out.push_back(w.worker_id());
+    return out;
+  };
+  EXPECT_EQ(ids({}).size(), 3u);
+  EXPECT_EQ(ids({/*alive_only=*/true, ""}), std::vector<std::string>{c});
+  EXPECT_EQ(ids({false, "m"}).size(), 2u);
+  EXPECT_EQ(ids({false, "other"}), std::vector<std::string>{b});
+  EXPECT_TRUE(ids({true, "other"}).empty());
+  EXPECT_NE(a, c);
+}
+
 TEST_F(SchedulerTest, ListJobsFiltersByStateAndOwner) {
   const Caller alice{"alice", Role::kSubmitter}, bob{"bob", Role::kSubmitter};
   const std::string a1 = scheduler_.Submit(alice, SmallJob(1)).value();
