@@ -26,6 +26,7 @@ bench: build
 	@$(BUILD_DIR)/bench/ablation_bench
 	@$(BUILD_DIR)/bench/tokenizer_bench
 	@$(BUILD_DIR)/bench/coordinator_bench
+	@$(BUILD_DIR)/bench/coordinator_memory_bench
 	@/usr/bin/python3 bench/coordinator_share.py $(BUILD_DIR)
 
 # The fuzz targets of tests/fuzz/ (ASan + UBSan), each for FUZZ_SECONDS from a
