@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/echo.h"
+#include "common/error_details.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
@@ -267,20 +268,28 @@ absl::StatusOr<Caller> Authorizer::AuthorizeHeaders(
     return absl::InternalError(absl::StrCat("no authorization rule for method ", method));
   }
   if (!enabled_) return Caller::Anonymous();
+  // ErrorInfo reasons for programs (a client can ask for a token, or say
+  // which role it lacks), beside the messages.
+  const auto unauthenticated = [&method](absl::string_view reason, absl::string_view message) {
+    return WithErrorInfo(absl::UnauthenticatedError(message), std::string(reason),
+                         {{"method", std::string(method)}});
+  };
   if (authorization.empty()) {
-    return absl::UnauthenticatedError(
+    return unauthenticated(
+        "MISSING_TOKEN",
         absl::StrCat(method,
                      " needs a token: send `authorization: Bearer TOKEN` (lensgrid: --token or "
                      "LENSGRID_TOKEN)"));
   }
   if (authorization.size() > 1) {
-    return absl::UnauthenticatedError("more than one authorization metadata entry");
+    return unauthenticated("MALFORMED_AUTHORIZATION", "more than one authorization metadata entry");
   }
   absl::string_view value = authorization[0];
   constexpr absl::string_view kScheme = "bearer ";
   if (value.size() <= kScheme.size() ||
       !absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
-    return absl::UnauthenticatedError("the authorization metadata is not `Bearer TOKEN`");
+    return unauthenticated("MALFORMED_AUTHORIZATION",
+                           "the authorization metadata is not `Bearer TOKEN`");
   }
   const std::string presented = Sha256Hex(absl::StripAsciiWhitespace(value.substr(kScheme.size())));
   std::optional<Caller> found;
@@ -293,14 +302,18 @@ absl::StatusOr<Caller> Authorizer::AuthorizeHeaders(
       }
     }
   }
-  if (!found.has_value()) return absl::UnauthenticatedError("unknown token");
+  if (!found.has_value()) return unauthenticated("UNKNOWN_TOKEN", "unknown token");
   const bool allowed = found->role == Role::kAdmin ||
                        (found->role == Role::kSubmitter && rule->submitter) ||
                        (found->role == Role::kWorker && rule->worker);
   if (!allowed) {
-    return absl::PermissionDeniedError(absl::StrCat(method, " needs role ", RolesThatMay(*rule),
-                                                    "; token \"", found->name, "\" has role ",
-                                                    RoleName(found->role)));
+    return WithErrorInfo(absl::PermissionDeniedError(
+                             absl::StrCat(method, " needs role ", RolesThatMay(*rule), "; token \"",
+                                          found->name, "\" has role ", RoleName(found->role))),
+                         "ROLE_NOT_ALLOWED",
+                         {{"method", std::string(method)},
+                          {"role", RoleName(found->role)},
+                          {"allowed_roles", RolesThatMay(*rule)}});
   }
   return *found;
 }

@@ -3,6 +3,7 @@
 #include <google/protobuf/descriptor.h>
 #include <gtest/gtest.h>
 
+#include "common/error_details.h"
 #include "common/sha256.h"
 #include "lensgrid/v1/coordinator.grpc.pb.h"
 #include "lensgrid/v1/worker.grpc.pb.h"
@@ -101,6 +102,11 @@ TEST(AuthorizerTest, RolesPerMethod) {
   EXPECT_NE(denied.status().message().find("needs role worker or admin"), std::string::npos)
       << denied.status();
   EXPECT_EQ(denied.status().message().find("alice-token"), std::string::npos);
+  ErrorDetails why = GetErrorDetails(denied.status());
+  ASSERT_TRUE(why.info.has_value());
+  EXPECT_EQ(why.info->reason, "ROLE_NOT_ALLOWED");
+  EXPECT_EQ(why.info->metadata.at("role"), "submitter");
+  EXPECT_EQ(why.info->metadata.at("allowed_roles"), "worker or admin");
   EXPECT_EQ(auth.AuthorizeHeaders({"Bearer worker-token"}, "SubmitJob").status().code(),
             absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(auth.AuthorizeHeaders({"Bearer worker-token"}, "RunWithCache").status().code(),
@@ -123,6 +129,13 @@ TEST(AuthorizerTest, MissingUnknownOrMalformedTokensAreUnauthenticated) {
     EXPECT_EQ(caller.status().code(), absl::StatusCode::kUnauthenticated)
         << (headers.empty() ? "(none)" : headers[0]);
     EXPECT_EQ(caller.status().message().find("nope"), std::string::npos);
+    ErrorDetails why = GetErrorDetails(caller.status());
+    ASSERT_TRUE(why.info.has_value());
+    EXPECT_EQ(why.info->reason, headers.empty()               ? "MISSING_TOKEN"
+                                : headers[0] == "Bearer nope" ? "UNKNOWN_TOKEN"
+                                                              : "MALFORMED_AUTHORIZATION")
+        << (headers.empty() ? "(none)" : headers[0]);
+    EXPECT_EQ(why.info->metadata.at("method"), "GetJob");
   }
 }
 
