@@ -345,21 +345,33 @@ class ClusterTest(unittest.TestCase):
         self.assertTrue(events["DATASET_READY"]["worker"].startswith("worker-"))
         self.assertTrue([r for r in rs if r.get("event") == "WORKER_JOINED" and r.get("worker")])
 
-    def test_malformed_result_is_retried_elsewhere(self):
-        c = self.coordinator()
-        stub = c.stub()
+    def search_with_fake_workers(self, c, *names):
+        """A real worker, a search of 6 x 1-prompt, 1-component shards, and fake workers (by
+        name) registered under the same model id and weights to compete for its shards (the
+        real worker prepares the job). Returns (search process, output dir, WorkQueue stub,
+        fake worker ids)."""
         sha = WorkerProcess.weights_sha256(self.model)
-        # The real worker prepares the job (builds its dataset); then the fake,
-        # registered under the same model id and weights, competes for shards.
         self.worker(c)
-        model_id = served_model_id(stub)
+        model_id = served_model_id(c.stub())
         proc, out = self.start_search(c.address, "ioi", "ablate-heads", 6,
                                       "--prompts-per-shard", "1", "--components-per-shard", "1")
         queue = c.queue()
-        fake = queue.Register(cpb.RegisterRequest(name="malformed", model_id=model_id,
-                                                 weights_sha256=sha, capacity=1)).worker_id
-        lease = wait_for(lambda: (lambda r: r.lease if r.has_shard else None)(
-            queue.LeaseShard(cpb.LeaseShardRequest(worker_id=fake, wait_ms=200))), 60, "a lease")
+        ids = [queue.Register(cpb.RegisterRequest(name=name, model_id=model_id,
+                                                  weights_sha256=sha, capacity=1)).worker_id
+               for name in names]
+        return proc, out, queue, ids
+
+    @staticmethod
+    def first_lease(queue, worker_id):
+        return wait_for(lambda: (lambda r: r.lease if r.has_shard else None)(
+            queue.LeaseShard(cpb.LeaseShardRequest(worker_id=worker_id, wait_ms=200))), 60,
+            "a lease")
+
+    def test_malformed_result_is_retried_elsewhere(self):
+        c = self.coordinator()
+        stub = c.stub()
+        proc, out, queue, [fake] = self.search_with_fake_workers(c, "malformed")
+        lease = self.first_lease(queue, fake)
         # A baseline of the wrong length, and no delta at all.
         messages = [cpb.CompleteShardRequest(header=cpb.CompleteShardHeader(
                         worker_id=fake, lease_id=lease.lease_id)),
@@ -379,17 +391,8 @@ class ClusterTest(unittest.TestCase):
     def test_another_workers_lease_cannot_be_completed_failed_or_extended(self):
         c = self.coordinator()
         stub = c.stub()
-        sha = WorkerProcess.weights_sha256(self.model)
-        self.worker(c)
-        model_id = served_model_id(stub)
-        proc, out = self.start_search(c.address, "ioi", "ablate-heads", 6,
-                                      "--prompts-per-shard", "1", "--components-per-shard", "1")
-        queue = c.queue()
-        register = lambda name: queue.Register(cpb.RegisterRequest(
-            name=name, model_id=model_id, weights_sha256=sha, capacity=1)).worker_id
-        holder, mallory = register("holder"), register("mallory")
-        lease = wait_for(lambda: (lambda r: r.lease if r.has_shard else None)(
-            queue.LeaseShard(cpb.LeaseShardRequest(worker_id=holder, wait_ms=200))), 60, "a lease")
+        proc, out, queue, [holder, mallory] = self.search_with_fake_workers(c, "holder", "mallory")
+        lease = self.first_lease(queue, holder)
         self.assertRegex(lease.lease_id, r"-[0-9a-f]{32}$")  # 128 random bits
 
         def refused(call):
