@@ -1384,7 +1384,8 @@ absl::StatusOr<Scheduler::Result> Scheduler::GetResult(const Caller& caller,
       job->summary->set_error_code(job->error_code);
       job->summary->set_error(why);
     }
-    std::fprintf(stderr, "coordinator: state store: job %s: %s\n", job_id.c_str(), why.c_str());
+    LogEvent(LogLevel::kError, absl::StrCat("state store: job ", job_id, ": ", why),
+             {{"event", "DATA_LOSS"}, {"job", job_id}});
     return absl::DataLossError(absl::StrCat("job ", job_id, ": ", why));
   }
   if (!full.ok()) return full.status();

@@ -375,7 +375,9 @@ class HostileCoordinatorTest(unittest.TestCase):
         self.assert_refused(
             lambda: list(stub.GetResult(cpb.GetResultRequest(job_id=bad), timeout=DEADLINE)),
             grpc.StatusCode.DATA_LOSS, "shard 2", "checksum")
-        self.assertIn(f"job {bad}: the stored job is damaged", c.log_text())
+        # (The line is written before the reply; the harness reads the pipe on its own thread.)
+        wait_for(lambda: f"job {bad}: the stored job is damaged" in c.log_text(), 60,
+                 "the damage in the coordinator's log")
         status = stub.GetJob(cpb.GetJobRequest(job_id=bad), timeout=DEADLINE)
         self.assertEqual(status.error_code, grpc.StatusCode.DATA_LOSS.value[0])
         header = next(iter(stub.GetResult(cpb.GetResultRequest(job_id=good), timeout=DEADLINE)))

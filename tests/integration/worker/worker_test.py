@@ -459,6 +459,10 @@ class SlowWorkerTest(unittest.TestCase):
                     break
                 time.sleep(0.05)
             for c in clients[:2]:
+                # A thread may still be on its way to starting its call (a busy machine).
+                deadline = time.monotonic() + 60
+                while not hasattr(c, "last_call") and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 c.last_call.cancel()
             for t in threads:
                 t.join(timeout=120)
