@@ -340,12 +340,16 @@ Scheduler::Job* Scheduler::AddJob(std::unique_ptr<Job> job) {
   return raw;
 }
 
-void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
-  auto job = std::make_unique<Job>();
-  job->id = stored.job_id;
+void Scheduler::CopyIdentity(const StoredJob& stored, Job* job) {
   job->owner = stored.owner;
   job->request_id = stored.request_id;
   job->request_sha256 = stored.request_sha256;
+}
+
+void Scheduler::AddDamagedJob(const StoredJob& stored, const std::string& why) {
+  auto job = std::make_unique<Job>();
+  job->id = stored.job_id;
+  CopyIdentity(stored, job.get());
   job->spec = stored.spec;
   job->spec.clear_prompts();
   job->created_ms = stored.created_ms;
@@ -363,9 +367,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
   if (stored.summary.has_value()) {  // a finished job: the rest stays in the store
     auto job = std::make_unique<Job>();
     job->id = stored.job_id;
-    job->owner = stored.owner;
-    job->request_id = stored.request_id;
-    job->request_sha256 = stored.request_sha256;
+    CopyIdentity(stored, job.get());
     job->state = stored.state;
     job->error_code = stored.error_code;
     job->error = stored.error;
@@ -388,9 +390,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
       return absl::DataLossError(absl::StrCat("job ", stored.job_id, " is damaged: ", why));
     }
     Job* raw = job->get();
-    raw->owner = stored.owner;
-    raw->request_id = stored.request_id;
-    raw->request_sha256 = stored.request_sha256;
+    CopyIdentity(stored, raw);
     raw->state = stored.state;
     raw->finished_ms = FinishedMsOf(stored);
     raw->error_code = stored.error_code;
@@ -414,9 +414,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
   }
   std::unique_ptr<Job> job =
       BuildJob(stored.job_id, stored.spec, std::move(*plan), stored.created_ms);
-  job->owner = stored.owner;
-  job->request_id = stored.request_id;
-  job->request_sha256 = stored.request_sha256;
+  CopyIdentity(stored, job.get());
   job->state = stored.state;
   job->finished_ms = FinishedMsOf(stored);
   job->error_code = stored.error_code;
@@ -1427,8 +1425,7 @@ absl::StatusOr<std::unique_ptr<Scheduler::Job>> Scheduler::Rebuild(const v1::Job
     }
     job = BuildJob(stored.job_id, stored.spec, std::move(*plan), stored.created_ms);
   }
-  job->owner = stored.owner;
-  job->request_id = stored.request_id;
+  CopyIdentity(stored, job.get());
   job->state = summary.state();
   job->error_code = summary.error_code();
   job->error = summary.error();

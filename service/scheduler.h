@@ -376,6 +376,9 @@ class Scheduler {
   bool LeaseOfSummarizedJob(const std::string& lease_id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // A job restored from a damaged row: FAILED with DATA_LOSS, kept only to be
   // reported.
+  // The owner and request id of a stored job, the same in every form it comes
+  // back in (whole, summary, damaged).
+  static void CopyIdentity(const StoredJob& stored, Job* job);
   void AddDamagedJob(const StoredJob& stored, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Unsaved(const Job& job) const {
