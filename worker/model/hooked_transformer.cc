@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/bounded_regex.h"
 #include "common/echo.h"
 #include "common/status_macros.h"
@@ -401,6 +402,88 @@ absl::StatusOr<RunOutput> HookedTransformer::RunWithCache(
 
 const at::Tensor& HookedTransformer::W_O(int layer) const {
   return block_modules_.at(layer)->attn()->W_O();
+}
+
+namespace {
+
+// One per-block weight of `b` by its TransformerLens name ("W_Q", "ln1.w"); null if unknown.
+const at::Tensor* BlockWeight(const BlockWeights& b, absl::string_view name) {
+  static const std::vector<std::pair<const char*, at::Tensor BlockWeights::*>> kTensors = {
+      {"W_Q", &BlockWeights::W_Q},     {"W_K", &BlockWeights::W_K},
+      {"W_V", &BlockWeights::W_V},     {"W_O", &BlockWeights::W_O},
+      {"b_Q", &BlockWeights::b_Q},     {"b_K", &BlockWeights::b_K},
+      {"b_V", &BlockWeights::b_V},     {"b_O", &BlockWeights::b_O},
+      {"W_in", &BlockWeights::W_in},   {"b_in", &BlockWeights::b_in},
+      {"W_out", &BlockWeights::W_out}, {"b_out", &BlockWeights::b_out}};
+  for (const auto& [n, member] : kTensors) {
+    if (name == n) return &(b.*member);
+  }
+  if (name == "ln1.w") return &b.ln1.w;
+  if (name == "ln1.b") return &b.ln1.b;
+  if (name == "ln2.w") return &b.ln2.w;
+  if (name == "ln2.b") return &b.ln2.b;
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<at::Tensor> HookedTransformer::Weight(absl::string_view name) const {
+  torch::NoGradGuard no_grad;
+  auto unknown = [&] {
+    return absl::NotFoundError(absl::StrCat(
+        "unknown weight '", name,
+        "': use W_E, W_pos, W_U, b_U, ln_final.w, ln_final.b, blocks.L.attn.{W_Q, W_K, W_V, W_O, "
+        "b_Q, b_K, b_V, b_O}, blocks.L.mlp.{W_in, b_in, W_out, b_out}, blocks.L.{ln1, ln2}.{w, "
+        "b}, or a per-block name alone for every layer stacked"));
+  };
+  auto defined = [&](const at::Tensor& t) -> absl::StatusOr<at::Tensor> {
+    if (!t.defined()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("weight '", name,
+                       "' is not in this model (folded into the next weights when the model "
+                       "was processed, or an attention-only model's MLP)"));
+    }
+    return t.detach();
+  };
+  if (name == "W_E") return W_E_.detach();
+  if (name == "W_pos") return W_pos_.detach();
+  if (name == "W_U") return W_U_.detach();
+  if (name == "b_U") return b_U_.detach();
+  if (name == "ln_final.w") return defined(ln_final_->weights().w);
+  if (name == "ln_final.b") return defined(ln_final_->weights().b);
+  if (absl::ConsumePrefix(&name, "blocks.")) {
+    const size_t dot = name.find('.');
+    int layer = 0;
+    if (dot == absl::string_view::npos || !absl::SimpleAtoi(name.substr(0, dot), &layer)) {
+      return unknown();
+    }
+    if (layer < 0) layer += static_cast<int>(cfg_.n_layers);
+    if (layer < 0 || layer >= cfg_.n_layers) {
+      return absl::NotFoundError(
+          absl::StrCat("weight '", name, "': the model has layers 0 to ", cfg_.n_layers - 1));
+    }
+    absl::string_view rest = name.substr(dot + 1);
+    const bool attn = absl::ConsumePrefix(&rest, "attn.");
+    const bool mlp = !attn && absl::ConsumePrefix(&rest, "mlp.");
+    const bool ln = absl::StartsWith(rest, "ln");
+    const bool mlp_name = absl::EndsWith(rest, "_in") || absl::EndsWith(rest, "_out");
+    const bool valid = (attn && !ln && !mlp_name) || (mlp && mlp_name) || (!attn && !mlp && ln);
+    if (!valid) return unknown();
+    BlockWeights b = block_modules_.at(layer)->ExportWeights();
+    const at::Tensor* t = BlockWeight(b, rest);
+    if (t == nullptr) return unknown();
+    return defined(*t);
+  }
+  std::vector<at::Tensor> layers;
+  for (const TransformerBlock& block : block_modules_) {
+    BlockWeights b = block->ExportWeights();
+    const at::Tensor* t = BlockWeight(b, name);
+    if (t == nullptr || absl::StrContains(name, ".")) return unknown();
+    LG_ASSIGN_OR_RETURN(at::Tensor w, defined(*t));
+    layers.push_back(w);
+  }
+  if (layers.empty()) return unknown();
+  return torch::stack(layers);
 }
 
 GPT2Weights HookedTransformer::ExportWeights() const {

@@ -120,6 +120,14 @@ class HookedTransformer : public torch::nn::Module {
   const at::Tensor& W_U() const { return W_U_; }  // [d_model, d_vocab]
   const at::Tensor& W_O(int layer) const;         // [head, d_head, d_model]
   LayerNormWeights ln_final_weights() const { return ln_final_->weights(); }
+  // A weight by TransformerLens name, on the model's device: "W_E", "W_pos",
+  // "W_U", "b_U", "ln_final.w" / ".b", "blocks.L.attn.W_Q" (W_K, W_V, W_O,
+  // b_Q, b_K, b_V, b_O), "blocks.L.mlp.W_in" (b_in, W_out, b_out),
+  // "blocks.L.ln1.w" (ln1.b, ln2.w, ln2.b; negative L counts from the end),
+  // or a per-block name alone ("W_Q", "b_in", ...) for all layers stacked
+  // [n_layers, ...], as TransformerLens's model.W_Q. NOT_FOUND for an unknown
+  // name; FAILED_PRECONDITION for a LayerNorm weight folded away.
+  absl::StatusOr<at::Tensor> Weight(absl::string_view name) const;
 
  private:
   HookedTransformer(const HookedTransformerConfig& cfg, const GPT2Weights& weights);
