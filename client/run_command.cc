@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iomanip>
 #include <numeric>
 #include <ostream>
@@ -14,6 +15,7 @@
 #include "absl/strings/strip.h"
 #include "client/command_status.h"
 #include "client/hub/hub_download.h"
+#include "client/program_json.h"
 #include "client/run_remote.h"
 #include "client/wire_values.h"
 #include "common/auth_flags.h"
@@ -87,6 +89,15 @@ absl::Status Report(const RunFlags& flags, const RunData& data, std::ostream& ou
       out << "  " << t.name << " " << ShapeString(t.shape) << "\n";
     }
   }
+  if (!data.saved.empty()) {
+    out << "saved (" << data.saved.size() << "):\n";
+    for (const WireTensor& t : data.saved) {
+      out << "  " << t.name.substr(std::strlen("saved:")) << " " << ShapeString(t.shape);
+      absl::StatusOr<std::vector<double>> values = WireToDoubles(t);
+      if (values.ok() && values->size() <= 8) out << " = " << absl::StrJoin(*values, ", ");
+      out << "\n";
+    }
+  }
   if (!flags.output.empty()) {
     std::vector<SafetensorsTensorView> tensors;
     auto add = [&tensors](const std::string& name, const WireTensor& t) {
@@ -94,6 +105,7 @@ absl::Status Report(const RunFlags& flags, const RunData& data, std::ostream& ou
     };
     if (data.logits.has_value()) add("logits", *data.logits);
     for (const WireTensor& t : data.cache) add(t.name, t);
+    for (const WireTensor& t : data.saved) add(t.name, t);
     LG_RETURN_IF_ERROR(WriteSafetensors(flags.output, tensors,
                                         {{"model_dir", data.model_dir},
                                          {"weights_sha256", data.weights_sha256},
@@ -121,6 +133,9 @@ absl::Status Execute(const RunFlags& flags, const RunInProcess& in_process, std:
     request.cache_regexes = flags.cache_regexes;
     request.stop_at_layer = flags.stop_at_layer;
     request.transport = flags.transport;
+    if (!flags.program_file.empty()) {
+      LG_ASSIGN_OR_RETURN(request.programs, ReadProgramsJson(flags.program_file));
+    }
     data = RunRemote(request);
   }
   LG_RETURN_IF_ERROR(data.status());
@@ -197,6 +212,9 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
   app.add_option("--cache", flags.cache_regexes, "cache hook names matching REGEX (repeatable)");
   app.add_option("--stop-at-layer", flags.stop_at_layer, "run blocks [0, N) only");
   app.add_option("--output", flags.output, "write logits and cached activations (.safetensors)");
+  app.add_option("--program", flags.program_file,
+                 "hook programs to run, as JSON (HookProgram, a list of them, or "
+                 "{\"programs\": [...]}; proto/lensgrid/v1/program.proto)");
   app.add_option("--device", flags.device, "cpu | cuda | cuda:N");
   app.add_option("--threads", flags.threads, "CPU threads for matmuls (default: all)");
   try {

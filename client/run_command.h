@@ -3,6 +3,7 @@
 //   lensgrid run --model DIR (--prompt TEXT | --tokens 5,17,300) [--no-processing]
 //                [--cache REGEX]... [--stop-at-layer N] [--output FILE.safetensors]
 //                [--no-bos] [--device cpu|cuda:N] [--worker HOST:PORT]
+//                [--program FILE.json]
 //
 // Prints the loss, the top-5 next tokens at the last position (with their
 // strings when a tokenizer is available) and the cached names with shapes.
@@ -10,6 +11,10 @@
 // --tokens are taken as given. --worker HOST:PORT runs it on a lensgrid-worker
 // instead (the same output, bit-equal). --output writes `logits` [batch, pos, vocab]
 // F32 and each cached activation under its hook name as safetensors.
+// --program runs hook programs (proto/lensgrid/v1/program.proto as JSON,
+// client/program_json.h) at their hooks; their saved values are printed and
+// written as "saved:NAME". In this process such a run goes through the worker's
+// own core (worker/core), so it is the same code as on a worker.
 //
 // No LibTorch here: a run in this process is a RunInProcess that lensgrid-local passes in
 // (client/local/run_in_process.h); `lensgrid` hands `run` without --worker to lensgrid-local.
@@ -37,6 +42,7 @@ struct RunFlags {
   std::vector<std::string> cache_regexes;
   std::optional<int> stop_at_layer;
   std::string output;
+  std::string program_file;  // hook programs as JSON
   std::string device = "cpu";
   int threads = 0;
   std::string worker;         // HOST:PORT: run there instead of in this process

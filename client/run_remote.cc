@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/wire_values.h"
 #include "client/worker_client.h"
@@ -51,52 +52,24 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
     LG_ASSIGN_OR_RETURN(v1::TokenizeResponse tokens, worker->Tokenize(tokenize));
     ids.assign(tokens.tokens(0).ids().begin(), tokens.tokens(0).ids().end());
   }
-  v1::ModelInput input;
-  *input.mutable_tokens() = TokensProto(ids);
-  v1::RunOptions options;
-  options.set_return_type(ids.size() >= 2 ? v1::RETURN_BOTH : v1::RETURN_LOGITS);
-  if (request.stop_at_layer.has_value()) options.set_stop_at_layer(*request.stop_at_layer);
-
+  v1::RunWithInterventionsRequest run = ProgramRunRequest(request, ids);
+  run.set_expected_weights_sha256(expected_sha);
   absl::StatusOr<RunReply> reply;
-  if (request.cache_regexes.empty()) {
-    v1::RunWithInterventionsRequest run;
-    *run.mutable_input() = input;
-    *run.mutable_options() = options;
-    run.set_expected_weights_sha256(expected_sha);
+  if (!run.has_cache() || run.programs_size() > 0) {
     reply = worker->RunWithInterventions(run);
   } else {
-    v1::RunWithCacheRequest run;
-    *run.mutable_input() = input;
-    *run.mutable_options() = options;
-    for (const auto& r : request.cache_regexes) run.mutable_cache()->add_regexes(r);
-    run.set_expected_weights_sha256(expected_sha);
-    reply = worker->RunWithCache(run);
+    v1::RunWithCacheRequest cache_run;
+    *cache_run.mutable_input() = run.input();
+    *cache_run.mutable_options() = run.options();
+    *cache_run.mutable_cache() = run.cache();
+    cache_run.set_expected_weights_sha256(expected_sha);
+    reply = worker->RunWithCache(cache_run);
   }
   LG_RETURN_IF_ERROR(reply.status());
-
-  RunData data;
-  data.model_dir = request.model_dir.empty() ? info.model_dir() : request.model_dir;
-  data.weights_sha256 = reply->header.weights_sha256();
-  data.processed = info.processed();
-  data.n_layers = info.config().n_layers();
-  data.n_heads = info.config().n_heads();
-  data.d_model = info.config().d_model();
-  const std::string& token_bytes = reply->header.tokens().data();
-  data.ids.resize(token_bytes.size() / sizeof(int64_t));
-  std::memcpy(data.ids.data(), token_bytes.data(), data.ids.size() * sizeof(int64_t));
-  for (WireTensor& t : reply->tensors) {
-    if (t.name == "logits") {
-      data.logits = std::move(t);
-    } else if (t.name == "loss") {
-      LG_ASSIGN_OR_RETURN(std::vector<double> loss, WireToDoubles(t));
-      if (loss.size() != 1) {
-        return absl::InternalError(absl::StrCat("the worker's loss has ", loss.size(), " values"));
-      }
-      data.loss = loss[0];
-    } else {
-      data.cache.push_back(std::move(t));
-    }
-  }
+  LG_ASSIGN_OR_RETURN(
+      RunData data,
+      RunDataFromReply(info, request.model_dir.empty() ? info.model_dir() : request.model_dir,
+                       reply->header, std::move(reply->tensors)));
   if (info.has_tokenizer()) {
     data.str_tokens =
         [worker](const std::vector<int64_t>& ids) -> absl::StatusOr<std::vector<std::string>> {
@@ -105,6 +78,51 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
       LG_ASSIGN_OR_RETURN(v1::DetokenizeResponse response, worker->Detokenize(detok));
       return std::vector<std::string>(response.str_tokens().begin(), response.str_tokens().end());
     };
+  }
+  return data;
+}
+
+v1::RunWithInterventionsRequest ProgramRunRequest(const RemoteRunRequest& request,
+                                                  const std::vector<int64_t>& ids) {
+  v1::RunWithInterventionsRequest run;
+  *run.mutable_input()->mutable_tokens() = TokensProto(ids);
+  v1::RunOptions* options = run.mutable_options();
+  options->set_return_type(ids.size() >= 2 ? v1::RETURN_BOTH : v1::RETURN_LOGITS);
+  if (request.stop_at_layer.has_value()) options->set_stop_at_layer(*request.stop_at_layer);
+  if (!request.cache_regexes.empty()) {
+    for (const auto& r : request.cache_regexes) run.mutable_cache()->add_regexes(r);
+  }
+  for (const v1::HookProgram& p : request.programs) *run.add_programs() = p;
+  return run;
+}
+
+absl::StatusOr<RunData> RunDataFromReply(const v1::ModelInfo& info, const std::string& model_dir,
+                                         const v1::RunHeader& header,
+                                         std::vector<WireTensor> tensors) {
+  RunData data;
+  data.model_dir = model_dir;
+  data.weights_sha256 = header.weights_sha256();
+  data.processed = info.processed();
+  data.n_layers = info.config().n_layers();
+  data.n_heads = info.config().n_heads();
+  data.d_model = info.config().d_model();
+  const std::string& token_bytes = header.tokens().data();
+  data.ids.resize(token_bytes.size() / sizeof(int64_t));
+  std::memcpy(data.ids.data(), token_bytes.data(), data.ids.size() * sizeof(int64_t));
+  for (WireTensor& t : tensors) {
+    if (t.name == "logits") {
+      data.logits = std::move(t);
+    } else if (t.name == "loss") {
+      LG_ASSIGN_OR_RETURN(std::vector<double> loss, WireToDoubles(t));
+      if (loss.size() != 1) {
+        return absl::InternalError(absl::StrCat("the worker's loss has ", loss.size(), " values"));
+      }
+      data.loss = loss[0];
+    } else if (absl::StartsWith(t.name, "saved:")) {
+      data.saved.push_back(std::move(t));
+    } else {
+      data.cache.push_back(std::move(t));
+    }
   }
   return data;
 }

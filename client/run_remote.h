@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "common/auth.h"
 #include "common/tensor_chunks.h"
+#include "lensgrid/v1/worker.pb.h"
 
 namespace lensgrid {
 
@@ -30,6 +31,7 @@ struct RunData {
   std::optional<WireTensor> logits;  // [1, pos, vocab], or none (stop_at_layer)
   std::optional<double> loss;        // none: fewer than 2 tokens, or stop_at_layer
   std::vector<WireTensor> cache;     // named by hook
+  std::vector<WireTensor> saved;     // hook programs' saved values, named "saved:NAME"
   // Each id's text when a tokenizer is available (locally or on the worker).
   std::function<absl::StatusOr<std::vector<std::string>>(const std::vector<int64_t>&)> str_tokens;
 };
@@ -43,10 +45,22 @@ struct RemoteRunRequest {
   bool no_processing = false;  // must match how the worker loaded its weights
   std::vector<std::string> cache_regexes;
   std::optional<int> stop_at_layer;
-  ClientTransport transport;  // TLS and token for the worker (common/auth.h)
+  std::vector<v1::HookProgram> programs;  // run at their hooks (client/program_json.h)
+  ClientTransport transport;              // TLS and token for the worker (common/auth.h)
 };
 
 absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request);
+
+// The RunWithInterventions request of `request` for `ids` (one sequence):
+// its programs, its cache regexes, the loss when there are 2 ids or more.
+v1::RunWithInterventionsRequest ProgramRunRequest(const RemoteRunRequest& request,
+                                                  const std::vector<int64_t>& ids);
+
+// A worker's reply as RunData (without str_tokens): logits, loss, cache and
+// saved values by name. INTERNAL for a loss that is not one value.
+absl::StatusOr<RunData> RunDataFromReply(const v1::ModelInfo& info, const std::string& model_dir,
+                                         const v1::RunHeader& header,
+                                         std::vector<WireTensor> tensors);
 
 }  // namespace lensgrid
 

@@ -76,14 +76,18 @@ std::optional<int> HookLayer(absl::string_view name) {
   return layer;
 }
 
-int64_t SliceLength(std::optional<int64_t> start, std::optional<int64_t> stop, int64_t n) {
-  auto norm = [n](std::optional<int64_t> v, int64_t dflt) {
-    if (!v.has_value()) return dflt;
-    int64_t x = *v < 0 ? *v + n : *v;
-    return std::clamp<int64_t>(x, 0, n);
-  };
-  int64_t b = norm(start, 0), e = norm(stop, n);
-  return std::max<int64_t>(0, e - b);
+namespace {
+int64_t SliceBound(std::optional<int64_t> v, int64_t dflt, int64_t n) {
+  if (!v.has_value()) return dflt;
+  int64_t x = *v < 0 ? *v + n : *v;
+  return std::clamp<int64_t>(x, 0, n);
 }
+}  // namespace
+
+int64_t SliceLength(std::optional<int64_t> start, std::optional<int64_t> stop, int64_t n) {
+  return std::max<int64_t>(0, SliceBound(stop, n, n) - SliceBound(start, 0, n));
+}
+
+int64_t SliceStart(std::optional<int64_t> start, int64_t n) { return SliceBound(start, 0, n); }
 
 }  // namespace lensgrid

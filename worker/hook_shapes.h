@@ -44,6 +44,8 @@ std::optional<int> HookLayer(absl::string_view hook_name);
 
 // Python-style slice [start, stop) of an axis of length n -> its length.
 int64_t SliceLength(std::optional<int64_t> start, std::optional<int64_t> stop, int64_t n);
+// Where that slice starts, in [0, n].
+int64_t SliceStart(std::optional<int64_t> start, int64_t n);
 
 }  // namespace lensgrid
 

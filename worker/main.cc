@@ -5,6 +5,8 @@
 //                   [--device cpu|cuda:N] [--threads N]
 //                   [--max-queue N] [--max-batch N] [--max-tokens N]
 //                   [--max-response-bytes N] [--chunk-bytes N]
+//                   [--max-program-nodes N] [--max-program-bytes N]
+//                   [--max-einsum-elements N]
 //                   [--no-processing] [--model-id ID] [--capacity N]
 //                   [--metrics-listen HOST:PORT] [--health-listen HOST:PORT]
 //                   [--log-format text|json] [--max-connection-age-ms N]
@@ -192,6 +194,18 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-dataset-prompts", w.max_dataset_prompts, "prompts in one shard's dataset")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-program-nodes", w.max_program_nodes,
+                 "nodes of all hook programs of one request")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-program-bytes", w.max_program_bytes,
+                 "bytes of every value of one request's hook programs, summed")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-einsum-elements", w.max_einsum_elements,
+                 "index space (product of every index's size) of one einsum")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--shutdown-grace-ms", flags.shutdown_grace_ms,

@@ -6,11 +6,15 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "worker/core/interventions.h"
+#include "worker/core/program_messages.h"
 #include "worker/core/run_inputs.h"
 #include "worker/core/wire_tensors.h"
 #include "worker/hook_shapes.h"
+#include "worker/model/gradients.h"
+#include "worker/model/hook_program.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tensor_io.h"
 #include "worker/model/tokenizer/tokenizer.h"
@@ -74,7 +78,8 @@ v1::ModelConfig ConfigProto(const HookedTransformerConfig& cfg) {
 absl::StatusOr<RunResult> Pack(const ForwardInput& input, const RunOutput& out, bool keep_logits,
                                c10::ScalarType logits_type, const at::Tensor& metric,
                                const ActivationCache* cache, c10::ScalarType cache_type,
-                               const std::string& sha256) {
+                               const std::string& sha256,
+                               const std::vector<std::pair<std::string, at::Tensor>>& extra = {}) {
   RunResult result;
   LG_ASSIGN_OR_RETURN(*result.header.mutable_tokens(), ToProto(input.tokens));
   if (input.attention_mask.defined()) {
@@ -95,6 +100,7 @@ absl::StatusOr<RunResult> Pack(const ForwardInput& input, const RunOutput& out, 
   if (cache != nullptr) {
     for (const auto& [name, t] : cache->entries()) LG_RETURN_IF_ERROR(add(name, t.to(cache_type)));
   }
+  for (const auto& [name, t] : extra) LG_RETURN_IF_ERROR(add(name, t));
   ChunkCursor cursor(result.tensors);
   for (auto& meta : cursor.Metas()) *result.header.add_tensors() = std::move(meta);
   result.header.set_total_bytes(cursor.total_bytes());
@@ -141,6 +147,9 @@ absl::StatusOr<std::unique_ptr<WorkerCore>> WorkerCore::Load(const WorkerOptions
     limits->set_max_response_bytes(options.max_response_bytes);
     limits->set_chunk_bytes(options.chunk_bytes);
     limits->set_max_queue(options.max_queue);
+    limits->set_max_program_nodes(options.max_program_nodes);
+    limits->set_max_program_bytes(options.max_program_bytes);
+    limits->set_max_einsum_elements(options.max_einsum_elements);
     return core;
   });
 }
@@ -259,6 +268,63 @@ absl::StatusOr<RunResult> WorkerCore::RunWithCacheImpl(const v1::RunWithCacheReq
   return result;
 }
 
+absl::StatusOr<ProgramPlan> WorkerCore::CompilePrograms(
+    const v1::RunWithInterventionsRequest& request, int64_t batch, int64_t pos) const {
+  if (request.programs_size() == 0) return ProgramPlan();
+  LG_ASSIGN_OR_RETURN(std::vector<HookProgram> programs, ProgramsFromProto(request.programs()));
+  ProgramEnv env;
+  for (const HookShape& shape : hook_shapes_) {
+    env.hook_shapes.push_back(ConcreteShape(shape, batch, pos, pos, false));
+  }
+  env.dtype = model_->W_U().scalar_type();
+  env.has_patch_run = request.has_patch_input();
+  ProgramLimits limits;
+  limits.max_nodes = options_.max_program_nodes;
+  limits.max_bytes = options_.max_program_bytes;
+  limits.max_einsum_elements = options_.max_einsum_elements;
+  return ProgramPlan::Compile(programs, *model_, env, limits);
+}
+
+absl::StatusOr<std::vector<std::string>> WorkerCore::GradientHooks(
+    const v1::RunWithInterventionsRequest& request, const ProgramPlan& programs,
+    bool has_metric) const {
+  std::vector<std::string> names;
+  if (!request.has_gradients()) return names;
+  const v1::Gradients& g = request.gradients();
+  if (g.hooks_size() == 0) {
+    return absl::InvalidArgumentError("gradients.hooks: name at least one hook");
+  }
+  for (int i = 0; i < g.hooks_size(); ++i) {
+    absl::StatusOr<std::string> name = model_->ResolveHookName(g.hooks(i));
+    if (!name.ok()) {
+      return absl::Status(name.status().code(),
+                          absl::StrCat("gradients.hooks[", i, "]: ", name.status().message()));
+    }
+    names.push_back(*name);
+  }
+  if (!g.saved().empty()) {
+    const auto& saved = programs.saved();
+    auto it = std::find_if(saved.begin(), saved.end(),
+                           [&](const SavedInfo& s) { return s.name == g.saved(); });
+    if (it == saved.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gradients.saved: no program saves '", g.saved(), "'"));
+    }
+    int64_t n = 1;
+    for (int64_t d : it->shape) n *= d;
+    if (n != 1 || it->is_bool) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gradients.saved: '", g.saved(), "' is ", it->is_bool ? "bool " : "", "[",
+          absl::StrJoin(it->shape, ", "),
+          "] but the objective must be one number: reduce it in the program (a reduce node)"));
+    }
+  } else if (!has_metric) {
+    return absl::InvalidArgumentError(
+        "gradients: set metric (the objective) or gradients.saved (a program's saved scalar)");
+  }
+  return names;
+}
+
 absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
     const v1::RunWithInterventionsRequest& request, const CancelCheck& cancelled) const {
   LG_RETURN_IF_ERROR(CheckWeights(request.expected_weights_sha256()));
@@ -286,12 +352,21 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
     if (run.return_type == ForwardReturn::kLoss) run.return_type = ForwardReturn::kBoth;
   }
 
+  LG_ASSIGN_OR_RETURN(ProgramPlan programs, CompilePrograms(request, batch, pos));
+  LG_ASSIGN_OR_RETURN(std::vector<std::string> grad_names,
+                      GradientHooks(request, programs, wants_metric));
+
   std::vector<std::string> patch_names = PatchHookNames(plan);
+  if (!patch_names.empty() && !request.has_patch_input()) {
+    return absl::InvalidArgumentError("PATCH interventions need a patch_input to patch from");
+  }
+  for (const std::string& name : programs.PatchHookNames()) {
+    if (std::find(patch_names.begin(), patch_names.end(), name) == patch_names.end()) {
+      patch_names.push_back(name);
+    }
+  }
   ActivationCache patch_cache;
   if (!patch_names.empty()) {
-    if (!request.has_patch_input()) {
-      return absl::InvalidArgumentError("PATCH interventions need a patch_input to patch from");
-    }
     LG_ASSIGN_OR_RETURN(ForwardInput source, PrepareInput(request.patch_input(), tokenizer_.get(),
                                                           model_->cfg(), options_, "patch_input"));
     if (source.tokens.sizes() != input.tokens.sizes()) {
@@ -328,24 +403,85 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
                          c10::elementSize(logits_type),
                          request.has_cache() ? &request.cache() : nullptr,
                          c10::elementSize(cache_type), options_.max_response_bytes));
+  // Saved values (in the cache's dtype) and gradients come after the cache.
+  for (const SavedInfo& saved : programs.saved()) {
+    int64_t n = 1;
+    for (int64_t d : saved.shape) n *= d;
+    reply_bytes += n * (saved.is_bool ? 1 : static_cast<int64_t>(c10::elementSize(cache_type)));
+  }
+  const v1::Gradients& grad_spec = request.gradients();
+  LG_ASSIGN_OR_RETURN(
+      c10::ScalarType grad_type,
+      FloatScalarType(grad_spec.dtype(), model_->W_U().scalar_type(), "gradients.dtype"));
+  std::optional<PositionSlice> grad_positions;
+  if (grad_spec.has_positions()) {
+    grad_positions = PositionSlice{};
+    if (grad_spec.positions().has_start()) grad_positions->start = grad_spec.positions().start();
+    if (grad_spec.positions().has_stop()) grad_positions->stop = grad_spec.positions().stop();
+  }
+  for (const std::string& name : grad_names) {
+    const HookShape& shape = hook_shapes_[model_->HookId(name).value()];
+    const int64_t kept = grad_positions.has_value()
+                             ? SliceLength(grad_positions->start, grad_positions->stop, pos)
+                             : pos;
+    int64_t n = 1;
+    for (int64_t d : ConcreteShape(shape, batch, pos, kept, false)) n *= d;
+    reply_bytes += n * static_cast<int64_t>(c10::elementSize(grad_type));
+  }
+  if (reply_bytes > options_.max_response_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the reply (logits, cache, saved values and gradients) would be ", reply_bytes,
+        " bytes, over this worker's --max-response-bytes ", options_.max_response_bytes,
+        "; cache fewer hooks or positions, or ask for fewer gradients"));
+  }
   LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold, ReserveReply(reply_bytes, "RunWithInterventions"));
 
   std::vector<NamedHook> hooks = MakeHooks(plan, &patch_cache);
-  ActivationCache cache;
+  auto values = std::make_shared<ProgramValues>();
+  for (NamedHook& hook : programs.MakeHooks(&patch_cache, values)) hooks.push_back(std::move(hook));
+  ActivationCache cache, grads;
   RunOutput out;
-  if (request.has_cache()) {
+  at::Tensor metric;
+  if (!grad_names.empty()) {
+    GradientRequest g;
+    g.hooks = grad_names;
+    g.objective = [&](const RunOutput& o) -> absl::StatusOr<at::Tensor> {
+      if (!request.gradients().saved().empty()) return values->Get(request.gradients().saved());
+      LG_ASSIGN_OR_RETURN(at::Tensor m, ComputeMetric(*metric_kind, request.metric(), o.logits,
+                                                      input, model_->cfg()));
+      metric = m.detach();
+      return request.metric().per_prompt() ? m.sum() : m;
+    };
+    LG_ASSIGN_OR_RETURN(out, RunWithGradients(*model_, input, run, g, &grads, nullptr, hooks,
+                                              request.has_cache() ? &cache_options : nullptr,
+                                              request.has_cache() ? &cache : nullptr));
+  } else if (request.has_cache()) {
     LG_ASSIGN_OR_RETURN(out, model_->RunWithCache(input, run, cache_options, &cache, hooks));
   } else {
     LG_ASSIGN_OR_RETURN(out, model_->Run(input, run, hooks));
   }
-  at::Tensor metric;
-  if (wants_metric) {
+  if (wants_metric && !metric.defined()) {
     LG_ASSIGN_OR_RETURN(
         metric, ComputeMetric(*metric_kind, request.metric(), out.logits, input, model_->cfg()));
   }
+  std::vector<std::pair<std::string, at::Tensor>> extra;
+  for (const auto& [name, t] : values->saved) {
+    extra.emplace_back(absl::StrCat("saved:", name),
+                       t.scalar_type() == at::kBool ? t.detach() : t.detach().to(cache_type));
+  }
+  for (const auto& [name, g] : grads.entries()) {
+    at::Tensor t = g;
+    if (grad_positions.has_value()) {
+      const int axis = PosAxis(hook_shapes_[model_->HookId(name).value()]).value_or(1);
+      const int64_t start = SliceStart(grad_positions->start, t.size(axis));
+      t = t.slice(axis, start,
+                  start + SliceLength(grad_positions->start, grad_positions->stop, t.size(axis)));
+    }
+    extra.emplace_back(absl::StrCat("grad:", name), t.to(grad_type));
+  }
   LG_ASSIGN_OR_RETURN(RunResult result, Pack(input, out, keep_logits, logits_type, metric,
                                              request.has_cache() ? &cache : nullptr, cache_type,
-                                             info_.weights_sha256()));
+                                             info_.weights_sha256(), extra));
   result.hold = std::move(hold);
   return result;
 }

@@ -25,6 +25,7 @@
 namespace lensgrid {
 
 class HookedTransformer;
+class ProgramPlan;
 class Tokenizer;
 struct HookShape;
 
@@ -49,6 +50,11 @@ struct WorkerOptions {
   // Prompts of a shard's dataset (built-in n_prompts or inline prompts).
   // Default: 1M
   int64_t max_dataset_prompts = int64_t{1} << 20;
+  // Hook programs of one request: nodes, bytes of every value, an einsum's
+  // index space. Default: 4096 / 1 GiB / 2^32
+  int64_t max_program_nodes = 4096;
+  int64_t max_program_bytes = int64_t{1} << 30;
+  int64_t max_einsum_elements = int64_t{1} << 32;
   int64_t chunk_bytes = 1 << 20;
   int64_t max_queue = 64;  // reported in ModelInfo only
 };
@@ -80,6 +86,14 @@ class WorkerCore : public WorkerBackend {
   absl::StatusOr<RunResult> RunWithInterventionsImpl(const v1::RunWithInterventionsRequest& request,
                                                      const CancelCheck& cancelled) const;
   absl::Status CheckWeights(const std::string& expected_sha256) const;
+  // The request's hook programs, checked against its [batch, pos].
+  absl::StatusOr<ProgramPlan> CompilePrograms(const v1::RunWithInterventionsRequest& request,
+                                              int64_t batch, int64_t pos) const;
+  // Full names of the hooks the request wants gradients at (none without
+  // `gradients`), after checking the objective exists.
+  absl::StatusOr<std::vector<std::string>> GradientHooks(
+      const v1::RunWithInterventionsRequest& request, const ProgramPlan& programs,
+      bool has_metric) const;
   // The reply's share of the budget, or RESOURCE_EXHAUSTED.
   absl::StatusOr<ReplyBudget::Hold> ReserveReply(int64_t bytes, absl::string_view what) const {
     return reply_budget_->Reserve(bytes, what);

@@ -30,25 +30,38 @@ absl::StatusOr<RunOutput> RunWithGradients(const HookedTransformer& model,
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
 
-  // The earliest hook's activation becomes a leaf of the autograd graph, so
-  // every later one depends on it whatever the weights' requires_grad; the
-  // others are read as they pass, unless no earlier leaf feeds them (with
-  // frozen weights, hook_pos_embed after hook_embed): they become leaves too.
+  // An activation already in the graph (it depends on a weight that requires
+  // grad, or on an earlier requested hook) is read as it passes; autograd
+  // differentiates with respect to it in place. One that is not (frozen
+  // weights, or no requested hook upstream) becomes a leaf: detaching it cuts
+  // nothing. Never detach one that is in the graph: the hook ids are not in
+  // execution order (attn.hook_z is registered before attn.hook_pattern, as in
+  // TransformerLens), and a leaf made at hook_z would cut hook_pattern's
+  // gradient to zero.
+  // The same as the activation arrives, before the caller's hooks there, so
+  // what they compute from it (a program's saved objective) is in the graph.
   auto captured = std::make_shared<std::vector<at::Tensor>>(ids.size());
-  std::vector<NamedHook> all = hooks;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const bool first = i == 0;
-    all.push_back({model.hook_names()[ids[i]],
-                   [captured, i, first](const at::Tensor& act,
-                                        const HookPointImpl&) -> std::optional<at::Tensor> {
-                     if (!first && act.requires_grad()) {
-                       (*captured)[i] = act;
-                       return std::nullopt;
-                     }
-                     at::Tensor x = act.detach().requires_grad_(true);
-                     (*captured)[i] = x;
-                     return x;
+  std::vector<NamedHook> all;
+  for (int id : ids) {
+    all.push_back({model.hook_names()[id],
+                   [](const at::Tensor& act, const HookPointImpl&) -> std::optional<at::Tensor> {
+                     if (act.requires_grad()) return std::nullopt;
+                     return act.detach().requires_grad_(true);
                    }});
+  }
+  all.insert(all.end(), hooks.begin(), hooks.end());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    all.push_back(
+        {model.hook_names()[ids[i]],
+         [captured, i](const at::Tensor& act, const HookPointImpl&) -> std::optional<at::Tensor> {
+           if (act.requires_grad()) {
+             (*captured)[i] = act;
+             return std::nullopt;
+           }
+           at::Tensor x = act.detach().requires_grad_(true);
+           (*captured)[i] = x;
+           return x;
+         }});
   }
   // Autograd on whatever the caller's mode: enable_grad only spares the run
   // its own NoGradGuard, and a caller inside one (a search) would otherwise

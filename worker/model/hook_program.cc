@@ -1014,8 +1014,9 @@ absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgram>&
                                                      " nodes, over this worker's limit of ",
                                                      limits.max_nodes, " (max program nodes)"));
   }
-  std::stable_sort(order.begin(), order.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(order.begin(), order.end(), [&model](const auto& a, const auto& b) {
+    return model.ExecutionRank(a.first) < model.ExecutionRank(b.first);
+  });
 
   ProgramPlan plan;
   std::map<std::string, ValueType> saved_types;  // saved so far, in run order
@@ -1110,7 +1111,7 @@ absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgram>&
             }
             patch_hooks.insert(n.name);
           } else {
-            if (*id >= hook_id) {
+            if (model.ExecutionRank(*id) >= model.ExecutionRank(hook_id)) {
               return err.Invalid(n.label,
                                  absl::StrCat(n.name, " is not computed before ", compiled->hook,
                                               " in the forward pass; read the hook's own "

@@ -110,6 +110,26 @@ absl::StatusOr<std::shared_ptr<HookedTransformer>> HookedTransformer::FromWeight
     std::shared_ptr<HookedTransformer> model(new HookedTransformer(cfg, weights));
     model->to(dev);
     model->device_ = dev;
+    // The order a forward reaches the hook points: one probe run of one token.
+    const int n = static_cast<int>(model->hook_names_.size());
+    model->execution_rank_.assign(n, n);
+    auto order = std::make_shared<std::vector<int>>();
+    std::vector<NamedHook> probes;
+    for (const std::string& name : model->hook_names_) {
+      probes.push_back(
+          {name,
+           [order](const torch::Tensor&, const HookPointImpl& hp) -> std::optional<torch::Tensor> {
+             order->push_back(hp.id());
+             return std::nullopt;
+           }});
+    }
+    ForwardInput probe;
+    probe.tokens = torch::zeros({1, 1}, torch::kInt64);
+    ForwardOptions none;
+    none.return_type = ForwardReturn::kNone;
+    LG_RETURN_IF_ERROR(model->Run(probe, none, probes).status());
+    for (size_t i = order->size(); i-- > 0;)
+      model->execution_rank_[(*order)[i]] = static_cast<int>(i);
     return model;
   } catch (const c10::Error& e) {
     return TorchError(e);
@@ -451,10 +471,10 @@ absl::StatusOr<at::Tensor> HookedTransformer::Weight(absl::string_view name) con
   if (name == "b_U") return b_U_.detach();
   if (name == "ln_final.w") return defined(ln_final_->weights().w);
   if (name == "ln_final.b") return defined(ln_final_->weights().b);
-  if (absl::ConsumePrefix(&name, "blocks.")) {
-    const size_t dot = name.find('.');
+  if (absl::string_view path = name; absl::ConsumePrefix(&path, "blocks.")) {
+    const size_t dot = path.find('.');
     int layer = 0;
-    if (dot == absl::string_view::npos || !absl::SimpleAtoi(name.substr(0, dot), &layer)) {
+    if (dot == absl::string_view::npos || !absl::SimpleAtoi(path.substr(0, dot), &layer)) {
       return unknown();
     }
     if (layer < 0) layer += static_cast<int>(cfg_.n_layers);
@@ -462,7 +482,7 @@ absl::StatusOr<at::Tensor> HookedTransformer::Weight(absl::string_view name) con
       return absl::NotFoundError(
           absl::StrCat("weight '", name, "': the model has layers 0 to ", cfg_.n_layers - 1));
     }
-    absl::string_view rest = name.substr(dot + 1);
+    absl::string_view rest = path.substr(dot + 1);
     const bool attn = absl::ConsumePrefix(&rest, "attn.");
     const bool mlp = !attn && absl::ConsumePrefix(&rest, "mlp.");
     const bool ln = absl::StartsWith(rest, "ln");

@@ -102,6 +102,11 @@ class HookedTransformer : public torch::nn::Module {
 
   // Every hook point, in forward order.
   const std::vector<std::string>& hook_names() const { return hook_names_; }
+  // Where a hook point comes in the order a forward pass reaches them (ids
+  // follow registration, which differs: attn.hook_z is registered before
+  // attn.hook_pattern but runs after it). Hooks a forward never reaches rank
+  // last.
+  int ExecutionRank(int hook_id) const { return execution_rank_.at(hook_id); }
   // Exact name or shorthand -> id. NOT_FOUND with suggestions.
   absl::StatusOr<int> HookId(absl::string_view name) const;
   absl::StatusOr<std::string> ResolveHookName(absl::string_view name) const;
@@ -149,6 +154,7 @@ class HookedTransformer : public torch::nn::Module {
   LayerNorm ln_final_{nullptr};
   std::vector<std::string> hook_names_;
   std::vector<HookPointImpl*> hook_points_;
+  std::vector<int> execution_rank_;  // by hook id
 };
 
 // Parses "cpu", "cuda", "cuda:N". A CUDA device from a LibTorch built without

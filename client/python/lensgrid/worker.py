@@ -8,7 +8,9 @@ import grpc
 import numpy as np
 
 from lensgrid import _wire
-from lensgrid.v1 import search_pb2, tensor_pb2, worker_pb2, worker_pb2_grpc
+from google.protobuf import json_format
+
+from lensgrid.v1 import program_pb2, search_pb2, tensor_pb2, worker_pb2, worker_pb2_grpc
 
 _RETURN_TYPES = {"logits": worker_pb2.RETURN_LOGITS, "loss": worker_pb2.RETURN_LOSS,
                  "both": worker_pb2.RETURN_BOTH, None: worker_pb2.RETURN_NONE,
@@ -160,6 +162,28 @@ def _metric(spec):
     if spec:
         raise ValueError(f"unknown metric fields {sorted(spec)}")
     return msg
+
+
+def _program(program):
+    """A HookProgram message, or the same as a dict in protobuf's JSON form."""
+    if isinstance(program, program_pb2.HookProgram):
+        return program
+    return json_format.ParseDict(program, program_pb2.HookProgram())
+
+
+def _gradients(spec):
+    """{"hooks": [names], "saved": name, "positions": slice, "dtype": "float16"} (all but hooks
+    optional; without saved the objective is the metric), or a list of hooks -> Gradients."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        spec = {"hooks": spec}
+    hooks = [act_name(*h) if isinstance(h, tuple) else h for h in spec["hooks"]]
+    layout = _cache_spec(None, None, spec.get("positions"), False, spec.get("dtype"))
+    g = worker_pb2.Gradients(hooks=hooks, saved=spec.get("saved", ""), dtype=layout.dtype)
+    if layout.HasField("positions"):
+        g.positions.CopyFrom(layout.positions)
+    return g
 
 
 class _CallDetails(collections.namedtuple(
@@ -355,7 +379,8 @@ class Worker:
                                names=None, names_regex=None, cache=False, return_type="logits",
                                per_token_loss=False, stop_at_layer=None, logits_dtype=None,
                                prepend_bos=True, padding_side="right", attention_mask=None,
-                               expected_weights_sha256="", timeout=None):
+                               expected_weights_sha256="", timeout=None, programs=(),
+                               gradients=None):
         """Runs with declarative interventions, e.g.
         [{"hook": "blocks.0.attn.hook_z", "head": 3, "op": "zero"},
          {"hook": ("resid_pre", 1), "positions": [-1], "op": "patch"}]
@@ -363,7 +388,14 @@ class Worker:
         patching from patch_input; metric={"kind": "logit_diff", "answer": id(s),
         "wrong": id(s), "per_prompt": True} gives result.metric (kinds: logit_diff, logit,
         prob, prob_diff, log_prob; the search's metrics, same code). Caches names/names_regex
-        (or everything with cache=True)."""
+        (or everything with cache=True).
+
+        programs: hook programs (program_pb2.HookProgram or the same as JSON dicts, see
+        proto/lensgrid/v1/program.proto); their saved values come back as result["saved:NAME"].
+        gradients={"hooks": [...], "saved": NAME, "positions": slice(-1, None),
+        "dtype": "float16"} (or a list of hooks): d objective / d activation as
+        result["grad:HOOK"]; the objective is the saved scalar, else the metric (its mean;
+        with per_prompt its sum)."""
         request = worker_pb2.RunWithInterventionsRequest(
             input=_input(input, prepend_bos, padding_side, attention_mask),
             options=_options(return_type, per_token_loss, stop_at_layer, logits_dtype),
@@ -376,4 +408,8 @@ class Worker:
             request.metric.CopyFrom(m)
         if cache or names or names_regex:
             request.cache.CopyFrom(_cache_spec(names, names_regex, None, False, None))
+        request.programs.extend(_program(p) for p in programs)
+        g = _gradients(gradients)
+        if g is not None:
+            request.gradients.CopyFrom(g)
         return self._stream(self._stub.RunWithInterventions, request, timeout)

@@ -319,9 +319,18 @@ TEST_F(HookProgramTest, ProgramsReadEarlierHooksAndEarlierSaves) {
                   P::Reduce("s", ProgramOp::kSum, "e", {-1}),
                   P::Op("r", ProgramOp::kAdd, {"n", "s"})};
   second.saves = {{"sum", "r"}};
+  // hook_pattern runs before hook_z (though registered after it).
+  HookProgram third;
+  third.hook = kZ1;
+  third.nodes = {P::Hook("p", "blocks.1.attn.hook_pattern"),
+                 P::Reduce("m", ProgramOp::kMax, "p", {-1})};
+  third.saves = {{"peak", "m"}};
   ProgramValues values;
-  Run({second, first}, &values);  // given out of order: they run in forward order
-  ASSERT_EQ(values.saved.size(), 2u);
+  Run({second, first, third}, &values);  // given out of order: they run in forward order
+  EXPECT_TRUE(AllClose(values.Get("peak").value(),
+                       clean_.Get("blocks.1.attn.hook_pattern").value().amax(-1), 1e-6,
+                       "pattern read at hook_z"));
+  ASSERT_EQ(values.saved.size(), 3u);
   EXPECT_EQ(values.saved[0].first, "norms");
   const torch::Tensor want =
       clean_.Get(kResid0).value().norm(2, {-1}) + clean_.Get("hook_embed").value().sum(-1);
