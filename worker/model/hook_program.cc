@@ -225,9 +225,19 @@ std::string TypeStr(const ValueType& t) {
   return absl::StrCat(t.is_bool ? "bool " : "", ShapeStr(t.shape));
 }
 
+// Saturates at INT64_MAX, so a hostile shape cannot overflow a limit check.
 int64_t NumElements(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    if (d != 0 && n > std::numeric_limits<int64_t>::max() / d) {
+      n = std::numeric_limits<int64_t>::max();
+    } else {
+      n *= d;
+    }
+  }
+  for (int64_t d : s) {
+    if (d == 0) return 0;
+  }
   return n;
 }
 
@@ -670,7 +680,7 @@ absl::Status InferType(const ProgramNode& src, CNode& n, const std::vector<Value
           return err.Invalid(label, absl::StrCat("shape ", ShapeStr(src.shape),
                                                  ": sizes are >= 0, with one -1 at most"));
         } else {
-          known *= src.shape[i];
+          known = NumElements({known, src.shape[i]});
         }
       }
       const int64_t total = NumElements(in[0].shape);
@@ -783,7 +793,8 @@ absl::Status InferType(const ProgramNode& src, CNode& n, const std::vector<Value
 }
 
 int64_t ValueBytes(const ValueType& t, at::ScalarType dtype) {
-  return NumElements(t.shape) * (t.is_bool ? 1 : static_cast<int64_t>(c10::elementSize(dtype)));
+  return NumElements(
+      {NumElements(t.shape), t.is_bool ? 1 : static_cast<int64_t>(c10::elementSize(dtype))});
 }
 
 // The programs' run-time state, shared by one run's hooks.
@@ -1058,27 +1069,40 @@ absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgram>&
     }
     std::vector<int> topo, state(src.nodes.size(), 0), stack;  // 0 new, 1 open, 2 done
     std::vector<int> position(src.nodes.size(), -1);
-    std::function<absl::Status(int)> visit = [&](int i) -> absl::Status {
-      if (state[i] == 2) return absl::OkStatus();
-      if (state[i] == 1) {
-        std::vector<std::string> cycle;
-        auto start = std::find(stack.begin(), stack.end(), i);
-        for (auto it = start; it != stack.end(); ++it) cycle.push_back(src.nodes[*it].id);
-        cycle.push_back(src.nodes[i].id);
-        return err.Invalid(label(i),
-                           absl::StrCat("is part of a cycle: ", absl::StrJoin(cycle, " -> ")));
+    // Depth-first without recursion (a long chain must not exhaust the stack):
+    // each frame is (node, how many of its inputs are done).
+    for (size_t root = 0; root < src.nodes.size(); ++root) {
+      if (state[root] == 2) continue;
+      std::vector<std::pair<int, size_t>> frames = {{static_cast<int>(root), 0}};
+      state[root] = 1;
+      stack = {static_cast<int>(root)};
+      while (!frames.empty()) {
+        auto& [i, next] = frames.back();
+        const std::vector<std::string>& inputs = src.nodes[i].inputs;
+        if (next == inputs.size()) {
+          state[i] = 2;
+          position[i] = static_cast<int>(topo.size());
+          topo.push_back(i);
+          frames.pop_back();
+          stack.pop_back();
+          continue;
+        }
+        const int child = by_id[inputs[next++]];
+        if (state[child] == 2) continue;
+        if (state[child] == 1) {
+          std::vector<std::string> cycle;
+          for (auto it = std::find(stack.begin(), stack.end(), child); it != stack.end(); ++it) {
+            cycle.push_back(src.nodes[*it].id);
+          }
+          cycle.push_back(src.nodes[child].id);
+          return err.Invalid(label(child),
+                             absl::StrCat("is part of a cycle: ", absl::StrJoin(cycle, " -> ")));
+        }
+        state[child] = 1;
+        stack.push_back(child);
+        frames.emplace_back(child, 0);
       }
-      if (stack.size() > 100000) return err.Invalid(label(i), "too deep");
-      state[i] = 1;
-      stack.push_back(i);
-      for (const std::string& in : src.nodes[i].inputs) LG_RETURN_IF_ERROR(visit(by_id[in]));
-      stack.pop_back();
-      state[i] = 2;
-      position[i] = static_cast<int>(topo.size());
-      topo.push_back(i);
-      return absl::OkStatus();
-    };
-    for (size_t i = 0; i < src.nodes.size(); ++i) LG_RETURN_IF_ERROR(visit(static_cast<int>(i)));
+    }
 
     const Shape& act_shape = env.hook_shapes[hook_id];
     for (int i : topo) {
@@ -1174,13 +1198,14 @@ absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgram>&
       }
       if (node.op != ProgramOp::kActivation && node.op != ProgramOp::kHook &&
           node.op != ProgramOp::kSaved && node.op != ProgramOp::kWeight) {
-        plan.total_bytes_ += ValueBytes(n.type, env.dtype);
-        if (plan.total_bytes_ > limits.max_bytes) {
+        const int64_t bytes = ValueBytes(n.type, env.dtype);
+        if (bytes > limits.max_bytes - plan.total_bytes_) {
           return err.Exhausted(
               n.label, absl::StrCat("the programs' values would take over ", limits.max_bytes,
                                     " bytes, this worker's limit (max program bytes); ",
                                     "this node alone is ", TypeStr(n.type)));
         }
+        plan.total_bytes_ += bytes;
       }
       compiled->nodes.push_back(std::move(n));
     }

@@ -306,6 +306,59 @@ TEST_F(HookProgramTest, PatchingAHeadFromThePatchRunEqualsThePatchEdit) {
   EXPECT_TRUE(AllClose(got, want, 0, "program patch vs PATCH edit"));
 }
 
+// The six declarative edits stay as fast paths; each equals its program form.
+TEST_F(HookProgramTest, EveryEditOpEqualsItsProgram) {
+  const std::vector<AxisSelector> region = {All(), List({0, -1}),
+                                            At(1)};  // positions 0, -1 of head 1
+  const torch::Tensor value = torch::randn({8});
+  ActivationCache patch_cache;
+  CacheOptions names;
+  names.names = {kZ1};
+  ASSERT_TRUE(model_->RunWithCache(patch_, {}, names, &patch_cache).ok());
+  struct Case {
+    EditOp op;
+    std::vector<ProgramNode> nodes;  // ending in "out"
+  };
+  const std::vector<Case> cases = {
+      {EditOp::kZero, {P::Constant("v", 0)}},
+      {EditOp::kMean,
+       {P::Index("r", "z", region), P::Reduce("v", ProgramOp::kMean, "r", {0}, true)}},
+      {EditOp::kSet, {P::Literal("v", value)}},
+      {EditOp::kAdd,
+       {P::Index("r", "z", region), P::Literal("l", value),
+        P::Op("v", ProgramOp::kAdd, {"r", "l"})}},
+      {EditOp::kScale,
+       {P::Index("r", "z", region), P::Constant("k", 2.5),
+        P::Op("v", ProgramOp::kMul, {"r", "k"})}},
+      {EditOp::kPatch, {P::Hook("clean", kZ1, HookRun::kPatch), P::Index("v", "clean", region)}},
+  };
+  for (const Case& c : cases) {
+    EditRequest request;
+    request.op = c.op;
+    request.positions = {0, -1};
+    request.head = 1;
+    if (c.op == EditOp::kSet || c.op == EditOp::kAdd) request.value = value;
+    request.scale = 2.5;
+    ActivationLayout layout{env_.hook_shapes[model_->HookId(kZ1).value()], 1, 2};
+    absl::StatusOr<ActivationEdit> edit =
+        MakeEdit(request, layout, kZ1, torch::kCPU, torch::kFloat32);
+    ASSERT_TRUE(edit.ok()) << edit.status();
+    torch::Tensor want =
+        model_->Run(in_, {}, {{kZ1, EditHook({*edit}, {patch_cache.Get(kZ1).value()})}})
+            .value()
+            .logits;
+    HookProgram p;
+    p.hook = kZ1;
+    p.nodes = {P::Activation("z")};
+    p.nodes.insert(p.nodes.end(), c.nodes.begin(), c.nodes.end());
+    p.nodes.push_back(P::Write("out", "z", "v", region));
+    p.output = "out";
+    ProgramValues values;
+    torch::Tensor got = Run({p}, &values);
+    EXPECT_TRUE(AllClose(got, want, 1e-6, absl::StrCat("edit op ", static_cast<int>(c.op))));
+  }
+}
+
 TEST_F(HookProgramTest, ProgramsReadEarlierHooksAndEarlierSaves) {
   // Program 1 on resid_post 0 saves the norm of every position; program 2 on
   // layer 1's z reads it and the embedding (an earlier hook of this run).
@@ -335,6 +388,24 @@ TEST_F(HookProgramTest, ProgramsReadEarlierHooksAndEarlierSaves) {
   const torch::Tensor want =
       clean_.Get(kResid0).value().norm(2, {-1}) + clean_.Get("hook_embed").value().sum(-1);
   EXPECT_TRUE(AllClose(values.Get("sum").value(), want, 1e-4, "saved + earlier hook"));
+}
+
+TEST_F(HookProgramTest, ALongChainCompilesWithoutRecursion) {
+  std::vector<ProgramNode> nodes = {P::Constant("n0", 1)};
+  const int kLength = 300000;  // far deeper than a thread's stack would take recursively
+  for (int i = 1; i < kLength; ++i) {
+    nodes.push_back(P::Op(absl::StrCat("n", i), ProgramOp::kNeg, {absl::StrCat("n", i - 1)}));
+  }
+  std::reverse(nodes.begin(), nodes.end());  // the last node first: the deepest walk
+  HookProgram p;
+  p.hook = kZ1;
+  p.nodes = std::move(nodes);
+  p.saves = {{"end", absl::StrCat("n", kLength - 1)}};
+  ProgramLimits limits;
+  limits.max_nodes = kLength;
+  absl::StatusOr<ProgramPlan> plan = Compile({p}, limits);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->saved().size(), 1u);
 }
 
 TEST_F(HookProgramTest, BadProgramsAreRefusedWithTheNodeAndShapes) {
