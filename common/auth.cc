@@ -219,6 +219,8 @@ const std::vector<MethodRule>& MethodRules() {
       {"RunWithCache", true, false},
       {"RunWithInterventions", true, false},
       {"RunShard", true, false},
+      {"GetWeights", true, false},
+      {"Generate", true, false},
   };
   return *rules;
 }
