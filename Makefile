@@ -23,7 +23,9 @@ test: build
 
 bench: build
 	@$(BUILD_DIR)/bench/forward_bench
+	@$(BUILD_DIR)/bench/program_bench
 	@$(BUILD_DIR)/bench/ablation_bench
+	@$(BUILD_DIR)/bench/attribution_bench
 	@$(BUILD_DIR)/bench/tokenizer_bench
 	@$(BUILD_DIR)/bench/coordinator_bench
 	@$(BUILD_DIR)/bench/coordinator_memory_bench

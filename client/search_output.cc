@@ -70,8 +70,11 @@ absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& 
   j["method"] = MethodName(spec.method);
   j["metric"] = MetricName(spec.metric);
   j["ablation"] = AblationName(spec.ablation);
-  j["delta"] =
-      patching ? "metric(patched) - metric(corrupted)" : "metric(intervened) - metric(clean)";
+  j["delta"] = IsAttribution(spec.method)
+                   ? "first-order estimate of metric(patched) - metric(corrupted): "
+                     "(clean - corrupted) . d metric / d activation at the corrupted run"
+               : patching ? "metric(patched) - metric(corrupted)"
+                          : "metric(intervened) - metric(clean)";
   const nlohmann::ordered_json context = ContextToJson(ctx);
   for (const char* key : {"model", "dataset", "run"}) j[key] = context[key];
   j["baseline"] = baseline;

@@ -30,6 +30,17 @@ const std::vector<MethodInfo>& MethodTable() {
        "previous-token, duplicate-token and induction scores [layer, head]"},
       {Method::kDla, "dla", MethodKind::kWholeGrid,
        "direct logit attribution -> heads [layer, head], layers [kind, layer]"},
+      {Method::kAttributeHeads, "attribute-heads", MethodKind::kAttribution,
+       "attribution patching (gradient estimate of patch-heads) -> delta [layer, head]"},
+      {Method::kAttributeHeadsByPos, "attribute-heads-by-pos", MethodKind::kAttribution,
+       "attribution patching (gradient estimate of patch-heads-by-pos) -> delta [layer, pos, "
+       "head]"},
+      {Method::kAttributeResid, "attribute-resid", MethodKind::kAttribution,
+       "attribution patching (gradient estimate of patch-resid) -> delta [layer, pos]"},
+      {Method::kAttributeAttnOut, "attribute-attn-out", MethodKind::kAttribution,
+       "attribution patching (gradient estimate of patch-attn-out) -> delta [layer, pos]"},
+      {Method::kAttributeMlpOut, "attribute-mlp-out", MethodKind::kAttribution,
+       "attribution patching (gradient estimate of patch-mlp-out) -> delta [layer, pos]"},
   };
   return *t;
 }
@@ -106,9 +117,42 @@ std::string MethodNames() { return Names(MethodTable()); }
 std::string MetricNames() { return Names(MetricTable()); }
 std::string AblationNames() { return Names(AblationTable()); }
 
-bool IsPatching(Method method) { return Info(method).kind == MethodKind::kPatching; }
+bool IsPatching(Method method) {
+  return Info(method).kind == MethodKind::kPatching || IsAttribution(method);
+}
 bool IsAblation(Method method) { return Info(method).kind == MethodKind::kAblation; }
-bool ShardsByPromptsOnly(Method method) { return Info(method).kind == MethodKind::kWholeGrid; }
+bool IsAttribution(Method method) { return Info(method).kind == MethodKind::kAttribution; }
+bool ShardsByPromptsOnly(Method method) {
+  return Info(method).kind == MethodKind::kWholeGrid || IsAttribution(method);
+}
+
+Method ExactMethod(Method method) {
+  // Every case, no default: -Werror=switch refuses a method left out.
+  switch (method) {
+    case Method::kAttributeHeads:
+      return Method::kPatchHeads;
+    case Method::kAttributeHeadsByPos:
+      return Method::kPatchHeadsByPos;
+    case Method::kAttributeResid:
+      return Method::kPatchResid;
+    case Method::kAttributeAttnOut:
+      return Method::kPatchAttnOut;
+    case Method::kAttributeMlpOut:
+      return Method::kPatchMlpOut;
+    case Method::kAblateHeads:
+    case Method::kAblateLayers:
+    case Method::kPatchResid:
+    case Method::kPatchAttnOut:
+    case Method::kPatchMlpOut:
+    case Method::kPatchHeads:
+    case Method::kPatchHeadsByPos:
+    case Method::kPatchPattern:
+    case Method::kDetectHeads:
+    case Method::kDla:
+      return method;
+  }
+  return method;  // not reached: every case returns
+}
 
 int64_t Grid::NumComponents() const {
   int64_t n = 1;
@@ -169,6 +213,12 @@ std::vector<Grid> MethodGrids(Method method, const ModelDims& model, int64_t n_p
               {"induction", layer_head, {L, H}}};
     case Method::kDla:
       return {{"heads", layer_head, {L, H}}, {"layers", kind_layer, {kinds, L}}};
+    case Method::kAttributeHeads:
+    case Method::kAttributeHeadsByPos:
+    case Method::kAttributeResid:
+    case Method::kAttributeAttnOut:
+    case Method::kAttributeMlpOut:
+      return MethodGrids(ExactMethod(method), model, n_pos);  // the exact method's grid
   }
   return {};  // not reached: every case returns
 }

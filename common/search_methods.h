@@ -14,7 +14,7 @@
 // over Method in this file and in worker/model/analysis/search.cc have no
 // `default:` and are compiled with -Werror=switch, so a method not handled
 // there does not compile; tests/common/search_methods_test.cc and
-// tests/worker/model/analysis/every_method_test.cc walk every method through
+// tests/service/every_method_test.cc walk every method through
 // planner, library and merger.
 #ifndef LENSGRID_COMMON_SEARCH_METHODS_H_
 #define LENSGRID_COMMON_SEARCH_METHODS_H_
@@ -40,6 +40,14 @@ enum class Method {
   kPatchPattern,     // hook_pattern of one head -> [layer, head]
   kDetectHeads,      // previous-token, duplicate-token, induction scores -> [layer, head] each
   kDla,              // direct logit attribution -> heads [layer, head], layers [kind, layer]
+  // Attribution patching: the first-order estimate of the patch-* method of
+  // the same grid, from one clean forward, one corrupted forward and one
+  // backward per prompt batch.
+  kAttributeHeads,       // like kPatchHeads -> [layer, head]
+  kAttributeHeadsByPos,  // like kPatchHeadsByPos -> [layer, pos, head]
+  kAttributeResid,       // like kPatchResid -> [layer, pos]
+  kAttributeAttnOut,     // like kPatchAttnOut -> [layer, pos]
+  kAttributeMlpOut,      // like kPatchMlpOut -> [layer, pos]
 };
 // Values are the proto's SearchMetric values minus one.
 enum class MetricKind { kLogitDiff, kProb, kProbDiff, kLoss, kKl, kLogit, kLogProb };
@@ -48,9 +56,14 @@ enum class AblationKind { kZero, kMean, kResample };
 
 // How a method runs: which kind of search it is.
 enum class MethodKind {
-  kAblation,  // delta from the clean run; uses the ablation (zero, mean, resample)
-  kPatching,  // clean activations into the corrupted run; also returns "reference"
-  kWholeGrid  // every component at once (detectors, DLA): shards by prompts only
+  kAblation,   // delta from the clean run; uses the ablation (zero, mean, resample)
+  kPatching,   // clean activations into the corrupted run; also returns "reference"
+  kWholeGrid,  // every component at once (detectors, DLA): shards by prompts only
+  // Attribution patching: patching's baseline (the corrupted run) and
+  // "reference" (the clean run), so IsPatching; and every component at once
+  // from one backward, so ShardsByPromptsOnly (a component range would redo
+  // the same forwards and backward for a slice of the grid).
+  kAttribution
 };
 
 struct MethodInfo {
@@ -88,10 +101,18 @@ std::string MethodNames();
 std::string MetricNames();
 std::string AblationNames();
 
+// Exact patching and attribution patching: the corrupted run is the baseline,
+// the clean run's metric the "reference", and prompts need corrupted tokens.
 bool IsPatching(Method method);
 bool IsAblation(Method method);
-// detect-heads and dla compute every component at once: shard by prompts only.
+// attribute-*: first-order estimates of patching (MethodKind::kAttribution).
+bool IsAttribution(Method method);
+// detect-heads, dla and attribute-* compute every component at once: shard by
+// prompts only.
 bool ShardsByPromptsOnly(Method method);
+// The exact patching method an attribute-* method estimates, cell by cell on
+// the same grid (patch-heads for attribute-heads, ...); itself otherwise.
+Method ExactMethod(Method method);
 // The loss reads every position; the others only the final one.
 inline bool MetricNeedsAllPositions(MetricKind m) { return m == MetricKind::kLoss; }
 

@@ -75,5 +75,27 @@ TEST(SearchMethodsTest, GridsAsFunctionsOfTheModelAndPositions) {
   EXPECT_TRUE(IsAblation(Method::kAblateLayers));
 }
 
+TEST(SearchMethodsTest, AttributionEstimatesPatchingOnItsGrid) {
+  int attribution = 0;
+  for (const MethodInfo& m : AllMethods()) {
+    if (!IsAttribution(m.method)) {
+      EXPECT_EQ(ExactMethod(m.method), m.method) << m.name;
+      continue;
+    }
+    ++attribution;
+    SCOPED_TRACE(m.name);
+    const Method exact = ExactMethod(m.method);
+    EXPECT_EQ(Info(exact).kind, MethodKind::kPatching);
+    // "attribute-heads" estimates "patch-heads", on the same grid.
+    EXPECT_EQ(std::string(m.name).substr(9), std::string(Info(exact).name).substr(5));
+    EXPECT_EQ(MethodGrids(m.method, {3, 5, false}, 7), MethodGrids(exact, {3, 5, false}, 7));
+    EXPECT_TRUE(IsPatching(m.method));  // baseline = corrupted, "reference" = clean
+    EXPECT_FALSE(IsAblation(m.method));
+    EXPECT_TRUE(ShardsByPromptsOnly(m.method));  // one backward computes every component
+  }
+  EXPECT_EQ(attribution, 5);
+  EXPECT_FALSE(ShardsByPromptsOnly(Method::kPatchHeads));
+}
+
 }  // namespace
 }  // namespace lensgrid

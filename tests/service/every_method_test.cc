@@ -129,7 +129,8 @@ TEST(EveryMethodTest, PlannerLibraryAndMergerAgreeForEveryMethod) {
     auto model = HookedTransformer::FromWeights(cfg, RandomWeights(cfg, 3)).value();
     const Dataset ds = Prompts();
     for (const MethodInfo& m : AllMethods()) {
-      if (attn_only && m.method == Method::kPatchMlpOut) continue;  // no MLPs to patch
+      if (attn_only && (m.method == Method::kPatchMlpOut || m.method == Method::kAttributeMlpOut))
+        continue;  // no MLPs to patch
       std::vector<AblationKind> ablations = {AblationKind::kZero};
       if (IsAblation(m.method))
         ablations = {AblationKind::kZero, AblationKind::kMean, AblationKind::kResample};
@@ -145,7 +146,7 @@ TEST(EveryMethodTest, EveryMetricThroughTheSamePath) {
   HookedTransformerConfig cfg = ::lensgrid::testing::TestConfig(2, 2, 16, 32, 16, 20);
   auto model = HookedTransformer::FromWeights(cfg, RandomWeights(cfg, 4)).value();
   for (const MetricInfo& m : AllMetrics()) {
-    for (Method method : {Method::kAblateHeads, Method::kPatchResid}) {
+    for (Method method : {Method::kAblateHeads, Method::kPatchResid, Method::kAttributeResid}) {
       SCOPED_TRACE(absl::StrCat(m.name, " ", MethodName(method)));
       Walk(*model, Prompts(), {method, m.metric, AblationKind::kZero});
     }

@@ -7,6 +7,7 @@
 #include "worker/model/activation_edit.h"
 #include "worker/model/analysis/attribution.h"
 #include "worker/model/analysis/prompt_batch.h"
+#include "worker/model/gradients.h"
 
 namespace lensgrid {
 namespace {
@@ -74,6 +75,12 @@ const char* MethodHook(Method m, int kind) {
     case Method::kDetectHeads:
     case Method::kDla:
       return "";  // no interventions: whole-grid methods
+    case Method::kAttributeHeads:
+    case Method::kAttributeHeadsByPos:
+    case Method::kAttributeResid:
+    case Method::kAttributeAttnOut:
+    case Method::kAttributeMlpOut:
+      return MethodHook(ExactMethod(m), kind);  // the activations the exact method patches
   }
   return "";
 }
@@ -104,6 +111,11 @@ Edit MakeEdit(Method m, const HookedTransformerConfig& cfg, int64_t n_pos, int64
               {}};
     case Method::kDetectHeads:
     case Method::kDla:
+    case Method::kAttributeHeads:
+    case Method::kAttributeHeadsByPos:
+    case Method::kAttributeResid:
+    case Method::kAttributeAttnOut:
+    case Method::kAttributeMlpOut:
       break;  // no interventions: whole-grid methods
   }
   return {0, "", {}, {}};
@@ -124,13 +136,22 @@ class SearchRun {
                                      const std::vector<NamedHook>& hooks = {}) const {
     ForwardOptions o = opts;
     o.is_cancelled = options_.is_cancelled;
+    Count(in, o);
     if (cache_opts == nullptr) return model_.Run(in, o, hooks);
     return model_.RunWithCache(in, o, *cache_opts, cache, hooks);
+  }
+  void Count(const ForwardInput& in, const ForwardOptions& o) const {
+    const int64_t rows = in.tokens.defined() ? in.tokens.size(0) : in.residual.size(0);
+    counts_->forwards += 1;
+    counts_->block_rows += rows * (cfg_.n_layers - o.start_at_layer.value_or(0));
   }
   absl::Status BaseRuns();
   absl::Status Interventions(SearchOutput* out);
   absl::StatusOr<torch::Tensor> EvaluateNaive(const Edit& e);
   absl::StatusOr<torch::Tensor> EvaluatePacked(const std::vector<Edit>& edits);
+  absl::Status Attribution(SearchOutput* out);
+  absl::StatusOr<torch::Tensor> AttributionScores(const std::string& hook,
+                                                  const torch::Tensor& product) const;
   std::vector<std::string> SourceHooks() const;
 
   const HookedTransformer& model_;
@@ -145,6 +166,7 @@ class SearchRun {
   Sources sources_;
   std::vector<int64_t> group_components_;  // component index of each pending edit
   SearchResult result_;
+  SearchCounts* counts_ = &result_.counts;
 };
 
 std::vector<std::string> SearchRun::SourceHooks() const {
@@ -161,8 +183,10 @@ std::vector<std::string> SearchRun::SourceHooks() const {
 }
 
 absl::Status SearchRun::Validate() const {
-  if (spec_.method == Method::kPatchMlpOut && cfg_.attn_only) {
-    return absl::InvalidArgumentError("patch-mlp-out: this model has no MLPs (attention-only)");
+  if ((spec_.method == Method::kPatchMlpOut || spec_.method == Method::kAttributeMlpOut) &&
+      cfg_.attn_only) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(MethodName(spec_.method), ": this model has no MLPs (attention-only)"));
   }
   if (spec_.metric == MetricKind::kLoss && dataset_.max_length() < 2) {
     return absl::InvalidArgumentError("the loss metric needs prompts of at least 2 tokens");
@@ -319,6 +343,108 @@ absl::Status SearchRun::Interventions(SearchOutput* out) {
   return flush();
 }
 
+// The score of each component of one layer from (clean - corrupted) x grad at
+// `hook` ([n, pos, ...]): summed over the region the exact method patches.
+// Returns [n, components of the layer], in the grid's row-major order.
+absl::StatusOr<torch::Tensor> SearchRun::AttributionScores(const std::string& hook,
+                                                           const torch::Tensor& product) const {
+  const int64_t n = product.size(0);
+  switch (spec_.method) {
+    case Method::kAttributeHeads:  // hook_z [n, pos, head, d_head]: one head, every position
+      return product.sum({1, 3});
+    case Method::kAttributeHeadsByPos:  // one head at one position: [n, pos, head]
+      return product.sum(3).reshape({n, -1});
+    case Method::kAttributeResid:  // [n, pos, d_model] at one position
+    case Method::kAttributeAttnOut:
+    case Method::kAttributeMlpOut:
+      return product.sum(2);
+    case Method::kAblateHeads:
+    case Method::kAblateLayers:
+    case Method::kPatchResid:
+    case Method::kPatchAttnOut:
+    case Method::kPatchMlpOut:
+    case Method::kPatchHeads:
+    case Method::kPatchHeadsByPos:
+    case Method::kPatchPattern:
+    case Method::kDetectHeads:
+    case Method::kDla:
+      break;
+  }
+  return absl::InternalError(
+      absl::StrCat(MethodName(spec_.method), " is not attribution patching (", hook, ")"));
+}
+
+// Attribution patching, prompt batch by prompt batch (max_batch_tokens bounds
+// batch x pos, so the backward's saved activations stay bounded): a clean run
+// caching the hook of every layer, the corrupted run with gradients at the
+// same hooks, and the products. The objective is the sum over rows of the
+// per-prompt metric; rows do not interact, so row r's gradient is prompt r's.
+absl::Status SearchRun::Attribution(SearchOutput* out) {
+  const int64_t pos = dataset_.max_length();
+  const int64_t per_batch =
+      std::max<int64_t>(1, options_.max_batch_tokens / std::max<int64_t>(1, pos));
+  const std::vector<std::string> hooks = SourceHooks();  // one per layer, forward order
+  std::vector<torch::Tensor> scores, baseline, reference;
+  for (int64_t b = p_begin_; b < p_end_; b += per_batch) {
+    if (options_.is_cancelled && options_.is_cancelled()) {
+      return absl::CancelledError("search cancelled");
+    }
+    const int64_t e = std::min(b + per_batch, p_end_), n = e - b;
+    LG_ASSIGN_OR_RETURN(PromptBatch batch, MakePromptBatch(dataset_, b, e, /*need_corrupted=*/true,
+                                                           cfg_.d_vocab, cfg_.bos_token_id));
+    ForwardOptions opts;
+    if (!MetricNeedsAllPositions(spec_.metric)) {
+      opts.logit_positions = torch::full({n}, batch.pos - 1, torch::kInt64);
+    }
+    CacheOptions cache_opts;
+    cache_opts.names = hooks;
+    ActivationCache clean_cache;
+    LG_ASSIGN_OR_RETURN(RunOutput clean, RunModel(batch.clean, opts, &cache_opts, &clean_cache));
+    batch.targets.clean_log_probs = torch::log_softmax(clean.logits.select(1, -1), -1);
+    reference.push_back(ComputeMetric(spec_.metric, clean.logits, batch.targets));
+
+    torch::Tensor corrupted_metric;
+    GradientRequest request;
+    request.hooks = hooks;
+    request.objective = [&](const RunOutput& run) -> absl::StatusOr<at::Tensor> {
+      torch::Tensor m = ComputeMetric(spec_.metric, run.logits, batch.targets);  // [n]
+      corrupted_metric = m.detach();
+      return m.sum();
+    };
+    ForwardOptions grad_opts = opts;
+    grad_opts.is_cancelled = options_.is_cancelled;
+    Count(batch.corrupted, grad_opts);
+    counts_->backwards += 1;
+    ActivationCache grads, corrupted_cache;
+    LG_RETURN_IF_ERROR(
+        RunWithGradients(model_, batch.corrupted, grad_opts, request, &grads, &corrupted_cache)
+            .status());
+    baseline.push_back(corrupted_metric);
+
+    std::vector<torch::Tensor> layers;
+    for (const std::string& h : hooks) {
+      LG_ASSIGN_OR_RETURN(torch::Tensor clean_act, clean_cache.Get(h));
+      LG_ASSIGN_OR_RETURN(torch::Tensor corrupted_act, corrupted_cache.Get(h));
+      LG_ASSIGN_OR_RETURN(torch::Tensor grad, grads.Get(h));
+      const torch::Tensor product =
+          (clean_act.to(torch::kFloat64) - corrupted_act.to(torch::kFloat64)) *
+          grad.to(torch::kFloat64);
+      LG_ASSIGN_OR_RETURN(torch::Tensor layer, AttributionScores(h, product));
+      layers.push_back(std::move(layer));
+    }
+    scores.push_back(torch::cat(layers, 1));
+  }
+  out->per_prompt = torch::cat(scores, 0).to(torch::kFloat32).cpu();
+  result_.baseline = torch::cat(baseline, 0);
+  result_.reference = torch::cat(reference, 0);
+  if (out->per_prompt.size(1) != c_end_ - c_begin_) {
+    return absl::InternalError(absl::StrCat("attribution: ", out->per_prompt.size(1),
+                                            " scores per prompt for a grid of ",
+                                            c_end_ - c_begin_));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SearchResult> SearchRun::Run() {
   LG_RETURN_IF_ERROR(Validate());
   const int64_t n_prompts = static_cast<int64_t>(dataset_.prompts.size());
@@ -345,9 +471,13 @@ absl::StatusOr<SearchResult> SearchRun::Run() {
   result_.component_begin = c_begin_;
   try {
     torch::NoGradGuard no_grad;
-    if (whole_grid) {
+    if (IsAttribution(spec_.method)) {
+      LG_RETURN_IF_ERROR(Attribution(&result_.outputs.front()));
+    } else if (whole_grid) {
       LG_ASSIGN_OR_RETURN(batch_, MakePromptBatch(dataset_, p_begin_, p_end_, false, cfg_.d_vocab,
                                                   cfg_.bos_token_id));
+      counts_->forwards += 1;
+      counts_->block_rows += (p_end_ - p_begin_) * cfg_.n_layers;
       LG_RETURN_IF_ERROR(spec_.method == Method::kDetectHeads
                              ? DetectHeads(model_, batch_, spec_.metric, &result_)
                              : DirectLogitAttribution(model_, batch_, spec_.metric, &result_));

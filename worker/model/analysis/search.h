@@ -1,5 +1,6 @@
 // Circuit searches over a dataset: head/layer ablation sweeps, activation
-// patching, head detectors and direct logit attribution.
+// patching and its gradient estimate (attribution patching), head detectors
+// and direct logit attribution.
 //
 // Every result is per prompt and per component, so a search cuts into shards
 // (a range of components x a range of prompts) whose results merge exactly:
@@ -12,6 +13,14 @@
 // The unintervened run is the clean prompt for ablations, detectors and DLA,
 // and the corrupted prompt for activation patching (clean activations are
 // patched into the corrupted run, TransformerLens's convention).
+//
+// Attribution patching (attribute-*, MethodKind::kAttribution) estimates each
+// cell of the patch-* method of the same grid to first order: score =
+// (clean - corrupted) . d metric / d activation, the gradient taken at the
+// corrupted run, summed over the component's elements (the same hook and
+// region the exact method patches), per prompt. One clean forward, one
+// corrupted forward and one backward per batch of prompts, for every component
+// at once; so these methods shard by prompts only.
 //
 // Fast path (default): an intervention at layer L starts from the cached
 // resid_pre of layer L, many interventions share one batched forward, and only
@@ -41,8 +50,10 @@ struct SearchSpec {
 };
 
 struct SearchOptions {
-  bool naive = false;                // one full forward per intervention
-  int64_t max_batch_tokens = 16384;  // bound on batch x pos of one packed forward
+  bool naive = false;  // one full forward per intervention
+  // Bound on batch x pos of one packed forward (attribution: of one forward
+  // and backward over a batch of prompts).
+  int64_t max_batch_tokens = 16384;
   // A shard: components [component_begin, component_end) of the flattened
   // output grid and prompts [prompt_begin, prompt_end); -1 = to the end.
   int64_t component_begin = 0, component_end = -1;
@@ -62,12 +73,23 @@ struct SearchOutput {
   at::Tensor mean;                // grid shape (whole searches only)
 };
 
+// What a search ran, for benchmarks and logs. A forward is one batched call
+// of the model (a packed forward resumed at layer L counts once); block_rows
+// sums rows x blocks over them (the work, in units of one prompt through one
+// block).
+struct SearchCounts {
+  int64_t forwards = 0;
+  int64_t backwards = 0;
+  int64_t block_rows = 0;
+};
+
 struct SearchResult {
   SearchSpec spec;
   std::vector<SearchOutput> outputs;
   at::Tensor baseline;                            // [n_prompts] metric of the unintervened run
   at::Tensor reference;                           // patching: [n_prompts] metric of the clean run
   int64_t prompt_begin = 0, component_begin = 0;  // where this shard sits
+  SearchCounts counts;                            // merged: the sum over shards
 };
 
 // The outputs a search produces (names, axes, grid shapes: MethodGrids of
