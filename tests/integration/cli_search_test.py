@@ -79,6 +79,26 @@ class CliSearchTest(unittest.TestCase):
         np.testing.assert_allclose(normalized * (result["clean"] - result["baseline"]), delta,
                                    atol=1e-5)
 
+    def test_attribution_patching_on_the_exact_methods_grid(self):
+        results = {}
+        for method in ("patch-heads", "attribute-heads"):
+            out = os.path.join(self.tmp.name, method)
+            proc = self.search("--dataset", "ioi", "--method", method, "--n-prompts", "4",
+                               "--output", out)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            with open(os.path.join(out, "result.json")) as f:
+                results[method] = json.load(f)
+            results[method]["tensors"] = read_safetensors(os.path.join(out, "result.safetensors"))
+        exact, approx = results["patch-heads"], results["attribute-heads"]
+        self.assertTrue(approx["delta"].startswith("first-order estimate of metric(patched)"),
+                        approx["delta"])
+        # The same runs underneath: corrupted baseline, clean reference, and the same grid.
+        self.assertAlmostEqual(approx["baseline"], exact["baseline"], places=5)
+        self.assertAlmostEqual(approx["clean"], exact["clean"], places=5)
+        self.assertEqual(approx["outputs"][0]["axes"], exact["outputs"][0]["axes"])
+        self.assertEqual(np.array(approx["outputs"][0]["values"]).shape, (2, 4))
+        self.assertEqual(approx["tensors"]["delta.per_prompt"].shape, (4, 2, 4))
+
     def test_detectors_and_dla(self):
         for method, names in [("detect-heads", ["previous_token", "duplicate_token", "induction"]),
                               ("dla", ["heads", "layers"])]:
