@@ -19,6 +19,8 @@ constexpr char kUsage[] =
     "commands:\n"
     "  pull      download a model from the Hugging Face Hub: gpt2 | ORG/NAME [--revision REV]\n"
     "  run       one forward pass with cache: --model DIR|NAME (--prompt TEXT | --tokens IDS)\n"
+    "  attention one layer's attention patterns as HTML: --model DIR|NAME --prompt TEXT\n"
+    "            --layer L --output view.html\n"
     "  search    a circuit search: --model DIR --dataset NAME --method M\n"
     "            (--in-process | --local N | --coordinator ADDR) [--output DIR]\n"
     "  jobs      a coordinator's jobs: --coordinator ADDR\n"
@@ -29,8 +31,8 @@ constexpr char kUsage[] =
     "  init      write a random GPT-2-family checkpoint: --out DIR\n"
     "  train     train a small model with real circuits: --out DIR --seed S\n"
     "\n"
-    "`lensgrid <command> --help` shows a command's flags. run (without --worker), search\n"
-    "--in-process, init and train run in lensgrid-local (LibTorch), beside lensgrid.\n";
+    "`lensgrid <command> --help` shows a command's flags. run and attention (without --worker),\n"
+    "search --in-process, init and train run in lensgrid-local (LibTorch), beside lensgrid.\n";
 
 bool Has(const std::vector<std::string>& args, const std::string& flag) {
   for (size_t i = 1; i < args.size(); ++i) {
@@ -60,7 +62,7 @@ bool NeedsLibTorch(const std::vector<std::string>& args) {
   const std::string& command = args[0];
   if (command == "init" || command == "train") return true;
   if (Has(args, "--help") || Has(args, "-h")) return false;  // the same flags here
-  if (command == "run") return !Has(args, "--worker");
+  if (command == "run" || command == "attention") return !Has(args, "--worker");
   if (command == "search") return Has(args, "--in-process");
   return false;
 }
@@ -100,6 +102,9 @@ int RunCommandLine(int argc, char** argv, const LocalCommands& local) {
   }
   const std::string command = argv[1];
   if (command == "run") return RunRunCommand(argc - 1, argv + 1, std::cout, std::cerr, local.run);
+  if (command == "attention") {
+    return RunAttentionCommand(argc - 1, argv + 1, std::cout, std::cerr, local.attention);
+  }
   if (command == "search") {
     return RunSearchCommand(argc - 1, argv + 1, std::cout, std::cerr, local.search);
   }

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "client/attention_command.h"
 #include "client/jobs_command.h"
 #include "client/run_command.h"
 #include "client/search_command.h"
@@ -47,6 +48,7 @@ struct LocalCommands {
   RunInProcess run;
   SearchInProcess search;
   ModelDirViews model_dir_views;
+  OpenWorkerInProcess attention;
   std::function<int(int argc, char**argv, std::ostream&out, std::ostream&err)> init, train;
 };
 

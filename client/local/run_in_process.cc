@@ -6,10 +6,10 @@
 #include <ostream>
 
 #include "absl/strings/str_cat.h"
+#include "client/local/local_worker.h"
 #include "client/local/torch_convert.h"
 #include "client/program_json.h"
 #include "common/status_macros.h"
-#include "worker/core/worker_core.h"
 #include "worker/model/cpu_threads.h"
 #include "worker/model/hooked_transformer.h"
 #include "worker/model/tokenizer/tokenizer.h"
@@ -24,38 +24,29 @@ absl::StatusOr<RunData> RunProgramsInThisProcess(const RunFlags& flags) {
   request.cache_regexes = flags.cache_regexes;
   request.stop_at_layer = flags.stop_at_layer;
   LG_ASSIGN_OR_RETURN(request.programs, ReadProgramsJson(flags.program_file));
-  WorkerOptions options;
-  options.model_dir = flags.model_dir;
-  options.device = flags.device;
-  options.no_processing = flags.no_processing;
-  LG_ASSIGN_OR_RETURN(std::unique_ptr<WorkerCore> core, WorkerCore::Load(options));
+  LG_ASSIGN_OR_RETURN(LocalWorker worker,
+                      OpenLocalWorker(flags.model_dir, flags.device, flags.no_processing));
   std::vector<int64_t> ids;
   if (!flags.prompt.empty()) {
     v1::TokenizeRequest tokenize;
     tokenize.add_texts(flags.prompt);
     tokenize.set_prepend_bos(!flags.no_bos);
-    LG_ASSIGN_OR_RETURN(v1::TokenizeResponse tokens,
-                        core->Tokenize(tokenize, [] { return false; }));
+    LG_ASSIGN_OR_RETURN(v1::TokenizeResponse tokens, worker.calls.tokenize(tokenize));
     ids.assign(tokens.tokens(0).ids().begin(), tokens.tokens(0).ids().end());
   } else {
     LG_ASSIGN_OR_RETURN(ids, ParseTokenList(flags.tokens));
   }
-  LG_ASSIGN_OR_RETURN(RunResult result, core->RunWithInterventions(ProgramRunRequest(request, ids),
-                                                                   [] { return false; }));
-  std::vector<WireTensor> tensors;
-  for (const TensorBytes& t : result.tensors) {
-    tensors.push_back({t.name, t.dtype, t.shape,
-                       std::string(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size())});
-  }
-  LG_ASSIGN_OR_RETURN(RunData data, RunDataFromReply(core->Info(), flags.model_dir, result.header,
-                                                     std::move(tensors)));
-  std::shared_ptr<WorkerCore> shared = std::move(core);
-  if (shared->Info().has_tokenizer()) {
+  LG_ASSIGN_OR_RETURN(RunReply reply,
+                      worker.run_with_interventions(ProgramRunRequest(request, ids)));
+  LG_ASSIGN_OR_RETURN(RunData data, RunDataFromReply(worker.calls.info, flags.model_dir,
+                                                     reply.header, std::move(reply.tensors)));
+  if (worker.calls.info.has_tokenizer()) {
+    auto detokenize = worker.calls.detokenize;
     data.str_tokens =
-        [shared](const std::vector<int64_t>& ids) -> absl::StatusOr<std::vector<std::string>> {
+        [detokenize](const std::vector<int64_t>& ids) -> absl::StatusOr<std::vector<std::string>> {
       v1::DetokenizeRequest detok;
       detok.mutable_ids()->Add(ids.begin(), ids.end());
-      LG_ASSIGN_OR_RETURN(v1::DetokenizeResponse response, shared->Detokenize(detok));
+      LG_ASSIGN_OR_RETURN(v1::DetokenizeResponse response, detokenize(detok));
       return std::vector<std::string>(response.str_tokens().begin(), response.str_tokens().end());
     };
   }

@@ -337,6 +337,47 @@ class ReportBrowserTest(unittest.TestCase):
                          f"L{svg['data-layer']}H{svg['data-head']} ({svg['data-hook']})")
         screenshot(page, "search_report", 3400)
 
+    def test_lensgrid_attention_page(self):
+        """`lensgrid attention` draws a layer's heads with the viewer of the report: the
+        weights are the model's own pattern (from `lensgrid run --cache`), every head."""
+        if not LENSGRID or not os.path.exists(LENSGRID):
+            self.skipTest("no lensgrid binary")
+        prompt = "When Mary and John went to the store, John gave"
+        with tempfile.TemporaryDirectory() as tmp:
+            page = os.path.join(ARTIFACTS, "attention_view.html")
+            subprocess.run([LENSGRID, "attention", "--model", TINY_MODEL, "--prompt", prompt,
+                            "--layer", "-1", "--output", page], check=True, capture_output=True)
+            run = os.path.join(tmp, "run.safetensors")
+            subprocess.run([LENSGRID, "run", "--model", TINY_MODEL, "--prompt", prompt, "--cache",
+                            r"blocks\.1\.attn\.hook_pattern", "--output", run, "--threads", "1"],
+                           check=True, capture_output=True)
+            with open(run, "rb") as f:
+                raw = f.read()
+        (n_header,) = struct.unpack("<Q", raw[:8])
+        meta = json.loads(raw[8:8 + n_header])["blocks.1.attn.hook_pattern"]
+        start, end = meta["data_offsets"]
+        data = raw[8 + n_header + start:8 + n_header + end]
+        _, heads, n, _ = meta["shape"]
+        weights = struct.unpack(f"<{len(data) // 4}f", data)
+        for head in (0, heads - 1):
+            dom = dump_dom(page, f"#attn={head}")
+            self.check_drawn(dom)
+            self.assertEqual(len(dom.find("option")), heads)
+            svg = dom.find("svg", **{"class": "attn"})[0]
+            self.assertEqual((svg["data-layer"], svg["data-head"]), ("1", str(head)))
+            tokens = [t["data-token"] for t in dom.find("text", **{"class": "tok qtok"})]
+            self.assertEqual(len(tokens), n)
+            self.assertEqual(tokens[0], "<|endoftext|>")
+            cells = dom.find("rect", **{"class": "acell"})
+            self.assertEqual(len(cells), n * n)
+            for c in cells:
+                q, k = int(c["data-q"]), int(c["data-k"])
+                # The same model and prompt (the run's matmuls may split across threads
+                # differently, so not bit for bit).
+                self.assertAlmostEqual(float(c["data-weight"]), weights[(head * n + q) * n + k],
+                                       delta=1e-6)
+        screenshot(page, "attention_view", 1400)
+
     def test_every_kind_of_output_renders(self):
         """Reports of searches whose outputs have other axes: [layer, pos] with its normalized
         twin, [layer, pos, head] (a panel per layer), [kind(attn,mlp), layer], detector scores."""

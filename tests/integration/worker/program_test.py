@@ -221,10 +221,7 @@ class ProgramTest(unittest.TestCase):
         self.assertEqual(r.logits.shape, (2, 7, 101))
 
     def lensgrid_run(self, *args):
-        p = subprocess.run([LENSGRID_BIN, "run", "--tokens", ",".join(map(str, TOKENS[0])),
-                            *args], capture_output=True, text=True, timeout=300)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return p.stdout
+        return self.lensgrid_run_command("run", *args)
 
     def test_lensgrid_run_takes_a_program_as_json_in_process_and_on_the_worker(self):
         hook = "blocks.0.hook_resid_post"
@@ -261,6 +258,34 @@ class ProgramTest(unittest.TestCase):
                            capture_output=True, text=True, timeout=60)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("bad.json: programs[0]", p.stderr)
+
+    def test_lensgrid_attention_from_a_worker_equals_in_process(self):
+        def page_data(*args):
+            out = os.path.join(self.tmp.name, "attn.html")
+            text = self.lensgrid_run_command("attention", "--no-processing", "--layer", "1",
+                                             "--heads", "0,-1", "--output", out, *args)
+            self.assertIn("(2 heads, 7 tokens)", text)
+            with open(out) as f:
+                html = f.read()
+            start = html.index('id="report-data">') + len('id="report-data">')
+            return json.loads(html[start:html.index("</script>", start)])
+
+        remote = page_data("--worker", self.worker.address)
+        local = page_data("--model", self.model_dir)
+        views = remote["attention"]["views"]
+        self.assertEqual([(v["layer"], v["head"]) for v in views], [(1, 0), (1, 3)])
+        self.assertEqual(len(views[0]["tokens"]), len(TOKENS[0]))
+        for a, b in zip(views, local["attention"]["views"]):
+            np.testing.assert_allclose(a["pattern"], b["pattern"], atol=1e-6)
+        r = self.client.run_with_cache(np.array(TOKENS[:1]), names=["blocks.1.attn.hook_pattern"])
+        np.testing.assert_allclose(np.array(views[1]["pattern"]).reshape(7, 7),
+                                   r["blocks.1.attn.hook_pattern"][0, 3], atol=1e-6)
+
+    def lensgrid_run_command(self, command, *args):
+        p = subprocess.run([LENSGRID_BIN, command, "--tokens", ",".join(map(str, TOKENS[0])),
+                            *args], capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout
 
 
 if __name__ == "__main__":
