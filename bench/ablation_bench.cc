@@ -14,6 +14,7 @@
 #include <random>
 #include <string>
 
+#include "bench/random_prompts.h"
 #include "common/openblas_env.h"
 #include "worker/model/analysis/search.h"
 #include "worker/model/cpu_threads.h"
@@ -74,16 +75,7 @@ int Main(int argc, char** argv) {
   GPT2Weights w = RandomWeights(cfg, 0);
   ProcessWeights(ProcessingOptions{}, cfg, &w);
   auto model = HookedTransformer::FromWeights(cfg, w).value();
-  std::mt19937_64 rng(0);
-  Dataset ds{"random", {}};
-  for (int64_t i = 0; i < prompts; ++i) {
-    Prompt p;
-    p.tokens = {cfg.bos_token_id};
-    while (static_cast<int64_t>(p.tokens.size()) < pos) p.tokens.push_back(rng() % 50000);
-    p.answers = {static_cast<int64_t>(rng() % 50000)};
-    p.wrongs = {static_cast<int64_t>(rng() % 50000)};
-    ds.prompts.push_back(p);
-  }
+  const Dataset ds = RandomPrompts(cfg, prompts, pos, /*corrupted=*/false);
   SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kZero};
   const double work = static_cast<double>(cfg.n_layers * cfg.n_heads * prompts);
   std::printf(

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/random_prompts.h"
 #include "common/openblas_env.h"
 #include "worker/model/analysis/search.h"
 #include "worker/model/cpu_threads.h"
@@ -68,22 +69,7 @@ int Main(int argc, char** argv) {
   GPT2Weights w = RandomWeights(cfg, 0);
   ProcessWeights(ProcessingOptions{}, cfg, &w);
   auto model = HookedTransformer::FromWeights(cfg, w).value();
-  std::mt19937_64 rng(0);
-  Dataset ds{"random", {}};
-  for (int64_t i = 0; i < prompts; ++i) {
-    Prompt p;
-    p.tokens = {cfg.bos_token_id};
-    p.corrupted_tokens = {cfg.bos_token_id};
-    while (static_cast<int64_t>(p.tokens.size()) < pos) {
-      p.tokens.push_back(rng() % 50000);
-      // Half the tokens differ: the corrupted prompt shares the rest.
-      p.corrupted_tokens.push_back(rng() % 2 == 0 ? p.tokens.back()
-                                                  : static_cast<int64_t>(rng() % 50000));
-    }
-    p.answers = {static_cast<int64_t>(rng() % 50000)};
-    p.wrongs = {static_cast<int64_t>(rng() % 50000)};
-    ds.prompts.push_back(p);
-  }
+  const Dataset ds = RandomPrompts(cfg, prompts, pos, /*corrupted=*/true);
   std::printf(
       "attribution patching vs exact activation patching of every head: %lld heads x %lld "
       "prompts x %lld tokens, GPT-2 small dims, random weights, logit-diff, %d BLAS threads, "

@@ -15,27 +15,13 @@
 #include <thread>
 #include <vector>
 
+#include "bench/timing.h"
 #include "common/openblas_env.h"
 #include "worker/model/cpu_threads.h"
 #include "worker/model/hooked_transformer.h"
 
 namespace lensgrid {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-template <typename F>
-double MedianSeconds(int iters, F&& f) {
-  f();  // warm-up
-  std::vector<double> times;
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = Clock::now();
-    f();
-    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 // The kernel set OpenBLAS chose, when the BLAS in use is OpenBLAS.
 std::string BlasCoreName() {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "bench/timing.h"
 #include "common/openblas_env.h"
 #include "worker/model/cpu_threads.h"
 #include "worker/model/hook_program.h"
@@ -22,21 +23,7 @@
 namespace lensgrid {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using P = ProgramNode;
-
-template <typename F>
-double MedianSeconds(int iters, F&& f) {
-  f();  // warm-up
-  std::vector<double> times;
-  for (int i = 0; i < iters; ++i) {
-    auto t0 = Clock::now();
-    f();
-    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 // 20 nodes: remove a direction from the residual stream where its norm is
 // large, rescale what is left to the old norm, record two statistics.
@@ -111,9 +98,8 @@ int Main(int argc, char** argv) {
       auto values = std::make_shared<ProgramValues>();
       model->Run(in, {}, plan.MakeHooks(nullptr, values)).value();
     });
-    std::printf("%-8s %12.2f %16.2f %9.1f%% %14.3f\n",
-                absl::StrCat(batch, "x", pos).c_str(), plain * 1e3, with * 1e3,
-                100.0 * (with - plain) / plain, check * 1e3);
+    std::printf("%-8s %12.2f %16.2f %9.1f%% %14.3f\n", absl::StrCat(batch, "x", pos).c_str(),
+                plain * 1e3, with * 1e3, 100.0 * (with - plain) / plain, check * 1e3);
   }
   return 0;
 }
