@@ -1,14 +1,29 @@
-"""Python client of a lensgrid worker (a hooked GPT-2 served over gRPC).
+"""lensgrid's Python client: TransformerLens's surface against remote lensgrid workers, and
+circuit searches through a coordinator.
 
-    from lensgrid import Worker
-    w = Worker("127.0.0.1:7070")
-    run = w.run_with_cache("The cat sat on the mat", names=["pattern0", "blocks.1.hook_resid_post"])
-    run["blocks.0.attn.hook_pattern"]   # numpy [batch, head, query_pos, key_pos]
-    run["pattern", 0]                   # the same, TransformerLens shorthand
-    run.logits                          # numpy [batch, pos, d_vocab]
+    import lensgrid
+    model = lensgrid.connect("127.0.0.1:7070")        # a remote HookedTransformer
+    logits, cache = model.run_with_cache("The cat sat on the mat")
+    cache["pattern", 0, "attn"]                        # numpy [batch, head, query_pos, key_pos]
 
-Runs on Debian's python3-grpcio, python3-protobuf and python3-numpy.
+    def ablate_head(z, hook):                          # traced into a hook program
+        z[:, :, 3] = 0
+        return z
+    loss = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", ablate_head)],
+                                return_type="loss")
+
+Lower level: lensgrid.Worker (every Worker API call). Runs on Debian's python3-grpcio,
+python3-protobuf and python3-numpy; torch (return_torch=True) and tqdm are optional.
 """
-from lensgrid.worker import Worker, WorkerError, RunResult, act_name, open_channel
+from lensgrid._version import WORKER_API_VERSION, __version__
+from lensgrid.errors import ApiVersionError, Error, InvalidInputError, TraceError, WorkerError
+from lensgrid.worker import RunResult, Worker, act_name, open_channel
+from lensgrid.cache import ActivationCache
+from lensgrid.factored import FactoredMatrix, composition_scores
+from lensgrid.model import Config, RemoteModel, connect
+from lensgrid import trace
 
-__all__ = ["Worker", "WorkerError", "RunResult", "act_name", "open_channel"]
+__all__ = ["__version__", "WORKER_API_VERSION", "Error", "WorkerError", "ApiVersionError",
+           "InvalidInputError", "TraceError", "Worker", "RunResult", "act_name", "open_channel",
+           "ActivationCache", "FactoredMatrix", "composition_scores", "Config", "RemoteModel",
+           "connect", "trace"]

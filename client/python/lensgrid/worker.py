@@ -8,6 +8,8 @@ import grpc
 import numpy as np
 
 from lensgrid import _wire
+from lensgrid.errors import ApiVersionError, Error, InvalidInputError, WorkerError
+from lensgrid._version import WORKER_API_VERSION
 from google.protobuf import json_format
 
 from lensgrid.v1 import program_pb2, search_pb2, tensor_pb2, worker_pb2, worker_pb2_grpc
@@ -48,15 +50,6 @@ def act_name(name, layer=None, layer_type=None):
     return name
 
 
-class WorkerError(Exception):
-    """A worker's error status: .code (grpc.StatusCode) and .details (the message)."""
-
-    def __init__(self, code, details):
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
 class RunResult(dict):
     """Cached activations keyed by hook name (numpy), plus .logits, .loss, .metric,
     .tokens and .attention_mask. result["pattern", 0] works as in TransformerLens."""
@@ -78,7 +71,7 @@ class RunResult(dict):
 def _input(value, prepend_bos=True, padding_side="right", attention_mask=None):
     msg = worker_pb2.ModelInput(no_bos=not prepend_bos)
     if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        raise InvalidInputError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     if padding_side == "left":
         msg.padding_side = worker_pb2.ModelInput.PADDING_LEFT
     if isinstance(value, str):
@@ -88,7 +81,7 @@ def _input(value, prepend_bos=True, padding_side="right", attention_mask=None):
     else:
         arr = np.asarray(value)
         if arr.dtype.kind not in "iu":
-            raise TypeError(f"input must be text, a list of texts, or integer token ids; got {arr.dtype}")
+            raise InvalidInputError(f"input must be text, a list of texts, or integer token ids; got {arr.dtype}")
         msg.tokens.CopyFrom(_wire.to_tensor(arr.astype(np.int64), "tokens"))
     if attention_mask is not None:
         msg.attention_mask.CopyFrom(_wire.to_tensor(np.asarray(attention_mask), "attention_mask"))
@@ -97,7 +90,7 @@ def _input(value, prepend_bos=True, padding_side="right", attention_mask=None):
 
 def _options(return_type, per_token_loss, stop_at_layer, logits_dtype):
     if return_type not in _RETURN_TYPES:
-        raise ValueError(f"return_type must be one of 'logits', 'loss', 'both', None; got {return_type!r}")
+        raise InvalidInputError(f"return_type must be one of 'logits', 'loss', 'both', None; got {return_type!r}")
     opts = worker_pb2.RunOptions(return_type=_RETURN_TYPES[return_type],
                                  per_token_loss=per_token_loss, logits_dtype=_DTYPES[logits_dtype])
     if stop_at_layer is not None:
@@ -114,7 +107,7 @@ def _cache_spec(names, names_regex, positions, remove_batch_dim, dtype):
                                 remove_batch_dim=remove_batch_dim, dtype=_DTYPES[dtype])
     if positions is not None:
         if not isinstance(positions, slice) or positions.step not in (None, 1):
-            raise ValueError("positions must be a slice with step 1, e.g. slice(-3, None)")
+            raise InvalidInputError("positions must be a slice with step 1, e.g. slice(-3, None)")
         spec.positions.SetInParent()
         if positions.start is not None:
             spec.positions.start = positions.start
@@ -142,7 +135,7 @@ def _intervention(item):
     if "scale" in item:
         msg.scale = float(item.pop("scale"))
     if item:
-        raise ValueError(f"unknown intervention fields {sorted(item)}")
+        raise InvalidInputError(f"unknown intervention fields {sorted(item)}")
     return msg
 
 
@@ -160,7 +153,7 @@ def _metric(spec):
         msg.position = int(spec.pop("position"))
     spec.pop("position", None)
     if spec:
-        raise ValueError(f"unknown metric fields {sorted(spec)}")
+        raise InvalidInputError(f"unknown metric fields {sorted(spec)}")
     return msg
 
 
@@ -222,7 +215,7 @@ def _read_file(path, what):
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise ValueError(f"{what} {path}: cannot read: {e.strerror}") from None
+        raise InvalidInputError(f"{what} {path}: cannot read: {e.strerror}") from None
 
 
 KEEPALIVE_OPTIONS = (("grpc.keepalive_time_ms", 30000), ("grpc.keepalive_timeout_ms", 10000),
@@ -241,7 +234,7 @@ def open_channel(address, tls_ca=None, tls_cert=None, tls_key=None, token=None, 
     tls_key = tls_key if tls_key is not None else env("LENSGRID_TLS_KEY")
     token = token if token is not None else env("LENSGRID_TOKEN")
     if bool(tls_cert) != bool(tls_key):
-        raise ValueError("tls_cert and tls_key go together (mTLS)")
+        raise InvalidInputError("tls_cert and tls_key go together (mTLS)")
     # Keepalive as the C++ clients (common/serving.h): a ping every 30 s, also between calls,
     # so long calls and idle notebooks survive NATs and proxies; servers allow it.
     options = [*KEEPALIVE_OPTIONS, *options]
@@ -333,7 +326,7 @@ class Worker:
         resp = self._call(self._stub.Detokenize, worker_pb2.DetokenizeRequest(ids=list(map(int, ids))), None)
         return resp.text
 
-    def _stream(self, fn, request, timeout):
+    def _stream(self, fn, request, timeout, header_tokens=True):
         result = RunResult()
         assembler = _wire.Assembler()
         header = None
@@ -348,9 +341,10 @@ class Worker:
         except grpc.RpcError as e:
             raise WorkerError(e.code(), e.details()) from None
         if header is None:
-            raise RuntimeError("stream: the reply had no header")
+            raise Error("stream: the reply had no header")
         tensors = assembler.finish([t.name for t in header.tensors])
-        result.tokens = _wire.from_tensor(header.tokens)
+        if header_tokens or header.HasField("tokens"):
+            result.tokens = _wire.from_tensor(header.tokens)
         if header.HasField("attention_mask"):
             result.attention_mask = _wire.from_tensor(header.attention_mask)
         result.weights_sha256 = header.weights_sha256
@@ -413,3 +407,81 @@ class Worker:
         if g is not None:
             request.gradients.CopyFrom(g)
         return self._stream(self._stub.RunWithInterventions, request, timeout)
+
+    def api_version(self):
+        """The worker's Worker API version as (MAJOR, MINOR); a worker that predates
+        ModelInfo.api_version reports none and is taken as 1.0."""
+        return parse_api_version(self.model_info().api_version)
+
+    def require_api_version(self, minor, what):
+        """Raises ApiVersionError unless the worker speaks MAJOR 1 and at least 1.`minor`."""
+        check_api_version(self.model_info().api_version, (WORKER_API_VERSION[0], minor), what,
+                          self.address)
+
+    def get_weights(self, names=None, dtype=None, timeout=None):
+        """Weights by TransformerLens name ("W_E", "blocks.0.attn.W_Q", or "W_Q" for every layer
+        stacked), as numpy arrays in a dict; every weight when names is None."""
+        self.require_api_version(1, "GetWeights")
+        request = worker_pb2.GetWeightsRequest(names=list(names or []), dtype=_DTYPES[dtype])
+        result = self._stream(self._stub.GetWeights, request, timeout, header_tokens=False)
+        return dict(result)
+
+    def generate(self, input, max_new_tokens, temperature=0.0, top_k=0, top_p=0.0, seed=None,
+                 stop_at_eos=False, prepend_bos=True, padding_side="left",
+                 expected_weights_sha256="", timeout=None):
+        """Samples on the worker; yields the prompt tokens (numpy [batch, pos]) first, then one
+        GenerateResponse per step (.step, .tokens, .texts, .finished)."""
+        self.require_api_version(1, "Generate")
+        if max_new_tokens is None or int(max_new_tokens) <= 0:
+            raise InvalidInputError(f"max_new_tokens must be > 0, got {max_new_tokens!r}")
+        request = worker_pb2.GenerateRequest(
+            input=_input(input, prepend_bos, padding_side), max_new_tokens=int(max_new_tokens),
+            temperature=float(temperature), top_k=int(top_k or 0), top_p=float(top_p or 0.0),
+            stop_at_eos=bool(stop_at_eos), expected_weights_sha256=expected_weights_sha256)
+        if seed is not None:
+            request.seed = int(seed)
+        call = self._stub.Generate(request, timeout=timeout if timeout is not None else self.timeout)
+        self.last_call = call
+        try:
+            for response in call:
+                if response.HasField("prompt_tokens"):
+                    yield _wire.from_tensor(response.prompt_tokens)
+                    if not len(response.tokens):
+                        continue
+                yield response
+        except grpc.RpcError as e:
+            raise WorkerError(e.code(), e.details()) from None
+
+
+def parse_api_version(text):
+    """"MAJOR.MINOR" -> (MAJOR, MINOR); empty (a worker before api_version) -> (1, 0)."""
+    if not text:
+        return (1, 0)
+    parts = text.strip().split(".")
+    try:
+        return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
+    except ValueError:
+        raise ApiVersionError(f"the worker reports an unreadable API version {text!r}") from None
+
+
+def check_api_version(text, needed, what, address=""):
+    """Raises ApiVersionError when a server's "MAJOR.MINOR" cannot serve `what`, which needs
+    `needed` (same MAJOR, at least that MINOR)."""
+    have = parse_api_version(text)
+    shown = text or "none (taken as 1.0)"
+    where = f" at {address}" if address else ""
+    if have[0] != needed[0]:
+        raise ApiVersionError(
+            f"the worker{where} speaks Worker API {shown}; this client (lensgrid "
+            f"{_client_version()}) speaks {needed[0]}.x: use a client of major version "
+            f"{have[0]} or a worker of major version {needed[0]}")
+    if have[1] < needed[1]:
+        raise ApiVersionError(
+            f"{what} needs Worker API {needed[0]}.{needed[1]} or newer; the worker{where} speaks "
+            f"{shown}: upgrade the worker")
+    return have
+
+
+def _client_version():
+    from lensgrid._version import __version__
+    return __version__
