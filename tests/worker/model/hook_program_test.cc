@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <random>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/model/test_util.h"
@@ -406,6 +408,103 @@ TEST_F(HookProgramTest, ALongChainCompilesWithoutRecursion) {
   absl::StatusOr<ProgramPlan> plan = Compile({p}, limits);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->saved().size(), 1u);
+}
+
+// Random programs: whatever Compile accepts runs, and every node's value has the shape Compile
+// inferred (RunProgram checks each one and fails the run otherwise); whatever it refuses is
+// INVALID_ARGUMENT or RESOURCE_EXHAUSTED, never a crash.
+TEST_F(HookProgramTest, RandomProgramsRunWithTheShapesTheirCheckInferred) {
+  std::mt19937 rng(20261202);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  const std::vector<ProgramOp> binary = {ProgramOp::kAdd, ProgramOp::kSub,     ProgramOp::kMul,
+                                         ProgramOp::kDiv, ProgramOp::kMaximum, ProgramOp::kGt,
+                                         ProgramOp::kEq,  ProgramOp::kMatmul};
+  const std::vector<ProgramOp> unary = {ProgramOp::kNeg, ProgramOp::kAbs, ProgramOp::kTanh,
+                                        ProgramOp::kRelu};
+  const std::vector<ProgramOp> reduce = {ProgramOp::kSum, ProgramOp::kMean, ProgramOp::kMax,
+                                         ProgramOp::kMin, ProgramOp::kNorm};
+  auto random_axes = [&](int count) {
+    std::vector<int64_t> axes;
+    for (int i = 0; i < count; ++i) axes.push_back(pick(9) - 4);
+    return axes;
+  };
+  auto random_selector = [&]() -> AxisSelector {
+    switch (pick(5)) {
+      case 0:
+        return All();
+      case 1:
+        return At(pick(11) - 5);
+      case 2:
+        return Range(pick(9) - 4, pick(9) - 2, 1 + pick(2));
+      case 3:
+        return List({pick(7) - 3, pick(7) - 3});
+      default:
+        return Ellipsis();
+    }
+  };
+  int accepted = 0, ran = 0;
+  for (int trial = 0; trial < 4000; ++trial) {
+    std::vector<ProgramNode> nodes = {P::Activation("n0"), P::Constant("n1", 0.5),
+                                      P::Literal("n2", torch::randn({8})),
+                                      P::Literal("n3", torch::randn({5, 1}))};
+    const int extra = 1 + pick(8);
+    for (int i = 0; i < extra; ++i) {
+      const std::string id = absl::StrCat("n", nodes.size());
+      auto any = [&] { return absl::StrCat("n", pick(static_cast<int>(nodes.size()))); };
+      switch (pick(7)) {
+        case 0:
+          nodes.push_back(P::Op(id, binary[pick(binary.size())], {any(), any()}));
+          break;
+        case 1:
+          nodes.push_back(P::Op(id, unary[pick(unary.size())], {any()}));
+          break;
+        case 2:
+          nodes.push_back(P::Reduce(id, reduce[pick(reduce.size())], any(), random_axes(pick(3)),
+                                    pick(2) == 0));
+          break;
+        case 3: {
+          std::vector<AxisSelector> region;
+          for (int k = pick(4); k >= 0; --k) region.push_back(random_selector());
+          nodes.push_back(P::Index(id, any(), region));
+          break;
+        }
+        case 4: {
+          std::vector<AxisSelector> region;
+          for (int k = pick(4); k >= 0; --k) region.push_back(random_selector());
+          nodes.push_back(P::Write(id, any(), any(), region));
+          break;
+        }
+        case 5: {
+          ProgramNode sm = P::Op(id, ProgramOp::kSoftmax, {any()});
+          sm.axes = random_axes(1);
+          nodes.push_back(sm);
+          break;
+        }
+        default:
+          nodes.push_back(P::Op(id, ProgramOp::kWhere, {any(), any(), any()}));
+      }
+    }
+    HookProgram p;
+    p.hook = kZ1;
+    p.nodes = nodes;
+    p.saves = {{"last", nodes.back().id}};
+    absl::StatusOr<ProgramPlan> plan = Compile({p});
+    if (!plan.ok()) {
+      EXPECT_TRUE(plan.status().code() == absl::StatusCode::kInvalidArgument ||
+                  plan.status().code() == absl::StatusCode::kResourceExhausted)
+          << plan.status();
+      continue;
+    }
+    ++accepted;
+    auto values = std::make_shared<ProgramValues>();
+    absl::StatusOr<RunOutput> out = model_->Run(in_, {}, plan->MakeHooks(nullptr, values));
+    ASSERT_TRUE(out.ok()) << "trial " << trial << ": " << out.status();
+    ASSERT_EQ(values->saved.size(), 1u);
+    EXPECT_EQ(values->saved[0].second.sizes().vec(), plan->saved()[0].shape) << "trial " << trial;
+    ++ran;
+  }
+  EXPECT_GT(accepted, 300) << "the generator should make many valid programs";
+  EXPECT_EQ(ran, accepted);
 }
 
 TEST_F(HookProgramTest, BadProgramsAreRefusedWithTheNodeAndShapes) {
