@@ -497,8 +497,8 @@ absl::StatusOr<at::Tensor> HookedTransformer::Weight(absl::string_view name) con
   std::vector<at::Tensor> layers;
   for (const TransformerBlock& block : block_modules_) {
     BlockWeights b = block->ExportWeights();
-    const at::Tensor* t = BlockWeight(b, name);
-    if (t == nullptr || absl::StrContains(name, ".")) return unknown();
+    const at::Tensor* t = BlockWeight(b, name);  // "W_Q" ... "ln2.b", nothing else
+    if (t == nullptr) return unknown();
     LG_ASSIGN_OR_RETURN(at::Tensor w, defined(*t));
     layers.push_back(w);
   }
