@@ -18,6 +18,14 @@ const WireTensor* RunReply::Find(absl::string_view name) const {
   return nullptr;
 }
 
+std::vector<int64_t> GenerateReply::Tokens(int row) const {
+  std::vector<int64_t> out;
+  for (const v1::GenerateResponse& step : steps) {
+    if (row >= 0 && row < step.tokens_size()) out.push_back(step.tokens(row));
+  }
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Connect(const std::string& address,
                                                                     Options options) {
   if (address.empty() || address.find(':') == std::string::npos) {
@@ -142,6 +150,53 @@ absl::StatusOr<RunReply> WorkerClient::RunShard(const v1::RunShardRequest& reque
   Prepare(&ctx);
   auto reader = stub_->RunShard(&ctx, request);
   return ReadReply(&ctx, reader.get());
+}
+
+absl::StatusOr<RunReply> WorkerClient::GetWeights(const v1::GetWeightsRequest& request) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  auto reader = stub_->GetWeights(&ctx, request);
+  return ReadReply(&ctx, reader.get());
+}
+
+absl::StatusOr<GenerateReply> WorkerClient::Generate(
+    const v1::GenerateRequest& request,
+    const std::function<bool(const v1::GenerateResponse&)>& on_step) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  auto reader = stub_->Generate(&ctx, request);
+  GenerateReply reply;
+  v1::GenerateResponse response;
+  absl::Status stream_error;
+  bool stopped = false;
+  while (reader->Read(&response)) {
+    if (!stream_error.ok() || stopped) continue;  // drain; the status comes from Finish
+    if (response.has_prompt_tokens()) {
+      if (!reply.steps.empty()) {
+        stream_error = absl::InternalError("stream: prompt_tokens after the first message");
+        ctx.TryCancel();
+        continue;
+      }
+      reply.prompt_tokens = std::move(*response.mutable_prompt_tokens());
+      response.clear_prompt_tokens();
+    }
+    if (response.step() != static_cast<int32_t>(reply.steps.size())) {
+      stream_error = absl::InternalError(absl::StrCat("stream: step ", response.step(), " where ",
+                                                      reply.steps.size(), " was expected"));
+      ctx.TryCancel();
+      continue;
+    }
+    if (on_step && !on_step(response)) {
+      stopped = true;
+      ctx.TryCancel();
+    }
+    reply.steps.push_back(std::move(response));
+    response.Clear();
+  }
+  absl::Status status = FromGrpcStatus(reader->Finish());
+  LG_RETURN_IF_ERROR(stream_error);
+  LG_RETURN_IF_ERROR(status);
+  return reply;
 }
 
 }  // namespace lensgrid

@@ -14,6 +14,7 @@
 #ifndef LENSGRID_CLIENT_WORKER_CLIENT_H_
 #define LENSGRID_CLIENT_WORKER_CLIENT_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,15 @@ struct RunReply {
   std::vector<WireTensor> tensors;
   // nullptr when there is no tensor of that name.
   const WireTensor* Find(absl::string_view name) const;
+};
+
+// A Generate call's messages: the prompt as run (I64 [batch, pos]) and one
+// message per step, in order.
+struct GenerateReply {
+  v1::Tensor prompt_tokens;
+  std::vector<v1::GenerateResponse> steps;
+  // Row `row`'s new tokens, one per step.
+  std::vector<int64_t> Tokens(int row) const;
 };
 
 class WorkerClient {
@@ -59,6 +69,13 @@ class WorkerClient {
   absl::StatusOr<RunReply> RunWithCache(const v1::RunWithCacheRequest& request);
   absl::StatusOr<RunReply> RunWithInterventions(const v1::RunWithInterventionsRequest& request);
   absl::StatusOr<RunReply> RunShard(const v1::RunShardRequest& request);
+  // Weights by TransformerLens name (none: every weight), as tensors.
+  absl::StatusOr<RunReply> GetWeights(const v1::GetWeightsRequest& request);
+  // `on_step` (optional) sees each message as it arrives; returning false
+  // cancels the call (CANCELLED).
+  absl::StatusOr<GenerateReply> Generate(
+      const v1::GenerateRequest& request,
+      const std::function<bool(const v1::GenerateResponse&)>& on_step = nullptr);
 
  private:
   void Prepare(grpc::ClientContext* ctx) const;

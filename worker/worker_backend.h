@@ -33,6 +33,16 @@ struct RunResult {
   std::shared_ptr<const void> hold;
 };
 
+// Where Generate sends its messages, in order; any thread may call it.
+class GenerateSink {
+ public:
+  virtual ~GenerateSink() = default;
+  // Keeps the reply's ReplyBudget share until the call ends.
+  virtual void Hold(std::shared_ptr<const void> hold) = 0;
+  // Queues one message for the client; never blocks.
+  virtual void Send(v1::GenerateResponse message) = 0;
+};
+
 class WorkerBackend {
  public:
   virtual ~WorkerBackend() = default;
@@ -55,6 +65,23 @@ class WorkerBackend {
   virtual absl::StatusOr<v1::PreparedDataset> PrepareJob(const v1::PrepareJob& request) const {
     (void)request;
     return absl::UnimplementedError("this worker cannot prepare jobs");
+  }
+  // Weights by TransformerLens name, as a run's reply (a header listing them,
+  // then their bytes). NOT_FOUND for an unknown name.
+  virtual absl::StatusOr<RunResult> GetWeights(const v1::GetWeightsRequest& request,
+                                               const CancelCheck& cancelled) const {
+    (void)request;
+    (void)cancelled;
+    return absl::UnimplementedError("this worker does not serve weights");
+  }
+  // Generates tokens, sending one message per step to `sink` as it goes; the
+  // status ends the call (after the messages already sent).
+  virtual absl::Status Generate(const v1::GenerateRequest& request, const CancelCheck& cancelled,
+                                GenerateSink* sink) const {
+    (void)request;
+    (void)cancelled;
+    (void)sink;
+    return absl::UnimplementedError("this worker does not generate");
   }
 };
 

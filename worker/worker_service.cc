@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <optional>
 #include <utility>
 
@@ -138,6 +139,151 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
   v1::RunResponse response_;
   int64_t tokens_ = 0;
   uint64_t bytes_ = 0;
+};
+
+// A streamed Generate: the backend runs on the executor and queues one message
+// per step (GenerateSink); gRPC's threads write them one at a time, and the
+// call ends once the work has returned and the queue is written.
+class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse>, public GenerateSink {
+ public:
+  using Work = std::function<absl::Status(const CancelCheck&, GenerateSink*)>;
+
+  GenerateReactor(grpc::CallbackServerContext* ctx, bool log, std::atomic<uint64_t>* bytes_sent)
+      : ctx_(ctx), bytes_sent_(bytes_sent), log_(log), start_(Clock::now()) {}
+
+  void Start(Executor* executor, Work work) {
+    absl::Status submitted = executor->Submit([this, executor, work = std::move(work)] {
+      CancelCheck cancelled = [this, executor] {
+        executor->MarkProgress();  // generation polls this every step and between blocks
+        return cancelled_.load() || ctx_->IsCancelled() || DeadlinePassed(ctx_);
+      };
+      absl::Status status =
+          cancelled() ? absl::CancelledError("cancelled before it started") : work(cancelled, this);
+      if (status.code() == absl::StatusCode::kCancelled && DeadlinePassed(ctx_)) {
+        status = absl::DeadlineExceededError("the deadline passed during generation");
+      }
+      WorkDone(status);
+    });
+    if (!submitted.ok()) Refuse(submitted);
+  }
+
+  // Ends the call before any work (the authorization check said no).
+  void Refuse(const absl::Status& why) {
+    {
+      absl::MutexLock lock(&mu_);
+      work_done_ = true;
+      status_ = why;
+      ended_ = true;
+    }
+    End();
+  }
+
+  void Hold(std::shared_ptr<const void> hold) override {
+    absl::MutexLock lock(&mu_);
+    hold_ = std::move(hold);
+  }
+
+  void Send(v1::GenerateResponse message) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (write_failed_) return;
+      if (message.has_prompt_tokens()) {
+        int64_t n = 1;
+        for (int64_t d : message.prompt_tokens().shape()) n *= d;
+        tokens_ += n;
+      }
+      tokens_ += message.tokens_size();
+      if (writing_) {
+        queue_.push_back(std::move(message));
+        return;
+      }
+      writing_ = true;
+      current_ = std::move(message);
+    }
+    Write();
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool end = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok) {
+        write_failed_ = true;
+        cancelled_ = true;  // the work stops at its next step
+        queue_.clear();
+      }
+      if (queue_.empty()) {
+        writing_ = false;
+        end = EndingLocked();
+        if (!end) return;
+      } else {
+        current_ = std::move(queue_.front());
+        queue_.pop_front();
+      }
+    }
+    if (end) {
+      End();
+    } else {
+      Write();
+    }
+  }
+  void OnCancel() override { cancelled_ = true; }
+  void OnDone() override { delete this; }
+
+ private:
+  // Writes current_ (only one write is ever in flight: writing_).
+  void Write() {
+    const uint64_t n = current_.ByteSizeLong();
+    bytes_ += n;
+    bytes_sent_->fetch_add(n);
+    StartWrite(&current_);
+  }
+
+  void WorkDone(const absl::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      work_done_ = true;
+      status_ = write_failed_ && status.ok()
+                    ? absl::CancelledError("the client went away during the reply")
+                    : status;
+      if (!EndingLocked()) return;
+    }
+    End();
+  }
+
+  // True (once) when the call may end: the work has returned and no write is
+  // in flight. The caller then calls End() outside the lock.
+  bool EndingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ended_ || !work_done_ || writing_) return false;
+    ended_ = true;
+    return true;
+  }
+
+  // Nothing else touches the reactor's state once ended_ is set; Finish may
+  // delete it (OnDone).
+  void End() {
+    hold_.reset();  // give the reply's bytes back to the budget
+    Log(log_, "Generate", tokens_, bytes_, MsSince(start_), status_);
+    Finish(ToGrpcStatus(status_));
+  }
+
+  grpc::CallbackServerContext* ctx_;
+  std::atomic<uint64_t>* bytes_sent_;
+  bool log_;
+  Clock::time_point start_;
+  std::atomic<bool> cancelled_{false};
+  absl::Mutex mu_;
+  std::deque<v1::GenerateResponse> queue_ ABSL_GUARDED_BY(mu_);
+  v1::GenerateResponse current_;  // the message being written
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool work_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // Under mu_ until ended_ is set; End() alone reads them after.
+  absl::Status status_;
+  std::shared_ptr<const void> hold_;
+  int64_t tokens_ = 0;
+  uint64_t bytes_ = 0;  // written by whoever holds the write (writing_)
 };
 
 // batch * pos of ids sent as a tensor (texts: known only after tokenizing).
@@ -305,6 +451,32 @@ grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunShard(
   return Stream(
       "RunShard", ctx, request->ByteSizeLong(), 0,
       [request](const WorkerBackend& b, const CancelCheck& c) { return b.RunShard(*request, c); });
+}
+
+grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::GetWeights(
+    grpc::CallbackServerContext* ctx, const v1::GetWeightsRequest* request) {
+  return Stream("GetWeights", ctx, request->ByteSizeLong(), 0,
+                [request](const WorkerBackend& b, const CancelCheck& c) {
+                  return b.GetWeights(*request, c);
+                });
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* WorkerService::Generate(
+    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
+  auto* reactor = new GenerateReactor(ctx, options_.log_requests, &bytes_sent_);
+  if (absl::Status allowed = Authorize(ctx, "Generate"); !allowed.ok()) {
+    reactor->Refuse(allowed);
+    return reactor;
+  }
+  std::shared_ptr<const WorkerBackend> backend = this->backend();
+  if (backend == nullptr) {
+    reactor->Refuse(NotReady());
+    return reactor;
+  }
+  reactor->Start(executor_, [backend, request](const CancelCheck& cancelled, GenerateSink* sink) {
+    return backend->Generate(*request, cancelled, sink);
+  });
+  return reactor;
 }
 
 }  // namespace lensgrid

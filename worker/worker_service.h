@@ -62,6 +62,11 @@ class WorkerService final : public v1::Worker::CallbackService {
       grpc::CallbackServerContext* ctx, const v1::RunWithInterventionsRequest* request) override;
   grpc::ServerWriteReactor<v1::RunResponse>* RunShard(grpc::CallbackServerContext* ctx,
                                                       const v1::RunShardRequest* request) override;
+  grpc::ServerWriteReactor<v1::RunResponse>* GetWeights(
+      grpc::CallbackServerContext* ctx, const v1::GetWeightsRequest* request) override;
+  // One message per generated token, written as the steps finish.
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) override;
 
  private:
   std::shared_ptr<const WorkerBackend> backend() const;

@@ -7,12 +7,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/echo.h"
 #include "common/status_macros.h"
+#include "common/worker_api_version.h"
 #include "worker/core/interventions.h"
 #include "worker/core/program_messages.h"
 #include "worker/core/run_inputs.h"
 #include "worker/core/wire_tensors.h"
 #include "worker/hook_shapes.h"
+#include "worker/model/generate.h"
 #include "worker/model/gradients.h"
 #include "worker/model/hook_program.h"
 #include "worker/model/hooked_transformer.h"
@@ -74,6 +77,23 @@ v1::ModelConfig ConfigProto(const HookedTransformerConfig& cfg) {
   return out;
 }
 
+// What GetWeights sends without names, in this order: each that the model has.
+const std::vector<std::string>& AllWeightNames() {
+  static const std::vector<std::string> names = {
+      "W_E",   "W_pos", "W_Q",  "W_K",  "W_V",        "W_O",       "b_Q",   "b_K",
+      "b_V",   "b_O",   "W_in", "b_in", "W_out",      "b_out",     "ln1.w", "ln1.b",
+      "ln2.w", "ln2.b", "W_U",  "b_U",  "ln_final.w", "ln_final.b"};
+  return names;
+}
+
+// Longest weight name GetWeights looks up (the longest real one is ~25 bytes).
+constexpr size_t kMaxWeightNameBytes = 256;
+
+// Reply bytes Generate reserves per generated token of a row: the id, the
+// finished flag, the token's text and the message framing. An estimate: the
+// messages are small, and at most --max-tokens of them exist.
+constexpr int64_t kGenerateBytesPerToken = 64;
+
 // Header + tensors of a run's reply, in the order RunResponse documents.
 absl::StatusOr<RunResult> Pack(const ForwardInput& input, const RunOutput& out, bool keep_logits,
                                c10::ScalarType logits_type, const at::Tensor& metric,
@@ -126,6 +146,7 @@ absl::StatusOr<std::unique_ptr<WorkerCore>> WorkerCore::Load(const WorkerOptions
 
     v1::ModelInfo& info = core->info_;
     info.set_model_dir(options.model_dir);
+    info.set_api_version(kWorkerApiVersion);
     *info.mutable_config() = ConfigProto(core->model_->cfg());
     info.set_weights_sha256(core->model_->load_report().weights_sha256);
     info.set_device(core->model_->device().str());
@@ -484,6 +505,131 @@ absl::StatusOr<RunResult> WorkerCore::RunWithInterventionsImpl(
                                              info_.weights_sha256(), extra));
   result.hold = std::move(hold);
   return result;
+}
+
+absl::StatusOr<RunResult> WorkerCore::GetWeights(const v1::GetWeightsRequest& request,
+                                                 const CancelCheck& cancelled) const {
+  return Guarded("GetWeights", [&] { return GetWeightsImpl(request, cancelled); });
+}
+
+absl::StatusOr<RunResult> WorkerCore::GetWeightsImpl(const v1::GetWeightsRequest& request,
+                                                     const CancelCheck& cancelled) const {
+  LG_ASSIGN_OR_RETURN(c10::ScalarType type,
+                      FloatScalarType(request.dtype(), model_->W_U().scalar_type(), "dtype"));
+  const bool all = request.names_size() == 0;
+  const std::vector<std::string> names =
+      all ? AllWeightNames()
+          : std::vector<std::string>(request.names().begin(), request.names().end());
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i].size() > kMaxWeightNameBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("names[", i, "] is ", names[i].size(),
+                       " bytes, too long for a weight name: ", Echo(names[i])));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (names[j] == names[i]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("names[", i, "] repeats names[", j, "] (", Echo(names[i]), ")"));
+      }
+    }
+  }
+  std::vector<std::pair<std::string, at::Tensor>> weights;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (cancelled()) return absl::CancelledError("GetWeights cancelled");
+    absl::StatusOr<at::Tensor> w = model_->Weight(names[i]);
+    if (!w.ok()) {
+      // Without names: only what the model has (no folded LayerNorms, no MLP
+      // in an attention-only model).
+      if (all && w.status().code() == absl::StatusCode::kFailedPrecondition) continue;
+      return absl::Status(w.status().code(),
+                          absl::StrCat("names[", i, "]: ", w.status().message()));
+    }
+    bytes += w->numel() * static_cast<int64_t>(c10::elementSize(type));
+    if (bytes > options_.max_response_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("GetWeights: the reply would be over this worker's --max-response-bytes ",
+                       options_.max_response_bytes, " (at ", names[i],
+                       "); ask for fewer weights per request, or F16/BF16"));
+    }
+    weights.emplace_back(names[i], *w);
+  }
+  LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold, ReserveReply(bytes, "GetWeights"));
+  RunResult result;
+  result.hold = std::move(hold);
+  result.header.set_weights_sha256(info_.weights_sha256());
+  for (auto& [name, t] : weights) {
+    LG_ASSIGN_OR_RETURN(TensorBytes tensor, ToTensorBytes(name, t.to(type)));
+    result.tensors.push_back(std::move(tensor));
+    t = at::Tensor();  // a stacked copy goes as soon as its bytes are packed
+  }
+  ChunkCursor cursor(result.tensors);
+  for (auto& meta : cursor.Metas()) *result.header.add_tensors() = std::move(meta);
+  result.header.set_total_bytes(cursor.total_bytes());
+  return result;
+}
+
+absl::Status WorkerCore::Generate(const v1::GenerateRequest& request, const CancelCheck& cancelled,
+                                  GenerateSink* sink) const {
+  return Guarded("Generate", [&] { return GenerateImpl(request, cancelled, sink); });
+}
+
+absl::Status WorkerCore::GenerateImpl(const v1::GenerateRequest& request,
+                                      const CancelCheck& cancelled, GenerateSink* sink) const {
+  LG_RETURN_IF_ERROR(CheckWeights(request.expected_weights_sha256()));
+  GenerateOptions g;
+  g.max_new_tokens = request.max_new_tokens();
+  g.temperature = request.temperature();
+  g.top_k = request.top_k();
+  g.top_p = request.top_p();
+  if (request.has_seed()) g.seed = request.seed();
+  g.stop_at_eos = request.stop_at_eos();
+  LG_RETURN_IF_ERROR(CheckGenerateOptions(g));
+  v1::ModelInput input = request.input();
+  input.set_padding_side(v1::ModelInput::PADDING_LEFT);  // generation appends on the right
+  LG_ASSIGN_OR_RETURN(ForwardInput prompt,
+                      PrepareInput(input, tokenizer_.get(), model_->cfg(), options_, "input"));
+  const int64_t batch = prompt.tokens.size(0), pos = prompt.tokens.size(1);
+  const int64_t total = batch * (pos + g.max_new_tokens);
+  if (total > options_.max_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Generate: ", batch, " x (", pos, " prompt tokens + max_new_tokens ", g.max_new_tokens,
+        ") = ", total, " tokens is over this worker's --max-tokens (", options_.max_tokens,
+        "); ask for fewer new tokens or send fewer or shorter prompts"));
+  }
+  const int64_t reply_bytes = batch * pos * 8 + g.max_new_tokens * batch * kGenerateBytesPerToken;
+  if (reply_bytes > options_.max_response_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("Generate: the reply would be about ", reply_bytes,
+                     " bytes, over this worker's --max-response-bytes ",
+                     options_.max_response_bytes, "; ask for fewer new tokens"));
+  }
+  LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold, ReserveReply(reply_bytes, "Generate"));
+  sink->Hold(std::move(hold));
+  g.is_cancelled = cancelled;
+  g.on_step = [&](const GenerateStep& step) -> absl::Status {
+    v1::GenerateResponse message;
+    if (step.prompt_tokens.defined()) {
+      LG_ASSIGN_OR_RETURN(*message.mutable_prompt_tokens(), ToProto(step.prompt_tokens));
+    }
+    message.set_step(static_cast<int32_t>(step.step));
+    message.mutable_tokens()->Add(step.tokens.begin(), step.tokens.end());
+    for (bool f : step.finished) message.add_finished(f);
+    if (tokenizer_ != nullptr) {
+      for (int64_t id : step.tokens) {
+        // A model's vocabulary may be larger than its tokenizer's: "" then.
+        if (id < 0 || id >= tokenizer_->vocab_size()) {
+          message.add_texts();
+          continue;
+        }
+        LG_ASSIGN_OR_RETURN(std::vector<std::string> text, tokenizer_->ToStrTokens({id}));
+        message.add_texts(text.empty() ? "" : std::move(text[0]));
+      }
+    }
+    sink->Send(std::move(message));
+    return absl::OkStatus();
+  };
+  return ::lensgrid::Generate(*model_, prompt, g).status();
 }
 
 }  // namespace lensgrid

@@ -78,11 +78,21 @@ class WorkerCore : public WorkerBackend {
                                      const CancelCheck& cancelled) const override;
   // In worker/core/prepare_job.cc (the datasets of worker/model/analysis).
   absl::StatusOr<v1::PreparedDataset> PrepareJob(const v1::PrepareJob& request) const override;
+  // Every weight the model has (no names), or the named ones.
+  absl::StatusOr<RunResult> GetWeights(const v1::GetWeightsRequest& request,
+                                       const CancelCheck& cancelled) const override;
+  // worker/model/generate.h, one message per step.
+  absl::Status Generate(const v1::GenerateRequest& request, const CancelCheck& cancelled,
+                        GenerateSink* sink) const override;
 
  private:
   WorkerCore() = default;
   absl::StatusOr<RunResult> RunWithCacheImpl(const v1::RunWithCacheRequest& request,
                                              const CancelCheck& cancelled) const;
+  absl::StatusOr<RunResult> GetWeightsImpl(const v1::GetWeightsRequest& request,
+                                           const CancelCheck& cancelled) const;
+  absl::Status GenerateImpl(const v1::GenerateRequest& request, const CancelCheck& cancelled,
+                            GenerateSink* sink) const;
   absl::StatusOr<RunResult> RunWithInterventionsImpl(const v1::RunWithInterventionsRequest& request,
                                                      const CancelCheck& cancelled) const;
   absl::Status CheckWeights(const std::string& expected_sha256) const;

@@ -70,7 +70,25 @@ class FakeBackend : public WorkerBackend {
     return absl::UnimplementedError("fake");
   }
 
-  mutable absl::Notification started, release;
+  // max_new_tokens messages, or with max_new_tokens -1 one message, then
+  // waits for cancellation.
+  absl::Status Generate(const v1::GenerateRequest& r, const CancelCheck& cancelled,
+                        GenerateSink* sink) const override {
+    if (r.max_new_tokens() == 0) return absl::InvalidArgumentError("max_new_tokens must be > 0");
+    const int n = r.max_new_tokens() < 0 ? 1 : r.max_new_tokens();
+    for (int i = 0; i < n; ++i) {
+      v1::GenerateResponse m;
+      m.set_step(i);
+      m.add_tokens(100 + i);
+      sink->Send(std::move(m));
+    }
+    if (r.max_new_tokens() > 0) return absl::OkStatus();
+    while (!cancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    generate_cancelled.Notify();
+    return absl::CancelledError("generate cancelled");
+  }
+
+  mutable absl::Notification started, release, generate_cancelled;
   mutable std::atomic<bool> saw_cancel{false};
 
  private:
@@ -203,6 +221,66 @@ TEST(RequestLogLineTest, NamesMethodTokensBytesMsAndStatus) {
             "RunWithCache tokens=12 bytes=4096 ms=3.3 status=OK");
   EXPECT_EQ(RequestLogLine("Tokenize", 0, 0, 0, absl::UnavailableError("busy")),
             "Tokenize tokens=0 bytes=0 ms=0.0 status=UNAVAILABLE: busy");
+}
+
+TEST_F(WorkerServiceTest, GenerateStreamsEveryStepThenTheStatus) {
+  Start(4);
+  service_->SetBackend(backend_);
+  v1::GenerateRequest request;
+  request.set_max_new_tokens(25);
+  auto reply = client_->Generate(request);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->steps.size(), 25u);
+  for (int i = 0; i < 25; ++i) EXPECT_EQ(reply->Tokens(0)[i], 100 + i);
+  request.set_max_new_tokens(0);
+  auto bad = client_->Generate(request);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("max_new_tokens"));
+  // A backend without weights or generation says so.
+  EXPECT_EQ(client_->GetWeights(v1::GetWeightsRequest()).status().code(),
+            absl::StatusCode::kUnimplemented);
+}
+
+TEST_F(WorkerServiceTest, CancellingAGenerateStopsTheBackend) {
+  Start(1);
+  service_->SetBackend(backend_);
+  auto stub = v1::Worker::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext ctx;
+  v1::GenerateRequest request;
+  request.set_max_new_tokens(-1);
+  auto reader = stub->Generate(&ctx, request);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.tokens(0), 100);
+  ctx.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  backend_->generate_cancelled.WaitForNotification();
+}
+
+TEST_F(WorkerServiceTest, GenerateAndGetWeightsAreAuthorizedFirst) {
+  const Authorizer auth(std::vector<TokenEntry>{{"pod", Role::kWorker, Sha256Hex("w-token")}});
+  Start(4, &auth);
+  service_->SetBackend(backend_);
+  auto stub = v1::Worker::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  {
+    grpc::ClientContext ctx;
+    v1::GenerateRequest request;
+    request.set_max_new_tokens(-1);  // would wait for a cancel if it ran
+    auto reader = stub->Generate(&ctx, request);
+    v1::GenerateResponse response;
+    EXPECT_FALSE(reader->Read(&response));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer w-token");
+    auto reader = stub->GetWeights(&ctx, v1::GetWeightsRequest());
+    v1::RunResponse response;
+    EXPECT_FALSE(reader->Read(&response));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
 }
 
 }  // namespace

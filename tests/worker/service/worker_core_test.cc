@@ -1,0 +1,345 @@
+// GetWeights and Generate through the real WorkerCore behind the gRPC service,
+// over an in-process channel (no sockets): weights equal
+// HookedTransformer::Weight, chunked like a run's tensors; generation streams
+// one message per step with the library's tokens; bad fields are
+// INVALID_ARGUMENT naming them; cancellation stops generation.
+#include "worker/core/worker_core.h"
+
+#include <grpcpp/grpcpp.h>
+#include <torch/torch.h>
+
+#include <cstring>
+
+#include "client/worker_client.h"
+#include "common/worker_api_version.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/worker/model/test_util.h"
+#include "worker/model/generate.h"
+#include "worker/model/hooked_transformer.h"
+#include "worker/model/weights.h"
+#include "worker/worker_service.h"
+
+namespace lensgrid {
+namespace {
+
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+constexpr size_t kChunkBytes = 1000;
+
+// A model with MLPs and LayerNorms (n_ctx 24, vocab 50) saved as a checkpoint.
+const std::string& MlpModelDir() {
+  static const std::string dir = [] {
+    std::string d = ::lensgrid::testing::MakeTempDir("worker_core_mlp");
+    HookedTransformerConfig cfg = ::lensgrid::testing::TestConfig(2, 4, 32, 128, 24, 50);
+    GPT2Weights w = RandomWeights(cfg, 3);
+    for (auto& b : w.blocks) b.ln1.b = 0.1 * torch::randn_like(b.ln1.b);
+    EXPECT_TRUE(SaveHfCheckpoint(w, cfg, d, /*f16=*/false).ok());
+    return d;
+  }();
+  return dir;
+}
+
+std::string TinyModelDir() { return ::lensgrid::testing::SourceDir() + "/models/lensgrid-tiny"; }
+
+// One WorkerCore served in process.
+class Served {
+ public:
+  explicit Served(WorkerOptions options) {
+    options.chunk_bytes = kChunkBytes;
+    auto core = WorkerCore::Load(options);
+    EXPECT_TRUE(core.ok()) << core.status();
+    core_ = std::move(*core);
+    executor_ = std::make_unique<Executor>(Executor::Options{.threads = 1, .max_pending = 8});
+    service_ = std::make_unique<WorkerService>(
+        executor_.get(), WorkerService::Options{.chunk_bytes = kChunkBytes, .log_requests = false});
+    service_->SetBackend(core_);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    channel_ = server_->InProcessChannel(grpc::ChannelArguments());
+    client_ = std::make_unique<WorkerClient>(channel_, WorkerClient::Options());
+  }
+  ~Served() {
+    server_->Shutdown();
+    executor_.reset();
+  }
+  WorkerClient& client() { return *client_; }
+  const WorkerCore& core() const { return *core_; }
+  std::unique_ptr<v1::Worker::Stub> Stub() { return v1::Worker::NewStub(channel_); }
+
+ private:
+  std::shared_ptr<WorkerCore> core_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<WorkerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<WorkerClient> client_;
+};
+
+WorkerOptions Options(const std::string& dir, bool no_processing) {
+  WorkerOptions o;
+  o.model_dir = dir;
+  o.no_processing = no_processing;
+  return o;
+}
+
+std::shared_ptr<HookedTransformer> LoadModel(const std::string& dir, bool no_processing) {
+  LoadOptions load;
+  if (no_processing) load.processing = ProcessingOptions::None();
+  auto model = HookedTransformer::FromPretrained(dir, load);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return *model;
+}
+
+torch::Tensor ToTorch(const WireTensor& w) {
+  const auto type = w.dtype == TensorDType::kF16    ? torch::kFloat16
+                    : w.dtype == TensorDType::kBF16 ? torch::kBFloat16
+                                                    : torch::kFloat32;
+  torch::Tensor t = torch::empty(w.shape, type);
+  EXPECT_EQ(static_cast<size_t>(t.nbytes()), w.data.size()) << w.name;
+  std::memcpy(t.data_ptr(), w.data.data(), std::min<size_t>(t.nbytes(), w.data.size()));
+  return t;
+}
+
+std::vector<std::string> Names(const RunReply& reply) {
+  std::vector<std::string> names;
+  for (const auto& meta : reply.header.tensors()) names.push_back(meta.name());
+  return names;
+}
+
+TEST(WorkerCoreTest, ModelInfoHasTheApiVersion) {
+  Served served(Options(TinyModelDir(), false));
+  auto info = served.client().GetModelInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->api_version(), kWorkerApiVersion);
+  EXPECT_EQ(info->api_version(), "1.1");
+}
+
+TEST(WorkerCoreTest, EveryWeightEqualsWeight) {
+  Served served(Options(MlpModelDir(), /*no_processing=*/true));
+  auto model = LoadModel(MlpModelDir(), true);
+  auto reply = served.client().GetWeights(v1::GetWeightsRequest());
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  const std::vector<std::string> all = {
+      "W_E",   "W_pos", "W_Q",  "W_K",  "W_V",        "W_O",       "b_Q",   "b_K",
+      "b_V",   "b_O",   "W_in", "b_in", "W_out",      "b_out",     "ln1.w", "ln1.b",
+      "ln2.w", "ln2.b", "W_U",  "b_U",  "ln_final.w", "ln_final.b"};
+  EXPECT_THAT(Names(*reply), ElementsAreArray(all));
+  ASSERT_EQ(reply->tensors.size(), all.size());
+  for (const WireTensor& w : reply->tensors) {
+    torch::Tensor expected = model->Weight(w.name).value();
+    torch::Tensor got = ToTorch(w);
+    ASSERT_EQ(got.sizes(), expected.sizes()) << w.name;
+    EXPECT_TRUE(torch::equal(got, expected)) << w.name;
+  }
+  // Stacked per-block names have [n_layers, ...] as TransformerLens's model.W_Q.
+  EXPECT_THAT(reply->Find("W_Q")->shape, ElementsAreArray({2, 4, 32, 8}));
+  EXPECT_THAT(reply->Find("ln1.b")->shape, ElementsAreArray({2, 32}));
+  EXPECT_TRUE(torch::equal(ToTorch(*reply->Find("ln1.b")),
+                           torch::stack({model->Weight("blocks.0.ln1.b").value(),
+                                         model->Weight("blocks.1.ln1.b").value()})));
+  EXPECT_EQ(reply->header.weights_sha256(), served.core().Info().weights_sha256());
+}
+
+TEST(WorkerCoreTest, WeightsTheModelLacksAreSkippedUnlessNamed) {
+  // The embedded model is attention-only, and processing folds its LayerNorms.
+  Served served(Options(TinyModelDir(), false));
+  auto reply = served.client().GetWeights(v1::GetWeightsRequest());
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_THAT(Names(*reply), ElementsAreArray({"W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "b_Q",
+                                               "b_K", "b_V", "b_O", "W_U", "b_U"}));
+  v1::GetWeightsRequest named;
+  named.add_names("blocks.0.ln1.w");
+  auto folded = served.client().GetWeights(named);
+  EXPECT_EQ(folded.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(folded.status().message(), HasSubstr("names[0]"));
+}
+
+TEST(WorkerCoreTest, NamedWeightsInTheAskedDtypeAndBigOnesChunked) {
+  Served served(Options(MlpModelDir(), true));
+  auto model = LoadModel(MlpModelDir(), true);
+  v1::GetWeightsRequest request;
+  request.add_names("W_E");  // [50, 32]: 3200 bytes in F16, 4 chunks of <= 1000
+  request.add_names("blocks.-1.attn.W_O");
+  request.set_dtype(v1::F16);
+  auto stub = served.Stub();
+  grpc::ClientContext ctx;
+  auto reader = stub->GetWeights(&ctx, request);
+  v1::RunResponse response;
+  int headers = 0, w_e_chunks = 0;
+  while (reader->Read(&response)) {
+    if (response.has_header()) ++headers;
+    if (response.has_chunk()) {
+      EXPECT_LE(response.chunk().data().size(), kChunkBytes);
+      if (response.chunk().name() == "W_E") ++w_e_chunks;
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(headers, 1);
+  EXPECT_EQ(w_e_chunks, 4);
+
+  auto reply = served.client().GetWeights(request);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_THAT(Names(*reply), ElementsAreArray({"W_E", "blocks.-1.attn.W_O"}));
+  for (const WireTensor& w : reply->tensors) {
+    EXPECT_EQ(w.dtype, TensorDType::kF16);
+    EXPECT_TRUE(torch::equal(ToTorch(w), model->Weight(w.name).value().to(torch::kFloat16)))
+        << w.name;
+  }
+}
+
+TEST(WorkerCoreTest, BadWeightRequestsSayWhatWasWrong) {
+  WorkerOptions options = Options(MlpModelDir(), true);
+  options.max_response_bytes = 8000;  // W_E (6400 bytes) fits, W_E + W_pos not
+  Served served(options);
+  auto expect = [&](const v1::GetWeightsRequest& r, absl::StatusCode code, const std::string& why) {
+    auto reply = served.client().GetWeights(r);
+    EXPECT_EQ(reply.status().code(), code) << why << ": " << reply.status();
+    EXPECT_THAT(reply.status().message(), HasSubstr(why));
+  };
+  v1::GetWeightsRequest r;
+  r.add_names("W_E");
+  r.add_names("W_X");
+  expect(r, absl::StatusCode::kNotFound, "names[1]: unknown weight 'W_X'");
+  r.set_names(1, "blocks.7.attn.W_Q");
+  expect(r, absl::StatusCode::kNotFound, "layers 0 to 1");
+  r.set_names(1, "W_E");
+  expect(r, absl::StatusCode::kInvalidArgument, "names[1] repeats names[0]");
+  r.set_names(1, std::string(10000, 'x'));
+  expect(r, absl::StatusCode::kInvalidArgument, "too long");
+  r.clear_names();
+  r.set_dtype(v1::I64);
+  expect(r, absl::StatusCode::kInvalidArgument, "dtype");
+  r.set_dtype(v1::F32);
+  expect(r, absl::StatusCode::kResourceExhausted, "--max-response-bytes 8000");
+}
+
+v1::GenerateRequest Prompt(std::vector<int64_t> ids, int max_new_tokens) {
+  v1::GenerateRequest r;
+  v1::Tensor* t = r.mutable_input()->mutable_tokens();
+  t->set_dtype(v1::I64);
+  t->add_shape(static_cast<int64_t>(ids.size()));
+  t->set_data(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(int64_t));
+  r.set_max_new_tokens(max_new_tokens);
+  return r;
+}
+
+TEST(WorkerCoreTest, GenerateStreamsOneMessagePerStepWithTheLibrarysTokens) {
+  Served served(Options(TinyModelDir(), false));
+  auto model = LoadModel(TinyModelDir(), false);
+  const std::vector<int64_t> prompt = {306, 5, 7, 11};
+  int seen = 0;
+  auto reply = served.client().Generate(Prompt(prompt, 6), [&](const v1::GenerateResponse& m) {
+    EXPECT_EQ(m.step(), seen++);
+    return true;
+  });
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->steps.size(), 6u);
+  EXPECT_EQ(seen, 6);
+  EXPECT_THAT(reply->prompt_tokens.shape(), ElementsAreArray({1, 4}));
+  for (const auto& step : reply->steps) {
+    EXPECT_FALSE(step.has_prompt_tokens());
+    EXPECT_EQ(step.tokens_size(), 1);
+    EXPECT_EQ(step.texts_size(), 1);  // the embedded model has a tokenizer
+    EXPECT_EQ(step.finished_size(), 1);
+  }
+  GenerateOptions g;
+  g.max_new_tokens = 6;
+  auto expected = Generate(*model, LeftPadded({prompt}, 306), g);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  torch::Tensor row = expected->new_tokens[0].contiguous();
+  EXPECT_THAT(reply->Tokens(0),
+              ElementsAreArray(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel()));
+
+  // Texts of different lengths are left-padded; sampling with a seed repeats.
+  v1::GenerateRequest texts;
+  texts.mutable_input()->add_texts("the cat");
+  texts.mutable_input()->add_texts("a");
+  texts.set_max_new_tokens(5);
+  texts.set_temperature(1.0);
+  texts.set_top_p(0.9);
+  texts.set_seed(7);
+  auto first = served.client().Generate(texts);
+  auto again = served.client().Generate(texts);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(first->steps.size(), 5u);
+  EXPECT_EQ(first->prompt_tokens.shape(0), 2);
+  EXPECT_EQ(first->Tokens(0), again->Tokens(0));
+  EXPECT_EQ(first->Tokens(1), again->Tokens(1));
+}
+
+TEST(WorkerCoreTest, BadGenerateFieldsAreInvalidArgumentNamingThem) {
+  WorkerOptions options = Options(TinyModelDir(), false);
+  options.max_tokens = 100;
+  Served served(options);
+  auto expect = [&](const v1::GenerateRequest& r, absl::StatusCode code, const std::string& why) {
+    auto reply = served.client().Generate(r);
+    EXPECT_EQ(reply.status().code(), code) << why << ": " << reply.status();
+    EXPECT_THAT(reply.status().message(), HasSubstr(why));
+  };
+  const std::vector<int64_t> ids = {306, 5};
+  expect(Prompt(ids, 0), absl::StatusCode::kInvalidArgument, "max_new_tokens");
+  expect(Prompt(ids, -4), absl::StatusCode::kInvalidArgument, "max_new_tokens");
+  v1::GenerateRequest r = Prompt(ids, 3);
+  r.set_temperature(-0.5);
+  expect(r, absl::StatusCode::kInvalidArgument, "temperature");
+  r.set_temperature(std::numeric_limits<double>::infinity());
+  expect(r, absl::StatusCode::kInvalidArgument, "temperature");
+  r = Prompt(ids, 3);
+  r.set_top_p(1.5);
+  expect(r, absl::StatusCode::kInvalidArgument, "top_p");
+  r = Prompt(ids, 3);
+  r.set_top_k(-1);
+  expect(r, absl::StatusCode::kInvalidArgument, "top_k");
+  // n_ctx is 64: 2 + 63 tokens do not fit.
+  expect(Prompt(ids, 63), absl::StatusCode::kInvalidArgument, "n_ctx (64)");
+  // --max-tokens 100: 2 rows x (2 + 49) tokens are over it.
+  r = Prompt(ids, 49);
+  r.mutable_input()->mutable_tokens()->set_data(r.input().tokens().data() +
+                                                r.input().tokens().data());
+  r.mutable_input()->mutable_tokens()->clear_shape();
+  r.mutable_input()->mutable_tokens()->add_shape(2);
+  r.mutable_input()->mutable_tokens()->add_shape(2);
+  expect(r, absl::StatusCode::kResourceExhausted, "--max-tokens (100)");
+  expect(Prompt({306, 999}, 2), absl::StatusCode::kInvalidArgument, "outside the vocabulary");
+  r = Prompt(ids, 2);
+  r.set_expected_weights_sha256("beef");
+  expect(r, absl::StatusCode::kFailedPrecondition, "weights mismatch");
+}
+
+// Collects what WorkerCore::Generate sends.
+class Collect : public GenerateSink {
+ public:
+  void Hold(std::shared_ptr<const void> hold) override { hold_ = std::move(hold); }
+  void Send(v1::GenerateResponse message) override { messages.push_back(std::move(message)); }
+  std::vector<v1::GenerateResponse> messages;
+
+ private:
+  std::shared_ptr<const void> hold_;
+};
+
+TEST(WorkerCoreTest, GenerateStopsWhenCancelled) {
+  auto core = WorkerCore::Load(Options(TinyModelDir(), false));
+  ASSERT_TRUE(core.ok()) << core.status();
+  Collect sink;
+  // The caller goes away once two steps have been sent.
+  absl::Status status = (*core)->Generate(
+      Prompt({306, 5}, 40), [&] { return sink.messages.size() >= 2; }, &sink);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_EQ(sink.messages.size(), 2u);
+
+  // Through the service: the client stops reading after two messages.
+  Served served(Options(TinyModelDir(), false));
+  int seen = 0;
+  auto reply = served.client().Generate(Prompt({306, 5}, 40),
+                                        [&](const v1::GenerateResponse&) { return ++seen < 2; });
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kCancelled) << reply.status();
+  // The worker still serves.
+  EXPECT_TRUE(served.client().Generate(Prompt({306, 5}, 2)).ok());
+}
+
+}  // namespace
+}  // namespace lensgrid
