@@ -21,9 +21,10 @@ from lensgrid.worker import RunResult, Worker, act_name, open_channel
 from lensgrid.cache import ActivationCache
 from lensgrid.factored import FactoredMatrix, composition_scores
 from lensgrid.model import Config, RemoteModel, connect
+from lensgrid.coordinator import Coordinator, Job, SearchResult
 from lensgrid import display, trace
 
 __all__ = ["__version__", "WORKER_API_VERSION", "Error", "WorkerError", "ApiVersionError",
            "InvalidInputError", "TraceError", "Worker", "RunResult", "act_name", "open_channel",
            "ActivationCache", "FactoredMatrix", "composition_scores", "Config", "RemoteModel",
-           "connect", "trace", "display"]
+           "connect", "trace", "display", "Coordinator", "Job", "SearchResult"]

@@ -1,0 +1,254 @@
+"""lensgrid.Coordinator: circuit searches sharded over workers, from Python.
+
+    c = lensgrid.Coordinator("127.0.0.1:7000", token=...)
+    result = c.search("lensgrid-tiny", "induction", "ablate-heads", n_prompts=8)
+    result.grids["delta"]          # numpy, with result.axes["delta"] == ["layer", "head"]
+    result.ranked[:5]              # [{"grid", "index", "label", "value"}, ...] by |value|
+    job = c.search(..., detach=True); job.wait(); job.result()
+"""
+import os
+import sys
+import uuid
+from typing import Any, Dict, Iterator, List, Optional
+
+import grpc
+import numpy as np
+
+from lensgrid import _wire
+from lensgrid.errors import Error, InvalidInputError, WorkerError
+from lensgrid.v1 import coordinator_pb2, coordinator_pb2_grpc, search_pb2
+from lensgrid.worker import open_channel
+
+
+def _enum(enum: Any, prefix: str, name: Optional[str], what: str) -> int:
+    if name is None:
+        return 0
+    if isinstance(name, int):
+        return name
+    key = prefix + name.upper().replace("-", "_")
+    names = [n[len(prefix):].lower().replace("_", "-") for n, v in enum.items() if v]
+    if key not in enum.keys():
+        raise InvalidInputError(f"unknown {what} {name!r}; one of {names}")
+    return enum.Value(key)
+
+
+_STATES = {v: n[len("JOB_"):].lower() for n, v in coordinator_pb2.JobState.items() if v}
+_FINAL = {coordinator_pb2.JOB_SUCCEEDED, coordinator_pb2.JOB_FAILED, coordinator_pb2.JOB_CANCELLED}
+
+
+def _label(axes: List[str], index: tuple) -> str:
+    d = dict(zip(axes, index))
+    if set(axes) == {"layer", "head"}:
+        return f"L{d['layer']}H{d['head']}"
+    if set(axes) == {"layer", "pos", "head"}:
+        return f"L{d['layer']}H{d['head']}@{d['pos']}"
+    return " ".join(f"{a}={i}" for a, i in zip(axes, index))
+
+
+class SearchResult:
+    """A finished job's result: .grids (name -> numpy array), .axes (name -> axis names),
+    .tensors (every tensor the coordinator sent: per-prompt values, baseline, ...), .status
+    (the JobStatus message) and .ranked (every component of every grid by |value|)."""
+
+    def __init__(self, status: Any, grids: Dict[str, np.ndarray], axes: Dict[str, List[str]],
+                 tensors: Dict[str, np.ndarray]):
+        self.status, self.grids, self.axes, self.tensors = status, grids, axes, tensors
+        ranked = []
+        for name, grid in grids.items():
+            for index in np.ndindex(*grid.shape):
+                ranked.append({"grid": name, "index": index, "label": _label(axes[name], index),
+                               "value": float(grid[index])})
+        ranked.sort(key=lambda r: -abs(r["value"]))
+        self.ranked = ranked
+
+    def top(self, k: int = 10, grid: Optional[str] = None) -> List[dict]:
+        return [r for r in self.ranked if grid is None or r["grid"] == grid][:k]
+
+    def __repr__(self) -> str:
+        shapes = {n: g.shape for n, g in self.grids.items()}
+        return f"SearchResult(job {self.status.job_id}, {self.status.method}: {shapes})"
+
+
+class Job:
+    """A job on a coordinator: .id, status(), wait(), cancel(), result(), delete()."""
+
+    def __init__(self, coordinator: "Coordinator", job_id: str):
+        self.coordinator, self.id = coordinator, job_id
+
+    def __repr__(self) -> str:
+        return f"Job({self.id})"
+
+    def status(self) -> Any:
+        c = self.coordinator
+        return c._call(c._stub.GetJob, coordinator_pb2.GetJobRequest(job_id=self.id))
+
+    @property
+    def state(self) -> str:
+        return _STATES.get(self.status().state, "unspecified")
+
+    def events(self, after_seq: int = 0) -> Iterator[Any]:
+        """The job's numbered events from after_seq until it ends (WatchJob)."""
+        c = self.coordinator
+        try:
+            for ev in c._stub.WatchJob(coordinator_pb2.WatchJobRequest(job_id=self.id,
+                                                                       after_seq=after_seq),
+                                       timeout=c.timeout):
+                yield ev
+        except grpc.RpcError as e:
+            raise WorkerError(e.code(), e.details()) from None
+
+    def wait(self, progress: bool = True, file: Any = None) -> "Job":
+        """Blocks until the job ends, showing progress (tqdm when importable, else one line per
+        event); raises lensgrid.Error when it failed or was cancelled."""
+        out = file or sys.stderr
+        bar = None
+        if progress:
+            try:
+                from tqdm import tqdm  # type: ignore
+                bar = tqdm(total=0, desc=f"job {self.id}", unit="shard", file=out)
+            except ImportError:
+                bar = None
+        done_kinds = {coordinator_pb2.JobEvent.JOB_SUCCEEDED, coordinator_pb2.JobEvent.JOB_FAILED,
+                      coordinator_pb2.JobEvent.JOB_CANCELLED}
+        for ev in self.events():
+            if bar is not None:
+                bar.total = ev.shards_total
+                bar.n = ev.shards_done
+                bar.refresh()
+            elif progress:
+                kind = coordinator_pb2.JobEvent.Kind.Name(ev.kind).lower()
+                eta = f", eta {ev.eta_s:.0f}s" if ev.eta_s > 0 else ""
+                msg = f": {ev.message}" if ev.message else ""
+                print(f"job {self.id}: {kind} {ev.shards_done}/{ev.shards_total}{eta}{msg}",
+                      file=out, flush=True)
+            if ev.kind in done_kinds:
+                break
+        if bar is not None:
+            bar.close()
+        status = self.status()
+        if status.state == coordinator_pb2.JOB_FAILED:
+            raise Error(f"job {self.id} failed: {status.error}", status.error_code, status.error)
+        if status.state == coordinator_pb2.JOB_CANCELLED:
+            raise Error(f"job {self.id} was cancelled")
+        return self
+
+    def cancel(self) -> Any:
+        c = self.coordinator
+        return c._call(c._stub.CancelJob, coordinator_pb2.CancelJobRequest(job_id=self.id))
+
+    def delete(self) -> None:
+        c = self.coordinator
+        c._call(c._stub.DeleteJob, coordinator_pb2.DeleteJobRequest(job_id=self.id))
+
+    def result(self) -> SearchResult:
+        """The finished job's grids (GetResult)."""
+        c = self.coordinator
+        assembler = _wire.Assembler()
+        header = None
+        try:
+            for part in c._stub.GetResult(coordinator_pb2.GetResultRequest(job_id=self.id),
+                                          timeout=c.timeout):
+                if part.HasField("header"):
+                    header = part.header
+                else:
+                    assembler.add(part.chunk)
+        except grpc.RpcError as e:
+            raise WorkerError(e.code(), e.details()) from None
+        if header is None:
+            raise Error(f"job {self.id}: the result had no header")
+        tensors = dict(assembler.tensors)
+        grids, axes = {}, {}
+        for g in header.grids:
+            if g.name not in tensors:
+                raise Error(f"job {self.id}: grid {g.name!r} missing from the result")
+            grids[g.name] = tensors[g.name].reshape(tuple(g.shape))
+            axes[g.name] = list(g.axes)
+        return SearchResult(header.job, grids, axes, tensors)
+
+
+class Coordinator:
+    """A connection to a lensgrid coordinator (token and TLS as the CLI's --token / --tls-*,
+    defaulting to LENSGRID_TOKEN, LENSGRID_TLS_CA, ...)."""
+
+    def __init__(self, address: str, token: Optional[str] = None, tls_ca: Optional[str] = None,
+                 tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                 timeout: Optional[float] = None):
+        self.address, self.timeout = address, timeout
+        self._channel = open_channel(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                                     token=token, options=[("grpc.max_receive_message_length", 16 << 20)])
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Coordinator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _call(self, fn: Any, request: Any) -> Any:
+        try:
+            return fn(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise WorkerError(e.code(), e.details()) from None
+
+    def search(self, model: str, dataset: str, method: str, metric: Optional[str] = None,
+               ablation: Optional[str] = None, n_prompts: int = 0, seed: int = 0,
+               seq_len: int = 0, prompts_per_shard: int = 0, components_per_shard: int = 0,
+               weights_sha256: str = "", label: str = "", request_id: Optional[str] = None,
+               detach: bool = False, progress: bool = True) -> Any:
+        """Submits a search (model: a model id the workers serve; dataset: a built-in name or
+        a .jsonl path; method/metric/ablation: the CLI's names). Waits and returns its
+        SearchResult, or with detach=True returns the Job at once."""
+        spec = coordinator_pb2.JobSpec(
+            model_id=model, weights_sha256=weights_sha256,
+            method=_enum(search_pb2.SearchMethod, "METHOD_", method, "method"),
+            metric=_enum(search_pb2.SearchMetric, "METRIC_", metric, "metric"),
+            ablation=_enum(search_pb2.Ablation, "ABLATION_", ablation, "ablation"),
+            prompts_per_shard=prompts_per_shard, components_per_shard=components_per_shard,
+            label=label)
+        spec.dataset.n_prompts, spec.dataset.seed, spec.dataset.seq_len = n_prompts, seed, seq_len
+        if dataset.endswith(".jsonl") or os.path.sep in dataset:
+            try:
+                with open(dataset, "rb") as f:
+                    spec.dataset.jsonl = f.read()
+            except OSError as e:
+                raise InvalidInputError(f"dataset {dataset}: {e.strerror}") from None
+            spec.dataset.name = os.path.basename(dataset)
+        else:
+            spec.dataset.name = dataset
+        resp = self._call(self._stub.SubmitJob, coordinator_pb2.SubmitJobRequest(
+            spec=spec, request_id=request_id or uuid.uuid4().hex))
+        job = Job(self, resp.job_id)
+        if detach:
+            return job
+        return job.wait(progress=progress).result()
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, job_id)
+
+    def jobs(self, state: Optional[str] = None, owner: str = "") -> List[Any]:
+        """Every job (JobStatus messages) the caller may see, optionally by state and owner."""
+        st = _enum(coordinator_pb2.JobState, "JOB_", state, "state") if state else 0
+        out, token = [], ""
+        while True:
+            resp = self._call(self._stub.ListJobs, coordinator_pb2.ListJobsRequest(
+                page_size=100, page_token=token, state=st, owner=owner))
+            out.extend(resp.jobs)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def workers(self, alive_only: bool = False, model: str = "") -> List[Any]:
+        out, token = [], ""
+        while True:
+            resp = self._call(self._stub.ListWorkers, coordinator_pb2.ListWorkersRequest(
+                page_size=100, page_token=token, alive_only=alive_only, model_id=model))
+            out.extend(resp.workers)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def cancel(self, job_id: str) -> Any:
+        return self.job(job_id).cancel()
