@@ -30,38 +30,42 @@ absl::StatusOr<RunOutput> RunWithGradients(const HookedTransformer& model,
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
 
-  // An activation already in the graph (it depends on a weight that requires
-  // grad, or on an earlier requested hook) is read as it passes; autograd
-  // differentiates with respect to it in place. One that is not (frozen
-  // weights, or no requested hook upstream) becomes a leaf: detaching it cuts
-  // nothing. Never detach one that is in the graph: the hook ids are not in
-  // execution order (attn.hook_z is registered before attn.hook_pattern, as in
-  // TransformerLens), and a leaf made at hook_z would cut hook_pattern's
-  // gradient to zero.
-  // The same as the activation arrives, before the caller's hooks there, so
-  // what they compute from it (a program's saved objective) is in the graph.
+  // Each requested activation gets its own node in the graph as it arrives, before the
+  // caller's hooks there: a fresh alias when it is already in the graph (one tensor may flow
+  // through several hook points: a block hands the same attn_in to hook_q_input, hook_k_input
+  // and hook_v_input, and each must get the gradient of its own uses only), a leaf when it is
+  // not (frozen weights, nothing requested upstream; that cuts nothing). Never detach one that
+  // is in the graph: hook ids are not in execution order (attn.hook_z is registered before
+  // attn.hook_pattern), and a leaf made at hook_z would cut hook_pattern's gradient to zero.
+  // The gradient is taken at the value that leaves the hook: that node when the caller's hooks
+  // only read it (so a program's saved objective computed there counts), else an alias of
+  // their replacement.
+  auto own_node = [](const at::Tensor& act) {
+    return act.requires_grad() ? act.view_as(act) : act.detach().requires_grad_(true);
+  };
+  auto arrived = std::make_shared<std::vector<at::Tensor>>(ids.size());
   auto captured = std::make_shared<std::vector<at::Tensor>>(ids.size());
   std::vector<NamedHook> all;
-  for (int id : ids) {
-    all.push_back({model.hook_names()[id],
-                   [](const at::Tensor& act, const HookPointImpl&) -> std::optional<at::Tensor> {
-                     if (act.requires_grad()) return std::nullopt;
-                     return act.detach().requires_grad_(true);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    all.push_back({model.hook_names()[ids[i]],
+                   [arrived, i, own_node](const at::Tensor& act,
+                                          const HookPointImpl&) -> std::optional<at::Tensor> {
+                     (*arrived)[i] = own_node(act);
+                     return (*arrived)[i];
                    }});
   }
   all.insert(all.end(), hooks.begin(), hooks.end());
   for (size_t i = 0; i < ids.size(); ++i) {
-    all.push_back(
-        {model.hook_names()[ids[i]],
-         [captured, i](const at::Tensor& act, const HookPointImpl&) -> std::optional<at::Tensor> {
-           if (act.requires_grad()) {
-             (*captured)[i] = act;
-             return std::nullopt;
-           }
-           at::Tensor x = act.detach().requires_grad_(true);
-           (*captured)[i] = x;
-           return x;
-         }});
+    all.push_back({model.hook_names()[ids[i]],
+                   [arrived, captured, i, own_node](
+                       const at::Tensor& act, const HookPointImpl&) -> std::optional<at::Tensor> {
+                     if (act.is_same((*arrived)[i])) {
+                       (*captured)[i] = act;
+                       return std::nullopt;
+                     }
+                     (*captured)[i] = own_node(act);
+                     return (*captured)[i];
+                   }});
   }
   // Autograd on whatever the caller's mode: enable_grad only spares the run
   // its own NoGradGuard, and a caller inside one (a search) would otherwise

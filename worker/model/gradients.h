@@ -13,8 +13,11 @@
 //
 // The gradient at a hook is taken with respect to the activation as it leaves
 // the hook point (after the run's own hooks there have edited it), which is
-// the value everything downstream reads. A hook the objective does not depend
-// on gets zeros.
+// the value everything downstream reads; the run's hooks that only read it there
+// (a program computing the objective) count among its uses. Each hook point is
+// its own node, even where one tensor flows through several (hook_q_input,
+// hook_k_input and hook_v_input of a block). A hook the objective does not
+// depend on gets zeros.
 #ifndef LENSGRID_WORKER_MODEL_GRADIENTS_H_
 #define LENSGRID_WORKER_MODEL_GRADIENTS_H_
 
