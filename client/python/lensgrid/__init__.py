@@ -12,6 +12,12 @@ circuit searches through a coordinator.
     loss = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", ablate_head)],
                                 return_type="loss")
 
+    store = lensgrid.Store()                           # observe-only: saved, not changed
+    def norms(resid, hook):
+        store[hook.name] = resid.norm(dim=-1)
+    model.run_with_hooks(tokens, fwd_hooks=[(lambda n: n.endswith("resid_post"), norms)])
+    store["blocks.0.hook_resid_post"]                  # numpy [batch, pos]
+
 Lower level: lensgrid.Worker (every Worker API call). Runs on Debian's python3-grpcio,
 python3-protobuf and python3-numpy; torch (return_torch=True) and tqdm are optional.
 """
@@ -21,10 +27,12 @@ from lensgrid.worker import RunResult, Worker, act_name, open_channel
 from lensgrid.cache import ActivationCache
 from lensgrid.factored import FactoredMatrix, composition_scores
 from lensgrid.model import Config, RemoteModel, connect
-from lensgrid.coordinator import Coordinator, Job, SearchResult
+from lensgrid.coordinator import Coordinator, Job, SearchResult, default_metric
 from lensgrid import display, trace
+from lensgrid.trace import Store, save
 
 __all__ = ["__version__", "WORKER_API_VERSION", "Error", "WorkerError", "ApiVersionError",
            "InvalidInputError", "TraceError", "Worker", "RunResult", "act_name", "open_channel",
            "ActivationCache", "FactoredMatrix", "composition_scores", "Config", "RemoteModel",
-           "connect", "trace", "display", "Coordinator", "Job", "SearchResult"]
+           "connect", "trace", "display", "Coordinator", "Job", "SearchResult", "save",
+           "Store", "default_metric"]

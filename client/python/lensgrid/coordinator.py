@@ -5,8 +5,11 @@
     result.grids["delta"]          # numpy, with result.axes["delta"] == ["layer", "head"]
     result.ranked[:5]              # [{"grid", "index", "label", "value"}, ...] by |value|
     job = c.search(..., detach=True); job.wait(); job.result()
+    job.write_output("out/")       # result.json, result.safetensors, report.html (the CLI's)
 """
 import os
+import shutil
+import subprocess
 import sys
 import uuid
 from typing import Any, Dict, Iterator, List, Optional
@@ -32,6 +35,36 @@ def _enum(enum: Any, prefix: str, name: Optional[str], what: str) -> int:
     return enum.Value(key)
 
 
+# The CLI's default metric per built-in dataset (DefaultMetric in client/search_command.cc):
+# what a search measures when no metric is given. python_coordinator_test checks this table
+# against the C++ one and against the metric of a job `lensgrid search` submits.
+DATASET_DEFAULT_METRICS: Dict[str, str] = {"greater-than": "prob-diff", "induction": "loss"}
+FALLBACK_METRIC = "logit-diff"  # every other dataset, JSONL files included
+
+
+def default_metric(dataset: str) -> str:
+    """The metric `lensgrid search --dataset DATASET` uses when --metric is not given."""
+    return DATASET_DEFAULT_METRICS.get(dataset, FALLBACK_METRIC)
+
+
+def find_lensgrid_binary(binary: Optional[str] = None) -> str:
+    """The lensgrid CLI: `binary` when given, else $LENSGRID_BINARY, else `lensgrid` on PATH."""
+    for given, what in ((binary, "lensgrid_binary"), (os.environ.get("LENSGRID_BINARY"),
+                                                      "$LENSGRID_BINARY")):
+        if given:
+            path = shutil.which(given) if os.path.sep not in given else given
+            if not path or not os.path.isfile(path) or not os.access(path, os.X_OK):
+                raise Error(f"{what} {given!r} is not an executable file")
+            return path
+    found = shutil.which("lensgrid")
+    if not found:
+        raise Error("writing a job's output runs the lensgrid CLI (`lensgrid result JOB "
+                    "--output DIR`, the writers of `lensgrid search --output`), which was not "
+                    "found: pass lensgrid_binary=PATH, set LENSGRID_BINARY, or put lensgrid on "
+                    "PATH")
+    return found
+
+
 _STATES = {v: n[len("JOB_"):].lower() for n, v in coordinator_pb2.JobState.items() if v}
 _FINAL = {coordinator_pb2.JOB_SUCCEEDED, coordinator_pb2.JOB_FAILED, coordinator_pb2.JOB_CANCELLED}
 
@@ -51,8 +84,9 @@ class SearchResult:
     (the JobStatus message) and .ranked (every component of every grid by |value|)."""
 
     def __init__(self, status: Any, grids: Dict[str, np.ndarray], axes: Dict[str, List[str]],
-                 tensors: Dict[str, np.ndarray]):
+                 tensors: Dict[str, np.ndarray], job: Optional["Job"] = None):
         self.status, self.grids, self.axes, self.tensors = status, grids, axes, tensors
+        self.job = job
         ranked = []
         for name, grid in grids.items():
             for index in np.ndindex(*grid.shape):
@@ -63,6 +97,13 @@ class SearchResult:
 
     def top(self, k: int = 10, grid: Optional[str] = None) -> List[dict]:
         return [r for r in self.ranked if grid is None or r["grid"] == grid][:k]
+
+    def write_output(self, output_dir: str, lensgrid_binary: Optional[str] = None,
+                     normalize: bool = False) -> Dict[str, str]:
+        """The job's result.json, result.safetensors and report.html (see Job.write_output)."""
+        if self.job is None:
+            raise Error("this SearchResult has no job to write (it was not read from a coordinator)")
+        return self.job.write_output(output_dir, lensgrid_binary, normalize)
 
     def __repr__(self) -> str:
         shapes = {n: g.shape for n, g in self.grids.items()}
@@ -163,7 +204,40 @@ class Job:
                 raise Error(f"job {self.id}: grid {g.name!r} missing from the result")
             grids[g.name] = tensors[g.name].reshape(tuple(g.shape))
             axes[g.name] = list(g.axes)
-        return SearchResult(header.job, grids, axes, tensors)
+        return SearchResult(header.job, grids, axes, tensors, job=self)
+
+    def write_output(self, output_dir: str, lensgrid_binary: Optional[str] = None,
+                     normalize: bool = False) -> Dict[str, str]:
+        """Writes the finished job's result.json, result.safetensors and report.html into
+        output_dir, exactly as `lensgrid result JOB --coordinator ADDR --output DIR` does (it
+        runs that command, with this connection's token and TLS settings, so the files come
+        from the same writers as `lensgrid search --output`). lensgrid_binary: the CLI's path
+        (default: $LENSGRID_BINARY, else `lensgrid` on PATH). normalize: as --normalize.
+        Returns {"result.json": path, ...}; a lensgrid.Error (with the CLI's message) when the
+        command fails."""
+        c = self.coordinator
+        binary = find_lensgrid_binary(lensgrid_binary)
+        cmd = [binary, "result", self.id, "--coordinator", c.address, "--output", output_dir]
+        if normalize:
+            cmd.append("--normalize")
+        env = dict(os.environ)
+        for var, value in (("LENSGRID_TOKEN", c._token), ("LENSGRID_TLS_CA", c._tls_ca),
+                           ("LENSGRID_TLS_CERT", c._tls_cert), ("LENSGRID_TLS_KEY", c._tls_key)):
+            if value is not None:  # else the CLI reads the variable, as this client did
+                env[var] = value
+        os.makedirs(output_dir, exist_ok=True)
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                                  timeout=c.timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise Error(f"job {self.id}: {' '.join(cmd[:2])} failed: {e}") from None
+        if done.returncode != 0:
+            msg = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            raise Error(f"job {self.id}: `lensgrid result` exited {done.returncode}: "
+                        + (msg[-1] if msg else "no message"), details="\n".join(msg))
+        return {name: os.path.join(output_dir, name)
+                for name in ("result.json", "result.safetensors", "report.html")
+                if os.path.exists(os.path.join(output_dir, name))}
 
 
 class Coordinator:
@@ -174,6 +248,8 @@ class Coordinator:
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                  timeout: Optional[float] = None):
         self.address, self.timeout = address, timeout
+        # Kept for the lensgrid CLI that write_output runs (None: its environment variable).
+        self._token, self._tls_ca, self._tls_cert, self._tls_key = token, tls_ca, tls_cert, tls_key
         self._channel = open_channel(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                                      token=token, options=[("grpc.max_receive_message_length", 16 << 20)])
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
@@ -197,10 +273,18 @@ class Coordinator:
                ablation: Optional[str] = None, n_prompts: int = 0, seed: int = 0,
                seq_len: int = 0, prompts_per_shard: int = 0, components_per_shard: int = 0,
                weights_sha256: str = "", label: str = "", request_id: Optional[str] = None,
-               detach: bool = False, progress: bool = True) -> Any:
+               detach: bool = False, progress: bool = True, output: Optional[str] = None,
+               lensgrid_binary: Optional[str] = None) -> Any:
         """Submits a search (model: a model id the workers serve; dataset: a built-in name or
-        a .jsonl path; method/metric/ablation: the CLI's names). Waits and returns its
-        SearchResult, or with detach=True returns the Job at once."""
+        a .jsonl path; method/metric/ablation: the CLI's names; metric None: the dataset's
+        default, as the CLI: default_metric(dataset)). Waits and returns its SearchResult, or
+        with detach=True returns the Job at once. output: also write result.json,
+        result.safetensors and report.html there (Job.write_output; not with detach)."""
+        if detach and output is not None:
+            raise InvalidInputError("output= needs the finished job: call job.wait() and "
+                                    "job.write_output(dir) on the detached job")
+        if metric is None:
+            metric = default_metric(dataset)
         spec = coordinator_pb2.JobSpec(
             model_id=model, weights_sha256=weights_sha256,
             method=_enum(search_pb2.SearchMethod, "METHOD_", method, "method"),
@@ -223,7 +307,10 @@ class Coordinator:
         job = Job(self, resp.job_id)
         if detach:
             return job
-        return job.wait(progress=progress).result()
+        result = job.wait(progress=progress).result()
+        if output is not None:
+            job.write_output(output, lensgrid_binary)
+        return result
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id)

@@ -9,7 +9,7 @@ import numpy as np
 from lensgrid import trace as _trace
 from lensgrid._version import WORKER_API_VERSION
 from lensgrid.cache import ActivationCache, to_torch
-from lensgrid.errors import ApiVersionError, Error, InvalidInputError, WorkerError
+from lensgrid.errors import ApiVersionError, Error, InvalidInputError, TraceError, WorkerError
 from lensgrid.factored import FactoredMatrix, composition_scores
 from lensgrid.v1 import program_pb2, tensor_pb2
 from lensgrid.worker import Worker, act_name, check_api_version
@@ -325,9 +325,15 @@ class RemoteModel:
               batch: Optional[int] = None, pos: Optional[int] = None,
               prepend_bos: bool = True) -> List[program_pb2.HookProgram]:
         """The hook programs fwd_hooks trace into (run_with_hooks sends them)."""
+        return self._trace(fwd_hooks, input, batch, pos, prepend_bos)[0]
+
+    def _trace(self, fwd_hooks: Sequence[Tuple[Any, Callable]], input: Any = None,
+               batch: Optional[int] = None, pos: Optional[int] = None, prepend_bos: bool = True
+               ) -> Tuple[List[program_pb2.HookProgram], List[Tuple[Any, Any, str]]]:
         if input is not None:
             batch, pos = self._shapes(input, prepend_bos)
-        programs = []
+        programs, sinks = [], []
+        saved_by: Dict[str, str] = {}
         for name, fn in fwd_hooks:
             if callable(name):
                 names = [h for h in self.hook_dict if name(h)]
@@ -335,26 +341,50 @@ class RemoteModel:
                 names = [self._resolve(name)]
             for n in names:
                 shape = self.hook_shape(n, batch, pos) if batch is not None else None
-                programs.append(_trace.trace_hook(n, fn, shape))
-        return programs
+                program, program_sinks = _trace.trace_hook_with_sinks(n, fn, shape)
+                for s in program.saves:
+                    if s.name in saved_by:
+                        raise TraceError(f"the saved value {s.name!r} is saved by the hook "
+                                         f"functions on both {saved_by[s.name]} and {n}; names "
+                                         "are unique within a run (e.g. key it by hook.name)")
+                    saved_by[s.name] = n
+                programs.append(program)
+                sinks.extend(program_sinks)
+        return programs, sinks
 
     def run_with_hooks(self, input: Any, fwd_hooks: Sequence[Tuple[Any, Callable]] = (),
                        bwd_hooks: Sequence[Any] = (), return_type: Optional[str] = "logits",
                        loss_per_token: bool = False, prepend_bos: bool = True,
                        padding_side: str = "right", stop_at_layer: Optional[int] = None,
-                       reset_hooks_end: bool = True, clear_contexts: bool = False) -> Any:
+                       reset_hooks_end: bool = True, clear_contexts: bool = False,
+                       return_saved: bool = False) -> Any:
         """The forward pass with hook functions: fwd_hooks=[(name or name filter, fn)] where
-        fn(act, hook) is traced into a hook program (lensgrid.trace) and run on the worker."""
+        fn(act, hook) is traced into a hook program (lensgrid.trace) and run on the worker.
+
+        Observe-only hooks: values the functions pass to lensgrid.save(name, value) or assign
+        into a lensgrid.Store come back from the worker; the Stores are filled after the run,
+        and return_saved=True returns (output, {name: array}) instead of the output alone."""
         if bwd_hooks:
             raise InvalidInputError("bwd_hooks are not supported; ask for gradients with "
                                     "model.worker.run_with_interventions(gradients=...)")
         self.worker.require_api_version(1, "run_with_hooks (hook programs)")
-        programs = self.trace(fwd_hooks, input, prepend_bos=prepend_bos)
+        programs, sinks = self._trace(fwd_hooks, input, prepend_bos=prepend_bos)
         result = self.worker.run_with_interventions(
             self._input(input), programs=programs, return_type=return_type,
             per_token_loss=loss_per_token, prepend_bos=prepend_bos, padding_side=padding_side,
             stop_at_layer=stop_at_layer)
-        return self._unpack(result, return_type)
+        saved = {}
+        for p in programs:
+            for s in p.saves:
+                key = f"saved:{s.name}"
+                if key not in result:
+                    raise Error(f"run_with_hooks: the worker sent no value for the saved "
+                                f"{s.name!r} (hook {p.hook}; a stop_at_layer before it?)")
+                saved[s.name] = self._out(dict.__getitem__(result, key))
+        for store, key, name in sinks:
+            dict.__setitem__(store, key, saved[name])
+        out = self._unpack(result, return_type)
+        return (out, saved) if return_saved else out
 
     def generate(self, input: Any = "", max_new_tokens: int = 10, stop_at_eos: bool = True,
                  do_sample: bool = True, top_k: Optional[int] = None,

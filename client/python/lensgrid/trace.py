@@ -12,7 +12,13 @@ unary -, abs, @, comparisons (give bool), indexing and item assignment with ints
 .relu/.sigmoid/.abs, .clamp, .reshape/.view/.permute/.transpose/.unsqueeze/.squeeze/.flatten,
 .clone/.detach/.contiguous/.float/.to (identity), numpy ufuncs (np.exp(z), np.maximum(z, 0),
 ...), np.where / np.einsum / np.matmul, torch functions (torch.where, torch.einsum, ...) and
-lensgrid.trace.where / einsum / project. Everything else (float(z), z.numpy(), `if z > 0:`,
+lensgrid.trace.where / einsum / project.
+
+Observe-only hooks (TransformerLens's `store[hook.name] = act.norm(dim=-1)`): a traced value
+given to lensgrid.save(name, value), or assigned into a lensgrid.Store, becomes one of the
+program's `saves`; the activation is left as it is unless the function also changes it.
+model.run_with_hooks(..., return_saved=True) returns (output, {name: array}) and fills every
+Store written to. Everything else (float(z), z.numpy(), `if z > 0:`,
 z.max(dim=...).indices, ...) raises TraceError naming the operation.
 """
 import numbers
@@ -51,6 +57,15 @@ class _Tracer:
         self.hook = hook
         self.nodes: List[program_pb2.ProgramNode] = []
         self.saves: List[Tuple[str, str]] = []
+        # (store, key, saved name): filled with the saved array after the run.
+        self.sinks: List[Tuple[Any, Any, str]] = []
+
+    def save(self, name: str, node: str, what: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise TraceError(f"{what}: a saved value needs a non-empty string name, got {name!r}")
+        if any(n == name for n, _ in self.saves):
+            raise TraceError(f"{what}: {name!r} is saved twice by the hook function on {self.hook}")
+        self.saves.append((name, node))
 
     def add(self, kind: str, **fields: Any) -> str:
         node_id = f"n{len(self.nodes)}"
@@ -673,10 +688,45 @@ _TORCH_FUNCS: Dict[str, Callable] = {
 }
 
 
+def save(name: str, value: Any) -> Any:
+    """Inside a traced hook function: return `value` (a traced value) to Python as `name`,
+    without changing the activation (a program `saves` entry). After
+    model.run_with_hooks(..., return_saved=True) it is saved[name]; names are unique within a
+    run. Returns value, so `return save("z", z)` also works."""
+    if not isinstance(value, ActivationProxy):
+        raise TraceError(f"lensgrid.save({name!r}, ...): the value is a {type(value).__name__}, "
+                         "not a traced value (save what the hook function computes from act)")
+    value._tracer.save(name, value._node, f"lensgrid.save({name!r}, ...)")
+    return value
+
+
+class Store(dict):
+    """A dict a traced hook function records into, as TransformerLens users do with a plain
+    dict: `store[hook.name] = act.norm(dim=-1)`. Each traced value assigned becomes a saved
+    value named by its key (a string); run_with_hooks replaces it with the array the worker
+    computed. Anything else assigned is kept as given."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(value, ActivationProxy):
+            if not isinstance(key, str):
+                raise TraceError(f"Store[{key!r}] = act...: keys of traced values must be "
+                                 "strings (they name the saved value)")
+            value._tracer.save(key, value._node, f"store[{key!r}] = ...")
+            value._tracer.sinks.append((self, key, key))
+        dict.__setitem__(self, key, value)
+
+
 def trace_hook(hook_name: str, fn: Callable, shape: Optional[Sequence[int]] = None,
                is_bool: bool = False) -> program_pb2.HookProgram:
     """Calls fn(act, hook) on a proxy of the activation at `hook_name` (shape: the activation's,
     when known) and returns the hook program it recorded."""
+    return trace_hook_with_sinks(hook_name, fn, shape, is_bool)[0]
+
+
+def trace_hook_with_sinks(hook_name: str, fn: Callable, shape: Optional[Sequence[int]] = None,
+                          is_bool: bool = False
+                          ) -> Tuple[program_pb2.HookProgram, List[Tuple[Any, Any, str]]]:
+    """trace_hook, plus the (Store, key, saved name) entries the function wrote."""
     tracer = _Tracer(hook_name)
     act = ActivationProxy(tracer, tracer.add("activation"), None if shape is None else tuple(shape),
                           is_bool, is_activation=True)
@@ -705,4 +755,6 @@ def trace_hook(hook_name: str, fn: Callable, shape: Optional[Sequence[int]] = No
         output = ""  # returned the activation unchanged: observe only
     program.nodes.extend(tracer.nodes)
     program.output = output
-    return program
+    for name, node in tracer.saves:
+        program.saves.add(name=name, node=node)
+    return program, tracer.sinks

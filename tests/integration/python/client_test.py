@@ -433,6 +433,65 @@ class RemoteModelTest(unittest.TestCase):
         close(got.logits, self.logits, 1e-4)
         del clean
 
+    def test_observe_only_hooks_return_saved_values(self):
+        """TransformerLens's `store[hook.name] = act.norm(dim=-1)`: a lensgrid.Store and
+        lensgrid.save() become program saves; the values equal the same computations by hand on
+        run_with_cache's activations, and the run's output is unchanged."""
+        store = lensgrid.Store()
+
+        def norms(resid, hook):
+            store[hook.name] = resid.norm(dim=-1)
+
+        def last_query(pattern, hook):
+            lensgrid.save(f"maxattn{hook.layer()}", pattern[:, :, -1].amax(dim=-1))
+            lensgrid.save(f"mean{hook.layer()}", pattern.mean(dim=(-1, -2)))
+
+        hooks = [(lambda name: name.endswith("hook_resid_post"), norms),
+                 ("blocks.1.attn.hook_pattern", last_query)]
+        programs = self.model.trace(hooks, self.tokens)
+        self.assertTrue(all(p.output == "" for p in programs))  # observe only
+        self.assertEqual(sorted(s.name for p in programs for s in p.saves),
+                         ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "maxattn1",
+                          "mean1"])
+        loss, saved = self.model.run_with_hooks(self.tokens, fwd_hooks=hooks, return_type="loss",
+                                                return_saved=True)
+        close(loss, self.model(self.tokens, return_type="loss"))
+        n = self.model.cfg.n_layers
+        for layer in range(n):
+            name = f"blocks.{layer}.hook_resid_post"
+            want = np.linalg.norm(self.cache["resid_post", layer].astype(np.float64), axis=-1)
+            close(store[name], want, 1e-4)
+            self.assertIs(saved[name], store[name])
+        pat = self.cache["pattern", 1].astype(np.float64)
+        close(saved["maxattn1"], pat[:, :, -1].max(-1))
+        close(saved["mean1"], pat.mean(axis=(-1, -2)))
+        self.assertEqual(saved["maxattn1"].shape, (1, self.model.cfg.n_heads))
+
+        # plain output without return_saved; an edit and a save in one function: the saved
+        # value is what it computed (the activation before the edit), the edit still applies
+        before = lensgrid.Store()
+
+        def save_then_zero(z, hook):
+            before["z"] = z[:, :, 1] * 1.0
+            z[:, :, 1] = 0
+            return z
+        logits = self.model.run_with_hooks(self.tokens, fwd_hooks=[("z0", save_then_zero)])
+        want = self.direct.run_with_interventions(
+            self.tokens, [{"hook": "blocks.0.attn.hook_z", "head": 1, "op": "zero"}])
+        close(logits, want.logits)
+        close(before["z"], self.cache["z", 0][:, :, 1])
+
+        # names are unique within a run, and only traced values are saved
+        with self.assertRaises(lensgrid.TraceError) as cm:
+            self.model.run_with_hooks(self.tokens, fwd_hooks=[
+                ("resid_post0", lambda x, h: lensgrid.save("same", x)),
+                ("resid_post1", lambda x, h: lensgrid.save("same", x))])
+        self.assertIn("'same'", str(cm.exception))
+        with self.assertRaises(lensgrid.TraceError) as cm:
+            self.model.run_with_hooks(self.tokens, fwd_hooks=[
+                ("resid_post0", lambda x, h: lensgrid.save("a", np.ones(3)))])
+        self.assertIn("not a traced value", str(cm.exception))
+
     def test_stack_head_results(self):
         self.need_v11("stack_head_results")
         c = self.model.run_with_cache(PROMPT)[1]
