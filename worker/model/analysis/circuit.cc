@@ -29,17 +29,109 @@ std::vector<std::string> SenderHooks(const HookedTransformerConfig& cfg) {
   return hooks;
 }
 
-// The hooks whose gradients are the receivers' inputs.
-std::vector<std::string> ReceiverHooks(const HookedTransformerConfig& cfg) {
+// The hooks whose gradients give the receivers' inputs' (ReceiverInputs).
+std::vector<std::string> GradientHooks(const HookedTransformerConfig& cfg) {
   std::vector<std::string> hooks;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    for (const char* name : {"hook_q_input", "hook_k_input", "hook_v_input"}) {
+    for (const char* name : {"attn.hook_q", "attn.hook_k", "attn.hook_v"}) {
       hooks.push_back(BlockHook(l, name));
     }
-    if (!cfg.attn_only) hooks.push_back(BlockHook(l, "hook_mlp_in"));
+    if (!cfg.attn_only) hooks.push_back(BlockHook(l, "mlp.hook_pre"));
   }
   hooks.push_back(BlockHook(cfg.n_layers - 1, "hook_resid_post"));
   return hooks;
+}
+
+// The residual streams the LayerNorms in front of the receivers normalise.
+std::vector<std::string> LayerNormInputs(const HookedTransformerConfig& cfg) {
+  std::vector<std::string> hooks;
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    hooks.push_back(BlockHook(l, "hook_resid_pre"));
+    if (!cfg.attn_only) hooks.push_back(BlockHook(l, "hook_resid_mid"));
+  }
+  return hooks;
+}
+
+// g . d LN(x) / dx for LN(x) = (x - mean) / sqrt(var + eps) * w (+ b): the LayerNorm's
+// vector-Jacobian product, exact (eps included). x [..., d], g [..., d]; w may be undefined
+// (folded).
+torch::Tensor LayerNormVjp(const torch::Tensor& x, const torch::Tensor& g, const torch::Tensor& w,
+                           double eps) {
+  const torch::Tensor centered = x - x.mean(-1, true);
+  const torch::Tensor sigma = (centered.pow(2).mean(-1, true) + eps).sqrt();
+  const torch::Tensor n = centered / sigma;
+  const torch::Tensor gn = w.defined() ? g * w : g;
+  return (gn - gn.mean(-1, true) - n * (gn * n).mean(-1, true)) / sigma;
+}
+
+// What the receivers' inputs need of the weights, per layer.
+struct ReceiverWeights {
+  std::vector<torch::Tensor> W_Q, W_K, W_V, W_in, ln1_w, ln2_w;  // LN weights undefined if folded
+};
+
+absl::StatusOr<ReceiverWeights> LoadReceiverWeights(const HookedTransformer& model) {
+  ReceiverWeights w;
+  auto optional_weight = [&](const std::string& name) -> absl::StatusOr<torch::Tensor> {
+    absl::StatusOr<at::Tensor> t = model.Weight(name);
+    if (t.ok()) return *t;
+    if (t.status().code() == absl::StatusCode::kFailedPrecondition) return torch::Tensor();
+    return t.status();
+  };
+  for (int64_t l = 0; l < model.cfg().n_layers; ++l) {
+    const std::string block = absl::StrCat("blocks.", l, ".");
+    for (auto [name, out] :
+         {std::pair{"attn.W_Q", &w.W_Q}, {"attn.W_K", &w.W_K}, {"attn.W_V", &w.W_V}}) {
+      LG_ASSIGN_OR_RETURN(at::Tensor t, model.Weight(block + name));
+      out->push_back(t.to(torch::kFloat64));
+    }
+    LG_ASSIGN_OR_RETURN(torch::Tensor ln1, optional_weight(block + "ln1.w"));
+    w.ln1_w.push_back(ln1.defined() ? ln1.to(torch::kFloat64) : ln1);
+    if (!model.cfg().attn_only) {
+      LG_ASSIGN_OR_RETURN(at::Tensor t, model.Weight(block + "mlp.W_in"));
+      w.W_in.push_back(t.to(torch::kFloat64));
+      LG_ASSIGN_OR_RETURN(torch::Tensor ln2, optional_weight(block + "ln2.w"));
+      w.ln2_w.push_back(ln2.defined() ? ln2.to(torch::kFloat64) : ln2);
+    }
+  }
+  return w;
+}
+
+// d metric / d (each receiver's own input), from the gradients at q, k, v (each head's
+// projection of its LayerNormed input), at the MLP's pre-activation and at the final residual
+// stream, back through the projections and the LayerNorms: the inputs a model with
+// use_split_qkv_input and use_hook_mlp_in exposes as hook points, named as those hooks
+// ("blocks.L.hook_q_input" [batch, pos, head, d_model], "blocks.L.hook_mlp_in" [batch, pos,
+// d_model]), and the final residual stream.
+absl::StatusOr<ActivationCache> ReceiverInputs(const HookedTransformerConfig& cfg,
+                                               const ReceiverWeights& w,
+                                               const ActivationCache& grads,
+                                               const ActivationCache& streams) {
+  ActivationCache out;
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    LG_ASSIGN_OR_RETURN(torch::Tensor resid_pre, streams.Get(BlockHook(l, "hook_resid_pre")));
+    const torch::Tensor x = resid_pre.to(torch::kFloat64).unsqueeze(2);  // [b, p, 1, d]
+    const std::vector<torch::Tensor>* weights[] = {&w.W_Q, &w.W_K, &w.W_V};
+    const char* grad_hooks[] = {"attn.hook_q", "attn.hook_k", "attn.hook_v"};
+    const char* input_hooks[] = {"hook_q_input", "hook_k_input", "hook_v_input"};
+    for (int c = 0; c < 3; ++c) {
+      LG_ASSIGN_OR_RETURN(torch::Tensor g, grads.Get(BlockHook(l, grad_hooks[c])));
+      // [b, p, h, e] x [h, d, e] -> [b, p, h, d]: the gradient at each head's LayerNorm output.
+      const torch::Tensor g_ln =
+          torch::einsum("bphe,hde->bphd", {g.to(torch::kFloat64), (*weights[c])[l]});
+      out.Put(BlockHook(l, input_hooks[c]), LayerNormVjp(x, g_ln, w.ln1_w[l], cfg.eps));
+    }
+    if (!cfg.attn_only) {
+      LG_ASSIGN_OR_RETURN(torch::Tensor resid_mid, streams.Get(BlockHook(l, "hook_resid_mid")));
+      LG_ASSIGN_OR_RETURN(torch::Tensor g, grads.Get(BlockHook(l, "mlp.hook_pre")));
+      const torch::Tensor g_ln = torch::matmul(g.to(torch::kFloat64), w.W_in[l].t());
+      out.Put(BlockHook(l, "hook_mlp_in"),
+              LayerNormVjp(resid_mid.to(torch::kFloat64), g_ln, w.ln2_w[l], cfg.eps));
+    }
+  }
+  const std::string final_stream = BlockHook(cfg.n_layers - 1, "hook_resid_post");
+  LG_ASSIGN_OR_RETURN(torch::Tensor g, grads.Get(final_stream));
+  out.Put(final_stream, g.to(torch::kFloat64));
+  return out;
 }
 
 // Every sender's value [batch, pos, node, d_model] (float64), nodes in graph order (the logits
@@ -119,11 +211,6 @@ absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const
                                            const CircuitGraph& graph,
                                            const EdgeAttributionOptions& options) {
   const HookedTransformerConfig& cfg = model.cfg();
-  if (!cfg.use_split_qkv_input || (!cfg.attn_only && !cfg.use_hook_mlp_in)) {
-    return absl::FailedPreconditionError(
-        "edge attribution reads each head's q, k and v input and each MLP's input: load the "
-        "model with use_split_qkv_input and use_hook_mlp_in (LoadOptions)");
-  }
   if (graph.shape().n_layers != cfg.n_layers || graph.shape().n_heads != cfg.n_heads ||
       graph.shape().attn_only != cfg.attn_only) {
     return absl::FailedPreconditionError("the circuit graph is not this model's");
@@ -153,7 +240,10 @@ absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const
   CacheOptions senders;
   senders.names = SenderHooks(cfg);
   GradientRequest request;
-  request.hooks = ReceiverHooks(cfg);
+  request.hooks = GradientHooks(cfg);
+  CacheOptions streams;
+  streams.names = LayerNormInputs(cfg);
+  LG_ASSIGN_OR_RETURN(const ReceiverWeights weights, LoadReceiverWeights(model));
   std::vector<torch::Tensor> scores;
   for (int64_t b = p_begin; b < p_end; b += per_batch) {
     if (options.is_cancelled && options.is_cancelled()) {
@@ -182,8 +272,12 @@ absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const
     // to the corrupted input embeddings (EAP-IG).
     ActivationCache grads;
     if (options.ig_steps == 0) {
-      LG_RETURN_IF_ERROR(RunWithGradients(model, batch.clean, opts, request, &grads).status());
+      ActivationCache raw, at;
+      LG_RETURN_IF_ERROR(
+          RunWithGradients(model, batch.clean, opts, request, &raw, nullptr, {}, &streams, &at)
+              .status());
       count(batch.clean, true);
+      LG_ASSIGN_OR_RETURN(grads, ReceiverInputs(cfg, weights, raw, at));
     } else {
       LG_ASSIGN_OR_RETURN(torch::Tensor clean_embed, clean.Get("hook_embed"));
       LG_ASSIGN_OR_RETURN(torch::Tensor corrupted_embed, corrupted.Get("hook_embed"));
@@ -195,11 +289,12 @@ absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const
              [point](const at::Tensor&, const HookPointImpl&) -> std::optional<at::Tensor> {
                return point;
              }}};
-        ActivationCache step_grads;
+        ActivationCache raw, at;
         LG_RETURN_IF_ERROR(
-            RunWithGradients(model, batch.clean, opts, request, &step_grads, nullptr, hooks)
+            RunWithGradients(model, batch.clean, opts, request, &raw, nullptr, hooks, &streams, &at)
                 .status());
         count(batch.clean, true);
+        LG_ASSIGN_OR_RETURN(ActivationCache step_grads, ReceiverInputs(cfg, weights, raw, at));
         if (step == 0) {
           grads = step_grads;
           continue;

@@ -2,10 +2,7 @@
 // of the circuit graph (common/circuit_graph.h) from forwards and backwards, per prompt, so a
 // job shards by prompt ranges and merges exactly (sums, then means, of per-prompt scores).
 //
-//   LoadOptions load;
-//   load.use_split_qkv_input = true;   // each head's q, k, v input is its own hook point
-//   load.use_hook_mlp_in = true;
-//   LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained(dir, load));
+//   LG_ASSIGN_OR_RETURN(auto model, HookedTransformer::FromPretrained(dir));
 //   CircuitGraph graph = CircuitGraphOf(model->cfg());
 //   LG_ASSIGN_OR_RETURN(EdgeScores s, EdgeAttribution(*model, dataset, graph, {}));
 //   s.per_prompt  // [n_prompts, n_edges]
@@ -16,7 +13,9 @@
 // the mean over k points between the clean and the corrupted input embeddings (midpoints of k
 // equal steps), as EAP-IG. A sender's value is the embeddings (token + position), a head's
 // output (z @ W_O of that head) or an MLP's output; a receiver's input is a head's query, key or
-// value input (hook_q_input ...), an MLP's input (hook_mlp_in) or the final residual stream.
+// value input, an MLP's input or the final residual stream. The gradients at a head's q, k, v
+// and an MLP's pre-activation are taken back through the projection and the LayerNorm in front
+// (exactly), so any loaded model works: no split-input hook points are needed.
 #ifndef LENSGRID_WORKER_MODEL_ANALYSIS_CIRCUIT_H_
 #define LENSGRID_WORKER_MODEL_ANALYSIS_CIRCUIT_H_
 
@@ -47,9 +46,8 @@ struct EdgeScores {
   SearchCounts counts;
 };
 
-// FAILED_PRECONDITION when the model was loaded without split q/k/v inputs or (with MLPs) without
-// hook_mlp_in, or `graph` is not the model's; INVALID_ARGUMENT for prompts without a corrupted
-// version of their own length, a bad range or ig_steps < 0; CANCELLED as asked.
+// FAILED_PRECONDITION when `graph` is not the model's; INVALID_ARGUMENT for prompts without a
+// corrupted version of their own length, a bad range or ig_steps < 0; CANCELLED as asked.
 absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const Dataset& dataset,
                                            const CircuitGraph& graph,
                                            const EdgeAttributionOptions& options);
