@@ -23,12 +23,12 @@
 namespace lensgrid {
 namespace {
 
-using P = ProgramNode;
+using P = ProgramNodeSpec;
 
 // 20 nodes: remove a direction from the residual stream where its norm is
 // large, rescale what is left to the old norm, record two statistics.
-HookProgram TwentyNodes(const std::string& hook, const torch::Tensor& direction) {
-  HookProgram p;
+HookProgramSpec TwentyNodes(const std::string& hook, const torch::Tensor& direction) {
+  HookProgramSpec p;
   p.hook = hook;
   p.nodes = {
       P::Activation("x"),
@@ -84,7 +84,7 @@ int Main(int argc, char** argv) {
     for (const std::string& name : model->hook_names()) {
       env.hook_shapes.push_back(shapes.Get(name).value().sizes().vec());
     }
-    std::vector<HookProgram> programs;
+    std::vector<HookProgramSpec> programs;
     for (int64_t layer = 0; layer < cfg.n_layers; ++layer) {
       programs.push_back(
           TwentyNodes(absl::StrCat("blocks.", layer, ".hook_resid_post"), direction));

@@ -81,9 +81,9 @@ absl::StatusOr<ProgramOp> ReduceOp(v1::Reduce::Op op) {
       absl::StrCat("reduce.op: unknown or unset value ", static_cast<int>(op)));
 }
 
-absl::StatusOr<std::vector<AxisSelector>> Region(
+absl::StatusOr<std::vector<RegionAxis>> Region(
     const google::protobuf::RepeatedPtrField<v1::AxisSelector>& region) {
-  std::vector<AxisSelector> out;
+  std::vector<RegionAxis> out;
   for (int i = 0; i < region.size(); ++i) {
     const v1::AxisSelector& s = region[i];
     switch (s.kind_case()) {
@@ -114,8 +114,8 @@ absl::StatusOr<std::vector<AxisSelector>> Region(
   return out;
 }
 
-absl::StatusOr<ProgramNode> NodeFromProto(const v1::ProgramNode& m) {
-  ProgramNode n;
+absl::StatusOr<ProgramNodeSpec> NodeFromProto(const v1::ProgramNode& m) {
+  ProgramNodeSpec n;
   n.id = m.id();
   auto ids = [](const google::protobuf::RepeatedPtrField<std::string>& in) {
     return std::vector<std::string>(in.begin(), in.end());
@@ -125,18 +125,18 @@ absl::StatusOr<ProgramNode> NodeFromProto(const v1::ProgramNode& m) {
       n.op = ProgramOp::kActivation;
       break;
     case v1::ProgramNode::kHook:
-      n = ProgramNode::Hook(m.id(), m.hook().name(),
-                            m.hook().from_patch_run() ? HookRun::kPatch : HookRun::kThis);
+      n = ProgramNodeSpec::Hook(m.id(), m.hook().name(),
+                                m.hook().from_patch_run() ? HookRun::kPatch : HookRun::kThis);
       break;
     case v1::ProgramNode::kSaved:
-      n = ProgramNode::Saved(m.id(), m.saved());
+      n = ProgramNodeSpec::Saved(m.id(), m.saved());
       break;
     case v1::ProgramNode::kWeight:
-      n = ProgramNode::Weight(m.id(), m.weight());
+      n = ProgramNodeSpec::Weight(m.id(), m.weight());
       break;
     case v1::ProgramNode::kLiteral: {
       LG_ASSIGN_OR_RETURN(at::Tensor t, FromProto(m.literal(), "literal"));
-      n = ProgramNode::Literal(m.id(), t);
+      n = ProgramNodeSpec::Literal(m.id(), t);
       break;
     }
     case v1::ProgramNode::kValues: {
@@ -160,48 +160,48 @@ absl::StatusOr<ProgramNode> NodeFromProto(const v1::ProgramNode& m) {
           torch::tensor(std::vector<double>(m.values().values().begin(), m.values().values().end()),
                         torch::kFloat64)
               .reshape(shape);
-      n = ProgramNode::Literal(m.id(), t);
+      n = ProgramNodeSpec::Literal(m.id(), t);
       break;
     }
     case v1::ProgramNode::kConstant:
-      n = ProgramNode::Constant(m.id(), m.constant());
+      n = ProgramNodeSpec::Constant(m.id(), m.constant());
       break;
     case v1::ProgramNode::kElementwise: {
       LG_ASSIGN_OR_RETURN(ProgramOp op, ElementwiseOp(m.elementwise().op()));
-      n = ProgramNode::Op(m.id(), op, ids(m.elementwise().inputs()));
+      n = ProgramNodeSpec::Op(m.id(), op, ids(m.elementwise().inputs()));
       break;
     }
     case v1::ProgramNode::kWhere:
-      n = ProgramNode::Op(m.id(), ProgramOp::kWhere,
-                          {m.where().condition(), m.where().if_true(), m.where().if_false()});
+      n = ProgramNodeSpec::Op(m.id(), ProgramOp::kWhere,
+                              {m.where().condition(), m.where().if_true(), m.where().if_false()});
       break;
     case v1::ProgramNode::kIndex: {
-      LG_ASSIGN_OR_RETURN(std::vector<AxisSelector> region, Region(m.index().region()));
-      n = ProgramNode::Index(m.id(), m.index().input(), std::move(region));
+      LG_ASSIGN_OR_RETURN(std::vector<RegionAxis> region, Region(m.index().region()));
+      n = ProgramNodeSpec::Index(m.id(), m.index().input(), std::move(region));
       break;
     }
     case v1::ProgramNode::kWrite: {
-      LG_ASSIGN_OR_RETURN(std::vector<AxisSelector> region, Region(m.write().region()));
-      n = ProgramNode::Write(m.id(), m.write().target(), m.write().value(), std::move(region));
+      LG_ASSIGN_OR_RETURN(std::vector<RegionAxis> region, Region(m.write().region()));
+      n = ProgramNodeSpec::Write(m.id(), m.write().target(), m.write().value(), std::move(region));
       break;
     }
     case v1::ProgramNode::kReshape:
-      n = ProgramNode::Op(m.id(), ProgramOp::kReshape, {m.reshape().input()});
+      n = ProgramNodeSpec::Op(m.id(), ProgramOp::kReshape, {m.reshape().input()});
       n.shape.assign(m.reshape().shape().begin(), m.reshape().shape().end());
       break;
     case v1::ProgramNode::kPermute:
-      n = ProgramNode::Op(m.id(), ProgramOp::kPermute, {m.permute().input()});
+      n = ProgramNodeSpec::Op(m.id(), ProgramOp::kPermute, {m.permute().input()});
       n.axes.assign(m.permute().axes().begin(), m.permute().axes().end());
       break;
     case v1::ProgramNode::kMatmul:
-      n = ProgramNode::Op(m.id(), ProgramOp::kMatmul, {m.matmul().a(), m.matmul().b()});
+      n = ProgramNodeSpec::Op(m.id(), ProgramOp::kMatmul, {m.matmul().a(), m.matmul().b()});
       break;
     case v1::ProgramNode::kEinsum:
-      n = ProgramNode::Einsum(m.id(), m.einsum().equation(), ids(m.einsum().inputs()));
+      n = ProgramNodeSpec::Einsum(m.id(), m.einsum().equation(), ids(m.einsum().inputs()));
       break;
     case v1::ProgramNode::kReduce: {
       LG_ASSIGN_OR_RETURN(ProgramOp op, ReduceOp(m.reduce().op()));
-      n = ProgramNode::Reduce(
+      n = ProgramNodeSpec::Reduce(
           m.id(), op, m.reduce().input(),
           std::vector<int64_t>(m.reduce().axes().begin(), m.reduce().axes().end()),
           m.reduce().keepdim());
@@ -209,18 +209,19 @@ absl::StatusOr<ProgramNode> NodeFromProto(const v1::ProgramNode& m) {
       break;
     }
     case v1::ProgramNode::kSoftmax:
-      n = ProgramNode::Op(m.id(), m.softmax().log() ? ProgramOp::kLogSoftmax : ProgramOp::kSoftmax,
-                          {m.softmax().input()});
+      n = ProgramNodeSpec::Op(m.id(),
+                              m.softmax().log() ? ProgramOp::kLogSoftmax : ProgramOp::kSoftmax,
+                              {m.softmax().input()});
       n.axes = {m.softmax().axis()};
       break;
     case v1::ProgramNode::kProject:
       if (m.project().mode() != v1::Project::ONTO && m.project().mode() != v1::Project::OUT) {
         return absl::InvalidArgumentError("project.mode: set ONTO or OUT");
       }
-      n = ProgramNode::Op(m.id(),
-                          m.project().mode() == v1::Project::ONTO ? ProgramOp::kProjectOnto
-                                                                  : ProgramOp::kProjectOut,
-                          {m.project().input(), m.project().direction()});
+      n = ProgramNodeSpec::Op(m.id(),
+                              m.project().mode() == v1::Project::ONTO ? ProgramOp::kProjectOnto
+                                                                      : ProgramOp::kProjectOut,
+                              {m.project().input(), m.project().direction()});
       break;
     default:
       return absl::InvalidArgumentError(
@@ -233,16 +234,16 @@ absl::StatusOr<ProgramNode> NodeFromProto(const v1::ProgramNode& m) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<HookProgram>> ProgramsFromProto(
+absl::StatusOr<std::vector<HookProgramSpec>> ProgramsFromProto(
     const google::protobuf::RepeatedPtrField<v1::HookProgram>& programs) {
-  std::vector<HookProgram> out;
+  std::vector<HookProgramSpec> out;
   for (int i = 0; i < programs.size(); ++i) {
     const v1::HookProgram& m = programs[i];
-    HookProgram p;
+    HookProgramSpec p;
     p.hook = m.hook();
     p.output = m.output();
     for (int j = 0; j < m.nodes_size(); ++j) {
-      absl::StatusOr<ProgramNode> node = NodeFromProto(m.nodes(j));
+      absl::StatusOr<ProgramNodeSpec> node = NodeFromProto(m.nodes(j));
       if (!node.ok()) {
         return absl::Status(node.status().code(),
                             absl::StrCat("programs[", i, "].nodes[", j, "] ('", m.nodes(j).id(),

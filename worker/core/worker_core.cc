@@ -292,7 +292,7 @@ absl::StatusOr<RunResult> WorkerCore::RunWithCacheImpl(const v1::RunWithCacheReq
 absl::StatusOr<ProgramPlan> WorkerCore::CompilePrograms(
     const v1::RunWithInterventionsRequest& request, int64_t batch, int64_t pos) const {
   if (request.programs_size() == 0) return ProgramPlan();
-  LG_ASSIGN_OR_RETURN(std::vector<HookProgram> programs, ProgramsFromProto(request.programs()));
+  LG_ASSIGN_OR_RETURN(std::vector<HookProgramSpec> programs, ProgramsFromProto(request.programs()));
   ProgramEnv env;
   for (const HookShape& shape : hook_shapes_) {
     env.hook_shapes.push_back(ConcreteShape(shape, batch, pos, pos, false));

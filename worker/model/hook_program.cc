@@ -16,98 +16,98 @@
 
 namespace lensgrid {
 
-AxisSelector All() { return {}; }
-AxisSelector At(int64_t i) {
-  AxisSelector s;
-  s.kind = AxisSelector::Kind::kAt;
+RegionAxis All() { return {}; }
+RegionAxis At(int64_t i) {
+  RegionAxis s;
+  s.kind = RegionAxis::Kind::kAt;
   s.at = i;
   return s;
 }
-AxisSelector Range(std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step) {
-  AxisSelector s;
-  s.kind = AxisSelector::Kind::kSlice;
+RegionAxis Range(std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step) {
+  RegionAxis s;
+  s.kind = RegionAxis::Kind::kSlice;
   s.start = start;
   s.stop = stop;
   s.step = step;
   return s;
 }
-AxisSelector List(std::vector<int64_t> indices) {
-  AxisSelector s;
-  s.kind = AxisSelector::Kind::kList;
+RegionAxis List(std::vector<int64_t> indices) {
+  RegionAxis s;
+  s.kind = RegionAxis::Kind::kList;
   s.list = std::move(indices);
   return s;
 }
-AxisSelector Ellipsis() {
-  AxisSelector s;
-  s.kind = AxisSelector::Kind::kEllipsis;
+RegionAxis Ellipsis() {
+  RegionAxis s;
+  s.kind = RegionAxis::Kind::kEllipsis;
   return s;
 }
 
 namespace {
-ProgramNode Node(std::string id, ProgramOp op) {
-  ProgramNode n;
+ProgramNodeSpec Node(std::string id, ProgramOp op) {
+  ProgramNodeSpec n;
   n.id = std::move(id);
   n.op = op;
   return n;
 }
 }  // namespace
 
-ProgramNode ProgramNode::Activation(std::string id) {
+ProgramNodeSpec ProgramNodeSpec::Activation(std::string id) {
   return Node(std::move(id), ProgramOp::kActivation);
 }
-ProgramNode ProgramNode::Hook(std::string id, std::string hook, HookRun run) {
-  ProgramNode n = Node(std::move(id), ProgramOp::kHook);
+ProgramNodeSpec ProgramNodeSpec::Hook(std::string id, std::string hook, HookRun run) {
+  ProgramNodeSpec n = Node(std::move(id), ProgramOp::kHook);
   n.name = std::move(hook);
   n.run = run;
   return n;
 }
-ProgramNode ProgramNode::Saved(std::string id, std::string name) {
-  ProgramNode n = Node(std::move(id), ProgramOp::kSaved);
+ProgramNodeSpec ProgramNodeSpec::Saved(std::string id, std::string name) {
+  ProgramNodeSpec n = Node(std::move(id), ProgramOp::kSaved);
   n.name = std::move(name);
   return n;
 }
-ProgramNode ProgramNode::Weight(std::string id, std::string name) {
-  ProgramNode n = Node(std::move(id), ProgramOp::kWeight);
+ProgramNodeSpec ProgramNodeSpec::Weight(std::string id, std::string name) {
+  ProgramNodeSpec n = Node(std::move(id), ProgramOp::kWeight);
   n.name = std::move(name);
   return n;
 }
-ProgramNode ProgramNode::Literal(std::string id, at::Tensor value) {
-  ProgramNode n = Node(std::move(id), ProgramOp::kLiteral);
+ProgramNodeSpec ProgramNodeSpec::Literal(std::string id, at::Tensor value) {
+  ProgramNodeSpec n = Node(std::move(id), ProgramOp::kLiteral);
   n.literal = std::move(value);
   return n;
 }
-ProgramNode ProgramNode::Constant(std::string id, double value) {
-  ProgramNode n = Node(std::move(id), ProgramOp::kConstant);
+ProgramNodeSpec ProgramNodeSpec::Constant(std::string id, double value) {
+  ProgramNodeSpec n = Node(std::move(id), ProgramOp::kConstant);
   n.scalar = value;
   return n;
 }
-ProgramNode ProgramNode::Op(std::string id, ProgramOp op, std::vector<std::string> inputs) {
-  ProgramNode n = Node(std::move(id), op);
+ProgramNodeSpec ProgramNodeSpec::Op(std::string id, ProgramOp op, std::vector<std::string> inputs) {
+  ProgramNodeSpec n = Node(std::move(id), op);
   n.inputs = std::move(inputs);
   return n;
 }
-ProgramNode ProgramNode::Index(std::string id, std::string input,
-                               std::vector<AxisSelector> region) {
-  ProgramNode n = Op(std::move(id), ProgramOp::kIndex, {std::move(input)});
+ProgramNodeSpec ProgramNodeSpec::Index(std::string id, std::string input,
+                                       std::vector<RegionAxis> region) {
+  ProgramNodeSpec n = Op(std::move(id), ProgramOp::kIndex, {std::move(input)});
   n.region = std::move(region);
   return n;
 }
-ProgramNode ProgramNode::Write(std::string id, std::string target, std::string value,
-                               std::vector<AxisSelector> region) {
-  ProgramNode n = Op(std::move(id), ProgramOp::kWrite, {std::move(target), std::move(value)});
+ProgramNodeSpec ProgramNodeSpec::Write(std::string id, std::string target, std::string value,
+                                       std::vector<RegionAxis> region) {
+  ProgramNodeSpec n = Op(std::move(id), ProgramOp::kWrite, {std::move(target), std::move(value)});
   n.region = std::move(region);
   return n;
 }
-ProgramNode ProgramNode::Reduce(std::string id, ProgramOp op, std::string input,
-                                std::vector<int64_t> axes, bool keepdim) {
-  ProgramNode n = Op(std::move(id), op, {std::move(input)});
+ProgramNodeSpec ProgramNodeSpec::Reduce(std::string id, ProgramOp op, std::string input,
+                                        std::vector<int64_t> axes, bool keepdim) {
+  ProgramNodeSpec n = Op(std::move(id), op, {std::move(input)});
   n.axes = std::move(axes);
   n.keepdim = keepdim;
   return n;
 }
-ProgramNode ProgramNode::Einsum(std::string id, std::string equation,
-                                std::vector<std::string> inputs) {
-  ProgramNode n = Op(std::move(id), ProgramOp::kEinsum, std::move(inputs));
+ProgramNodeSpec ProgramNodeSpec::Einsum(std::string id, std::string equation,
+                                        std::vector<std::string> inputs) {
+  ProgramNodeSpec n = Op(std::move(id), ProgramOp::kEinsum, std::move(inputs));
   n.name = std::move(equation);
   return n;
 }
@@ -256,15 +256,15 @@ std::optional<Shape> Broadcast(const Shape& a, const Shape& b) {
 
 // One axis of a region, resolved against its axis: the indices it selects.
 struct ResolvedAxis {
-  AxisSelector::Kind kind = AxisSelector::Kind::kAll;
+  RegionAxis::Kind kind = RegionAxis::Kind::kAll;
   int64_t at = 0;                         // kAt, in [0, n)
   int64_t start = 0, stop = 0, step = 1;  // kSlice, clamped; kAll = [0, n)
   std::vector<int64_t> list;              // kList, in [0, n)
   int64_t length() const {
     switch (kind) {
-      case AxisSelector::Kind::kAt:
+      case RegionAxis::Kind::kAt:
         return 1;
-      case AxisSelector::Kind::kList:
+      case RegionAxis::Kind::kList:
         return static_cast<int64_t>(list.size());
       default:
         return stop <= start ? 0 : (stop - start + step - 1) / step;
@@ -404,21 +404,21 @@ class NodeErrors {
   std::string prefix_;
 };
 
-absl::StatusOr<std::vector<ResolvedAxis>> ResolveRegion(const std::vector<AxisSelector>& region,
+absl::StatusOr<std::vector<ResolvedAxis>> ResolveRegion(const std::vector<RegionAxis>& region,
                                                         const Shape& shape, const NodeErrors& err,
                                                         const std::string& label) {
   const int64_t rank = static_cast<int64_t>(shape.size());
   int ellipses = 0;
-  for (const AxisSelector& s : region) ellipses += s.kind == AxisSelector::Kind::kEllipsis;
+  for (const RegionAxis& s : region) ellipses += s.kind == RegionAxis::Kind::kEllipsis;
   if (ellipses > 1) return err.Invalid(label, "a region may hold one ellipsis (...) at most");
   const int64_t named = static_cast<int64_t>(region.size()) - ellipses;
   if (named > rank) {
     return err.Invalid(label, absl::StrCat("the region names ", named, " axes but the value ",
                                            ShapeStr(shape), " has ", rank));
   }
-  std::vector<AxisSelector> full;
-  for (const AxisSelector& s : region) {
-    if (s.kind == AxisSelector::Kind::kEllipsis) {
+  std::vector<RegionAxis> full;
+  for (const RegionAxis& s : region) {
+    if (s.kind == RegionAxis::Kind::kEllipsis) {
       for (int64_t i = 0; i < rank - named; ++i) full.push_back(All());
     } else {
       full.push_back(s);
@@ -426,18 +426,18 @@ absl::StatusOr<std::vector<ResolvedAxis>> ResolveRegion(const std::vector<AxisSe
   }
   std::vector<ResolvedAxis> out;
   for (size_t axis = 0; axis < full.size(); ++axis) {
-    const AxisSelector& s = full[axis];
+    const RegionAxis& s = full[axis];
     const int64_t n = shape[axis];
     ResolvedAxis r;
     r.kind = s.kind;
     switch (s.kind) {
-      case AxisSelector::Kind::kEllipsis:
-      case AxisSelector::Kind::kAll:
-        r.kind = AxisSelector::Kind::kAll;
+      case RegionAxis::Kind::kEllipsis:
+      case RegionAxis::Kind::kAll:
+        r.kind = RegionAxis::Kind::kAll;
         r.start = 0;
         r.stop = n;
         break;
-      case AxisSelector::Kind::kAt: {
+      case RegionAxis::Kind::kAt: {
         auto i = NormalizeIndex(s.at, n);
         if (!i) {
           return err.Invalid(label, absl::StrCat("index ", s.at, " is out of range for axis ", axis,
@@ -446,7 +446,7 @@ absl::StatusOr<std::vector<ResolvedAxis>> ResolveRegion(const std::vector<AxisSe
         r.at = *i;
         break;
       }
-      case AxisSelector::Kind::kSlice: {
+      case RegionAxis::Kind::kSlice: {
         if (s.step <= 0) {
           return err.Invalid(
               label, absl::StrCat("slice step ", s.step, " on axis ", axis, " must be positive"));
@@ -461,7 +461,7 @@ absl::StatusOr<std::vector<ResolvedAxis>> ResolveRegion(const std::vector<AxisSe
         r.step = s.step;
         break;
       }
-      case AxisSelector::Kind::kList: {
+      case RegionAxis::Kind::kList: {
         if (s.list.empty())
           return err.Invalid(label, absl::StrCat("empty index list on axis ", axis));
         for (int64_t v : s.list) {
@@ -486,7 +486,7 @@ Shape RegionShape(const std::vector<ResolvedAxis>& region, const Shape& shape) {
   for (size_t axis = 0; axis < shape.size(); ++axis) {
     if (axis >= region.size()) {
       out.push_back(shape[axis]);
-    } else if (region[axis].kind != AxisSelector::Kind::kAt) {
+    } else if (region[axis].kind != RegionAxis::Kind::kAt) {
       out.push_back(region[axis].length());
     }
   }
@@ -613,7 +613,7 @@ absl::StatusOr<Shape> MatmulShape(const Shape& a, const Shape& b, const NodeErro
 
 // Infers node `n`'s type from its operands' (already in n.in order), filling
 // normalised parameters. `elements` receives an einsum's iteration space.
-absl::Status InferType(const ProgramNode& src, CNode& n, const std::vector<ValueType>& in,
+absl::Status InferType(const ProgramNodeSpec& src, CNode& n, const std::vector<ValueType>& in,
                        const NodeErrors& err, int64_t* elements) {
   const std::string& label = n.label;
   if (IsElementwiseBinary(n.op) || IsComparison(n.op)) {
@@ -810,9 +810,9 @@ at::Tensor AsFloat(const at::Tensor& t, at::ScalarType dtype) {
 
 at::Tensor IndexTensor(const ResolvedAxis& r, const at::Device& device) {
   switch (r.kind) {
-    case AxisSelector::Kind::kAt:
+    case RegionAxis::Kind::kAt:
       return torch::full({1}, r.at, torch::dtype(torch::kInt64).device(device));
-    case AxisSelector::Kind::kList:
+    case RegionAxis::Kind::kList:
       return torch::tensor(r.list, torch::kInt64).to(device);
     default:
       return torch::arange(r.start, std::max(r.start, r.stop), r.step,
@@ -824,13 +824,13 @@ at::Tensor ReadRegion(at::Tensor t, const std::vector<ResolvedAxis>& region) {
   for (int64_t axis = static_cast<int64_t>(region.size()) - 1; axis >= 0; --axis) {
     const ResolvedAxis& r = region[axis];
     switch (r.kind) {
-      case AxisSelector::Kind::kAt:
+      case RegionAxis::Kind::kAt:
         t = t.select(axis, r.at);
         break;
-      case AxisSelector::Kind::kList:
+      case RegionAxis::Kind::kList:
         t = t.index_select(axis, IndexTensor(r, t.device()));
         break;
-      case AxisSelector::Kind::kSlice:
+      case RegionAxis::Kind::kSlice:
         t = t.slice(axis, r.start, std::max(r.start, r.stop), r.step);
         break;
       default:
@@ -853,7 +853,7 @@ at::Tensor WriteRegion(const at::Tensor& target, const at::Tensor& value,
     at::Tensor idx = IndexTensor(region[axis], target.device());
     view[axis] = idx.numel();
     indices.emplace_back(idx.reshape(view));
-    if (region[axis].kind == AxisSelector::Kind::kAt) v = v.unsqueeze(axis);
+    if (region[axis].kind == RegionAxis::Kind::kAt) v = v.unsqueeze(axis);
   }
   if (k == 0) return v.clone();
   return target.clone().index_put_(indices, v);
@@ -1001,7 +1001,7 @@ ProgramPlan::~ProgramPlan() = default;
 ProgramPlan::ProgramPlan(ProgramPlan&&) noexcept = default;
 ProgramPlan& ProgramPlan::operator=(ProgramPlan&&) noexcept = default;
 
-absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgram>& programs,
+absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgramSpec>& programs,
                                                  const HookedTransformer& model,
                                                  const ProgramEnv& env,
                                                  const ProgramLimits& limits) {
@@ -1033,7 +1033,7 @@ absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgram>&
   std::map<std::string, ValueType> saved_types;  // saved so far, in run order
   std::set<std::string> patch_hooks, recorded_hooks;
   for (const auto& [hook_id, index] : order) {
-    const HookProgram& src = programs[index];
+    const HookProgramSpec& src = programs[index];
     auto compiled = std::make_shared<Compiled>();
     compiled->index = index;
     compiled->hook = model.hook_names()[hook_id];
@@ -1053,7 +1053,7 @@ absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgram>&
       return absl::StrCat("node '", src.nodes[i].id, "' (", ProgramOpName(src.nodes[i].op), ")");
     };
     for (size_t i = 0; i < src.nodes.size(); ++i) {
-      const ProgramNode& node = src.nodes[i];
+      const ProgramNodeSpec& node = src.nodes[i];
       auto [lo, hi] = Arity(node.op);
       if (node.inputs.size() < lo || node.inputs.size() > hi) {
         return err.Invalid(label(i), absl::StrCat("takes ", lo == hi ? "" : "from ", lo,
@@ -1106,7 +1106,7 @@ absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgram>&
 
     const Shape& act_shape = env.hook_shapes[hook_id];
     for (int i : topo) {
-      const ProgramNode& node = src.nodes[i];
+      const ProgramNodeSpec& node = src.nodes[i];
       CNode n;
       n.op = node.op;
       n.label = label(i);

@@ -7,12 +7,12 @@
 //
 // is, as a program on blocks.0.attn.hook_z:
 //
-//   HookProgram p;
+//   HookProgramSpec p;
 //   p.hook = "blocks.0.attn.hook_z";
-//   p.nodes = {ProgramNode::Activation("z"),
-//              ProgramNode::Hook("clean", "blocks.0.attn.hook_z", HookRun::kPatch),
-//              ProgramNode::Index("clean7", "clean", {All(), All(), At(7)}),
-//              ProgramNode::Write("out", "z", "clean7", {All(), All(), At(7)})};
+//   p.nodes = {ProgramNodeSpec::Activation("z"),
+//              ProgramNodeSpec::Hook("clean", "blocks.0.attn.hook_z", HookRun::kPatch),
+//              ProgramNodeSpec::Index("clean7", "clean", {All(), All(), At(7)}),
+//              ProgramNodeSpec::Write("out", "z", "clean7", {All(), All(), At(7)})};
 //   p.output = "out";
 //   LG_ASSIGN_OR_RETURN(ProgramPlan plan, ProgramPlan::Compile({p}, model, env, limits));
 //   ... run the patch input caching plan.PatchHookNames() into patch_cache ...
@@ -102,7 +102,7 @@ enum class ProgramOp {
 // One axis of a region, as Python's act[...] writes it. Regions index axes
 // independently ("orthogonal" indexing): act[:, [1, 3], 2] is positions 1 and
 // 3 of head 2, never NumPy's paired fancy indexing.
-struct AxisSelector {
+struct RegionAxis {
   enum class Kind { kAll, kAt, kSlice, kList, kEllipsis };
   Kind kind = Kind::kAll;
   int64_t at = 0;                      // kAt; negative counts from the end
@@ -110,45 +110,46 @@ struct AxisSelector {
   int64_t step = 1;                    // kSlice; > 0
   std::vector<int64_t> list;           // kList; negative counts from the end
 };
-AxisSelector All();
-AxisSelector At(int64_t i);
-AxisSelector Range(std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step = 1);
-AxisSelector List(std::vector<int64_t> indices);
-AxisSelector Ellipsis();
+RegionAxis All();
+RegionAxis At(int64_t i);
+RegionAxis Range(std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step = 1);
+RegionAxis List(std::vector<int64_t> indices);
+RegionAxis Ellipsis();
 
 enum class HookRun { kThis, kPatch };
 
-struct ProgramNode {
+struct ProgramNodeSpec {
   std::string id;  // unique within its program
   ProgramOp op = ProgramOp::kActivation;
-  std::vector<std::string> inputs;   // operand node ids
-  std::string name;                  // kHook, kSaved, kWeight; kEinsum's equation
-  HookRun run = HookRun::kThis;      // kHook
-  at::Tensor literal;                // kLiteral
-  double scalar = 0;                 // kConstant; kNorm's p
-  std::vector<int64_t> axes;         // reductions, softmax, kPermute; negative from the end
-  std::vector<int64_t> shape;        // kReshape
-  bool keepdim = false;              // reductions
-  std::vector<AxisSelector> region;  // kIndex, kWrite
+  std::vector<std::string> inputs;  // operand node ids
+  std::string name;                 // kHook, kSaved, kWeight; kEinsum's equation
+  HookRun run = HookRun::kThis;     // kHook
+  at::Tensor literal;               // kLiteral
+  double scalar = 0;                // kConstant; kNorm's p
+  std::vector<int64_t> axes;        // reductions, softmax, kPermute; negative from the end
+  std::vector<int64_t> shape;       // kReshape
+  bool keepdim = false;             // reductions
+  std::vector<RegionAxis> region;   // kIndex, kWrite
 
-  static ProgramNode Activation(std::string id);
-  static ProgramNode Hook(std::string id, std::string hook, HookRun run = HookRun::kThis);
-  static ProgramNode Saved(std::string id, std::string name);
-  static ProgramNode Weight(std::string id, std::string name);
-  static ProgramNode Literal(std::string id, at::Tensor value);
-  static ProgramNode Constant(std::string id, double value);
-  static ProgramNode Op(std::string id, ProgramOp op, std::vector<std::string> inputs);
-  static ProgramNode Index(std::string id, std::string input, std::vector<AxisSelector> region);
-  static ProgramNode Write(std::string id, std::string target, std::string value,
-                           std::vector<AxisSelector> region);
-  static ProgramNode Reduce(std::string id, ProgramOp op, std::string input,
-                            std::vector<int64_t> axes, bool keepdim = false);
-  static ProgramNode Einsum(std::string id, std::string equation, std::vector<std::string> inputs);
+  static ProgramNodeSpec Activation(std::string id);
+  static ProgramNodeSpec Hook(std::string id, std::string hook, HookRun run = HookRun::kThis);
+  static ProgramNodeSpec Saved(std::string id, std::string name);
+  static ProgramNodeSpec Weight(std::string id, std::string name);
+  static ProgramNodeSpec Literal(std::string id, at::Tensor value);
+  static ProgramNodeSpec Constant(std::string id, double value);
+  static ProgramNodeSpec Op(std::string id, ProgramOp op, std::vector<std::string> inputs);
+  static ProgramNodeSpec Index(std::string id, std::string input, std::vector<RegionAxis> region);
+  static ProgramNodeSpec Write(std::string id, std::string target, std::string value,
+                               std::vector<RegionAxis> region);
+  static ProgramNodeSpec Reduce(std::string id, ProgramOp op, std::string input,
+                                std::vector<int64_t> axes, bool keepdim = false);
+  static ProgramNodeSpec Einsum(std::string id, std::string equation,
+                                std::vector<std::string> inputs);
 };
 
-struct HookProgram {
+struct HookProgramSpec {
   std::string hook;  // exact or shorthand
-  std::vector<ProgramNode> nodes;
+  std::vector<ProgramNodeSpec> nodes;
   // The node whose value replaces the activation (same shape; cast to the
   // activation's dtype). Empty: the program only observes.
   std::string output;
@@ -192,7 +193,7 @@ class ProgramPlan {
   // INVALID_ARGUMENT naming programs[i], the node, its operation and the
   // shapes involved (NOT_FOUND for an unknown hook); RESOURCE_EXHAUSTED naming
   // the limit a plan would exceed.
-  static absl::StatusOr<ProgramPlan> Compile(const std::vector<HookProgram>& programs,
+  static absl::StatusOr<ProgramPlan> Compile(const std::vector<HookProgramSpec>& programs,
                                              const HookedTransformer& model, const ProgramEnv& env,
                                              const ProgramLimits& limits);
 

@@ -19,7 +19,7 @@ namespace {
 
 using ::lensgrid::testing::AllClose;
 using ::testing::HasSubstr;
-using P = ProgramNode;
+using P = ProgramNodeSpec;
 
 class HookProgramTest : public ::testing::Test {
  protected:
@@ -45,14 +45,14 @@ class HookProgramTest : public ::testing::Test {
     env_.has_patch_run = true;
   }
 
-  absl::StatusOr<ProgramPlan> Compile(const std::vector<HookProgram>& programs,
+  absl::StatusOr<ProgramPlan> Compile(const std::vector<HookProgramSpec>& programs,
                                       const ProgramLimits& limits = {}) {
     return ProgramPlan::Compile(programs, *model_, env_, limits);
   }
 
   // Runs `programs` on in_ (the patch run on patch_); returns the logits and
   // fills *values.
-  torch::Tensor Run(const std::vector<HookProgram>& programs, ProgramValues* values) {
+  torch::Tensor Run(const std::vector<HookProgramSpec>& programs, ProgramValues* values) {
     ProgramPlan plan = Compile(programs).value();
     ActivationCache patch_cache;
     if (!plan.PatchHookNames().empty()) {
@@ -68,9 +68,9 @@ class HookProgramTest : public ::testing::Test {
   }
 
   // One observing program on `hook` whose saves are `saves` (id = name).
-  torch::Tensor Saved(const std::string& hook, std::vector<ProgramNode> nodes,
+  torch::Tensor Saved(const std::string& hook, std::vector<ProgramNodeSpec> nodes,
                       const std::string& save) {
-    HookProgram p;
+    HookProgramSpec p;
     p.hook = hook;
     p.nodes = std::move(nodes);
     p.saves = {{save, save}};
@@ -79,10 +79,10 @@ class HookProgramTest : public ::testing::Test {
     return values.Get(save).value();
   }
 
-  absl::Status CompileError(std::vector<ProgramNode> nodes, const std::string& output = "",
+  absl::Status CompileError(std::vector<ProgramNodeSpec> nodes, const std::string& output = "",
                             const std::string& hook = "blocks.1.attn.hook_z",
                             const ProgramLimits& limits = {}) {
-    HookProgram p;
+    HookProgramSpec p;
     p.hook = hook;
     p.nodes = std::move(nodes);
     p.output = output;
@@ -224,7 +224,7 @@ TEST_F(HookProgramTest, ContractionsReductionsSoftmaxAndProjections) {
         Saved(kResid0, {P::Activation("x"), P::Reduce("r", c.op, "x", c.axes, c.keepdim)}, "r"),
         c.want, 1e-4, ProgramOpName(c.op)));
   }
-  ProgramNode sm = P::Op("r", ProgramOp::kSoftmax, {"x"});
+  ProgramNodeSpec sm = P::Op("r", ProgramOp::kSoftmax, {"x"});
   sm.axes = {-1};
   EXPECT_TRUE(AllClose(Saved(kResid0, {P::Activation("x"), sm}, "r"), torch::softmax(resid, -1),
                        1e-6, "softmax"));
@@ -242,11 +242,11 @@ TEST_F(HookProgramTest, ContractionsReductionsSoftmaxAndProjections) {
              P::Reduce("r", ProgramOp::kSum, "m", {-1})},
             "r");
   EXPECT_LT(out.abs().max().item<double>(), 1e-3) << "what is left has no component along d";
-  ProgramNode reshape = P::Op("r", ProgramOp::kReshape, {"x"});
+  ProgramNodeSpec reshape = P::Op("r", ProgramOp::kReshape, {"x"});
   reshape.shape = {-1, 32};
   EXPECT_TRUE(AllClose(Saved(kResid0, {P::Activation("x"), reshape}, "r"), resid.reshape({10, 32}),
                        0, "reshape"));
-  ProgramNode permute = P::Op("r", ProgramOp::kPermute, {"x"});
+  ProgramNodeSpec permute = P::Op("r", ProgramOp::kPermute, {"x"});
   permute.axes = {2, 0, 1};
   EXPECT_TRUE(AllClose(Saved(kResid0, {P::Activation("x"), permute}, "r"), resid.permute({2, 0, 1}),
                        0, "permute"));
@@ -255,13 +255,13 @@ TEST_F(HookProgramTest, ContractionsReductionsSoftmaxAndProjections) {
 TEST_F(HookProgramTest, AProgramEqualsTheSameHookFunction) {
   // Scale neuron 5 of blocks.0's MLP by 3 and remove the embedding's direction
   // of token 7 from resid_post 0: as programs and as hand-written hooks.
-  HookProgram scale;
+  HookProgramSpec scale;
   scale.hook = "blocks.0.mlp.hook_post";
   scale.nodes = {P::Activation("a"), P::Index("n5", "a", {Ellipsis(), At(5)}),
                  P::Constant("three", 3), P::Op("s", ProgramOp::kMul, {"n5", "three"}),
                  P::Write("out", "a", "s", {Ellipsis(), At(5)})};
   scale.output = "out";
-  HookProgram project;
+  HookProgramSpec project;
   project.hook = kResid0;
   project.nodes = {P::Activation("x"), P::Weight("we", "W_E"), P::Index("d", "we", {At(7)}),
                    P::Op("out", ProgramOp::kProjectOut, {"x", "d"})};
@@ -286,7 +286,7 @@ TEST_F(HookProgramTest, AProgramEqualsTheSameHookFunction) {
 }
 
 TEST_F(HookProgramTest, PatchingAHeadFromThePatchRunEqualsThePatchEdit) {
-  HookProgram p;
+  HookProgramSpec p;
   p.hook = kZ1;
   p.nodes = {P::Activation("z"), P::Hook("clean", kZ1, HookRun::kPatch),
              P::Index("h", "clean", {All(), All(), At(2)}),
@@ -310,8 +310,8 @@ TEST_F(HookProgramTest, PatchingAHeadFromThePatchRunEqualsThePatchEdit) {
 
 // The six declarative edits stay as fast paths; each equals its program form.
 TEST_F(HookProgramTest, EveryEditOpEqualsItsProgram) {
-  const std::vector<AxisSelector> region = {All(), List({0, -1}),
-                                            At(1)};  // positions 0, -1 of head 1
+  const std::vector<RegionAxis> region = {All(), List({0, -1}),
+                                          At(1)};  // positions 0, -1 of head 1
   const torch::Tensor value = torch::randn({8});
   ActivationCache patch_cache;
   CacheOptions names;
@@ -319,7 +319,7 @@ TEST_F(HookProgramTest, EveryEditOpEqualsItsProgram) {
   ASSERT_TRUE(model_->RunWithCache(patch_, {}, names, &patch_cache).ok());
   struct Case {
     EditOp op;
-    std::vector<ProgramNode> nodes;  // ending in "out"
+    std::vector<ProgramNodeSpec> nodes;  // ending in "out"
   };
   const std::vector<Case> cases = {
       {EditOp::kZero, {P::Constant("v", 0)}},
@@ -349,7 +349,7 @@ TEST_F(HookProgramTest, EveryEditOpEqualsItsProgram) {
         model_->Run(in_, {}, {{kZ1, EditHook({*edit}, {patch_cache.Get(kZ1).value()})}})
             .value()
             .logits;
-    HookProgram p;
+    HookProgramSpec p;
     p.hook = kZ1;
     p.nodes = {P::Activation("z")};
     p.nodes.insert(p.nodes.end(), c.nodes.begin(), c.nodes.end());
@@ -364,18 +364,18 @@ TEST_F(HookProgramTest, EveryEditOpEqualsItsProgram) {
 TEST_F(HookProgramTest, ProgramsReadEarlierHooksAndEarlierSaves) {
   // Program 1 on resid_post 0 saves the norm of every position; program 2 on
   // layer 1's z reads it and the embedding (an earlier hook of this run).
-  HookProgram first;
+  HookProgramSpec first;
   first.hook = kResid0;
   first.nodes = {P::Activation("x"), P::Reduce("n", ProgramOp::kNorm, "x", {-1})};
   first.saves = {{"norms", "n"}};
-  HookProgram second;
+  HookProgramSpec second;
   second.hook = kZ1;
   second.nodes = {P::Saved("n", "norms"), P::Hook("e", "hook_embed"),
                   P::Reduce("s", ProgramOp::kSum, "e", {-1}),
                   P::Op("r", ProgramOp::kAdd, {"n", "s"})};
   second.saves = {{"sum", "r"}};
   // hook_pattern runs before hook_z (though registered after it).
-  HookProgram third;
+  HookProgramSpec third;
   third.hook = kZ1;
   third.nodes = {P::Hook("p", "blocks.1.attn.hook_pattern"),
                  P::Reduce("m", ProgramOp::kMax, "p", {-1})};
@@ -393,13 +393,13 @@ TEST_F(HookProgramTest, ProgramsReadEarlierHooksAndEarlierSaves) {
 }
 
 TEST_F(HookProgramTest, ALongChainCompilesWithoutRecursion) {
-  std::vector<ProgramNode> nodes = {P::Constant("n0", 1)};
+  std::vector<ProgramNodeSpec> nodes = {P::Constant("n0", 1)};
   const int kLength = 300000;  // far deeper than a thread's stack would take recursively
   for (int i = 1; i < kLength; ++i) {
     nodes.push_back(P::Op(absl::StrCat("n", i), ProgramOp::kNeg, {absl::StrCat("n", i - 1)}));
   }
   std::reverse(nodes.begin(), nodes.end());  // the last node first: the deepest walk
-  HookProgram p;
+  HookProgramSpec p;
   p.hook = kZ1;
   p.nodes = std::move(nodes);
   p.saves = {{"end", absl::StrCat("n", kLength - 1)}};
@@ -428,7 +428,7 @@ TEST_F(HookProgramTest, RandomProgramsRunWithTheShapesTheirCheckInferred) {
     for (int i = 0; i < count; ++i) axes.push_back(pick(9) - 4);
     return axes;
   };
-  auto random_selector = [&]() -> AxisSelector {
+  auto random_selector = [&]() -> RegionAxis {
     switch (pick(5)) {
       case 0:
         return All();
@@ -444,9 +444,9 @@ TEST_F(HookProgramTest, RandomProgramsRunWithTheShapesTheirCheckInferred) {
   };
   int accepted = 0, ran = 0;
   for (int trial = 0; trial < 4000; ++trial) {
-    std::vector<ProgramNode> nodes = {P::Activation("n0"), P::Constant("n1", 0.5),
-                                      P::Literal("n2", torch::randn({8})),
-                                      P::Literal("n3", torch::randn({5, 1}))};
+    std::vector<ProgramNodeSpec> nodes = {P::Activation("n0"), P::Constant("n1", 0.5),
+                                          P::Literal("n2", torch::randn({8})),
+                                          P::Literal("n3", torch::randn({5, 1}))};
     const int extra = 1 + pick(8);
     for (int i = 0; i < extra; ++i) {
       const std::string id = absl::StrCat("n", nodes.size());
@@ -463,19 +463,19 @@ TEST_F(HookProgramTest, RandomProgramsRunWithTheShapesTheirCheckInferred) {
                                     pick(2) == 0));
           break;
         case 3: {
-          std::vector<AxisSelector> region;
+          std::vector<RegionAxis> region;
           for (int k = pick(4); k >= 0; --k) region.push_back(random_selector());
           nodes.push_back(P::Index(id, any(), region));
           break;
         }
         case 4: {
-          std::vector<AxisSelector> region;
+          std::vector<RegionAxis> region;
           for (int k = pick(4); k >= 0; --k) region.push_back(random_selector());
           nodes.push_back(P::Write(id, any(), any(), region));
           break;
         }
         case 5: {
-          ProgramNode sm = P::Op(id, ProgramOp::kSoftmax, {any()});
+          ProgramNodeSpec sm = P::Op(id, ProgramOp::kSoftmax, {any()});
           sm.axes = random_axes(1);
           nodes.push_back(sm);
           break;
@@ -484,7 +484,7 @@ TEST_F(HookProgramTest, RandomProgramsRunWithTheShapesTheirCheckInferred) {
           nodes.push_back(P::Op(id, ProgramOp::kWhere, {any(), any(), any()}));
       }
     }
-    HookProgram p;
+    HookProgramSpec p;
     p.hook = kZ1;
     p.nodes = nodes;
     p.saves = {{"last", nodes.back().id}};

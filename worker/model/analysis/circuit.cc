@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/model/analysis/edge_patching.h"
 #include "worker/model/analysis/metrics.h"
 #include "worker/model/analysis/prompt_batch.h"
 #include "worker/model/gradients.h"
@@ -17,16 +18,6 @@ namespace {
 
 std::string BlockHook(int64_t layer, const char* name) {
   return absl::StrCat("blocks.", layer, ".", name);
-}
-
-// The hooks whose activations make the senders' values, in graph node order.
-std::vector<std::string> SenderHooks(const HookedTransformerConfig& cfg) {
-  std::vector<std::string> hooks = {"hook_embed", "hook_pos_embed"};
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    hooks.push_back(BlockHook(l, "attn.hook_z"));
-    if (!cfg.attn_only) hooks.push_back(BlockHook(l, "hook_mlp_out"));
-  }
-  return hooks;
 }
 
 // The hooks whose gradients give the receivers' inputs' (ReceiverInputs).
@@ -132,25 +123,6 @@ absl::StatusOr<ActivationCache> ReceiverInputs(const HookedTransformerConfig& cf
   LG_ASSIGN_OR_RETURN(torch::Tensor g, grads.Get(final_stream));
   out.Put(final_stream, g.to(torch::kFloat64));
   return out;
-}
-
-// Every sender's value [batch, pos, node, d_model] (float64), nodes in graph order (the logits
-// send nothing): the embeddings, then per layer each head's output z @ W_O and the MLP's output.
-absl::StatusOr<torch::Tensor> SenderValues(const HookedTransformer& model,
-                                           const ActivationCache& cache) {
-  const HookedTransformerConfig& cfg = model.cfg();
-  LG_ASSIGN_OR_RETURN(torch::Tensor embed, cache.Get("hook_embed"));
-  LG_ASSIGN_OR_RETURN(torch::Tensor pos_embed, cache.Get("hook_pos_embed"));
-  std::vector<torch::Tensor> parts = {(embed + pos_embed).unsqueeze(2)};
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    LG_ASSIGN_OR_RETURN(torch::Tensor z, cache.Get(BlockHook(l, "attn.hook_z")));
-    parts.push_back(torch::einsum("bphe,hem->bphm", {z, model.W_O(static_cast<int>(l))}));
-    if (!cfg.attn_only) {
-      LG_ASSIGN_OR_RETURN(torch::Tensor mlp, cache.Get(BlockHook(l, "hook_mlp_out")));
-      parts.push_back(mlp.unsqueeze(2));
-    }
-  }
-  return torch::cat(parts, 2).to(torch::kFloat64);
 }
 
 // d metric / d (a receiver's input) [batch, pos, d_model].

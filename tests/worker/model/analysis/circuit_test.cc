@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/model/test_util.h"
+#include "worker/model/analysis/edge_patching.h"
 #include "worker/model/analysis/metrics.h"
 #include "worker/model/analysis/prompt_batch.h"
 #include "worker/model/processing.h"
@@ -235,6 +236,107 @@ TEST(EdgeAttributionTest, IntegratedGradientsAverageTheGradientAlongThePath) {
   EXPECT_TRUE(::lensgrid::testing::AllClose(one.select(1, e).to(torch::kFloat64), want,
                                             1e-4 * std::max(1.0, want.abs().max().item<double>()),
                                             "EAP-IG, 1 step"));
+}
+
+// Edge patching: corrupting no edge is the plain run, every edge the corrupted run, and chosen
+// edges equal patching the receivers' own inputs of a split-input model by hand.
+class EdgePatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = SplitModel(false, /*split=*/false);
+    split_ = SplitModel(false, /*split=*/true);  // the same weights, with q/k/v/mlp inputs
+    graph_ = std::make_unique<CircuitGraph>(CircuitGraphOf(model_->cfg()));
+    ds_ = Data(3, 11);
+    batch_ = MakePromptBatch(ds_, 0, 3, true, kVocab, kVocab - 1).value();
+    CacheOptions all;
+    model_->RunWithCache(batch_.clean, {}, all, &clean_).value();
+    corrupted_logits_ = model_->RunWithCache(batch_.corrupted, {}, all, &corrupted_).value().logits;
+    corrupted_senders_ = SenderValues(*model_, corrupted_).value();
+    patcher_ = EdgePatcher::Create(*model_, *graph_).value();
+  }
+  torch::Tensor Patched(const std::vector<std::string>& edges) {
+    std::vector<bool> mask(graph_->edges().size(), false);
+    for (const std::string& e : edges) mask[graph_->FindEdge(e).value()] = true;
+    return patcher_.Run(batch_.clean, {}, corrupted_senders_, mask).value().logits;
+  }
+  torch::Tensor Sender(const ActivationCache& c, const std::string& node) {
+    return SenderValues(*model_, c).value().select(2, graph_->FindNode(node).value());
+  }
+
+  std::shared_ptr<HookedTransformer> model_, split_;
+  std::unique_ptr<CircuitGraph> graph_;
+  Dataset ds_;
+  PromptBatch batch_;
+  ActivationCache clean_, corrupted_;
+  torch::Tensor corrupted_logits_, corrupted_senders_;
+  EdgePatcher patcher_;
+};
+
+TEST_F(EdgePatcherTest, NoEdgeIsThePlainRunAndEveryEdgeTheCorruptedRun) {
+  const torch::Tensor plain = model_->Run(batch_.clean, {}).value().logits;
+  std::vector<bool> none(graph_->edges().size(), false), all(graph_->edges().size(), true);
+  EXPECT_TRUE(::lensgrid::testing::AllClose(
+      patcher_.Run(batch_.clean, {}, corrupted_senders_, none).value().logits, plain, 1e-9,
+      "no edge corrupted"));
+  EXPECT_TRUE(::lensgrid::testing::AllClose(
+      patcher_.Run(batch_.clean, {}, corrupted_senders_, all).value().logits, corrupted_logits_,
+      1e-8, "every edge corrupted"));
+}
+
+TEST_F(EdgePatcherTest, ChosenEdgesEqualPatchingTheReceiversInputsByHand) {
+  // One edge into a head's value input, one from that head to the logits (its value changes in
+  // this run, so the logits read corrupted minus this run's own), one into an MLP.
+  const torch::Tensor embed_delta = Sender(corrupted_, "embed") - Sender(clean_, "embed");
+  const torch::Tensor W_O = model_->W_O(0)[0];
+  // The senders' own values in this run (L0H0's changes with its value input, and so L1H2's).
+  auto z0 = std::make_shared<torch::Tensor>(), z1 = std::make_shared<torch::Tensor>();
+  std::vector<NamedHook> hooks = {
+      {"blocks.0.hook_v_input",
+       [&](const at::Tensor& act, const HookPointImpl&) -> std::optional<at::Tensor> {
+         at::Tensor out = act.clone();
+         out.select(2, 0).add_(embed_delta);
+         return out;
+       }},
+      {"blocks.0.attn.hook_z",
+       [z0](const at::Tensor& z, const HookPointImpl&) -> std::optional<at::Tensor> {
+         *z0 = z;
+         return std::nullopt;
+       }},
+      {"blocks.1.attn.hook_z",
+       [z1](const at::Tensor& z, const HookPointImpl&) -> std::optional<at::Tensor> {
+         *z1 = z;
+         return std::nullopt;
+       }},
+      {"blocks.1.hook_mlp_in",
+       [&, z1](const at::Tensor& act, const HookPointImpl&) -> std::optional<at::Tensor> {
+         return act +
+                (Sender(corrupted_, "L1H2") - torch::matmul(z1->select(2, 2), model_->W_O(1)[2]));
+       }},
+      {"blocks.1.hook_resid_post",
+       [&, z0](const at::Tensor& act, const HookPointImpl&) -> std::optional<at::Tensor> {
+         return act + (Sender(corrupted_, "L0H0") - torch::matmul(z0->select(2, 0), W_O));
+       }}};
+  const torch::Tensor want = split_->Run(batch_.clean, {}, hooks).value().logits;
+  const torch::Tensor got = Patched({"embed -> L0H0.v", "L0H0 -> logits", "L1H2 -> MLP1"});
+  EXPECT_TRUE(::lensgrid::testing::AllClose(got, want, 1e-9, "three edges"));
+  EXPECT_FALSE(::lensgrid::testing::AllClose(got, model_->Run(batch_.clean, {}).value().logits,
+                                             1e-3, "they matter"));
+}
+
+TEST_F(EdgePatcherTest, FaithfulnessOfTheWholeGraphAndOfNothing) {
+  std::vector<bool> all(graph_->edges().size(), true), none(graph_->edges().size(), false);
+  const Faithfulness whole =
+      CircuitFaithfulness(*model_, ds_, *graph_, all, MetricKind::kLogitDiff).value();
+  EXPECT_NEAR(whole.circuit, whole.full, 1e-5);
+  EXPECT_NEAR(whole.normalized(), 1.0, 1e-5);
+  const Faithfulness empty =
+      CircuitFaithfulness(*model_, ds_, *graph_, none, MetricKind::kLogitDiff).value();
+  EXPECT_NEAR(empty.circuit, empty.corrupted, 1e-5);
+  EXPECT_NEAR(empty.normalized(), 0.0, 1e-5);
+  EXPECT_GT(std::abs(whole.full - whole.corrupted), 1e-3) << "the corruption should matter";
+  EXPECT_EQ(
+      CircuitFaithfulness(*model_, ds_, *graph_, {true}, MetricKind::kLogitDiff).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(EdgeAttributionTest, BadInputIsRefusedBeforeAnyWork) {
