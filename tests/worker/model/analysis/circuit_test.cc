@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/model/test_util.h"
+#include "worker/model/analysis/acdc.h"
 #include "worker/model/analysis/edge_patching.h"
 #include "worker/model/analysis/metrics.h"
 #include "worker/model/analysis/prompt_batch.h"
@@ -337,6 +338,61 @@ TEST_F(EdgePatcherTest, FaithfulnessOfTheWholeGraphAndOfNothing) {
   EXPECT_EQ(
       CircuitFaithfulness(*model_, ds_, *graph_, {true}, MetricKind::kLogitDiff).status().code(),
       absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EdgePatcherTest, AcdcPrunesFromTheLogitsBackAndReportsWhatItKept) {
+  AcdcOptions options;
+  std::vector<AcdcProgress> progress;
+  options.on_iteration = [&](const AcdcProgress& p) { progress.push_back(p); };
+  // Threshold 0: an edge goes only when the distance does not grow, so the circuit's KL to the
+  // full model stays 0 (up to rounding), and a fresh evaluation of what was kept agrees.
+  const AcdcResult exact = Acdc(*model_, ds_, *graph_, options).value();
+  EXPECT_LT(exact.distance, 1e-9);
+  EXPECT_EQ(exact.evaluations, 1 + static_cast<int64_t>(graph_->edges().size()));
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.front().receiver, "logits");
+  EXPECT_EQ(progress.back().edges_left, exact.edges_kept);
+  EXPECT_EQ(progress.back().iteration, progress.back().iterations);
+  const Faithfulness f =
+      CircuitFaithfulness(*model_, ds_, *graph_, exact.kept, MetricKind::kLogitDiff).value();
+  EXPECT_NEAR(f.normalized(), 1.0, 1e-4);
+
+  // A threshold no edge reaches: every edge goes, and the distance is the corrupted run's.
+  options.threshold = 1e9;
+  options.on_iteration = nullptr;
+  const AcdcResult none = Acdc(*model_, ds_, *graph_, options).value();
+  EXPECT_EQ(none.edges_kept, 0);
+  std::vector<bool> nothing(graph_->edges().size(), false);
+  EXPECT_NEAR(CircuitFaithfulness(*model_, ds_, *graph_, nothing, MetricKind::kLogitDiff)
+                  .value()
+                  .normalized(),
+              0.0, 1e-6);
+
+  // In between (a tenth of the corrupted run's distance), the kept circuit's distance is what a
+  // fresh evaluation of it gives.
+  ASSERT_GT(none.distance, 0);
+  options.threshold = none.distance / 10;
+  const AcdcResult some = Acdc(*model_, ds_, *graph_, options).value();
+  EXPECT_GT(some.edges_kept, 0);
+  EXPECT_LT(some.edges_kept, static_cast<int64_t>(graph_->edges().size()));
+  std::vector<bool> corrupted(some.kept.size());
+  for (size_t e = 0; e < some.kept.size(); ++e) corrupted[e] = !some.kept[e];
+  PromptBatch batch = MakePromptBatch(ds_, 0, 3, true, kVocab, kVocab - 1).value();
+  ForwardOptions opts;
+  opts.logit_positions = torch::full({3}, batch.pos - 1, torch::kInt64);
+  batch.targets.clean_log_probs =
+      torch::log_softmax(model_->Run(batch.clean, opts).value().logits.select(1, -1), -1);
+  const torch::Tensor kl = ComputeMetric(
+      MetricKind::kKl,
+      patcher_.Run(batch.clean, opts, corrupted_senders_, corrupted).value().logits, batch.targets);
+  EXPECT_NEAR(some.distance, kl.mean().item<double>(), 1e-6);
+
+  options.threshold = -1;
+  EXPECT_EQ(Acdc(*model_, ds_, *graph_, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.threshold = std::nan("");
+  EXPECT_EQ(Acdc(*model_, ds_, *graph_, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(EdgeAttributionTest, BadInputIsRefusedBeforeAnyWork) {

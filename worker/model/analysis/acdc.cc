@@ -1,0 +1,141 @@
+#include "worker/model/analysis/acdc.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/model/analysis/edge_patching.h"
+#include "worker/model/analysis/prompt_batch.h"
+
+namespace lensgrid {
+namespace {
+
+// One batch of prompts with what every evaluation of it needs.
+struct AcdcBatch {
+  PromptBatch prompts;
+  ForwardOptions options;
+  torch::Tensor corrupted_senders;  // SenderValues of the corrupted run
+  torch::Tensor full_metric;        // [n] the full model's metric (task metrics)
+};
+
+class Evaluator {
+ public:
+  Evaluator(const EdgePatcher& patcher, MetricKind metric, std::vector<AcdcBatch> batches,
+            int64_t n_prompts)
+      : patcher_(patcher), metric_(metric), batches_(std::move(batches)), n_prompts_(n_prompts) {}
+
+  // The distance of the circuit whose corrupted edges are `corrupted`.
+  absl::StatusOr<double> Distance(const std::vector<bool>& corrupted) {
+    ++evaluations_;
+    double sum = 0, full = 0;
+    for (AcdcBatch& b : batches_) {
+      LG_ASSIGN_OR_RETURN(RunOutput out,
+                          patcher_.Run(b.prompts.clean, b.options, b.corrupted_senders, corrupted));
+      if (metric_ == MetricKind::kKl) {
+        sum += ComputeMetric(MetricKind::kKl, out.logits, b.prompts.targets).sum().item<double>();
+      } else {
+        sum += ComputeMetric(metric_, out.logits, b.prompts.targets).sum().item<double>();
+        full += b.full_metric.sum().item<double>();
+      }
+    }
+    if (metric_ == MetricKind::kKl) return sum / n_prompts_;
+    return std::abs(sum - full) / n_prompts_;
+  }
+  int64_t evaluations() const { return evaluations_; }
+
+ private:
+  const EdgePatcher& patcher_;
+  MetricKind metric_;
+  std::vector<AcdcBatch> batches_;
+  int64_t n_prompts_;
+  int64_t evaluations_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<AcdcResult> Acdc(const HookedTransformer& model, const Dataset& dataset,
+                                const CircuitGraph& graph, const AcdcOptions& options) {
+  if (!(options.threshold >= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the threshold must be >= 0, got ", options.threshold));
+  }
+  const int64_t n_prompts = static_cast<int64_t>(dataset.prompts.size());
+  if (n_prompts == 0) return absl::InvalidArgumentError("the dataset has no prompts");
+  LG_ASSIGN_OR_RETURN(EdgePatcher patcher, EdgePatcher::Create(model, graph));
+  const HookedTransformerConfig& cfg = model.cfg();
+  const int64_t per_batch =
+      std::max<int64_t>(1, options.max_batch_tokens / std::max<int64_t>(1, dataset.max_length()));
+  CacheOptions senders;
+  senders.names = SenderHooks(cfg);
+  std::vector<AcdcBatch> batches;
+  for (int64_t b = 0; b < n_prompts; b += per_batch) {
+    const int64_t e = std::min(b + per_batch, n_prompts);
+    AcdcBatch batch;
+    LG_ASSIGN_OR_RETURN(batch.prompts, MakePromptBatch(dataset, b, e, /*need_corrupted=*/true,
+                                                       cfg.d_vocab, cfg.bos_token_id));
+    if (!MetricNeedsAllPositions(options.metric)) {
+      batch.options.logit_positions = torch::full({e - b}, batch.prompts.pos - 1, torch::kInt64);
+    }
+    batch.options.is_cancelled = options.is_cancelled;
+    LG_ASSIGN_OR_RETURN(RunOutput clean, model.Run(batch.prompts.clean, batch.options));
+    batch.prompts.targets.clean_log_probs = torch::log_softmax(clean.logits.select(1, -1), -1);
+    batch.full_metric = ComputeMetric(options.metric, clean.logits, batch.prompts.targets);
+    ActivationCache corrupted;
+    LG_RETURN_IF_ERROR(
+        model.RunWithCache(batch.prompts.corrupted, batch.options, senders, &corrupted).status());
+    LG_ASSIGN_OR_RETURN(batch.corrupted_senders, SenderValues(model, corrupted));
+    batches.push_back(std::move(batch));
+  }
+  Evaluator evaluator(patcher, options.metric, std::move(batches), n_prompts);
+
+  // Receiving inputs from the logits back: the graph lists edges by receiver in forward order,
+  // each receiver's consecutively, so walk the groups backwards.
+  const std::vector<CircuitEdge>& edges = graph.edges();
+  std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) of each receiving input
+  for (size_t begin = 0; begin < edges.size();) {
+    size_t end = begin;
+    while (end < edges.size() && edges[end].receiver == edges[begin].receiver &&
+           edges[end].channel == edges[begin].channel) {
+      ++end;
+    }
+    groups.emplace_back(begin, end);
+    begin = end;
+  }
+  std::vector<bool> corrupted(edges.size(), false);
+  LG_ASSIGN_OR_RETURN(double distance, evaluator.Distance(corrupted));
+  int64_t left = static_cast<int64_t>(edges.size());
+  AcdcProgress progress;
+  progress.iterations = static_cast<int>(groups.size());
+  for (auto g = groups.rbegin(); g != groups.rend(); ++g) {
+    for (size_t e = g->second; e-- > g->first;) {
+      if (options.is_cancelled && options.is_cancelled()) {
+        return absl::CancelledError("ACDC cancelled");
+      }
+      corrupted[e] = true;
+      LG_ASSIGN_OR_RETURN(double without, evaluator.Distance(corrupted));
+      if (without - distance < options.threshold) {
+        distance = without;
+        --left;
+      } else {
+        corrupted[e] = false;
+      }
+    }
+    ++progress.iteration;
+    progress.receiver = graph.ReceiverName(edges[g->first].receiver, edges[g->first].channel);
+    progress.edges_left = left;
+    progress.evaluations = evaluator.evaluations();
+    progress.distance = distance;
+    if (options.on_iteration) options.on_iteration(progress);
+  }
+  AcdcResult result;
+  result.kept.resize(edges.size());
+  for (size_t e = 0; e < edges.size(); ++e) result.kept[e] = !corrupted[e];
+  result.distance = distance;
+  result.evaluations = evaluator.evaluations();
+  result.edges_kept = left;
+  return result;
+}
+
+}  // namespace lensgrid
