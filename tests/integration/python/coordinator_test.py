@@ -40,6 +40,9 @@ class CoordinatorTest(unittest.TestCase):
         cls.coord = CoordinatorProcess(COORD_BIN, os.path.join(cls.tmp.name, "state"))
         cls.worker = WorkerProcess(WORKER_BIN, MODEL, "--coordinator", cls.coord.address,
                                    "--threads", "1")
+        # The coordinator knows the model only once the worker has registered (asynchronously,
+        # after it serves): until then a job for an unknown model cannot be refused.
+        cls.worker.wait_for_log(r"registered with the coordinator as", timeout=120)
         cls.c = lensgrid.Coordinator(cls.coord.address)
 
     @classmethod
