@@ -152,22 +152,44 @@ absl::StatusOr<torch::Tensor> ReceiverGradient(const CircuitGraph& graph,
 // its senders' value differences dotted with its gradient, summed over positions.
 absl::StatusOr<torch::Tensor> Scores(const CircuitGraph& graph, const torch::Tensor& delta,
                                      const ActivationCache& grads) {
+  // One batched GEMM per chunk of receiving inputs against every sender ([batch, sender,
+  // pos * d] x [batch, pos * d, receivers]), then each receiver's own senders picked from the
+  // small product: no copy of the senders' values per receiver.
+  const int64_t batch = delta.size(0), pos = delta.size(1), d = delta.size(3);
+  const torch::Tensor senders_by_row =
+      delta.permute({0, 2, 1, 3}).reshape({batch, delta.size(2), pos * d}).contiguous();
   const std::vector<CircuitEdge>& edges = graph.edges();
-  std::vector<torch::Tensor> columns;
+  std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) of each receiving input
   for (size_t begin = 0; begin < edges.size();) {
     size_t end = begin;
-    std::vector<int64_t> senders;
     while (end < edges.size() && edges[end].receiver == edges[begin].receiver &&
            edges[end].channel == edges[begin].channel) {
-      senders.push_back(edges[end].sender);
       ++end;
     }
-    LG_ASSIGN_OR_RETURN(torch::Tensor g, ReceiverGradient(graph, grads, edges[begin].receiver,
-                                                          edges[begin].channel));
-    const torch::Tensor index = torch::tensor(senders, torch::kInt64).to(delta.device());
-    columns.push_back(
-        torch::einsum("bpsd,bpd->bs", {delta.index_select(2, index), g.to(torch::kFloat64)}));
+    groups.emplace_back(begin, end);
     begin = end;
+  }
+  constexpr size_t kChunk = 64;  // receiving inputs per GEMM
+  std::vector<torch::Tensor> columns;
+  for (size_t c = 0; c < groups.size(); c += kChunk) {
+    const size_t c_end = std::min(groups.size(), c + kChunk);
+    std::vector<torch::Tensor> inputs;
+    for (size_t i = c; i < c_end; ++i) {
+      const CircuitEdge& first = edges[groups[i].first];
+      LG_ASSIGN_OR_RETURN(torch::Tensor g,
+                          ReceiverGradient(graph, grads, first.receiver, first.channel));
+      inputs.push_back(g.to(torch::kFloat64).reshape({batch, pos * d}));
+    }
+    const torch::Tensor products =
+        torch::bmm(senders_by_row, torch::stack(inputs, 2));  // [batch, sender, receivers]
+    for (size_t i = c; i < c_end; ++i) {
+      std::vector<int64_t> senders;
+      for (size_t e = groups[i].first; e < groups[i].second; ++e) {
+        senders.push_back(edges[e].sender);
+      }
+      const torch::Tensor index = torch::tensor(senders, torch::kInt64).to(delta.device());
+      columns.push_back(products.select(2, static_cast<int64_t>(i - c)).index_select(1, index));
+    }
   }
   return torch::cat(columns, 1);
 }
