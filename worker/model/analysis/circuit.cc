@@ -60,28 +60,22 @@ struct ReceiverWeights {
   std::vector<torch::Tensor> W_Q, W_K, W_V, W_in, ln1_w, ln2_w;  // LN weights undefined if folded
 };
 
-absl::StatusOr<ReceiverWeights> LoadReceiverWeights(const HookedTransformer& model) {
-  ReceiverWeights w;
-  auto optional_weight = [&](const std::string& name) -> absl::StatusOr<torch::Tensor> {
-    absl::StatusOr<at::Tensor> t = model.Weight(name);
-    if (t.ok()) return *t;
-    if (t.status().code() == absl::StatusCode::kFailedPrecondition) return torch::Tensor();
-    return t.status();
+// One export of the weights (a copy per block; asking Weight() for each name would copy a
+// block once per name), in float64 on the model's device.
+ReceiverWeights LoadReceiverWeights(const HookedTransformer& model) {
+  const GPT2Weights exported = model.ExportWeights();
+  auto f64 = [&](const at::Tensor& t) {
+    return t.defined() ? t.to(model.device(), torch::kFloat64) : t;
   };
-  for (int64_t l = 0; l < model.cfg().n_layers; ++l) {
-    const std::string block = absl::StrCat("blocks.", l, ".");
-    for (auto [name, out] :
-         {std::pair{"attn.W_Q", &w.W_Q}, {"attn.W_K", &w.W_K}, {"attn.W_V", &w.W_V}}) {
-      LG_ASSIGN_OR_RETURN(at::Tensor t, model.Weight(block + name));
-      out->push_back(t.to(torch::kFloat64));
-    }
-    LG_ASSIGN_OR_RETURN(torch::Tensor ln1, optional_weight(block + "ln1.w"));
-    w.ln1_w.push_back(ln1.defined() ? ln1.to(torch::kFloat64) : ln1);
+  ReceiverWeights w;
+  for (const BlockWeights& b : exported.blocks) {
+    w.W_Q.push_back(f64(b.W_Q));
+    w.W_K.push_back(f64(b.W_K));
+    w.W_V.push_back(f64(b.W_V));
+    w.ln1_w.push_back(f64(b.ln1.w));  // undefined when folded
     if (!model.cfg().attn_only) {
-      LG_ASSIGN_OR_RETURN(at::Tensor t, model.Weight(block + "mlp.W_in"));
-      w.W_in.push_back(t.to(torch::kFloat64));
-      LG_ASSIGN_OR_RETURN(torch::Tensor ln2, optional_weight(block + "ln2.w"));
-      w.ln2_w.push_back(ln2.defined() ? ln2.to(torch::kFloat64) : ln2);
+      w.W_in.push_back(f64(b.W_in));
+      w.ln2_w.push_back(f64(b.ln2.w));
     }
   }
   return w;
@@ -237,7 +231,7 @@ absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const
   request.hooks = GradientHooks(cfg);
   CacheOptions streams;
   streams.names = LayerNormInputs(cfg);
-  LG_ASSIGN_OR_RETURN(const ReceiverWeights weights, LoadReceiverWeights(model));
+  const ReceiverWeights weights = LoadReceiverWeights(model);
   std::vector<torch::Tensor> scores;
   for (int64_t b = p_begin; b < p_end; b += per_batch) {
     if (options.is_cancelled && options.is_cancelled()) {

@@ -37,8 +37,6 @@ struct EdgePatcher::Weights {
   std::vector<std::array<torch::Tensor, 3>> W,
       b;  // q, k, v: [head, d_model, d_head], [head, d_head]
   std::vector<torch::Tensor> ln1_w, ln1_b, ln2_w, ln2_b, W_in, b_in;
-  // Per layer and channel (q, k, v): [head, n_senders] 1 where the edge is a receiver's; the
-  // MLP's and the logits' rows: [n_senders].
   std::vector<int64_t> head_node0;  // node index of each layer's head 0
   std::vector<int64_t> mlp_node;    // node index of each layer's MLP (-1: attention-only)
 };
@@ -81,45 +79,26 @@ absl::StatusOr<EdgePatcher> EdgePatcher::Create(const HookedTransformer& model,
       graph.shape().attn_only != cfg.attn_only) {
     return absl::FailedPreconditionError("the circuit graph is not this model's");
   }
-  auto w = std::make_shared<Weights>();
-  auto f64 = [](const at::Tensor& t) { return t.defined() ? t.to(torch::kFloat64) : t; };
-  auto optional = [&](const std::string& name) -> absl::StatusOr<torch::Tensor> {
-    absl::StatusOr<at::Tensor> t = model.Weight(name);
-    if (t.ok()) return f64(*t);
-    if (t.status().code() == absl::StatusCode::kFailedPrecondition) return torch::Tensor();
-    return t.status();
+  // One export of the weights (a copy per block), in float64 on the model's device.
+  const GPT2Weights exported = model.ExportWeights();
+  auto f64 = [&](const at::Tensor& t) {
+    return t.defined() ? t.to(model.device(), torch::kFloat64) : t;
   };
+  auto w = std::make_shared<Weights>();
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    const std::string block = absl::StrCat("blocks.", l, ".");
-    w->W_O.push_back(f64(model.W_O(static_cast<int>(l))));
-    std::array<torch::Tensor, 3> W, b;
-    const char* names[] = {"Q", "K", "V"};
-    for (int c = 0; c < 3; ++c) {
-      LG_ASSIGN_OR_RETURN(at::Tensor Wc, model.Weight(block + "attn.W_" + names[c]));
-      LG_ASSIGN_OR_RETURN(at::Tensor bc, model.Weight(block + "attn.b_" + names[c]));
-      W[c] = f64(Wc);
-      b[c] = f64(bc);
-    }
-    w->W.push_back(W);
-    w->b.push_back(b);
-    LG_ASSIGN_OR_RETURN(torch::Tensor ln1_w, optional(block + "ln1.w"));
-    LG_ASSIGN_OR_RETURN(torch::Tensor ln1_b, optional(block + "ln1.b"));
-    w->ln1_w.push_back(ln1_w);
-    w->ln1_b.push_back(ln1_b);
+    const BlockWeights& b = exported.blocks[l];
+    w->W_O.push_back(f64(b.W_O));
+    w->W.push_back({f64(b.W_Q), f64(b.W_K), f64(b.W_V)});
+    w->b.push_back({f64(b.b_Q), f64(b.b_K), f64(b.b_V)});
+    w->ln1_w.push_back(f64(b.ln1.w));  // undefined when folded
+    w->ln1_b.push_back(f64(b.ln1.b));
     w->head_node0.push_back(graph.HeadNode(static_cast<int>(l), 0));
-    if (cfg.attn_only) {
-      w->mlp_node.push_back(-1);
-      continue;
-    }
-    w->mlp_node.push_back(graph.MlpNode(static_cast<int>(l)));
-    LG_ASSIGN_OR_RETURN(torch::Tensor ln2_w, optional(block + "ln2.w"));
-    LG_ASSIGN_OR_RETURN(torch::Tensor ln2_b, optional(block + "ln2.b"));
-    LG_ASSIGN_OR_RETURN(at::Tensor W_in, model.Weight(block + "mlp.W_in"));
-    LG_ASSIGN_OR_RETURN(at::Tensor b_in, model.Weight(block + "mlp.b_in"));
-    w->ln2_w.push_back(ln2_w);
-    w->ln2_b.push_back(ln2_b);
-    w->W_in.push_back(f64(W_in));
-    w->b_in.push_back(f64(b_in));
+    w->mlp_node.push_back(cfg.attn_only ? -1 : graph.MlpNode(static_cast<int>(l)));
+    if (cfg.attn_only) continue;
+    w->ln2_w.push_back(f64(b.ln2.w));
+    w->ln2_b.push_back(f64(b.ln2.b));
+    w->W_in.push_back(f64(b.W_in));
+    w->b_in.push_back(f64(b.b_in));
   }
   EdgePatcher patcher;
   patcher.model_ = &model;
