@@ -290,11 +290,336 @@
     return {section: section, show: show, views: views};
   }
 
+  // ---- the circuit view ----------------------------------------------------------------------
+  // data.circuit (result.json's "circuit", from eap / eap-ig / acdc): {graph {n_layers, n_heads,
+  // attn_only}, nodes [{name, kind (embed|head|mlp|logits), layer, head}], edges [{name, sender,
+  // receiver, channel (q|k|v|""), score, kept}], threshold, selection, faithfulness {...}}.
+  // Drawn as one SVG: the embeddings at the bottom, each layer a row above (its heads side by side,
+  // its MLP after them, raised half a row), the logits at the top. A head has three input ports
+  // (q, k, v) along its bottom edge; an edge runs from its sender's top to its receiver's port,
+  // red for a positive score, blue for a negative one, its width by |score|. At first the edges
+  // the search kept are drawn; the slider (log scale over the nonzero |score|s) instead draws
+  // every edge with |score| >= its threshold. At most MAX_DRAWN edges are drawn (the largest
+  // |score| first), and the page says so.
+  var MAX_DRAWN = 2000, SLIDER_STEPS = 1000;
+  var PORT_COLOUR = {q: '#1b9e77', k: '#d95f02', v: '#7570b3'};
+  var CHANNELS = ['q', 'k', 'v'];
+
+  function count(n) { return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ','); }
+  function num(v) {
+    return typeof v === 'number' && isFinite(v) ? String(Number(v.toPrecision(4))) : 'n/a';
+  }
+  function absScore(e) { return typeof e.score === 'number' && isFinite(e.score) ? Math.abs(e.score) : 0; }
+  function edgeTip(e) {
+    return e.name + '  score = ' + exact(typeof e.score === 'number' ? e.score : null) +
+           '  kept = ' + (e.kept === true);
+  }
+
+  // Node positions: {x, y (centre), w, h, ports {q: [x, y], ...}, in: [x, y]}.
+  function circuitLayout(c) {
+    var nodes = Array.isArray(c.nodes) ? c.nodes : [], g = c.graph || {};
+    var nLayers = g.n_layers > 0 ? g.n_layers : 0, nHeads = g.n_heads > 0 ? g.n_heads : 0;
+    var hasMlp = false;
+    nodes.forEach(function (n) {
+      if (n.kind === 'head') {
+        nLayers = Math.max(nLayers, n.layer + 1);
+        nHeads = Math.max(nHeads, n.head + 1);
+      } else if (n.kind === 'mlp') {
+        hasMlp = true;
+        nLayers = Math.max(nLayers, n.layer + 1);
+      }
+    });
+    nHeads = Math.max(nHeads, 1);
+    var slots = nHeads + (hasMlp ? 1.5 : 0);
+    var slot = Math.max(36, Math.min(96, Math.floor(1060 / slots)));
+    var nw = slot - 10, nh = 30, rowH = hasMlp ? 100 : 76;
+    var left = 48, top = 16, width = Math.ceil(left + slots * slot + 16);
+    var rowY = function (r) { return top + nh / 2 + r * rowH; };  // r = 0: the logits' row
+    var height = Math.ceil(rowY(nLayers + 1) + nh / 2 + 16), mid = left + nHeads * slot / 2;
+    var pos = {};
+    nodes.forEach(function (n) {
+      var p = null;
+      if (n.kind === 'embed') {
+        p = {x: mid, y: rowY(nLayers + 1), w: Math.max(2 * nw, 110), h: nh};
+      } else if (n.kind === 'logits') {
+        p = {x: mid, y: rowY(0), w: Math.max(2 * nw, 110), h: nh};
+      } else if (n.kind === 'head') {
+        p = {x: left + n.head * slot + slot / 2, y: rowY(nLayers - n.layer), w: nw, h: nh};
+      } else if (n.kind === 'mlp') {
+        p = {x: left + nHeads * slot + slot * 0.85, y: rowY(nLayers - n.layer) - rowH * 0.45,
+             w: Math.max(nw, 44), h: nh};
+      }
+      if (!p || !isFinite(p.x) || !isFinite(p.y)) return;
+      p.out = [p.x, p.y - nh / 2];
+      p.in = [p.x, p.y + nh / 2];
+      if (n.kind === 'head') {
+        p.ports = {};
+        CHANNELS.forEach(function (ch, i) { p.ports[ch] = [p.x + (i - 1) * nw / 3, p.y + nh / 2]; });
+      }
+      pos[n.name] = p;
+    });
+    return {pos: pos, width: width, height: height, left: left, rowY: rowY, nLayers: nLayers};
+  }
+
+  function edgePath(a, b) {
+    var d = Math.max(18, (a[1] - b[1]) * 0.5);
+    return 'M' + a[0].toFixed(1) + ' ' + a[1].toFixed(1) + 'C' + a[0].toFixed(1) + ' ' +
+           (a[1] - d).toFixed(1) + ' ' + b[0].toFixed(1) + ' ' + (b[1] + d).toFixed(1) + ' ' +
+           b[0].toFixed(1) + ' ' + b[1].toFixed(1);
+  }
+
+  function faithfulness(f) {
+    var order = ['circuit', 'full', 'corrupted', 'fraction', 'normalized'];
+    var help = {
+      circuit: 'metric with every edge outside the circuit corrupted',
+      full: 'metric of the full (clean) model',
+      corrupted: 'metric with every edge corrupted',
+      fraction: 'circuit / full',
+      normalized: '(circuit - corrupted) / (full - corrupted); 1 recovers the whole effect'
+    };
+    var keys = order.filter(function (k) { return k in f; })
+        .concat(Object.keys(f).filter(function (k) { return order.indexOf(k) < 0; }));
+    return h('div', {id: 'circuit-faithfulness'}, [h('h3', {}, ['Faithfulness']),
+      h('table', {'class': 'kv'}, keys.map(function (k) {
+        var v = f[k], isNum = typeof v === 'number';
+        return h('tr', {'data-field': k, 'data-value': isNum ? exact(v) : JSON.stringify(v)}, [
+          h('th', {}, [k]), h('td', {'class': 'num'}, [isNum ? num(v) : JSON.stringify(v)]),
+          h('td', {'class': 'note'}, [help[k] || ''])]);
+      }))]);
+  }
+
+  function circuitSection(c) {
+    var section = h('section', {id: 'circuit'}, [h('h2', {}, ['Circuit'])]);
+    var edges = (Array.isArray(c.edges) ? c.edges : []).filter(function (e) {
+      return e && typeof e.name === 'string';
+    });
+    var layout = circuitLayout(c), pos = layout.pos;
+    var total = edges.length, nKept = 0, maxAbs = 0, minPos = Infinity, unplaced = 0;
+    var keptIn = {}, keptOut = {};
+    edges.forEach(function (e) {
+      var a = absScore(e);
+      maxAbs = Math.max(maxAbs, a);
+      if (a > 0) minPos = Math.min(minPos, a);
+      if (e.kept === true) {
+        ++nKept;
+        keptOut[e.sender] = (keptOut[e.sender] || 0) + 1;
+        keptIn[e.receiver] = (keptIn[e.receiver] || 0) + 1;
+        if (e.channel) keptIn[e.receiver + '.' + e.channel] = (keptIn[e.receiver + '.' + e.channel] || 0) + 1;
+      }
+      if (!pos[e.sender] || !pos[e.receiver]) ++unplaced;
+    });
+    // Every edge, largest |score| first: a threshold selects a prefix.
+    var order = edges.map(function (e, i) { return i; });
+    order.sort(function (i, j) { return absScore(edges[j]) - absScore(edges[i]) || i - j; });
+    var keptOrder = order.filter(function (i) { return edges[i].kept === true; });
+
+    var lead = 'Every edge of the circuit graph has a score' +
+        (c.selection ? '; kept: ' + c.selection : '') +
+        (typeof c.threshold === 'number' ? ' (threshold |score| \u2265 ' + exact(c.threshold) + ')' : '') +
+        '. ' + count(nKept) + ' of ' + count(total) + ' edges kept. Red: positive score, blue: ' +
+        'negative; width by |score|. A head receives on three ports: ';
+    var legendLine = h('p', {'class': 'sub'}, [lead].concat(
+        CHANNELS.map(function (ch) {
+          return h('span', {'class': 'port-key', style: 'color:' + PORT_COLOUR[ch]},
+                   ['\u25cf ' + ch + ' ']);
+        }), ['(left to right). Hover or focus an edge or a node for its values.']));
+    section.appendChild(legendLine);
+
+    // The controls: the slider, the threshold it gives, back to the kept edges, the count.
+    var lo = minPos < Infinity ? Math.log(minPos) / Math.LN10 : 0;
+    var hi = maxAbs > 0 ? Math.log(maxAbs) / Math.LN10 : 0;
+    if (!(hi - lo > 1e-12)) lo = hi - 1;
+    var sliderOk = maxAbs > 0;
+    var fromPos = function (p) {
+      if (p <= 0) return minPos;
+      if (p >= SLIDER_STEPS) return maxAbs;
+      return Math.pow(10, lo + (hi - lo) * p / SLIDER_STEPS);
+    };
+    var toPos = function (t) {
+      if (!(t > 0)) return 0;
+      var p = Math.round((Math.log(t) / Math.LN10 - lo) / (hi - lo) * SLIDER_STEPS);
+      return Math.max(0, Math.min(SLIDER_STEPS, p));
+    };
+    var slider = h('input', {type: 'range', id: 'circuit-threshold', min: 0, max: SLIDER_STEPS,
+                             step: 1, 'aria-label': 'threshold on |score| (log scale)',
+                             'data-log-min': exact(lo), 'data-log-max': exact(hi),
+                             'data-steps': SLIDER_STEPS});
+    if (!sliderOk) slider.disabled = true;
+    var shown = h('span', {id: 'circuit-threshold-value', 'class': 'num'});
+    var keptButton = h('button', {type: 'button', id: 'circuit-show-kept'}, ['kept edges']);
+    var countLine = h('p', {id: 'circuit-count', 'class': 'sub'});
+    section.appendChild(h('div', {id: 'circuit-controls'}, [
+      h('label', {}, ['|score| \u2265 ', slider]), ' ', shown, ' ', keptButton,
+      h('span', {'class': 'note'}, ['  log scale from ' + num(minPos < Infinity ? minPos : 0) +
+                                    ' to ' + num(maxAbs)])]));
+    section.appendChild(countLine);
+
+    // The graph: layer labels, an edge layer, the nodes (on top).
+    var svg = s('svg', {'class': 'circuit', id: 'circuit-graph', width: layout.width,
+                        height: layout.height, 'data-nodes': Object.keys(pos).length});
+    for (var L = 0; L < layout.nLayers; ++L) {
+      var ly = layout.rowY(layout.nLayers - L);
+      svg.appendChild(s('line', {'class': 'layer-rule', x1: layout.left - 6, x2: layout.width - 8,
+                                 y1: ly, y2: ly}));
+      svg.appendChild(s('text', {'class': 'axis', x: 6, y: ly + 4}, ['L' + L]));
+    }
+    var edgeLayer = s('g', {'class': 'cedges'});
+    svg.appendChild(edgeLayer);
+    var nodeLayer = s('g', {'class': 'cnodes'});
+    svg.appendChild(nodeLayer);
+    (Array.isArray(c.nodes) ? c.nodes : []).forEach(function (n) {
+      var p = pos[n.name];
+      if (!p) return;
+      var inText = n.kind === 'head'
+          ? count(keptIn[n.name] || 0) + ' (' + CHANNELS.map(function (ch) {
+              return ch + ' ' + (keptIn[n.name + '.' + ch] || 0);
+            }).join(', ') + ')'
+          : count(keptIn[n.name] || 0);
+      var tip = n.name + '  ' + n.kind +
+                (n.kind === 'head' ? ' (layer ' + n.layer + ', head ' + n.head + ')'
+                 : n.kind === 'mlp' ? ' (layer ' + n.layer + ')' : '') +
+                '  kept edges: in ' + inText + ', out ' + count(keptOut[n.name] || 0);
+      var inCircuit = (keptIn[n.name] || 0) + (keptOut[n.name] || 0) > 0;
+      var g = s('g', {'class': 'cnode' + (inCircuit ? ' in-circuit' : ''), tabindex: 0,
+                      'data-node': n.name, 'data-kind': n.kind, 'data-layer': n.layer,
+                      'data-head': n.kind === 'head' ? n.head : null, 'data-tip': tip,
+                      'data-kept-in': keptIn[n.name] || 0, 'data-kept-out': keptOut[n.name] || 0},
+                [s('title', {}, [tip]),
+                 s('rect', {x: p.x - p.w / 2, y: p.y - p.h / 2, width: p.w, height: p.h, rx: 4})]);
+      g.appendChild(s('text', {x: p.x, y: p.y + (p.ports ? 0 : 4), 'text-anchor': 'middle'},
+                      [n.name]));
+      if (p.ports) {
+        CHANNELS.forEach(function (ch) {
+          var pt = p.ports[ch];
+          if (p.w >= 40) {
+            g.appendChild(s('text', {'class': 'port-label', x: pt[0], y: pt[1] - 4,
+                                     'text-anchor': 'middle'}, [ch]));
+          }
+          var ptip = n.name + '.' + ch + '  kept edges in: ' + (keptIn[n.name + '.' + ch] || 0);
+          g.appendChild(s('circle', {'class': 'port', cx: pt[0], cy: pt[1], r: 3.2,
+                                     fill: PORT_COLOUR[ch], 'data-port': n.name + '.' + ch,
+                                     'data-tip': ptip}, [s('title', {}, [ptip])]));
+        });
+      }
+      nodeLayer.appendChild(g);
+    });
+    var wrap = h('div', {id: 'circuit-view'}, [svg]);
+    section.appendChild(wrap);
+    var info = h('p', {id: 'circuit-info', 'class': 'note'},
+                 ['Hover or focus an edge or a node for its name and values.']);
+    section.appendChild(info);
+    if (unplaced) {
+      section.appendChild(h('p', {'class': 'warn'}, [count(unplaced) + ' edges name a node the ' +
+                                                     'circuit does not list; they are not drawn.']));
+    }
+
+    // Draws the edges `chosen` (edge indices, largest |score| first), at most MAX_DRAWN.
+    function drawEdges(chosen) {
+      var drawn = chosen.slice(0, MAX_DRAWN).filter(function (i) {
+        return pos[edges[i].sender] && pos[edges[i].receiver];
+      });
+      var frag = document.createDocumentFragment();
+      for (var k = drawn.length - 1; k >= 0; --k) {  // the largest on top
+        var e = edges[drawn[k]], a = pos[e.sender], b = pos[e.receiver];
+        var end = b.ports && b.ports[e.channel] ? b.ports[e.channel] : b.in;
+        var w = maxAbs > 0 ? 0.8 + 5.2 * absScore(e) / maxAbs : 1;
+        var tip = edgeTip(e);
+        frag.appendChild(s('path', {
+          'class': 'cedge ' + (e.score < 0 ? 'neg' : 'pos'), d: edgePath(a.out, end),
+          stroke: e.score < 0 ? '#2166ac' : '#b2182b', 'stroke-width': w.toFixed(2),
+          'data-edge': e.name, 'data-sender': e.sender, 'data-receiver': e.receiver,
+          'data-channel': e.channel || '', 'data-score': exact(typeof e.score === 'number' ? e.score : null),
+          'data-kept': e.kept === true, 'data-tip': tip}, [s('title', {}, [tip])]));
+      }
+      edgeLayer.replaceChildren(frag);
+      return drawn.length;
+    }
+
+    function setSlider(p) {  // the value, and the attribute (so the DOM shows it)
+      slider.value = String(p);
+      slider.setAttribute('value', String(p));
+    }
+
+    function showKept() {
+      var n = drawEdges(keptOrder);
+      if (typeof c.threshold === 'number' && sliderOk) setSlider(toPos(c.threshold));
+      shown.textContent = typeof c.threshold === 'number' ? num(c.threshold) : '';
+      countLine.setAttribute('data-mode', 'kept');
+      countLine.setAttribute('data-threshold', typeof c.threshold === 'number' ? exact(c.threshold) : '');
+      countLine.setAttribute('data-selected', keptOrder.length);
+      countLine.setAttribute('data-drawn', n);
+      countLine.textContent = 'The search\'s kept edges: ' + count(keptOrder.length) + ' of ' +
+          count(total) + (c.selection ? ' (' + c.selection + ')' : '') + '; ' +
+          (n < keptOrder.length ? 'drawn: the ' + count(n) + ' with the largest |score| (at ' +
+                                  'most ' + count(MAX_DRAWN) + ' are drawn).'
+                                : count(n) + ' drawn.');
+    }
+
+    function showThreshold(t) {
+      // Edges with |score| >= t: a prefix of `order` (found by bisection).
+      var a = 0, b = order.length;
+      while (a < b) {
+        var m = (a + b) >> 1;
+        if (absScore(edges[order[m]]) >= t) a = m + 1; else b = m;
+      }
+      var selected = a, n = drawEdges(order.slice(0, Math.min(selected, MAX_DRAWN)));
+      shown.textContent = num(t);
+      countLine.setAttribute('data-mode', 'threshold');
+      countLine.setAttribute('data-threshold', exact(t));
+      countLine.setAttribute('data-selected', selected);
+      countLine.setAttribute('data-drawn', n);
+      countLine.textContent = count(selected) + ' of ' + count(total) + ' edges have |score| \u2265 ' +
+          num(t) + '; ' + (n < selected ? 'drawn: the ' + count(n) + ' with the largest |score| ' +
+                                          '(at most ' + count(MAX_DRAWN) + ' are drawn).'
+                                        : count(n) + ' drawn.');
+    }
+
+    slider.addEventListener('input', function () {
+      var p = Number(slider.value);
+      slider.setAttribute('value', String(p));
+      showThreshold(fromPos(p));
+    });
+    keptButton.addEventListener('click', showKept);
+
+    // Hover and focus: the name and values below the graph; a node's edges highlighted.
+    function point(e) {
+      var t = e.target && e.target.closest ? e.target.closest('[data-tip]') : null;
+      svg.querySelectorAll('.hl').forEach(function (x) { x.classList.remove('hl'); });
+      svg.classList.remove('focus');
+      if (!t || !svg.contains(t)) return;
+      info.textContent = t.getAttribute('data-tip');
+      var node = t.closest('g.cnode');
+      if (node) {
+        var name = node.getAttribute('data-node');
+        svg.classList.add('focus');
+        node.classList.add('hl');
+        edgeLayer.querySelectorAll('path.cedge').forEach(function (p) {
+          if (p.getAttribute('data-sender') === name || p.getAttribute('data-receiver') === name) {
+            p.classList.add('hl');
+          }
+        });
+      }
+    }
+    svg.addEventListener('mouseover', point);
+    svg.addEventListener('focusin', point);
+    svg.addEventListener('mouseleave', function () {
+      svg.querySelectorAll('.hl').forEach(function (x) { x.classList.remove('hl'); });
+      svg.classList.remove('focus');
+    });
+
+    showKept();
+    if (c.faithfulness && typeof c.faithfulness === 'object') {
+      section.appendChild(faithfulness(c.faithfulness));
+    }
+    return section;
+  }
+
   // ---- the page ------------------------------------------------------------------------------
   function draw(main, data) {
     main.appendChild(h('h1', {}, [data.title]));
     main.appendChild(h('p', {'class': 'sub'}, [data.subtitle]));
     main.appendChild(identity(data.identity));
+    if (data.circuit && typeof data.circuit === 'object') main.appendChild(circuitSection(data.circuit));
     if (data.outputs.length) main.appendChild(outputs(data));
     if (data.ranked.length) main.appendChild(ranked(data.ranked));
     if (data.detectors.length) main.appendChild(detectors(data.detectors));
