@@ -556,6 +556,8 @@ class CircuitViewTest(unittest.TestCase):
     def setUpClass(cls):
         cls.small = circuit_result(3, 4, False, 20, seed=5)
         cls.small_page = render_circuit(cls.small, "circuit_report")
+        cls.attn_only = circuit_result(2, 4, True, 12, seed=3, faithfulness=False)
+        cls.attn_only_page = render_circuit(cls.attn_only, "circuit_report_attn_only")
         cls.gpt2 = circuit_result(12, 12, False, 2500, seed=11, faithfulness=False)
         cls.gpt2_page = render_circuit(cls.gpt2, "circuit_report_gpt2_small")
 
@@ -631,6 +633,16 @@ class CircuitViewTest(unittest.TestCase):
         shown = [td.get("#text") for td in dom.find("td", **{"class": "num"})]
         self.assertEqual(shown[:3], ["1.9", "2.125", "0.1"])
         self.assertEqual(len(dom.find("div", id="circuit-faithfulness")), 1)
+
+    def test_attention_only_circuit(self):
+        """lensgrid-tiny's shape: no MLP nodes, every head's q/k/v ports, no faithfulness."""
+        c = self.attn_only["circuit"]
+        dom = dump_dom(self.attn_only_page)
+        self.assertEqual(dom.find("body")[0].get("data-js"), "ready")
+        self.check_nodes(dom, c)
+        self.assertEqual([g for g in dom.find("g") if g.get("data-kind") == "mlp"], [])
+        self.check_edges(dom, c, [e["name"] for e in c["edges"] if e["kept"]])
+        self.assertEqual(dom.find("div", id="circuit-faithfulness"), [])
 
     def test_hover_and_focus_show_names_and_values(self):
         c = self.small["circuit"]
