@@ -104,6 +104,7 @@ absl::StatusOr<AcdcResult> Acdc(const HookedTransformer& model, const Dataset& d
     begin = end;
   }
   std::vector<bool> corrupted(edges.size(), false);
+  std::vector<double> score(edges.size(), std::nan(""));
   LG_ASSIGN_OR_RETURN(double distance, evaluator.Distance(corrupted));
   int64_t left = static_cast<int64_t>(edges.size());
   AcdcProgress progress;
@@ -115,7 +116,8 @@ absl::StatusOr<AcdcResult> Acdc(const HookedTransformer& model, const Dataset& d
       }
       corrupted[e] = true;
       LG_ASSIGN_OR_RETURN(double without, evaluator.Distance(corrupted));
-      if (without - distance < options.threshold) {
+      score[e] = without - distance;
+      if (score[e] < options.threshold) {
         distance = without;
         --left;
       } else {
@@ -132,6 +134,7 @@ absl::StatusOr<AcdcResult> Acdc(const HookedTransformer& model, const Dataset& d
   AcdcResult result;
   result.kept.resize(edges.size());
   for (size_t e = 0; e < edges.size(); ++e) result.kept[e] = !corrupted[e];
+  result.score = std::move(score);
   result.distance = distance;
   result.evaluations = evaluator.evaluations();
   result.edges_kept = left;

@@ -7,6 +7,7 @@
 //   o.threshold = 0.05;                 // in units of the distance (KL by default)
 //   LG_ASSIGN_OR_RETURN(AcdcResult r, Acdc(*model, dataset, CircuitGraphOf(model->cfg()), o));
 //   r.kept[e]                           // edge e is in the circuit
+//   r.score[e]                          // the distance increase e was judged by
 //
 // The distance of a circuit is KL(full model || circuit) at each prompt's last position, averaged
 // over prompts (MetricKind::kKl), or for a task metric |mean metric(circuit) - mean
@@ -48,7 +49,12 @@ struct AcdcOptions {
 
 struct AcdcResult {
   std::vector<bool> kept;  // one per edge of the graph
-  double distance = 0;     // of the final circuit
+  // One per edge: how much the distance grew when that edge was tried (what was compared with
+  // the threshold: kept when >= threshold), measured with the edges removed before it removed;
+  // NaN for an edge never tried (none, once a run completes: every edge is tried once). A
+  // score per edge for ranking, e.g. a ROC curve without a sweep of thresholds.
+  std::vector<double> score;
+  double distance = 0;  // of the final circuit
   int64_t evaluations = 0;
   int64_t edges_kept = 0;
 };
