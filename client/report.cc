@@ -258,7 +258,7 @@ Json Identity(const Json& r) {
   Json rows = Json::array();
   if (!r.is_object()) return rows;
   for (const auto& [key, value] : r.items()) {
-    if (key == "outputs" || key == "detectors") continue;
+    if (key == "outputs" || key == "detectors" || key == "circuit") continue;
     if (value.is_object()) {
       for (const auto& [sub, subvalue] : value.items()) {
         rows.push_back({SanitizeUtf8(absl::StrCat(key, ".", sub)), ValueText(subvalue)});
@@ -293,7 +293,10 @@ void Outputs(const Json& r, Json* data) {
     const std::string name = SanitizeUtf8(Str(o, "name"));
     const Json axes = o.contains("axes") ? o["axes"] : Json();
     const Json shape = o.contains("shape") ? o["shape"] : Json();
+    // One score per edge: the circuit view draws them, not a heatmap.
+    const bool edges = axes == Json::array({"edge"});
     for (const bool normalized : {false, true}) {
+      if (edges) break;
       const char* variant = normalized ? "normalized" : "values";
       if (!o.contains(variant)) continue;
       const Grid g = ReadGrid(o[variant], shape);
@@ -309,6 +312,59 @@ void Outputs(const Json& r, Json* data) {
   }
   (*data)["outputs"] = heatmaps;
   (*data)["ranked"] = ranked;
+}
+
+// result.json's "circuit" (client/circuit_output.h) for the circuit view: the same keys, with
+// strings made valid UTF-8 and numbers finite (null otherwise); null when there is none.
+Json Circuit(const Json& r) {
+  if (!r.is_object() || !r.contains("circuit") || !r["circuit"].is_object()) return Json();
+  const Json& c = r["circuit"];
+  auto num = [](const Json& o, const char* key) {
+    return o.is_object() && o.contains(key) && o[key].is_number() ? Number(o[key].get<double>())
+                                                                  : Json();
+  };
+  auto list = [&c](const char* key) {
+    return c.contains(key) && c[key].is_array() ? c[key] : Json::array();
+  };
+  Json out;
+  const Json graph = c.contains("graph") ? c["graph"] : Json::object();
+  out["graph"] = {{"n_layers", num(graph, "n_layers")},
+                  {"n_heads", num(graph, "n_heads")},
+                  {"attn_only", graph.is_object() && graph.value("attn_only", false)}};
+  Json nodes = Json::array();
+  for (const Json& n : list("nodes")) {
+    if (!n.is_object()) continue;
+    Json node = {{"name", SanitizeUtf8(Str(n, "name"))},
+                 {"kind", SanitizeUtf8(Str(n, "kind"))},
+                 {"layer", num(n, "layer")}};
+    if (n.contains("head")) node["head"] = num(n, "head");
+    nodes.push_back(std::move(node));
+  }
+  out["nodes"] = std::move(nodes);
+  Json edges = Json::array();
+  for (const Json& e : list("edges")) {
+    if (!e.is_object()) continue;
+    edges.push_back(
+        {{"name", SanitizeUtf8(Str(e, "name"))},
+         {"sender", SanitizeUtf8(Str(e, "sender"))},
+         {"receiver", SanitizeUtf8(Str(e, "receiver"))},
+         {"channel", SanitizeUtf8(Str(e, "channel"))},
+         {"score", num(e, "score")},
+         {"kept", e.contains("kept") && e["kept"].is_boolean() && e["kept"].get<bool>()}});
+  }
+  out["edges"] = std::move(edges);
+  out["threshold"] = num(c, "threshold");
+  out["selection"] = SanitizeUtf8(Str(c, "selection"));
+  out["kept"] = num(c, "kept");
+  if (c.contains("faithfulness") && c["faithfulness"].is_object()) {
+    const Json& f = c["faithfulness"];
+    out["faithfulness"] = {{"circuit", num(f, "circuit")},
+                           {"full", num(f, "full")},
+                           {"corrupted", num(f, "corrupted")},
+                           {"fraction", num(f, "fraction")},
+                           {"normalized", num(f, "normalized")}};
+  }
+  return out;
 }
 
 Json Detectors(const Json& r) {
@@ -390,6 +446,7 @@ Json ReportData(const ReportInput& in) {
   data["identity"] = Identity(r);
   Outputs(r, &data);
   data["detectors"] = Detectors(r);
+  if (Json circuit = Circuit(r); !circuit.is_null()) data["circuit"] = std::move(circuit);
   data["attention"] = Attention(in.attention);
   return data;
 }

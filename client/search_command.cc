@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "client/acdc_search.h"
 #include "client/command_status.h"
 #include "client/hub/hub_download.h"
 #include "client/local_cluster.h"
@@ -46,13 +47,14 @@ absl::StatusOr<SearchJobRequest> JobRequestOfFlags(const SearchFlags& flags,
   r.model_id = model_id;
   r.weights_sha256 = flags.weights_sha256;
   r.method = flags.method;
-  r.metric = flags.metric.empty() ? DefaultMetric(flags.dataset) : flags.metric;
+  r.metric = MetricOfFlags(flags);
   r.ablation = flags.ablation;
   r.n_prompts = flags.n_prompts;
   r.seed = flags.seed;
   r.seq_len = flags.seq_len;
   r.prompts_per_shard = flags.prompts_per_shard;
   r.components_per_shard = flags.components_per_shard;
+  r.circuit = CircuitParamsOfFlags(flags);
   if (absl::EndsWith(flags.dataset, ".jsonl")) {
     std::ifstream in(flags.dataset, std::ios::binary);
     if (!in) return absl::NotFoundError(absl::StrCat("cannot read dataset file ", flags.dataset));
@@ -75,15 +77,118 @@ absl::StatusOr<SearchJobRequest> JobRequestOfFlags(const SearchFlags& flags,
   return r;
 }
 
+// The shape of the model a worker registered with the coordinator as serving `model_id` (what
+// a circuit graph needs before any job: --edges, acdc). `why` says what needs it.
+absl::StatusOr<v1::ModelShape> ModelShapeOnCoordinator(const std::string& address,
+                                                       const ClientTransport& transport,
+                                                       const std::string& model_id,
+                                                       const std::string& why) {
+  CoordinatorClient::Options options;
+  options.transport = transport;
+  LG_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> coordinator,
+                      CoordinatorClient::Connect(address, options));
+  LG_ASSIGN_OR_RETURN(std::vector<v1::WorkerInfo> workers, coordinator->ListWorkers());
+  for (const v1::WorkerInfo& w : workers) {
+    if (w.model_id() == model_id && w.model().n_layers() > 0) return w.model();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat(why, ": no worker serving model \"", model_id,
+                   "\" is registered with the coordinator, so the circuit graph's shape is "
+                   "unknown"));
+}
+
+CircuitGraph GraphOfShape(const v1::ModelShape& shape) {
+  return CircuitGraph::Build(
+      {static_cast<int>(shape.n_layers()), static_cast<int>(shape.n_heads()), shape.attn_only()});
+}
+
+// --method acdc through a coordinator: one acdc-step job per iteration and a
+// circuit-faithfulness job at the end, each with a request id derived from the search's
+// (REQUEST_ID/acdc/ITERATION, REQUEST_ID/faith): the same search run again with the same
+// --request-id finds the finished iterations' jobs and goes on from the first unfinished one.
+absl::Status ExecuteAcdcRemote(const SearchFlags& flags, const SearchJobRequest& request,
+                               const std::string& address, RemoteSearchOptions options,
+                               const LocalCluster* cluster, std::ostream& out, std::ostream& err) {
+  LG_ASSIGN_OR_RETURN(v1::ModelShape shape, ModelShapeOnCoordinator(address, options.transport,
+                                                                    request.model_id, "acdc"));
+  SearchContext ctx;
+  ctx.method = request.method;
+  ctx.metric = request.metric;
+  ctx.ablation = request.ablation;
+  ctx.n_layers = shape.n_layers();
+  ctx.n_heads = shape.n_heads();
+  ctx.attn_only = shape.attn_only();
+  const std::string base = options.request_id;
+  options.progress = nullptr;  // a line per iteration instead
+  options.tty = false;
+  std::string pin = request.weights_sha256;
+  v1::JobStatus last_status;
+  std::string first_job, last_job;
+  int64_t jobs = 0;
+  auto run_job = [&](Method method, const CircuitParams& params,
+                     const std::string& suffix) -> absl::StatusOr<SearchValues> {
+    SearchJobRequest r = request;
+    r.method = MethodName(method);
+    r.circuit = params;
+    r.weights_sha256 = pin;  // every job on the first one's weights
+    LG_ASSIGN_OR_RETURN(v1::JobSpec job, MakeSearchJobSpec(r));
+    SearchContext job_ctx = ctx;
+    job_ctx.method = r.method;
+    job_ctx.circuit = params;
+    LG_ASSIGN_OR_RETURN(SearchNames names, NamesOfContext(job_ctx));
+    RemoteSearchOptions o = options;
+    std::string id;
+    v1::JobStatus status;
+    o.job_id = &id;
+    o.final_status = &status;
+    o.request_id = base + suffix;
+    LG_ASSIGN_OR_RETURN(SearchValues v, RunOnCoordinator(address, job, names, o));
+    if (pin.empty()) pin = status.spec().weights_sha256();
+    last_status = std::move(status);
+    if (first_job.empty()) first_job = id;
+    last_job = id;
+    ++jobs;
+    return v;
+  };
+  auto start = std::chrono::steady_clock::now();
+  LG_ASSIGN_OR_RETURN(AcdcSearch acdc,
+                      RunAcdcSearch(
+                          ctx, flags.threshold,
+                          [&](int iteration, const CircuitParams& p) {
+                            return run_job(Method::kAcdcStep, p, absl::StrCat("/acdc/", iteration));
+                          },
+                          [&](const CircuitParams& p) {
+                            return run_job(Method::kCircuitFaithfulness, p, "/faith");
+                          },
+                          &err));
+  LG_ASSIGN_OR_RETURN(SearchContext out_ctx, ContextFromJobStatus(last_status));
+  out_ctx.method = MethodName(Method::kAcdc);
+  out_ctx.circuit = {};
+  out_ctx.seconds = SecondsSince(start);
+  out_ctx.normalize = flags.normalize;
+  if (cluster != nullptr) {
+    out_ctx.model_dir = flags.model_dir;
+    out_ctx.processed = !flags.no_processing;
+    out_ctx.run = {{"where", "local"}, {"workers", flags.local}};
+  } else {
+    out_ctx.run = {{"where", "coordinator"}, {"address", address}};
+  }
+  out_ctx.run["request_id"] = base;
+  out_ctx.run["jobs"] = jobs;
+  out_ctx.run["first_job_id"] = first_job;
+  out_ctx.run["last_job_id"] = last_job;
+  return WriteSearchOutput(acdc.values, out_ctx, {}, flags.output, out, nullptr, &acdc.circuit);
+}
+
 absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id, std::ostream& out,
                            std::ostream& err) {
   LG_ASSIGN_OR_RETURN(SearchJobRequest request, JobRequestOfFlags(flags, model_id));
-  LG_ASSIGN_OR_RETURN(v1::JobSpec job_spec, MakeSearchJobSpec(request));
-  SearchContext names;  // the names only, for the SearchNames the result is read as
-  names.method = request.method;
-  names.metric = request.metric;
-  names.ablation = request.ablation;
-  LG_ASSIGN_OR_RETURN(SearchNames spec, NamesOfContext(names));
+  {
+    // Bad names: before any cluster. --edges is read once the model's shape is known.
+    SearchJobRequest early = request;
+    if (!flags.edges_file.empty()) early.circuit.kept_edges = "to be read";
+    LG_RETURN_IF_ERROR(MakeSearchJobSpec(early).status());
+  }
 
   std::unique_ptr<LocalCluster> cluster;
   std::string address = flags.coordinator;
@@ -103,6 +208,24 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
     options.health = [&cluster] { return cluster->Health(); };
     LG_RETURN_IF_ERROR(cluster->WaitForWorker(model_id, absl::Minutes(10)));
   }
+  if (!flags.edges_file.empty()) {
+    LG_ASSIGN_OR_RETURN(v1::ModelShape shape,
+                        ModelShapeOnCoordinator(address, options.transport, model_id, "--edges"));
+    LG_ASSIGN_OR_RETURN(request.circuit.kept_edges,
+                        ReadEdgeList(flags.edges_file, GraphOfShape(shape)));
+  }
+  if (request.method == MethodName(Method::kAcdc)) {
+    absl::Status s = ExecuteAcdcRemote(flags, request, address, options, cluster.get(), out, err);
+    if (!s.ok() && cluster != nullptr) cluster->KeepLogs();
+    return s;
+  }
+  LG_ASSIGN_OR_RETURN(v1::JobSpec job_spec, MakeSearchJobSpec(request));
+  SearchContext names;  // the names only, for the SearchNames the result is read as
+  names.method = request.method;
+  names.metric = request.metric;
+  names.ablation = request.ablation;
+  names.circuit = request.circuit;
+  LG_ASSIGN_OR_RETURN(SearchNames spec, NamesOfContext(names));
   std::string job_id;
   v1::JobStatus final_status;
   options.job_id = &job_id;
@@ -131,11 +254,41 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
       result = d.status();
     }
   }
-  if (!result.ok()) {
-    if (cluster != nullptr) cluster->KeepLogs();
-    return result.status();
+  absl::StatusOr<SearchContext> job_ctx =
+      result.ok() ? ContextFromJobStatus(final_status) : absl::StatusOr<SearchContext>();
+  std::optional<CircuitFindings> circuit;
+  std::string faithfulness_job_id;
+  if (result.ok() && job_ctx.ok()) {
+    // eap / eap-ig: the circuit's faithfulness is another job on the same prompts and weights.
+    auto run_faithfulness = [&](const CircuitParams& params) -> absl::StatusOr<SearchValues> {
+      SearchJobRequest f_request = request;
+      f_request.method = MethodName(Method::kCircuitFaithfulness);
+      f_request.circuit = params;
+      f_request.components_per_shard = 0;
+      f_request.weights_sha256 = final_status.spec().weights_sha256();
+      LG_ASSIGN_OR_RETURN(v1::JobSpec f_job, MakeSearchJobSpec(f_request));
+      SearchNames f_names = spec;
+      f_names.method = Method::kCircuitFaithfulness;
+      f_names.circuit = params;
+      RemoteSearchOptions f_options = options;
+      f_options.job_id = &faithfulness_job_id;
+      f_options.request_id = options.request_id + "/faith";  // another job
+      f_options.final_status = nullptr;
+      return RunOnCoordinator(address, f_job, f_names, f_options);
+    };
+    absl::StatusOr<std::optional<CircuitFindings>> c =
+        CircuitOfSearch(*result, *job_ctx, CircuitChoiceOfFlags(flags), run_faithfulness);
+    if (c.ok()) {
+      circuit = std::move(*c);
+    } else {
+      result = c.status();
+    }
   }
-  LG_ASSIGN_OR_RETURN(SearchContext ctx, ContextFromJobStatus(final_status));
+  if (!result.ok() || !job_ctx.ok()) {
+    if (cluster != nullptr) cluster->KeepLogs();
+    return result.ok() ? job_ctx.status() : result.status();
+  }
+  SearchContext ctx = std::move(*job_ctx);
   ctx.seconds = SecondsSince(start);
   ctx.normalize = flags.normalize;
   if (cluster != nullptr) {
@@ -146,6 +299,7 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
     ctx.run = {{"where", "coordinator"}, {"address", address}, {"job_id", job_id}};
   }
   if (!detect_job_id.empty()) ctx.run["detectors_job_id"] = detect_job_id;
+  if (!faithfulness_job_id.empty()) ctx.run["faithfulness_job_id"] = faithfulness_job_id;
   std::vector<AttentionView> views;
   if (!flags.output.empty()) {
     // The job's numbers are in; a report without the viewer beats no output.
@@ -160,10 +314,56 @@ absl::Status ExecuteRemote(const SearchFlags& flags, const std::string& model_id
     }
   }
   return WriteSearchOutput(*result, ctx, views, flags.output, out,
-                           detectors ? &*detectors : nullptr);
+                           detectors ? &*detectors : nullptr, circuit ? &*circuit : nullptr);
 }
 
 }  // namespace
+
+CircuitParams CircuitParamsOfFlags(const SearchFlags& flags) {
+  CircuitParams p;
+  p.ig_steps = flags.ig_steps;
+  p.receivers = flags.receivers;
+  return p;
+}
+
+CircuitChoice CircuitChoiceOfFlags(const SearchFlags& flags) {
+  CircuitChoice c;
+  c.top_k = flags.top_k;
+  if (flags.threshold >= 0) c.threshold = flags.threshold;
+  return c;
+}
+
+std::string MetricOfFlags(const SearchFlags& flags) {
+  if (!flags.metric.empty()) return flags.metric;
+  return flags.method == "acdc" ? "kl" : DefaultMetric(flags.dataset);
+}
+
+std::string CircuitFlagsError(const SearchFlags& flags) {
+  const bool edges = flags.method == "eap" || flags.method == "eap-ig";
+  if (flags.method == "acdc") {
+    if (flags.threshold < 0) return "--method acdc needs --threshold T (>= 0)";
+    if (flags.top_k != 0) return "--top-k is for eap and eap-ig; acdc keeps what --threshold says";
+  }
+  if (flags.method == "acdc-step") {
+    return "acdc-step is one iteration of acdc: run --method acdc";
+  }
+  if (flags.ig_steps != 0 && flags.method != "eap-ig") return "--ig-steps is for --method eap-ig";
+  if (!flags.receivers.empty() && flags.method != "path-patch") {
+    return "--receivers is for --method path-patch";
+  }
+  if ((flags.top_k != 0 || flags.threshold >= 0) && !edges && flags.method != "acdc") {
+    return "--top-k and --threshold are for --method eap, eap-ig and acdc";
+  }
+  if (flags.top_k != 0 && flags.threshold >= 0) return "give --top-k or --threshold, not both";
+  if (!flags.edges_file.empty() && flags.method != "circuit-faithfulness") {
+    return "--edges is for --method circuit-faithfulness";
+  }
+  if (flags.edges_file.empty() && flags.method == "circuit-faithfulness") {
+    return "--method circuit-faithfulness needs --edges FILE (the circuit: edge names, one a "
+           "line)";
+  }
+  return "";
+}
 
 std::string DefaultMetric(const std::string& dataset) {
   if (dataset == "greater-than") return "prob-diff";
@@ -197,6 +397,24 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   app.add_option("--n-prompts", f.n_prompts, "prompts to generate (or to read at most)");
   app.add_option("--seed", f.seed, "dataset seed");
   app.add_option("--seq-len", f.seq_len, "induction: random tokens per half");
+  app.add_option("--ig-steps", f.ig_steps,
+                 absl::StrCat("eap-ig: integrated-gradient steps (default ", kDefaultIgSteps, ")"))
+      ->check(CLI::Range(1, kMaxIgSteps));
+  app.add_option("--receivers", f.receivers,
+                 "path-patch: the receiving inputs the paths end at, e.g. L1H1.k,MLP2 (default: "
+                 "logits)")
+      ->delimiter(',');
+  app.add_option("--top-k", f.top_k,
+                 absl::StrCat("eap, eap-ig: the circuit is the K edges of largest |score| "
+                              "(default ",
+                              kDefaultTopK, ")"))
+      ->check(CLI::PositiveNumber);
+  app.add_option("--threshold", f.threshold,
+                 "eap, eap-ig: the circuit is every edge with |score| >= T (instead of --top-k)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--edges", f.edges_file,
+                 "circuit-faithfulness: the circuit, a file of edge names (\"L0H1 -> L1H1.k\"), "
+                 "one a line");
   app.add_flag("--normalize", f.normalize,
                "patching: also (patched - corrupted) / (clean - corrupted)");
   app.add_flag("--detectors", f.detectors,
@@ -248,6 +466,10 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
   if (where != 1) {
     err << "lensgrid search: say where to run, once: --in-process, --local N (N >= 1) or "
            "--coordinator HOST:PORT\n";
+    return 2;
+  }
+  if (const std::string e = CircuitFlagsError(f); !e.empty()) {
+    err << "lensgrid search: " << e << "\n";
     return 2;
   }
   if (f.naive && !f.in_process) {

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "client/circuit_output.h"
 #include "common/auth.h"
 
 namespace lensgrid {
@@ -46,8 +47,25 @@ struct SearchFlags {
   std::string request_id;
   int64_t prompts_per_shard = 0, components_per_shard = 0;
   int threads = 0;
+  // Circuit methods: eap-ig's steps (0: the default), path-patch's receivers, the circuit
+  // eap/eap-ig select (top_k, or threshold when >= 0), circuit-faithfulness's edge list.
+  int ig_steps = 0;
+  std::vector<std::string> receivers;
+  int64_t top_k = 0;
+  double threshold = -1;
+  std::string edges_file;
   ClientTransport transport;  // --tls-ca, --tls-cert, --tls-key, --token (--coordinator)
 };
+
+// The circuit parameters of the flags (kept_edges: filled from --edges once the model's shape
+// is known), and how eap/eap-ig choose their circuit.
+CircuitParams CircuitParamsOfFlags(const SearchFlags& flags);
+CircuitChoice CircuitChoiceOfFlags(const SearchFlags& flags);
+// A usage error for circuit flags given to a method that does not read them (empty: none).
+std::string CircuitFlagsError(const SearchFlags& flags);
+
+// --metric, else kl for acdc, else the dataset's DefaultMetric.
+std::string MetricOfFlags(const SearchFlags& flags);
 
 // The metric a method reads when none is given: what the dataset is about.
 std::string DefaultMetric(const std::string& dataset);

@@ -31,6 +31,12 @@ nlohmann::ordered_json ContextToJson(const SearchContext& c) {
   j["method"] = c.method;
   j["metric"] = c.metric;
   j["ablation"] = c.ablation;
+  if (!(c.circuit == CircuitParams{})) {
+    int64_t kept = 0;
+    for (unsigned char byte : c.circuit.kept_edges) kept += __builtin_popcount(byte);
+    j["circuit"] = {
+        {"ig_steps", c.circuit.ig_steps}, {"receivers", c.circuit.receivers}, {"kept_edges", kept}};
+  }
   j["normalize"] = c.normalize;
   nlohmann::ordered_json model;
   if (!c.model_id.empty()) model["id"] = c.model_id;
@@ -111,6 +117,7 @@ absl::StatusOr<SearchContext> ContextFromJobStatus(const v1::JobStatus& status) 
   c.metric = MetricName(metric);
   LG_ASSIGN_OR_RETURN(auto ablation, AblationFromProto(spec.ablation()));
   c.ablation = AblationName(ablation);
+  c.circuit = CircuitParamsFromProto(spec.circuit());
   c.model_id = spec.model_id().empty() ? status.model_id() : spec.model_id();
   c.weights_sha256 = spec.weights_sha256();
   c.n_layers = spec.n_layers();

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/search_methods.h"
 #include "lensgrid/v1/coordinator.pb.h"
 #include "nlohmann/json.hpp"
 
@@ -27,6 +28,7 @@ namespace lensgrid {
 
 struct SearchContext {
   std::string method, metric, ablation;  // names, as the CLI spells them
+  CircuitParams circuit;                 // circuit methods: ig_steps, receivers, kept_edges
   bool normalize = false;
   // The model: its id (the one workers serve it under; empty in-process), its dir (empty when
   // this process never saw the model's files), its weights and its shape.
@@ -44,7 +46,8 @@ struct SearchContext {
   double seconds = 0;
 };
 
-// {"method", "metric", "ablation", "normalize", "model": {["id"], "dir", "weights_sha256",
+// {"method", "metric", "ablation", ["circuit": {"ig_steps", "receivers", "kept_edges": count}],
+//  "normalize", "model": {["id"], "dir", "weights_sha256",
 //  "processed" (null: unknown), "n_layers", "n_heads", "attn_only"}, "dataset": {"name",
 //  "n_prompts", "seed", "seq_len", "positions"}, "run"}.
 nlohmann::ordered_json ContextToJson(const SearchContext& ctx);

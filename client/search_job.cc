@@ -50,6 +50,8 @@ absl::StatusOr<v1::JobSpec> MakeSearchJobSpec(const SearchJobRequest& r) {
   spec.set_method(ToProto(method));
   spec.set_metric(ToProto(metric));
   spec.set_ablation(ToProto(ablation));
+  LG_RETURN_IF_ERROR(CheckCircuitParams(method, r.circuit, {}));  // the model's parts: planner
+  if (IsCircuit(method)) *spec.mutable_circuit() = ToProto(r.circuit);
   v1::DatasetRequest* d = spec.mutable_dataset();
   d->set_name(r.dataset);
   d->set_n_prompts(r.n_prompts);

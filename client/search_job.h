@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/search_methods.h"
 #include "lensgrid/v1/coordinator.pb.h"
 
 namespace lensgrid {
@@ -31,6 +32,7 @@ struct SearchJobRequest {
   uint64_t seed = 0;
   int64_t seq_len = 16;                                     // induction: random tokens per half
   int64_t prompts_per_shard = 0, components_per_shard = 0;  // 0: the planner's choice
+  CircuitParams circuit;                                    // circuit methods
 };
 
 // INVALID_ARGUMENT naming the flag: no model id, a pin that is not 64 hex digits (upper case is

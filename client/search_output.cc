@@ -48,9 +48,21 @@ F32Tensor ToF32(std::string name, const std::vector<double>& values, std::vector
 absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& ctx,
                                const std::vector<AttentionView>& attention,
                                const std::string& output_dir, std::ostream& out,
-                               const SearchValues* detectors) {
+                               const SearchValues* detectors, const CircuitFindings* circuit) {
   const SearchNames& spec = result.names;
-  const bool patching = IsPatching(spec.method);
+  // Patching's baseline is the corrupted run and its reference the clean one; circuit methods'
+  // the other way round.
+  const bool patching = NeedsCorrupted(spec.method);
+  const bool circuit_method = IsCircuit(spec.method);
+  const char* baseline_run = !patching ? "clean" : circuit_method ? "clean" : "corrupted";
+  const char* reference_run = circuit_method ? "corrupted" : "clean";
+  const CircuitGraph graph = CircuitGraph::Build(ShapeOfContext(ctx));
+  auto component = [&](const GridValues& o, int64_t idx) {
+    return o.axes == std::vector<std::string>{"edge"} &&
+                   idx < static_cast<int64_t>(graph.edges().size())
+               ? graph.EdgeName(static_cast<int>(idx))
+               : GridComponentName(o, idx);
+  };
   const double baseline = Mean(result.baseline);
   out << "search: " << MethodName(spec.method) << " on " << ctx.dataset << " (" << ctx.n_prompts
       << " prompts), metric " << MetricName(spec.metric);
@@ -58,27 +70,46 @@ absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& 
     out << ", " << AblationName(spec.ablation) << " ablation";
   }
   out << ", " << std::fixed << std::setprecision(2) << ctx.seconds << " s\n";
-  out << (patching ? "corrupted" : "clean") << " " << MetricName(spec.metric) << ": "
-      << std::setprecision(4) << baseline << "\n";
+  out << baseline_run << " " << MetricName(spec.metric) << ": " << std::setprecision(4) << baseline
+      << "\n";
   double reference = 0;
   if (patching) {
     reference = Mean(result.reference);
-    out << "clean " << MetricName(spec.metric) << ": " << reference << "\n";
+    out << reference_run << " " << MetricName(spec.metric) << ": " << reference << "\n";
   }
 
   nlohmann::ordered_json j;
   j["method"] = MethodName(spec.method);
   j["metric"] = MetricName(spec.metric);
   j["ablation"] = AblationName(spec.ablation);
-  j["delta"] = IsAttribution(spec.method)
-                   ? "first-order estimate of metric(patched) - metric(corrupted): "
-                     "(clean - corrupted) . d metric / d activation at the corrupted run"
-               : patching ? "metric(patched) - metric(corrupted)"
-                          : "metric(intervened) - metric(clean)";
+  if (circuit_method && !spec.circuit.receivers.empty()) j["receivers"] = spec.circuit.receivers;
+  if (spec.method == Method::kEapIg) j["ig_steps"] = IgSteps(spec.circuit);
+  j["delta"] =
+      spec.method == Method::kEap || spec.method == Method::kEapIg
+          ? "first-order estimate of metric(only this edge corrupted) - metric(clean): "
+            "(corrupted - clean sender value) . d metric / d receiver input, summed over "
+            "positions (eap-ig: the gradient's mean over steps from the clean to the corrupted "
+            "input)"
+      : spec.method == Method::kPathPatch
+          ? "metric(clean run with only the head's path to the receivers corrupted) - "
+            "metric(clean)"
+      : spec.method == Method::kCircuitFaithfulness
+          ? "the metric with every edge outside the circuit corrupted; clean; corrupted"
+      : spec.method == Method::kAcdc
+          ? "each edge's increase of the circuit's distance from the clean run when ACDC "
+            "judged it (0: pruned because its receiver reaches nothing)"
+      : spec.method == Method::kAcdcStep
+          ? "the metric of the circuit, and of the circuit with each edge into the receiving "
+            "input also corrupted"
+      : IsAttribution(spec.method)
+          ? "first-order estimate of metric(patched) - metric(corrupted): "
+            "(clean - corrupted) . d metric / d activation at the corrupted run"
+      : patching ? "metric(patched) - metric(corrupted)"
+                 : "metric(intervened) - metric(clean)";
   const nlohmann::ordered_json context = ContextToJson(ctx);
   for (const char* key : {"model", "dataset", "run"}) j[key] = context[key];
   j["baseline"] = baseline;
-  if (patching) j["clean"] = reference;
+  if (patching) j[reference_run] = reference;
   std::vector<F32Tensor> tensors;
   for (const GridValues& o : result.outputs) {
     nlohmann::ordered_json oj;
@@ -86,7 +117,7 @@ absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& 
     oj["axes"] = o.axes;
     oj["shape"] = o.shape;
     oj["values"] = Nested(o.mean, o.shape);
-    if (patching && ctx.normalize) {
+    if (patching && !circuit_method && ctx.normalize) {
       // (patched - corrupted) / (clean - corrupted), on means over prompts.
       std::vector<double> normalized = o.mean;
       for (double& v : normalized) v /= reference - baseline;
@@ -94,20 +125,22 @@ absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& 
     }
     nlohmann::json ranked = nlohmann::json::array();
     for (auto [idx, value] : RankGrid(o, 1 << 30)) {
-      ranked.push_back({{"component", GridComponentName(o, idx)}, {"value", value}});
+      ranked.push_back({{"component", component(o, idx)}, {"value", value}});
     }
     oj["ranked"] = ranked;
     j["outputs"].push_back(oj);
     out << "top components of " << o.name << " (by |value|):\n";
     for (auto [idx, value] : RankGrid(o, 10)) {
-      out << "  " << std::setw(16) << std::left << GridComponentName(o, idx) << std::right
-          << std::showpos << std::defaultfloat << std::setprecision(4) << value << std::noshowpos
-          << std::fixed << "\n";
+      out << "  " << std::setw(16) << std::left << component(o, idx) << std::right << std::showpos
+          << std::defaultfloat << std::setprecision(4) << value << std::noshowpos << std::fixed
+          << "\n";
     }
     tensors.push_back(ToF32(o.name, o.mean, o.shape));
-    std::vector<int64_t> pp_shape = {static_cast<int64_t>(result.baseline.size())};
-    pp_shape.insert(pp_shape.end(), o.shape.begin(), o.shape.end());
-    tensors.push_back(ToF32(o.name + ".per_prompt", o.per_prompt, pp_shape));
+    if (!o.per_prompt.empty()) {  // acdc's scores have none
+      std::vector<int64_t> pp_shape = {static_cast<int64_t>(result.baseline.size())};
+      pp_shape.insert(pp_shape.end(), o.shape.begin(), o.shape.end());
+      tensors.push_back(ToF32(o.name + ".per_prompt", o.per_prompt, pp_shape));
+    }
   }
   if (detectors != nullptr) {
     for (const GridValues& o : detectors->outputs) {
@@ -122,7 +155,23 @@ absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& 
   }
   const int64_t n_prompts = static_cast<int64_t>(result.baseline.size());
   tensors.push_back(ToF32("baseline", result.baseline, {n_prompts}));
-  if (patching) tensors.push_back(ToF32("clean", result.reference, {n_prompts}));
+  if (patching) tensors.push_back(ToF32(reference_run, result.reference, {n_prompts}));
+  if (circuit != nullptr) {
+    j["circuit"] = CircuitToJson(*circuit);
+    std::vector<double> kept(circuit->kept.begin(), circuit->kept.end());
+    tensors.push_back(ToF32("circuit.kept", kept, {static_cast<int64_t>(kept.size())}));
+    out << std::defaultfloat << "circuit: " << circuit->n_kept() << " of " << kept.size()
+        << " edges (" << circuit->selection << ")\n";
+    if (circuit->faithfulness) {
+      const FaithfulnessValues& f = *circuit->faithfulness;
+      out << std::setprecision(4) << "faithfulness: " << MetricName(spec.metric) << " " << f.circuit
+          << " with every other edge corrupted, " << f.full << " clean, " << f.corrupted
+          << " corrupted: ";
+      // A KL divergence from the clean run is 0 there: only the normalized form means anything.
+      if (spec.metric != MetricKind::kKl) out << f.fraction() << " of the full model's, ";
+      out << f.normalized() << " normalized ((circuit - corrupted) / (clean - corrupted))\n";
+    }
+  }
 
   if (output_dir.empty()) return absl::OkStatus();
   ::mkdir(output_dir.c_str(), 0755);
@@ -137,10 +186,16 @@ absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& 
   LG_RETURN_IF_ERROR(
       WriteSafetensors(output_dir + "/result.safetensors", views,
                        {{"method", MethodName(spec.method)}, {"metric", MetricName(spec.metric)}}));
+  if (circuit != nullptr) {
+    std::ofstream dot(output_dir + "/circuit.dot");
+    dot << CircuitToDot(*circuit);
+    if (!dot) return absl::PermissionDeniedError("cannot write " + output_dir + "/circuit.dot");
+  }
   std::ofstream html(output_dir + "/report.html");
   html << RenderReportHtml({j, attention, ""});
   if (!html) return absl::PermissionDeniedError("cannot write " + output_dir + "/report.html");
-  out << "wrote " << output_dir << "/result.json, result.safetensors and report.html\n";
+  out << "wrote " << output_dir << "/result.json, result.safetensors"
+      << (circuit != nullptr ? ", circuit.dot" : "") << " and report.html\n";
   return absl::OkStatus();
 }
 

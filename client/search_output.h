@@ -17,6 +17,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "client/circuit_output.h"
 #include "client/report.h"
 #include "client/search_context.h"
 #include "client/search_values.h"
@@ -28,10 +29,15 @@ namespace lensgrid {
 // (with `attention`'s patterns) there.
 // `detectors` (optional): a detect-heads result on the same dataset, written
 // beside the main result (result.json "detectors", tensors "detectors.NAME").
+// `circuit` (optional; eap, eap-ig, circuit-faithfulness): the circuit found,
+// written as result.json "circuit", the tensor "circuit.kept" (1 kept, 0 not,
+// per edge), DIR/circuit.dot and the summary's circuit lines. Edge grids'
+// components are named by the circuit graph ("L0H1 -> L1H1.k").
 absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& ctx,
                                const std::vector<AttentionView>& attention,
                                const std::string& output_dir, std::ostream& out,
-                               const SearchValues* detectors = nullptr);
+                               const SearchValues* detectors = nullptr,
+                               const CircuitFindings* circuit = nullptr);
 
 }  // namespace lensgrid
 

@@ -46,7 +46,7 @@ absl::StatusOr<SearchValues> ResultFromJob(const JobResult& job, const SearchNam
   }
   const int64_t n = baseline->shape[0];
   LG_ASSIGN_OR_RETURN(result.baseline, Take(job, "baseline", n));
-  if (IsPatching(names.method)) {
+  if (NeedsCorrupted(names.method)) {
     LG_ASSIGN_OR_RETURN(result.reference, Take(job, "reference", n));
   }
   for (const v1::ResultGrid& g : job.header.grids()) {

@@ -16,6 +16,11 @@ absl::StatusOr<SearchNames> NamesOfContext(const SearchContext& ctx) {
   LG_ASSIGN_OR_RETURN(names.method, ParseMethod(ctx.method));
   LG_ASSIGN_OR_RETURN(names.metric, ParseMetric(ctx.metric));
   LG_ASSIGN_OR_RETURN(names.ablation, ParseAblation(ctx.ablation));
+  names.circuit = ctx.circuit;
+  if (ctx.n_layers > 0) {
+    LG_RETURN_IF_ERROR(CheckCircuitParams(names.method, names.circuit,
+                                          {ctx.n_layers, ctx.n_heads, ctx.attn_only}));
+  }
   return names;
 }
 

@@ -26,6 +26,7 @@ struct SearchNames {
   Method method = Method::kAblateHeads;
   MetricKind metric = MetricKind::kLogitDiff;
   AblationKind ablation = AblationKind::kZero;
+  CircuitParams circuit;
 };
 
 // The names of the context's method, metric and ablation; INVALID_ARGUMENT for an unknown one.

@@ -1,5 +1,7 @@
 #include "common/circuit_graph.h"
 
+#include <limits>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -69,6 +71,20 @@ CircuitGraph CircuitGraph::Build(const CircuitShape& shape) {
     }
   }
   return g;
+}
+
+int64_t CircuitGraph::CountEdges(int64_t n_layers, int64_t n_heads, bool attn_only) {
+  // Per layer l (m = 1 with MLPs): H heads x 3 inputs x (1 + l (H + m)) senders, the MLP's
+  // 1 + l (H + 1) + H; the logits 1 + L (H + m). Summed in long double, then clamped.
+  const long double L = static_cast<long double>(n_layers), H = static_cast<long double>(n_heads);
+  const long double m = attn_only ? 0 : 1;
+  const long double sum_l = L * (L - 1) / 2;  // sum of l over layers
+  long double n = 3 * H * (L + sum_l * (H + m)) + 1 + L * (H + m);
+  if (!attn_only) n += L * (1 + H) + sum_l * (H + 1);
+  if (n >= static_cast<long double>(std::numeric_limits<int64_t>::max())) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  return static_cast<int64_t>(n);
 }
 
 int CircuitGraph::HeadNode(int layer, int head) const {

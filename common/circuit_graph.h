@@ -54,6 +54,9 @@ class CircuitGraph {
  public:
   // REQUIRES: n_layers >= 1, n_heads >= 1.
   static CircuitGraph Build(const CircuitShape& shape);
+  // Build(shape).edges().size() without building it; saturates at INT64_MAX (shapes from the
+  // wire may be absurd: the caller's limits refuse those).
+  static int64_t CountEdges(int64_t n_layers, int64_t n_heads, bool attn_only);
 
   const CircuitShape& shape() const { return shape_; }
   const std::vector<CircuitNode>& nodes() const { return nodes_; }

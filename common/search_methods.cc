@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/circuit_graph.h"
 #include "common/echo.h"
 
 namespace lensgrid {
@@ -41,6 +42,22 @@ const std::vector<MethodInfo>& MethodTable() {
        "attribution patching (gradient estimate of patch-attn-out) -> delta [layer, pos]"},
       {Method::kAttributeMlpOut, "attribute-mlp-out", MethodKind::kAttribution,
        "attribution patching (gradient estimate of patch-mlp-out) -> delta [layer, pos]"},
+      {Method::kEap, "eap", MethodKind::kCircuit,
+       "edge attribution patching: a score for every edge of the circuit graph -> scores "
+       "[edge]"},
+      {Method::kEapIg, "eap-ig", MethodKind::kCircuit,
+       "EAP with integrated gradients (--ig-steps) -> scores [edge]"},
+      {Method::kPathPatch, "path-patch", MethodKind::kCircuit,
+       "corrupt only each head's path to the receivers (--receivers; default the logits) -> "
+       "delta [layer, head]"},
+      {Method::kCircuitFaithfulness, "circuit-faithfulness", MethodKind::kCircuit,
+       "a circuit's metric with every edge outside it corrupted (--edges FILE) -> metric "
+       "[run(circuit, clean, corrupted)]"},
+      {Method::kAcdc, "acdc", MethodKind::kCircuit,
+       "ACDC: prune edges from the logits back, keeping those whose removal moves the metric "
+       "by >= --threshold -> scores [edge]"},
+      {Method::kAcdcStep, "acdc-step", MethodKind::kCircuit,
+       "one ACDC iteration (what acdc runs per receiving input) -> metric [candidate]"},
   };
   return *t;
 }
@@ -120,10 +137,13 @@ std::string AblationNames() { return Names(AblationTable()); }
 bool IsPatching(Method method) {
   return Info(method).kind == MethodKind::kPatching || IsAttribution(method);
 }
+bool IsCircuit(Method method) { return Info(method).kind == MethodKind::kCircuit; }
+bool NeedsCorrupted(Method method) { return IsPatching(method) || IsCircuit(method); }
 bool IsAblation(Method method) { return Info(method).kind == MethodKind::kAblation; }
 bool IsAttribution(Method method) { return Info(method).kind == MethodKind::kAttribution; }
 bool ShardsByPromptsOnly(Method method) {
-  return Info(method).kind == MethodKind::kWholeGrid || IsAttribution(method);
+  return Info(method).kind == MethodKind::kWholeGrid || IsAttribution(method) ||
+         (IsCircuit(method) && method != Method::kPathPatch && method != Method::kAcdcStep);
 }
 
 Method ExactMethod(Method method) {
@@ -149,6 +169,12 @@ Method ExactMethod(Method method) {
     case Method::kPatchPattern:
     case Method::kDetectHeads:
     case Method::kDla:
+    case Method::kEap:
+    case Method::kEapIg:
+    case Method::kPathPatch:
+    case Method::kCircuitFaithfulness:
+    case Method::kAcdc:
+    case Method::kAcdcStep:
       return method;
   }
   return method;  // not reached: every case returns
@@ -176,6 +202,13 @@ std::string ComponentName(const std::vector<std::string>& axes, const std::vecto
       absl::StrAppend(&name, "H", coords[d]);
     } else if (axis == "pos") {
       absl::StrAppend(&name, " pos ", coords[d]);
+    } else if (axis == "candidate") {
+      absl::StrAppend(&name, coords[d] == 0 ? "circuit" : absl::StrCat("edge ", coords[d] - 1));
+    } else if (axis == "edge") {
+      absl::StrAppend(&name, "edge ", coords[d]);  // its name needs the graph: EdgeName
+    } else if (axis == kFaithfulnessAxis) {
+      static const char* const kRuns[] = {"circuit", "clean", "corrupted"};
+      absl::StrAppend(&name, coords[d] >= 0 && coords[d] < 3 ? kRuns[coords[d]] : "run ?");
     } else {
       absl::StrAppend(&name, coords[d] == 0 ? "attn" : "mlp");
     }
@@ -187,6 +220,95 @@ const std::vector<std::string>& BuiltinDatasetNames() {
   static const auto* names =
       new std::vector<std::string>{"induction", "ioi", "gender-bias", "greater-than"};
   return *names;
+}
+
+absl::Status CheckCircuitParams(Method method, const CircuitParams& params,
+                                const ModelDims& model) {
+  if (params.ig_steps < 0 || params.ig_steps > kMaxIgSteps) {
+    return absl::InvalidArgumentError(absl::StrCat("circuit.ig_steps is ", params.ig_steps,
+                                                   "; it must be in [1, ", kMaxIgSteps, "]"));
+  }
+  if (params.ig_steps != 0 && method != Method::kEapIg) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("circuit.ig_steps is for eap-ig, not ", MethodName(method)));
+  }
+  const bool takes_receivers = method == Method::kPathPatch || method == Method::kAcdcStep;
+  const bool takes_circuit = method == Method::kCircuitFaithfulness || method == Method::kAcdcStep;
+  if (!params.receivers.empty() && !takes_receivers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "circuit.receivers is for path-patch and acdc-step, not ", MethodName(method)));
+  }
+  if (method == Method::kAcdcStep && params.receivers.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("circuit.receivers has ", params.receivers.size(),
+                     " entries; acdc-step takes exactly one, its receiving input"));
+  }
+  if (!params.kept_edges.empty() && !takes_circuit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "circuit.kept_edges is for circuit-faithfulness and acdc-step, not ", MethodName(method)));
+  }
+  if (params.kept_edges.empty() && takes_circuit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("circuit.kept_edges (the circuit) is required for ", MethodName(method)));
+  }
+  if (!IsCircuit(method) || model.n_layers <= 0 || model.n_heads <= 0) return absl::OkStatus();
+  const int64_t edge_count =
+      CircuitGraph::CountEdges(model.n_layers, model.n_heads, model.attn_only);
+  if (edge_count > kMaxCircuitEdges) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(MethodName(method), ": this model's circuit graph has ", edge_count,
+                     " edges, over the limit of ", kMaxCircuitEdges));
+  }
+  if (!takes_receivers && !takes_circuit) return absl::OkStatus();
+  const CircuitGraph graph = CircuitGraph::Build(
+      {static_cast<int>(model.n_layers), static_cast<int>(model.n_heads), model.attn_only});
+  for (size_t i = 0; i < params.receivers.size(); ++i) {
+    absl::StatusOr<std::pair<int, Channel>> r = graph.FindReceiver(params.receivers[i]);
+    if (!r.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("circuit.receivers[", i, "]: ", r.status().message()));
+    }
+    if (graph.nodes()[r->first].kind == CircuitNode::Kind::kEmbed) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("circuit.receivers[", i, "]: the embeddings receive nothing"));
+    }
+  }
+  const int64_t n_edges = static_cast<int64_t>(graph.edges().size());
+  if (takes_circuit) {
+    const int64_t bytes = (n_edges + 7) / 8;
+    if (static_cast<int64_t>(params.kept_edges.size()) != bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("circuit.kept_edges has ", params.kept_edges.size(),
+                       " bytes; this model's circuit graph has ", n_edges,
+                       " edges, one bit each: ", bytes, " bytes"));
+    }
+    if (n_edges % 8 != 0 &&
+        (static_cast<unsigned char>(params.kept_edges.back()) >> (n_edges % 8)) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("circuit.kept_edges has bits set past the last edge (", n_edges, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int64_t AcdcStepComponents(const ModelDims& model) {
+  return 1 + 1 + model.n_layers * (model.n_heads + (model.attn_only ? 0 : 1));
+}
+
+std::string PackEdges(const std::vector<bool>& edges) {
+  std::string bits((edges.size() + 7) / 8, '\0');
+  for (size_t e = 0; e < edges.size(); ++e) {
+    if (edges[e]) bits[e / 8] = static_cast<char>(bits[e / 8] | (1 << (e % 8)));
+  }
+  return bits;
+}
+
+std::vector<bool> UnpackEdges(const std::string& bits, int64_t n_edges) {
+  std::vector<bool> edges(static_cast<size_t>(n_edges), false);
+  for (int64_t e = 0; e < n_edges && e / 8 < static_cast<int64_t>(bits.size()); ++e) {
+    edges[e] = (static_cast<unsigned char>(bits[e / 8]) >> (e % 8)) & 1;
+  }
+  return edges;
 }
 
 std::vector<Grid> MethodGrids(Method method, const ModelDims& model, int64_t n_pos) {
@@ -219,6 +341,16 @@ std::vector<Grid> MethodGrids(Method method, const ModelDims& model, int64_t n_p
     case Method::kAttributeAttnOut:
     case Method::kAttributeMlpOut:
       return MethodGrids(ExactMethod(method), model, n_pos);  // the exact method's grid
+    case Method::kAcdcStep:
+      return {{"metric", {"candidate"}, {AcdcStepComponents(model)}}};
+    case Method::kEap:
+    case Method::kEapIg:
+    case Method::kAcdc:
+      return {{"scores", {"edge"}, {CircuitGraph::CountEdges(L, H, model.attn_only)}}};
+    case Method::kPathPatch:
+      return {{"delta", layer_head, {L, H}}};
+    case Method::kCircuitFaithfulness:
+      return {{"metric", {kFaithfulnessAxis}, {3}}};
   }
   return {};  // not reached: every case returns
 }

@@ -48,6 +48,14 @@ enum class Method {
   kAttributeResid,       // like kPatchResid -> [layer, pos]
   kAttributeAttnOut,     // like kPatchAttnOut -> [layer, pos]
   kAttributeMlpOut,      // like kPatchMlpOut -> [layer, pos]
+  // Circuit discovery over the edges of the circuit graph (common/circuit_graph.h),
+  // MethodKind::kCircuit.
+  kEap,                  // edge attribution patching -> scores [edge]
+  kEapIg,                // EAP with integrated gradients (CircuitParams::ig_steps) -> scores [edge]
+  kPathPatch,            // each head's path to CircuitParams::receivers -> delta [layer, head]
+  kCircuitFaithfulness,  // a circuit's metric (CircuitParams::kept_edges) -> metric [run]
+  kAcdc,                 // ACDC, driven by common/acdc_driver.h over kAcdcStep -> scores [edge]
+  kAcdcStep,             // one ACDC iteration's evaluations -> metric [candidate]
 };
 // Values are the proto's SearchMetric values minus one.
 enum class MetricKind { kLogitDiff, kProb, kProbDiff, kLoss, kKl, kLogit, kLogProb };
@@ -63,7 +71,13 @@ enum class MethodKind {
   // "reference" (the clean run), so IsPatching; and every component at once
   // from one backward, so ShardsByPromptsOnly (a component range would redo
   // the same forwards and backward for a slice of the grid).
-  kAttribution
+  kAttribution,
+  // Circuit discovery: runs the clean prompt with edges of the circuit graph carrying the
+  // corrupted prompt's values; "baseline" is the clean run's metric, "reference" the corrupted
+  // run's (the opposite of kPatching's, as in the ACDC, EAP and IOI papers). eap, eap-ig and
+  // circuit-faithfulness compute every component at once (ShardsByPromptsOnly); path-patch's
+  // sender heads shard like components.
+  kCircuit
 };
 
 struct MethodInfo {
@@ -104,6 +118,12 @@ std::string AblationNames();
 // Exact patching and attribution patching: the corrupted run is the baseline,
 // the clean run's metric the "reference", and prompts need corrupted tokens.
 bool IsPatching(Method method);
+// Circuit discovery (MethodKind::kCircuit): prompts need corrupted tokens, the
+// clean run is the baseline and the corrupted run's metric the "reference".
+bool IsCircuit(Method method);
+// Patching, attribution and circuit methods: prompts need corrupted tokens and
+// the result has a "reference" besides its "baseline".
+bool NeedsCorrupted(Method method);
 bool IsAblation(Method method);
 // attribute-*: first-order estimates of patching (MethodKind::kAttribution).
 bool IsAttribution(Method method);
@@ -141,6 +161,51 @@ std::vector<Grid> MethodGrids(Method method, const ModelDims& model, int64_t n_p
 // axes: "L0H1", "L1 pos 2", "L3 attn", "L0 pos 4H2".
 std::string ComponentName(const std::vector<std::string>& axes, const std::vector<int64_t>& shape,
                           int64_t flat_index);
+
+// What circuit methods need beyond the method (proto: CircuitOptions). Unset
+// fields are the defaults; a field a method does not read must stay unset.
+struct CircuitParams {
+  int ig_steps = 0;  // eap-ig: [1, kMaxIgSteps]; 0 = kDefaultIgSteps
+  // path-patch: "L1H1.k", "MLP2", "logits"; empty = logits. acdc-step: exactly one.
+  std::vector<std::string> receivers;
+  // circuit-faithfulness, acdc-step: PackEdges of one bool per edge of the graph.
+  std::string kept_edges;
+  bool operator==(const CircuitParams& o) const {
+    return ig_steps == o.ig_steps && receivers == o.receivers && kept_edges == o.kept_edges;
+  }
+};
+inline constexpr int kDefaultIgSteps = 5;
+inline constexpr int kMaxIgSteps = 1000;
+// The steps eap-ig runs with (the default for 0).
+inline int IgSteps(const CircuitParams& p) {
+  return p.ig_steps == 0 ? kDefaultIgSteps : p.ig_steps;
+}
+
+// INVALID_ARGUMENT naming the field: ig_steps outside [0, kMaxIgSteps] or set
+// for another method than eap-ig; a receiver the model's graph does not have
+// (NOT_FOUND's message: the forms a receiver takes), or receivers for another
+// method than path-patch; kept_edges not one per edge of the model's graph, or
+// set for another method than circuit-faithfulness (which requires it), or
+// with a bit set past the last edge. RESOURCE_EXHAUSTED for a circuit method
+// on a model whose graph has more than kMaxCircuitEdges edges. With a model
+// not known yet (n_layers or n_heads 0), only what needs no model is checked.
+inline constexpr int64_t kMaxCircuitEdges = int64_t{1} << 22;
+absl::Status CheckCircuitParams(Method method, const CircuitParams& params, const ModelDims& model);
+
+// One bit per edge, edge e in bit e % 8 of byte e / 8 (CircuitOptions.kept_edges), and back.
+std::string PackEdges(const std::vector<bool>& edges);
+std::vector<bool> UnpackEdges(const std::string& bits, int64_t n_edges);
+
+// acdc-step's grid: component 0 is the circuit as it is, component 1 + j the circuit with the
+// j-th edge into the step's receiving input (in edge id order) also corrupted (0 when that edge
+// is not in the circuit: nothing is run for it). Its size is the most senders any receiving
+// input has (the logits': every node but the logits) + 1.
+int64_t AcdcStepComponents(const ModelDims& model);
+
+// The circuit-faithfulness grid's components: the run with every edge outside
+// the circuit corrupted, the clean run, the corrupted run.
+inline constexpr int kFaithfulnessCircuit = 0, kFaithfulnessFull = 1, kFaithfulnessCorrupted = 2;
+inline constexpr char kFaithfulnessAxis[] = "run(circuit,clean,corrupted)";
 
 // The datasets workers build by name (worker/model/analysis/dataset.h):
 // induction, ioi, gender-bias, greater-than.

@@ -44,4 +44,20 @@ absl::StatusOr<AblationKind> AblationFromProto(v1::Ablation ablation, AblationKi
   return FromWire<AblationKind>(ablation, AllAblations().size(), "ablation");
 }
 
+v1::CircuitOptions ToProto(const CircuitParams& params) {
+  v1::CircuitOptions o;
+  o.set_ig_steps(params.ig_steps);
+  for (const std::string& r : params.receivers) o.add_receivers(r);
+  o.set_kept_edges(params.kept_edges);
+  return o;
+}
+
+CircuitParams CircuitParamsFromProto(const v1::CircuitOptions& options) {
+  CircuitParams p;
+  p.ig_steps = options.ig_steps();
+  p.receivers.assign(options.receivers().begin(), options.receivers().end());
+  p.kept_edges = options.kept_edges();
+  return p;
+}
+
 }  // namespace lensgrid

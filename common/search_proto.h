@@ -26,6 +26,10 @@ absl::StatusOr<MetricKind> MetricFromProto(v1::SearchMetric metric,
 absl::StatusOr<AblationKind> AblationFromProto(v1::Ablation ablation,
                                                AblationKind dflt = AblationKind::kZero);
 
+v1::CircuitOptions ToProto(const CircuitParams& params);
+// Field by field; checked against a model by CheckCircuitParams.
+CircuitParams CircuitParamsFromProto(const v1::CircuitOptions& options);
+
 }  // namespace lensgrid
 
 #endif  // LENSGRID_COMMON_SEARCH_PROTO_H_

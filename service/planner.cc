@@ -125,7 +125,14 @@ absl::Status ResolveSearch(const v1::JobSpec& spec, JobPlan* plan) {
   } else {
     LG_ASSIGN_OR_RETURN(plan->ablation, ParseAblation(spec.ablation_name()));
   }
-  return absl::OkStatus();
+  if (plan->method == Method::kAcdc) {
+    return BadField("method",
+                    "acdc is driven by its client, one acdc-step job per iteration "
+                    "(common/acdc_driver.h; lensgrid search --method acdc): submit acdc-step");
+  }
+  plan->circuit = CircuitParamsFromProto(spec.circuit());
+  // What needs no model now; the receivers and the circuit once the model's shape is known.
+  return CheckCircuitParams(plan->method, plan->circuit, {});
 }
 
 // Bytes of one prompt inside a repeated field: tag, length, message.
@@ -278,7 +285,7 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& o
 
   plan.grids =
       MethodGrids(plan.method, {spec.n_layers(), spec.n_heads(), spec.attn_only()}, plan.n_pos);
-  plan.patching = IsPatching(plan.method);
+  plan.patching = NeedsCorrupted(plan.method);
   std::optional<int64_t> values = ResultValues(plan.grids, plan.n_prompts);
   std::optional<int64_t> result_bytes = values ? Mul(*values, kFloatBytes) : std::nullopt;
   if (!result_bytes || *result_bytes > options.max_result_bytes) {
@@ -288,6 +295,9 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& o
                                   " bytes, over the ", options.max_result_bytes, "-byte limit"));
   }
   plan.result_bytes = *result_bytes;
+  // After the result's size: that bounds the graph an edge method builds.
+  LG_RETURN_IF_ERROR(CheckCircuitParams(plan.method, plan.circuit,
+                                        {spec.n_layers(), spec.n_heads(), spec.attn_only()}));
   // Fits: the first grid's components are fewer than the result's values.
   plan.n_components = plan.grids.front().NumComponents();
 
@@ -345,8 +355,8 @@ absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& o
     }
     largest_batch = std::max(largest_batch, batch);
   }
-  plan.max_spec_bytes =
-      largest_batch + (NeedsMeanPrompts(plan) ? all_bytes : 0) + kShardSpecOverhead;
+  plan.max_spec_bytes = largest_batch + (NeedsMeanPrompts(plan) ? all_bytes : 0) +
+                        static_cast<int64_t>(spec.circuit().ByteSizeLong()) + kShardSpecOverhead;
   if (plan.max_spec_bytes > options.max_shard_spec_bytes) {
     return OverLimit(
         "--max-lease-bytes",
@@ -398,6 +408,7 @@ v1::ShardSpec MakeShardSpec(const JobPlan& plan, const ShardRange& r) {
   for (int64_t i = r.prompt_begin; i < r.prompt_end; ++i)
     *s.add_prompts() = all.Get(static_cast<int>(i));
   if (NeedsMeanPrompts(plan)) *s.mutable_mean_prompts() = all;
+  if (IsCircuit(plan.method)) *s.mutable_circuit() = ToProto(plan.circuit);
   return s;
 }
 

@@ -74,9 +74,10 @@ struct JobPlan {
   Method method = Method::kAblateHeads;
   MetricKind metric = MetricKind::kLogitDiff;
   AblationKind ablation = AblationKind::kZero;
+  CircuitParams circuit;  // circuit methods (JobSpec.circuit), checked against the model
   int64_t n_prompts = 0;
-  int64_t n_pos = 0;  // the longest prompt's length
-  bool patching = false;
+  int64_t n_pos = 0;      // the longest prompt's length
+  bool patching = false;  // NeedsCorrupted: the result has a "reference"
   std::vector<Grid> grids;
   int64_t n_components = 0;  // of the first grid (the one component ranges cut)
   std::vector<ShardRange> shards;

@@ -3,15 +3,19 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <iostream>
 #include <optional>
 #include <ostream>
 
+#include "client/acdc_search.h"
+#include "client/circuit_output.h"
 #include "client/local/report_views.h"
 #include "client/local/torch_convert.h"
 #include "client/search_context.h"
 #include "client/search_output.h"
 #include "client/search_values.h"
 #include "common/status_macros.h"
+#include "worker/model/analysis/circuit.h"
 #include "worker/model/analysis/search.h"
 #include "worker/model/cpu_threads.h"
 
@@ -25,8 +29,13 @@ absl::StatusOr<SearchContext> MakeContext(const SearchFlags& flags,
                                           const Dataset& dataset) {
   SearchContext ctx;
   ctx.method = flags.method;
-  ctx.metric = flags.metric.empty() ? DefaultMetric(flags.dataset) : flags.metric;
+  ctx.metric = MetricOfFlags(flags);
   ctx.ablation = flags.ablation;
+  ctx.circuit = CircuitParamsOfFlags(flags);
+  if (!flags.edges_file.empty()) {
+    LG_ASSIGN_OR_RETURN(ctx.circuit.kept_edges,
+                        ReadEdgeList(flags.edges_file, CircuitGraphOf(cfg)));
+  }
   ctx.normalize = flags.normalize;
   ctx.model_id = ModelIdOfFlags(flags);  // what workers on this model serve it as
   ctx.model_dir = flags.model_dir;
@@ -58,11 +67,37 @@ absl::Status SearchInThisProcess(const SearchFlags& flags, std::ostream& out) {
   LG_ASSIGN_OR_RETURN(SearchContext ctx, MakeContext(flags, model->cfg(),
                                                      model->load_report().weights_sha256, dataset));
   LG_ASSIGN_OR_RETURN(SearchNames names, NamesOfContext(ctx));
-  SearchSpec spec{names.method, names.metric, names.ablation};
+  SearchSpec spec{names.method, names.metric, names.ablation, names.circuit};
   SearchOptions options;
   options.naive = flags.naive;
   auto start = std::chrono::steady_clock::now();
-  LG_ASSIGN_OR_RETURN(SearchResult result, RunSearch(*model, dataset, spec, options));
+  auto run_faithfulness = [&](const CircuitParams& params) -> absl::StatusOr<SearchValues> {
+    SearchSpec f = spec;
+    f.method = Method::kCircuitFaithfulness;
+    f.circuit = params;
+    LG_ASSIGN_OR_RETURN(SearchResult r, RunSearch(*model, dataset, f, options));
+    return ValuesOfResult(r);
+  };
+  SearchValues values;
+  std::optional<CircuitFindings> circuit;
+  if (names.method == Method::kAcdc) {
+    auto run_step = [&](int, const CircuitParams& params) -> absl::StatusOr<SearchValues> {
+      SearchSpec s = spec;
+      s.method = Method::kAcdcStep;
+      s.circuit = params;
+      LG_ASSIGN_OR_RETURN(SearchResult r, RunSearch(*model, dataset, s, options));
+      return ValuesOfResult(r);
+    };
+    LG_ASSIGN_OR_RETURN(AcdcSearch acdc, RunAcdcSearch(ctx, flags.threshold, run_step,
+                                                       run_faithfulness, &std::cerr));
+    values = std::move(acdc.values);
+    circuit = std::move(acdc.circuit);
+  } else {
+    LG_ASSIGN_OR_RETURN(SearchResult result, RunSearch(*model, dataset, spec, options));
+    values = ValuesOfResult(result);
+    LG_ASSIGN_OR_RETURN(
+        circuit, CircuitOfSearch(values, ctx, CircuitChoiceOfFlags(flags), run_faithfulness));
+  }
   std::optional<SearchValues> detectors;
   if (flags.detectors) {
     SearchSpec detect = spec;
@@ -72,14 +107,13 @@ absl::Status SearchInThisProcess(const SearchFlags& flags, std::ostream& out) {
   }
   ctx.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ctx.run = {{"where", "in-process"}};
-  SearchValues values = ValuesOfResult(result);
   std::vector<AttentionView> views;
   if (!flags.output.empty()) {
     LG_ASSIGN_OR_RETURN(views, TopHeadViews(*model, tokenizer.ok() ? tokenizer->get() : nullptr,
                                             dataset.prompts.front(), values));
   }
-  return WriteSearchOutput(values, ctx, views, flags.output, out,
-                           detectors ? &*detectors : nullptr);
+  return WriteSearchOutput(values, ctx, views, flags.output, out, detectors ? &*detectors : nullptr,
+                           circuit ? &*circuit : nullptr);
 }
 
 }  // namespace lensgrid

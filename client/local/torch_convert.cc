@@ -18,7 +18,7 @@ std::vector<double> Doubles(const at::Tensor& t) {
 
 SearchValues ValuesOfResult(const SearchResult& result) {
   SearchValues v;
-  v.names = {result.spec.method, result.spec.metric, result.spec.ablation};
+  v.names = {result.spec.method, result.spec.metric, result.spec.ablation, result.spec.circuit};
   for (const SearchOutput& o : result.outputs) {
     v.outputs.push_back({o.name, o.axes, o.shape, Doubles(o.per_prompt), Doubles(o.mean)});
   }

@@ -5,6 +5,7 @@
 // method added to the table and not handled somewhere fails here.
 #include <map>
 
+#include "common/circuit_graph.h"
 #include "common/search_proto.h"
 #include "gtest/gtest.h"
 #include "service/merger.h"
@@ -40,6 +41,7 @@ v1::JobSpec Job(const Dataset& ds, const HookedTransformerConfig& cfg, const Sea
   s.set_method(ToProto(spec.method));
   s.set_metric(ToProto(spec.metric));
   s.set_ablation(ToProto(spec.ablation));
+  if (IsCircuit(spec.method)) *s.mutable_circuit() = ToProto(spec.circuit);
   s.set_n_layers(cfg.n_layers);
   s.set_n_heads(cfg.n_heads);
   s.set_attn_only(cfg.attn_only);
@@ -115,7 +117,7 @@ void Walk(const HookedTransformer& model, const Dataset& ds, const SearchSpec& s
   auto whole = RunSearch(model, ds, spec);
   ASSERT_TRUE(whole.ok()) << whole.status();
   ExpectNear(Find(*merged, "baseline"), whole->baseline, "baseline");
-  if (IsPatching(spec.method)) ExpectNear(Find(*merged, "reference"), whole->reference, "ref");
+  if (NeedsCorrupted(spec.method)) ExpectNear(Find(*merged, "reference"), whole->reference, "ref");
   for (const SearchOutput& o : whole->outputs) {
     ExpectNear(Find(*merged, o.name + ".per_prompt"), o.per_prompt, o.name + ".per_prompt");
     ExpectNear(Find(*merged, o.name), o.mean, o.name);
@@ -134,9 +136,20 @@ TEST(EveryMethodTest, PlannerLibraryAndMergerAgreeForEveryMethod) {
       std::vector<AblationKind> ablations = {AblationKind::kZero};
       if (IsAblation(m.method))
         ablations = {AblationKind::kZero, AblationKind::kMean, AblationKind::kResample};
+      // Circuit methods' parameters, so that each does something to check.
+      CircuitParams circuit;
+      if (m.method == Method::kEapIg) circuit.ig_steps = 2;
+      if (m.method == Method::kPathPatch) circuit.receivers = {"L1H0.k", "logits"};
+      if (m.method == Method::kAcdc) continue;  // driven by its client over acdc-step
+      if (m.method == Method::kAcdcStep) circuit.receivers = {"L1H1.q"};
+      if (m.method == Method::kCircuitFaithfulness || m.method == Method::kAcdcStep) {
+        std::vector<bool> kept(CircuitGraph::Build({2, 2, attn_only}).edges().size(), false);
+        for (size_t e = 0; e < kept.size(); e += 2) kept[e] = true;
+        circuit.kept_edges = PackEdges(kept);
+      }
       for (AblationKind a : ablations) {
         SCOPED_TRACE(absl::StrCat(m.name, " ", AblationName(a), attn_only ? " attn-only" : ""));
-        Walk(*model, ds, {m.method, MetricKind::kLogitDiff, a});
+        Walk(*model, ds, {m.method, MetricKind::kLogitDiff, a, circuit});
       }
     }
   }

@@ -27,6 +27,7 @@ absl::StatusOr<ShardTask> ShardTaskFromProto(const v1::ShardSpec& spec) {
   LG_ASSIGN_OR_RETURN(task.spec.method, MethodFromProto(spec.method(), "shard method"));
   LG_ASSIGN_OR_RETURN(task.spec.metric, MetricFromProto(spec.metric()));
   LG_ASSIGN_OR_RETURN(task.spec.ablation, AblationFromProto(spec.ablation()));
+  task.spec.circuit = CircuitParamsFromProto(spec.circuit());
   task.n_prompts = spec.n_prompts();
   task.n_pos = spec.n_pos();
   task.prompt_begin = spec.prompt_begin();

@@ -232,7 +232,7 @@ absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const
   CacheOptions streams;
   streams.names = LayerNormInputs(cfg);
   const ReceiverWeights weights = LoadReceiverWeights(model);
-  std::vector<torch::Tensor> scores;
+  std::vector<torch::Tensor> scores, clean_metric, corrupted_metric;
   for (int64_t b = p_begin; b < p_end; b += per_batch) {
     if (options.is_cancelled && options.is_cancelled()) {
       return absl::CancelledError("edge attribution cancelled");
@@ -250,8 +250,11 @@ absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const
                         model.RunWithCache(batch.clean, opts, senders, &clean));
     count(batch.clean, false);
     batch.targets.clean_log_probs = torch::log_softmax(clean_run.logits.select(1, -1), -1);
-    LG_RETURN_IF_ERROR(model.RunWithCache(batch.corrupted, opts, senders, &corrupted).status());
+    clean_metric.push_back(ComputeMetric(options.metric, clean_run.logits, batch.targets));
+    LG_ASSIGN_OR_RETURN(RunOutput corrupted_run,
+                        model.RunWithCache(batch.corrupted, opts, senders, &corrupted));
     count(batch.corrupted, false);
+    corrupted_metric.push_back(ComputeMetric(options.metric, corrupted_run.logits, batch.targets));
     request.objective = [&](const RunOutput& run) -> absl::StatusOr<at::Tensor> {
       return ComputeMetric(options.metric, run.logits, batch.targets).sum();
     };
@@ -303,6 +306,8 @@ absl::StatusOr<EdgeScores> EdgeAttribution(const HookedTransformer& model, const
     scores.push_back(batch_scores.to(torch::kFloat32).cpu());
   }
   result.per_prompt = torch::cat(scores, 0);
+  result.clean_metric = torch::cat(clean_metric, 0).to(torch::kFloat32).cpu();
+  result.corrupted_metric = torch::cat(corrupted_metric, 0).to(torch::kFloat32).cpu();
   return result;
 }
 

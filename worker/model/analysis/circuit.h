@@ -41,7 +41,8 @@ struct EdgeAttributionOptions {
 };
 
 struct EdgeScores {
-  at::Tensor per_prompt;  // float32 [n_prompts of the shard, n_edges]
+  at::Tensor per_prompt;                      // float32 [n_prompts of the shard, n_edges]
+  at::Tensor clean_metric, corrupted_metric;  // float32 [n_prompts of the shard]
   int64_t prompt_begin = 0;
   SearchCounts counts;
 };

@@ -75,8 +75,11 @@ absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const HookedTransform
     p.tokens = {cfg.bos_token_id};
     p.tokens.insert(p.tokens.end(), half.begin(), half.end());
     p.tokens.insert(p.tokens.end(), half.begin(), half.end() - 1);
+    // Another repeated sequence: every position's token differs, so every edge that carries a
+    // token (the induction head's query, its key through the previous-token head, its value)
+    // differs between the runs; the corrupted run does induction on other tokens.
     p.corrupted_tokens = {cfg.bos_token_id};
-    p.corrupted_tokens.insert(p.corrupted_tokens.end(), half.begin(), half.end());
+    p.corrupted_tokens.insert(p.corrupted_tokens.end(), fresh.begin(), fresh.end());
     p.corrupted_tokens.insert(p.corrupted_tokens.end(), fresh.begin(), fresh.end() - 1);
     p.answers = {half.back()};
     int64_t wrong;

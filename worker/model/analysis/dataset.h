@@ -6,7 +6,8 @@
 //
 // Built-ins:
 //   induction     BOS + N random tokens, then the same tokens again; the answer is
-//                 the next repeated token (TransformerLens's induction setup)
+//                 the next repeated token (TransformerLens's induction setup); corrupted:
+//                 another sequence of N random tokens, repeated the same way
 //   ioi           Wang et al. (2022) BABA/ABBA templates, answer IO, wrong S; corrupted
 //                 prompts use three unrelated names (ABC)
 //   gender-bias   Vig et al. (2020) templates x professions, answer/wrong " he"/" she"

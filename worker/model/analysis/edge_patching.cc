@@ -243,6 +243,41 @@ absl::StatusOr<RunOutput> EdgePatcher::Run(const ForwardInput& input, const Forw
   return model_->Run(input, options, hooks);
 }
 
+int64_t PromptsPerBatch(const Dataset& dataset, int64_t max_batch_tokens) {
+  return std::max<int64_t>(1, max_batch_tokens / std::max<int64_t>(1, dataset.max_length()));
+}
+
+absl::StatusOr<CorruptionBatch> MakeCorruptionBatch(const HookedTransformer& model,
+                                                    const Dataset& dataset, int64_t begin,
+                                                    int64_t end, MetricKind metric,
+                                                    bool clean_senders) {
+  const HookedTransformerConfig& cfg = model.cfg();
+  CorruptionBatch b;
+  LG_ASSIGN_OR_RETURN(b.prompts, MakePromptBatch(dataset, begin, end, /*need_corrupted=*/true,
+                                                 cfg.d_vocab, cfg.bos_token_id));
+  if (!MetricNeedsAllPositions(metric)) {
+    b.options.logit_positions = torch::full({end - begin}, b.prompts.pos - 1, torch::kInt64);
+  }
+  CacheOptions senders;
+  senders.names = SenderHooks(cfg);
+  ActivationCache clean_cache;
+  LG_ASSIGN_OR_RETURN(RunOutput clean,
+                      clean_senders
+                          ? model.RunWithCache(b.prompts.clean, b.options, senders, &clean_cache)
+                          : model.Run(b.prompts.clean, b.options));
+  if (clean_senders) {
+    LG_ASSIGN_OR_RETURN(b.clean_senders, SenderValues(model, clean_cache));
+  }
+  b.prompts.targets.clean_log_probs = torch::log_softmax(clean.logits.select(1, -1), -1);
+  b.clean_metric = ComputeMetric(metric, clean.logits, b.prompts.targets);
+  ActivationCache cache;
+  LG_ASSIGN_OR_RETURN(RunOutput corrupted,
+                      model.RunWithCache(b.prompts.corrupted, b.options, senders, &cache));
+  b.corrupted_metric = ComputeMetric(metric, corrupted.logits, b.prompts.targets);
+  LG_ASSIGN_OR_RETURN(b.corrupted_senders, SenderValues(model, cache));
+  return b;
+}
+
 absl::StatusOr<Faithfulness> CircuitFaithfulness(const HookedTransformer& model,
                                                  const Dataset& dataset, const CircuitGraph& graph,
                                                  const std::vector<bool>& kept, MetricKind metric,
@@ -257,31 +292,17 @@ absl::StatusOr<Faithfulness> CircuitFaithfulness(const HookedTransformer& model,
   for (size_t e = 0; e < kept.size(); ++e) corrupted[e] = !kept[e];
   const int64_t n_prompts = static_cast<int64_t>(dataset.prompts.size());
   if (n_prompts == 0) return absl::InvalidArgumentError("the dataset has no prompts");
-  const int64_t per_batch =
-      std::max<int64_t>(1, max_batch_tokens / std::max<int64_t>(1, dataset.max_length()));
-  const HookedTransformerConfig& cfg = model.cfg();
-  CacheOptions senders;
-  senders.names = SenderHooks(cfg);
+  const int64_t per_batch = PromptsPerBatch(dataset, max_batch_tokens);
   double circuit = 0, full = 0, corrupt = 0;
   for (int64_t b = 0; b < n_prompts; b += per_batch) {
-    const int64_t e = std::min(b + per_batch, n_prompts), n = e - b;
-    LG_ASSIGN_OR_RETURN(PromptBatch batch, MakePromptBatch(dataset, b, e, /*need_corrupted=*/true,
-                                                           cfg.d_vocab, cfg.bos_token_id));
-    ForwardOptions opts;
-    if (!MetricNeedsAllPositions(metric)) {
-      opts.logit_positions = torch::full({n}, batch.pos - 1, torch::kInt64);
-    }
-    ActivationCache corrupted_cache, unused;
-    LG_ASSIGN_OR_RETURN(RunOutput clean, model.Run(batch.clean, opts));
-    batch.targets.clean_log_probs = torch::log_softmax(clean.logits.select(1, -1), -1);
-    LG_ASSIGN_OR_RETURN(RunOutput corr,
-                        model.RunWithCache(batch.corrupted, opts, senders, &corrupted_cache));
-    LG_ASSIGN_OR_RETURN(torch::Tensor corrupted_senders, SenderValues(model, corrupted_cache));
-    LG_ASSIGN_OR_RETURN(RunOutput in_circuit,
-                        patcher.Run(batch.clean, opts, corrupted_senders, corrupted));
-    full += ComputeMetric(metric, clean.logits, batch.targets).sum().item<double>();
-    corrupt += ComputeMetric(metric, corr.logits, batch.targets).sum().item<double>();
-    circuit += ComputeMetric(metric, in_circuit.logits, batch.targets).sum().item<double>();
+    LG_ASSIGN_OR_RETURN(
+        CorruptionBatch batch,
+        MakeCorruptionBatch(model, dataset, b, std::min(b + per_batch, n_prompts), metric));
+    LG_ASSIGN_OR_RETURN(RunOutput in_circuit, patcher.Run(batch.prompts.clean, batch.options,
+                                                          batch.corrupted_senders, corrupted));
+    full += batch.clean_metric.sum().item<double>();
+    corrupt += batch.corrupted_metric.sum().item<double>();
+    circuit += ComputeMetric(metric, in_circuit.logits, batch.prompts.targets).sum().item<double>();
   }
   Faithfulness f;
   f.circuit = circuit / n_prompts;

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "common/circuit_graph.h"
 #include "worker/model/analysis/dataset.h"
+#include "worker/model/analysis/prompt_batch.h"
 #include "worker/model/analysis/search.h"
 #include "worker/model/hooked_transformer.h"
 
@@ -58,6 +59,25 @@ class EdgePatcher {
   const CircuitGraph* graph_ = nullptr;
   std::shared_ptr<const Weights> weights_;
 };
+
+// One batch of prompts with what every edge-patched run of it needs: the clean and corrupted
+// runs' metrics and the corrupted run's sender values (the one preparation ACDC, path patching
+// and faithfulness share). Prompts [begin, end) of `dataset`, each with a corrupted version of
+// its own length (INVALID_ARGUMENT naming it otherwise).
+struct CorruptionBatch {
+  PromptBatch prompts;           // targets.clean_log_probs set (the KL metric's reference)
+  ForwardOptions options;        // logit positions the metric reads
+  at::Tensor corrupted_senders;  // SenderValues of the corrupted run
+  at::Tensor clean_senders;      // SenderValues of the clean run (with clean_senders)
+  at::Tensor clean_metric;       // [n]
+  at::Tensor corrupted_metric;   // [n]
+};
+absl::StatusOr<CorruptionBatch> MakeCorruptionBatch(const HookedTransformer& model,
+                                                    const Dataset& dataset, int64_t begin,
+                                                    int64_t end, MetricKind metric,
+                                                    bool clean_senders = false);
+// Prompts per batch so that batch x the dataset's longest prompt <= max_batch_tokens (>= 1).
+int64_t PromptsPerBatch(const Dataset& dataset, int64_t max_batch_tokens);
 
 struct Faithfulness {
   double circuit = 0;    // mean metric with every edge outside the circuit corrupted

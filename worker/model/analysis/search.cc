@@ -6,6 +6,7 @@
 #include "common/status_macros.h"
 #include "worker/model/activation_edit.h"
 #include "worker/model/analysis/attribution.h"
+#include "worker/model/analysis/circuit_search.h"
 #include "worker/model/analysis/prompt_batch.h"
 #include "worker/model/gradients.h"
 
@@ -74,7 +75,13 @@ const char* MethodHook(Method m, int kind) {
       return "attn.hook_pattern";
     case Method::kDetectHeads:
     case Method::kDla:
-      return "";  // no interventions: whole-grid methods
+    case Method::kEap:
+    case Method::kEapIg:
+    case Method::kPathPatch:
+    case Method::kCircuitFaithfulness:
+    case Method::kAcdc:
+    case Method::kAcdcStep:
+      return "";  // no interventions of this engine: whole-grid and circuit methods
     case Method::kAttributeHeads:
     case Method::kAttributeHeadsByPos:
     case Method::kAttributeResid:
@@ -116,7 +123,13 @@ Edit MakeEdit(Method m, const HookedTransformerConfig& cfg, int64_t n_pos, int64
     case Method::kAttributeResid:
     case Method::kAttributeAttnOut:
     case Method::kAttributeMlpOut:
-      break;  // no interventions: whole-grid methods
+    case Method::kEap:
+    case Method::kEapIg:
+    case Method::kPathPatch:
+    case Method::kCircuitFaithfulness:
+    case Method::kAcdc:
+    case Method::kAcdcStep:
+      break;  // no interventions of this engine: whole-grid and circuit methods
   }
   return {0, "", {}, {}};
 }
@@ -368,6 +381,12 @@ absl::StatusOr<torch::Tensor> SearchRun::AttributionScores(const std::string& ho
     case Method::kPatchPattern:
     case Method::kDetectHeads:
     case Method::kDla:
+    case Method::kEap:
+    case Method::kEapIg:
+    case Method::kPathPatch:
+    case Method::kCircuitFaithfulness:
+    case Method::kAcdc:
+    case Method::kAcdcStep:
       break;
   }
   return absl::InternalError(
@@ -471,7 +490,10 @@ absl::StatusOr<SearchResult> SearchRun::Run() {
   result_.component_begin = c_begin_;
   try {
     torch::NoGradGuard no_grad;
-    if (IsAttribution(spec_.method)) {
+    if (IsCircuit(spec_.method)) {
+      LG_RETURN_IF_ERROR(RunCircuitSearch(model_, dataset_, spec_, options_, p_begin_, p_end_,
+                                          c_begin_, c_end_, &result_));
+    } else if (IsAttribution(spec_.method)) {
       LG_RETURN_IF_ERROR(Attribution(&result_.outputs.front()));
     } else if (whole_grid) {
       LG_ASSIGN_OR_RETURN(batch_, MakePromptBatch(dataset_, p_begin_, p_end_, false, cfg_.d_vocab,

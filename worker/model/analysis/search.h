@@ -47,6 +47,7 @@ struct SearchSpec {
   Method method = Method::kAblateHeads;
   MetricKind metric = MetricKind::kLogitDiff;
   AblationKind ablation = AblationKind::kZero;  // ablations only
+  CircuitParams circuit;                        // circuit methods (circuit_search.h)
 };
 
 struct SearchOptions {

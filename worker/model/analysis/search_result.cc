@@ -14,7 +14,7 @@ absl::StatusOr<SearchResult> Merge(const std::vector<SearchResult>& shards, int6
   whole.spec = shards.front().spec;
   whole.outputs = SearchOutputs(whole.spec, cfg, n_pos);
   whole.baseline = torch::full({n_prompts}, std::nan(""));
-  const bool patching = IsPatching(whole.spec.method);
+  const bool patching = NeedsCorrupted(whole.spec.method);  // has a reference
   if (patching) whole.reference = torch::full({n_prompts}, std::nan(""));
   std::vector<torch::Tensor> covered;
   for (auto& o : whole.outputs) {
