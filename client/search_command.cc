@@ -119,8 +119,7 @@ absl::Status ExecuteAcdcRemote(const SearchFlags& flags, const SearchJobRequest&
   ctx.n_heads = shape.n_heads();
   ctx.attn_only = shape.attn_only();
   const std::string base = options.request_id;
-  options.progress = nullptr;  // a line per iteration instead
-  options.tty = false;
+  options.quiet = true;  // a line per iteration instead
   std::string pin = request.weights_sha256;
   v1::JobStatus last_status;
   std::string first_job, last_job;

@@ -1,5 +1,6 @@
 #include "client/search_remote.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <iostream>
@@ -7,6 +8,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/progress.h"
 #include "client/wire_values.h"
 #include "common/search_proto.h"
@@ -69,12 +72,37 @@ absl::StatusOr<SearchValues> ResultFromJob(const JobResult& job, const SearchNam
   return result;
 }
 
+namespace {
+
+// `call` again while the coordinator is unreachable (UNAVAILABLE: e.g. restarting), with backoff,
+// for up to `reconnect_for`: only for calls that are safe to repeat (GetResult; SubmitJob with a
+// request id, which gives the same job).
+template <typename T>
+absl::StatusOr<T> WhileUnavailable(const std::function<absl::StatusOr<T>()>& call,
+                                   absl::Duration reconnect_for,
+                                   const std::function<void(const absl::Status&)>& note) {
+  const absl::Time give_up = absl::Now() + reconnect_for;
+  absl::Duration backoff = absl::Milliseconds(100);
+  for (;;) {
+    absl::StatusOr<T> r = call();
+    if (r.ok() || r.status().code() != absl::StatusCode::kUnavailable || absl::Now() > give_up) {
+      return r;
+    }
+    note(r.status());
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
                                               const v1::JobSpec& job_spec, const SearchNames& names,
                                               const RemoteSearchOptions& options) {
   std::ostream& progress = options.progress != nullptr ? *options.progress : std::cerr;
   std::mutex write_mu;
   ProgressPrinter printer(options.tty, [&](const std::string& s) {
+    if (options.quiet) return;
     std::lock_guard<std::mutex> lock(write_mu);
     progress << s << std::flush;
   });
@@ -82,8 +110,15 @@ absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
   client_options.transport = options.transport;
   LG_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
                       CoordinatorClient::Connect(address, client_options));
-  LG_ASSIGN_OR_RETURN(v1::SubmitJobResponse submitted,
-                      client->Submit(job_spec, options.request_id));
+  auto reconnecting = [&](const absl::Status& why) {
+    printer.Note(absl::StrCat("lost the coordinator (", why.message(), "); reconnecting"));
+  };
+  const absl::Duration no_retry =
+      options.request_id.empty() ? absl::ZeroDuration() : client_options.reconnect_for;
+  LG_ASSIGN_OR_RETURN(
+      v1::SubmitJobResponse submitted,
+      WhileUnavailable<v1::SubmitJobResponse>(
+          [&] { return client->Submit(job_spec, options.request_id); }, no_retry, reconnecting));
   const std::string job_id = submitted.job_id();
   if (options.job_id != nullptr) *options.job_id = job_id;
   printer.Note(absl::StrCat(
@@ -112,10 +147,7 @@ absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
     });
   }
   absl::StatusOr<v1::JobStatus> final_status = client->Watch(
-      job_id, [&](const v1::JobEvent& e) { printer.OnEvent(e, NowMs()); }, 0,
-      [&](const absl::Status& why) {
-        printer.Note(absl::StrCat("lost the coordinator (", why.message(), "); reconnecting"));
-      });
+      job_id, [&](const v1::JobEvent& e) { printer.OnEvent(e, NowMs()); }, 0, reconnecting);
   watching.store(false);
   if (monitor.joinable()) monitor.join();
   printer.Finish();
@@ -139,7 +171,9 @@ absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
       return absl::InternalError(
           absl::StrCat("job ", job_id, " ended in state ", JobStateName(final_status->state())));
   }
-  LG_ASSIGN_OR_RETURN(JobResult job, client->GetResult(job_id));
+  LG_ASSIGN_OR_RETURN(JobResult job,
+                      WhileUnavailable<JobResult>([&] { return client->GetResult(job_id); },
+                                                  client_options.reconnect_for, reconnecting));
   return ResultFromJob(job, names);
 }
 

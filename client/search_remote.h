@@ -25,6 +25,7 @@ absl::StatusOr<SearchValues> ResultFromJob(const JobResult& job, const SearchNam
 struct RemoteSearchOptions {
   bool tty = false;                  // draw a progress bar
   std::ostream* progress = nullptr;  // where progress goes (stderr)
+  bool quiet = false;                // no progress at all (a caller that reports its own)
   // Polled every 200 ms while the job runs: a non-OK status cancels the job
   // and is returned (e.g. the local workers died). Optional.
   std::function<absl::Status()> health;
@@ -38,7 +39,8 @@ struct RemoteSearchOptions {
 };
 
 // Submits, follows the job to its end (reconnecting across coordinator
-// restarts), and fetches the result. A failed or cancelled job is an error
+// restarts: the watch and the result always, the submission when it has a
+// request id), and fetches the result. A failed or cancelled job is an error
 // carrying the coordinator's code and message.
 absl::StatusOr<SearchValues> RunOnCoordinator(const std::string& address,
                                               const v1::JobSpec& job_spec, const SearchNames& names,

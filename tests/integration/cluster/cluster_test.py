@@ -4,7 +4,8 @@ in-process one, a worker or the coordinator killed with SIGKILL mid-job loses no
 recomputes nothing, a malformed result is retried elsewhere, a worker's INVALID_ARGUMENT fails
 the job with its message, a cancel stops the workers within a second, a watch resumes without
 a gap, SIGTERM makes a worker hand its shard back, the same request id across a coordinator
-kill -9 gives one job, and workers on the --worker-listen port run a search.
+kill -9 gives one job, workers on the --worker-listen port run a search, and ACDC (one job per
+iteration) goes on across a coordinator kill -9 and a rerun with the same request id.
 
 usage: cluster_test.py COORDINATOR WORKER LENSGRID PYTHONPATH
 """
@@ -225,6 +226,53 @@ class ClusterTest(unittest.TestCase):
         self.assert_same_result(out, self.in_process("ioi", "ablate-heads", 24))
         for w in workers:
             self.assertRegex(w.log_text(), "registering again")
+
+    def test_acdc_resumes_across_a_coordinator_kill9_and_a_rerun(self):
+        # ACDC through a coordinator is one acdc-step job per iteration (request ids
+        # ID/acdc/N): the coordinator killed with SIGKILL mid-run and restarted, the client goes
+        # on from the iteration it was in and ends with the in-process circuit; the same search
+        # run again with the same request id finds every job and submits none.
+        c = self.coordinator()
+        for _ in range(2):
+            self.worker(c)
+        stub = c.stub()
+        args = ("--threshold", "0.002", "--seq-len", "6", "--components-per-shard", "4")
+        env = dict(os.environ, LENSGRID_REQUEST_ID="acdc-run-1")
+        proc, out = self.start_search(c.address, "induction", "acdc", 6, *args, env=env)
+
+        def succeeded():
+            jobs = stub.ListJobs(cpb.ListJobsRequest(), timeout=10).jobs
+            return [j for j in jobs if j.state == cpb.JOB_SUCCEEDED]
+        done = wait_for(lambda: (lambda s: s if len(s) >= 3 else None)(succeeded()), 120,
+                        "3 ACDC iterations done")
+        c.kill9()
+        time.sleep(1.0)
+        c.restart()
+        stub = c.stub()
+        _, stderr = self.finish(proc)
+        self.assertIn("acdc: iteration 1/", stderr)
+        with open(os.path.join(out, "result.json")) as f:
+            result = json.load(f)
+        ref = self.in_process("induction", "acdc", 6, *args)
+        with open(os.path.join(ref, "result.json")) as f:
+            want = json.load(f)
+        self.assertEqual([e["kept"] for e in result["circuit"]["edges"]],
+                         [e["kept"] for e in want["circuit"]["edges"]])
+        np.testing.assert_allclose([e["score"] for e in result["circuit"]["edges"]],
+                                   [e["score"] for e in want["circuit"]["edges"]], atol=1e-4)
+        jobs = stub.ListJobs(cpb.ListJobsRequest(page_size=1000), timeout=10).jobs
+        # Each iteration's job once, the ones finished before the kill among them.
+        self.assertEqual(len(jobs), result["run"]["jobs"])
+        self.assertEqual(sorted({j.request_id for j in jobs}), sorted(j.request_id for j in jobs))
+        self.assertLessEqual({j.job_id for j in done}, {j.job_id for j in jobs})
+        # Run again with the same request id: every job is found, none submitted.
+        again, out2 = self.start_search(c.address, "induction", "acdc", 6, *args, env=env,
+                                        out=os.path.join(self.dir, "again"))
+        self.finish(again)
+        self.assertEqual(len(stub.ListJobs(cpb.ListJobsRequest(page_size=1000),
+                                           timeout=10).jobs), len(jobs))
+        with open(os.path.join(out2, "result.json")) as f:
+            self.assertEqual(json.load(f)["circuit"]["edges"], result["circuit"]["edges"])
 
     def test_a_repeated_request_id_gives_one_job_across_a_kill9(self):
         # What a retried Kubernetes batch pod does: the same search with the same request id
