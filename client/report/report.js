@@ -309,10 +309,10 @@
   function num(v) {
     return typeof v === 'number' && isFinite(v) ? String(Number(v.toPrecision(4))) : 'n/a';
   }
-  function absScore(e) { return typeof e.score === 'number' && isFinite(e.score) ? Math.abs(e.score) : 0; }
+  function scoreOf(e) { return typeof e.score === 'number' && isFinite(e.score) ? e.score : null; }
+  function absScore(e) { return scoreOf(e) === null ? 0 : Math.abs(e.score); }
   function edgeTip(e) {
-    return e.name + '  score = ' + exact(typeof e.score === 'number' ? e.score : null) +
-           '  kept = ' + (e.kept === true);
+    return e.name + '  score = ' + exact(scoreOf(e)) + '  kept = ' + (e.kept === true);
   }
 
   // Node positions: {x, y (centre), w, h, ports {q: [x, y], ...}, in: [x, y]}.
@@ -354,7 +354,9 @@
       p.in = [p.x, p.y + nh / 2];
       if (n.kind === 'head') {
         p.ports = {};
-        CHANNELS.forEach(function (ch, i) { p.ports[ch] = [p.x + (i - 1) * nw / 3, p.y + nh / 2]; });
+        CHANNELS.forEach(function (ch, i) {
+          p.ports[ch] = [p.x + (i - 1) * nw / 3, p.y + nh / 2];
+        });
       }
       pos[n.name] = p;
     });
@@ -404,7 +406,8 @@
         ++nKept;
         keptOut[e.sender] = (keptOut[e.sender] || 0) + 1;
         keptIn[e.receiver] = (keptIn[e.receiver] || 0) + 1;
-        if (e.channel) keptIn[e.receiver + '.' + e.channel] = (keptIn[e.receiver + '.' + e.channel] || 0) + 1;
+        var port = e.receiver + '.' + e.channel;
+        if (e.channel) keptIn[port] = (keptIn[port] || 0) + 1;
       }
       if (!pos[e.sender] || !pos[e.receiver]) ++unplaced;
     });
@@ -415,7 +418,8 @@
 
     var lead = 'Every edge of the circuit graph has a score' +
         (c.selection ? '; kept: ' + c.selection : '') +
-        (typeof c.threshold === 'number' ? ' (threshold |score| \u2265 ' + exact(c.threshold) + ')' : '') +
+        (typeof c.threshold === 'number'
+             ? ' (threshold |score| \u2265 ' + exact(c.threshold) + ')' : '') +
         '. ' + count(nKept) + ' of ' + count(total) + ' edges kept. Red: positive score, blue: ' +
         'negative; width by |score|. A head receives on three ports: ';
     var legendLine = h('p', {'class': 'sub'}, [lead].concat(
@@ -509,8 +513,8 @@
                  ['Hover or focus an edge or a node for its name and values.']);
     section.appendChild(info);
     if (unplaced) {
-      section.appendChild(h('p', {'class': 'warn'}, [count(unplaced) + ' edges name a node the ' +
-                                                     'circuit does not list; they are not drawn.']));
+      section.appendChild(h('p', {'class': 'warn'}, [count(unplaced) + ' edges name a node ' +
+                                                     'the circuit does not list: not drawn.']));
     }
 
     // Draws the edges `chosen` (edge indices, largest |score| first), at most MAX_DRAWN.
@@ -528,7 +532,7 @@
           'class': 'cedge ' + (e.score < 0 ? 'neg' : 'pos'), d: edgePath(a.out, end),
           stroke: e.score < 0 ? '#2166ac' : '#b2182b', 'stroke-width': w.toFixed(2),
           'data-edge': e.name, 'data-sender': e.sender, 'data-receiver': e.receiver,
-          'data-channel': e.channel || '', 'data-score': exact(typeof e.score === 'number' ? e.score : null),
+          'data-channel': e.channel || '', 'data-score': exact(scoreOf(e)),
           'data-kept': e.kept === true, 'data-tip': tip}, [s('title', {}, [tip])]));
       }
       edgeLayer.replaceChildren(frag);
@@ -545,7 +549,8 @@
       if (typeof c.threshold === 'number' && sliderOk) setSlider(toPos(c.threshold));
       shown.textContent = typeof c.threshold === 'number' ? num(c.threshold) : '';
       countLine.setAttribute('data-mode', 'kept');
-      countLine.setAttribute('data-threshold', typeof c.threshold === 'number' ? exact(c.threshold) : '');
+      countLine.setAttribute('data-threshold',
+                             typeof c.threshold === 'number' ? exact(c.threshold) : '');
       countLine.setAttribute('data-selected', keptOrder.length);
       countLine.setAttribute('data-drawn', n);
       countLine.textContent = 'The search\'s kept edges: ' + count(keptOrder.length) + ' of ' +
@@ -568,7 +573,8 @@
       countLine.setAttribute('data-threshold', exact(t));
       countLine.setAttribute('data-selected', selected);
       countLine.setAttribute('data-drawn', n);
-      countLine.textContent = count(selected) + ' of ' + count(total) + ' edges have |score| \u2265 ' +
+      countLine.textContent = count(selected) + ' of ' + count(total) +
+          ' edges have |score| \u2265 ' +
           num(t) + '; ' + (n < selected ? 'drawn: the ' + count(n) + ' with the largest |score| ' +
                                           '(at most ' + count(MAX_DRAWN) + ' are drawn).'
                                         : count(n) + ' drawn.');
@@ -619,7 +625,9 @@
     main.appendChild(h('h1', {}, [data.title]));
     main.appendChild(h('p', {'class': 'sub'}, [data.subtitle]));
     main.appendChild(identity(data.identity));
-    if (data.circuit && typeof data.circuit === 'object') main.appendChild(circuitSection(data.circuit));
+    if (data.circuit && typeof data.circuit === 'object') {
+      main.appendChild(circuitSection(data.circuit));
+    }
     if (data.outputs.length) main.appendChild(outputs(data));
     if (data.ranked.length) main.appendChild(ranked(data.ranked));
     if (data.detectors.length) main.appendChild(detectors(data.detectors));

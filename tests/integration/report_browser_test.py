@@ -5,8 +5,11 @@ report through report_fixture, opens it in Debian's headless Chromium, saves scr
 artifacts, and checks the DOM as it is after the renderer ran: heatmap cells with their exact
 values, hover text and colours, the ranked list, the job's identity, and the attention viewer with
 the prompt's tokens and weights, switching heads by the selector, a click on a head's cell and the
-URL fragment. With a lensgrid binary, also checks the report.html that a real
-`lensgrid search --in-process --detectors` on models/lensgrid-tiny writes.
+URL fragment; the circuit view of eap / eap-ig / acdc results (nodes by layer, the kept edges with
+their exact scores and hover text, the threshold slider's drawn count against one computed from the
+JSON, the cap on drawn edges at GPT-2 small's 32,491, faithfulness). With a lensgrid binary, also
+checks the report.html that a real `lensgrid search --in-process --detectors` and
+`lensgrid search --method eap --in-process` on models/lensgrid-tiny write.
 
 usage: report_browser_test.py REPORT_FIXTURE ARTIFACT_DIR [LENSGRID]
 Exits 77 (skipped) only when chromium is not installed.
@@ -129,7 +132,7 @@ def circuit_result(n_layers, n_heads, attn_only, n_kept, seed, faithfulness=True
     circuit = {"graph": {"n_layers": n_layers, "n_heads": n_heads, "attn_only": attn_only},
                "nodes": nodes, "edges": edges,
                "threshold": abs(edges[ranked[n_kept - 1]]["score"]),
-               "selection": f"top {n_kept} edges by |score|"}
+               "selection": f"top {n_kept} edges by |score|", "kept": n_kept}
     if faithfulness:
         circuit["faithfulness"] = {"circuit": 1.9, "full": 2.125, "corrupted": 0.1,
                                    "fraction": 1.9 / 2.125, "normalized": 1.8 / 2.025}
@@ -233,12 +236,6 @@ def with_actions(path, name, script):
     return out
 
 
-def script_json(data):
-    """client/report.cc's ScriptJson: JSON safe inside <script type="application/json">."""
-    return (json.dumps(data, ensure_ascii=True, separators=(",", ":"))
-            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-
-
 DATA_RE = re.compile(r'(<script type="application/json" id="report-data">)(.*?)(</script>)', re.S)
 
 
@@ -248,26 +245,11 @@ def page_data(path):
         return json.loads(DATA_RE.search(f.read()).group(2))
 
 
-# Whether a page's data had to be given result["circuit"] by the test (render_circuit).
-CIRCUIT_INJECTED = []
-
-
 def render_circuit(result, name):
-    """report.html for `result` through report_fixture (RenderReportHtml). While client/report.cc's
-    ReportData does not pass result["circuit"] on as data.circuit, the test puts it there itself
-    (ScriptJson's escaping) so that the renderer's circuit view is still checked; the real-search
-    test and test_report_data_carries_the_circuit do not."""
+    """report.html for `result` through report_fixture (RenderReportHtml); its data carries the
+    circuit."""
     path = render({"result": result, "attention": []}, name)
-    with open(path, encoding="utf-8") as f:
-        page = f.read()
-    m = DATA_RE.search(page)
-    data = json.loads(m.group(2))
-    if "circuit" not in data:
-        CIRCUIT_INJECTED.append(name)
-        data["circuit"] = result["circuit"]
-        page = page[:m.start(2)] + script_json(data) + page[m.end(2):]
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(page)
+    assert "circuit" in page_data(path), "report.html's data has no circuit"
     return path
 
 
@@ -577,7 +559,7 @@ class CircuitViewTest(unittest.TestCase):
         """The drawn edges are exactly `expected_names`, each with its exact score, channel, kept
         flag and hover text."""
         by_name = {e["name"]: e for e in circuit["edges"]}
-        paths = dom.find("path", **{"class": "cedge pos"}) + dom.find("path", **{"class": "cedge neg"})
+        paths = [p for p in dom.find("path") if p.get("class") in ("cedge pos", "cedge neg")]
         self.assertEqual(sorted(p["data-edge"] for p in paths), sorted(expected_names))
         for p in paths:
             e = by_name[p["data-edge"]]
@@ -735,12 +717,7 @@ class CircuitViewTest(unittest.TestCase):
 
     def test_report_data_carries_the_circuit(self):
         """report.html's data holds result.json's circuit as data.circuit (client/report.cc)."""
-        path = render({"result": self.small, "attention": []}, "circuit_report_as_rendered")
-        data = page_data(path)
-        if "circuit" not in data:
-            self.skipTest("client/report.cc's ReportData does not pass result['circuit'] on as "
-                          "data.circuit yet: the circuit view is tested on data the test adds")
-        self.assertEqual(data["circuit"], self.small["circuit"])
+        self.assertEqual(page_data(self.small_page)["circuit"], self.small["circuit"])
 
     def test_no_circuit_no_view(self):
         dom = dump_dom(render({"result": head_ablation_result(), "attention": []}, "no_circuit"))
@@ -802,9 +779,6 @@ def main():
         return 77
     os.makedirs(ARTIFACTS, exist_ok=True)
     result = unittest.main(argv=[sys.argv[0], "-v"], exit=False).result
-    if CIRCUIT_INJECTED:
-        print("report_browser_test: NOTE: report.html's data had no \"circuit\" (client/report.cc "
-              "does not pass it on); the test added it for " + ", ".join(CIRCUIT_INJECTED))
     return 0 if result.wasSuccessful() else 1
 
 
