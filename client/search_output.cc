@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iomanip>
 #include <ostream>
@@ -162,6 +164,22 @@ absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& 
     tensors.push_back(ToF32("circuit.kept", kept, {static_cast<int64_t>(kept.size())}));
     out << std::defaultfloat << "circuit: " << circuit->n_kept() << " of " << kept.size()
         << " edges (" << circuit->selection << ")\n";
+    constexpr int64_t kListed = 40;
+    std::vector<int64_t> listed;
+    for (size_t e = 0; e < kept.size(); ++e) {
+      if (circuit->kept[e]) listed.push_back(static_cast<int64_t>(e));
+    }
+    std::stable_sort(listed.begin(), listed.end(), [&](int64_t a, int64_t b) {
+      return std::fabs(circuit->scores[a]) > std::fabs(circuit->scores[b]);
+    });
+    for (size_t i = 0; i < listed.size() && i < static_cast<size_t>(kListed); ++i) {
+      out << "  " << std::setw(20) << std::left << graph.EdgeName(static_cast<int>(listed[i]))
+          << std::right << std::showpos << std::setprecision(4) << circuit->scores[listed[i]]
+          << std::noshowpos << "\n";
+    }
+    if (static_cast<int64_t>(listed.size()) > kListed) {
+      out << "  ... and " << listed.size() - kListed << " more (result.json, circuit.dot)\n";
+    }
     if (circuit->faithfulness) {
       const FaithfulnessValues& f = *circuit->faithfulness;
       out << std::setprecision(4) << "faithfulness: " << MetricName(spec.metric) << " " << f.circuit
