@@ -419,7 +419,7 @@
     var lead = 'Every edge of the circuit graph has a score' +
         (c.selection ? '; kept: ' + c.selection : '') +
         (typeof c.threshold === 'number'
-             ? ' (threshold |score| \u2265 ' + exact(c.threshold) + ')' : '') +
+             ? ' (threshold ' + exact(c.threshold) + ')' : '') +
         '. ' + count(nKept) + ' of ' + count(total) + ' edges kept. Red: positive score, blue: ' +
         'negative; width by |score|. A head receives on three ports: ';
     var legendLine = h('p', {'class': 'sub'}, [lead].concat(
