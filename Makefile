@@ -31,6 +31,7 @@ bench: build
 	@$(BUILD_DIR)/bench/coordinator_bench
 	@$(BUILD_DIR)/bench/coordinator_memory_bench
 	@/usr/bin/python3 bench/coordinator_share.py $(BUILD_DIR)
+	@/usr/bin/python3 bench/acdc_local_bench.py $(BUILD_DIR)
 
 # The fuzz targets of tests/fuzz/ (ASan + UBSan), each for FUZZ_SECONDS from a
 # fresh seed; `make test` runs them briefly.
