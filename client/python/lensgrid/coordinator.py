@@ -274,12 +274,16 @@ class Coordinator:
                seq_len: int = 0, prompts_per_shard: int = 0, components_per_shard: int = 0,
                weights_sha256: str = "", label: str = "", request_id: Optional[str] = None,
                detach: bool = False, progress: bool = True, output: Optional[str] = None,
-               lensgrid_binary: Optional[str] = None) -> Any:
+               lensgrid_binary: Optional[str] = None, ig_steps: int = 0,
+               receivers: Optional[List[str]] = None) -> Any:
         """Submits a search (model: a model id the workers serve; dataset: a built-in name or
         a .jsonl path; method/metric/ablation: the CLI's names; metric None: the dataset's
         default, as the CLI: default_metric(dataset)). Waits and returns its SearchResult, or
         with detach=True returns the Job at once. output: also write result.json,
-        result.safetensors and report.html there (Job.write_output; not with detach)."""
+        result.safetensors and report.html there (Job.write_output; not with detach).
+        Circuit methods: ig_steps (eap-ig; 0 = 5) and receivers (path-patch: e.g.
+        ["L1H1.k", "logits"]) go in JobSpec.circuit; acdc is driven by its client, one
+        acdc-step job per iteration: run it with `lensgrid search --method acdc`."""
         if detach and output is not None:
             raise InvalidInputError("output= needs the finished job: call job.wait() and "
                                     "job.write_output(dir) on the detached job")
@@ -291,7 +295,8 @@ class Coordinator:
             metric=_enum(search_pb2.SearchMetric, "METRIC_", metric, "metric"),
             ablation=_enum(search_pb2.Ablation, "ABLATION_", ablation, "ablation"),
             prompts_per_shard=prompts_per_shard, components_per_shard=components_per_shard,
-            label=label)
+            label=label, circuit=search_pb2.CircuitOptions(ig_steps=ig_steps,
+                                                           receivers=receivers or []))
         spec.dataset.n_prompts, spec.dataset.seed, spec.dataset.seq_len = n_prompts, seed, seq_len
         if dataset.endswith(".jsonl") or os.path.sep in dataset:
             try:

@@ -81,6 +81,29 @@ class CoordinatorTest(unittest.TestCase):
         self.assertRegex(top["label"], r"^L\d+H\d+$")
         del log
 
+    def test_circuit_methods_take_their_parameters(self):
+        # path-patch's receivers and eap-ig's steps travel in JobSpec.circuit; the grids equal
+        # the CLI's in-process runs of the same parameters.
+        for method, kwargs, flags in (
+                ("path-patch", {"receivers": ["L1H1.k", "L1H1.q"]},
+                 ["--receivers", "L1H1.k,L1H1.q"]),
+                ("eap-ig", {"ig_steps": 2}, ["--ig-steps", "2"])):
+            with self.subTest(method=method):
+                result = self.c.search("lensgrid-tiny", "induction", method, n_prompts=4, seed=2,
+                                       seq_len=6, progress=False, **kwargs)
+                want = self.in_process("--dataset", "induction", "--method", method,
+                                       "--n-prompts", "4", "--seed", "2", "--seq-len", "6", *flags)
+                name = want["outputs"][0]["name"]
+                np.testing.assert_allclose(result.grids[name],
+                                           np.asarray(want["outputs"][0]["values"]), atol=1e-5)
+        with self.assertRaises(lensgrid.Error) as err:
+            self.c.search("lensgrid-tiny", "induction", "path-patch", n_prompts=2,
+                          receivers=["L5H0.k"], progress=False)
+        self.assertIn("circuit.receivers[0]", str(err.exception))
+        with self.assertRaises(lensgrid.Error) as err:
+            self.c.search("lensgrid-tiny", "induction", "acdc", n_prompts=2, progress=False)
+        self.assertIn("acdc is driven by its client", str(err.exception))
+
     def test_detached_job(self):
         job = self.c.search("lensgrid-tiny", "induction", "detect-heads", n_prompts=4, seq_len=8,
                             detach=True)
