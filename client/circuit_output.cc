@@ -14,20 +14,6 @@
 namespace lensgrid {
 namespace {
 
-const char* ChannelName(Channel c) {
-  switch (c) {
-    case Channel::kQuery:
-      return "q";
-    case Channel::kKey:
-      return "k";
-    case Channel::kValue:
-      return "v";
-    case Channel::kResidual:
-      break;
-  }
-  return "";
-}
-
 const char* KindName(CircuitNode::Kind k) {
   switch (k) {
     case CircuitNode::Kind::kEmbed:

@@ -7,25 +7,6 @@
 #include "common/search_methods.h"
 
 namespace lensgrid {
-namespace {
-
-// [begin, end) of each receiving input's edges, in edge id order.
-std::vector<std::pair<size_t, size_t>> ReceivingInputs(const CircuitGraph& graph) {
-  const std::vector<CircuitEdge>& edges = graph.edges();
-  std::vector<std::pair<size_t, size_t>> groups;
-  for (size_t begin = 0; begin < edges.size();) {
-    size_t end = begin;
-    while (end < edges.size() && edges[end].receiver == edges[begin].receiver &&
-           edges[end].channel == edges[begin].channel) {
-      ++end;
-    }
-    groups.emplace_back(begin, end);
-    begin = end;
-  }
-  return groups;
-}
-
-}  // namespace
 
 absl::StatusOr<AcdcOutcome> DriveAcdc(const CircuitGraph& graph, const AcdcDriverOptions& options,
                                       const AcdcStepRunner& step) {
@@ -34,7 +15,7 @@ absl::StatusOr<AcdcOutcome> DriveAcdc(const CircuitGraph& graph, const AcdcDrive
         absl::StrCat("the ACDC threshold must be >= 0, got ", options.threshold));
   }
   const std::vector<CircuitEdge>& edges = graph.edges();
-  const auto groups = ReceivingInputs(graph);
+  const auto groups = graph.ReceivingInputs();
   const size_t components = static_cast<size_t>(
       AcdcStepComponents({graph.shape().n_layers, graph.shape().n_heads, graph.shape().attn_only}));
   AcdcOutcome out;

@@ -12,18 +12,9 @@ namespace {
 
 constexpr char kArrow[] = " -> ";
 
-const char* ChannelSuffix(Channel c) {
-  switch (c) {
-    case Channel::kQuery:
-      return ".q";
-    case Channel::kKey:
-      return ".k";
-    case Channel::kValue:
-      return ".v";
-    case Channel::kResidual:
-      break;
-  }
-  return "";
+std::string ChannelSuffix(Channel c) {
+  const char* name = ChannelName(c);
+  return *name == '\0' ? "" : absl::StrCat(".", name);
 }
 
 absl::Status NotFound(absl::string_view what, absl::string_view name) {
@@ -71,6 +62,34 @@ CircuitGraph CircuitGraph::Build(const CircuitShape& shape) {
     }
   }
   return g;
+}
+
+const char* ChannelName(Channel c) {
+  switch (c) {
+    case Channel::kQuery:
+      return "q";
+    case Channel::kKey:
+      return "k";
+    case Channel::kValue:
+      return "v";
+    case Channel::kResidual:
+      break;
+  }
+  return "";
+}
+
+std::vector<std::pair<size_t, size_t>> CircuitGraph::ReceivingInputs() const {
+  std::vector<std::pair<size_t, size_t>> groups;
+  for (size_t begin = 0; begin < edges_.size();) {
+    size_t end = begin;
+    while (end < edges_.size() && edges_[end].receiver == edges_[begin].receiver &&
+           edges_[end].channel == edges_[begin].channel) {
+      ++end;
+    }
+    groups.emplace_back(begin, end);
+    begin = end;
+  }
+  return groups;
 }
 
 int64_t CircuitGraph::CountEdges(int64_t n_layers, int64_t n_heads, bool attn_only) {

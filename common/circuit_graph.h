@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -37,6 +38,8 @@ struct CircuitNode {
 
 // Which input of a receiver an edge enters.
 enum class Channel { kResidual, kQuery, kKey, kValue };
+// "q", "k", "v"; "" for kResidual.
+const char* ChannelName(Channel c);
 
 struct CircuitEdge {
   int sender = 0;                        // node index
@@ -74,6 +77,10 @@ class CircuitGraph {
   // A receiving input by name ("L1H1.k", "MLP2", "logits") -> (node, channel).
   absl::StatusOr<std::pair<int, Channel>> FindReceiver(absl::string_view name) const;
   absl::StatusOr<int> FindEdge(absl::string_view name) const;
+
+  // [begin, end) of each receiving input's edges (a receiver's one input, or a head's q, k or v),
+  // in edge id order: a receiving input's edges are consecutive.
+  std::vector<std::pair<size_t, size_t>> ReceivingInputs() const;
 
   // The node index of a head, an MLP.
   int HeadNode(int layer, int head) const;

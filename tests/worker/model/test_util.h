@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "worker/model/analysis/dataset.h"
 #include "worker/model/config.h"
+#include "worker/model/weights.h"
 
 namespace lensgrid::testing {
 
@@ -65,6 +66,22 @@ inline Prompt TestPrompt(std::vector<int64_t> tokens, int64_t answer, int64_t wr
   p.wrongs = {wrong};
   p.corrupted_tokens = std::move(corrupted);
   return p;
+}
+
+// Every defined weight in float64 (the circuit tests compare methods, not float32 rounding).
+inline void WeightsToDouble(GPT2Weights* w) {
+  auto d = [](at::Tensor* t) {
+    if (t->defined()) *t = t->to(torch::kFloat64);
+  };
+  for (at::Tensor* t : {&w->W_E, &w->W_pos, &w->W_U, &w->b_U, &w->ln_final.w, &w->ln_final.b}) {
+    d(t);
+  }
+  for (auto& b : w->blocks) {
+    for (at::Tensor* t : {&b.ln1.w, &b.ln1.b, &b.ln2.w, &b.ln2.b, &b.W_Q, &b.W_K, &b.W_V, &b.b_Q,
+                          &b.b_K, &b.b_V, &b.W_O, &b.b_O, &b.W_in, &b.b_in, &b.W_out, &b.b_out}) {
+      d(t);
+    }
+  }
 }
 
 inline ::testing::AssertionResult AllClose(const torch::Tensor& actual,

@@ -93,16 +93,7 @@ absl::StatusOr<AcdcResult> Acdc(const HookedTransformer& model, const Dataset& d
   // Receiving inputs from the logits back: the graph lists edges by receiver in forward order,
   // each receiver's consecutively, so walk the groups backwards.
   const std::vector<CircuitEdge>& edges = graph.edges();
-  std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) of each receiving input
-  for (size_t begin = 0; begin < edges.size();) {
-    size_t end = begin;
-    while (end < edges.size() && edges[end].receiver == edges[begin].receiver &&
-           edges[end].channel == edges[begin].channel) {
-      ++end;
-    }
-    groups.emplace_back(begin, end);
-    begin = end;
-  }
+  const std::vector<std::pair<size_t, size_t>> groups = graph.ReceivingInputs();
   std::vector<bool> corrupted(edges.size(), false);
   std::vector<double> score(edges.size(), std::nan(""));
   LG_ASSIGN_OR_RETURN(double distance, evaluator.Distance(corrupted));

@@ -153,16 +153,7 @@ absl::StatusOr<torch::Tensor> Scores(const CircuitGraph& graph, const torch::Ten
   const torch::Tensor senders_by_row =
       delta.permute({0, 2, 1, 3}).reshape({batch, delta.size(2), pos * d}).contiguous();
   const std::vector<CircuitEdge>& edges = graph.edges();
-  std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) of each receiving input
-  for (size_t begin = 0; begin < edges.size();) {
-    size_t end = begin;
-    while (end < edges.size() && edges[end].receiver == edges[begin].receiver &&
-           edges[end].channel == edges[begin].channel) {
-      ++end;
-    }
-    groups.emplace_back(begin, end);
-    begin = end;
-  }
+  const std::vector<std::pair<size_t, size_t>> groups = graph.ReceivingInputs();
   constexpr size_t kChunk = 64;  // receiving inputs per GEMM
   std::vector<torch::Tensor> columns;
   for (size_t c = 0; c < groups.size(); c += kChunk) {

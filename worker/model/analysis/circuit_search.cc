@@ -145,15 +145,13 @@ class CircuitSearch {
                                          int64_t c_end) {
     LG_ASSIGN_OR_RETURN(auto receiver, graph_.FindReceiver(spec_.circuit.receivers.front()));
     const std::vector<CircuitEdge>& edges = graph_.edges();
-    size_t first = 0;
-    while (first < edges.size() &&
-           (edges[first].receiver != receiver.first || edges[first].channel != receiver.second)) {
-      ++first;
-    }
-    size_t end = first;
-    while (end < edges.size() && edges[end].receiver == receiver.first &&
-           edges[end].channel == receiver.second) {
-      ++end;
+    size_t first = 0, end = 0;  // the receiving input's edges
+    for (const auto& [b, e] : graph_.ReceivingInputs()) {
+      if (edges[b].receiver == receiver.first && edges[b].channel == receiver.second) {
+        first = b;
+        end = e;
+        break;
+      }
     }
     std::vector<bool> outside =
         UnpackEdges(spec_.circuit.kept_edges, static_cast<int64_t>(edges.size()));

@@ -23,22 +23,6 @@ namespace {
 
 constexpr int64_t kLayers = 3, kHeads = 2, kVocab = 40;
 
-// Float64, so that the comparisons measure the methods, not float32 rounding of large logits.
-void ToDouble(GPT2Weights* w) {
-  auto d = [](at::Tensor* t) {
-    if (t->defined()) *t = t->to(torch::kFloat64);
-  };
-  for (at::Tensor* t : {&w->W_E, &w->W_pos, &w->W_U, &w->b_U, &w->ln_final.w, &w->ln_final.b}) {
-    d(t);
-  }
-  for (auto& b : w->blocks) {
-    for (at::Tensor* t : {&b.ln1.w, &b.ln1.b, &b.ln2.w, &b.ln2.b, &b.W_Q, &b.W_K, &b.W_V, &b.b_Q,
-                          &b.b_K, &b.b_V, &b.W_O, &b.b_O, &b.W_in, &b.b_in, &b.W_out, &b.b_out}) {
-      d(t);
-    }
-  }
-}
-
 // Split q/k/v and MLP inputs: the naive implementation patches them as hook points.
 std::shared_ptr<HookedTransformer> Model(bool attn_only) {
   HookedTransformerConfig cfg =
@@ -55,7 +39,7 @@ std::shared_ptr<HookedTransformer> Model(bool attn_only) {
   }
   w.W_E = w.W_E * 10;
   ProcessWeights(ProcessingOptions{}, cfg, &w);
-  ToDouble(&w);
+  ::lensgrid::testing::WeightsToDouble(&w);
   return HookedTransformer::FromWeights(cfg, w).value();
 }
 

@@ -24,21 +24,6 @@ namespace {
 
 constexpr int64_t kLayers = 2, kHeads = 3, kVocab = 40;
 
-void ToDouble(GPT2Weights* w) {
-  auto d = [](at::Tensor* t) {
-    if (t->defined()) *t = t->to(torch::kFloat64);
-  };
-  for (at::Tensor* t : {&w->W_E, &w->W_pos, &w->W_U, &w->b_U, &w->ln_final.w, &w->ln_final.b}) {
-    d(t);
-  }
-  for (auto& b : w->blocks) {
-    for (at::Tensor* t : {&b.ln1.w, &b.ln1.b, &b.ln2.w, &b.ln2.b, &b.W_Q, &b.W_K, &b.W_V, &b.b_Q,
-                          &b.b_K, &b.b_V, &b.W_O, &b.b_O, &b.W_in, &b.b_in, &b.W_out, &b.b_out}) {
-      d(t);
-    }
-  }
-}
-
 std::shared_ptr<HookedTransformer> SplitModel(bool attn_only, bool split = true) {
   HookedTransformerConfig cfg =
       ::lensgrid::testing::TestConfig(kLayers, kHeads, 24, 48, 16, kVocab);
@@ -55,7 +40,7 @@ std::shared_ptr<HookedTransformer> SplitModel(bool attn_only, bool split = true)
   }
   w.W_E = w.W_E * 20;
   ProcessWeights(ProcessingOptions{}, cfg, &w);
-  ToDouble(&w);
+  ::lensgrid::testing::WeightsToDouble(&w);
   return HookedTransformer::FromWeights(cfg, w).value();
 }
 
