@@ -226,7 +226,8 @@ absl::Status CheckCircuitParams(Method method, const CircuitParams& params,
                                 const ModelDims& model) {
   if (params.ig_steps < 0 || params.ig_steps > kMaxIgSteps) {
     return absl::InvalidArgumentError(absl::StrCat("circuit.ig_steps is ", params.ig_steps,
-                                                   "; it must be in [1, ", kMaxIgSteps, "]"));
+                                                   "; it must be in [1, ", kMaxIgSteps,
+                                                   "] (0: the default, ", kDefaultIgSteps, ")"));
   }
   if (params.ig_steps != 0 && method != Method::kEapIg) {
     return absl::InvalidArgumentError(

@@ -4,6 +4,7 @@
 
 #include <cctype>
 
+#include "common/circuit_graph.h"
 #include "common/search_proto.h"
 #include "gtest/gtest.h"
 
@@ -95,6 +96,62 @@ TEST(SearchMethodsTest, AttributionEstimatesPatchingOnItsGrid) {
   }
   EXPECT_EQ(attribution, 5);
   EXPECT_FALSE(ShardsByPromptsOnly(Method::kPatchHeads));
+}
+
+}  // namespace
+}  // namespace lensgrid
+
+namespace lensgrid {
+namespace {
+
+TEST(SearchMethodsTest, CircuitParametersAreCheckedAgainstTheMethodAndTheModel) {
+  const ModelDims gpt2{12, 12, false};
+  // Edge grids count the graph's edges without building it.
+  EXPECT_EQ(MethodGrids(Method::kEap, gpt2, 16).front().shape, std::vector<int64_t>{32491});
+  EXPECT_EQ(MethodGrids(Method::kAcdcStep, gpt2, 16).front().shape,
+            std::vector<int64_t>{1 + 1 + 12 * 13});
+  auto code = [](Method m, CircuitParams p, ModelDims d) {
+    return CheckCircuitParams(m, p, d).code();
+  };
+  CircuitParams receivers;
+  receivers.receivers = {"L11H3.k", "logits", "MLP4"};
+  EXPECT_EQ(code(Method::kPathPatch, receivers, gpt2), absl::StatusCode::kOk);
+  EXPECT_EQ(code(Method::kEap, receivers, gpt2), absl::StatusCode::kInvalidArgument);
+  receivers.receivers = {"L12H0.q"};  // no layer 12
+  EXPECT_EQ(code(Method::kPathPatch, receivers, gpt2), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Method::kPathPatch, receivers, {}), absl::StatusCode::kOk);  // model unknown yet
+  CircuitParams steps;
+  steps.ig_steps = kMaxIgSteps + 1;
+  EXPECT_EQ(code(Method::kEapIg, steps, gpt2), absl::StatusCode::kInvalidArgument);
+  steps.ig_steps = -1;
+  EXPECT_EQ(code(Method::kEapIg, steps, gpt2), absl::StatusCode::kInvalidArgument);
+  // A graph too large for the limit: refused before anything is built or run.
+  EXPECT_GT(CircuitGraph::CountEdges(1000, 100, false), kMaxCircuitEdges);
+  EXPECT_EQ(code(Method::kEap, {}, {1000, 100, false}), absl::StatusCode::kResourceExhausted);
+  // A circuit's bits: one per edge, nothing past the last.
+  std::vector<bool> kept(32491, false);
+  kept[0] = kept[32490] = true;
+  CircuitParams circuit;
+  circuit.kept_edges = PackEdges(kept);
+  EXPECT_EQ(UnpackEdges(circuit.kept_edges, 32491), kept);
+  EXPECT_EQ(code(Method::kCircuitFaithfulness, circuit, gpt2), absl::StatusCode::kOk);
+  circuit.kept_edges.back() = static_cast<char>(0xff);
+  EXPECT_EQ(code(Method::kCircuitFaithfulness, circuit, gpt2), absl::StatusCode::kInvalidArgument);
+  circuit.kept_edges.pop_back();
+  EXPECT_EQ(code(Method::kCircuitFaithfulness, circuit, gpt2), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Method::kCircuitFaithfulness, {}, {}), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SearchMethodsTest, CountEdgesIsTheBuiltGraphsSize) {
+  for (int layers : {1, 2, 5}) {
+    for (int heads : {1, 3}) {
+      for (bool attn_only : {false, true}) {
+        EXPECT_EQ(
+            CircuitGraph::CountEdges(layers, heads, attn_only),
+            static_cast<int64_t>(CircuitGraph::Build({layers, heads, attn_only}).edges().size()));
+      }
+    }
+  }
 }
 
 }  // namespace

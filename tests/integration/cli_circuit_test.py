@@ -152,6 +152,38 @@ class CliCircuitTest(unittest.TestCase):
         # One job per iteration that ran a step, and the faithfulness job.
         self.assertGreater(there["run"]["jobs"], 2)
 
+    def test_every_method_finds_the_embedded_models_induction_circuit(self):
+        # lensgrid-tiny (MODEL_CARD.md): previous-token head L0H1, induction head L1H1. The
+        # K-composition edge L0H1 -> L1H1.k is in each method's circuit, and the induction
+        # head's output to the logits too; path patching into L1H1's key singles out L0H1.
+        where = ["--in-process"]
+        common = ["--dataset", "induction", "--n-prompts", "16", "--seq-len", "16"]
+        for args in (["--method", "eap", "--top-k", "10"],
+                     ["--method", "eap-ig", "--top-k", "10"],
+                     ["--method", "acdc", "--threshold", "0.5"]):
+            with self.subTest(args=args):
+                out = os.path.join(self.tmp.name, "tiny-" + args[1])
+                proc = subprocess.run([LENSGRID, "search", "--model", MODEL, *where, *common,
+                                       *args, "--output", out], capture_output=True, text=True,
+                                      timeout=600)
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+                with open(os.path.join(out, "result.json")) as f:
+                    circuit = json.load(f)["circuit"]
+                kept = {e["name"] for e in circuit["edges"] if e["kept"]}
+                self.assertIn("L0H1 -> L1H1.k", kept)
+                self.assertIn("L1H1 -> logits", kept)
+                # The circuit recovers most of the model's behaviour.
+                self.assertGreater(circuit["faithfulness"]["normalized"], 0.5)
+        out = os.path.join(self.tmp.name, "tiny-path")
+        proc = subprocess.run([LENSGRID, "search", "--model", MODEL, *where, *common, "--method",
+                               "path-patch", "--receivers", "L1H1.k", "--output", out],
+                              capture_output=True, text=True, timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        with open(os.path.join(out, "result.json")) as f:
+            ranked = json.load(f)["outputs"][0]["ranked"]
+        self.assertEqual(ranked[0]["component"], "L0H1")
+        self.assertGreater(abs(ranked[0]["value"]), 10 * abs(ranked[1]["value"]))
+
     def test_bad_input_is_a_clear_error(self):
         bad_edges = os.path.join(self.tmp.name, "bad_edges.txt")
         with open(bad_edges, "w") as f:
