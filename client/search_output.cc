@@ -58,7 +58,9 @@ absl::Status WriteSearchOutput(const SearchValues& result, const SearchContext& 
   const bool circuit_method = IsCircuit(spec.method);
   const char* baseline_run = !patching ? "clean" : circuit_method ? "clean" : "corrupted";
   const char* reference_run = circuit_method ? "corrupted" : "clean";
-  const CircuitGraph graph = CircuitGraph::Build(ShapeOfContext(ctx));
+  // Edge names, for the circuit methods only (the only ones with an [edge] grid).
+  const CircuitGraph graph =
+      CircuitGraph::Build(circuit_method ? ShapeOfContext(ctx) : CircuitShape{1, 1, true});
   auto component = [&](const GridValues& o, int64_t idx) {
     return o.axes == std::vector<std::string>{"edge"} &&
                    idx < static_cast<int64_t>(graph.edges().size())

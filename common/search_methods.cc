@@ -260,21 +260,23 @@ absl::Status CheckCircuitParams(Method method, const CircuitParams& params,
         absl::StrCat(MethodName(method), ": this model's circuit graph has ", edge_count,
                      " edges, over the limit of ", kMaxCircuitEdges));
   }
-  if (!takes_receivers && !takes_circuit) return absl::OkStatus();
-  const CircuitGraph graph = CircuitGraph::Build(
-      {static_cast<int>(model.n_layers), static_cast<int>(model.n_heads), model.attn_only});
-  for (size_t i = 0; i < params.receivers.size(); ++i) {
-    absl::StatusOr<std::pair<int, Channel>> r = graph.FindReceiver(params.receivers[i]);
-    if (!r.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("circuit.receivers[", i, "]: ", r.status().message()));
-    }
-    if (graph.nodes()[r->first].kind == CircuitNode::Kind::kEmbed) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("circuit.receivers[", i, "]: the embeddings receive nothing"));
+  if (!params.receivers.empty()) {
+    // Names need the graph; a circuit's bits only its edge count.
+    const CircuitGraph graph = CircuitGraph::Build(
+        {static_cast<int>(model.n_layers), static_cast<int>(model.n_heads), model.attn_only});
+    for (size_t i = 0; i < params.receivers.size(); ++i) {
+      absl::StatusOr<std::pair<int, Channel>> r = graph.FindReceiver(params.receivers[i]);
+      if (!r.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("circuit.receivers[", i, "]: ", r.status().message()));
+      }
+      if (graph.nodes()[r->first].kind == CircuitNode::Kind::kEmbed) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("circuit.receivers[", i, "]: the embeddings receive nothing"));
+      }
     }
   }
-  const int64_t n_edges = static_cast<int64_t>(graph.edges().size());
+  const int64_t n_edges = edge_count;
   if (takes_circuit) {
     const int64_t bytes = (n_edges + 7) / 8;
     if (static_cast<int64_t>(params.kept_edges.size()) != bytes) {

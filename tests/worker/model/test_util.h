@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,8 @@
 #include "gtest/gtest.h"
 #include "worker/model/analysis/dataset.h"
 #include "worker/model/config.h"
+#include "worker/model/hooked_transformer.h"
+#include "worker/model/processing.h"
 #include "worker/model/weights.h"
 
 namespace lensgrid::testing {
@@ -82,6 +85,25 @@ inline void WeightsToDouble(GPT2Weights* w) {
       d(t);
     }
   }
+}
+
+// The circuit tests' model: random weights of `cfg` with sharp attention and large embeddings
+// (W_Q, W_K and W_E x `scale`; W_O and W_out x 10, so that every edge matters), processed, in
+// float64.
+inline std::shared_ptr<HookedTransformer> CircuitTestModel(const HookedTransformerConfig& cfg,
+                                                           uint64_t seed, double scale) {
+  torch::manual_seed(seed);
+  GPT2Weights w = RandomWeights(cfg, seed);
+  for (auto& b : w.blocks) {
+    b.W_Q = b.W_Q * scale;
+    b.W_K = b.W_K * scale;
+    b.W_O = b.W_O * 10;
+    if (b.W_out.defined()) b.W_out = b.W_out * 10;
+  }
+  w.W_E = w.W_E * scale;
+  ProcessWeights(ProcessingOptions{}, cfg, &w);
+  WeightsToDouble(&w);
+  return HookedTransformer::FromWeights(cfg, w).value();
 }
 
 inline ::testing::AssertionResult AllClose(const torch::Tensor& actual,

@@ -12,17 +12,9 @@
 namespace lensgrid {
 namespace {
 
-// One batch of prompts with what every evaluation of it needs.
-struct AcdcBatch {
-  PromptBatch prompts;
-  ForwardOptions options;
-  torch::Tensor corrupted_senders;  // SenderValues of the corrupted run
-  torch::Tensor full_metric;        // [n] the full model's metric (task metrics)
-};
-
 class Evaluator {
  public:
-  Evaluator(const EdgePatcher& patcher, MetricKind metric, std::vector<AcdcBatch> batches,
+  Evaluator(const EdgePatcher& patcher, MetricKind metric, std::vector<CorruptionBatch> batches,
             int64_t n_prompts)
       : patcher_(patcher), metric_(metric), batches_(std::move(batches)), n_prompts_(n_prompts) {}
 
@@ -30,14 +22,14 @@ class Evaluator {
   absl::StatusOr<double> Distance(const std::vector<bool>& corrupted) {
     ++evaluations_;
     double sum = 0, full = 0;
-    for (AcdcBatch& b : batches_) {
+    for (CorruptionBatch& b : batches_) {
       LG_ASSIGN_OR_RETURN(RunOutput out,
                           patcher_.Run(b.prompts.clean, b.options, b.corrupted_senders, corrupted));
       if (metric_ == MetricKind::kKl) {
         sum += ComputeMetric(MetricKind::kKl, out.logits, b.prompts.targets).sum().item<double>();
       } else {
         sum += ComputeMetric(metric_, out.logits, b.prompts.targets).sum().item<double>();
-        full += b.full_metric.sum().item<double>();
+        full += b.clean_metric.sum().item<double>();
       }
     }
     if (metric_ == MetricKind::kKl) return sum / n_prompts_;
@@ -48,7 +40,7 @@ class Evaluator {
  private:
   const EdgePatcher& patcher_;
   MetricKind metric_;
-  std::vector<AcdcBatch> batches_;
+  std::vector<CorruptionBatch> batches_;
   int64_t n_prompts_;
   int64_t evaluations_ = 0;
 };
@@ -64,28 +56,13 @@ absl::StatusOr<AcdcResult> Acdc(const HookedTransformer& model, const Dataset& d
   const int64_t n_prompts = static_cast<int64_t>(dataset.prompts.size());
   if (n_prompts == 0) return absl::InvalidArgumentError("the dataset has no prompts");
   LG_ASSIGN_OR_RETURN(EdgePatcher patcher, EdgePatcher::Create(model, graph));
-  const HookedTransformerConfig& cfg = model.cfg();
-  const int64_t per_batch =
-      std::max<int64_t>(1, options.max_batch_tokens / std::max<int64_t>(1, dataset.max_length()));
-  CacheOptions senders;
-  senders.names = SenderHooks(cfg);
-  std::vector<AcdcBatch> batches;
+  const int64_t per_batch = PromptsPerBatch(dataset, options.max_batch_tokens);
+  std::vector<CorruptionBatch> batches;
   for (int64_t b = 0; b < n_prompts; b += per_batch) {
-    const int64_t e = std::min(b + per_batch, n_prompts);
-    AcdcBatch batch;
-    LG_ASSIGN_OR_RETURN(batch.prompts, MakePromptBatch(dataset, b, e, /*need_corrupted=*/true,
-                                                       cfg.d_vocab, cfg.bos_token_id));
-    if (!MetricNeedsAllPositions(options.metric)) {
-      batch.options.logit_positions = torch::full({e - b}, batch.prompts.pos - 1, torch::kInt64);
-    }
+    LG_ASSIGN_OR_RETURN(
+        CorruptionBatch batch,
+        MakeCorruptionBatch(model, dataset, b, std::min(b + per_batch, n_prompts), options.metric));
     batch.options.is_cancelled = options.is_cancelled;
-    LG_ASSIGN_OR_RETURN(RunOutput clean, model.Run(batch.prompts.clean, batch.options));
-    batch.prompts.targets.clean_log_probs = torch::log_softmax(clean.logits.select(1, -1), -1);
-    batch.full_metric = ComputeMetric(options.metric, clean.logits, batch.prompts.targets);
-    ActivationCache corrupted;
-    LG_RETURN_IF_ERROR(
-        model.RunWithCache(batch.prompts.corrupted, batch.options, senders, &corrupted).status());
-    LG_ASSIGN_OR_RETURN(batch.corrupted_senders, SenderValues(model, corrupted));
     batches.push_back(std::move(batch));
   }
   Evaluator evaluator(patcher, options.metric, std::move(batches), n_prompts);

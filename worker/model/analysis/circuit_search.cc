@@ -111,18 +111,19 @@ class CircuitSearch {
     LG_ASSIGN_OR_RETURN(auto receivers, Receivers(graph_, spec_.circuit));
     const std::vector<CircuitEdge>& edges = graph_.edges();
     const int64_t n = batch.clean_metric.size(0), n_heads = model_.cfg().n_heads;
+    // The same edges for every sender: all of them read given values, only the sender's differ.
+    std::vector<bool> into_receivers(edges.size(), false);
+    std::vector<bool> reaches(graph_.nodes().size(), false);  // senders with an edge into them
+    for (size_t e = 0; e < edges.size(); ++e) {
+      into_receivers[e] = receivers.count({edges[e].receiver, edges[e].channel}) > 0;
+      if (into_receivers[e]) reaches[edges[e].sender] = true;
+    }
     std::vector<torch::Tensor> columns;
     for (int64_t c = c_begin; c < c_end; ++c) {
       LG_RETURN_IF_ERROR(Cancelled());
       const int sender =
           graph_.HeadNode(static_cast<int>(c / n_heads), static_cast<int>(c % n_heads));
-      std::vector<bool> into_receivers(edges.size(), false);
-      bool any = false;
-      for (size_t e = 0; e < edges.size(); ++e) {
-        into_receivers[e] = receivers.count({edges[e].receiver, edges[e].channel}) > 0;
-        any = any || (into_receivers[e] && edges[e].sender == sender);
-      }
-      if (!any) {  // the head reaches none of the receivers: nothing changes
+      if (!reaches[sender]) {  // the head reaches none of the receivers: nothing changes
         columns.push_back(torch::zeros({n}, torch::kFloat64));
         continue;
       }

@@ -30,17 +30,7 @@ std::shared_ptr<HookedTransformer> Model(bool attn_only) {
   cfg.attn_only = attn_only;
   cfg.use_split_qkv_input = true;
   cfg.use_hook_mlp_in = true;
-  GPT2Weights w = RandomWeights(cfg, 11);
-  for (auto& b : w.blocks) {
-    b.W_Q = b.W_Q * 10;
-    b.W_K = b.W_K * 10;
-    b.W_O = b.W_O * 10;
-    if (b.W_out.defined()) b.W_out = b.W_out * 10;
-  }
-  w.W_E = w.W_E * 10;
-  ProcessWeights(ProcessingOptions{}, cfg, &w);
-  ::lensgrid::testing::WeightsToDouble(&w);
-  return HookedTransformer::FromWeights(cfg, w).value();
+  return ::lensgrid::testing::CircuitTestModel(cfg, 11, 10);
 }
 
 Dataset Data(int n, uint64_t seed) {
@@ -248,7 +238,8 @@ TEST(CircuitSearchTest, BadParametersAreRefusedBeforeAnyRun) {
   SearchSpec stray{Method::kCircuitFaithfulness};
   const int64_t n = static_cast<int64_t>(CircuitGraphOf(model->cfg()).edges().size());
   stray.circuit.kept_edges = std::string((n + 7) / 8, '\xff');
-  if (n % 8 != 0) expect(stray, absl::StatusCode::kInvalidArgument, "past the last edge");
+  ASSERT_NE(n % 8, 0) << "the model's edges fill whole bytes: no bit past the last edge to set";
+  expect(stray, absl::StatusCode::kInvalidArgument, "past the last edge");
 }
 
 }  // namespace

@@ -30,18 +30,7 @@ std::shared_ptr<HookedTransformer> SplitModel(bool attn_only, bool split = true)
   cfg.attn_only = attn_only;
   cfg.use_split_qkv_input = split;
   cfg.use_hook_mlp_in = split;
-  torch::manual_seed(5);
-  GPT2Weights w = RandomWeights(cfg, 5);
-  for (auto& b : w.blocks) {
-    b.W_Q = b.W_Q * 20;
-    b.W_K = b.W_K * 20;
-    b.W_O = b.W_O * 10;
-    if (b.W_out.defined()) b.W_out = b.W_out * 10;
-  }
-  w.W_E = w.W_E * 20;
-  ProcessWeights(ProcessingOptions{}, cfg, &w);
-  ::lensgrid::testing::WeightsToDouble(&w);
-  return HookedTransformer::FromWeights(cfg, w).value();
+  return ::lensgrid::testing::CircuitTestModel(cfg, 5, 20);
 }
 
 Dataset Data(int n, uint64_t seed) {
