@@ -116,7 +116,7 @@ absl::StatusOr<std::optional<MetricKind>> RequestedMetric(const v1::Metric& metr
     return kind;
   }
   switch (metric.legacy_kind()) {
-    case v1::Metric::NONE:
+    case v1::Metric::KIND_UNSPECIFIED:
       return std::optional<MetricKind>();
     case v1::Metric::LOGIT_DIFF:
       return MetricKind::kLogitDiff;

@@ -63,13 +63,14 @@ absl::StatusOr<ForwardInput> FromTexts(const v1::ModelInput& in, const Tokenizer
   LG_RETURN_IF_ERROR(CheckTextBytes(in.texts(), limits, what));
   std::vector<std::vector<int64_t>> rows;
   int64_t pos = 0;
+  const bool bos = PrependsBos(in);
   for (int64_t i = 0; i < batch; ++i) {
     std::vector<int64_t> ids;
-    if (!in.no_bos()) ids.push_back(cfg.bos_token_id);
+    if (bos) ids.push_back(cfg.bos_token_id);
     tokenizer->EncodeTo(in.texts(i), &ids);
     if (ids.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, ".texts[", i, "] is empty and no_bos is set: no tokens to run"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ".texts[", i, "] is empty and prepend_bos is false: no tokens to run"));
     }
     pos = std::max<int64_t>(pos, ids.size());
     rows.push_back(std::move(ids));
@@ -133,9 +134,14 @@ absl::StatusOr<ForwardInput> PrepareInput(const v1::ModelInput& in, const Tokeni
   return out;
 }
 
+bool PrependsBos(const v1::ModelInput& input) {
+  return input.has_prepend_bos() ? input.prepend_bos() : !input.no_bos();
+}
+
 absl::StatusOr<ForwardOptions> ToRunOptions(const v1::RunOptions& options) {
   ForwardOptions run;
   switch (options.return_type()) {
+    case v1::RETURN_TYPE_UNSPECIFIED:
     case v1::RETURN_LOGITS:
       run.return_type = ForwardReturn::kLogits;
       break;

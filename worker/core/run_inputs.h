@@ -21,7 +21,11 @@
 
 namespace lensgrid {
 
-// Texts (tokenized, BOS unless no_bos, padded and masked when lengths differ)
+// Whether texts get BOS: ModelInput.prepend_bos, absent = true, or the
+// deprecated no_bos when only it is set. Tokenize has the same default.
+bool PrependsBos(const v1::ModelInput& input);
+
+// Texts (tokenized, BOS unless PrependsBos says not, padded and masked when lengths differ)
 // or ids. INVALID_ARGUMENT for bad input, FAILED_PRECONDITION for text without
 // a tokenizer, RESOURCE_EXHAUSTED over --max-batch / --max-tokens. `what`
 // names the field in errors.

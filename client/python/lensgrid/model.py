@@ -7,7 +7,6 @@ import grpc
 import numpy as np
 
 from lensgrid import trace as _trace
-from lensgrid._version import WORKER_API_VERSION
 from lensgrid.cache import ActivationCache, to_torch
 from lensgrid.errors import ApiVersionError, Error, InvalidInputError, TraceError, WorkerError
 from lensgrid.factored import FactoredMatrix, composition_scores
@@ -87,7 +86,7 @@ def connect(address: str, model: Optional[str] = None, token: Optional[str] = No
                     token=token)
     try:
         info = worker.wait_ready(timeout=wait)
-        check_api_version(info.api_version, (WORKER_API_VERSION[0], 0), "lensgrid.connect", address)
+        check_api_version(info.api_version, (1, 0), "lensgrid.connect", address)
         if model is not None and not _model_matches(model, info):
             raise Error(f"the worker at {address} serves {info.model_dir!r}, not {model!r}")
     except BaseException:

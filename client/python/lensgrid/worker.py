@@ -9,12 +9,13 @@ import numpy as np
 
 from lensgrid import _wire
 from lensgrid.errors import ApiVersionError, Error, InvalidInputError, WorkerError
-from lensgrid._version import WORKER_API_VERSION
+from lensgrid._version import SUPPORTED_MAJORS
 from google.protobuf import json_format
 
 from lensgrid.v1 import program_pb2, search_pb2, tensor_pb2, worker_pb2, worker_pb2_grpc
 
-_RETURN_TYPES = {"logits": worker_pb2.RETURN_LOGITS, "loss": worker_pb2.RETURN_LOSS,
+# "logits" is sent as UNSPECIFIED, which means logits to every worker (RETURN_LOGITS arrived in 2.0).
+_RETURN_TYPES = {"logits": worker_pb2.RETURN_TYPE_UNSPECIFIED, "loss": worker_pb2.RETURN_LOSS,
                  "both": worker_pb2.RETURN_BOTH, None: worker_pb2.RETURN_NONE,
                  "none": worker_pb2.RETURN_NONE}
 _DTYPES = {None: tensor_pb2.DTYPE_UNSPECIFIED, "float32": tensor_pb2.F32,
@@ -69,11 +70,12 @@ class RunResult(dict):
 
 
 def _input(value, prepend_bos=True, padding_side="right", attention_mask=None):
-    msg = worker_pb2.ModelInput(no_bos=not prepend_bos)
+    # prepend_bos for 2.x workers, no_bos (deprecated) for 1.x ones.
+    msg = worker_pb2.ModelInput(prepend_bos=bool(prepend_bos), no_bos=not prepend_bos)
     if padding_side not in ("right", "left"):
         raise InvalidInputError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-    if padding_side == "left":
-        msg.padding_side = worker_pb2.ModelInput.PADDING_LEFT
+    msg.padding_side = (worker_pb2.ModelInput.PADDING_LEFT if padding_side == "left"
+                        else worker_pb2.ModelInput.PADDING_RIGHT)
     if isinstance(value, str):
         msg.texts.append(value)
     elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
@@ -413,10 +415,11 @@ class Worker:
         ModelInfo.api_version reports none and is taken as 1.0."""
         return parse_api_version(self.model_info().api_version)
 
-    def require_api_version(self, minor, what):
-        """Raises ApiVersionError unless the worker speaks MAJOR 1 and at least 1.`minor`."""
-        check_api_version(self.model_info().api_version, (WORKER_API_VERSION[0], minor), what,
-                          self.address)
+    def require_api_version(self, version, what):
+        """Raises ApiVersionError unless the worker speaks a major this client supports and at
+        least `version` ((MAJOR, MINOR); an int n means 1.n)."""
+        needed = (1, version) if isinstance(version, int) else tuple(version)
+        check_api_version(self.model_info().api_version, needed, what, self.address)
 
     def get_weights(self, names=None, dtype=None, timeout=None):
         """Weights by TransformerLens name ("W_E", "blocks.0.attn.W_Q", or "W_Q" for every layer
@@ -466,16 +469,17 @@ def parse_api_version(text):
 
 def check_api_version(text, needed, what, address=""):
     """Raises ApiVersionError when a server's "MAJOR.MINOR" cannot serve `what`, which needs
-    `needed` (same MAJOR, at least that MINOR)."""
+    `needed` or newer, or has a major this client does not speak (SUPPORTED_MAJORS)."""
     have = parse_api_version(text)
     shown = text or "none (taken as 1.0)"
     where = f" at {address}" if address else ""
-    if have[0] != needed[0]:
+    if have[0] not in SUPPORTED_MAJORS:
+        spoken = " and ".join(f"{m}.x" for m in SUPPORTED_MAJORS)
         raise ApiVersionError(
             f"the worker{where} speaks Worker API {shown}; this client (lensgrid "
-            f"{_client_version()}) speaks {needed[0]}.x: use a client of major version "
-            f"{have[0]} or a worker of major version {needed[0]}")
-    if have[1] < needed[1]:
+            f"{_client_version()}) speaks {spoken}: use a client that speaks major version "
+            f"{have[0]} or a worker of major version {SUPPORTED_MAJORS[-1]}")
+    if have < tuple(needed):
         raise ApiVersionError(
             f"{what} needs Worker API {needed[0]}.{needed[1]} or newer; the worker{where} speaks "
             f"{shown}: upgrade the worker")

@@ -166,8 +166,8 @@ class ApiVersionTest(unittest.TestCase):
 
     def test_other_major_is_a_clear_error(self):
         with self.assertRaises(lensgrid.ApiVersionError) as cm:
-            lensgrid.connect(self.serve("2.0"))
-        self.assertIn("2.0", str(cm.exception))
+            lensgrid.connect(self.serve("3.0"))
+        self.assertIn("3.0", str(cm.exception))
         self.assertIn("major", str(cm.exception))
 
     def test_older_minor_refuses_what_needs_newer(self):
@@ -180,6 +180,10 @@ class ApiVersionTest(unittest.TestCase):
 
     def test_newer_minor_is_fine(self):
         lensgrid.connect(self.serve("1.7")).close()
+
+    def test_both_majors_connect(self):
+        for version in ("1.1", "2.0", "2.3"):
+            lensgrid.connect(self.serve(version)).close()
 
     def test_unreachable_is_a_lensgrid_error(self):
         with self.assertRaises(lensgrid.Error) as cm:

@@ -103,6 +103,28 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(self.client.detokenize([15496, 995]), "Hello world")
         self.expect_error(C.INVALID_ARGUMENT, self.client.detokenize, [70000], contains="70000")
 
+    def test_tokenize_and_runs_agree_on_bos_by_default(self):
+        # Raw requests, as any language sends them: an absent prepend_bos means BOS in both.
+        stub = worker_pb2_grpc.WorkerStub(self.client._channel)
+        bos = 50256
+        self.assertEqual(list(stub.Tokenize(worker_pb2.TokenizeRequest(texts=["Hi"])).tokens[0].ids),
+                         [bos, 17250])
+        self.assertEqual(list(stub.Tokenize(worker_pb2.TokenizeRequest(
+            texts=["Hi"], prepend_bos=False)).tokens[0].ids), [17250])
+
+        def run_tokens(**input_fields):
+            request = worker_pb2.RunWithCacheRequest(
+                input=worker_pb2.ModelInput(texts=["Hi"], **input_fields),
+                options=worker_pb2.RunOptions(return_type=worker_pb2.RETURN_NONE),
+                cache=worker_pb2.CacheSpec(names=["blocks.0.hook_resid_pre"]))
+            header = next(iter(stub.RunWithCache(request))).header
+            return list(np.frombuffer(header.tokens.data, dtype="<i8"))
+
+        self.assertEqual(run_tokens(), [bos, 17250])
+        self.assertEqual(run_tokens(prepend_bos=False), [17250])
+        self.assertEqual(run_tokens(prepend_bos=True, no_bos=True), [bos, 17250])  # the new field wins
+        self.assertEqual(run_tokens(no_bos=True), [17250])  # a 1.x client's deprecated field
+
     # --- results ---------------------------------------------------------------------------
 
     def test_run_with_cache_equals_in_process_run_bit_for_bit(self):

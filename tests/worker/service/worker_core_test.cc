@@ -114,7 +114,7 @@ TEST(WorkerCoreTest, ModelInfoHasTheApiVersion) {
   auto info = served.client().GetModelInfo();
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->api_version(), kWorkerApiVersion);
-  EXPECT_EQ(info->api_version(), "1.1");
+  EXPECT_EQ(info->api_version(), "2.0");
 }
 
 TEST(WorkerCoreTest, EveryWeightEqualsWeight) {
