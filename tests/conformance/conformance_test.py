@@ -626,8 +626,8 @@ def compare(runners, out_root, cases, fail):
             if d:
                 fail.add(f"{who}: {d}")
             bt, ot = base.get("tensors", {}), other.get("tensors", {})
-            if list(bt) != list(ot):
-                fail.add(f"{who}: tensors {list(bt)} != {list(ot)}")
+            if sorted(bt) != sorted(ot):  # order: values.cache_names
+                fail.add(f"{who}: tensors {sorted(bt)} != {sorted(ot)}")
             for t in bt:
                 if t not in ot:
                     continue

@@ -221,8 +221,9 @@ def search(c, case, tensors):
     return {
         "state": coordinator_pb2.JobState.Name(st.state)[len("JOB_"):].lower(),
         "method": st.method, "model_id": st.model_id,
-        "metric": search_pb2.SearchMetric.Name(st.spec.metric),
-        "ablation": search_pb2.Ablation.Name(st.spec.ablation),
+        # What the job runs with: UNSPECIFIED is LOGIT_DIFF / ZERO (search.proto's JobSpec).
+        "metric": search_pb2.SearchMetric.Name(st.spec.metric or search_pb2.METRIC_LOGIT_DIFF),
+        "ablation": search_pb2.Ablation.Name(st.spec.ablation or search_pb2.ABLATION_ZERO),
         "n_prompts": st.n_prompts, "n_pos": st.n_pos, "shards_total": st.shards_total,
         "first_prompt_tokens": list(st.first_prompt.tokens),
         "first_prompt_str_tokens": list(st.first_prompt_str_tokens),
