@@ -263,6 +263,7 @@ class Truth:
         self.forward()
         self.rounding()
         self.interventions()
+        self.loss_and_metric()
 
     def dtypes(self, name, r):
         """F16 / BF16 tensors hold values of their dtype (so a client that names a dtype it did
@@ -497,6 +498,41 @@ class Truth:
                     want = u.astype(np.uint32).view(np.float32)
                 self.check(np.array_equal(y, want), f"{case} {n}: not the F32 run's values "
                            f"rounded to {kind} ({first_tensor_diff(y, want)})")
+
+    def loss_and_metric(self):
+        """Losses and metrics agree with the logits of the same reply (float64 here)."""
+        def log_softmax(x):
+            x = x.astype(np.float64)
+            x = x - x.max(-1, keepdims=True)
+            return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+        for name in ("rwc_regex_positions", "rwi_ops"):
+            r = self.get(name)
+            if not r:
+                continue
+            logits, loss = self.tensor(name, "logits"), self.tensor(name, "loss")
+            tokens = np.asarray(self.cases[name]["input"]["tokens"])
+            if logits is None or loss is None:
+                continue
+            nll = -np.take_along_axis(log_softmax(logits[:, :-1]), tokens[:, 1:, None], -1)[..., 0]
+            self.close(name, "loss", loss, nll if loss.ndim else np.asarray(nll.mean()), 1e-4)
+        r = self.get("rwi_zero_head_metric")
+        if r:
+            logits, metric = (self.tensor("rwi_zero_head_metric", n) for n in ("logits", "metric"))
+            if logits is not None and metric is not None:
+                m = self.cases["rwi_zero_head_metric"]["metric"]
+                last = logits[:, -1].astype(np.float64)
+                rows = np.arange(len(last))
+                want = last[rows, m["answer"]] - last[rows, m["wrong"]]
+                self.close("rwi_zero_head_metric", "metric (logit diff)", metric, want, 1e-5)
+        r = self.get("rwi_ops")
+        if r:
+            logits, metric = (self.tensor("rwi_ops", n) for n in ("logits", "metric"))
+            if logits is not None and metric is not None:
+                m = self.cases["rwi_ops"]["metric"]
+                probs = np.exp(log_softmax(logits[:, m["position"]]))
+                self.close("rwi_ops", "metric (prob)", metric,
+                           np.asarray(probs[:, m["answer"][0]].mean()), 1e-6)
 
     def interventions(self):
         r = self.get("rwi_zero_head_metric")
