@@ -158,32 +158,33 @@ export function serviceClient(service: "Worker" | "Coordinator" | "WorkQueue"): 
   return ctor;
 }
 
-/** Encodes a message (a plain object) of a lensgrid.v1 type, as grpc-js would send it. */
-export function encodeMessage(typeName: string, value: object): Buffer {
+type Codec = { serialize: (v: object) => Buffer; deserialize: (b: Buffer) => unknown };
+
+/** The serializer and deserializer of a request or reply type of a lensgrid.v1 service. */
+function codec(typeName: string): Codec {
   const l = load();
   for (const svc of ["Worker", "Coordinator", "WorkQueue"]) {
     const s = l.def[`lensgrid.v1.${svc}`] as protoLoader.ServiceDefinition;
     for (const m of Object.values(s)) {
       if (fullNameOf(l.def, m.requestType as unknown as { type: MessageDesc }) === typeName) {
-        return m.requestSerialize(value);
+        return { serialize: m.requestSerialize, deserialize: m.requestDeserialize };
+      }
+      if (fullNameOf(l.def, m.responseType as unknown as { type: MessageDesc }) === typeName) {
+        return { serialize: m.responseSerialize, deserialize: m.responseDeserialize };
       }
     }
   }
-  throw new Error(`lensgrid: ${typeName} is not a request type`);
+  throw new Error(`lensgrid: ${typeName} is not a request or reply type of a lensgrid.v1 service`);
 }
 
-/** Decodes a serialized lensgrid.v1 message of a reply type (normalized). */
+/** Encodes a message (a plain object, proto field names) of a request or reply type. */
+export function encodeMessage(typeName: string, value: object): Buffer {
+  return codec(typeName).serialize(value);
+}
+
+/** Decodes a serialized request or reply message, 64-bit integers normalized as replies are. */
 export function decodeMessage(typeName: string, buf: Buffer): unknown {
-  const l = load();
-  for (const svc of ["Worker", "Coordinator", "WorkQueue"]) {
-    const s = l.def[`lensgrid.v1.${svc}`] as protoLoader.ServiceDefinition;
-    for (const m of Object.values(s)) {
-      if (fullNameOf(l.def, m.responseType as unknown as { type: MessageDesc }) === typeName) {
-        return normalizeMessage(typeName, m.responseDeserialize(buf));
-      }
-    }
-  }
-  throw new Error(`lensgrid: ${typeName} is not a reply type`);
+  return normalizeMessage(typeName, codec(typeName).deserialize(buf));
 }
 
 /** The names of an enum's values, in number order (e.g. "lensgrid.v1.SearchMethod"). */
@@ -195,3 +196,4 @@ export function enumValues(fullName: string): string[] {
   }
   return [...e.type.value].sort((a, b) => a.number - b.number).map((v) => v.name);
 }
+
