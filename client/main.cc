@@ -4,9 +4,11 @@
 #include <iostream>
 
 #include "client/command_line.h"
+#include "common/mutex_mode.h"
 #include "common/openblas_env.h"
 
 int main(int argc, char** argv) {
+  lensgrid::UseReleaseMutexes();
   lensgrid::EnsureOpenBlasCoreType(argv);
   if (lensgrid::NeedsLibTorch(lensgrid::Args(argc, argv))) {
     return lensgrid::ExecLibTorchExecutable(argv, std::cerr);

@@ -52,6 +52,7 @@
 #include "common/auth_flags.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/mutex_mode.h"
 #include "common/serving.h"
 #include "service/coordinator_service.h"
 #include "service/state_store.h"
@@ -250,6 +251,7 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  lensgrid::UseReleaseMutexes();
   Flags flags;
   if (std::optional<int> done = ParseFlags(argc, argv, &flags)) return *done;
   lensgrid::SetLogComponent("lensgrid-coordinator");

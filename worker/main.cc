@@ -57,6 +57,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/model_id.h"
+#include "common/mutex_mode.h"
 #include "common/openblas_env.h"
 #include "common/serving.h"
 #include "worker/coordinator_link.h"
@@ -152,6 +153,7 @@ void SetServing(grpc::Server* server, bool serving) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  lensgrid::UseReleaseMutexes();
   lensgrid::EnsureOpenBlasCoreType(argv);
   CLI::App app{"Serve one hooked GPT-2 over gRPC", "lensgrid-worker"};
   Flags flags;
