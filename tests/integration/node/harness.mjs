@@ -119,9 +119,10 @@ export async function startWorker(modelDir, args = [], opts = {}) {
   return w;
 }
 
-/** A lensgrid-coordinator on 127.0.0.1:0 with its state in stateDir. */
+/** A lensgrid-coordinator on opts.listen (default 127.0.0.1:0) with its state in stateDir. */
 export async function startCoordinator(stateDir, args = [], opts = {}) {
-  const c = new Proc("lensgrid-coordinator", [env("LENSGRID_COORDINATOR"), "--listen", "127.0.0.1:0", "--state-dir", stateDir, ...args], opts);
+  const listen = opts.listen ?? "127.0.0.1:0";
+  const c = new Proc("lensgrid-coordinator", [env("LENSGRID_COORDINATOR"), "--listen", listen, "--state-dir", stateDir, ...args], opts);
   try {
     c.address = (await c.waitForLog(/listening on (\S+)/))[1];
   } catch (e) {
