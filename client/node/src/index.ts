@@ -8,6 +8,7 @@ export type { DType, DataDType, TensorData, TensorInput } from "./wire";
 export { actName } from "./names";
 export type { HookName } from "./names";
 export { program, ProgramBuilder, Value, region } from "./program";
+export { programFromJSON, fromProtoJSON } from "./json";
 export type { HookProgramMessage, RegionInput, AxisInput, Operand } from "./program";
 export { connect, Worker, RunResult } from "./worker";
 export type {

@@ -5,6 +5,7 @@ import { LensgridError, StatusCode, invalidInput } from "./errors";
 import { HookName, actName, hookName } from "./names";
 import { HookProgramMessage, ProgramBuilder } from "./program";
 import { serviceClient } from "./proto";
+import { programFromJSON } from "./json";
 import { checkApiVersion, parseApiVersion } from "./version";
 import {
   Tensor,
@@ -165,8 +166,11 @@ export interface RunWithInterventionsOptions extends RunOptions {
   /** Shortcuts for cache: {names} / {namesRegex}. */
   names?: HookName | readonly HookName[];
   namesRegex?: string | readonly string[];
-  /** Hook programs (ProgramBuilder or HookProgram messages); saved values come back as "saved:NAME". */
-  programs?: readonly (ProgramBuilder | HookProgramMessage)[];
+  /**
+   * Hook programs: ProgramBuilders, HookProgram messages, or their protobuf JSON (objects or
+   * text, as program.proto's comment writes them); saved values come back as "saved:NAME".
+   */
+  programs?: readonly (ProgramBuilder | HookProgramMessage | Record<string, unknown> | string)[];
   /** d objective / d activation at these hooks, as "grad:HOOK" (a list of hooks, or GradientsInput). */
   gradients?: readonly HookName[] | GradientsInput;
 }
@@ -219,9 +223,10 @@ export class RunResult {
     return this.get(`saved:${name}`);
   }
 
-  /** A gradient (the tensor "grad:HOOK"), by the hook's full name. */
+  /** A gradient (the tensor "grad:HOOK"): by the hook's full name, a shorthand or [name, layer]. */
   grad(hook: HookName): Tensor {
-    return this.get(`grad:${actName(hookName(hook))}`);
+    const n = hookName(hook);
+    return this.get(this.tensors.has(`grad:${n}`) ? `grad:${n}` : `grad:${actName(n)}`);
   }
 
   /** The token ids as number[][] ([batch][pos]). */
@@ -407,12 +412,13 @@ function metric(m: MetricInput): Record<string, unknown> {
   return msg;
 }
 
-function programMessage(p: ProgramBuilder | HookProgramMessage, i: number): HookProgramMessage {
-  if (p instanceof ProgramBuilder) return p.build();
-  if (typeof p === "object" && p !== null && typeof (p as HookProgramMessage).hook === "string" && Array.isArray((p as HookProgramMessage).nodes)) {
-    return p;
+function programMessage(p: ProgramBuilder | HookProgramMessage | Record<string, unknown> | string, i: number): Record<string, unknown> {
+  if (p instanceof ProgramBuilder) return p.build() as unknown as Record<string, unknown>;
+  if ((typeof p === "object" && p !== null && !Array.isArray(p)) || typeof p === "string") {
+    // a HookProgram message, or its protobuf JSON (checked: unknown fields are refused)
+    return programFromJSON(p, `programs[${i}]`);
   }
-  throw invalidInput(`programs[${i}] must be a ProgramBuilder (program(hook)) or a HookProgram message; got ${describe(p)}`);
+  throw invalidInput(`programs[${i}] must be a ProgramBuilder (program(hook)), a HookProgram message or its protobuf JSON; got ${describe(p)}`);
 }
 
 function gradients(g: readonly HookName[] | GradientsInput): Record<string, unknown> {
@@ -424,7 +430,7 @@ function gradients(g: readonly HookName[] | GradientsInput): Record<string, unkn
     hooks: spec.hooks.map((h, i) => {
       const n = hookName(h);
       if (typeof n !== "string" || !n) throw invalidInput(`gradients.hooks[${i}] must be a hook name`);
-      return actName(n);
+      return n; // as given: the worker resolves shorthands
     }),
     saved: spec.saved ?? "",
     dtype: floatDtype(spec.dtype, "gradients.dtype"),

@@ -125,3 +125,65 @@ test("refusals name what is wrong (INVALID_ARGUMENT, before anything is sent)", 
     });
   }
 });
+
+test("programs in protobuf JSON (program.proto's example) equal the built program on the wire", async () => {
+  const { programFromJSON } = await import("../dist/index.js");
+  // program.proto's comment, verbatim in JSON names
+  const json = `{"hook": "blocks.1.attn.hook_z",
+    "nodes": [{"id": "z", "activation": {}},
+              {"id": "zero", "constant": 0},
+              {"id": "out", "write": {"target": "z", "value": "zero",
+                 "region": [{"all": true}, {"at": -1}, {"at": 3}]}},
+              {"id": "n", "reduce": {"op": "REDUCE_NORM", "input": "z", "axes": [-1]}}],
+    "output": "out",
+    "saves": [{"name": "z_norm", "node": "n"}]}`;
+  const p = program("blocks.1.attn.hook_z");
+  const z = p.activation();
+  p.output(z.write([":", -1, 3], 0)).save("z_norm", z.norm(-1));
+  const rename = (m) => JSON.parse(JSON.stringify(m).replace(/"n0"/g, '"z"').replace(/"n1"/g, '"zero"').replace(/"n2"/g, '"out"').replace(/"n3"/g, '"n"'));
+  const decoded = (m) => decodeMessage("lensgrid.v1.RunWithInterventionsRequest", wireBytes([m])).programs[0];
+  assert.deepEqual(decoded(programFromJSON(json)), decoded(rename(p.build())));
+  // JSON names and proto names, enum numbers, int64 strings, base64 bytes, "Infinity"
+  const m = programFromJSON({
+    hook: "z0",
+    nodes: [
+      { id: "a", hook: { name: "pattern0", fromPatchRun: true } },
+      { id: "b", where: { condition: "a", ifTrue: "a", if_false: "a" } },
+      { id: "c", index: { input: "b", region: [{ slice: { start: "-3", step: "2" } }] } },
+      { id: "d", elementwise: { op: 3, inputs: ["c", "c"] } },
+      { id: "e", literal: { dtype: "F32", shape: [1], data: Buffer.from(Float32Array.from([2]).buffer).toString("base64") } },
+      { id: "f", constant: "Infinity" },
+    ],
+    saves: [{ name: "x", node: "d" }],
+  });
+  assert.deepEqual(m.nodes[0].hook, { name: "pattern0", from_patch_run: true });
+  assert.deepEqual(m.nodes[1].where, { condition: "a", if_true: "a", if_false: "a" });
+  assert.deepEqual(m.nodes[2].index.region[0].slice, { start: "-3", step: "2" });
+  assert.equal(m.nodes[3].elementwise.op, "MUL");
+  assert.deepEqual([...new Float32Array(new Uint8Array(m.nodes[4].literal.data).buffer)], [2]);
+  assert.equal(m.nodes[5].constant, Infinity);
+  const back = decodeMessage("lensgrid.v1.RunWithInterventionsRequest", wireBytes([m])).programs[0];
+  assert.equal(back.nodes[2].index.region[0].slice.start, -3);
+  assert.equal(back.nodes[1].where.if_false, "a");
+});
+
+test("protobuf JSON mistakes are refused, naming the path", async () => {
+  const { programFromJSON } = await import("../dist/index.js");
+  const bad = [
+    [{ hook: "z0", nodes: [{ id: "a", where: { condition: "a", ifTru: "a" } }] }, /programs\[0\]\.nodes\[0\]\.where\.ifTru: Where has no field "ifTru"/],
+    [{ hook: "z0", nodes: [{ id: "a", activation: {}, constant: 1 }] }, /constant and activation are members of one oneof \(op\)/],
+    [{ hook: "z0", nodes: [{ id: "a", reduce: { op: "REDUCE_MEDIAN" } }] }, /unknown Op value "REDUCE_MEDIAN"; one of OP_UNSPECIFIED, REDUCE_SUM/],
+    [{ hook: "z0", nodes: [{ id: "a", index: { region: [{ at: 1.5 }] } }] }, /region\[0\]\.at: expected an integer/],
+    [{ hook: "z0", nodes: {} }, /nodes: expected an array/],
+    [{ hook: 3 }, /hook: expected a string/],
+    ["{not json", /not JSON/],
+  ];
+  for (const [json, pattern] of bad) {
+    assert.throws(() => programFromJSON(json, "programs[0]"), (e) => {
+      assert.ok(e instanceof LensgridError);
+      assert.equal(e.codeName, "INVALID_ARGUMENT");
+      assert.match(e.message, pattern);
+      return true;
+    });
+  }
+});

@@ -69,7 +69,8 @@ test("bad arguments are INVALID_ARGUMENT LensgridErrors, before anything is sent
     [() => w.runWithInterventions("a", { interventions: [{ hook: "z0", op: "zero", haed: 1 }] }), /unknown fields haed/],
     [() => w.runWithInterventions("a", { metric: { kind: "accuracy", answer: 1 } }), /metric.kind must be one of/],
     [() => w.runWithInterventions("a", { metric: { kind: "logit_diff", answer: [] } }), /metric.answer must be a token id/],
-    [() => w.runWithInterventions("a", { programs: [{ nodes: 1 }] }), /programs\[0\] must be a ProgramBuilder/],
+    [() => w.runWithInterventions("a", { programs: [{ nodes: 1 }] }), /programs\[0\]\.nodes: expected an array, got number 1/],
+    [() => w.runWithInterventions("a", { programs: [42] }), /programs\[0\] must be a ProgramBuilder/],
     [() => w.tokenize(42), /tokenize takes a text or a list of texts/],
     [() => w.detokenize([1, "2"]), /ids\[1\] must be an integer/],
   ];
