@@ -23,6 +23,7 @@ export interface ConnectionOptions {
 
 /** Per call: a deadline and an AbortSignal that cancels the call (CANCELLED). */
 export interface CallOptions {
+  /** Deadline in milliseconds (default the connection's timeoutMs; Infinity: none). */
   timeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -72,6 +73,7 @@ export class Connection {
   readonly tls: boolean;
   private readonly client: grpc.Client;
   private readonly authorization: string | null;
+  private closed = false;
 
   constructor(ctor: grpc.ServiceClientConstructor, address: string, options: ConnectionOptions = {}) {
     if (typeof address !== "string" || address === "") throw invalidInput("address must be a non-empty \"host:port\"");
@@ -115,7 +117,17 @@ export class Connection {
   }
 
   close(): void {
+    this.closed = true;
     this.client.close();
+  }
+
+  private checkOpen(method: string): void {
+    if (this.closed) {
+      throw new LensgridError(StatusCode.FAILED_PRECONDITION, "the connection was closed (close() was called)", {
+        address: this.address,
+        method,
+      });
+    }
   }
 
   private metadata(): grpc.Metadata {
@@ -124,9 +136,11 @@ export class Connection {
     return md;
   }
 
-  private callOptions(opts: CallOptions): grpc.CallOptions {
+  private callOptions(opts: CallOptions, method: string): grpc.CallOptions {
     const ms = opts.timeoutMs ?? this.timeoutMs;
-    return ms !== undefined ? { deadline: new Date(Date.now() + ms) } : {};
+    if (ms === undefined || ms === Infinity) return {};
+    if (!(ms > 0)) throw invalidInput(`${method}: timeoutMs must be > 0 (or Infinity), got ${ms}`);
+    return { deadline: new Date(Date.now() + ms) };
   }
 
   /** Waits until the channel is connected (UNAVAILABLE naming the address otherwise). */
@@ -155,19 +169,26 @@ export class Connection {
       );
     }
     return new Promise<T>((resolve, reject) => {
-      const fn = (this.client as unknown as Record<string, Function>)[method];
-      const call = fn.call(
-        this.client,
-        request,
-        this.metadata(),
-        this.callOptions(opts),
-        (err: grpc.ServiceError | null, response: T) => {
-          opts.signal?.removeEventListener("abort", onAbort);
-          if (err) reject(fromGrpcError(err, this.address, method));
-          else resolve(response);
-        },
-      ) as grpc.ClientUnaryCall;
-      const onAbort = () => call.cancel();
+      let call: grpc.ClientUnaryCall | null = null;
+      const onAbort = () => call?.cancel();
+      try {
+        this.checkOpen(method);
+        const fn = (this.client as unknown as Record<string, Function>)[method];
+        call = fn.call(
+          this.client,
+          request,
+          this.metadata(),
+          this.callOptions(opts, method),
+          (err: grpc.ServiceError | null, response: T) => {
+            opts.signal?.removeEventListener("abort", onAbort);
+            if (err) reject(fromGrpcError(err, this.address, method));
+            else resolve(response);
+          },
+        ) as grpc.ClientUnaryCall;
+      } catch (e) {
+        reject(fromGrpcError(e, this.address, method));
+        return;
+      }
       opts.signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
@@ -180,8 +201,14 @@ export class Connection {
         method,
       });
     }
-    const fn = (this.client as unknown as Record<string, Function>)[method];
-    const call = fn.call(this.client, request, this.metadata(), this.callOptions(opts)) as grpc.ClientReadableStream<T>;
+    let call: grpc.ClientReadableStream<T>;
+    try {
+      this.checkOpen(method);
+      const fn = (this.client as unknown as Record<string, Function>)[method];
+      call = fn.call(this.client, request, this.metadata(), this.callOptions(opts, method)) as grpc.ClientReadableStream<T>;
+    } catch (e) {
+      throw fromGrpcError(e, this.address, method);
+    }
     const onAbort = () => call.cancel();
     opts.signal?.addEventListener("abort", onAbort, { once: true });
     let done = false;

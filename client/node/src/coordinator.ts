@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import { CallOptions, Connection, ConnectionOptions } from "./channel";
 import { LensgridError, StatusCode, invalidInput } from "./errors";
 import { enumValues, serviceClient } from "./proto";
+import { fromProtoJSON } from "./json";
 import { Tensor, TensorAssembler, describe } from "./wire";
 
 export type JobStateName = "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -282,7 +283,8 @@ export class Job {
     for (;;) {
       let progressed = false;
       try {
-        for await (const ev of this.coordinator.connection.stream<JobEvent>("WatchJob", { job_id: this.id, after_seq: after }, { signal: opts.signal })) {
+        // no deadline: a job's events come for as long as it runs
+        for await (const ev of this.coordinator.connection.stream<JobEvent>("WatchJob", { job_id: this.id, after_seq: after }, { signal: opts.signal, timeoutMs: Infinity })) {
           if (ev.seq <= after) continue; // never twice
           after = ev.seq;
           progressed = true;
@@ -408,7 +410,8 @@ export class Coordinator {
   /** Submits a job: a search's options, or a JobSpec message (proto field names). */
   async submit(spec: SearchOptions | Record<string, unknown>, opts: CallOptions & { requestId?: string } = {}): Promise<Job> {
     const isOptions = typeof (spec as SearchOptions).method === "string" && typeof (spec as SearchOptions).dataset === "string";
-    const message = isOptions ? jobSpec(spec as SearchOptions) : spec;
+    // a JobSpec message (or its protobuf JSON) is checked: an unknown field is an error, not dropped
+    const message = isOptions ? jobSpec(spec as SearchOptions) : fromProtoJSON("lensgrid.v1.JobSpec", spec, "spec");
     const requestId = opts.requestId ?? (isOptions ? (spec as SearchOptions).requestId : undefined) ?? randomUUID();
     const resp = await this.connection.unary<{ job_id: string; shards_total: number }>(
       "SubmitJob",
@@ -418,11 +421,15 @@ export class Coordinator {
     return new Job(this, resp.job_id);
   }
 
-  /** Submits a search, waits for it (onEvent sees every event) and returns its result. */
+  /**
+   * Submits a search, waits for it (onEvent sees every event) and returns its result.
+   * timeoutMs bounds each call (submitting, fetching the result), not the wait; signal aborts
+   * the wait (the job goes on: cancel() it).
+   */
   async search(o: SearchOptions): Promise<SearchResult> {
     const job = await this.submit(o);
     await job.wait({ onEvent: o.onEvent, signal: o.signal });
-    return job.result();
+    return job.result({ timeoutMs: o.timeoutMs, signal: o.signal });
   }
 
   job(id: string): Job {

@@ -685,7 +685,7 @@ export class Worker {
       throw invalidInput(`maxNewTokens must be an integer > 0, got ${describe(opts?.maxNewTokens)}`);
     }
     const request: Record<string, unknown> = {
-      input: modelInput(input, { paddingSide: "left", ...opts }),
+      input: modelInput(input, { ...opts, paddingSide: opts.paddingSide ?? "left" }),
       max_new_tokens: opts.maxNewTokens,
       temperature: opts.temperature ?? 0,
       top_k: opts.topK ?? 0,

@@ -183,3 +183,21 @@ test("actName: TransformerLens's get_act_name", () => {
   assert.equal(actName("hook_embed"), "hook_embed");
   assert.equal(actName("blocks.0.attn.hook_z"), "blocks.0.attn.hook_z");
 });
+
+test("a closed connection and bad deadlines are LensgridErrors; JobSpec messages are checked", async () => {
+  const { Coordinator } = await import("../dist/index.js");
+  const w = new Worker("127.0.0.1:1");
+  w.close();
+  await assert.rejects(w.modelInfo(), (e) => e instanceof LensgridError && e.codeName === "FAILED_PRECONDITION" && /closed/.test(e.message));
+  const w2 = new Worker("127.0.0.1:1");
+  await assert.rejects(w2.modelInfo({ timeoutMs: 0 }), /timeoutMs must be > 0 \(or Infinity\), got 0/);
+  await assert.rejects(w2.runWithCache("a", { timeoutMs: -5 }), /timeoutMs must be > 0/);
+  w2.close();
+  const c = new Coordinator("127.0.0.1:1");
+  await assert.rejects(c.submit({ model_id: "m", methd: "METHOD_ABLATE_HEADS" }), (e) => {
+    assert.equal(e.codeName, "INVALID_ARGUMENT");
+    assert.match(e.message, /spec\.methd: JobSpec has no field "methd"/);
+    return true;
+  });
+  c.close();
+});

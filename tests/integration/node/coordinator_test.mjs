@@ -146,6 +146,16 @@ test("cancel(): a waiting job and a running one end cancelled; wait() says so", 
   await assert.rejects(running.status(), (e) => e.codeName === "NOT_FOUND");
 });
 
+test("submit() takes a JobSpec message too (proto or JSON field names)", async () => {
+  const job = await c.submit({ model_id: "lensgrid-tiny", method: "METHOD_DETECT_HEADS", dataset: { name: "induction", nPrompts: 2, seqLen: 4 } });
+  const status = await job.wait();
+  assert.equal(status.method, "detect-heads");
+  assert.equal(status.n_prompts, 2);
+  const result = await job.result();
+  assert.ok(result.grids.size >= 1);
+  for (const [name, g] of result.grids) assert.deepEqual(result.axes.get(name), ["layer", "head"], name);
+});
+
 test("bad input: the coordinator's codes, and the client's own checks", async () => {
   await assert.rejects(c.submit({ model: "no-such-model", dataset: "induction", method: "ablate-heads" }), (e) => {
     assert.ok(e instanceof lg.LensgridError);
