@@ -130,8 +130,8 @@ test("cancel(): a waiting job and a running one end cancelled; wait() says so", 
   await assert.rejects(waiting.wait(), (e) => e instanceof lg.LensgridError && e.codeName === "CANCELLED" && e.message.includes(waiting.id));
   await assert.rejects(waiting.result(), (e) => e.codeName === "FAILED_PRECONDITION");
 
-  // running: cancelled after its first shard, of 256
-  const running = await c.submit({ model: "lensgrid-tiny", dataset: "induction", method: "ablate-heads", nPrompts: 32, seqLen: 8, promptsPerShard: 1, componentsPerShard: 1 });
+  // running: cancelled after its first shard, of 512
+  const running = await c.submit({ model: "lensgrid-tiny", dataset: "induction", method: "ablate-heads", nPrompts: 64, seqLen: 8, promptsPerShard: 1, componentsPerShard: 1 });
   let cancelled = null;
   const kinds = [];
   for await (const e of running.watch()) {
