@@ -515,7 +515,7 @@ export class Worker {
     }
   }
 
-  /** Every hook point's name, in forward order. */
+  /** Every hook point's name, in ModelInfo.hooks order (registration order, as TransformerLens's hook_dict). */
   async hookNames(): Promise<string[]> {
     return (await this.modelInfo()).hooks.map((h) => h.name);
   }
