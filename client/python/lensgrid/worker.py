@@ -74,8 +74,8 @@ def _input(value, prepend_bos=True, padding_side="right", attention_mask=None):
     msg = worker_pb2.ModelInput(prepend_bos=bool(prepend_bos), no_bos=not prepend_bos)
     if padding_side not in ("right", "left"):
         raise InvalidInputError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-    msg.padding_side = (worker_pb2.ModelInput.PADDING_LEFT if padding_side == "left"
-                        else worker_pb2.ModelInput.PADDING_RIGHT)
+    if padding_side == "left":  # right is the zero, UNSPECIFIED: right to every worker version
+        msg.padding_side = worker_pb2.ModelInput.PADDING_LEFT
     if isinstance(value, str):
         msg.texts.append(value)
     elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
