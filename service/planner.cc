@@ -271,6 +271,16 @@ absl::StatusOr<v1::JobSpec> PreparedSpec(const v1::JobSpec& spec, const Prompts&
   return out;
 }
 
+v1::JobSpec WithSpecDefaults(v1::JobSpec spec) {
+  if (spec.metric() == v1::SEARCH_METRIC_UNSPECIFIED && spec.metric_name().empty()) {
+    spec.set_metric(v1::METRIC_LOGIT_DIFF);
+  }
+  if (spec.ablation() == v1::ABLATION_UNSPECIFIED && spec.ablation_name().empty()) {
+    spec.set_ablation(v1::ABLATION_ZERO);
+  }
+  return spec;
+}
+
 absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& options) {
   LG_RETURN_IF_ERROR(ValidateFields(spec, options));
   LG_RETURN_IF_ERROR(ValidatePrompts(spec, options));

@@ -96,6 +96,13 @@ struct JobPlan {
 // lock; sizes are computed with overflow checks before anything is allocated.
 absl::StatusOr<JobPlan> PlanJob(const v1::JobSpec& spec, const PlannerOptions& options = {});
 
+// The spec with its documented defaults written in (search.proto): an unset
+// metric becomes METRIC_LOGIT_DIFF and an unset ablation ABLATION_ZERO, unless
+// a deprecated name is given. The coordinator stores and echoes (JobStatus.spec)
+// this form, so a client that leaves a default unset and one that sends it
+// submit the same job.
+v1::JobSpec WithSpecDefaults(v1::JobSpec spec);
+
 // A spec that lacks its prompts (it has a DatasetRequest), the model's shape
 // or a weights pin is prepared on a worker before it is planned.
 bool NeedsPreparing(const v1::JobSpec& spec);

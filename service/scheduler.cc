@@ -206,8 +206,9 @@ absl::Status CheckRequestId(const std::string& request_id) {
 
 }  // namespace
 
-absl::StatusOr<std::string> Scheduler::Submit(const Caller& caller, const v1::JobSpec& spec,
+absl::StatusOr<std::string> Scheduler::Submit(const Caller& caller, const v1::JobSpec& submitted,
                                               const std::string& request_id) {
+  const v1::JobSpec spec = WithSpecDefaults(submitted);
   std::string request_sha256;
   const std::pair<std::string, std::string> key{caller.name, request_id};
   if (!request_id.empty()) {

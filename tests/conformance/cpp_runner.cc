@@ -430,12 +430,9 @@ absl::StatusOr<json> SearchCase(Clients& cl, const json& c, Tensors* tensors) {
   LG_ASSIGN_OR_RETURN(JobResult result, cl.coordinator->GetResult(job.job_id()));
   for (const WireTensor& t : result.tensors) LG_RETURN_IF_ERROR(tensors->Add(t));
   const v1::JobStatus& st = result.header.job();
-  // What the job runs with: UNSPECIFIED is LOGIT_DIFF / ZERO (search.proto's JobSpec).
-  const v1::SearchMetric metric = st.spec().metric() == v1::SEARCH_METRIC_UNSPECIFIED
-                                      ? v1::METRIC_LOGIT_DIFF
-                                      : st.spec().metric();
-  const v1::Ablation ablation =
-      st.spec().ablation() == v1::ABLATION_UNSPECIFIED ? v1::ABLATION_ZERO : st.spec().ablation();
+  // As the coordinator echoes them: it writes unset defaults in (WithSpecDefaults).
+  const v1::SearchMetric metric = st.spec().metric();
+  const v1::Ablation ablation = st.spec().ablation();
   json grids = json::array();
   for (const v1::ResultGrid& g : result.header.grids()) {
     grids.push_back({{"name", g.name()},

@@ -182,8 +182,8 @@ const CALLS = {
       method: st.method,
       model_id: st.model_id,
       // what the job runs with: UNSPECIFIED is LOGIT_DIFF / ZERO (search.proto's JobSpec)
-      metric: !spec.metric || spec.metric === "SEARCH_METRIC_UNSPECIFIED" ? "METRIC_LOGIT_DIFF" : spec.metric,
-      ablation: !spec.ablation || spec.ablation === "ABLATION_UNSPECIFIED" ? "ABLATION_ZERO" : spec.ablation,
+      metric: spec.metric,
+      ablation: spec.ablation,
       n_prompts: st.n_prompts,
       n_pos: st.n_pos,
       shards_total: st.shards_total,

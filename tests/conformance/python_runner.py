@@ -43,8 +43,7 @@ class Tensors:
         if a.dtype == np.float16:
             dtype, data = "F16", a.astype("<f4").tobytes()
         elif a.dtype == np.float32:
-            # The client widens BF16 to float32 and does not say so: the dtype the request asked
-            # for this tensor (wire_dtype) names it; the driver checks the values are BF16.
+            # The client widens BF16 to float32; RunResult.dtypes names the wire dtype.
             dtype = "BF16" if wire_dtype == "BF16" else "F32"
             data = a.astype("<f4").tobytes()
         elif a.dtype == np.int64:
@@ -89,19 +88,18 @@ def input_kwargs(case):
     return kw
 
 
-def run_record(result, tensors, dtypes):
-    """values and tensors of a RunResult. dtypes: requested dtype of logits / cache / grad."""
+def run_record(result, tensors):
+    """values and tensors of a RunResult (wire dtypes from result.dtypes)."""
     tensors.add("tokens", result.tokens)
     if result.attention_mask is not None:
         tensors.add("attention_mask", result.attention_mask)
     for name in ("logits", "loss", "metric"):
         value = getattr(result, name)
         if value is not None:
-            tensors.add(name, value, dtypes["logits"] if name == "logits" else "F32")
+            tensors.add(name, value, result.dtypes[name])
     names = list(result.keys())
     for name in names:
-        want = dtypes["grad"] if name.startswith("grad:") else dtypes["cache"]
-        tensors.add(name, result[name], want)
+        tensors.add(name, result[name], result.dtypes[name])
     return {"weights_sha256": result.weights_sha256, "cache_names": names}
 
 
@@ -140,10 +138,6 @@ def detokenize(w, case, tensors):
     return {"text": w.detokenize(case["ids"])}
 
 
-def model_dtype(w):
-    return tensor_pb2.DType.Name(w.model_info().dtype)
-
-
 def run_with_cache(w, case, tensors):
     kw = input_kwargs(case)
     for k in ("names", "remove_batch_dim"):
@@ -156,9 +150,7 @@ def run_with_cache(w, case, tensors):
     if "dtype" in case:
         kw["dtype"] = _DTYPE_ARG[case["dtype"]]
     result = w.run_with_cache(run_input(case), **kw)
-    return run_record(result, tensors, {"logits": case.get("logits_dtype", "F32"),
-                                        "cache": case.get("dtype", model_dtype(w)),
-                                        "grad": None})
+    return run_record(result, tensors)
 
 
 def intervention(item):
@@ -194,7 +186,6 @@ def run_with_interventions(w, case, tensors):
         kw["names_regex"] = case["regexes"]
     if "programs" in case:
         kw["programs"] = case["programs"]
-    grad_dtype = None
     if "gradients" in case:
         g = case["gradients"]
         spec = {"hooks": g["hooks"]}
@@ -205,10 +196,8 @@ def run_with_interventions(w, case, tensors):
         if "dtype" in g:
             spec["dtype"] = _DTYPE_ARG[g["dtype"]]
         kw["gradients"] = spec
-        grad_dtype = g.get("dtype", model_dtype(w))
     result = w.run_with_interventions(run_input(case), **kw)
-    return run_record(result, tensors, {"logits": case.get("logits_dtype", "F32"),
-                                        "cache": model_dtype(w), "grad": grad_dtype})
+    return run_record(result, tensors)
 
 
 def search(c, case, tensors):
@@ -222,8 +211,8 @@ def search(c, case, tensors):
         "state": coordinator_pb2.JobState.Name(st.state)[len("JOB_"):].lower(),
         "method": st.method, "model_id": st.model_id,
         # What the job runs with: UNSPECIFIED is LOGIT_DIFF / ZERO (search.proto's JobSpec).
-        "metric": search_pb2.SearchMetric.Name(st.spec.metric or search_pb2.METRIC_LOGIT_DIFF),
-        "ablation": search_pb2.Ablation.Name(st.spec.ablation or search_pb2.ABLATION_ZERO),
+        "metric": search_pb2.SearchMetric.Name(st.spec.metric),
+        "ablation": search_pb2.Ablation.Name(st.spec.ablation),
         "n_prompts": st.n_prompts, "n_pos": st.n_pos, "shards_total": st.shards_total,
         "first_prompt_tokens": list(st.first_prompt.tokens),
         "first_prompt_str_tokens": list(st.first_prompt_str_tokens),

@@ -698,6 +698,27 @@ TEST_F(SchedulerTest, ARepeatedRequestIdReturnsTheSameJob) {
   EXPECT_EQ(scheduler_.ListJobs(kAnon, {}, &next)->size(), 4u);
 }
 
+TEST_F(SchedulerTest, UnsetDefaultsAreStoredAsTheDefaultsTheySay) {
+  // A client that leaves metric and ablation unset and one that sends their
+  // defaults (as the CLI does) submit the same job: same spec, same request.
+  const Caller alice{"alice", Role::kSubmitter};
+  v1::JobSpec unset = SmallJob(1);
+  unset.clear_metric();
+  unset.clear_ablation();
+  v1::JobSpec sent = unset;
+  sent.set_metric(v1::METRIC_LOGIT_DIFF);
+  sent.set_ablation(v1::ABLATION_ZERO);
+  const std::string job = scheduler_.Submit(alice, unset, "defaults-1").value();
+  EXPECT_EQ(scheduler_.GetJob(alice, job)->spec().metric(), v1::METRIC_LOGIT_DIFF);
+  EXPECT_EQ(scheduler_.GetJob(alice, job)->spec().ablation(), v1::ABLATION_ZERO);
+  EXPECT_EQ(scheduler_.Submit(alice, sent, "defaults-1").value(), job);
+  // A deprecated name is left for the planner to read.
+  v1::JobSpec named = unset;
+  named.set_ablation_name("mean");
+  EXPECT_EQ(WithSpecDefaults(named).ablation(), v1::ABLATION_UNSPECIFIED);
+  EXPECT_EQ(WithSpecDefaults(named).ablation_name(), "mean");
+}
+
 TEST_F(SchedulerTest, ABadRequestIdIsInvalidArgumentNamingTheField) {
   for (const std::string& bad : {std::string(129, 'r'), std::string("tab\there"),
                                  std::string("nul\0", 4), std::string("\xc3\xa9")}) {

@@ -53,13 +53,16 @@ def act_name(name, layer=None, layer_type=None):
 
 class RunResult(dict):
     """Cached activations keyed by hook name (numpy), plus .logits, .loss, .metric,
-    .tokens and .attention_mask. result["pattern", 0] works as in TransformerLens."""
+    .tokens and .attention_mask. result["pattern", 0] works as in TransformerLens.
+    .dtypes names each tensor's dtype on the wire ("F32", "F16", "BF16", ...): BF16 tensors
+    arrive widened to float32 arrays, F16 ones as float16."""
 
     def __init__(self):
         super().__init__()
         self.logits = self.loss = self.metric = self.attention_mask = None
         self.tokens = None
         self.weights_sha256 = ""
+        self.dtypes = {}
 
     def __getitem__(self, key):
         if isinstance(key, tuple):
@@ -350,6 +353,7 @@ class Worker:
         if header.HasField("attention_mask"):
             result.attention_mask = _wire.from_tensor(header.attention_mask)
         result.weights_sha256 = header.weights_sha256
+        result.dtypes = {t.name: tensor_pb2.DType.Name(t.dtype) for t in header.tensors}
         for name, arr in tensors.items():
             if name in ("logits", "loss", "metric"):
                 setattr(result, name, arr)

@@ -37,6 +37,13 @@ test("the README's example is 20 lines or fewer", () => {
   assert.ok(lines.length <= 20, `${lines.length} lines`);
 });
 
+test("the top-level README shows the same example", () => {
+  const top = fs.readFileSync(path.join(SOURCE(), "README.md"), "utf8");
+  const m = /^### Node\.js \/ TypeScript client[^\n]*\n[\s\S]*?^```js\n([\s\S]*?)^```$/m.exec(top);
+  assert.ok(m, "README.md has a ```js block under ### Node.js / TypeScript client");
+  assert.equal(m[1], example());
+});
+
 test("the README's example runs against a real worker and coordinator", async (t) => {
   const dir = path.join(tmp, "user");
   fs.mkdirSync(path.join(dir, "node_modules"), { recursive: true });
