@@ -427,24 +427,31 @@ export function toF32Tensor(value: TensorInput, what: string, name = ""): WireTe
   throw invalidInput(`${what}: expected a number, nested arrays of numbers or {data, shape}; got ${describe(value)}`);
 }
 
+/** Nested arrays or {data, shape} as a shape and its row-major values; null for anything else. */
+function shapedValues(value: unknown, what: string): { shape: number[]; flat: ArrayLike<unknown> } | null {
+  if (Array.isArray(value)) {
+    const shape = nestedShape(value);
+    return { shape, flat: flatten(value, shape, what) };
+  }
+  if (typeof value === "object" && value !== null && "data" in value && "shape" in value) {
+    const v = value as { data: ArrayLike<unknown>; shape: readonly number[] };
+    const shape = [...v.shape];
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (v.data.length !== n) {
+      throw invalidInput(`${what}: ${v.data.length} values for shape [${shape.join(", ")}] (${n} expected)`);
+    }
+    return { shape, flat: v.data };
+  }
+  return null;
+}
+
 /** Token ids as an I64 Tensor message: [pos] (number[]), [batch, pos] (number[][]) or {data, shape}. */
 export function toI64Tensor(value: unknown, what: string, name = ""): WireTensor {
-  let shape: number[];
-  let flat: ArrayLike<unknown>;
-  if (Array.isArray(value)) {
-    shape = nestedShape(value);
-    flat = flatten(value, shape, what);
-  } else if (typeof value === "object" && value !== null && "data" in value && "shape" in value) {
-    const v = value as { data: ArrayLike<number | bigint>; shape: readonly number[] };
-    shape = [...v.shape];
-    flat = v.data;
-    const n = shape.reduce((a, b) => a * b, 1);
-    if (flat.length !== n) {
-      throw invalidInput(`${what}: ${flat.length} values for shape [${shape.join(", ")}] (${n} expected)`);
-    }
-  } else {
+  const shaped = shapedValues(value, what);
+  if (shaped === null) {
     throw invalidInput(`${what}: expected token ids (number[], number[][] or {data, shape}); got ${describe(value)}`);
   }
+  const { shape, flat } = shaped;
   const arr = new BigInt64Array(flat.length);
   for (let i = 0; i < flat.length; i++) {
     const x = flat[i];
@@ -457,18 +464,11 @@ export function toI64Tensor(value: unknown, what: string, name = ""): WireTensor
 
 /** An attention mask ([batch, pos], nonzero = real token) as a BOOL Tensor message. */
 export function toMaskTensor(value: unknown, what: string): WireTensor {
-  let shape: number[];
-  let flat: ArrayLike<unknown>;
-  if (Array.isArray(value)) {
-    shape = nestedShape(value);
-    flat = flatten(value, shape, what);
-  } else if (typeof value === "object" && value !== null && "data" in value && "shape" in value) {
-    const v = value as { data: ArrayLike<unknown>; shape: readonly number[] };
-    shape = [...v.shape];
-    flat = v.data;
-  } else {
+  const shaped = shapedValues(value, what);
+  if (shaped === null) {
     throw invalidInput(`${what}: expected nested arrays of 0/1 or booleans, or {data, shape}; got ${describe(value)}`);
   }
+  const { shape, flat } = shaped;
   const arr = new Uint8Array(flat.length);
   for (let i = 0; i < flat.length; i++) {
     const x = flat[i];

@@ -61,6 +61,8 @@ test("bad arguments are INVALID_ARGUMENT LensgridErrors, before anything is sent
     [() => w.runWithCache([[1, 2], [3]]), /ragged/],
     [() => w.runWithCache([]), /input is empty/],
     [() => w.runWithCache({}), /expected token ids/],
+    [() => w.runWithCache({ data: [1, 2, 3], shape: [1, 2] }), /3 values for shape \[1, 2\] \(2 expected\)/],
+    [() => w.runWithCache([[1, 2]], { attentionMask: { data: [1], shape: [1, 2] } }), /attentionMask: 1 values for shape/],
     [() => w.runWithCache("a", { dtype: "float64" }), /dtype must be one of F32, F16, BF16/],
     [() => w.runWithCache("a", { returnType: "logprobs" }), /returnType must be/],
     [() => w.runWithCache("a", { positions: { start: 0, step: 2 } }), /start and stop only/],
