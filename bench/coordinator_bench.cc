@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/fake_shard_result.h"
 #include "lensgrid/v1/coordinator.grpc.pb.h"
 #include "service/coordinator_service.h"
 #include "service/state_store.h"
@@ -41,30 +42,12 @@ int64_t RunWorker(const std::string& address, int index) {
     v1::LeaseShardResponse resp;
     grpc::ClientContext ctx;
     if (!stub->LeaseShard(&ctx, req, &resp).ok() || !resp.has_shard()) return done;
-    const v1::ShardSpec& spec = resp.lease().shard();
-    const int64_t n = spec.prompt_end() - spec.prompt_begin();
-    const int64_t c = spec.component_end() - spec.component_begin();
     grpc::ClientContext cctx;
     v1::CompleteShardResponse cresp;
     auto writer = stub->CompleteShard(&cctx, &cresp);
-    v1::CompleteShardRequest msg;
-    msg.mutable_header()->set_worker_id(reg_resp.worker_id());
-    msg.mutable_header()->set_lease_id(resp.lease().lease_id());
-    writer->Write(msg);
-    for (auto [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
-             {"baseline", {n}}, {"delta", {n, c}}}) {
-      v1::CompleteShardRequest chunk;
-      auto* t = chunk.mutable_chunk();
-      t->set_name(name);
-      t->set_dtype(v1::F32);
-      int64_t count = 1;
-      for (int64_t d : shape) {
-        t->add_shape(d);
-        count *= d;
-      }
-      t->set_total_bytes(count * 4);
-      t->set_data(std::string(count * 4, '\0'));
-      writer->Write(chunk);
+    for (const v1::CompleteShardRequest& msg :
+         bench::FakeShardResult(reg_resp.worker_id(), resp.lease())) {
+      writer->Write(msg);
     }
     writer->WritesDone();
     if (writer->Finish().ok() && cresp.accepted()) ++done;

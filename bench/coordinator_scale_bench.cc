@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/fake_shard_result.h"
 #include "lensgrid/v1/coordinator.grpc.pb.h"
 
 namespace lensgrid::bench {
@@ -136,33 +137,6 @@ struct Shared {
   std::condition_variable all_stopped;
 };
 
-// The result a shard of ablate-heads returns: "baseline" [n] and "delta" [n, c].
-std::vector<v1::CompleteShardRequest> ResultMessages(const std::string& worker_id,
-                                                     const v1::ShardLease& lease) {
-  const v1::ShardSpec& spec = lease.shard();
-  const int64_t n = spec.prompt_end() - spec.prompt_begin();
-  const int64_t c = spec.component_end() - spec.component_begin();
-  std::vector<v1::CompleteShardRequest> out(1);
-  out[0].mutable_header()->set_worker_id(worker_id);
-  out[0].mutable_header()->set_lease_id(lease.lease_id());
-  for (auto [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
-           {"baseline", {n}}, {"delta", {n, c}}}) {
-    v1::CompleteShardRequest msg;
-    v1::TensorChunk* t = msg.mutable_chunk();
-    t->set_name(name);
-    t->set_dtype(v1::F32);
-    int64_t count = 1;
-    for (int64_t d : shape) {
-      t->add_shape(d);
-      count *= d;
-    }
-    t->set_total_bytes(count * 4);
-    t->set_data(std::string(count * 4, '\0'));
-    out.push_back(std::move(msg));
-  }
-  return out;
-}
-
 class FakeWorker;
 
 // One CompleteShard call: the header and the chunks, then the reply.
@@ -249,7 +223,7 @@ class FakeWorker {
     }
     if (!lease_resp_.has_shard()) return Lease();  // parked the whole wait: nothing queued
     shared_->lease_ms.Add(MsSince(t0));
-    auto messages = ResultMessages(id_, lease_resp_.lease());
+    auto messages = FakeShardResult(id_, lease_resp_.lease());
     if (shared_->work_ms > 0) {
       // The simulated compute, off gRPC's threads.
       auto held = std::make_shared<std::vector<v1::CompleteShardRequest>>(std::move(messages));
