@@ -87,7 +87,8 @@ v1::RunWithInterventionsRequest ProgramRunRequest(const RemoteRunRequest& reques
   v1::RunWithInterventionsRequest run;
   *run.mutable_input()->mutable_tokens() = TokensProto(ids);
   v1::RunOptions* options = run.mutable_options();
-  options->set_return_type(ids.size() >= 2 ? v1::RETURN_BOTH : v1::RETURN_LOGITS);
+  // Logits as the enum's zero: logits to every worker version (RETURN_LOGITS is 2.0's).
+  options->set_return_type(ids.size() >= 2 ? v1::RETURN_BOTH : v1::RETURN_TYPE_UNSPECIFIED);
   if (request.stop_at_layer.has_value()) options->set_stop_at_layer(*request.stop_at_layer);
   if (!request.cache_regexes.empty()) {
     for (const auto& r : request.cache_regexes) run.mutable_cache()->add_regexes(r);
