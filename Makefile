@@ -29,7 +29,7 @@ bench: build
 	@$(BUILD_DIR)/bench/circuit_bench
 	@$(BUILD_DIR)/bench/tokenizer_bench
 	@$(BUILD_DIR)/bench/coordinator_bench
-	@$(BUILD_DIR)/bench/coordinator_scale_bench --work-ms 400
+	@$(BUILD_DIR)/bench/coordinator_scale_bench --pin --work-ms 400
 	@$(BUILD_DIR)/bench/coordinator_memory_bench
 	@/usr/bin/python3 bench/coordinator_share.py $(BUILD_DIR)
 	@/usr/bin/python3 bench/acdc_local_bench.py $(BUILD_DIR)

@@ -4,16 +4,24 @@
 // callback API: no thread per worker), and one ablate-heads job of 100,000
 // shards (625 prompts x a 10 x 16 grid, one prompt and one head per shard).
 // Each worker registers, then leases, completes its shard with well-formed
-// zeros after --work-ms, and leases again, until the job is done.
+// zeros after its simulated shard time, and leases again, until the job is
+// done. Shard times are uniform in work-ms x [1 - jitter, 1 + jitter]: real
+// shards vary, and with equal times the 1,000 workers stay in lockstep and
+// hit the coordinator in waves (--work-jitter 0 measures that worst case).
+// --pin puts the coordinator on CPU 0 and the simulated workers on CPU 1, so
+// on a small machine the two do not take each other's time.
 //
 // Prints: dispatch rate (shards/s), lease latency p50/p99/max (LeaseShard
-// calls that got a shard, measured here from the call to its reply), the
+// calls that got a shard, measured here from the call to its reply; the first
+// wave, each worker's first lease when the job arrives, apart), the
 // completion round trip, the coordinator's CPU (user + system, and as cores)
 // and peak RSS, and its state store's size and write rate (/proc/PID/io).
 //
 //   build/bench/coordinator_scale_bench [--coordinator BIN] [--workers 1000]
 //       [--prompts 625] [--layers 10] [--heads 16] [--work-ms 0]
+//       [--work-jitter 0.5] [--pin]
 #include <grpcpp/grpcpp.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,6 +38,7 @@
 #include <memory>
 #include <mutex>
 #include <queue>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -130,9 +139,14 @@ struct Shared {
   std::atomic<int64_t> completed{0};
   std::atomic<int64_t> failed_calls{0};
   std::atomic<int> running{0};
-  Samples lease_ms, complete_ms;
+  // lease_ms: every lease after a worker's first; first_lease_ms: the first
+  // wave, every parked worker woken at once by the job's arrival, measured
+  // from SubmitJob's start (the job's planning included), not from the park.
+  Samples lease_ms, first_lease_ms, complete_ms;
+  std::atomic<int64_t> submit_ns{0};  // steady_clock, when SubmitJob was called
   int work_ms = 0;
-  Timer timer;
+  double work_jitter = 0.5;
+  std::unique_ptr<Timer> timer;  // made after --pin, so its thread is pinned too
   std::mutex mu;
   std::condition_variable all_stopped;
 };
@@ -174,6 +188,7 @@ class FakeWorker {
     channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     stub_ = v1::WorkQueue::NewStub(channel_);
     name_ = "fake-" + std::to_string(index);
+    rng_.seed(static_cast<uint32_t>(index) + 1);
   }
 
   bool Register() {
@@ -222,13 +237,22 @@ class FakeWorker {
       return Lease();
     }
     if (!lease_resp_.has_shard()) return Lease();  // parked the whole wait: nothing queued
-    shared_->lease_ms.Add(MsSince(t0));
+    if (leased_before_) {
+      shared_->lease_ms.Add(MsSince(t0));
+    } else {
+      const Clock::time_point submitted{Clock::duration(shared_->submit_ns.load())};
+      shared_->first_lease_ms.Add(MsSince(std::max(t0, submitted)));
+      leased_before_ = true;
+    }
     auto messages = FakeShardResult(id_, lease_resp_.lease());
     if (shared_->work_ms > 0) {
       // The simulated compute, off gRPC's threads.
       auto held = std::make_shared<std::vector<v1::CompleteShardRequest>>(std::move(messages));
-      shared_->timer.After(shared_->work_ms,
-                           [this, held] { new CompleteCall(this, stub_.get(), std::move(*held)); });
+      const double spread = std::uniform_real_distribution<double>(1 - shared_->work_jitter,
+                                                                   1 + shared_->work_jitter)(rng_);
+      shared_->timer->After(static_cast<int>(shared_->work_ms * spread), [this, held] {
+        new CompleteCall(this, stub_.get(), std::move(*held));
+      });
     } else {
       new CompleteCall(this, stub_.get(), std::move(messages));
     }
@@ -246,6 +270,8 @@ class FakeWorker {
   std::unique_ptr<grpc::ClientContext> lease_ctx_;
   v1::LeaseShardRequest lease_req_;
   v1::LeaseShardResponse lease_resp_;
+  bool leased_before_ = false;
+  std::mt19937 rng_;  // its shard times (used on one gRPC callback at a time)
 };
 
 CompleteCall::CompleteCall(FakeWorker* worker, v1::WorkQueue::Stub* stub,
@@ -304,13 +330,21 @@ int64_t DirBytes(const std::filesystem::path& dir) {
   return total;
 }
 
+void PinTo(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof set, &set);
+}
+
 // Starts the coordinator on a free port and returns its pid and address.
-pid_t StartCoordinator(const std::string& binary, const std::string& state_dir,
+pid_t StartCoordinator(const std::string& binary, const std::string& state_dir, bool pin,
                        std::string* address) {
   int pipe_fds[2];
   if (pipe(pipe_fds) != 0) return -1;
   const pid_t pid = fork();
   if (pid == 0) {
+    if (pin) PinTo(0);
     dup2(pipe_fds[1], STDOUT_FILENO);
     dup2(pipe_fds[1], STDERR_FILENO);
     close(pipe_fds[0]);
@@ -346,8 +380,18 @@ int Main(int argc, char** argv) {
   std::string binary = LENSGRID_COORDINATOR_BIN;
   int workers = 1000, prompts = 625, layers = 10, heads = 16;
   Shared shared;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool pin = false;
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
+    if (flag == "--pin") {
+      pin = true;
+      --i;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "coordinator_scale_bench: %s needs a value\n", flag.c_str());
+      return 2;
+    }
     if (flag == "--coordinator")
       binary = argv[i + 1];
     else if (flag == "--workers")
@@ -360,6 +404,8 @@ int Main(int argc, char** argv) {
       heads = std::atoi(argv[i + 1]);
     else if (flag == "--work-ms")
       shared.work_ms = std::atoi(argv[i + 1]);
+    else if (flag == "--work-jitter")
+      shared.work_jitter = std::clamp(std::atof(argv[i + 1]), 0.0, 1.0);
     else {
       std::fprintf(stderr, "coordinator_scale_bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -369,11 +415,13 @@ int Main(int argc, char** argv) {
                    ("lensgrid-coordinator-scale-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   std::string address;
-  const pid_t pid = StartCoordinator(binary, dir.string(), &address);
+  const pid_t pid = StartCoordinator(binary, dir.string(), pin, &address);
   if (pid <= 0) {
     std::fprintf(stderr, "coordinator_scale_bench: %s did not start\n", binary.c_str());
     return 1;
   }
+  if (pin) PinTo(1);  // this process's threads, gRPC's included, start after this
+  shared.timer = std::make_unique<Timer>();
 
   std::vector<std::unique_ptr<FakeWorker>> fleet;
   const Clock::time_point t_register = Clock::now();
@@ -407,6 +455,7 @@ int Main(int argc, char** argv) {
   for (auto& w : fleet) w->Start();
   const ProcFigures before = ReadProc(pid);
   const Clock::time_point t0 = Clock::now();
+  shared.submit_ns = t0.time_since_epoch().count();
   v1::SubmitJobRequest submit;
   *submit.mutable_spec() = spec;
   v1::SubmitJobResponse job;
@@ -450,15 +499,21 @@ int Main(int argc, char** argv) {
   const double cpu = after.cpu_s - before.cpu_s;
   std::printf(
       "coordinator_scale_bench: %d simulated workers (registered in %.1f s), %lld "
-      "shards of one job, %s, work %d ms per shard\n",
+      "shards of one job, %s, shard time %d ms +- %.0f%%%s\n",
       workers, register_s, static_cast<long long>(total), v1::JobState_Name(state).c_str(),
-      shared.work_ms);
+      shared.work_ms, 100 * shared.work_jitter,
+      pin ? ", coordinator pinned to CPU 0 and workers to CPU 1" : "");
   std::printf("  %-34s %12s   %s\n", "figure", "measured", "goal (issue 20)");
   std::printf("  %-34s %12.0f   >= 2,000\n", "dispatch rate (shards/s)", rate);
   std::printf("  %-34s %12.1f\n", "lease latency p50 (ms)", shared.lease_ms.Percentile(0.50));
   std::printf("  %-34s %12.1f   <= 50\n", "lease latency p99 (ms)",
               shared.lease_ms.Percentile(0.99));
   std::printf("  %-34s %12.1f\n", "lease latency max (ms)", shared.lease_ms.Percentile(1.0));
+  std::printf(
+      "  %-34s %12.1f   (p50 %.1f: %zu parked workers woken by the job,"
+      " from its SubmitJob)\n",
+      "first wave's lease p99 (ms)", shared.first_lease_ms.Percentile(0.99),
+      shared.first_lease_ms.Percentile(0.50), shared.first_lease_ms.size());
   std::printf("  %-34s %12.1f\n", "complete round trip p99 (ms)",
               shared.complete_ms.Percentile(0.99));
   std::printf("  %-34s %12.1f   (%.2f cores over %.1f s)\n", "coordinator CPU (s)", cpu,

@@ -121,7 +121,8 @@ void WorkQueueService::ServeParked(bool all) {
   }
   const uint64_t version = scheduler_->version();
   const int64_t now = clock_.NowMs();
-  std::vector<std::pair<ParkedLease, grpc::Status>> finish;
+  // Each call is answered as soon as it has its lease: when a job arrives for
+  // 1,000 parked workers, the first is not held until the 1,000th is served.
   for (auto it = parked.begin(); it != parked.end();) {
     grpc::Status status;
     bool done = all || now >= it->deadline_ms || it->ctx->IsCancelled();
@@ -138,7 +139,7 @@ void WorkQueueService::ServeParked(bool all) {
       }
     }
     if (done) {
-      finish.emplace_back(*it, status);
+      it->reactor->Finish(status);
       it = parked.erase(it);
     } else {
       ++it;
@@ -148,7 +149,6 @@ void WorkQueueService::ServeParked(bool all) {
     absl::MutexLock lock(&mu_);
     parked_.splice(parked_.begin(), parked);
   }
-  for (auto& [p, status] : finish) p.reactor->Finish(status);
 }
 
 grpc::ServerUnaryReactor* WorkQueueService::Register(grpc::CallbackServerContext* ctx,
