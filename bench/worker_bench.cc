@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/worker_client.h"
+#include "common/mutex_mode.h"
 #include "common/openblas_env.h"
 #include "worker/core/worker_core.h"
 #include "worker/executor.h"
@@ -126,6 +127,7 @@ int Main(int argc, char** argv) {
 }  // namespace lensgrid
 
 int main(int argc, char** argv) {
+  lensgrid::UseReleaseMutexes();  // as lensgrid-worker runs
   lensgrid::EnsureOpenBlasCoreType(argv);
   return lensgrid::Main(argc, argv);
 }
