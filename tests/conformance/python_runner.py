@@ -138,13 +138,19 @@ def detokenize(w, case, tensors):
     return {"text": w.detokenize(case["ids"])}
 
 
-def run_with_cache(w, case, tensors):
-    kw = input_kwargs(case)
-    for k in ("names", "remove_batch_dim"):
-        if k in case:
-            kw[k] = case[k]
+def cache_kwargs(case, kw):
+    """The case's cache selection (names, regexes) as the client's keyword arguments."""
+    if "names" in case:
+        kw["names"] = case["names"]
     if "regexes" in case:
         kw["names_regex"] = case["regexes"]
+    return kw
+
+
+def run_with_cache(w, case, tensors):
+    kw = cache_kwargs(case, input_kwargs(case))
+    if "remove_batch_dim" in case:
+        kw["remove_batch_dim"] = case["remove_batch_dim"]
     if "positions" in case:
         kw["positions"] = positions_slice(case["positions"])
     if "dtype" in case:
@@ -180,10 +186,7 @@ def run_with_interventions(w, case, tensors):
         kw["patch_input"] = run_input(case, "patch_input")
     if "metric" in case:
         kw["metric"] = metric(case["metric"])
-    if "names" in case:
-        kw["names"] = case["names"]
-    if "regexes" in case:
-        kw["names_regex"] = case["regexes"]
+    cache_kwargs(case, kw)
     if "programs" in case:
         kw["programs"] = case["programs"]
     if "gradients" in case:

@@ -138,6 +138,10 @@ bool PrependsBos(const v1::ModelInput& input) {
   return input.has_prepend_bos() ? input.prepend_bos() : !input.no_bos();
 }
 
+bool PrependsBos(const v1::TokenizeRequest& request) {
+  return !request.has_prepend_bos() || request.prepend_bos();
+}
+
 absl::StatusOr<ForwardOptions> ToRunOptions(const v1::RunOptions& options) {
   ForwardOptions run;
   switch (options.return_type()) {

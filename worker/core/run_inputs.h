@@ -24,6 +24,7 @@ namespace lensgrid {
 // Whether texts get BOS: ModelInput.prepend_bos, absent = true, or the
 // deprecated no_bos when only it is set. Tokenize has the same default.
 bool PrependsBos(const v1::ModelInput& input);
+bool PrependsBos(const v1::TokenizeRequest& request);
 
 // Texts (tokenized, BOS unless PrependsBos says not, padded and masked when lengths differ)
 // or ids. INVALID_ARGUMENT for bad input, FAILED_PRECONDITION for text without

@@ -198,11 +198,11 @@ absl::StatusOr<v1::TokenizeResponse> WorkerCore::Tokenize(const v1::TokenizeRequ
     LG_RETURN_IF_ERROR(CheckTextBytes(request.texts(), options_, "Tokenize"));
     v1::TokenizeResponse response;
     int64_t reply_bytes = 0;
+    const bool bos = PrependsBos(request);
     for (const std::string& text : request.texts()) {
       if (cancelled()) return absl::CancelledError("Tokenize cancelled");
       std::vector<int64_t> ids;
-      if (!request.has_prepend_bos() || request.prepend_bos())
-        ids.push_back(model_->cfg().bos_token_id);
+      if (bos) ids.push_back(model_->cfg().bos_token_id);
       tokenizer_->EncodeTo(text, &ids);
       LG_ASSIGN_OR_RETURN(std::vector<std::string> strs, tokenizer_->ToStrTokens(ids));
       v1::TokenList* list = response.add_tokens();
