@@ -221,6 +221,7 @@ const std::vector<MethodRule>& MethodRules() {
       {"RunShard", true, false},
       {"GetWeights", true, false},
       {"Generate", true, false},
+      {"AttachSharedMemory", true, false},
   };
   return *rules;
 }

