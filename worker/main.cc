@@ -210,6 +210,11 @@ int main(int argc, char** argv) {
                  "index space (product of every index's size) of one einsum")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--shard-cache-bytes", w.shard_cache_bytes,
+                 "memory for the base runs of shards' prompt ranges, reused by the other "
+                 "component shards of a range (least recently used out); 0: none")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--shutdown-grace-ms", flags.shutdown_grace_ms,
                  "after SIGTERM, exit after this long even if a request is "
                  "still running")
