@@ -187,12 +187,14 @@ class Job:
         assembler = _wire.Assembler()
         header = None
         try:
-            for part in c._stub.GetResult(coordinator_pb2.GetResultRequest(job_id=self.id),
-                                          timeout=c.timeout):
-                if part.HasField("header"):
-                    header = part.header
+            call = c._get_result(coordinator_pb2.GetResultRequest(job_id=self.id),
+                                 timeout=c.timeout)
+            for raw in call:
+                got, chunk, data = _wire.split_response(raw, coordinator_pb2.ResultHeader)
+                if got is not None:
+                    header = got
                 else:
-                    assembler.add(part.chunk)
+                    assembler.add(chunk, data)
         except grpc.RpcError as e:
             raise WorkerError(e.code(), e.details()) from None
         if header is None:
@@ -253,6 +255,9 @@ class Coordinator:
         self._channel = open_channel(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                                      token=token, options=[("grpc.max_receive_message_length", 16 << 20)])
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+        # GetResult with its replies left serialized, for _wire.split_response.
+        self._get_result = _wire.raw_stream(self._channel, coordinator_pb2, "Coordinator",
+                                            "GetResult")
 
     def close(self) -> None:
         self._channel.close()

@@ -273,6 +273,9 @@ class Worker:
             address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, token=token,
             options=[("grpc.max_receive_message_length", 16 << 20)])
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
+        # The streamed calls with their replies left serialized, for _wire.split_response.
+        self._raw = {name: _wire.raw_stream(self._channel, worker_pb2, "Worker", name)
+                     for name in ("RunWithCache", "RunWithInterventions", "GetWeights")}
         self._info = None
 
     def close(self):
@@ -331,20 +334,24 @@ class Worker:
         resp = self._call(self._stub.Detokenize, worker_pb2.DetokenizeRequest(ids=list(map(int, ids))), None)
         return resp.text
 
-    def _stream(self, fn, request, timeout, header_tokens=True):
+    def _stream(self, method, request, timeout, header_tokens=True):
         result = RunResult()
         assembler = _wire.Assembler()
         header = None
-        call = fn(request, timeout=timeout if timeout is not None else self.timeout)
+        call = self._raw[method](request, timeout=timeout if timeout is not None else self.timeout)
         self.last_call = call  # call.cancel() from another thread cancels the run
         try:
-            for response in call:
-                if response.HasField("header"):
-                    header = response.header
+            for raw in call:
+                got, chunk, data = _wire.split_response(raw, worker_pb2.RunHeader)
+                if got is not None:
+                    header = got
                 else:
-                    assembler.add(response.chunk)
+                    assembler.add(chunk, data)
         except grpc.RpcError as e:
             raise WorkerError(e.code(), e.details()) from None
+        except BaseException:
+            call.cancel()  # a malformed reply (RuntimeError) or an interrupt: stop the run
+            raise
         if header is None:
             raise Error("stream: the reply had no header")
         tensors = assembler.finish([t.name for t in header.tensors])
@@ -373,7 +380,7 @@ class Worker:
             options=_options(return_type, per_token_loss, stop_at_layer, logits_dtype),
             cache=_cache_spec(names, names_regex, positions, remove_batch_dim, dtype),
             expected_weights_sha256=expected_weights_sha256)
-        return self._stream(self._stub.RunWithCache, request, timeout)
+        return self._stream("RunWithCache", request, timeout)
 
     def run_with_interventions(self, input, interventions=(), patch_input=None, metric=None,
                                names=None, names_regex=None, cache=False, return_type="logits",
@@ -412,7 +419,7 @@ class Worker:
         g = _gradients(gradients)
         if g is not None:
             request.gradients.CopyFrom(g)
-        return self._stream(self._stub.RunWithInterventions, request, timeout)
+        return self._stream("RunWithInterventions", request, timeout)
 
     def api_version(self):
         """The worker's Worker API version as (MAJOR, MINOR); a worker that predates
@@ -430,7 +437,7 @@ class Worker:
         stacked), as numpy arrays in a dict; every weight when names is None."""
         self.require_api_version(1, "GetWeights")
         request = worker_pb2.GetWeightsRequest(names=list(names or []), dtype=_DTYPES[dtype])
-        result = self._stream(self._stub.GetWeights, request, timeout, header_tokens=False)
+        result = self._stream("GetWeights", request, timeout, header_tokens=False)
         return dict(result)
 
     def generate(self, input, max_new_tokens, temperature=0.0, top_k=0, top_p=0.0, seed=None,
