@@ -114,7 +114,31 @@ std::unique_ptr<Scheduler::Job> Scheduler::BuildJob(const std::string& id, const
   job->shards.resize(job->plan.shards.size());
   job->results.resize(job->plan.shards.size());
   for (size_t i = 0; i < job->shards.size(); ++i) job->shards[i].range = job->plan.shards[i];
+  IndexRanges(job.get());
   return job;
+}
+
+void Scheduler::IndexRanges(Job* job) const {
+  job->ranges.clear();
+  job->range_of.clear();
+  job->held.clear();
+  job->orphaned.clear();
+  job->next_fresh = 0;
+  if (!options_.prompt_affinity) return;
+  std::map<std::pair<int64_t, int64_t>, int32_t> index;
+  std::vector<int32_t> range_of(job->shards.size());
+  std::vector<PromptRange> ranges;
+  for (size_t i = 0; i < job->shards.size(); ++i) {
+    const ShardRange& r = job->shards[i].range;
+    auto [it, added] = index.emplace(std::make_pair(r.prompt_begin, r.prompt_end),
+                                     static_cast<int32_t>(ranges.size()));
+    if (added) ranges.emplace_back();
+    ranges[it->second].shards.push_back(static_cast<int64_t>(i));
+    range_of[i] = it->second;
+  }
+  if (ranges.size() == job->shards.size()) return;  // one shard per range: nothing shared
+  job->ranges = std::move(ranges);
+  job->range_of = std::move(range_of);
 }
 
 absl::StatusOr<std::unique_ptr<Scheduler::Job>> Scheduler::BuildJobToPrepare(
@@ -127,7 +151,7 @@ absl::StatusOr<std::unique_ptr<Scheduler::Job>> Scheduler::BuildJobToPrepare(
   plan.prompts = std::make_shared<const Prompts>(spec.prompts());
   auto job = BuildJob(id, spec, std::move(plan), created_ms);
   job->prepared = false;
-  job->ready.push_back(-1);
+  Enqueue(job.get(), -1);
   return job;
 }
 
@@ -316,7 +340,7 @@ absl::StatusOr<std::string> Scheduler::SubmitNew(const Caller& caller, const v1:
   } else {
     job = BuildJob(id, spec, std::move(plan), now);
     job->spec.MergeFrom(pins);
-    for (int64_t i = 0; i < n_shards; ++i) job->ready.push_back(i);
+    for (int64_t i = 0; i < n_shards; ++i) Enqueue(job.get(), i);
   }
   job->owner = caller.name;
   job->request_id = request_id;
@@ -466,7 +490,7 @@ absl::Status Scheduler::Restore(StoredJob stored) {
   }
   if (Final(*raw)) return absl::OkStatus();
   for (int64_t i = 0; i < static_cast<int64_t>(raw->shards.size()); ++i) {
-    if (raw->shards[i].state != Shard::State::kDone) raw->ready.push_back(i);
+    if (raw->shards[i].state != Shard::State::kDone) Enqueue(raw, i);
   }
   active_.push_back(raw);
   if (raw->done == static_cast<int64_t>(raw->shards.size())) {
@@ -676,37 +700,140 @@ absl::StatusOr<std::string> Scheduler::RegisterWorker(const v1::RegisterRequest&
   return id;
 }
 
-void Scheduler::PromoteDue(Job* job, int64_t now) {
+bool Scheduler::PromoteDue(Job* job, int64_t now) {
   auto& d = job->delayed;
+  bool promoted = false;
   for (size_t i = 0; i < d.size();) {
     if (ShardOf(job, d[i]).ready_at_ms <= now) {
-      job->ready.push_back(d[i]);
+      // An entry still queued (stale since an affinity lease) serves again.
+      if (ShardOf(job, d[i]).queued == 0) Enqueue(job, d[i]);
+      promoted = true;
       d[i] = d.back();
       d.pop_back();
     } else {
       ++i;
     }
   }
+  return promoted;
 }
 
-std::optional<int64_t> Scheduler::TakeShard(Job* job, const std::string& worker_id) {
-  // Prefer shards that have not failed on this worker; give one anyway when
-  // every live worker for the job has failed it.
-  const size_t n = job->ready.size();
-  for (size_t i = 0; i < n; ++i) {
+void Scheduler::Enqueue(Job* job, int64_t s, bool front) {
+  ++ShardOf(job, s).queued;
+  if (front) {
+    job->ready.push_front(s);
+  } else {
+    job->ready.push_back(s);
+  }
+}
+
+std::optional<int64_t> Scheduler::ReadyIn(Job* job, int32_t r, const std::string& worker_id,
+                                          int64_t now) {
+  PromptRange& range = job->ranges[r];
+  while (range.done_prefix < range.shards.size() &&
+         job->shards[range.shards[range.done_prefix]].state == Shard::State::kDone) {
+    ++range.done_prefix;
+  }
+  for (size_t i = range.done_prefix; i < range.shards.size(); ++i) {
+    const int64_t s = range.shards[i];
+    const Shard& shard = job->shards[s];
+    if (shard.state == Shard::State::kPending && shard.ready_at_ms <= now &&
+        !shard.failed_on.count(worker_id)) {
+      return s;
+    }
+  }
+  return std::nullopt;
+}
+
+void Scheduler::Hold(Job* job, int64_t s, const std::string& worker_id) {
+  if (s < 0 || job->ranges.empty()) return;
+  const int32_t r = job->range_of[s];
+  std::vector<std::string>& holders = job->ranges[r].holders;
+  if (std::find(holders.begin(), holders.end(), worker_id) != holders.end()) return;
+  holders.push_back(worker_id);
+  job->held[worker_id].push_back(r);
+}
+
+void Scheduler::DropHolder(const std::string& worker_id) {
+  for (Job* job : active_) {
+    auto it = job->held.find(worker_id);
+    if (it == job->held.end()) continue;
+    for (int32_t r : it->second) {
+      std::vector<std::string>& holders = job->ranges[r].holders;
+      holders.erase(std::remove(holders.begin(), holders.end(), worker_id), holders.end());
+      if (holders.empty()) job->orphaned.push_back(r);
+    }
+    job->held.erase(it);
+  }
+}
+
+std::optional<int64_t> Scheduler::TakeByAffinity(Job* job, const std::string& worker_id,
+                                                 int64_t now) {
+  if (job->ranges.empty() || !job->prepared) return std::nullopt;
+  // 1. A range this worker holds (finished ones are forgotten on the way).
+  if (auto it = job->held.find(worker_id); it != job->held.end()) {
+    std::vector<int32_t>& mine = it->second;
+    for (size_t i = 0; i < mine.size();) {
+      if (std::optional<int64_t> s = ReadyIn(job, mine[i], worker_id, now)) return s;
+      const PromptRange& range = job->ranges[mine[i]];
+      if (range.done_prefix == range.shards.size()) {
+        mine[i] = mine.back();
+        mine.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+  // 2. A range no live worker holds: one whose holders were lost, else one
+  // never leased.
+  // (Ranges held again, or done, leave the list; those backing off stay.)
+  for (size_t i = 0; i < job->orphaned.size();) {
+    const int32_t r = job->orphaned[i];
+    if (job->ranges[r].holders.empty()) {
+      if (std::optional<int64_t> s = ReadyIn(job, r, worker_id, now)) return s;
+      if (job->ranges[r].done_prefix < job->ranges[r].shards.size()) {
+        ++i;
+        continue;
+      }
+    }
+    job->orphaned[i] = job->orphaned.back();
+    job->orphaned.pop_back();
+  }
+  for (; job->next_fresh < job->ranges.size(); ++job->next_fresh) {
+    const int32_t r = static_cast<int32_t>(job->next_fresh);
+    if (!job->ranges[r].holders.empty()) continue;
+    if (std::optional<int64_t> s = ReadyIn(job, r, worker_id, now)) return s;
+  }
+  return std::nullopt;
+}
+
+std::optional<int64_t> Scheduler::TakeShard(Job* job, const std::string& worker_id, int64_t now) {
+  std::optional<int64_t> chosen = TakeByAffinity(job, worker_id, now);
+  // Else the oldest ready shard. Prefer shards that have not failed on this
+  // worker; give one anyway when every live worker for the job has failed it.
+  const size_t n = chosen ? 0 : job->ready.size();
+  for (size_t i = 0; i < n && !chosen; ++i) {
     const int64_t s = job->ready.front();
     job->ready.pop_front();
     Shard& shard = ShardOf(job, s);
-    if (shard.state != Shard::State::kPending) continue;  // stale entry
-    if (!shard.failed_on.count(worker_id)) return s;
+    --shard.queued;
+    // Stale: leased by affinity (perhaps back in `delayed` since).
+    if (shard.state != Shard::State::kPending || shard.ready_at_ms > now) continue;
+    if (!shard.failed_on.count(worker_id)) {
+      chosen = s;
+      break;
+    }
     size_t others = 0;
     for (const auto& [id, w] : workers_) {
       if (id != worker_id && !shard.failed_on.count(id) && Serves(w.info, *job)) ++others;
     }
-    if (others == 0) return s;
-    job->ready.push_back(s);
+    if (others == 0) {
+      chosen = s;
+      break;
+    }
+    Enqueue(job, s);
   }
-  return std::nullopt;
+  if (chosen) Hold(job, *chosen, worker_id);
+  return chosen;
 }
 
 absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(const std::string& worker_id) {
@@ -718,7 +845,7 @@ absl::StatusOr<std::optional<v1::ShardLease>> Scheduler::Lease(const std::string
       continue;
     }
     PromoteDue(job, now);
-    std::optional<int64_t> s = TakeShard(job, worker_id);
+    std::optional<int64_t> s = TakeShard(job, worker_id, now);
     if (!s) continue;
     Shard& shard = ShardOf(job, *s);
     shard.state = Shard::State::kLeased;
@@ -936,8 +1063,9 @@ absl::StatusOr<bool> Scheduler::CompletePrepare(const std::string& worker_id,
   job->results.assign(job->plan.shards.size(), {});
   for (size_t i = 0; i < job->shards.size(); ++i) {
     job->shards[i].range = job->plan.shards[i];
-    job->ready.push_back(static_cast<int64_t>(i));
+    Enqueue(job, static_cast<int64_t>(i));
   }
+  IndexRanges(job);
   job->first_prompt_str_tokens.assign(prepared.first_prompt_str_tokens().begin(),
                                       prepared.first_prompt_str_tokens().end());
   Emit(job, v1::JobEvent::DATASET_READY, -1, worker_id,
@@ -1000,7 +1128,8 @@ absl::Status Scheduler::HandBack(const std::string& worker_id, const std::string
   Shard& shard = ShardOf(job, ref.shard);
   ReleaseLease(job, ref.shard);
   shard.state = Shard::State::kPending;
-  job->ready.push_front(ref.shard);
+  Enqueue(job, ref.shard, /*front=*/true);
+  DropHolder(worker_id);  // shutting down: its ranges are for others now
   ++counters_.shards_handed_back;
   ++counters_.shards_retried;
   Emit(job, v1::JobEvent::SHARD_RETRIED, ref.shard, worker_id,
@@ -1052,6 +1181,7 @@ void Scheduler::Tick() {
       }
     }
     w.info.set_alive(false);
+    DropHolder(id);
     for (const std::string& lease : std::set<std::string>(w.leases)) {
       std::optional<LeaseRef> ref = FindLease(lease);
       if (!ref || Final(*ref->job)) continue;
@@ -1078,9 +1208,7 @@ void Scheduler::Tick() {
       }
     }
     if (!Final(*job)) {
-      const size_t before = job->ready.size();
-      PromoteDue(job, now);
-      if (job->ready.size() != before) ++version_;
+      if (PromoteDue(job, now)) ++version_;
     }
   }
   CheckServed(now);
@@ -1555,8 +1683,14 @@ SchedulerCounters Scheduler::Counters() const {
   for (const auto& [id, job] : jobs_) ++c.jobs[job->state];
   for (const auto& [id, w] : workers_) c.workers_alive += w.info.alive() ? 1 : 0;
   // (A job waiting to be prepared has its preparation, shard -1, queued.)
+  // (`ready` may hold stale entries: count the shards themselves.)
   for (const Job* job : active_) {
-    c.pending_shards += static_cast<int64_t>(job->ready.size() + job->delayed.size());
+    if (!job->prepared) {
+      c.pending_shards += job->prepare.state == Shard::State::kPending ? 1 : 0;
+    } else {
+      c.pending_shards += static_cast<int64_t>(job->shards.size()) - job->done -
+                          static_cast<int64_t>(job->leased.size());
+    }
   }
   return c;
 }

@@ -23,6 +23,16 @@
 // max_attempts failures fail the job; INVALID_ARGUMENT / FAILED_PRECONDITION from a worker fail the
 // job with its message.
 //
+// Prompt-range affinity (prompt_affinity): the component shards of one prompt
+// range share its base run (the clean and corrupted forwards), which a worker
+// keeps after running one of them (lensgrid-worker --shard-cache-bytes). A
+// worker asking for work gets, in a job's order: a ready shard of a range it
+// already leased a shard of; else one of a range no live worker holds (never
+// leased, or whose holders were all lost); else the oldest ready shard, as
+// without affinity (so no worker waits while a shard is ready, and a lost
+// worker's ranges go to others). Which worker runs a shard never changes its
+// result.
+//
 // Limits: a job is planned (PlannerOptions' limits) before the scheduler's
 // lock is taken, so a large or hostile spec never stalls other calls; workers,
 // listings and echoed messages are bounded by SchedulerOptions.
@@ -109,6 +119,9 @@ struct SchedulerOptions {
   // with FAILED_PRECONDITION after waiting this long; 0 = waits for ever.
   // Default: 10 min
   int64_t model_wait_ms = 600000;
+  // Shards of a prompt range go preferably to the worker that ran one of
+  // them (see above). Default: true
+  bool prompt_affinity = true;
   PlannerOptions planner;
 };
 
@@ -246,6 +259,13 @@ class Scheduler {
     std::map<std::string, std::string> issued;
     int64_t lease_start_ms = 0, deadline_ms = 0;
     std::set<std::string> failed_on;
+    int queued = 0;  // entries of this shard in its job's `ready` (some may be stale)
+  };
+  // The shards of one prompt range, for affinity.
+  struct PromptRange {
+    std::vector<int64_t> shards;       // in plan order
+    size_t done_prefix = 0;            // shards[0, done_prefix) are done
+    std::vector<std::string> holders;  // live workers that leased one of them
   };
   struct Job {
     std::string id;
@@ -265,7 +285,9 @@ class Scheduler {
     bool summary_stored = false;  // the store has this finished job's summary
     int max_attempts = 4;
     std::vector<Shard> shards;
-    std::deque<int64_t> ready;     // pending shards, in order
+    // Pending shards, in order. An entry whose shard is no longer pending
+    // (leased by affinity from the middle) is stale and skipped when reached.
+    std::deque<int64_t> ready;
     std::vector<int64_t> delayed;  // pending shards waiting out a backoff
     std::set<int64_t> leased;
     std::vector<std::vector<Array>> results;
@@ -287,6 +309,12 @@ class Scheduler {
     std::string unsaved_spec;  // the prepared spec, until the store has it
     std::vector<std::string> first_prompt_str_tokens;
     int64_t waiting_since_ms = 0;  // no live worker serves the job since; 0: served
+    // Affinity (prompt_affinity; empty when no prompt range has two shards).
+    std::vector<PromptRange> ranges;                   // in order of first shard
+    std::vector<int32_t> range_of;                     // shard -> its range
+    std::map<std::string, std::vector<int32_t>> held;  // live worker -> ranges it holds
+    size_t next_fresh = 0;                             // ranges before it have had holders
+    std::deque<int32_t> orphaned;                      // ranges whose holders were all lost
   };
   struct Worker {
     v1::WorkerInfo info;
@@ -328,9 +356,24 @@ class Scheduler {
   // exist and one of another owner) otherwise.
   absl::StatusOr<Job*> FindOwned(const Caller& caller, const std::string& job_id) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void PromoteDue(Job* job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::optional<int64_t> TakeShard(Job* job, const std::string& worker_id)
+  // Moves backed-off shards that are due to `ready`; true when any became due.
+  bool PromoteDue(Job* job, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void Enqueue(Job* job, int64_t s, bool front = false);
+  std::optional<int64_t> TakeShard(Job* job, const std::string& worker_id, int64_t now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Affinity: the job's prompt ranges (when one has two shards or more).
+  void IndexRanges(Job* job) const;
+  // A shard of a range this worker holds, else of a range no live worker
+  // holds; nullopt: take the oldest ready one.
+  std::optional<int64_t> TakeByAffinity(Job* job, const std::string& worker_id, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A ready shard of range r that has not failed on the worker.
+  static std::optional<int64_t> ReadyIn(Job* job, int32_t r, const std::string& worker_id,
+                                        int64_t now);
+  // The worker holds the range of shard s (it leased it).
+  static void Hold(Job* job, int64_t s, const std::string& worker_id);
+  // The worker holds no range any more (lost, or shutting down).
+  void DropHolder(const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseLease(Job* job, int64_t shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Requeue(Job* job, int64_t shard, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

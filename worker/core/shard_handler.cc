@@ -35,7 +35,9 @@ absl::StatusOr<RunResult> WorkerCore::RunShard(const v1::RunShardRequest& reques
     LG_ASSIGN_OR_RETURN(PreparedShard shard,
                         PrepareSearchShard(model_->cfg(), std::move(task), limits));
     LG_ASSIGN_OR_RETURN(ReplyBudget::Hold hold, ReserveReply(shard.result_bytes, "RunShard"));
-    LG_ASSIGN_OR_RETURN(NamedTensors tensors, RunPreparedShard(*model_, shard, cancelled));
+    LG_ASSIGN_OR_RETURN(
+        NamedTensors tensors,
+        RunPreparedShard(*model_, shard, cancelled, shard_cache_.get(), shard_cache_scope_));
     RunResult result;
     result.hold = std::move(hold);
     result.header.set_weights_sha256(info_.weights_sha256());

@@ -171,6 +171,10 @@ absl::StatusOr<std::unique_ptr<WorkerCore>> WorkerCore::Load(const WorkerOptions
     limits->set_max_program_nodes(options.max_program_nodes);
     limits->set_max_program_bytes(options.max_program_bytes);
     limits->set_max_einsum_elements(options.max_einsum_elements);
+    core->shard_cache_ = std::make_unique<BaseRunCache>(options.shard_cache_bytes);
+    core->shard_cache_scope_ =
+        absl::StrCat("weights ", info.weights_sha256(), " processed ", info.processed(), " device ",
+                     info.device(), " dtype ", info.dtype());
     return core;
   });
 }

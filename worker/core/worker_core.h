@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/model/analysis/base_run_cache.h"
 #include "worker/reply_budget.h"
 #include "worker/worker_backend.h"
 
@@ -57,6 +58,11 @@ struct WorkerOptions {
   int64_t max_einsum_elements = int64_t{1} << 32;
   int64_t chunk_bytes = 1 << 20;
   int64_t max_queue = 64;  // reported in ModelInfo only
+  // Memory for the base runs of shards' prompt ranges (clean and corrupted
+  // forwards and what the interventions start from), kept so the other
+  // component shards of a range reuse them; least recently used first out.
+  // 0 = none. Default: 256 MiB
+  int64_t shard_cache_bytes = int64_t{256} << 20;
 };
 
 class WorkerCore : public WorkerBackend {
@@ -78,6 +84,8 @@ class WorkerCore : public WorkerBackend {
                                      const CancelCheck& cancelled) const override;
   // In worker/core/prepare_job.cc (the datasets of worker/model/analysis).
   absl::StatusOr<v1::PreparedDataset> PrepareJob(const v1::PrepareJob& request) const override;
+  // RunShard's reuse of base runs (WorkerOptions::shard_cache_bytes).
+  BaseRunCache::Stats ShardCacheStats() const { return shard_cache_->stats(); }
   // Every weight the model has (no names), or the named ones.
   absl::StatusOr<RunResult> GetWeights(const v1::GetWeightsRequest& request,
                                        const CancelCheck& cancelled) const override;
@@ -115,6 +123,8 @@ class WorkerCore : public WorkerBackend {
   std::vector<HookShape> hook_shapes_;    // by hook id
   v1::ModelInfo info_;
   std::unique_ptr<ReplyBudget> reply_budget_;
+  std::unique_ptr<BaseRunCache> shard_cache_;  // never null (budget 0: keeps nothing)
+  std::string shard_cache_scope_;              // this model: weights, processing, device
 };
 
 }  // namespace lensgrid

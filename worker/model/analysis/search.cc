@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "worker/model/activation_edit.h"
 #include "worker/model/analysis/attribution.h"
@@ -158,7 +161,10 @@ class SearchRun {
     counts_->forwards += 1;
     counts_->block_rows += rows * (cfg_.n_layers - o.start_at_layer.value_or(0));
   }
+  // The base runs, from options_.base_run_cache when it has them.
   absl::Status BaseRuns();
+  absl::Status RunBase();          // runs them (batch_ and base_ are set)
+  std::string BaseRunKey() const;  // "" without a cache
   absl::Status Interventions(SearchOutput* out);
   absl::StatusOr<torch::Tensor> EvaluateNaive(const Edit& e);
   absl::StatusOr<torch::Tensor> EvaluatePacked(const std::vector<Edit>& edits);
@@ -207,12 +213,109 @@ absl::Status SearchRun::Validate() const {
   return absl::OkStatus();
 }
 
+// What a base run leaves for the interventions, as BaseRunCache keeps it:
+// immutable once stored, read by any number of searches at once.
+struct CachedBaseRun {
+  torch::Tensor clean_log_probs;          // batch_.targets.clean_log_probs
+  std::vector<torch::Tensor> base_resid;  // SearchRun::base_resid_
+  std::map<std::string, torch::Tensor> sources;
+  torch::Tensor baseline, reference;  // result_'s
+};
+
+// Bytes of memory the tensors keep alive (each storage once).
+int64_t HeldBytes(const CachedBaseRun& run) {
+  std::set<const void*> seen;
+  int64_t bytes = 0;
+  auto add = [&](const torch::Tensor& t) {
+    if (!t.defined()) return;
+    const c10::Storage& storage = t.storage();
+    if (seen.insert(storage.data()).second) bytes += static_cast<int64_t>(storage.nbytes());
+  };
+  add(run.clean_log_probs);
+  for (const auto& t : run.base_resid) add(t);
+  for (const auto& [hook, t] : run.sources) add(t);
+  add(run.baseline);
+  add(run.reference);
+  return bytes;
+}
+
+// The cache key of this search's base run: a hash of everything the base run
+// depends on (BaseRuns reads nothing else), so that equal keys mean equal runs.
+std::string SearchRun::BaseRunKey() const {
+  if (options_.base_run_cache == nullptr || options_.base_run_scope.empty() ||
+      options_.base_run_cache->budget_bytes() == 0) {
+    return "";
+  }
+  std::string m = "lensgrid base run v1";
+  auto add_int = [&m](int64_t v) { m.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  auto add_str = [&](const std::string& v) {
+    add_int(static_cast<int64_t>(v.size()));
+    m.append(v);
+  };
+  auto add_ids = [&](const std::vector<int64_t>& ids) {
+    add_int(static_cast<int64_t>(ids.size()));
+    for (int64_t id : ids) add_int(id);
+  };
+  auto add_prompts = [&](const Dataset& ds, int64_t begin, int64_t end) {
+    add_int(ds.max_length());
+    add_int(end - begin);
+    for (int64_t i = begin; i < end; ++i) {
+      const Prompt& p = ds.prompts[i];
+      add_ids(p.tokens);
+      add_ids(p.corrupted_tokens);
+      add_ids(p.answers);
+      add_ids(p.wrongs);
+      add_int(p.loss_start);
+    }
+  };
+  add_str(options_.base_run_scope);
+  add_str(MethodName(spec_.method));
+  add_str(MetricName(spec_.metric));
+  add_str(AblationName(spec_.ablation));
+  add_prompts(dataset_, p_begin_, p_end_);
+  if (!IsPatching(spec_.method) && spec_.ablation == AblationKind::kMean) {
+    const Dataset& mean_of = options_.mean_dataset != nullptr ? *options_.mean_dataset : dataset_;
+    add_prompts(mean_of, 0, static_cast<int64_t>(mean_of.prompts.size()));
+  }
+  return Sha256Hex(m);
+}
+
 absl::Status SearchRun::BaseRuns() {
   const bool patching = IsPatching(spec_.method);
   const bool need_corrupted = patching || spec_.ablation == AblationKind::kResample;
   LG_ASSIGN_OR_RETURN(batch_, MakePromptBatch(dataset_, p_begin_, p_end_, need_corrupted,
                                               cfg_.d_vocab, cfg_.bos_token_id));
   base_ = patching ? &batch_.corrupted : &batch_.clean;
+  const std::string key = BaseRunKey();
+  if (!key.empty()) {
+    auto hit = std::static_pointer_cast<const CachedBaseRun>(options_.base_run_cache->Find(key));
+    if (hit != nullptr) {
+      batch_.targets.clean_log_probs = hit->clean_log_probs;
+      base_resid_ = hit->base_resid;
+      sources_.by_hook = hit->sources;
+      // The result's own tensors: what a caller does with them stays out of the cache.
+      result_.baseline = hit->baseline.clone();
+      if (hit->reference.defined()) result_.reference = hit->reference.clone();
+      counts_->base_runs_reused += 1;
+      return absl::OkStatus();
+    }
+  }
+  LG_RETURN_IF_ERROR(RunBase());
+  if (!key.empty()) {
+    auto run = std::make_shared<CachedBaseRun>();
+    run->clean_log_probs = batch_.targets.clean_log_probs;
+    run->base_resid = base_resid_;
+    run->sources = sources_.by_hook;
+    run->baseline = result_.baseline.clone();
+    if (result_.reference.defined()) run->reference = result_.reference.clone();
+    const int64_t bytes = HeldBytes(*run);
+    options_.base_run_cache->Insert(key, std::move(run), bytes);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SearchRun::RunBase() {
+  const bool patching = IsPatching(spec_.method);
   const std::vector<std::string> source_hooks = SourceHooks();
 
   // The clean run: metric reference, KL target, and the patching sources.

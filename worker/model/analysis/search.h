@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/search_methods.h"
+#include "worker/model/analysis/base_run_cache.h"
 #include "worker/model/analysis/dataset.h"
 #include "worker/model/analysis/metrics.h"
 #include "worker/model/hooked_transformer.h"
@@ -64,6 +65,14 @@ struct SearchOptions {
   // its own prompts passes the job's.
   const Dataset* mean_dataset = nullptr;
   std::function<bool()> is_cancelled;
+  // Ablations and activation patching: base runs made before (the clean and
+  // corrupted forwards of the same prompts, their resid_pre, sources and
+  // baseline) are taken from this cache instead of run again, and new ones
+  // are stored in it (base_run_cache.h). Used only with a non-empty scope,
+  // which names the model that runs them (a worker's weights sha256 and
+  // processing). Default: none.
+  BaseRunCache* base_run_cache = nullptr;
+  std::string base_run_scope;
 };
 
 struct SearchOutput {
@@ -82,6 +91,9 @@ struct SearchCounts {
   int64_t forwards = 0;
   int64_t backwards = 0;
   int64_t block_rows = 0;
+  // Base runs taken from SearchOptions::base_run_cache (their forwards are
+  // not counted above: they did not run).
+  int64_t base_runs_reused = 0;
 };
 
 struct SearchResult {

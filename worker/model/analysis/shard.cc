@@ -153,8 +153,11 @@ absl::StatusOr<PreparedShard> PrepareSearchShard(const HookedTransformerConfig& 
 
 absl::StatusOr<NamedTensors> RunPreparedShard(const HookedTransformer& model,
                                               const PreparedShard& shard,
-                                              std::function<bool()> is_cancelled) {
+                                              std::function<bool()> is_cancelled,
+                                              BaseRunCache* base_runs, const std::string& scope) {
   SearchOptions options;
+  options.base_run_cache = base_runs;
+  options.base_run_scope = scope;
   options.component_begin = shard.component_begin;
   options.component_end = shard.component_end;
   if (!shard.mean_dataset.prompts.empty()) options.mean_dataset = &shard.mean_dataset;

@@ -19,6 +19,7 @@
 #define LENSGRID_WORKER_MODEL_ANALYSIS_SHARD_H_
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -67,9 +68,15 @@ struct PreparedShard {
 absl::StatusOr<PreparedShard> PrepareSearchShard(const HookedTransformerConfig& cfg, ShardTask task,
                                                  const ShardLimits& limits = {});
 // `is_cancelled` (optional) is polled between blocks: CANCELLED when it says so.
+// `base_runs` (optional) keeps the base runs of the prompt ranges this process
+// ran, so that the other component shards of a range reuse them; `scope`
+// names the model (SearchOptions::base_run_scope; empty: no reuse). The
+// tensors are the same bits with or without it.
 absl::StatusOr<NamedTensors> RunPreparedShard(const HookedTransformer& model,
                                               const PreparedShard& shard,
-                                              std::function<bool()> is_cancelled = nullptr);
+                                              std::function<bool()> is_cancelled = nullptr,
+                                              BaseRunCache* base_runs = nullptr,
+                                              const std::string& scope = "");
 
 }  // namespace lensgrid
 

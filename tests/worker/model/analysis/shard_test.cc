@@ -1,5 +1,7 @@
 #include "worker/model/analysis/shard.h"
 
+#include <cstring>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/model/test_util.h"
@@ -113,6 +115,168 @@ TEST(ShardTest, BadTasksAreClearErrors) {
   small = {};
   small.max_result_bytes = 16;
   EXPECT_THAT(err([](ShardTask*) {}, small).message(), HasSubstr("--max-response-bytes"));
+}
+
+// Every component shard of one prompt range, one at a time, on `cache` (null:
+// none). Returns the shards' tensors by name, in order.
+std::vector<std::map<std::string, torch::Tensor>> RunComponentShards(const HookedTransformer& model,
+                                                                     const Dataset& ds,
+                                                                     const SearchSpec& spec,
+                                                                     int64_t begin, int64_t end,
+                                                                     BaseRunCache* cache) {
+  const int64_t n_components =
+      c10::multiply_integers(SearchOutputs(spec, model.cfg(), ds.max_length()).front().shape);
+  std::vector<std::map<std::string, torch::Tensor>> out;
+  for (int64_t c = 0; c < n_components; ++c) {
+    ShardTask task = Task(ds, spec, begin, end);
+    task.component_begin = c;
+    task.component_end = c + 1;
+    auto shard = PrepareSearchShard(model.cfg(), std::move(task));
+    EXPECT_TRUE(shard.ok()) << shard.status();
+    if (!shard.ok()) return out;
+    auto tensors = RunPreparedShard(model, *shard, nullptr, cache, "test model");
+    EXPECT_TRUE(tensors.ok()) << tensors.status();
+    if (!tensors.ok()) return out;
+    out.emplace_back(tensors->begin(), tensors->end());
+  }
+  return out;
+}
+
+void ExpectSameBits(const std::vector<std::map<std::string, torch::Tensor>>& a,
+                    const std::vector<std::map<std::string, torch::Tensor>>& b,
+                    const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].size(), b[i].size()) << what;
+    for (const auto& [name, t] : a[i]) {
+      const torch::Tensor& u = b[i].at(name);
+      ASSERT_EQ(t.sizes(), u.sizes()) << what << " shard " << i << " " << name;
+      ASSERT_EQ(t.scalar_type(), u.scalar_type()) << what << " shard " << i << " " << name;
+      EXPECT_EQ(std::memcmp(t.contiguous().data_ptr(), u.contiguous().data_ptr(), t.nbytes()), 0)
+          << what << " shard " << i << " " << name << " differs";
+    }
+  }
+}
+
+// The component shards of a prompt range reuse its base run: one miss, then
+// hits, and the very same bits as without the cache, for every method of the
+// intervention engine and the ablations and metrics that change the base run.
+TEST(ShardBaseRunCacheTest, ComponentShardsReuseTheBaseRunBitForBit) {
+  auto model = TinyModel();
+  const Dataset ds = ThreePrompts();
+  const std::vector<SearchSpec> specs = {
+      {Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kZero},
+      {Method::kAblateHeads, MetricKind::kKl, AblationKind::kMean},
+      {Method::kAblateLayers, MetricKind::kLoss, AblationKind::kResample},
+      {Method::kPatchHeads, MetricKind::kLogitDiff, AblationKind::kZero},
+      {Method::kPatchResid, MetricKind::kProb, AblationKind::kZero},
+      {Method::kPatchPattern, MetricKind::kKl, AblationKind::kZero},
+  };
+  for (const SearchSpec& spec : specs) {
+    const std::string what =
+        MethodName(spec.method) + " " + MetricName(spec.metric) + " " + AblationName(spec.ablation);
+    BaseRunCache cache(int64_t{64} << 20);
+    auto without = RunComponentShards(*model, ds, spec, 1, 3, nullptr);
+    auto with = RunComponentShards(*model, ds, spec, 1, 3, &cache);
+    ExpectSameBits(without, with, what);
+    const BaseRunCache::Stats stats = cache.stats();
+    EXPECT_EQ(stats.misses, 1) << what;
+    EXPECT_EQ(stats.hits, static_cast<int64_t>(with.size()) - 1) << what;
+    EXPECT_EQ(stats.entries, 1) << what;
+    EXPECT_GT(stats.bytes, 0) << what;
+    // Another prompt range is another base run.
+    auto other = RunComponentShards(*model, ds, spec, 0, 1, &cache);
+    ExpectSameBits(RunComponentShards(*model, ds, spec, 0, 1, nullptr), other, what);
+    EXPECT_EQ(cache.stats().misses, 2) << what;
+    EXPECT_EQ(cache.stats().entries, 2) << what;
+  }
+}
+
+// Anything a base run depends on is in its key: a change of it is a miss.
+TEST(ShardBaseRunCacheTest, WhatChangesTheBaseRunChangesTheKey) {
+  auto model = TinyModel();
+  const Dataset ds = ThreePrompts();
+  const SearchSpec spec{Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kMean};
+  BaseRunCache cache(int64_t{64} << 20);
+  auto run = [&](const SearchSpec& s, std::function<void(ShardTask*)> edit,
+                 const std::string& scope) {
+    ShardTask task = Task(ds, s, 0, 2);
+    task.component_begin = 0;
+    task.component_end = 1;
+    edit(&task);
+    auto shard = PrepareSearchShard(model->cfg(), std::move(task));
+    ASSERT_TRUE(shard.ok()) << shard.status();
+    ASSERT_TRUE(RunPreparedShard(*model, *shard, nullptr, &cache, scope).ok());
+  };
+  auto same = [](ShardTask*) {};
+  run(spec, same, "a");
+  EXPECT_EQ(cache.stats().misses, 1);
+  run(spec, same, "a");
+  EXPECT_EQ(cache.stats().hits, 1);
+  int64_t misses = 1;
+  auto expect_miss = [&](const SearchSpec& s, std::function<void(ShardTask*)> edit,
+                         const std::string& scope, const char* what) {
+    run(s, edit, scope);
+    EXPECT_EQ(cache.stats().misses, ++misses) << what;
+    EXPECT_EQ(cache.stats().hits, 1) << what;
+  };
+  expect_miss(spec, same, "b", "another model (scope)");
+  expect_miss({Method::kAblateHeads, MetricKind::kProb, AblationKind::kMean}, same, "a", "metric");
+  expect_miss({Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kZero}, same, "a",
+              "ablation");
+  expect_miss({Method::kPatchHeads, MetricKind::kLogitDiff, AblationKind::kZero}, same, "a",
+              "method");
+  expect_miss(
+      spec, [](ShardTask* t) { t->prompts[1].answers = {7}; }, "a", "an answer");
+  expect_miss(
+      spec, [](ShardTask* t) { t->prompts[1].wrongs = {7}; }, "a", "a wrong");
+  expect_miss(
+      spec, [](ShardTask* t) { t->prompts[0].tokens[2] = 7; }, "a", "a token");
+  expect_miss(
+      spec, [](ShardTask* t) { t->prompts[0].corrupted_tokens[2] = 11; }, "a", "a corrupted token");
+  expect_miss(
+      spec, [](ShardTask* t) { t->prompts[0].loss_start = 2; }, "a", "loss_start");
+  expect_miss(
+      spec, [](ShardTask* t) { t->n_pos = 6; }, "a", "the padding");
+  expect_miss(
+      spec, [](ShardTask* t) { t->mean_prompts[2].tokens[1] = 7; }, "a", "a prompt of the mean");
+  // What does not change it: the components, a prompt's origin.
+  run(
+      spec, [](ShardTask* t) { t->component_begin = 2, t->component_end = 4; }, "a");
+  run(
+      spec, [](ShardTask* t) { t->prompts[0].origin = "elsewhere"; }, "a");
+  EXPECT_EQ(cache.stats().hits, 3);
+  // No scope, or no budget: no reuse.
+  run(spec, same, "");
+  EXPECT_EQ(cache.stats().hits + cache.stats().misses, 3 + misses);
+}
+
+// A budget smaller than two base runs keeps the latest only; the results stay
+// the same bits.
+TEST(ShardBaseRunCacheTest, EvictionKeepsTheBudget) {
+  auto model = TinyModel();
+  const Dataset ds = ThreePrompts();
+  const SearchSpec spec{Method::kPatchHeads, MetricKind::kKl, AblationKind::kZero};
+  BaseRunCache probe(int64_t{64} << 20);
+  RunComponentShards(*model, ds, spec, 0, 2, &probe);
+  const int64_t one = probe.stats().bytes;
+  ASSERT_GT(one, 0);
+  BaseRunCache cache(one + one / 2);
+  for (int round = 0; round < 2; ++round) {
+    for (int64_t begin : {0, 1}) {
+      auto with = RunComponentShards(*model, ds, spec, begin, begin + 2, &cache);
+      ExpectSameBits(RunComponentShards(*model, ds, spec, begin, begin + 2, nullptr), with,
+                     "range " + std::to_string(begin));
+      EXPECT_LE(cache.stats().bytes, cache.budget_bytes());
+      EXPECT_EQ(cache.stats().entries, 1);
+    }
+  }
+  EXPECT_EQ(cache.stats().misses, 4);  // each range evicted the other
+  EXPECT_EQ(cache.stats().evictions, 3);
+  BaseRunCache none(0);
+  RunComponentShards(*model, ds, spec, 0, 2, &none);
+  EXPECT_EQ(none.stats().entries, 0);
+  EXPECT_EQ(none.stats().hits, 0);
 }
 
 }  // namespace
