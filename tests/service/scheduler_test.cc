@@ -74,6 +74,118 @@ TEST_F(SchedulerTest, RunsAJobToItsMergedResult) {
   EXPECT_EQ(Kinds(job).back(), v1::JobEvent::JOB_SUCCEEDED);
 }
 
+// Prompt-range affinity: a worker that ran a shard of a prompt range gets
+// that range's next shards (its base run is cached there); another worker
+// starts on a range nobody holds.
+TEST_F(SchedulerTest, AffinityLeasesARangesShardsToTheWorkerThatRanOne) {
+  const std::string job = scheduler_.Submit(kAnon, SmallJob(3)).value();  // 3 ranges x 4 heads
+  const std::string a = Worker(), b = Worker();
+  std::map<std::string, std::vector<int64_t>> ranges;  // worker -> prompt_begin of each lease
+  for (int round = 0; round < 4; ++round) {
+    for (const std::string& w : {a, b}) {
+      std::optional<v1::ShardLease> lease = Lease(w);
+      ASSERT_TRUE(lease.has_value());
+      ranges[w].push_back(lease->shard().prompt_begin());
+      ASSERT_TRUE(*scheduler_.Complete(w, lease->lease_id(), ResultFor(lease->shard())));
+    }
+  }
+  // Each ran one range whole, and not the other's.
+  EXPECT_EQ(std::set<int64_t>(ranges[a].begin(), ranges[a].end()).size(), 1u);
+  EXPECT_EQ(std::set<int64_t>(ranges[b].begin(), ranges[b].end()).size(), 1u);
+  EXPECT_NE(ranges[a].front(), ranges[b].front());
+  // The third range: whoever asks first starts it, and keeps it.
+  std::optional<v1::ShardLease> first = Lease(b);
+  ASSERT_TRUE(first.has_value());
+  const int64_t third = first->shard().prompt_begin();
+  EXPECT_NE(third, ranges[a].front());
+  EXPECT_NE(third, ranges[b].front());
+  std::optional<v1::ShardLease> next = Lease(b);
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->shard().prompt_begin(), third);
+  for (const auto* l : {&*first, &*next}) {
+    ASSERT_TRUE(*scheduler_.Complete(b, l->lease_id(), ResultFor(l->shard())));
+  }
+  // The other worker asking is not kept waiting: it shares the range.
+  while (auto l = Lease(a)) {
+    EXPECT_EQ(l->shard().prompt_begin(), third);
+    ASSERT_TRUE(*scheduler_.Complete(a, l->lease_id(), ResultFor(l->shard())));
+  }
+  EXPECT_EQ(State(job), v1::JOB_SUCCEEDED);
+  auto result = scheduler_.GetResult(kAnon, job);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->tensors.back().values, (std::vector<float>{10, 11, 12, 13}));  // p = 0, 1, 2
+}
+
+// No worker waits while a shard is ready: with one prompt range held by A,
+// B still gets its shards.
+TEST_F(SchedulerTest, AffinityStarvesNoWorker) {
+  scheduler_.Submit(kAnon, SmallJob(1)).value();  // 1 range x 4 heads
+  const std::string a = Worker(), b = Worker();
+  std::optional<v1::ShardLease> la = Lease(a);
+  ASSERT_TRUE(la.has_value());
+  std::optional<v1::ShardLease> lb = Lease(b);
+  ASSERT_TRUE(lb.has_value());
+  EXPECT_NE(la->shard_id(), lb->shard_id());
+  EXPECT_TRUE(Lease(a).has_value());
+  EXPECT_TRUE(Lease(b).has_value());
+  EXPECT_FALSE(Lease(a).has_value());  // all 4 leased
+}
+
+// A lost worker's ranges go to the workers left: its leased shard is
+// re-queued as before, and its range's shards run elsewhere.
+TEST_F(SchedulerTest, AffinityALostWorkersRangesGoToOthers) {
+  const std::string job = scheduler_.Submit(kAnon, SmallJob(2)).value();  // 2 ranges x 4 heads
+  const std::string a = Worker(), b = Worker();
+  std::optional<v1::ShardLease> la = Lease(a);
+  ASSERT_TRUE(la.has_value());
+  const int64_t range_a = la->shard().prompt_begin();
+  ASSERT_TRUE(*scheduler_.Complete(a, la->lease_id(), ResultFor(la->shard())));
+  std::optional<v1::ShardLease> held = Lease(a);  // A holds this one when it goes silent
+  ASSERT_TRUE(held.has_value());
+  EXPECT_EQ(held->shard().prompt_begin(), range_a);
+  std::optional<v1::ShardLease> lb = Lease(b);
+  ASSERT_TRUE(lb.has_value());
+  EXPECT_NE(lb->shard().prompt_begin(), range_a);
+  ASSERT_TRUE(*scheduler_.Complete(b, lb->lease_id(), ResultFor(lb->shard())));
+  // A goes silent; B keeps talking.
+  for (int i = 0; i < 7; ++i) {
+    clock_.Advance(9000);
+    ASSERT_TRUE(scheduler_.Heartbeat(b, {}).ok());
+    scheduler_.Tick();
+  }
+  const std::vector<v1::JobEvent::Kind> kinds = Kinds(job);
+  ASSERT_NE(std::find(kinds.begin(), kinds.end(), v1::JobEvent::WORKER_LOST), kinds.end());
+  EXPECT_EQ(scheduler_.Lease(a).status().code(), absl::StatusCode::kNotFound);  // lost
+  int on_range_a = 0;
+  while (auto l = Lease(b)) {
+    on_range_a += l->shard().prompt_begin() == range_a ? 1 : 0;
+    ASSERT_TRUE(*scheduler_.Complete(b, l->lease_id(), ResultFor(l->shard())));
+  }
+  EXPECT_EQ(on_range_a, 3);  // the one A held and the two it never leased
+  EXPECT_EQ(State(job), v1::JOB_SUCCEEDED);
+  auto result = scheduler_.GetResult(kAnon, job);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->tensors.back().values, (std::vector<float>{5, 6, 7, 8}));
+}
+
+// Without affinity, shards go out in plan order, as they always did.
+TEST(SchedulerAffinityOffTest, LeasesInPlanOrder) {
+  FakeClock clock;
+  SchedulerOptions o;
+  o.prompt_affinity = false;
+  Scheduler s(&clock, o, nullptr);
+  s.Submit(kAnon, SmallJob(2)).value();
+  v1::RegisterRequest r;
+  r.set_model_id("m");
+  r.set_weights_sha256("sha");
+  const std::string w = s.RegisterWorker(r).value();
+  for (int64_t i = 0; i < 8; ++i) {
+    std::optional<v1::ShardLease> lease = s.Lease(w).value();
+    ASSERT_TRUE(lease.has_value());
+    EXPECT_EQ(lease->shard_id(), i);
+  }
+}
+
 // The signal to scale workers on: shards waiting for a worker, backing off
 // ones included, leased ones not.
 TEST_F(SchedulerTest, PendingShardsCountWhatWaitsForAWorker) {
