@@ -24,6 +24,7 @@ python3-protobuf and python3-numpy; torch (return_torch=True) and tqdm are optio
 from lensgrid._version import WORKER_API_VERSION, __version__
 from lensgrid.errors import ApiVersionError, Error, InvalidInputError, TraceError, WorkerError
 from lensgrid.worker import RunResult, Worker, act_name, open_channel
+from lensgrid.shared_memory import SharedMemory
 from lensgrid.cache import ActivationCache
 from lensgrid.factored import FactoredMatrix, composition_scores
 from lensgrid.model import Config, RemoteModel, connect
@@ -35,4 +36,4 @@ __all__ = ["__version__", "WORKER_API_VERSION", "Error", "WorkerError", "ApiVers
            "InvalidInputError", "TraceError", "Worker", "RunResult", "act_name", "open_channel",
            "ActivationCache", "FactoredMatrix", "composition_scores", "Config", "RemoteModel",
            "connect", "trace", "display", "Coordinator", "Job", "SearchResult", "save",
-           "Store", "default_metric"]
+           "Store", "default_metric", "SharedMemory"]

@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 
 from lensgrid import _wire
+from lensgrid.shared_memory import SHARED_MEMORY_API, SharedMemory, arrays_in_region, as_range
 from lensgrid.errors import ApiVersionError, Error, InvalidInputError, WorkerError
 from lensgrid._version import SUPPORTED_MAJORS
 from google.protobuf import json_format
@@ -334,7 +335,27 @@ class Worker:
         resp = self._call(self._stub.Detokenize, worker_pb2.DetokenizeRequest(ids=list(map(int, ids))), None)
         return resp.text
 
-    def _stream(self, method, request, timeout, header_tokens=True):
+    def shared_memory(self, byte_size):
+        """A same-host shared-memory region of byte_size bytes attached to this worker (Worker
+        API 2.1), for shared_memory= of run_with_cache, run_with_interventions and get_weights:
+        the worker writes the reply's tensors there and the arrays are views into it, valid
+        until the next call writing the same bytes of the region (copy=True or .copy() keeps
+        them). Use it as a context manager, or close() it: that detaches and unlinks it.
+        WorkerError FAILED_PRECONDITION when the worker is not on this host. See
+        lensgrid.shared_memory."""
+        self.require_api_version(SHARED_MEMORY_API, "shared memory (AttachSharedMemory)")
+        return SharedMemory(self, byte_size)
+
+    def _shared_memory_target(self, shared_memory):
+        if shared_memory is None:
+            return None
+        part = as_range(shared_memory)
+        if part.region.closed:
+            raise InvalidInputError(f"the shared memory {part.region.name} is closed")
+        self.require_api_version(SHARED_MEMORY_API, "shared_memory=")
+        return part
+
+    def _stream(self, method, request, timeout, header_tokens=True, region=None, copy=False):
         result = RunResult()
         assembler = _wire.Assembler()
         header = None
@@ -354,7 +375,14 @@ class Worker:
             raise
         if header is None:
             raise Error("stream: the reply had no header")
-        tensors = assembler.finish([t.name for t in header.tensors])
+        if header.in_shared_memory:
+            if region is None:
+                raise RuntimeError("stream: the header says the tensors are in shared memory, "
+                                   "but the request named no region")
+            assembler.finish([])  # no chunks may follow such a header
+            tensors = arrays_in_region(region.region, header, copy)
+        else:
+            tensors = assembler.finish([t.name for t in header.tensors])
         if header_tokens or header.HasField("tokens"):
             result.tokens = _wire.from_tensor(header.tokens)
         if header.HasField("attention_mask"):
@@ -372,22 +400,29 @@ class Worker:
                        stop_at_layer=None, return_type="logits", per_token_loss=False,
                        remove_batch_dim=False, dtype=None, logits_dtype=None, prepend_bos=True,
                        padding_side="right", attention_mask=None, expected_weights_sha256="",
-                       timeout=None):
+                       timeout=None, shared_memory=None, copy=False):
         """Runs text(s) or token ids and returns a RunResult: activations by hook name
-        (all of them when neither names nor names_regex is given), .logits, .loss."""
+        (all of them when neither names nor names_regex is given), .logits, .loss.
+
+        shared_memory: a region from Worker.shared_memory (or shm.range(offset, size)): the
+        worker writes the tensors there and they come back as views into it (valid until the
+        next call writing those bytes; copy=True returns copies)."""
+        part = self._shared_memory_target(shared_memory)
         request = worker_pb2.RunWithCacheRequest(
             input=_input(input, prepend_bos, padding_side, attention_mask),
             options=_options(return_type, per_token_loss, stop_at_layer, logits_dtype),
             cache=_cache_spec(names, names_regex, positions, remove_batch_dim, dtype),
             expected_weights_sha256=expected_weights_sha256)
-        return self._stream("RunWithCache", request, timeout)
+        if part is not None:
+            request.options.shared_memory.CopyFrom(part.target())
+        return self._stream("RunWithCache", request, timeout, region=part, copy=copy)
 
     def run_with_interventions(self, input, interventions=(), patch_input=None, metric=None,
                                names=None, names_regex=None, cache=False, return_type="logits",
                                per_token_loss=False, stop_at_layer=None, logits_dtype=None,
                                prepend_bos=True, padding_side="right", attention_mask=None,
                                expected_weights_sha256="", timeout=None, programs=(),
-                               gradients=None):
+                               gradients=None, shared_memory=None, copy=False):
         """Runs with declarative interventions, e.g.
         [{"hook": "blocks.0.attn.hook_z", "head": 3, "op": "zero"},
          {"hook": ("resid_pre", 1), "positions": [-1], "op": "patch"}]
@@ -402,7 +437,10 @@ class Worker:
         gradients={"hooks": [...], "saved": NAME, "positions": slice(-1, None),
         "dtype": "float16"} (or a list of hooks): d objective / d activation as
         result["grad:HOOK"]; the objective is the saved scalar, else the metric (its mean;
-        with per_prompt its sum)."""
+        with per_prompt its sum).
+
+        shared_memory, copy: as run_with_cache's."""
+        part = self._shared_memory_target(shared_memory)
         request = worker_pb2.RunWithInterventionsRequest(
             input=_input(input, prepend_bos, padding_side, attention_mask),
             options=_options(return_type, per_token_loss, stop_at_layer, logits_dtype),
@@ -419,7 +457,9 @@ class Worker:
         g = _gradients(gradients)
         if g is not None:
             request.gradients.CopyFrom(g)
-        return self._stream("RunWithInterventions", request, timeout)
+        if part is not None:
+            request.options.shared_memory.CopyFrom(part.target())
+        return self._stream("RunWithInterventions", request, timeout, region=part, copy=copy)
 
     def api_version(self):
         """The worker's Worker API version as (MAJOR, MINOR); a worker that predates
@@ -432,12 +472,17 @@ class Worker:
         needed = (1, version) if isinstance(version, int) else tuple(version)
         check_api_version(self.model_info().api_version, needed, what, self.address)
 
-    def get_weights(self, names=None, dtype=None, timeout=None):
+    def get_weights(self, names=None, dtype=None, timeout=None, shared_memory=None, copy=False):
         """Weights by TransformerLens name ("W_E", "blocks.0.attn.W_Q", or "W_Q" for every layer
-        stacked), as numpy arrays in a dict; every weight when names is None."""
+        stacked), as numpy arrays in a dict; every weight when names is None. shared_memory,
+        copy: as run_with_cache's."""
         self.require_api_version(1, "GetWeights")
+        part = self._shared_memory_target(shared_memory)
         request = worker_pb2.GetWeightsRequest(names=list(names or []), dtype=_DTYPES[dtype])
-        result = self._stream("GetWeights", request, timeout, header_tokens=False)
+        if part is not None:
+            request.shared_memory.CopyFrom(part.target())
+        result = self._stream("GetWeights", request, timeout, header_tokens=False, region=part,
+                              copy=copy)
         return dict(result)
 
     def generate(self, input, max_new_tokens, temperature=0.0, top_k=0, top_p=0.0, seed=None,
