@@ -3,6 +3,7 @@ import collections
 import os
 import re
 import time
+import weakref
 
 import grpc
 import numpy as np
@@ -278,8 +279,12 @@ class Worker:
         self._raw = {name: _wire.raw_stream(self._channel, worker_pb2, "Worker", name)
                      for name in ("RunWithCache", "RunWithInterventions", "GetWeights")}
         self._info = None
+        self._regions = weakref.WeakSet()  # SharedMemory attached through this connection
 
     def close(self):
+        """Closes the connection and the shared-memory regions attached through it."""
+        for region in list(self._regions):
+            region.close()
         self._channel.close()
 
     def __enter__(self):
@@ -344,7 +349,9 @@ class Worker:
         WorkerError FAILED_PRECONDITION when the worker is not on this host. See
         lensgrid.shared_memory."""
         self.require_api_version(SHARED_MEMORY_API, "shared memory (AttachSharedMemory)")
-        return SharedMemory(self, byte_size)
+        region = SharedMemory(self, byte_size)
+        self._regions.add(region)
+        return region
 
     def _shared_memory_target(self, shared_memory):
         if shared_memory is None:

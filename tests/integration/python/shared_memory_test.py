@@ -203,6 +203,13 @@ class SharedMemoryTest(unittest.TestCase):
             list(self.worker._stub.GetWeights(request, timeout=60))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
 
+    def test_closing_the_worker_closes_its_regions(self):
+        with lensgrid.Worker(self.proc.address) as w:
+            shm = w.shared_memory(1 << 20)
+        self.assertTrue(shm.closed)
+        self.assertFalse(os.path.exists(shm_path(shm.name)))
+        self.proc.wait_for_log(rf"AttachSharedMemory: detached {shm.name}\b")
+
     def test_bad_sizes_are_refused_before_anything_is_created(self):
         before = set(os.listdir("/dev/shm"))
         for size in (0, -1):
