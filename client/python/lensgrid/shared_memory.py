@@ -7,8 +7,9 @@ into a POSIX shared-memory object this process created, instead of streaming the
         kept = worker.run_with_cache(tokens, shared_memory=shm, copy=True)  # arrays of its own
     # closed: the worker has detached the region and its name is unlinked
 
-How: the object is "/dev/shm/lensgrid-<32 random hex digits>", created here (mode 0600) and
-mapped; AttachSharedMemory tells the worker its name, and the worker maps it for as long as that
+How: the object is "/dev/shm/lensgrid-<32 random hex digits>", created here (mode 0600, its
+pages reserved at once, so a full /dev/shm is an error here rather than a fault in the worker)
+and mapped; AttachSharedMemory tells the worker its name, and the worker maps it for as long as that
 call stays open. The call is held, unread, until close() cancels it (or this process goes
 away, which ends it too): its end is what detaches the region. A run that names the region
 (SharedMemoryTarget) gets a header listing each tensor's offset in it, and no chunks.
@@ -20,6 +21,7 @@ mapping lives as long as an array uses it, so reading one is never a crash). Pas
 call .copy() on an array, to keep it past that. BF16 tensors are widened to float32 as in the
 streamed path, which copies them anyway.
 """
+import mmap
 import os
 import secrets
 import weakref
@@ -92,9 +94,6 @@ class SharedMemory:
         """A part of the region, [offset, offset + byte_size) (0: to its end), to pass as
         shared_memory= where calls at the same time must write disjoint bytes."""
         return SharedMemoryRange(self, int(offset), int(byte_size))
-
-    def target(self):
-        return self.range(0, 0).target()
 
     def close(self):
         """Detaches the region from the worker (cancels the call) and unlinks the object."""
@@ -169,7 +168,6 @@ def arrays_in_region(region, header, copy):
 
 def _create(name, byte_size):
     """Creates the object (mode 0600, never an existing one) and maps it."""
-    import mmap
     path = os.path.join(_SHM_DIR, name.lstrip("/"))
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
