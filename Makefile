@@ -26,6 +26,7 @@ bench: build
 	@$(BUILD_DIR)/bench/program_bench
 	@$(BUILD_DIR)/bench/ablation_bench
 	@$(BUILD_DIR)/bench/attribution_bench
+	@$(BUILD_DIR)/bench/shard_reuse_bench
 	@$(BUILD_DIR)/bench/circuit_bench
 	@$(BUILD_DIR)/bench/tokenizer_bench
 	@$(BUILD_DIR)/bench/coordinator_bench
