@@ -1,21 +1,32 @@
 // Worker benchmark (numbers, not pass/fail): a worker served on loopback TCP
-// in this process, against the same work without gRPC.
-//   1. cache transfer: a large RunWithCache over gRPC vs the same call on the
-//      core (no transfer); transfer MB/s = bytes / (grpc - core), vs memcpy.
-//   2. small RunWithCache latency: gRPC vs the core call in-process.
+// in this process, against the same work without gRPC, side by side:
+//   1. a large cache: the in-process core call (run + pack, no transfer), then
+//      the same RunWithCache streamed over gRPC at several chunk sizes and
+//      written into same-host shared memory; transfer MB/s = bytes / (call -
+//      core call), beside memcpy of the same bytes and a plain TCP socket
+//      moving them on loopback (the ceiling of any TCP path on this machine).
+//   2. a small RunWithCache: in process, over gRPC (streamed and shared
+//      memory), and the floor of one unary gRPC round trip (GetModelInfo).
 //
 //   build/bench/worker_bench [--tokens 1024] [--reps 5]
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/shared_memory_region.h"
 #include "client/worker_client.h"
 #include "common/mutex_mode.h"
 #include "common/openblas_env.h"
@@ -52,6 +63,75 @@ v1::Tensor Tokens(int64_t n) {
   return t;
 }
 
+// Milliseconds for a plain TCP socket on loopback to move `bytes` from one
+// thread's buffer into another's (1 MiB writes, a pre-touched destination).
+double TcpLoopbackMs(uint64_t bytes) {
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(listener);
+    return -1;
+  }
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  std::thread sender([&] {
+    int c = accept(listener, nullptr, nullptr);
+    for (uint64_t sent = 0; sent < bytes;) {
+      ssize_t n = write(c, src.data() + sent, std::min<uint64_t>(bytes - sent, 1 << 20));
+      if (n <= 0) break;
+      sent += n;
+    }
+    close(c);
+  });
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  const auto start = Clock::now();
+  uint64_t got = 0;
+  if (connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    while (got < bytes) {
+      ssize_t n = read(c, dst.data() + got, bytes - got);
+      if (n <= 0) break;
+      got += n;
+    }
+  }
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  close(c);
+  sender.join();
+  close(listener);
+  return got == bytes ? ms : -1;
+}
+
+// A WorkerService on 127.0.0.1 over `core`, and a client of it.
+struct Served {
+  Served(std::shared_ptr<const WorkerCore> core, size_t chunk_bytes)
+      : executor({.threads = 1, .max_pending = 8}),
+        service(&executor, {.chunk_bytes = chunk_bytes, .log_requests = false}) {
+    service.SetBackend(std::move(core));
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service);
+    server = builder.BuildAndStart();
+    client = WorkerClient::Connect(absl::StrCat("127.0.0.1:", port)).value();
+    if (!client->WaitUntilReady(absl::Seconds(10)).ok()) std::abort();
+  }
+  ~Served() { server->Shutdown(); }
+  Executor executor;
+  WorkerService service;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<WorkerClient> client;
+};
+
+void Check(const absl::StatusOr<RunReply>& reply) {
+  if (!reply.ok()) {
+    std::fprintf(stderr, "%s\n", reply.status().ToString().c_str());
+    std::exit(1);
+  }
+}
+
 int Main(int argc, char** argv) {
   int tokens = 1024, reps = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -77,49 +157,81 @@ int Main(int argc, char** argv) {
     return 1;
   }
   std::shared_ptr<const WorkerCore> core = std::move(*core_or);
-  Executor executor({.threads = 1, .max_pending = 8});
-  WorkerService service(&executor, {.chunk_bytes = 1 << 20, .log_requests = false});
-  service.SetBackend(core);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  auto server = builder.BuildAndStart();
-  auto client = WorkerClient::Connect(absl::StrCat("127.0.0.1:", port)).value();
-  if (!client->WaitUntilReady(absl::Seconds(10)).ok()) return 1;
   auto never = [] { return false; };
 
-  // 1. Large cache.
+  // 1. A large cache.
   v1::RunWithCacheRequest big;
   *big.mutable_input()->mutable_tokens() = Tokens(tokens);
   big.mutable_options()->set_return_type(v1::RETURN_NONE);
   uint64_t bytes = 0;
-  double core_ms =
-      MedianMs(reps, [&] { bytes = core->RunWithCache(big, never)->header.total_bytes(); });
-  double grpc_ms = MedianMs(reps, [&] {
-    auto reply = client->RunWithCache(big);
-    if (!reply.ok()) std::fprintf(stderr, "%s\n", reply.status().ToString().c_str());
+  int n_tensors = 0;
+  double core_ms = MedianMs(reps, [&] {
+    auto result = core->RunWithCache(big, never);
+    bytes = result->header.total_bytes();
+    n_tensors = result->header.tensors_size();
   });
   std::vector<char> src(bytes, 1), dst(bytes);
   double memcpy_ms = MedianMs(reps, [&] { std::memcpy(dst.data(), src.data(), bytes); });
+  src = std::vector<char>();
+  dst = std::vector<char>();
+  double tcp_ms = MedianMs(3, [&] { (void)TcpLoopbackMs(bytes); });
   const double mb = bytes / 1e6;
-  std::printf("full cache, 4 layers x 8 heads, d_model 256, %d tokens: %.1f MB\n", tokens, mb);
-  std::printf("  in-process core call (run + pack) : %8.1f ms\n", core_ms);
-  std::printf("  over gRPC (run + stream + reassemble): %8.1f ms\n", grpc_ms);
-  std::printf("  transfer: %.0f MB/s  (= MB / (gRPC - core))\n", mb / ((grpc_ms - core_ms) / 1e3));
-  std::printf("  memcpy of the same bytes: %.1f ms = %.0f MB/s\n", memcpy_ms,
-              mb / (memcpy_ms / 1e3));
+  const double memcpy_rate = mb / (memcpy_ms / 1e3);
+  std::printf(
+      "worker_bench: full cache, 4 layers x 8 heads, d_model 256, %d tokens: %.1f MB in "
+      "%d tensors; medians of %d\n",
+      tokens, mb, n_tensors, reps);
+  std::printf("  %-44s %9s %12s %10s\n", "path", "ms", "transfer", "of memcpy");
+  auto row = [&](const std::string& what, double ms, double transfer_ms) {
+    const double rate = mb / (transfer_ms / 1e3);
+    std::printf("  %-44s %9.1f %7.0f MB/s %9.1f%%\n", what.c_str(), ms, rate,
+                100 * rate / memcpy_rate);
+  };
+  std::printf("  %-44s %9.1f %12s %10s\n", "in-process core call (run + pack)", core_ms, "-", "-");
+  row("memcpy of the same bytes", memcpy_ms, memcpy_ms);
+  row("plain TCP socket on loopback (the ceiling)", tcp_ms, tcp_ms);
+  for (size_t chunk : {size_t{64} << 10, size_t{256} << 10, size_t{1} << 20,
+                       (size_t{4} << 20) - (size_t{4} << 10)}) {
+    Served served(core, chunk);
+    Check(served.client->RunWithCache(big));  // warm-up
+    double ms = MedianMs(reps, [&] { Check(served.client->RunWithCache(big)); });
+    row(absl::StrCat("gRPC stream, ", chunk >> 10, " KiB chunks",
+                     chunk == (1 << 20) ? " (default)" : ""),
+        ms, ms - core_ms);
+  }
+  Served served(core, size_t{1} << 20);
+  auto region = SharedMemoryRegion::Create(served.client.get(), bytes + 64 * (n_tensors + 1));
+  if (!region.ok()) {
+    std::fprintf(stderr, "%s\n", region.status().ToString().c_str());
+    return 1;
+  }
+  v1::RunWithCacheRequest big_shm = big;
+  *big_shm.mutable_options()->mutable_shared_memory() = (*region)->Target();
+  Check(served.client->RunWithCache(big_shm));  // first touch of the region's pages
+  double shm_ms = MedianMs(reps, [&] { Check(served.client->RunWithCache(big_shm)); });
+  row("gRPC + same-host shared memory (views)", shm_ms, shm_ms - core_ms);
+  std::printf(
+      "  goals: >= 25%% of memcpy over TCP loopback (this machine's TCP ceiling is the "
+      "socket row), >= 60%% with shared memory\n");
 
-  // 2. Small RunWithCache latency.
+  // 2. A small RunWithCache.
   v1::RunWithCacheRequest small;
   *small.mutable_input()->mutable_tokens() = Tokens(8);
   small.mutable_cache()->add_names("blocks.0.attn.hook_pattern");
-  double small_core = MedianMs(reps * 20, [&] { (void)core->RunWithCache(small, never); });
-  double small_grpc = MedianMs(reps * 20, [&] { (void)client->RunWithCache(small); });
-  std::printf("small RunWithCache (8 tokens, logits + pattern0):\n");
-  std::printf("  in-process %.2f ms, over gRPC %.2f ms (+%.2f ms)\n", small_core, small_grpc,
-              small_grpc - small_core);
-  server->Shutdown();
+  v1::RunWithCacheRequest small_shm = small;
+  *small_shm.mutable_options()->mutable_shared_memory() = (*region)->Target();
+  const int small_reps = reps * 40;
+  double small_core = MedianMs(small_reps, [&] { (void)core->RunWithCache(small, never); });
+  double small_grpc = MedianMs(small_reps, [&] { Check(served.client->RunWithCache(small)); });
+  double small_shm_ms =
+      MedianMs(small_reps, [&] { Check(served.client->RunWithCache(small_shm)); });
+  double unary = MedianMs(small_reps, [&] { (void)served.client->GetModelInfo(); });
+  std::printf("small RunWithCache (8 tokens, logits + pattern0), medians of %d:\n", small_reps);
+  std::printf(
+      "  in-process %.2f ms | gRPC streamed %.2f ms (%.2fx) | gRPC + shared memory %.2f ms "
+      "(%.2fx) | one unary round trip (GetModelInfo) %.2f ms; goal <= 1.3x\n",
+      small_core, small_grpc, small_grpc / small_core, small_shm_ms, small_shm_ms / small_core,
+      unary);
   return 0;
 }
 

@@ -112,10 +112,15 @@ absl::StatusOr<RunReply> WorkerClient::ReadReply(grpc::ClientContext* ctx, Reade
       }
       have_header = true;
       reply.header = std::move(*response.mutable_header());
-      assembler.Expect({reply.header.tensors().begin(), reply.header.tensors().end()});
+      // A reply written into shared memory streams no tensors.
+      if (!reply.header.in_shared_memory()) {
+        assembler.Expect({reply.header.tensors().begin(), reply.header.tensors().end()});
+      }
     } else if (response.has_chunk()) {
       if (!have_header) {
         stream_error = absl::InternalError("stream: a chunk before the header");
+      } else if (reply.header.in_shared_memory()) {
+        stream_error = absl::InternalError("stream: a chunk after a shared-memory header");
       } else {
         stream_error = assembler.Add(std::move(*response.mutable_chunk()));
       }
@@ -157,6 +162,11 @@ absl::StatusOr<RunReply> WorkerClient::GetWeights(const v1::GetWeightsRequest& r
   Prepare(&ctx);
   auto reader = stub_->GetWeights(&ctx, request);
   return ReadReply(&ctx, reader.get());
+}
+
+std::unique_ptr<grpc::ClientReader<v1::SharedMemoryRegion>> WorkerClient::AttachSharedMemory(
+    grpc::ClientContext* ctx, const v1::AttachSharedMemoryRequest& request) {
+  return stub_->AttachSharedMemory(ctx, request);
 }
 
 absl::StatusOr<GenerateReply> WorkerClient::Generate(

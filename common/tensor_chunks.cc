@@ -11,6 +11,8 @@
 namespace lensgrid {
 namespace {
 
+constexpr uint64_t kMaxReserveBytes = uint64_t{1} << 30;
+
 std::string ShapeString(absl::Span<const int64_t> shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -137,18 +139,28 @@ uint64_t ChunkCursor::total_bytes() const {
 }
 
 bool ChunkCursor::Next(v1::TensorChunk* chunk) {
+  absl::Span<const uint8_t> data;
+  std::shared_ptr<const void> owner;
+  if (!NextPiece(chunk, &data, &owner)) return false;
+  chunk->set_data(reinterpret_cast<const char*>(data.data()), data.size());
+  return true;
+}
+
+bool ChunkCursor::NextPiece(v1::TensorChunk* meta, absl::Span<const uint8_t>* data,
+                            std::shared_ptr<const void>* owner) {
   if (tensor_ >= tensors_.size()) return false;
   const TensorBytes& t = tensors_[tensor_];
-  chunk->Clear();
-  chunk->set_name(t.name);
-  chunk->set_offset(offset_);
+  meta->Clear();
+  meta->set_name(t.name);
+  meta->set_offset(offset_);
   if (offset_ == 0) {
-    chunk->set_dtype(ToProtoDType(t.dtype).value_or(v1::DTYPE_UNSPECIFIED));
-    for (int64_t d : t.shape) chunk->add_shape(d);
-    chunk->set_total_bytes(t.bytes.size());
+    meta->set_dtype(ToProtoDType(t.dtype).value_or(v1::DTYPE_UNSPECIFIED));
+    for (int64_t d : t.shape) meta->add_shape(d);
+    meta->set_total_bytes(t.bytes.size());
   }
   const size_t n = std::min<uint64_t>(chunk_bytes_, t.bytes.size() - offset_);
-  chunk->set_data(reinterpret_cast<const char*>(t.bytes.data() + offset_), n);
+  *data = t.bytes.subspan(offset_, n);
+  *owner = t.owner;
   offset_ += n;
   if (offset_ >= t.bytes.size()) {
     tensors_[tensor_] = TensorBytes();  // frees what only this tensor held
@@ -179,8 +191,6 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
     current_.name = chunk.name();
     current_.dtype = dtype;
     current_.shape = std::move(shape);
-    // No reserve(expected): memory grows with the bytes that arrive, not with
-    // what a 30-byte chunk announces (a 4 TB claim in a 30-byte chunk was a crash).
     current_total_ = expected;
     in_progress_ = true;
   } else if (chunk.name() != current_.name || chunk.offset() != current_.data.size()) {
@@ -193,9 +203,15 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
                                             "\" got more than its ", current_total_, " bytes"));
   }
   const size_t n = chunk.data().size();
-  if (current_.data.empty()) {
+  if (current_.data.empty() && n == current_total_) {
     current_.data.swap(*chunk.mutable_data());  // no copy for a single-chunk tensor
   } else {
+    if (current_.data.empty()) {
+      // One allocation for the tensor, never more than kMaxReserveBytes ahead
+      // of the bytes that arrived: a 4 TB claim in a 30-byte chunk was a
+      // crash. Untouched reserved pages cost no memory.
+      current_.data.reserve(std::min<uint64_t>(current_total_, kMaxReserveBytes));
+    }
     current_.data.append(chunk.data());
   }
   bytes_received_ += n;

@@ -75,6 +75,12 @@ class ChunkCursor {
   uint64_t total_bytes() const;
   // Fills *chunk with the next piece; false when every tensor has been sent.
   bool Next(v1::TensorChunk* chunk);
+  // The same piece without copying its bytes: *meta gets every field but
+  // `data`, *data the bytes (borrowed), *owner what keeps them alive.
+  bool NextPiece(v1::TensorChunk* meta, absl::Span<const uint8_t>* data,
+                 std::shared_ptr<const void>* owner);
+  // Whether every piece has been taken.
+  bool done() const { return tensor_ >= tensors_.size(); }
   // Drops the tensors (and what their owners hold).
   void Clear() { tensors_.clear(); }
 

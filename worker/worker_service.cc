@@ -10,10 +10,12 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/grpc_status.h"
 #include "common/tensor_chunks.h"
+#include "worker/wire_buffers.h"
 
 namespace lensgrid {
 namespace {
@@ -41,40 +43,51 @@ bool DeadlinePassed(const grpc::CallbackServerContext* ctx) {
 }
 
 // One streamed reply: the work runs on the executor, then the header and the
-// chunks are written one at a time from gRPC's threads.
-class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
+// chunks are written one at a time from gRPC's threads; the last message goes
+// with the status (StartWriteAndFinish). A chunk's bytes are a slice over the
+// tensor's memory. With a shared-memory target the executor writes the
+// tensors there after the run, and the header is the whole reply.
+class RunStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   using Work = std::function<absl::StatusOr<RunResult>(const CancelCheck&)>;
 
   RunStreamReactor(const char* method, grpc::CallbackServerContext* ctx, size_t request_bytes,
-                   size_t chunk_bytes, bool log, int64_t tokens, std::atomic<uint64_t>* bytes_sent)
+                   size_t chunk_bytes, bool log, std::atomic<uint64_t>* bytes_sent)
       : method_(method),
         ctx_(ctx),
         request_bytes_(request_bytes),
         bytes_sent_(bytes_sent),
         chunk_bytes_(chunk_bytes),
         log_(log),
-        start_(Clock::now()),
-        tokens_(tokens) {}
+        start_(Clock::now()) {}
 
-  void Start(Executor* executor, Work work) {
-    absl::Status submitted = executor->Submit([this, executor, work = std::move(work)] {
-      CancelCheck cancelled = [this, executor] {
-        executor->MarkProgress();  // runs poll this between blocks
-        return cancelled_.load() || ctx_->IsCancelled() || DeadlinePassed(ctx_);
-      };
-      absl::StatusOr<RunResult> result;
-      if (cancelled()) {
-        result = absl::CancelledError("cancelled before it started");
-      } else {
-        result = work(cancelled);
-      }
-      Deliver(std::move(result));
-    });
+  void set_tokens(int64_t tokens) { tokens_ = tokens; }
+
+  // `region`: where the tensors go instead of the stream (nullptr: streamed).
+  void Start(Executor* executor, Work work,
+             std::shared_ptr<SharedMemoryRegions::Writer> region = nullptr) {
+    absl::Status submitted =
+        executor->Submit([this, executor, work = std::move(work), region = std::move(region)] {
+          CancelCheck cancelled = [this, executor] {
+            executor->MarkProgress();  // runs poll this between blocks
+            return cancelled_.load() || ctx_->IsCancelled() || DeadlinePassed(ctx_);
+          };
+          absl::StatusOr<RunResult> result;
+          if (cancelled()) {
+            result = absl::CancelledError("cancelled before it started");
+          } else {
+            result = work(cancelled);
+          }
+          if (result.ok() && region != nullptr) {
+            absl::Status written = WriteTensorsToRegion(*region, &result->tensors, &result->header);
+            if (!written.ok()) result = written;
+          }
+          Deliver(std::move(result));
+        });
     if (!submitted.ok()) End(submitted);
   }
 
-  // Ends the call before any work (the authorization check said no).
+  // Ends the call before any work (the authorization check said no, a bad request).
   void Refuse(const absl::Status& why) { End(why); }
 
   void OnWriteDone(bool ok) override {
@@ -85,7 +98,10 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
     WriteNext();
   }
   void OnCancel() override { cancelled_ = true; }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    Close();
+    delete this;
+  }
 
  private:
   void Deliver(absl::StatusOr<RunResult> result) {
@@ -100,30 +116,54 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
     if (result->tokens > 0) tokens_ = result->tokens;
     hold_ = std::move(result->hold);
     cursor_.emplace(std::move(result->tensors), chunk_bytes_);
-    *response_.mutable_header() = std::move(result->header);
-    StartWrite(&response_);
+    v1::RunResponse header;
+    *header.mutable_header() = std::move(result->header);
+    Write(SerializedMessage(header));
   }
 
   void WriteNext() {
-    if (!cursor_->Next(response_.mutable_chunk())) {
+    v1::TensorChunk meta;
+    absl::Span<const uint8_t> data;
+    std::shared_ptr<const void> owner;
+    if (!cursor_->NextPiece(&meta, &data, &owner)) {  // only after an empty header
       End(absl::OkStatus());
       return;
     }
-    bytes_ += response_.chunk().data().size();
-    bytes_sent_->fetch_add(response_.chunk().data().size());
-    StartWrite(&response_);
+    bytes_ += data.size();
+    bytes_sent_->fetch_add(data.size());
+    Write(ChunkBuffer(meta, data, std::move(owner)));
+  }
+
+  // Writes one message; the last one carries the status.
+  void Write(grpc::ByteBuffer message) {
+    buffer_ = std::move(message);
+    if (cursor_->done()) {
+      status_ = absl::OkStatus();
+      finished_ = true;
+      StartWriteAndFinish(&buffer_, grpc::WriteOptions(), grpc::Status::OK);
+    } else {
+      StartWrite(&buffer_);
+    }
   }
 
   void End(const absl::Status& status) {
-    if (cursor_.has_value()) cursor_->Clear();  // free the results before the call ends
-    hold_.reset();                              // and give their bytes back to the reply budget
+    status_ = status;
+    finished_ = true;
+    Finish(ToGrpcStatus(status));
+  }
+
+  // After the call: frees the results, gives their bytes back to the reply
+  // budget, returns large pages to the OS, and logs the call.
+  void Close() {
+    if (cursor_.has_value()) cursor_->Clear();
+    hold_.reset();
     // Hand large requests' and replies' pages back to the OS: the worker's
     // memory returns to its baseline between requests.
     if (bytes_ >= kTrimAfterBytes || request_bytes_ >= kTrimAfterBytes) {
       malloc_trim(0);
     }
-    Log(log_, method_, tokens_, bytes_, MsSince(start_), status);
-    Finish(ToGrpcStatus(status));
+    if (!finished_) status_ = absl::CancelledError("the call ended before a reply");
+    Log(log_, method_, tokens_, bytes_, MsSince(start_), status_);
   }
 
   const char* method_;
@@ -136,9 +176,89 @@ class RunStreamReactor : public grpc::ServerWriteReactor<v1::RunResponse> {
   std::atomic<bool> cancelled_{false};
   std::optional<ChunkCursor> cursor_;
   std::shared_ptr<const void> hold_;  // the reply's ReplyBudget share
-  v1::RunResponse response_;
+  grpc::ByteBuffer buffer_;           // the message being written
+  absl::Status status_;
+  bool finished_ = false;
   int64_t tokens_ = 0;
   uint64_t bytes_ = 0;
+};
+
+// AttachSharedMemory: the region stays attached while the call is open. One
+// message names it; the call ends when the client cancels it or goes away
+// (OnCancel), or the server shuts down, and the region is detached then.
+class AttachReactor : public grpc::ServerWriteReactor<v1::SharedMemoryRegion> {
+ public:
+  AttachReactor(SharedMemoryRegions* regions, bool log)
+      : regions_(regions), log_(log), start_(Clock::now()) {}
+
+  void Start(const v1::AttachSharedMemoryRequest& request, const std::string& owner) {
+    absl::StatusOr<SharedMemoryRegions::Attached> attached =
+        regions_->Attach(request.name(), request.byte_size(), owner);
+    if (!attached.ok()) {
+      Refuse(attached.status());
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    name_ = request.name();
+    region_id_ = attached->region_id;
+    reply_.set_region_id(attached->region_id);
+    reply_.set_byte_size(attached->byte_size);
+    Log(log_, "AttachSharedMemory", 0, 0, MsSince(start_), absl::OkStatus());
+    LogLine(absl::StrFormat("AttachSharedMemory: attached %s (%d bytes) as region %s", name_,
+                            attached->byte_size, region_id_));
+    writing_ = true;
+    StartWrite(&reply_);
+  }
+
+  void Refuse(const absl::Status& why) {
+    Log(log_, "AttachSharedMemory", 0, 0, MsSince(start_), why);
+    absl::MutexLock lock(&mu_);
+    finished_ = true;
+    Finish(ToGrpcStatus(why));
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok || cancelled_) FinishLocked();
+  }
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (!writing_) FinishLocked();
+  }
+  void OnDone() override {
+    if (!region_id_.empty() && regions_->Detach(region_id_)) {
+      LogLine(absl::StrFormat(
+          "AttachSharedMemory: detached %s (region %s): the client closed the call or went away "
+          "after %.1f s",
+          name_, region_id_, MsSince(start_) / 1e3));
+    }
+    delete this;
+  }
+
+ private:
+  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "shared memory detached"));
+  }
+  void LogLine(const std::string& text) {
+    if (!log_) return;
+    std::string line = text + "\n";
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  }
+
+  SharedMemoryRegions* regions_;
+  bool log_;
+  Clock::time_point start_;
+  absl::Mutex mu_;
+  v1::SharedMemoryRegion reply_;
+  std::string name_;
+  std::string region_id_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // A streamed Generate: the backend runs on the executor and queues one message
@@ -294,7 +414,33 @@ int64_t InputTokens(const v1::ModelInput& input) {
   return n;
 }
 
+int64_t TokensOf(const v1::RunWithCacheRequest& r) { return InputTokens(r.input()); }
+int64_t TokensOf(const v1::RunWithInterventionsRequest& r) { return InputTokens(r.input()); }
+int64_t TokensOf(const v1::RunShardRequest&) { return 0; }
+int64_t TokensOf(const v1::GetWeightsRequest&) { return 0; }
+
+// The shared-memory target a request names, if any.
+const v1::SharedMemoryTarget* TargetOf(const v1::RunWithCacheRequest& r) {
+  return r.options().has_shared_memory() ? &r.options().shared_memory() : nullptr;
+}
+const v1::SharedMemoryTarget* TargetOf(const v1::RunWithInterventionsRequest& r) {
+  return r.options().has_shared_memory() ? &r.options().shared_memory() : nullptr;
+}
+const v1::SharedMemoryTarget* TargetOf(const v1::RunShardRequest&) { return nullptr; }
+const v1::SharedMemoryTarget* TargetOf(const v1::GetWeightsRequest& r) {
+  return r.has_shared_memory() ? &r.shared_memory() : nullptr;
+}
+
 }  // namespace
+
+bool IsLocalPeer(absl::string_view peer) {
+  for (absl::string_view local :
+       {"ipv4:127.", "ipv6:[::1]:", "ipv6:%5B::1%5D:", "ipv6:[::ffff:127.", "ipv6:%5B::ffff:127.",
+        "unix:", "unix-abstract:"}) {
+    if (absl::StartsWith(peer, local)) return true;
+  }
+  return false;
+}
 
 std::string RequestLogLine(absl::string_view method, int64_t tokens, uint64_t bytes, double ms,
                            const absl::Status& status) {
@@ -308,7 +454,7 @@ std::string RequestLogLine(absl::string_view method, int64_t tokens, uint64_t by
 }
 
 WorkerService::WorkerService(Executor* executor, Options options)
-    : executor_(executor), options_(options) {}
+    : executor_(executor), options_(options), regions_(options.shared_memory) {}
 
 void WorkerService::SetBackend(std::shared_ptr<const WorkerBackend> backend) {
   absl::MutexLock lock(&mu_);
@@ -320,10 +466,10 @@ std::shared_ptr<const WorkerBackend> WorkerService::backend() const {
   return backend_;
 }
 
-absl::Status WorkerService::Authorize(const grpc::CallbackServerContext* ctx,
-                                      const char* method) const {
-  if (options_.auth == nullptr) return absl::OkStatus();
-  return options_.auth->Authorize(*ctx, method).status();
+absl::StatusOr<Caller> WorkerService::Authorize(const grpc::CallbackServerContext* ctx,
+                                                const char* method) const {
+  if (options_.auth == nullptr) return Caller::Anonymous();
+  return options_.auth->Authorize(*ctx, method);
 }
 
 template <typename Response, typename Fn>
@@ -331,7 +477,7 @@ grpc::ServerUnaryReactor* WorkerService::Unary(const char* method, grpc::Callbac
                                                size_t request_bytes, Response* response, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point start = Clock::now();
-  if (absl::Status allowed = Authorize(ctx, method); !allowed.ok()) {
+  if (absl::Status allowed = Authorize(ctx, method).status(); !allowed.ok()) {
     Log(options_.log_requests, method, 0, 0, MsSince(start), allowed);
     reactor->Finish(ToGrpcStatus(allowed));
     return reactor;
@@ -373,25 +519,45 @@ grpc::ServerUnaryReactor* WorkerService::Unary(const char* method, grpc::Callbac
   return reactor;
 }
 
-template <typename Fn>
-grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::Stream(const char* method,
-                                                                 grpc::CallbackServerContext* ctx,
-                                                                 size_t request_bytes,
-                                                                 int64_t tokens, Fn fn) {
-  auto* reactor = new RunStreamReactor(method, ctx, request_bytes, options_.chunk_bytes,
-                                       options_.log_requests, tokens, &bytes_sent_);
-  if (absl::Status allowed = Authorize(ctx, method); !allowed.ok()) {
-    reactor->Refuse(allowed);
+template <typename Request, typename Fn>
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerService::Stream(const char* method,
+                                                                  grpc::CallbackServerContext* ctx,
+                                                                  const grpc::ByteBuffer* raw,
+                                                                  Fn fn) {
+  auto* reactor = new RunStreamReactor(method, ctx, raw->Length(), options_.chunk_bytes,
+                                       options_.log_requests, &bytes_sent_);
+  absl::StatusOr<Caller> caller = Authorize(ctx, method);
+  if (!caller.ok()) {
+    reactor->Refuse(caller.status());
     return reactor;
   }
+  auto request = std::make_shared<Request>();
+  if (absl::Status parsed = ParseRequest(*raw, request.get(), method); !parsed.ok()) {
+    reactor->Refuse(parsed);
+    return reactor;
+  }
+  reactor->set_tokens(TokensOf(*request));
   std::shared_ptr<const WorkerBackend> backend = this->backend();
   if (backend == nullptr) {
-    reactor->Start(executor_,
-                   [](const CancelCheck&) -> absl::StatusOr<RunResult> { return NotReady(); });
+    reactor->Refuse(NotReady());
     return reactor;
   }
-  reactor->Start(executor_,
-                 [backend, fn](const CancelCheck& cancelled) { return fn(*backend, cancelled); });
+  std::shared_ptr<SharedMemoryRegions::Writer> region;
+  if (const v1::SharedMemoryTarget* target = TargetOf(*request); target != nullptr) {
+    absl::StatusOr<std::unique_ptr<SharedMemoryRegions::Writer>> reserved =
+        regions_.Reserve(*target, caller->name);
+    if (!reserved.ok()) {
+      reactor->Refuse(reserved.status());
+      return reactor;
+    }
+    region = std::move(*reserved);
+  }
+  reactor->Start(
+      executor_,
+      [backend, request, fn](const CancelCheck& cancelled) {
+        return fn(*backend, *request, cancelled);
+      },
+      std::move(region));
   return reactor;
 }
 
@@ -400,7 +566,7 @@ grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContex
                                                       v1::ModelInfo* response) {
   // Answered on the callback thread: a copy of a message made at load time.
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (absl::Status allowed = Authorize(ctx, "GetModelInfo"); !allowed.ok()) {
+  if (absl::Status allowed = Authorize(ctx, "GetModelInfo").status(); !allowed.ok()) {
     reactor->Finish(ToGrpcStatus(allowed));
     return reactor;
   }
@@ -430,41 +596,42 @@ grpc::ServerUnaryReactor* WorkerService::Detokenize(grpc::CallbackServerContext*
       [request](const WorkerBackend& b, const CancelCheck&) { return b.Detokenize(*request); });
 }
 
-grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithCache(
-    grpc::CallbackServerContext* ctx, const v1::RunWithCacheRequest* request) {
-  return Stream("RunWithCache", ctx, request->ByteSizeLong(), InputTokens(request->input()),
-                [request](const WorkerBackend& b, const CancelCheck& c) {
-                  return b.RunWithCache(*request, c);
-                });
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerService::RunWithCache(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  return Stream<v1::RunWithCacheRequest>(
+      "RunWithCache", ctx, request,
+      [](const WorkerBackend& b, const v1::RunWithCacheRequest& r, const CancelCheck& c) {
+        return b.RunWithCache(r, c);
+      });
 }
 
-grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunWithInterventions(
-    grpc::CallbackServerContext* ctx, const v1::RunWithInterventionsRequest* request) {
-  return Stream("RunWithInterventions", ctx, request->ByteSizeLong(), InputTokens(request->input()),
-                [request](const WorkerBackend& b, const CancelCheck& c) {
-                  return b.RunWithInterventions(*request, c);
-                });
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerService::RunWithInterventions(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  return Stream<v1::RunWithInterventionsRequest>(
+      "RunWithInterventions", ctx, request,
+      [](const WorkerBackend& b, const v1::RunWithInterventionsRequest& r, const CancelCheck& c) {
+        return b.RunWithInterventions(r, c);
+      });
 }
 
-grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::RunShard(
-    grpc::CallbackServerContext* ctx, const v1::RunShardRequest* request) {
-  return Stream(
-      "RunShard", ctx, request->ByteSizeLong(), 0,
-      [request](const WorkerBackend& b, const CancelCheck& c) { return b.RunShard(*request, c); });
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerService::RunShard(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  return Stream<v1::RunShardRequest>("RunShard", ctx, request,
+                                     [](const WorkerBackend& b, const v1::RunShardRequest& r,
+                                        const CancelCheck& c) { return b.RunShard(r, c); });
 }
 
-grpc::ServerWriteReactor<v1::RunResponse>* WorkerService::GetWeights(
-    grpc::CallbackServerContext* ctx, const v1::GetWeightsRequest* request) {
-  return Stream("GetWeights", ctx, request->ByteSizeLong(), 0,
-                [request](const WorkerBackend& b, const CancelCheck& c) {
-                  return b.GetWeights(*request, c);
-                });
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerService::GetWeights(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  return Stream<v1::GetWeightsRequest>("GetWeights", ctx, request,
+                                       [](const WorkerBackend& b, const v1::GetWeightsRequest& r,
+                                          const CancelCheck& c) { return b.GetWeights(r, c); });
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* WorkerService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
   auto* reactor = new GenerateReactor(ctx, options_.log_requests, &bytes_sent_);
-  if (absl::Status allowed = Authorize(ctx, "Generate"); !allowed.ok()) {
+  if (absl::Status allowed = Authorize(ctx, "Generate").status(); !allowed.ok()) {
     reactor->Refuse(allowed);
     return reactor;
   }
@@ -476,6 +643,24 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* WorkerService::Generate(
   reactor->Start(executor_, [backend, request](const CancelCheck& cancelled, GenerateSink* sink) {
     return backend->Generate(*request, cancelled, sink);
   });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::SharedMemoryRegion>* WorkerService::AttachSharedMemory(
+    grpc::CallbackServerContext* ctx, const v1::AttachSharedMemoryRequest* request) {
+  auto* reactor = new AttachReactor(&regions_, options_.log_requests);
+  absl::StatusOr<Caller> caller = Authorize(ctx, "AttachSharedMemory");
+  if (!caller.ok()) {
+    reactor->Refuse(caller.status());
+    return reactor;
+  }
+  if (!IsLocalPeer(ctx->peer())) {
+    reactor->Refuse(absl::FailedPreconditionError(
+        absl::StrCat("shared memory needs a client on the worker's host; this one is ", ctx->peer(),
+                     " (stream the reply instead)")));
+    return reactor;
+  }
+  reactor->Start(*request, caller->name);
   return reactor;
 }
 

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { lensgrid, makeModel, python, startWorker, tempDir } from "./harness.mjs";
+import { SOURCE, lensgrid, makeModel, python, startWorker, tempDir } from "./harness.mjs";
 
 const lg = await lensgrid();
 let tmp, modelDir, worker, w;
@@ -77,8 +77,11 @@ function assertBitEqual(result, reference, what) {
 
 test("model info and hook names", async () => {
   const info = await w.modelInfo();
-  assert.equal(info.api_version, "2.0");
-  assert.deepEqual(await w.apiVersion(), [2, 0]);
+  // The version the worker was built with (common/worker_api_version.h).
+  const header = fs.readFileSync(path.join(SOURCE(), "common", "worker_api_version.h"), "utf8");
+  const [, major, minor] = header.match(/kWorkerApiVersion\[\] = "(\d+)\.(\d+)"/);
+  assert.equal(info.api_version, `${major}.${minor}`);
+  assert.deepEqual(await w.apiVersion(), [Number(major), Number(minor)]);
   assert.equal(info.weights_sha256, createHash("sha256").update(fs.readFileSync(path.join(modelDir, "model.safetensors"))).digest("hex"));
   assert.equal(info.config.n_layers, 2);
   assert.equal(info.config.n_heads, 4);

@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "client/shared_memory_region.h"
 #include "client/worker_client.h"
 #include "common/worker_api_version.h"
 #include "gmock/gmock.h"
@@ -43,10 +44,11 @@ const std::string& MlpModelDir() {
 
 std::string TinyModelDir() { return ::lensgrid::testing::SourceDir() + "/models/lensgrid-tiny"; }
 
-// One WorkerCore served in process.
+// One WorkerCore served in process (over TCP loopback with `tcp`: shared
+// memory needs a peer known to be on this host).
 class Served {
  public:
-  explicit Served(WorkerOptions options) {
+  explicit Served(WorkerOptions options, bool tcp = false) {
     options.chunk_bytes = kChunkBytes;
     auto core = WorkerCore::Load(options);
     EXPECT_TRUE(core.ok()) << core.status();
@@ -56,9 +58,13 @@ class Served {
         executor_.get(), WorkerService::Options{.chunk_bytes = kChunkBytes, .log_requests = false});
     service_->SetBackend(core_);
     grpc::ServerBuilder builder;
+    int port = 0;
+    if (tcp) builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
-    channel_ = server_->InProcessChannel(grpc::ChannelArguments());
+    channel_ = tcp ? grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                         grpc::InsecureChannelCredentials())
+                   : server_->InProcessChannel(grpc::ChannelArguments());
     client_ = std::make_unique<WorkerClient>(channel_, WorkerClient::Options());
   }
   ~Served() {
@@ -339,6 +345,90 @@ TEST(WorkerCoreTest, GenerateStopsWhenCancelled) {
   EXPECT_EQ(reply.status().code(), absl::StatusCode::kCancelled) << reply.status();
   // The worker still serves.
   EXPECT_TRUE(served.client().Generate(Prompt({306, 5}, 2)).ok());
+}
+
+}  // namespace
+}  // namespace lensgrid
+
+namespace lensgrid {
+namespace {
+
+// An I64 [batch, pos] token tensor (the MLP model's vocabulary is 50).
+v1::Tensor TokenIds(const std::vector<std::vector<int64_t>>& rows) {
+  v1::Tensor t;
+  t.set_dtype(v1::I64);
+  t.add_shape(static_cast<int64_t>(rows.size()));
+  t.add_shape(static_cast<int64_t>(rows[0].size()));
+  std::string data;
+  for (const auto& row : rows) {
+    data.append(reinterpret_cast<const char*>(row.data()), row.size() * sizeof(int64_t));
+  }
+  t.set_data(data);
+  return t;
+}
+
+// Every tensor of a shared-memory reply, bit for bit the streamed reply's.
+void ExpectSameBytes(const RunReply& streamed, const RunReply& shared,
+                     const SharedMemoryRegion& region, const std::string& what) {
+  EXPECT_FALSE(streamed.header.in_shared_memory()) << what;
+  EXPECT_TRUE(shared.header.in_shared_memory()) << what;
+  EXPECT_EQ(Names(streamed), Names(shared)) << what;
+  absl::StatusOr<std::vector<TensorView>> views = region.Views(shared.header);
+  ASSERT_TRUE(views.ok()) << what << ": " << views.status();
+  ASSERT_EQ(views->size(), streamed.tensors.size()) << what;
+  for (size_t i = 0; i < views->size(); ++i) {
+    const TensorView& v = (*views)[i];
+    const WireTensor& s = streamed.tensors[i];
+    EXPECT_EQ(v.name, s.name) << what;
+    EXPECT_EQ(v.dtype, s.dtype) << what << " " << s.name;
+    EXPECT_EQ(v.shape, s.shape) << what << " " << s.name;
+    EXPECT_TRUE(v.bytes.size() == s.data.size() &&
+                std::memcmp(v.bytes.data(), s.data.data(), s.data.size()) == 0)
+        << what << ": " << s.name << " differs";
+  }
+}
+
+TEST(WorkerCoreTest, SharedMemoryRepliesEqualStreamedOnesBitForBit) {
+  Served served(Options(MlpModelDir(), false), /*tcp=*/true);
+  auto region = SharedMemoryRegion::Create(&served.client(), 8 << 20);
+  ASSERT_TRUE(region.ok()) << region.status();
+
+  for (v1::DType dtype : {v1::F32, v1::F16, v1::BF16}) {
+    v1::RunWithCacheRequest request;
+    *request.mutable_input()->mutable_tokens() =
+        TokenIds({{1, 2, 3, 4, 5, 6}, {7, 8, 9, 10, 11, 12}});
+    request.mutable_options()->set_per_token_loss(true);
+    request.mutable_options()->set_return_type(v1::RETURN_BOTH);
+    request.mutable_cache()->set_dtype(dtype);  // every hook
+    absl::StatusOr<RunReply> streamed = served.client().RunWithCache(request);
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    *request.mutable_options()->mutable_shared_memory() = (*region)->Target(64);
+    absl::StatusOr<RunReply> shared = served.client().RunWithCache(request);
+    ASSERT_TRUE(shared.ok()) << shared.status();
+    ExpectSameBytes(*streamed, *shared, **region, v1::DType_Name(dtype));
+  }
+
+  v1::RunWithInterventionsRequest edit;
+  *edit.mutable_input()->mutable_tokens() = TokenIds({{3, 1, 4, 1, 5, 9, 2, 6}});
+  v1::Intervention* zero = edit.add_interventions();
+  zero->set_hook("blocks.0.attn.hook_z");
+  zero->set_head(1);
+  zero->set_op(v1::Intervention::ZERO);
+  edit.mutable_cache()->add_regexes("resid");
+  absl::StatusOr<RunReply> streamed_edit = served.client().RunWithInterventions(edit);
+  ASSERT_TRUE(streamed_edit.ok()) << streamed_edit.status();
+  *edit.mutable_options()->mutable_shared_memory() = (*region)->Target();
+  absl::StatusOr<RunReply> shared_edit = served.client().RunWithInterventions(edit);
+  ASSERT_TRUE(shared_edit.ok()) << shared_edit.status();
+  ExpectSameBytes(*streamed_edit, *shared_edit, **region, "RunWithInterventions");
+
+  v1::GetWeightsRequest weights;  // every weight
+  absl::StatusOr<RunReply> streamed_weights = served.client().GetWeights(weights);
+  ASSERT_TRUE(streamed_weights.ok()) << streamed_weights.status();
+  *weights.mutable_shared_memory() = (*region)->Target();
+  absl::StatusOr<RunReply> shared_weights = served.client().GetWeights(weights);
+  ASSERT_TRUE(shared_weights.ok()) << shared_weights.status();
+  ExpectSameBytes(*streamed_weights, *shared_weights, **region, "GetWeights");
 }
 
 }  // namespace

@@ -1,0 +1,248 @@
+#include "worker/shared_memory.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace lensgrid {
+namespace {
+
+std::string RandomRegionId() {
+  std::random_device random;
+  std::string id;
+  for (int i = 0; i < 4; ++i) absl::StrAppendFormat(&id, "%08x", random());
+  return id;
+}
+
+uint64_t AlignUp(uint64_t n) {
+  return (n + kRegionAlignment - 1) / kRegionAlignment * kRegionAlignment;
+}
+
+}  // namespace
+
+absl::Status ValidateSharedMemoryName(absl::string_view name) {
+  const absl::string_view prefix = kSharedMemoryPrefix;
+  if (!absl::StartsWith(name, prefix)) {
+    return absl::InvalidArgumentError(absl::StrCat("shared memory name \"", name.substr(0, 64),
+                                                   "\" must start with \"", prefix, "\""));
+  }
+  const absl::string_view rest = name.substr(prefix.size());
+  if (rest.empty() || rest.size() > 200) {
+    return absl::InvalidArgumentError(absl::StrCat("shared memory name \"", name.substr(0, 64),
+                                                   "\" needs 1-200 characters after \"", prefix,
+                                                   "\", has ", rest.size()));
+  }
+  for (char c : rest) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat("shared memory name \"", name.substr(0, 64),
+                                                     "\" may only use [A-Za-z0-9._-] after \"",
+                                                     prefix, "\""));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> LayoutInRegion(absl::Span<const uint64_t> sizes,
+                                                     uint64_t begin, uint64_t end) {
+  std::vector<uint64_t> offsets;
+  offsets.reserve(sizes.size());
+  uint64_t at = AlignUp(begin);
+  for (uint64_t n : sizes) {
+    if (at > end || n > end - at) {
+      uint64_t needed = at - begin;
+      for (size_t i = offsets.size(); i < sizes.size(); ++i) needed = AlignUp(needed) + sizes[i];
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the reply needs ", needed, " bytes of shared memory (", sizes.size(),
+          " tensors, each at a 64-byte boundary); the target range has ", end - begin));
+    }
+    offsets.push_back(at);
+    at = AlignUp(at + n);
+  }
+  return offsets;
+}
+
+MappedRegion::~MappedRegion() {
+  if (base != nullptr) munmap(base, size);
+}
+
+SharedMemoryRegions::Writer::Writer(SharedMemoryRegions* owner, std::string region_id,
+                                    std::shared_ptr<MappedRegion> region, uint64_t begin,
+                                    uint64_t end)
+    : owner_(owner),
+      region_id_(std::move(region_id)),
+      region_(std::move(region)),
+      begin_(begin),
+      end_(end) {}
+
+SharedMemoryRegions::Writer::~Writer() { owner_->Release(region_id_, begin_, end_); }
+
+absl::StatusOr<SharedMemoryRegions::Attached> SharedMemoryRegions::Attach(absl::string_view name,
+                                                                          uint64_t byte_size,
+                                                                          std::string owner) {
+  if (absl::Status valid = ValidateSharedMemoryName(name); !valid.ok()) return valid;
+  if (byte_size == 0) {
+    return absl::InvalidArgumentError("AttachSharedMemoryRequest.byte_size must be > 0");
+  }
+  if (byte_size > limits_.max_region_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("AttachSharedMemoryRequest.byte_size ",
+                                                   byte_size, " is over this worker's limit of ",
+                                                   limits_.max_region_bytes));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (static_cast<int>(regions_.size()) >= limits_.max_regions) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("this worker has ", regions_.size(),
+                       " shared memory regions attached, its limit; detach one first"));
+    }
+  }
+  const std::string path(name);
+  const int fd = shm_open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0);
+  if (fd < 0) {
+    const int err = errno;
+    const std::string why = absl::StrCat("shared memory \"", path, "\": ", std::strerror(err));
+    if (err == ENOENT) return absl::NotFoundError(why + " (create it on the worker's host first)");
+    if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(why);
+    return absl::InvalidArgumentError(why);
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    return absl::InternalError(absl::StrCat("fstat of \"", path, "\": ", std::strerror(err)));
+  }
+  absl::Status refused;
+  if (!S_ISREG(st.st_mode)) {
+    refused = absl::PermissionDeniedError(absl::StrCat("\"", path, "\" is not a regular file"));
+  } else if (st.st_uid != geteuid()) {
+    refused = absl::PermissionDeniedError(absl::StrCat("\"", path, "\" is owned by uid ", st.st_uid,
+                                                       "; the worker runs as uid ", geteuid()));
+  } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    refused = absl::PermissionDeniedError(absl::StrFormat(
+        "\"%s\" is writable by group or others (mode %04o); create it with mode 0600", path,
+        st.st_mode & 07777));
+  } else if (static_cast<uint64_t>(st.st_size) < byte_size) {
+    refused = absl::InvalidArgumentError(
+        absl::StrCat("\"", path, "\" holds ", st.st_size, " bytes; asked to map ", byte_size));
+  }
+  if (!refused.ok()) {
+    close(fd);
+    return refused;
+  }
+  void* base = mmap(nullptr, byte_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int map_errno = errno;
+  close(fd);
+  if (base == MAP_FAILED) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot map ", byte_size, " bytes of \"", path,
+                                                     "\": ", std::strerror(map_errno)));
+  }
+  auto region = std::make_shared<MappedRegion>();
+  region->name = path;
+  region->owner = std::move(owner);
+  region->base = static_cast<uint8_t*>(base);
+  region->size = byte_size;
+  Attached attached{RandomRegionId(), byte_size};
+  absl::MutexLock lock(&mu_);
+  if (static_cast<int>(regions_.size()) >= limits_.max_regions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this worker has ", regions_.size(),
+                     " shared memory regions attached, its limit; detach one first"));
+  }
+  regions_[attached.region_id].region = std::move(region);
+  return attached;
+}
+
+bool SharedMemoryRegions::Detach(const std::string& region_id) {
+  std::shared_ptr<MappedRegion> last;  // unmapped outside the lock
+  absl::MutexLock lock(&mu_);
+  auto it = regions_.find(region_id);
+  if (it == regions_.end()) return false;
+  last = std::move(it->second.region);
+  regions_.erase(it);
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<SharedMemoryRegions::Writer>> SharedMemoryRegions::Reserve(
+    const v1::SharedMemoryTarget& target, const std::string& owner) {
+  absl::MutexLock lock(&mu_);
+  auto it = regions_.find(target.region_id());
+  if (it == regions_.end() || it->second.region->owner != owner) {
+    return absl::NotFoundError(
+        absl::StrCat("shared memory region \"", target.region_id().substr(0, 64),
+                     "\" is not attached by this caller (AttachSharedMemory, and keep that "
+                     "call open while using it)"));
+  }
+  Entry& entry = it->second;
+  const uint64_t size = entry.region->size;
+  const uint64_t begin = target.offset();
+  if (begin > size || target.byte_size() > size - begin) {
+    return absl::InvalidArgumentError(absl::StrCat("SharedMemoryTarget [", begin, ", ", begin,
+                                                   " + ", target.byte_size(),
+                                                   ") is outside the region's ", size, " bytes"));
+  }
+  const uint64_t end = target.byte_size() == 0 ? size : begin + target.byte_size();
+  for (const auto& [b, e] : entry.busy) {
+    if (begin < e && b < end) {
+      return absl::FailedPreconditionError(absl::StrCat("SharedMemoryTarget [", begin, ", ", end,
+                                                        ") overlaps [", b, ", ", e,
+                                                        "), which another call is writing"));
+    }
+  }
+  entry.busy.emplace_back(begin, end);
+  return std::unique_ptr<Writer>(new Writer(this, target.region_id(), entry.region, begin, end));
+}
+
+void SharedMemoryRegions::Release(const std::string& region_id, uint64_t begin, uint64_t end) {
+  absl::MutexLock lock(&mu_);
+  auto it = regions_.find(region_id);
+  if (it == regions_.end()) return;  // detached meanwhile
+  auto& busy = it->second.busy;
+  for (auto b = busy.begin(); b != busy.end(); ++b) {
+    if (b->first == begin && b->second == end) {
+      busy.erase(b);
+      return;
+    }
+  }
+}
+
+int SharedMemoryRegions::size() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(regions_.size());
+}
+
+absl::Status WriteTensorsToRegion(const SharedMemoryRegions::Writer& writer,
+                                  std::vector<TensorBytes>* tensors, v1::RunHeader* header) {
+  if (header->tensors_size() != static_cast<int>(tensors->size())) {
+    return absl::InternalError(absl::StrCat("the reply's header lists ", header->tensors_size(),
+                                            " tensors, the run made ", tensors->size()));
+  }
+  std::vector<uint64_t> sizes;
+  for (const TensorBytes& t : *tensors) sizes.push_back(t.bytes.size());
+  absl::StatusOr<std::vector<uint64_t>> offsets =
+      LayoutInRegion(sizes, writer.begin(), writer.end());
+  if (!offsets.ok()) return offsets.status();
+  for (size_t i = 0; i < tensors->size(); ++i) {
+    const TensorBytes& t = (*tensors)[i];
+    if (!t.bytes.empty())
+      std::memcpy(writer.base() + (*offsets)[i], t.bytes.data(), t.bytes.size());
+    header->mutable_tensors(static_cast<int>(i))->set_region_offset((*offsets)[i]);
+    (*tensors)[i] = TensorBytes();  // its memory goes back as soon as it is copied
+  }
+  tensors->clear();
+  header->set_in_shared_memory(true);
+  return absl::OkStatus();
+}
+
+}  // namespace lensgrid
