@@ -66,8 +66,8 @@ class RunStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // `region`: where the tensors go instead of the stream (nullptr: streamed).
   void Start(Executor* executor, Work work,
              std::shared_ptr<SharedMemoryRegions::Writer> region = nullptr) {
-    absl::Status submitted =
-        executor->Submit([this, executor, work = std::move(work), region = std::move(region)] {
+    absl::Status submitted = executor->Submit(
+        [this, executor, work = std::move(work), region = std::move(region)]() mutable {
           CancelCheck cancelled = [this, executor] {
             executor->MarkProgress();  // runs poll this between blocks
             return cancelled_.load() || ctx_->IsCancelled() || DeadlinePassed(ctx_);
@@ -82,6 +82,7 @@ class RunStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
             absl::Status written = WriteTensorsToRegion(*region, &result->tensors, &result->header);
             if (!written.ok()) result = written;
           }
+          region.reset();  // the range is free before the client has the reply
           Deliver(std::move(result));
         });
     if (!submitted.ok()) End(submitted);
