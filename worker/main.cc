@@ -84,6 +84,7 @@ struct Flags {
   int capacity = 1;
   int64_t shutdown_grace_ms = 10000;
   int64_t stall_ms = 60000;
+  int max_shared_memory_regions = 64;
   lensgrid::ServerSecurity security;
   lensgrid::ClientTransport to_coordinator;
   lensgrid::ConnectionOptions connections;
@@ -225,6 +226,11 @@ int main(int argc, char** argv) {
                  "progress for this long")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{100}, int64_t{3600000}));
+  app.add_option("--max-shared-memory-regions", flags.max_shared_memory_regions,
+                 "same-host clients' shared-memory regions attached at once "
+                 "(AttachSharedMemory); 0: no shared memory")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
   app.add_option("--chunk-bytes", w.chunk_bytes, "bytes per streamed TensorChunk")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1024}, int64_t{3} << 20));
@@ -320,7 +326,9 @@ int main(int argc, char** argv) {
   lensgrid::Executor executor(
       {.threads = flags.executor_threads, .max_pending = static_cast<int>(w.max_queue)});
   lensgrid::WorkerService service(
-      &executor, {.chunk_bytes = static_cast<size_t>(w.chunk_bytes), .auth = authorizer->get()});
+      &executor, {.chunk_bytes = static_cast<size_t>(w.chunk_bytes),
+                  .shared_memory = {.max_regions = flags.max_shared_memory_regions},
+                  .auth = authorizer->get()});
 
   std::unique_ptr<lensgrid::HealthListener> health;
   if (!flags.health_listen.empty()) {

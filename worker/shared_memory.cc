@@ -91,6 +91,10 @@ SharedMemoryRegions::Writer::~Writer() { owner_->Release(region_id_, begin_, end
 absl::StatusOr<SharedMemoryRegions::Attached> SharedMemoryRegions::Attach(absl::string_view name,
                                                                           uint64_t byte_size,
                                                                           std::string owner) {
+  if (limits_.max_regions == 0) {
+    return absl::FailedPreconditionError(
+        "this worker serves no shared memory (--max-shared-memory-regions 0)");
+  }
   if (absl::Status valid = ValidateSharedMemoryName(name); !valid.ok()) return valid;
   if (byte_size == 0) {
     return absl::InvalidArgumentError("AttachSharedMemoryRequest.byte_size must be > 0");

@@ -116,6 +116,11 @@ TEST(SharedMemoryRegionsTest, AttachChecksTheObject) {
   EXPECT_TRUE(regions.Detach(a->region_id));
   EXPECT_FALSE(regions.Detach(a->region_id));
   EXPECT_EQ(regions.size(), 1);
+
+  SharedMemoryRegions none({.max_regions = 0});
+  absl::Status off = none.Attach(good.name(), 4096, "alice").status();
+  EXPECT_EQ(off.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(off.message(), HasSubstr("--max-shared-memory-regions 0"));
 }
 
 TEST(SharedMemoryRegionsTest, ReserveChecksOwnerBoundsAndOverlap) {
