@@ -190,6 +190,10 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
                  "a job that no live worker serves fails after this long (0: waits for ever)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  bool no_prompt_affinity = false;
+  app.add_flag("--no-prompt-affinity", no_prompt_affinity,
+               "lease shards in plan order, not preferably to the worker that ran a shard of "
+               "the same prompts (whose base run it has cached)");
   app.add_option("--max-workers", o.max_workers, "registered workers")
       ->capture_default_str()
       ->check(positive);
@@ -218,6 +222,7 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
     return app.exit(e);
   }
   o.retain_finished_ms = *ParseDurationMs(f->retain_finished);
+  o.prompt_affinity = !no_prompt_affinity;
   return std::nullopt;
 }
 
