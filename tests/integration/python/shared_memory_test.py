@@ -130,6 +130,13 @@ class SharedMemoryTest(unittest.TestCase):
         self.assertTrue(np.array_equal(view, other))
         self.assertTrue(np.array_equal(kept, self.worker.run_with_cache(a, names=[name])[name]))
 
+    def test_calls_one_after_another_reuse_the_same_bytes(self):
+        # A call that has returned writes nothing any more: the next one may use its bytes
+        # (FAILED_PRECONDITION is only for calls in flight at the same time).
+        for _ in range(200):
+            self.worker.run_with_cache(PROMPTS[0], names=["blocks.0.hook_resid_post"],
+                                       shared_memory=self.shm)
+
     def test_ranges_write_where_asked(self):
         names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
         streamed = self.worker.run_with_cache(PROMPTS, names=names)
