@@ -25,6 +25,7 @@ bench: build
 	@$(BUILD_DIR)/bench/forward_bench
 	@$(BUILD_DIR)/bench/program_bench
 	@$(BUILD_DIR)/bench/ablation_bench
+	@LENSGRID_BINARY_DIR=$(BUILD_DIR) $(BUILD_DIR)/bench/worker_bench
 	@$(BUILD_DIR)/bench/attribution_bench
 	@$(BUILD_DIR)/bench/shard_reuse_bench
 	@$(BUILD_DIR)/bench/circuit_bench
