@@ -27,7 +27,7 @@ bench: build
 	@$(BUILD_DIR)/bench/ablation_bench
 	@LENSGRID_BINARY_DIR=$(BUILD_DIR) $(BUILD_DIR)/bench/worker_bench
 	@$(BUILD_DIR)/bench/attribution_bench
-	@$(BUILD_DIR)/bench/shard_reuse_bench
+	@LENSGRID_BINARY_DIR=$(BUILD_DIR) $(BUILD_DIR)/bench/shard_reuse_bench
 	@$(BUILD_DIR)/bench/circuit_bench
 	@$(BUILD_DIR)/bench/tokenizer_bench
 	@$(BUILD_DIR)/bench/coordinator_bench
