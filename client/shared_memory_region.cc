@@ -32,6 +32,7 @@ absl::StatusOr<std::unique_ptr<SharedMemoryRegion>> SharedMemoryRegion::Create(W
   std::unique_ptr<SharedMemoryRegion> region(new SharedMemoryRegion());
   region->name_ = RandomName();
   const int fd = shm_open(region->name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  region->linked_ = fd >= 0;
   if (fd < 0) {
     return absl::InternalError(
         absl::StrCat("shm_open(\"", region->name_, "\"): ", std::strerror(errno)));
@@ -44,7 +45,6 @@ absl::StatusOr<std::unique_ptr<SharedMemoryRegion>> SharedMemoryRegion::Create(W
   err = errno;
   close(fd);
   if (base == MAP_FAILED) {
-    shm_unlink(region->name_.c_str());
     return absl::ResourceExhaustedError(absl::StrCat("cannot make ", byte_size,
                                                      " bytes of shared memory \"", region->name_,
                                                      "\": ", std::strerror(err)));
@@ -63,6 +63,10 @@ absl::StatusOr<std::unique_ptr<SharedMemoryRegion>> SharedMemoryRegion::Create(W
     return status;  // the destructor unmaps and unlinks
   }
   region->region_id_ = attached.region_id();
+  // The worker has it mapped: the name can go now, so no object outlives
+  // this process, however it ends.
+  shm_unlink(region->name_.c_str());
+  region->linked_ = false;
   return region;
 }
 
@@ -74,7 +78,8 @@ void SharedMemoryRegion::Release() {
   }
   if (base_ != nullptr) munmap(base_, size_);
   base_ = nullptr;
-  if (!name_.empty()) shm_unlink(name_.c_str());
+  if (linked_) shm_unlink(name_.c_str());
+  linked_ = false;
 }
 
 SharedMemoryRegion::~SharedMemoryRegion() { Release(); }

@@ -9,7 +9,9 @@
 //   LG_ASSIGN_OR_RETURN(std::vector<TensorView> views, region->Views(reply.header));
 //
 // Views point into the region: valid until the next reply written there, or
-// until the region is destroyed (which detaches, unmaps and unlinks it).
+// until the region is destroyed (which detaches and unmaps it). The object's
+// name is removed as soon as the worker has mapped it, so nothing is left in
+// /dev/shm however this process ends.
 #ifndef LENSGRID_CLIENT_SHARED_MEMORY_REGION_H_
 #define LENSGRID_CLIENT_SHARED_MEMORY_REGION_H_
 
@@ -65,6 +67,7 @@ class SharedMemoryRegion {
   std::string region_id_;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
+  bool linked_ = false;      // the name exists (until the worker has mapped it)
   grpc::ClientContext ctx_;  // the AttachSharedMemory call, open while attached
   std::unique_ptr<grpc::ClientReader<v1::SharedMemoryRegion>> call_;
 };

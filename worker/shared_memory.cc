@@ -6,7 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csetjmp>
+#include <csignal>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <utility>
 
@@ -22,6 +25,40 @@ std::string RandomRegionId() {
   std::string id;
   for (int i = 0; i < 4; ++i) absl::StrAppendFormat(&id, "%08x", random());
   return id;
+}
+
+// The copy in progress on this thread (CopyIntoSharedMapping), if any.
+// volatile: the store before the memcpy is read only by the signal handler,
+// and would otherwise be dropped as dead.
+thread_local sigjmp_buf* volatile t_copy_jump = nullptr;
+struct sigaction g_previous_bus;
+
+void OnBus(int signal, siginfo_t* info, void* context) {
+  if (t_copy_jump != nullptr) siglongjmp(*t_copy_jump, 1);
+  // Not a guarded copy: put the previous disposition back; the faulting
+  // instruction runs again and faults under it.
+  (void)signal;
+  (void)info;
+  (void)context;
+  sigaction(SIGBUS, &g_previous_bus, nullptr);
+}
+
+void InstallBusHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction action {};
+    action.sa_sigaction = &OnBus;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGBUS, &action, &g_previous_bus);
+  });
+}
+
+absl::Status Truncated(const std::string& name, int64_t size, uint64_t needed) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("shared memory \"", name, "\" was truncated under the mapping (",
+                   size >= 0 ? absl::StrCat(size, " bytes left") : std::string("during the copy"),
+                   "; the reply needs ", needed, "): attach a new region"));
 }
 
 uint64_t AlignUp(uint64_t n) {
@@ -73,8 +110,22 @@ absl::StatusOr<std::vector<uint64_t>> LayoutInRegion(absl::Span<const uint64_t> 
   return offsets;
 }
 
+bool CopyIntoSharedMapping(uint8_t* dst, const uint8_t* src, size_t n) {
+  InstallBusHandler();
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, /*savesigs=*/1) != 0) {
+    t_copy_jump = nullptr;
+    return false;
+  }
+  t_copy_jump = &jump;
+  std::memcpy(dst, src, n);
+  t_copy_jump = nullptr;
+  return true;
+}
+
 MappedRegion::~MappedRegion() {
   if (base != nullptr) munmap(base, size);
+  if (fd >= 0) close(fd);
 }
 
 SharedMemoryRegions::Writer::Writer(SharedMemoryRegions* owner, std::string region_id,
@@ -147,12 +198,13 @@ absl::StatusOr<SharedMemoryRegions::Attached> SharedMemoryRegions::Attach(absl::
   }
   void* base = mmap(nullptr, byte_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int map_errno = errno;
-  close(fd);
   if (base == MAP_FAILED) {
+    close(fd);
     return absl::ResourceExhaustedError(absl::StrCat("cannot map ", byte_size, " bytes of \"", path,
                                                      "\": ", std::strerror(map_errno)));
   }
   auto region = std::make_shared<MappedRegion>();
+  region->fd = fd;
   region->name = path;
   region->owner = std::move(owner);
   region->base = static_cast<uint8_t*>(base);
@@ -237,10 +289,18 @@ absl::Status WriteTensorsToRegion(const SharedMemoryRegions::Writer& writer,
   absl::StatusOr<std::vector<uint64_t>> offsets =
       LayoutInRegion(sizes, writer.begin(), writer.end());
   if (!offsets.ok()) return offsets.status();
+  const MappedRegion& region = writer.region();
+  const uint64_t end = offsets->empty() ? 0 : offsets->back() + sizes.back();
+  struct stat st {};
+  if (fstat(region.fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < end) {
+    return Truncated(region.name, st.st_size, end);
+  }
   for (size_t i = 0; i < tensors->size(); ++i) {
     const TensorBytes& t = (*tensors)[i];
-    if (!t.bytes.empty())
-      std::memcpy(writer.base() + (*offsets)[i], t.bytes.data(), t.bytes.size());
+    if (!t.bytes.empty() &&
+        !CopyIntoSharedMapping(writer.base() + (*offsets)[i], t.bytes.data(), t.bytes.size())) {
+      return Truncated(region.name, -1, end);
+    }
     header->mutable_tensors(static_cast<int>(i))->set_region_offset((*offsets)[i]);
     (*tensors)[i] = TensorBytes();  // its memory goes back as soon as it is copied
   }

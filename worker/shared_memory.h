@@ -52,14 +52,21 @@ struct SharedMemoryLimits {
   uint64_t max_region_bytes = uint64_t{1} << 40;  // one mapping
 };
 
-// A region's mapping, unmapped when the last holder lets go.
+// A region's mapping, unmapped (and its descriptor closed) when the last
+// holder lets go.
 struct MappedRegion {
   std::string name;
   std::string owner;  // Caller::name of the client that attached it
+  int fd = -1;        // kept to see whether the client shrank the object
   uint8_t* base = nullptr;
   uint64_t size = 0;
   ~MappedRegion();
 };
+
+// Copies `n` bytes into a shared mapping; false when a page faulted (SIGBUS:
+// the object was truncated under the mapping) instead of the process dying.
+// Installs a SIGBUS handler once; faults outside such a copy still kill.
+bool CopyIntoSharedMapping(uint8_t* dst, const uint8_t* src, size_t n);
 
 class SharedMemoryRegions {
  public:
@@ -74,6 +81,7 @@ class SharedMemoryRegions {
     Writer(const Writer&) = delete;
     Writer& operator=(const Writer&) = delete;
     uint8_t* base() const { return region_->base; }
+    const MappedRegion& region() const { return *region_; }
     uint64_t begin() const { return begin_; }
     uint64_t end() const { return end_; }
 
@@ -120,7 +128,9 @@ class SharedMemoryRegions {
 // Copies `tensors` into the writer's range (laid out by LayoutInRegion), lists
 // them in `header` with their region_offset, sets header->in_shared_memory and
 // empties `tensors` (nothing is left to stream). RESOURCE_EXHAUSTED when they
-// do not fit; nothing is written then.
+// do not fit; nothing is written then. FAILED_PRECONDITION when the client
+// shrank the object under the mapping (checked first, and a fault during the
+// copy is caught: a client cannot crash the worker this way).
 absl::Status WriteTensorsToRegion(const SharedMemoryRegions::Writer& writer,
                                   std::vector<TensorBytes>* tensors, v1::RunHeader* header);
 

@@ -47,7 +47,7 @@ class WorkerService final : public WorkerServiceBase {
  public:
   struct Options {
     size_t chunk_bytes = 1 << 20;
-    SharedMemoryLimits shared_memory;
+    SharedMemoryLimits shared_memory = {};
     bool log_requests = true;  // one line per request on stderr
     // Who may call (outlives the service). Default: nullptr, every caller is
     // Caller::Anonymous() (as an Authorizer without --auth-tokens).

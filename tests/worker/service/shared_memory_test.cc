@@ -185,6 +185,36 @@ TEST(SharedMemoryRegionsTest, WritesTensorsAtTheirOffsets) {
   EXPECT_FALSE(big_header.in_shared_memory());
 }
 
+TEST(SharedMemoryRegionsTest, AClientThatShrinksItsObjectCannotCrashTheWorker) {
+  SharedMemoryRegions regions({});
+  ShmObject object(1 << 16);
+  const std::string id = regions.Attach(object.name(), 1 << 16, "alice")->region_id;
+  auto writer = regions.Reserve(Target(id), "alice");
+  ASSERT_TRUE(writer.ok());
+  // The client truncates the object after attaching it: the mapping's pages
+  // are gone, and touching them raises SIGBUS.
+  const int fd = shm_open(object.name().c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, 0), 0);
+  close(fd);
+
+  std::vector<uint8_t> bytes(1 << 15, 9);
+  EXPECT_FALSE(CopyIntoSharedMapping((*writer)->base(), bytes.data(), bytes.size()));
+  auto data = std::make_shared<std::vector<uint8_t>>(bytes);
+  std::vector<TensorBytes> tensors = {
+      {"x", TensorDType::kF32, {1 << 13}, {data->data(), data->size()}, data}};
+  v1::RunHeader header;
+  *header.add_tensors() = ChunkCursor(tensors).Metas()[0];
+  absl::Status shrunk = WriteTensorsToRegion(**writer, &tensors, &header);
+  EXPECT_EQ(shrunk.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(shrunk.message(), HasSubstr("was truncated under the mapping"));
+
+  // An ordinary copy still works, and this process is alive to say so.
+  std::vector<uint8_t> out(bytes.size());
+  EXPECT_TRUE(CopyIntoSharedMapping(out.data(), bytes.data(), bytes.size()));
+  EXPECT_EQ(out, bytes);
+}
+
 TEST(WireBuffersTest, ChunkBufferParsesAsTheRunResponse) {
   auto bytes = std::make_shared<std::string>(300000, '\0');
   for (size_t i = 0; i < bytes->size(); ++i) (*bytes)[i] = static_cast<char>(i * 31);
