@@ -6,11 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csetjmp>
 #include <csignal>
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -59,6 +61,57 @@ absl::Status Truncated(const std::string& name, int64_t size, uint64_t needed) {
       absl::StrCat("shared memory \"", name, "\" was truncated under the mapping (",
                    size >= 0 ? absl::StrCat(size, " bytes left") : std::string("during the copy"),
                    "; the reply needs ", needed, "): attach a new region"));
+}
+
+// One copy into a mapping.
+struct Piece {
+  uint8_t* dst;
+  const uint8_t* src;
+  size_t n;
+};
+
+// Copies every piece, on two threads when there is enough to share (one
+// core's memcpy does not saturate memory bandwidth); false when a page
+// faulted.
+bool CopyPieces(const std::vector<Piece>& pieces) {
+  constexpr size_t kShareAbove = size_t{32} << 20;
+  size_t total = 0;
+  for (const Piece& p : pieces) total += p.n;
+  if (total < kShareAbove) {
+    for (const Piece& p : pieces) {
+      if (p.n > 0 && !CopyIntoSharedMapping(p.dst, p.src, p.n)) return false;
+    }
+    return true;
+  }
+  // The second half of the bytes, cut inside a piece where it falls.
+  std::vector<Piece> first, second;
+  size_t seen = 0;
+  for (const Piece& p : pieces) {
+    const size_t half = total / 2;
+    if (seen >= half) {
+      second.push_back(p);
+    } else if (seen + p.n <= half) {
+      first.push_back(p);
+    } else {
+      const size_t cut = half - seen;
+      first.push_back({p.dst, p.src, cut});
+      second.push_back({p.dst + cut, p.src + cut, p.n - cut});
+    }
+    seen += p.n;
+  }
+  std::atomic<bool> ok{true};
+  auto copy = [&ok](const std::vector<Piece>& list) {
+    for (const Piece& p : list) {
+      if (p.n > 0 && !CopyIntoSharedMapping(p.dst, p.src, p.n)) {
+        ok = false;
+        return;
+      }
+    }
+  };
+  std::thread helper(copy, std::cref(second));
+  copy(first);
+  helper.join();
+  return ok.load();
 }
 
 uint64_t AlignUp(uint64_t n) {
@@ -295,15 +348,13 @@ absl::Status WriteTensorsToRegion(const SharedMemoryRegions::Writer& writer,
   if (fstat(region.fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < end) {
     return Truncated(region.name, st.st_size, end);
   }
+  std::vector<Piece> pieces;
   for (size_t i = 0; i < tensors->size(); ++i) {
     const TensorBytes& t = (*tensors)[i];
-    if (!t.bytes.empty() &&
-        !CopyIntoSharedMapping(writer.base() + (*offsets)[i], t.bytes.data(), t.bytes.size())) {
-      return Truncated(region.name, -1, end);
-    }
+    pieces.push_back({writer.base() + (*offsets)[i], t.bytes.data(), t.bytes.size()});
     header->mutable_tensors(static_cast<int>(i))->set_region_offset((*offsets)[i]);
-    (*tensors)[i] = TensorBytes();  // its memory goes back as soon as it is copied
   }
+  if (!CopyPieces(pieces)) return Truncated(region.name, -1, end);
   tensors->clear();
   header->set_in_shared_memory(true);
   return absl::OkStatus();
