@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "client/shared_memory_region.h"
+#include "client/attached_shared_memory.h"
 #include "client/worker_client.h"
 #include "common/mutex_mode.h"
 #include "common/openblas_env.h"
@@ -255,7 +255,7 @@ int Main(int argc, char** argv) {
         core_ms + extra, extra);
   }
   Served served(core, kDefaultChunkBytes);
-  auto region = SharedMemoryRegion::Create(served.client.get(), bytes + 64 * (n_tensors + 1));
+  auto region = AttachedSharedMemory::Create(served.client.get(), bytes + 64 * (n_tensors + 1));
   if (!region.ok()) {
     std::fprintf(stderr, "%s\n", region.status().ToString().c_str());
     return 1;

@@ -30,7 +30,7 @@ namespace lensgrid {
 
 // A streamed reply: the header and every tensor it announced, in order. A
 // reply written into shared memory (header.in_shared_memory) has no tensors
-// here: SharedMemoryRegion::Views reads them.
+// here: AttachedSharedMemory::Views reads them.
 struct RunReply {
   v1::RunHeader header;
   std::vector<WireTensor> tensors;
@@ -78,7 +78,7 @@ class WorkerClient {
   absl::StatusOr<GenerateReply> Generate(
       const v1::GenerateRequest& request,
       const std::function<bool(const v1::GenerateResponse&)>& on_step = nullptr);
-  // Opens an AttachSharedMemory call on `ctx` (SharedMemoryRegion holds it).
+  // Opens an AttachSharedMemory call on `ctx` (AttachedSharedMemory holds it).
   std::unique_ptr<grpc::ClientReader<v1::SharedMemoryRegion>> AttachSharedMemory(
       grpc::ClientContext* ctx, const v1::AttachSharedMemoryRequest& request);
 

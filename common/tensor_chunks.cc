@@ -11,7 +11,7 @@
 namespace lensgrid {
 namespace {
 
-constexpr uint64_t kMaxReserveBytes = uint64_t{1} << 30;
+constexpr uint64_t kReservePerChunkByte = 256;
 
 std::string ShapeString(absl::Span<const int64_t> shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
@@ -207,10 +207,10 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
     current_.data.swap(*chunk.mutable_data());  // no copy for a single-chunk tensor
   } else {
     if (current_.data.empty()) {
-      // One allocation for the tensor, never more than kMaxReserveBytes ahead
-      // of the bytes that arrived: a 4 TB claim in a 30-byte chunk was a
-      // crash. Untouched reserved pages cost no memory.
-      current_.data.reserve(std::min<uint64_t>(current_total_, kMaxReserveBytes));
+      // One allocation for the tensor, but never far ahead of the bytes that
+      // arrived (a 4 TB claim in a 30-byte chunk was a crash): a 1 MiB first
+      // chunk reserves up to 256 MiB; beyond that the buffer doubles.
+      current_.data.reserve(std::min<uint64_t>(current_total_, kReservePerChunkByte * n + 4096));
     }
     current_.data.append(chunk.data());
   }

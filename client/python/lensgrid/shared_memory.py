@@ -5,7 +5,7 @@ into a POSIX shared-memory object this process created, instead of streaming the
         run = worker.run_with_cache(tokens, shared_memory=shm)
         run["blocks.0.hook_resid_post"]                   # a numpy view into the region
         kept = worker.run_with_cache(tokens, shared_memory=shm, copy=True)  # arrays of its own
-    # closed: the worker has detached the region and its name is unlinked
+    # closed: the worker has detached the region
 
 How: the object is "/dev/shm/lensgrid-<32 random hex digits>", created here (mode 0600, its
 pages reserved at once, so a full /dev/shm is an error here rather than a fault in the worker)
@@ -42,8 +42,9 @@ class SharedMemory:
     """A shared-memory region attached to one worker: create it with Worker.shared_memory(n).
 
     .name: the object's shm_open name ("/lensgrid-..."); .byte_size; .region_id: the worker's
-    name for it; .closed. close() (or leaving the `with` block) detaches it from the worker and
-    unlinks the object; arrays viewing it keep the last bytes it held.
+    name for it; .closed. The object's name is removed as soon as the worker has mapped it,
+    so nothing is left in /dev/shm however this process ends. close() (or leaving the `with`
+    block) detaches it from the worker; arrays viewing it keep the last bytes it held.
     """
 
     def __init__(self, worker, byte_size):
@@ -76,6 +77,9 @@ class SharedMemory:
             self.close()
             raise
         self.region_id = region.region_id
+        # The worker has it mapped: the name can go now, so nothing is left in /dev/shm
+        # however this process ends (even killed).
+        _unlink(path)
         if region.byte_size != byte_size:
             self.close()
             raise WorkerError(grpc.StatusCode.INTERNAL,
@@ -96,7 +100,8 @@ class SharedMemory:
         return SharedMemoryRange(self, int(offset), int(byte_size))
 
     def close(self):
-        """Detaches the region from the worker (cancels the call) and unlinks the object."""
+        """Detaches the region from the worker (cancels the call) and unmaps it here once no
+        array views it."""
         self._map = None  # unmapped once no array views it any more
         self._finalizer()
 
@@ -188,11 +193,15 @@ def _create(name, byte_size):
         os.close(fd)
 
 
-def _release(path, held):
-    call = held[0]
-    if call is not None:
-        call.cancel()
+def _unlink(path):
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _release(path, held):
+    call = held[0]
+    if call is not None:
+        call.cancel()
+    _unlink(path)

@@ -345,7 +345,7 @@ class Worker:
         API 2.1), for shared_memory= of run_with_cache, run_with_interventions and get_weights:
         the worker writes the reply's tensors there and the arrays are views into it, valid
         until the next call writing the same bytes of the region (copy=True or .copy() keeps
-        them). Use it as a context manager, or close() it: that detaches and unlinks it.
+        them). Use it as a context manager, or close() it: that detaches it.
         WorkerError FAILED_PRECONDITION when the worker is not on this host. See
         lensgrid.shared_memory."""
         self.require_api_version(SHARED_MEMORY_API, "shared memory (AttachSharedMemory)")

@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/shared_memory_region.h"
+#include "client/attached_shared_memory.h"
 #include "client/worker_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -316,7 +316,7 @@ class SharedMemoryServiceTest : public ::testing::Test {
 };
 
 TEST_F(SharedMemoryServiceTest, RegionReplyEqualsTheStreamedOne) {
-  auto region = SharedMemoryRegion::Create(client_.get(), 1 << 20);
+  auto region = AttachedSharedMemory::Create(client_.get(), 1 << 20);
   ASSERT_TRUE(region.ok()) << region.status();
   WaitForRegions(1);
   v1::RunWithCacheRequest request = Text("abcdefgh");  // 32,000 bytes: 32 chunks streamed
@@ -347,7 +347,7 @@ TEST_F(SharedMemoryServiceTest, RegionReplyEqualsTheStreamedOne) {
 }
 
 TEST_F(SharedMemoryServiceTest, ErrorsNameWhatWasWrong) {
-  auto region = SharedMemoryRegion::Create(client_.get(), 16384);
+  auto region = AttachedSharedMemory::Create(client_.get(), 16384);
   ASSERT_TRUE(region.ok()) << region.status();
   v1::RunWithCacheRequest request = Text("abcdefgh");  // 32,000 bytes
   *request.mutable_options()->mutable_shared_memory() = (*region)->Target();
@@ -374,7 +374,7 @@ TEST_F(SharedMemoryServiceTest, ErrorsNameWhatWasWrong) {
 TEST_F(SharedMemoryServiceTest, DetachedWhenTheClientGoes) {
   std::string id;
   {
-    auto region = SharedMemoryRegion::Create(client_.get(), 1 << 16);
+    auto region = AttachedSharedMemory::Create(client_.get(), 1 << 16);
     ASSERT_TRUE(region.ok()) << region.status();
     id = (*region)->region_id();
     WaitForRegions(1);

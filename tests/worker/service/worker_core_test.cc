@@ -10,7 +10,7 @@
 
 #include <cstring>
 
-#include "client/shared_memory_region.h"
+#include "client/attached_shared_memory.h"
 #include "client/worker_client.h"
 #include "common/worker_api_version.h"
 #include "gmock/gmock.h"
@@ -369,7 +369,7 @@ v1::Tensor TokenIds(const std::vector<std::vector<int64_t>>& rows) {
 
 // Every tensor of a shared-memory reply, bit for bit the streamed reply's.
 void ExpectSameBytes(const RunReply& streamed, const RunReply& shared,
-                     const SharedMemoryRegion& region, const std::string& what) {
+                     const AttachedSharedMemory& region, const std::string& what) {
   EXPECT_FALSE(streamed.header.in_shared_memory()) << what;
   EXPECT_TRUE(shared.header.in_shared_memory()) << what;
   EXPECT_EQ(Names(streamed), Names(shared)) << what;
@@ -390,7 +390,7 @@ void ExpectSameBytes(const RunReply& streamed, const RunReply& shared,
 
 TEST(WorkerCoreTest, SharedMemoryRepliesEqualStreamedOnesBitForBit) {
   Served served(Options(MlpModelDir(), false), /*tcp=*/true);
-  auto region = SharedMemoryRegion::Create(&served.client(), 8 << 20);
+  auto region = AttachedSharedMemory::Create(&served.client(), 8 << 20);
   ASSERT_TRUE(region.ok()) << region.status();
 
   for (v1::DType dtype : {v1::F32, v1::F16, v1::BF16}) {

@@ -1,4 +1,4 @@
-#include "client/shared_memory_region.h"
+#include "client/attached_shared_memory.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -26,10 +26,10 @@ std::string RandomName() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SharedMemoryRegion>> SharedMemoryRegion::Create(WorkerClient* worker,
-                                                                               uint64_t byte_size) {
+absl::StatusOr<std::unique_ptr<AttachedSharedMemory>> AttachedSharedMemory::Create(
+    WorkerClient* worker, uint64_t byte_size) {
   if (byte_size == 0) return absl::InvalidArgumentError("a shared memory region needs > 0 bytes");
-  std::unique_ptr<SharedMemoryRegion> region(new SharedMemoryRegion());
+  std::unique_ptr<AttachedSharedMemory> region(new AttachedSharedMemory());
   region->name_ = RandomName();
   const int fd = shm_open(region->name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   region->linked_ = fd >= 0;
@@ -39,10 +39,12 @@ absl::StatusOr<std::unique_ptr<SharedMemoryRegion>> SharedMemoryRegion::Create(W
   }
   void* base = MAP_FAILED;
   int err = 0;
-  if (ftruncate(fd, static_cast<off_t>(byte_size)) == 0) {
+  // posix_fallocate, not ftruncate: the pages are reserved now, so a full
+  // /dev/shm fails here rather than when the worker writes.
+  if ((err = posix_fallocate(fd, 0, static_cast<off_t>(byte_size))) == 0) {
     base = mmap(nullptr, byte_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   }
-  err = errno;
+  if (err == 0) err = errno;
   close(fd);
   if (base == MAP_FAILED) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot make ", byte_size,
@@ -70,7 +72,7 @@ absl::StatusOr<std::unique_ptr<SharedMemoryRegion>> SharedMemoryRegion::Create(W
   return region;
 }
 
-void SharedMemoryRegion::Release() {
+void AttachedSharedMemory::Release() {
   if (call_ != nullptr) {
     ctx_.TryCancel();  // the worker detaches when the call ends
     (void)call_->Finish();
@@ -82,9 +84,9 @@ void SharedMemoryRegion::Release() {
   linked_ = false;
 }
 
-SharedMemoryRegion::~SharedMemoryRegion() { Release(); }
+AttachedSharedMemory::~AttachedSharedMemory() { Release(); }
 
-v1::SharedMemoryTarget SharedMemoryRegion::Target(uint64_t offset, uint64_t byte_size) const {
+v1::SharedMemoryTarget AttachedSharedMemory::Target(uint64_t offset, uint64_t byte_size) const {
   v1::SharedMemoryTarget target;
   target.set_region_id(region_id_);
   target.set_offset(offset);
@@ -92,7 +94,7 @@ v1::SharedMemoryTarget SharedMemoryRegion::Target(uint64_t offset, uint64_t byte
   return target;
 }
 
-absl::StatusOr<std::vector<TensorView>> SharedMemoryRegion::Views(
+absl::StatusOr<std::vector<TensorView>> AttachedSharedMemory::Views(
     const v1::RunHeader& header) const {
   if (!header.in_shared_memory() && header.tensors_size() > 0) {
     return absl::InternalError("the reply's tensors were streamed, not written to shared memory");

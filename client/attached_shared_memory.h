@@ -3,7 +3,7 @@
 // attached to the worker by an AttachSharedMemory call held open while this
 // object lives. Runs that name it get their tensors written into it.
 //
-//   LG_ASSIGN_OR_RETURN(auto region, SharedMemoryRegion::Create(worker.get(), 1 << 30));
+//   LG_ASSIGN_OR_RETURN(auto region, AttachedSharedMemory::Create(worker.get(), 1 << 30));
 //   *request.mutable_options()->mutable_shared_memory() = region->Target();
 //   LG_ASSIGN_OR_RETURN(RunReply reply, worker->RunWithCache(request));
 //   LG_ASSIGN_OR_RETURN(std::vector<TensorView> views, region->Views(reply.header));
@@ -12,8 +12,8 @@
 // until the region is destroyed (which detaches and unmaps it). The object's
 // name is removed as soon as the worker has mapped it, so nothing is left in
 // /dev/shm however this process ends.
-#ifndef LENSGRID_CLIENT_SHARED_MEMORY_REGION_H_
-#define LENSGRID_CLIENT_SHARED_MEMORY_REGION_H_
+#ifndef LENSGRID_CLIENT_ATTACHED_SHARED_MEMORY_H_
+#define LENSGRID_CLIENT_ATTACHED_SHARED_MEMORY_H_
 
 #include <cstdint>
 #include <memory>
@@ -36,16 +36,16 @@ struct TensorView {
   absl::Span<const uint8_t> bytes;
 };
 
-class SharedMemoryRegion {
+class AttachedSharedMemory {
  public:
   // Creates, maps and attaches a region of `byte_size` bytes. The worker's
   // error (e.g. FAILED_PRECONDITION from a worker on another host) when it
   // refuses; the object is removed then.
-  static absl::StatusOr<std::unique_ptr<SharedMemoryRegion>> Create(WorkerClient* worker,
-                                                                    uint64_t byte_size);
-  ~SharedMemoryRegion();
-  SharedMemoryRegion(const SharedMemoryRegion&) = delete;
-  SharedMemoryRegion& operator=(const SharedMemoryRegion&) = delete;
+  static absl::StatusOr<std::unique_ptr<AttachedSharedMemory>> Create(WorkerClient* worker,
+                                                                      uint64_t byte_size);
+  ~AttachedSharedMemory();
+  AttachedSharedMemory(const AttachedSharedMemory&) = delete;
+  AttachedSharedMemory& operator=(const AttachedSharedMemory&) = delete;
 
   // Where a run's tensors go: [offset, offset + byte_size) of this region
   // (byte_size 0: to its end).
@@ -60,7 +60,7 @@ class SharedMemoryRegion {
   const uint8_t* data() const { return base_; }
 
  private:
-  SharedMemoryRegion() = default;
+  AttachedSharedMemory() = default;
   void Release();
 
   std::string name_;
@@ -74,4 +74,4 @@ class SharedMemoryRegion {
 
 }  // namespace lensgrid
 
-#endif  // LENSGRID_CLIENT_SHARED_MEMORY_REGION_H_
+#endif  // LENSGRID_CLIENT_ATTACHED_SHARED_MEMORY_H_
