@@ -4,8 +4,9 @@ runs it, in eager PyTorch: a GPT-2 with a hook point on each attention's z, one 
 with a forward hook that zeroes that head, logit difference at the final position.
 
 usage: ablation_sweep_torch.py --layers 12 --heads 12 --d-model 768 --vocab 50257 --batch 16
-                               --pos 16 [--threads 1]
-Prints one line: `seconds=S forwards=F`.
+                               --pos 16 [--threads 1] [--forward-iters N]
+Prints one line: `seconds=S forwards=F`. With --forward-iters N it times N plain forwards of
+the same model instead (bench/forward_bench's peer) and S is the median seconds of one.
 """
 import argparse
 import math
@@ -58,7 +59,7 @@ class GPT2(nn.Module):
 def main():
     ap = argparse.ArgumentParser()
     for name, default in [("layers", 12), ("heads", 12), ("d-model", 768), ("vocab", 50257),
-                          ("batch", 16), ("pos", 16), ("threads", 1)]:
+                          ("batch", 16), ("pos", 16), ("threads", 1), ("forward-iters", 0)]:
         ap.add_argument("--" + name, type=int, default=default)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -69,6 +70,14 @@ def main():
     rows = torch.arange(a.batch)
     with torch.inference_mode():
         model(tokens)  # warm-up
+        if a.forward_iters > 0:
+            times = []
+            for _ in range(a.forward_iters):
+                start = time.perf_counter()
+                model(tokens)
+                times.append(time.perf_counter() - start)
+            print(f"seconds={sorted(times)[len(times) // 2]:.6f} forwards={a.forward_iters}")
+            return
         start = time.perf_counter()
         deltas = torch.zeros(a.layers, a.heads)
         clean = model(tokens)[:, -1]

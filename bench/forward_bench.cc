@@ -1,5 +1,8 @@
 // Forward-pass throughput on GPT-2-small dimensions (random weights), next to
-// the machine's fp32 GEMM peak measured in the same run. Numbers, not pass/fail.
+// the machine's fp32 GEMM peak measured in the same run and eager PyTorch's
+// forward of the same shapes on the same OpenBLAS kernels
+// (bench/ablation_sweep_torch.py --forward-iters, Debian's python3-torch).
+// Numbers, not pass/fail.
 //
 //   build/bench/forward_bench [--iters N] [--threads N] [--no-openblas-fix]
 //
@@ -28,6 +31,25 @@ std::string BlasCoreName() {
   using CoreName = char* (*)();
   auto fn = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
   return fn != nullptr ? fn() : "not OpenBLAS";
+}
+
+// Median seconds of eager PyTorch's plain forward on [batch, pos] (same
+// OpenBLAS kernels as this process: the environment is inherited), or -1.
+double TorchForwardSeconds(const HookedTransformerConfig& c, int64_t batch, int64_t pos,
+                           int iters) {
+  std::string cmd = "/usr/bin/python3 " + std::string(LENSGRID_SOURCE_DIR) +
+                    "/bench/ablation_sweep_torch.py --layers " + std::to_string(c.n_layers) +
+                    " --heads " + std::to_string(c.n_heads) + " --d-model " +
+                    std::to_string(c.d_model) + " --vocab " + std::to_string(c.d_vocab) +
+                    " --batch " + std::to_string(batch) + " --pos " + std::to_string(pos) +
+                    " --forward-iters " + std::to_string(iters);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  double seconds = -1;
+  char line[256];
+  while (fgets(line, sizeof(line), pipe) != nullptr) std::sscanf(line, "seconds=%lf", &seconds);
+  pclose(pipe);
+  return seconds;
 }
 
 // Best fp32 GEMM rate over shapes like the model's own.
@@ -97,6 +119,15 @@ int Main(int argc, char** argv) {
                   100.0 * flops / peak, cache.TotalBytes() / 1e6);
       if (cache_all) std::printf("   (+%.0f%% over plain)", 100.0 * (s / plain_s - 1));
       std::printf("\n");
+    }
+    const double torch_s = TorchForwardSeconds(cfg, batch, pos, iters);
+    if (torch_s > 0) {
+      const double flops = ForwardFlops(cfg, batch, pos) / torch_s;
+      std::printf(
+          "%-8s %-12s %10.1f %12.0f %10.1f %9.0f%%   (eager PyTorch, same kernels; "
+          "lensgrid plain is %.2fx its speed)\n",
+          (std::to_string(batch) + "x" + std::to_string(pos)).c_str(), "PyTorch", torch_s * 1e3,
+          batch * pos / torch_s, flops / 1e9, 100.0 * flops / peak, torch_s / plain_s);
     }
   }
   return 0;
