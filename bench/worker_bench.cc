@@ -4,7 +4,7 @@
 //      the same RunWithCache streamed over gRPC at several chunk sizes and
 //      written into same-host shared memory; transfer MB/s = bytes / (call -
 //      core call), beside memcpy of the same bytes and a plain TCP socket
-//      moving them on loopback (the ceiling of any TCP path on this machine).
+//      moving them on loopback (what TCP itself does on this machine).
 //   2. a small RunWithCache: in process, over gRPC (streamed and shared
 //      memory), and the floor of one unary gRPC round trip (GetModelInfo).
 //
@@ -244,7 +244,7 @@ int Main(int argc, char** argv) {
   };
   std::printf("  %-44s %9.1f %12s %10s\n", "in-process core call (run + pack)", core_ms, "-", "-");
   row("memcpy of the same bytes", memcpy_ms, memcpy_ms);
-  row("plain TCP socket on loopback (the ceiling)", tcp_ms, tcp_ms);
+  row("plain TCP socket on loopback, 1 MiB writes", tcp_ms, tcp_ms);
   for (size_t chunk : {size_t{64} << 10, size_t{256} << 10, size_t{1} << 20,
                        (size_t{4} << 20) - (size_t{4} << 10)}) {
     Served served(core, chunk);
@@ -287,8 +287,8 @@ int Main(int argc, char** argv) {
       "to end minus the core call, paired: %.1f ms\n",
       copy_ms, shm_call_overhead, shm_extra);
   std::printf(
-      "  goals: >= 25%% of memcpy over TCP loopback (this machine's TCP ceiling is the "
-      "socket row), >= 60%% with shared memory\n");
+      "  goals: >= 25%% of memcpy over TCP loopback (compare the plain socket row: TCP "
+      "itself on this machine), >= 60%% with shared memory\n");
 
   // 2. A small RunWithCache (measured above).
   double unary = MedianMs(small_reps, [&] { (void)served.client->GetModelInfo(); });
