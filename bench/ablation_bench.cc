@@ -15,13 +15,10 @@
 #include <string>
 
 #include "bench/random_prompts.h"
+#include "bench/torch_peer.h"
 #include "common/openblas_env.h"
 #include "worker/model/analysis/search.h"
 #include "worker/model/cpu_threads.h"
-
-#ifndef LENSGRID_SOURCE_DIR
-#define LENSGRID_SOURCE_DIR "."
-#endif
 
 namespace lensgrid {
 namespace {
@@ -43,20 +40,9 @@ std::string OurCoreType() {
 // empty) and returns its seconds (or -1).
 double TorchSeconds(const HookedTransformerConfig& cfg, int64_t prompts, int64_t pos,
                     const std::string& core_type) {
-  std::string env =
-      core_type.empty() ? "env -u OPENBLAS_CORETYPE " : "env OPENBLAS_CORETYPE=" + core_type + " ";
-  std::string cmd = env + "/usr/bin/python3 " + LENSGRID_SOURCE_DIR +
-                    "/bench/ablation_sweep_torch.py --layers " + std::to_string(cfg.n_layers) +
-                    " --heads " + std::to_string(cfg.n_heads) + " --d-model " +
-                    std::to_string(cfg.d_model) + " --vocab " + std::to_string(cfg.d_vocab) +
-                    " --batch " + std::to_string(prompts) + " --pos " + std::to_string(pos);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return -1;
-  double seconds = -1;
-  char line[256];
-  while (fgets(line, sizeof(line), pipe) != nullptr) std::sscanf(line, "seconds=%lf", &seconds);
-  pclose(pipe);
-  return seconds;
+  return TorchPeerSeconds(
+      cfg, prompts, pos, "",
+      core_type.empty() ? "env -u OPENBLAS_CORETYPE " : "env OPENBLAS_CORETYPE=" + core_type + " ");
 }
 
 int Main(int argc, char** argv) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bench/timing.h"
+#include "bench/torch_peer.h"
 #include "common/openblas_env.h"
 #include "worker/model/cpu_threads.h"
 #include "worker/model/hooked_transformer.h"
@@ -31,25 +32,6 @@ std::string BlasCoreName() {
   using CoreName = char* (*)();
   auto fn = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
   return fn != nullptr ? fn() : "not OpenBLAS";
-}
-
-// Median seconds of eager PyTorch's plain forward on [batch, pos] (same
-// OpenBLAS kernels as this process: the environment is inherited), or -1.
-double TorchForwardSeconds(const HookedTransformerConfig& c, int64_t batch, int64_t pos,
-                           int iters) {
-  std::string cmd = "/usr/bin/python3 " + std::string(LENSGRID_SOURCE_DIR) +
-                    "/bench/ablation_sweep_torch.py --layers " + std::to_string(c.n_layers) +
-                    " --heads " + std::to_string(c.n_heads) + " --d-model " +
-                    std::to_string(c.d_model) + " --vocab " + std::to_string(c.d_vocab) +
-                    " --batch " + std::to_string(batch) + " --pos " + std::to_string(pos) +
-                    " --forward-iters " + std::to_string(iters);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return -1;
-  double seconds = -1;
-  char line[256];
-  while (fgets(line, sizeof(line), pipe) != nullptr) std::sscanf(line, "seconds=%lf", &seconds);
-  pclose(pipe);
-  return seconds;
 }
 
 // Best fp32 GEMM rate over shapes like the model's own.
@@ -120,7 +102,10 @@ int Main(int argc, char** argv) {
       if (cache_all) std::printf("   (+%.0f%% over plain)", 100.0 * (s / plain_s - 1));
       std::printf("\n");
     }
-    const double torch_s = TorchForwardSeconds(cfg, batch, pos, iters);
+    // Eager PyTorch's plain forward, median of `iters`, same kernels (the
+    // environment is inherited).
+    const double torch_s =
+        TorchPeerSeconds(cfg, batch, pos, "--forward-iters " + std::to_string(iters));
     if (torch_s > 0) {
       const double flops = ForwardFlops(cfg, batch, pos) / torch_s;
       std::printf(
