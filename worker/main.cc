@@ -348,10 +348,15 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   lensgrid::ApplyConnectionOptions(flags.connections, &builder);
   LinkSlot link;
+  // The model's core once loaded (its shard cache's counters), for /metrics.
+  std::atomic<const lensgrid::WorkerCore*> loaded_core{nullptr};
   if (metrics != nullptr) {
     builder.experimental().SetInterceptorCreators(lensgrid::RpcMetricsInterceptors(*metrics));
-    metrics->AddCollector([&executor, &service, &link] {
+    metrics->AddCollector([&executor, &service, &link, &loaded_core] {
       const lensgrid::CoordinatorLinkStats s = link.stats();
+      const lensgrid::WorkerCore* core = loaded_core.load();
+      const lensgrid::BaseRunCache::Stats cache =
+          core != nullptr ? core->ShardCacheStats() : lensgrid::BaseRunCache::Stats();
       return std::vector<prometheus::MetricFamily>{
           lensgrid::BuildInfoFamily("worker"),
           lensgrid::GaugeFamily("lensgrid_executor_queue_depth",
@@ -368,7 +373,19 @@ int main(int argc, char** argv) {
           lensgrid::CounterFamily("lensgrid_worker_shards_completed_total",
                                   "shard results the coordinator accepted", s.shards_completed),
           lensgrid::CounterFamily("lensgrid_worker_shards_handed_back_total",
-                                  "shards handed back (shutdown)", s.shards_handed_back)};
+                                  "shards handed back (shutdown)", s.shards_handed_back),
+          lensgrid::CounterFamily("lensgrid_worker_shard_cache_hits_total",
+                                  "shards that reused their prompt range's base run",
+                                  static_cast<double>(cache.hits)),
+          lensgrid::CounterFamily("lensgrid_worker_shard_cache_misses_total",
+                                  "shards that ran their prompt range's base run",
+                                  static_cast<double>(cache.misses)),
+          lensgrid::GaugeFamily("lensgrid_worker_shard_cache_bytes",
+                                "bytes of base runs kept (--shard-cache-bytes)",
+                                static_cast<double>(cache.bytes)),
+          lensgrid::GaugeFamily("lensgrid_worker_shared_memory_regions",
+                                "same-host shared-memory regions attached now",
+                                service.shared_memory_regions())};
     });
     Log(lensgrid::LogLevel::kInfo, "metrics on http://", metrics->address(), "/metrics");
   }
@@ -444,6 +461,7 @@ int main(int argc, char** argv) {
   if (!info.has_tokenizer()) {
     Log(lensgrid::LogLevel::kWarning, "no tokenizer files; requests must send token ids");
   }
+  loaded_core = core->get();  // lives as long as `backend`, past metrics.reset()
   auto backend = std::shared_ptr<const lensgrid::WorkerBackend>(std::move(*core));
   service.SetBackend(backend);
   SetServing(server.get(), true);

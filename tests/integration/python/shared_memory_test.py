@@ -54,7 +54,8 @@ def in_region(array):
 class SharedMemoryTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.proc = WorkerProcess(WORKER_BIN, MODEL, "--threads", "1")
+        cls.proc = WorkerProcess(WORKER_BIN, MODEL, "--threads", "1",
+                                 "--metrics-listen", "127.0.0.1:0")
         cls.worker = lensgrid.Worker(cls.proc.address, timeout=120)
         cls.shm = cls.worker.shared_memory(64 << 20)
 
@@ -182,6 +183,36 @@ class SharedMemoryTest(unittest.TestCase):
             list(self.worker._stub.RunWithCache(request, timeout=60))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
         self.assertIn(region_id, cm.exception.details())
+
+    def metric(self, name):
+        import urllib.request
+        url = self.proc.wait_for_log(r"metrics on (http://\S+)").group(1)
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        [value] = [line.split()[1] for line in text.splitlines() if line.startswith(name + " ")]
+        return float(value)
+
+    def wait_for_metric(self, name, value, timeout=60):
+        """Waits (bounded only against hangs) until the worker's /metrics shows name = value."""
+        import time
+        end = time.monotonic() + timeout
+        while self.metric(name) != value:
+            if time.monotonic() > end:
+                self.fail(f"{name} stayed {self.metric(name)}, not {value}")
+            time.sleep(0.02)
+
+    def test_metrics_count_the_regions_attached(self):
+        gauge = "lensgrid_worker_shared_memory_regions"
+        self.wait_for_metric(gauge, 1)  # the class's region (others' closes land first)
+        shm = self.worker.shared_memory(1 << 16)
+        self.wait_for_metric(gauge, 2)
+        shm.close()
+        self.wait_for_metric(gauge, 1)
+        # The shard cache's figures sit beside it (this worker ran no shard).
+        for name in ("lensgrid_worker_shard_cache_hits_total",
+                     "lensgrid_worker_shard_cache_misses_total",
+                     "lensgrid_worker_shard_cache_bytes"):
+            self.assertEqual(self.metric(name), 0, name)
 
     def test_a_killed_client_has_its_region_detached(self):
         child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
