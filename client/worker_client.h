@@ -84,8 +84,9 @@ class WorkerClient {
 
  private:
   void Prepare(grpc::ClientContext* ctx) const;
-  template <typename Reader>
-  absl::StatusOr<RunReply> ReadReply(grpc::ClientContext* ctx, Reader* reader);
+  // Calls a streamed-run method (its full path) and reassembles the reply.
+  template <typename Request>
+  absl::StatusOr<RunReply> StreamRun(const char* method, const Request& request);
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Worker::Stub> stub_;

@@ -170,7 +170,7 @@ bool ChunkCursor::NextPiece(v1::TensorChunk* meta, absl::Span<const uint8_t>* da
   return true;
 }
 
-absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
+absl::Status TensorAssembler::Accept(const v1::TensorChunk& chunk, size_t n) {
   if (!in_progress_) {
     if (chunk.offset() != 0) {
       return absl::InternalError(absl::StrCat("stream: tensor \"", chunk.name(),
@@ -198,28 +198,48 @@ absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
         absl::StrCat("stream: got a chunk of \"", chunk.name(), "\" at offset ", chunk.offset(),
                      " while \"", current_.name, "\" expected offset ", current_.data.size()));
   }
-  if (current_.data.size() + chunk.data().size() > current_total_) {
+  if (current_.data.size() + n > current_total_) {
     return absl::InternalError(absl::StrCat("stream: tensor \"", current_.name,
                                             "\" got more than its ", current_total_, " bytes"));
   }
-  const size_t n = chunk.data().size();
-  if (current_.data.empty() && n == current_total_) {
-    current_.data.swap(*chunk.mutable_data());  // no copy for a single-chunk tensor
-  } else {
-    if (current_.data.empty()) {
-      // One allocation for the tensor, but never far ahead of the bytes that
-      // arrived (a 4 TB claim in a 30-byte chunk was a crash): a 1 MiB first
-      // chunk reserves up to 256 MiB; beyond that the buffer doubles.
-      current_.data.reserve(std::min<uint64_t>(current_total_, kReservePerChunkByte * n + 4096));
-    }
-    current_.data.append(chunk.data());
+  if (current_.data.empty()) {
+    // One allocation for the tensor, but never far ahead of the bytes that
+    // arrived (a 4 TB claim in a 30-byte chunk was a crash): a 1 MiB first
+    // chunk reserves up to 256 MiB; beyond that the buffer doubles.
+    current_.data.reserve(std::min<uint64_t>(current_total_, kReservePerChunkByte * n + 4096));
   }
+  return absl::OkStatus();
+}
+
+void TensorAssembler::Landed(size_t n) {
   bytes_received_ += n;
   if (current_.data.size() == current_total_) {
     done_.push_back(std::move(current_));
     current_ = WireTensor();
     in_progress_ = false;
   }
+}
+
+absl::Status TensorAssembler::Add(v1::TensorChunk chunk) {
+  const size_t n = chunk.data().size();
+  if (!in_progress_ && n == chunk.total_bytes() && chunk.offset() == 0) {
+    LG_RETURN_IF_ERROR(Accept(chunk, 0));       // checks the header; reserves nothing useful
+    current_.data.swap(*chunk.mutable_data());  // no copy for a single-chunk tensor
+  } else {
+    LG_RETURN_IF_ERROR(Accept(chunk, n));
+    current_.data.append(chunk.data());
+  }
+  Landed(n);
+  return absl::OkStatus();
+}
+
+absl::Status TensorAssembler::AddPiece(const v1::TensorChunk& meta, size_t n,
+                                       const std::function<void(char*)>& fill) {
+  LG_RETURN_IF_ERROR(Accept(meta, n));
+  const size_t at = current_.data.size();
+  current_.data.resize(at + n);
+  if (n > 0) fill(&current_.data[at]);
+  Landed(n);
   return absl::OkStatus();
 }
 

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,11 +100,19 @@ class TensorAssembler {
   // exactly these arrived.
   void Expect(std::vector<v1::TensorMeta> metas) { expected_ = std::move(metas); }
   absl::Status Add(v1::TensorChunk chunk);
+  // The same for a chunk whose `n` data bytes are still elsewhere (`meta` has
+  // no data): once checked, fill(dst) copies them straight into the tensor.
+  absl::Status AddPiece(const v1::TensorChunk& meta, size_t n,
+                        const std::function<void(char*)>& fill);
   absl::StatusOr<std::vector<WireTensor>> Finish();
   uint64_t bytes_received() const { return bytes_received_; }
 
  private:
   absl::Status CheckComplete() const;
+  // Checks a chunk of `n` bytes against the stream so far (starting a tensor
+  // at offset 0) and reserves room; Landed(n) counts them once they are in.
+  absl::Status Accept(const v1::TensorChunk& chunk, size_t n);
+  void Landed(size_t n);
   std::vector<v1::TensorMeta> expected_;
   std::vector<WireTensor> done_;
   bool in_progress_ = false;
