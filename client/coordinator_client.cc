@@ -180,7 +180,15 @@ absl::StatusOr<v1::JobStatus> CoordinatorClient::Watch(
       on_event(event);
     }
     absl::Status status = FromGrpcStatus(reader->Finish());
-    if (status.ok()) return GetJob(job_id);  // the stream ends when the job is final
+    if (status.ok()) {  // the stream ends when the job is final
+      absl::StatusOr<v1::JobStatus> final_status = GetJob(job_id);
+      if (final_status.ok() || final_status.status().code() != absl::StatusCode::kUnavailable) {
+        return final_status;
+      }
+      // The coordinator went away between the two calls: reconnect as below
+      // (a cluster test's kill -9 right after a job ended found this).
+      status = final_status.status();
+    }
     if (status.code() != absl::StatusCode::kUnavailable &&
         status.code() != absl::StatusCode::kDeadlineExceeded &&
         status.code() != absl::StatusCode::kInternal) {
