@@ -202,7 +202,7 @@ absl::Status TensorAssembler::Accept(const v1::TensorChunk& chunk, size_t n) {
     return absl::InternalError(absl::StrCat("stream: tensor \"", current_.name,
                                             "\" got more than its ", current_total_, " bytes"));
   }
-  if (current_.data.empty()) {
+  if (current_.data.empty() && n > 0) {  // (n 0: a single chunk is swapped in, not copied)
     // One allocation for the tensor, but never far ahead of the bytes that
     // arrived (a 4 TB claim in a 30-byte chunk was a crash): a 1 MiB first
     // chunk reserves up to 256 MiB; beyond that the buffer doubles.
