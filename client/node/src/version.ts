@@ -8,9 +8,10 @@ export const VERSION = "0.1.0";
  * SUPPORTED_MAJORS: it sets each field whose meaning changed in 2.0 explicitly
  * (TokenizeRequest.prepend_bos, ModelInput.prepend_bos with the deprecated no_bos beside it,
  * enum zeros for "logits" and right padding), so a 1.x worker reads its requests alike. A call
- * that needs a newer API (hook programs, gradients, GetWeights, Generate: 1.1) says so.
+ * that needs a newer API (hook programs, gradients, GetWeights, Generate: 1.1) says so. Small
+ * replies in one message (2.2) need nothing: the client asks for them and reads either form.
  */
-export const WORKER_API_VERSION: readonly [number, number] = [2, 0];
+export const WORKER_API_VERSION: readonly [number, number] = [2, 2];
 export const SUPPORTED_MAJORS: readonly number[] = [1, 2];
 
 /** "MAJOR.MINOR" -> [MAJOR, MINOR]; empty (a worker before api_version) -> [1, 0]. */

@@ -328,6 +328,11 @@ export class TensorAssembler {
     }
   }
 
+  /** The name of the tensor whose chunks are still coming; null between tensors. */
+  get receiving(): string | null {
+    return this.cur === null ? null : this.cur.name;
+  }
+
   /** The tensors in order; DATA_LOSS unless they are exactly `expected` (names, in order). */
   finish(expected?: string[]): Map<string, Tensor> {
     if (this.cur !== null) {

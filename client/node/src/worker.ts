@@ -8,6 +8,7 @@ import { serviceClient } from "./proto";
 import { programFromJSON } from "./json";
 import { checkApiVersion, parseApiVersion } from "./version";
 import {
+  ChunkMessage,
   Tensor,
   TensorAssembler,
   TensorInput,
@@ -313,13 +314,19 @@ export function modelInput(value: ModelInputValue, opts: InputOptions = {}, what
   return msg;
 }
 
-function runOptions(o: RunOptions): Record<string, unknown> {
+/**
+ * RunOptions. inlineTensors (default true): a small reply may come as one message, its
+ * tensors in the header (Worker API 2.2); a worker older than 2.2 ignores it and streams
+ * them, and readRunReply reads both forms.
+ */
+export function runOptions(o: RunOptions, inlineTensors = true): Record<string, unknown> {
   const rt = o.returnType === null ? "none" : (o.returnType ?? "logits");
   if (!RETURN_TYPES[rt]) throw invalidInput(`returnType must be "logits", "loss", "both" or "none"; got ${describe(o.returnType)}`);
   const msg: Record<string, unknown> = {
     return_type: RETURN_TYPES[rt],
     per_token_loss: !!o.perTokenLoss,
     logits_dtype: floatDtype(o.logitsDtype, "logitsDtype"),
+    inline_tensors: inlineTensors,
   };
   if (o.stopAtLayer !== undefined && o.stopAtLayer !== null) msg.stop_at_layer = checkInt(o.stopAtLayer, "stopAtLayer");
   return msg;
@@ -441,15 +448,68 @@ function gradients(g: readonly HookName[] | GradientsInput): Record<string, unkn
 
 // --- the client ----------------------------------------------------------------------------
 
-interface RunResponseMessage {
+export interface RunResponseMessage {
   item?: "header" | "chunk";
   header?: {
     tokens?: { name: string; dtype: string; shape: number[]; data: Buffer } | null;
     attention_mask?: { name: string; dtype: string; shape: number[]; data: Buffer } | null;
     weights_sha256: string;
     tensors: { name: string; dtype: string; shape: number[]; num_bytes: number }[];
+    in_shared_memory?: boolean;
+    /** Worker API 2.2, when the request set inline_tensors: every tensor, one whole chunk each. */
+    inline_chunks?: ChunkMessage[];
   };
-  chunk?: { name: string; dtype: string; shape: number[]; total_bytes: number; offset: number; data: Buffer };
+  chunk?: ChunkMessage;
+}
+
+/**
+ * Reads a streamed reply (RunResponse messages, decoded) in either form: the header then
+ * TensorChunk messages, or (Worker API 2.2, when the request set inline_tensors) a header
+ * carrying every tensor in inline_chunks, one chunk each, with no chunk messages after it.
+ * Returns the header and the tensors it announces, in order, each checked against its entry
+ * (dtype, shape). DATA_LOSS for a reply that breaks these rules: no header or two, a chunk
+ * before the header or after inline chunks, inline chunks that end inside a tensor or come
+ * with in_shared_memory, tensors other than announced.
+ */
+export async function readRunReply(
+  messages: AsyncIterable<RunResponseMessage> | Iterable<RunResponseMessage>,
+  method: string,
+  address = "",
+): Promise<{ header: NonNullable<RunResponseMessage["header"]>; tensors: Map<string, Tensor> }> {
+  const loss = (message: string) => new LensgridError(StatusCode.DATA_LOSS, `${method}: ${message}`, { address, method });
+  const assembler = new TensorAssembler();
+  let header: RunResponseMessage["header"] | null = null;
+  let inlined = false;
+  for await (const msg of messages) {
+    if (msg.item === "header" && msg.header) {
+      if (header) throw loss("the reply had two headers");
+      header = msg.header;
+      const inline = header.inline_chunks ?? [];
+      if (inline.length) {
+        if (header.in_shared_memory) throw loss("the header says the tensors are in shared memory and also carries them inline");
+        inlined = true;
+        for (const chunk of inline) assembler.add(chunk);
+        if (assembler.receiving !== null) {
+          throw loss(`the header's inline chunks end inside tensor ${JSON.stringify(assembler.receiving)}`);
+        }
+      }
+    } else if (msg.item === "chunk" && msg.chunk) {
+      if (!header) throw loss("a tensor chunk came before the header");
+      if (inlined) throw loss(`a chunk of ${JSON.stringify(msg.chunk.name)} came after a header that carried the tensors inline`);
+      assembler.add(msg.chunk);
+    } else {
+      throw loss("a reply message with neither header nor chunk");
+    }
+  }
+  if (!header) throw loss("the reply had no header");
+  const tensors = assembler.finish(header.tensors.map((t) => t.name));
+  for (const meta of header.tensors) {
+    const t = tensors.get(meta.name)!;
+    if (t.wireDtype !== meta.dtype || t.shape.join(",") !== meta.shape.map(Number).join(",")) {
+      throw loss(`tensor ${meta.name} arrived as ${t.wireDtype} [${t.shape}], the header announced ${meta.dtype} [${meta.shape}]`);
+    }
+  }
+  return { header, tensors };
 }
 
 export interface TokenizeOptions extends CallOptions {
@@ -479,6 +539,8 @@ export class Worker {
   readonly address: string;
   private readonly conn: Connection;
   private info: ModelInfo | null = null;
+  /** Ask for small replies as one message (inline_tensors, Worker API 2.2); tests turn it off. */
+  private inlineTensors = true;
 
   /** Use connect(), which waits for the worker and checks its API version. */
   constructor(address: string, options: ConnectionOptions = {}) {
@@ -579,31 +641,7 @@ export class Worker {
 
   private async runStream(method: string, request: object, opts: CallOptions): Promise<RunResult> {
     const result = new RunResult();
-    const assembler = new TensorAssembler();
-    let header: RunResponseMessage["header"] | null = null;
-    for await (const msg of this.conn.stream<RunResponseMessage>(method, request, opts)) {
-      if (msg.item === "header" && msg.header) {
-        if (header) throw new LensgridError(StatusCode.DATA_LOSS, `${method}: the reply had two headers`, { address: this.address, method });
-        header = msg.header;
-      } else if (msg.item === "chunk" && msg.chunk) {
-        if (!header) throw new LensgridError(StatusCode.DATA_LOSS, `${method}: a tensor chunk came before the header`, { address: this.address, method });
-        assembler.add(msg.chunk);
-      } else {
-        throw new LensgridError(StatusCode.DATA_LOSS, `${method}: a reply message with neither header nor chunk`, { address: this.address, method });
-      }
-    }
-    if (!header) throw new LensgridError(StatusCode.DATA_LOSS, `${method}: the reply had no header`, { address: this.address, method });
-    const tensors = assembler.finish(header.tensors.map((t) => t.name));
-    for (const meta of header.tensors) {
-      const t = tensors.get(meta.name)!;
-      if (t.wireDtype !== meta.dtype || t.shape.join(",") !== meta.shape.map(Number).join(",")) {
-        throw new LensgridError(
-          StatusCode.DATA_LOSS,
-          `${method}: tensor ${meta.name} arrived as ${t.wireDtype} [${t.shape}], the header announced ${meta.dtype} [${meta.shape}]`,
-          { address: this.address, method },
-        );
-      }
-    }
+    const { header, tensors } = await readRunReply(this.conn.stream<RunResponseMessage>(method, request, opts), method, this.address);
     if (header.tokens) result.tokens = tensorFromMessage(header.tokens);
     if (header.attention_mask) result.attentionMask = tensorFromMessage(header.attention_mask);
     result.weightsSha256 = header.weights_sha256;
@@ -623,7 +661,7 @@ export class Worker {
   async runWithCache(input: ModelInputValue, opts: RunWithCacheOptions = {}): Promise<RunResult> {
     const request = {
       input: modelInput(input, opts),
-      options: runOptions(opts),
+      options: runOptions(opts, this.inlineTensors),
       cache: cacheSpec(opts),
       expected_weights_sha256: opts.expectedWeightsSha256 ?? "",
     };
@@ -638,7 +676,7 @@ export class Worker {
     const interventions = (opts.interventions ?? []).map(intervention);
     const request: Record<string, unknown> = {
       input: modelInput(input, opts),
-      options: runOptions(opts),
+      options: runOptions(opts, this.inlineTensors),
       interventions,
       expected_weights_sha256: opts.expectedWeightsSha256 ?? "",
     };
@@ -671,7 +709,7 @@ export class Worker {
    */
   async getWeights(names: readonly string[] = [], opts: CallOptions & { dtype?: FloatDType } = {}): Promise<Map<string, Tensor>> {
     await this.requireApiVersion([1, 1], "getWeights");
-    const request = { names: list(names), dtype: floatDtype(opts.dtype, "dtype") };
+    const request = { names: list(names), dtype: floatDtype(opts.dtype, "dtype"), inline_tensors: this.inlineTensors };
     return (await this.runStream("GetWeights", request, opts)).tensors;
   }
 

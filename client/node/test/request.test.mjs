@@ -203,3 +203,150 @@ test("a closed connection and bad deadlines are LensgridErrors; JobSpec messages
   });
   c.close();
 });
+
+// --- small replies in one message (Worker API 2.2) --------------------------------------------
+
+const { readRunReply, runOptions } = await import("../dist/worker.js");
+
+test("runs and weights ask for inline tensors (RunOptions.inline_tensors) unless turned off", () => {
+  assert.equal(roundTrip("lensgrid.v1.RunWithCacheRequest", { options: runOptions({}) }).options.inline_tensors, true);
+  assert.equal(roundTrip("lensgrid.v1.RunWithCacheRequest", { options: runOptions({}, false) }).options.inline_tensors, false);
+});
+
+/** name -> [wire dtype, shape, bytes] of a small reply (F32, F16, BF16 bits, empty, scalar). */
+function replyTensors() {
+  const bytes = (n, seed) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 37 + seed * 11) & 0xff));
+  return new Map([
+    ["logits", ["F32", [2, 3, 5], bytes(120, 1)]],
+    ["blocks.0.hook_resid_post", ["F16", [2, 3, 4], bytes(48, 2)]],
+    ["blocks.0.attn.hook_z", ["BF16", [2, 3, 2, 2], bytes(48, 3)]],
+    ["empty", ["F32", [0, 4], Buffer.alloc(0)]],
+    ["loss", ["F32", [], Buffer.from(new Float32Array([2.5]).buffer)]],
+  ]);
+}
+
+function replyHeader(tensors, extra = {}) {
+  return {
+    weights_sha256: "cd".repeat(32),
+    tokens: { name: "tokens", dtype: "I64", shape: [2, 3], data: Buffer.from(new BigInt64Array([1n, 2n, 3n, 4n, 5n, 6n]).buffer) },
+    tensors: [...tensors].map(([name, [dtype, shape, data]]) => ({ name, dtype, shape, num_bytes: data.length })),
+    total_bytes: [...tensors.values()].reduce((n, [, , d]) => n + d.length, 0),
+    ...extra,
+  };
+}
+
+const wholeChunk = (name, [dtype, shape, data]) => ({ name, dtype, shape, total_bytes: data.length, offset: 0, data });
+const reply = (msg) => roundTrip("lensgrid.v1.RunResponse", msg);
+
+function inlineReply(tensors, extra = {}) {
+  return [reply({ header: replyHeader(tensors, { inline_chunks: [...tensors].map(([n, t]) => wholeChunk(n, t)), ...extra }) })];
+}
+
+function streamedReply(tensors, chunkBytes) {
+  const out = [reply({ header: replyHeader(tensors) })];
+  for (const [name, [dtype, shape, data]] of tensors) {
+    for (let offset = 0; offset < Math.max(data.length, 1); offset += chunkBytes) {
+      const chunk = { name, offset, data: data.subarray(offset, offset + chunkBytes) };
+      if (offset === 0) Object.assign(chunk, { dtype, shape, total_bytes: data.length });
+      out.push(reply({ chunk }));
+    }
+  }
+  return out;
+}
+
+const bytesOf = (t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+
+test("a reply inline in its header reads as the same reply streamed, bit for bit", async () => {
+  const tensors = replyTensors();
+  const inline = await readRunReply(inlineReply(tensors), "RunWithCache");
+  assert.equal(inline.header.inline_chunks.length, tensors.size);
+  assert.deepEqual([...inline.tensors.keys()], [...tensors.keys()]);
+  for (const chunkBytes of [1, 7, 1 << 20]) {
+    const streamed = await readRunReply(streamedReply(tensors, chunkBytes), "RunWithCache");
+    assert.deepEqual([...streamed.tensors.keys()], [...inline.tensors.keys()]);
+    for (const [name, t] of inline.tensors) {
+      const s = streamed.tensors.get(name);
+      assert.equal(t.wireDtype, s.wireDtype, name);
+      assert.deepEqual(t.shape, s.shape, name);
+      assert.ok(bytesOf(t).equals(bytesOf(s)), name);
+    }
+  }
+  // The wire bytes themselves, for the dtypes kept as they came.
+  assert.ok(bytesOf(inline.tensors.get("logits")).equals(tensors.get("logits")[2]));
+  assert.deepEqual(inline.tensors.get("empty").shape, [0, 4]);
+  assert.deepEqual([...inline.tensors.get("loss").data], [2.5]);
+  // An async stream (as a call's) reads alike.
+  async function* gen(msgs) { for (const m of msgs) yield m; }
+  const fromAsync = await readRunReply(gen(inlineReply(tensors)), "RunWithCache");
+  assert.ok(bytesOf(fromAsync.tensors.get("blocks.0.hook_resid_post")).equals(bytesOf(inline.tensors.get("blocks.0.hook_resid_post"))));
+});
+
+test("replies that mix the two forms or break them are DATA_LOSS", async () => {
+  const tensors = replyTensors();
+  const inline = inlineReply(tensors);
+  const streamed = streamedReply(tensors, 7);
+  const logits = tensors.get("logits");
+  const cut = [logits[0], logits[1], logits[2].subarray(0, logits[2].length - 4)];
+  const cases = [
+    [[...inline, reply({ chunk: wholeChunk("logits", logits) })], /RunWithCache: a chunk of "logits" came after a header that carried the tensors inline/],
+    [[...inline, streamed[1]], /came after a header that carried the tensors inline/],
+    [[streamed[1], ...inline], /a tensor chunk came before the header/],
+    [[...inline, ...inline], /the reply had two headers/],
+    [inlineReply(tensors, { in_shared_memory: true }), /in shared memory and also carries them inline/],
+    [[reply({ header: replyHeader(tensors, { inline_chunks: [{ ...wholeChunk("logits", cut), total_bytes: logits[2].length }] }) })], /the header's inline chunks end inside tensor "logits"/],
+    [[reply({ header: replyHeader(tensors, { inline_chunks: [{ ...wholeChunk("logits", logits), offset: 8 }] }) })], /tensor "logits" starts at offset 8/],
+    [[reply({ header: replyHeader(tensors, { inline_chunks: [wholeChunk("logits", logits)] }) })], /the header announced/],
+    [[reply({ header: replyHeader(new Map([["logits", logits]]), { inline_chunks: [wholeChunk("logits", ["F16", [2, 3, 10], logits[2]])] }) })], /tensor logits arrived as F16 \[2,3,10\], the header announced F32 \[2,3,5\]/],
+    [[], /the reply had no header/],
+  ];
+  for (const [messages, pattern] of cases) {
+    await assert.rejects(readRunReply(messages, "RunWithCache", "h:1"), (e) => {
+      assert.ok(e instanceof LensgridError, String(e));
+      assert.equal(e.codeName, "DATA_LOSS");
+      assert.match(e.message, pattern);
+      return true;
+    });
+  }
+});
+
+test("a worker before 2.2 ignores inline_tensors and streams: the client reads it, and asked every time", async () => {
+  const grpc = await import("@grpc/grpc-js");
+  const protoLoader = await import("@grpc/proto-loader");
+  const { protoDir, PROTO_FILES } = await import("../dist/proto.js");
+  const def = protoLoader.loadSync(PROTO_FILES, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [protoDir()] });
+  const service = grpc.loadPackageDefinition(def).lensgrid.v1.Worker.service;
+  const tensors = replyTensors();
+  const requests = [];
+  const stream = (method) => (call) => {
+    requests.push([method, call.request]);
+    for (const msg of streamedReply(method === "GetWeights" ? new Map([["W_E", ["F32", [3, 2], Buffer.alloc(24, 1)]]]) : tensors, 5)) {
+      call.write(msg);
+    }
+    call.end();
+  };
+  const server = new grpc.Server();
+  server.addService(service, {
+    GetModelInfo: (_call, cb) => cb(null, { model_dir: "/m/fake", api_version: "2.1" }),
+    RunWithCache: stream("RunWithCache"),
+    RunWithInterventions: stream("RunWithInterventions"),
+    GetWeights: stream("GetWeights"),
+  });
+  const port = await new Promise((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const w = new Worker(`127.0.0.1:${port}`, { timeoutMs: 60000 });
+  try {
+    const run = await w.runWithCache([1, 2, 3]);
+    const ran = await w.runWithInterventions([1, 2, 3], { cache: true });
+    const weights = await w.getWeights(["W_E"]);
+    for (const r of [run, ran]) {
+      assert.deepEqual([...r.tensors.keys()], [...tensors.keys()]);
+      assert.ok(bytesOf(r.logits).equals(tensors.get("logits")[2]));
+    }
+    assert.deepEqual([...weights.get("W_E").data], [...new Float32Array(Buffer.alloc(24, 1).buffer)]);
+    assert.deepEqual(requests.map(([m]) => m), ["RunWithCache", "RunWithInterventions", "GetWeights"]);
+    assert.deepEqual(requests.map(([m, r]) => (m === "GetWeights" ? r.inline_tensors : r.options.inline_tensors)), [true, true, true]);
+  } finally {
+    w.close();
+    server.forceShutdown();
+  }
+});

@@ -6,7 +6,8 @@ find the chunk's `data` (TensorChunk field 6) as a memoryview over those bytes, 
 the small rest with the generated classes; `Assembler.add` copies the data once, into the one
 buffer allocated per tensor, and numpy views that buffer. So a tensor's bytes are copied once
 after gRPC hands them over (protobuf parsing would copy them into a `bytes` field first, then
-into the tensor).
+into the tensor). A small reply's tensors inlined in its header (RunHeader.inline_chunks, Worker
+API 2.2) are found the same way, and copied once too.
 """
 import numpy as np
 
@@ -111,11 +112,16 @@ def _fields(buf, pos, end, what):
         pos = after
 
 
-def split_response(raw, header_type, chunk_type=tensor_pb2.TensorChunk):
+def split_response(raw, header_type, chunk_type=tensor_pb2.TensorChunk, inline_field=None):
     """One streamed reply's serialized bytes (a RunResponse or GetResultResponse: oneof header =
     1, chunk = 2) -> (header, None, None) or (None, chunk, data): the header parsed as
     header_type; the chunk's fields but data parsed as chunk_type, and its data as a memoryview
-    over raw (no copy). RuntimeError for framing that is not such a message."""
+    over raw (no copy). RuntimeError for framing that is not such a message.
+
+    inline_field: the number of the header's repeated chunk_type field that carries a small
+    reply's tensors (RunHeader.inline_chunks, 7; Worker API 2.2). With it a header comes back
+    as (header, None, inline): the header parsed without that field, and inline a list of
+    (chunk, data), each split as a streamed chunk is (data a memoryview over raw), in order."""
     buf = memoryview(raw).cast("B") if not isinstance(raw, memoryview) else raw
     item = None  # (field number, start, end): the oneof's last field wins, as in protobuf
     for number, wire, _, start, end in _fields(buf, 0, len(buf), "the reply"):
@@ -128,24 +134,47 @@ def split_response(raw, header_type, chunk_type=tensor_pb2.TensorChunk):
         raise RuntimeError("stream: malformed message: a reply with neither header nor chunk")
     number, start, end = item
     if number == 1:
-        try:
-            return header_type.FromString(buf[start:end].tobytes()), None, None
-        except Exception as e:  # google.protobuf.message.DecodeError
-            raise RuntimeError(f"stream: malformed header: {e}") from None
+        if inline_field is None:
+            return _parse(header_type, buf[start:end], "header"), None, None
+        rest, inline = [], []
+        for field, wire, fstart, vstart, vend in _fields(buf, start, end, "the header"):
+            if field == inline_field:
+                if wire != _LEN:
+                    raise RuntimeError(f"stream: malformed message: the header's inline chunk "
+                                       f"has wire type {wire}, not a message")
+                inline.append(_split_chunk(buf, vstart, vend, chunk_type, "an inline chunk"))
+            else:
+                rest.append(buf[fstart:vend])
+        return _parse(header_type, _join(rest), "header"), None, inline
+    chunk, data = _split_chunk(buf, start, end, chunk_type, "a chunk")
+    return None, chunk, data
+
+
+def _split_chunk(buf, start, end, chunk_type, what):
+    """The chunk_type message in buf[start:end] -> (its fields but data, parsed; its data as a
+    memoryview over buf). what: "a chunk", "an inline chunk" (for errors)."""
     data, rest = buf[0:0], []
-    for field, wire, fstart, vstart, vend in _fields(buf, start, end, "a chunk"):
+    for field, wire, fstart, vstart, vend in _fields(buf, start, end, what):
         if field == _DATA_FIELD:
             if wire != _LEN:
-                raise RuntimeError(f"stream: malformed message: a chunk's data has wire type "
+                raise RuntimeError(f"stream: malformed message: {what}'s data has wire type "
                                    f"{wire}, not bytes")
             data = buf[vstart:vend]  # a repeated singular field: the last one wins
         else:
             rest.append(buf[fstart:vend])
-    meta = b"".join(rest) if len(rest) != 1 else rest[0].tobytes()
+    return _parse(chunk_type, _join(rest), what.split(" ", 1)[1]), data
+
+
+def _join(parts):
+    """Pieces of a message's bytes (memoryviews) as one bytes object."""
+    return b"".join(parts) if len(parts) != 1 else parts[0].tobytes()
+
+
+def _parse(message_type, data, what):
     try:
-        return None, chunk_type.FromString(meta), data
+        return message_type.FromString(data if isinstance(data, bytes) else data.tobytes())
     except Exception as e:  # google.protobuf.message.DecodeError
-        raise RuntimeError(f"stream: malformed chunk: {e}") from None
+        raise RuntimeError(f"stream: malformed {what}: {e}") from None
 
 
 def identity(raw):
@@ -199,6 +228,11 @@ class Assembler:
         if cur[4] == len(cur[3]):
             self.tensors[cur[0]] = _view(cur[1], cur[2], cur[3])
             self._current = None
+
+    @property
+    def receiving(self):
+        """The name of the tensor whose chunks are still coming, or None between tensors."""
+        return None if self._current is None else self._current[0]
 
     def finish(self, expected_names):
         if self._current is not None:

@@ -267,6 +267,9 @@ class Worker:
     LENSGRID_TOKEN).
     """
 
+    # Ask for small replies as one message (inline_tensors); tests turn it off to compare.
+    _inline_tensors = True
+
     def __init__(self, address, timeout=None, tls_ca=None, tls_cert=None, tls_key=None,
                  token=None):
         self.address = address
@@ -364,24 +367,19 @@ class Worker:
 
     def _stream(self, method, request, timeout, header_tokens=True, region=None, copy=False):
         result = RunResult()
-        assembler = _wire.Assembler()
-        header = None
+        # A small reply may come as one message, its tensors in the header (Worker API 2.2);
+        # older workers ignore the flag and stream them, and read_run_reply reads both.
+        (request if method == "GetWeights" else request.options).inline_tensors = \
+            self._inline_tensors
         call = self._raw[method](request, timeout=timeout if timeout is not None else self.timeout)
         self.last_call = call  # call.cancel() from another thread cancels the run
         try:
-            for raw in call:
-                got, chunk, data = _wire.split_response(raw, worker_pb2.RunHeader)
-                if got is not None:
-                    header = got
-                else:
-                    assembler.add(chunk, data)
+            header, assembler = read_run_reply(call)
         except grpc.RpcError as e:
             raise WorkerError(e.code(), e.details()) from None
         except BaseException:
             call.cancel()  # a malformed reply (RuntimeError) or an interrupt: stop the run
             raise
-        if header is None:
-            raise Error("stream: the reply had no header")
         if header.in_shared_memory:
             if region is None:
                 raise RuntimeError("stream: the header says the tensors are in shared memory, "
@@ -517,6 +515,49 @@ class Worker:
                 yield response
         except grpc.RpcError as e:
             raise WorkerError(e.code(), e.details()) from None
+
+
+# RunHeader.inline_chunks: a small reply's tensors in its header (Worker API 2.2).
+_INLINE_CHUNKS = worker_pb2.RunHeader.DESCRIPTOR.fields_by_name["inline_chunks"].number
+
+
+def read_run_reply(replies):
+    """A streamed reply (RunResponse messages as the serialized bytes gRPC received) -> (its
+    RunHeader, an _wire.Assembler holding its tensors; call .finish(names)). Both forms are
+    read: the header then TensorChunk messages, and (Worker API 2.2, when the request set
+    inline_tensors) a header carrying every tensor in inline_chunks, one chunk each, with no
+    chunk messages after it. Each chunk's bytes are copied once, into their tensor. A reply
+    that breaks these rules is a RuntimeError ("stream: ..."); one without a header an Error."""
+    assembler = _wire.Assembler()
+    header = None
+    inlined = False
+    for raw in replies:
+        got, chunk, data = _wire.split_response(raw, worker_pb2.RunHeader,
+                                                inline_field=_INLINE_CHUNKS)
+        if got is not None:
+            if header is not None:
+                raise RuntimeError("stream: the reply had two headers")
+            if assembler.tensors or assembler.receiving is not None:
+                raise RuntimeError("stream: a tensor chunk came before the header")
+            header, inline = got, data
+            if inline:
+                if header.in_shared_memory:
+                    raise RuntimeError("stream: the header says the tensors are in shared "
+                                       "memory and also carries them inline")
+                inlined = True
+                for chunk, data in inline:
+                    assembler.add(chunk, data)
+                if assembler.receiving is not None:
+                    raise RuntimeError(f"stream: the header's inline chunks end inside tensor "
+                                       f"{assembler.receiving!r}")
+        else:
+            if inlined:
+                raise RuntimeError(f"stream: a chunk of {chunk.name!r} came after a header "
+                                   "that carried the tensors inline")
+            assembler.add(chunk, data)
+    if header is None:
+        raise Error("stream: the reply had no header")
+    return header, assembler
 
 
 def parse_api_version(text):

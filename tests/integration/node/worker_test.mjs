@@ -1,7 +1,8 @@
 // The Node client against a real lensgrid-worker on loopback: model info and hook names,
 // tokenization, runs bit-equal to the Python client's for the same requests (F32, F16 and
-// BF16 widened), interventions, hook programs, gradients, weights, generation, and bad input
-// as LensgridErrors with the worker's status codes.
+// BF16 widened), interventions, hook programs, gradients, weights, small replies in one
+// message (Worker API 2.2) bit-equal to the same streamed, generation, and bad input as
+// LensgridErrors with the worker's status codes.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -228,6 +229,75 @@ test("gradients and weights", async () => {
   assert.deepEqual(weights.get("W_Q").shape, [2, 4, 64, 16]);
   const py = JSON.parse(python("import json, sys, lensgrid; w = lensgrid.Worker(sys.argv[1]).get_weights(['W_Q']); print(json.dumps(w['W_Q'].astype('<f4').tobytes().hex()))", [worker.address]));
   assert.equal(bytesOf(weights.get("W_Q").data).toString("hex"), py);
+});
+
+test("small replies come as one message (Worker API 2.2), bit-equal to the streamed form; larger ones stream", async () => {
+  const v = await lg.connect(worker.address, { timeoutMs: 120000 });
+  // Count each call's reply messages (the client asks for inline tensors unless turned off).
+  const counts = [];
+  const stream = v.conn.stream.bind(v.conn);
+  v.conn.stream = async function* (...args) {
+    counts.push(0);
+    for await (const m of stream(...args)) {
+      counts[counts.length - 1]++;
+      yield m;
+    }
+  };
+  const both = async (call) => {
+    const inline = await call(v);
+    const nInline = counts.at(-1);
+    v.inlineTensors = false;
+    try {
+      return [inline, await call(v), nInline, counts.at(-1)];
+    } finally {
+      v.inlineTensors = true;
+    }
+  };
+  const assertSame = (a, b, what) => {
+    const all = (r) => (r instanceof Map ? r : new Map([...r.tensors, ["tokens", r.tokens], ...(r.attentionMask ? [["attention_mask", r.attentionMask]] : [])]));
+    const [x, y] = [all(a), all(b)];
+    assert.deepEqual([...x.keys()], [...y.keys()], `${what}: names`);
+    for (const [name, t] of x) {
+      const u = y.get(name);
+      assert.equal(t.wireDtype, u.wireDtype, `${what}: ${name} dtype`);
+      assert.deepEqual(t.shape, u.shape, `${what}: ${name} shape`);
+      assert.ok(bytesOf(t.data).equals(bytesOf(u.data)), `${what}: ${name} differs`);
+    }
+  };
+  try {
+    const [major, minor] = await v.apiVersion();
+    assert.ok(major > 2 || (major === 2 && minor >= 2), `the worker speaks ${major}.${minor}, not 2.2 or newer`);
+    const small = [
+      ["F16 cache and per-token loss", (x) => x.runWithCache(["a b c d", "a"], { names: ["blocks.1.hook_resid_post", "pattern0"], dtype: "float16", returnType: "loss", perTokenLoss: true })],
+      ["BF16 cache, no logits", (x) => x.runWithCache("The cat sat", { namesRegex: "hook_(z|resid_pre)$", dtype: "bfloat16", returnType: "none" })],
+      ["interventions and a metric", (x) => x.runWithInterventions(["The cat sat", "The dog ran"], {
+        interventions: [{ hook: "blocks.0.attn.hook_z", head: 1, op: "zero" }],
+        metric: { kind: "logit_diff", answer: 262, wrong: 257, perPrompt: true },
+        names: ["blocks.1.hook_resid_post"], returnType: "none",
+      })],
+      ["weights", (x) => x.getWeights(["W_Q", "blocks.0.attn.W_O", "b_U"])],
+    ];
+    for (const [what, call] of small) {
+      const [inline, streamed, nInline, nStreamed] = await both(call);
+      assert.equal(nInline, 1, `${what}: one message`);
+      const n = inline instanceof Map ? inline.size : inline.tensors.size;
+      assert.ok(n > 0 && nStreamed > n, `${what}: the header and a chunk per tensor when streamed (${nStreamed})`);
+      assertSame(inline, streamed, what);
+    }
+    // Over 1 MiB (the logits alone: 7 x 50257 x 4 bytes; W_E): streamed although inline is asked.
+    const large = [
+      ["full cache", (x) => x.runWithCache("The cat sat on the mat")],
+      ["W_E", (x) => x.getWeights(["W_E"])],
+    ];
+    for (const [what, call] of large) {
+      const [inline, streamed, nInline, nStreamed] = await both(call);
+      assert.ok(nInline > 2, `${what}: streamed (${nInline} messages)`);
+      assert.equal(nInline, nStreamed, what);
+      assertSame(inline, streamed, what);
+    }
+  } finally {
+    v.close();
+  }
 });
 
 test("generate: greedy steps equal the Python client's", async () => {

@@ -2,7 +2,9 @@
 """lensgrid._wire's hand-written protobuf framing (split_response) and Assembler, without
 sockets: replies split by hand equal protobuf's own parse (field order, unknown fields, a
 repeated data field, packed and unpacked shapes), tensors reassemble bit for bit from any
-chunking, and malformed bytes are a RuntimeError that says what is wrong.
+chunking, and malformed bytes are a RuntimeError that says what is wrong. A small reply's
+tensors inline in its header (RunHeader.inline_chunks, Worker API 2.2) read as the same
+tensors streamed, and the replies that mix the two forms are clear errors.
 
 usage: wire_test.py INSTALL_DIR
 """
@@ -15,6 +17,8 @@ sys.path.insert(0, INSTALL)
 
 import numpy as np  # noqa: E402
 from lensgrid import _wire  # noqa: E402
+from lensgrid.errors import Error  # noqa: E402
+from lensgrid.worker import read_run_reply  # noqa: E402
 from lensgrid.v1 import coordinator_pb2, tensor_pb2, worker_pb2  # noqa: E402
 
 
@@ -190,6 +194,151 @@ class AssemblerTest(unittest.TestCase):
         chunk.chunk.dtype = 42
         with self.assertRaisesRegex(RuntimeError, "unknown tensor dtype 42"):
             self.assemble([chunk.SerializeToString()], ["a"])
+
+
+def run_tensors(rng):
+    """name -> (array, wire dtype) of a small reply: F32 logits, an F16 activation, BF16 bits,
+    an empty tensor and a scalar."""
+    return {
+        "logits": (rng.normal(size=(2, 3, 5)).astype("<f4"), tensor_pb2.F32),
+        "blocks.0.hook_resid_post": (rng.normal(size=(2, 3, 4)).astype("<f2"), tensor_pb2.F16),
+        "blocks.0.attn.hook_z": (rng.integers(0, 1 << 16, size=(2, 3, 2, 2), dtype=np.uint16),
+                                 tensor_pb2.BF16),
+        "empty": (np.zeros((0, 4), "<f4"), tensor_pb2.F32),
+        "loss": (np.array(2.5, "<f4"), tensor_pb2.F32),
+    }
+
+
+def whole_chunk(name, array, dtype):
+    return tensor_pb2.TensorChunk(name=name, dtype=dtype, shape=list(array.shape),
+                                  total_bytes=array.nbytes, offset=0, data=array.tobytes())
+
+
+def run_header(tensors):
+    header = worker_pb2.RunHeader(weights_sha256="cd" * 32,
+                                  total_bytes=sum(a.nbytes for a, _ in tensors.values()))
+    header.tokens.CopyFrom(tensor_pb2.Tensor(name="tokens", dtype=tensor_pb2.I64, shape=[2, 3],
+                                             data=np.arange(6, dtype="<i8").tobytes()))
+    for name, (a, dtype) in tensors.items():
+        header.tensors.add(name=name, dtype=dtype, shape=list(a.shape), num_bytes=a.nbytes)
+    return header
+
+
+def inline_reply(tensors, header=None):
+    """One RunResponse: the header with every tensor in inline_chunks."""
+    header = header if header is not None else run_header(tensors)
+    for name, (a, dtype) in tensors.items():
+        header.inline_chunks.add().CopyFrom(whole_chunk(name, a, dtype))
+    return worker_pb2.RunResponse(header=header).SerializeToString()
+
+
+def streamed_reply(tensors, chunk_bytes=7):
+    """The header, then each tensor in chunks of chunk_bytes (the metadata on the first)."""
+    out = [worker_pb2.RunResponse(header=run_header(tensors)).SerializeToString()]
+    for name, (a, dtype) in tensors.items():
+        data = a.tobytes()
+        for offset in range(0, max(len(data), 1), chunk_bytes):
+            msg = tensor_pb2.TensorChunk(name=name, offset=offset,
+                                         data=data[offset:offset + chunk_bytes])
+            if offset == 0:
+                msg.dtype, msg.total_bytes = dtype, len(data)
+                msg.shape.extend(a.shape)
+            out.append(worker_pb2.RunResponse(chunk=msg).SerializeToString())
+    return out
+
+
+class InlineTest(unittest.TestCase):
+    def test_split_header_with_inline_chunks(self):
+        tensors = run_tensors(np.random.default_rng(2))
+        raw = inline_reply(tensors)
+        full = worker_pb2.RunResponse.FromString(raw).header
+        header, chunk, inline = _wire.split_response(raw, worker_pb2.RunHeader, inline_field=7)
+        self.assertIsNone(chunk)
+        expect = worker_pb2.RunHeader()
+        expect.CopyFrom(full)
+        expect.ClearField("inline_chunks")
+        self.assertEqual(header, expect)  # the header is parsed without its inline chunks
+        self.assertEqual(len(inline), len(tensors))
+        for (c, data), want in zip(inline, full.inline_chunks):
+            self.assertIsInstance(data, memoryview)  # over raw, not a copy
+            self.assertEqual(bytes(data), want.data)
+            meta = tensor_pb2.TensorChunk()
+            meta.CopyFrom(want)
+            meta.ClearField("data")
+            self.assertEqual(c, meta)
+        # Without inline_field the header is protobuf's whole parse, as before.
+        header, chunk, data = _wire.split_response(raw, worker_pb2.RunHeader)
+        self.assertEqual(header, full)
+        self.assertIsNone(data)
+        # A header without inline chunks: an empty list.
+        plain = worker_pb2.RunResponse(header=run_header(tensors)).SerializeToString()
+        _, _, inline = _wire.split_response(plain, worker_pb2.RunHeader, inline_field=7)
+        self.assertEqual(inline, [])
+
+    def test_inline_and_streamed_replies_read_alike_bit_for_bit(self):
+        tensors = run_tensors(np.random.default_rng(3))
+        names = list(tensors)
+        h1, a1 = read_run_reply([inline_reply(tensors)])
+        got_inline = a1.finish(names)
+        for chunk_bytes in (1, 7, 1 << 20):
+            h2, a2 = read_run_reply(streamed_reply(tensors, chunk_bytes))
+            got_streamed = a2.finish(names)
+            self.assertEqual(list(got_inline), list(got_streamed))
+            for name in names:
+                x, y = got_inline[name], got_streamed[name]
+                self.assertEqual((x.dtype, x.shape), (y.dtype, y.shape), name)
+                self.assertEqual(x.tobytes(), y.tobytes(), name)
+            self.assertEqual(h1.tokens, h2.tokens)
+            self.assertEqual(list(h1.tensors), list(h2.tensors))
+        for name, (a, dtype) in tensors.items():
+            want = (a.astype(np.uint32) << 16).view(np.float32) if dtype == tensor_pb2.BF16 else a
+            self.assertEqual(got_inline[name].tobytes(), want.tobytes(), name)
+            self.assertTrue(got_inline[name].flags.writeable, name)  # its own buffer
+
+    def test_mixed_or_inconsistent_replies_are_clear_errors(self):
+        tensors = run_tensors(np.random.default_rng(4))
+        inline = inline_reply(tensors)
+        streamed = streamed_reply(tensors)
+        a, dtype = tensors["logits"]
+        extra = worker_pb2.RunResponse(chunk=whole_chunk("logits", a, dtype)).SerializeToString()
+        cases = [
+            ([inline, extra], "came after a header that carried the tensors inline"),
+            ([inline, streamed[1]], "came after a header that carried the tensors inline"),
+            ([streamed[1], inline], "a tensor chunk came before the header"),
+            ([inline, inline], "two headers"),
+            ([streamed[0], streamed[0]], "two headers"),
+        ]
+        shm_header = run_header(tensors)
+        shm_header.in_shared_memory = True
+        cases.append(([inline_reply(tensors, shm_header)], "in shared memory and also carries"))
+        cut = run_header(tensors)
+        cut.inline_chunks.add().CopyFrom(tensor_pb2.TensorChunk(
+            name="logits", dtype=dtype, shape=list(a.shape), total_bytes=a.nbytes,
+            data=a.tobytes()[:-4]))
+        cases.append(([worker_pb2.RunResponse(header=cut).SerializeToString()],
+                      "inline chunks end inside tensor 'logits'"))
+        bad = run_header(tensors)
+        bad.inline_chunks.add().CopyFrom(whole_chunk("logits", a, dtype))
+        bad.inline_chunks[0].offset = 8
+        cases.append(([worker_pb2.RunResponse(header=bad).SerializeToString()],
+                      "starts at offset 8"))
+        # An inline chunk's data with the wrong wire type, found by the hand-written framing.
+        body = field(5, 2, b"x" * 64) + field(7, 2, field(1, 2, b"logits") + field(6, 0, 3))
+        cases.append(([field(1, 2, body)], "an inline chunk's data has wire type 0"))
+        cases.append(([field(1, 2, field(7, 0, 1))], "the header's inline chunk has wire type 0"))
+        for replies, message in cases:
+            with self.subTest(message=message):
+                with self.assertRaises(RuntimeError) as cm:
+                    read_run_reply(replies)
+                self.assertIn(message, str(cm.exception))
+                self.assertTrue(str(cm.exception).startswith("stream: "), str(cm.exception))
+        with self.assertRaisesRegex(Error, "no header"):
+            read_run_reply([])
+        # The header's tensors must all be there: the assembler's finish says which are missing.
+        h, asm = read_run_reply([inline_reply(dict(list(tensors.items())[:2]),
+                                              run_header(tensors))])
+        with self.assertRaisesRegex(RuntimeError, "header announced"):
+            asm.finish([t.name for t in h.tensors])
 
 
 if __name__ == "__main__":
