@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/raw_run_response.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 
@@ -40,147 +41,34 @@ class grpc::SerializationTraits<lensgrid::RawRunResponse, void> {
 namespace lensgrid {
 namespace {
 
-// Reads protobuf wire format across a message's slices.
-class SliceReader {
- public:
-  explicit SliceReader(const std::vector<grpc::Slice>* slices) : slices_(slices) { Settle(); }
-  size_t position() const { return position_; }
-  bool ReadByte(uint8_t* out) {
-    if (slice_ >= slices_->size()) return false;
-    *out = (*slices_)[slice_].begin()[offset_++];
-    ++position_;
-    Settle();
-    return true;
-  }
-  bool ReadVarint(uint64_t* out) {
-    *out = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      uint8_t b;
-      if (!ReadByte(&b)) return false;
-      *out |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if ((b & 0x80) == 0) return true;
-    }
-    return false;
-  }
-  // Copies (dst != nullptr) or skips n bytes; false past the end.
-  bool Take(size_t n, char* dst) {
-    while (n > 0) {
-      if (slice_ >= slices_->size()) return false;
-      const grpc::Slice& s = (*slices_)[slice_];
-      const size_t k = std::min(n, s.size() - offset_);
-      if (dst != nullptr) {
-        std::memcpy(dst, s.begin() + offset_, k);
-        dst += k;
-      }
-      offset_ += k;
-      position_ += k;
-      n -= k;
-      Settle();
-    }
-    return true;
-  }
-  bool Append(size_t n, std::string* out) {
-    const size_t at = out->size();
-    out->resize(at + n);
-    return Take(n, n > 0 ? &(*out)[at] : nullptr);
-  }
-
- private:
-  void Settle() {
-    while (slice_ < slices_->size() && offset_ >= (*slices_)[slice_].size()) {
-      ++slice_;
-      offset_ = 0;
-    }
-  }
-  const std::vector<grpc::Slice>* slices_;
-  size_t slice_ = 0, offset_ = 0, position_ = 0;
-};
-
-void AppendVarint(uint64_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
+// A request that sets only `inline_tensors`.
+void SetInlineTensors(v1::RunWithCacheRequest* r) {
+  r->mutable_options()->set_inline_tensors(true);
 }
-
-absl::Status Malformed(const std::string& what) {
-  return absl::InternalError("stream: a malformed RunResponse (" + what + ")");
+void SetInlineTensors(v1::RunWithInterventionsRequest* r) {
+  r->mutable_options()->set_inline_tensors(true);
 }
+void SetInlineTensors(v1::RunShardRequest* r) { r->set_inline_tensors(true); }
+void SetInlineTensors(v1::GetWeightsRequest* r) { r->set_inline_tensors(true); }
 
-// One RunResponse: a header (parsed whole), or a chunk whose data goes
-// straight from gRPC's slices into the tensor it belongs to (one copy).
-absl::Status ReadRawResponse(const grpc::ByteBuffer& buffer, bool* have_header,
-                             v1::RunHeader* header, TensorAssembler* assembler) {
+// `request` serialized, with inline_tensors set when `inline_tensors`. The
+// flag goes as a second, tiny serialized message after the request's own
+// bytes (a parser merges a field that appears twice, embedded messages
+// included), so a large request is neither copied nor re-encoded to set it.
+template <typename Request>
+absl::StatusOr<grpc::ByteBuffer> SerializeRequest(const Request& request, bool inline_tensors) {
+  grpc::ByteBuffer bytes;
+  bool own_buffer = false;
+  grpc::Status serialized =
+      grpc::SerializationTraits<Request>::Serialize(request, &bytes, &own_buffer);
+  if (!serialized.ok()) return FromGrpcStatus(serialized);
+  if (!inline_tensors) return bytes;
+  Request flag;
+  SetInlineTensors(&flag);
   std::vector<grpc::Slice> slices;
-  if (!buffer.Dump(&slices).ok()) return Malformed("unreadable");
-  SliceReader in(&slices);
-  const size_t total = buffer.Length();
-  while (in.position() < total) {
-    uint64_t tag, length;
-    if (!in.ReadVarint(&tag)) return Malformed("a cut tag");
-    if ((tag & 7) != 2) return Malformed("a field that is not length-delimited");
-    if (!in.ReadVarint(&length) || length > total - in.position()) {
-      return Malformed("a field past the end");
-    }
-    if (tag >> 3 == 1) {  // header
-      std::string bytes;
-      if (!in.Append(length, &bytes) || !header->ParseFromString(bytes)) {
-        return Malformed("a bad header");
-      }
-      if (*have_header) return absl::InternalError("stream: a second header");
-      *have_header = true;
-      if (!header->in_shared_memory()) {
-        assembler->Expect({header->tensors().begin(), header->tensors().end()});
-      }
-    } else if (tag >> 3 == 2) {  // chunk
-      if (!*have_header) return absl::InternalError("stream: a chunk before the header");
-      if (header->in_shared_memory()) {
-        return absl::InternalError("stream: a chunk after a shared-memory header");
-      }
-      const size_t end = in.position() + length;
-      std::string meta_bytes;
-      std::optional<SliceReader> data;
-      uint64_t data_size = 0;
-      while (in.position() < end) {
-        uint64_t field;
-        if (!in.ReadVarint(&field)) return Malformed("a cut chunk field");
-        if ((field & 7) == 2) {
-          uint64_t n;
-          if (!in.ReadVarint(&n) || n > end - in.position()) {
-            return Malformed("a chunk field past its end");
-          }
-          if (field >> 3 == 6) {  // data: read in place below
-            data.emplace(in);
-            data_size = n;
-            if (!in.Take(n, nullptr)) return Malformed("cut data");
-            continue;
-          }
-          AppendVarint(field, &meta_bytes);
-          AppendVarint(n, &meta_bytes);
-          if (!in.Append(n, &meta_bytes)) return Malformed("a cut chunk field");
-        } else if ((field & 7) == 0) {
-          uint64_t v;
-          if (!in.ReadVarint(&v)) return Malformed("a cut varint");
-          AppendVarint(field, &meta_bytes);
-          AppendVarint(v, &meta_bytes);
-        } else if ((field & 7) == 1 || (field & 7) == 5) {
-          AppendVarint(field, &meta_bytes);
-          if (!in.Append((field & 7) == 1 ? 8 : 4, &meta_bytes)) return Malformed("a cut field");
-        } else {
-          return Malformed("a chunk field of wire type " + std::to_string(field & 7));
-        }
-      }
-      if (in.position() != end) return Malformed("a chunk longer than announced");
-      v1::TensorChunk meta;
-      if (!meta.ParseFromString(meta_bytes)) return Malformed("a bad chunk");
-      LG_RETURN_IF_ERROR(assembler->AddPiece(
-          meta, data_size, [&data, data_size](char* dst) { data->Take(data_size, dst); }));
-    } else {
-      if (!in.Take(length, nullptr)) return Malformed("a cut field");  // unknown: skipped
-    }
-  }
-  return absl::OkStatus();
+  if (!bytes.Dump(&slices).ok()) return absl::InternalError("cannot read a serialized request");
+  slices.emplace_back(flag.SerializeAsString());
+  return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
 }  // namespace
@@ -277,24 +165,26 @@ absl::StatusOr<RunReply> WorkerClient::StreamRun(const char* method, const Reque
   // slices into their tensor (a parsed RunResponse would copy them twice).
   const grpc::internal::RpcMethod rpc(method, grpc::internal::RpcMethod::SERVER_STREAMING,
                                       channel_);
+  LG_ASSIGN_OR_RETURN(grpc::ByteBuffer raw_request,
+                      SerializeRequest(request, options_.inline_tensors));
   std::unique_ptr<grpc::ClientReader<RawRunResponse>> reader(
       grpc::internal::ClientReaderFactory<RawRunResponse>::Create(channel_.get(), rpc, &ctx,
-                                                                  request));
+                                                                  raw_request));
   RunReply reply;
   TensorAssembler assembler;
   RawRunResponse response;
-  bool have_header = false;
+  RawReplyState state;
   absl::Status stream_error;
   while (reader->Read(&response)) {
     if (!stream_error.ok()) continue;  // drain; the status comes from Finish
-    stream_error = ReadRawResponse(response.buffer, &have_header, &reply.header, &assembler);
+    stream_error = ReadRawResponse(response.buffer, &state, &reply.header, &assembler);
     response.buffer.Clear();
     if (!stream_error.ok()) ctx.TryCancel();
   }
   absl::Status status = FromGrpcStatus(reader->Finish());
   LG_RETURN_IF_ERROR(stream_error);
   LG_RETURN_IF_ERROR(status);
-  if (!have_header) return absl::InternalError("stream: the reply had no header");
+  if (!state.have_header) return absl::InternalError("stream: the reply had no header");
   LG_ASSIGN_OR_RETURN(reply.tensors, assembler.Finish());
   return reply;
 }

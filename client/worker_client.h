@@ -52,6 +52,9 @@ class WorkerClient {
   struct Options {
     absl::Duration timeout = absl::InfiniteDuration();  // per call
     ClientTransport transport;  // TLS and token (common/auth.h); default: plaintext, no token
+    // Ask for small replies as one message (inline_tensors, Worker API 2.2;
+    // an older worker streams them as before). Off: always chunks.
+    bool inline_tensors = true;
   };
   // Creates the channel; does not wait for the worker (see WaitUntilReady).
   static absl::StatusOr<std::unique_ptr<WorkerClient>> Connect(const std::string& address,

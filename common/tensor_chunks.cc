@@ -146,6 +146,16 @@ bool ChunkCursor::Next(v1::TensorChunk* chunk) {
   return true;
 }
 
+uint64_t ChunkCursor::MoveInto(google::protobuf::RepeatedPtrField<v1::TensorChunk>* chunks) {
+  uint64_t bytes = 0;
+  v1::TensorChunk chunk;
+  while (Next(&chunk)) {
+    bytes += chunk.data().size();
+    *chunks->Add() = std::move(chunk);
+  }
+  return bytes;
+}
+
 bool ChunkCursor::NextPiece(v1::TensorChunk* meta, absl::Span<const uint8_t>* data,
                             std::shared_ptr<const void>* owner) {
   if (tensor_ >= tensors_.size()) return false;

@@ -80,6 +80,10 @@ class ChunkCursor {
   // `data`, *data the bytes (borrowed), *owner what keeps them alive.
   bool NextPiece(v1::TensorChunk* meta, absl::Span<const uint8_t>* data,
                  std::shared_ptr<const void>* owner);
+  // Takes every remaining piece as a chunk (with its bytes) into *chunks, in
+  // order; returns the data bytes taken. A tensor of at most chunk_bytes is
+  // one chunk.
+  uint64_t MoveInto(google::protobuf::RepeatedPtrField<v1::TensorChunk>* chunks);
   // Whether every piece has been taken.
   bool done() const { return tensor_ >= tensors_.size(); }
   // Drops the tensors (and what their owners hold).

@@ -11,12 +11,14 @@
 //        client's zeros keep their meaning.
 //   2.1  AttachSharedMemory, and SharedMemoryTarget in RunOptions and
 //        GetWeightsRequest: same-host replies written into shared memory.
+//   2.2  inline_tensors in RunOptions, RunShardRequest and GetWeightsRequest,
+//        and RunHeader.inline_chunks: a small reply is one message.
 #ifndef LENSGRID_COMMON_WORKER_API_VERSION_H_
 #define LENSGRID_COMMON_WORKER_API_VERSION_H_
 
 namespace lensgrid {
 
-inline constexpr char kWorkerApiVersion[] = "2.1";
+inline constexpr char kWorkerApiVersion[] = "2.2";
 
 }  // namespace lensgrid
 

@@ -46,7 +46,8 @@ bool DeadlinePassed(const grpc::CallbackServerContext* ctx) {
 // chunks are written one at a time from gRPC's threads; the last message goes
 // with the status (StartWriteAndFinish). A chunk's bytes are a slice over the
 // tensor's memory. With a shared-memory target the executor writes the
-// tensors there after the run, and the header is the whole reply.
+// tensors there after the run, and the header is the whole reply; so it is
+// when the client asked for inline tensors and they fit in one chunk.
 class RunStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   using Work = std::function<absl::StatusOr<RunResult>(const CancelCheck&)>;
@@ -62,6 +63,9 @@ class RunStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         start_(Clock::now()) {}
 
   void set_tokens(int64_t tokens) { tokens_ = tokens; }
+  // The client reads RunHeader.inline_chunks: a reply of at most one chunk
+  // goes as one message.
+  void set_inline_tensors(bool inline_tensors) { inline_tensors_ = inline_tensors; }
 
   // `region`: where the tensors go instead of the stream (nullptr: streamed).
   void Start(Executor* executor, Work work,
@@ -119,6 +123,14 @@ class RunStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     cursor_.emplace(std::move(result->tensors), chunk_bytes_);
     v1::RunResponse header;
     *header.mutable_header() = std::move(result->header);
+    // One message instead of a header and its chunks: each message costs a
+    // write completion (OnWriteDone) before the next can start.
+    if (inline_tensors_ && !header.header().in_shared_memory() &&
+        cursor_->total_bytes() <= chunk_bytes_) {
+      const uint64_t moved = cursor_->MoveInto(header.mutable_header()->mutable_inline_chunks());
+      bytes_ += moved;
+      bytes_sent_->fetch_add(moved);
+    }
     Write(SerializedMessage(header));
   }
 
@@ -182,6 +194,7 @@ class RunStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   bool finished_ = false;
   int64_t tokens_ = 0;
   uint64_t bytes_ = 0;
+  bool inline_tensors_ = false;
 };
 
 // AttachSharedMemory: the region stays attached while the call is open. One
@@ -432,6 +445,14 @@ const v1::SharedMemoryTarget* TargetOf(const v1::GetWeightsRequest& r) {
   return r.has_shared_memory() ? &r.shared_memory() : nullptr;
 }
 
+// Whether the client reads RunHeader.inline_chunks.
+bool InlineTensorsOf(const v1::RunWithCacheRequest& r) { return r.options().inline_tensors(); }
+bool InlineTensorsOf(const v1::RunWithInterventionsRequest& r) {
+  return r.options().inline_tensors();
+}
+bool InlineTensorsOf(const v1::RunShardRequest& r) { return r.inline_tensors(); }
+bool InlineTensorsOf(const v1::GetWeightsRequest& r) { return r.inline_tensors(); }
+
 }  // namespace
 
 bool IsLocalPeer(absl::string_view peer) {
@@ -538,6 +559,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerService::Stream(const char* me
     return reactor;
   }
   reactor->set_tokens(TokensOf(*request));
+  reactor->set_inline_tensors(InlineTensorsOf(*request));
   std::shared_ptr<const WorkerBackend> backend = this->backend();
   if (backend == nullptr) {
     reactor->Refuse(NotReady());

@@ -4,7 +4,9 @@
 //      shard cutting), then the first and last shard's ShardSpec
 //   1  a CompleteShard stream (length-delimited CompleteShardRequest
 //      messages) -> TensorAssembler -> the coordinator's CheckShardResult
-//   2  a RunResponse stream (what a worker client reads) -> TensorAssembler
+//   2  a RunResponse stream (what a worker client reads) -> TensorAssembler,
+//      and the same messages' raw bytes, each split into two gRPC slices at a
+//      point the input picks, through the C++ client's ReadRawResponse
 //   3+ a worker or coordinator request (RunWithCache, RunWithInterventions,
 //      RunShard, Tokenize, Detokenize, LeaseShardResponse, Register,
 //      Heartbeat, FailShard): every Tensor in it through ValidateTensor /
@@ -14,12 +16,16 @@
 // non-empty in-range shards; the planner's ShardSpecs carry exactly their
 // range's prompts, fit its size estimate and convert back to the plan's
 // method, metric and ablation.
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/slice.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "client/raw_run_response.h"
 #include "common/search_proto.h"
 #include "common/tensor_chunks.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -156,6 +162,37 @@ void AssembleRunResponse(const uint8_t* data, size_t size) {
   if (ok) (void)assembler.Finish();
 }
 
+// The same stream as the C++ client reads it: each length-delimited
+// message's bytes, parsed or not, as a ByteBuffer of two slices (the split
+// at the message's first byte modulo its length), until one is refused.
+void ReadRawRunResponses(const uint8_t* data, size_t size) {
+  lensgrid::RawReplyState state;
+  lensgrid::v1::RunHeader header;
+  lensgrid::TensorAssembler assembler;
+  google::protobuf::io::CodedInputStream in(data, static_cast<int>(size));
+  uint32_t len = 0;
+  while (in.ReadVarint32(&len) && len <= size) {
+    std::string bytes;
+    if (!in.ReadString(&bytes, static_cast<int>(len))) return;
+    const size_t split = bytes.empty() ? 0 : static_cast<uint8_t>(bytes[0]) % bytes.size();
+    grpc::Slice slices[2] = {grpc::Slice(bytes.data(), split),
+                             grpc::Slice(bytes.data() + split, bytes.size() - split)};
+    grpc::ByteBuffer buffer(slices, 2);
+    absl::Status read = lensgrid::ReadRawResponse(buffer, &state, &header, &assembler);
+    if (!read.ok()) {
+      FUZZ_CHECK(read.code() == absl::StatusCode::kInternal, "a malformed reply is INTERNAL");
+      return;
+    }
+  }
+  auto tensors = assembler.Finish();
+  if (!tensors.ok()) return;
+  for (const lensgrid::WireTensor& t : *tensors) {
+    FUZZ_CHECK(
+        t.data.size() == static_cast<uint64_t>(t.NumElements()) * lensgrid::DTypeSize(t.dtype),
+        "an assembled tensor's bytes match its shape");
+  }
+}
+
 // Every Tensor and ShardSpec anywhere in `message`, found by reflection.
 void CheckFields(const Message& message) {
   if (auto* shard = dynamic_cast<const lensgrid::v1::ShardSpec*>(&message)) {
@@ -222,6 +259,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 2:
       AssembleRunResponse(data, size);
+      ReadRawRunResponses(data, size);
       break;
     case 3:
       ParseAndCheck<lensgrid::v1::RunWithCacheRequest>(data, size);

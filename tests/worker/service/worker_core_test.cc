@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "client/attached_shared_memory.h"
 #include "client/worker_client.h"
 #include "common/worker_api_version.h"
@@ -72,6 +73,12 @@ class Served {
     executor_.reset();
   }
   WorkerClient& client() { return *client_; }
+  // A client that never asks for inline tensors (as one older than 2.2).
+  std::unique_ptr<WorkerClient> ChunkedClient() {
+    WorkerClient::Options options;
+    options.inline_tensors = false;
+    return std::make_unique<WorkerClient>(channel_, options);
+  }
   const WorkerCore& core() const { return *core_; }
   std::unique_ptr<v1::Worker::Stub> Stub() { return v1::Worker::NewStub(channel_); }
 
@@ -429,6 +436,102 @@ TEST(WorkerCoreTest, SharedMemoryRepliesEqualStreamedOnesBitForBit) {
   absl::StatusOr<RunReply> shared_weights = served.client().GetWeights(weights);
   ASSERT_TRUE(shared_weights.ok()) << shared_weights.status();
   ExpectSameBytes(*streamed_weights, *shared_weights, **region, "GetWeights");
+}
+
+// The raw messages of a RunWithCache call, and its status.
+std::vector<v1::RunResponse> RawMessages(v1::Worker::Stub* stub,
+                                         const v1::RunWithCacheRequest& request,
+                                         grpc::Status* status) {
+  grpc::ClientContext ctx;
+  auto reader = stub->RunWithCache(&ctx, request);
+  std::vector<v1::RunResponse> messages;
+  v1::RunResponse message;
+  while (reader->Read(&message)) messages.push_back(message);
+  *status = reader->Finish();
+  return messages;
+}
+
+void ExpectSameTensors(const RunReply& a, const RunReply& b, const std::string& what) {
+  ASSERT_EQ(Names(a), Names(b)) << what;
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    EXPECT_EQ(a.tensors[i].dtype, b.tensors[i].dtype) << what << " " << a.tensors[i].name;
+    EXPECT_EQ(a.tensors[i].shape, b.tensors[i].shape) << what << " " << a.tensors[i].name;
+    EXPECT_TRUE(a.tensors[i].data == b.tensors[i].data) << what << ": " << a.tensors[i].name;
+  }
+}
+
+TEST(WorkerCoreTest, SmallRepliesComeInlineAndEqualChunkedOnesBitForBit) {
+  Served served(Options(MlpModelDir(), false), /*tcp=*/true);
+  std::unique_ptr<WorkerClient> chunked = served.ChunkedClient();
+  std::unique_ptr<v1::Worker::Stub> stub = served.Stub();
+
+  v1::RunWithCacheRequest small;  // the loss per token and layer 0's pattern: < 1000 bytes
+  *small.mutable_input()->mutable_tokens() = TokenIds({{1, 2, 3}});
+  small.mutable_options()->set_per_token_loss(true);
+  small.mutable_options()->set_return_type(v1::RETURN_LOSS);
+  small.mutable_cache()->add_names("pattern0");
+  v1::RunWithCacheRequest big = small;  // every hook: more than one 1000-byte chunk
+  big.mutable_options()->set_return_type(v1::RETURN_BOTH);
+  big.mutable_cache()->clear_names();
+
+  // On the wire: one message, the header carrying the tensors, only when the
+  // client asks and they fit in a chunk.
+  for (bool inline_tensors : {false, true}) {
+    for (v1::RunWithCacheRequest request : {small, big}) {
+      request.mutable_options()->set_inline_tensors(inline_tensors);
+      const bool fits = request.cache().names_size() > 0;
+      const std::string what =
+          absl::StrCat(fits ? "small" : "big", " reply, inline_tensors ", inline_tensors);
+      grpc::Status status;
+      std::vector<v1::RunResponse> messages = RawMessages(stub.get(), request, &status);
+      ASSERT_TRUE(status.ok()) << what << ": " << status.error_message();
+      ASSERT_FALSE(messages.empty()) << what;
+      ASSERT_TRUE(messages[0].has_header()) << what;
+      const v1::RunHeader& header = messages[0].header();
+      if (inline_tensors && fits) {
+        EXPECT_EQ(messages.size(), 1u) << what;
+        ASSERT_EQ(header.inline_chunks_size(), header.tensors_size()) << what;
+        for (int i = 0; i < header.tensors_size(); ++i) {
+          EXPECT_EQ(header.inline_chunks(i).name(), header.tensors(i).name()) << what;
+          EXPECT_EQ(header.inline_chunks(i).offset(), 0u) << what;
+          EXPECT_EQ(header.inline_chunks(i).data().size(), header.tensors(i).num_bytes()) << what;
+        }
+      } else {
+        EXPECT_EQ(header.inline_chunks_size(), 0) << what;
+        EXPECT_GE(messages.size(), 1u + header.tensors_size()) << what;
+      }
+    }
+  }
+
+  // Through the client, each form gives the same bits.
+  for (const v1::RunWithCacheRequest& request : {small, big}) {
+    absl::StatusOr<RunReply> one = served.client().RunWithCache(request);
+    absl::StatusOr<RunReply> streamed = chunked->RunWithCache(request);
+    ASSERT_TRUE(one.ok() && streamed.ok()) << one.status() << " " << streamed.status();
+    EXPECT_EQ(one->header.inline_chunks_size(), 0);  // moved into the tensors
+    ExpectSameTensors(*one, *streamed, "RunWithCache");
+  }
+  v1::RunWithInterventionsRequest edit;
+  *edit.mutable_input()->mutable_tokens() = TokenIds({{3, 1, 4, 1}});
+  edit.mutable_options()->set_return_type(v1::RETURN_LOSS);
+  v1::Intervention* zero = edit.add_interventions();
+  zero->set_hook("blocks.0.attn.hook_z");
+  zero->set_head(1);
+  zero->set_op(v1::Intervention::ZERO);
+  absl::StatusOr<RunReply> one_edit = served.client().RunWithInterventions(edit);
+  absl::StatusOr<RunReply> streamed_edit = chunked->RunWithInterventions(edit);
+  ASSERT_TRUE(one_edit.ok() && streamed_edit.ok())
+      << one_edit.status() << " " << streamed_edit.status();
+  ExpectSameTensors(*one_edit, *streamed_edit, "RunWithInterventions");
+  for (const char* name : {"b_U", ""}) {  // one small weight; every weight
+    v1::GetWeightsRequest weights;
+    if (*name != '\0') weights.add_names(name);
+    absl::StatusOr<RunReply> one_weights = served.client().GetWeights(weights);
+    absl::StatusOr<RunReply> streamed_weights = chunked->GetWeights(weights);
+    ASSERT_TRUE(one_weights.ok() && streamed_weights.ok())
+        << one_weights.status() << " " << streamed_weights.status();
+    ExpectSameTensors(*one_weights, *streamed_weights, absl::StrCat("GetWeights ", name));
+  }
 }
 
 }  // namespace
