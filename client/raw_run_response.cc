@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/varint.h"
 
 namespace lensgrid {
 namespace {
@@ -68,14 +69,6 @@ class SliceReader {
   const std::vector<grpc::Slice>* slices_;
   size_t slice_ = 0, offset_ = 0, position_ = 0;
 };
-
-void AppendVarint(uint64_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
 
 absl::Status Malformed(const std::string& what) {
   return absl::InternalError("stream: a malformed RunResponse (" + what + ")");
@@ -140,7 +133,8 @@ absl::Status ReadRawResponse(const grpc::ByteBuffer& buffer, RawReplyState* stat
         if (!in.ReadVarint(&field)) return Malformed("a cut chunk field");
         if ((field & 7) == 2) {
           uint64_t n;
-          if (!in.ReadVarint(&n) || n > end - in.position()) {
+          // The varints may have run past the chunk's end: check before subtracting.
+          if (!in.ReadVarint(&n) || in.position() > end || n > end - in.position()) {
             return Malformed("a chunk field past its end");
           }
           if (field >> 3 == 6) {  // data: read in place below

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/varint.h"
 #include "google/protobuf/io/coded_stream.h"
 
 namespace lensgrid {
@@ -14,14 +15,6 @@ namespace {
 // RunResponse.chunk is field 2, TensorChunk.data field 6, both length-delimited.
 constexpr uint8_t kChunkTag = (2 << 3) | 2;
 constexpr uint8_t kDataTag = (6 << 3) | 2;
-
-void AppendVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
 
 void ReleaseOwner(void* owner) { delete static_cast<std::shared_ptr<const void>*>(owner); }
 
@@ -42,14 +35,14 @@ grpc::ByteBuffer ChunkBuffer(const v1::TensorChunk& meta, absl::Span<const uint8
   std::string prefix;
   prefix.reserve(meta_bytes.size() + 24);
   prefix.push_back(static_cast<char>(kChunkTag));
-  AppendVarint(&prefix, meta_bytes.size() + data_field);
+  AppendVarint(meta_bytes.size() + data_field, &prefix);
   prefix += meta_bytes;
   if (data.empty()) {
     grpc::Slice only(std::move(prefix));
     return grpc::ByteBuffer(&only, 1);
   }
   prefix.push_back(static_cast<char>(kDataTag));
-  AppendVarint(&prefix, data.size());
+  AppendVarint(data.size(), &prefix);
   grpc::Slice slices[2] = {
       grpc::Slice(std::move(prefix)),
       grpc::Slice(const_cast<uint8_t*>(data.data()), data.size(), &ReleaseOwner,
