@@ -6,7 +6,8 @@
 //   both    the cache and prompt-range affinity (what lensgrid does now)
 // It prints per method the shards, the base runs computed (each a clean
 // forward, plus a corrupted one for patching or resampling, plus the
-// dataset's forward for the mean of mean ablation), the base runs reused, the
+// dataset's forward for the mean of mean ablation; for path-patch the
+// corruption batch: the clean and corrupted runs), the base runs reused, the
 // workers' seconds, and whether the merged results are the same bits as
 // before's.
 //
@@ -199,9 +200,11 @@ int Main(int argc, char** argv) {
     v1::SearchMethod method;
     v1::Ablation ablation;
   };
-  for (const Case& c : {Case{"ablate-heads (zero)", v1::METHOD_ABLATE_HEADS, v1::ABLATION_ZERO},
-                        Case{"ablate-heads (mean)", v1::METHOD_ABLATE_HEADS, v1::ABLATION_MEAN},
-                        Case{"patch-heads", v1::METHOD_PATCH_HEADS, v1::ABLATION_ZERO}}) {
+  for (const Case& c :
+       {Case{"ablate-heads (zero)", v1::METHOD_ABLATE_HEADS, v1::ABLATION_ZERO},
+        Case{"ablate-heads (mean)", v1::METHOD_ABLATE_HEADS, v1::ABLATION_MEAN},
+        Case{"patch-heads", v1::METHOD_PATCH_HEADS, v1::ABLATION_ZERO},
+        Case{"path-patch (to the logits)", v1::METHOD_PATH_PATCH, v1::ABLATION_ZERO}}) {
     const v1::JobSpec spec = Job(c.method, c.ablation, f, sha);
     // The three runs interleaved, each repeated: a median of each.
     Outcome before, cache, both;

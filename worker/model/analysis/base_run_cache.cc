@@ -2,7 +2,39 @@
 
 #include <utility>
 
+#include "common/sha256.h"
+#include "worker/model/analysis/dataset.h"
+
 namespace lensgrid {
+
+BaseRunKey& BaseRunKey::Int(int64_t v) {
+  bytes_.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  return *this;
+}
+
+BaseRunKey& BaseRunKey::Str(const std::string& v) {
+  Int(static_cast<int64_t>(v.size()));
+  bytes_.append(v);
+  return *this;
+}
+
+BaseRunKey& BaseRunKey::Ids(const std::vector<int64_t>& ids) {
+  Int(static_cast<int64_t>(ids.size()));
+  for (int64_t id : ids) Int(id);
+  return *this;
+}
+
+BaseRunKey& BaseRunKey::Prompts(const Dataset& dataset, int64_t begin, int64_t end) {
+  Int(dataset.max_length());
+  Int(end - begin);
+  for (int64_t i = begin; i < end; ++i) {
+    const Prompt& p = dataset.prompts[i];
+    Ids(p.tokens).Ids(p.corrupted_tokens).Ids(p.answers).Ids(p.wrongs).Int(p.loss_start);
+  }
+  return *this;
+}
+
+std::string BaseRunKey::Hex() const { return Sha256Hex(bytes_); }
 
 std::shared_ptr<const void> BaseRunCache::Find(const std::string& key) {
   absl::MutexLock lock(&mu_);

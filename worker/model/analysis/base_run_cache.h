@@ -3,7 +3,8 @@
 // from it before its interventions (each layer's resid_pre, the patching or
 // ablation sources, the baseline metric). A search cut into component shards
 // runs every shard of one prompt range over the same base run; with this
-// cache a worker computes it once and the other shards reuse it.
+// cache a worker computes it once and the other shards reuse it. Path-patch
+// and acdc-step keep their corruption batch here too (circuit_search.cc).
 //
 //   BaseRunCache cache(/*budget_bytes=*/256 << 20);
 //   SearchOptions options;
@@ -29,11 +30,32 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 
 namespace lensgrid {
+
+struct Dataset;
+
+// A cache key: a SHA-256 over a kind tag and every field appended, each
+// length-prefixed, so that different sequences never collide by framing.
+//
+//   std::string key = BaseRunKey("lensgrid base run v1").Str(scope).Prompts(ds, 0, 8).Hex();
+class BaseRunKey {
+ public:
+  explicit BaseRunKey(const std::string& kind) { Str(kind); }
+  BaseRunKey& Int(int64_t v);
+  BaseRunKey& Str(const std::string& v);
+  BaseRunKey& Ids(const std::vector<int64_t>& ids);
+  // The padded length, then every field of prompts [begin, end).
+  BaseRunKey& Prompts(const Dataset& dataset, int64_t begin, int64_t end);
+  std::string Hex() const;
+
+ private:
+  std::string bytes_;
+};
 
 class BaseRunCache {
  public:

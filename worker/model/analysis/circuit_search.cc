@@ -2,12 +2,15 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/model/analysis/base_run_cache.h"
 #include "worker/model/analysis/circuit.h"
 #include "worker/model/analysis/edge_patching.h"
 
@@ -51,11 +54,8 @@ class CircuitSearch {
     const int64_t per_batch = PromptsPerBatch(dataset_, options_.max_batch_tokens);
     for (int64_t b = p_begin; b < p_end; b += per_batch) {
       const int64_t e = std::min(b + per_batch, p_end);
-      LG_ASSIGN_OR_RETURN(
-          CorruptionBatch batch,
-          MakeCorruptionBatch(model_, dataset_, b, e, spec_.metric,
-                              /*clean_senders=*/spec_.method == Method::kPathPatch));
-      Count(batch.prompts.clean, 2);
+      LG_ASSIGN_OR_RETURN(std::shared_ptr<const CorruptionBatch> shared, CorruptionBatchOf(b, e));
+      const CorruptionBatch& batch = *shared;
       LG_ASSIGN_OR_RETURN(torch::Tensor v,
                           spec_.method == Method::kPathPatch  ? PathPatch(batch, c_begin, c_end)
                           : spec_.method == Method::kAcdcStep ? AcdcStep(batch, c_begin, c_end)
@@ -71,6 +71,54 @@ class CircuitSearch {
   }
 
  private:
+  // Prompts [b, e)'s clean and corrupted runs (the senders' values, both metrics), from the
+  // worker's base-run cache when it holds them: every component shard of a path-patch or
+  // acdc-step search over these prompts, and every ACDC iteration, runs over the same ones.
+  // The key covers all MakeCorruptionBatch reads (the scope naming the model, the metric,
+  // whether clean senders are kept, every prompt field), so a hit is what a miss computes.
+  absl::StatusOr<std::shared_ptr<const CorruptionBatch>> CorruptionBatchOf(int64_t b, int64_t e) {
+    const bool clean_senders = spec_.method == Method::kPathPatch;
+    BaseRunCache* cache = options_.base_run_cache;
+    std::string key;
+    if (cache != nullptr && !options_.base_run_scope.empty() && cache->budget_bytes() > 0) {
+      key = BaseRunKey("lensgrid corruption batch v1")
+                .Str(options_.base_run_scope)
+                .Str(MetricName(spec_.metric))
+                .Int(clean_senders ? 1 : 0)
+                .Prompts(dataset_, b, e)
+                .Hex();
+      if (auto hit = std::static_pointer_cast<const CorruptionBatch>(cache->Find(key))) {
+        result_->counts.base_runs_reused += 1;
+        return hit;
+      }
+    }
+    LG_ASSIGN_OR_RETURN(CorruptionBatch batch,
+                        MakeCorruptionBatch(model_, dataset_, b, e, spec_.metric, clean_senders));
+    Count(batch.prompts.clean, 2);
+    // Nothing that outlives this search: the prompts point into its dataset.
+    batch.prompts.prompts.clear();
+    batch.options.is_cancelled = nullptr;
+    auto shared = std::make_shared<const CorruptionBatch>(std::move(batch));
+    if (!key.empty()) cache->Insert(key, shared, HeldBytes(*shared));
+    return shared;
+  }
+
+  static int64_t HeldBytes(const CorruptionBatch& batch) {
+    std::set<const void*> seen;
+    int64_t bytes = 0;
+    for (const at::Tensor* t :
+         {&batch.corrupted_senders, &batch.clean_senders, &batch.clean_metric,
+          &batch.corrupted_metric, &batch.prompts.clean.tokens, &batch.prompts.clean.attention_mask,
+          &batch.prompts.targets.answers, &batch.prompts.targets.wrongs,
+          &batch.prompts.targets.tokens, &batch.prompts.targets.loss_mask,
+          &batch.prompts.targets.clean_log_probs, &batch.options.logit_positions}) {
+      if (t->defined() && seen.insert(t->storage().data()).second) {
+        bytes += static_cast<int64_t>(t->storage().nbytes());
+      }
+    }
+    return bytes;
+  }
+
   void Count(const ForwardInput& in, int64_t forwards) {
     result_->counts.forwards += forwards;
     result_->counts.block_rows += forwards * in.tokens.size(0) * model_.cfg().n_layers;

@@ -5,7 +5,6 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "common/sha256.h"
 #include "common/status_macros.h"
 #include "worker/model/activation_edit.h"
 #include "worker/model/analysis/attribution.h"
@@ -246,38 +245,17 @@ std::string SearchRun::BaseRunKey() const {
       options_.base_run_cache->budget_bytes() == 0) {
     return "";
   }
-  std::string m = "lensgrid base run v1";
-  auto add_int = [&m](int64_t v) { m.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
-  auto add_str = [&](const std::string& v) {
-    add_int(static_cast<int64_t>(v.size()));
-    m.append(v);
-  };
-  auto add_ids = [&](const std::vector<int64_t>& ids) {
-    add_int(static_cast<int64_t>(ids.size()));
-    for (int64_t id : ids) add_int(id);
-  };
-  auto add_prompts = [&](const Dataset& ds, int64_t begin, int64_t end) {
-    add_int(ds.max_length());
-    add_int(end - begin);
-    for (int64_t i = begin; i < end; ++i) {
-      const Prompt& p = ds.prompts[i];
-      add_ids(p.tokens);
-      add_ids(p.corrupted_tokens);
-      add_ids(p.answers);
-      add_ids(p.wrongs);
-      add_int(p.loss_start);
-    }
-  };
-  add_str(options_.base_run_scope);
-  add_str(MethodName(spec_.method));
-  add_str(MetricName(spec_.metric));
-  add_str(AblationName(spec_.ablation));
-  add_prompts(dataset_, p_begin_, p_end_);
+  lensgrid::BaseRunKey key("lensgrid base run v1");
+  key.Str(options_.base_run_scope)
+      .Str(MethodName(spec_.method))
+      .Str(MetricName(spec_.metric))
+      .Str(AblationName(spec_.ablation))
+      .Prompts(dataset_, p_begin_, p_end_);
   if (!IsPatching(spec_.method) && spec_.ablation == AblationKind::kMean) {
     const Dataset& mean_of = options_.mean_dataset != nullptr ? *options_.mean_dataset : dataset_;
-    add_prompts(mean_of, 0, static_cast<int64_t>(mean_of.prompts.size()));
+    key.Prompts(mean_of, 0, static_cast<int64_t>(mean_of.prompts.size()));
   }
-  return Sha256Hex(m);
+  return key.Hex();
 }
 
 absl::Status SearchRun::BaseRuns() {

@@ -5,6 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/model/test_util.h"
+#include "worker/model/analysis/circuit.h"
 
 namespace lensgrid {
 namespace {
@@ -190,6 +191,53 @@ TEST(ShardBaseRunCacheTest, ComponentShardsReuseTheBaseRunBitForBit) {
     EXPECT_EQ(cache.stats().misses, 2) << what;
     EXPECT_EQ(cache.stats().entries, 2) << what;
   }
+}
+
+// Path-patch and acdc-step shards reuse their prompt range's clean and
+// corrupted runs (the corruption batch) the same way: one miss, then hits,
+// the same bits. Successive ACDC iterations (another receiver, other kept
+// edges) run over the same batch, so they hit too.
+TEST(ShardBaseRunCacheTest, CircuitShardsReuseTheirCorruptionBatchBitForBit) {
+  auto model = TinyModel();
+  const Dataset ds = ThreePrompts();
+  const CircuitGraph graph = CircuitGraphOf(model->cfg());
+  SearchSpec path_patch{Method::kPathPatch, MetricKind::kLogitDiff};
+  SearchSpec acdc_step{Method::kAcdcStep, MetricKind::kKl};
+  acdc_step.circuit.receivers = {"logits"};
+  acdc_step.circuit.kept_edges = PackEdges(std::vector<bool>(graph.edges().size(), true));
+  for (const SearchSpec& spec : {path_patch, acdc_step}) {
+    const std::string what = MethodName(spec.method);
+    BaseRunCache cache(int64_t{64} << 20);
+    auto without = RunComponentShards(*model, ds, spec, 1, 3, nullptr);
+    auto with = RunComponentShards(*model, ds, spec, 1, 3, &cache);
+    ASSERT_GT(with.size(), 1u) << what;
+    ExpectSameBits(without, with, what);
+    EXPECT_EQ(cache.stats().misses, 1) << what;
+    EXPECT_EQ(cache.stats().hits, static_cast<int64_t>(with.size()) - 1) << what;
+    EXPECT_EQ(cache.stats().entries, 1) << what;
+    EXPECT_GT(cache.stats().bytes, 0) << what;
+    auto other = RunComponentShards(*model, ds, spec, 0, 1, &cache);
+    ExpectSameBits(RunComponentShards(*model, ds, spec, 0, 1, nullptr), other, what);
+    EXPECT_EQ(cache.stats().misses, 2) << what;
+  }
+  // The next ACDC iteration: another receiver and fewer kept edges, the same batch.
+  BaseRunCache cache(int64_t{64} << 20);
+  (void)RunComponentShards(*model, ds, acdc_step, 1, 3, &cache);
+  SearchSpec next = acdc_step;
+  next.circuit.receivers = {"L1H1.q"};
+  std::vector<bool> kept(graph.edges().size(), true);
+  kept[0] = false;
+  next.circuit.kept_edges = PackEdges(kept);
+  const int64_t hits = cache.stats().hits;
+  auto again = RunComponentShards(*model, ds, next, 1, 3, &cache);
+  ExpectSameBits(RunComponentShards(*model, ds, next, 1, 3, nullptr), again, "next iteration");
+  EXPECT_EQ(cache.stats().misses, 1);
+  EXPECT_EQ(cache.stats().hits, hits + static_cast<int64_t>(again.size()));
+  // Another metric is another batch (its clean metric differs).
+  SearchSpec other_metric = acdc_step;
+  other_metric.metric = MetricKind::kLogitDiff;
+  (void)RunComponentShards(*model, ds, other_metric, 1, 3, &cache);
+  EXPECT_EQ(cache.stats().misses, 2);
 }
 
 // Anything a base run depends on is in its key: a change of it is a miss.
