@@ -2,8 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <cstring>
-#include <optional>
 #include <string>
 #include <thread>
 #include <utility>

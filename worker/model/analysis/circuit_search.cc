@@ -99,24 +99,16 @@ class CircuitSearch {
     batch.prompts.prompts.clear();
     batch.options.is_cancelled = nullptr;
     auto shared = std::make_shared<const CorruptionBatch>(std::move(batch));
-    if (!key.empty()) cache->Insert(key, shared, HeldBytes(*shared));
-    return shared;
-  }
-
-  static int64_t HeldBytes(const CorruptionBatch& batch) {
-    std::set<const void*> seen;
-    int64_t bytes = 0;
-    for (const at::Tensor* t :
-         {&batch.corrupted_senders, &batch.clean_senders, &batch.clean_metric,
-          &batch.corrupted_metric, &batch.prompts.clean.tokens, &batch.prompts.clean.attention_mask,
-          &batch.prompts.targets.answers, &batch.prompts.targets.wrongs,
-          &batch.prompts.targets.tokens, &batch.prompts.targets.loss_mask,
-          &batch.prompts.targets.clean_log_probs, &batch.options.logit_positions}) {
-      if (t->defined() && seen.insert(t->storage().data()).second) {
-        bytes += static_cast<int64_t>(t->storage().nbytes());
-      }
+    if (!key.empty()) {
+      const PromptBatch& p = shared->prompts;
+      cache->Insert(
+          key, shared,
+          StorageBytes({shared->corrupted_senders, shared->clean_senders, shared->clean_metric,
+                        shared->corrupted_metric, p.clean.tokens, p.clean.attention_mask,
+                        p.targets.answers, p.targets.wrongs, p.targets.tokens, p.targets.loss_mask,
+                        p.targets.clean_log_probs, shared->options.logit_positions}));
     }
-    return bytes;
+    return shared;
   }
 
   void Count(const ForwardInput& in, int64_t forwards) {

@@ -221,21 +221,12 @@ struct CachedBaseRun {
   torch::Tensor baseline, reference;  // result_'s
 };
 
-// Bytes of memory the tensors keep alive (each storage once).
+// Bytes of memory a cached base run keeps alive.
 int64_t HeldBytes(const CachedBaseRun& run) {
-  std::set<const void*> seen;
-  int64_t bytes = 0;
-  auto add = [&](const torch::Tensor& t) {
-    if (!t.defined()) return;
-    const c10::Storage& storage = t.storage();
-    if (seen.insert(storage.data()).second) bytes += static_cast<int64_t>(storage.nbytes());
-  };
-  add(run.clean_log_probs);
-  for (const auto& t : run.base_resid) add(t);
-  for (const auto& [hook, t] : run.sources) add(t);
-  add(run.baseline);
-  add(run.reference);
-  return bytes;
+  std::vector<torch::Tensor> tensors = run.base_resid;
+  tensors.insert(tensors.end(), {run.clean_log_probs, run.baseline, run.reference});
+  for (const auto& [hook, t] : run.sources) tensors.push_back(t);
+  return StorageBytes(tensors);
 }
 
 // The cache key of this search's base run: a hash of everything the base run
@@ -607,6 +598,17 @@ std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const HookedTran
     outputs.push_back(std::move(o));
   }
   return outputs;
+}
+
+int64_t StorageBytes(const std::vector<at::Tensor>& tensors) {
+  std::set<const void*> seen;
+  int64_t bytes = 0;
+  for (const at::Tensor& t : tensors) {
+    if (t.defined() && seen.insert(t.storage().data()).second) {
+      bytes += static_cast<int64_t>(t.storage().nbytes());
+    }
+  }
+  return bytes;
 }
 
 absl::StatusOr<SearchResult> RunSearch(const HookedTransformer& model, const Dataset& dataset,

@@ -110,6 +110,10 @@ struct SearchResult {
 std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const HookedTransformerConfig& cfg,
                                         int64_t n_pos);
 
+// Bytes of memory `tensors` keep alive, each storage counted once (undefined
+// ones: none): what a value stored in the BaseRunCache costs its budget.
+int64_t StorageBytes(const std::vector<at::Tensor>& tensors);
+
 absl::StatusOr<SearchResult> RunSearch(const HookedTransformer& model, const Dataset& dataset,
                                        const SearchSpec& spec, const SearchOptions& options = {});
 
