@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -148,14 +149,22 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::Span<const uint8_
     LG_ASSIGN_OR_RETURN(SafetensorsEntry entry, ParseEntry(source, name, value, data_size));
     result.entries.push_back(std::move(entry));
   }
-  std::sort(result.entries.begin(), result.entries.end(),
-            [](const auto& a, const auto& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < result.entries.size(); ++i) {
-    const auto& prev = result.entries[i - 1];
-    const auto& cur = result.entries[i];
-    if (cur.begin < prev.end) {
-      return EntryError(source, cur.name, absl::StrCat("data overlaps tensor \"", prev.name, "\""));
+  // In file order; ties (tensors of zero bytes share offsets) by name, so the
+  // order never depends on the sort algorithm.
+  std::sort(result.entries.begin(), result.entries.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
+  });
+  // A tensor of zero bytes holds no data, so it overlaps nothing wherever its
+  // offsets point (inside the data section: checked above). Only tensors with
+  // bytes may not share any.
+  const SafetensorsEntry* prev = nullptr;
+  for (const SafetensorsEntry& cur : result.entries) {
+    if (cur.begin == cur.end) continue;
+    if (prev != nullptr && cur.begin < prev->end) {
+      return EntryError(source, cur.name,
+                        absl::StrCat("data overlaps tensor \"", prev->name, "\""));
     }
+    prev = &cur;
   }
   return result;
 }
