@@ -61,8 +61,16 @@ uintptr_t g_prev_location = 0;
 
 }  // namespace
 
+// The start of the executable's image (GNU ld). The instrumented code is all
+// linked statically into the executable, so a PC less this base is the same
+// in every process: without it, address-space randomization moved every PC,
+// the map's collisions and so the coverage, and a fixed -seed ran different
+// inputs on every run (a bug one run could find, the next one missed).
+extern "C" char __executable_start;
+
 extern "C" void __sanitizer_cov_trace_pc() {
-  uintptr_t pc = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+  const uintptr_t pc = reinterpret_cast<uintptr_t>(__builtin_return_address(0)) -
+                       reinterpret_cast<uintptr_t>(&__executable_start);
   uintptr_t cur = (pc ^ (pc >> 15)) * 0x9E3779B1u;
   cur = (cur >> 16) & (kMapSize - 1);
   uint8_t& hit = g_hits[cur ^ g_prev_location];
