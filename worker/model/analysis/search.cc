@@ -164,6 +164,11 @@ class SearchRun {
   absl::Status BaseRuns();
   absl::Status RunBase();          // runs them (batch_ and base_ are set)
   std::string BaseRunKey() const;  // "" without a cache
+  // Mean ablation's sources: each hook's masked mean over `mean_of`, from
+  // options_.base_run_cache when it has them. They do not depend on the
+  // shard's prompts, so every prompt range of a job shares one entry.
+  absl::StatusOr<std::map<std::string, torch::Tensor>> DatasetMeans(
+      const std::vector<std::string>& hooks, const Dataset& mean_of);
   absl::Status Interventions(SearchOutput* out);
   absl::StatusOr<torch::Tensor> EvaluateNaive(const Edit& e);
   absl::StatusOr<torch::Tensor> EvaluatePacked(const std::vector<Edit>& edits);
@@ -334,16 +339,45 @@ absl::Status SearchRun::RunBase() {
         absl::StrCat("mean ablation: the mean's prompts pad to ", mean_of.max_length(),
                      " positions, the shard's to ", dataset_.max_length()));
   }
+  LG_ASSIGN_OR_RETURN(sources_.by_hook, DatasetMeans(source_hooks, mean_of));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, torch::Tensor>> SearchRun::DatasetMeans(
+    const std::vector<std::string>& hooks, const Dataset& mean_of) {
+  std::string key;
+  if (options_.base_run_cache != nullptr && !options_.base_run_scope.empty() &&
+      options_.base_run_cache->budget_bytes() > 0) {
+    // Everything the means depend on: the model, which hooks, every prompt of
+    // the mean (their padded length included).
+    lensgrid::BaseRunKey k("lensgrid dataset mean v1");
+    k.Str(options_.base_run_scope).Int(static_cast<int64_t>(hooks.size()));
+    for (const std::string& h : hooks) k.Str(h);
+    key = k.Prompts(mean_of, 0, static_cast<int64_t>(mean_of.prompts.size())).Hex();
+    using Means = std::map<std::string, torch::Tensor>;
+    auto hit = std::static_pointer_cast<const Means>(options_.base_run_cache->Find(key));
+    if (hit != nullptr) {
+      counts_->means_reused += 1;
+      return *hit;  // immutable: the search only reads its sources
+    }
+  }
   LG_ASSIGN_OR_RETURN(PromptBatch all, MakePromptBatch(mean_of, 0, mean_of.prompts.size(), false,
                                                        cfg_.d_vocab, cfg_.bos_token_id));
   ForwardOptions none;
   none.return_type = ForwardReturn::kNone;
+  CacheOptions only_hooks;
+  only_hooks.predicate = [&](const std::string& n) {
+    return std::find(hooks.begin(), hooks.end(), n) != hooks.end();
+  };
   ActivationCache c;
-  LG_RETURN_IF_ERROR(RunModel(all.clean, none, &source_cache, &c).status());
-  for (const auto& h : source_hooks) {
-    sources_.by_hook[h] = MaskedMean(c.Get(h).value(), all.clean.attention_mask);
+  LG_RETURN_IF_ERROR(RunModel(all.clean, none, &only_hooks, &c).status());
+  auto means = std::make_shared<std::map<std::string, torch::Tensor>>();
+  std::vector<torch::Tensor> held;
+  for (const auto& h : hooks) {
+    held.push_back((*means)[h] = MaskedMean(c.Get(h).value(), all.clean.attention_mask));
   }
-  return absl::OkStatus();
+  if (!key.empty()) options_.base_run_cache->Insert(key, means, StorageBytes(held));
+  return *means;
 }
 
 absl::StatusOr<torch::Tensor> SearchRun::EvaluateNaive(const Edit& e) {

@@ -94,6 +94,9 @@ struct SearchCounts {
   // Base runs taken from SearchOptions::base_run_cache (their forwards are
   // not counted above: they did not run).
   int64_t base_runs_reused = 0;
+  // Mean ablation's dataset means taken from that cache (a base run of
+  // another prompt range of the same job computed them).
+  int64_t means_reused = 0;
 };
 
 struct SearchResult {

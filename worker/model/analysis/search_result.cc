@@ -36,6 +36,7 @@ absl::StatusOr<SearchResult> Merge(const std::vector<SearchResult>& shards, int6
     whole.counts.backwards += s.counts.backwards;
     whole.counts.block_rows += s.counts.block_rows;
     whole.counts.base_runs_reused += s.counts.base_runs_reused;
+    whole.counts.means_reused += s.counts.means_reused;
     whole.baseline.slice(0, s.prompt_begin, s.prompt_begin + n) = s.baseline;
     if (patching) whole.reference.slice(0, s.prompt_begin, s.prompt_begin + n) = s.reference;
     for (size_t k = 0; k < s.outputs.size(); ++k) {

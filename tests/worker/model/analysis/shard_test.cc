@@ -176,21 +176,62 @@ TEST(ShardBaseRunCacheTest, ComponentShardsReuseTheBaseRunBitForBit) {
   for (const SearchSpec& spec : specs) {
     const std::string what =
         MethodName(spec.method) + " " + MetricName(spec.metric) + " " + AblationName(spec.ablation);
+    // Mean ablation keeps its dataset means as an entry of their own.
+    const int64_t mean = spec.ablation == AblationKind::kMean ? 1 : 0;
     BaseRunCache cache(int64_t{64} << 20);
     auto without = RunComponentShards(*model, ds, spec, 1, 3, nullptr);
     auto with = RunComponentShards(*model, ds, spec, 1, 3, &cache);
     ExpectSameBits(without, with, what);
     const BaseRunCache::Stats stats = cache.stats();
-    EXPECT_EQ(stats.misses, 1) << what;
+    EXPECT_EQ(stats.misses, 1 + mean) << what;
     EXPECT_EQ(stats.hits, static_cast<int64_t>(with.size()) - 1) << what;
-    EXPECT_EQ(stats.entries, 1) << what;
+    EXPECT_EQ(stats.entries, 1 + mean) << what;
     EXPECT_GT(stats.bytes, 0) << what;
-    // Another prompt range is another base run.
+    // Another prompt range is another base run, over the same means.
     auto other = RunComponentShards(*model, ds, spec, 0, 1, &cache);
     ExpectSameBits(RunComponentShards(*model, ds, spec, 0, 1, nullptr), other, what);
-    EXPECT_EQ(cache.stats().misses, 2) << what;
-    EXPECT_EQ(cache.stats().entries, 2) << what;
+    EXPECT_EQ(cache.stats().misses, 2 + mean) << what;
+    EXPECT_EQ(cache.stats().hits, stats.hits + static_cast<int64_t>(other.size()) - 1 + mean)
+        << what;
+    EXPECT_EQ(cache.stats().entries, 2 + mean) << what;
   }
+}
+
+// Mean ablation's mean is over every prompt of the job, whichever range a
+// shard runs: a worker computes it once for all of them, and the results are
+// the bits it gives without the cache. It is the model's, the hooks' and the
+// mean prompts' alone: another model, other hooks or another prompt of the
+// mean compute it again.
+TEST(ShardBaseRunCacheTest, PromptRangesShareTheirJobsMean) {
+  auto model = TinyModel();
+  const Dataset ds = ThreePrompts();
+  const SearchSpec heads{Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kMean};
+  BaseRunCache cache(int64_t{64} << 20);
+  int64_t hits = 0, misses = 0;
+  auto expect = [&](const SearchSpec& spec, int64_t begin, int64_t end, int64_t new_misses,
+                    int64_t new_hits, const std::string& what) {
+    ShardTask task = Task(ds, spec, begin, end);
+    task.component_begin = 0;
+    task.component_end = 1;
+    ShardTask again = task;
+    auto shard = PrepareSearchShard(model->cfg(), std::move(task));
+    auto plain = PrepareSearchShard(model->cfg(), std::move(again));
+    ASSERT_TRUE(shard.ok() && plain.ok()) << shard.status() << plain.status();
+    auto with = RunPreparedShard(*model, *shard, nullptr, &cache, "model a");
+    auto without = RunPreparedShard(*model, *plain, nullptr, nullptr, "model a");
+    ASSERT_TRUE(with.ok() && without.ok()) << with.status() << without.status();
+    ExpectSameBits({{with->begin(), with->end()}}, {{without->begin(), without->end()}}, what);
+    EXPECT_EQ(cache.stats().misses, misses += new_misses) << what;
+    EXPECT_EQ(cache.stats().hits, hits += new_hits) << what;
+  };
+  expect(heads, 0, 1, 2, 0, "first range: its base run and the mean");
+  expect(heads, 1, 2, 1, 1, "second range: its base run, the same mean");
+  expect(heads, 2, 3, 1, 1, "third range: its base run, the same mean");
+  SearchSpec other_metric = heads;
+  other_metric.metric = MetricKind::kKl;
+  expect(other_metric, 0, 1, 1, 1, "another metric: another base run, the same mean");
+  expect({Method::kAblateLayers, MetricKind::kLogitDiff, AblationKind::kMean}, 0, 1, 2, 0,
+         "other hooks: another mean");
 }
 
 // Path-patch and acdc-step shards reuse their prompt range's clean and
@@ -258,17 +299,22 @@ TEST(ShardBaseRunCacheTest, WhatChangesTheBaseRunChangesTheKey) {
   };
   auto same = [](ShardTask*) {};
   run(spec, same, "a");
-  EXPECT_EQ(cache.stats().misses, 1);
+  EXPECT_EQ(cache.stats().misses, 2);  // the base run, and the mean (its own entry)
   run(spec, same, "a");
   EXPECT_EQ(cache.stats().hits, 1);
-  int64_t misses = 1;
+  int64_t misses = 2, hits = 1;
+  // A base run's miss; with mean ablation it then looks up the mean, which
+  // hits unless `mean_misses` (the mean's model or prompts changed).
   auto expect_miss = [&](const SearchSpec& s, std::function<void(ShardTask*)> edit,
-                         const std::string& scope, const char* what) {
+                         const std::string& scope, const char* what, bool mean_misses = false) {
     run(s, edit, scope);
-    EXPECT_EQ(cache.stats().misses, ++misses) << what;
-    EXPECT_EQ(cache.stats().hits, 1) << what;
+    const bool mean = s.ablation == AblationKind::kMean;
+    misses += 1 + (mean && mean_misses);
+    hits += mean && !mean_misses;
+    EXPECT_EQ(cache.stats().misses, misses) << what;
+    EXPECT_EQ(cache.stats().hits, hits) << what;
   };
-  expect_miss(spec, same, "b", "another model (scope)");
+  expect_miss(spec, same, "b", "another model (scope)", /*mean_misses=*/true);
   expect_miss({Method::kAblateHeads, MetricKind::kProb, AblationKind::kMean}, same, "a", "metric");
   expect_miss({Method::kAblateHeads, MetricKind::kLogitDiff, AblationKind::kZero}, same, "a",
               "ablation");
@@ -285,18 +331,19 @@ TEST(ShardBaseRunCacheTest, WhatChangesTheBaseRunChangesTheKey) {
   expect_miss(
       spec, [](ShardTask* t) { t->prompts[0].loss_start = 2; }, "a", "loss_start");
   expect_miss(
-      spec, [](ShardTask* t) { t->n_pos = 6; }, "a", "the padding");
+      spec, [](ShardTask* t) { t->n_pos = 6; }, "a", "the padding", /*mean_misses=*/true);
   expect_miss(
-      spec, [](ShardTask* t) { t->mean_prompts[2].tokens[1] = 7; }, "a", "a prompt of the mean");
+      spec, [](ShardTask* t) { t->mean_prompts[2].tokens[1] = 7; }, "a", "a prompt of the mean",
+      /*mean_misses=*/true);
   // What does not change it: the components, a prompt's origin.
   run(
       spec, [](ShardTask* t) { t->component_begin = 2, t->component_end = 4; }, "a");
   run(
       spec, [](ShardTask* t) { t->prompts[0].origin = "elsewhere"; }, "a");
-  EXPECT_EQ(cache.stats().hits, 3);
+  EXPECT_EQ(cache.stats().hits, hits + 2);
   // No scope, or no budget: no reuse.
   run(spec, same, "");
-  EXPECT_EQ(cache.stats().hits + cache.stats().misses, 3 + misses);
+  EXPECT_EQ(cache.stats().hits + cache.stats().misses, hits + 2 + misses);
 }
 
 // A budget smaller than two base runs keeps the latest only; the results stay
