@@ -5,11 +5,11 @@
 //   cache   --shard-cache-bytes 256 MiB, plan order (reuse only by chance)
 //   both    the cache and prompt-range affinity (what lensgrid does now)
 // It prints per method the shards, the base runs computed (each a clean
-// forward, plus a corrupted one for patching or resampling, plus the
-// dataset's forward for the mean of mean ablation; for path-patch the
-// corruption batch: the clean and corrupted runs), the base runs reused, the
-// workers' seconds, and whether the merged results are the same bits as
-// before's.
+// forward, plus a corrupted one for patching or resampling; for path-patch
+// the corruption batch: the clean and corrupted runs; for mean ablation the
+// dataset's mean counts as one more, a forward of every prompt, kept apart
+// since every prompt range shares it), the base runs reused, the workers'
+// seconds, and whether the merged results are the same bits as before's.
 //
 //   build/bench/shard_reuse_bench [--prompts 32] [--pos 16] [--prompts-per-shard 8]
 //                                 [--components-per-shard 8] [--reps 3]
@@ -140,7 +140,8 @@ Outcome RunJob(const std::string& model_dir, const v1::JobSpec& job_spec, bool c
     out.base_runs += cache ? s.misses : 0;
     out.reused += s.hits;
   }
-  if (!cache) out.base_runs = out.shards;
+  // Without the cache every shard computes its base run (and the mean).
+  if (!cache) out.base_runs = out.shards * (job_spec.ablation() == v1::ABLATION_MEAN ? 2 : 1);
   out.merged = Must(scheduler.GetResult(Caller::Anonymous(), job), "GetResult").tensors;
   return out;
 }
