@@ -4,6 +4,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/core/guarded.h"
 #include "worker/core/worker_core.h"
 #include "worker/model/analysis/dataset.h"
 #include "worker/model/hooked_transformer.h"
@@ -63,6 +64,11 @@ absl::StatusOr<Dataset> BuildDataset(const v1::DatasetRequest& request,
 }  // namespace
 
 absl::StatusOr<v1::PreparedDataset> WorkerCore::PrepareJob(const v1::PrepareJob& request) const {
+  return Guarded("PrepareJob", [&] { return PrepareJobImpl(request); });
+}
+
+absl::StatusOr<v1::PreparedDataset> WorkerCore::PrepareJobImpl(
+    const v1::PrepareJob& request) const {
   const HookedTransformerConfig& cfg = model_->cfg();
   v1::PreparedDataset out;
   v1::ModelShape* shape = out.mutable_model();

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/core/guarded.h"
 #include "worker/core/shard_spec.h"
 #include "worker/core/wire_tensors.h"
 #include "worker/core/worker_core.h"
@@ -23,7 +24,7 @@ absl::StatusOr<RunResult> WorkerCore::RunShard(const v1::RunShardRequest& reques
   limits.max_dataset_prompts = options_.max_dataset_prompts;
   limits.max_prompt_tokens = options_.max_tokens;
   limits.max_result_bytes = options_.max_response_bytes;
-  try {
+  return Guarded("RunShard", [&]() -> absl::StatusOr<RunResult> {
     // Counted before any prompt is copied out of the message.
     const int64_t carried = request.shard().prompts_size() + request.shard().mean_prompts_size();
     if (carried > limits.max_dataset_prompts) {
@@ -49,11 +50,7 @@ absl::StatusOr<RunResult> WorkerCore::RunShard(const v1::RunShardRequest& reques
     for (auto& meta : cursor.Metas()) *result.header.add_tensors() = std::move(meta);
     result.header.set_total_bytes(cursor.total_bytes());
     return result;
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("RunShard: LibTorch: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("RunShard: ", e.what()));
-  }
+  });
 }
 
 }  // namespace lensgrid

@@ -10,6 +10,7 @@
 #include "common/echo.h"
 #include "common/status_macros.h"
 #include "common/worker_api_version.h"
+#include "worker/core/guarded.h"
 #include "worker/core/interventions.h"
 #include "worker/core/program_messages.h"
 #include "worker/core/run_inputs.h"
@@ -24,20 +25,6 @@
 
 namespace lensgrid {
 namespace {
-
-// Runs `fn`, turning any exception into INTERNAL: no exception leaves the core.
-template <typename Fn>
-auto Guarded(absl::string_view what, Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(what, ": LibTorch: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
-  } catch (...) {
-    return absl::InternalError(absl::StrCat(what, ": unknown exception"));
-  }
-}
 
 absl::StatusOr<std::vector<HookShape>> ProbeHookShapes(const HookedTransformer& model) {
   CacheOptions all;

@@ -97,6 +97,7 @@ class WorkerCore : public WorkerBackend {
   WorkerCore() = default;
   absl::StatusOr<RunResult> RunWithCacheImpl(const v1::RunWithCacheRequest& request,
                                              const CancelCheck& cancelled) const;
+  absl::StatusOr<v1::PreparedDataset> PrepareJobImpl(const v1::PrepareJob& request) const;
   absl::StatusOr<RunResult> GetWeightsImpl(const v1::GetWeightsRequest& request,
                                            const CancelCheck& cancelled) const;
   absl::Status GenerateImpl(const v1::GenerateRequest& request, const CancelCheck& cancelled,

@@ -128,8 +128,15 @@ void ApplyEdit(const ActivationEdit& e, at::Tensor act, const at::Tensor& source
       updated = torch::zeros_like(region);
       break;
     case EditOp::kMean:
-      updated =
-          e.value.defined() ? e.value.expand_as(region) : region.mean(0, true).expand_as(region);
+      if (e.value.defined()) {
+        updated = e.value.expand_as(region);
+      } else {
+        // LibTorch's mean saves its input for the backward, and the copy
+        // below overwrites that input: under autograd (gradients asked for
+        // upstream) take the mean of a copy, or the backward fails.
+        updated =
+            (region.requires_grad() ? region.clone() : region).mean(0, true).expand_as(region);
+      }
       break;
     case EditOp::kSet:
       updated = e.value.expand_as(region);

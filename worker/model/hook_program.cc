@@ -1183,8 +1183,10 @@ absl::StatusOr<ProgramPlan> ProgramPlan::Compile(const std::vector<HookProgramSp
         }
         case ProgramOp::kConstant:
           if (std::isnan(node.scalar)) return err.Invalid(n.label, "is NaN");
-          n.value =
-              torch::scalar_tensor(node.scalar, torch::dtype(env.dtype).device(model.device()));
+          // Cast as a literal's values are: beyond the dtype's range is +-inf
+          // (scalar_tensor in the dtype would throw instead).
+          n.value = torch::scalar_tensor(node.scalar, torch::kDouble)
+                        .to(torch::dtype(env.dtype).device(model.device()));
           n.type = {{}, false};
           break;
         default:

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <random>
 
 #include "gmock/gmock.h"
@@ -126,6 +127,14 @@ TEST_F(HookProgramTest, ElementwiseOpsBroadcastAsLibTorch) {
       kZ1, {P::Activation("z"), P::Constant("two", 2.0), P::Op("r", ProgramOp::kPow, {"z", "two"})},
       "r");
   EXPECT_TRUE(AllClose(pow, z.pow(2), 1e-6, "pow"));
+  // A constant beyond the dtype's range is +-inf, as a literal's values and
+  // a cast (it once escaped LibTorch's overflow check as INTERNAL).
+  torch::Tensor huge =
+      Saved(kZ1,
+            {P::Activation("z"), P::Constant("big", 1e308), P::Constant("small", -1e300),
+             P::Op("r", ProgramOp::kAdd, {"big", "small"})},
+            "big");
+  EXPECT_TRUE(std::isinf(huge.item<float>()) && huge.item<float>() > 0);
   std::vector<std::pair<ProgramOp, std::function<torch::Tensor(torch::Tensor)>>> unary = {
       {ProgramOp::kNeg, [](auto a) { return -a; }},
       {ProgramOp::kAbs, [](auto a) { return a.abs(); }},

@@ -54,7 +54,7 @@ absl::Status NeedWords(const std::vector<std::pair<std::string, int64_t>>& words
 }
 
 absl::StatusOr<Dataset> Induction(const DatasetSpec& spec, const HookedTransformerConfig& cfg) {
-  if (2 * spec.seq_len + 1 > cfg.n_ctx || spec.seq_len < 2) {
+  if (spec.seq_len < 2 || spec.seq_len > (cfg.n_ctx - 1) / 2) {  // no 2 x seq_len: it overflows
     return absl::InvalidArgumentError(absl::StrCat("induction: seq_len ", spec.seq_len,
                                                    " needs 1 + 2 x seq_len <= n_positions (",
                                                    cfg.n_ctx, ") and seq_len >= 2"));

@@ -16,6 +16,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/worker/model/test_util.h"
+#include "worker/model/activation_edit.h"
 #include "worker/model/analysis/search.h"
 #include "worker/model/gradients.h"
 
@@ -253,6 +254,39 @@ TEST(GradientsTest, MatchCentralFiniteDifferences) {
       EXPECT_LE(std::abs(analytic - numeric), 1e-4 * std::abs(numeric))
           << "analytic " << analytic << " vs finite differences " << numeric;
     }
+  }
+}
+
+// A mean ablation (MEAN with no value: the batch mean of the region) between
+// a requested hook and the objective: the gradient flows through the mean,
+// as through the same edit written out of place. LibTorch's mean keeps its
+// input for the backward, and the edit overwrites it in place: that once
+// failed the backward ("modified by an inplace operation"; found by
+// worker_request_mutation_test).
+TEST(GradientsTest, FlowThroughAMeanAblation) {
+  auto model = DoubleModel();
+  ForwardInput in;
+  in.tokens = torch::tensor({{29, 3, 17, 8, 3, 11}, {29, 5, 5, 21, 2, 14}}, torch::kInt64);
+  GradientRequest request;
+  request.hooks = {"blocks.0.hook_resid_pre"};
+  request.objective = [](const RunOutput& out) -> absl::StatusOr<at::Tensor> {
+    return torch::log_softmax(out.logits, -1).index({0, -1, 4});
+  };
+  for (const std::string& edited : {"blocks.0.attn.hook_z", "blocks.1.hook_resid_pre"}) {
+    SCOPED_TRACE(edited);
+    ActivationEdit mean;
+    mean.op = EditOp::kMean;
+    ActivationCache grads, expected;
+    auto run = RunWithGradients(*model, in, {}, request, &grads, nullptr,
+                                {{edited, EditHook({mean}, {})}});
+    ASSERT_TRUE(run.ok()) << run.status();
+    NamedHook out_of_place{edited, [](const torch::Tensor& act, const HookPointImpl&) {
+                             return std::optional<torch::Tensor>(act.mean(0, true).expand_as(act));
+                           }};
+    ASSERT_TRUE(RunWithGradients(*model, in, {}, request, &expected, nullptr, {out_of_place}).ok());
+    const torch::Tensor g = grads.Get("blocks.0.hook_resid_pre").value();
+    EXPECT_GT(g.abs().max().item<double>(), 1e-6);
+    EXPECT_TRUE(torch::allclose(g, expected.Get("blocks.0.hook_resid_pre").value(), 1e-12, 1e-12));
   }
 }
 

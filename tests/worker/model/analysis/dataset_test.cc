@@ -2,6 +2,7 @@
 // the test skips without it), and the JSONL reader's errors.
 #include "worker/model/analysis/dataset.h"
 
+#include <limits>
 #include <set>
 
 #include "gmock/gmock.h"
@@ -167,6 +168,11 @@ TEST(DatasetLimitsTest, LongPromptIsNamed) {
   cfg.n_ctx = 8;
   EXPECT_THAT(MakeDataset({"induction", 2, 0, 6}, cfg, nullptr).status().message(),
               HasSubstr("n_positions"));
+  // 2 x seq_len + 1 overflows here: refused as too long, not allocated.
+  for (int64_t seq_len : {std::numeric_limits<int64_t>::max(), int64_t{1} << 62}) {
+    EXPECT_THAT(MakeDataset({"induction", 2, 0, seq_len}, cfg, nullptr).status().message(),
+                HasSubstr("n_positions"));
+  }
 }
 
 }  // namespace
