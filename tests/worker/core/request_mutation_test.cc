@@ -570,7 +570,14 @@ std::vector<v1::RunShardRequest> ShardSeeds(const std::string& sha) {
                         Case{v1::METHOD_DETECT_HEADS, v1::ABLATION_ZERO, v1::METRIC_LOSS},
                         Case{v1::METHOD_ATTRIBUTE_HEADS, v1::ABLATION_ZERO, v1::METRIC_PROB},
                         Case{v1::METHOD_EAP, v1::ABLATION_ZERO, v1::METRIC_LOGIT_DIFF},
-                        Case{v1::METHOD_PATH_PATCH, v1::ABLATION_ZERO, v1::METRIC_LOGIT_DIFF}}) {
+                        Case{v1::METHOD_PATH_PATCH, v1::ABLATION_ZERO, v1::METRIC_LOGIT_DIFF},
+                        Case{v1::METHOD_ABLATE_LAYERS, v1::ABLATION_RESAMPLE, v1::METRIC_LOG_PROB},
+                        Case{v1::METHOD_PATCH_PATTERN, v1::ABLATION_ZERO, v1::METRIC_PROB_DIFF},
+                        Case{v1::METHOD_DLA, v1::ABLATION_ZERO, v1::METRIC_LOGIT_DIFF},
+                        Case{v1::METHOD_ATTRIBUTE_HEADS_BY_POS, v1::ABLATION_ZERO, v1::METRIC_KL},
+                        Case{v1::METHOD_EAP_IG, v1::ABLATION_ZERO, v1::METRIC_LOGIT_DIFF},
+                        Case{v1::METHOD_CIRCUIT_FAITHFULNESS, v1::ABLATION_ZERO, v1::METRIC_KL},
+                        Case{v1::METHOD_ACDC_STEP, v1::ABLATION_ZERO, v1::METRIC_KL}}) {
     v1::JobSpec s;
     s.set_model_id("tiny");
     s.set_weights_sha256(sha);
@@ -582,7 +589,16 @@ std::vector<v1::RunShardRequest> ShardSeeds(const std::string& sha) {
     s.set_attn_only(true);
     s.set_prompts_per_shard(2);
     s.set_components_per_shard(3);
+    // The tiny model's graph (attention only, 2 x 4 heads) has 81 edges.
+    const std::string every_edge = std::string(10, '\xff') + '\x01';
     if (c.method == v1::METHOD_PATH_PATCH) s.mutable_circuit()->add_receivers("logits");
+    if (c.method == v1::METHOD_EAP_IG) s.mutable_circuit()->set_ig_steps(3);
+    if (c.method == v1::METHOD_CIRCUIT_FAITHFULNESS)
+      s.mutable_circuit()->set_kept_edges(every_edge);
+    if (c.method == v1::METHOD_ACDC_STEP) {
+      s.mutable_circuit()->add_receivers("logits");
+      s.mutable_circuit()->set_kept_edges(every_edge);
+    }
     for (int i = 0; i < 4; ++i) {
       v1::InlinePrompt* p = s.add_prompts();
       for (int t = 0; t < 5 + i % 2; ++t) {
@@ -679,7 +695,7 @@ TEST(RequestMutationTest, NoRequestMakesTheCoreFailInternallyOrCrash) {
       &out);
   Hammer<v1::RunShardRequest>(
       "RunShard", ShardSeeds(sha), [&](const auto& r) { return core.RunShard(r, never).status(); },
-      kPerSeed / 2, s0 + 3, &out);
+      kPerSeed / 4, s0 + 3, &out);
   Hammer<v1::GetWeightsRequest>(
       "GetWeights",
       {Parse<v1::GetWeightsRequest>(R"pb(names: "W_U" names: "blocks.0.attn.W_O" dtype: F16)pb")},
