@@ -1,14 +1,13 @@
 #include "client/run_remote.h"
 
 #include <cstring>
-#include <filesystem>
 #include <memory>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/wire_values.h"
 #include "client/worker_client.h"
-#include "common/sha256.h"
+#include "common/checkpoint_files.h"
 #include "common/status_macros.h"
 
 namespace lensgrid {
@@ -38,9 +37,14 @@ absl::StatusOr<RunData> RunRemote(const RemoteRunRequest& request) {
         " or start the worker ", info.processed() ? "with" : "without", " --no-processing"));
   }
   std::string expected_sha;
-  if (!request.model_dir.empty() &&
-      std::filesystem::exists(request.model_dir + "/model.safetensors")) {
-    LG_ASSIGN_OR_RETURN(expected_sha, Sha256FileHex(request.model_dir + "/model.safetensors"));
+  if (!request.model_dir.empty()) {
+    // The identity of the dir's weights (one file or a sharded checkpoint), when it has any.
+    absl::StatusOr<Checkpoint> checkpoint = FindCheckpoint(request.model_dir);
+    if (checkpoint.ok()) {
+      LG_ASSIGN_OR_RETURN(expected_sha, CheckpointSha256(*checkpoint));
+    } else if (!absl::IsNotFound(checkpoint.status())) {
+      return checkpoint.status();
+    }
   }
 
   // Tokenized on the worker, then run as ids: the same ids as in-process.

@@ -447,9 +447,10 @@ int RunSearchCommand(int argc, char** argv, std::ostream& out, std::ostream& err
                  "of the model's dir, or the Hub name; +no-processing with --no-processing); "
                  "--coordinator: the model id, as --model");
   app.add_option("--weights-sha256", f.weights_sha256,
-                 "--local/--coordinator: run only on workers whose model.safetensors has this "
-                 "sha256 (64 hex digits; default: the weights of the worker that prepares the "
-                 "job)");
+                 "--local/--coordinator: run only on workers whose weights have this identity "
+                 "(the sha256 of model.safetensors, or of a sharded checkpoint as README's "
+                 "Limits say; 64 hex digits; default: the weights of the worker that prepares "
+                 "the job)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

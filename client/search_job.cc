@@ -15,8 +15,8 @@ absl::StatusOr<std::string> CheckedPin(const std::string& pin) {
   for (char ch : lower) hex = hex && absl::ascii_isxdigit(static_cast<unsigned char>(ch));
   if (!hex) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--weights-sha256 must be 64 hex digits (the sha256 of model.safetensors, as `lensgrid "
-        "workers` lists it), got \"",
+        "--weights-sha256 must be 64 hex digits (the weights' identity: the sha256 of "
+        "model.safetensors, as `lensgrid workers` lists it), got \"",
         pin.substr(0, 80), pin.size() > 80 ? "...\"" : "\"", " (", pin.size(), " characters)"));
   }
   return lower;

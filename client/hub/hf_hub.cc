@@ -258,12 +258,4 @@ std::optional<int64_t> ContentRangeStart(absl::string_view content_range) {
   return start;
 }
 
-bool IsSafeRelativeFile(absl::string_view file) {
-  if (file.empty() || absl::StartsWith(file, "/") || absl::StrContains(file, "\\")) return false;
-  for (absl::string_view part : absl::StrSplit(file, '/')) {
-    if (part.empty() || part == "." || part == "..") return false;
-  }
-  return true;
-}
-
 }  // namespace lensgrid::hub

@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/checkpoint_files.h"
 
 namespace lensgrid::hub {
 
@@ -127,8 +128,9 @@ bool MaySendToken(absl::string_view endpoint, absl::string_view url);
 std::optional<int64_t> ContentRangeStart(absl::string_view content_range);
 
 // A repo-relative file name that is safe to join to a cache dir: not empty,
-// not absolute, no "." or ".." part, no backslash.
-bool IsSafeRelativeFile(absl::string_view file);
+// not absolute, no "." or ".." part, no backslash (common/checkpoint_files.h;
+// the loader checks a sharded checkpoint's index with it too).
+using ::lensgrid::IsSafeRelativeFile;
 
 }  // namespace lensgrid::hub
 

@@ -7,6 +7,10 @@ Writes into --out DIR:
                         ([in, out]), prefixed `transformer.` (GPT2LMHeadModel) unless --no-prefix
                         (GPT2Model); also the attn.bias / attn.masked_bias buffers that loaders must
                         ignore, and `lm_head.weight` (= wte) only with --lm-head.
+                        With --shards N (> 1), instead: model-0000K-of-0000N.safetensors and
+                        model.safetensors.index.json ({"metadata": {"total_size"}, "weight_map":
+                        name -> shard}), the layout transformers' save_pretrained writes past its
+                        max_shard_size: tensors in order, a new shard once one holds its share.
   reference.safetensors `tokens` (I64) and float32 activations computed in float64 from the stored
                         (possibly F16-rounded) weights: logits, per-layer hooks, ln_final, loss.
 
@@ -48,6 +52,26 @@ def write_safetensors(path, tensors, metadata=None):
         f.write(hbytes)
         for b in blobs:
             f.write(b)
+
+
+def write_sharded(out, tensors, n):
+    """tensors split in order into n shards of about equal bytes, and the index naming them."""
+    sizes = [t.numel() * t.element_size() for t in tensors.values()]
+    share = sum(sizes) / n
+    shards, filled = [{}], 0
+    for (name, t), size in zip(tensors.items(), sizes):
+        if filled >= share * len(shards) and len(shards) < n:
+            shards.append({})
+        shards[-1][name] = t
+        filled += size
+    weight_map = {}
+    for k, part in enumerate(shards):
+        file = "model-%05d-of-%05d.safetensors" % (k + 1, len(shards))
+        write_safetensors(os.path.join(out, file), part, {"format": "pt"})
+        weight_map.update({name: file for name in part})
+    with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}, f, indent=2)
+        f.write("\n")
 
 
 def read_safetensors(path):
@@ -182,6 +206,7 @@ def parse_args(argv=None):
     ap.add_argument("--activation", choices=["gelu_new", "gelu"], default="gelu_new")
     ap.add_argument("--lm-head", action="store_true", help="also store lm_head.weight (= wte)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shards", type=int, default=1, help="> 1: a sharded checkpoint")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=7)
     a = ap.parse_args(argv)
@@ -205,7 +230,10 @@ def main(argv=None):
         w["lm_head.weight"] = w["wte.weight"].clone()
     prefix = "" if a.no_prefix else "transformer."
     stored = {(k if k == "lm_head.weight" else prefix + k): v for k, v in w.items()}
-    write_safetensors(os.path.join(a.out, "model.safetensors"), stored, {"format": "pt"})
+    if a.shards > 1:
+        write_sharded(a.out, stored, a.shards)
+    else:
+        write_safetensors(os.path.join(a.out, "model.safetensors"), stored, {"format": "pt"})
 
     g = torch.Generator().manual_seed(a.seed + 1)
     tokens = torch.randint(0, a.vocab, (a.batch, a.seq), generator=g, dtype=torch.int64)

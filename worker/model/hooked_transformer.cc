@@ -144,8 +144,7 @@ absl::StatusOr<std::shared_ptr<HookedTransformer>> HookedTransformer::FromPretra
   cfg.use_attn_in = options.use_attn_in;
   cfg.use_hook_mlp_in = options.use_hook_mlp_in;
   LoadReport report;
-  LG_ASSIGN_OR_RETURN(GPT2Weights weights,
-                      LoadHfWeights(model_dir + "/model.safetensors", cfg, &report));
+  LG_ASSIGN_OR_RETURN(GPT2Weights weights, LoadHfModelDir(model_dir, cfg, &report));
   try {
     ProcessWeights(options.processing, cfg, &weights);
   } catch (const c10::Error& e) {

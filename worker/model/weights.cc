@@ -6,11 +6,13 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/checkpoint_files.h"
 #include "common/safetensors.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -28,57 +30,92 @@ bool IsFloating(TensorDType dtype) {
          dtype == TensorDType::kF64;
 }
 
-// Reads HF tensors by name, tracking which were used, and converts to F32.
+// Reads HF tensors by name from a checkpoint's files (one, or the shards its
+// index maps each tensor to), tracking which were used, and converts to F32.
 class HfTensorReader {
  public:
-  explicit HfTensorReader(const SafetensorsFile& file) : file_(file) {
-    for (const auto& e : file.entries()) {
-      if (absl::StartsWith(e.name, "transformer.")) has_prefix_ = true;
+  static absl::StatusOr<HfTensorReader> Open(const Checkpoint& checkpoint) {
+    HfTensorReader r;
+    r.where_ = checkpoint.Describe();
+    std::map<std::string, const SafetensorsFile*> by_file;
+    for (const std::string& file : checkpoint.files) {
+      LG_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> opened,
+                          SafetensorsFile::Open(checkpoint.Path(file)));
+      by_file[file] = opened.get();
+      r.files_.push_back(std::move(opened));
     }
+    if (!checkpoint.sharded()) {
+      for (const auto& e : r.files_.front()->entries())
+        r.tensors_[e.name] = {r.files_[0].get(), &e};
+      return r;
+    }
+    // The index says where each tensor is; each must be there.
+    for (const auto& [name, file] : checkpoint.weight_map) {
+      const SafetensorsFile* f = by_file.at(file);
+      const SafetensorsEntry* e = f->Find(name);
+      if (e == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(r.where_, " maps tensor \"", name, "\" to ",
+                                                       file, ", which has no such tensor"));
+      }
+      r.tensors_[name] = {f, e};
+    }
+    return r;
   }
 
   bool Has(const std::string& name) const { return Find(name) != nullptr; }
 
   absl::StatusOr<torch::Tensor> Get(const std::string& name, const std::vector<int64_t>& expected) {
-    const SafetensorsEntry* e = Find(name);
-    if (e == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": missing tensor \"", name,
+    const Source* s = Find(name);
+    if (s == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(where_, ": missing tensor \"", name,
                                                      "\" (expected shape ", Shape(expected), ")"));
     }
-    if (e->shape != expected) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(file_.path(), ": tensor \"", e->name, "\" has shape ", Shape(e->shape),
-                       ", expected ", Shape(expected), " for this config"));
+    const SafetensorsEntry& e = *s->entry;
+    if (e.shape != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(s->file->path(), ": tensor \"", e.name,
+                                                     "\" has shape ", Shape(e.shape), ", expected ",
+                                                     Shape(expected), " for this config"));
     }
-    if (!IsFloating(e->dtype)) {
-      return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": tensor \"", e->name,
-                                                     "\": dtype ", DTypeName(e->dtype),
+    if (!IsFloating(e.dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(s->file->path(), ": tensor \"", e.name,
+                                                     "\": dtype ", DTypeName(e.dtype),
                                                      " is not a floating type"));
     }
-    used_.insert(e->name);
-    LG_ASSIGN_OR_RETURN(torch::Tensor t, TensorFromEntry(file_, *e));
+    used_.insert(e.name);
+    LG_ASSIGN_OR_RETURN(torch::Tensor t, TensorFromEntry(*s->file, e));
     return t.to(torch::kFloat32);
   }
 
   std::vector<std::string> Unused() const {
     std::vector<std::string> out;
-    for (const auto& e : file_.entries()) {
-      if (used_.count(e.name)) continue;
-      if (absl::EndsWith(e.name, ".attn.bias") || absl::EndsWith(e.name, ".attn.masked_bias")) {
+    for (const auto& [name, source] : tensors_) {
+      if (used_.count(name)) continue;
+      if (absl::EndsWith(name, ".attn.bias") || absl::EndsWith(name, ".attn.masked_bias")) {
         continue;  // HF's causal-mask buffers
       }
-      out.push_back(e.name);
+      out.push_back(name);
     }
     return out;
   }
 
  private:
-  const SafetensorsEntry* Find(const std::string& name) const {
-    if (const auto* e = file_.Find("transformer." + name)) return e;
-    return file_.Find(name);
+  struct Source {
+    const SafetensorsFile* file;
+    const SafetensorsEntry* entry;
+  };
+  HfTensorReader() = default;
+
+  const Source* Find(const std::string& name) const {
+    for (const std::string& key : {"transformer." + name, name}) {
+      auto it = tensors_.find(key);
+      if (it != tensors_.end()) return &it->second;
+    }
+    return nullptr;
   }
-  const SafetensorsFile& file_;
-  bool has_prefix_ = false;
+
+  std::string where_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;  // mapped while the reader lives
+  std::map<std::string, Source> tensors_;
   std::set<std::string> used_;
 };
 
@@ -121,10 +158,10 @@ absl::StatusOr<BlockWeights> ReadBlock(HfTensorReader& r, const HookedTransforme
 
 }  // namespace
 
-absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
-                                          const HookedTransformerConfig& cfg, LoadReport* report) {
-  LG_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(safetensors_path));
-  HfTensorReader r(*file);
+absl::StatusOr<GPT2Weights> LoadHfCheckpoint(const Checkpoint& checkpoint,
+                                             const HookedTransformerConfig& cfg,
+                                             LoadReport* report) {
+  LG_ASSIGN_OR_RETURN(HfTensorReader r, HfTensorReader::Open(checkpoint));
   torch::NoGradGuard no_grad;
   GPT2Weights w;
   const int64_t d = cfg.d_model;
@@ -148,13 +185,29 @@ absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
     if (report != nullptr) {
       report->lm_head_tied = tied;
       report->unknown_tensors = r.Unused();
-      LG_ASSIGN_OR_RETURN(report->weights_sha256, Sha256FileHex(safetensors_path));
+      report->sharded = checkpoint.sharded();
+      LG_ASSIGN_OR_RETURN(report->weights_sha256, CheckpointSha256(checkpoint));
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(
-        absl::StrCat("loading ", safetensors_path, ": ", e.what_without_backtrace()));
+        absl::StrCat("loading ", checkpoint.Describe(), ": ", e.what_without_backtrace()));
   }
   return w;
+}
+
+absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
+                                          const HookedTransformerConfig& cfg, LoadReport* report) {
+  Checkpoint one;
+  const size_t slash = safetensors_path.rfind('/');
+  one.dir = slash == std::string::npos ? "." : safetensors_path.substr(0, slash);
+  one.files = {slash == std::string::npos ? safetensors_path : safetensors_path.substr(slash + 1)};
+  return LoadHfCheckpoint(one, cfg, report);
+}
+
+absl::StatusOr<GPT2Weights> LoadHfModelDir(const std::string& model_dir,
+                                           const HookedTransformerConfig& cfg, LoadReport* report) {
+  LG_ASSIGN_OR_RETURN(Checkpoint checkpoint, FindCheckpoint(model_dir));
+  return LoadHfCheckpoint(checkpoint, cfg, report);
 }
 
 GPT2Weights RandomWeights(const HookedTransformerConfig& cfg, uint64_t seed) {

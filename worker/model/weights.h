@@ -2,7 +2,7 @@
 //
 //   LG_ASSIGN_OR_RETURN(HookedTransformerConfig cfg, LoadModelConfig(dir));
 //   LoadReport report;
-//   LG_ASSIGN_OR_RETURN(GPT2Weights w, LoadHfWeights(dir + "/model.safetensors", cfg, &report));
+//   LG_ASSIGN_OR_RETURN(GPT2Weights w, LoadHfModelDir(dir, cfg, &report));
 //
 // Shapes (TransformerLens names): W_Q/W_K/W_V [head, d_model, d_head],
 // b_Q/b_K/b_V [head, d_head], W_O [head, d_head, d_model], b_O [d_model],
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/checkpoint_files.h"
 #include "worker/model/config.h"
 
 namespace lensgrid {
@@ -42,15 +43,24 @@ struct GPT2Weights {
 };
 
 struct LoadReport {
-  std::vector<std::string> unknown_tensors;  // present in the file, not used
+  std::vector<std::string> unknown_tensors;  // present in the checkpoint, not used
   bool lm_head_tied = false;                 // lm_head.weight absent: W_U = W_E^T
-  std::string weights_sha256;                // of the safetensors file
+  bool sharded = false;                      // model.safetensors.index.json and its shards
+  std::string weights_sha256;                // the checkpoint's (common/checkpoint_files.h)
 };
 
-// Reads a Hugging Face GPT-2 model.safetensors (keys with or without the
+// Reads a Hugging Face GPT-2 checkpoint: model.safetensors, or the shards a
+// model.safetensors.index.json maps each tensor to (keys with or without the
 // "transformer." prefix; Conv1D weights [in, out]; F32/F16/BF16 upcast to
 // F32). attn.bias / attn.masked_bias buffers are ignored. A missing or
-// mis-shaped tensor is INVALID_ARGUMENT naming the tensor and both shapes.
+// mis-shaped tensor is INVALID_ARGUMENT naming the tensor and both shapes; a
+// tensor the index maps to a shard that lacks it, INVALID_ARGUMENT naming both.
+absl::StatusOr<GPT2Weights> LoadHfModelDir(const std::string& model_dir,
+                                           const HookedTransformerConfig& cfg, LoadReport* report);
+absl::StatusOr<GPT2Weights> LoadHfCheckpoint(const Checkpoint& checkpoint,
+                                             const HookedTransformerConfig& cfg,
+                                             LoadReport* report);
+// One safetensors file, wherever it is.
 absl::StatusOr<GPT2Weights> LoadHfWeights(const std::string& safetensors_path,
                                           const HookedTransformerConfig& cfg, LoadReport* report);
 

@@ -30,6 +30,7 @@ LENSGRID = WORKER = None
 TOKEN = "hf_lensgridTESTtoken_s3cr3t"
 MAIN, V1 = "1" * 40, "2" * 40
 REPO, PRIVATE, EMBEDDED_REPO = "lensgrid-test/tiny", "lensgrid-private/tiny", "lensgrid-test/embedded"
+SHARDED = "lensgrid-test/sharded"
 TOKENS = "0,5,17,300,9,4999"
 
 
@@ -60,6 +61,17 @@ class HubPullTest(unittest.TestCase):
         cls.hub.set_commit_files(REPO, V1, v1)
         cls.hub.add_repo(PRIVATE, {"main": MAIN}, cls.model, token=TOKEN)
         cls.hub.add_repo(EMBEDDED_REPO, {"main": MAIN}, EMBEDDED)
+        # The same weights (same seed) as a sharded checkpoint: index + 3 shards.
+        cls.sharded = os.path.join(cls.tmp, "sharded")
+        subprocess.run([sys.executable, REFERENCE, "--out", cls.sharded, "--n-layer", "2",
+                        "--n-head", "4", "--n-embd", "64", "--vocab", "5000", "--seed", "5",
+                        "--shards", "3"], check=True, capture_output=True)
+        files = {}
+        for name in os.listdir(cls.sharded):
+            if name == "config.json" or name.startswith("model"):
+                with open(os.path.join(cls.sharded, name), "rb") as f:
+                    files[name] = f.read()
+        cls.hub.add_repo(SHARDED, {"main": MAIN}, files=files)
         cls.hub.renamed["old-org/tiny"] = REPO
         cls.hub.start()
 
@@ -112,6 +124,31 @@ class HubPullTest(unittest.TestCase):
         again = self.lensgrid("pull", REPO)
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual({r["method"] for r in self.hub.requests}, {"HEAD"})
+
+    def test_a_sharded_checkpoint_is_pulled_and_runs_as_the_same_weights_in_one_file(self):
+        pulled = self.lensgrid("pull", SHARDED)
+        self.assertEqual(pulled.returncode, 0, pulled.stderr)
+        snapshot = pulled.stdout.strip()
+        shards = sorted(n for n in os.listdir(snapshot) if n.endswith(".safetensors"))
+        self.assertEqual(shards, ["model-%05d-of-00003.safetensors" % k for k in (1, 2, 3)])
+        outs = {}
+        for name, model in (("one_file", self.model), ("sharded", SHARDED)):
+            out = os.path.join(self.tmp, "run_%s.safetensors" % name)
+            run = self.lensgrid("run", "--model", model, "--tokens", TOKENS, "--output", out,
+                                "--offline")
+            self.assertEqual(run.returncode, 0, run.stderr)
+            outs[name] = read_safetensors(out, with_metadata=True)
+        self.assertEqual(outs["one_file"][0]["logits"].tobytes(),
+                         outs["sharded"][0]["logits"].tobytes())
+        # The identity of a sharded checkpoint, as README defines it, computed here.
+        def sha(name):
+            with open(os.path.join(snapshot, name), "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+        text = "lensgrid sharded safetensors v1\n" + "".join(
+            "%s %s\n" % (n, sha(n)) for n in ["model.safetensors.index.json"] + shards)
+        identity = hashlib.sha256(text.encode()).hexdigest()
+        self.assertEqual(outs["sharded"][1]["weights_sha256"], identity)
+        self.assertEqual(outs["one_file"][1]["weights_sha256"], self.sha)
 
     def test_name_is_pulled_when_absent_and_a_renamed_repo_is_followed(self):
         # `run --model NAME` pulls a model the cache lacks; the old name redirects (relative).
