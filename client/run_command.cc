@@ -195,10 +195,11 @@ int RunRunCommand(int argc, char** argv, std::ostream& out, std::ostream& err,
                   const RunInProcess& in_process) {
   CLI::App app{"Run a model dir once, in this process", "lensgrid run"};
   RunFlags flags;
-  auto* model = app.add_option("--model", flags.model_dir,
-                               "model dir (config.json, model.safetensors) or name (gpt2, "
-                               "ORG/NAME[@REV]: from the Hub's cache, pulled if absent); "
-                               "with --worker, optional: checked against the worker's weights");
+  auto* model = app.add_option(
+      "--model", flags.model_dir,
+      "model dir (config.json, model.safetensors or a sharded checkpoint) or name (gpt2, "
+      "ORG/NAME[@REV]: from the Hub's cache, pulled if absent); "
+      "with --worker, optional: checked against the worker's weights");
   app.add_flag("--offline", flags.offline,
                "never download: a model name must be in the cache (also LENSGRID_OFFLINE=1)");
   app.add_option("--worker", flags.worker, "run on the worker at HOST:PORT");

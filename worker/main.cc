@@ -159,9 +159,10 @@ int main(int argc, char** argv) {
   CLI::App app{"Serve one hooked GPT-2 over gRPC", "lensgrid-worker"};
   Flags flags;
   lensgrid::WorkerOptions& w = flags.worker;
-  app.add_option("--model", w.model_dir,
-                 "model dir (config.json, model.safetensors), or name (gpt2, "
-                 "ORG/NAME[@REV]: from the Hub's cache, pulled if absent)")
+  app.add_option(
+         "--model", w.model_dir,
+         "model dir (config.json, model.safetensors or a sharded checkpoint), or name (gpt2, "
+         "ORG/NAME[@REV]: from the Hub's cache, pulled if absent)")
       ->required();
   bool offline = false;
   app.add_flag("--offline", offline,
