@@ -41,6 +41,14 @@ class Mutator {
  public:
   explicit Mutator(uint64_t seed) : rng_(seed) {}
 
+  // Often also gives every tensor data that matches its (mutated) shape and
+  // dtype, so that odd shapes, ranks and dtypes reach the checks past "the
+  // data holds N bytes".
+  void MutateAndSometimesFit(pb::Message* root) {
+    Mutate(root);
+    if (Below(2) == 0) FitTensors(root, 0);
+  }
+
   void Mutate(pb::Message* root) {
     std::vector<std::pair<pb::Message*, const FD*>> sites;
     Sites(root, 0, &sites);
@@ -86,6 +94,70 @@ class Mutator {
         Sites(r->MutableMessage(m, f), depth + 1, out);
       }
     }
+  }
+
+  void FitTensors(pb::Message* m, int depth) {
+    const pb::Descriptor* d = m->GetDescriptor();
+    const pb::Reflection* r = m->GetReflection();
+    if (d->full_name() == "lensgrid.v1.Tensor") {
+      FitTensor(static_cast<v1::Tensor*>(m));
+      return;
+    }
+    for (int i = 0; i < d->field_count() && depth < 8; ++i) {
+      const FD* f = d->field(i);
+      if (f->cpp_type() != FD::CPPTYPE_MESSAGE) continue;
+      if (f->is_repeated()) {
+        for (int j = 0; j < r->FieldSize(*m, f); ++j) {
+          FitTensors(r->MutableRepeatedMessage(m, f, j), depth + 1);
+        }
+      } else if (r->HasField(*m, f)) {
+        FitTensors(r->MutableMessage(m, f), depth + 1);
+      }
+    }
+  }
+
+  // Data for the tensor's shape and dtype: token-like ids (some past the
+  // vocabulary) for integers, 0/1 for BOOL, small floats (some inf) else.
+  void FitTensor(v1::Tensor* t) {
+    int64_t n = 1;
+    for (int64_t dim : t->shape()) {
+      if (dim < 0 || dim > (1 << 16) || (dim > 0 && n > (1 << 16) / dim)) return;
+      n *= dim;
+    }
+    std::string data;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t bits = rng_();
+      switch (t->dtype()) {
+        case v1::I64: {
+          const int64_t v = static_cast<int64_t>(bits % 320);
+          data.append(reinterpret_cast<const char*>(&v), 8);
+          break;
+        }
+        case v1::I32: {
+          const int32_t v = static_cast<int32_t>(bits % 320);
+          data.append(reinterpret_cast<const char*>(&v), 4);
+          break;
+        }
+        case v1::BOOL:
+          data.push_back(static_cast<char>(bits % 2));
+          break;
+        case v1::F32: {
+          const float v = bits % 50 == 0 ? std::numeric_limits<float>::infinity()
+                                         : static_cast<float>(bits % 2001) / 1000.0f - 1.0f;
+          data.append(reinterpret_cast<const char*>(&v), 4);
+          break;
+        }
+        case v1::F16:
+        case v1::BF16: {
+          const uint16_t v = t->dtype() == v1::F16 ? 0x3c00 : 0x3f80;  // 1.0
+          data.append(reinterpret_cast<const char*>(&v), 2);
+          break;
+        }
+        default:
+          return;
+      }
+    }
+    t->set_data(data);
   }
 
   void MutateRepeated(pb::Message* m, const FD* f) {
@@ -647,7 +719,7 @@ void Hammer(const std::string& kind, const std::vector<Request>& seeds,
     for (int i = 0; i < per_seed; ++i) {
       Request request = served.empty() || rng() % 2 == 0 ? valid : served[rng() % served.size()];
       const int mutations = 1 + static_cast<int>(rng() % 3);
-      for (int k = 0; k < mutations; ++k) mutator.Mutate(&request);
+      for (int k = 0; k < mutations; ++k) mutator.MutateAndSometimesFit(&request);
       const absl::Status status = call(request);
       out->codes[status.code()] += 1;
       if (status.ok() && request.ByteSizeLong() < (1 << 16)) {
