@@ -19,6 +19,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "google/protobuf/descriptor.h"
@@ -351,10 +352,34 @@ class Mutator {
     return out;
   }
 
+  // Reflection's three writers of one type: a new element, an element, a
+  // singular field.
+  template <typename T>
+  struct Writers {
+    void (pb::Reflection::*add)(pb::Message*, const FD*, T) const;
+    void (pb::Reflection::*set_element)(pb::Message*, const FD*, int, T) const;
+    void (pb::Reflection::*set)(pb::Message*, const FD*, T) const;
+  };
+
+  // Writes v into field f of m: a new element (index -2), element `index` of
+  // a repeated field, or the singular field (-1).
+  template <typename T>
+  static void Write(pb::Message* m, const FD* f, int index, T v, const Writers<T>& w) {
+    const pb::Reflection* r = m->GetReflection();
+    if (index == -2) {
+      (r->*w.add)(m, f, std::move(v));
+    } else if (f->is_repeated()) {
+      (r->*w.set_element)(m, f, index, std::move(v));
+    } else {
+      (r->*w.set)(m, f, std::move(v));
+    }
+  }
+
   // Sets field f of m (element `index` of a repeated field; -2: a new element;
   // -1: singular) to a nasty value of its type.
   void SetScalar(pb::Message* m, const FD* f, int index) {
-    const pb::Reflection* r = m->GetReflection();
+    using R = pb::Reflection;
+    const R* r = m->GetReflection();
     const bool add = index == -2, rep = f->is_repeated();
     auto now_int = [&]() -> int64_t {
       if (add) return 0;
@@ -373,73 +398,44 @@ class Mutator {
       }
     };
     switch (f->cpp_type()) {
-      case FD::CPPTYPE_INT32: {
-        const auto v = static_cast<int32_t>(NastyInt(now_int()));
-        add   ? r->AddInt32(m, f, v)
-        : rep ? r->SetRepeatedInt32(m, f, index, v)
-              : r->SetInt32(m, f, v);
-        return;
-      }
-      case FD::CPPTYPE_INT64: {
-        const int64_t v = NastyInt(now_int());
-        add   ? r->AddInt64(m, f, v)
-        : rep ? r->SetRepeatedInt64(m, f, index, v)
-              : r->SetInt64(m, f, v);
-        return;
-      }
-      case FD::CPPTYPE_UINT32: {
-        const auto v = static_cast<uint32_t>(NastyInt(now_int()));
-        add   ? r->AddUInt32(m, f, v)
-        : rep ? r->SetRepeatedUInt32(m, f, index, v)
-              : r->SetUInt32(m, f, v);
-        return;
-      }
-      case FD::CPPTYPE_UINT64: {
-        const auto v = static_cast<uint64_t>(NastyInt(now_int()));
-        add   ? r->AddUInt64(m, f, v)
-        : rep ? r->SetRepeatedUInt64(m, f, index, v)
-              : r->SetUInt64(m, f, v);
-        return;
-      }
-      case FD::CPPTYPE_DOUBLE: {
-        const double v = NastyDouble();
-        add   ? r->AddDouble(m, f, v)
-        : rep ? r->SetRepeatedDouble(m, f, index, v)
-              : r->SetDouble(m, f, v);
-        return;
-      }
-      case FD::CPPTYPE_FLOAT: {
-        const auto v = static_cast<float>(NastyDouble());
-        add   ? r->AddFloat(m, f, v)
-        : rep ? r->SetRepeatedFloat(m, f, index, v)
-              : r->SetFloat(m, f, v);
-        return;
-      }
-      case FD::CPPTYPE_BOOL: {
-        const bool v = add ? true : !(rep ? r->GetRepeatedBool(*m, f, index) : r->GetBool(*m, f));
-        add ? r->AddBool(m, f, v) : rep ? r->SetRepeatedBool(m, f, index, v) : r->SetBool(m, f, v);
-        return;
-      }
+      case FD::CPPTYPE_INT32:
+        return Write<int32_t>(m, f, index, static_cast<int32_t>(NastyInt(now_int())),
+                              {&R::AddInt32, &R::SetRepeatedInt32, &R::SetInt32});
+      case FD::CPPTYPE_INT64:
+        return Write<int64_t>(m, f, index, NastyInt(now_int()),
+                              {&R::AddInt64, &R::SetRepeatedInt64, &R::SetInt64});
+      case FD::CPPTYPE_UINT32:
+        return Write<uint32_t>(m, f, index, static_cast<uint32_t>(NastyInt(now_int())),
+                               {&R::AddUInt32, &R::SetRepeatedUInt32, &R::SetUInt32});
+      case FD::CPPTYPE_UINT64:
+        return Write<uint64_t>(m, f, index, static_cast<uint64_t>(NastyInt(now_int())),
+                               {&R::AddUInt64, &R::SetRepeatedUInt64, &R::SetUInt64});
+      case FD::CPPTYPE_DOUBLE:
+        return Write<double>(m, f, index, NastyDouble(),
+                             {&R::AddDouble, &R::SetRepeatedDouble, &R::SetDouble});
+      case FD::CPPTYPE_FLOAT:
+        return Write<float>(m, f, index, static_cast<float>(NastyDouble()),
+                            {&R::AddFloat, &R::SetRepeatedFloat, &R::SetFloat});
+      case FD::CPPTYPE_BOOL:
+        return Write<bool>(m, f, index,
+                           add || !(rep ? r->GetRepeatedBool(*m, f, index) : r->GetBool(*m, f)),
+                           {&R::AddBool, &R::SetRepeatedBool, &R::SetBool});
       case FD::CPPTYPE_ENUM: {
         // Proto3 enums are open: numbers no value names arrive too.
         const pb::EnumDescriptor* e = f->enum_type();
         const int v = Below(4) == 0 ? Pick<int>({-1, 99, 1 << 20})
                                     : e->value(static_cast<int>(Below(e->value_count())))->number();
-        add   ? r->AddEnumValue(m, f, v)
-        : rep ? r->SetRepeatedEnumValue(m, f, index, v)
-              : r->SetEnumValue(m, f, v);
-        return;
+        return Write<int>(m, f, index, v,
+                          {&R::AddEnumValue, &R::SetRepeatedEnumValue, &R::SetEnumValue});
       }
       case FD::CPPTYPE_STRING: {
         const std::string now = add   ? std::string()
                                 : rep ? r->GetRepeatedString(*m, f, index)
                                       : r->GetString(*m, f);
-        const std::string v =
-            f->type() == FD::TYPE_BYTES && Below(3) != 0 ? NastyBytes(now) : NastyString(now);
-        add   ? r->AddString(m, f, v)
-        : rep ? r->SetRepeatedString(m, f, index, v)
-              : r->SetString(m, f, v);
-        return;
+        return Write<std::string>(
+            m, f, index,
+            f->type() == FD::TYPE_BYTES && Below(3) != 0 ? NastyBytes(now) : NastyString(now),
+            {&R::AddString, &R::SetRepeatedString, &R::SetString});
       }
       case FD::CPPTYPE_MESSAGE:
         return;
