@@ -77,18 +77,8 @@ absl::StatusOr<Checkpoint> ParseCheckpointIndex(const std::string& dir, absl::st
   return c;
 }
 
-absl::StatusOr<Checkpoint> FindCheckpoint(const std::string& dir) {
-  Checkpoint single;
-  single.dir = dir;
-  if (IsRegularFile(single.Path(kSingleWeightsFile))) {
-    single.files = {kSingleWeightsFile};
-    return single;
-  }
-  const std::string index_path = single.Path(kWeightsIndexFile);
-  if (!IsRegularFile(index_path)) {
-    return absl::NotFoundError(absl::StrCat(dir, " has neither ", kSingleWeightsFile, " nor ",
-                                            kWeightsIndexFile, " (a sharded checkpoint's index)"));
-  }
+absl::StatusOr<Checkpoint> ReadCheckpointIndex(const std::string& dir) {
+  const std::string index_path = absl::StrCat(dir, "/", kWeightsIndexFile);
   std::ifstream in(index_path, std::ios::binary);
   std::ostringstream text;
   if (!in || !(text << in.rdbuf())) {
@@ -99,10 +89,24 @@ absl::StatusOr<Checkpoint> FindCheckpoint(const std::string& dir) {
                                                    " bytes, over the ", kMaxIndexBytes,
                                                    " an index can need"));
   }
-  LG_ASSIGN_OR_RETURN(Checkpoint c, ParseCheckpointIndex(dir, text.str(), index_path));
+  return ParseCheckpointIndex(dir, text.str(), index_path);
+}
+
+absl::StatusOr<Checkpoint> FindCheckpoint(const std::string& dir) {
+  Checkpoint single;
+  single.dir = dir;
+  if (IsRegularFile(single.Path(kSingleWeightsFile))) {
+    single.files = {kSingleWeightsFile};
+    return single;
+  }
+  if (!IsRegularFile(single.Path(kWeightsIndexFile))) {
+    return absl::NotFoundError(absl::StrCat(dir, " has neither ", kSingleWeightsFile, " nor ",
+                                            kWeightsIndexFile, " (a sharded checkpoint's index)"));
+  }
+  LG_ASSIGN_OR_RETURN(Checkpoint c, ReadCheckpointIndex(dir));
   for (const std::string& file : c.files) {
     if (!IsRegularFile(c.Path(file))) {
-      return absl::NotFoundError(absl::StrCat(index_path, " names the shard ", file,
+      return absl::NotFoundError(absl::StrCat(c.Describe(), " names the shard ", file,
                                               ", which is not in ", dir,
                                               " (an incomplete download? `lensgrid pull` again)"));
     }

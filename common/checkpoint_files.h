@@ -56,6 +56,11 @@ absl::StatusOr<Checkpoint> FindCheckpoint(const std::string& dir);
 absl::StatusOr<Checkpoint> ParseCheckpointIndex(const std::string& dir, absl::string_view json,
                                                 absl::string_view source);
 
+// dir/model.safetensors.index.json read and parsed (ParseCheckpointIndex's
+// errors; PERMISSION_DENIED when it cannot be read), without checking that
+// the shards exist: what a download reads to know which shards to fetch.
+absl::StatusOr<Checkpoint> ReadCheckpointIndex(const std::string& dir);
+
 // The checkpoint's identity (above); reads every file.
 absl::StatusOr<std::string> CheckpointSha256(const Checkpoint& checkpoint);
 

@@ -20,9 +20,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/checkpoint_files.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
-#include "nlohmann/json.hpp"
 
 namespace lensgrid::hub {
 namespace {
@@ -459,18 +459,10 @@ absl::StatusOr<PulledModel> PullModel(const ModelRef& ref, const PullOptions& op
                        "safetensors weights only)")));
     }
     if (!s.ok()) return context(s);
-    std::ifstream in(pulled.dir + "/model.safetensors.index.json");
-    nlohmann::json index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
-      return context(absl::DataLossError("model.safetensors.index.json has no weight_map"));
-    }
-    std::vector<std::string> shards;
-    for (const auto& [name, shard] : index["weight_map"].items()) {
-      if (!shard.is_string()) continue;
-      const std::string f = shard.get<std::string>();
-      if (std::find(shards.begin(), shards.end(), f) == shards.end()) shards.push_back(f);
-    }
-    for (const std::string& f : shards) {
+    // The shards the index names, each once; a name leaving the snapshot dir is refused.
+    absl::StatusOr<Checkpoint> index = ReadCheckpointIndex(pulled.dir);
+    if (!index.ok()) return context(absl::DataLossError(index.status().message()));
+    for (const std::string& f : index->files) {
       s = downloader.Fetch(f, &pulled);
       if (!s.ok()) return context(s);
     }

@@ -80,7 +80,7 @@ class CircuitSearch {
     const bool clean_senders = spec_.method == Method::kPathPatch;
     BaseRunCache* cache = options_.base_run_cache;
     std::string key;
-    if (cache != nullptr && !options_.base_run_scope.empty() && cache->budget_bytes() > 0) {
+    if (CachesBaseRuns(options_)) {
       key = BaseRunKey("lensgrid corruption batch v1")
                 .Str(options_.base_run_scope)
                 .Str(MetricName(spec_.metric))

@@ -237,10 +237,7 @@ int64_t HeldBytes(const CachedBaseRun& run) {
 // The cache key of this search's base run: a hash of everything the base run
 // depends on (BaseRuns reads nothing else), so that equal keys mean equal runs.
 std::string SearchRun::BaseRunKey() const {
-  if (options_.base_run_cache == nullptr || options_.base_run_scope.empty() ||
-      options_.base_run_cache->budget_bytes() == 0) {
-    return "";
-  }
+  if (!CachesBaseRuns(options_)) return "";
   lensgrid::BaseRunKey key("lensgrid base run v1");
   key.Str(options_.base_run_scope)
       .Str(MethodName(spec_.method))
@@ -346,8 +343,7 @@ absl::Status SearchRun::RunBase() {
 absl::StatusOr<std::map<std::string, torch::Tensor>> SearchRun::DatasetMeans(
     const std::vector<std::string>& hooks, const Dataset& mean_of) {
   std::string key;
-  if (options_.base_run_cache != nullptr && !options_.base_run_scope.empty() &&
-      options_.base_run_cache->budget_bytes() > 0) {
+  if (CachesBaseRuns(options_)) {
     // Everything the means depend on: the model, which hooks, every prompt of
     // the mean (their padded length included).
     lensgrid::BaseRunKey k("lensgrid dataset mean v1");
@@ -632,6 +628,11 @@ std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const HookedTran
     outputs.push_back(std::move(o));
   }
   return outputs;
+}
+
+bool CachesBaseRuns(const SearchOptions& options) {
+  return options.base_run_cache != nullptr && !options.base_run_scope.empty() &&
+         options.base_run_cache->budget_bytes() > 0;
 }
 
 int64_t StorageBytes(const std::vector<at::Tensor>& tensors) {

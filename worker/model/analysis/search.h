@@ -113,6 +113,10 @@ struct SearchResult {
 std::vector<SearchOutput> SearchOutputs(const SearchSpec& spec, const HookedTransformerConfig& cfg,
                                         int64_t n_pos);
 
+// Whether a search keeps its base runs in options.base_run_cache and reuses
+// them: a cache with a budget, and a scope naming the model.
+bool CachesBaseRuns(const SearchOptions& options);
+
 // Bytes of memory `tensors` keep alive, each storage counted once (undefined
 // ones: none): what a value stored in the BaseRunCache costs its budget.
 int64_t StorageBytes(const std::vector<at::Tensor>& tensors);
